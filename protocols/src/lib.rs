@@ -1,0 +1,58 @@
+//! Sans-IO, zero-copy frame parsers for ringman.
+//!
+//! A protocol follows Workerman's `input` / `decode` / `encode` contract:
+//!
+//! * [`Codec::input`] looks at the unparsed bytes and answers [`Input::Need`] (wait for more),
+//!   [`Input::Packet`] (the next packet is `n` bytes long) or an error (reject: the engine calls
+//!   `on_error` and closes that connection).
+//! * [`Codec::decode`] turns one complete packet into the message handed to `on_message`,
+//!   borrowing from the packet (zero-copy) whenever it can.
+//! * [`Codec::encode`] appends the wire form of an outgoing message.
+//!
+//! Nothing here touches a socket: the engine, the load generator and the tests all drive the
+//! same code. [`Framer`] holds the one piece of per-connection buffering logic: it parses
+//! straight out of the receive buffer and copies only the tail of a packet that spans
+//! buffers.
+//!
+//! ```
+//! use ringman_protocols::{Framer, Flow, Protocol, Text};
+//! let mut codec = Text.codec();
+//! let mut framer = Framer::new();
+//! let mut got = Vec::new();
+//! let mut wire = *b"hel";
+//! framer.feed(codec.as_mut(), &mut wire, 1 << 20, |m| { got.push(m.to_vec()); Flow::Continue }).unwrap();
+//! let mut wire = *b"lo\r\nworld\n";
+//! framer.feed(codec.as_mut(), &mut wire, 1 << 20, |m| { got.push(m.to_vec()); Flow::Continue }).unwrap();
+//! assert_eq!(got, vec![b"hello".to_vec(), b"world".to_vec()]);
+//! ```
+#![warn(missing_docs)]
+
+mod codec;
+mod frame;
+mod framer;
+mod raw;
+mod text;
+
+pub use codec::{Codec, Input, Protocol, ProtocolError};
+pub use frame::{Frame, FrameCodec};
+pub use framer::{Flow, Framer};
+pub use raw::{Raw, RawCodec};
+pub use text::{Text, TextCodec};
+
+/// Default largest packet a connection accepts (Workerman's `maxPackageSize`, 10 MiB).
+pub const DEFAULT_MAX_PACKAGE_SIZE: usize = 10 * 1024 * 1024;
+
+/// Looks up a built-in protocol by the scheme of a listen address (`tcp`, `text`, `frame`).
+///
+/// ```
+/// assert_eq!(ringman_protocols::by_scheme("frame").unwrap().name(), "frame");
+/// assert!(ringman_protocols::by_scheme("gopher").is_none());
+/// ```
+pub fn by_scheme(scheme: &str) -> Option<std::sync::Arc<dyn Protocol>> {
+    match scheme {
+        "tcp" => Some(std::sync::Arc::new(Raw)),
+        "text" => Some(std::sync::Arc::new(Text)),
+        "frame" => Some(std::sync::Arc::new(Frame)),
+        _ => None,
+    }
+}

@@ -1,0 +1,35 @@
+//! `tcp://`: no framing; every receive is delivered as it arrived.
+
+use crate::{Codec, Input, Protocol, ProtocolError};
+
+/// Raw bytes: each chunk the kernel hands over becomes one message.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Raw;
+
+/// Per-connection state of [`Raw`] (none is needed).
+#[derive(Debug, Default)]
+pub struct RawCodec;
+
+impl Protocol for Raw {
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+    fn codec(&self) -> Box<dyn Codec> {
+        Box::new(RawCodec)
+    }
+}
+
+impl Codec for RawCodec {
+    fn input(&mut self, buf: &[u8], _max: usize) -> Result<Input, ProtocolError> {
+        Ok(if buf.is_empty() { Input::Need } else { Input::Packet(buf.len()) })
+    }
+    fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
+        Ok(Some(packet))
+    }
+    fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(payload);
+    }
+    fn overhead(&self, _len: usize) -> usize {
+        0
+    }
+}
