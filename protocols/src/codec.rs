@@ -30,11 +30,11 @@ pub enum ProtocolError {
     },
 }
 
-/// Per-connection parser state for one protocol.
+/// Per-connection receive-side state of one protocol.
 ///
-/// The engine creates one codec per connection with [`Protocol::codec`], so a codec may keep
-/// state between packets (scan offsets, handshake progress, fragment reassembly).
-pub trait Codec: Send {
+/// The engine creates one decoder per connection with [`Protocol::decoder`], so a decoder may
+/// keep state between packets (scan offsets, handshake progress, fragment reassembly).
+pub trait Decoder: Send {
     /// Examines the unparsed bytes, which always start at a packet boundary.
     ///
     /// Returns [`Input::Need`] while the packet length is unknown, [`Input::Packet`] once it
@@ -46,7 +46,12 @@ pub trait Codec: Send {
     /// `on_message`. The packet may be modified in place (unmasking). `Ok(None)` means the
     /// packet carried no message for the application.
     fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError>;
+}
 
+/// Per-connection send-side state of one protocol.
+///
+/// Kept apart from [`Decoder`] so `send()` can encode while a message is being delivered.
+pub trait Encoder: Send {
     /// Appends the wire form of `payload` to `out`.
     fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>);
 
@@ -57,22 +62,24 @@ pub trait Codec: Send {
     }
 }
 
-/// A protocol: a name plus a factory of per-connection codecs.
+/// A protocol: a name plus factories of per-connection decoders and encoders.
 ///
 /// Implement it to plug your own protocol into a `Worker`:
 ///
 /// ```
-/// use ringman_protocols::{Codec, Input, Protocol, ProtocolError};
+/// use ringman_protocols::{Decoder, Encoder, Input, Protocol, ProtocolError};
 /// /// One-byte length prefix.
 /// struct Tiny;
 /// struct TinyCodec;
-/// impl Codec for TinyCodec {
+/// impl Decoder for TinyCodec {
 ///     fn input(&mut self, buf: &[u8], _max: usize) -> Result<Input, ProtocolError> {
 ///         Ok(buf.first().map_or(Input::Need, |&n| Input::Packet(1 + n as usize)))
 ///     }
 ///     fn decode<'a>(&mut self, p: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
 ///         Ok(Some(&p[1..]))
 ///     }
+/// }
+/// impl Encoder for TinyCodec {
 ///     fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
 ///         out.push(payload.len() as u8);
 ///         out.extend_from_slice(payload);
@@ -80,12 +87,15 @@ pub trait Codec: Send {
 /// }
 /// impl Protocol for Tiny {
 ///     fn name(&self) -> &'static str { "tiny" }
-///     fn codec(&self) -> Box<dyn Codec> { Box::new(TinyCodec) }
+///     fn decoder(&self) -> Box<dyn Decoder> { Box::new(TinyCodec) }
+///     fn encoder(&self) -> Box<dyn Encoder> { Box::new(TinyCodec) }
 /// }
 /// ```
 pub trait Protocol: Send + Sync + 'static {
     /// Short name, shown in status output (`text`, `frame`, `tcp`, ...).
     fn name(&self) -> &'static str;
-    /// A fresh codec for a new connection.
-    fn codec(&self) -> Box<dyn Codec>;
+    /// A fresh decoder for a new connection.
+    fn decoder(&self) -> Box<dyn Decoder>;
+    /// A fresh encoder for a new connection.
+    fn encoder(&self) -> Box<dyn Encoder>;
 }

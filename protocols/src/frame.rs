@@ -1,6 +1,6 @@
 //! `frame://`: a 4-byte big-endian total length (header included), then the payload.
 
-use crate::{Codec, Input, Protocol, ProtocolError};
+use crate::{Decoder, Encoder, Input, Protocol, ProtocolError};
 
 /// Length-prefixed frames: `u32` big-endian total length (including the 4 header bytes).
 #[derive(Debug, Default, Clone, Copy)]
@@ -17,12 +17,15 @@ impl Protocol for Frame {
     fn name(&self) -> &'static str {
         "frame"
     }
-    fn codec(&self) -> Box<dyn Codec> {
+    fn decoder(&self) -> Box<dyn Decoder> {
+        Box::new(FrameCodec)
+    }
+    fn encoder(&self) -> Box<dyn Encoder> {
         Box::new(FrameCodec)
     }
 }
 
-impl Codec for FrameCodec {
+impl Decoder for FrameCodec {
     fn input(&mut self, buf: &[u8], max: usize) -> Result<Input, ProtocolError> {
         let Some(head) = buf.get(..HEADER) else {
             return Ok(Input::Need);
@@ -44,6 +47,9 @@ impl Codec for FrameCodec {
         Ok(Some(&packet[HEADER..]))
     }
 
+}
+
+impl Encoder for FrameCodec {
     fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
         let total = u32::try_from(payload.len() + HEADER).expect("frame payload exceeds 4 GiB");
         out.reserve(payload.len() + HEADER);

@@ -1,6 +1,6 @@
 //! Per-connection receive buffering shared by the engine and the load generator.
 
-use crate::{Codec, Input, ProtocolError};
+use crate::{Decoder, Input, ProtocolError};
 
 /// What the message sink wants after one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl Framer {
     ///
     /// Returns an error when the codec rejects the stream or a packet exceeds `max`; the
     /// connection must then be closed. Messages delivered before the error stay delivered.
-    pub fn feed<F>(&mut self, codec: &mut dyn Codec, data: &mut [u8], max: usize, mut sink: F) -> Result<Flow, ProtocolError>
+    pub fn feed<F>(&mut self, codec: &mut dyn Decoder, data: &mut [u8], max: usize, mut sink: F) -> Result<Flow, ProtocolError>
     where
         F: FnMut(&[u8]) -> Flow,
     {
@@ -82,7 +82,7 @@ impl Framer {
     }
 
     /// Delivers messages already buffered (after a [`Flow::Stop`], when receiving resumes).
-    pub fn drain<F>(&mut self, codec: &mut dyn Codec, max: usize, mut sink: F) -> Result<Flow, ProtocolError>
+    pub fn drain<F>(&mut self, codec: &mut dyn Decoder, max: usize, mut sink: F) -> Result<Flow, ProtocolError>
     where
         F: FnMut(&[u8]) -> Flow,
     {
@@ -153,7 +153,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn run(p: &dyn Protocol, chunks: &[Vec<u8>], max: usize) -> (Vec<Vec<u8>>, Option<ProtocolError>) {
-        let mut codec = p.codec();
+        let mut codec = p.decoder();
         let mut f = Framer::new();
         let mut out = Vec::new();
         for c in chunks {
@@ -195,9 +195,8 @@ mod tests {
 
         #[test]
         fn frame_any_split_same_messages(msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20), cuts in proptest::collection::vec(any::<usize>(), 0..20)) {
-            let mut codec = Frame.codec();
             let mut wire = Vec::new();
-            for m in &msgs { codec.encode(m, &mut wire); }
+            for m in &msgs { Frame.encoder().encode(m, &mut wire); }
             let (parts, e) = run(&Frame, &split(&wire, &cuts), 1 << 20);
             prop_assert!(e.is_none());
             prop_assert_eq!(parts, msgs);
@@ -212,9 +211,9 @@ mod tests {
 
         #[test]
         fn stop_and_drain_lose_nothing(msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 1..20), cuts in proptest::collection::vec(any::<usize>(), 0..10), stop_every in 1usize..5) {
-            let mut codec = Frame.codec();
+            let mut codec = Frame.decoder();
             let mut wire = Vec::new();
-            for m in &msgs { codec.encode(m, &mut wire); }
+            for m in &msgs { Frame.encoder().encode(m, &mut wire); }
             let mut f = Framer::new();
             let mut out: Vec<Vec<u8>> = Vec::new();
             for mut c in split(&wire, &cuts) {
@@ -248,9 +247,9 @@ mod tests {
 
     #[test]
     fn spanning_packet_is_copied_once() {
-        let mut codec = Frame.codec();
+        let mut codec = Frame.decoder();
         let mut wire = Vec::new();
-        codec.encode(&vec![7u8; 100_000], &mut wire);
+        Frame.encoder().encode(&vec![7u8; 100_000], &mut wire);
         let mut f = Framer::new();
         let mut got = 0;
         for c in wire.chunks_mut(4096) {

@@ -2,12 +2,12 @@
 //!
 //! A protocol follows Workerman's `input` / `decode` / `encode` contract:
 //!
-//! * [`Codec::input`] looks at the unparsed bytes and answers [`Input::Need`] (wait for more),
+//! * [`Decoder::input`] looks at the unparsed bytes and answers [`Input::Need`] (wait for more),
 //!   [`Input::Packet`] (the next packet is `n` bytes long) or an error (reject: the engine calls
 //!   `on_error` and closes that connection).
-//! * [`Codec::decode`] turns one complete packet into the message handed to `on_message`,
+//! * [`Decoder::decode`] turns one complete packet into the message handed to `on_message`,
 //!   borrowing from the packet (zero-copy) whenever it can.
-//! * [`Codec::encode`] appends the wire form of an outgoing message.
+//! * [`Encoder::encode`] appends the wire form of an outgoing message.
 //!
 //! Nothing here touches a socket: the engine, the load generator and the tests all drive the
 //! same code. [`Framer`] holds the one piece of per-connection buffering logic: it parses
@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use ringman_protocols::{Framer, Flow, Protocol, Text};
-//! let mut codec = Text.codec();
+//! let mut codec = Text.decoder();
 //! let mut framer = Framer::new();
 //! let mut got = Vec::new();
 //! let mut wire = *b"hel";
@@ -33,7 +33,7 @@ mod framer;
 mod raw;
 mod text;
 
-pub use codec::{Codec, Input, Protocol, ProtocolError};
+pub use codec::{Decoder, Encoder, Input, Protocol, ProtocolError};
 pub use frame::{Frame, FrameCodec};
 pub use framer::{Flow, Framer};
 pub use raw::{Raw, RawCodec};

@@ -1,6 +1,6 @@
 //! `tcp://`: no framing; every receive is delivered as it arrived.
 
-use crate::{Codec, Input, Protocol, ProtocolError};
+use crate::{Decoder, Encoder, Input, Protocol, ProtocolError};
 
 /// Raw bytes: each chunk the kernel hands over becomes one message.
 #[derive(Debug, Default, Clone, Copy)]
@@ -14,18 +14,24 @@ impl Protocol for Raw {
     fn name(&self) -> &'static str {
         "tcp"
     }
-    fn codec(&self) -> Box<dyn Codec> {
+    fn decoder(&self) -> Box<dyn Decoder> {
+        Box::new(RawCodec)
+    }
+    fn encoder(&self) -> Box<dyn Encoder> {
         Box::new(RawCodec)
     }
 }
 
-impl Codec for RawCodec {
+impl Decoder for RawCodec {
     fn input(&mut self, buf: &[u8], _max: usize) -> Result<Input, ProtocolError> {
         Ok(if buf.is_empty() { Input::Need } else { Input::Packet(buf.len()) })
     }
     fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
         Ok(Some(packet))
     }
+}
+
+impl Encoder for RawCodec {
     fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(payload);
     }

@@ -1,6 +1,6 @@
 //! `text://`: newline-delimited messages (telnet friendly).
 
-use crate::{Codec, Input, Protocol, ProtocolError};
+use crate::{Decoder, Encoder, Input, Protocol, ProtocolError};
 
 /// Newline-delimited text. `decode` strips the trailing `\n` or `\r\n`; `encode` appends `\n`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -17,12 +17,15 @@ impl Protocol for Text {
     fn name(&self) -> &'static str {
         "text"
     }
-    fn codec(&self) -> Box<dyn Codec> {
+    fn decoder(&self) -> Box<dyn Decoder> {
+        Box::new(TextCodec::default())
+    }
+    fn encoder(&self) -> Box<dyn Encoder> {
         Box::new(TextCodec::default())
     }
 }
 
-impl Codec for TextCodec {
+impl Decoder for TextCodec {
     fn input(&mut self, buf: &[u8], max: usize) -> Result<Input, ProtocolError> {
         // `scanned` is only a hint: callers hand back the same packet start until it is
         // decoded, so bytes below it are known to hold no newline.
@@ -57,6 +60,9 @@ impl Codec for TextCodec {
         Ok(Some(&packet[..end]))
     }
 
+}
+
+impl Encoder for TextCodec {
     fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
         out.reserve(payload.len() + 1);
         out.extend_from_slice(payload);
