@@ -1,0 +1,129 @@
+//! tokio peer on a current_thread runtime. Modes: `echo` (raw bytes), `text` (newline
+//! delimited lines echoed), `frame` (4-byte big-endian total length incl. header), `http`
+//! (hyper 1.x, `GET /hello` -> `Hello World`), `ws` (tokio-tungstenite echo).
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Echo,
+    Text,
+    Frame,
+    Http,
+    Ws,
+}
+
+fn main() {
+    let args = peer_common::parse(&["echo", "text", "frame", "http", "ws"]);
+    let mode = match args.mode.as_str() {
+        "echo" => Mode::Echo,
+        "text" => Mode::Text,
+        "frame" => Mode::Frame,
+        "http" => Mode::Http,
+        _ => Mode::Ws,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+    rt.block_on(async move {
+        let listener = TcpListener::bind(args.addr).await.expect("bind");
+        peer_common::announce(listener.local_addr().expect("local addr"));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                match mode {
+                    Mode::Echo => drop(echo(stream).await),
+                    Mode::Text => drop(delimited(stream, text_complete).await),
+                    Mode::Frame => drop(delimited(stream, frame_complete).await),
+                    Mode::Http => drop(http(stream).await),
+                    Mode::Ws => drop(ws(stream).await),
+                }
+            });
+        }
+    });
+}
+
+async fn echo(mut s: TcpStream) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        s.write_all(&buf[..n]).await?;
+    }
+}
+
+/// Length of the complete newline-terminated lines at the start of `buf`.
+fn text_complete(buf: &[u8]) -> usize {
+    buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// Length of the complete frames at the start of `buf`.
+fn frame_complete(buf: &[u8]) -> usize {
+    let mut off = 0;
+    while buf.len() - off >= 4 {
+        let len = u32::from_be_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+        if len < 4 || buf.len() - off < len {
+            break;
+        }
+        off += len;
+    }
+    off
+}
+
+/// Echoes every complete message back, batching all complete messages of one read.
+async fn delimited(mut s: TcpStream, complete: fn(&[u8]) -> usize) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let n = s.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let done = complete(&buf);
+        if done > 0 {
+            s.write_all(&buf[..done]).await?;
+            buf.drain(..done);
+        }
+    }
+}
+
+async fn hello(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let resp = if req.uri().path() == "/hello" {
+        Response::builder()
+            .header("Content-Type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"Hello World")))
+    } else {
+        Response::builder().status(404).body(Full::new(Bytes::new()))
+    };
+    Ok(resp.expect("static response"))
+}
+
+async fn http(s: TcpStream) -> Result<(), hyper::Error> {
+    hyper::server::conn::http1::Builder::new()
+        .pipeline_flush(true)
+        .keep_alive(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(s), hyper::service::service_fn(hello))
+        .await
+}
+
+async fn ws(s: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = tokio_tungstenite::accept_async(s).await?;
+    while let Some(msg) = ws.next().await {
+        match msg? {
+            m @ (Message::Text(_) | Message::Binary(_)) => ws.send(m).await?,
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}

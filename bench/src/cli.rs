@@ -1,0 +1,382 @@
+//! Command-line parsing (hand written: the crate stays light for the main test suite).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::ArgError;
+
+/// Workload shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// Raw TCP echo of `size`-byte messages.
+    Echo,
+    /// Newline-delimited lines (`text://`).
+    Text,
+    /// 4-byte big-endian total-length frames (`frame://`).
+    Frame,
+    /// WebSocket text frames, echoed.
+    Ws,
+    /// HTTP/1.1 `GET /hello`, pipelined `depth` deep.
+    Http,
+}
+
+impl Scenario {
+    /// All scenarios.
+    pub const ALL: [Scenario; 5] = [Scenario::Echo, Scenario::Text, Scenario::Frame, Scenario::Ws, Scenario::Http];
+
+    /// Name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Echo => "echo",
+            Scenario::Text => "text",
+            Scenario::Frame => "frame",
+            Scenario::Ws => "ws",
+            Scenario::Http => "http",
+        }
+    }
+
+    /// Parses a scenario name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// Which server is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerKind {
+    /// ringman itself (`ringman-bench serve-ringman`).
+    Ringman,
+    /// tokio current_thread (+ hyper, tokio-tungstenite).
+    Tokio,
+    /// tokio-uring.
+    TokioUring,
+    /// monoio with its io_uring driver.
+    Monoio,
+    /// The hand-written io_uring floor.
+    Floor,
+    /// nginx (`return 200`), if installed.
+    Nginx,
+}
+
+impl ServerKind {
+    /// All servers, in report order.
+    pub const ALL: [ServerKind; 6] = [
+        ServerKind::Ringman,
+        ServerKind::Tokio,
+        ServerKind::TokioUring,
+        ServerKind::Monoio,
+        ServerKind::Floor,
+        ServerKind::Nginx,
+    ];
+
+    /// Name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Ringman => "ringman",
+            ServerKind::Tokio => "tokio",
+            ServerKind::TokioUring => "tokio-uring",
+            ServerKind::Monoio => "monoio",
+            ServerKind::Floor => "floor",
+            ServerKind::Nginx => "nginx",
+        }
+    }
+
+    /// Parses a server name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Whether this server implements `scenario`.
+    pub fn supports(self, scenario: Scenario) -> bool {
+        match self {
+            ServerKind::Ringman | ServerKind::Tokio => true,
+            ServerKind::TokioUring | ServerKind::Monoio | ServerKind::Floor => scenario == Scenario::Echo,
+            ServerKind::Nginx => scenario == Scenario::Http,
+        }
+    }
+}
+
+/// Workload options shared by `run` and the suite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOpts {
+    /// Workload.
+    pub scenario: Scenario,
+    /// Connections.
+    pub conns: usize,
+    /// Payload bytes per message (echo/text/frame/ws; ignored by http).
+    pub size: usize,
+    /// Messages in flight per connection (closed loop).
+    pub depth: usize,
+    /// Measured window.
+    pub duration: Duration,
+    /// Unmeasured run before the window.
+    pub warmup: Duration,
+    /// Open loop: messages per second overall (None = closed loop).
+    pub rate: Option<f64>,
+}
+
+impl Default for LoadOpts {
+    fn default() -> Self {
+        LoadOpts {
+            scenario: Scenario::Echo,
+            conns: 64,
+            size: 64,
+            depth: 1,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            rate: None,
+        }
+    }
+}
+
+/// Placement and paths shared by `run` and `compare`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Env {
+    /// CPU the server is pinned to.
+    pub server_cpu: usize,
+    /// CPU the load generator is pinned to.
+    pub client_cpu: usize,
+    /// The peers workspace (`bench/peers`).
+    pub peers_dir: PathBuf,
+    /// Output directory for `compare` (`bench/out`).
+    pub out_dir: PathBuf,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        let bench = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        Env { server_cpu: 0, client_cpu: 1, peers_dir: bench.join("peers"), out_dir: bench.join("out") }
+    }
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// One measurement.
+    Run {
+        /// Server to measure.
+        server: ServerKind,
+        /// Workload.
+        load: LoadOpts,
+        /// Placement.
+        env: Env,
+    },
+    /// The standard suite against every available server.
+    Compare {
+        /// Short runs (whole suite under two minutes).
+        quick: bool,
+        /// Only these servers (None = all).
+        only: Option<Vec<ServerKind>>,
+        /// Placement.
+        env: Env,
+    },
+    /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns).
+    ServeRingman(String),
+    /// Print usage.
+    Help,
+}
+
+/// Usage text.
+pub const USAGE: &str = "\
+ringman-bench run --server <ringman|tokio|tokio-uring|monoio|floor|nginx> --scenario <echo|text|frame|ws|http>
+                  [--conns N] [--size BYTES] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
+                  [--server-cpu C] [--client-cpu C] [--peers-dir DIR]
+ringman-bench compare [--quick] [--servers a,b,...] [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--out DIR]
+ringman-bench serve-ringman <scheme>://IP:PORT
+T is a duration: 10s, 500ms, 2 (seconds).";
+
+/// Parses a duration: `10s`, `500ms`, `1.5` (seconds), `2m`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let (num, scale) = if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e-3)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix('m') {
+        (v, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.parse().ok()?;
+    (v.is_finite() && v >= 0.0).then(|| Duration::from_secs_f64(v * scale))
+}
+
+fn bad(option: &str, value: &str, reason: &'static str) -> ArgError {
+    ArgError::BadValue { option: option.to_string(), value: value.to_string(), reason }
+}
+
+fn num<T: std::str::FromStr>(option: &str, value: &str) -> Result<T, ArgError> {
+    value.parse().map_err(|_| bad(option, value, "not a number"))
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgError> {
+    let mut it = args.into_iter();
+    let cmd = it.next().ok_or(ArgError::MissingCommand)?;
+    let mut load = LoadOpts::default();
+    let mut env = Env::default();
+    let mut server = None;
+    let mut scenario = None;
+    let mut quick = false;
+    let mut only = None;
+    let mut positional = Vec::new();
+    match cmd.as_str() {
+        "run" | "compare" | "serve-ringman" => {}
+        "help" | "--help" | "-h" => return Ok(Command::Help),
+        _ => return Err(ArgError::UnknownCommand(cmd)),
+    }
+    let run = cmd == "run";
+    while let Some(opt) = it.next() {
+        if !opt.starts_with("--") {
+            positional.push(opt);
+            continue;
+        }
+        if opt == "--quick" && cmd == "compare" {
+            quick = true;
+            continue;
+        }
+        if opt == "--help" {
+            return Ok(Command::Help);
+        }
+        let val = it.next().ok_or_else(|| ArgError::MissingValue(opt.clone()))?;
+        let v = val.as_str();
+        match (opt.as_str(), run) {
+            ("--server", true) => server = Some(ServerKind::parse(v).ok_or_else(|| bad(&opt, v, "unknown server"))?),
+            ("--scenario", true) => {
+                scenario = Some(Scenario::parse(v).ok_or_else(|| bad(&opt, v, "unknown scenario"))?)
+            }
+            ("--conns", true) => load.conns = num(&opt, v)?,
+            ("--size", true) => load.size = num(&opt, v)?,
+            ("--depth", true) => load.depth = num(&opt, v)?,
+            ("--duration", true) => load.duration = parse_duration(v).ok_or_else(|| bad(&opt, v, "not a duration"))?,
+            ("--warmup", true) => load.warmup = parse_duration(v).ok_or_else(|| bad(&opt, v, "not a duration"))?,
+            ("--rate", true) => {
+                let r: f64 = num(&opt, v)?;
+                if !(r.is_finite() && r > 0.0) {
+                    return Err(bad(&opt, v, "must be positive"));
+                }
+                load.rate = Some(r);
+            }
+            ("--servers", false) => {
+                let list = v
+                    .split(',')
+                    .map(|s| ServerKind::parse(s.trim()).ok_or_else(|| bad(&opt, v, "unknown server")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                only = Some(list);
+            }
+            ("--out", false) => env.out_dir = PathBuf::from(v),
+            ("--server-cpu", _) => env.server_cpu = num(&opt, v)?,
+            ("--client-cpu", _) => env.client_cpu = num(&opt, v)?,
+            ("--peers-dir", _) => env.peers_dir = PathBuf::from(v),
+            _ => return Err(ArgError::UnknownOption(opt)),
+        }
+    }
+    match cmd.as_str() {
+        "serve-ringman" => {
+            let mut p = positional.into_iter();
+            let addr = p.next().ok_or(ArgError::Required("<scheme>://ip:port"))?;
+            if let Some(extra) = p.next() {
+                return Err(ArgError::UnknownOption(extra));
+            }
+            Ok(Command::ServeRingman(addr))
+        }
+        _ if !positional.is_empty() => Err(ArgError::UnknownOption(positional.remove(0))),
+        "compare" => Ok(Command::Compare { quick, only, env }),
+        _ => {
+            let server = server.ok_or(ArgError::Required("--server"))?;
+            load.scenario = scenario.ok_or(ArgError::Required("--scenario"))?;
+            if load.conns == 0 {
+                return Err(bad("--conns", "0", "must be at least 1"));
+            }
+            if load.depth == 0 {
+                return Err(bad("--depth", "0", "must be at least 1"));
+            }
+            if load.size == 0 && load.scenario == Scenario::Echo {
+                return Err(bad("--size", "0", "echo needs at least 1 byte"));
+            }
+            Ok(Command::Run { server, load, env })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command, ArgError> {
+        parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+
+    #[test]
+    fn run_with_all_options() {
+        let c = p("run --server floor --scenario http --conns 256 --size 20 --depth 16 --duration 3s \
+                   --warmup 0 --rate 1000 --server-cpu 1 --client-cpu 0 --peers-dir /p")
+        .unwrap();
+        let Command::Run { server, load, env } = c else { panic!("{c:?}") };
+        assert_eq!(server, ServerKind::Floor);
+        assert_eq!(load.scenario, Scenario::Http);
+        assert_eq!((load.conns, load.size, load.depth), (256, 20, 16));
+        assert_eq!(load.duration, Duration::from_secs(3));
+        assert_eq!(load.warmup, Duration::ZERO);
+        assert_eq!(load.rate, Some(1000.0));
+        assert_eq!((env.server_cpu, env.client_cpu), (1, 0));
+        assert_eq!(env.peers_dir, PathBuf::from("/p"));
+    }
+
+    #[test]
+    fn run_defaults() {
+        let Command::Run { load, env, .. } = p("run --server tokio --scenario echo").unwrap() else { panic!() };
+        assert_eq!(load, LoadOpts::default());
+        assert_eq!((env.server_cpu, env.client_cpu), (0, 1));
+        assert!(env.peers_dir.ends_with("bench/peers"));
+    }
+
+    #[test]
+    fn compare_and_serve() {
+        assert!(matches!(p("compare --quick").unwrap(), Command::Compare { quick: true, only: None, .. }));
+        let Command::Compare { only, env, .. } = p("compare --servers tokio,floor --out /tmp/o").unwrap() else {
+            panic!()
+        };
+        assert_eq!(only, Some(vec![ServerKind::Tokio, ServerKind::Floor]));
+        assert_eq!(env.out_dir, PathBuf::from("/tmp/o"));
+        assert_eq!(p("serve-ringman tcp://127.0.0.1:1").unwrap(), Command::ServeRingman("tcp://127.0.0.1:1".into()));
+        assert_eq!(p("help").unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(p(""), Err(ArgError::MissingCommand));
+        assert_eq!(p("bogus"), Err(ArgError::UnknownCommand("bogus".into())));
+        assert_eq!(p("run --scenario echo"), Err(ArgError::Required("--server")));
+        assert_eq!(p("run --server tokio"), Err(ArgError::Required("--scenario")));
+        assert!(matches!(p("run --server x --scenario echo"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --server tokio --scenario echo --conns"), Err(ArgError::MissingValue(_))));
+        assert!(matches!(p("run --server tokio --scenario echo --conns 0"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --server tokio --scenario echo --rate -5"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --server tokio --scenario echo --quick x"), Err(ArgError::UnknownOption(_))));
+        assert!(matches!(p("compare --conns 5"), Err(ArgError::UnknownOption(_))));
+        assert_eq!(p("serve-ringman"), Err(ArgError::Required("<scheme>://ip:port")));
+    }
+
+    #[test]
+    fn support_matrix() {
+        assert!(ServerKind::Ringman.supports(Scenario::Ws));
+        assert!(ServerKind::Nginx.supports(Scenario::Http) && !ServerKind::Nginx.supports(Scenario::Echo));
+        assert!(ServerKind::Floor.supports(Scenario::Echo) && !ServerKind::Floor.supports(Scenario::Http));
+        for s in ServerKind::ALL {
+            assert_eq!(ServerKind::parse(s.name()), Some(s));
+        }
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::parse(s.name()), Some(s));
+        }
+    }
+}

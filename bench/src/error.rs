@@ -1,0 +1,144 @@
+//! Typed errors of the harness.
+
+use std::path::PathBuf;
+
+/// A bad command line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArgError {
+    /// No subcommand was given.
+    #[error("missing subcommand (run, compare, serve-ringman, help)")]
+    MissingCommand,
+    /// The subcommand is not known.
+    #[error("unknown subcommand {0:?}")]
+    UnknownCommand(String),
+    /// An option is not known for this subcommand.
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    /// An option needs a value and none followed.
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+    /// A value could not be parsed.
+    #[error("bad value {value:?} for {option}: {reason}")]
+    BadValue {
+        /// The option.
+        option: String,
+        /// The value given.
+        value: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A required option is absent.
+    #[error("missing required option {0}")]
+    Required(&'static str),
+}
+
+/// A failure of the load generator.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Connecting to the server failed.
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// Server address.
+        addr: std::net::SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A system call of the event loop failed.
+    #[error("{call} failed: {source}")]
+    Sys {
+        /// The call.
+        call: &'static str,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The WebSocket handshake was not answered with 101.
+    #[error("websocket handshake rejected: {0:?}")]
+    Handshake(String),
+    /// The server sent bytes that do not parse as responses of the scenario.
+    #[error("bad response: {0}")]
+    Protocol(#[from] ringman_protocols::ProtocolError),
+    /// Every connection failed.
+    #[error("all {0} connections were closed or failed")]
+    AllConnectionsLost(usize),
+}
+
+/// A failure to build, start or observe a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The server does not implement this scenario.
+    #[error("{server} does not implement scenario {scenario}")]
+    Unsupported {
+        /// Server name.
+        server: &'static str,
+        /// Scenario name.
+        scenario: &'static str,
+    },
+    /// The executable is not available.
+    #[error("{0} not found on PATH")]
+    NotInstalled(&'static str),
+    /// `cargo build` of the peers workspace failed.
+    #[error("building peers failed ({status}); log: {log}")]
+    PeerBuild {
+        /// Exit status of cargo.
+        status: String,
+        /// Path of the build log.
+        log: PathBuf,
+    },
+    /// Spawning the process failed.
+    #[error("spawning {program} failed: {source}")]
+    Spawn {
+        /// Program path.
+        program: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The process exited before it accepted connections.
+    #[error("exited with {status} before listening; stderr: {stderr}")]
+    Exited {
+        /// Exit status.
+        status: String,
+        /// Last lines of stderr.
+        stderr: String,
+    },
+    /// The process did not accept connections in time.
+    #[error("did not accept connections on {0} within the start timeout")]
+    StartTimeout(std::net::SocketAddr),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Any failure of a subcommand.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad command line.
+    #[error(transparent)]
+    Args(#[from] ArgError),
+    /// Load generation failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A server could not be run.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Writing results failed.
+    #[error("{path}: {source}")]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Pinning the load generator to its CPU failed.
+    #[error("sched_setaffinity(cpu {cpu}) failed: {source}")]
+    Affinity {
+        /// The CPU.
+        cpu: usize,
+        /// OS error.
+        source: std::io::Error,
+    },
+}

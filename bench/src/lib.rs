@@ -1,0 +1,21 @@
+//! ringman-bench: load generator and side-by-side benchmark harness for ringman.
+//!
+//! * [`loadgen`]: a single-threaded epoll client (closed and open loop) that reuses the
+//!   protocols crate to build requests and split responses.
+//! * [`server`]: starts pinned server processes (ringman, the peers in `bench/peers`, nginx)
+//!   and samples their CPU time and RSS from `/proc`.
+//! * [`suite`]: one measurement (`run`) and the standard suite (`compare`).
+//! * [`report`]: table, `compare.json`, hand-written `latency.svg`.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod error;
+pub mod hist;
+pub mod idle;
+pub mod loadgen;
+pub mod report;
+pub mod ringman_server;
+pub mod schedule;
+pub mod server;
+pub mod suite;
+pub mod wire;

@@ -1,0 +1,533 @@
+//! The load generator: one thread, non-blocking sockets, one level-triggered epoll set.
+//!
+//! Closed loop keeps `depth` messages in flight on every connection and sends the next one as
+//! soon as a response completes. Open loop sends on a constant-rate [`Schedule`] regardless
+//! of responses and measures latency from each message's intended send time. Writes are
+//! batched: everything queued for a connection during one epoll wakeup goes out in one
+//! `write`, and each readable socket is read once per wakeup with a large buffer.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use crate::cli::{LoadOpts, Scenario};
+use crate::error::LoadError;
+use crate::hist::Latency;
+use crate::schedule::Schedule;
+use crate::wire::{self, ResponseCounter};
+
+/// Edges of the measured window, reported to the caller so it can sample the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// The measured window starts now.
+    Start,
+    /// The measured window ends now.
+    End,
+}
+
+/// What one load run measured.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    /// Responses completed inside the measured window.
+    pub messages: u64,
+    /// Length of the measured window.
+    pub window: Duration,
+    /// Latency of the responses completed inside the window.
+    pub latency: Latency,
+    /// Messages sent during the whole run (warmup, window and drain).
+    pub sent: u64,
+    /// Responses received during the whole run.
+    pub received: u64,
+    /// Responses with an error status (http only).
+    pub bad_status: u64,
+    /// Connections that closed or failed before the end.
+    pub lost_conns: usize,
+    /// CPU time the load generator used inside the window.
+    pub client_cpu: Duration,
+    /// True when every sent message was answered before the drain timeout.
+    pub drained: bool,
+}
+
+impl LoadResult {
+    /// Responses per second inside the window.
+    pub fn rate(&self) -> f64 {
+        let s = self.window.as_secs_f64();
+        if s > 0.0 {
+            self.messages as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Share of one CPU the load generator used in the window (1.0 = one full core).
+    pub fn client_util(&self) -> f64 {
+        let s = self.window.as_secs_f64();
+        if s > 0.0 {
+            self.client_cpu.as_secs_f64() / s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// How long to wait for outstanding responses after the window.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Monotonic clock in nanoseconds (CLOCK_MONOTONIC, the clock timerfd uses).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time (user + system) of the calling thread.
+pub fn thread_cpu() -> Duration {
+    // SAFETY: zeroed rusage is a valid out-parameter for getrusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD with a valid pointer; the call only writes `ru`.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn sys(call: &'static str) -> LoadError {
+    LoadError::Sys { call, source: std::io::Error::last_os_error() }
+}
+
+struct Conn {
+    stream: TcpStream,
+    counter: ResponseCounter,
+    /// Send times (ns) of the messages in flight, oldest first.
+    stamps: VecDeque<u64>,
+    out: Vec<u8>,
+    out_off: usize,
+    want_out: bool,
+    dirty: bool,
+    dead: bool,
+}
+
+/// Epoll fd owned by the loop.
+struct Epoll(i32);
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+impl Epoll {
+    fn ctl(&self, op: i32, fd: i32, events: u32, token: u64) -> Result<(), LoadError> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: valid epoll fd and event pointer.
+        if unsafe { libc::epoll_ctl(self.0, op, fd, &mut ev) } < 0 {
+            return Err(sys("epoll_ctl"));
+        }
+        Ok(())
+    }
+}
+
+const TIMER: u64 = u64::MAX;
+const IN: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
+const INOUT: u32 = IN | libc::EPOLLOUT as u32;
+
+/// Opens `n` connections to `addr` (blocking connect, then non-blocking), performing the
+/// WebSocket handshake when the scenario needs it.
+pub fn connect_all(addr: SocketAddr, scenario: Scenario, n: usize) -> Result<Vec<TcpStream>, LoadError> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = TcpStream::connect(addr).map_err(|source| LoadError::Connect { addr, source })?;
+        let _ = s.set_nodelay(true);
+        // Close with RST so thousands of benchmark sockets leave no TIME_WAIT behind.
+        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+        out.push(s);
+    }
+    if scenario == Scenario::Ws {
+        let req = wire::ws_handshake(&addr.to_string());
+        for s in &mut out {
+            s.write_all(&req).map_err(|source| LoadError::Connect { addr, source })?;
+        }
+        for s in &mut out {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            // Byte-wise so no frame byte after the head is consumed (the server sends none yet).
+            while !head.ends_with(b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(1) => head.push(b[0]),
+                    Ok(_) => return Err(LoadError::Handshake("connection closed".into())),
+                    Err(e) => return Err(LoadError::Connect { addr, source: e }),
+                }
+                if head.len() > 16 * 1024 {
+                    return Err(LoadError::Handshake("response head too long".into()));
+                }
+            }
+            wire::check_ws_handshake(&head)?;
+        }
+    }
+    for s in &out {
+        s.set_nonblocking(true).map_err(|source| LoadError::Sys { call: "set_nonblocking", source })?;
+    }
+    Ok(out)
+}
+
+/// Runs one load against `addr`. `edge` is called at the start and end of the measured
+/// window (sample server CPU there).
+pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Result<LoadResult, LoadError> {
+    let streams = connect_all(addr, opts.scenario, opts.conns)?;
+    let request = wire::request(opts.scenario, opts.size);
+    let schedule = opts.rate.and_then(Schedule::new);
+
+    // SAFETY: plain syscall; the result is checked.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(sys("epoll_create1"));
+    }
+    let ep = Epoll(ep);
+    let mut conns: Vec<Conn> = Vec::with_capacity(streams.len());
+    for (i, stream) in streams.into_iter().enumerate() {
+        ep.ctl(libc::EPOLL_CTL_ADD, stream.as_raw_fd(), IN, i as u64)?;
+        conns.push(Conn {
+            stream,
+            counter: ResponseCounter::new(opts.scenario, opts.size),
+            stamps: VecDeque::new(),
+            out: Vec::with_capacity(request.len() * opts.depth.max(1)),
+            out_off: 0,
+            want_out: false,
+            dirty: false,
+            dead: false,
+        });
+    }
+    let timer = Timer::new()?;
+    ep.ctl(libc::EPOLL_CTL_ADD, timer.0, libc::EPOLLIN as u32, TIMER)?;
+
+    let mut lat = Latency::new();
+    let (mut sent, mut received, mut bad_status, mut window_msgs) = (0u64, 0u64, 0u64, 0u64);
+    let mut lost = 0usize;
+    let mut dirty: Vec<usize> = Vec::with_capacity(conns.len());
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut rbuf = vec![0u8; 256 * 1024];
+
+    let start = now_ns();
+    let window_start = start + opts.warmup.as_nanos() as u64;
+    let window_end = window_start + opts.duration.as_nanos() as u64;
+    let drain_end = window_end + DRAIN_TIMEOUT.as_nanos() as u64;
+    let mut measuring = false;
+    let mut cpu_start = Duration::ZERO;
+    let mut client_cpu = Duration::ZERO;
+    let mut next_seq = 0u64;
+    let enqueue = |c: &mut Conn, stamp: u64, dirty: &mut Vec<usize>, idx: usize| {
+        c.out.extend_from_slice(&request);
+        c.stamps.push_back(stamp);
+        if !c.dirty {
+            c.dirty = true;
+            dirty.push(idx);
+        }
+    };
+    if opts.warmup.is_zero() {
+        edge(Edge::Start);
+        cpu_start = thread_cpu();
+        measuring = true;
+    }
+    if schedule.is_none() {
+        for (i, c) in conns.iter_mut().enumerate() {
+            for _ in 0..opts.depth {
+                enqueue(c, start, &mut dirty, i);
+                sent += 1;
+            }
+        }
+    }
+    let mut phase_sending = true;
+    loop {
+        let now = now_ns();
+        // Phase edges.
+        if !measuring && phase_sending && now >= window_start {
+            edge(Edge::Start);
+            cpu_start = thread_cpu();
+            lat.reset();
+            window_msgs = 0;
+            measuring = true;
+        }
+        if phase_sending && now >= window_end {
+            client_cpu = thread_cpu().saturating_sub(cpu_start);
+            edge(Edge::End);
+            measuring = false;
+            phase_sending = false;
+        }
+        // Open loop: send everything that is due.
+        if let (Some(s), true) = (schedule, phase_sending) {
+            while s.intended_ns(next_seq) <= now - start {
+                let idx = Schedule::conn_for(next_seq, conns.len());
+                let stamp = start + s.intended_ns(next_seq);
+                next_seq += 1;
+                if conns[idx].dead {
+                    continue;
+                }
+                enqueue(&mut conns[idx], stamp, &mut dirty, idx);
+                sent += 1;
+            }
+            timer.arm_abs(start + s.intended_ns(next_seq))?;
+        }
+        // Flush.
+        for &idx in &dirty {
+            let c = &mut conns[idx];
+            c.dirty = false;
+            if c.dead {
+                continue;
+            }
+            flush(&ep, idx, c)?;
+            if c.dead {
+                lost += 1;
+            }
+        }
+        dirty.clear();
+        if lost == conns.len() {
+            return Err(LoadError::AllConnectionsLost(lost));
+        }
+        if !phase_sending {
+            let outstanding = conns.iter().any(|c| !c.dead && !c.stamps.is_empty());
+            if !outstanding || now >= drain_end {
+                break;
+            }
+        }
+        // Wait.
+        let deadline = if phase_sending { if measuring { window_end } else { window_start } } else { drain_end };
+        let timeout_ms = (deadline.saturating_sub(now)).div_ceil(1_000_000).min(1000) as i32;
+        // SAFETY: valid epoll fd; `events` has room for `events.len()` entries.
+        let n = unsafe { libc::epoll_wait(ep.0, events.as_mut_ptr(), events.len() as i32, timeout_ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(LoadError::Sys { call: "epoll_wait", source: e });
+        }
+        let now = now_ns();
+        for ev in &events[..n as usize] {
+            let token = ev.u64;
+            let flags = ev.events;
+            if token == TIMER {
+                timer.clear();
+                continue;
+            }
+            let idx = token as usize;
+            let c = &mut conns[idx];
+            if c.dead {
+                continue;
+            }
+            if flags & libc::EPOLLOUT as u32 != 0 && !c.dirty {
+                c.dirty = true;
+                dirty.push(idx);
+            }
+            if flags & (IN | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32) == 0 {
+                continue;
+            }
+            let mut closed = false;
+            loop {
+                match c.stream.read(&mut rbuf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(got) => {
+                        let (done, bad) = c.counter.feed(&mut rbuf[..got])?;
+                        bad_status += bad;
+                        for _ in 0..done {
+                            let Some(t) = c.stamps.pop_front() else { break };
+                            received += 1;
+                            if measuring {
+                                lat.record(now.saturating_sub(t));
+                                window_msgs += 1;
+                            }
+                            if schedule.is_none() && phase_sending {
+                                enqueue(c, now, &mut dirty, idx);
+                                sent += 1;
+                            }
+                        }
+                        if got < rbuf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                c.dead = true;
+                lost += 1;
+                let _ = ep.ctl(libc::EPOLL_CTL_DEL, c.stream.as_raw_fd(), 0, 0);
+            }
+        }
+    }
+    let window = opts.duration;
+    let drained = conns.iter().all(|c| c.dead || c.stamps.is_empty());
+    Ok(LoadResult {
+        messages: window_msgs,
+        window,
+        latency: lat,
+        sent,
+        received,
+        bad_status,
+        lost_conns: lost,
+        client_cpu,
+        drained,
+    })
+}
+
+/// Writes as much queued output as the socket takes; asks for EPOLLOUT when it stalls.
+fn flush(ep: &Epoll, idx: usize, c: &mut Conn) -> Result<(), LoadError> {
+    while c.out_off < c.out.len() {
+        match c.stream.write(&c.out[c.out_off..]) {
+            Ok(n) => c.out_off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                c.dead = true;
+                let _ = ep.ctl(libc::EPOLL_CTL_DEL, c.stream.as_raw_fd(), 0, 0);
+                return Ok(());
+            }
+        }
+    }
+    if c.out_off == c.out.len() {
+        c.out.clear();
+        c.out_off = 0;
+        if c.want_out {
+            c.want_out = false;
+            ep.ctl(libc::EPOLL_CTL_MOD, c.stream.as_raw_fd(), IN, idx as u64)?;
+        }
+    } else if !c.want_out {
+        c.want_out = true;
+        ep.ctl(libc::EPOLL_CTL_MOD, c.stream.as_raw_fd(), INOUT, idx as u64)?;
+    }
+    Ok(())
+}
+
+/// A CLOCK_MONOTONIC timerfd for open-loop send times.
+struct Timer(i32);
+
+impl Timer {
+    fn new() -> Result<Self, LoadError> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(sys("timerfd_create"));
+        }
+        Ok(Timer(fd))
+    }
+
+    fn arm_abs(&self, at_ns: u64) -> Result<(), LoadError> {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec {
+                tv_sec: (at_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at_ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: valid timerfd and itimerspec; old value not requested.
+        if unsafe { libc::timerfd_settime(self.0, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) } < 0 {
+            return Err(sys("timerfd_settime"));
+        }
+        Ok(())
+    }
+
+    fn clear(&self) {
+        let mut v = 0u64;
+        // SAFETY: reading 8 bytes into a u64 from our non-blocking timerfd.
+        unsafe { libc::read(self.0, (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A tiny threaded std::net echo server; returns its address.
+    fn echo_server() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 8192];
+                    loop {
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if s.write_all(&b[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn opts(scenario: Scenario, conns: usize, depth: usize, rate: Option<f64>) -> LoadOpts {
+        LoadOpts {
+            scenario,
+            conns,
+            size: 33,
+            depth,
+            duration: Duration::from_millis(300),
+            warmup: Duration::from_millis(100),
+            rate,
+        }
+    }
+
+    fn check(r: &LoadResult) {
+        assert!(r.drained, "{r:?}");
+        assert_eq!(r.sent, r.received, "{r:?}");
+        assert_eq!(r.lost_conns, 0);
+        assert_eq!(r.bad_status, 0);
+        assert!(r.messages > 0 && r.messages <= r.received);
+        assert_eq!(r.latency.len(), r.messages);
+    }
+
+    #[test]
+    fn closed_loop_counts_add_up() {
+        let addr = echo_server();
+        for s in [Scenario::Echo, Scenario::Text, Scenario::Frame] {
+            let mut edges = Vec::new();
+            let r = run(addr, &opts(s, 4, 3, None), |e| edges.push(e)).unwrap();
+            check(&r);
+            assert_eq!(edges, vec![Edge::Start, Edge::End]);
+        }
+    }
+
+    #[test]
+    fn open_loop_sends_on_schedule() {
+        let addr = echo_server();
+        let o = LoadOpts { warmup: Duration::ZERO, ..opts(Scenario::Frame, 3, 1, Some(2000.0)) };
+        let r = run(addr, &o, |_| {}).unwrap();
+        check(&r);
+        // 2000/s over 0.3 s = 600 due messages (+1 for t=0); allow for the loop's last tick.
+        assert!((590..=602).contains(&r.sent), "sent {}", r.sent);
+    }
+
+    #[test]
+    fn refused_connection_is_an_error() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        assert!(matches!(run(addr, &opts(Scenario::Echo, 1, 1, None), |_| {}), Err(LoadError::Connect { .. })));
+    }
+}

@@ -1,0 +1,340 @@
+//! Server processes: building the peers, spawning pinned servers, sampling their CPU and RSS.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::{Scenario, ServerKind};
+use crate::error::ServerError;
+
+/// How long a server may take to accept its first connection.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Peer binaries built from `bench/peers`.
+pub const PEER_BINS: [&str; 4] = ["tokio-peer", "tokio-uring-peer", "monoio-peer", "floor-peer"];
+
+/// A free loopback port (bind port 0, read it back, release it).
+pub fn free_addr() -> Result<SocketAddr, ServerError> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|source| ServerError::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
+    l.local_addr().map_err(|source| ServerError::Io { path: PathBuf::from("127.0.0.1:0"), source })
+}
+
+/// Path of a peer binary.
+pub fn peer_bin(peers_dir: &Path, name: &str) -> PathBuf {
+    peers_dir.join("target").join("release").join(name)
+}
+
+/// Builds the peers workspace unless every peer binary already exists.
+pub fn ensure_peers(peers_dir: &Path, log_dir: &Path) -> Result<(), ServerError> {
+    if PEER_BINS.iter().all(|b| peer_bin(peers_dir, b).exists()) {
+        return Ok(());
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ServerError::Io { path, source }
+    };
+    std::fs::create_dir_all(log_dir).map_err(io(log_dir))?;
+    let log = log_dir.join("peers-build.log");
+    let file = std::fs::File::create(&log).map_err(io(&log))?;
+    let err = file.try_clone().map_err(io(&log))?;
+    eprintln!("building peers: cargo build --release --manifest-path {}", peers_dir.join("Cargo.toml").display());
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["build", "--release", "--manifest-path"])
+        .arg(peers_dir.join("Cargo.toml"))
+        // A CARGO_TARGET_DIR inherited from `cargo run` must not redirect the peers' build.
+        .env("CARGO_TARGET_DIR", peers_dir.join("target"))
+        .stdout(file)
+        .stderr(err);
+    let status = cmd.status().map_err(|source| ServerError::Spawn { program: "cargo".into(), source })?;
+    if !status.success() {
+        return Err(ServerError::PeerBuild { status: status.to_string(), log });
+    }
+    Ok(())
+}
+
+/// Pins the calling thread (and the children it spawns later) to `cpu`.
+pub fn pin_self(cpu: usize) -> std::io::Result<()> {
+    set_affinity(0, cpu)
+}
+
+fn set_affinity(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET only writes inside `set`; cpu is bounds-checked by the macro's caller below.
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: valid set pointer and size.
+    if unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A running server process (killed on drop).
+pub struct ServerProc {
+    /// Which server.
+    pub kind: ServerKind,
+    /// Listening address.
+    pub addr: SocketAddr,
+    child: Child,
+    stderr_path: PathBuf,
+    /// Scratch directory (nginx config), removed on drop.
+    tmp: Option<PathBuf>,
+}
+
+/// The Workerman scheme ringman serves a scenario under.
+pub fn ringman_scheme(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Echo => "tcp",
+        Scenario::Text => "text",
+        Scenario::Frame => "frame",
+        Scenario::Ws => "websocket",
+        Scenario::Http => "http",
+    }
+}
+
+fn nginx_conf(dir: &Path, addr: SocketAddr) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 20000; use epoll; multi_accept on; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 100000000;\n  keepalive_timeout 300s;\n\
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{\n    listen {addr} backlog=4096;\n\
+         location /hello {{ default_type text/plain; return 200 \"Hello World\"; }}\n  }}\n}}\n"
+    )
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+impl ServerProc {
+    /// Starts `kind` serving `scenario` on a free port, pinned to `cpu`, and waits until it
+    /// accepts connections.
+    pub fn start(kind: ServerKind, scenario: Scenario, cpu: usize, peers_dir: &Path) -> Result<Self, ServerError> {
+        if !kind.supports(scenario) {
+            return Err(ServerError::Unsupported { server: kind.name(), scenario: scenario.name() });
+        }
+        let addr = free_addr()?;
+        let tmp = std::env::temp_dir().join(format!("ringman-bench-{}-{}", std::process::id(), addr.port()));
+        std::fs::create_dir_all(&tmp).map_err(|source| ServerError::Io { path: tmp.clone(), source })?;
+        let mut cmd = match kind {
+            ServerKind::Ringman => {
+                let exe = std::env::current_exe().map_err(|source| ServerError::Io { path: "current_exe".into(), source })?;
+                let mut c = Command::new(exe);
+                c.arg("serve-ringman").arg(format!("{}://{addr}", ringman_scheme(scenario)));
+                c
+            }
+            ServerKind::Nginx => {
+                let nginx = find_on_path("nginx").ok_or(ServerError::NotInstalled("nginx"))?;
+                let conf = tmp.join("nginx.conf");
+                std::fs::write(&conf, nginx_conf(&tmp, addr))
+                    .map_err(|source| ServerError::Io { path: conf.clone(), source })?;
+                let mut c = Command::new(nginx);
+                c.arg("-e").arg(tmp.join("error.log")).arg("-c").arg(&conf).arg("-p").arg(&tmp);
+                c
+            }
+            _ => {
+                let bin = peer_bin(peers_dir, kind_bin(kind));
+                let mut c = Command::new(bin);
+                c.arg("--addr").arg(addr.to_string()).arg("--mode").arg(scenario.name());
+                c
+            }
+        };
+        let stderr_path = tmp.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|source| ServerError::Io { path: stderr_path.clone(), source })?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // sched_setaffinity (a raw syscall, async-signal-safe); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                let _ = set_affinity(0, cpu);
+                Ok(())
+            });
+        }
+        let program = format!("{:?}", cmd.get_program());
+        let child = cmd.spawn().map_err(|source| ServerError::Spawn { program, source })?;
+        let mut proc = ServerProc { kind, addr, child, stderr_path, tmp: Some(tmp) };
+        proc.wait_ready()?;
+        Ok(proc)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), ServerError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(ServerError::Exited { status: status.to_string(), stderr: self.stderr_tail() });
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ServerError::StartTimeout(self.addr));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last lines the server wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
+    /// Process id of the server (for nginx: the master; its worker is a child).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Returns an error if the server has exited.
+    pub fn check_alive(&mut self) -> Result<(), ServerError> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(ServerError::Exited { status: status.to_string(), stderr: self.stderr_tail() }),
+            _ => Ok(()),
+        }
+    }
+
+    /// CPU time (user + system) of the server and its descendants.
+    pub fn cpu(&self) -> Duration {
+        tree(self.pid()).iter().map(|&p| proc_cpu(p)).sum()
+    }
+
+    /// Resident set size in bytes of the server and its descendants.
+    pub fn rss(&self) -> u64 {
+        tree(self.pid()).iter().map(|&p| proc_rss(p)).sum()
+    }
+}
+
+fn kind_bin(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::TokioUring => "tokio-uring-peer",
+        ServerKind::Monoio => "monoio-peer",
+        ServerKind::Floor => "floor-peer",
+        _ => "tokio-peer",
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(t) = self.tmp.take() {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    }
+}
+
+/// `pid` and all its descendants (via /proc/<pid>/task/<tid>/children).
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Clock ticks per second of /proc/<pid>/stat times.
+fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// utime + stime of a process (all its threads) from /proc/<pid>/stat.
+pub fn proc_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    parse_stat_cpu(&stat, clk_tck()).unwrap_or_default()
+}
+
+/// Parses utime + stime (fields 14 and 15) out of a /proc/<pid>/stat line.
+pub fn parse_stat_cpu(stat: &str, tck: u64) -> Option<Duration> {
+    // The command name (field 2) may contain spaces; fields restart after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    // rest starts at field 3 (state); utime is field 14 => index 11.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / tck))
+}
+
+/// VmRSS of a process in bytes, from /proc/<pid>/status.
+pub fn proc_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    parse_vmrss(&status).unwrap_or(0)
+}
+
+/// Parses `VmRSS:  1234 kB` out of /proc/<pid>/status into bytes.
+pub fn parse_vmrss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_handles_spaces_in_comm() {
+        let stat = "1234 (my (odd) srv) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
+        assert_eq!(parse_stat_cpu(stat, 100), Some(Duration::from_secs(3)));
+        assert_eq!(parse_stat_cpu("garbage", 100), None);
+    }
+
+    #[test]
+    fn own_process_is_visible() {
+        let me = std::process::id();
+        assert!(proc_rss(me) > 0);
+        assert!(tree(me).contains(&me));
+        assert_eq!(parse_vmrss("Name: x\nVmRSS:\t  2048 kB\n"), Some(2 * 1024 * 1024));
+    }
+
+    #[test]
+    fn nginx_conf_has_the_essentials() {
+        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap());
+        for needle in ["daemon off;", "worker_processes 1;", "access_log off;", "return 200 \"Hello World\"", "listen 127.0.0.1:8080"] {
+            assert!(c.contains(needle), "{needle}");
+        }
+    }
+
+    #[test]
+    fn free_addr_is_loopback() {
+        let a = free_addr().unwrap();
+        assert!(a.ip().is_loopback() && a.port() != 0);
+    }
+}
