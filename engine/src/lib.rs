@@ -1,1 +1,48 @@
-//! placeholder
+//! The thread-per-core io_uring engine behind ringman.
+//!
+//! One ring thread per core owns a slab of connections, a provided-buffer ring for receives
+//! and a registered arena for sends. User code plugs in through [`Worker`] callbacks, holds
+//! [`Connection`] handles, and schedules work with [`Timer`]. See ARCHITECTURE.md for the
+//! path of a message from completion to callback to send.
+#![warn(missing_docs)]
+
+mod buffers;
+mod connection;
+mod error;
+mod reactor;
+mod ring;
+mod server;
+mod sys;
+mod timer;
+mod worker;
+
+pub use connection::{Connection, ConnectionId, SendStatus};
+pub use error::{ConnError, EngineError};
+pub use ring::RingMode;
+pub use server::{run_all, run_all_then, stop_all, Counter, Running, Server, ThreadStats, WorkerHandle};
+pub use sys::pin_to_cpu;
+pub use timer::{Timer, TimerId};
+pub use worker::{SendMode, Worker, WorkerInfo};
+
+/// What a ring thread runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingInfo {
+    /// Process-wide index of the ring thread.
+    pub thread: u16,
+    /// Setup flags the kernel accepted.
+    pub mode: RingMode,
+    /// Registered send chunks (16 KiB each); 0 means heap-only sends.
+    pub fixed_send_chunks: usize,
+    /// True when registered chunks go out with IORING_OP_SEND + IORING_RECVSEND_FIXED_BUF,
+    /// false when with IORING_OP_WRITE_FIXED.
+    pub send_op_with_fixed_buffer: bool,
+    /// Size of each provided receive buffer.
+    pub recv_buffer_size: u32,
+    /// Connection slots in use (including closed ones waiting for completions).
+    pub connections: usize,
+}
+
+/// Information about the current ring thread; `None` off ring threads.
+pub fn ring_info() -> Option<RingInfo> {
+    reactor::with_core(|c| c.info())
+}

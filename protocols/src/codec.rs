@@ -55,6 +55,11 @@ pub trait Encoder: Send {
     /// Appends the wire form of `payload` to `out`.
     fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>);
 
+    /// True when `encode` copies the payload unchanged, so callers may skip it.
+    fn is_identity(&self) -> bool {
+        false
+    }
+
     /// Bytes `encode` adds around a payload of `len` bytes, so callers can reserve exactly.
     fn overhead(&self, len: usize) -> usize {
         let _ = len;

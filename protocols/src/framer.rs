@@ -81,6 +81,11 @@ impl Framer {
         Ok(Flow::Continue)
     }
 
+    /// Buffers `data` without parsing it (while the connection's receiving is paused).
+    pub fn push(&mut self, data: &[u8]) {
+        self.stash(data);
+    }
+
     /// Delivers messages already buffered (after a [`Flow::Stop`], when receiving resumes).
     pub fn drain<F>(&mut self, codec: &mut dyn Decoder, max: usize, mut sink: F) -> Result<Flow, ProtocolError>
     where

@@ -38,4 +38,7 @@ impl Encoder for RawCodec {
     fn overhead(&self, _len: usize) -> usize {
         0
     }
+    fn is_identity(&self) -> bool {
+        true
+    }
 }

@@ -1,0 +1,269 @@
+//! Memory shared with the kernel: the provided-buffer ring for receives and the registered
+//! (fixed) arena for sends.
+//!
+//! # Invariants (the only place that reasons about kernel-visible memory)
+//!
+//! 1. Both regions are anonymous `mmap`s owned by the ring thread; they are unmapped only in
+//!    `Drop`, after the ring has been told to forget them (`unregister_*`) and after the engine
+//!    has stopped every operation that could still write to them (a ring thread exits only
+//!    once its connection slab is empty and its accept/wake operations have completed).
+//! 2. A receive buffer is owned by the kernel from the moment its id is published in the ring
+//!    (tail store with `Release` ordering) until a CQE names it; then it is owned by the engine
+//!    until [`RecvRing::recycle`] republishes it. The engine recycles every buffer a CQE names,
+//!    including CQEs for connections that are already gone.
+//! 3. A send chunk is owned by exactly one connection's send queue. While a send SQE that
+//!    points into it is in flight, the chunk stays in that queue (one send in flight per
+//!    connection), so it is never handed to another connection before the CQE.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+
+/// Buffer group id of the per-ring receive pool.
+pub(crate) const RECV_BGID: u16 = 0;
+
+// The kernel reads `struct io_uring_buf` (16 bytes) from the ring; the tail overlays the
+// `resv` field of entry 0.
+const _: () = assert!(std::mem::size_of::<BufRingEntry>() == 16);
+
+/// Anonymous, page-aligned memory.
+struct Mmap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mmap {
+    fn new(len: usize) -> io::Result<Mmap> {
+        // SAFETY: anonymous private mapping with no address hint; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mmap { ptr: NonNull::new(ptr.cast()).expect("mmap returned null"), len })
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this value created and nobody else unmaps.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The provided-buffer ring (IORING_REGISTER_PBUF_RING, 5.19) that multishot receives pick
+/// their buffers from.
+pub(crate) struct RecvRing {
+    entries: Mmap,
+    data: Mmap,
+    count: u16,
+    buf_size: u32,
+    /// Local copy of the tail; published to the kernel in [`RecvRing::publish`].
+    tail: u16,
+    unpublished: bool,
+}
+
+impl RecvRing {
+    /// Maps `count` buffers of `buf_size` bytes and registers them as buffer group
+    /// [`RECV_BGID`] of `ring`. `count` must be a power of two ≤ 32768.
+    pub(crate) fn new(ring: &IoUring, count: u16, buf_size: u32) -> io::Result<RecvRing> {
+        assert!(count.is_power_of_two() && count <= 32768);
+        let entries = Mmap::new(count as usize * std::mem::size_of::<BufRingEntry>())?;
+        let data = Mmap::new(count as usize * buf_size as usize)?;
+        let mut ring_buf = RecvRing { entries, data, count, buf_size, tail: 0, unpublished: false };
+        // SAFETY: the entry array is page aligned (mmap), sized for `count` entries, and lives
+        // until `Drop` unregisters it (invariant 1).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                ring_buf.entries.ptr.as_ptr() as u64,
+                count,
+                RECV_BGID,
+                0,
+            )?;
+        }
+        for bid in 0..count {
+            ring_buf.push(bid);
+        }
+        ring_buf.publish();
+        Ok(ring_buf)
+    }
+
+    /// Size of each buffer: the most one receive completion can deliver.
+    pub(crate) fn buf_size(&self) -> u32 {
+        self.buf_size
+    }
+
+    /// The bytes the kernel wrote into buffer `bid`.
+    ///
+    /// # Safety
+    /// The caller owns `bid` (a CQE named it and it has not been recycled), `len` is the CQE's
+    /// result, and the returned slice is dropped before `bid` is recycled.
+    pub(crate) unsafe fn filled<'a>(&self, bid: u16, len: usize) -> &'a mut [u8] {
+        debug_assert!(bid < self.count && len <= self.buf_size as usize);
+        // SAFETY: in bounds of `data` per the debug-asserted contract; exclusive per caller.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.data.ptr.as_ptr().add(bid as usize * self.buf_size as usize), len)
+        }
+    }
+
+    /// Hands buffer `bid` back to the kernel (visible after [`RecvRing::publish`]).
+    pub(crate) fn recycle(&mut self, bid: u16) {
+        self.push(bid);
+    }
+
+    fn push(&mut self, bid: u16) {
+        let idx = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: `idx < count`, inside the entry mapping; the kernel never reads entries at or
+        // beyond the published tail, so writing this slot does not race with it.
+        let entry = unsafe { &mut *self.entries.ptr.as_ptr().cast::<BufRingEntry>().add(idx) };
+        // SAFETY: `bid < count`, so the address is inside the data mapping.
+        let addr = unsafe { self.data.ptr.as_ptr().add(bid as usize * self.buf_size as usize) };
+        entry.set_addr(addr as u64);
+        entry.set_len(self.buf_size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        self.unpublished = true;
+    }
+
+    /// Publishes recycled buffers to the kernel with one release store.
+    pub(crate) fn publish(&mut self) {
+        if !self.unpublished {
+            return;
+        }
+        self.unpublished = false;
+        // SAFETY: entry 0 exists and was initialised; the tail field overlays its `resv`.
+        let tail = unsafe { BufRingEntry::tail(self.entries.ptr.as_ptr().cast()) };
+        // SAFETY: the kernel reads the tail concurrently, so store it atomically; the pointer
+        // is 2-byte aligned inside our mapping.
+        unsafe { (*tail.cast::<AtomicU16>()).store(self.tail, Ordering::Release) };
+    }
+
+    /// Unregisters the group; called before the mappings are dropped.
+    pub(crate) fn unregister(&self, ring: &IoUring) {
+        let _ = ring.submitter().unregister_buf_ring(RECV_BGID);
+    }
+}
+
+/// Size of one send chunk.
+pub(crate) const CHUNK: usize = 16 * 1024;
+
+/// Process-wide budget of registered (pinned) send memory, shared by all rings.
+///
+/// Registration pins pages and counts against RLIMIT_MEMLOCK (8 MiB for non-root here), so
+/// rings take a slice of this budget and fall back to heap chunks when it is spent.
+static FIXED_BUDGET: AtomicUsize = AtomicUsize::new(6 * 1024 * 1024);
+
+/// Registered send memory of one ring: `count` chunks of [`CHUNK`] bytes, registered as fixed
+/// buffer index 0.
+pub(crate) struct SendArena {
+    mem: Option<Mmap>,
+    free: Vec<u16>,
+    heap_pool: Vec<Box<[u8]>>,
+    reserved: usize,
+}
+
+/// Where a chunk's bytes live.
+pub(crate) enum ChunkMem {
+    /// Chunk `n` of the registered arena (sent with a fixed-buffer send).
+    Fixed(u16),
+    /// Heap memory (arena exhausted or unavailable, or a single large message).
+    Heap(Box<[u8]>),
+}
+
+impl SendArena {
+    /// Registers up to `want` bytes of send chunks with `ring`. Returns an arena without fixed
+    /// chunks when the budget is spent or the kernel refuses (ENOMEM under memlock).
+    pub(crate) fn new(ring: &IoUring, want: usize) -> (SendArena, Option<io::Error>) {
+        let mut arena = SendArena { mem: None, free: Vec::new(), heap_pool: Vec::new(), reserved: 0 };
+        let want = want / CHUNK * CHUNK;
+        let got = FIXED_BUDGET
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some(b - b.min(want)))
+            .map(|b| b.min(want))
+            .unwrap_or(0);
+        if got < CHUNK {
+            FIXED_BUDGET.fetch_add(got, Ordering::AcqRel);
+            return (arena, None);
+        }
+        let mem = match Mmap::new(got) {
+            Ok(m) => m,
+            Err(e) => {
+                FIXED_BUDGET.fetch_add(got, Ordering::AcqRel);
+                return (arena, Some(e));
+            }
+        };
+        let iov = libc::iovec { iov_base: mem.ptr.as_ptr().cast(), iov_len: got };
+        // SAFETY: the mapping outlives the registration: `Drop for Core` unregisters buffers
+        // before this arena (and its mapping) is dropped (invariant 1).
+        match unsafe { ring.submitter().register_buffers(&[iov]) } {
+            Ok(()) => {
+                let n = (got / CHUNK) as u16;
+                arena.free = (0..n).rev().collect();
+                arena.mem = Some(mem);
+                arena.reserved = got;
+                (arena, None)
+            }
+            Err(e) => {
+                FIXED_BUDGET.fetch_add(got, Ordering::AcqRel);
+                (arena, Some(e))
+            }
+        }
+    }
+
+    /// Number of registered chunks (0 when running on heap chunks only).
+    pub(crate) fn fixed_chunks(&self) -> usize {
+        self.reserved / CHUNK
+    }
+
+    /// A chunk for a send queue: registered if one is free, else a pooled heap chunk.
+    pub(crate) fn alloc(&mut self) -> ChunkMem {
+        match self.free.pop() {
+            Some(i) => ChunkMem::Fixed(i),
+            None => ChunkMem::Heap(self.heap_pool.pop().unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())),
+        }
+    }
+
+    /// Returns a chunk. Heap chunks of the standard size are pooled (bounded).
+    pub(crate) fn release(&mut self, mem: ChunkMem) {
+        match mem {
+            ChunkMem::Fixed(i) => self.free.push(i),
+            ChunkMem::Heap(b) if b.len() == CHUNK && self.heap_pool.len() < 256 => self.heap_pool.push(b),
+            ChunkMem::Heap(_) => {}
+        }
+    }
+
+    /// Base pointer and capacity of a chunk.
+    pub(crate) fn bytes(&mut self, mem: &mut ChunkMem) -> (*mut u8, usize) {
+        match mem {
+            ChunkMem::Fixed(i) => {
+                let base = self.mem.as_ref().expect("fixed chunk without arena").ptr.as_ptr();
+                // SAFETY: `i` < chunk count, so the offset is inside the arena mapping.
+                (unsafe { base.add(*i as usize * CHUNK) }, CHUNK)
+            }
+            ChunkMem::Heap(b) => (b.as_mut_ptr(), b.len()),
+        }
+    }
+
+    /// Unregisters the arena; called before the mapping is dropped.
+    pub(crate) fn unregister(&self, ring: &IoUring) {
+        if self.mem.is_some() {
+            let _ = ring.submitter().unregister_buffers();
+        }
+    }
+}
+
+impl Drop for SendArena {
+    fn drop(&mut self) {
+        FIXED_BUDGET.fetch_add(self.reserved, Ordering::AcqRel);
+    }
+}

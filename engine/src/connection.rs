@@ -1,0 +1,255 @@
+//! The connection handle user code holds (Workerman's `TcpConnection`).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::reactor::{current_thread, with_core, Status};
+use crate::server::{post, Cmd};
+
+/// What `send()` did with the data (Workerman's `true` / `null` / `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// The write was submitted and its completion came back in full before `send()`
+    /// returned: the bytes are in the kernel's socket buffer (Workerman's `true`).
+    Sent,
+    /// The bytes are in the connection's application buffer (registered memory when
+    /// available) and the ring drains it (Workerman's `null`). Always the answer for a
+    /// connection owned by another thread, or in [`SendMode::Batched`](crate::SendMode).
+    Queued,
+    /// Nothing was queued: the connection is closing or closed, or its send buffer was
+    /// already at `max_send_buffer_size` (then `on_error` reports SEND_FAIL, the worker's
+    /// `send_fail` counter grows and the connection stays open). Workerman's `false`.
+    Failed,
+}
+
+impl SendStatus {
+    /// True unless the data was dropped.
+    pub fn is_ok(self) -> bool {
+        self != SendStatus::Failed
+    }
+}
+
+/// Identifies a connection across all ring threads of the process.
+///
+/// Layout: ring thread (16 bits) | generation (24 bits) | slot (24 bits). The generation
+/// makes an id from a closed connection never match the slot's next occupant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    pub(crate) fn new(thread: u16, slot: usize, gen: u32) -> ConnectionId {
+        debug_assert!(slot < 1 << 24);
+        ConnectionId((thread as u64) << 48 | ((gen as u64) & 0xFF_FFFF) << 24 | (slot as u64 & 0xFF_FFFF))
+    }
+    pub(crate) fn thread(self) -> u16 {
+        (self.0 >> 48) as u16
+    }
+    pub(crate) fn gen(self) -> u32 {
+        ((self.0 >> 24) & 0xFF_FFFF) as u32
+    }
+    pub(crate) fn slot(self) -> usize {
+        (self.0 & 0xFF_FFFF) as usize
+    }
+    /// The id as a number (stable for the connection's lifetime, unique in the process).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+    /// Rebuilds an id from [`ConnectionId::as_u64`].
+    pub fn from_u64(v: u64) -> ConnectionId {
+        ConnectionId(v)
+    }
+}
+
+impl std::fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A handle to one connection. It is `Copy`, can be stored (in a timer, in another
+/// connection's context, in a map of users) and used later; once the connection is gone
+/// every call is a harmless no-op (`send` answers [`SendStatus::Failed`]).
+///
+/// On the ring thread that owns the connection every method acts directly. From any other
+/// thread, `send`, `close` and `destroy` travel through that thread's mailbox (`send` then
+/// answers `Queued`), and the getters answer `None` / 0.
+///
+/// ```no_run
+/// # use ringman_engine::Worker;
+/// let mut w = Worker::<()>::new("text://127.0.0.1:8000").unwrap();
+/// w.on_message(|conn, msg, _| {
+///     conn.send(msg);
+/// });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Connection {
+    id: ConnectionId,
+}
+
+impl Connection {
+    /// A handle for a connection id (for example one received from another thread).
+    pub fn from_id(id: ConnectionId) -> Connection {
+        Connection { id }
+    }
+
+    /// The process-wide unique id.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    fn local<R>(&self, f: impl FnOnce(&mut crate::reactor::Core, usize) -> R) -> Option<R> {
+        if current_thread() != Some(self.id.thread()) {
+            return None;
+        }
+        with_core(|c| c.lookup(self.id).map(|k| f(c, k))).flatten()
+    }
+
+    /// Encodes `data` with the connection's protocol and sends it.
+    pub fn send(&self, data: impl AsRef<[u8]>) -> SendStatus {
+        self.send_impl(data.as_ref(), false)
+    }
+
+    /// Sends `data` as is, bypassing the protocol's encoder.
+    pub fn send_raw(&self, data: impl AsRef<[u8]>) -> SendStatus {
+        self.send_impl(data.as_ref(), true)
+    }
+
+    fn send_impl(&self, data: &[u8], raw: bool) -> SendStatus {
+        if current_thread() == Some(self.id.thread()) {
+            return with_core(|c| match c.lookup(self.id) {
+                Some(k) => c.send(k, data, raw),
+                None => SendStatus::Failed,
+            })
+            .unwrap_or(SendStatus::Failed);
+        }
+        let cmd = Cmd::Send { conn: self.id, data: Bytes::copy_from_slice(data), raw };
+        if post(self.id.thread(), cmd) {
+            SendStatus::Queued
+        } else {
+            SendStatus::Failed
+        }
+    }
+
+    /// Sends shared bytes; from another thread this avoids a copy.
+    pub fn send_bytes(&self, data: Bytes) -> SendStatus {
+        if current_thread() == Some(self.id.thread()) {
+            return self.send(&data);
+        }
+        if post(self.id.thread(), Cmd::Send { conn: self.id, data, raw: false }) {
+            SendStatus::Queued
+        } else {
+            SendStatus::Failed
+        }
+    }
+
+    /// Sends `data` (if any), flushes the send buffer, then closes. A peer that stops reading
+    /// is cut off after the worker's `close_timeout`. `on_close` fires once, when the
+    /// connection is actually closed.
+    pub fn close(&self, data: Option<&[u8]>) {
+        if current_thread() == Some(self.id.thread()) {
+            self.local(|c, k| c.close(k, data));
+        } else {
+            post(self.id.thread(), Cmd::Close { conn: self.id, data: data.map(Bytes::copy_from_slice) });
+        }
+    }
+
+    /// Closes at once, dropping anything still queued. `on_close` fires once.
+    pub fn destroy(&self) {
+        if current_thread() == Some(self.id.thread()) {
+            self.local(|c, k| c.destroy(k, None));
+        } else {
+            post(self.id.thread(), Cmd::Destroy { conn: self.id });
+        }
+    }
+
+    /// Stops reading from the socket (and delivering messages) until [`Connection::resume_recv`].
+    /// Bytes that were already in flight are kept and delivered after resuming.
+    pub fn pause_recv(&self) {
+        self.local(|c, k| c.pause(k));
+    }
+
+    /// Resumes reading after [`Connection::pause_recv`].
+    pub fn resume_recv(&self) {
+        self.local(|c, k| c.resume(k));
+    }
+
+    /// True while the connection is established (not closing or closed).
+    pub fn is_open(&self) -> bool {
+        self.local(|c, k| c.conns[k].status == Status::Established).unwrap_or(false)
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.local(|c, k| crate::sys::peer_addr(c.conns[k].fd)).flatten()
+    }
+
+    /// The local address the connection was accepted on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local(|c, k| crate::sys::local_addr(c.conns[k].fd)).flatten()
+    }
+
+    /// Bytes received so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.local(|c, k| c.conns[k].bytes_read).unwrap_or(0)
+    }
+
+    /// Bytes the kernel accepted for sending so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.local(|c, k| c.conns[k].bytes_written).unwrap_or(0)
+    }
+
+    /// Bytes waiting in the application send buffer.
+    pub fn send_queue_len(&self) -> usize {
+        self.local(|c, k| c.conns[k].queued()).unwrap_or(0)
+    }
+
+    /// The send buffer limit of this connection (default: the worker's, 1 MiB).
+    pub fn max_send_buffer_size(&self) -> usize {
+        self.local(|c, k| c.conns[k].max_send_buffer_size).unwrap_or(0)
+    }
+
+    /// Changes the send buffer limit of this connection.
+    pub fn set_max_send_buffer_size(&self, bytes: usize) {
+        self.local(|c, k| c.conns[k].max_send_buffer_size = bytes);
+    }
+
+    /// The largest packet this connection accepts (default: the worker's, 10 MiB).
+    pub fn max_package_size(&self) -> usize {
+        self.local(|c, k| c.conns[k].max_package_size).unwrap_or(0)
+    }
+
+    /// Changes the packet limit of this connection.
+    pub fn set_max_package_size(&self, bytes: usize) {
+        self.local(|c, k| c.conns[k].max_package_size = bytes);
+    }
+
+    /// The protocol name (`tcp`, `text`, `frame`, ...).
+    pub fn protocol(&self) -> Option<&'static str> {
+        self.local(|c, _| c.cfg.protocol.name())
+    }
+
+    /// Name of the worker this connection belongs to.
+    pub fn worker_name(&self) -> Option<String> {
+        self.local(|c, _| c.cfg.name.clone())
+    }
+
+    /// Stores a per-connection user value (replacing any previous one).
+    pub fn set_context<T: 'static>(&self, value: T) {
+        self.local(|c, k| c.conns[k].context = Some(Box::new(value)));
+    }
+
+    /// Runs `f` on the per-connection value of type `T`, if one is set. The value is taken
+    /// out while `f` runs, so `f` may freely use this and other connections.
+    pub fn with_context<T: 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let mut boxed = self.local(|c, k| c.conns[k].context.take()).flatten()?;
+        let r = boxed.downcast_mut::<T>().map(f);
+        self.local(|c, k| {
+            let slot = &mut c.conns[k].context;
+            if slot.is_none() {
+                *slot = Some(boxed);
+            }
+        });
+        r
+    }
+}

@@ -1,0 +1,90 @@
+//! Typed errors of the engine.
+
+use std::io;
+
+use ringman_protocols::ProtocolError;
+
+/// Errors returned when configuring or starting workers.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The listen address is not `scheme://ip:port`.
+    #[error("invalid listen address {addr:?}: {reason}")]
+    BadAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No protocol is registered for the scheme.
+    #[error("unknown scheme {0:?} (known: tcp, text, frame, or a custom protocol via Worker::with_protocol)")]
+    UnknownScheme(String),
+    /// The port is already taken by another socket.
+    #[error("cannot listen on {addr}: address already in use")]
+    AddrInUse {
+        /// The address that is taken.
+        addr: std::net::SocketAddr,
+    },
+    /// Creating, binding or listening on the socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// io_uring is disabled (seccomp, `kernel.io_uring_disabled`) or missing.
+    #[error("io_uring is unavailable on this system ({0}); check seccomp profiles and the kernel.io_uring_disabled sysctl")]
+    IoUringUnavailable(io::Error),
+    /// The ring could not be set up.
+    #[error("io_uring setup failed: {0}")]
+    Ring(io::Error),
+    /// Registering the receive buffer ring failed.
+    #[error("registering the provided-buffer ring failed: {0}")]
+    BufferRing(io::Error),
+    /// A thread-local API (Timer, Connection helpers) was used outside a ring thread.
+    #[error("not on a ringman ring thread")]
+    NotOnRingThread,
+    /// Spawning a ring thread failed.
+    #[error("spawning a ring thread failed: {0}")]
+    Spawn(io::Error),
+    /// Too many ring threads in this process (ids are 16 bits).
+    #[error("too many ring threads in this process")]
+    TooManyThreads,
+}
+
+/// Why a connection reported `on_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The protocol rejected the received bytes or a packet exceeded `max_package_size`;
+    /// the connection is closed.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// `send()` dropped data because the send buffer was already at `max_send_buffer_size`
+    /// (Workerman's SEND_FAIL); the connection stays open.
+    #[error("send buffer full ({queued} bytes queued, limit {limit}): data dropped")]
+    SendBufferFull {
+        /// Bytes queued when the send was refused.
+        queued: usize,
+        /// The connection's `max_send_buffer_size`.
+        limit: usize,
+    },
+    /// A user callback panicked; the connection is closed, the thread keeps running.
+    #[error("callback panicked: {0}")]
+    Panic(String),
+    /// The socket failed (reset, broken pipe, ...); the connection is closed.
+    #[error("socket error: {0}")]
+    Io(io::Error),
+}
+
+impl ConnError {
+    /// Workerman's numeric code: `SEND_FAIL` = 2 for a refused send, 1 (`CONNECT_FAIL`) is for
+    /// client connections, and ringman adds 3 = protocol error, 4 = panic, 5 = socket error.
+    pub fn code(&self) -> u32 {
+        match self {
+            ConnError::SendBufferFull { .. } => 2,
+            ConnError::Protocol(_) => 3,
+            ConnError::Panic(_) => 4,
+            ConnError::Io(_) => 5,
+        }
+    }
+}

@@ -1,0 +1,1001 @@
+//! The per-thread reactor core: ring, connection slab, buffers, timers.
+//!
+//! A `Core` lives in a thread-local of its ring thread and is only ever touched by that
+//! thread, so nothing here locks. The worker loop (`worker.rs`) borrows it briefly for each
+//! step and never while a user callback runs; user-facing calls (`Connection::send`,
+//! `Timer::add`) borrow it the same way. Anything that must call back into user code
+//! (on_close, on_buffer_full, ...) is queued as an [`Event`] and delivered by the loop once
+//! the borrow is released.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use ringman_protocols::{Decoder, Encoder, Framer};
+use slab::Slab;
+
+use crate::buffers::{ChunkMem, RecvRing, SendArena, CHUNK, RECV_BGID};
+use crate::connection::{Connection, ConnectionId, SendStatus};
+use crate::error::ConnError;
+use crate::ring::{FixedSend, Kind, RingMode, Token};
+use crate::server::{Mailbox, ThreadStats};
+use crate::timer::Timers;
+use crate::worker::{SendMode, WorkerConfig};
+
+thread_local! {
+    static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
+    static THREAD: Cell<u16> = const { Cell::new(u16::MAX) };
+}
+
+/// Runs `f` on this thread's core; `None` when not on a ring thread.
+pub(crate) fn with_core<R>(f: impl FnOnce(&mut Core) -> R) -> Option<R> {
+    CORE.with(|c| match c.try_borrow_mut() {
+        Ok(mut g) => g.as_mut().map(f),
+        Err(_) => {
+            debug_assert!(false, "re-entrant core borrow");
+            None
+        }
+    })
+}
+
+/// Global index of the current ring thread, if this is one.
+pub(crate) fn current_thread() -> Option<u16> {
+    let t = THREAD.with(Cell::get);
+    (t != u16::MAX).then_some(t)
+}
+
+pub(crate) fn install(core: Core) {
+    THREAD.with(|t| t.set(core.thread));
+    CORE.with(|c| *c.borrow_mut() = Some(core));
+}
+
+pub(crate) fn uninstall() -> Option<Core> {
+    THREAD.with(|t| t.set(u16::MAX));
+    CORE.with(|c| c.borrow_mut().take())
+}
+
+/// Something the worker loop must tell user code about.
+pub(crate) enum Event {
+    Connect(Connection),
+    Close(Connection),
+    Error(Connection, ConnError),
+    BufferFull(Connection),
+    BufferDrain(Connection),
+    /// `resume_recv()` was called: deliver what was buffered while paused.
+    Resume(Connection),
+}
+
+/// Lifecycle of a connection slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Established,
+    /// `close()` was called: flush the send queue, then close (bounded by a deadline).
+    Closing,
+    /// Destroyed: on_close was queued, the socket is shut down, the slot waits for its
+    /// in-flight operations to complete before the fd is closed and the slot freed.
+    Closed,
+}
+
+pub(crate) struct Chunk {
+    mem: ChunkMem,
+    start: usize,
+    end: usize,
+}
+
+/// The application send buffer of one connection (Workerman's `sendBuffer`), made of
+/// registered chunks when available.
+#[derive(Default)]
+pub(crate) struct SendQueue {
+    chunks: VecDeque<Chunk>,
+    len: usize,
+}
+
+/// One connection slot.
+pub(crate) struct ConnState {
+    pub fd: RawFd,
+    pub gen: u32,
+    pub status: Status,
+    recv_armed: bool,
+    pub paused: bool,
+    send_inflight: bool,
+    dirty: bool,
+    /// Operations whose CQE has not arrived yet; the slot is freed only at zero.
+    inflight: u32,
+    /// Taken by the worker loop while it delivers messages.
+    pub decoder: Option<Box<dyn Decoder>>,
+    pub framer: Option<Framer>,
+    encoder: Box<dyn Encoder>,
+    identity_encoder: bool,
+    sendq: SendQueue,
+    drain_pending: bool,
+    buffer_full: bool,
+    pub max_send_buffer_size: usize,
+    pub max_package_size: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub context: Option<Box<dyn std::any::Any>>,
+    close_deadline: Option<Instant>,
+}
+
+impl ConnState {
+    pub(crate) fn queued(&self) -> usize {
+        self.sendq.len
+    }
+}
+
+/// Per-thread engine state.
+pub(crate) struct Core {
+    pub ring: IoUring,
+    pub mode: RingMode,
+    pub thread: u16,
+    pub conns: Slab<ConnState>,
+    next_gen: u32,
+    recv: RecvRing,
+    arena: SendArena,
+    fixed_send: FixedSend,
+    pub listeners: Vec<ListenerSlot>,
+    pub events: VecDeque<Event>,
+    early: Vec<(u64, i32, u32)>,
+    dirty: Vec<usize>,
+    enobufs: Vec<usize>,
+    scratch: Vec<u8>,
+    pub timers: Timers,
+    pub cfg: Arc<WorkerConfig>,
+    pub mailbox: Arc<Mailbox>,
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    pub stats: Arc<ThreadStats>,
+    pub stopping: Option<Instant>,
+    accept_retry: Option<Instant>,
+    closing: usize,
+}
+
+pub(crate) struct ListenerSlot {
+    pub fd: RawFd,
+    pub armed: bool,
+    /// Closed by this thread on exit (one SO_REUSEPORT socket per thread) or by the server.
+    pub owned: bool,
+}
+
+impl Core {
+    pub(crate) fn new(
+        thread: u16,
+        cfg: Arc<WorkerConfig>,
+        listeners: Vec<ListenerSlot>,
+        mailbox: Arc<Mailbox>,
+        stats: Arc<ThreadStats>,
+        fixed_bytes: usize,
+    ) -> Result<Core, crate::EngineError> {
+        let (mut ring, mode) = crate::ring::build()?;
+        let recv = RecvRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size).map_err(crate::EngineError::BufferRing)?;
+        let (mut arena, err) = SendArena::new(&ring, fixed_bytes);
+        if let Some(e) = err {
+            eprintln!("ringman: registered send buffers unavailable ({e}); sending from heap buffers");
+        }
+        let fixed_send = if arena.fixed_chunks() > 0 {
+            let mut probe = arena.alloc();
+            let (ptr, _) = arena.bytes(&mut probe);
+            let r = crate::ring::probe_fixed_send(&mut ring, ptr);
+            arena.release(probe);
+            r
+        } else {
+            FixedSend::WriteFixed
+        };
+        Ok(Core {
+            ring,
+            mode,
+            thread,
+            conns: Slab::with_capacity(1024),
+            next_gen: 1,
+            recv,
+            arena,
+            fixed_send,
+            listeners,
+            events: VecDeque::new(),
+            early: Vec::new(),
+            dirty: Vec::new(),
+            enobufs: Vec::new(),
+            scratch: Vec::new(),
+            timers: Timers::default(),
+            cfg,
+            mailbox,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            stats,
+            stopping: None,
+            accept_retry: None,
+            closing: 0,
+        })
+    }
+
+    /// Pushes an SQE, submitting first if the queue is full.
+    fn push(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: every SQE built by the engine points into memory that outlives the
+            // operation: buffer-ring memory and arena chunks (buffers.rs invariants), heap send
+            // chunks kept in the send queue until the CQE, `wake_buf` kept until the core
+            // is dropped after its read completed.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    eprintln!("ringman: submit failed: {e}");
+                }
+                // EBUSY: the CQ is full; move completions aside so the kernel can post more.
+                self.stash_completions();
+            }
+        }
+    }
+
+    fn stash_completions(&mut self) {
+        for cqe in self.ring.completion() {
+            self.early.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+    }
+
+    pub(crate) fn arm_accept(&mut self, idx: usize) {
+        let l = &mut self.listeners[idx];
+        if l.armed {
+            return;
+        }
+        l.armed = true;
+        let sqe = opcode::AcceptMulti::new(types::Fd(l.fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Token::new(Kind::Accept, idx, 0).to_u64());
+        self.push(sqe);
+    }
+
+    pub(crate) fn arm_wake(&mut self) {
+        if self.wake_armed {
+            return;
+        }
+        self.wake_armed = true;
+        let ptr: *mut u64 = &mut *self.wake_buf;
+        let sqe = opcode::Read::new(types::Fd(self.mailbox.eventfd()), ptr.cast(), 8)
+            .build()
+            .user_data(Token::new(Kind::Wake, 0, 0).to_u64());
+        self.push(sqe);
+    }
+
+    pub(crate) fn wake_done(&mut self) {
+        self.wake_armed = false;
+    }
+
+    /// Submits everything queued and waits for at least one completion or `timeout`.
+    pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) {
+        self.flush_dirty();
+        self.rearm_enobufs();
+        self.recv.publish();
+        if !self.early.is_empty() || !self.events.is_empty() {
+            let _ = self.ring.submit();
+            return;
+        }
+        let r = match timeout {
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        if let Err(e) = r {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => eprintln!("ringman: io_uring_enter failed: {e}"),
+            }
+        }
+    }
+
+    /// Moves every available completion into `out`, oldest first.
+    pub(crate) fn reap(&mut self, out: &mut Vec<(u64, i32, u32)>) {
+        out.append(&mut self.early);
+        let mut cq = self.ring.completion();
+        if cq.overflow() > 0 {
+            // Only reachable without IORING_FEAT_NODROP; with it the kernel keeps overflowed
+            // CQEs and `submit` flushes them (IORING_SQ_CQ_OVERFLOW is checked there).
+            eprintln!("ringman: {} completions were dropped by CQ overflow", cq.overflow());
+        }
+        out.extend(cq.by_ref().map(|c| (c.user_data(), c.result(), c.flags())));
+        drop(cq);
+        if self.ring.submission().cq_overflow() {
+            self.stats.cq_overflows.set(self.stats.cq_overflows.get() + 1);
+        }
+    }
+
+    // ---------------------------------------------------------------- accept
+
+    pub(crate) fn on_accept(&mut self, idx: usize, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.listeners[idx].armed = false;
+        }
+        if res < 0 {
+            match -res {
+                libc::ECANCELED => {}
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    // Out of descriptors or memory: back off instead of spinning on errors.
+                    eprintln!("ringman: accept failed: {}; retrying in 100 ms", io::Error::from_raw_os_error(-res));
+                    self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
+                }
+                _ => {}
+            }
+        } else if self.stopping.is_some() {
+            // SAFETY: a fresh descriptor from accept that nothing else refers to.
+            unsafe { libc::close(res) };
+        } else {
+            self.open_conn(res);
+        }
+        if !self.listeners[idx].armed && self.stopping.is_none() && self.accept_retry.is_none() {
+            self.arm_accept(idx);
+        }
+    }
+
+    /// Re-arms accepts that were paused by a descriptor shortage.
+    pub(crate) fn retry_accepts(&mut self, now: Instant) {
+        if self.accept_retry.is_some_and(|t| t <= now) {
+            self.accept_retry = None;
+            if self.stopping.is_none() {
+                for i in 0..self.listeners.len() {
+                    self.arm_accept(i);
+                }
+            }
+        }
+    }
+
+    fn open_conn(&mut self, fd: RawFd) {
+        let gen = self.next_gen;
+        self.next_gen = (self.next_gen + 1) & 0xFF_FFFF;
+        if self.next_gen == 0 {
+            self.next_gen = 1;
+        }
+        let encoder = self.cfg.protocol.encoder();
+        let identity_encoder = encoder.is_identity();
+        let key = self.conns.insert(ConnState {
+            fd,
+            gen,
+            status: Status::Established,
+            recv_armed: false,
+            paused: false,
+            send_inflight: false,
+            dirty: false,
+            inflight: 0,
+            decoder: Some(self.cfg.protocol.decoder()),
+            framer: Some(Framer::new()),
+            encoder,
+            identity_encoder,
+            sendq: SendQueue::default(),
+            drain_pending: false,
+            buffer_full: false,
+            max_send_buffer_size: self.cfg.max_send_buffer_size,
+            max_package_size: self.cfg.max_package_size,
+            bytes_read: 0,
+            bytes_written: 0,
+            context: None,
+            close_deadline: None,
+        });
+        self.stats.connections.set(self.stats.connections.get() + 1);
+        self.stats.accepted.set(self.stats.accepted.get() + 1);
+        self.arm_recv(key);
+        let conn = self.handle(key);
+        self.events.push_back(Event::Connect(conn));
+    }
+
+    pub(crate) fn handle(&self, key: usize) -> Connection {
+        Connection::from_id(ConnectionId::new(self.thread, key, self.conns[key].gen))
+    }
+
+    /// The slot of `conn` if it lives on this thread and is still the same connection.
+    pub(crate) fn lookup(&self, conn: ConnectionId) -> Option<usize> {
+        let key = conn.slot();
+        match self.conns.get(key) {
+            Some(c) if conn.thread() == self.thread && c.gen == conn.gen() => Some(key),
+            _ => None,
+        }
+    }
+
+    // ---------------------------------------------------------------- receive
+
+    fn arm_recv(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.recv_armed || c.paused || c.status == Status::Closed {
+            return;
+        }
+        c.recv_armed = true;
+        c.inflight += 1;
+        let sqe = opcode::RecvMulti::new(types::Fd(c.fd), RECV_BGID)
+            .build()
+            .user_data(Token::new(Kind::Recv, key, c.gen).to_u64());
+        self.push(sqe);
+    }
+
+    /// First half of a receive completion. Returns the data and the taken parser state when
+    /// there is something to deliver; handles EOF, errors and ENOBUFS itself.
+    pub(crate) fn recv_begin(&mut self, tok: Token, res: i32, flags: u32) -> Option<RecvWork> {
+        let bid = cqueue::buffer_select(flags);
+        let key = tok.slot as usize;
+        let live = matches!(self.conns.get(key), Some(c) if c.gen == tok.gen);
+        if !live {
+            // Stale completion: the buffer still has to go back to the kernel.
+            if let Some(b) = bid {
+                self.recv.recycle(b);
+            }
+            return None;
+        }
+        let more = cqueue::more(flags);
+        let c = &mut self.conns[key];
+        if !more {
+            c.recv_armed = false;
+            c.inflight -= 1;
+        }
+        if res <= 0 {
+            if let Some(b) = bid {
+                self.recv.recycle(b);
+            }
+            match -res {
+                0 => self.destroy(key, None),
+                libc::ENOBUFS => {
+                    // The buffer ring ran dry; the multishot ended. Re-arm once buffers are
+                    // back (end of this loop turn, after this batch recycled its buffers).
+                    if c.status != Status::Closed {
+                        self.enobufs.push(key);
+                    }
+                }
+                libc::ECANCELED => {
+                    // pause_recv() or destroy(); nothing to deliver.
+                }
+                e => {
+                    if c.status != Status::Closed {
+                        self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(e))));
+                    }
+                }
+            }
+            self.try_free(key);
+            return None;
+        }
+        let bid = bid.expect("receive completion without a buffer");
+        let len = res as usize;
+        c.bytes_read += len as u64;
+        if !more && c.status != Status::Closed {
+            // Multishot ended without an error (for instance the CQ was nearly full): re-arm.
+            self.arm_recv(key);
+        }
+        let c = &mut self.conns[key];
+        if c.status == Status::Closed || c.decoder.is_none() {
+            self.recv.recycle(bid);
+            self.try_free(key);
+            return None;
+        }
+        // SAFETY: the CQE named `bid` with `len` bytes and we recycle it only in `recv_end`,
+        // after the slice is gone (buffers.rs invariant 2).
+        let data = unsafe { self.recv.filled(bid, len) };
+        if c.paused {
+            c.framer.as_mut().expect("framer present").push(data);
+            self.recv.recycle(bid);
+            return None;
+        }
+        let conn = Connection::from_id(ConnectionId::new(self.thread, key, c.gen));
+        Some(RecvWork {
+            conn,
+            key,
+            bid: Some(bid),
+            data: data.as_mut_ptr(),
+            len,
+            decoder: c.decoder.take().expect("decoder present"),
+            framer: c.framer.take().expect("framer present"),
+            max: c.max_package_size,
+        })
+    }
+
+    /// Takes the parser state of a connection to deliver what it buffered while paused.
+    pub(crate) fn resume_begin(&mut self, conn: ConnectionId) -> Option<RecvWork> {
+        let key = self.lookup(conn)?;
+        let c = &mut self.conns[key];
+        if c.paused || c.status == Status::Closed || c.decoder.is_none() {
+            return None;
+        }
+        self.arm_recv(key);
+        let c = &mut self.conns[key];
+        Some(RecvWork {
+            conn: Connection::from_id(conn),
+            key,
+            bid: None,
+            data: std::ptr::null_mut(),
+            len: 0,
+            decoder: c.decoder.take().expect("decoder present"),
+            framer: c.framer.take().expect("framer present"),
+            max: c.max_package_size,
+        })
+    }
+
+    /// Second half: returns the buffer, puts the parser state back, handles a parse error.
+    pub(crate) fn recv_end(&mut self, w: RecvWork, delivered: u64, err: Option<ringman_protocols::ProtocolError>) {
+        if let Some(b) = w.bid {
+            self.recv.recycle(b);
+        }
+        self.stats.requests.set(self.stats.requests.get() + delivered);
+        let Some(key) = self.lookup(w.conn.id()) else { return };
+        let c = &mut self.conns[key];
+        c.decoder = Some(w.decoder);
+        c.framer = Some(w.framer);
+        if let Some(e) = err {
+            if c.status != Status::Closed {
+                self.destroy(key, Some(ConnError::Protocol(e)));
+            }
+        }
+    }
+
+    /// Whether messages may still be delivered to `conn` in this batch.
+    pub(crate) fn can_deliver(&self, conn: ConnectionId) -> bool {
+        matches!(self.lookup(conn), Some(k) if self.conns[k].status != Status::Closed && !self.conns[k].paused)
+    }
+
+    fn rearm_enobufs(&mut self) {
+        if self.enobufs.is_empty() {
+            return;
+        }
+        self.recv.publish();
+        let keys = std::mem::take(&mut self.enobufs);
+        for key in &keys {
+            if self.conns.contains(*key) {
+                self.arm_recv(*key);
+            }
+        }
+        self.enobufs = keys;
+        self.enobufs.clear();
+    }
+
+    pub(crate) fn pause(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.paused {
+            return;
+        }
+        c.paused = true;
+        if c.recv_armed {
+            let ud = Token::new(Kind::Recv, key, c.gen).to_u64();
+            c.inflight += 1;
+            let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Cancel, key, c.gen).to_u64());
+            self.push(sqe);
+        }
+    }
+
+    pub(crate) fn resume(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.paused || c.status == Status::Closed {
+            return;
+        }
+        c.paused = false;
+        let conn = self.handle(key);
+        self.events.push_back(Event::Resume(conn));
+    }
+
+    // ---------------------------------------------------------------- send
+
+    /// Queues (and in eager mode submits) `data` on connection `key`.
+    pub(crate) fn send(&mut self, key: usize, data: &[u8], raw: bool) -> SendStatus {
+        let c = &mut self.conns[key];
+        if c.status != Status::Established {
+            return SendStatus::Failed;
+        }
+        if c.sendq.len >= c.max_send_buffer_size {
+            let (queued, limit) = (c.sendq.len, c.max_send_buffer_size);
+            self.stats.send_fail.set(self.stats.send_fail.get() + 1);
+            let conn = self.handle(key);
+            self.events.push_back(Event::Error(conn, ConnError::SendBufferFull { queued, limit }));
+            return SendStatus::Failed;
+        }
+        if raw || c.identity_encoder {
+            enqueue(&mut self.arena, &mut c.sendq, data);
+        } else {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            c.encoder.encode(data, &mut scratch);
+            enqueue(&mut self.arena, &mut c.sendq, &scratch);
+            if scratch.capacity() <= 256 * 1024 {
+                self.scratch = scratch;
+            }
+        }
+        let c = &mut self.conns[key];
+        if !c.send_inflight {
+            match self.cfg.send_mode {
+                SendMode::Eager => {
+                    self.submit_send(key);
+                    match self.complete_inline(key) {
+                        Some(Inline::Sent) => return SendStatus::Sent,
+                        Some(Inline::Gone) => return SendStatus::Failed,
+                        Some(Inline::Partial) | None => {}
+                    }
+                }
+                SendMode::Batched => {
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(key);
+                    }
+                }
+            }
+        }
+        let c = &mut self.conns[key];
+        c.drain_pending = true;
+        if c.sendq.len >= c.max_send_buffer_size && !c.buffer_full {
+            c.buffer_full = true;
+            let conn = self.handle(key);
+            self.events.push_back(Event::BufferFull(conn));
+        }
+        SendStatus::Queued
+    }
+
+    /// Eager path: submit now and look for this send's completion among those the kernel
+    /// posted during submission (a send that fits in the socket buffer completes inline).
+    /// Other completions are kept, in order, for the loop.
+    fn complete_inline(&mut self, key: usize) -> Option<Inline> {
+        if self.ring.submit().is_err() {
+            return None;
+        }
+        let c = &self.conns[key];
+        let want = Token::new(Kind::Send, key, c.gen).to_u64();
+        let mut mine = None;
+        for cqe in self.ring.completion() {
+            if cqe.user_data() == want && mine.is_none() {
+                mine = Some(cqe.result());
+            } else {
+                self.early.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+        }
+        let res = mine?;
+        self.on_send_done(key, res, false);
+        Some(match self.conns.get(key) {
+            Some(c) if c.status == Status::Closed => Inline::Gone,
+            None => Inline::Gone,
+            Some(c) if c.sendq.len == 0 => Inline::Sent,
+            Some(_) => Inline::Partial,
+        })
+    }
+
+    fn flush_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.dirty);
+        for &key in &keys {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.dirty = false;
+                if !c.send_inflight && c.sendq.len > 0 && c.status != Status::Closed {
+                    self.submit_send(key);
+                }
+            }
+        }
+        self.dirty = keys;
+        self.dirty.clear();
+    }
+
+    fn submit_send(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let Some(head) = c.sendq.chunks.front_mut() else { return };
+        let (base, _) = self.arena.bytes(&mut head.mem);
+        // SAFETY: start..end lies within the chunk (enqueue keeps end ≤ capacity).
+        let ptr = unsafe { base.add(head.start) };
+        let len = (head.end - head.start) as u32;
+        let fd = types::Fd(c.fd);
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+        let sqe = match (&head.mem, self.fixed_send) {
+            (ChunkMem::Fixed(_), FixedSend::SendFixed) => opcode::Send::new(fd, ptr, len)
+                .ioprio(crate::ring::RECVSEND_FIXED_BUF)
+                .buf_group(0)
+                .flags(flags)
+                .build(),
+            (ChunkMem::Fixed(_), FixedSend::WriteFixed) => opcode::WriteFixed::new(fd, ptr, len, 0).offset(u64::MAX).build(),
+            (ChunkMem::Heap(_), _) => opcode::Send::new(fd, ptr, len).flags(flags).build(),
+        };
+        c.send_inflight = true;
+        c.inflight += 1;
+        let ud = Token::new(Kind::Send, key, c.gen).to_u64();
+        self.push(sqe.user_data(ud));
+    }
+
+    pub(crate) fn on_send(&mut self, tok: Token, res: i32) {
+        let key = tok.slot as usize;
+        if matches!(self.conns.get(key), Some(c) if c.gen == tok.gen) {
+            self.on_send_done(key, res, true);
+        }
+    }
+
+    fn on_send_done(&mut self, key: usize, res: i32, from_loop: bool) {
+        let c = &mut self.conns[key];
+        c.send_inflight = false;
+        c.inflight -= 1;
+        if res < 0 {
+            if c.status != Status::Closed && res != -libc::ECANCELED {
+                self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(-res))));
+            }
+            self.try_free(key);
+            return;
+        }
+        let mut n = res as usize;
+        c.bytes_written += n as u64;
+        c.sendq.len -= n;
+        while n > 0 {
+            let head = c.sendq.chunks.front_mut().expect("completion beyond queued bytes");
+            let take = n.min(head.end - head.start);
+            head.start += take;
+            n -= take;
+            if head.start == head.end {
+                let done = c.sendq.chunks.pop_front().expect("head exists");
+                self.arena.release(done.mem);
+            }
+        }
+        if c.status == Status::Closed {
+            self.try_free(key);
+            return;
+        }
+        if c.buffer_full && c.sendq.len < c.max_send_buffer_size {
+            c.buffer_full = false;
+        }
+        if c.sendq.len > 0 {
+            // Short send or more data queued meanwhile: one send in flight, keep going.
+            self.submit_send(key);
+            return;
+        }
+        if c.drain_pending && from_loop {
+            c.drain_pending = false;
+            let conn = self.handle(key);
+            self.events.push_back(Event::BufferDrain(conn));
+        }
+        let c = &mut self.conns[key];
+        c.drain_pending = false;
+        if c.status == Status::Closing {
+            self.destroy(key, None);
+        }
+    }
+
+    // ---------------------------------------------------------------- close
+
+    /// Graceful close: send `data`, flush, then close; a peer that never reads is cut off at
+    /// the close deadline.
+    pub(crate) fn close(&mut self, key: usize, data: Option<&[u8]>) {
+        if let Some(d) = data {
+            self.send(key, d, false);
+        }
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.status != Status::Established {
+            return;
+        }
+        if c.sendq.len == 0 && !c.send_inflight {
+            self.destroy(key, None);
+            return;
+        }
+        c.status = Status::Closing;
+        c.close_deadline = Some(Instant::now() + self.cfg.close_timeout);
+        self.closing += 1;
+    }
+
+    /// Abortive close: on_close is queued now, the socket shut down; the slot is freed when
+    /// the last in-flight operation has completed (never earlier, so no late completion can
+    /// reach a reused slot or buffer).
+    pub(crate) fn destroy(&mut self, key: usize, err: Option<ConnError>) {
+        let c = &mut self.conns[key];
+        if c.status == Status::Closed {
+            return;
+        }
+        if c.status == Status::Closing {
+            self.closing -= 1;
+        }
+        c.status = Status::Closed;
+        c.close_deadline = None;
+        let fd = c.fd;
+        let gen = c.gen;
+        // SAFETY: shutting down our own socket; it wakes any receive or send parked on it.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        if c.inflight > 0 {
+            // Cancel before close (runtimes.md pitfall 4): nothing may keep running on an fd
+            // number that the kernel could hand out again.
+            c.inflight += 1;
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                .build()
+                .user_data(Token::new(Kind::Cancel, key, gen).to_u64());
+            self.push(sqe);
+        }
+        let conn = self.handle(key);
+        if let Some(e) = err {
+            self.events.push_back(Event::Error(conn, e));
+        }
+        self.events.push_back(Event::Close(conn));
+        self.stats.connections.set(self.stats.connections.get() - 1);
+        self.try_free(key);
+    }
+
+    pub(crate) fn on_cancel(&mut self, tok: Token) {
+        let key = tok.slot as usize;
+        if let Some(c) = self.conns.get_mut(key) {
+            if c.gen == tok.gen {
+                c.inflight -= 1;
+                self.try_free(key);
+            }
+        }
+    }
+
+    /// Frees a destroyed slot once nothing is in flight. Safe to call on a freed key.
+    fn try_free(&mut self, key: usize) {
+        match self.conns.get(key) {
+            Some(c) if c.status == Status::Closed && c.inflight == 0 => {}
+            _ => return,
+        }
+        let mut c = self.conns.remove(key);
+        // SAFETY: no operation refers to this fd any more (inflight == 0); closed once.
+        unsafe { libc::close(c.fd) };
+        for chunk in c.sendq.chunks.drain(..) {
+            self.arena.release(chunk.mem);
+        }
+    }
+
+    /// Destroys connections whose close deadline passed. Returns the next deadline.
+    pub(crate) fn expire_closing(&mut self, now: Instant) -> Option<Instant> {
+        if self.closing == 0 {
+            return None;
+        }
+        let mut next: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for (key, c) in self.conns.iter() {
+            if let Some(d) = c.close_deadline {
+                if d <= now {
+                    expired.push(key);
+                } else {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                }
+            }
+        }
+        for key in expired {
+            self.destroy(key, None);
+        }
+        next
+    }
+
+    // ---------------------------------------------------------------- shutdown
+
+    /// Starts stopping this thread: no more accepts; every connection is closed gracefully
+    /// and cut off at `deadline`.
+    pub(crate) fn begin_stop(&mut self, deadline: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(deadline);
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.armed {
+                let ud = Token::new(Kind::Accept, i, 0).to_u64();
+                let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
+                // SAFETY: cancel SQEs reference no memory.
+                let _ = unsafe { self.ring.submission().push(&sqe) };
+            }
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, None);
+            if let Some(c) = self.conns.get_mut(key) {
+                if c.status == Status::Closing {
+                    c.close_deadline = Some(deadline);
+                }
+            }
+        }
+    }
+
+    /// True once stopping and nothing is left in flight except the wake-up read.
+    pub(crate) fn drained(&self) -> bool {
+        self.stopping.is_some() && self.conns.is_empty() && self.listeners.iter().all(|l| !l.armed)
+    }
+
+    /// Cancels the wake-up read and waits for it, so the kernel no longer refers to
+    /// `wake_buf` when the core is dropped.
+    pub(crate) fn quiesce(&mut self) {
+        if self.wake_armed {
+            let ud = Token::new(Kind::Wake, 0, 0).to_u64();
+            let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
+            self.push(sqe);
+            for _ in 0..100 {
+                let _ = self.ring.submit_and_wait(1);
+                for cqe in self.ring.completion() {
+                    if Token::from_u64(cqe.user_data()).is_some_and(|t| t.kind == Kind::Wake) {
+                        self.wake_armed = false;
+                    }
+                }
+                if !self.wake_armed {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// What this ring runs with (for diagnostics and tests).
+    pub(crate) fn info(&self) -> crate::RingInfo {
+        crate::RingInfo {
+            thread: self.thread,
+            mode: self.mode,
+            fixed_send_chunks: self.arena.fixed_chunks(),
+            send_op_with_fixed_buffer: self.fixed_send == FixedSend::SendFixed,
+            recv_buffer_size: self.recv.buf_size(),
+            connections: self.conns.len(),
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        for l in &self.listeners {
+            if l.owned {
+                // SAFETY: this thread's own SO_REUSEPORT listener, closed once.
+                unsafe { libc::close(l.fd) };
+            }
+        }
+        for (_, c) in self.conns.iter() {
+            // SAFETY: descriptors of connections still in the slab (abnormal exit), closed once.
+            unsafe { libc::close(c.fd) };
+        }
+        self.recv.unregister(&self.ring);
+        self.arena.unregister(&self.ring);
+    }
+}
+
+/// Outcome of an eager send's inline completion.
+enum Inline {
+    Sent,
+    Partial,
+    Gone,
+}
+
+/// A receive batch being delivered by the worker loop.
+pub(crate) struct RecvWork {
+    pub conn: Connection,
+    #[allow(dead_code)]
+    pub key: usize,
+    bid: Option<u16>,
+    data: *mut u8,
+    len: usize,
+    pub decoder: Box<dyn Decoder>,
+    pub framer: Framer,
+    pub max: usize,
+}
+
+impl RecvWork {
+    /// The received bytes (empty when resuming from the framer's buffer).
+    ///
+    /// # Safety
+    /// Must not outlive this `RecvWork` (the buffer is recycled in `recv_end`).
+    pub(crate) unsafe fn data<'a>(&self) -> &'a mut [u8] {
+        if self.data.is_null() {
+            return &mut [];
+        }
+        // SAFETY: pointer and length come from `RecvRing::filled` for a buffer this batch owns.
+        unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
+    }
+}
+
+/// Appends `data` to a send queue, filling the tail chunk first. A message larger than a
+/// chunk that starts an empty queue goes into one heap chunk of its own size, so it leaves
+/// in a single send.
+fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8]) {
+    q.len += data.len();
+    if q.chunks.is_empty() && data.len() > CHUNK {
+        let b = data.to_vec().into_boxed_slice();
+        let end = b.len();
+        q.chunks.push_back(Chunk { mem: ChunkMem::Heap(b), start: 0, end });
+        return;
+    }
+    while !data.is_empty() {
+        if let Some(tail) = q.chunks.back_mut() {
+            let (base, cap) = arena.bytes(&mut tail.mem);
+            let room = cap - tail.end;
+            if room > 0 {
+                let n = room.min(data.len());
+                // SAFETY: `tail.end + n ≤ cap`, inside the chunk; the region beyond `end` is
+                // not part of any in-flight send (sends cover `start..end` at submit time).
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(tail.end), n) };
+                tail.end += n;
+                data = &data[n..];
+                continue;
+            }
+        }
+        q.chunks.push_back(Chunk { mem: arena.alloc(), start: 0, end: 0 });
+    }
+}

@@ -1,0 +1,168 @@
+//! Ring setup, feature probing and the `user_data` encoding.
+//!
+//! Every SQE the engine submits carries a [`Token`] in `user_data`: the operation kind, the
+//! slab slot it belongs to and that slot's generation. A completion whose generation does not
+//! match the slot's current occupant is stale and is never delivered to a connection.
+
+use std::io;
+
+use io_uring::{opcode, types, IoUring};
+
+use crate::error::EngineError;
+
+/// What an in-flight operation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// Multishot accept on listener `slot`.
+    Accept = 1,
+    /// Multishot receive of connection `slot`.
+    Recv = 2,
+    /// The single send in flight of connection `slot`.
+    Send = 3,
+    /// ASYNC_CANCEL of every operation on connection `slot`'s fd (before its close).
+    Cancel = 4,
+    /// Read of the thread's wake-up eventfd.
+    Wake = 5,
+    /// Cancellation of listener or wake operations during shutdown.
+    Shutdown = 6,
+}
+
+/// `user_data` layout: kind (8 bits) | generation (24 bits) | slot (32 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub kind: Kind,
+    pub gen: u32,
+    pub slot: u32,
+}
+
+impl Token {
+    pub(crate) const fn new(kind: Kind, slot: usize, gen: u32) -> Token {
+        Token { kind, gen: gen & 0xFF_FFFF, slot: slot as u32 }
+    }
+
+    pub(crate) const fn to_u64(self) -> u64 {
+        (self.kind as u64) << 56 | (self.gen as u64) << 32 | self.slot as u64
+    }
+
+    pub(crate) fn from_u64(v: u64) -> Option<Token> {
+        let kind = match (v >> 56) as u8 {
+            1 => Kind::Accept,
+            2 => Kind::Recv,
+            3 => Kind::Send,
+            4 => Kind::Cancel,
+            5 => Kind::Wake,
+            6 => Kind::Shutdown,
+            _ => return None,
+        };
+        Some(Token { kind, gen: ((v >> 32) & 0xFF_FFFF) as u32, slot: v as u32 })
+    }
+}
+
+/// How the ring was set up, for status output and ARCHITECTURE.md's claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingMode {
+    /// IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN (6.1): completions are produced only when
+    /// this thread enters the kernel, so no interrupts break into the loop.
+    DeferTaskrun,
+    /// IORING_SETUP_COOP_TASKRUN | TASKRUN_FLAG (5.19): fewer IPIs, task work flagged in the SQ.
+    CoopTaskrun,
+    /// No optional setup flags.
+    Plain,
+}
+
+/// Submission queue size; the completion queue is four times larger because multishot
+/// operations produce many CQEs per SQE (runtimes.md pitfall 8).
+pub(crate) const SQ_ENTRIES: u32 = 1024;
+
+/// Creates the ring with the best setup the kernel accepts.
+pub(crate) fn build() -> Result<(IoUring, RingMode), EngineError> {
+    let attempts: [(RingMode, fn(&mut io_uring::Builder)); 3] = [
+        (RingMode::DeferTaskrun, |b| {
+            b.setup_single_issuer().setup_defer_taskrun();
+        }),
+        (RingMode::CoopTaskrun, |b| {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        }),
+        (RingMode::Plain, |_| {}),
+    ];
+    let mut last = None;
+    for (mode, apply) in attempts {
+        let mut b = IoUring::builder();
+        // CQSIZE: room for bursts of multishot completions. CLAMP: accept the kernel's max
+        // rather than failing. SUBMIT_ALL: one failing SQE must not stall other connections'.
+        b.setup_cqsize(SQ_ENTRIES * 4).setup_clamp().setup_submit_all();
+        apply(&mut b);
+        match b.build(SQ_ENTRIES) {
+            Ok(ring) => return Ok((ring, mode)),
+            Err(e) => match e.raw_os_error() {
+                // Disabled by seccomp or sysctl: no flag combination will help.
+                Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EACCES) => {
+                    return Err(EngineError::IoUringUnavailable(e))
+                }
+                _ => last = Some(e),
+            },
+        }
+    }
+    Err(EngineError::Ring(last.unwrap_or_else(|| io::Error::other("ring setup failed"))))
+}
+
+/// `IORING_RECVSEND_FIXED_BUF` (uapi `io_uring.h`): the send's address lies in the registered
+/// buffer whose index is in `sqe->buf_index` (the field `buf_group` shares).
+pub(crate) const RECVSEND_FIXED_BUF: u16 = 1 << 2;
+
+/// How sends from registered chunks are issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FixedSend {
+    /// IORING_OP_SEND with IORING_RECVSEND_FIXED_BUF (MSG_NOSIGNAL works).
+    SendFixed,
+    /// IORING_OP_WRITE_FIXED (SIGPIPE must be ignored; the engine does so at start).
+    WriteFixed,
+}
+
+/// Finds out whether `IORING_OP_SEND` accepts a fixed buffer on this kernel, with one real
+/// send over a socketpair (no version guessing). `ring` must have buffer index 0 registered.
+pub(crate) fn probe_fixed_send(ring: &mut IoUring, buf: *const u8) -> FixedSend {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
+        return FixedSend::WriteFixed;
+    }
+    let sqe = opcode::Send::new(types::Fd(fds[0]), buf, 1)
+        .ioprio(crate::ring::RECVSEND_FIXED_BUF)
+        .buf_group(0)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(u64::MAX);
+    // SAFETY: `buf` points into registered memory that outlives this call; we wait for the
+    // completion below before returning.
+    let pushed = unsafe { ring.submission().push(&sqe).is_ok() };
+    let mut result = FixedSend::WriteFixed;
+    if pushed && ring.submit_and_wait(1).is_ok() {
+        if let Some(cqe) = ring.completion().next() {
+            if cqe.result() == 1 {
+                result = FixedSend::SendFixed;
+            }
+        }
+    }
+    // SAFETY: both descriptors came from socketpair above and are closed once.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trip() {
+        let t = Token::new(Kind::Send, 123_456, 0xAB_CDEF);
+        assert_eq!(Token::from_u64(t.to_u64()), Some(t));
+        let t = Token::new(Kind::Recv, u32::MAX as usize, 0x1FF_FFFF);
+        assert_eq!(Token::from_u64(t.to_u64()).unwrap().gen, 0xFF_FFFF);
+        assert_eq!(Token::from_u64(u64::MAX), None);
+    }
+}

@@ -1,0 +1,605 @@
+//! `Worker`: a listener, its protocol, its callbacks, and the loop each ring thread runs.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ringman_protocols::{Flow, Protocol};
+
+use crate::connection::Connection;
+use crate::error::{ConnError, EngineError};
+use crate::reactor::{self, with_core, Core, Event, ListenerSlot};
+use crate::ring::{Kind, Token};
+use crate::server::{self, Cmd, ThreadStats, WorkerHandle};
+
+/// How `send()` hands data to the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    /// Submit at once and look for the completion before returning: `send()` can answer
+    /// [`SendStatus::Sent`](crate::SendStatus::Sent), like Workerman's `true`. One
+    /// `io_uring_enter` per send.
+    Eager,
+    /// Queue the send and submit all sends of a loop turn together: one `io_uring_enter`
+    /// per turn, `send()` always answers `Queued`.
+    Batched,
+}
+
+/// What a ring thread knows about itself, passed to `on_worker_start` / `on_worker_stop`.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// Index of this thread within its worker, `0..count`.
+    pub id: usize,
+    /// Number of threads of the worker.
+    pub count: usize,
+    /// The worker's name.
+    pub name: String,
+    /// Handle for broadcasts and cross-thread calls.
+    pub handle: WorkerHandle,
+}
+
+/// Settings shared by all threads of a worker (read-only once started).
+pub(crate) struct WorkerConfig {
+    pub name: String,
+    pub protocol: Arc<dyn Protocol>,
+    pub max_send_buffer_size: usize,
+    pub max_package_size: usize,
+    pub send_mode: SendMode,
+    pub close_timeout: Duration,
+    pub recv_buffers: u16,
+    pub recv_buffer_size: u32,
+}
+
+type StartFn<S> = Arc<dyn Fn(&WorkerInfo, &mut S) + Send + Sync>;
+type ConnFn<S> = Arc<dyn Fn(&Connection, &mut S) + Send + Sync>;
+type MsgFn<S> = Arc<dyn Fn(&Connection, &[u8], &mut S) + Send + Sync>;
+type ErrFn<S> = Arc<dyn Fn(&Connection, &ConnError, &mut S) + Send + Sync>;
+
+struct Callbacks<S> {
+    on_worker_start: Option<StartFn<S>>,
+    on_worker_stop: Option<StartFn<S>>,
+    on_connect: Option<ConnFn<S>>,
+    on_message: Option<MsgFn<S>>,
+    on_close: Option<ConnFn<S>>,
+    on_error: Option<ErrFn<S>>,
+    on_buffer_full: Option<ConnFn<S>>,
+    on_buffer_drain: Option<ConnFn<S>>,
+}
+
+impl<S> Default for Callbacks<S> {
+    fn default() -> Self {
+        Callbacks {
+            on_worker_start: None,
+            on_worker_stop: None,
+            on_connect: None,
+            on_message: None,
+            on_close: None,
+            on_error: None,
+            on_buffer_full: None,
+            on_buffer_drain: None,
+        }
+    }
+}
+
+/// A listening service: address, protocol, threads and callbacks (Workerman's `Worker`).
+///
+/// `S` is per-thread user state: each ring thread builds its own `S::default()`, lets
+/// `on_worker_start` fill it, and hands `&mut S` to every callback of that thread. No locks
+/// are involved because no other thread ever sees it.
+///
+/// ```no_run
+/// use ringman_engine::{run_all, Server, Worker};
+/// #[derive(Default)]
+/// struct Stats { messages: u64 }
+/// let mut w = Worker::<Stats>::new("text://0.0.0.0:8000").unwrap();
+/// w.count = 4;
+/// w.name = "echo".into();
+/// w.on_message(|conn, msg, st| {
+///     st.messages += 1;
+///     conn.send(msg);
+/// });
+/// run_all(Server::new().add(w)).unwrap();
+/// ```
+pub struct Worker<S = ()> {
+    addr: Option<SocketAddr>,
+    protocol: Arc<dyn Protocol>,
+    /// Number of ring threads (default: number of CPUs).
+    pub count: usize,
+    /// Name shown in status output (default `none`).
+    pub name: String,
+    /// One SO_REUSEPORT listener per thread (default true); otherwise one shared listener.
+    pub reuse_port: bool,
+    /// Default send buffer limit of each connection (1 MiB).
+    pub max_send_buffer_size: usize,
+    /// Default largest packet of each connection (10 MiB).
+    pub max_package_size: usize,
+    /// How `send()` submits (default [`SendMode::Eager`], see ARCHITECTURE.md).
+    pub send_mode: SendMode,
+    /// How long `close()` waits for the send buffer to flush before cutting the peer off.
+    pub close_timeout: Duration,
+    /// How long a stop waits for connections to flush.
+    pub stop_timeout: Duration,
+    /// Listen backlog (capped by `net.core.somaxconn`).
+    pub backlog: i32,
+    /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
+    pub pin_cpus: Option<usize>,
+    /// Receive buffers per ring (power of two) and their size.
+    pub recv_buffers: u16,
+    /// Size of each receive buffer: the most one receive completion delivers, which also
+    /// caps how much one connection reads per turn (fairness).
+    pub recv_buffer_size: u32,
+    /// Registered send memory each ring asks for (taken from a process budget within the
+    /// 8 MiB memlock limit; heap buffers are used beyond it).
+    pub fixed_send_bytes: usize,
+    cb: Callbacks<S>,
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Splits `scheme://host:port`.
+fn parse_addr(addr: &str) -> Result<(String, SocketAddr), EngineError> {
+    let bad = |reason| EngineError::BadAddress { addr: addr.to_string(), reason };
+    let (scheme, rest) = addr.split_once("://").ok_or_else(|| bad("expected scheme://ip:port"))?;
+    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(bad("scheme must be alphanumeric"));
+    }
+    let sock = rest
+        .to_socket_addrs()
+        .map_err(|_| bad("expected ip:port (IPv6 as [::1]:port)"))?
+        .next()
+        .ok_or_else(|| bad("address resolves to nothing"))?;
+    Ok((scheme.to_ascii_lowercase(), sock))
+}
+
+impl<S: Default + 'static> Worker<S> {
+    /// A worker for `scheme://ip:port` with a built-in protocol: `tcp` (raw bytes), `text`
+    /// (newline-delimited) or `frame` (4-byte length prefix).
+    pub fn new(addr: &str) -> Result<Worker<S>, EngineError> {
+        let (scheme, sock) = parse_addr(addr)?;
+        let protocol = ringman_protocols::by_scheme(&scheme).ok_or(EngineError::UnknownScheme(scheme))?;
+        Ok(Worker::build(Some(sock), protocol))
+    }
+
+    /// A worker speaking a custom protocol on `scheme://ip:port` (the scheme is only a label).
+    pub fn with_protocol(addr: &str, protocol: Arc<dyn Protocol>) -> Result<Worker<S>, EngineError> {
+        let (_, sock) = parse_addr(addr)?;
+        Ok(Worker::build(Some(sock), protocol))
+    }
+
+    /// A worker without a listener: threads that only run timers and cross-thread calls.
+    pub fn without_listener() -> Worker<S> {
+        Worker::build(None, Arc::new(ringman_protocols::Raw))
+    }
+
+    fn build(addr: Option<SocketAddr>, protocol: Arc<dyn Protocol>) -> Worker<S> {
+        Worker {
+            addr,
+            protocol,
+            count: cpus(),
+            name: "none".into(),
+            reuse_port: true,
+            max_send_buffer_size: 1024 * 1024,
+            max_package_size: ringman_protocols::DEFAULT_MAX_PACKAGE_SIZE,
+            send_mode: SendMode::Eager,
+            close_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(2),
+            backlog: 4096,
+            pin_cpus: None,
+            recv_buffers: 1024,
+            recv_buffer_size: 8192,
+            fixed_send_bytes: 1024 * 1024,
+            cb: Callbacks::default(),
+        }
+    }
+
+    /// Runs on each ring thread before it accepts: build the thread's state here.
+    pub fn on_worker_start(&mut self, f: impl Fn(&WorkerInfo, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_worker_start = Some(Arc::new(f));
+        self
+    }
+    /// Runs on each ring thread when it stops, after its connections closed.
+    pub fn on_worker_stop(&mut self, f: impl Fn(&WorkerInfo, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_worker_stop = Some(Arc::new(f));
+        self
+    }
+    /// A connection was accepted (before any message).
+    pub fn on_connect(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_connect = Some(Arc::new(f));
+        self
+    }
+    /// A complete message arrived. The slice borrows the receive buffer: copy what you keep.
+    pub fn on_message(&mut self, f: impl Fn(&Connection, &[u8], &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_message = Some(Arc::new(f));
+        self
+    }
+    /// The connection closed (exactly once per connection).
+    pub fn on_close(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_close = Some(Arc::new(f));
+        self
+    }
+    /// Something went wrong on a connection (see [`ConnError::code`]).
+    pub fn on_error(&mut self, f: impl Fn(&Connection, &ConnError, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_error = Some(Arc::new(f));
+        self
+    }
+    /// The send buffer reached `max_send_buffer_size`.
+    pub fn on_buffer_full(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_buffer_full = Some(Arc::new(f));
+        self
+    }
+    /// The send buffer, which held queued data, is empty again.
+    pub fn on_buffer_drain(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_buffer_drain = Some(Arc::new(f));
+        self
+    }
+}
+
+/// Type-erased start of a worker, so workers with different state types share a `Server`.
+pub(crate) trait Spawn {
+    fn spawn(self: Box<Self>, threads: &mut Vec<JoinHandle<()>>, shared: &mut Vec<RawFd>) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError>;
+}
+
+impl<S: Default + 'static> Spawn for Worker<S> {
+    fn spawn(self: Box<Self>, threads: &mut Vec<JoinHandle<()>>, shared: &mut Vec<RawFd>) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError> {
+        let w = *self;
+        let count = w.count.max(1);
+        // Listeners: bound here, on the caller's thread, so errors come back from start().
+        let mut fds: Vec<RawFd> = Vec::new();
+        let mut bound = None;
+        let close_all = |fds: &[RawFd]| {
+            for &fd in fds {
+                // SAFETY: listeners opened above and not yet handed to any thread.
+                unsafe { libc::close(fd) };
+            }
+        };
+        if let Some(addr) = w.addr {
+            server::probe_port(addr)?;
+            let n = if w.reuse_port { count } else { 1 };
+            let mut addr_i = addr;
+            for _ in 0..n {
+                match server::listen(addr_i, w.reuse_port, w.backlog) {
+                    Ok(fd) => {
+                        if bound.is_none() {
+                            bound = crate::sys::local_addr(fd);
+                            addr_i = bound.unwrap_or(addr);
+                        }
+                        fds.push(fd);
+                    }
+                    Err(e) => {
+                        close_all(&fds);
+                        return Err(e);
+                    }
+                }
+            }
+            if !w.reuse_port {
+                shared.push(fds[0]);
+            }
+        }
+        let mut regs = Vec::new();
+        for _ in 0..count {
+            match server::register_thread() {
+                Ok(r) => regs.push(r),
+                Err(e) => {
+                    regs.iter().for_each(|(t, _)| server::unregister(*t));
+                    if w.reuse_port {
+                        close_all(&fds);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let handle = WorkerHandle {
+            name: w.name.clone().into(),
+            threads: regs.iter().map(|(t, _)| *t).collect::<Vec<_>>().into(),
+            stop_timeout: w.stop_timeout,
+        };
+        let cfg = Arc::new(WorkerConfig {
+            name: w.name.clone(),
+            protocol: w.protocol.clone(),
+            max_send_buffer_size: w.max_send_buffer_size,
+            max_package_size: w.max_package_size,
+            send_mode: w.send_mode,
+            close_timeout: w.close_timeout,
+            recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
+            recv_buffer_size: w.recv_buffer_size.max(512),
+        });
+        let cb = Arc::new(w.cb);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
+        let first_thread = threads.len();
+        for (i, (thread, mailbox)) in regs.into_iter().enumerate() {
+            let listeners = match w.addr {
+                None => Vec::new(),
+                Some(_) if w.reuse_port => vec![ListenerSlot { fd: fds[i], armed: false, owned: true }],
+                Some(_) => vec![ListenerSlot { fd: fds[0], armed: false, owned: false }],
+            };
+            let info = WorkerInfo { id: i, count, name: w.name.clone(), handle: handle.clone() };
+            let (cfg, cb, ready_tx) = (cfg.clone(), cb.clone(), ready_tx.clone());
+            let fixed = w.fixed_send_bytes;
+            let pin = w.pin_cpus.map(|off| (off + i) % cpus());
+            let t = std::thread::Builder::new()
+                .name(format!("ringman-{}-{}", w.name, i))
+                .spawn(move || {
+                    if let Some(cpu) = pin {
+                        let _ = crate::sys::pin_to_cpu(cpu);
+                    }
+                    let stats = Arc::new(ThreadStats::default());
+                    match Core::new(thread, cfg, listeners, mailbox, stats, fixed) {
+                        Ok(core) => {
+                            let _ = ready_tx.send(Ok(()));
+                            reactor::install(core);
+                            Runner { cb, state: S::default(), info }.run();
+                            drop(reactor::uninstall());
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                    server::unregister(thread);
+                });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    handle.stop();
+                    return Err(EngineError::Spawn(e));
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut first_err = None;
+        for _ in first_thread..threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = first_err {
+            handle.stop();
+            return Err(e);
+        }
+        Ok((handle, bound))
+    }
+}
+
+/// The loop of one ring thread.
+struct Runner<S> {
+    cb: Arc<Callbacks<S>>,
+    state: S,
+    info: WorkerInfo,
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+impl<S: 'static> Runner<S> {
+    fn run(mut self) {
+        if let Some(f) = self.cb.on_worker_start.clone() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&self.info, &mut self.state))) {
+                eprintln!("ringman: on_worker_start panicked on {} #{}: {}", self.info.name, self.info.id, panic_message(&*p));
+            }
+        }
+        with_core(|c| {
+            c.arm_wake();
+            for i in 0..c.listeners.len() {
+                c.arm_accept(i);
+            }
+        });
+        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        loop {
+            self.deliver_events();
+            self.run_timers();
+            self.drain_mailbox();
+            self.deliver_events();
+            let now = Instant::now();
+            let (exit, timeout) = with_core(|c| {
+                c.retry_accepts(now);
+                let close_next = c.expire_closing(now);
+                if let Some(deadline) = c.stopping {
+                    if now >= deadline {
+                        let keys: Vec<usize> = c.conns.iter().map(|(k, _)| k).collect();
+                        for k in keys {
+                            c.destroy(k, None);
+                        }
+                    }
+                }
+                let mut timeout = c.timers.next_timeout(now);
+                for d in [close_next, c.stopping].into_iter().flatten() {
+                    let t = d.saturating_duration_since(now);
+                    timeout = Some(timeout.map_or(t, |x| x.min(t)));
+                }
+                (c.drained() && c.events.is_empty(), timeout)
+            })
+            .expect("core installed");
+            if exit {
+                break;
+            }
+            with_core(|c| {
+                c.submit_and_wait(timeout);
+                c.reap(&mut cqes);
+            });
+            for (ud, res, flags) in cqes.drain(..) {
+                self.complete(ud, res, flags);
+                self.deliver_events();
+            }
+        }
+        if let Some(f) = self.cb.on_worker_stop.clone() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&self.info, &mut self.state))) {
+                eprintln!("ringman: on_worker_stop panicked: {}", panic_message(&*p));
+            }
+        }
+        with_core(|c| c.quiesce());
+    }
+
+    fn complete(&mut self, ud: u64, res: i32, flags: u32) {
+        let Some(tok) = Token::from_u64(ud) else { return };
+        match tok.kind {
+            Kind::Recv => {
+                let work = with_core(|c| c.recv_begin(tok, res, flags)).flatten();
+                if let Some(w) = work {
+                    self.deliver(w);
+                }
+            }
+            Kind::Send => {
+                with_core(|c| c.on_send(tok, res));
+            }
+            Kind::Accept => {
+                with_core(|c| c.on_accept(tok.slot as usize, res, flags));
+            }
+            Kind::Cancel => {
+                with_core(|c| c.on_cancel(tok));
+            }
+            Kind::Wake => {
+                with_core(|c| {
+                    c.wake_done();
+                    if c.stopping.is_none() || !c.conns.is_empty() {
+                        c.arm_wake();
+                    }
+                });
+                self.drain_mailbox();
+            }
+            Kind::Shutdown => {}
+        }
+    }
+
+    /// Parses and delivers one receive batch, zero-copy where the packet lies in one buffer.
+    fn deliver(&mut self, mut w: reactor::RecvWork) {
+        let conn = w.conn;
+        let id = conn.id();
+        let Runner { cb, state, .. } = self;
+        let mut delivered = 0u64;
+        let mut panicked = None;
+        // SAFETY: `data` is used only inside this function, before `recv_end` recycles it.
+        let data = unsafe { w.data() };
+        let max = w.max;
+        let mut sink = |msg: &[u8]| {
+            delivered += 1;
+            if let Some(f) = &cb.on_message {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&conn, msg, state))) {
+                    panicked = Some(panic_message(&*p));
+                    return Flow::Stop;
+                }
+            }
+            if with_core(|c| c.can_deliver(id)).unwrap_or(false) {
+                Flow::Continue
+            } else {
+                Flow::Stop
+            }
+        };
+        let result = if data.is_empty() {
+            w.framer.drain(w.decoder.as_mut(), max, &mut sink)
+        } else {
+            w.framer.feed(w.decoder.as_mut(), data, max, &mut sink)
+        };
+        let err = result.err();
+        with_core(|c| {
+            c.recv_end(w, delivered, err);
+            if let Some(msg) = panicked {
+                if let Some(k) = c.lookup(id) {
+                    c.destroy(k, Some(ConnError::Panic(msg)));
+                }
+            }
+        });
+    }
+
+    /// Calls the user callbacks for queued events. A panicking callback closes only its
+    /// connection.
+    fn deliver_events(&mut self) {
+        while let Some(ev) = with_core(|c| c.events.pop_front()).flatten() {
+            let cb = &self.cb;
+            let state = &mut self.state;
+            let (conn, r) = match ev {
+                Event::Connect(c) => (c, cb.on_connect.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
+                Event::Close(c) => (c, cb.on_close.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
+                Event::Error(c, e) => (c, cb.on_error.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, &e, state))))),
+                Event::BufferFull(c) => (c, cb.on_buffer_full.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
+                Event::BufferDrain(c) => (c, cb.on_buffer_drain.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
+                Event::Resume(c) => {
+                    if let Some(w) = with_core(|core| core.resume_begin(c.id())).flatten() {
+                        self.deliver(w);
+                    }
+                    continue;
+                }
+            };
+            if let Some(Err(p)) = r {
+                let msg = panic_message(&*p);
+                with_core(|c| {
+                    if let Some(k) = c.lookup(conn.id()) {
+                        c.destroy(k, Some(ConnError::Panic(msg)));
+                    }
+                });
+            }
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((id, mut f)) = with_core(|c| c.timers.pop_due(now)).flatten() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(&mut f)) {
+                eprintln!("ringman: timer callback panicked: {}", panic_message(&*p));
+            }
+            with_core(|c| c.timers.restore(id, f));
+            self.deliver_events();
+        }
+    }
+
+    fn drain_mailbox(&mut self) {
+        with_core(|c| c.mailbox.clear_notified());
+        while let Some(cmd) = with_core(|c| c.mailbox.next()).flatten() {
+            match cmd {
+                Cmd::Call(f) => {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+                        eprintln!("ringman: cross-thread call panicked: {}", panic_message(&*p));
+                    }
+                }
+                cmd => {
+                    with_core(|c| c.command(cmd));
+                }
+            }
+            self.deliver_events();
+        }
+    }
+}
+
+impl Core {
+    /// Applies a command from another thread.
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Send { conn, data, raw } => {
+                if let Some(k) = self.lookup(conn) {
+                    self.send(k, &data, raw);
+                }
+            }
+            Cmd::Close { conn, data } => {
+                if let Some(k) = self.lookup(conn) {
+                    self.close(k, data.as_deref());
+                }
+            }
+            Cmd::Destroy { conn } => {
+                if let Some(k) = self.lookup(conn) {
+                    self.destroy(k, None);
+                }
+            }
+            Cmd::Broadcast { data } => self.broadcast(&data),
+            Cmd::Stop { timeout } => self.begin_stop(Instant::now() + timeout),
+            Cmd::Call(_) => unreachable!("handled by the runner"),
+        }
+    }
+
+    /// Sends `data` to every established connection of this thread.
+    pub(crate) fn broadcast(&mut self, data: &[u8]) {
+        let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.status == reactor::Status::Established).map(|(k, _)| k).collect();
+        for k in keys {
+            self.send(k, data, false);
+        }
+    }
+}
