@@ -274,9 +274,8 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
 const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
 fn color(server: &str) -> &'static str {
-    let i = crate::cli::ServerKind::parse(server).map_or(5, |k| {
-        crate::cli::ServerKind::ALL.iter().position(|&x| x == k).unwrap_or(5)
-    });
+    let i = crate::cli::ServerKind::parse(server)
+        .map_or(5, |k| crate::cli::ServerKind::ALL.iter().position(|&x| x == k).unwrap_or(5));
     COLORS[i % COLORS.len()]
 }
 
@@ -319,10 +318,8 @@ pub fn svg(records: &[Record]) -> String {
         let y = |v: f64| t + phei - (v.max(1.0).log10() - lo) / (hi - lo) * phei;
         let x = |q: f64| l + quantile_x(q) / 5.0 * pwid;
         let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" font-size=\"12\">{}</text>", l, oy + 15.0, xml(title));
-        let _ = writeln!(
-            s,
-            "<rect x=\"{l}\" y=\"{t}\" width=\"{pwid}\" height=\"{phei}\" fill=\"none\" stroke=\"#999\"/>"
-        );
+        let _ =
+            writeln!(s, "<rect x=\"{l}\" y=\"{t}\" width=\"{pwid}\" height=\"{phei}\" fill=\"none\" stroke=\"#999\"/>");
         let mut d = lo;
         while d <= hi {
             let yy = y(10f64.powf(d));
@@ -414,7 +411,12 @@ mod tests {
     #[test]
     fn json_is_well_formed_enough() {
         let mut rs = vec![rec("P1", "ringman", 100.0)];
-        rs.push(Record { id: "P3".into(), workload: "w".into(), server: "nginx", outcome: Outcome::Skipped("no \"nginx\"\n".into()) });
+        rs.push(Record {
+            id: "P3".into(),
+            workload: "w".into(),
+            server: "nginx",
+            outcome: Outcome::Skipped("no \"nginx\"\n".into()),
+        });
         let j = json(&rs, &[("quick", "true".into())]);
         assert!(j.contains("\"msgs_per_s\": 100.000"));
         assert!(j.contains("no \\\"nginx\\\"\\n"));

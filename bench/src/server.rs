@@ -131,7 +131,8 @@ impl ServerProc {
         std::fs::create_dir_all(&tmp).map_err(|source| ServerError::Io { path: tmp.clone(), source })?;
         let mut cmd = match kind {
             ServerKind::Ringman => {
-                let exe = std::env::current_exe().map_err(|source| ServerError::Io { path: "current_exe".into(), source })?;
+                let exe =
+                    std::env::current_exe().map_err(|source| ServerError::Io { path: "current_exe".into(), source })?;
                 let mut c = Command::new(exe);
                 c.arg("serve-ringman").arg(format!("{}://{addr}", ringman_scheme(scenario)));
                 c
@@ -191,6 +192,10 @@ impl ServerProc {
     pub fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
+        // A Rust panic: the message is the line after "panicked at", not the backtrace tail.
+        if let Some(i) = lines.iter().position(|l| l.contains("panicked at")) {
+            return lines[i..(i + 2).min(lines.len())].join(" ");
+        }
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
@@ -327,7 +332,13 @@ mod tests {
     #[test]
     fn nginx_conf_has_the_essentials() {
         let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap());
-        for needle in ["daemon off;", "worker_processes 1;", "access_log off;", "return 200 \"Hello World\"", "listen 127.0.0.1:8080"] {
+        for needle in [
+            "daemon off;",
+            "worker_processes 1;",
+            "access_log off;",
+            "return 200 \"Hello World\"",
+            "listen 127.0.0.1:8080",
+        ] {
             assert!(c.contains(needle), "{needle}");
         }
     }

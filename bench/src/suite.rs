@@ -176,7 +176,15 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
         Some((peak, from)) if peak > 0.0 => {
             let (warmup, duration) = timing(quick);
             let rate = (peak * 0.5).round();
-            let opts = LoadOpts { scenario: Scenario::Echo, conns: 64, size: 64, depth: 1, duration, warmup, rate: Some(rate) };
+            let opts = LoadOpts {
+                scenario: Scenario::Echo,
+                conns: 64,
+                size: 64,
+                depth: 1,
+                duration,
+                warmup,
+                rate: Some(rate),
+            };
             eprintln!("P6 open loop at {} msg/s = 50% of {from}'s P1 peak", report::thousands(rate));
             for &k in OPEN_SERVERS.iter().filter(|&&k| wanted(k)) {
                 let r = one("P6", k, &opts);
@@ -225,7 +233,8 @@ fn write_outputs(records: &[Record], quick: bool, env: &Env, took: Duration) -> 
 
 /// `ringman-bench serve-ringman ADDR`.
 pub fn serve_ringman(addr: &str) -> Result<(), ServerError> {
-    ringman_server::serve(addr).map_err(|e| ServerError::Exited { status: "serve-ringman failed".into(), stderr: e.to_string() })
+    ringman_server::serve(addr)
+        .map_err(|e| ServerError::Exited { status: "serve-ringman failed".into(), stderr: e.to_string() })
 }
 
 #[cfg(test)]
@@ -247,7 +256,10 @@ mod tests {
     fn workload_names() {
         let o = LoadOpts::default();
         assert_eq!(workload(&o), "echo 64B c64 d1");
-        assert_eq!(workload(&LoadOpts { scenario: Scenario::Http, conns: 256, depth: 16, ..o.clone() }), "http c256 d16");
+        assert_eq!(
+            workload(&LoadOpts { scenario: Scenario::Http, conns: 256, depth: 16, ..o.clone() }),
+            "http c256 d16"
+        );
         assert_eq!(workload(&LoadOpts { rate: Some(90000.0), ..o }), "echo 64B c64 open 90,000/s");
     }
 }

@@ -186,9 +186,11 @@ impl ResponseCounter {
             Scenario::Ws => {
                 Counter::Framed { codec: Box::new(WsServerCodec), framer: Framer::new(), status_check: false }
             }
-            Scenario::Http => {
-                Counter::Framed { codec: Box::new(HttpResponseCodec::default()), framer: Framer::new(), status_check: true }
-            }
+            Scenario::Http => Counter::Framed {
+                codec: Box::new(HttpResponseCodec::default()),
+                framer: Framer::new(),
+                status_check: true,
+            },
         };
         ResponseCounter { kind }
     }

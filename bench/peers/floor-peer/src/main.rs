@@ -137,9 +137,8 @@ impl Server {
     fn send(&mut self, idx: usize) {
         let c = self.conns[idx].as_mut().expect("live conn");
         let rest = &c.sending[c.sent..];
-        let sqe = opcode::Send::new(types::Fd(c.fd), rest.as_ptr(), rest.len() as u32)
-            .build()
-            .user_data(ud(idx, KIND_SEND));
+        let sqe =
+            opcode::Send::new(types::Fd(c.fd), rest.as_ptr(), rest.len() as u32).build().user_data(ud(idx, KIND_SEND));
         c.send_inflight = true;
         self.push(sqe);
     }

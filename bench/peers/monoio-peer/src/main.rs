@@ -4,10 +4,8 @@ use monoio::net::{TcpListener, TcpStream};
 
 fn main() {
     let args = peer_common::parse(&["echo"]);
-    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .with_entries(4096)
-        .build()
-        .expect("io_uring runtime");
+    let mut rt =
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096).build().expect("io_uring runtime");
     rt.block_on(async move {
         let listener = TcpListener::bind(args.addr).expect("bind");
         peer_common::announce(listener.local_addr().expect("local addr"));

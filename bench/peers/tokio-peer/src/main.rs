@@ -98,9 +98,7 @@ async fn delimited(mut s: TcpStream, complete: fn(&[u8]) -> usize) -> std::io::R
 
 async fn hello(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let resp = if req.uri().path() == "/hello" {
-        Response::builder()
-            .header("Content-Type", "text/plain")
-            .body(Full::new(Bytes::from_static(b"Hello World")))
+        Response::builder().header("Content-Type", "text/plain").body(Full::new(Bytes::from_static(b"Hello World")))
     } else {
         Response::builder().status(404).body(Full::new(Bytes::new()))
     };
