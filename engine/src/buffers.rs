@@ -85,12 +85,7 @@ impl RecvRing {
         // SAFETY: the entry array is page aligned (mmap), sized for `count` entries, and lives
         // until `Drop` unregisters it (invariant 1).
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                ring_buf.entries.ptr.as_ptr() as u64,
-                count,
-                RECV_BGID,
-                0,
-            )?;
+            ring.submitter().register_buf_ring_with_flags(ring_buf.entries.ptr.as_ptr() as u64, count, RECV_BGID, 0)?;
         }
         for bid in 0..count {
             ring_buf.push(bid);

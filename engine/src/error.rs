@@ -33,7 +33,9 @@ pub enum EngineError {
         source: io::Error,
     },
     /// io_uring is disabled (seccomp, `kernel.io_uring_disabled`) or missing.
-    #[error("io_uring is unavailable on this system ({0}); check seccomp profiles and the kernel.io_uring_disabled sysctl")]
+    #[error(
+        "io_uring is unavailable on this system ({0}); check seccomp profiles and the kernel.io_uring_disabled sysctl"
+    )]
     IoUringUnavailable(io::Error),
     /// The ring could not be set up.
     #[error("io_uring setup failed: {0}")]

@@ -171,7 +171,8 @@ impl Core {
         fixed_bytes: usize,
     ) -> Result<Core, crate::EngineError> {
         let (mut ring, mode) = crate::ring::build()?;
-        let recv = RecvRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size).map_err(crate::EngineError::BufferRing)?;
+        let recv =
+            RecvRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size).map_err(crate::EngineError::BufferRing)?;
         let (mut arena, err) = SendArena::new(&ring, fixed_bytes);
         if let Some(e) = err {
             eprintln!("ringman: registered send buffers unavailable ({e}); sending from heap buffers");
@@ -687,7 +688,9 @@ impl Core {
                 .buf_group(0)
                 .flags(flags)
                 .build(),
-            (ChunkMem::Fixed(_), FixedSend::WriteFixed) => opcode::WriteFixed::new(fd, ptr, len, 0).offset(u64::MAX).build(),
+            (ChunkMem::Fixed(_), FixedSend::WriteFixed) => {
+                opcode::WriteFixed::new(fd, ptr, len, 0).offset(u64::MAX).build()
+            }
             (ChunkMem::Heap(_), _) => opcode::Send::new(fd, ptr, len).flags(flags).build(),
         };
         c.send_inflight = true;

@@ -77,7 +77,8 @@ pub(crate) const SQ_ENTRIES: u32 = 1024;
 
 /// Creates the ring with the best setup the kernel accepts.
 pub(crate) fn build() -> Result<(IoUring, RingMode), EngineError> {
-    let attempts: [(RingMode, fn(&mut io_uring::Builder)); 3] = [
+    type Apply = fn(&mut io_uring::Builder);
+    let attempts: [(RingMode, Apply); 3] = [
         (RingMode::DeferTaskrun, |b| {
             b.setup_single_issuer().setup_defer_taskrun();
         }),

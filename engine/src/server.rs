@@ -273,7 +273,8 @@ impl Server {
     /// unavailable, ...) are returned before any connection is accepted.
     pub fn start(self) -> Result<Running, EngineError> {
         crate::sys::ignore_sigpipe();
-        let mut running = Running { threads: Vec::new(), workers: Vec::new(), addrs: Vec::new(), shared_fds: Vec::new() };
+        let mut running =
+            Running { threads: Vec::new(), workers: Vec::new(), addrs: Vec::new(), shared_fds: Vec::new() };
         for w in self.workers {
             let started = w.spawn(&mut running.threads, &mut running.shared_fds);
             match started {

@@ -11,16 +11,17 @@ type AddrFn = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::
 fn addr_of(fd: RawFd, f: AddrFn) -> Option<SocketAddr> {
     // SAFETY: `try_init` hands us storage and a length sized for any socket address; the
     // syscall fills at most that much and reports the length it used.
-    let (_, addr) = unsafe {
-        SockAddr::try_init(|storage, len| {
-            if f(fd, storage.cast(), len) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        })
-    }
-    .ok()?;
+    let (_, addr) =
+        unsafe {
+            SockAddr::try_init(|storage, len| {
+                if f(fd, storage.cast(), len) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        }
+        .ok()?;
     addr.as_socket()
 }
 
@@ -58,7 +59,9 @@ pub(crate) fn ignore_sigpipe() {
     // SAFETY: querying then setting a signal disposition; no handler code runs.
     unsafe {
         let mut old = MaybeUninit::<libc::sigaction>::zeroed();
-        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) == 0 && old.assume_init().sa_sigaction == libc::SIG_DFL {
+        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) == 0
+            && old.assume_init().sa_sigaction == libc::SIG_DFL
+        {
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         }
     }

@@ -118,7 +118,8 @@ impl Timer {
     /// Runs `cb` after `interval`, and every `interval` after that when `repeat` is true.
     pub fn add(interval: Duration, repeat: bool, cb: impl FnMut() + 'static) -> Result<TimerId, EngineError> {
         let mut cb = Some(Box::new(cb) as TimerFn);
-        with_core(|c| c.timers.add(interval, repeat, cb.take().expect("called once"))).ok_or(EngineError::NotOnRingThread)
+        with_core(|c| c.timers.add(interval, repeat, cb.take().expect("called once")))
+            .ok_or(EngineError::NotOnRingThread)
     }
 
     /// Cancels a timer; returns false if it already fired (one-shot) or was deleted.

@@ -240,11 +240,19 @@ impl<S: Default + 'static> Worker<S> {
 
 /// Type-erased start of a worker, so workers with different state types share a `Server`.
 pub(crate) trait Spawn {
-    fn spawn(self: Box<Self>, threads: &mut Vec<JoinHandle<()>>, shared: &mut Vec<RawFd>) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError>;
+    fn spawn(
+        self: Box<Self>,
+        threads: &mut Vec<JoinHandle<()>>,
+        shared: &mut Vec<RawFd>,
+    ) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError>;
 }
 
 impl<S: Default + 'static> Spawn for Worker<S> {
-    fn spawn(self: Box<Self>, threads: &mut Vec<JoinHandle<()>>, shared: &mut Vec<RawFd>) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError> {
+    fn spawn(
+        self: Box<Self>,
+        threads: &mut Vec<JoinHandle<()>>,
+        shared: &mut Vec<RawFd>,
+    ) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError> {
         let w = *self;
         let count = w.count.max(1);
         // Listeners: bound here, on the caller's thread, so errors come back from start().
@@ -320,26 +328,24 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             let (cfg, cb, ready_tx) = (cfg.clone(), cb.clone(), ready_tx.clone());
             let fixed = w.fixed_send_bytes;
             let pin = w.pin_cpus.map(|off| (off + i) % cpus());
-            let t = std::thread::Builder::new()
-                .name(format!("ringman-{}-{}", w.name, i))
-                .spawn(move || {
-                    if let Some(cpu) = pin {
-                        let _ = crate::sys::pin_to_cpu(cpu);
+            let t = std::thread::Builder::new().name(format!("ringman-{}-{}", w.name, i)).spawn(move || {
+                if let Some(cpu) = pin {
+                    let _ = crate::sys::pin_to_cpu(cpu);
+                }
+                let stats = Arc::new(ThreadStats::default());
+                match Core::new(thread, cfg, listeners, mailbox, stats, fixed) {
+                    Ok(core) => {
+                        let _ = ready_tx.send(Ok(()));
+                        reactor::install(core);
+                        Runner { cb, state: S::default(), info }.run();
+                        drop(reactor::uninstall());
                     }
-                    let stats = Arc::new(ThreadStats::default());
-                    match Core::new(thread, cfg, listeners, mailbox, stats, fixed) {
-                        Ok(core) => {
-                            let _ = ready_tx.send(Ok(()));
-                            reactor::install(core);
-                            Runner { cb, state: S::default(), info }.run();
-                            drop(reactor::uninstall());
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
                     }
-                    server::unregister(thread);
-                });
+                }
+                server::unregister(thread);
+            });
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -385,7 +391,12 @@ impl<S: 'static> Runner<S> {
     fn run(mut self) {
         if let Some(f) = self.cb.on_worker_start.clone() {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&self.info, &mut self.state))) {
-                eprintln!("ringman: on_worker_start panicked on {} #{}: {}", self.info.name, self.info.id, panic_message(&*p));
+                eprintln!(
+                    "ringman: on_worker_start panicked on {} #{}: {}",
+                    self.info.name,
+                    self.info.id,
+                    panic_message(&*p)
+                );
             }
         }
         with_core(|c| {
@@ -518,11 +529,19 @@ impl<S: 'static> Runner<S> {
             let cb = &self.cb;
             let state = &mut self.state;
             let (conn, r) = match ev {
-                Event::Connect(c) => (c, cb.on_connect.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
+                Event::Connect(c) => {
+                    (c, cb.on_connect.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state)))))
+                }
                 Event::Close(c) => (c, cb.on_close.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
-                Event::Error(c, e) => (c, cb.on_error.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, &e, state))))),
-                Event::BufferFull(c) => (c, cb.on_buffer_full.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
-                Event::BufferDrain(c) => (c, cb.on_buffer_drain.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
+                Event::Error(c, e) => {
+                    (c, cb.on_error.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, &e, state)))))
+                }
+                Event::BufferFull(c) => {
+                    (c, cb.on_buffer_full.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state)))))
+                }
+                Event::BufferDrain(c) => {
+                    (c, cb.on_buffer_drain.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state)))))
+                }
                 Event::Resume(c) => {
                     if let Some(w) = with_core(|core| core.resume_begin(c.id())).flatten() {
                         self.deliver(w);
@@ -597,7 +616,8 @@ impl Core {
 
     /// Sends `data` to every established connection of this thread.
     pub(crate) fn broadcast(&mut self, data: &[u8]) {
-        let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.status == reactor::Status::Established).map(|(k, _)| k).collect();
+        let keys: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.status == reactor::Status::Established).map(|(k, _)| k).collect();
         for k in keys {
             self.send(k, data, false);
         }

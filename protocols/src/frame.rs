@@ -46,7 +46,6 @@ impl Decoder for FrameCodec {
     fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
         Ok(Some(&packet[HEADER..]))
     }
-
 }
 
 impl Encoder for FrameCodec {

@@ -47,7 +47,13 @@ impl Framer {
     ///
     /// Returns an error when the codec rejects the stream or a packet exceeds `max`; the
     /// connection must then be closed. Messages delivered before the error stay delivered.
-    pub fn feed<F>(&mut self, codec: &mut dyn Decoder, data: &mut [u8], max: usize, mut sink: F) -> Result<Flow, ProtocolError>
+    pub fn feed<F>(
+        &mut self,
+        codec: &mut dyn Decoder,
+        data: &mut [u8],
+        max: usize,
+        mut sink: F,
+    ) -> Result<Flow, ProtocolError>
     where
         F: FnMut(&[u8]) -> Flow,
     {

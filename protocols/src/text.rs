@@ -59,7 +59,6 @@ impl Decoder for TextCodec {
         }
         Ok(Some(&packet[..end]))
     }
-
 }
 
 impl Encoder for TextCodec {

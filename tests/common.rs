@@ -1,0 +1,52 @@
+//! Helpers shared by the integration tests: real servers on loopback, std::net clients.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ringman::{Running, Server, Worker};
+
+/// Generous bound so a broken build fails instead of hanging; never a performance check.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn start<S: Default + 'static>(w: Worker<S>) -> (Running, SocketAddr) {
+    let running = Server::new().add(w).start().expect("server starts");
+    let addr = running.local_addr(0).expect("bound address");
+    (running, addr)
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+pub fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).expect("read_exact");
+    buf
+}
+
+/// Reads until the peer closes; returns everything received.
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = ((payload.len() + 4) as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+pub fn write_all(s: &mut TcpStream, data: &[u8]) {
+    s.write_all(data).expect("write");
+}
+
+/// Number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
