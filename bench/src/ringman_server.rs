@@ -1,14 +1,26 @@
 //! The ringman server process the harness benchmarks (`ringman-bench serve-ringman ADDR`).
 //!
 //! The harness spawns `current_exe serve-ringman <scheme>://ip:port`, pinned to the server
-//! CPU, and waits until the port accepts connections. Schemes used by the suite (Workerman
-//! names): `tcp` (raw echo), `text` (line echo), `frame` (4-byte length frame echo), `http`
-//! (`GET /hello` answers 200 `Hello World`, `Content-Type: text/plain`, keep-alive,
-//! pipelining), `websocket` (echo; text stays text, binary stays binary). The process runs
-//! until it receives SIGTERM and should serve with exactly one worker thread.
+//! CPU, and waits until the port accepts connections. Schemes: `tcp` (raw echo), `text`
+//! (line echo), `frame` (4-byte length frame echo). The process serves with exactly one ring
+//! thread until SIGTERM/SIGINT.
+//!
+//! `RINGMAN_SEND_MODE=batched` selects [`ringman::SendMode::Batched`] instead of the default
+//! eager sends, so both can be measured with the same harness.
+
+use ringman::{run_all, SendMode, Server, Worker};
 
 /// Serves `addr` (`<scheme>://ip:port`) with ringman until the process is terminated.
 pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let _ = addr;
-    todo!("engine owner fills this in")
+    let mut w = Worker::<()>::new(addr)?;
+    w.count = 1;
+    w.name = "bench".into();
+    if std::env::var("RINGMAN_SEND_MODE").is_ok_and(|m| m.eq_ignore_ascii_case("batched")) {
+        w.send_mode = SendMode::Batched;
+    }
+    w.on_message(|conn, msg, _| {
+        conn.send(msg);
+    });
+    run_all(Server::new().add(w))?;
+    Ok(())
 }
