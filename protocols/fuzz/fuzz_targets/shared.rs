@@ -1,0 +1,38 @@
+// Shared driver: the first byte picks split points, the rest is the stream. Checks that any
+// split yields the same messages (or the same error) as feeding the stream whole, and that
+// nothing panics.
+use ringman_protocols::{Flow, Framer, Protocol, ProtocolError};
+
+fn run(p: &dyn Protocol, chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Option<ProtocolError>) {
+    let mut dec = p.decoder();
+    let mut framer = Framer::new();
+    let mut out = Vec::new();
+    for c in chunks {
+        let mut c = c.to_vec();
+        if let Err(e) = framer.feed(dec.as_mut(), &mut c, max, |m| {
+            out.push(m.to_vec());
+            Flow::Continue
+        }) {
+            return (out, Some(e));
+        }
+    }
+    (out, None)
+}
+
+pub fn check(p: &dyn Protocol, data: &[u8]) {
+    let Some((&seed, stream)) = data.split_first() else { return };
+    let max = 64 + (seed as usize) * 16;
+    let step = 1 + (seed as usize % 13);
+    let chunks: Vec<&[u8]> = stream.chunks(step).collect();
+    let whole = run(p, &[stream], max);
+    let split = run(p, &chunks, max);
+    // Errors may be detected at different points, but every message delivered whole must be
+    // delivered split, in order, and vice versa when both succeed.
+    match (&whole.1, &split.1) {
+        (None, None) => assert_eq!(whole.0, split.0),
+        _ => {
+            let n = whole.0.len().min(split.0.len());
+            assert_eq!(whole.0[..n], split.0[..n]);
+        }
+    }
+}
