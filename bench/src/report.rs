@@ -39,6 +39,11 @@ pub struct Figures {
     pub server_util: f64,
     /// Load generator CPU utilisation in the window (1.0 = one core).
     pub client_util: f64,
+    /// Whole-core busy share of the server CPU in the window (/proc/stat; includes softirq
+    /// and anything else running there). Much above `server_util` + softirq = foreign load.
+    pub server_core_busy: f64,
+    /// Whole-core busy share of the client CPU in the window.
+    pub client_core_busy: f64,
     /// Messages sent over the whole run.
     pub sent: u64,
     /// Responses received over the whole run.
@@ -105,7 +110,7 @@ pub fn thousands(v: f64) -> String {
 pub fn progress_line(r: &Record) -> String {
     match &r.outcome {
         Outcome::Done(f) => format!(
-            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6.2} µs/msg ({:>3.0}%)  client {:>3.0}%{}",
+            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6.2} µs/msg ({:>3.0}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}",
             r.id,
             r.workload,
             r.server,
@@ -115,6 +120,8 @@ pub fn progress_line(r: &Record) -> String {
             f.server_cpu_us_per_msg,
             f.server_util * 100.0,
             f.client_util * 100.0,
+            f.server_core_busy * 100.0,
+            f.client_core_busy * 100.0,
             if f.sent != f.received || f.lost_conns > 0 || f.bad_status > 0 {
                 format!("  [sent {} recv {} lost {} bad {}]", f.sent, f.received, f.lost_conns, f.bad_status)
             } else {
@@ -234,7 +241,7 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     s,
                     "\"status\": \"ok\", \"msgs_per_s\": {}, \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \
                      \"p999_us\": {}, \"max_us\": {}, \"mean_us\": {}, \"server_cpu_us_per_msg\": {}, \
-                     \"server_util\": {}, \"client_util\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
+                     \"server_util\": {}, \"client_util\": {}, \"server_core_busy\": {}, \"client_core_busy\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
                      \"lost_conns\": {}, \"curve\": [{}]}}",
                     json_num(f.rate),
                     json_num(f.latency.p50),
@@ -246,6 +253,8 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     json_num(f.server_cpu_us_per_msg),
                     json_num(f.server_util),
                     json_num(f.client_util),
+                    json_num(f.server_core_busy),
+                    json_num(f.client_core_busy),
                     f.sent,
                     f.received,
                     f.bad_status,
@@ -383,6 +392,8 @@ mod tests {
                 server_cpu_us_per_msg: 4.5,
                 server_util: 0.9,
                 client_util: 1.0,
+                server_core_busy: 0.95,
+                client_core_busy: 1.0,
                 sent: 10,
                 received: 10,
                 bad_status: 0,

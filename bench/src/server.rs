@@ -252,6 +252,22 @@ impl Drop for ServerProc {
     }
 }
 
+/// Busy time of one CPU (all but idle and iowait) from /proc/stat.
+pub fn cpu_busy(cpu: usize) -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    parse_cpu_busy(&stat, cpu, clk_tck()).unwrap_or_default()
+}
+
+/// Parses the busy time of `cpuN` out of /proc/stat text.
+pub fn parse_cpu_busy(stat: &str, cpu: usize, tck: u64) -> Option<Duration> {
+    let name = format!("cpu{cpu}");
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some(Duration::from_nanos((total - idle) * 1_000_000_000 / tck))
+}
+
 /// `pid` and all its descendants (via /proc/<pid>/task/<tid>/children).
 pub fn tree(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
@@ -319,6 +335,14 @@ mod tests {
         let stat = "1234 (my (odd) srv) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
         assert_eq!(parse_stat_cpu(stat, 100), Some(Duration::from_secs(3)));
         assert_eq!(parse_stat_cpu("garbage", 100), None);
+    }
+
+    #[test]
+    fn proc_stat_busy() {
+        let stat = "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 100 0 50 1000 20 0 10 0 0 0\ncpu1 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(parse_cpu_busy(stat, 0, 100), Some(Duration::from_millis(1600)));
+        assert_eq!(parse_cpu_busy(stat, 1, 100), Some(Duration::from_millis(60)));
+        assert_eq!(parse_cpu_busy(stat, 7, 100), None);
     }
 
     #[test]

@@ -35,14 +35,18 @@ pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, 
     server::pin_self(env.client_cpu).map_err(|source| BenchError::Affinity { cpu: env.client_cpu, source })?;
     let mut cpu0 = Duration::ZERO;
     let mut cpu1 = Duration::ZERO;
+    let (mut busy0, mut busy1) = ((Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO));
+    let busy = || (server::cpu_busy(env.server_cpu), server::cpu_busy(env.client_cpu));
     let mut t0 = Instant::now();
     let mut t1 = t0;
     let res = loadgen::run(srv.addr, opts, |e| match e {
         Edge::Start => {
+            busy0 = busy();
             cpu0 = srv.cpu();
             t0 = Instant::now();
         }
         Edge::End => {
+            busy1 = busy();
             cpu1 = srv.cpu();
             t1 = Instant::now();
         }
@@ -67,6 +71,8 @@ pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, 
         },
         server_util: server_cpu.as_secs_f64() / wall,
         client_util: res.client_util(),
+        server_core_busy: busy1.0.saturating_sub(busy0.0).as_secs_f64() / wall,
+        client_core_busy: busy1.1.saturating_sub(busy0.1).as_secs_f64() / wall,
         sent: res.sent,
         received: res.received,
         bad_status: res.bad_status,
