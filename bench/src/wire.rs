@@ -4,7 +4,9 @@
 //! builds the request, [`Framer`] splits the responses). `http` and `ws` plug a small response
 //! [`Decoder`] of their own into the same [`Framer`]. `echo` counts raw bytes.
 
-use ringman_protocols::{Decoder, Flow, Frame, Framer, Input, Protocol, ProtocolError, Text};
+use ringman_protocols::{
+    Decoder, Delivery, Flow, Frame, Framer, Input, Message, MessageKind, Protocol, ProtocolError, Text,
+};
 
 use crate::cli::Scenario;
 use crate::error::LoadError;
@@ -24,8 +26,8 @@ pub fn request(scenario: Scenario, size: usize) -> Vec<u8> {
     let mut out = Vec::new();
     match scenario {
         Scenario::Echo => out = payload,
-        Scenario::Text => Text.encoder().encode(&payload, &mut out),
-        Scenario::Frame => Frame.encoder().encode(&payload, &mut out),
+        Scenario::Text => Text.encoder().encode(&payload, MessageKind::Text, &mut out),
+        Scenario::Frame => Frame.encoder().encode(&payload, MessageKind::Binary, &mut out),
         Scenario::Ws => ws_client_frame(0x1, &payload, [0x12, 0x34, 0x56, 0x78], &mut out),
         Scenario::Http => out.extend_from_slice(HTTP_REQUEST),
     }
@@ -104,7 +106,7 @@ impl Decoder for WsServerCodec {
         Ok(Input::Packet(total))
     }
 
-    fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
+    fn decode<'a>(&'a mut self, packet: &'a mut [u8]) -> Result<Option<Message<'a>>, ProtocolError> {
         let opcode = packet[0] & 0x0f;
         if packet[1] & 0x80 != 0 {
             return Err(ProtocolError::Malformed { protocol: "websocket", reason: "server frames must not be masked" });
@@ -115,7 +117,7 @@ impl Decoder for WsServerCodec {
             _ => 2,
         };
         match opcode {
-            0x0..=0x2 => Ok(Some(&packet[head..])),
+            0x0..=0x2 => Ok(Some(Message::binary(&packet[head..]))),
             0x8..=0xa => Ok(None),
             _ => Err(ProtocolError::Malformed { protocol: "websocket", reason: "reserved opcode" }),
         }
@@ -156,11 +158,11 @@ impl Decoder for HttpResponseCodec {
         Ok(Input::Packet(self.head_len + content_length(&buf[..end])?))
     }
 
-    fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
+    fn decode<'a>(&'a mut self, packet: &'a mut [u8]) -> Result<Option<Message<'a>>, ProtocolError> {
         // "HTTP/1.1 200 ..." -> status digits at 9..12, then the body.
         let head = self.head_len.min(packet.len());
         packet.copy_within(9..12, head - 3);
-        Ok(Some(&packet[head - 3..]))
+        Ok(Some(Message::binary(&packet[head - 3..])))
     }
 }
 
@@ -207,10 +209,12 @@ impl ResponseCounter {
             Counter::Framed { codec, framer, status_check } => {
                 let (mut n, mut bad) = (0u64, 0u64);
                 let check = *status_check;
-                framer.feed(codec.as_mut(), data, MAX_RESPONSE, |m| {
-                    n += 1;
-                    if check && !m.starts_with(b"2") {
-                        bad += 1;
+                framer.feed(codec.as_mut(), data, MAX_RESPONSE, |d| {
+                    if let Delivery::Message(m) = d {
+                        n += 1;
+                        if check && !m.starts_with(b"2") {
+                            bad += 1;
+                        }
                     }
                     Flow::Continue
                 })?;

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use crate::reactor::{current_thread, with_core, Status};
+use ringman_protocols::MessageKind;
+
+use crate::reactor::{current_thread, with_core, Enc, Status};
 use crate::server::{post, Cmd};
 
 /// What `send()` did with the data (Workerman's `true` / `null` / `false`).
@@ -106,24 +108,45 @@ impl Connection {
     }
 
     /// Encodes `data` with the connection's protocol and sends it.
+    /// The message kind is the connection's default (see [`Connection::set_default_kind`]).
     pub fn send(&self, data: impl AsRef<[u8]>) -> SendStatus {
-        self.send_impl(data.as_ref(), false)
+        self.send_impl(data.as_ref(), Enc::Default)
     }
 
     /// Sends `data` as is, bypassing the protocol's encoder.
     pub fn send_raw(&self, data: impl AsRef<[u8]>) -> SendStatus {
-        self.send_impl(data.as_ref(), true)
+        self.send_impl(data.as_ref(), Enc::Raw)
     }
 
-    fn send_impl(&self, data: &[u8], raw: bool) -> SendStatus {
+    /// Sends a text message (WebSocket opcode 0x1; other protocols ignore the kind).
+    pub fn send_text(&self, data: impl AsRef<[u8]>) -> SendStatus {
+        self.send_impl(data.as_ref(), Enc::Kind(MessageKind::Text))
+    }
+
+    /// Sends a binary message (WebSocket opcode 0x2; other protocols ignore the kind).
+    pub fn send_binary(&self, data: impl AsRef<[u8]>) -> SendStatus {
+        self.send_impl(data.as_ref(), Enc::Kind(MessageKind::Binary))
+    }
+
+    /// Sends a message of the given kind.
+    pub fn send_as(&self, data: impl AsRef<[u8]>, kind: MessageKind) -> SendStatus {
+        self.send_impl(data.as_ref(), Enc::Kind(kind))
+    }
+
+    /// The kind `send` uses (the worker's default: text).
+    pub fn set_default_kind(&self, kind: MessageKind) {
+        self.local(|c, k| c.conns[k].default_kind = kind);
+    }
+
+    fn send_impl(&self, data: &[u8], enc: Enc) -> SendStatus {
         if current_thread() == Some(self.id.thread()) {
             return with_core(|c| match c.lookup(self.id) {
-                Some(k) => c.send(k, data, raw),
+                Some(k) => c.send(k, data, enc),
                 None => SendStatus::Failed,
             })
             .unwrap_or(SendStatus::Failed);
         }
-        let cmd = Cmd::Send { conn: self.id, data: Bytes::copy_from_slice(data), raw };
+        let cmd = Cmd::Send { conn: self.id, data: Bytes::copy_from_slice(data), enc };
         if post(self.id.thread(), cmd) {
             SendStatus::Queued
         } else {
@@ -136,7 +159,7 @@ impl Connection {
         if current_thread() == Some(self.id.thread()) {
             return self.send(&data);
         }
-        if post(self.id.thread(), Cmd::Send { conn: self.id, data, raw: false }) {
+        if post(self.id.thread(), Cmd::Send { conn: self.id, data, enc: Enc::Default }) {
             SendStatus::Queued
         } else {
             SendStatus::Failed
@@ -152,6 +175,12 @@ impl Connection {
         } else {
             post(self.id.thread(), Cmd::Close { conn: self.id, data: data.map(Bytes::copy_from_slice) });
         }
+    }
+
+    /// Sends `data` as is, flushes, then half-closes and lingers briefly before closing, so
+    /// the peer reads the last bytes rather than a reset (Workerman 5.2's `end()`).
+    pub fn end(&self, data: Option<&[u8]>) {
+        self.local(|c, k| c.end(k, data));
     }
 
     /// Closes at once, dropping anything still queued. `on_close` fires once.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use ringman_protocols::{Decoder, Encoder, Framer};
+use ringman_protocols::{Decoder, Encoder, Framer, MessageKind};
 use slab::Slab;
 
 use crate::buffers::{ChunkMem, RecvRing, SendArena, CHUNK, RECV_BGID};
@@ -75,6 +75,9 @@ pub(crate) enum Status {
     Established,
     /// `close()` was called: flush the send queue, then close (bounded by a deadline).
     Closing,
+    /// `end()` flushed and half-closed: incoming bytes are discarded until the peer closes
+    /// or the linger deadline passes, so the peer reads our last reply instead of a reset.
+    Lingering,
     /// Destroyed: on_close was queued, the socket is shut down, the slot waits for its
     /// in-flight operations to complete before the fd is closed and the slot freed.
     Closed,
@@ -113,6 +116,9 @@ pub(crate) struct ConnState {
     sendq: SendQueue,
     drain_pending: bool,
     buffer_full: bool,
+    /// Half-close and linger after the flush instead of closing (`end()`).
+    linger: bool,
+    pub default_kind: MessageKind,
     pub max_send_buffer_size: usize,
     pub max_package_size: usize,
     pub bytes_read: u64,
@@ -372,6 +378,8 @@ impl Core {
             sendq: SendQueue::default(),
             drain_pending: false,
             buffer_full: false,
+            linger: false,
+            default_kind: self.cfg.default_kind,
             max_send_buffer_size: self.cfg.max_send_buffer_size,
             max_package_size: self.cfg.max_package_size,
             bytes_read: 0,
@@ -466,7 +474,7 @@ impl Core {
             self.arm_recv(key);
         }
         let c = &mut self.conns[key];
-        if c.status == Status::Closed || c.decoder.is_none() {
+        if matches!(c.status, Status::Closed | Status::Lingering) || c.decoder.is_none() {
             self.recv.recycle(bid);
             self.try_free(key);
             return None;
@@ -514,19 +522,32 @@ impl Core {
     }
 
     /// Second half: returns the buffer, puts the parser state back, handles a parse error.
-    pub(crate) fn recv_end(&mut self, w: RecvWork, delivered: u64, err: Option<ringman_protocols::ProtocolError>) {
+    /// On a protocol error the decoder's error reply (an HTTP 400, a close frame) is sent
+    /// and the connection ends with a half-close and linger; `on_error` is queued first.
+    pub(crate) fn recv_end(&mut self, mut w: RecvWork, delivered: u64, err: Option<ringman_protocols::ProtocolError>) {
         if let Some(b) = w.bid {
             self.recv.recycle(b);
         }
         self.stats.requests.set(self.stats.requests.get() + delivered);
         let Some(key) = self.lookup(w.conn.id()) else { return };
+        let mut reply = Vec::new();
+        if let Some(e) = &err {
+            w.decoder.error_reply(e, &mut reply);
+        }
         let c = &mut self.conns[key];
         c.decoder = Some(w.decoder);
         c.framer = Some(w.framer);
-        if let Some(e) = err {
-            if c.status != Status::Closed {
-                self.destroy(key, Some(ConnError::Protocol(e)));
-            }
+        let Some(e) = err else { return };
+        if c.status == Status::Closed {
+            return;
+        }
+        let conn = self.handle(key);
+        if reply.is_empty() {
+            self.destroy(key, Some(ConnError::Protocol(e)));
+        } else {
+            self.events.push_back(Event::Error(conn, ConnError::Protocol(e)));
+            self.pause(key);
+            self.end(key, Some(&reply));
         }
     }
 
@@ -577,7 +598,7 @@ impl Core {
     // ---------------------------------------------------------------- send
 
     /// Queues (and in eager mode submits) `data` on connection `key`.
-    pub(crate) fn send(&mut self, key: usize, data: &[u8], raw: bool) -> SendStatus {
+    pub(crate) fn send(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
         let c = &mut self.conns[key];
         if c.status != Status::Established {
             return SendStatus::Failed;
@@ -589,15 +610,22 @@ impl Core {
             self.events.push_back(Event::Error(conn, ConnError::SendBufferFull { queued, limit }));
             return SendStatus::Failed;
         }
-        if raw || c.identity_encoder {
-            enqueue(&mut self.arena, &mut c.sendq, data);
-        } else {
-            let mut scratch = std::mem::take(&mut self.scratch);
-            scratch.clear();
-            c.encoder.encode(data, &mut scratch);
-            enqueue(&mut self.arena, &mut c.sendq, &scratch);
-            if scratch.capacity() <= 256 * 1024 {
-                self.scratch = scratch;
+        let kind = match enc {
+            Enc::Raw => None,
+            Enc::Default => Some(c.default_kind),
+            Enc::Kind(k) => Some(k),
+        };
+        match kind {
+            None => enqueue(&mut self.arena, &mut c.sendq, data),
+            Some(_) if c.identity_encoder => enqueue(&mut self.arena, &mut c.sendq, data),
+            Some(kind) => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                c.encoder.encode(data, kind, &mut scratch);
+                enqueue(&mut self.arena, &mut c.sendq, &scratch);
+                if scratch.capacity() <= 256 * 1024 {
+                    self.scratch = scratch;
+                }
             }
         }
         let c = &mut self.conns[key];
@@ -750,7 +778,7 @@ impl Core {
         let c = &mut self.conns[key];
         c.drain_pending = false;
         if c.status == Status::Closing {
-            self.destroy(key, None);
+            self.flushed_closing(key);
         }
     }
 
@@ -760,19 +788,47 @@ impl Core {
     /// the close deadline.
     pub(crate) fn close(&mut self, key: usize, data: Option<&[u8]>) {
         if let Some(d) = data {
-            self.send(key, d, false);
+            self.send(key, d, Enc::Default);
         }
         let Some(c) = self.conns.get_mut(key) else { return };
         if c.status != Status::Established {
             return;
         }
-        if c.sendq.len == 0 && !c.send_inflight {
-            self.destroy(key, None);
-            return;
-        }
         c.status = Status::Closing;
         c.close_deadline = Some(Instant::now() + self.cfg.close_timeout);
         self.closing += 1;
+        if c.sendq.len == 0 && !c.send_inflight {
+            self.flushed_closing(key);
+        }
+    }
+
+    /// Sends `data` raw, flushes, half-closes and lingers (bounded) before closing.
+    pub(crate) fn end(&mut self, key: usize, data: Option<&[u8]>) {
+        if let Some(d) = data {
+            self.send(key, d, Enc::Raw);
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            c.linger = true;
+        }
+        self.close(key, None);
+    }
+
+    /// The send queue of a Closing connection is empty: close, or half-close and linger.
+    fn flushed_closing(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.linger {
+            self.destroy(key, None);
+            return;
+        }
+        c.status = Status::Lingering;
+        c.close_deadline = Some(Instant::now() + LINGER);
+        // SAFETY: half-closing our own socket: the peer sees FIN after our last bytes.
+        unsafe { libc::shutdown(c.fd, libc::SHUT_WR) };
+        if c.paused {
+            // Keep draining what the peer sends so its close is seen.
+            c.paused = false;
+            self.arm_recv(key);
+        }
     }
 
     /// Abortive close: on_close is queued now, the socket shut down; the slot is freed when
@@ -783,7 +839,7 @@ impl Core {
         if c.status == Status::Closed {
             return;
         }
-        if c.status == Status::Closing {
+        if matches!(c.status, Status::Closing | Status::Lingering) {
             self.closing -= 1;
         }
         c.status = Status::Closed;
@@ -938,6 +994,20 @@ impl Drop for Core {
         self.recv.unregister(&self.ring);
         self.arena.unregister(&self.ring);
     }
+}
+
+/// How long `end()` waits for the peer to close after our half-close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// How `send` encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enc {
+    /// As is.
+    Raw,
+    /// With the protocol's encoder, as the connection's default message kind.
+    Default,
+    /// With the protocol's encoder, as this kind.
+    Kind(MessageKind),
 }
 
 /// Outcome of an eager send's inline completion.

@@ -47,7 +47,7 @@ pub struct ThreadStats {
 
 /// Work sent to a ring thread from elsewhere.
 pub(crate) enum Cmd {
-    Send { conn: ConnectionId, data: Bytes, raw: bool },
+    Send { conn: ConnectionId, data: Bytes, enc: crate::reactor::Enc },
     Close { conn: ConnectionId, data: Option<Bytes> },
     Destroy { conn: ConnectionId },
     Broadcast { data: Bytes },

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringman_protocols::{Flow, Protocol};
+use ringman_protocols::{Delivery, Flow, Message, MessageKind, Protocol, Reply};
 
 use crate::connection::Connection;
 use crate::error::{ConnError, EngineError};
@@ -48,13 +48,14 @@ pub(crate) struct WorkerConfig {
     pub max_package_size: usize,
     pub send_mode: SendMode,
     pub close_timeout: Duration,
+    pub default_kind: MessageKind,
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
 }
 
 type StartFn<S> = Arc<dyn Fn(&WorkerInfo, &mut S) + Send + Sync>;
 type ConnFn<S> = Arc<dyn Fn(&Connection, &mut S) + Send + Sync>;
-type MsgFn<S> = Arc<dyn Fn(&Connection, &[u8], &mut S) + Send + Sync>;
+type MsgFn<S> = Arc<dyn Fn(&Connection, &Message<'_>, &mut S) + Send + Sync>;
 type ErrFn<S> = Arc<dyn Fn(&Connection, &ConnError, &mut S) + Send + Sync>;
 
 struct Callbacks<S> {
@@ -121,6 +122,8 @@ pub struct Worker<S = ()> {
     pub close_timeout: Duration,
     /// How long a stop waits for connections to flush.
     pub stop_timeout: Duration,
+    /// The message kind `send()` uses unless a connection changes it (WebSocket text).
+    pub default_kind: MessageKind,
     /// Listen backlog (capped by `net.core.somaxconn`).
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
@@ -187,6 +190,7 @@ impl<S: Default + 'static> Worker<S> {
             send_mode: SendMode::Eager,
             close_timeout: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(2),
+            default_kind: MessageKind::Text,
             backlog: 4096,
             pin_cpus: None,
             recv_buffers: 1024,
@@ -211,8 +215,9 @@ impl<S: Default + 'static> Worker<S> {
         self.cb.on_connect = Some(Arc::new(f));
         self
     }
-    /// A complete message arrived. The slice borrows the receive buffer: copy what you keep.
-    pub fn on_message(&mut self, f: impl Fn(&Connection, &[u8], &mut S) + Send + Sync + 'static) -> &mut Self {
+    /// A complete message arrived. It borrows the receive buffer (it derefs to `[u8]`):
+    /// copy what you keep.
+    pub fn on_message(&mut self, f: impl Fn(&Connection, &Message<'_>, &mut S) + Send + Sync + 'static) -> &mut Self {
         self.cb.on_message = Some(Arc::new(f));
         self
     }
@@ -312,6 +317,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             max_package_size: w.max_package_size,
             send_mode: w.send_mode,
             close_timeout: w.close_timeout,
+            default_kind: w.default_kind,
             recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
             recv_buffer_size: w.recv_buffer_size.max(512),
         });
@@ -492,12 +498,22 @@ impl<S: 'static> Runner<S> {
         // SAFETY: `data` is used only inside this function, before `recv_end` recycles it.
         let data = unsafe { w.data() };
         let max = w.max;
-        let mut sink = |msg: &[u8]| {
-            delivered += 1;
-            if let Some(f) = &cb.on_message {
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&conn, msg, state))) {
-                    panicked = Some(panic_message(&*p));
-                    return Flow::Stop;
+        let mut sink = |d: Delivery<'_>| {
+            match d {
+                Delivery::Message(msg) => {
+                    delivered += 1;
+                    if let Some(f) = &cb.on_message {
+                        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&conn, &msg, state))) {
+                            panicked = Some(panic_message(&*p));
+                            return Flow::Stop;
+                        }
+                    }
+                }
+                Delivery::Reply(bytes, reply) => {
+                    conn.send_raw(bytes);
+                    if reply == Reply::SendThenClose {
+                        conn.close(None);
+                    }
                 }
             }
             if with_core(|c| c.can_deliver(id)).unwrap_or(false) {
@@ -593,9 +609,9 @@ impl Core {
     /// Applies a command from another thread.
     fn command(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Send { conn, data, raw } => {
+            Cmd::Send { conn, data, enc } => {
                 if let Some(k) = self.lookup(conn) {
-                    self.send(k, &data, raw);
+                    self.send(k, &data, enc);
                 }
             }
             Cmd::Close { conn, data } => {
@@ -619,7 +635,7 @@ impl Core {
         let keys: Vec<usize> =
             self.conns.iter().filter(|(_, c)| c.status == reactor::Status::Established).map(|(k, _)| k).collect();
         for k in keys {
-            self.send(k, data, false);
+            self.send(k, data, reactor::Enc::Default);
         }
     }
 }

@@ -9,6 +9,74 @@ pub enum Input {
     Packet(usize),
 }
 
+/// What kind of message a packet carried (WebSocket distinguishes text and binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// Text (UTF-8 for WebSocket; lines for `text://`).
+    Text,
+    /// Binary data (the kind of raw `tcp://` and `frame://` messages).
+    Binary,
+    /// A protocol handshake request (the WebSocket upgrade request head) that the engine
+    /// answers before any message flows.
+    Handshake,
+}
+
+/// One decoded message, borrowed from the receive buffer or the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The payload.
+    pub data: &'a [u8],
+    /// Its kind.
+    pub kind: MessageKind,
+}
+
+impl<'a> Message<'a> {
+    /// A binary message.
+    pub fn binary(data: &'a [u8]) -> Message<'a> {
+        Message { data, kind: MessageKind::Binary }
+    }
+    /// A text message.
+    pub fn text(data: &'a [u8]) -> Message<'a> {
+        Message { data, kind: MessageKind::Text }
+    }
+}
+
+impl std::ops::Deref for Message<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.data
+    }
+}
+
+impl<const N: usize> PartialEq<[u8; N]> for Message<'_> {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        self.data == other
+    }
+}
+
+impl PartialEq<[u8]> for Message<'_> {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.data == other
+    }
+}
+
+impl AsRef<[u8]> for Message<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.data
+    }
+}
+
+/// What a decoder wants sent on its own behalf (see [`Decoder::poll_reply`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Nothing to send.
+    None,
+    /// Send the bytes written to `out`.
+    Send,
+    /// Send them, then close the connection gracefully (WebSocket close echo).
+    SendThenClose,
+}
+
 /// Why a protocol rejected the bytes of a connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -43,17 +111,38 @@ pub trait Decoder: Send {
     fn input(&mut self, buf: &[u8], max: usize) -> Result<Input, ProtocolError>;
 
     /// Turns one complete packet (exactly the length `input` announced) into the message for
-    /// `on_message`. The packet may be modified in place (unmasking). `Ok(None)` means the
-    /// packet carried no message for the application.
-    fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError>;
+    /// `on_message`. The packet may be modified in place (unmasking); the message may borrow
+    /// from the packet or from the decoder (reassembled fragments). `Ok(None)` means the
+    /// packet carried no message for the application (a control frame, a fragment).
+    fn decode<'a>(&'a mut self, packet: &'a mut [u8]) -> Result<Option<Message<'a>>, ProtocolError>;
+
+    /// Bytes the protocol must send by itself after the last `decode` (a pong, a close echo,
+    /// an interim response), appended to `out`.
+    fn poll_reply(&mut self, out: &mut Vec<u8>) -> Reply {
+        let _ = out;
+        Reply::None
+    }
+
+    /// Bytes to send before the connection is closed because of `err` (an HTTP 400, a
+    /// WebSocket close frame), appended to `out`.
+    fn error_reply(&mut self, err: &ProtocolError, out: &mut Vec<u8>) {
+        let _ = (err, out);
+    }
 }
 
 /// Per-connection send-side state of one protocol.
 ///
 /// Kept apart from [`Decoder`] so `send()` can encode while a message is being delivered.
 pub trait Encoder: Send {
-    /// Appends the wire form of `payload` to `out`.
-    fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>);
+    /// Appends the wire form of `payload`, sent as a message of `kind`, to `out`. Protocols
+    /// without message kinds ignore it.
+    fn encode(&mut self, payload: &[u8], kind: MessageKind, out: &mut Vec<u8>);
+
+    /// Applies per-connection settings negotiated after the encoder was created (for
+    /// example WebSocket compression parameters from the handshake).
+    fn configure(&mut self, cfg: &dyn std::any::Any) {
+        let _ = cfg;
+    }
 
     /// True when `encode` copies the payload unchanged, so callers may skip it.
     fn is_identity(&self) -> bool {
@@ -72,7 +161,7 @@ pub trait Encoder: Send {
 /// Implement it to plug your own protocol into a `Worker`:
 ///
 /// ```
-/// use ringman_protocols::{Decoder, Encoder, Input, Protocol, ProtocolError};
+/// use ringman_protocols::{Decoder, Encoder, Input, Message, MessageKind, Protocol, ProtocolError};
 /// /// One-byte length prefix.
 /// struct Tiny;
 /// struct TinyCodec;
@@ -80,12 +169,12 @@ pub trait Encoder: Send {
 ///     fn input(&mut self, buf: &[u8], _max: usize) -> Result<Input, ProtocolError> {
 ///         Ok(buf.first().map_or(Input::Need, |&n| Input::Packet(1 + n as usize)))
 ///     }
-///     fn decode<'a>(&mut self, p: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
-///         Ok(Some(&p[1..]))
+///     fn decode<'a>(&'a mut self, p: &'a mut [u8]) -> Result<Option<Message<'a>>, ProtocolError> {
+///         Ok(Some(Message::binary(&p[1..])))
 ///     }
 /// }
 /// impl Encoder for TinyCodec {
-///     fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+///     fn encode(&mut self, payload: &[u8], _kind: MessageKind, out: &mut Vec<u8>) {
 ///         out.push(payload.len() as u8);
 ///         out.extend_from_slice(payload);
 ///     }

@@ -1,6 +1,6 @@
 //! `frame://`: a 4-byte big-endian total length (header included), then the payload.
 
-use crate::{Decoder, Encoder, Input, Protocol, ProtocolError};
+use crate::{Decoder, Encoder, Input, Message, MessageKind, Protocol, ProtocolError};
 
 /// Length-prefixed frames: `u32` big-endian total length (including the 4 header bytes).
 #[derive(Debug, Default, Clone, Copy)]
@@ -43,13 +43,13 @@ impl Decoder for FrameCodec {
         Ok(Input::Packet(len))
     }
 
-    fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
-        Ok(Some(&packet[HEADER..]))
+    fn decode<'a>(&'a mut self, packet: &'a mut [u8]) -> Result<Option<Message<'a>>, ProtocolError> {
+        Ok(Some(Message::binary(&packet[HEADER..])))
     }
 }
 
 impl Encoder for FrameCodec {
-    fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+    fn encode(&mut self, payload: &[u8], _kind: MessageKind, out: &mut Vec<u8>) {
         let total = u32::try_from(payload.len() + HEADER).expect("frame payload exceeds 4 GiB");
         out.reserve(payload.len() + HEADER);
         out.extend_from_slice(&total.to_be_bytes());
@@ -69,11 +69,11 @@ mod tests {
     fn round_trip() {
         let mut c = FrameCodec;
         let mut out = Vec::new();
-        c.encode(b"hello", &mut out);
+        c.encode(b"hello", MessageKind::Binary, &mut out);
         assert_eq!(&out[..4], &9u32.to_be_bytes());
         assert_eq!(c.input(&out[..3], 100), Ok(Input::Need));
         assert_eq!(c.input(&out, 100), Ok(Input::Packet(9)));
-        assert_eq!(c.decode(&mut out).unwrap(), Some(&b"hello"[..]));
+        assert_eq!(c.decode(&mut out).unwrap().unwrap().data, b"hello");
     }
 
     #[test]

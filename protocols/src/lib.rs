@@ -15,14 +15,18 @@
 //! buffers.
 //!
 //! ```
-//! use ringman_protocols::{Framer, Flow, Protocol, Text};
+//! use ringman_protocols::{Delivery, Framer, Flow, Protocol, Text};
 //! let mut codec = Text.decoder();
 //! let mut framer = Framer::new();
 //! let mut got = Vec::new();
 //! let mut wire = *b"hel";
-//! framer.feed(codec.as_mut(), &mut wire, 1 << 20, |m| { got.push(m.to_vec()); Flow::Continue }).unwrap();
+//! let mut sink = |d: Delivery| {
+//!     if let Delivery::Message(m) = d { got.push(m.data.to_vec()); }
+//!     Flow::Continue
+//! };
+//! framer.feed(codec.as_mut(), &mut wire, 1 << 20, &mut sink).unwrap();
 //! let mut wire = *b"lo\r\nworld\n";
-//! framer.feed(codec.as_mut(), &mut wire, 1 << 20, |m| { got.push(m.to_vec()); Flow::Continue }).unwrap();
+//! framer.feed(codec.as_mut(), &mut wire, 1 << 20, &mut sink).unwrap();
 //! assert_eq!(got, vec![b"hello".to_vec(), b"world".to_vec()]);
 //! ```
 #![warn(missing_docs)]
@@ -33,9 +37,9 @@ mod framer;
 mod raw;
 mod text;
 
-pub use codec::{Decoder, Encoder, Input, Protocol, ProtocolError};
+pub use codec::{Decoder, Encoder, Input, Message, MessageKind, Protocol, ProtocolError, Reply};
 pub use frame::{Frame, FrameCodec};
-pub use framer::{Flow, Framer};
+pub use framer::{Delivery, Flow, Framer};
 pub use raw::{Raw, RawCodec};
 pub use text::{Text, TextCodec};
 

@@ -1,6 +1,6 @@
 //! `text://`: newline-delimited messages (telnet friendly).
 
-use crate::{Decoder, Encoder, Input, Protocol, ProtocolError};
+use crate::{Decoder, Encoder, Input, Message, MessageKind, Protocol, ProtocolError};
 
 /// Newline-delimited text. `decode` strips the trailing `\n` or `\r\n`; `encode` appends `\n`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,7 +48,7 @@ impl Decoder for TextCodec {
         }
     }
 
-    fn decode<'a>(&mut self, packet: &'a mut [u8]) -> Result<Option<&'a [u8]>, ProtocolError> {
+    fn decode<'a>(&'a mut self, packet: &'a mut [u8]) -> Result<Option<Message<'a>>, ProtocolError> {
         self.scanned = 0;
         let mut end = packet.len();
         if end > 0 && packet[end - 1] == b'\n' {
@@ -57,12 +57,12 @@ impl Decoder for TextCodec {
                 end -= 1;
             }
         }
-        Ok(Some(&packet[..end]))
+        Ok(Some(Message::text(&packet[..end])))
     }
 }
 
 impl Encoder for TextCodec {
-    fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+    fn encode(&mut self, payload: &[u8], _kind: MessageKind, out: &mut Vec<u8>) {
         out.reserve(payload.len() + 1);
         out.extend_from_slice(payload);
         out.push(b'\n');
@@ -82,9 +82,9 @@ mod tests {
         let mut c = TextCodec::default();
         let mut p = *b"abc\r\n";
         assert_eq!(c.input(&p, 100), Ok(Input::Packet(5)));
-        assert_eq!(c.decode(&mut p).unwrap(), Some(&b"abc"[..]));
+        assert_eq!(c.decode(&mut p).unwrap().unwrap().data, b"abc");
         let mut p = *b"\n";
-        assert_eq!(c.decode(&mut p).unwrap(), Some(&b""[..]));
+        assert_eq!(c.decode(&mut p).unwrap().unwrap().data, b"");
     }
 
     #[test]
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn encode_appends_newline() {
         let mut out = Vec::new();
-        TextCodec::default().encode(b"hi", &mut out);
+        TextCodec::default().encode(b"hi", MessageKind::Text, &mut out);
         assert_eq!(out, b"hi\n");
     }
 }

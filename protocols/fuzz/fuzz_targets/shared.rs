@@ -1,7 +1,7 @@
 // Shared driver: the first byte picks split points, the rest is the stream. Checks that any
 // split yields the same messages (or the same error) as feeding the stream whole, and that
 // nothing panics.
-use ringman_protocols::{Flow, Framer, Protocol, ProtocolError};
+use ringman_protocols::{Delivery, Flow, Framer, Protocol, ProtocolError};
 
 fn run(p: &dyn Protocol, chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Option<ProtocolError>) {
     let mut dec = p.decoder();
@@ -9,8 +9,10 @@ fn run(p: &dyn Protocol, chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Option<
     let mut out = Vec::new();
     for c in chunks {
         let mut c = c.to_vec();
-        if let Err(e) = framer.feed(dec.as_mut(), &mut c, max, |m| {
-            out.push(m.to_vec());
+        if let Err(e) = framer.feed(dec.as_mut(), &mut c, max, |d| {
+            if let Delivery::Message(m) = d {
+                out.push(m.to_vec());
+            }
             Flow::Continue
         }) {
             return (out, Some(e));
