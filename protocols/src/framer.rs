@@ -224,6 +224,17 @@ mod tests {
         out
     }
 
+    fn stop_sink(d: Delivery<'_>, out: &mut Vec<Vec<u8>>, every: usize) -> Flow {
+        if let Delivery::Message(m) = d {
+            out.push(m.to_vec());
+        }
+        if out.len().is_multiple_of(every) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
     proptest! {
         #[test]
         fn text_any_split_same_messages(lines in proptest::collection::vec("[a-z\r]{0,40}", 0..30), cuts in proptest::collection::vec(any::<usize>(), 0..20)) {
@@ -260,9 +271,9 @@ mod tests {
             let mut f = Framer::new();
             let mut out: Vec<Vec<u8>> = Vec::new();
             for mut c in split(&wire, &cuts) {
-                let mut flow = f.feed(codec.as_mut(), &mut c, 1 << 20, |d| { if let Delivery::Message(m) = d { out.push(m.to_vec()); } if out.len() % stop_every == 0 { Flow::Stop } else { Flow::Continue } }).unwrap();
+                let mut flow = f.feed(codec.as_mut(), &mut c, 1 << 20, |d| stop_sink(d, &mut out, stop_every)).unwrap();
                 while flow == Flow::Stop {
-                    flow = f.drain(codec.as_mut(), 1 << 20, |d| { if let Delivery::Message(m) = d { out.push(m.to_vec()); } if out.len() % stop_every == 0 { Flow::Stop } else { Flow::Continue } }).unwrap();
+                    flow = f.drain(codec.as_mut(), 1 << 20, |d| stop_sink(d, &mut out, stop_every)).unwrap();
                 }
             }
             prop_assert_eq!(out, msgs);
