@@ -19,8 +19,11 @@ mod worker;
 pub use connection::{Connection, ConnectionId, SendStatus};
 pub use error::{ConnError, EngineError};
 pub use ring::RingMode;
-pub use server::{run_all, run_all_then, stop_all, Counter, Running, Server, ThreadStats, WorkerHandle};
-pub use sys::pin_to_cpu;
+pub use server::{
+    run_all, run_all_then, stop_all, Counter, LatencyHistogram, Running, Server, ThreadStats, WorkerHandle,
+    LISTEN_FDS_ENV,
+};
+pub use sys::{clear_cloexec, pin_to_cpu};
 pub use timer::{Timer, TimerId};
 pub use worker::{SendMode, Worker, WorkerInfo};
 
@@ -40,6 +43,37 @@ pub struct RingInfo {
     pub recv_buffer_size: u32,
     /// Connection slots in use (including closed ones waiting for completions).
     pub connections: usize,
+}
+
+/// One connection as listed by `connections` (Workerman's connection status output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Process-wide id.
+    pub id: ConnectionId,
+    /// Protocol name.
+    pub protocol: &'static str,
+    /// Local address.
+    pub local: Option<std::net::SocketAddr>,
+    /// Peer address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// Bytes received but not yet delivered (waiting for the rest of a packet, or paused).
+    pub recv_q: usize,
+    /// Bytes in the application send buffer.
+    pub send_q: usize,
+    /// Bytes received so far.
+    pub bytes_read: u64,
+    /// Bytes sent so far.
+    pub bytes_written: u64,
+    /// `ESTABLISHED`, `CLOSING`, `LINGERING` or `CLOSED`.
+    pub status: &'static str,
+    /// True while receiving is paused.
+    pub paused: bool,
+}
+
+/// The connections of the current ring thread (empty off ring threads). Meant for status
+/// tools: call it through [`WorkerHandle::on_each_thread`].
+pub fn thread_connections() -> Vec<ConnInfo> {
+    reactor::with_core(|c| c.connections()).unwrap_or_default()
 }
 
 /// Information about the current ring thread; `None` off ring threads.

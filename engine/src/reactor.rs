@@ -157,14 +157,17 @@ pub(crate) struct Core {
     pub stats: Arc<ThreadStats>,
     pub stopping: Option<Instant>,
     accept_retry: Option<Instant>,
+    accept_paused: bool,
     closing: usize,
+    /// Set when this run drains for a recycle rather than a stop.
+    pub recycle: bool,
 }
 
+/// A listening socket this ring accepts on. The ring never closes it: the ring thread (own
+/// SO_REUSEPORT socket) or `Running` (shared socket) does, so a restarted ring reuses it.
 pub(crate) struct ListenerSlot {
     pub fd: RawFd,
     pub armed: bool,
-    /// Closed by this thread on exit (one SO_REUSEPORT socket per thread) or by the server.
-    pub owned: bool,
 }
 
 impl Core {
@@ -215,7 +218,9 @@ impl Core {
             stats,
             stopping: None,
             accept_retry: None,
+            accept_paused: false,
             closing: 0,
+            recycle: false,
         })
     }
 
@@ -337,7 +342,7 @@ impl Core {
         } else {
             self.open_conn(res);
         }
-        if !self.listeners[idx].armed && self.stopping.is_none() && self.accept_retry.is_none() {
+        if !self.listeners[idx].armed && self.stopping.is_none() && self.accept_retry.is_none() && !self.accept_paused {
             self.arm_accept(idx);
         }
     }
@@ -921,14 +926,7 @@ impl Core {
             return;
         }
         self.stopping = Some(deadline);
-        for (i, l) in self.listeners.iter().enumerate() {
-            if l.armed {
-                let ud = Token::new(Kind::Accept, i, 0).to_u64();
-                let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
-                // SAFETY: cancel SQEs reference no memory.
-                let _ = unsafe { self.ring.submission().push(&sqe) };
-            }
-        }
+        self.cancel_accepts();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, None);
@@ -936,6 +934,23 @@ impl Core {
                 if c.status == Status::Closing {
                     c.close_deadline = Some(deadline);
                 }
+            }
+        }
+    }
+
+    /// Stops accepting; the listener stays open (a successor process may own a copy).
+    pub(crate) fn pause_accept(&mut self) {
+        self.accept_paused = true;
+        self.cancel_accepts();
+    }
+
+    fn cancel_accepts(&mut self) {
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.armed {
+                let ud = Token::new(Kind::Accept, i, 0).to_u64();
+                let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
+                // SAFETY: cancel SQEs reference no memory.
+                let _ = unsafe { self.ring.submission().push(&sqe) };
             }
         }
     }
@@ -966,6 +981,30 @@ impl Core {
         }
     }
 
+    /// Snapshot of every connection slot.
+    pub(crate) fn connections(&self) -> Vec<crate::ConnInfo> {
+        self.conns
+            .iter()
+            .map(|(k, c)| crate::ConnInfo {
+                id: ConnectionId::new(self.thread, k, c.gen),
+                protocol: self.cfg.protocol.name(),
+                local: crate::sys::local_addr(c.fd),
+                remote: crate::sys::peer_addr(c.fd),
+                recv_q: c.framer.as_ref().map_or(0, Framer::buffered),
+                send_q: c.sendq.len,
+                bytes_read: c.bytes_read,
+                bytes_written: c.bytes_written,
+                status: match c.status {
+                    Status::Established => "ESTABLISHED",
+                    Status::Closing => "CLOSING",
+                    Status::Lingering => "LINGERING",
+                    Status::Closed => "CLOSED",
+                },
+                paused: c.paused,
+            })
+            .collect()
+    }
+
     /// What this ring runs with (for diagnostics and tests).
     pub(crate) fn info(&self) -> crate::RingInfo {
         crate::RingInfo {
@@ -979,14 +1018,31 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Tears down a core whose loop panicked: its state cannot be trusted to have cancelled
+    /// operations, so the memory the kernel may still write into (receive buffers, send
+    /// arena, the wake-up word) is leaked rather than unmapped; the ring itself is closed,
+    /// which makes the kernel cancel everything, and the connections' sockets are closed.
+    pub(crate) fn abandon(self) {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        for (_, c) in me.conns.iter() {
+            // SAFETY: descriptors of this core's connections, closed once; no ring will
+            // submit on them again.
+            unsafe { libc::close(c.fd) };
+        }
+        // SAFETY: each field is dropped at most once and never used again; the fields not
+        // dropped here (buffers, arena, wake word, slab) are deliberately leaked.
+        unsafe {
+            std::ptr::drop_in_place(&mut me.ring);
+            std::ptr::drop_in_place(&mut me.mailbox);
+            std::ptr::drop_in_place(&mut me.stats);
+            std::ptr::drop_in_place(&mut me.cfg);
+        }
+    }
+}
+
 impl Drop for Core {
     fn drop(&mut self) {
-        for l in &self.listeners {
-            if l.owned {
-                // SAFETY: this thread's own SO_REUSEPORT listener, closed once.
-                unsafe { libc::close(l.fd) };
-            }
-        }
         for (_, c) in self.conns.iter() {
             // SAFETY: descriptors of connections still in the slab (abnormal exit), closed once.
             unsafe { libc::close(c.fd) };

@@ -43,16 +43,89 @@ pub struct ThreadStats {
     pub send_fail: Counter,
     /// Times the completion queue was seen overflowing (kernel kept the CQEs).
     pub cq_overflows: Counter,
+    /// Live timers.
+    pub timers: Counter,
+    /// Times the thread was restarted by the supervisor (after a crash or a recycle).
+    pub restarts: Counter,
+    /// Unix time (seconds) of the thread's last loop turn; 0 while it is (re)starting.
+    pub heartbeat: Counter,
+    /// `on_message` handler latency, sampled.
+    pub latency: LatencyHistogram,
+}
+
+/// A log2-bucketed histogram of nanoseconds, written by one thread, read by any.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; 48],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl LatencyHistogram {
+    pub(crate) fn record(&self, ns: u64) {
+        let b = (64 - ns.max(1).leading_zeros() as usize).min(47);
+        let slot = &self.buckets[b];
+        slot.store(slot.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Number of samples.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0..=1) in nanoseconds, as the upper bound of its power-of-two
+    /// bucket (so within a factor of two); `None` without samples.
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(1u64 << i);
+            }
+        }
+        Some(1u64 << 47)
+    }
 }
 
 /// Work sent to a ring thread from elsewhere.
 pub(crate) enum Cmd {
-    Send { conn: ConnectionId, data: Bytes, enc: crate::reactor::Enc },
-    Close { conn: ConnectionId, data: Option<Bytes> },
-    Destroy { conn: ConnectionId },
-    Broadcast { data: Bytes },
+    Send {
+        conn: ConnectionId,
+        data: Bytes,
+        enc: crate::reactor::Enc,
+    },
+    Close {
+        conn: ConnectionId,
+        data: Option<Bytes>,
+    },
+    Destroy {
+        conn: ConnectionId,
+    },
+    Broadcast {
+        data: Bytes,
+    },
     Call(Box<dyn FnOnce() + Send>),
-    Stop { timeout: Duration },
+    Stop {
+        timeout: Duration,
+    },
+    /// Stop accepting, drain like a stop, then start the thread afresh (same id).
+    Recycle {
+        timeout: Duration,
+    },
+    /// Stop accepting only (the listener stays open for a successor process).
+    PauseAccept,
+    /// Test hook: panic outside any user callback, as an engine bug would.
+    Crash,
 }
 
 /// The inbox of one ring thread: a channel plus an eventfd the ring has a read armed on.
@@ -154,6 +227,10 @@ pub struct WorkerHandle {
     pub(crate) name: Arc<str>,
     pub(crate) threads: Arc<[u16]>,
     pub(crate) stop_timeout: Duration,
+    pub(crate) stats: Arc<[Arc<ThreadStats>]>,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) protocol: &'static str,
+    pub(crate) reloadable: bool,
 }
 
 impl WorkerHandle {
@@ -197,9 +274,60 @@ impl WorkerHandle {
 
     /// Asks this worker's threads to stop (graceful, bounded by `stop_timeout`).
     pub fn stop(&self) {
+        self.stop_within(self.stop_timeout);
+    }
+
+    /// Asks this worker's threads to stop; connections get `timeout` to flush and close.
+    pub fn stop_within(&self, timeout: Duration) {
         for &t in self.threads.iter() {
-            post(t, Cmd::Stop { timeout: self.stop_timeout });
+            post(t, Cmd::Stop { timeout });
         }
+    }
+
+    /// Stops accepting new connections on every thread; existing connections keep running.
+    /// The listening sockets stay open, so a successor process that inherited them keeps
+    /// the accept queue (zero-downtime reload).
+    pub fn pause_accept(&self) {
+        for &t in self.threads.iter() {
+            post(t, Cmd::PauseAccept);
+        }
+    }
+
+    /// Restarts thread `i` (same id): it stops accepting, lets its connections flush within
+    /// `timeout`, then starts afresh with new state (Workerman's max_request recycling).
+    pub fn recycle(&self, i: usize, timeout: Duration) -> bool {
+        self.threads.get(i).is_some_and(|&t| post(t, Cmd::Recycle { timeout }))
+    }
+
+    /// Counters of each thread, by thread id (`0..count`).
+    pub fn stats(&self) -> &[Arc<ThreadStats>] {
+        &self.stats
+    }
+
+    /// The address the worker listens on (with the real port).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    /// The worker's protocol name.
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+
+    /// Whether a reload replaces this worker (Workerman's `reloadable`).
+    pub fn reloadable(&self) -> bool {
+        self.reloadable
+    }
+
+    /// Process-wide ring thread index of thread `i`.
+    pub fn ring_thread(&self, i: usize) -> Option<u16> {
+        self.threads.get(i).copied()
+    }
+
+    #[doc(hidden)]
+    /// Test hook: makes thread `i` panic outside user code so the supervisor restarts it.
+    pub fn crash_thread_for_test(&self, i: usize) -> bool {
+        self.threads.get(i).is_some_and(|&t| post(t, Cmd::Crash))
     }
 }
 
@@ -226,6 +354,30 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result
     s.bind(&addr.into()).map_err(err)?;
     s.listen(backlog).map_err(err)?;
     Ok(s.into_raw_fd())
+}
+
+/// Environment variable through which a parent process hands its listening sockets to a
+/// successor (zero-downtime reload): `ADDR=FD,FD;ADDR=FD`, e.g. `127.0.0.1:8000=3,4`.
+pub const LISTEN_FDS_ENV: &str = "RINGMAN_LISTEN_FDS";
+
+/// Listening descriptors inherited for `addr` through [`LISTEN_FDS_ENV`], if any. Each is
+/// checked to be a listening socket bound to `addr` before use.
+pub(crate) fn inherited(addr: SocketAddr) -> Vec<RawFd> {
+    let Ok(spec) = std::env::var(LISTEN_FDS_ENV) else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in spec.split(';') {
+        let Some((a, fds)) = entry.split_once('=') else { continue };
+        if a.parse::<SocketAddr>().ok() != Some(addr) {
+            continue;
+        }
+        for fd in fds.split(',').filter_map(|f| f.trim().parse::<RawFd>().ok()) {
+            if crate::sys::local_addr(fd) == Some(addr) {
+                crate::sys::set_cloexec(fd);
+                out.push(fd);
+            }
+        }
+    }
+    out
 }
 
 /// Fails with [`EngineError::AddrInUse`] if anything already listens on `addr`, even a
@@ -306,6 +458,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Handles of all workers, in the order added.
+    pub fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
+    }
+
     /// The address worker `i` (in the order added) listens on, with the real port when
     /// port 0 was asked for.
     pub fn local_addr(&self, i: usize) -> Option<SocketAddr> {

@@ -79,3 +79,26 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Sets FD_CLOEXEC (inherited descriptors must not leak into further children by accident).
+pub(crate) fn set_cloexec(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we were handed; failure leaves it unchanged.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Clears FD_CLOEXEC so `fd` survives exec into a successor process.
+pub fn clear_cloexec(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; the result is checked.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -51,6 +51,7 @@ pub(crate) struct WorkerConfig {
     pub default_kind: MessageKind,
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
+    pub max_requests: Option<u64>,
 }
 
 type StartFn<S> = Arc<dyn Fn(&WorkerInfo, &mut S) + Send + Sync>;
@@ -124,6 +125,10 @@ pub struct Worker<S = ()> {
     pub stop_timeout: Duration,
     /// The message kind `send()` uses unless a connection changes it (WebSocket text).
     pub default_kind: MessageKind,
+    /// Whether a reload replaces this worker (default true; Workerman's `reloadable`).
+    pub reloadable: bool,
+    /// Recycle a thread (drain, then restart it with fresh state) after this many messages.
+    pub max_requests: Option<u64>,
     /// Listen backlog (capped by `net.core.somaxconn`).
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
@@ -191,6 +196,8 @@ impl<S: Default + 'static> Worker<S> {
             close_timeout: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(2),
             default_kind: MessageKind::Text,
+            reloadable: true,
+            max_requests: None,
             backlog: 4096,
             pin_cpus: None,
             recv_buffers: 1024,
@@ -270,10 +277,17 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             }
         };
         if let Some(addr) = w.addr {
-            server::probe_port(addr)?;
+            // Sockets handed over by a predecessor process (reload) come first.
+            fds = server::inherited(addr);
+            if let Some(&fd) = fds.first() {
+                bound = crate::sys::local_addr(fd);
+            } else {
+                server::probe_port(addr)?;
+            }
             let n = if w.reuse_port { count } else { 1 };
-            let mut addr_i = addr;
-            for _ in 0..n {
+            let mut addr_i = bound.unwrap_or(addr);
+            fds.truncate(n);
+            for _ in fds.len()..n {
                 match server::listen(addr_i, w.reuse_port, w.backlog) {
                     Ok(fd) => {
                         if bound.is_none() {
@@ -305,10 +319,15 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                 }
             }
         }
+        let stats: Vec<Arc<ThreadStats>> = (0..count).map(|_| Arc::new(ThreadStats::default())).collect();
         let handle = WorkerHandle {
             name: w.name.clone().into(),
             threads: regs.iter().map(|(t, _)| *t).collect::<Vec<_>>().into(),
             stop_timeout: w.stop_timeout,
+            stats: stats.clone().into(),
+            listen: bound,
+            protocol: w.protocol.name(),
+            reloadable: w.reloadable,
         };
         let cfg = Arc::new(WorkerConfig {
             name: w.name.clone(),
@@ -320,16 +339,20 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             default_kind: w.default_kind,
             recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
             recv_buffer_size: w.recv_buffer_size.max(512),
+            max_requests: w.max_requests,
         });
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
         let first_thread = threads.len();
         for (i, (thread, mailbox)) in regs.into_iter().enumerate() {
-            let listeners = match w.addr {
-                None => Vec::new(),
-                Some(_) if w.reuse_port => vec![ListenerSlot { fd: fds[i], armed: false, owned: true }],
-                Some(_) => vec![ListenerSlot { fd: fds[0], armed: false, owned: false }],
+            // The thread owns (and closes at exit) its own SO_REUSEPORT listener; a shared
+            // listener is closed by `Running` after every thread exited.
+            let (listen_fd, owned) = match w.addr {
+                None => (None, false),
+                Some(_) if w.reuse_port => (Some(fds[i]), true),
+                Some(_) => (Some(fds[0]), false),
             };
+            let stats = stats[i].clone();
             let info = WorkerInfo { id: i, count, name: w.name.clone(), handle: handle.clone() };
             let (cfg, cb, ready_tx) = (cfg.clone(), cb.clone(), ready_tx.clone());
             let fixed = w.fixed_send_bytes;
@@ -338,17 +361,15 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                 if let Some(cpu) = pin {
                     let _ = crate::sys::pin_to_cpu(cpu);
                 }
-                let stats = Arc::new(ThreadStats::default());
-                match Core::new(thread, cfg, listeners, mailbox, stats, fixed) {
-                    Ok(core) => {
-                        let _ = ready_tx.send(Ok(()));
-                        reactor::install(core);
-                        Runner { cb, state: S::default(), info }.run();
-                        drop(reactor::uninstall());
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
+                supervise(thread, &info, listen_fd, &ready_tx, || {
+                    let listeners: Vec<ListenerSlot> =
+                        listen_fd.map(|fd| ListenerSlot { fd, armed: false }).into_iter().collect();
+                    let core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
+                    Ok((core, Runner { cb: cb.clone(), state: S::default(), info: info.clone(), sampled: 0 }))
+                });
+                if let (Some(fd), true) = (listen_fd, owned) {
+                    // SAFETY: this thread's own listener, closed once, after its last ring.
+                    unsafe { libc::close(fd) };
                 }
                 server::unregister(thread);
             });
@@ -379,12 +400,90 @@ impl<S: Default + 'static> Spawn for Worker<S> {
     }
 }
 
+/// Why a runner returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Stopped for good.
+    Stopped,
+    /// Drained for a recycle: start afresh.
+    Recycle,
+}
+
+/// Runs a ring thread and restarts it when it dies (with backoff) or is recycled, keeping
+/// its id, listener and mailbox. `make` builds a fresh core and runner. The first start's
+/// outcome is reported on `ready`, so configuration errors surface from `start()`.
+fn supervise<S: 'static>(
+    thread: u16,
+    info: &WorkerInfo,
+    _listen: Option<RawFd>,
+    ready: &crossbeam_channel::Sender<Result<(), EngineError>>,
+    make: impl Fn() -> Result<(Core, Runner<S>), EngineError>,
+) {
+    let mut first = true;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let made = match catch_unwind(AssertUnwindSafe(&make)) {
+            Ok(r) => r,
+            Err(p) => Err(EngineError::Ring(std::io::Error::other(panic_message(&*p)))),
+        };
+        let (core, runner) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                if first {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+                eprintln!("ringman: restarting {} #{} failed: {e}; retrying in {backoff:?}", info.name, info.id);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if first {
+            let _ = ready.send(Ok(()));
+            first = false;
+        }
+        let stats = core.stats.clone();
+        reactor::install(core);
+        match catch_unwind(AssertUnwindSafe(|| runner.run())) {
+            Ok(Exit::Stopped) => {
+                drop(reactor::uninstall());
+                return;
+            }
+            Ok(Exit::Recycle) => {
+                drop(reactor::uninstall());
+                backoff = Duration::from_millis(100);
+            }
+            Err(p) => {
+                eprintln!(
+                    "ringman: ring thread {} #{} (ring {thread}) died: {}; restarting in {backoff:?}",
+                    info.name,
+                    info.id,
+                    panic_message(&*p)
+                );
+                if let Some(core) = reactor::uninstall() {
+                    core.abandon();
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        stats.restarts.set(stats.restarts.get() + 1);
+        stats.heartbeat.set(0);
+    }
+}
+
 /// The loop of one ring thread.
 struct Runner<S> {
     cb: Arc<Callbacks<S>>,
     state: S,
     info: WorkerInfo,
+    /// Messages seen, for sampling handler latency one in [`LATENCY_SAMPLE`].
+    sampled: u32,
 }
+
+/// One `on_message` in this many is timed for the latency histogram.
+const LATENCY_SAMPLE: u32 = 8;
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -394,7 +493,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl<S: 'static> Runner<S> {
-    fn run(mut self) {
+    fn run(mut self) -> Exit {
         if let Some(f) = self.cb.on_worker_start.clone() {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&self.info, &mut self.state))) {
                 eprintln!(
@@ -412,6 +511,7 @@ impl<S: 'static> Runner<S> {
             }
         });
         let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        let start_requests = with_core(|c| c.stats.requests.get()).unwrap_or(0);
         loop {
             self.deliver_events();
             self.run_timers();
@@ -419,6 +519,16 @@ impl<S: 'static> Runner<S> {
             self.deliver_events();
             let now = Instant::now();
             let (exit, timeout) = with_core(|c| {
+                c.stats.timers.set(c.timers.len() as u64);
+                c.stats
+                    .heartbeat
+                    .set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+                if let Some(max) = c.cfg.max_requests {
+                    if c.stopping.is_none() && c.stats.requests.get() - start_requests >= max {
+                        c.recycle = true;
+                        c.begin_stop(now + c.cfg.close_timeout);
+                    }
+                }
                 c.retry_accepts(now);
                 let close_next = c.expire_closing(now);
                 if let Some(deadline) = c.stopping {
@@ -455,6 +565,11 @@ impl<S: 'static> Runner<S> {
             }
         }
         with_core(|c| c.quiesce());
+        if with_core(|c| c.recycle).unwrap_or(false) {
+            Exit::Recycle
+        } else {
+            Exit::Stopped
+        }
     }
 
     fn complete(&mut self, ud: u64, res: i32, flags: u32) {
@@ -492,7 +607,8 @@ impl<S: 'static> Runner<S> {
     fn deliver(&mut self, mut w: reactor::RecvWork) {
         let conn = w.conn;
         let id = conn.id();
-        let Runner { cb, state, .. } = self;
+        let Runner { cb, state, sampled, .. } = self;
+        let stats = with_core(|c| c.stats.clone()).expect("core installed");
         let mut delivered = 0u64;
         let mut panicked = None;
         // SAFETY: `data` is used only inside this function, before `recv_end` recycles it.
@@ -503,9 +619,14 @@ impl<S: 'static> Runner<S> {
                 Delivery::Message(msg) => {
                     delivered += 1;
                     if let Some(f) = &cb.on_message {
+                        *sampled = sampled.wrapping_add(1);
+                        let t0 = (*sampled % LATENCY_SAMPLE == 0).then(Instant::now);
                         if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&conn, &msg, state))) {
                             panicked = Some(panic_message(&*p));
                             return Flow::Stop;
+                        }
+                        if let Some(t0) = t0 {
+                            stats.latency.record(t0.elapsed().as_nanos() as u64);
                         }
                     }
                 }
@@ -596,6 +717,7 @@ impl<S: 'static> Runner<S> {
                         eprintln!("ringman: cross-thread call panicked: {}", panic_message(&*p));
                     }
                 }
+                Cmd::Crash => panic!("crash requested (test hook)"),
                 cmd => {
                     with_core(|c| c.command(cmd));
                 }
@@ -626,7 +748,12 @@ impl Core {
             }
             Cmd::Broadcast { data } => self.broadcast(&data),
             Cmd::Stop { timeout } => self.begin_stop(Instant::now() + timeout),
-            Cmd::Call(_) => unreachable!("handled by the runner"),
+            Cmd::Recycle { timeout } => {
+                self.recycle = true;
+                self.begin_stop(Instant::now() + timeout);
+            }
+            Cmd::PauseAccept => self.pause_accept(),
+            Cmd::Call(_) | Cmd::Crash => unreachable!("handled by the runner"),
         }
     }
 
