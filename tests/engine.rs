@@ -208,6 +208,7 @@ fn small_send_completes_inline_as_sent() {
     let (tx, rx) = unbounded::<SendStatus>();
     let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
     w.count = 1;
+    w.send_mode = SendMode::Eager;
     w.on_message(move |c, m, _| {
         tx.send(c.send(m)).unwrap();
     });

@@ -5,8 +5,8 @@
 //! (line echo), `frame` (4-byte length frame echo). The process serves with exactly one ring
 //! thread until SIGTERM/SIGINT.
 //!
-//! `RINGMAN_SEND_MODE=batched` selects [`ringman::SendMode::Batched`] instead of the default
-//! eager sends, so both can be measured with the same harness.
+//! `RINGMAN_SEND_MODE=eager` selects [`ringman::SendMode::Eager`] instead of the default
+//! batched sends, so both can be measured with the same harness.
 
 use ringman::{run_all, SendMode, Server, Worker};
 
@@ -15,8 +15,10 @@ pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = Worker::<()>::new(addr)?;
     w.count = 1;
     w.name = "bench".into();
-    if std::env::var("RINGMAN_SEND_MODE").is_ok_and(|m| m.eq_ignore_ascii_case("batched")) {
-        w.send_mode = SendMode::Batched;
+    match std::env::var("RINGMAN_SEND_MODE").as_deref() {
+        Ok("eager") => w.send_mode = SendMode::Eager,
+        Ok("batched") | Err(_) => w.send_mode = SendMode::Batched,
+        Ok(other) => return Err(format!("RINGMAN_SEND_MODE must be eager or batched, not {other}").into()),
     }
     w.on_message(|conn, msg, _| {
         conn.send(msg);
