@@ -34,6 +34,7 @@
 mod codec;
 mod frame;
 mod framer;
+pub mod http;
 mod raw;
 mod text;
 

@@ -1,0 +1,614 @@
+//! Request head validation and the zero-copy [`Request`] view.
+//!
+//! Tokenising is done by [`httparse`]: it is the parser under hyper, zero-copy (every field
+//! borrows from the input), SIMD-accelerated, fuzzed for years and free of allocation. On top
+//! of it this module enforces what httparse leaves to the caller (RFC 9112 rules that keep
+//! front proxies and this server agreeing on message boundaries): CRLF-only line endings (no
+//! bare LF or CR), no obsolete line folding, one `Host` for HTTP/1.1, one decimal
+//! `Content-Length`, `Transfer-Encoding` exactly `chunked` and never with `Content-Length`,
+//! request targets in origin-, absolute- or asterisk-form only.
+
+use super::HttpError;
+
+/// Most header fields accepted in one request (more ⇒ 431).
+pub const MAX_HEADERS: usize = 100;
+
+/// The protocol version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0: connections close after each response unless `Connection: keep-alive`.
+    Http10,
+    /// HTTP/1.1: connections persist unless `Connection: close`.
+    Http11,
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `Content-Length` bytes follow (0 when absent).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the framing layer needs to know about a validated head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadInfo {
+    pub framing: Framing,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub expect_continue: bool,
+}
+
+/// Validates a complete head (`head` ends with the empty line) and returns its framing.
+pub(crate) fn check_head(head: &[u8]) -> Result<HeadInfo, HttpError> {
+    let parsed = ParsedHead::parse(head)?;
+    Ok(parsed.info)
+}
+
+/// Rejects bare CR and bare LF anywhere in `bytes` (RFC 9112 §2.2: a bare CR must be
+/// rejected; a bare LF is refused too so that no intermediary can split lines differently).
+pub(crate) fn check_line_endings(bytes: &[u8]) -> Result<(), HttpError> {
+    for i in memchr::memchr_iter(b'\n', bytes) {
+        if i == 0 || bytes[i - 1] != b'\r' {
+            return Err(HttpError::Malformed("bare LF"));
+        }
+    }
+    for i in memchr::memchr_iter(b'\r', bytes) {
+        if bytes.get(i + 1) != Some(&b'\n') {
+            return Err(HttpError::Malformed("bare CR"));
+        }
+    }
+    Ok(())
+}
+
+fn map_httparse(e: httparse::Error) -> HttpError {
+    match e {
+        httparse::Error::TooManyHeaders => HttpError::TooManyHeaders,
+        httparse::Error::Version => HttpError::UnsupportedVersion,
+        httparse::Error::HeaderName => HttpError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => HttpError::Malformed("invalid header value"),
+        httparse::Error::Token => HttpError::Malformed("invalid method"),
+        httparse::Error::NewLine => HttpError::Malformed("invalid line ending"),
+        httparse::Error::Status => HttpError::Malformed("invalid request line"),
+    }
+}
+
+/// Early check of an incomplete head: an error as soon as the bytes cannot start a request.
+pub(crate) fn check_partial(buf: &[u8]) -> Result<(), HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(map_httparse(e)),
+    }
+}
+
+fn valid_host(v: &[u8]) -> bool {
+    // reg-name / IP-literal / IPv4 with optional port; nothing that could smuggle a path,
+    // user info or a second host.
+    v.len() <= 255 && v.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+}
+
+/// Iterates the comma-separated tokens of a list-valued field, trimmed, skipping empties.
+pub(crate) fn list_tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim_ows).filter(|t| !t.is_empty())
+}
+
+pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// Everything extracted from a validated head.
+struct ParsedHead<'a> {
+    method: &'a str,
+    target: &'a str,
+    version: Version,
+    /// The header lines (each ending in CRLF), without the request line and final CRLF.
+    header_block: &'a [u8],
+    info: HeadInfo,
+    conn_close: bool,
+    conn_keep_alive: bool,
+}
+
+impl<'a> ParsedHead<'a> {
+    fn parse(head: &'a [u8]) -> Result<Self, HttpError> {
+        check_line_endings(head)?;
+        if !head.ends_with(b"\r\n\r\n") {
+            return Err(HttpError::Malformed("incomplete head"));
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let n = match req.parse(head).map_err(map_httparse)? {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
+        };
+        if n != head.len() {
+            return Err(HttpError::Malformed("trailing bytes after head"));
+        }
+        let method = req.method.ok_or(HttpError::Malformed("no method"))?;
+        let target = req.path.ok_or(HttpError::Malformed("no target"))?;
+        let version = match req.version {
+            Some(0) => Version::Http10,
+            Some(1) => Version::Http11,
+            _ => return Err(HttpError::UnsupportedVersion),
+        };
+        if head.starts_with(b"\r\n") {
+            return Err(HttpError::Malformed("empty line before request line"));
+        }
+        if !(target.starts_with('/') || (target == "*" && method == "OPTIONS") || absolute_path(target).is_some()) {
+            return Err(HttpError::Malformed("unsupported request target form"));
+        }
+        if method == "CONNECT" {
+            return Err(HttpError::Malformed("CONNECT is not supported"));
+        }
+
+        let mut hosts = 0;
+        let mut content_length: Option<u64> = None;
+        let mut te_seen = false;
+        let mut chunked = false;
+        let mut expect_continue = false;
+        let mut conn_close = false;
+        let mut conn_keep_alive = false;
+        for h in req.headers.iter() {
+            let name = h.name.as_bytes();
+            let value = h.value;
+            if name.eq_ignore_ascii_case(b"host") {
+                hosts += 1;
+                if !valid_host(value) {
+                    return Err(HttpError::BadHost);
+                }
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                if content_length.is_some() {
+                    return Err(HttpError::DuplicateContentLength);
+                }
+                content_length = Some(parse_content_length(value)?);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                if te_seen {
+                    return Err(HttpError::InvalidTransferEncoding);
+                }
+                te_seen = true;
+                let codings: Vec<&[u8]> = list_tokens(value).collect();
+                match codings.as_slice() {
+                    [c] if c.eq_ignore_ascii_case(b"chunked") => chunked = true,
+                    [] => return Err(HttpError::InvalidTransferEncoding),
+                    [.., last] if last.eq_ignore_ascii_case(b"chunked") => {
+                        if codings[..codings.len() - 1].iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) {
+                            return Err(HttpError::InvalidTransferEncoding);
+                        }
+                        return Err(HttpError::UnsupportedTransferEncoding);
+                    }
+                    // chunked absent or not last: the length cannot be determined.
+                    _ => return Err(HttpError::InvalidTransferEncoding),
+                }
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for t in list_tokens(value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        conn_close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        conn_keep_alive = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"expect") && version == Version::Http11 {
+                // HTTP/1.0 recipients must ignore 100-continue (RFC 9110 §10.1.1).
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                } else {
+                    return Err(HttpError::ExpectationFailed);
+                }
+            }
+        }
+        match version {
+            Version::Http11 if hosts != 1 => return Err(HttpError::BadHost),
+            Version::Http10 if hosts > 1 => return Err(HttpError::BadHost),
+            _ => {}
+        }
+        if te_seen && content_length.is_some() {
+            return Err(HttpError::ConflictingFraming);
+        }
+        if te_seen && version == Version::Http10 {
+            return Err(HttpError::InvalidTransferEncoding);
+        }
+        let framing = if chunked { Framing::Chunked } else { Framing::Length(content_length.unwrap_or(0)) };
+        let expect_continue = expect_continue && framing != Framing::Length(0);
+        let line_end = memchr::memchr(b'\n', head).map_or(head.len(), |i| i + 1);
+        Ok(ParsedHead {
+            method,
+            target,
+            version,
+            header_block: &head[line_end..head.len() - 2],
+            info: HeadInfo { framing, expect_continue },
+            conn_close,
+            conn_keep_alive,
+        })
+    }
+}
+
+/// `1*DIGIT` only: no sign, no list, no spaces inside (httparse trimmed the outer ones).
+fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::InvalidContentLength);
+    }
+    let mut n: u64 = 0;
+    for &d in v {
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(HttpError::BodyTooLarge { len: u64::MAX, max: usize::MAX })?;
+    }
+    Ok(n)
+}
+
+/// The path-and-query of an absolute-form target (`http://host/p?q` ⇒ `/p?q`), `/` when
+/// it has none.
+fn absolute_path(target: &str) -> Option<&str> {
+    let rest = if target.len() >= 7 && target[..7].eq_ignore_ascii_case("http://") {
+        &target[7..]
+    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case("https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => Some(&rest[i..]),
+        Some(_) | None => Some("/"),
+    }
+}
+
+/// A parsed request: a view borrowing every field from the decoded packet.
+///
+/// Obtain it with [`Request::parse`] on the message data that
+/// [`HttpDecoder`](super::HttpDecoder) produced (a packet with a `Content-Length` body, or a
+/// de-chunked copy whose trailer fields follow the body).
+///
+/// ```
+/// use ringman_protocols::http::Request;
+/// let req = Request::parse(b"GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\nCookie: s=1; t=2\r\n\r\n").unwrap();
+/// assert_eq!(req.method(), "GET");
+/// assert_eq!(req.path(), "/a/b");
+/// assert_eq!(req.query(), Some("x=1"));
+/// assert_eq!(req.header("HOST"), Some(&b"h"[..]));
+/// assert_eq!(req.cookie("t"), Some("2"));
+/// assert!(req.keep_alive());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    method: &'a str,
+    target: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    version: Version,
+    head: &'a [u8],
+    header_block: &'a [u8],
+    body: &'a [u8],
+    trailer_block: &'a [u8],
+    keep_alive: bool,
+}
+
+impl<'a> Request<'a> {
+    /// Parses and validates one complete request (head, then exactly the body its
+    /// `Content-Length` announces, then optionally a trailer section).
+    ///
+    /// A request still carrying `Transfer-Encoding: chunked` is refused: pass the decoder's
+    /// output, which has been de-chunked.
+    pub fn parse(data: &'a [u8]) -> Result<Request<'a>, HttpError> {
+        let end = memchr::memmem::find(data, b"\r\n\r\n").ok_or(HttpError::Malformed("incomplete head"))? + 4;
+        let (head, rest) = data.split_at(end);
+        let p = ParsedHead::parse(head)?;
+        let len = match p.info.framing {
+            Framing::Length(n) => n,
+            Framing::Chunked => return Err(HttpError::Malformed("chunked body not decoded")),
+        };
+        let len =
+            usize::try_from(len).ok().filter(|&n| n <= rest.len()).ok_or(HttpError::Malformed("truncated body"))?;
+        let (body, trailer_block) = rest.split_at(len);
+        if !trailer_block.is_empty() {
+            check_line_endings(trailer_block)?;
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::parse_headers(trailer_block, &mut headers).map_err(map_httparse)? {
+                httparse::Status::Complete((n, _)) if n == trailer_block.len() => {}
+                _ => return Err(HttpError::Malformed("bytes after the body")),
+            }
+        }
+        let origin = if p.target.starts_with('/') || p.target == "*" {
+            p.target
+        } else {
+            absolute_path(p.target).unwrap_or("/")
+        };
+        let (path, query) = match origin.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (origin, None),
+        };
+        let keep_alive = match p.version {
+            _ if p.conn_close => false,
+            Version::Http11 => true,
+            Version::Http10 => p.conn_keep_alive,
+        };
+        Ok(Request {
+            method: p.method,
+            target: p.target,
+            path,
+            query,
+            version: p.version,
+            head,
+            header_block: p.header_block,
+            body,
+            trailer_block: trailer_block.get(..trailer_block.len().saturating_sub(2)).unwrap_or(b""),
+            keep_alive,
+        })
+    }
+
+    /// The method, case-sensitive as sent (`GET`, `POST`, ...).
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
+
+    /// The request target exactly as sent (may be absolute-form or `*`).
+    pub fn target(&self) -> &'a str {
+        self.target
+    }
+
+    /// The path part of the target, still percent-encoded (see
+    /// [`resolve_path`](super::resolve_path) to map it to a file).
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The query string after `?`, still percent-encoded (see
+    /// [`parse_urlencoded`](super::parse_urlencoded)).
+    pub fn query(&self) -> Option<&'a str> {
+        self.query
+    }
+
+    /// The protocol version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The raw head: request line, header lines and the final empty line.
+    pub fn raw_head(&self) -> &'a [u8] {
+        self.head
+    }
+
+    /// The body (already de-chunked).
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// Every header field in order, as `(name, value)`; values have surrounding
+    /// whitespace removed. Duplicates are returned separately.
+    pub fn headers(&self) -> Fields<'a> {
+        Fields { rest: self.header_block }
+    }
+
+    /// The value of the first field named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// [`header`](Self::header) as UTF-8 (`None` when absent or not UTF-8).
+    pub fn header_str(&self, name: &str) -> Option<&'a str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// All values of fields named `name` (case-insensitive), in order.
+    pub fn header_all<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n
+    where
+        'a: 'n,
+    {
+        self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// The `Host` field.
+    pub fn host(&self) -> Option<&'a str> {
+        self.header_str("host")
+    }
+
+    /// Trailer fields that followed a chunked body (empty otherwise).
+    pub fn trailers(&self) -> Fields<'a> {
+        Fields { rest: self.trailer_block }
+    }
+
+    /// The first trailer field named `name` (case-insensitive).
+    pub fn trailer(&self, name: &str) -> Option<&'a [u8]> {
+        self.trailers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// Every cookie from every `Cookie` field, as `(name, value)` (surrounding double quotes
+    /// removed, no percent-decoding).
+    pub fn cookies(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.header_all("cookie").filter_map(|v| std::str::from_utf8(v).ok()).flat_map(|v| v.split(';')).filter_map(
+            |pair| {
+                let (n, v) = pair.split_once('=')?;
+                let n = n.trim();
+                let v = v.trim();
+                let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+                (!n.is_empty()).then_some((n, v))
+            },
+        )
+    }
+
+    /// The value of the first cookie named `name`.
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+        self.cookies().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Whether the connection stays open after the response (RFC 9112 §9.3):
+    /// `Connection: close` closes; HTTP/1.1 persists by default; HTTP/1.0 persists only with
+    /// `Connection: keep-alive`.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// The `Content-Type` field.
+    pub fn content_type(&self) -> Option<&'a str> {
+        self.header_str("content-type")
+    }
+
+    /// Whether this is a WebSocket upgrade request (`Upgrade: websocket` and `Connection`
+    /// listing `upgrade`).
+    pub fn is_upgrade(&self) -> bool {
+        self.header_all("upgrade").any(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(b"websocket")))
+            && self.header_all("connection").any(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
+    }
+}
+
+/// Iterator over validated header (or trailer) lines, yielding `(name, value)`.
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let end = memchr::memchr(b'\n', self.rest).map_or(self.rest.len(), |i| i + 1);
+            let (line, rest) = self.rest.split_at(end);
+            self.rest = rest;
+            let line = line.strip_suffix(b"\r\n").unwrap_or(line);
+            let Some(colon) = memchr::memchr(b':', line) else { continue };
+            // Names were validated as tokens, so they are ASCII.
+            let Ok(name) = std::str::from_utf8(&line[..colon]) else { continue };
+            return Some((name, trim_ows(&line[colon + 1..])));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &[u8]) -> HttpError {
+        Request::parse(s).unwrap_err()
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let ka = |s: &[u8]| Request::parse(s).unwrap().keep_alive();
+        assert!(ka(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, CLOSE\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn fields_and_cookies() {
+        let r = Request::parse(
+            b"POST http://example.com/up?a=b HTTP/1.1\r\nHost: example.com:8080\r\nX-A: 1\r\nx-a:  2 \r\nCookie: a=1; b=\"q\"\r\nCookie: c=3\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .unwrap();
+        assert_eq!(r.path(), "/up");
+        assert_eq!(r.query(), Some("a=b"));
+        assert_eq!(r.body(), b"abc");
+        assert_eq!(r.header_all("X-a").collect::<Vec<_>>(), vec![&b"1"[..], b"2"]);
+        assert_eq!(r.cookies().collect::<Vec<_>>(), vec![("a", "1"), ("b", "q"), ("c", "3")]);
+        assert_eq!(r.host(), Some("example.com:8080"));
+        assert_eq!(r.version(), Version::Http11);
+        assert_eq!(r.headers().count(), 6);
+    }
+
+    #[test]
+    fn trailers_after_body() {
+        let r = Request::parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiX-Sum: 9\r\n\r\n").unwrap();
+        assert_eq!(r.body(), b"hi");
+        assert_eq!(r.trailer("x-sum"), Some(&b"9"[..]));
+        assert_eq!(r.header("x-sum"), None);
+        assert!(Request::parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhijunk").is_err());
+    }
+
+    #[test]
+    fn rejects() {
+        assert_eq!(err(b"GET / HTTP/1.1\r\n\r\n"), HttpError::BadHost);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), HttpError::BadHost);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), HttpError::BadHost);
+        assert_eq!(err(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), HttpError::Malformed("bare LF"));
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"), HttpError::Malformed("bare CR"));
+        assert_eq!(err(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), HttpError::UnsupportedVersion);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n").status(), 400);
+        assert_eq!(err(b"GET x HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
+        assert_eq!(err(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n").status(), 400);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), HttpError::ExpectationFailed);
+        assert_eq!(err(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(err(&many), HttpError::TooManyHeaders);
+        assert_eq!(err(&many).status(), 431);
+    }
+
+    #[test]
+    fn framing_headers() {
+        let head = |s: &[u8]| check_head(s).map(|i| i.framing);
+        assert_eq!(head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"), Ok(Framing::Length(5)));
+        assert_eq!(head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"), Ok(Framing::Chunked));
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Err(HttpError::DuplicateContentLength)
+        );
+        for bad in [&b"5, 5"[..], b"+5", b"-1", b"0x5", b"5 5", b""] {
+            let mut h = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ".to_vec();
+            h.extend_from_slice(bad);
+            h.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(head(&h), Err(HttpError::InvalidContentLength), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HttpError::ConflictingFraming)
+        );
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(HttpError::UnsupportedTransferEncoding)
+        );
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Err(HttpError::InvalidTransferEncoding)
+        );
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HttpError::InvalidTransferEncoding)
+        );
+        assert_eq!(
+            head(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HttpError::InvalidTransferEncoding)
+        );
+        assert_eq!(
+            head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n")
+                .map_err(|e| e.status()),
+            Err(413)
+        );
+    }
+
+    #[test]
+    fn options_star_and_absolute_root() {
+        let r = Request::parse(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(r.path(), "*");
+        let r = Request::parse(b"GET https://a?x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!((r.path(), r.query()), ("/", None));
+        assert!(Request::parse(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let r = Request::parse(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+        )
+        .unwrap();
+        assert!(r.is_upgrade());
+    }
+}
