@@ -9,6 +9,7 @@
 mod buffers;
 mod connection;
 mod error;
+pub mod http;
 mod reactor;
 mod ring;
 mod server;

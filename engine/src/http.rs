@@ -1,0 +1,216 @@
+//! HTTP glue: `on_request`, `respond`, and a static-file `WebServer` that streams.
+//!
+//! Requests are framed and parsed by `ringman_protocols::http` (zero-copy); this module only
+//! connects them to connections: it adds the cached `Date` header, honours keep-alive
+//! (`Connection: close`, HTTP/1.0), and streams file bodies through the send buffer with
+//! back-pressure (the next piece is read when the buffer drains).
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ringman_protocols::http::{self as h, DateCache, RangeOutcome, Request, Response};
+
+use crate::{Connection, Worker};
+
+thread_local! {
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
+    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The current `Date` value, formatted once per second per thread.
+pub fn date_now() -> [u8; 29] {
+    DATE.with(|d| *d.borrow_mut().get(SystemTime::now()))
+}
+
+/// Sends `resp` as the answer to `req` on `conn`: adds `Date`, answers `HEAD` without a
+/// body, and closes after the flush when the request does not keep the connection alive.
+pub fn respond(conn: &Connection, req: &Request<'_>, resp: Response<'_>) {
+    let keep = req.keep_alive();
+    let resp = resp.date(&date_now());
+    let resp = if keep { resp } else { resp.set_header("Connection", "close") };
+    OUT.with(|o| {
+        let mut out = o.borrow_mut();
+        out.clear();
+        if req.method() == "HEAD" {
+            resp.write_head_to(&mut out);
+        } else {
+            resp.write_to(&mut out);
+        }
+        conn.send_raw(&out[..]);
+    });
+    if !keep {
+        conn.close(None);
+    }
+}
+
+impl<S: Default + 'static> Worker<S> {
+    /// Handles each HTTP request (`http://` workers): `f` gets the parsed request and
+    /// answers with [`respond`]. Requests arrive in order; pipelined requests are answered
+    /// in order as long as each is answered before `f` returns.
+    pub fn on_request(
+        &mut self,
+        f: impl for<'r> Fn(&Connection, &Request<'r>, &mut S) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_message(move |conn, msg, state| match Request::parse(msg.data) {
+            Ok(req) => f(conn, &req, state),
+            Err(e) => {
+                let mut out = Vec::new();
+                h::write_error_response(e.status(), &mut out);
+                conn.end(Some(&out));
+            }
+        })
+    }
+}
+
+/// Serves files under a directory: index file, `Range` (206/416), `If-Modified-Since` (304),
+/// MIME type by extension, no directory listing. Paths with `..`, encoded dot segments, NUL
+/// bytes or symlinks leading out of the root are refused (404). Bodies are streamed in
+/// 64 KiB pieces as the send buffer drains.
+#[derive(Clone)]
+pub struct WebServer {
+    root: Arc<PathBuf>,
+    index: &'static str,
+}
+
+/// A file being streamed to a connection (kept in the connection's context).
+struct Streaming {
+    file: File,
+    remaining: u64,
+    /// Close once the body is queued (the request did not keep the connection alive).
+    close_after: bool,
+}
+
+const PIECE: usize = 64 * 1024;
+
+impl WebServer {
+    /// Serves `root` (canonicalized now; it must exist).
+    pub fn new(root: impl AsRef<Path>) -> std::io::Result<WebServer> {
+        Ok(WebServer { root: Arc::new(root.as_ref().canonicalize()?), index: "index.html" })
+    }
+
+    /// Answers `req` from the directory. Returns false (sending nothing) when no file
+    /// matches, so the caller can answer otherwise (404, or an application route).
+    pub fn serve(&self, conn: &Connection, req: &Request<'_>) -> bool {
+        if req.method() != "GET" && req.method() != "HEAD" {
+            return false;
+        }
+        let Ok(rel) = h::resolve_path(req.path()) else { return false };
+        let mut path = self.root.join(rel);
+        if path.is_dir() {
+            path = path.join(self.index);
+        }
+        let Ok(canon) = path.canonicalize() else { return false };
+        if !h::is_within(&self.root, &canon) {
+            return false;
+        }
+        let Ok(mut file) = File::open(&canon) else { return false };
+        let Ok(meta) = file.metadata() else { return false };
+        if !meta.is_file() {
+            return false;
+        }
+        let len = meta.len();
+        let modified = meta.modified().ok();
+        let last_modified = modified.map(h::http_date);
+        if let (Some(lm), Some(ims)) = (&last_modified, req.header("if-modified-since")) {
+            if ims == &lm[..] {
+                respond(conn, req, Response::new(304).header("Last-Modified", std::str::from_utf8(lm).unwrap_or("")));
+                return true;
+            }
+        }
+        let (status, start, count, content_range) = match req.header("range").map(|r| h::parse_range(r, len)) {
+            Some(RangeOutcome::Partial(r)) => (206, r.start, r.len(), Some(r.content_range(len))),
+            Some(RangeOutcome::Unsatisfiable) => {
+                let resp = Response::new(416).header("Content-Range", h::ByteRange::unsatisfied(len));
+                respond(conn, req, resp);
+                return true;
+            }
+            _ => (200, 0, len, None),
+        };
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", h::reason_phrase(status)).as_bytes());
+        head.extend_from_slice(b"Date: ");
+        head.extend_from_slice(&date_now());
+        head.extend_from_slice(
+            format!("\r\nContent-Type: {}\r\n", h::mime_for_path(&canon.to_string_lossy())).as_bytes(),
+        );
+        head.extend_from_slice(format!("Content-Length: {count}\r\nAccept-Ranges: bytes\r\n").as_bytes());
+        if let Some(lm) = &last_modified {
+            head.extend_from_slice(b"Last-Modified: ");
+            head.extend_from_slice(lm);
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(cr) = content_range {
+            head.extend_from_slice(format!("Content-Range: {cr}\r\n").as_bytes());
+        }
+        if !req.keep_alive() {
+            head.extend_from_slice(b"Connection: close\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        conn.send_raw(&head);
+        if req.method() == "HEAD" || count == 0 || file.seek(SeekFrom::Start(start)).is_err() {
+            if !req.keep_alive() {
+                conn.close(None);
+            }
+            return true;
+        }
+        conn.set_context(Streaming { file, remaining: count, close_after: !req.keep_alive() });
+        pump(conn);
+        true
+    }
+
+    /// Installs this server on an `http://` worker: files first, then `fallback` for
+    /// requests no file answers. Also hooks `on_buffer_drain` to continue file bodies.
+    pub fn install<S: Default + 'static>(
+        self,
+        worker: &mut Worker<S>,
+        fallback: impl for<'r> Fn(&Connection, &Request<'r>, &mut S) + Send + Sync + 'static,
+    ) {
+        worker.on_request(move |conn, req, state| {
+            if !self.serve(conn, req) {
+                fallback(conn, req, state);
+            }
+        });
+        worker.on_buffer_drain(|conn, _| pump(conn));
+    }
+}
+
+/// Queues the next pieces of a streaming file until the send buffer holds about a piece.
+fn pump(conn: &Connection) {
+    let mut buf = vec![0u8; PIECE];
+    loop {
+        let step = conn.with_context(|s: &mut Streaming| {
+            if s.remaining == 0 {
+                return Err(s.close_after);
+            }
+            let want = (s.remaining as usize).min(PIECE);
+            match s.file.read(&mut buf[..want]) {
+                Ok(n) if n > 0 => {
+                    s.remaining -= n as u64;
+                    Ok(n)
+                }
+                // The file shrank or failed: the promised length cannot be kept.
+                _ => Err(true),
+            }
+        });
+        match step {
+            Some(Ok(n)) => {
+                conn.send_raw(&buf[..n]);
+                if conn.send_queue_len() >= PIECE {
+                    return;
+                }
+            }
+            Some(Err(close)) => {
+                conn.set_context(());
+                if close {
+                    conn.close(None);
+                }
+                return;
+            }
+            None => return,
+        }
+    }
+}

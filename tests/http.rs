@@ -1,0 +1,194 @@
+//! HTTP behaviour with real clients: curl and raw std::net sockets.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::Command;
+
+use common::*;
+use ringman::http::{respond, WebServer};
+use ringman::protocols::http::Response;
+use ringman::{Running, Worker};
+
+fn server(root: &std::path::Path) -> (Running, SocketAddr) {
+    let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.max_package_size = 64 * 1024;
+    WebServer::new(root).unwrap().install(&mut w, |conn, req, _| {
+        if req.path() == "/hello" {
+            respond(conn, req, Response::new(200).header("Content-Type", "text/plain").body("Hello World"));
+        } else if req.path() == "/echo" {
+            let body = req.body().to_vec();
+            respond(conn, req, Response::new(200).body(body));
+        } else {
+            respond(conn, req, Response::new(404).body("Not Found"));
+        }
+    });
+    start(w)
+}
+
+fn root() -> tempdir::Dir {
+    let d = tempdir::Dir::new();
+    std::fs::write(d.path().join("index.html"), "<h1>home</h1>").unwrap();
+    std::fs::write(d.path().join("data.bin"), (0..300_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    std::fs::write(d.path().join("sub/a.txt"), "abcdefghij").unwrap();
+    d
+}
+
+mod tempdir {
+    /// A temporary directory removed on drop.
+    pub struct Dir(std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "ringman-http-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn curl(args: &[&str]) -> (String, Vec<u8>) {
+    let out =
+        Command::new("curl").args(["-s", "-S", "--max-time", "20", "-D", "-"]).args(args).output().expect("curl runs");
+    let text = out.stdout;
+    let split = text.windows(4).position(|w| w == b"\r\n\r\n").map_or(text.len(), |i| i + 4);
+    (String::from_utf8_lossy(&text[..split]).into_owned(), text[split..].to_vec())
+}
+
+#[test]
+fn hello_keep_alive_and_files_with_curl() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let base = format!("http://{addr}");
+    let (head, body) = curl(&[&format!("{base}/hello")]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain"));
+    assert!(head.contains("Date: "));
+    assert_eq!(body, b"Hello World");
+    // Two URLs on one connection: curl reports reuse.
+    let out = Command::new("curl")
+        .args(["-s", "-v", "--max-time", "20", &format!("{base}/hello"), &format!("{base}/sub/a.txt")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Re-using existing connection"));
+    assert_eq!(out.stdout, b"Hello Worldabcdefghij");
+    let (head, body) = curl(&[&format!("{base}/")]);
+    assert!(head.contains("text/html"));
+    assert_eq!(body, b"<h1>home</h1>");
+    let (_, body) = curl(&[&format!("{base}/data.bin")]);
+    assert_eq!(body.len(), 300_000);
+    assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+}
+
+#[test]
+fn range_and_not_modified() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let url = format!("http://{addr}/sub/a.txt");
+    let (head, body) = curl(&["-r", "2-4", &url]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(head.contains("Content-Range: bytes 2-4/10"));
+    assert_eq!(body, b"cde");
+    let (head, _) = curl(&["-r", "50-60", &url]);
+    assert!(head.starts_with("HTTP/1.1 416"), "{head}");
+    let (head, _) = curl(&[&url]);
+    let lm = head.lines().find_map(|l| l.strip_prefix("Last-Modified: ")).unwrap().trim().to_string();
+    let (head, body) = curl(&["-H", &format!("If-Modified-Since: {lm}"), &url]);
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    assert!(body.is_empty());
+}
+
+#[test]
+fn traversal_attempts_are_refused() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    std::os::unix::fs::symlink("/etc", d.path().join("escape")).unwrap();
+    for path in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/sub/%2E%2E%2f%2E%2E%2fetc/passwd",
+        "/escape/passwd",
+        "/x%00y",
+    ] {
+        let mut s = connect(addr);
+        write_all(&mut s, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+        let resp = String::from_utf8_lossy(&read_to_eof(&mut s)).into_owned();
+        assert!(resp.starts_with("HTTP/1.1 404") || resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+        assert!(!resp.contains("root:"), "{path} leaked /etc/passwd");
+    }
+}
+
+#[test]
+fn pipelining_http10_and_connection_close() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let mut s = connect(addr);
+    write_all(&mut s, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /sub/a.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let all = String::from_utf8_lossy(&read_to_eof(&mut s)).into_owned();
+    let first = all.find("Hello World").unwrap();
+    let second = all.find("abcdefghij").unwrap();
+    assert!(first < second, "answered in order");
+    assert_eq!(all.matches("HTTP/1.1 200").count(), 3);
+    // HTTP/1.0 without keep-alive: answered, then closed by the server.
+    let mut s = connect(addr);
+    write_all(&mut s, b"GET /hello HTTP/1.0\r\n\r\n");
+    let resp = String::from_utf8_lossy(&read_to_eof(&mut s)).into_owned();
+    assert!(resp.contains("Hello World"));
+}
+
+#[test]
+fn chunked_upload_and_limits() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let mut s = connect(addr);
+    write_all(&mut s, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    let resp = String::from_utf8_lossy(&read_to_eof(&mut s)).into_owned();
+    assert!(resp.ends_with("hello world"), "{resp}");
+    // curl's own chunked upload.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "abc",
+            &format!("http://{addr}/echo"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"abc");
+    let cases: [(&[u8], &str); 4] = [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", "400"),
+        (b"BOGUS\r\n\r\n", "400"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", "413"),
+    ];
+    for (req, status) in cases {
+        let mut s = connect(addr);
+        write_all(&mut s, req);
+        let resp = String::from_utf8_lossy(&read_to_eof(&mut s)).into_owned();
+        assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{resp}");
+    }
+    let mut s = connect(addr);
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let _ = s.write_all(big.as_bytes());
+    let resp = String::from_utf8_lossy(&read_to_eof(&mut s)).into_owned();
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+}
