@@ -58,6 +58,7 @@ pub fn by_scheme(scheme: &str) -> Option<std::sync::Arc<dyn Protocol>> {
         "tcp" => Some(std::sync::Arc::new(Raw)),
         "text" => Some(std::sync::Arc::new(Text)),
         "frame" => Some(std::sync::Arc::new(Frame)),
+        "http" => Some(std::sync::Arc::new(http::Http)),
         _ => None,
     }
 }
