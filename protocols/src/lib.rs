@@ -37,6 +37,7 @@ mod framer;
 pub mod http;
 mod raw;
 mod text;
+pub mod ws;
 
 pub use codec::{Decoder, Encoder, Input, Message, MessageKind, Protocol, ProtocolError, Reply};
 pub use frame::{Frame, FrameCodec};
