@@ -8,10 +8,15 @@
 //! `RINGMAN_SEND_MODE=eager` selects [`ringman::SendMode::Eager`] instead of the default
 //! batched sends, so both can be measured with the same harness.
 
+use ringman::http::respond_static;
+use ringman::protocols::http::{Response, StaticResponse};
 use ringman::{run_all, SendMode, Server, Worker};
 
 /// Serves `addr` (`<scheme>://ip:port`) with ringman until the process is terminated.
 pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if addr.starts_with("http://") {
+        return serve_http(addr);
+    }
     let mut w = Worker::<()>::new(addr)?;
     w.count = 1;
     w.name = "bench".into();
@@ -22,6 +27,24 @@ pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
     w.on_message(|conn, msg, _| {
         conn.send(msg);
+    });
+    run_all(Server::new().add(w))?;
+    Ok(())
+}
+
+/// `GET /hello` → `200 Hello World` (text/plain) from a pre-encoded response; 404 otherwise.
+fn serve_http(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut w = Worker::<Option<StaticResponse>>::new(addr)?;
+    w.count = 1;
+    w.name = "bench-http".into();
+    w.on_worker_start(|_, hello| {
+        let resp =
+            Response::new(200).header("Server", "ringman").header("Content-Type", "text/plain").body("Hello World");
+        *hello = Some(StaticResponse::new(&resp));
+    });
+    w.on_request(|conn, req, hello| match hello.as_mut() {
+        Some(r) if req.path() == "/hello" => respond_static(conn, req, r),
+        _ => ringman::http::respond(conn, req, Response::new(404).body("Not Found")),
     });
     run_all(Server::new().add(w))?;
     Ok(())

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ringman_protocols::http::{self as h, DateCache, RangeOutcome, Request, Response};
+use ringman_protocols::http::{self as h, DateCache, RangeOutcome, Request, Response, StaticResponse};
 
 use crate::{Connection, Worker};
 
@@ -43,6 +43,17 @@ pub fn respond(conn: &Connection, req: &Request<'_>, resp: Response<'_>) {
         conn.send_raw(&out[..]);
     });
     if !keep {
+        conn.close(None);
+    }
+}
+
+/// Sends a pre-encoded response (only its `Date` is refreshed): the fast path for small
+/// fixed answers. Keep-alive is handled as in [`respond`]; a request that closes gets the
+/// bytes followed by a close (the pre-encoded head cannot carry `Connection: close`).
+pub fn respond_static(conn: &Connection, req: &Request<'_>, resp: &mut StaticResponse) {
+    resp.set_date(&date_now());
+    conn.send_raw(resp.as_bytes());
+    if !req.keep_alive() {
         conn.close(None);
     }
 }
