@@ -590,6 +590,39 @@ mod tests {
         assert!(!dec.pending_continue());
     }
 
+    #[test]
+    fn error_reply_without_decoder_error_maps_protocol_error() {
+        let mut dec = HttpDecoder::new();
+        let mut out = Vec::new();
+        dec.error_reply(&ProtocolError::TooLarge { len: 2, max: 1 }, &mut out);
+        assert_eq!(status_of(&out), 413);
+        out.clear();
+        dec.error_reply(&ProtocolError::Malformed { protocol: "x", reason: "y" }, &mut out);
+        assert_eq!(status_of(&out), 400);
+        assert_eq!(
+            ProtocolError::from(HttpError::BodyTooLarge { len: 9, max: 1 }),
+            ProtocolError::TooLarge { len: 9, max: 1 }
+        );
+    }
+
+    #[test]
+    fn byte_by_byte_equals_whole_and_protocol_factory_works() {
+        use crate::Protocol;
+        let wire = b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.0\r\n\r\n";
+        let bytes: Vec<Vec<u8>> = wire.iter().map(|&b| vec![b]).collect();
+        let (a, e1) = run(&bytes, MAX);
+        let (b, e2) = run(&[wire.to_vec()], MAX);
+        assert!(e1.is_none() && e2.is_none());
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 2);
+        assert!(!Request::parse(&a[1]).unwrap().keep_alive());
+        let p = super::super::Http;
+        assert_eq!(p.name(), "http");
+        let mut dec = p.decoder();
+        assert_eq!(dec.input(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", MAX), Ok(Input::Packet(27)));
+        assert!(p.encoder().is_identity());
+    }
+
     fn split(data: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
         cuts.sort_unstable();

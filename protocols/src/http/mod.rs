@@ -50,7 +50,7 @@ pub use mime::{mime_for_extension, mime_for_path};
 pub use path::{is_within, resolve_path, PathError};
 pub use range::{parse_range, ByteRange, RangeOutcome};
 pub use request::{Fields, Request, Version, MAX_HEADERS};
-pub use response::{chunk, last_chunk, sse_comment, sse_event, Cookie, Response, SameSite, StaticResponse};
+pub use response::{chunk, last_chunk, sse_comment, sse_event, Cookie, IntoBody, Response, SameSite, StaticResponse};
 
 use crate::{Decoder, Encoder, MessageKind, Protocol};
 
