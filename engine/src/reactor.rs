@@ -161,6 +161,8 @@ pub(crate) struct Core {
     closing: usize,
     /// Set when this run drains for a recycle rather than a stop.
     pub recycle: bool,
+    /// Wall clock read once per loop turn, after the wait.
+    pub wall: std::time::SystemTime,
 }
 
 /// A listening socket this ring accepts on. The ring never closes it: the ring thread (own
@@ -221,6 +223,7 @@ impl Core {
             accept_paused: false,
             closing: 0,
             recycle: false,
+            wall: std::time::SystemTime::now(),
         })
     }
 

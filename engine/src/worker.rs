@@ -521,9 +521,6 @@ impl<S: 'static> Runner<S> {
             let now = Instant::now();
             let (exit, timeout) = with_core(|c| {
                 c.stats.timers.set(c.timers.len() as u64);
-                c.stats
-                    .heartbeat
-                    .set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
                 if let Some(max) = c.cfg.max_requests {
                     if c.stopping.is_none() && c.stats.requests.get() - start_requests >= max {
                         c.recycle = true;
@@ -554,6 +551,9 @@ impl<S: 'static> Runner<S> {
             with_core(|c| {
                 c.submit_and_wait(timeout);
                 c.reap(&mut cqes);
+                // One wall-clock read per turn serves the heartbeat and HTTP Date headers.
+                c.wall = std::time::SystemTime::now();
+                c.stats.heartbeat.set(c.wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
             });
             for (ud, res, flags) in cqes.drain(..) {
                 self.complete(ud, res, flags);
