@@ -9,6 +9,7 @@
 mod buffers;
 mod connection;
 mod error;
+pub mod ops;
 pub mod http;
 mod reactor;
 mod ring;
@@ -19,6 +20,7 @@ mod worker;
 
 pub use connection::{Connection, ConnectionId, SendStatus};
 pub use error::{ConnError, EngineError};
+pub use ops::{Launch, OpsError, Options as OpsOptions};
 pub use ring::RingMode;
 pub use server::{
     run_all, run_all_then, stop_all, Counter, LatencyHistogram, Running, Server, ThreadStats, WorkerHandle,

@@ -1,0 +1,481 @@
+//! Operating a ringman service: Workerman's CLI verbs (`start [-d]`, `stop [-g]`,
+//! `restart`, `reload [-g]`, `status [-d]`, `connections`), daemon mode, a Unix control
+//! socket, graceful stop, zero-downtime reload by handing listening sockets to a fresh copy
+//! of the binary, and Prometheus metrics.
+//!
+//! ```no_run
+//! use ringman_engine::{ops, Server, Worker};
+//! fn main() -> std::process::ExitCode {
+//!     let args: Vec<String> = std::env::args().skip(1).collect();
+//!     ops::main_with_args(ops::Options::default(), &args, |launch| {
+//!         let mut w = Worker::<()>::new("text://0.0.0.0:8000").unwrap();
+//!         w.name = "echo".into();
+//!         w.on_message(|c, m, _| {
+//!             c.send(m);
+//!         });
+//!         let _ = launch;
+//!         Server::new().add(w)
+//!     })
+//! }
+//! ```
+//!
+//! Reload: the running process spawns its own binary with the same argv, passing the
+//! listening sockets of every reloadable worker in [`crate::LISTEN_FDS_ENV`] and a pipe in
+//! [`READY_FD_ENV`]. The successor adopts the sockets, takes over the pid file and the
+//! control socket, and reports ready; the old process then stops accepting, drains
+//! (bounded) and exits. Non-reloadable workers are not handed over: the successor skips
+//! them (see [`Launch::starts`]) and the old process keeps running them until the
+//! successor is stopped.
+
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod metrics;
+pub mod reload;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{EngineError, Running, Server};
+
+pub use cli::{parse, Command, USAGE};
+pub use control::{request, socket_path};
+pub use reload::{PREDECESSORS_ENV, READY_FD_ENV, SKIP_WORKERS_ENV};
+
+/// Errors of the ops layer.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// Bad command line.
+    #[error("{0}")]
+    Usage(String),
+    /// `start` while a server already runs.
+    #[error("already running (pid {pid})")]
+    AlreadyRunning {
+        /// The running server.
+        pid: i32,
+    },
+    /// A verb that needs a running server, and none runs.
+    #[error("not running")]
+    NotRunning,
+    /// A file operation failed.
+    #[error("cannot {what} {path:?}: {source}")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{what} failed: {source}")]
+    Sys {
+        /// The call.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The workers failed to start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The control socket could not be reached.
+    #[error("control socket {path:?} unreachable: {source}")]
+    Control {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The control socket path does not fit in a `sockaddr_un`.
+    #[error("control socket path {0:?} is too long (move the pid file to a shorter path)")]
+    SocketPathTooLong(PathBuf),
+    /// The server did not exit in time.
+    #[error("stop fail: pid {pid} still running")]
+    StopFailed {
+        /// The server.
+        pid: i32,
+    },
+    /// The reload did not happen (the old process keeps serving).
+    #[error("reload failed: {0}")]
+    ReloadFailed(String),
+    /// The server refused a request.
+    #[error("{0}")]
+    Refused(String),
+    /// `user`/`group` names no account.
+    #[error("unknown user or group {0:?}")]
+    UnknownUser(String),
+    /// The metrics listener could not start.
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        /// Its address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Settings of the ops layer.
+pub struct Options {
+    /// Pid file (default `./ringman.<exe-name>.pid`); the control socket is `<pid_file>.sock`.
+    pub pid_file: Option<PathBuf>,
+    /// Where a daemon's stdout/stderr go (default `/dev/null`).
+    pub stdout_file: PathBuf,
+    /// Ops log (start, stop, reload events); none by default.
+    pub log_file: Option<PathBuf>,
+    /// Size at which the ops log is rotated to `<log_file>.1` (default 10 MiB).
+    pub log_max_bytes: u64,
+    /// Run as this user after binding (only when started as root).
+    pub user: Option<String>,
+    /// Run as this group after binding (only when started as root).
+    pub group: Option<String>,
+    /// Time connections get to flush and close on `stop` (default 2 s); the process is
+    /// forced to exit 3 s after it.
+    pub stop_timeout: Duration,
+    /// Longest wait for connections to finish on `stop -g` / `reload -g` (default 30 s).
+    pub graceful_stop_timeout: Duration,
+    /// Longest wait for a daemon or reload successor to report ready (default 30 s).
+    pub reload_timeout: Duration,
+    /// Serve `GET /metrics` (Prometheus) on this address.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Called in the old process when a reload starts (Workerman's `onWorkerReload`).
+    pub on_reload: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Called once every worker listens (for example to print the addresses).
+    pub on_started: Option<Box<dyn Fn(&Running) + Send + Sync>>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            pid_file: None,
+            stdout_file: PathBuf::from("/dev/null"),
+            log_file: None,
+            log_max_bytes: 10 << 20,
+            user: None,
+            group: None,
+            stop_timeout: Duration::from_secs(2),
+            graceful_stop_timeout: Duration::from_secs(30),
+            reload_timeout: Duration::from_secs(30),
+            metrics_addr: None,
+            on_reload: None,
+            on_started: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("pid_file", &self.pid_file)
+            .field("stdout_file", &self.stdout_file)
+            .field("log_file", &self.log_file)
+            .field("stop_timeout", &self.stop_timeout)
+            .field("graceful_stop_timeout", &self.graceful_stop_timeout)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// The pid file path, made absolute (a daemon keeps its working directory, but the
+    /// path must not depend on it).
+    pub fn pid_path(&self) -> PathBuf {
+        let p = self.pid_file.clone().unwrap_or_else(|| {
+            let exe = std::env::args_os()
+                .next()
+                .map(PathBuf::from)
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "server".into());
+            PathBuf::from(format!("ringman.{exe}.pid"))
+        });
+        if p.is_absolute() {
+            p
+        } else {
+            std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+        }
+    }
+}
+
+/// What the server builder is told about this start.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    skip: Vec<String>,
+    reload: bool,
+}
+
+impl Launch {
+    /// Whether the worker named `name` should be added: false for non-reloadable workers
+    /// when this process is a reload successor (the old process keeps them).
+    pub fn starts(&self, name: &str) -> bool {
+        !self.skip.iter().any(|s| s == name)
+    }
+
+    /// True when this process was started by a reload.
+    pub fn is_reload(&self) -> bool {
+        self.reload
+    }
+}
+
+fn reload_fd() -> Option<i32> {
+    std::env::var(READY_FD_ENV).ok()?.parse().ok()
+}
+
+fn env_list(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+const STOP_SIGNALS: [i32; 6] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: building a signal set and changing this thread's mask (ring threads spawned
+    // later inherit it, so only the signal thread receives these).
+    unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed().assume_init();
+        libc::sigemptyset(&mut set);
+        for s in STOP_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Runs the server until it stops: in the foreground, or as a daemon when `daemon` is set
+/// (then only the daemon returns; the calling process exits once the daemon is ready).
+/// Also writes the pid file, serves the control socket and handles the signals SIGINT,
+/// SIGTERM, SIGHUP (stop), SIGQUIT (graceful stop), SIGUSR1 (reload), SIGUSR2 (graceful
+/// reload). Call it before spawning any thread.
+pub fn serve<F: FnOnce(&Launch) -> Server>(opts: Options, daemon: bool, build: F) -> Result<(), OpsError> {
+    let pid_file = opts.pid_path();
+    let inherited = reload_fd();
+    let mut notifier = match inherited {
+        // SAFETY: the descriptor was created for us by the predecessor and is ours alone.
+        Some(fd) => unsafe { daemon::Notifier::from_fd(fd) },
+        None => daemon::Notifier::none(),
+    };
+    if inherited.is_none() {
+        if let Some(pid) = daemon::running_pid(&pid_file) {
+            return Err(OpsError::AlreadyRunning { pid });
+        }
+        if daemon::read_pid(&pid_file).is_some() {
+            let _ = std::fs::remove_file(&pid_file);
+        }
+        if daemon {
+            notifier = daemon::daemonize(&opts.stdout_file, opts.reload_timeout)?;
+        }
+    }
+    let daemonized = daemon || (inherited.is_some() && std::env::args().any(|a| a == "-d"));
+    match serve_inner(opts, pid_file, daemonized, inherited.is_some(), &mut notifier, build) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            notifier.send(&format!("error: {e}"));
+            Err(e)
+        }
+    }
+}
+
+fn serve_inner<F: FnOnce(&Launch) -> Server>(
+    opts: Options,
+    pid_file: PathBuf,
+    daemonized: bool,
+    is_reload: bool,
+    notifier: &mut daemon::Notifier,
+    build: F,
+) -> Result<(), OpsError> {
+    let set = block_signals();
+    let launch = Launch { skip: if is_reload { env_list(SKIP_WORKERS_ENV) } else { Vec::new() }, reload: is_reload };
+    let predecessors: Vec<i32> = env_list(PREDECESSORS_ENV).iter().filter_map(|p| p.parse().ok()).collect();
+    let running = build(&launch).start()?;
+    daemon::switch_user(opts.user.as_deref(), opts.group.as_deref())?;
+    let workers: Arc<[crate::WorkerHandle]> = running.workers().to_vec().into();
+    if let Some(addr) = opts.metrics_addr {
+        metrics::serve_http(addr, workers.clone())?;
+    }
+    let header = status::Header { daemon: daemonized, started: daemon::now_secs(), pid: std::process::id() };
+    let opts = Arc::new(opts);
+    let ctl = Arc::new(control::Controller::new(opts.clone(), workers, pid_file.clone(), header, predecessors));
+    daemon::write_pid(&pid_file, std::process::id())?;
+    if let Err(e) = ctl.listen() {
+        daemon::remove_pid_if_ours(&pid_file);
+        return Err(e);
+    }
+    let sig_ctl = ctl.clone();
+    std::thread::Builder::new()
+        .name("ringman-signals".into())
+        .spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: waits for one of the signals blocked in `set`.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            let line = match sig {
+                libc::SIGQUIT => "stop graceful",
+                libc::SIGUSR1 => "reload",
+                libc::SIGUSR2 => "reload graceful",
+                _ => "stop",
+            };
+            let answer = sig_ctl.handle(line);
+            sig_ctl.log.log(&format!("signal {sig}: {}", answer.trim()));
+        })
+        .map_err(|source| OpsError::Sys { what: "spawn signal thread", source })?;
+    if let Some(f) = &opts.on_started {
+        f(&running);
+    }
+    ctl.log.log(&format!("started{}", if is_reload { " (reload successor)" } else { "" }));
+    notifier.send(&format!("ok {}", std::process::id()));
+    running.wait();
+    ctl.log.log("stopped");
+    ctl.cleanup();
+    Ok(())
+}
+
+fn live_pid(opts: &Options) -> Result<(PathBuf, i32), OpsError> {
+    let pid_file = opts.pid_path();
+    let pid = daemon::running_pid(&pid_file).ok_or(OpsError::NotRunning)?;
+    Ok((pid_file, pid))
+}
+
+fn ask(opts: &Options, line: &str, timeout: Duration) -> Result<String, OpsError> {
+    let (pid_file, _) = live_pid(opts)?;
+    let answer = request(&socket_path(&pid_file), line, timeout)?;
+    match answer.strip_prefix("error:") {
+        Some(e) => Err(OpsError::Refused(e.trim().to_string())),
+        None => Ok(answer),
+    }
+}
+
+/// The `status` table of the running server.
+pub fn status(opts: &Options) -> Result<String, OpsError> {
+    ask(opts, "status", Duration::from_secs(10))
+}
+
+/// The `connections` listing of the running server.
+pub fn connections(opts: &Options) -> Result<String, OpsError> {
+    ask(opts, "connections", Duration::from_secs(10))
+}
+
+/// The running server's Prometheus metrics.
+pub fn metrics(opts: &Options) -> Result<String, OpsError> {
+    ask(opts, "metrics", Duration::from_secs(10))
+}
+
+/// Stops the running server and waits until its process is gone. `graceful` waits for
+/// connections to finish (up to `graceful_stop_timeout`). Returns the stopped pid.
+pub fn stop(opts: &Options, graceful: bool) -> Result<i32, OpsError> {
+    let (pid_file, pid) = live_pid(opts)?;
+    let line = if graceful { "stop graceful" } else { "stop" };
+    if request(&socket_path(&pid_file), line, Duration::from_secs(10)).is_err() {
+        // No control socket (for example deleted by hand): fall back to the signal.
+        // SAFETY: signalling the pid recorded in our pid file, verified to run our program.
+        unsafe { libc::kill(pid, if graceful { libc::SIGQUIT } else { libc::SIGTERM }) };
+    }
+    let mut limit = opts.stop_timeout + Duration::from_secs(10);
+    if graceful {
+        limit += opts.graceful_stop_timeout;
+    }
+    if daemon::wait_gone(pid, limit) {
+        Ok(pid)
+    } else {
+        Err(OpsError::StopFailed { pid })
+    }
+}
+
+/// Reloads the running server (zero downtime). Returns `(old pid, new pid)` once the
+/// successor serves; waits (bounded) for the old process to exit unless it keeps
+/// non-reloadable workers.
+pub fn reload(opts: &Options, graceful: bool) -> Result<(i32, i32), OpsError> {
+    let line = if graceful { "reload graceful" } else { "reload" };
+    let answer = ask(opts, line, opts.reload_timeout + Duration::from_secs(10)).map_err(|e| {
+        if let OpsError::Refused(m) = e {
+            OpsError::ReloadFailed(m)
+        } else {
+            e
+        }
+    })?;
+    let mut nums = answer.split_whitespace().filter_map(|w| w.parse::<i32>().ok());
+    let (Some(old), Some(new)) = (nums.next(), nums.next()) else {
+        return Err(OpsError::ReloadFailed(format!("unexpected answer {answer:?}")));
+    };
+    if !answer.contains("keeps non-reloadable") {
+        let mut limit = opts.stop_timeout + Duration::from_secs(10);
+        if graceful {
+            limit += opts.graceful_stop_timeout;
+        }
+        daemon::wait_gone(old, limit);
+    }
+    Ok((old, new))
+}
+
+fn fail(e: &OpsError) -> ExitCode {
+    eprintln!("{e}");
+    if matches!(e, OpsError::Usage(_)) {
+        eprintln!("{USAGE}");
+        return ExitCode::from(64);
+    }
+    ExitCode::FAILURE
+}
+
+fn report<T>(r: Result<T, OpsError>, ok: impl FnOnce(T)) -> ExitCode {
+    match r {
+        Ok(v) => {
+            ok(v);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Runs one verb (see [`cli::parse`]) against `build`'s server. `args` are the verb and
+/// its flags only (application arguments removed). A process started by a reload (it has
+/// [`READY_FD_ENV`]) ignores the verb and serves.
+pub fn main_with_args<S: AsRef<str>, F: FnOnce(&Launch) -> Server>(opts: Options, args: &[S], build: F) -> ExitCode {
+    if reload_fd().is_some() {
+        return report(serve(opts, false, build), |_| {});
+    }
+    let cmd = match cli::parse(args) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    match cmd {
+        Command::Foreground => report(serve(opts, false, build), |_| {}),
+        Command::Start { daemon } => report(serve(opts, daemon, build), |_| {}),
+        Command::Stop { graceful } => report(stop(&opts, graceful), |pid| println!("stopped (pid {pid})")),
+        Command::Restart { daemon, graceful } => {
+            match stop(&opts, graceful) {
+                Ok(pid) => println!("stopped (pid {pid})"),
+                Err(OpsError::NotRunning) => println!("not running; starting"),
+                Err(e) => return fail(&e),
+            }
+            report(serve(opts, daemon, build), |_| {})
+        }
+        Command::Reload { graceful } => {
+            report(reload(&opts, graceful), |(old, new)| println!("reloaded: pid {old} -> {new}"))
+        }
+        Command::Status { live: false } => report(status(&opts), |s| print!("{s}")),
+        Command::Status { live: true } => loop {
+            match status(&opts) {
+                Ok(s) => print!("\x1b[H\x1b[2J{s}"),
+                Err(e) => return fail(&e),
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        },
+        Command::Connections => report(connections(&opts), |s| print!("{s}")),
+        Command::Metrics => report(metrics(&opts), |s| print!("{s}")),
+    }
+}
+
+/// [`main_with_args`] with the process arguments (everything after the program name).
+pub fn main<F: FnOnce(&Launch) -> Server>(opts: Options, build: F) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    main_with_args(opts, &args, build)
+}
+
+/// The pid recorded in `pid_file` if that server is alive.
+pub fn running_pid(pid_file: &Path) -> Option<i32> {
+    daemon::running_pid(pid_file)
+}

@@ -1,0 +1,151 @@
+//! Zero-downtime reload: handing the listening sockets to a fresh copy of the binary.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::WorkerHandle;
+
+use super::{daemon, OpsError};
+
+/// Environment variable naming the pipe descriptor on which a reload successor reports
+/// `ok <pid>` once it serves (and has taken over the pid file and control socket).
+pub const READY_FD_ENV: &str = "RINGMAN_READY_FD";
+/// Environment variable listing (comma-separated) the worker names a successor must not
+/// start: the non-reloadable workers, which keep running in the old process.
+pub const SKIP_WORKERS_ENV: &str = "RINGMAN_SKIP_WORKERS";
+/// Environment variable listing older processes still running non-reloadable workers;
+/// the successor stops them when it stops.
+pub const PREDECESSORS_ENV: &str = "RINGMAN_PREDECESSORS";
+
+/// Listening sockets of this process bound to `addr` (found by scanning `/proc/self/fd`:
+/// SO_ACCEPTCONN set and `getsockname` equal to `addr`).
+pub fn listener_fds(addr: SocketAddr) -> Vec<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    let mut fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|&fd| {
+            // SAFETY: the descriptor is only borrowed for two getsockopt/getsockname calls;
+            // if it was closed since the directory listing, the calls fail harmlessly.
+            let b = unsafe { BorrowedFd::borrow_raw(fd) };
+            let s = socket2::SockRef::from(&b);
+            s.is_listener().unwrap_or(false) && s.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr)
+        })
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+fn set_cloexec(fd: RawFd, on: bool) {
+    if on {
+        // SAFETY: fcntl on a descriptor we own; failure leaves it unchanged.
+        unsafe {
+            let f = libc::fcntl(fd, libc::F_GETFD);
+            if f >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, f | libc::FD_CLOEXEC);
+            }
+        }
+    } else {
+        let _ = crate::clear_cloexec(fd);
+    }
+}
+
+/// The program to run as successor: the path this process was started from when it still
+/// exists (so a replaced binary is picked up), else `/proc/self/exe`.
+fn program() -> PathBuf {
+    if let Ok(p) = std::fs::read_link("/proc/self/exe") {
+        let s = p.to_string_lossy().to_string();
+        if !s.ends_with(" (deleted)") && p.exists() {
+            return p;
+        }
+        let stripped = PathBuf::from(s.trim_end_matches(" (deleted)"));
+        if stripped.exists() {
+            return stripped;
+        }
+    }
+    PathBuf::from("/proc/self/exe")
+}
+
+/// What a reload hands over.
+#[derive(Debug, Clone)]
+pub struct Handover {
+    /// `RINGMAN_LISTEN_FDS` value.
+    pub listen_spec: String,
+    /// Descriptors named in it.
+    pub fds: Vec<RawFd>,
+}
+
+/// Collects the listening sockets of the reloadable workers.
+pub fn handover(workers: &[WorkerHandle]) -> Handover {
+    let mut spec = Vec::new();
+    let mut all = Vec::new();
+    for w in workers.iter().filter(|w| w.reloadable()) {
+        let Some(addr) = w.listen_addr() else { continue };
+        let fds = listener_fds(addr);
+        if fds.is_empty() {
+            continue;
+        }
+        spec.push(format!("{addr}={}", fds.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(",")));
+        all.extend(fds);
+    }
+    Handover { listen_spec: spec.join(";"), fds: all }
+}
+
+/// Starts the successor with the same argv and the handed-over sockets, and waits until it
+/// reports ready. Returns its pid; on failure the successor is killed.
+pub fn spawn_successor(
+    h: &Handover,
+    skip: &[String],
+    predecessors: &[i32],
+    ready_timeout: Duration,
+) -> Result<u32, OpsError> {
+    let (r, w) = daemon::pipe()?;
+    for &fd in &h.fds {
+        set_cloexec(fd, false);
+    }
+    set_cloexec(w, false);
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| OsString::from("ringman"));
+    let spawned = std::process::Command::new(program())
+        .arg0(arg0)
+        .args(args)
+        .env(crate::LISTEN_FDS_ENV, &h.listen_spec)
+        .env(READY_FD_ENV, w.to_string())
+        .env(SKIP_WORKERS_ENV, skip.join(","))
+        .env(PREDECESSORS_ENV, predecessors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","))
+        .spawn();
+    // SAFETY: our copy of the write end; the successor holds its own.
+    unsafe { libc::close(w) };
+    for &fd in &h.fds {
+        set_cloexec(fd, true);
+    }
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(source) => {
+            // SAFETY: the read end is ours and unused.
+            unsafe { libc::close(r) };
+            return Err(OpsError::Sys { what: "spawn successor", source });
+        }
+    };
+    let answer = daemon::read_ready(r, ready_timeout);
+    let pid = child.id();
+    match answer {
+        Some(s) if s.starts_with("ok") => {
+            // Reap it should it exit while we still run (no zombie).
+            let _ = std::thread::Builder::new().name("ringman-successor".into()).spawn(move || child.wait());
+            Ok(pid)
+        }
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(OpsError::ReloadFailed(match other {
+                None => format!("successor {pid} not ready within {ready_timeout:?}"),
+                Some(s) if s.trim().is_empty() => format!("successor {pid} exited before it was ready"),
+                Some(s) => s.trim().trim_start_matches("error:").trim().to_string(),
+            }))
+        }
+    }
+}
