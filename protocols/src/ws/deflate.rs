@@ -66,7 +66,6 @@ impl DeflateParams {
         }
         s
     }
-
 }
 
 /// Picks the first acceptable permessage-deflate offer of `req` (deterministic: the engine
@@ -276,7 +275,10 @@ mod tests {
             parse_offer("permessage-deflate; server_max_window_bits=\"15\"").unwrap().server_max_window_bits,
             Some(15)
         );
-        assert_eq!(parse_offer("permessage-deflate; client_max_window_bits=9").unwrap().client_max_window_bits, Some(9));
+        assert_eq!(
+            parse_offer("permessage-deflate; client_max_window_bits=9").unwrap().client_max_window_bits,
+            Some(9)
+        );
         assert_eq!(parse_offer("permessage-deflate; client_max_window_bits=16"), None);
         assert_eq!(parse_offer("permessage-deflate; client_max_window_bits=07"), None);
         assert_eq!(parse_offer("permessage-deflate; server_max_window_bits"), None);
@@ -362,7 +364,9 @@ mod tests {
         assert_eq!(out, b"Hello");
         // §7.2.3.3: uncompressed (stored) block.
         let mut out = Vec::new();
-        Inflater::new(false).inflate(&[0x00, 0x05, 0x00, 0xfa, 0xff, b'H', b'e', b'l', b'l', b'o', 0x00], true, &mut out, 100).unwrap();
+        Inflater::new(false)
+            .inflate(&[0x00, 0x05, 0x00, 0xfa, 0xff, b'H', b'e', b'l', b'l', b'o', 0x00], true, &mut out, 100)
+            .unwrap();
         assert_eq!(out, b"Hello");
         // §7.2.3.2: context takeover, second message refers back to the first.
         let mut i = Inflater::new(false);
