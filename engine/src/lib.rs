@@ -9,8 +9,8 @@
 mod buffers;
 mod connection;
 mod error;
-pub mod ops;
 pub mod http;
+pub mod ops;
 mod reactor;
 mod ring;
 mod server;
