@@ -1,0 +1,63 @@
+#![no_main]
+// WebSocket frames on an open connection: the first byte picks the limit, the split step,
+// the role and whether permessage-deflate is on; the rest is the stream. Any split must give
+// the same messages as the whole stream, messages must respect the limit and text messages
+// must be UTF-8; nothing may panic, and error replies must be close frames.
+use ringman_protocols::ws::{parse_header, DeflateParams, OpCode, WsDecoder};
+use ringman_protocols::{Decoder, Delivery, Flow, Framer, MessageKind, ProtocolError};
+
+fn decoder(seed: u8) -> WsDecoder {
+    let deflate = (seed & 0x40 != 0).then(|| DeflateParams {
+        client_no_context_takeover: seed & 0x20 != 0,
+        server_no_context_takeover: seed & 0x20 != 0,
+        ..Default::default()
+    });
+    if seed & 0x80 != 0 {
+        WsDecoder::client_open(deflate)
+    } else {
+        WsDecoder::server_open(deflate)
+    }
+}
+
+fn run(seed: u8, chunks: &[&[u8]], max: usize) -> (Vec<(MessageKind, Vec<u8>)>, Option<ProtocolError>) {
+    let mut dec = decoder(seed);
+    let mut framer = Framer::new();
+    let mut out = Vec::new();
+    for c in chunks {
+        let mut c = c.to_vec();
+        let r = framer.feed(&mut dec, &mut c, max, |d| {
+            if let Delivery::Message(m) = d {
+                assert!(m.data.len() <= max);
+                if m.kind == MessageKind::Text {
+                    assert!(std::str::from_utf8(m.data).is_ok());
+                }
+                out.push((m.kind, m.data.to_vec()));
+            }
+            Flow::Continue
+        });
+        if let Err(e) = r {
+            let mut reply = Vec::new();
+            dec.error_reply(&e, &mut reply);
+            let h = parse_header(&reply).unwrap().unwrap();
+            assert_eq!(h.opcode, OpCode::Close);
+            return (out, Some(e));
+        }
+    }
+    (out, None)
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Some((&seed, stream)) = data.split_first() else { return };
+    let max = 16 + (seed as usize & 0x1f) * 64;
+    let step = 1 + (seed as usize % 7);
+    let chunks: Vec<&[u8]> = stream.chunks(step).collect();
+    let whole = run(seed, &[stream], max);
+    let split = run(seed, &chunks, max);
+    match (&whole.1, &split.1) {
+        (None, None) => assert_eq!(whole.0, split.0),
+        _ => {
+            let n = whole.0.len().min(split.0.len());
+            assert_eq!(whole.0[..n], split.0[..n]);
+        }
+    }
+});
