@@ -1,14 +1,22 @@
-//! Echo server: `cargo run --release --example echo -- <scheme>://<ip>:<port> [--threads N]`.
+//! Echo server:
+//! `cargo run --release --example echo -- <scheme>://<ip>:<port> [--threads N] [--batched]
+//! [--pid-file F] [--log-file F] [--metrics ADDR] [--graceful-timeout SECS] [start [-d] | stop [-g] | restart [-d] [-g] |
+//! reload [-g] | status [-d] | connections | metrics]`.
 //!
-//! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`). Prints the
-//! address it listens on and exits cleanly on SIGINT/SIGTERM.
+//! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`). Without a
+//! verb it runs in the foreground, prints the address it listens on and exits cleanly on
+//! SIGINT/SIGTERM; the verbs are Workerman's (see `ringman::ops`).
 
 use std::process::ExitCode;
 
-use ringman::{run_all_then, Server, Worker};
+use ringman::ops::{self, Options};
+use ringman::{Server, Worker};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: echo <scheme>://<ip>:<port> [--threads N] [--batched]");
+    eprintln!(
+        "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched] [--pid-file F] [--log-file F] [--metrics ADDR] \
+         [--graceful-timeout SECS] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
+    );
     ExitCode::from(2)
 }
 
@@ -17,6 +25,8 @@ fn main() -> ExitCode {
     let Some(addr) = args.next() else { return usage() };
     let mut threads = None;
     let mut batched = false;
+    let mut opts = Options::default();
+    let mut verb = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--threads" => match args.next().and_then(|n| n.parse().ok()) {
@@ -24,36 +34,48 @@ fn main() -> ExitCode {
                 None => return usage(),
             },
             "--batched" => batched = true,
-            _ => return usage(),
+            "--pid-file" => match args.next() {
+                Some(f) => opts.pid_file = Some(f.into()),
+                None => return usage(),
+            },
+            "--log-file" => match args.next() {
+                Some(f) => opts.log_file = Some(f.into()),
+                None => return usage(),
+            },
+            "--metrics" => match args.next().and_then(|a| a.parse().ok()) {
+                Some(a) => opts.metrics_addr = Some(a),
+                None => return usage(),
+            },
+            "--graceful-timeout" => match args.next().and_then(|s| s.parse().ok()) {
+                Some(secs) => opts.graceful_stop_timeout = std::time::Duration::from_secs_f64(secs),
+                None => return usage(),
+            },
+            _ if a.starts_with("--") => return usage(),
+            _ => verb.push(a),
         }
     }
-    let mut w = match Worker::<()>::new(&addr) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(n) = threads {
-        w.count = n;
+    // Check the address before daemonizing, so a typo fails in the terminal.
+    if let Err(e) = Worker::<()>::new(&addr) {
+        eprintln!("echo: {e}");
+        return ExitCode::FAILURE;
     }
-    if batched {
-        w.send_mode = ringman::SendMode::Batched;
-    }
-    w.name = "echo".into();
-    w.on_message(|conn, msg, _| {
-        conn.send(msg);
-    });
-    let result = run_all_then(Server::new().add(w), |running| {
+    opts.on_started = Some(Box::new(|running| {
         if let Some(a) = running.local_addr(0) {
             println!("listening on {a}");
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            ExitCode::FAILURE
+    }));
+    ops::main_with_args(opts, &verb, |_launch| {
+        let mut w = Worker::<()>::new(&addr).expect("address checked above");
+        if let Some(n) = threads {
+            w.count = n;
         }
-    }
+        if batched {
+            w.send_mode = ringman::SendMode::Batched;
+        }
+        w.name = "echo".into();
+        w.on_message(|conn, msg, _| {
+            conn.send(msg);
+        });
+        Server::new().add(w)
+    })
 }

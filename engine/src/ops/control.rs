@@ -170,12 +170,19 @@ impl Controller {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p;
     }
 
-    /// Waits (up to `limit`) until `workers` have no open connection.
+    /// Waits (up to `limit`) until `workers` have had no open connection for 100 ms (so a
+    /// connection accepted just before the pause is counted before it is judged idle).
     fn drain(workers: &[WorkerHandle], limit: Duration) -> u64 {
         let end = Instant::now() + limit;
+        let mut zero_since: Option<Instant> = None;
         loop {
             let open: u64 = workers.iter().flat_map(|w| w.stats().iter()).map(|s| s.connections.get()).sum();
-            if open == 0 || Instant::now() >= end {
+            if open > 0 {
+                zero_since = None;
+            } else if zero_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_millis(100) {
+                return 0;
+            }
+            if Instant::now() >= end {
                 return open;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -253,7 +260,11 @@ impl Controller {
         self.set_phase(if keep.is_empty() { Phase::Stopping } else { Phase::Retired });
         let me = self.clone();
         let everything = keep.is_empty();
+        let pairs = handover.pairs.clone();
         let _ = std::thread::Builder::new().name("ringman-reload".into()).spawn(move || {
+            // Once every thread has processed the pause, unstick queued connections.
+            status::ask_threads(&reloadable, PROBE, || ());
+            reload::kick_stuck_listeners(&pairs, Duration::from_secs(1));
             if graceful {
                 let left = Self::drain(&reloadable, me.opts.graceful_stop_timeout);
                 if left > 0 {

@@ -76,12 +76,15 @@ pub struct Handover {
     pub listen_spec: String,
     /// Descriptors named in it.
     pub fds: Vec<RawFd>,
+    /// Each descriptor with the address it listens on.
+    pub pairs: Vec<(RawFd, SocketAddr)>,
 }
 
 /// Collects the listening sockets of the reloadable workers.
 pub fn handover(workers: &[WorkerHandle]) -> Handover {
     let mut spec = Vec::new();
     let mut all = Vec::new();
+    let mut pairs = Vec::new();
     for w in workers.iter().filter(|w| w.reloadable()) {
         let Some(addr) = w.listen_addr() else { continue };
         let fds = listener_fds(addr);
@@ -89,9 +92,45 @@ pub fn handover(workers: &[WorkerHandle]) -> Handover {
             continue;
         }
         spec.push(format!("{addr}={}", fds.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(",")));
+        pairs.extend(fds.iter().map(|&f| (f, addr)));
         all.extend(fds);
     }
-    Handover { listen_spec: spec.join(";"), fds: all }
+    Handover { listen_spec: spec.join(";"), fds: all, pairs }
+}
+
+/// After the old process paused accepting, wakes the successor's accepts on any listener
+/// that keeps a connection queued: io_uring accepts wait exclusively, so a wake-up taken
+/// by an accept the old process then cancelled would otherwise leave that connection
+/// queued until the next one arrives. The wake-up is a throwaway loopback connection
+/// (the successor sees it open and close at once). Runs for `window`.
+pub fn kick_stuck_listeners(pairs: &[(RawFd, SocketAddr)], window: Duration) {
+    let end = std::time::Instant::now() + window;
+    let mut pending: Vec<Option<std::time::Instant>> = vec![None; pairs.len()];
+    while std::time::Instant::now() < end {
+        for (k, &(fd, addr)) in pairs.iter().enumerate() {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd on a listener this process still holds; 0 timeout.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 0) } == 1 && pfd.revents & libc::POLLIN != 0;
+            if !ready {
+                pending[k] = None;
+                continue;
+            }
+            let since = *pending[k].get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= Duration::from_millis(30) {
+                let mut target = addr;
+                if addr.ip().is_unspecified() {
+                    target.set_ip(if addr.is_ipv6() {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    });
+                }
+                let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200));
+                pending[k] = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Starts the successor with the same argv and the handed-over sockets, and waits until it

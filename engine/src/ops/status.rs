@@ -204,7 +204,7 @@ pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
     }
     let _ = writeln!(s, "{RULE_P}");
     let sum = |f: fn(&ThreadRow) -> u64| rows.iter().map(f).sum::<u64>();
-    let _ = writeln!(
+    let _ = write!(
         s,
         "Summary\t{:<7} {:<25} {:<11} {:<6} {:<11} {:<9} {:<7} {:<13} {:<6} {:<7} {:<8}",
         mib(mem),
@@ -219,6 +219,8 @@ pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
         "[Summary]",
         sum(|r| r.restarts)
     );
+    s.truncate(s.trim_end().len());
+    s.push('\n');
     s
 }
 

@@ -1,0 +1,379 @@
+//! The ops verbs end to end: the echo example started as a daemon and driven through its
+//! command line (start -d, status, connections, metrics, reload, stop -g, stop).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Generous bound so a broken build fails instead of hanging; never a performance check.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Builds the echo example once, into the target dir this test binary lives in.
+fn echo_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // <target>/<profile>/deps/ops-<hash>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let target = profile_dir.parent().unwrap();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--example", "echo"]).env("CARGO_TARGET_DIR", target);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo build --example echo");
+        assert!(st.success(), "building the echo example failed");
+        let bin = profile_dir.join("examples/echo");
+        assert!(bin.exists(), "{bin:?} missing");
+        bin
+    })
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// One echo server instance: its address and a private directory for pid file and logs.
+struct Srv {
+    dir: PathBuf,
+    addr: SocketAddr,
+    extra: Vec<String>,
+}
+
+impl Srv {
+    fn new(tag: &str) -> Srv {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rm-ops-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Srv { dir, addr: free_port(), extra: Vec::new() }
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("e.pid")
+    }
+
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()
+    }
+
+    fn run(&self, verb: &[&str]) -> Output {
+        let mut cmd = Command::new(echo_bin());
+        cmd.arg(format!("text://{}", self.addr))
+            .args(["--threads", "2", "--pid-file"])
+            .arg(self.pid_file())
+            .arg("--log-file")
+            .arg(self.dir.join("ops.log"))
+            .args(&self.extra)
+            .args(verb);
+        let mut child =
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn echo");
+        let end = Instant::now() + Duration::from_secs(90);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                panic!("echo {verb:?} did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ok(&self, verb: &[&str]) -> String {
+        let out = self.run(verb);
+        assert!(
+            out.status.success(),
+            "{verb:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, verb: &[&str], expect: &str) {
+        let out = self.run(verb);
+        assert!(!out.status.success(), "{verb:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{verb:?}: expected {expect:?} in {err:?}");
+    }
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            if alive(pid) {
+                let _ = self.run(&["stop"]);
+            }
+            if alive(pid) {
+                // SAFETY: best-effort cleanup of the daemon this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')))
+}
+
+fn wait_gone(pid: i32) {
+    let end = Instant::now() + PATIENCE;
+    while alive(pid) {
+        assert!(Instant::now() < end, "pid {pid} still alive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn exchange(addr: SocketAddr, line: &str) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(PATIENCE))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut buf = vec![0u8; line.len() + 1];
+    s.read_exact(&mut buf)?;
+    if buf != format!("{line}\n").as_bytes() {
+        return Err(std::io::Error::other("wrong echo"));
+    }
+    Ok(())
+}
+
+/// Rows of the status table: the lines starting with `<pid>\t`, split on whitespace.
+fn status_rows(status: &str) -> Vec<Vec<String>> {
+    status
+        .lines()
+        .filter(|l| l.split('\t').next().is_some_and(|p| p.parse::<u32>().is_ok()))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn start_status_connections_metrics_stop() {
+    let srv = Srv::new("life");
+    assert!(srv.ok(&["start", "-d"]).contains("started as a daemon"));
+    let pid = srv.pid().expect("pid file written");
+    assert!(alive(pid));
+    srv.fails(&["start", "-d"], "already running");
+    srv.fails(&["start"], "already running");
+
+    let mut client = TcpStream::connect(srv.addr).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.write_all(b"hello\n").unwrap();
+    let mut buf = [0u8; 6];
+    client.read_exact(&mut buf).unwrap();
+
+    let status = srv.ok(&["status"]);
+    let rows = status_rows(&status);
+    assert_eq!(rows.len(), 2, "one row per ring thread:\n{status}");
+    for r in &rows {
+        assert_eq!(r[0], pid.to_string());
+        assert_eq!(r[2], format!("text://{}", srv.addr));
+        assert_eq!(r[3], "echo");
+        assert_eq!(r[10], "[idle]", "{status}");
+    }
+    let conns: u64 = rows.iter().map(|r| r[5].parse::<u64>().unwrap()).sum();
+    assert_eq!(conns, 1, "{status}");
+    let reqs: u64 = rows.iter().map(|r| r[8].parse::<u64>().unwrap()).sum();
+    assert_eq!(reqs, 1, "{status}");
+    assert!(status.contains("Summary"));
+
+    let listing = srv.ok(&["connections"]);
+    let me = client.local_addr().unwrap().to_string();
+    let line = listing.lines().find(|l| l.contains(&me)).unwrap_or_else(|| panic!("{me} not in\n{listing}"));
+    assert!(line.contains("ESTABLISHED") && line.contains("echo") && line.contains("text"), "{line}");
+
+    let metrics = srv.ok(&["metrics"]);
+    assert!(metrics.contains("# TYPE ringman_connections gauge"), "{metrics}");
+    assert!(metrics.contains("ringman_requests_total{worker=\"echo\",thread="), "{metrics}");
+
+    drop(client);
+    assert!(srv.ok(&["stop"]).contains("stopped"));
+    wait_gone(pid);
+    assert!(!srv.pid_file().exists(), "pid file removed on stop");
+    assert!(TcpStream::connect(srv.addr).is_err());
+    srv.fails(&["stop"], "not running");
+    srv.fails(&["status"], "not running");
+    srv.fails(&["reload"], "not running");
+    srv.fails(&["connections"], "not running");
+    let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
+    assert!(log.contains("started") && log.contains("stop requested"), "{log}");
+}
+
+#[test]
+fn stale_pid_file_does_not_block_start() {
+    let srv = Srv::new("stale");
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(srv.pid_file(), format!("{dead}\n")).unwrap();
+    srv.fails(&["status"], "not running");
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    assert_ne!(pid as u32, dead);
+    exchange(srv.addr, "up").unwrap();
+    srv.ok(&["restart", "-d"]);
+    let pid2 = srv.pid().unwrap();
+    assert_ne!(pid, pid2);
+    wait_gone(pid);
+    exchange(srv.addr, "again").unwrap();
+    srv.ok(&["stop"]);
+    wait_gone(pid2);
+}
+
+#[test]
+fn reload_hands_over_without_refusing_a_connection() {
+    let srv = Srv::new("reload");
+    srv.ok(&["start", "-d"]);
+    let pid1 = srv.pid().unwrap();
+    let addr = srv.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                let mut errors = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match exchange(addr, &format!("c{c}-{i}")) {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            errors.push(e.to_string());
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    i += 1;
+                }
+                errors
+            })
+        })
+        .collect();
+    let wait_more = |n: usize| {
+        let target = ok.load(Ordering::Relaxed) + n;
+        let end = Instant::now() + PATIENCE;
+        while ok.load(Ordering::Relaxed) < target && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_more(50);
+    let out = srv.ok(&["reload", "-g"]);
+    assert!(out.contains("reloaded"), "{out}");
+    let pid2 = srv.pid().unwrap();
+    assert_ne!(pid1, pid2, "the pid changes");
+    wait_gone(pid1);
+    wait_more(50);
+    let out = srv.ok(&["reload"]);
+    assert!(out.contains("reloaded"), "{out}");
+    let pid3 = srv.pid().unwrap();
+    assert_ne!(pid2, pid3);
+    wait_gone(pid2);
+    wait_more(50);
+    stop.store(true, Ordering::Relaxed);
+    let errors: Vec<String> = clients.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(ok.load(Ordering::Relaxed) >= 150);
+    // The graceful reload must not fail a single exchange; the plain one may cut an
+    // exchange in flight on the old process, but never refuses a connection.
+    assert!(errors.iter().all(|e| !e.contains("refused")), "{errors:?}");
+    let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
+    assert!(log.contains("reload successor"), "{log}");
+    srv.ok(&["status"]);
+    srv.ok(&["stop"]);
+    wait_gone(pid3);
+}
+
+#[test]
+fn graceful_reload_fails_no_exchange() {
+    let srv = Srv::new("greload");
+    srv.ok(&["start", "-d"]);
+    let pid1 = srv.pid().unwrap();
+    let addr = srv.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let (stop, done) = (stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = exchange(addr, &format!("line-{i}")) {
+                    errors.push(e.to_string());
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            errors
+        })
+    };
+    while done.load(Ordering::Relaxed) < 20 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    srv.ok(&["reload", "-g"]);
+    assert_ne!(srv.pid().unwrap(), pid1);
+    wait_gone(pid1);
+    let after = done.load(Ordering::Relaxed);
+    let end = Instant::now() + PATIENCE;
+    while done.load(Ordering::Relaxed) < after + 20 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let errors = client.join().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    srv.ok(&["stop"]);
+}
+
+#[test]
+fn graceful_stop_waits_for_connections_within_its_deadline() {
+    let mut srv = Srv::new("gstop");
+    srv.extra = vec!["--graceful-timeout".into(), "3".into()];
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    // An idle connection never finishes by itself: the deadline ends the stop.
+    let mut idle = TcpStream::connect(srv.addr).unwrap();
+    idle.set_read_timeout(Some(PATIENCE)).unwrap();
+    idle.write_all(b"x\n").unwrap();
+    let mut b = [0u8; 2];
+    idle.read_exact(&mut b).unwrap();
+    assert!(srv.ok(&["stop", "-g"]).contains("stopped"));
+    wait_gone(pid);
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+
+    // A connection that closes during the graceful stop lets it finish.
+    srv.extra = vec!["--graceful-timeout".into(), "60".into()];
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.write_all(b"y\n").unwrap();
+    c.read_exact(&mut b).unwrap();
+    let stopper = {
+        let bin = echo_bin().to_path_buf();
+        let args = vec![
+            format!("text://{}", srv.addr),
+            "--pid-file".into(),
+            srv.pid_file().to_string_lossy().into_owned(),
+            "stop".into(),
+            "-g".into(),
+        ];
+        std::thread::spawn(move || Command::new(bin).args(args).output().unwrap())
+    };
+    // Still serving the open connection during the drain.
+    std::thread::sleep(Duration::from_millis(300));
+    c.write_all(b"z\n").unwrap();
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"z\n");
+    drop(c);
+    let out = stopper.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_gone(pid);
+}
