@@ -146,7 +146,6 @@ impl Controller {
     }
 
     fn status(&self) -> String {
-        let now_counts;
         let (prev, elapsed) = {
             let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
             match last {
@@ -161,7 +160,7 @@ impl Controller {
         };
         let at = Instant::now();
         let rows = status::rows(&self.workers, Some((&prev, elapsed)), PROBE);
-        now_counts = rows.iter().map(|r| r.requests).collect();
+        let now_counts = rows.iter().map(|r| r.requests).collect();
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, now_counts));
         status::render_status(&self.header, &rows)
     }

@@ -118,6 +118,9 @@ pub enum OpsError {
     },
 }
 
+/// Called once every worker listens.
+pub type StartedHook = Box<dyn Fn(&Running) + Send + Sync>;
+
 /// Settings of the ops layer.
 pub struct Options {
     /// Pid file (default `./ringman.<exe-name>.pid`); the control socket is `<pid_file>.sock`.
@@ -144,7 +147,7 @@ pub struct Options {
     /// Called in the old process when a reload starts (Workerman's `onWorkerReload`).
     pub on_reload: Option<Box<dyn Fn() + Send + Sync>>,
     /// Called once every worker listens (for example to print the addresses).
-    pub on_started: Option<Box<dyn Fn(&Running) + Send + Sync>>,
+    pub on_started: Option<StartedHook>,
 }
 
 impl Default for Options {
