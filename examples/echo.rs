@@ -1,6 +1,6 @@
 //! Echo server:
 //! `cargo run --release --example echo -- <scheme>://<ip>:<port> [--threads N] [--batched]
-//! [--pid-file F] [--log-file F] [--metrics ADDR] [--graceful-timeout SECS] [start [-d] | stop [-g] | restart [-d] [-g] |
+//! [--pid-file F] [--log-file F] [--metrics ADDR] [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] |
 //! reload [-g] | status [-d] | connections | metrics]`.
 //!
 //! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`). Without a
@@ -15,7 +15,7 @@ use ringman::{Server, Worker};
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched] [--pid-file F] [--log-file F] [--metrics ADDR] \
-         [--graceful-timeout SECS] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
+         [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
     );
     ExitCode::from(2)
 }
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let mut batched = false;
     let mut opts = Options::default();
     let mut verb = Vec::new();
+    let mut pinned: Option<String> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--threads" => match args.next().and_then(|n| n.parse().ok()) {
@@ -46,6 +47,10 @@ fn main() -> ExitCode {
                 Some(a) => opts.metrics_addr = Some(a),
                 None => return usage(),
             },
+            "--pinned" => match args.next() {
+                Some(a) => pinned = Some(a),
+                None => return usage(),
+            },
             "--graceful-timeout" => match args.next().and_then(|s| s.parse().ok()) {
                 Some(secs) => opts.graceful_stop_timeout = std::time::Duration::from_secs_f64(secs),
                 None => return usage(),
@@ -55,16 +60,18 @@ fn main() -> ExitCode {
         }
     }
     // Check the address before daemonizing, so a typo fails in the terminal.
-    if let Err(e) = Worker::<()>::new(&addr) {
-        eprintln!("echo: {e}");
-        return ExitCode::FAILURE;
+    for a in std::iter::once(&addr).chain(pinned.as_ref()) {
+        if let Err(e) = Worker::<()>::new(a) {
+            eprintln!("echo: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     opts.on_started = Some(Box::new(|running| {
         if let Some(a) = running.local_addr(0) {
             println!("listening on {a}");
         }
     }));
-    ops::main_with_args(opts, &verb, |_launch| {
+    ops::main_with_args(opts, &verb, |launch| {
         let mut w = Worker::<()>::new(&addr).expect("address checked above");
         if let Some(n) = threads {
             w.count = n;
@@ -76,6 +83,18 @@ fn main() -> ExitCode {
         w.on_message(|conn, msg, _| {
             conn.send(msg);
         });
-        Server::new().add(w)
+        let mut server = Server::new().add(w);
+        // A second, non-reloadable echo worker: a reload leaves it in the old process.
+        if let Some(p) = pinned.filter(|_| launch.starts("pinned")) {
+            let mut w = Worker::<()>::new(&p).expect("pinned address");
+            w.name = "pinned".into();
+            w.count = 1;
+            w.reloadable = false;
+            w.on_message(|conn, msg, _| {
+                conn.send(msg);
+            });
+            server = server.add(w);
+        }
+        server
     })
 }

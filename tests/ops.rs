@@ -377,3 +377,56 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_gone(pid);
 }
+
+#[test]
+fn non_reloadable_worker_stays_in_the_old_process_until_stop() {
+    let mut srv = Srv::new("pinned");
+    let pinned = free_port();
+    srv.extra = vec!["--pinned".into(), format!("text://{pinned}")];
+    srv.ok(&["start", "-d"]);
+    let pid1 = srv.pid().unwrap();
+    exchange(srv.addr, "a").unwrap();
+    exchange(pinned, "b").unwrap();
+    let out = srv.ok(&["reload"]);
+    assert!(out.contains("reloaded"), "{out}");
+    let pid2 = srv.pid().unwrap();
+    assert_ne!(pid1, pid2);
+    // The reloadable worker moved; the pinned one still runs in the old process.
+    exchange(srv.addr, "c").unwrap();
+    exchange(pinned, "d").unwrap();
+    assert!(alive(pid1), "old process keeps the non-reloadable worker");
+    let rows = status_rows(&srv.ok(&["status"]));
+    assert!(rows.iter().all(|r| r[3] == "echo" && r[0] == pid2.to_string()), "{rows:?}");
+    // A second reload must not try to start the pinned worker either.
+    srv.ok(&["reload"]);
+    let pid3 = srv.pid().unwrap();
+    assert_ne!(pid2, pid3);
+    wait_gone(pid2);
+    exchange(pinned, "e").unwrap();
+    srv.ok(&["stop"]);
+    wait_gone(pid3);
+    wait_gone(pid1);
+}
+
+#[test]
+fn metrics_over_http() {
+    let mut srv = Srv::new("metrics");
+    let maddr = free_port();
+    srv.extra = vec!["--metrics".into(), maddr.to_string()];
+    srv.ok(&["start", "-d"]);
+    exchange(srv.addr, "m").unwrap();
+    let mut s = TcpStream::connect(maddr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("# TYPE ringman_requests_total counter"), "{body}");
+    let total: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("ringman_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 1, "{body}");
+    srv.ok(&["stop"]);
+}

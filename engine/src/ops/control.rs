@@ -38,6 +38,8 @@ pub(crate) struct Controller {
     pub header: status::Header,
     pub log: daemon::OpsLog,
     pub predecessors: Vec<i32>,
+    /// Workers this process skipped because a predecessor still runs them.
+    pub skipped: Vec<String>,
     sock_ino: Mutex<Option<u64>>,
     last: Mutex<Option<(Instant, Vec<u64>)>>,
     phase: Mutex<Phase>,
@@ -69,6 +71,7 @@ impl Controller {
         pid_file: PathBuf,
         header: status::Header,
         predecessors: Vec<i32>,
+        skipped: Vec<String>,
     ) -> Controller {
         let log = daemon::OpsLog::new(opts.log_file.clone(), opts.log_max_bytes);
         Controller {
@@ -79,6 +82,7 @@ impl Controller {
             header,
             log,
             predecessors,
+            skipped,
             sock_ino: Mutex::new(None),
             last: Mutex::new(None),
             phase: Mutex::new(Phase::Serving),
@@ -245,7 +249,9 @@ impl Controller {
         if !keep.is_empty() {
             preds.push(std::process::id() as i32);
         }
-        let new_pid = match reload::spawn_successor(&handover, &keep, &preds, self.opts.reload_timeout) {
+        let mut skip = self.skipped.clone();
+        skip.extend(keep.iter().cloned());
+        let new_pid = match reload::spawn_successor(&handover, &skip, &preds, self.opts.reload_timeout) {
             Ok(p) => p,
             Err(e) => {
                 self.set_phase(Phase::Serving);

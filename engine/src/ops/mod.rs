@@ -301,7 +301,14 @@ fn serve_inner<F: FnOnce(&Launch) -> Server>(
     }
     let header = status::Header { daemon: daemonized, started: daemon::now_secs(), pid: std::process::id() };
     let opts = Arc::new(opts);
-    let ctl = Arc::new(control::Controller::new(opts.clone(), workers, pid_file.clone(), header, predecessors));
+    let ctl = Arc::new(control::Controller::new(
+        opts.clone(),
+        workers,
+        pid_file.clone(),
+        header,
+        predecessors,
+        launch.skip.clone(),
+    ));
     daemon::write_pid(&pid_file, std::process::id())?;
     if let Err(e) = ctl.listen() {
         daemon::remove_pid_if_ours(&pid_file);
