@@ -473,6 +473,7 @@ pub fn main_with_args<S: AsRef<str>, F: FnOnce(&Launch) -> Server>(opts: Options
                 Err(e) => return fail(&e),
             }
             let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::thread::sleep(Duration::from_secs(1));
         },
         Command::Connections => report(connections(&opts), |s| print!("{s}")),
         Command::Metrics => report(metrics(&opts), |s| print!("{s}")),
