@@ -3,7 +3,8 @@
 //! [--pid-file F] [--log-file F] [--metrics ADDR] [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] |
 //! reload [-g] | status [-d] | connections | metrics]`.
 //!
-//! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`). Without a
+//! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`,
+//! `websocket`: text stays text, binary stays binary). Without a
 //! verb it runs in the foreground, prints the address it listens on and exits cleanly on
 //! SIGINT/SIGTERM; the verbs are Workerman's (see `ringman::ops`).
 
@@ -14,7 +15,7 @@ use ringman::{Server, Worker};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched] [--pid-file F] [--log-file F] [--metrics ADDR] \
+        "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched|--eager] [--max-package BYTES] [--pid-file F] [--log-file F] [--metrics ADDR] \
          [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
     );
     ExitCode::from(2)
@@ -25,6 +26,8 @@ fn main() -> ExitCode {
     let Some(addr) = args.next() else { return usage() };
     let mut threads = None;
     let mut batched = false;
+    let mut eager = false;
+    let mut max_package: Option<usize> = None;
     let mut opts = Options::default();
     let mut verb = Vec::new();
     let mut pinned: Option<String> = None;
@@ -35,6 +38,11 @@ fn main() -> ExitCode {
                 None => return usage(),
             },
             "--batched" => batched = true,
+            "--eager" => eager = true,
+            "--max-package" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) => max_package = Some(n),
+                None => return usage(),
+            },
             "--pid-file" => match args.next() {
                 Some(f) => opts.pid_file = Some(f.into()),
                 None => return usage(),
@@ -79,9 +87,15 @@ fn main() -> ExitCode {
         if batched {
             w.send_mode = ringman::SendMode::Batched;
         }
+        if eager {
+            w.send_mode = ringman::SendMode::Eager;
+        }
+        if let Some(n) = max_package {
+            w.max_package_size = n;
+        }
         w.name = "echo".into();
         w.on_message(|conn, msg, _| {
-            conn.send(msg);
+            conn.send_as(msg.data, msg.kind);
         });
         let mut server = Server::new().add(w);
         // A second, non-reloadable echo worker: a reload leaves it in the old process.
@@ -91,7 +105,7 @@ fn main() -> ExitCode {
             w.count = 1;
             w.reloadable = false;
             w.on_message(|conn, msg, _| {
-                conn.send(msg);
+                conn.send_as(msg.data, msg.kind);
             });
             server = server.add(w);
         }

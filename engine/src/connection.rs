@@ -258,9 +258,19 @@ impl Connection {
         self.local(|c, _| c.cfg.protocol.name())
     }
 
+    /// The worker's protocol object.
+    pub(crate) fn protocol_object(&self) -> Option<std::sync::Arc<dyn ringman_protocols::Protocol>> {
+        self.local(|c, _| c.cfg.protocol.clone())
+    }
+
     /// Name of the worker this connection belongs to.
     pub fn worker_name(&self) -> Option<String> {
         self.local(|c, _| c.cfg.name.clone())
+    }
+
+    /// Hands negotiated settings to the connection's encoder (see `Encoder::configure`).
+    pub fn configure_encoder(&self, cfg: &dyn std::any::Any) {
+        self.local(|c, k| c.configure_encoder(k, cfg));
     }
 
     /// Stores a per-connection user value (replacing any previous one).

@@ -16,6 +16,7 @@ mod ring;
 mod server;
 mod sys;
 mod timer;
+mod websocket;
 mod worker;
 
 pub use connection::{Connection, ConnectionId, SendStatus};
@@ -28,6 +29,7 @@ pub use server::{
 };
 pub use sys::{clear_cloexec, pin_to_cpu};
 pub use timer::{Timer, TimerId};
+pub use websocket::WsDecision;
 pub use worker::{SendMode, Worker, WorkerInfo};
 
 /// What a ring thread runs with.

@@ -984,6 +984,11 @@ impl Core {
         }
     }
 
+    /// Passes negotiated settings to a connection's encoder (`Encoder::configure`).
+    pub(crate) fn configure_encoder(&mut self, key: usize, cfg: &dyn std::any::Any) {
+        self.conns[key].encoder.configure(cfg);
+    }
+
     /// Snapshot of every connection slot.
     pub(crate) fn connections(&self) -> Vec<crate::ConnInfo> {
         self.conns

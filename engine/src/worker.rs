@@ -58,8 +58,13 @@ type StartFn<S> = Arc<dyn Fn(&WorkerInfo, &mut S) + Send + Sync>;
 type ConnFn<S> = Arc<dyn Fn(&Connection, &mut S) + Send + Sync>;
 type MsgFn<S> = Arc<dyn Fn(&Connection, &Message<'_>, &mut S) + Send + Sync>;
 type ErrFn<S> = Arc<dyn Fn(&Connection, &ConnError, &mut S) + Send + Sync>;
+pub(crate) type WsConnectFn<S> = Arc<
+    dyn for<'r> Fn(&Connection, &ringman_protocols::ws::HandshakeRequest<'r>, &mut S) -> crate::websocket::WsDecision
+        + Send
+        + Sync,
+>;
 
-struct Callbacks<S> {
+pub(crate) struct Callbacks<S> {
     on_worker_start: Option<StartFn<S>>,
     on_worker_stop: Option<StartFn<S>>,
     on_connect: Option<ConnFn<S>>,
@@ -68,6 +73,8 @@ struct Callbacks<S> {
     on_error: Option<ErrFn<S>>,
     on_buffer_full: Option<ConnFn<S>>,
     on_buffer_drain: Option<ConnFn<S>>,
+    pub(crate) on_websocket_connect: Option<WsConnectFn<S>>,
+    pub(crate) on_websocket_connected: Option<ConnFn<S>>,
 }
 
 impl<S> Default for Callbacks<S> {
@@ -81,6 +88,8 @@ impl<S> Default for Callbacks<S> {
             on_error: None,
             on_buffer_full: None,
             on_buffer_drain: None,
+            on_websocket_connect: None,
+            on_websocket_connected: None,
         }
     }
 }
@@ -142,7 +151,7 @@ pub struct Worker<S = ()> {
     /// Registered send memory each ring asks for (taken from a process budget within the
     /// 8 MiB memlock limit; heap buffers are used beyond it).
     pub fixed_send_bytes: usize,
-    cb: Callbacks<S>,
+    pub(crate) cb: Callbacks<S>,
 }
 
 fn cpus() -> usize {
@@ -617,6 +626,9 @@ impl<S: 'static> Runner<S> {
         let max = w.max;
         let mut sink = |d: Delivery<'_>| {
             match d {
+                Delivery::Message(msg) if msg.kind == MessageKind::Handshake => {
+                    crate::websocket::handshake(&conn, msg.data, cb, state);
+                }
                 Delivery::Message(msg) => {
                     delivered += 1;
                     if let Some(f) = &cb.on_message {

@@ -192,4 +192,10 @@ pub trait Protocol: Send + Sync + 'static {
     fn decoder(&self) -> Box<dyn Decoder>;
     /// A fresh encoder for a new connection.
     fn encoder(&self) -> Box<dyn Encoder>;
+
+    /// The concrete protocol, for engine glue that needs its settings (WebSocket's
+    /// compression switch). `None` unless a protocol opts in.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }

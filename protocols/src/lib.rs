@@ -60,6 +60,7 @@ pub fn by_scheme(scheme: &str) -> Option<std::sync::Arc<dyn Protocol>> {
         "text" => Some(std::sync::Arc::new(Text)),
         "frame" => Some(std::sync::Arc::new(Frame)),
         "http" => Some(std::sync::Arc::new(http::Http)),
+        "websocket" => Some(std::sync::Arc::new(ws::WebSocket::new())),
         _ => None,
     }
 }

@@ -44,8 +44,12 @@ impl WsEncoder {
     /// Enables (or, with `None`, disables) compression with the negotiated parameters.
     pub fn set_deflate(&mut self, p: Option<DeflateParams>) {
         self.deflater = p.map(|p| {
-            let reset = if self.client { p.client_no_context_takeover } else { p.server_no_context_takeover };
-            Deflater::new(p.level, reset)
+            let (reset, bits) = if self.client {
+                (p.client_no_context_takeover, p.client_max_window_bits)
+            } else {
+                (p.server_no_context_takeover, p.server_max_window_bits)
+            };
+            Deflater::with_window_bits(p.level, reset, bits.unwrap_or(15))
         });
     }
 

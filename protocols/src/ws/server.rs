@@ -61,4 +61,7 @@ impl Protocol for WebSocket {
     fn encoder(&self) -> Box<dyn Encoder> {
         Box::new(WsEncoder::server())
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }

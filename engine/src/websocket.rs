@@ -1,0 +1,86 @@
+//! WebSocket glue: the upgrade handshake between the protocol's decoder and user code.
+//!
+//! The `websocket://` decoder delivers the upgrade request head as a
+//! [`MessageKind::Handshake`](ringman_protocols::MessageKind::Handshake) message. Here it is
+//! parsed, offered to `on_websocket_connect` (which may refuse it, pick a subprotocol or
+//! add headers), answered with `101 Switching Protocols` (or the refusal), and the
+//! connection's encoder learns the negotiated compression. `on_websocket_connected` follows.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ringman_protocols::ws::{self, Accept, HandshakeRequest, WebSocket};
+
+use crate::worker::Callbacks;
+use crate::{Connection, Worker};
+
+/// What `on_websocket_connect` decides about an upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsDecision {
+    /// Accept, optionally choosing a subprotocol and adding response headers
+    /// (compression is negotiated by the engine).
+    Accept(Accept),
+    /// Refuse with this HTTP status (for example 403); the connection is then closed.
+    Reject(u16),
+}
+
+impl WsDecision {
+    /// Accept with no subprotocol and no extra headers.
+    pub fn accept() -> WsDecision {
+        WsDecision::Accept(Accept::default())
+    }
+}
+
+impl<S: Default + 'static> Worker<S> {
+    /// Inspects an upgrade request (path, query, headers, origin, offered subprotocols)
+    /// before the `101` is sent; returns whether and how to accept it.
+    pub fn on_websocket_connect(
+        &mut self,
+        f: impl for<'r> Fn(&Connection, &HandshakeRequest<'r>, &mut S) -> WsDecision + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.cb.on_websocket_connect = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Runs after the `101` was queued: the connection now carries WebSocket messages.
+    pub fn on_websocket_connected(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_websocket_connected = Some(std::sync::Arc::new(f));
+        self
+    }
+}
+
+/// Answers one upgrade request head.
+pub(crate) fn handshake<S>(conn: &Connection, head: &[u8], cb: &Callbacks<S>, state: &mut S) {
+    let req = match HandshakeRequest::parse(head) {
+        Ok(r) => r,
+        Err(e) => {
+            conn.end(Some(&ws::reject_response(e.status())));
+            return;
+        }
+    };
+    let decision = match &cb.on_websocket_connect {
+        Some(f) => match catch_unwind(AssertUnwindSafe(|| f(conn, &req, state))) {
+            Ok(d) => d,
+            Err(_) => WsDecision::Reject(500),
+        },
+        None => WsDecision::accept(),
+    };
+    let mut accept = match decision {
+        WsDecision::Accept(a) => a,
+        WsDecision::Reject(status) => {
+            conn.end(Some(&ws::reject_response(status)));
+            return;
+        }
+    };
+    // The decoder negotiated exactly this when it read the head (same function, same input).
+    let deflate_on = conn
+        .protocol_object()
+        .is_some_and(|p| p.as_any().and_then(|a| a.downcast_ref::<WebSocket>()).is_some_and(|w| w.deflate));
+    accept.deflate = if deflate_on { ws::negotiate_deflate(&req) } else { None };
+    conn.send_raw(ws::handshake_response(&req, &accept));
+    conn.configure_encoder(&accept.deflate);
+    if let Some(f) = &cb.on_websocket_connected {
+        if catch_unwind(AssertUnwindSafe(|| f(conn, state))).is_err() {
+            conn.destroy();
+        }
+    }
+}

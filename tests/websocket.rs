@@ -1,0 +1,180 @@
+//! WebSocket with a real client (tungstenite) and, when installed, the Autobahn suite.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use crossbeam_channel::unbounded;
+use ringman::protocols::MessageKind;
+use ringman::{Running, Worker, WsDecision};
+use tungstenite::{client::IntoClientRequest, Message};
+
+fn ws_echo(max: usize) -> (Running, SocketAddr) {
+    let mut w = Worker::<()>::new("websocket://127.0.0.1:0").unwrap();
+    w.count = 2;
+    w.max_package_size = max;
+    w.on_message(|c, m, _| {
+        c.send_as(m.data, m.kind);
+    });
+    start(w)
+}
+
+fn client(addr: SocketAddr, path: &str) -> tungstenite::WebSocket<std::net::TcpStream> {
+    let s = connect(addr);
+    let (ws, resp) = tungstenite::client(format!("ws://{addr}{path}"), s).expect("handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+#[test]
+fn echo_keeps_text_and_binary_types() {
+    let (_srv, addr) = ws_echo(1 << 20);
+    let mut ws = client(addr, "/");
+    ws.send(Message::text("héllo")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("héllo"));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    let big = "x".repeat(200_000);
+    ws.send(Message::text(big.clone())).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text(big));
+    ws.send(Message::Ping(b"p".to_vec().into())).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::Pong(b"p".to_vec().into()));
+    ws.close(None).unwrap();
+    // The server echoes the close and closes.
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) => continue,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => break,
+        }
+    }
+}
+
+#[test]
+fn connect_callback_sees_request_and_can_reject_or_pick_subprotocol() {
+    let (tx, rx) = unbounded::<(String, Option<String>)>();
+    let mut w = Worker::<()>::new("websocket://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.on_websocket_connect(move |_, req, _| {
+        tx.send((req.path.to_string(), req.origin.map(str::to_string))).unwrap();
+        if req.path.starts_with("/private") {
+            WsDecision::Reject(403)
+        } else {
+            WsDecision::Accept(ringman::protocols::ws::Accept {
+                subprotocol: req.protocols.iter().find(|p| **p == "chat").map(|p| p.to_string()),
+                ..Default::default()
+            })
+        }
+    });
+    let (ctx, crx) = unbounded::<&'static str>();
+    w.on_websocket_connected(move |_, _| ctx.send("connected").unwrap());
+    w.on_message(|c, m, _| {
+        c.send_as(m.data, m.kind);
+    });
+    let (_srv, addr) = start(w);
+    let mut req = format!("ws://{addr}/room?id=7").into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "other, chat".parse().unwrap());
+    req.headers_mut().insert("Origin", "http://example.com".parse().unwrap());
+    let (mut ws, resp) = tungstenite::client(req, connect(addr)).unwrap();
+    assert_eq!(resp.headers().get("Sec-WebSocket-Protocol").unwrap(), "chat");
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), ("/room?id=7".into(), Some("http://example.com".into())));
+    assert_eq!(crx.recv_timeout(PATIENCE).unwrap(), "connected");
+    ws.send(Message::text("hi")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("hi"));
+    let err = tungstenite::client(format!("ws://{addr}/private"), connect(addr)).unwrap_err();
+    match err {
+        tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        e => panic!("expected 403, got {e:?}"),
+    }
+}
+
+#[test]
+fn bad_handshakes_get_http_errors() {
+    let (_srv, addr) = ws_echo(1 << 20);
+    let cases: [(&str, &str); 3] = [
+        ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", "426"),
+        ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+        ("POST / HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+    ];
+    for (req, status) in cases {
+        let mut s = connect(addr);
+        write_all(&mut s, req.as_bytes());
+        let resp = String::from_utf8_lossy(&read_to_eof(&mut s)).into_owned();
+        assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{resp}");
+    }
+}
+
+#[test]
+fn oversized_message_closes_with_1009_and_others_continue() {
+    let (_srv, addr) = ws_echo(1024);
+    let mut good = client(addr, "/");
+    let mut bad = client(addr, "/");
+    bad.send(Message::binary(vec![1u8; 4096])).unwrap();
+    match bad.read() {
+        Ok(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1009),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+    good.send(Message::text("fine")).unwrap();
+    assert_eq!(good.read().unwrap(), Message::text("fine"));
+}
+
+#[test]
+fn invalid_utf8_text_closes_with_1007() {
+    let (_srv, addr) = ws_echo(1 << 20);
+    let mut s = connect(addr);
+    write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    // A masked text frame (mask 0) carrying 0xff.
+    write_all(&mut s, &[0x81, 0x81, 0, 0, 0, 0, 0xff]);
+    let all = read_to_eof(&mut s);
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(&all[at..at + 4], &[0x88, 0x02, 0x03, 0xef], "close frame with 1007");
+}
+
+#[test]
+fn kinds_are_explicit_on_send() {
+    let mut w = Worker::<()>::new("websocket://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.on_message(|c, m, _| {
+        c.send_binary(m.data);
+        c.send_text(m.data);
+        c.set_default_kind(MessageKind::Binary);
+        c.send(m.data);
+    });
+    let (_srv, addr) = start(w);
+    let mut ws = client(addr, "/");
+    ws.send(Message::text("k")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::binary(b"k".to_vec()));
+    assert_eq!(ws.read().unwrap(), Message::text("k"));
+    assert_eq!(ws.read().unwrap(), Message::binary(b"k".to_vec()));
+}
+
+/// Checks an Autobahn fuzzingclient report (all cases, compression included): .ci/run runs
+/// `kosoku` against the release echo example and points `RINGMAN_AUTOBAHN_REPORT` at its
+/// `index.json`. Without the variable the test says so and checks nothing (running the
+/// suite against a debug build takes over ten minutes).
+#[test]
+fn autobahn_report_has_no_failures() {
+    let Some(path) = std::env::var_os("RINGMAN_AUTOBAHN_REPORT") else {
+        eprintln!("RINGMAN_AUTOBAHN_REPORT not set: Autobahn report not checked (see .ci/run)");
+        return;
+    };
+    let index = std::fs::read_to_string(&path).expect("the report's index.json");
+    let v: serde_json::Value = serde_json::from_str(&index).unwrap();
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    let mut failed = Vec::new();
+    for (_agent, cases) in v.as_object().unwrap() {
+        for (case, r) in cases.as_object().unwrap() {
+            let b = r["behavior"].as_str().unwrap_or("?").to_string();
+            let bc = r["behaviorClose"].as_str().unwrap_or("OK").to_string();
+            if b == "FAILED" || bc == "FAILED" {
+                failed.push(case.clone());
+            }
+            *counts.entry(b).or_default() += 1;
+        }
+    }
+    eprintln!("autobahn: {counts:?}");
+    assert!(failed.is_empty(), "failed cases: {failed:?}");
+    assert!(counts.values().sum::<usize>() >= 500, "the whole suite ran: {counts:?}");
+    assert_eq!(counts.get("UNIMPLEMENTED"), None, "compression cases must run: {counts:?}");
+}
