@@ -26,7 +26,7 @@ pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
         Ok(other) => return Err(format!("RINGMAN_SEND_MODE must be eager or batched, not {other}").into()),
     }
     w.on_message(|conn, msg, _| {
-        conn.send(msg);
+        conn.send_as(msg.data, msg.kind);
     });
     run_all(Server::new().add(w))?;
     Ok(())
