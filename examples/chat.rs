@@ -1,0 +1,69 @@
+//! Broadcast chat room: `cargo run --release --example chat -- websocket://127.0.0.1:PORT`.
+//!
+//! Every WebSocket message goes to every connected client on every ring thread; `http://`
+//! on PORT+1 serves a small page that connects to it.
+
+use std::process::ExitCode;
+
+use ringman::http::respond;
+use ringman::protocols::http::Response;
+use ringman::{run_all_then, Server, Worker, WorkerHandle};
+
+const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>ringman chat</title>
+<ul id="log"></ul><form id="f"><input id="m" autocomplete="off"><button>send</button></form>
+<script>
+const ws = new WebSocket("ws://" + location.hostname + ":" + (Number(location.port) - 1) + "/");
+ws.onmessage = e => { const li = document.createElement("li"); li.textContent = e.data; log.appendChild(li); };
+f.onsubmit = e => { e.preventDefault(); ws.send(m.value); m.value = ""; };
+</script>"#;
+
+fn main() -> ExitCode {
+    let Some(addr) = std::env::args().nth(1) else {
+        eprintln!("usage: chat websocket://<ip>:<port>");
+        return ExitCode::from(2);
+    };
+    let mut chat = match Worker::<Option<WorkerHandle>>::new(&addr) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    chat.name = "chat".into();
+    chat.on_worker_start(|info, handle| *handle = Some(info.handle.clone()));
+    chat.on_message(|conn, msg, handle| {
+        let line = format!("{}: {}", conn.id(), String::from_utf8_lossy(msg.data));
+        if let Some(h) = handle {
+            h.broadcast(line.into_bytes());
+        }
+    });
+    let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) else {
+        eprintln!("chat: {addr}: no port");
+        return ExitCode::FAILURE;
+    };
+    let host = addr.trim_start_matches("websocket://").rsplit_once(':').map_or("127.0.0.1", |(h, _)| h).to_string();
+    let mut page = match Worker::<()>::new(&format!("http://{host}:{}", port + 1)) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    page.name = "chat-page".into();
+    page.count = 1;
+    page.on_request(|conn, req, _| respond(conn, req, Response::html(PAGE)));
+    let result = run_all_then(Server::new().add(chat).add(page), |running| {
+        println!(
+            "chat on {}, page on http://{}",
+            addr,
+            running.local_addr(1).map(|a| a.to_string()).unwrap_or_default()
+        );
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
