@@ -7,6 +7,16 @@ use std::time::Duration;
 
 use ringman::{Running, Server, Worker};
 
+/// A worker that echoes every message, on `threads` ring threads.
+pub fn echo_worker(addr: &str, threads: usize) -> Worker<()> {
+    let mut w = Worker::<()>::new(addr).unwrap();
+    w.count = threads;
+    w.on_message(|c, m, _| {
+        c.send(m);
+    });
+    w
+}
+
 /// Generous bound so a broken build fails instead of hanging; never a performance check.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 

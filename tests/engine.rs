@@ -12,15 +12,6 @@ use common::*;
 use crossbeam_channel::{unbounded, Receiver};
 use ringman::{ConnError, Connection, EngineError, SendMode, SendStatus, Server, Timer, Worker};
 
-fn echo_worker(addr: &str, threads: usize) -> Worker<()> {
-    let mut w = Worker::<()>::new(addr).unwrap();
-    w.count = threads;
-    w.on_message(|c, m, _| {
-        c.send(m);
-    });
-    w
-}
-
 #[test]
 fn echo_text() {
     let (_srv, addr) = start(echo_worker("text://127.0.0.1:0", 2));

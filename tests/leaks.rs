@@ -9,16 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use crossbeam_channel::unbounded;
-use ringman::Worker;
-
-fn echo_worker(addr: &str, threads: usize) -> Worker<()> {
-    let mut w = Worker::<()>::new(addr).unwrap();
-    w.count = threads;
-    w.on_message(|c, m, _| {
-        c.send(m);
-    });
-    w
-}
 
 #[test]
 fn connect_close_cycles_leak_nothing() {
