@@ -59,6 +59,19 @@ fn max_requests_recycles_the_thread() {
 }
 
 #[test]
+fn max_memory_recycles_the_thread() {
+    let (tx, rx) = unbounded::<usize>();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.max_memory = Some(1); // any process is above one byte: recycle at the first check
+    w.on_worker_start(move |info, _| tx.send(info.id).unwrap());
+    let (srv, _addr) = start(w);
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), 0);
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), 0, "restarted after the memory check");
+    assert!(srv.worker(0).stats()[0].restarts.get() >= 1);
+}
+
+#[test]
 fn stats_and_connection_listing() {
     let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
     w.count = 1;

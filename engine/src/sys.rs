@@ -102,3 +102,12 @@ pub fn clear_cloexec(fd: RawFd) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Resident set size of this process, from `/proc/self/statm`.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}

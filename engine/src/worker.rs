@@ -52,6 +52,7 @@ pub(crate) struct WorkerConfig {
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
     pub max_requests: Option<u64>,
+    pub max_memory: Option<u64>,
 }
 
 type StartFn<S> = Arc<dyn Fn(&WorkerInfo, &mut S) + Send + Sync>;
@@ -139,6 +140,9 @@ pub struct Worker<S = ()> {
     pub reloadable: bool,
     /// Recycle a thread (drain, then restart it with fresh state) after this many messages.
     pub max_requests: Option<u64>,
+    /// Recycle threads while the process's resident memory exceeds this many bytes
+    /// (checked once a second; one thread at a time, in turn, so the service keeps serving).
+    pub max_memory: Option<u64>,
     /// Listen backlog (capped by `net.core.somaxconn`).
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
@@ -208,6 +212,7 @@ impl<S: Default + 'static> Worker<S> {
             default_kind: MessageKind::Text,
             reloadable: true,
             max_requests: None,
+            max_memory: None,
             backlog: 4096,
             pin_cpus: None,
             recv_buffers: 1024,
@@ -350,6 +355,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
             recv_buffer_size: w.recv_buffer_size.max(512),
             max_requests: w.max_requests,
+            max_memory: w.max_memory,
         });
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
@@ -522,6 +528,8 @@ impl<S: 'static> Runner<S> {
         });
         let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         let start_requests = with_core(|c| c.stats.requests.get()).unwrap_or(0);
+        let (id, count) = (self.info.id as u64, self.info.count.max(1) as u64);
+        let mut last_memory_check = 0u64;
         loop {
             self.deliver_events();
             self.run_timers();
@@ -536,6 +544,18 @@ impl<S: 'static> Runner<S> {
                         c.begin_stop(now + c.cfg.close_timeout);
                     }
                 }
+                if let Some(max) = c.cfg.max_memory {
+                    let sec = c.stats.heartbeat.get();
+                    // Once a second, and only the thread whose turn it is (by id), so the
+                    // threads of a worker recycle one after another rather than all at once.
+                    if c.stopping.is_none() && sec != last_memory_check && sec % count == id {
+                        last_memory_check = sec;
+                        if crate::sys::resident_bytes().is_some_and(|rss| rss > max) {
+                            c.recycle = true;
+                            c.begin_stop(now + c.cfg.close_timeout);
+                        }
+                    }
+                }
                 c.retry_accepts(now);
                 let close_next = c.expire_closing(now);
                 if let Some(deadline) = c.stopping {
@@ -547,6 +567,10 @@ impl<S: 'static> Runner<S> {
                     }
                 }
                 let mut timeout = c.timers.next_timeout(now);
+                if c.cfg.max_memory.is_some() {
+                    // Wake at least once a second for the memory check.
+                    timeout = Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
+                }
                 for d in [close_next, c.stopping].into_iter().flatten() {
                     let t = d.saturating_duration_since(now);
                     timeout = Some(timeout.map_or(t, |x| x.min(t)));
