@@ -381,7 +381,8 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                     let listeners: Vec<ListenerSlot> =
                         listen_fd.map(|fd| ListenerSlot { fd, armed: false }).into_iter().collect();
                     let core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
-                    Ok((core, Runner { cb: cb.clone(), state: S::default(), info: info.clone(), sampled: 0 }))
+                    let stats = core.stats.clone();
+                    Ok((core, Runner { cb: cb.clone(), state: S::default(), info: info.clone(), sampled: 0, stats }))
                 });
                 if let (Some(fd), true) = (listen_fd, owned) {
                     // SAFETY: this thread's own listener, closed once, after its last ring.
@@ -496,6 +497,8 @@ struct Runner<S> {
     info: WorkerInfo,
     /// Messages seen, for sampling handler latency one in [`LATENCY_SAMPLE`].
     sampled: u32,
+    /// This thread's counters (the core's, kept here so delivery need not fetch them).
+    stats: Arc<ThreadStats>,
 }
 
 /// One `on_message` in this many is timed for the latency histogram.
@@ -641,8 +644,7 @@ impl<S: 'static> Runner<S> {
     fn deliver(&mut self, mut w: reactor::RecvWork) {
         let conn = w.conn;
         let id = conn.id();
-        let Runner { cb, state, sampled, .. } = self;
-        let stats = with_core(|c| c.stats.clone()).expect("core installed");
+        let Runner { cb, state, sampled, stats, .. } = self;
         let mut delivered = 0u64;
         let mut panicked = None;
         // SAFETY: `data` is used only inside this function, before `recv_end` recycles it.
