@@ -192,3 +192,175 @@ fn chunked_upload_and_limits() {
     let resp = String::from_utf8_lossy(&read_to_eof(&mut s)).into_owned();
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
 }
+
+/// Reads one response with a `Content-Length` body: (head, body).
+fn read_response(s: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend_from_slice(&read_exact(s, 1));
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    let body = read_exact(s, len);
+    (head, body)
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let mut s = connect(addr);
+    write_all(&mut s, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    // The client waits for the interim response before it sends the body.
+    assert_eq!(read_exact(&mut s, 25), b"HTTP/1.1 100 Continue\r\n\r\n");
+    write_all(&mut s, b"hello");
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"hello");
+    // Head and body together: the 100 is no longer useful and is not sent.
+    write_all(&mut s, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok");
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    // curl asks for it on its own and reports the interim response.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-v",
+            "--max-time",
+            "20",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "payload",
+            &format!("http://{addr}/echo"),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP/1.1 100 Continue"));
+    assert_eq!(out.stdout, b"payload");
+}
+
+fn timeout_server(
+    idle: Option<std::time::Duration>,
+    packet: Option<std::time::Duration>,
+) -> (Running, SocketAddr, crossbeam_channel::Receiver<String>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.idle_timeout = idle;
+    w.packet_timeout = packet;
+    let etx = tx.clone();
+    w.on_error(move |_, e, _| etx.send(format!("error: {e}")).unwrap());
+    w.on_close(move |_, _| tx.send("close".into()).unwrap());
+    w.on_request(|conn, req, _| respond(conn, req, Response::new(200).body("ok")));
+    let (srv, addr) = start(w);
+    (srv, addr, rx)
+}
+
+#[test]
+fn slow_request_head_gets_408_and_others_are_unaffected() {
+    let (_srv, addr, events) = timeout_server(None, Some(std::time::Duration::from_millis(300)));
+    let mut slow = connect(addr);
+    write_all(&mut slow, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    // Another client is served normally while the slow head waits.
+    let mut fine = connect(addr);
+    write_all(&mut fine, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = read_response(&mut fine);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    let resp = String::from_utf8_lossy(&read_to_eof(&mut slow)).into_owned();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("Connection: close"), "{resp}");
+    let first = events.recv_timeout(PATIENCE).unwrap();
+    assert!(first.starts_with("error: packet not completed"), "{first}");
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "close");
+    // The served connection is still open and usable.
+    write_all(&mut fine, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut fine).1, b"ok");
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed_quietly() {
+    let (_srv, addr, events) = timeout_server(Some(std::time::Duration::from_millis(300)), None);
+    let mut s = connect(addr);
+    write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Nothing more is sent: the server closes without a word and without on_error.
+    assert!(read_to_eof(&mut s).is_empty());
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "close");
+    assert!(events.try_recv().is_err());
+}
+
+fn streaming_server() -> (Running, SocketAddr) {
+    use ringman::protocols::http::{chunk, last_chunk, sse_event};
+    use ringman::Timer;
+    use std::time::Duration;
+    let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.on_request(|conn, req, _| match req.path() {
+        "/events" => {
+            respond(conn, req, Response::event_stream());
+            for i in 1..=3u64 {
+                let conn = *conn;
+                Timer::add(Duration::from_millis(20 * i), false, move || {
+                    let mut out = Vec::new();
+                    sse_event(Some("tick"), &format!("n={i}"), Some(&i.to_string()), None, &mut out);
+                    conn.send_raw(&out);
+                    if i == 3 {
+                        conn.close(None);
+                    }
+                })
+                .unwrap();
+            }
+        }
+        "/stream" => {
+            respond(conn, req, Response::new(200).chunked().body("first;"));
+            for (i, piece) in ["second;", "third"].into_iter().enumerate() {
+                let conn = *conn;
+                Timer::add(Duration::from_millis(20 * (i as u64 + 1)), false, move || {
+                    let mut out = Vec::new();
+                    chunk(piece.as_bytes(), &mut out);
+                    if i == 1 {
+                        last_chunk(&mut out);
+                    }
+                    conn.send_raw(&out);
+                })
+                .unwrap();
+            }
+        }
+        _ => respond(conn, req, Response::new(200).body("Hello World")),
+    });
+    start(w)
+}
+
+#[test]
+fn server_sent_events_stream_to_curl() {
+    let (_srv, addr) = streaming_server();
+    let (head, body) = curl(&["-N", &format!("http://{addr}/events")]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("content-length"), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "event: tick\nid: 1\ndata: n=1\n\nevent: tick\nid: 2\ndata: n=2\n\nevent: tick\nid: 3\ndata: n=3\n\n"
+    );
+}
+
+#[test]
+fn chunked_response_streams_and_keeps_the_connection() {
+    let (_srv, addr) = streaming_server();
+    let base = format!("http://{addr}");
+    let out = Command::new("curl")
+        .args(["-s", "-v", "--max-time", "20", &format!("{base}/stream"), &format!("{base}/hello")])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("Transfer-Encoding: chunked"), "{log}");
+    assert!(log.contains("Re-using existing connection"), "{log}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first;second;thirdHello World");
+}

@@ -149,6 +149,104 @@ fn kinds_are_explicit_on_send() {
     assert_eq!(ws.read().unwrap(), Message::binary(b"k".to_vec()));
 }
 
+/// A worker that reports WebSocket control events and starts heartbeats and closes on
+/// command: `"ping me"` makes it ping, `"bye"` starts the closing handshake (and then tries
+/// to send once more, which must not reach the wire).
+fn control_worker(close_timeout: std::time::Duration) -> (Running, SocketAddr, crossbeam_channel::Receiver<String>) {
+    let (tx, rx) = unbounded::<String>();
+    let mut w = Worker::<()>::new("websocket://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.close_timeout = close_timeout;
+    let t = tx.clone();
+    w.on_websocket_ping(move |c, p, _| {
+        t.send(format!("ping {}", String::from_utf8_lossy(p))).unwrap();
+        c.send_as([b"re:", p].concat(), MessageKind::Pong);
+    });
+    let t = tx.clone();
+    w.on_websocket_pong(move |_, p, _| t.send(format!("pong {}", String::from_utf8_lossy(p))).unwrap());
+    let t = tx.clone();
+    w.on_websocket_close(move |_, code, reason, _| t.send(format!("peer close {code:?} {reason}")).unwrap());
+    w.on_close(move |_, _| tx.send("closed".into()).unwrap());
+    w.on_message(|c, m, _| match m.data {
+        b"ping me" => {
+            c.send_as("hb", MessageKind::Ping);
+        }
+        b"bye" => {
+            c.websocket_close(4000, "bye now");
+            c.send_text("must not be sent");
+        }
+        _ => {
+            c.send_as(m.data, m.kind);
+        }
+    });
+    let (srv, addr) = start(w);
+    (srv, addr, rx)
+}
+
+#[test]
+fn ping_and_pong_callbacks_replace_the_automatic_pong() {
+    let (_srv, addr, events) = control_worker(std::time::Duration::from_secs(5));
+    let mut ws = client(addr, "/");
+    ws.send(Message::Ping(b"p1".to_vec().into())).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::Pong(b"re:p1".to_vec().into()));
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "ping p1");
+    // A server heartbeat: tungstenite answers it with a pong on its next write.
+    ws.send(Message::text("ping me")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::Ping(b"hb".to_vec().into()));
+    ws.send(Message::text("echo")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("echo"));
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "pong hb");
+    // The peer's close reaches on_websocket_close and is still echoed.
+    ws.close(Some(tungstenite::protocol::CloseFrame { code: 1000.into(), reason: "done".into() })).unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1000),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "peer close Some(1000) done");
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "closed");
+}
+
+#[test]
+fn server_initiated_close_waits_for_the_peer() {
+    let (_srv, addr, events) = control_worker(std::time::Duration::from_secs(5));
+    let mut ws = client(addr, "/");
+    ws.send(Message::text("bye")).unwrap();
+    // Our close frame arrives, and nothing after it; tungstenite answers it, the server
+    // then closes the TCP connection.
+    match ws.read() {
+        Ok(Message::Close(Some(f))) => {
+            assert_eq!(u16::from(f.code), 4000);
+            assert_eq!(f.reason.as_str(), "bye now");
+        }
+        other => panic!("expected our close frame, got {other:?}"),
+    }
+    match ws.read() {
+        Ok(other) => panic!("nothing may follow the close frame: {other:?}"),
+        Err(tungstenite::Error::ConnectionClosed) => {}
+        Err(e) => panic!("expected a clean close, got {e:?}"),
+    }
+    // The peer's answer is reported, not echoed back.
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "peer close Some(4000) bye now");
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "closed");
+}
+
+#[test]
+fn server_initiated_close_cuts_off_a_silent_peer() {
+    let (_srv, addr, events) = control_worker(std::time::Duration::from_millis(300));
+    let ws = client(addr, "/");
+    let mut s = ws.into_inner();
+    // A masked text frame "bye" (mask 0), then silence: the close is never answered.
+    write_all(&mut s, &[0x81, 0x83, 0, 0, 0, 0, b'b', b'y', b'e']);
+    let all = read_to_eof(&mut s);
+    let mut expect = vec![0x88, 9, 0x0f, 0xa0];
+    expect.extend_from_slice(b"bye now");
+    assert_eq!(all, expect, "our close frame, nothing else, then the connection is cut");
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "closed");
+}
+
 /// Checks an Autobahn fuzzingclient report (all cases, compression included): .ci/run runs
 /// `kosoku` against the release echo example and points `RINGMAN_AUTOBAHN_REPORT` at its
 /// `index.json`. Without the variable the test says so and checks nothing (running the

@@ -177,6 +177,45 @@ impl Connection {
         }
     }
 
+    /// Starts the WebSocket closing handshake (RFC 6455 §7): sends a close frame with `code`
+    /// and `reason` (cut to fit 125 bytes), then waits for the peer's close frame and closes;
+    /// a peer that does not answer is cut off after the worker's `close_timeout`. Messages
+    /// that arrive meanwhile are still delivered; nothing more is sent after the close frame.
+    /// On other protocols this is [`Connection::close`].
+    ///
+    /// ```no_run
+    /// # let conn: ringman_engine::Connection = unimplemented!();
+    /// conn.websocket_close(1001, "server restarting");
+    /// ```
+    pub fn websocket_close(&self, code: u16, reason: &str) {
+        if current_thread() != Some(self.id.thread()) {
+            let (conn, reason) = (*self, reason.to_owned());
+            post(self.id.thread(), Cmd::Call(Box::new(move || conn.websocket_close(code, &reason))));
+            return;
+        }
+        let is_ws = self
+            .protocol_object()
+            .is_some_and(|p| p.as_any().is_some_and(|a| a.is::<ringman_protocols::ws::WebSocket>()));
+        if !is_ws {
+            self.close(None);
+            return;
+        }
+        let mut payload = Vec::with_capacity(125);
+        payload.extend_from_slice(&code.to_be_bytes());
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        payload.extend_from_slice(&reason.as_bytes()[..end]);
+        self.send_as(&payload, MessageKind::Close);
+        self.local(|c, k| c.start_ws_close(k));
+    }
+
+    /// True once [`Connection::websocket_close`] sent our close frame.
+    pub(crate) fn ws_close_sent(&self) -> bool {
+        self.local(|c, k| c.conns[k].ws_close_sent).unwrap_or(false)
+    }
+
     /// Sends `data` as is, flushes, then half-closes and lingers briefly before closing, so
     /// the peer reads the last bytes rather than a reset (Workerman 5.2's `end()`).
     pub fn end(&self, data: Option<&[u8]>) {

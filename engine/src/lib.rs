@@ -31,6 +31,8 @@ pub use sys::{clear_cloexec, pin_to_cpu};
 pub use timer::{Timer, TimerId};
 pub use websocket::WsDecision;
 pub use worker::{SendMode, Worker, WorkerInfo};
+/// The message types callbacks receive, re-exported from `ringman_protocols`.
+pub use ringman_protocols::{Message, MessageKind};
 
 /// What a ring thread runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -125,6 +125,13 @@ pub(crate) struct ConnState {
     pub bytes_written: u64,
     pub context: Option<Box<dyn std::any::Any>>,
     close_deadline: Option<Instant>,
+    /// Last time bytes arrived or a send completed (turn clock): the idle timeout's base.
+    active: Instant,
+    /// Since when an incomplete packet has been buffered: the packet timeout's base.
+    partial_since: Option<Instant>,
+    /// We sent a WebSocket close frame and wait for the peer's (bounded by
+    /// `close_deadline`); its close is then not echoed.
+    pub ws_close_sent: bool,
 }
 
 impl ConnState {
@@ -163,6 +170,8 @@ pub(crate) struct Core {
     pub recycle: bool,
     /// Wall clock read once per loop turn, after the wait.
     pub wall: std::time::SystemTime,
+    /// Monotonic clock read once per loop turn, after the wait (activity stamps).
+    pub clock: Instant,
 }
 
 /// A listening socket this ring accepts on. The ring never closes it: the ring thread (own
@@ -224,6 +233,7 @@ impl Core {
             closing: 0,
             recycle: false,
             wall: std::time::SystemTime::now(),
+            clock: Instant::now(),
         })
     }
 
@@ -370,6 +380,10 @@ impl Core {
         }
         let encoder = self.cfg.protocol.encoder();
         let identity_encoder = encoder.is_identity();
+        let mut decoder = self.cfg.protocol.decoder();
+        if let Some(cfg) = &self.cfg.decoder_config {
+            decoder.configure(cfg.as_ref());
+        }
         let key = self.conns.insert(ConnState {
             fd,
             gen,
@@ -379,7 +393,7 @@ impl Core {
             send_inflight: false,
             dirty: false,
             inflight: 0,
-            decoder: Some(self.cfg.protocol.decoder()),
+            decoder: Some(decoder),
             framer: Some(Framer::new()),
             encoder,
             identity_encoder,
@@ -394,6 +408,9 @@ impl Core {
             bytes_written: 0,
             context: None,
             close_deadline: None,
+            active: self.clock,
+            partial_since: None,
+            ws_close_sent: false,
         });
         self.stats.connections.set(self.stats.connections.get() + 1);
         self.stats.accepted.set(self.stats.accepted.get() + 1);
@@ -477,6 +494,7 @@ impl Core {
         let bid = bid.expect("receive completion without a buffer");
         let len = res as usize;
         c.bytes_read += len as u64;
+        c.active = self.clock;
         if !more && c.status != Status::Closed {
             // Multishot ended without an error (for instance the CQ was nearly full): re-arm.
             self.arm_recv(key);
@@ -543,6 +561,11 @@ impl Core {
             w.decoder.error_reply(e, &mut reply);
         }
         let c = &mut self.conns[key];
+        c.partial_since = match (w.framer.buffered(), c.partial_since) {
+            (0, _) => None,
+            (_, Some(t)) => Some(t),
+            (_, None) => Some(self.clock),
+        };
         c.decoder = Some(w.decoder);
         c.framer = Some(w.framer);
         let Some(e) = err else { return };
@@ -755,6 +778,7 @@ impl Core {
         }
         let mut n = res as usize;
         c.bytes_written += n as u64;
+        c.active = self.clock;
         c.sendq.len -= n;
         while n > 0 {
             let head = c.sendq.chunks.front_mut().expect("completion beyond queued bytes");
@@ -804,7 +828,10 @@ impl Core {
         }
         c.status = Status::Closing;
         c.close_deadline = Some(Instant::now() + self.cfg.close_timeout);
-        self.closing += 1;
+        if !c.ws_close_sent {
+            // (A pending WebSocket close handshake is already counted.)
+            self.closing += 1;
+        }
         if c.sendq.len == 0 && !c.send_inflight {
             self.flushed_closing(key);
         }
@@ -847,7 +874,8 @@ impl Core {
         if c.status == Status::Closed {
             return;
         }
-        if matches!(c.status, Status::Closing | Status::Lingering) {
+        if matches!(c.status, Status::Closing | Status::Lingering) || c.ws_close_sent && c.status == Status::Established
+        {
             self.closing -= 1;
         }
         c.status = Status::Closed;
@@ -918,6 +946,71 @@ impl Core {
             self.destroy(key, None);
         }
         next
+    }
+
+    /// Starts a WebSocket close handshake: `frame` (our close frame, already encoded by the
+    /// caller through the encoder) is queued; the connection closes when the peer answers
+    /// with its close, or is cut off after `close_timeout`.
+    pub(crate) fn start_ws_close(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.status != Status::Established || c.ws_close_sent {
+            return;
+        }
+        c.ws_close_sent = true;
+        c.close_deadline = Some(Instant::now() + self.cfg.close_timeout);
+        self.closing += 1;
+    }
+
+    /// Applies the idle and packet timeouts (called about once a second when either is
+    /// configured). A connection with a packet that has been incomplete for longer than the
+    /// packet timeout gets the protocol's timeout reply (HTTP 408) and `on_error`; one that
+    /// has been silent, with nothing queued or in flight, for the idle timeout is closed
+    /// quietly (the normal end of a keep-alive connection).
+    pub(crate) fn expire_idle(&mut self, now: Instant) {
+        let (idle, packet) = (self.cfg.idle_timeout, self.cfg.packet_timeout);
+        let mut late = Vec::new();
+        let mut idle_keys = Vec::new();
+        for (key, c) in self.conns.iter() {
+            if c.status != Status::Established || c.decoder.is_none() {
+                continue;
+            }
+            match (c.partial_since, packet) {
+                (Some(t), Some(limit)) if !c.paused && now.saturating_duration_since(t) >= limit => {
+                    late.push(key);
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(limit) = idle {
+                let quiet = c.sendq.len == 0 && !c.send_inflight && c.partial_since.is_none();
+                if quiet && now.saturating_duration_since(c.active) >= limit {
+                    idle_keys.push(key);
+                }
+            }
+        }
+        for key in idle_keys {
+            self.close(key, None);
+        }
+        for key in late {
+            let err = ringman_protocols::ProtocolError::Timeout(packet.unwrap_or_default());
+            let c = &mut self.conns[key];
+            let mut reply = Vec::new();
+            if let Some(d) = c.decoder.as_mut() {
+                d.error_reply(&err, &mut reply);
+            }
+            if let Some(f) = c.framer.as_mut() {
+                f.discard();
+            }
+            c.partial_since = None;
+            let conn = self.handle(key);
+            if reply.is_empty() {
+                self.destroy(key, Some(ConnError::Protocol(err)));
+            } else {
+                self.events.push_back(Event::Error(conn, ConnError::Protocol(err)));
+                self.pause(key);
+                self.end(key, Some(&reply));
+            }
+        }
     }
 
     // ---------------------------------------------------------------- shutdown

@@ -9,6 +9,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ringman_protocols::ws::{self, Accept, HandshakeRequest, WebSocket};
+use ringman_protocols::{Message, MessageKind};
 
 use crate::worker::Callbacks;
 use crate::{Connection, Worker};
@@ -45,6 +46,67 @@ impl<S: Default + 'static> Worker<S> {
     pub fn on_websocket_connected(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
         self.cb.on_websocket_connected = Some(std::sync::Arc::new(f));
         self
+    }
+
+    /// Receives each ping's payload instead of the automatic pong (Workerman's
+    /// `onWebSocketPing`): answering is then up to `f`.
+    ///
+    /// ```no_run
+    /// use ringman_engine::{MessageKind, Worker};
+    /// let mut w = Worker::<()>::new("websocket://127.0.0.1:8080").unwrap();
+    /// w.on_websocket_ping(|conn, payload, _| {
+    ///     // Liveness bookkeeping here, then the pong the client expects.
+    ///     conn.send_as(payload, MessageKind::Pong);
+    /// });
+    /// ```
+    pub fn on_websocket_ping(&mut self, f: impl Fn(&Connection, &[u8], &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_websocket_ping = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Receives each pong's payload (Workerman's `onWebSocketPong`), for example to measure
+    /// round trips of server pings sent with `send_as(payload, MessageKind::Ping)`.
+    pub fn on_websocket_pong(&mut self, f: impl Fn(&Connection, &[u8], &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_websocket_pong = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// The peer sent a close frame: `f` gets its status code and reason (Workerman's
+    /// `onWebSocketClose`). The engine still echoes the close (or, when the server started
+    /// the handshake with [`Connection::websocket_close`], just closes) after `f` returns;
+    /// `on_close` follows when the connection is gone.
+    pub fn on_websocket_close(
+        &mut self,
+        f: impl Fn(&Connection, Option<u16>, &str, &mut S) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.cb.on_websocket_close = Some(std::sync::Arc::new(f));
+        self
+    }
+}
+
+/// Hands a received control frame to its callback.
+pub(crate) fn control<S>(conn: &Connection, msg: &Message<'_>, cb: &Callbacks<S>, state: &mut S) {
+    match msg.kind {
+        MessageKind::Ping => {
+            if let Some(f) = &cb.on_websocket_ping {
+                f(conn, msg.data, state);
+            }
+        }
+        MessageKind::Pong => {
+            if let Some(f) = &cb.on_websocket_pong {
+                f(conn, msg.data, state);
+            }
+        }
+        MessageKind::Close => {
+            if let Some(f) = &cb.on_websocket_close {
+                let (code, reason) = match msg.data {
+                    [a, b, rest @ ..] => (Some(u16::from_be_bytes([*a, *b])), std::str::from_utf8(rest).unwrap_or("")),
+                    _ => (None, ""),
+                };
+                f(conn, code, reason, state);
+            }
+        }
+        _ => {}
     }
 }
 

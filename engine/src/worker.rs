@@ -53,12 +53,18 @@ pub(crate) struct WorkerConfig {
     pub recv_buffer_size: u32,
     pub max_requests: Option<u64>,
     pub max_memory: Option<u64>,
+    pub idle_timeout: Option<Duration>,
+    pub packet_timeout: Option<Duration>,
+    /// Handed to each new connection's `Decoder::configure` (WebSocket control frames).
+    pub decoder_config: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 type StartFn<S> = Arc<dyn Fn(&WorkerInfo, &mut S) + Send + Sync>;
 type ConnFn<S> = Arc<dyn Fn(&Connection, &mut S) + Send + Sync>;
 type MsgFn<S> = Arc<dyn Fn(&Connection, &Message<'_>, &mut S) + Send + Sync>;
 type ErrFn<S> = Arc<dyn Fn(&Connection, &ConnError, &mut S) + Send + Sync>;
+pub(crate) type DataFn<S> = Arc<dyn Fn(&Connection, &[u8], &mut S) + Send + Sync>;
+pub(crate) type WsCloseFn<S> = Arc<dyn Fn(&Connection, Option<u16>, &str, &mut S) + Send + Sync>;
 pub(crate) type WsConnectFn<S> = Arc<
     dyn for<'r> Fn(&Connection, &ringman_protocols::ws::HandshakeRequest<'r>, &mut S) -> crate::websocket::WsDecision
         + Send
@@ -76,6 +82,21 @@ pub(crate) struct Callbacks<S> {
     on_buffer_drain: Option<ConnFn<S>>,
     pub(crate) on_websocket_connect: Option<WsConnectFn<S>>,
     pub(crate) on_websocket_connected: Option<ConnFn<S>>,
+    pub(crate) on_websocket_ping: Option<DataFn<S>>,
+    pub(crate) on_websocket_pong: Option<DataFn<S>>,
+    pub(crate) on_websocket_close: Option<WsCloseFn<S>>,
+}
+
+impl<S> Callbacks<S> {
+    /// The WebSocket control frames user callbacks want delivered, if any.
+    fn control_frames(&self) -> Option<ringman_protocols::ws::ControlFrames> {
+        let c = ringman_protocols::ws::ControlFrames {
+            pings: self.on_websocket_ping.is_some(),
+            pongs: self.on_websocket_pong.is_some(),
+            close: self.on_websocket_close.is_some(),
+        };
+        (c != Default::default()).then_some(c)
+    }
 }
 
 impl<S> Default for Callbacks<S> {
@@ -91,6 +112,9 @@ impl<S> Default for Callbacks<S> {
             on_buffer_drain: None,
             on_websocket_connect: None,
             on_websocket_connected: None,
+            on_websocket_ping: None,
+            on_websocket_pong: None,
+            on_websocket_close: None,
         }
     }
 }
@@ -143,6 +167,17 @@ pub struct Worker<S = ()> {
     /// Recycle threads while the process's resident memory exceeds this many bytes
     /// (checked once a second; one thread at a time, in turn, so the service keeps serving).
     pub max_memory: Option<u64>,
+    /// Close connections that received nothing and had nothing to send for this long
+    /// (quietly: `on_close` only). Default: 60 s for `http://` (keep-alive timeout), none
+    /// otherwise (Workerman has none; its users write the heartbeat loop themselves). A
+    /// request whose answer the application holds back (no bytes moving) counts as idle.
+    pub idle_timeout: Option<Duration>,
+    /// A packet that started arriving must be complete within this time, else the protocol's
+    /// timeout reply is sent (HTTP `408`, WebSocket close 1008) with `on_error`, and the
+    /// connection ends. For `http://` this is the header and body timeout (default 30 s,
+    /// slow-loris defence; raise it for large uploads over slow links); none otherwise.
+    /// Connections paused by the application are exempt.
+    pub packet_timeout: Option<Duration>,
     /// Listen backlog (capped by `net.core.somaxconn`).
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
@@ -198,6 +233,7 @@ impl<S: Default + 'static> Worker<S> {
     }
 
     fn build(addr: Option<SocketAddr>, protocol: Arc<dyn Protocol>) -> Worker<S> {
+        let http = protocol.name() == "http";
         Worker {
             addr,
             protocol,
@@ -213,6 +249,8 @@ impl<S: Default + 'static> Worker<S> {
             reloadable: true,
             max_requests: None,
             max_memory: None,
+            idle_timeout: http.then_some(Duration::from_secs(60)),
+            packet_timeout: http.then_some(Duration::from_secs(30)),
             backlog: 4096,
             pin_cpus: None,
             recv_buffers: 1024,
@@ -356,6 +394,9 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             recv_buffer_size: w.recv_buffer_size.max(512),
             max_requests: w.max_requests,
             max_memory: w.max_memory,
+            idle_timeout: w.idle_timeout,
+            packet_timeout: w.packet_timeout,
+            decoder_config: w.cb.control_frames().map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>),
         });
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
@@ -533,6 +574,7 @@ impl<S: 'static> Runner<S> {
         let start_requests = with_core(|c| c.stats.requests.get()).unwrap_or(0);
         let (id, count) = (self.info.id as u64, self.info.count.max(1) as u64);
         let mut last_memory_check = 0u64;
+        let mut last_sweep = 0u64;
         loop {
             self.deliver_events();
             self.run_timers();
@@ -560,6 +602,11 @@ impl<S: 'static> Runner<S> {
                     }
                 }
                 c.retry_accepts(now);
+                let timeouts = c.cfg.idle_timeout.is_some() || c.cfg.packet_timeout.is_some();
+                if timeouts && c.stats.heartbeat.get() != last_sweep {
+                    last_sweep = c.stats.heartbeat.get();
+                    c.expire_idle(now);
+                }
                 let close_next = c.expire_closing(now);
                 if let Some(deadline) = c.stopping {
                     if now >= deadline {
@@ -570,8 +617,8 @@ impl<S: 'static> Runner<S> {
                     }
                 }
                 let mut timeout = c.timers.next_timeout(now);
-                if c.cfg.max_memory.is_some() {
-                    // Wake at least once a second for the memory check.
+                if c.cfg.max_memory.is_some() || timeouts {
+                    // Wake at least once a second for the memory check and the timeouts.
                     timeout = Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
                 }
                 for d in [close_next, c.stopping].into_iter().flatten() {
@@ -589,6 +636,7 @@ impl<S: 'static> Runner<S> {
                 c.reap(&mut cqes);
                 // One wall-clock read per turn serves the heartbeat and HTTP Date headers.
                 c.wall = std::time::SystemTime::now();
+                c.clock = Instant::now();
                 c.stats.heartbeat.set(c.wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
             });
             for (ud, res, flags) in cqes.drain(..) {
@@ -655,6 +703,15 @@ impl<S: 'static> Runner<S> {
                 Delivery::Message(msg) if msg.kind == MessageKind::Handshake => {
                     crate::websocket::handshake(&conn, msg.data, cb, state);
                 }
+                Delivery::Message(msg)
+                    if matches!(msg.kind, MessageKind::Ping | MessageKind::Pong | MessageKind::Close) =>
+                {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| crate::websocket::control(&conn, &msg, cb, state)))
+                    {
+                        panicked = Some(panic_message(&*p));
+                        return Flow::Stop;
+                    }
+                }
                 Delivery::Message(msg) => {
                     delivered += 1;
                     if let Some(f) = &cb.on_message {
@@ -670,7 +727,11 @@ impl<S: 'static> Runner<S> {
                     }
                 }
                 Delivery::Reply(bytes, reply) => {
-                    conn.send_raw(bytes);
+                    // After our own close frame nothing more is sent (no pong, and the peer's
+                    // close, which answers ours, is not echoed): the connection just closes.
+                    if !conn.ws_close_sent() {
+                        conn.send_raw(bytes);
+                    }
                     if reply == Reply::SendThenClose {
                         conn.close(None);
                     }

@@ -19,6 +19,14 @@ pub enum MessageKind {
     /// A protocol handshake request (the WebSocket upgrade request head) that the engine
     /// answers before any message flows.
     Handshake,
+    /// A WebSocket ping: received (only when the application asked to see pings) or sent
+    /// (a server heartbeat). The data is the ping payload (at most 125 bytes).
+    Ping,
+    /// A WebSocket pong, received (only when asked for) or sent unsolicited.
+    Pong,
+    /// A WebSocket close frame. The data is the raw close payload: empty, or a 2-byte
+    /// big-endian status code followed by a UTF-8 reason.
+    Close,
 }
 
 /// One decoded message, borrowed from the receive buffer or the decoder.
@@ -96,6 +104,10 @@ pub enum ProtocolError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A packet started arriving but was not complete within the worker's packet timeout
+    /// (an HTTP request head or body sent too slowly: the engine answers 408).
+    #[error("packet not completed within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Per-connection receive-side state of one protocol.
@@ -116,8 +128,22 @@ pub trait Decoder: Send {
     /// packet carried no message for the application (a control frame, a fragment).
     fn decode<'a>(&'a mut self, packet: &'a mut [u8]) -> Result<Option<Message<'a>>, ProtocolError>;
 
-    /// Bytes the protocol must send by itself after the last `decode` (a pong, a close echo,
-    /// an interim response), appended to `out`.
+    /// Applies per-connection settings chosen by the engine after the decoder was created
+    /// (for example which WebSocket control frames the application wants to see).
+    fn configure(&mut self, cfg: &dyn std::any::Any) {
+        let _ = cfg;
+    }
+
+    /// Longest packet `input` may announce when the connection's `max_package_size` is
+    /// `max`. The default is `max` itself (the whole packet counts, as in Workerman); a
+    /// protocol that applies `max` to the payload (WebSocket) adds its framing overhead.
+    fn packet_limit(&self, max: usize) -> usize {
+        max
+    }
+
+    /// Bytes the protocol must send by itself (a pong, a close echo, an interim response),
+    /// appended to `out`. Polled after each `decode`, and also after a feed that left a
+    /// packet incomplete (where HTTP's `100 Continue` comes from).
     fn poll_reply(&mut self, out: &mut Vec<u8>) -> Reply {
         let _ = out;
         Reply::None

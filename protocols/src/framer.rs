@@ -73,12 +73,13 @@ impl Framer {
             self.buf.extend_from_slice(data);
             return self.drain(codec, max, sink);
         }
+        let limit = codec.packet_limit(max);
         let mut off = 0;
         while off < data.len() {
             let rest = &mut data[off..];
             let n = match codec.input(rest, max)? {
                 Input::Need => break,
-                Input::Packet(n) => check_len(n, max)?,
+                Input::Packet(n) => check_len(n, limit, max)?,
             };
             if n > rest.len() {
                 self.want = Some(n);
@@ -91,10 +92,17 @@ impl Framer {
             }
         }
         self.stash(&data[off..]);
-        if self.want.is_none() && self.buffered() > max {
+        if self.want.is_none() && self.buffered() > limit {
             return Err(ProtocolError::TooLarge { len: self.buffered(), max });
         }
-        Ok(Flow::Continue)
+        Ok(interim(codec, &mut self.reply, &mut sink))
+    }
+
+    /// Drops everything buffered (the connection is being closed) and releases the memory.
+    pub fn discard(&mut self) {
+        self.buf = Vec::new();
+        self.start = 0;
+        self.want = None;
     }
 
     /// Buffers `data` without parsing it (while the connection's receiving is paused).
@@ -107,13 +115,14 @@ impl Framer {
     where
         F: FnMut(Delivery<'_>) -> Flow,
     {
+        let limit = codec.packet_limit(max);
         let mut flow = Flow::Continue;
         while self.buffered() > 0 {
             let n = match self.want {
                 Some(n) => n,
                 None => match codec.input(&self.buf[self.start..], max)? {
                     Input::Need => break,
-                    Input::Packet(n) => check_len(n, max)?,
+                    Input::Packet(n) => check_len(n, limit, max)?,
                 },
             };
             if n > self.buffered() {
@@ -132,10 +141,13 @@ impl Framer {
             self.buf.clear();
             self.start = 0;
         }
-        if self.want.is_none() && self.buffered() > max {
+        if self.want.is_none() && self.buffered() > limit {
             return Err(ProtocolError::TooLarge { len: self.buffered(), max });
         }
-        Ok(flow)
+        if flow == Flow::Stop {
+            return Ok(flow);
+        }
+        Ok(interim(codec, &mut self.reply, &mut sink))
     }
 
     /// Keeps the unparsed tail, compacting first so the buffer does not creep.
@@ -177,11 +189,25 @@ where
     }
 }
 
-fn check_len(n: usize, max: usize) -> Result<usize, ProtocolError> {
+/// Asks the codec, while a packet is still incomplete, whether it wants something sent
+/// before the rest arrives (HTTP's `100 Continue`): the peer may be waiting for it.
+fn interim<F>(codec: &mut dyn Decoder, reply: &mut Vec<u8>, sink: &mut F) -> Flow
+where
+    F: FnMut(Delivery<'_>) -> Flow,
+{
+    reply.clear();
+    match codec.poll_reply(reply) {
+        Reply::None => Flow::Continue,
+        r => sink(Delivery::Reply(reply, r)),
+    }
+}
+
+/// `limit` is the codec's [`Decoder::packet_limit`] for `max`; `max` is what errors report.
+fn check_len(n: usize, limit: usize, max: usize) -> Result<usize, ProtocolError> {
     if n == 0 {
         return Err(ProtocolError::Malformed { protocol: "codec", reason: "announced a zero-length packet" });
     }
-    if n > max {
+    if n > limit {
         return Err(ProtocolError::TooLarge { len: n, max });
     }
     Ok(n)
@@ -284,6 +310,27 @@ mod tests {
             let _ = run(&Frame, &chunks, 512);
             let _ = run(&Text, &chunks, 512);
         }
+    }
+
+    #[test]
+    fn interim_reply_while_the_body_is_missing() {
+        let mut codec = crate::http::Http.decoder();
+        let mut f = Framer::new();
+        let mut got = Vec::new();
+        let mut sink = |d: Delivery<'_>| {
+            got.push(match d {
+                Delivery::Message(m) => m.to_vec(),
+                Delivery::Reply(b, _) => b.to_vec(),
+            });
+            Flow::Continue
+        };
+        let mut head = b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n".to_vec();
+        f.feed(codec.as_mut(), &mut head, 1024, &mut sink).unwrap();
+        f.feed(codec.as_mut(), &mut b"h".to_vec(), 1024, &mut sink).unwrap();
+        f.feed(codec.as_mut(), &mut b"i".to_vec(), 1024, &mut sink).unwrap();
+        assert_eq!(got.len(), 2, "one 100 Continue, then the request");
+        assert_eq!(got[0], crate::http::CONTINUE_RESPONSE);
+        assert!(got[1].ends_with(b"\r\n\r\nhi"));
     }
 
     #[test]

@@ -397,6 +397,7 @@ impl Decoder for HttpDecoder {
 
     fn error_reply(&mut self, err: &ProtocolError, out: &mut Vec<u8>) {
         let status = match (&self.last_error, err) {
+            (_, ProtocolError::Timeout(_)) => 408,
             (Some(e), _) => e.status(),
             (None, ProtocolError::TooLarge { .. }) => 413,
             (None, ProtocolError::Malformed { .. }) => 400,

@@ -72,6 +72,8 @@ pub struct WsDecoder {
     allow_deflate: bool,
     inflater: Option<Inflater>,
     auto_pong: bool,
+    /// Which control frames are delivered to the application as messages.
+    control: ControlFrames,
     /// Header of the packet announced by the last `input`.
     pending: Option<FrameHeader>,
     frag: Option<Fragmented>,
@@ -92,8 +94,25 @@ pub struct WsDecoder {
     rng: MaskRng,
 }
 
+/// Which received control frames a [`WsDecoder`] delivers as messages (kinds
+/// [`MessageKind::Ping`], [`MessageKind::Pong`], [`MessageKind::Close`]) instead of handling
+/// them silently. Pass it to [`Decoder::configure`] (the engine does when the worker has
+/// `on_websocket_ping` / `on_websocket_pong` / `on_websocket_close` callbacks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControlFrames {
+    /// Deliver pings, and stop answering them automatically (the application pongs).
+    pub pings: bool,
+    /// Deliver pongs.
+    pub pongs: bool,
+    /// Deliver the peer's close frame (its payload) before the automatic echo.
+    pub close: bool,
+}
+
 /// Reassembly buffers larger than this are released after their message.
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Longest frame header: 2 bytes, a 64-bit extended length and a 4-byte mask.
+const MAX_FRAME_HEADER: usize = 14;
 
 impl WsDecoder {
     /// A server decoder waiting for the upgrade request; `deflate` allows negotiating
@@ -130,6 +149,7 @@ impl WsDecoder {
             allow_deflate,
             inflater: None,
             auto_pong: true,
+            control: ControlFrames::default(),
             pending: None,
             frag: None,
             msg: Vec::new(),
@@ -274,6 +294,7 @@ impl WsDecoder {
         }
         let max = self.max;
         match h.opcode {
+            OpCode::Ping if self.control.pings => Ok(Got::InPacket(MessageKind::Ping, h.header_len)),
             OpCode::Ping => {
                 if self.auto_pong && !self.close_after_reply {
                     let m = self.mask();
@@ -281,6 +302,7 @@ impl WsDecoder {
                 }
                 Ok(Got::Nothing)
             }
+            OpCode::Pong if self.control.pongs => Ok(Got::InPacket(MessageKind::Pong, h.header_len)),
             OpCode::Pong => Ok(Got::Nothing),
             OpCode::Close => {
                 let code = match payload.len() {
@@ -301,6 +323,9 @@ impl WsDecoder {
                 write_close(&mut self.reply, Some(code.unwrap_or(close_code::NORMAL)), "", m);
                 self.close_after_reply = true;
                 self.state = State::Closed;
+                if self.control.close {
+                    return Ok(Got::InPacket(MessageKind::Close, h.header_len));
+                }
                 Ok(Got::Nothing)
             }
             OpCode::Text | OpCode::Binary if h.fin && !h.rsv1 => {
@@ -377,6 +402,19 @@ impl Decoder for WsDecoder {
         }
     }
 
+    /// Accepts [`ControlFrames`]; anything else is ignored.
+    fn configure(&mut self, cfg: &dyn std::any::Any) {
+        if let Some(c) = cfg.downcast_ref::<ControlFrames>() {
+            self.control = *c;
+        }
+    }
+
+    fn packet_limit(&self, max: usize) -> usize {
+        // `max` bounds the (reassembled) payload, checked in `check_frame`; the frame header
+        // (at most 14 bytes) comes on top, and the handshake head has its own 16 KiB bound.
+        max.saturating_add(MAX_FRAME_HEADER).max(MAX_HEAD)
+    }
+
     fn decode<'a>(&'a mut self, packet: &'a mut [u8]) -> Result<Option<Message<'a>>, ProtocolError> {
         let got = match self.state {
             State::Closed => return Ok(None),
@@ -410,6 +448,7 @@ impl Decoder for WsDecoder {
         match self.state {
             State::Handshake => {
                 let status = match (&failure, err) {
+                    (_, ProtocolError::Timeout(_)) => 408,
                     (Some(WsError::Handshake(h)), _) => h.status(),
                     (_, ProtocolError::TooLarge { .. }) => 431,
                     _ => 400,
@@ -420,6 +459,7 @@ impl Decoder for WsDecoder {
             }
             State::Open => {
                 let code = match (&failure, err) {
+                    (_, ProtocolError::Timeout(_)) => close_code::POLICY,
                     (Some(f), _) => f.close_code(),
                     (_, ProtocolError::TooLarge { .. }) => close_code::TOO_BIG,
                     _ => close_code::PROTOCOL,

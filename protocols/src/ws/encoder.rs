@@ -11,6 +11,9 @@ use crate::{Encoder, MessageKind};
 ///
 /// [`MessageKind::Text`] becomes opcode 0x1, [`MessageKind::Binary`] 0x2 and
 /// [`MessageKind::Handshake`] is written raw, without framing (the handshake response).
+/// [`MessageKind::Ping`], [`MessageKind::Pong`] and [`MessageKind::Close`] become control
+/// frames (payload cut to 125 bytes); after a close frame the encoder writes nothing more
+/// (RFC 6455 §5.5.1).
 /// Server encoders never mask; client encoders mask every frame with a fresh key (or a
 /// fixed one, see [`WsEncoder::client_with_key`]). After
 /// [`configure`](Encoder::configure) with [`DeflateParams`], data messages are compressed
@@ -22,12 +25,21 @@ pub struct WsEncoder {
     rng: MaskRng,
     deflater: Option<Deflater>,
     scratch: Vec<u8>,
+    /// A close frame was written: nothing may follow it.
+    closed: bool,
 }
 
 impl WsEncoder {
     /// A server encoder (unmasked frames).
     pub fn server() -> Self {
-        WsEncoder { client: false, fixed_key: None, rng: MaskRng::new(), deflater: None, scratch: Vec::new() }
+        WsEncoder {
+            client: false,
+            fixed_key: None,
+            rng: MaskRng::new(),
+            deflater: None,
+            scratch: Vec::new(),
+            closed: false,
+        }
     }
 
     /// A client encoder masking each frame with a fresh pseudo-random key.
@@ -76,11 +88,22 @@ impl WsEncoder {
 
 impl Encoder for WsEncoder {
     fn encode(&mut self, payload: &[u8], kind: MessageKind, out: &mut Vec<u8>) {
+        if self.closed {
+            // RFC 6455 §5.5.1: nothing may follow our close frame.
+            return;
+        }
         let opcode = match kind {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
             MessageKind::Handshake => {
                 out.extend_from_slice(payload);
+                return;
+            }
+            MessageKind::Ping => return self.encode_control(OpCode::Ping, payload, out),
+            MessageKind::Pong => return self.encode_control(OpCode::Pong, payload, out),
+            MessageKind::Close => {
+                self.encode_control(OpCode::Close, payload, out);
+                self.closed = true;
                 return;
             }
         };

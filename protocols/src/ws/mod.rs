@@ -49,7 +49,7 @@ pub use client::{
     client_handshake_request, generate_key, validate_response, ClientHandshakeError, HandshakeResponse,
     WebSocketClient, DEFLATE_OFFER,
 };
-pub use decoder::{Role, WsDecoder};
+pub use decoder::{ControlFrames, Role, WsDecoder};
 pub use deflate::{negotiate_deflate, parse_offer, DeflateParams, Deflater, Inflater};
 pub use encoder::{MaskRng, WsEncoder};
 pub use error::{close_code, WsError};

@@ -385,3 +385,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn payload_of_exactly_max_is_accepted_despite_the_header() {
+    // 64 KiB payload: the 16-bit length form, 8-byte header with the mask.
+    let max = 65_536;
+    let (evs, err) = server(&[frame(true, false, OpCode::Binary, &vec![7u8; max])], None, max);
+    assert_eq!(err, None);
+    assert!(matches!(&evs[..], [Ev::Msg(MessageKind::Binary, d)] if d.len() == max));
+    let (_, err) = server(&[frame(true, false, OpCode::Binary, &vec![7u8; max + 1])], None, max);
+    assert_eq!(err, Some(close_code::TOO_BIG));
+}
+
+#[test]
+fn control_frames_are_delivered_when_asked_for() {
+    let wire = [
+        frame(true, false, OpCode::Ping, b"p"),
+        frame(true, false, OpCode::Pong, b"q"),
+        frame(true, false, OpCode::Close, &[0x03, 0xe8, b'o', b'k']),
+    ];
+    // Default: the ping is answered, the pong dropped, the close echoed; no messages.
+    let (evs, err) = server(&wire, None, 1 << 20);
+    assert_eq!(err, None);
+    assert!(evs.iter().all(|e| matches!(e, Ev::Reply(..))), "{evs:?}");
+    assert_eq!(evs.len(), 2);
+    // With every control kind delivered: no automatic pong, the close still echoed.
+    let mut d = WsDecoder::server_open(None);
+    d.configure(&ControlFrames { pings: true, pongs: true, close: true });
+    let (evs, err) = run(&mut d, &[wire.concat()], 1 << 20);
+    assert_eq!(err, None);
+    assert_eq!(evs[0], Ev::Msg(MessageKind::Ping, b"p".to_vec()));
+    assert_eq!(evs[1], Ev::Msg(MessageKind::Pong, b"q".to_vec()));
+    assert_eq!(evs[2], Ev::Msg(MessageKind::Close, vec![0x03, 0xe8, b'o', b'k']));
+    assert!(matches!(&evs[3], Ev::Reply(b, Reply::SendThenClose) if close_code_of(b) == 1000));
+}
+
+#[test]
+fn encoder_writes_control_frames_and_nothing_after_close() {
+    let mut enc = WsEncoder::server();
+    let mut out = Vec::new();
+    enc.encode(b"hb", MessageKind::Ping, &mut out);
+    enc.encode(&[0x0f, 0xa0], MessageKind::Close, &mut out);
+    enc.encode(b"late", MessageKind::Text, &mut out);
+    assert_eq!(out, [0x89, 2, b'h', b'b', 0x88, 2, 0x0f, 0xa0]);
+}
