@@ -364,3 +364,29 @@ fn chunked_response_streams_and_keeps_the_connection() {
     assert!(log.contains("Re-using existing connection"), "{log}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "first;second;thirdHello World");
 }
+
+#[test]
+fn send_file_from_a_handler_streams_with_ranges() {
+    use ringman::http::{continue_file, send_file};
+    let d = root();
+    let file = d.path().join("data.bin");
+    let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.on_request(move |conn, req, _| {
+        if !(req.path() == "/report" && send_file(conn, req, &file)) {
+            respond(conn, req, Response::new(404).body("Not Found"));
+        }
+    });
+    w.on_buffer_drain(|conn, _| continue_file(conn));
+    let (_srv, addr) = start(w);
+    let (head, body) = curl(&[&format!("http://{addr}/report")]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Content-Type: application/octet-stream"), "{head}");
+    assert_eq!(body.len(), 300_000);
+    assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    let (head, body) = curl(&["-r", "100000-100009", &format!("http://{addr}/report")]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, (100_000..100_010u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let (head, _) = curl(&[&format!("http://{addr}/other")]);
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}

@@ -120,59 +120,7 @@ impl WebServer {
         if !h::is_within(&self.root, &canon) {
             return false;
         }
-        let Ok(mut file) = File::open(&canon) else { return false };
-        let Ok(meta) = file.metadata() else { return false };
-        if !meta.is_file() {
-            return false;
-        }
-        let len = meta.len();
-        let modified = meta.modified().ok();
-        let last_modified = modified.map(h::http_date);
-        if let (Some(lm), Some(ims)) = (&last_modified, req.header("if-modified-since")) {
-            if ims == &lm[..] {
-                respond(conn, req, Response::new(304).header("Last-Modified", std::str::from_utf8(lm).unwrap_or("")));
-                return true;
-            }
-        }
-        let (status, start, count, content_range) = match req.header("range").map(|r| h::parse_range(r, len)) {
-            Some(RangeOutcome::Partial(r)) => (206, r.start, r.len(), Some(r.content_range(len))),
-            Some(RangeOutcome::Unsatisfiable) => {
-                let resp = Response::new(416).header("Content-Range", h::ByteRange::unsatisfied(len));
-                respond(conn, req, resp);
-                return true;
-            }
-            _ => (200, 0, len, None),
-        };
-        let mut head = Vec::with_capacity(256);
-        head.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", h::reason_phrase(status)).as_bytes());
-        head.extend_from_slice(b"Date: ");
-        head.extend_from_slice(&date_now());
-        head.extend_from_slice(
-            format!("\r\nContent-Type: {}\r\n", h::mime_for_path(&canon.to_string_lossy())).as_bytes(),
-        );
-        head.extend_from_slice(format!("Content-Length: {count}\r\nAccept-Ranges: bytes\r\n").as_bytes());
-        if let Some(lm) = &last_modified {
-            head.extend_from_slice(b"Last-Modified: ");
-            head.extend_from_slice(lm);
-            head.extend_from_slice(b"\r\n");
-        }
-        if let Some(cr) = content_range {
-            head.extend_from_slice(format!("Content-Range: {cr}\r\n").as_bytes());
-        }
-        if !req.keep_alive() {
-            head.extend_from_slice(b"Connection: close\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        conn.send_raw(&head);
-        if req.method() == "HEAD" || count == 0 || file.seek(SeekFrom::Start(start)).is_err() {
-            if !req.keep_alive() {
-                conn.close(None);
-            }
-            return true;
-        }
-        conn.set_context(Streaming { file, remaining: count, close_after: !req.keep_alive() });
-        pump(conn);
-        true
+        send_file(conn, req, &canon)
     }
 
     /// Installs this server on an `http://` worker: files first, then `fallback` for
@@ -187,8 +135,89 @@ impl WebServer {
                 fallback(conn, req, state);
             }
         });
-        worker.on_buffer_drain(|conn, _| pump(conn));
+        worker.on_buffer_drain(|conn, _| continue_file(conn));
     }
+}
+
+/// Answers `req` with the file at `path` (Workerman's `Response::withFile`): `Range` (206 /
+/// 416), `If-Modified-Since` (304), `Last-Modified`, MIME type by extension, `HEAD` without
+/// a body; the body streams in 64 KiB pieces as the send buffer drains. Returns false,
+/// sending nothing, when `path` is not a readable regular file. `path` is used as given:
+/// resolve untrusted names with [`WebServer`] (or `resolve_path` + `is_within`) first.
+///
+/// The worker must continue the stream from `on_buffer_drain` by calling
+/// [`continue_file`] (as [`WebServer::install`] does) for bodies larger than one piece.
+///
+/// ```no_run
+/// use ringman_engine::http::{continue_file, send_file, respond};
+/// use ringman_protocols::http::Response;
+/// let mut w = ringman_engine::Worker::<()>::new("http://127.0.0.1:8080").unwrap();
+/// w.on_request(|conn, req, _| {
+///     if req.path() == "/report" && send_file(conn, req, "/var/lib/app/report.pdf".as_ref()) {
+///         return;
+///     }
+///     respond(conn, req, Response::new(404).body("Not Found"));
+/// });
+/// w.on_buffer_drain(|conn, _| continue_file(conn));
+/// ```
+pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
+    let Ok(mut file) = File::open(path) else { return false };
+    let Ok(meta) = file.metadata() else { return false };
+    if !meta.is_file() {
+        return false;
+    }
+    let len = meta.len();
+    let modified = meta.modified().ok();
+    let last_modified = modified.map(h::http_date);
+    if let (Some(lm), Some(ims)) = (&last_modified, req.header("if-modified-since")) {
+        if ims == &lm[..] {
+            respond(conn, req, Response::new(304).header("Last-Modified", std::str::from_utf8(lm).unwrap_or("")));
+            return true;
+        }
+    }
+    let (status, start, count, content_range) = match req.header("range").map(|r| h::parse_range(r, len)) {
+        Some(RangeOutcome::Partial(r)) => (206, r.start, r.len(), Some(r.content_range(len))),
+        Some(RangeOutcome::Unsatisfiable) => {
+            let resp = Response::new(416).header("Content-Range", h::ByteRange::unsatisfied(len));
+            respond(conn, req, resp);
+            return true;
+        }
+        _ => (200, 0, len, None),
+    };
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", h::reason_phrase(status)).as_bytes());
+    head.extend_from_slice(b"Date: ");
+    head.extend_from_slice(&date_now());
+    head.extend_from_slice(format!("\r\nContent-Type: {}\r\n", h::mime_for_path(&path.to_string_lossy())).as_bytes());
+    head.extend_from_slice(format!("Content-Length: {count}\r\nAccept-Ranges: bytes\r\n").as_bytes());
+    if let Some(lm) = &last_modified {
+        head.extend_from_slice(b"Last-Modified: ");
+        head.extend_from_slice(lm);
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(cr) = content_range {
+        head.extend_from_slice(format!("Content-Range: {cr}\r\n").as_bytes());
+    }
+    if !req.keep_alive() {
+        head.extend_from_slice(b"Connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    conn.send_raw(&head);
+    if req.method() == "HEAD" || count == 0 || file.seek(SeekFrom::Start(start)).is_err() {
+        if !req.keep_alive() {
+            conn.close(None);
+        }
+        return true;
+    }
+    conn.set_context(Streaming { file, remaining: count, close_after: !req.keep_alive() });
+    pump(conn);
+    true
+}
+
+/// Continues a body started by [`send_file`]; call it from `on_buffer_drain`. Does nothing
+/// on a connection that is not streaming a file.
+pub fn continue_file(conn: &Connection) {
+    pump(conn);
 }
 
 /// Queues the next pieces of a streaming file until the send buffer holds about a piece.
