@@ -247,6 +247,45 @@ fn server_initiated_close_cuts_off_a_silent_peer() {
     assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "closed");
 }
 
+fn heartbeat_worker() -> (Running, SocketAddr, crossbeam_channel::Receiver<String>) {
+    let (tx, rx) = unbounded::<String>();
+    let mut w = Worker::<()>::new("websocket://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.websocket_ping_interval = Some(std::time::Duration::from_millis(300));
+    let t = tx.clone();
+    w.on_error(move |_, e, _| t.send(format!("error {}: {e}", e.code())).unwrap());
+    w.on_close(move |_, _| tx.send("closed".into()).unwrap());
+    w.on_message(|c, m, _| {
+        c.send_as(m.data, m.kind);
+    });
+    let (srv, addr) = start(w);
+    (srv, addr, rx)
+}
+
+#[test]
+fn heartbeat_pings_a_silent_peer_and_keeps_it_while_it_answers() {
+    let (_srv, addr, events) = heartbeat_worker();
+    let mut ws = client(addr, "/");
+    for _ in 0..3 {
+        // tungstenite queues the pong and sends it on the next read or write.
+        assert_eq!(ws.read().unwrap(), Message::Ping(Vec::new().into()));
+    }
+    ws.send(Message::text("still here")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("still here"));
+    assert!(events.try_recv().is_err(), "no error, no close");
+}
+
+#[test]
+fn heartbeat_destroys_a_peer_that_never_answers() {
+    let (_srv, addr, events) = heartbeat_worker();
+    let mut s = client(addr, "/").into_inner();
+    // The handshake is done; the client now stays silent and reads whatever comes.
+    assert_eq!(read_to_eof(&mut s), [0x89, 0x00], "one unanswered ping, then the cut");
+    let e = events.recv_timeout(PATIENCE).unwrap();
+    assert!(e.starts_with("error 6: no answer to a heartbeat ping"), "{e}");
+    assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "closed");
+}
+
 /// Checks an Autobahn fuzzingclient report (all cases, compression included): .ci/run runs
 /// `kosoku` against the release echo example and points `RINGMAN_AUTOBAHN_REPORT` at its
 /// `index.json`. Without the variable the test says so and checks nothing (running the

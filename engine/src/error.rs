@@ -76,17 +76,26 @@ pub enum ConnError {
     /// The socket failed (reset, broken pipe, ...); the connection is closed.
     #[error("socket error: {0}")]
     Io(io::Error),
+    /// A WebSocket heartbeat ping went unanswered (nothing at all was received) for this
+    /// long: the peer is presumed dead and the connection destroyed.
+    #[error("no answer to a heartbeat ping within {after:?}")]
+    NoPong {
+        /// The worker's `websocket_ping_interval`.
+        after: std::time::Duration,
+    },
 }
 
 impl ConnError {
     /// Workerman's numeric code: `SEND_FAIL` = 2 for a refused send, 1 (`CONNECT_FAIL`) is for
-    /// client connections, and ringman adds 3 = protocol error, 4 = panic, 5 = socket error.
+    /// client connections, and ringman adds 3 = protocol error, 4 = panic, 5 = socket error,
+    /// 6 = heartbeat unanswered.
     pub fn code(&self) -> u32 {
         match self {
             ConnError::SendBufferFull { .. } => 2,
             ConnError::Protocol(_) => 3,
             ConnError::Panic(_) => 4,
             ConnError::Io(_) => 5,
+            ConnError::NoPong { .. } => 6,
         }
     }
 }

@@ -23,6 +23,8 @@ pub use connection::{Connection, ConnectionId, SendStatus};
 pub use error::{ConnError, EngineError};
 pub use ops::{Launch, OpsError, Options as OpsOptions};
 pub use ring::RingMode;
+/// The message types callbacks receive, re-exported from `ringman_protocols`.
+pub use ringman_protocols::{Message, MessageKind};
 pub use server::{
     run_all, run_all_then, stop_all, Counter, LatencyHistogram, Running, Server, ThreadStats, WorkerHandle,
     LISTEN_FDS_ENV,
@@ -31,8 +33,6 @@ pub use sys::{clear_cloexec, pin_to_cpu};
 pub use timer::{Timer, TimerId};
 pub use websocket::WsDecision;
 pub use worker::{SendMode, Worker, WorkerInfo};
-/// The message types callbacks receive, re-exported from `ringman_protocols`.
-pub use ringman_protocols::{Message, MessageKind};
 
 /// What a ring thread runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -129,6 +129,12 @@ pub(crate) struct ConnState {
     active: Instant,
     /// Since when an incomplete packet has been buffered: the packet timeout's base.
     partial_since: Option<Instant>,
+    /// Last time bytes arrived (turn clock): the heartbeat's base.
+    heard: Instant,
+    /// When the unanswered heartbeat ping went out, if one is outstanding.
+    ping_sent: Option<Instant>,
+    /// The WebSocket handshake is done: frames (and heartbeat pings) may be sent.
+    pub upgraded: bool,
     /// We sent a WebSocket close frame and wait for the peer's (bounded by
     /// `close_deadline`); its close is then not echoed.
     pub ws_close_sent: bool,
@@ -409,6 +415,9 @@ impl Core {
             context: None,
             close_deadline: None,
             active: self.clock,
+            heard: self.clock,
+            ping_sent: None,
+            upgraded: false,
             partial_since: None,
             ws_close_sent: false,
         });
@@ -495,6 +504,8 @@ impl Core {
         let len = res as usize;
         c.bytes_read += len as u64;
         c.active = self.clock;
+        c.heard = self.clock;
+        c.ping_sent = None;
         if !more && c.status != Status::Closed {
             // Multishot ended without an error (for instance the CQ was nearly full): re-arm.
             self.arm_recv(key);
@@ -966,13 +977,30 @@ impl Core {
     /// packet timeout gets the protocol's timeout reply (HTTP 408) and `on_error`; one that
     /// has been silent, with nothing queued or in flight, for the idle timeout is closed
     /// quietly (the normal end of a keep-alive connection).
+    ///
+    /// With a WebSocket heartbeat (`ping_interval`), an upgraded connection that has been
+    /// silent for an interval gets a ping; one that leaves it unanswered for another interval
+    /// is destroyed with `ConnError::NoPong` (a dead peer, which TCP alone would not notice
+    /// for a long time).
     pub(crate) fn expire_idle(&mut self, now: Instant) {
-        let (idle, packet) = (self.cfg.idle_timeout, self.cfg.packet_timeout);
+        let (idle, packet, ping) = (self.cfg.idle_timeout, self.cfg.packet_timeout, self.cfg.ping_interval);
         let mut late = Vec::new();
         let mut idle_keys = Vec::new();
+        let mut to_ping = Vec::new();
+        let mut dead = Vec::new();
         for (key, c) in self.conns.iter() {
             if c.status != Status::Established || c.decoder.is_none() {
                 continue;
+            }
+            if let (Some(iv), true) = (ping, c.upgraded && !c.ws_close_sent) {
+                match c.ping_sent {
+                    Some(t) if now.saturating_duration_since(t) >= iv => {
+                        dead.push(key);
+                        continue;
+                    }
+                    None if now.saturating_duration_since(c.heard) >= iv => to_ping.push(key),
+                    _ => {}
+                }
             }
             match (c.partial_since, packet) {
                 (Some(t), Some(limit)) if !c.paused && now.saturating_duration_since(t) >= limit => {
@@ -990,6 +1018,14 @@ impl Core {
         }
         for key in idle_keys {
             self.close(key, None);
+        }
+        for key in dead {
+            let after = ping.unwrap_or_default();
+            self.destroy(key, Some(ConnError::NoPong { after }));
+        }
+        for key in to_ping {
+            self.conns[key].ping_sent = Some(now);
+            self.send(key, b"", Enc::Kind(ringman_protocols::MessageKind::Ping));
         }
         for key in late {
             let err = ringman_protocols::ProtocolError::Timeout(packet.unwrap_or_default());
@@ -1079,6 +1115,8 @@ impl Core {
 
     /// Passes negotiated settings to a connection's encoder (`Encoder::configure`).
     pub(crate) fn configure_encoder(&mut self, key: usize, cfg: &dyn std::any::Any) {
+        // Called once the WebSocket handshake answer is queued: frames may follow.
+        self.conns[key].upgraded = true;
         self.conns[key].encoder.configure(cfg);
     }
 

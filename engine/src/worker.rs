@@ -55,6 +55,7 @@ pub(crate) struct WorkerConfig {
     pub max_memory: Option<u64>,
     pub idle_timeout: Option<Duration>,
     pub packet_timeout: Option<Duration>,
+    pub ping_interval: Option<Duration>,
     /// Handed to each new connection's `Decoder::configure` (WebSocket control frames).
     pub decoder_config: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -178,6 +179,11 @@ pub struct Worker<S = ()> {
     /// slow-loris defence; raise it for large uploads over slow links); none otherwise.
     /// Connections paused by the application are exempt.
     pub packet_timeout: Option<Duration>,
+    /// WebSocket heartbeat (`websocket://` only): a connection silent for this long gets a
+    /// ping, and one that then stays silent for another interval is destroyed with
+    /// [`ConnError::NoPong`] (dead-peer detection; Workerman leaves it to TCP keepalive).
+    /// Any received bytes count as an answer. Default none.
+    pub websocket_ping_interval: Option<Duration>,
     /// Listen backlog (capped by `net.core.somaxconn`).
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
@@ -251,6 +257,7 @@ impl<S: Default + 'static> Worker<S> {
             max_memory: None,
             idle_timeout: http.then_some(Duration::from_secs(60)),
             packet_timeout: http.then_some(Duration::from_secs(30)),
+            websocket_ping_interval: None,
             backlog: 4096,
             pin_cpus: None,
             recv_buffers: 1024,
@@ -396,6 +403,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             max_memory: w.max_memory,
             idle_timeout: w.idle_timeout,
             packet_timeout: w.packet_timeout,
+            ping_interval: w.websocket_ping_interval.filter(|_| w.protocol.name() == "websocket"),
             decoder_config: w.cb.control_frames().map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>),
         });
         let cb = Arc::new(w.cb);
@@ -602,7 +610,8 @@ impl<S: 'static> Runner<S> {
                     }
                 }
                 c.retry_accepts(now);
-                let timeouts = c.cfg.idle_timeout.is_some() || c.cfg.packet_timeout.is_some();
+                let timeouts =
+                    c.cfg.idle_timeout.is_some() || c.cfg.packet_timeout.is_some() || c.cfg.ping_interval.is_some();
                 if timeouts && c.stats.heartbeat.get() != last_sweep {
                     last_sweep = c.stats.heartbeat.get();
                     c.expire_idle(now);
