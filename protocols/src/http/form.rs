@@ -9,13 +9,16 @@ pub enum FormError {
     /// The body does not follow RFC 7578 / RFC 2046 multipart syntax.
     #[error("malformed multipart body: {0}")]
     Malformed(&'static str),
-    /// More parts than the limit (1024, Workerman's `maxFileUploads`).
+    /// More parts than the limit (1024 by default, Workerman's `maxFileUploads`).
     #[error("more than {0} multipart parts")]
     TooManyParts(usize),
+    /// The boundary is empty or contains CR or LF.
+    #[error("invalid multipart boundary")]
+    InvalidBoundary,
+    /// A part's header block is larger than the limit (in bytes).
+    #[error("multipart part headers larger than {0} bytes")]
+    PartHeadersTooLarge(usize),
 }
-
-/// Most parts [`parse_multipart`] accepts.
-const MAX_PARTS: usize = 1024;
 
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
@@ -143,46 +146,10 @@ pub struct Part<'a> {
     pub data: &'a [u8],
 }
 
-/// A `Content-Disposition` parameter value (quoted or token).
-fn disposition_param<'a>(v: &'a str, key: &str) -> Option<&'a str> {
-    let mut rest = v;
-    // Skip the disposition type.
-    rest = &rest[rest.find(';')? + 1..];
-    loop {
-        rest = rest.trim_start();
-        let eq = rest.find('=')?;
-        let k = rest[..eq].trim();
-        rest = rest[eq + 1..].trim_start();
-        let (val, after) = if let Some(q) = rest.strip_prefix('"') {
-            let mut end = None;
-            let bytes = q.as_bytes();
-            let mut i = 0;
-            while i < bytes.len() {
-                match bytes[i] {
-                    b'\\' => i += 2,
-                    b'"' => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => i += 1,
-                }
-            }
-            let end = end?;
-            (&q[..end], &q[end + 1..])
-        } else {
-            let end = rest.find(';').unwrap_or(rest.len());
-            (rest[..end].trim_end(), &rest[end..])
-        };
-        if k.eq_ignore_ascii_case(key) {
-            return Some(val);
-        }
-        rest = after.trim_start();
-        rest = rest.strip_prefix(';')?;
-    }
-}
-
-/// Splits an in-memory `multipart/form-data` body into its parts (RFC 7578). The preamble
-/// and epilogue are ignored; the closing delimiter is required.
+/// Splits an in-memory `multipart/form-data` body into its parts (RFC 7578), borrowed from
+/// it. The preamble and epilogue are ignored; the closing delimiter is required. Limits are
+/// those of [`MultipartParser`](super::MultipartParser)'s defaults (1024 parts, 16 KiB of
+/// headers per part).
 ///
 /// ```
 /// use ringman_protocols::http::parse_multipart;
@@ -191,60 +158,7 @@ fn disposition_param<'a>(v: &'a str, key: &str) -> Option<&'a str> {
 /// assert_eq!((parts[0].name, parts[0].data), (Some("a"), &b"1"[..]));
 /// ```
 pub fn parse_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, FormError> {
-    if boundary.is_empty() {
-        return Err(FormError::Malformed("empty boundary"));
-    }
-    let delim = [b"\r\n--", boundary.as_bytes()].concat();
-    let finder = memchr::memmem::Finder::new(&delim);
-    // The first delimiter may open the body (no leading CRLF).
-    let mut pos = if body.starts_with(&delim[2..]) {
-        delim.len() - 2
-    } else {
-        finder.find(body).ok_or(FormError::Malformed("no opening delimiter"))? + delim.len()
-    };
-    let mut parts = Vec::new();
-    loop {
-        let rest = &body[pos..];
-        if rest.starts_with(b"--") {
-            return Ok(parts);
-        }
-        // Transport padding, then CRLF.
-        let pad = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-        let rest = rest[pad..].strip_prefix(b"\r\n").ok_or(FormError::Malformed("delimiter not followed by CRLF"))?;
-        let start = body.len() - rest.len();
-        if parts.len() == MAX_PARTS {
-            return Err(FormError::TooManyParts(MAX_PARTS));
-        }
-        let (head_len, headers) = if rest.starts_with(b"\r\n") {
-            (2, &rest[..0])
-        } else {
-            let end =
-                memchr::memmem::find(rest, b"\r\n\r\n").ok_or(FormError::Malformed("unterminated part headers"))? + 4;
-            (end, &rest[..end - 2])
-        };
-        let mut fields = [httparse::EMPTY_HEADER; 16];
-        if !headers.is_empty() {
-            let block = &rest[..head_len];
-            match httparse::parse_headers(block, &mut fields) {
-                Ok(httparse::Status::Complete((n, _))) if n == block.len() => {}
-                _ => return Err(FormError::Malformed("invalid part headers")),
-            }
-        }
-        let data_start = start + head_len;
-        let end = finder.find(&body[data_start..]).ok_or(FormError::Malformed("no closing delimiter"))? + data_start;
-        let mut part = Part { name: None, filename: None, content_type: None, headers, data: &body[data_start..end] };
-        for f in fields.iter().take_while(|f| !f.name.is_empty()) {
-            let Ok(v) = std::str::from_utf8(f.value) else { continue };
-            if f.name.eq_ignore_ascii_case("content-disposition") {
-                part.name = disposition_param(v, "name");
-                part.filename = disposition_param(v, "filename");
-            } else if f.name.eq_ignore_ascii_case("content-type") {
-                part.content_type = Some(v);
-            }
-        }
-        parts.push(part);
-        pos = end + delim.len();
-    }
+    super::multipart::parse_whole(body, boundary)
 }
 
 #[cfg(test)]
@@ -272,11 +186,11 @@ mod tests {
         assert!(parse_multipart(b"--bX", "b").is_err());
         assert_eq!(parse_multipart(b"--b--", "b").unwrap(), vec![]);
         let mut many = Vec::new();
-        for _ in 0..=MAX_PARTS {
+        for _ in 0..=crate::http::DEFAULT_MAX_PARTS {
             many.extend_from_slice(b"--b\r\n\r\nx\r\n");
         }
         many.extend_from_slice(b"--b--");
-        assert_eq!(parse_multipart(&many, "b"), Err(FormError::TooManyParts(MAX_PARTS)));
+        assert_eq!(parse_multipart(&many, "b"), Err(FormError::TooManyParts(crate::http::DEFAULT_MAX_PARTS)));
     }
 
     #[test]
