@@ -8,7 +8,7 @@
 //! * [`Response`] builds responses (headers, cookies, body, chunked streaming, Server-Sent
 //!   Events); [`StaticResponse`] is a pre-encoded response whose `Date` is patched in place.
 //! * Forms: [`parse_urlencoded`], [`parse_multipart`], the streaming [`MultipartParser`],
-//!   and its parts.
+//!   and [`FormData`] (uploads over a threshold spilled to temporary files).
 //! * Helpers: [`http_date`], [`mime_for_path`], [`parse_range`], [`resolve_path`].
 //!
 //! Compared with Workerman's `Http` protocol this is stricter: bare LF/CR, obsolete line
@@ -45,7 +45,8 @@ mod response;
 pub use date::{http_date, DateCache};
 pub use error::{reason_phrase, write_error_response, HttpError};
 pub use form::{
-    boundary_from_content_type, parse_multipart, parse_urlencoded, percent_decode, FormError, Part, UrlEncoded,
+    boundary_from_content_type, parse_multipart, parse_urlencoded, percent_decode, FormCollector, FormData, FormError,
+    FormField, Part, PersistError, UploadConfig, UploadError, UploadedFile, UrlEncoded,
 };
 pub use framing::{HttpDecoder, CONTINUE_RESPONSE, DEFAULT_HEAD_LIMIT};
 pub use mime::{mime_for_extension, mime_for_path};
