@@ -2,7 +2,9 @@
 //! Streaming multipart/form-data parser over arbitrary bytes and splits. Checks: no panic;
 //! no empty data piece; a split feed reports the same events and outcome as a whole feed;
 //! the one-shot `parse_multipart` and the in-memory `FormCollector` agree with the events.
-use ringman_protocols::http::{parse_multipart, Event, FormCollector, FormError, MultipartParser, UploadConfig};
+use ringman_protocols::http::{
+    parse_multipart, FormCollector, FormError, MultipartEvent, MultipartParser, UploadConfig,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ev {
@@ -18,21 +20,21 @@ fn run(pieces: &[&[u8]], boundary: &str, limit: usize) -> (Vec<Ev>, Result<(), F
     for piece in pieces {
         let r = p.push(piece, |ev| {
             match ev {
-                Event::Part(h) => evs.push(Ev::Part {
+                MultipartEvent::Part(h) => evs.push(Ev::Part {
                     name: h.name.map(str::to_owned),
                     filename: h.filename.map(str::to_owned),
                     ct: h.content_type.map(str::to_owned),
                     raw: h.raw.to_vec(),
                 }),
-                Event::Data(d) => {
+                MultipartEvent::Data(d) => {
                     assert!(!d.is_empty(), "empty data piece");
                     match evs.last_mut() {
                         Some(Ev::Data(v)) => v.extend_from_slice(d),
                         _ => evs.push(Ev::Data(d.to_vec())),
                     }
                 }
-                Event::PartEnd => evs.push(Ev::PartEnd),
-                Event::End => evs.push(Ev::End),
+                MultipartEvent::PartEnd => evs.push(Ev::PartEnd),
+                MultipartEvent::End => evs.push(Ev::End),
             }
             Ok::<_, FormError>(())
         });

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use super::multipart::{Event, MultipartParser, DEFAULT_MAX_PARTS, DEFAULT_PART_HEADER_LIMIT};
+use super::multipart::{MultipartEvent, MultipartParser, DEFAULT_MAX_PARTS, DEFAULT_PART_HEADER_LIMIT};
 use super::Request;
 
 /// Why a multipart body was rejected.
@@ -369,8 +369,9 @@ impl FormField {
     }
 }
 
-/// A form collected from a request body: text fields in memory, file uploads in memory or
-/// spilled to temporary files (see [`UploadConfig`]). Temporary files are removed when the
+/// A form collected from a request body: text fields in memory (bounded by the body, hence
+/// by the worker's `max_package_size`), file uploads in memory or spilled to temporary
+/// files (see [`UploadConfig`]). Temporary files are removed when the
 /// `FormData` (or the [`UploadedFile`] taken out of it) is dropped.
 ///
 /// ```
@@ -510,7 +511,7 @@ impl FormCollector {
         let FormCollector { parser, threshold, tmp_dir, form, current } = self;
         parser.push(piece, |ev| {
             match ev {
-                Event::Part(head) => {
+                MultipartEvent::Part(head) => {
                     let name = head.name.unwrap_or_default().to_owned();
                     *current = match head.filename {
                         Some(f) => Current::File {
@@ -526,7 +527,7 @@ impl FormCollector {
                         None => Current::Field(FormField { name, value: Vec::new() }),
                     };
                 }
-                Event::Data(d) => match current {
+                MultipartEvent::Data(d) => match current {
                     Current::None => {}
                     Current::Field(f) => f.value.extend_from_slice(d),
                     Current::File { file, writer } => {
@@ -534,7 +535,7 @@ impl FormCollector {
                         write_file_data(file, writer, d, *threshold, tmp_dir)?;
                     }
                 },
-                Event::PartEnd => match std::mem::replace(current, Current::None) {
+                MultipartEvent::PartEnd => match std::mem::replace(current, Current::None) {
                     Current::None => {}
                     Current::Field(f) => form.fields.push(f),
                     Current::File { file, writer } => {
@@ -545,7 +546,7 @@ impl FormCollector {
                         form.files.push(file);
                     }
                 },
-                Event::End => {}
+                MultipartEvent::End => {}
             }
             Ok::<_, UploadError>(())
         })

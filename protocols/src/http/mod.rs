@@ -50,7 +50,7 @@ pub use form::{
 };
 pub use framing::{HttpDecoder, CONTINUE_RESPONSE, DEFAULT_HEAD_LIMIT};
 pub use mime::{mime_for_extension, mime_for_path};
-pub use multipart::{Event, MultipartParser, PartHead, DEFAULT_MAX_PARTS, DEFAULT_PART_HEADER_LIMIT};
+pub use multipart::{MultipartEvent, MultipartParser, PartHead, DEFAULT_MAX_PARTS, DEFAULT_PART_HEADER_LIMIT};
 pub use path::{is_within, resolve_path, PathError};
 pub use range::{parse_range, ByteRange, RangeOutcome};
 pub use request::{Fields, Request, Version, MAX_HEADERS};

@@ -1,7 +1,7 @@
 //! A streaming, sans-IO `multipart/form-data` parser (RFC 7578 over RFC 2046 syntax).
 //!
 //! [`MultipartParser`] takes the body in pieces of any size and reports what it finds as
-//! [`Event`]s: a part's headers, pieces of its content (borrowed from the input whenever
+//! [`MultipartEvent`]s: a part's headers, pieces of its content (borrowed from the input whenever
 //! possible), the end of a part and the end of the body. Memory stays bounded whatever the
 //! body's size: a part's header block is limited ([`MultipartParser::header_limit`]), the
 //! number of parts too ([`MultipartParser::max_parts`], 1024 like Workerman's
@@ -23,7 +23,7 @@ pub const DEFAULT_PART_HEADER_LIMIT: usize = 16 * 1024;
 /// Most header fields in one part.
 const MAX_PART_FIELDS: usize = 16;
 
-/// The headers of one part, as reported by [`Event::Part`].
+/// The headers of one part, as reported by [`MultipartEvent::Part`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartHead<'a> {
     /// The `name` parameter of `Content-Disposition`.
@@ -102,7 +102,7 @@ fn disposition_param<'a>(v: &'a str, key: &str) -> Option<&'a str> {
 /// What [`MultipartParser::push`] found. For every part: one `Part`, zero or more `Data`,
 /// one `PartEnd`; after the last part, one `End`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event<'a> {
+pub enum MultipartEvent<'a> {
     /// A part begins; its headers.
     Part(PartHead<'a>),
     /// A piece of the current part's content, in order. A part's content may arrive in
@@ -145,7 +145,7 @@ enum HeadAt {
     Buffered,
 }
 
-/// One step's finding, as positions (turned into an [`Event`] by the caller).
+/// One step's finding, as positions (turned into an [`MultipartEvent`] by the caller).
 enum Raw {
     Head(HeadAt),
     /// Content in the current input.
@@ -157,23 +157,23 @@ enum Raw {
 }
 
 /// Streaming `multipart/form-data` parser: push the body in pieces of any size, receive
-/// [`Event`]s; call [`finish`](Self::finish) after the last piece.
+/// [`MultipartEvent`]s; call [`finish`](Self::finish) after the last piece.
 ///
 /// Content is handed out borrowed from the pushed bytes, except the few bytes at the end
 /// of a push that might start a delimiter: those are kept and handed out (or dropped, if
 /// they were a delimiter) on the next push.
 ///
 /// ```
-/// use ringman_protocols::http::{Event, FormError, MultipartParser};
+/// use ringman_protocols::http::{MultipartEvent, FormError, MultipartParser};
 /// let body = b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello\r\n--XX--\r\n";
 /// let mut p = MultipartParser::new("XX").unwrap();
 /// let mut content = Vec::new();
 /// for piece in body.chunks(7) {
 ///     p.push(piece, |ev| {
 ///         match ev {
-///             Event::Part(head) => assert_eq!(head.name, Some("a")),
-///             Event::Data(d) => content.extend_from_slice(d),
-///             Event::PartEnd | Event::End => {}
+///             MultipartEvent::Part(head) => assert_eq!(head.name, Some("a")),
+///             MultipartEvent::Data(d) => content.extend_from_slice(d),
+///             MultipartEvent::PartEnd | MultipartEvent::End => {}
 ///         }
 ///         Ok::<_, FormError>(())
 ///     })
@@ -253,7 +253,7 @@ impl MultipartParser {
     pub fn push<E: From<FormError>>(
         &mut self,
         input: &[u8],
-        mut on_event: impl FnMut(Event<'_>) -> Result<(), E>,
+        mut on_event: impl FnMut(MultipartEvent<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut pos = 0;
         loop {
@@ -263,17 +263,17 @@ impl MultipartParser {
                 Err(e) => return Err(self.fail(e).into()),
             };
             let event = match raw {
-                Raw::Data(r) => Event::Data(&input[r]),
-                Raw::Spill => Event::Data(&self.spill),
-                Raw::PartEnd => Event::PartEnd,
-                Raw::End => Event::End,
+                Raw::Data(r) => MultipartEvent::Data(&input[r]),
+                Raw::Spill => MultipartEvent::Data(&self.spill),
+                Raw::PartEnd => MultipartEvent::PartEnd,
+                Raw::End => MultipartEvent::End,
                 Raw::Head(at) => {
                     let block = match at {
                         HeadAt::Input(r) => &input[r],
                         HeadAt::Buffered => &self.head[..],
                     };
                     match PartHead::parse(block) {
-                        Ok(head) => Event::Part(head),
+                        Ok(head) => MultipartEvent::Part(head),
                         Err(e) => return Err(self.fail(e).into()),
                     }
                 }
@@ -519,21 +519,21 @@ mod tests {
         for piece in pieces {
             let r = p.push(piece, |ev| {
                 match ev {
-                    Event::Part(h) => evs.push(Ev::Part {
+                    MultipartEvent::Part(h) => evs.push(Ev::Part {
                         name: h.name.map(str::to_owned),
                         filename: h.filename.map(str::to_owned),
                         ct: h.content_type.map(str::to_owned),
                         raw: h.raw.to_vec(),
                     }),
-                    Event::Data(d) => {
+                    MultipartEvent::Data(d) => {
                         assert!(!d.is_empty(), "empty data event");
                         match evs.last_mut() {
                             Some(Ev::Data(v)) => v.extend_from_slice(d),
                             _ => evs.push(Ev::Data(d.to_vec())),
                         }
                     }
-                    Event::PartEnd => evs.push(Ev::PartEnd),
-                    Event::End => evs.push(Ev::End),
+                    MultipartEvent::PartEnd => evs.push(Ev::PartEnd),
+                    MultipartEvent::End => evs.push(Ev::End),
                 }
                 Ok::<_, FormError>(())
             });
@@ -603,7 +603,7 @@ Content-Disposition: form-data; name=\"f\"; filename=\"x.bin\"\r\nContent-Type: 
         let mut p = MultipartParser::new("XyZ").unwrap();
         let range = BODY.as_ptr_range();
         p.push(BODY, |ev| {
-            if let Event::Data(d) = ev {
+            if let MultipartEvent::Data(d) = ev {
                 assert!(range.contains(&d.as_ptr()));
             }
             Ok::<_, FormError>(())
@@ -644,7 +644,7 @@ Content-Disposition: form-data; name=\"f\"; filename=\"x.bin\"\r\nContent-Type: 
         // The callback's own error stops the parse.
         let mut p = MultipartParser::new("XyZ").unwrap();
         let r: Result<(), &str> = p.push(BODY, |ev| match ev {
-            Event::Data(_) => Err("stop"),
+            MultipartEvent::Data(_) => Err("stop"),
             _ => Ok(()),
         });
         assert_eq!(r, Err("stop"));
