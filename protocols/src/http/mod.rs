@@ -7,8 +7,9 @@
 //!   headers, cookies, body, trailers and the keep-alive decision.
 //! * [`Response`] builds responses (headers, cookies, body, chunked streaming, Server-Sent
 //!   Events); [`StaticResponse`] is a pre-encoded response whose `Date` is patched in place.
-//! * Helpers: [`http_date`], [`mime_for_path`], [`parse_urlencoded`], [`parse_multipart`],
-//!   [`parse_range`], [`resolve_path`].
+//! * Forms: [`parse_urlencoded`], [`parse_multipart`], the streaming [`MultipartParser`],
+//!   and [`FormData`] (uploads over a threshold spilled to temporary files).
+//! * Helpers: [`http_date`], [`mime_for_path`], [`parse_range`], [`resolve_path`].
 //!
 //! Compared with Workerman's `Http` protocol this is stricter: bare LF/CR, obsolete line
 //! folding, duplicate `Content-Length`, `Content-Length` with `Transfer-Encoding`, unknown
@@ -35,6 +36,7 @@ mod error;
 mod form;
 mod framing;
 mod mime;
+mod multipart;
 mod path;
 mod range;
 mod request;
@@ -43,10 +45,12 @@ mod response;
 pub use date::{http_date, DateCache};
 pub use error::{reason_phrase, write_error_response, HttpError};
 pub use form::{
-    boundary_from_content_type, parse_multipart, parse_urlencoded, percent_decode, FormError, Part, UrlEncoded,
+    boundary_from_content_type, parse_multipart, parse_urlencoded, percent_decode, FormCollector, FormData, FormError,
+    FormField, Part, PersistError, UploadConfig, UploadError, UploadedFile, UrlEncoded,
 };
 pub use framing::{HttpDecoder, CONTINUE_RESPONSE, DEFAULT_HEAD_LIMIT};
 pub use mime::{mime_for_extension, mime_for_path};
+pub use multipart::{MultipartEvent, MultipartParser, PartHead, DEFAULT_MAX_PARTS, DEFAULT_PART_HEADER_LIMIT};
 pub use path::{is_within, resolve_path, PathError};
 pub use range::{parse_range, ByteRange, RangeOutcome};
 pub use request::{Fields, Request, Version, MAX_HEADERS};
