@@ -268,7 +268,7 @@ pub fn parse_cpu_busy(stat: &str, cpu: usize, tck: u64) -> Option<Duration> {
     Some(Duration::from_nanos((total - idle) * 1_000_000_000 / tck))
 }
 
-/// `pid` and all its descendants (via /proc/<pid>/task/<tid>/children).
+/// `pid` and all its descendants (via `/proc/<pid>/task/<tid>/children`).
 pub fn tree(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
     let mut i = 0;
@@ -285,7 +285,7 @@ pub fn tree(pid: u32) -> Vec<u32> {
     out
 }
 
-/// Clock ticks per second of /proc/<pid>/stat times.
+/// Clock ticks per second of `/proc/<pid>/stat` times.
 fn clk_tck() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -296,13 +296,13 @@ fn clk_tck() -> u64 {
     }
 }
 
-/// utime + stime of a process (all its threads) from /proc/<pid>/stat.
+/// utime + stime of a process (all its threads) from `/proc/<pid>/stat`.
 pub fn proc_cpu(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
     parse_stat_cpu(&stat, clk_tck()).unwrap_or_default()
 }
 
-/// Parses utime + stime (fields 14 and 15) out of a /proc/<pid>/stat line.
+/// Parses utime + stime (fields 14 and 15) out of a `/proc/<pid>/stat` line.
 pub fn parse_stat_cpu(stat: &str, tck: u64) -> Option<Duration> {
     // The command name (field 2) may contain spaces; fields restart after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -313,13 +313,13 @@ pub fn parse_stat_cpu(stat: &str, tck: u64) -> Option<Duration> {
     Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / tck))
 }
 
-/// VmRSS of a process in bytes, from /proc/<pid>/status.
+/// VmRSS of a process in bytes, from `/proc/<pid>/stat`us.
 pub fn proc_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     parse_vmrss(&status).unwrap_or(0)
 }
 
-/// Parses `VmRSS:  1234 kB` out of /proc/<pid>/status into bytes.
+/// Parses `VmRSS:  1234 kB` out of `/proc/<pid>/stat`us into bytes.
 pub fn parse_vmrss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

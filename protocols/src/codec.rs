@@ -1,6 +1,6 @@
 //! The protocol contract shared by every parser.
 
-/// What [`Codec::input`] learned from the unparsed bytes.
+/// What [`Decoder::input`] learned from the unparsed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {
     /// The length of the next packet is not known yet: wait for more bytes.

@@ -22,7 +22,7 @@ pub enum HandshakeError {
     /// No `\r\n\r\n` within [`MAX_HEAD`] bytes (431).
     #[error("request head too large")]
     HeadTooLarge,
-    /// More than [`MAX_HEADERS`] header fields (431).
+    /// More than 100 header fields (431).
     #[error("too many header fields")]
     TooManyHeaders,
     /// The method is not `GET` (400).
