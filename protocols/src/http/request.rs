@@ -8,6 +8,8 @@
 //! `Content-Length`, `Transfer-Encoding` exactly `chunked` and never with `Content-Length`,
 //! request targets in origin-, absolute- or asterisk-form only.
 
+use std::mem::MaybeUninit;
+
 use super::HttpError;
 
 /// Most header fields accepted in one request (more ⇒ 431).
@@ -37,6 +39,12 @@ pub(crate) struct HeadInfo {
     pub framing: Framing,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
     pub expect_continue: bool,
+}
+
+/// Header slots for one httparse call, left uninitialized: httparse writes the slots it
+/// fills and exposes only those, so nothing has to zero all [`MAX_HEADERS`] of them first.
+fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 /// Validates a complete head (`head` ends with the empty line) and returns its framing.
@@ -75,9 +83,9 @@ fn map_httparse(e: httparse::Error) -> HttpError {
 
 /// Early check of an incomplete head: an error as soon as the bytes cannot start a request.
 pub(crate) fn check_partial(buf: &[u8]) -> Result<(), HttpError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let mut slots = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(_) => Ok(()),
         Err(e) => Err(map_httparse(e)),
     }
@@ -122,9 +130,9 @@ impl<'a> ParsedHead<'a> {
         if !head.ends_with(b"\r\n\r\n") {
             return Err(HttpError::Malformed("incomplete head"));
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        let n = match req.parse(head).map_err(map_httparse)? {
+        let mut slots = header_slots();
+        let mut req = httparse::Request::new(&mut []);
+        let n = match req.parse_with_uninit_headers(head, &mut slots).map_err(map_httparse)? {
             httparse::Status::Complete(n) => n,
             httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
         };
