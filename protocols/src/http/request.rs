@@ -7,6 +7,10 @@
 //! bare LF or CR), no obsolete line folding, one `Host` for HTTP/1.1, one decimal
 //! `Content-Length`, `Transfer-Encoding` exactly `chunked` and never with `Content-Length`,
 //! request targets in origin-, absolute- or asterisk-form only.
+//!
+//! A request is parsed once on the engine path: [`HttpDecoder`](super::HttpDecoder) validates
+//! the head while framing it, and [`Request::from_decoded`] then only reads the fields back.
+//! [`Request::parse`] is the fully validating entry point for bytes from anywhere else.
 
 use std::mem::MaybeUninit;
 
@@ -284,7 +288,7 @@ fn absolute_path(target: &str) -> Option<&str> {
 /// assert_eq!(req.cookie("t"), Some("2"));
 /// assert!(req.keep_alive());
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<'a> {
     method: &'a str,
     target: &'a str,
@@ -323,32 +327,103 @@ impl<'a> Request<'a> {
                 _ => return Err(HttpError::Malformed("bytes after the body")),
             }
         }
-        let origin = if p.target.starts_with('/') || p.target == "*" {
-            p.target
-        } else {
-            absolute_path(p.target).unwrap_or("/")
+        let trailer_block = trailer_block.get(..trailer_block.len().saturating_sub(2)).unwrap_or(b"");
+        let parts =
+            Parts { method: p.method, target: p.target, version: p.version, head, header_block: p.header_block };
+        Ok(parts.assemble(body, trailer_block, p.conn_close, p.conn_keep_alive))
+    }
+
+    /// Builds the view of a message that [`HttpDecoder`](super::HttpDecoder) decoded,
+    /// without validating its head a second time (the decoder did, while framing it).
+    ///
+    /// This is the engine's per-request path (`Worker::on_request` on `http://` workers). It
+    /// reads the request line, `Content-Length` and `Connection` straight from the bytes, and
+    /// hands anything unusual (a trailer section, a `Transfer-Encoding` field, a shape the
+    /// decoder never produces) to [`Request::parse`]. For every message the decoder produces,
+    /// the result equals `Request::parse(data)`.
+    ///
+    /// Use it only on such messages. On other bytes it never panics, but it does not repeat
+    /// the decoder's checks (field syntax, line endings, `Host`, conflicting framing), so it
+    /// may accept a request that [`Request::parse`] refuses.
+    ///
+    /// ```
+    /// use ringman_protocols::http::{HttpDecoder, Request};
+    /// use ringman_protocols::{Decoder, Input};
+    /// let mut dec = HttpDecoder::new();
+    /// let mut wire = b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".to_vec();
+    /// let Input::Packet(n) = dec.input(&wire, 1 << 20).unwrap() else { panic!() };
+    /// let msg = dec.decode(&mut wire[..n]).unwrap().unwrap();
+    /// let req = Request::from_decoded(msg.data).unwrap();
+    /// assert_eq!((req.path(), req.query(), req.keep_alive()), ("/a", Some("b=1"), false));
+    /// assert_eq!(req, Request::parse(msg.data).unwrap());
+    /// ```
+    pub fn from_decoded(data: &'a [u8]) -> Result<Request<'a>, HttpError> {
+        match Request::read_decoded(data) {
+            Some(req) => Ok(req),
+            None => Request::parse(data),
+        }
+    }
+
+    /// The common shape of a decoded request: head, then exactly the `Content-Length` body.
+    /// `None` when the bytes are anything else (the caller then parses them fully).
+    fn read_decoded(data: &'a [u8]) -> Option<Request<'a>> {
+        let end = memchr::memmem::find(data, b"\r\n\r\n")? + 4;
+        let (head, body) = data.split_at(end);
+        // Request line: method SP target SP "HTTP/1.x" CRLF (single spaces: httparse's
+        // strict mode, which the decoder used, accepts nothing else).
+        let line_end = memchr::memchr(b'\n', head)? + 1;
+        let line = head[..line_end].strip_suffix(b"\r\n")?;
+        let split = line.len().checked_sub(9)?;
+        let (method_target, version) = line.split_at(split);
+        let version = match version {
+            b" HTTP/1.1" => Version::Http11,
+            b" HTTP/1.0" => Version::Http10,
+            _ => return None,
         };
-        let (path, query) = match origin.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (origin, None),
-        };
-        let keep_alive = match p.version {
-            _ if p.conn_close => false,
-            Version::Http11 => true,
-            Version::Http10 => p.conn_keep_alive,
-        };
-        Ok(Request {
-            method: p.method,
-            target: p.target,
-            path,
-            query,
-            version: p.version,
-            head,
-            header_block: p.header_block,
-            body,
-            trailer_block: trailer_block.get(..trailer_block.len().saturating_sub(2)).unwrap_or(b""),
-            keep_alive,
-        })
+        let sp = memchr::memchr(b' ', method_target)?;
+        let method = std::str::from_utf8(&method_target[..sp]).ok().filter(|m| !m.is_empty())?;
+        let target = std::str::from_utf8(&method_target[sp + 1..]).ok().filter(|t| !t.is_empty())?;
+        let header_block = &head[line_end..end - 2];
+
+        let mut content_length: Option<u64> = None;
+        let mut conn_close = false;
+        let mut conn_keep_alive = false;
+        let mut rest = header_block;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            let line = rest[..nl].strip_suffix(b"\r")?;
+            rest = &rest[nl + 1..];
+            let colon = memchr::memchr(b':', line)?;
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            // Dispatch on the length first: most fields are neither of these.
+            match name.len() {
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    if content_length.is_some() {
+                        return None;
+                    }
+                    content_length = Some(parse_content_length(trim_ows(value)).ok()?);
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    for t in list_tokens(value) {
+                        if t.eq_ignore_ascii_case(b"close") {
+                            conn_close = true;
+                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                            conn_keep_alive = true;
+                        }
+                    }
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return None,
+                _ => {}
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        // Anything after the announced body is a trailer section: the full parse checks it.
+        if usize::try_from(content_length.unwrap_or(0)).ok()? != body.len() {
+            return None;
+        }
+        let parts = Parts { method, target, version, head, header_block };
+        Some(parts.assemble(body, &[], conn_close, conn_keep_alive))
     }
 
     /// The method, case-sensitive as sent (`GET`, `POST`, ...).
@@ -466,6 +541,48 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The head fields both constructors extract, before the derived ones are computed.
+struct Parts<'a> {
+    method: &'a str,
+    target: &'a str,
+    version: Version,
+    head: &'a [u8],
+    header_block: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    /// Derives path, query and the keep-alive decision (one place, so that
+    /// [`Request::parse`] and [`Request::from_decoded`] cannot drift apart).
+    fn assemble(self, body: &'a [u8], trailer_block: &'a [u8], conn_close: bool, conn_keep_alive: bool) -> Request<'a> {
+        let origin = if self.target.starts_with('/') || self.target == "*" {
+            self.target
+        } else {
+            absolute_path(self.target).unwrap_or("/")
+        };
+        let (path, query) = match origin.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (origin, None),
+        };
+        let keep_alive = match self.version {
+            _ if conn_close => false,
+            Version::Http11 => true,
+            Version::Http10 => conn_keep_alive,
+        };
+        Request {
+            method: self.method,
+            target: self.target,
+            path,
+            query,
+            version: self.version,
+            head: self.head,
+            header_block: self.header_block,
+            body,
+            trailer_block,
+            keep_alive,
+        }
+    }
+}
+
 /// Iterator over validated header (or trailer) lines, yielding `(name, value)`.
 #[derive(Debug, Clone)]
 pub struct Fields<'a> {
@@ -495,6 +612,7 @@ impl<'a> Iterator for Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn err(s: &[u8]) -> HttpError {
         Request::parse(s).unwrap_err()
@@ -609,6 +727,124 @@ mod tests {
         let r = Request::parse(b"GET https://a?x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert_eq!((r.path(), r.query()), ("/", None));
         assert!(Request::parse(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    /// Passes one complete request through the decoder; returns the decoded message data.
+    fn decoded(wire: &[u8]) -> Vec<u8> {
+        use crate::{Decoder, Input};
+        let mut dec = super::super::HttpDecoder::new();
+        let mut buf = wire.to_vec();
+        let n = match dec.input(&buf, 1 << 20) {
+            Ok(Input::Packet(n)) if n <= buf.len() => n,
+            other => panic!("{other:?} for {:?}", String::from_utf8_lossy(wire)),
+        };
+        dec.decode(&mut buf[..n]).unwrap().unwrap().data.to_vec()
+    }
+
+    #[test]
+    fn from_decoded_equals_parse() {
+        // (request, whether the fields are read back without the full parse)
+        for (wire, quick) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], true),
+            (b"GET /a/b?x=1&y HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+            (b"OPTIONS * HTTP/1.1\r\nHost: a\r\nconnection: upgrade, close\r\n\r\n", true),
+            (b"POST http://example.com/up?a=b HTTP/1.1\r\nHost: example.com\r\ncontent-LENGTH: 3\r\n\r\nabc", true),
+            (b"GET /%C3%A9 HTTP/1.1\r\nHost: h\r\nX-Empty:\r\nX-Ws: \t v \t\r\nCookie: a=1; b=2\r\n\r\n", true),
+            (b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", true),
+            // A trailer section is left to the full parse, which validates it.
+            (
+                b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n",
+                false,
+            ),
+        ] {
+            let m = decoded(wire);
+            let what = String::from_utf8_lossy(wire);
+            assert!(Request::parse(&m).is_ok(), "{what}");
+            assert_eq!(Request::from_decoded(&m), Request::parse(&m), "{what}");
+            assert_eq!(Request::read_decoded(&m).is_some(), quick, "{what}");
+        }
+    }
+
+    #[test]
+    fn from_decoded_hands_odd_bytes_to_the_full_parse() {
+        for wire in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: a\r\n\r\nhijunk",
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            b"GET /\r\nHost: a\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a",
+        ] {
+            assert!(Request::read_decoded(wire).is_none(), "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(Request::from_decoded(wire), Request::parse(wire));
+        }
+    }
+
+    /// Valid requests of many shapes: (wire bytes, whether a trailer section follows).
+    fn valid_request() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        let field = (
+            proptest::sample::select(vec!["X-A", "Accept", "cookie", "Connection", "CONNECTION", "User-Agent"]),
+            "[!-~]([ !-~]{0,12}[!-~])?",
+        );
+        (
+            proptest::sample::select(vec!["GET", "POST", "HEAD", "DELETE", "PATCH"]),
+            "(/[a-zA-Z0-9%._~-]{0,6}){1,3}(\\?[a-z0-9=&%]{0,10})?",
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::vec(field, 0..6),
+            proptest::sample::select(vec!["", "close", "keep-alive", "Upgrade, CLOSE", " Keep-Alive , x"]),
+            proptest::collection::vec(any::<u8>(), 0..40),
+            0u8..3,
+        )
+            .prop_map(|(method, target, absolute, http10, fields, conn, body, mode)| {
+                let target = if absolute { format!("http://h.example{target}") } else { target };
+                let version = if http10 { "1.0" } else { "1.1" };
+                let mut w = format!("{method} {target} HTTP/{version}\r\nHost: h.example\r\n").into_bytes();
+                for (name, value) in fields {
+                    w.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+                }
+                if !conn.is_empty() {
+                    w.extend_from_slice(format!("Connection:{conn}\r\n").as_bytes());
+                }
+                let chunked = mode > 0 && !http10;
+                if chunked {
+                    w.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    if !body.is_empty() {
+                        w.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                        w.extend_from_slice(&body);
+                        w.extend_from_slice(b"\r\n");
+                    }
+                    w.extend_from_slice(if mode == 2 { &b"0\r\nX-T: 1\r\n\r\n"[..] } else { b"0\r\n\r\n" });
+                } else if body.is_empty() {
+                    w.extend_from_slice(b"\r\n");
+                } else {
+                    w.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+                    w.extend_from_slice(&body);
+                }
+                (w, chunked && mode == 2)
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoded_requests_read_back_like_parse((wire, trailers) in valid_request()) {
+            let m = decoded(&wire);
+            let full = Request::parse(&m);
+            proptest::prop_assert!(full.is_ok());
+            proptest::prop_assert_eq!(Request::from_decoded(&m), full);
+            proptest::prop_assert_eq!(Request::read_decoded(&m).is_some(), !trailers);
+        }
+
+        #[test]
+        fn from_decoded_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..120), cut in any::<usize>()) {
+            let mut wire = b"GET /x HTTP/1.1\r\nContent-Length: 3\r\n".to_vec();
+            wire.extend_from_slice(&tail);
+            let _ = Request::from_decoded(&wire[..cut % (wire.len() + 1)]);
+            let _ = Request::from_decoded(&tail);
+        }
     }
 
     #[test]
