@@ -5,7 +5,7 @@
 //! once, not once per piece (the framer hands back the same packet start until `decode`).
 
 use super::error::{itoa_buf, write_error_response};
-use super::request::{check_head, check_line_endings, check_partial, Framing};
+use super::request::{check_head, check_line_endings, check_partial, find_head_end, Framing};
 use super::{HttpError, MAX_HEADERS};
 use crate::{Decoder, Input, Message, ProtocolError, Reply};
 
@@ -124,7 +124,7 @@ impl HttpDecoder {
                     }
                     let limit = buf.len().min(self.head_limit);
                     let from = scanned.saturating_sub(3).min(limit);
-                    let Some(i) = memchr::memmem::find(&buf[from..limit], b"\r\n\r\n") else {
+                    let Some(i) = find_head_end(&buf[from..limit]) else {
                         if buf.len() >= self.head_limit {
                             return Err(HttpError::HeadTooLarge { limit: self.head_limit });
                         }

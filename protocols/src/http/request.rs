@@ -13,6 +13,9 @@
 //! [`Request::parse`] is the fully validating entry point for bytes from anywhere else.
 
 use std::mem::MaybeUninit;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use super::HttpError;
 
@@ -95,10 +98,34 @@ pub(crate) fn check_partial(buf: &[u8]) -> Result<(), HttpError> {
     }
 }
 
+/// Where the first `CRLF CRLF` of `buf` starts. The finder is built once: building one per
+/// search cost more than the search itself on request-sized heads.
+pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
+    static HEAD_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
+    HEAD_END.find(buf)
+}
+
+/// Bytes allowed in a `Host` value, as a table (one load per byte instead of a list scan).
+static HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=:[]%";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 fn valid_host(v: &[u8]) -> bool {
     // reg-name / IP-literal / IPv4 with optional port; nothing that could smuggle a path,
     // user info or a second host.
-    v.len() <= 255 && v.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    v.len() <= 255 && v.iter().all(|&b| HOST_BYTES[b as usize])
 }
 
 /// Iterates the comma-separated tokens of a list-valued field, trimmed, skipping empties.
@@ -309,7 +336,7 @@ impl<'a> Request<'a> {
     /// A request still carrying `Transfer-Encoding: chunked` is refused: pass the decoder's
     /// output, which has been de-chunked.
     pub fn parse(data: &'a [u8]) -> Result<Request<'a>, HttpError> {
-        let end = memchr::memmem::find(data, b"\r\n\r\n").ok_or(HttpError::Malformed("incomplete head"))? + 4;
+        let end = find_head_end(data).ok_or(HttpError::Malformed("incomplete head"))? + 4;
         let (head, rest) = data.split_at(end);
         let p = ParsedHead::parse(head)?;
         let len = match p.info.framing {
@@ -367,57 +394,58 @@ impl<'a> Request<'a> {
     /// The common shape of a decoded request: head, then exactly the `Content-Length` body.
     /// `None` when the bytes are anything else (the caller then parses them fully).
     fn read_decoded(data: &'a [u8]) -> Option<Request<'a>> {
-        let end = memchr::memmem::find(data, b"\r\n\r\n")? + 4;
-        let (head, body) = data.split_at(end);
         // Request line: method SP target SP "HTTP/1.x" CRLF (single spaces: httparse's
         // strict mode, which the decoder used, accepts nothing else).
-        let line_end = memchr::memchr(b'\n', head)? + 1;
-        let line = head[..line_end].strip_suffix(b"\r\n")?;
-        let split = line.len().checked_sub(9)?;
-        let (method_target, version) = line.split_at(split);
+        let line_end = memchr::memchr(b'\n', data)? + 1;
+        let line = data[..line_end].strip_suffix(b"\r\n")?;
+        let (method_target, version) = line.split_at(line.len().checked_sub(9)?);
         let version = match version {
             b" HTTP/1.1" => Version::Http11,
             b" HTTP/1.0" => Version::Http10,
             _ => return None,
         };
-        let sp = memchr::memchr(b' ', method_target)?;
-        let method = std::str::from_utf8(&method_target[..sp]).ok().filter(|m| !m.is_empty())?;
-        let target = std::str::from_utf8(&method_target[sp + 1..]).ok().filter(|t| !t.is_empty())?;
-        let header_block = &head[line_end..end - 2];
+        let (method, target) = std::str::from_utf8(method_target).ok()?.split_once(' ')?;
+        if method.is_empty() || target.is_empty() {
+            return None;
+        }
 
+        // Field lines up to the empty line; only three names matter here. They are told
+        // apart by their first byte and length before any comparison.
         let mut content_length: Option<u64> = None;
         let mut conn_close = false;
         let mut conn_keep_alive = false;
-        let mut rest = header_block;
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let line = rest[..nl].strip_suffix(b"\r")?;
-            rest = &rest[nl + 1..];
-            let colon = memchr::memchr(b':', line)?;
-            let (name, value) = (&line[..colon], &line[colon + 1..]);
-            // Dispatch on the length first: most fields are neither of these.
-            match name.len() {
-                14 if name.eq_ignore_ascii_case(b"content-length") => {
-                    if content_length.is_some() {
-                        return None;
-                    }
-                    content_length = Some(parse_content_length(trim_ows(value)).ok()?);
-                }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
-                    for t in list_tokens(value) {
-                        if t.eq_ignore_ascii_case(b"close") {
-                            conn_close = true;
-                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                            conn_keep_alive = true;
+        let mut pos = line_end;
+        let end = loop {
+            let rest = &data[pos..];
+            if rest.starts_with(b"\r\n") {
+                break pos + 2;
+            }
+            let nl = memchr::memchr(b'\n', rest)?;
+            let field = rest[..nl].strip_suffix(b"\r")?;
+            pos += nl + 1;
+            match field.first().map(u8::to_ascii_lowercase) {
+                Some(b'c') => {
+                    if let Some(v) = field_value(field, b"content-length") {
+                        if content_length.is_some() {
+                            return None;
+                        }
+                        content_length = Some(parse_content_length(trim_ows(v)).ok()?);
+                    } else if let Some(v) = field_value(field, b"connection") {
+                        for t in list_tokens(v) {
+                            if t.eq_ignore_ascii_case(b"close") {
+                                conn_close = true;
+                            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                                conn_keep_alive = true;
+                            }
                         }
                     }
                 }
-                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return None,
+                Some(b't') if field_value(field, b"transfer-encoding").is_some() => return None,
                 _ => {}
             }
-        }
-        if !rest.is_empty() {
-            return None;
-        }
+        };
+        let (head, body) = data.split_at(end);
+        let header_block = &head[line_end..end - 2];
         // Anything after the announced body is a trailer section: the full parse checks it.
         if usize::try_from(content_length.unwrap_or(0)).ok()? != body.len() {
             return None;
@@ -538,6 +566,15 @@ impl<'a> Request<'a> {
     pub fn is_upgrade(&self) -> bool {
         self.header_all("upgrade").any(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(b"websocket")))
             && self.header_all("connection").any(|v| list_tokens(v).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
+    }
+}
+
+/// The value of `field` (a `name:value` line without CRLF) when its name is `name`
+/// (lower-case, compared case-insensitively).
+fn field_value<'a>(field: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    match field.split_at_checked(name.len())? {
+        (n, [b':', value @ ..]) if n.eq_ignore_ascii_case(name) => Some(value),
+        _ => None,
     }
 }
 
