@@ -404,7 +404,10 @@ impl<'a> Request<'a> {
             b" HTTP/1.0" => Version::Http10,
             _ => return None,
         };
-        let (method, target) = std::str::from_utf8(method_target).ok()?.split_once(' ')?;
+        let sp = memchr::memchr(b' ', method_target)?;
+        let method_target = std::str::from_utf8(method_target).ok()?;
+        // `sp` indexes an ASCII byte, so both halves are `str` slices on char boundaries.
+        let (method, target) = (&method_target[..sp], &method_target[sp + 1..]);
         if method.is_empty() || target.is_empty() {
             return None;
         }
@@ -596,8 +599,9 @@ impl<'a> Parts<'a> {
         } else {
             absolute_path(self.target).unwrap_or("/")
         };
-        let (path, query) = match origin.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
+        // Byte search: `?` is ASCII, so the split falls on char boundaries.
+        let (path, query) = match memchr::memchr(b'?', origin.as_bytes()) {
+            Some(i) => (&origin[..i], Some(&origin[i + 1..])),
             None => (origin, None),
         };
         let keep_alive = match self.version {
