@@ -68,12 +68,25 @@ impl<S: Default + 'static> Worker<S> {
         &mut self,
         f: impl for<'r> Fn(&Connection, &Request<'r>, &mut S) + Send + Sync + 'static,
     ) -> &mut Self {
-        self.on_message(move |conn, msg, state| match Request::parse(msg.data) {
-            Ok(req) => f(conn, &req, state),
-            Err(e) => {
-                let mut out = Vec::new();
-                h::write_error_response(e.status(), &mut out);
-                conn.end(Some(&out));
+        // The built-in `http` protocol's decoder validated each request head while framing
+        // it: its messages are read back without a second parse. Any other protocol gets the
+        // full parse. A worker's protocol never changes: look it up on the first request.
+        let from_http_decoder = std::sync::OnceLock::new();
+        self.on_message(move |conn, msg, state| {
+            let decoded = match from_http_decoder.get() {
+                Some(&d) => d,
+                None => conn
+                    .protocol_object()
+                    .is_some_and(|p| *from_http_decoder.get_or_init(|| p.as_any().is_some_and(|a| a.is::<h::Http>()))),
+            };
+            let parsed = if decoded { Request::from_decoded(msg.data) } else { Request::parse(msg.data) };
+            match parsed {
+                Ok(req) => f(conn, &req, state),
+                Err(e) => {
+                    let mut out = Vec::new();
+                    h::write_error_response(e.status(), &mut out);
+                    conn.end(Some(&out));
+                }
             }
         })
     }

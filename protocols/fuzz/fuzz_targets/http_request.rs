@@ -1,7 +1,8 @@
 #![no_main]
 //! HTTP/1.1 decoder through the Framer over arbitrary splits, then `Request::parse` and the
 //! helpers on every decoded packet. Checks: no panic; split and whole feeds yield the same
-//! requests; every packet the decoder accepts parses as a request.
+//! requests; every packet the decoder accepts parses as a request, and `Request::from_decoded`
+//! (the engine's path) reads it back exactly as `Request::parse` does.
 use ringman_protocols::http::{
     boundary_from_content_type, parse_multipart, parse_range, parse_urlencoded, resolve_path, HttpDecoder, Request,
 };
@@ -64,12 +65,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     for m in &whole.0 {
         let req = Request::parse(m).expect("decoder accepted a packet that does not parse");
+        assert_eq!(Request::from_decoded(m), Ok(req), "the engine's read-back differs from the full parse");
         exercise(&req);
     }
     // Request::parse and the helpers on raw input too.
     if let Ok(req) = Request::parse(stream) {
         exercise(&req);
     }
+    let _ = Request::from_decoded(stream);
     let _ = resolve_path(std::str::from_utf8(stream).unwrap_or("/"));
     let _ = parse_multipart(stream, "b");
 });

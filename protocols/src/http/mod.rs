@@ -73,6 +73,11 @@ impl Protocol for Http {
     fn encoder(&self) -> Box<dyn Encoder> {
         Box::new(HttpEncoder)
     }
+    /// Lets engine glue recognise this protocol: its messages come from [`HttpDecoder`], so
+    /// they can be read with [`Request::from_decoded`].
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// Sends bytes unchanged: HTTP responses are already complete wire messages

@@ -7,6 +7,15 @@
 //! bare LF or CR), no obsolete line folding, one `Host` for HTTP/1.1, one decimal
 //! `Content-Length`, `Transfer-Encoding` exactly `chunked` and never with `Content-Length`,
 //! request targets in origin-, absolute- or asterisk-form only.
+//!
+//! A request is parsed once on the engine path: [`HttpDecoder`](super::HttpDecoder) validates
+//! the head while framing it, and [`Request::from_decoded`] then only reads the fields back.
+//! [`Request::parse`] is the fully validating entry point for bytes from anywhere else.
+
+use std::mem::MaybeUninit;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use super::HttpError;
 
@@ -37,6 +46,12 @@ pub(crate) struct HeadInfo {
     pub framing: Framing,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
     pub expect_continue: bool,
+}
+
+/// Header slots for one httparse call, left uninitialized: httparse writes the slots it
+/// fills and exposes only those, so nothing has to zero all [`MAX_HEADERS`] of them first.
+fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 /// Validates a complete head (`head` ends with the empty line) and returns its framing.
@@ -75,18 +90,42 @@ fn map_httparse(e: httparse::Error) -> HttpError {
 
 /// Early check of an incomplete head: an error as soon as the bytes cannot start a request.
 pub(crate) fn check_partial(buf: &[u8]) -> Result<(), HttpError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let mut slots = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(_) => Ok(()),
         Err(e) => Err(map_httparse(e)),
     }
 }
 
+/// Where the first `CRLF CRLF` of `buf` starts. The finder is built once: building one per
+/// search cost more than the search itself on request-sized heads.
+pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
+    static HEAD_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
+    HEAD_END.find(buf)
+}
+
+/// Bytes allowed in a `Host` value, as a table (one load per byte instead of a list scan).
+static HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=:[]%";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 fn valid_host(v: &[u8]) -> bool {
     // reg-name / IP-literal / IPv4 with optional port; nothing that could smuggle a path,
     // user info or a second host.
-    v.len() <= 255 && v.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    v.len() <= 255 && v.iter().all(|&b| HOST_BYTES[b as usize])
 }
 
 /// Iterates the comma-separated tokens of a list-valued field, trimmed, skipping empties.
@@ -122,9 +161,9 @@ impl<'a> ParsedHead<'a> {
         if !head.ends_with(b"\r\n\r\n") {
             return Err(HttpError::Malformed("incomplete head"));
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        let n = match req.parse(head).map_err(map_httparse)? {
+        let mut slots = header_slots();
+        let mut req = httparse::Request::new(&mut []);
+        let n = match req.parse_with_uninit_headers(head, &mut slots).map_err(map_httparse)? {
             httparse::Status::Complete(n) => n,
             httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
         };
@@ -276,7 +315,7 @@ fn absolute_path(target: &str) -> Option<&str> {
 /// assert_eq!(req.cookie("t"), Some("2"));
 /// assert!(req.keep_alive());
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<'a> {
     method: &'a str,
     target: &'a str,
@@ -297,7 +336,7 @@ impl<'a> Request<'a> {
     /// A request still carrying `Transfer-Encoding: chunked` is refused: pass the decoder's
     /// output, which has been de-chunked.
     pub fn parse(data: &'a [u8]) -> Result<Request<'a>, HttpError> {
-        let end = memchr::memmem::find(data, b"\r\n\r\n").ok_or(HttpError::Malformed("incomplete head"))? + 4;
+        let end = find_head_end(data).ok_or(HttpError::Malformed("incomplete head"))? + 4;
         let (head, rest) = data.split_at(end);
         let p = ParsedHead::parse(head)?;
         let len = match p.info.framing {
@@ -315,32 +354,107 @@ impl<'a> Request<'a> {
                 _ => return Err(HttpError::Malformed("bytes after the body")),
             }
         }
-        let origin = if p.target.starts_with('/') || p.target == "*" {
-            p.target
-        } else {
-            absolute_path(p.target).unwrap_or("/")
+        let trailer_block = trailer_block.get(..trailer_block.len().saturating_sub(2)).unwrap_or(b"");
+        let parts =
+            Parts { method: p.method, target: p.target, version: p.version, head, header_block: p.header_block };
+        Ok(parts.assemble(body, trailer_block, p.conn_close, p.conn_keep_alive))
+    }
+
+    /// Builds the view of a message that [`HttpDecoder`](super::HttpDecoder) decoded,
+    /// without validating its head a second time (the decoder did, while framing it).
+    ///
+    /// This is the engine's per-request path (`Worker::on_request` on `http://` workers). It
+    /// reads the request line, `Content-Length` and `Connection` straight from the bytes, and
+    /// hands anything unusual (a trailer section, a `Transfer-Encoding` field, a shape the
+    /// decoder never produces) to [`Request::parse`]. For every message the decoder produces,
+    /// the result equals `Request::parse(data)`.
+    ///
+    /// Use it only on such messages. On other bytes it never panics, but it does not repeat
+    /// the decoder's checks (field syntax, line endings, `Host`, conflicting framing), so it
+    /// may accept a request that [`Request::parse`] refuses.
+    ///
+    /// ```
+    /// use ringman_protocols::http::{HttpDecoder, Request};
+    /// use ringman_protocols::{Decoder, Input};
+    /// let mut dec = HttpDecoder::new();
+    /// let mut wire = b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".to_vec();
+    /// let Input::Packet(n) = dec.input(&wire, 1 << 20).unwrap() else { panic!() };
+    /// let msg = dec.decode(&mut wire[..n]).unwrap().unwrap();
+    /// let req = Request::from_decoded(msg.data).unwrap();
+    /// assert_eq!((req.path(), req.query(), req.keep_alive()), ("/a", Some("b=1"), false));
+    /// assert_eq!(req, Request::parse(msg.data).unwrap());
+    /// ```
+    pub fn from_decoded(data: &'a [u8]) -> Result<Request<'a>, HttpError> {
+        match Request::read_decoded(data) {
+            Some(req) => Ok(req),
+            None => Request::parse(data),
+        }
+    }
+
+    /// The common shape of a decoded request: head, then exactly the `Content-Length` body.
+    /// `None` when the bytes are anything else (the caller then parses them fully).
+    fn read_decoded(data: &'a [u8]) -> Option<Request<'a>> {
+        // Request line: method SP target SP "HTTP/1.x" CRLF (single spaces: httparse's
+        // strict mode, which the decoder used, accepts nothing else).
+        let line_end = memchr::memchr(b'\n', data)? + 1;
+        let line = data[..line_end].strip_suffix(b"\r\n")?;
+        let (method_target, version) = line.split_at(line.len().checked_sub(9)?);
+        let version = match version {
+            b" HTTP/1.1" => Version::Http11,
+            b" HTTP/1.0" => Version::Http10,
+            _ => return None,
         };
-        let (path, query) = match origin.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (origin, None),
+        let sp = memchr::memchr(b' ', method_target)?;
+        let method_target = std::str::from_utf8(method_target).ok()?;
+        // `sp` indexes an ASCII byte, so both halves are `str` slices on char boundaries.
+        let (method, target) = (&method_target[..sp], &method_target[sp + 1..]);
+        if method.is_empty() || target.is_empty() {
+            return None;
+        }
+
+        // Field lines up to the empty line; only three names matter here. They are told
+        // apart by their first byte and length before any comparison.
+        let mut content_length: Option<u64> = None;
+        let mut conn_close = false;
+        let mut conn_keep_alive = false;
+        let mut pos = line_end;
+        let end = loop {
+            let rest = &data[pos..];
+            if rest.starts_with(b"\r\n") {
+                break pos + 2;
+            }
+            let nl = memchr::memchr(b'\n', rest)?;
+            let field = rest[..nl].strip_suffix(b"\r")?;
+            pos += nl + 1;
+            match field.first().map(u8::to_ascii_lowercase) {
+                Some(b'c') => {
+                    if let Some(v) = field_value(field, b"content-length") {
+                        if content_length.is_some() {
+                            return None;
+                        }
+                        content_length = Some(parse_content_length(trim_ows(v)).ok()?);
+                    } else if let Some(v) = field_value(field, b"connection") {
+                        for t in list_tokens(v) {
+                            if t.eq_ignore_ascii_case(b"close") {
+                                conn_close = true;
+                            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                                conn_keep_alive = true;
+                            }
+                        }
+                    }
+                }
+                Some(b't') if field_value(field, b"transfer-encoding").is_some() => return None,
+                _ => {}
+            }
         };
-        let keep_alive = match p.version {
-            _ if p.conn_close => false,
-            Version::Http11 => true,
-            Version::Http10 => p.conn_keep_alive,
-        };
-        Ok(Request {
-            method: p.method,
-            target: p.target,
-            path,
-            query,
-            version: p.version,
-            head,
-            header_block: p.header_block,
-            body,
-            trailer_block: trailer_block.get(..trailer_block.len().saturating_sub(2)).unwrap_or(b""),
-            keep_alive,
-        })
+        let (head, body) = data.split_at(end);
+        let header_block = &head[line_end..end - 2];
+        // Anything after the announced body is a trailer section: the full parse checks it.
+        if usize::try_from(content_length.unwrap_or(0)).ok()? != body.len() {
+            return None;
+        }
+        let parts = Parts { method, target, version, head, header_block };
+        Some(parts.assemble(body, &[], conn_close, conn_keep_alive))
     }
 
     /// The method, case-sensitive as sent (`GET`, `POST`, ...).
@@ -458,6 +572,58 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The value of `field` (a `name:value` line without CRLF) when its name is `name`
+/// (lower-case, compared case-insensitively).
+fn field_value<'a>(field: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    match field.split_at_checked(name.len())? {
+        (n, [b':', value @ ..]) if n.eq_ignore_ascii_case(name) => Some(value),
+        _ => None,
+    }
+}
+
+/// The head fields both constructors extract, before the derived ones are computed.
+struct Parts<'a> {
+    method: &'a str,
+    target: &'a str,
+    version: Version,
+    head: &'a [u8],
+    header_block: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    /// Derives path, query and the keep-alive decision (one place, so that
+    /// [`Request::parse`] and [`Request::from_decoded`] cannot drift apart).
+    fn assemble(self, body: &'a [u8], trailer_block: &'a [u8], conn_close: bool, conn_keep_alive: bool) -> Request<'a> {
+        let origin = if self.target.starts_with('/') || self.target == "*" {
+            self.target
+        } else {
+            absolute_path(self.target).unwrap_or("/")
+        };
+        // Byte search: `?` is ASCII, so the split falls on char boundaries.
+        let (path, query) = match memchr::memchr(b'?', origin.as_bytes()) {
+            Some(i) => (&origin[..i], Some(&origin[i + 1..])),
+            None => (origin, None),
+        };
+        let keep_alive = match self.version {
+            _ if conn_close => false,
+            Version::Http11 => true,
+            Version::Http10 => conn_keep_alive,
+        };
+        Request {
+            method: self.method,
+            target: self.target,
+            path,
+            query,
+            version: self.version,
+            head: self.head,
+            header_block: self.header_block,
+            body,
+            trailer_block,
+            keep_alive,
+        }
+    }
+}
+
 /// Iterator over validated header (or trailer) lines, yielding `(name, value)`.
 #[derive(Debug, Clone)]
 pub struct Fields<'a> {
@@ -487,6 +653,7 @@ impl<'a> Iterator for Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn err(s: &[u8]) -> HttpError {
         Request::parse(s).unwrap_err()
@@ -601,6 +768,124 @@ mod tests {
         let r = Request::parse(b"GET https://a?x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert_eq!((r.path(), r.query()), ("/", None));
         assert!(Request::parse(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    /// Passes one complete request through the decoder; returns the decoded message data.
+    fn decoded(wire: &[u8]) -> Vec<u8> {
+        use crate::{Decoder, Input};
+        let mut dec = super::super::HttpDecoder::new();
+        let mut buf = wire.to_vec();
+        let n = match dec.input(&buf, 1 << 20) {
+            Ok(Input::Packet(n)) if n <= buf.len() => n,
+            other => panic!("{other:?} for {:?}", String::from_utf8_lossy(wire)),
+        };
+        dec.decode(&mut buf[..n]).unwrap().unwrap().data.to_vec()
+    }
+
+    #[test]
+    fn from_decoded_equals_parse() {
+        // (request, whether the fields are read back without the full parse)
+        for (wire, quick) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], true),
+            (b"GET /a/b?x=1&y HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+            (b"OPTIONS * HTTP/1.1\r\nHost: a\r\nconnection: upgrade, close\r\n\r\n", true),
+            (b"POST http://example.com/up?a=b HTTP/1.1\r\nHost: example.com\r\ncontent-LENGTH: 3\r\n\r\nabc", true),
+            (b"GET /%C3%A9 HTTP/1.1\r\nHost: h\r\nX-Empty:\r\nX-Ws: \t v \t\r\nCookie: a=1; b=2\r\n\r\n", true),
+            (b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", true),
+            // A trailer section is left to the full parse, which validates it.
+            (
+                b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n",
+                false,
+            ),
+        ] {
+            let m = decoded(wire);
+            let what = String::from_utf8_lossy(wire);
+            assert!(Request::parse(&m).is_ok(), "{what}");
+            assert_eq!(Request::from_decoded(&m), Request::parse(&m), "{what}");
+            assert_eq!(Request::read_decoded(&m).is_some(), quick, "{what}");
+        }
+    }
+
+    #[test]
+    fn from_decoded_hands_odd_bytes_to_the_full_parse() {
+        for wire in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: a\r\n\r\nhijunk",
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            b"GET /\r\nHost: a\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a",
+        ] {
+            assert!(Request::read_decoded(wire).is_none(), "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(Request::from_decoded(wire), Request::parse(wire));
+        }
+    }
+
+    /// Valid requests of many shapes: (wire bytes, whether a trailer section follows).
+    fn valid_request() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        let field = (
+            proptest::sample::select(vec!["X-A", "Accept", "cookie", "Connection", "CONNECTION", "User-Agent"]),
+            "[!-~]([ !-~]{0,12}[!-~])?",
+        );
+        (
+            proptest::sample::select(vec!["GET", "POST", "HEAD", "DELETE", "PATCH"]),
+            "(/[a-zA-Z0-9%._~-]{0,6}){1,3}(\\?[a-z0-9=&%]{0,10})?",
+            any::<bool>(),
+            any::<bool>(),
+            proptest::collection::vec(field, 0..6),
+            proptest::sample::select(vec!["", "close", "keep-alive", "Upgrade, CLOSE", " Keep-Alive , x"]),
+            proptest::collection::vec(any::<u8>(), 0..40),
+            0u8..3,
+        )
+            .prop_map(|(method, target, absolute, http10, fields, conn, body, mode)| {
+                let target = if absolute { format!("http://h.example{target}") } else { target };
+                let version = if http10 { "1.0" } else { "1.1" };
+                let mut w = format!("{method} {target} HTTP/{version}\r\nHost: h.example\r\n").into_bytes();
+                for (name, value) in fields {
+                    w.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+                }
+                if !conn.is_empty() {
+                    w.extend_from_slice(format!("Connection:{conn}\r\n").as_bytes());
+                }
+                let chunked = mode > 0 && !http10;
+                if chunked {
+                    w.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    if !body.is_empty() {
+                        w.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                        w.extend_from_slice(&body);
+                        w.extend_from_slice(b"\r\n");
+                    }
+                    w.extend_from_slice(if mode == 2 { &b"0\r\nX-T: 1\r\n\r\n"[..] } else { b"0\r\n\r\n" });
+                } else if body.is_empty() {
+                    w.extend_from_slice(b"\r\n");
+                } else {
+                    w.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+                    w.extend_from_slice(&body);
+                }
+                (w, chunked && mode == 2)
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoded_requests_read_back_like_parse((wire, trailers) in valid_request()) {
+            let m = decoded(&wire);
+            let full = Request::parse(&m);
+            proptest::prop_assert!(full.is_ok());
+            proptest::prop_assert_eq!(Request::from_decoded(&m), full);
+            proptest::prop_assert_eq!(Request::read_decoded(&m).is_some(), !trailers);
+        }
+
+        #[test]
+        fn from_decoded_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..120), cut in any::<usize>()) {
+            let mut wire = b"GET /x HTTP/1.1\r\nContent-Length: 3\r\n".to_vec();
+            wire.extend_from_slice(&tail);
+            let _ = Request::from_decoded(&wire[..cut % (wire.len() + 1)]);
+            let _ = Request::from_decoded(&tail);
+        }
     }
 
     #[test]
