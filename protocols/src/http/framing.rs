@@ -52,12 +52,12 @@ enum Scan {
 ///   `Connection: close`.
 ///
 /// **100-continue:** when `input` sees a complete head with `Expect: 100-continue` whose
-/// body has not fully arrived, it records that an interim `100 Continue` is due. The engine
-/// should call [`HttpDecoder::pending_continue`] after each `input`/feed that did not complete
-/// the request and send [`CONTINUE_RESPONSE`] when it returns `true` (once per request).
-/// [`Decoder::poll_reply`] hands out the same interim response, but the framer polls it only
-/// after `decode`, when the body has arrived and the 100 is no longer needed — so `decode`
-/// drops an unsent 100 (RFC 9110 §10.1.1 allows omitting it once the body is received).
+/// body has not fully arrived, it records that an interim `100 Continue` is due.
+/// [`Decoder::poll_reply`] hands it out ([`CONTINUE_RESPONSE`], once per request): the
+/// [`Framer`](crate::Framer) polls after every feed that leaves a packet incomplete, so the
+/// client waiting for it gets it. If the body arrived in the same feed as the head, `decode`
+/// drops the unsent 100 (RFC 9110 §10.1.1 allows omitting it once the body is received).
+/// Code driving the decoder without a framer can use [`HttpDecoder::pending_continue`].
 #[derive(Debug)]
 pub struct HttpDecoder {
     scan: Scan,
