@@ -2,8 +2,9 @@
 // WebSocket frames on an open connection: the first byte picks the limit, the split step,
 // the role and whether permessage-deflate is on; the rest is the stream. Any split must give
 // the same messages as the whole stream, messages must respect the limit and text messages
-// must be UTF-8; nothing may panic, and error replies must be close frames.
-use ringman_protocols::ws::{parse_header, DeflateParams, OpCode, WsDecoder};
+// must be UTF-8; nothing may panic, and error replies must be close frames. The lowest bit
+// asks for control frames to be delivered (on_websocket_ping / _pong / _close).
+use ringman_protocols::ws::{parse_header, ControlFrames, DeflateParams, OpCode, WsDecoder};
 use ringman_protocols::{Decoder, Delivery, Flow, Framer, MessageKind, ProtocolError};
 
 fn decoder(seed: u8) -> WsDecoder {
@@ -12,11 +13,11 @@ fn decoder(seed: u8) -> WsDecoder {
         server_no_context_takeover: seed & 0x20 != 0,
         ..Default::default()
     });
-    if seed & 0x80 != 0 {
-        WsDecoder::client_open(deflate)
-    } else {
-        WsDecoder::server_open(deflate)
+    let mut d = if seed & 0x80 != 0 { WsDecoder::client_open(deflate) } else { WsDecoder::server_open(deflate) };
+    if seed & 0x01 != 0 {
+        d.configure(&ControlFrames { pings: true, pongs: true, close: true });
     }
+    d
 }
 
 fn run(seed: u8, chunks: &[&[u8]], max: usize) -> (Vec<(MessageKind, Vec<u8>)>, Option<ProtocolError>) {
@@ -27,7 +28,12 @@ fn run(seed: u8, chunks: &[&[u8]], max: usize) -> (Vec<(MessageKind, Vec<u8>)>, 
         let mut c = c.to_vec();
         let r = framer.feed(&mut dec, &mut c, max, |d| {
             if let Delivery::Message(m) = d {
-                assert!(m.data.len() <= max);
+                match m.kind {
+                    MessageKind::Ping | MessageKind::Pong | MessageKind::Close => {
+                        assert!(seed & 0x01 != 0 && m.data.len() <= 125)
+                    }
+                    _ => assert!(m.data.len() <= max),
+                }
                 if m.kind == MessageKind::Text {
                     assert!(std::str::from_utf8(m.data).is_ok());
                 }
