@@ -583,13 +583,20 @@ impl Core {
         if c.status == Status::Closed {
             return;
         }
-        let conn = self.handle(key);
+        self.fail(key, e, &reply);
+    }
+
+    /// Ends a connection the protocol gave up on: with the decoder's `reply` (sent raw, then
+    /// half-close and linger, `on_error` first), or destroyed with `on_error` when there is
+    /// nothing to say.
+    fn fail(&mut self, key: usize, e: ringman_protocols::ProtocolError, reply: &[u8]) {
         if reply.is_empty() {
             self.destroy(key, Some(ConnError::Protocol(e)));
         } else {
+            let conn = self.handle(key);
             self.events.push_back(Event::Error(conn, ConnError::Protocol(e)));
             self.pause(key);
-            self.end(key, Some(&reply));
+            self.end(key, Some(reply));
         }
     }
 
@@ -1038,14 +1045,7 @@ impl Core {
                 f.discard();
             }
             c.partial_since = None;
-            let conn = self.handle(key);
-            if reply.is_empty() {
-                self.destroy(key, Some(ConnError::Protocol(err)));
-            } else {
-                self.events.push_back(Event::Error(conn, ConnError::Protocol(err)));
-                self.pause(key);
-                self.end(key, Some(&reply));
-            }
+            self.fail(key, err, &reply);
         }
     }
 
