@@ -390,3 +390,21 @@ fn send_file_from_a_handler_streams_with_ranges() {
     let (head, _) = curl(&[&format!("http://{addr}/other")]);
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
+
+#[test]
+fn pipelined_request_waits_for_a_streaming_file_body() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let mut s = connect(addr);
+    // A 300,000-byte file, then a pipelined upload asking for 100 Continue.
+    write_all(
+        &mut s,
+        b"GET /data.bin HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    );
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "nothing inside the file body");
+    assert_eq!(read_exact(&mut s, 25), b"HTTP/1.1 100 Continue\r\n\r\n");
+    write_all(&mut s, b"ok");
+    assert_eq!(read_response(&mut s).1, b"ok");
+}

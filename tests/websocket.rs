@@ -286,6 +286,40 @@ fn heartbeat_destroys_a_peer_that_never_answers() {
     assert_eq!(events.recv_timeout(PATIENCE).unwrap(), "closed");
 }
 
+#[test]
+fn paused_connections_get_no_heartbeat_and_idle_close_is_safe() {
+    let (tx, rx) = unbounded::<String>();
+    let mut w = Worker::<u32>::new("websocket://127.0.0.1:0").unwrap();
+    w.count = 1;
+    // Same period: idle close and heartbeat fall due in the same sweep.
+    w.idle_timeout = Some(std::time::Duration::from_millis(300));
+    w.websocket_ping_interval = Some(std::time::Duration::from_millis(300));
+    // The first connection is paused by the application.
+    w.on_websocket_connected(|c, seen| {
+        if *seen == 0 {
+            c.pause_recv();
+        }
+        *seen += 1;
+    });
+    let t = tx.clone();
+    w.on_error(move |_, e, _| t.send(format!("error: {e}")).unwrap());
+    w.on_close(move |_, _| tx.send("closed".into()).unwrap());
+    w.on_message(|c, m, _| {
+        c.send_as(m.data, m.kind);
+    });
+    let (_srv, addr) = start(w);
+    let mut s = client(addr, "/").into_inner();
+    // Paused by the application: never pinged (its pongs could not be read), closed as idle.
+    assert!(read_to_eof(&mut s).is_empty());
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "closed");
+    assert!(rx.try_recv().is_err(), "no NoPong, no other error");
+    // The ring thread is still serving.
+    let mut ws = client(addr, "/");
+    ws.send(Message::text("alive")).unwrap();
+    let got = ws.read().unwrap();
+    assert!(got == Message::text("alive") || got == Message::Ping(Vec::new().into()), "{got:?}");
+}
+
 /// Checks an Autobahn fuzzingclient report (all cases, compression included): .ci/run runs
 /// `kosoku` against the release echo example and points `RINGMAN_AUTOBAHN_REPORT` at its
 /// `index.json`. Without the variable the test says so and checks nothing (running the

@@ -193,10 +193,8 @@ impl Connection {
             post(self.id.thread(), Cmd::Call(Box::new(move || conn.websocket_close(code, &reason))));
             return;
         }
-        let is_ws = self
-            .protocol_object()
-            .is_some_and(|p| p.as_any().is_some_and(|a| a.is::<ringman_protocols::ws::WebSocket>()));
-        if !is_ws {
+        // Before the upgrade (or on another protocol) there is no WebSocket to close.
+        if !self.local(|c, k| c.conns[k].upgraded).unwrap_or(false) {
             self.close(None);
             return;
         }
@@ -207,8 +205,17 @@ impl Connection {
             end -= 1;
         }
         payload.extend_from_slice(&reason.as_bytes()[..end]);
-        self.send_as(&payload, MessageKind::Close);
+        if self.send_as(&payload, MessageKind::Close) == SendStatus::Failed {
+            // The send buffer is full (or the connection is going): no handshake possible.
+            self.close(None);
+            return;
+        }
         self.local(|c, k| c.start_ws_close(k));
+    }
+
+    /// The WebSocket handshake answer is queued: frames (heartbeats, a close) may follow.
+    pub(crate) fn set_upgraded(&self) {
+        self.local(|c, k| c.conns[k].upgraded = true);
     }
 
     /// True once [`Connection::websocket_close`] sent our close frame.

@@ -223,6 +223,9 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
         return true;
     }
     conn.set_context(Streaming { file, remaining: count, close_after: !req.keep_alive() });
+    // Pipelined requests (and their `100 Continue`) wait until the body is out, so nothing
+    // is written into the middle of it.
+    conn.pause_recv();
     pump(conn);
     true
 }
@@ -262,6 +265,8 @@ fn pump(conn: &Connection) {
                 conn.set_context(());
                 if close {
                     conn.close(None);
+                } else {
+                    conn.resume_recv();
                 }
                 return;
             }

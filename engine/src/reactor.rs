@@ -590,7 +590,12 @@ impl Core {
     /// half-close and linger, `on_error` first), or destroyed with `on_error` when there is
     /// nothing to say.
     fn fail(&mut self, key: usize, e: ringman_protocols::ProtocolError, reply: &[u8]) {
-        if reply.is_empty() {
+        match self.conns.get(key) {
+            Some(c) if c.status != Status::Closed => {}
+            _ => return,
+        }
+        // After our WebSocket close frame nothing else may be sent (not a second close).
+        if reply.is_empty() || self.conns[key].ws_close_sent {
             self.destroy(key, Some(ConnError::Protocol(e)));
         } else {
             let conn = self.handle(key);
@@ -640,6 +645,11 @@ impl Core {
             return;
         }
         c.paused = false;
+        // Time spent paused is the application's, not the peer's: the packet timeout and
+        // the heartbeat start afresh (pongs may have waited unread in the socket).
+        c.partial_since = None;
+        c.heard = self.clock.max(c.heard);
+        c.ping_sent = None;
         let conn = self.handle(key);
         self.events.push_back(Event::Resume(conn));
     }
@@ -999,13 +1009,18 @@ impl Core {
             if c.status != Status::Established || c.decoder.is_none() {
                 continue;
             }
-            if let (Some(iv), true) = (ping, c.upgraded && !c.ws_close_sent) {
+            // A paused connection leaves the peer's pongs unread in the socket: no heartbeat.
+            if let (Some(iv), true) = (ping, c.upgraded && !c.ws_close_sent && !c.paused) {
                 match c.ping_sent {
                     Some(t) if now.saturating_duration_since(t) >= iv => {
                         dead.push(key);
                         continue;
                     }
-                    None if now.saturating_duration_since(c.heard) >= iv => to_ping.push(key),
+                    // No ping into a full send buffer (it would only report SendBufferFull).
+                    None if now.saturating_duration_since(c.heard) >= iv && c.sendq.len < c.max_send_buffer_size => {
+                        to_ping.push(key);
+                        continue;
+                    }
                     _ => {}
                 }
             }
@@ -1023,18 +1038,33 @@ impl Core {
                 }
             }
         }
+        // Each key is in at most one list, but acting on one connection can end it (and free
+        // its slot) before a later list is reached: look every key up again.
+        let open = |core: &Core, key: usize| core.conns.get(key).is_some_and(|c| c.status == Status::Established);
         for key in idle_keys {
-            self.close(key, None);
+            if open(self, key) {
+                self.close(key, None);
+            }
         }
         for key in dead {
-            let after = ping.unwrap_or_default();
-            self.destroy(key, Some(ConnError::NoPong { after }));
+            if open(self, key) {
+                let after = ping.unwrap_or_default();
+                self.destroy(key, Some(ConnError::NoPong { after }));
+            }
         }
         for key in to_ping {
-            self.conns[key].ping_sent = Some(now);
-            self.send(key, b"", Enc::Kind(ringman_protocols::MessageKind::Ping));
+            if open(self, key)
+                && self.send(key, b"", Enc::Kind(ringman_protocols::MessageKind::Ping)) != SendStatus::Failed
+            {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.ping_sent = Some(now);
+                }
+            }
         }
         for key in late {
+            if !open(self, key) {
+                continue;
+            }
             let err = ringman_protocols::ProtocolError::Timeout(packet.unwrap_or_default());
             let c = &mut self.conns[key];
             let mut reply = Vec::new();
@@ -1115,8 +1145,6 @@ impl Core {
 
     /// Passes negotiated settings to a connection's encoder (`Encoder::configure`).
     pub(crate) fn configure_encoder(&mut self, key: usize, cfg: &dyn std::any::Any) {
-        // Called once the WebSocket handshake answer is queued: frames may follow.
-        self.conns[key].upgraded = true;
         self.conns[key].encoder.configure(cfg);
     }
 

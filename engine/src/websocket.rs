@@ -140,6 +140,7 @@ pub(crate) fn handshake<S>(conn: &Connection, head: &[u8], cb: &Callbacks<S>, st
     accept.deflate = if deflate_on { ws::negotiate_deflate(&req) } else { None };
     conn.send_raw(ws::handshake_response(&req, &accept));
     conn.configure_encoder(&accept.deflate);
+    conn.set_upgraded();
     if let Some(f) = &cb.on_websocket_connected {
         if catch_unwind(AssertUnwindSafe(|| f(conn, state))).is_err() {
             conn.destroy();
