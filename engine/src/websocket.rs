@@ -74,7 +74,8 @@ impl<S: Default + 'static> Worker<S> {
     /// The peer sent a close frame: `f` gets its status code and reason (Workerman's
     /// `onWebSocketClose`). The engine still echoes the close (or, when the server started
     /// the handshake with [`Connection::websocket_close`], just closes) after `f` returns;
-    /// `on_close` follows when the connection is gone.
+    /// `on_close` follows when the connection is gone. To answer with a code of your own,
+    /// call `websocket_close(code, reason)` inside `f`: that frame is then the echo.
     pub fn on_websocket_close(
         &mut self,
         f: impl Fn(&Connection, Option<u16>, &str, &mut S) + Send + Sync + 'static,
