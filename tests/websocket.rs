@@ -320,6 +320,21 @@ fn paused_connections_get_no_heartbeat_and_idle_close_is_safe() {
     assert!(got == Message::text("alive") || got == Message::Ping(Vec::new().into()), "{got:?}");
 }
 
+#[test]
+fn peer_close_can_be_answered_with_an_own_code() {
+    let mut w = Worker::<()>::new("websocket://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.on_websocket_close(|c, _, _, _| c.websocket_close(4001, "mine"));
+    let (_srv, addr) = start(w);
+    let mut ws = client(addr, "/");
+    ws.close(None).unwrap();
+    match ws.read() {
+        Ok(Message::Close(Some(f))) => assert_eq!((u16::from(f.code), f.reason.as_str()), (4001, "mine")),
+        other => panic!("expected our own close answer, got {other:?}"),
+    }
+    assert!(matches!(ws.read(), Err(tungstenite::Error::ConnectionClosed)));
+}
+
 /// Checks an Autobahn fuzzingclient report (all cases, compression included): .ci/run runs
 /// `kosoku` against the release echo example and points `RINGMAN_AUTOBAHN_REPORT` at its
 /// `index.json`. Without the variable the test says so and checks nothing (running the
