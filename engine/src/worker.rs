@@ -645,7 +645,7 @@ impl<S: 'static> Runner<S> {
                 c.reap(&mut cqes);
                 // One wall-clock read per turn serves the heartbeat and HTTP Date headers.
                 c.wall = std::time::SystemTime::now();
-                c.clock = Instant::now();
+                c.update_stamp();
                 c.stats.heartbeat.set(c.wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
             });
             for (ud, res, flags) in cqes.drain(..) {
