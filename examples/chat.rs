@@ -30,6 +30,9 @@ fn main() -> ExitCode {
         }
     };
     chat.name = "chat".into();
+    // Browsers answer pings by themselves: a tab that vanished (sleep, lost network) is
+    // noticed within a minute instead of whenever TCP gives up.
+    chat.websocket_ping_interval = Some(std::time::Duration::from_secs(30));
     chat.on_worker_start(|info, handle| *handle = Some(info.handle.clone()));
     chat.on_message(|conn, msg, handle| {
         let line = format!("{}: {}", conn.id(), String::from_utf8_lossy(msg.data));
