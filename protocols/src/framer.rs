@@ -95,6 +95,9 @@ impl Framer {
         if self.want.is_none() && self.buffered() > limit {
             return Err(ProtocolError::TooLarge { len: self.buffered(), max });
         }
+        if self.buffered() == 0 {
+            return Ok(Flow::Continue);
+        }
         Ok(interim(codec, &mut self.reply, &mut sink))
     }
 
@@ -144,7 +147,7 @@ impl Framer {
         if self.want.is_none() && self.buffered() > limit {
             return Err(ProtocolError::TooLarge { len: self.buffered(), max });
         }
-        if flow == Flow::Stop {
+        if flow == Flow::Stop || self.buffered() == 0 {
             return Ok(flow);
         }
         Ok(interim(codec, &mut self.reply, &mut sink))
@@ -189,7 +192,7 @@ where
     }
 }
 
-/// Asks the codec, while a packet is still incomplete, whether it wants something sent
+/// Asks the codec, while a packet is still incomplete (bytes are buffered), whether it wants something sent
 /// before the rest arrives (HTTP's `100 Continue`): the peer may be waiting for it.
 fn interim<F>(codec: &mut dyn Decoder, reply: &mut Vec<u8>, sink: &mut F) -> Flow
 where
