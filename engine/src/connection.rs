@@ -32,40 +32,76 @@ impl SendStatus {
     }
 }
 
-/// Identifies a connection across all ring threads of the process.
+/// Identifies a connection across all ring threads of the process, for the life of the
+/// process (Workerman's `$connection->id`).
 ///
-/// Layout: ring thread (16 bits) | generation (24 bits) | slot (24 bits). The generation
-/// makes an id from a closed connection never match the slot's next occupant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(u64);
+/// The number ([`ConnectionId::as_u64`]) is ring thread (16 bits) | serial (48 bits). Serials
+/// come from one process-wide counter (each ring reserves them in blocks), so no two
+/// connections of a process ever share an id — not across ring restarts, recycles, or
+/// servers started one after another. The counter would wrap after 2^48 accepts (about
+/// 9 years at a million accepts per second), so a stale id can never name a later
+/// connection in practice. Ids the engine hands out also carry the connection's slot, so
+/// looking one up is an index; an id rebuilt with [`ConnectionId::from_u64`] is found
+/// through a per-ring map instead.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionId {
+    serial: u64,
+    slot: u32,
+}
+
+/// `slot` of an id rebuilt from its number: look it up by serial.
+const NO_SLOT: u32 = u32::MAX;
 
 impl ConnectionId {
-    pub(crate) fn new(thread: u16, slot: usize, gen: u32) -> ConnectionId {
-        debug_assert!(slot < 1 << 24);
-        ConnectionId((thread as u64) << 48 | ((gen as u64) & 0xFF_FFFF) << 24 | (slot as u64 & 0xFF_FFFF))
+    pub(crate) fn new(serial: u64, slot: usize) -> ConnectionId {
+        ConnectionId { serial, slot: slot as u32 }
     }
     pub(crate) fn thread(self) -> u16 {
-        (self.0 >> 48) as u16
+        (self.serial >> 48) as u16
     }
-    pub(crate) fn gen(self) -> u32 {
-        ((self.0 >> 24) & 0xFF_FFFF) as u32
+    /// The slot, when the id carries one.
+    pub(crate) fn slot(self) -> Option<usize> {
+        (self.slot != NO_SLOT).then_some(self.slot as usize)
     }
-    pub(crate) fn slot(self) -> usize {
-        (self.0 & 0xFF_FFFF) as usize
+    pub(crate) fn serial(self) -> u64 {
+        self.serial
     }
-    /// The id as a number (stable for the connection's lifetime, unique in the process).
+    /// The id as a number (unique in the process, never reused).
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.serial
     }
-    /// Rebuilds an id from [`ConnectionId::as_u64`].
+    /// Rebuilds an id from [`ConnectionId::as_u64`] (for example one kept in another
+    /// service): it names the same connection, and nothing once that connection is gone.
     pub fn from_u64(v: u64) -> ConnectionId {
-        ConnectionId(v)
+        ConnectionId { serial: v, slot: NO_SLOT }
+    }
+}
+
+impl PartialEq for ConnectionId {
+    fn eq(&self, other: &Self) -> bool {
+        self.serial == other.serial
+    }
+}
+impl Eq for ConnectionId {}
+impl std::hash::Hash for ConnectionId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.serial.hash(h);
+    }
+}
+impl PartialOrd for ConnectionId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ConnectionId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.serial.cmp(&other.serial)
     }
 }
 
 impl std::fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
+        write!(f, "{}", self.serial)
     }
 }
 
@@ -225,8 +261,15 @@ impl Connection {
 
     /// Sends `data` as is, flushes, then half-closes and lingers briefly before closing, so
     /// the peer reads the last bytes rather than a reset (Workerman 5.2's `end()`).
+    ///
+    /// From another thread the call travels through the owning thread's mailbox.
     pub fn end(&self, data: Option<&[u8]>) {
-        self.local(|c, k| c.end(k, data));
+        if current_thread() == Some(self.id.thread()) {
+            self.local(|c, k| c.end(k, data));
+        } else {
+            let (conn, data) = (*self, data.map(<[u8]>::to_vec));
+            post(self.id.thread(), Cmd::Call(Box::new(move || conn.end(data.as_deref()))));
+        }
     }
 
     /// Closes at once, dropping anything still queued. `on_close` fires once.
@@ -240,13 +283,27 @@ impl Connection {
 
     /// Stops reading from the socket (and delivering messages) until [`Connection::resume_recv`].
     /// Bytes that were already in flight are kept and delivered after resuming.
+    ///
+    /// From another thread the call travels through the owning thread's mailbox (it takes
+    /// effect when that thread reaches it).
     pub fn pause_recv(&self) {
-        self.local(|c, k| c.pause(k));
+        if current_thread() == Some(self.id.thread()) {
+            self.local(|c, k| c.pause(k));
+        } else {
+            let conn = *self;
+            post(self.id.thread(), Cmd::Call(Box::new(move || conn.pause_recv())));
+        }
     }
 
     /// Resumes reading after [`Connection::pause_recv`].
+    /// From another thread the call travels through the owning thread's mailbox.
     pub fn resume_recv(&self) {
-        self.local(|c, k| c.resume(k));
+        if current_thread() == Some(self.id.thread()) {
+            self.local(|c, k| c.resume(k));
+        } else {
+            let conn = *self;
+            post(self.id.thread(), Cmd::Call(Box::new(move || conn.resume_recv())));
+        }
     }
 
     /// True while the connection is established (not closing or closed).
@@ -254,9 +311,10 @@ impl Connection {
         self.local(|c, k| c.conns[k].status == Status::Established).unwrap_or(false)
     }
 
-    /// The peer's address.
+    /// The peer's address (read when the connection was accepted, so `on_close` still
+    /// sees it after the peer vanished).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.local(|c, k| crate::sys::peer_addr(c.conns[k].fd)).flatten()
+        self.local(|c, k| c.conns[k].peer).flatten()
     }
 
     /// The local address the connection was accepted on.
@@ -321,7 +379,9 @@ impl Connection {
 
     /// Stores a per-connection user value (replacing any previous one).
     pub fn set_context<T: 'static>(&self, value: T) {
-        self.local(|c, k| c.conns[k].context = Some(Box::new(value)));
+        // The previous value is dropped here, after the core is released: its `Drop` may use
+        // connections and timers.
+        let _old = self.local(|c, k| c.conns[k].context.replace(Box::new(value)));
     }
 
     /// Runs `f` on the per-connection value of type `T`, if one is set. The value is taken
@@ -329,12 +389,16 @@ impl Connection {
     pub fn with_context<T: 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let mut boxed = self.local(|c, k| c.conns[k].context.take()).flatten()?;
         let r = boxed.downcast_mut::<T>().map(f);
+        let mut back = Some(boxed);
         self.local(|c, k| {
             let slot = &mut c.conns[k].context;
             if slot.is_none() {
-                *slot = Some(boxed);
+                *slot = back.take();
             }
         });
+        // A value not put back (replaced by `f`, or the connection is gone) is dropped here,
+        // outside the core.
+        drop(back);
         r
     }
 }

@@ -52,6 +52,16 @@ pub enum EngineError {
     /// Too many ring threads in this process (ids are 16 bits).
     #[error("too many ring threads in this process")]
     TooManyThreads,
+    /// A timer interval the engine refuses: zero for a repeating timer (it would spin the
+    /// ring; Workerman refuses intervals ≤ 0 too), or one so long that its deadline is not
+    /// representable.
+    #[error("invalid timer interval {interval:?}: {reason}")]
+    TimerInterval {
+        /// The interval as given.
+        interval: std::time::Duration,
+        /// Why it is refused.
+        reason: &'static str,
+    },
 }
 
 /// Why a connection reported `on_error`.
@@ -98,4 +108,12 @@ impl ConnError {
             ConnError::NoPong { .. } => 6,
         }
     }
+}
+
+/// The message of a caught panic's payload.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
 }

@@ -42,11 +42,22 @@ pub fn respond(conn: &Connection, req: &Request<'_>, resp: Response<'_>) {
         } else {
             resp.write_to(&mut out);
         }
-        conn.send_raw(&out[..]);
+        send_in_step(conn, &out[..]);
     });
     if !keep {
         conn.close(None);
     }
+}
+
+/// Sends one response's bytes. Should the send buffer refuse them (`on_error` reports
+/// SEND_FAIL), the connection is closed after what it already holds: a pipelined response
+/// must not vanish and leave later answers out of step with their requests.
+fn send_in_step(conn: &Connection, bytes: &[u8]) -> bool {
+    if conn.send_raw(bytes) == crate::SendStatus::Failed {
+        conn.close(None);
+        return false;
+    }
+    true
 }
 
 /// Sends a pre-encoded response (only its `Date` is refreshed): the fast path for small
@@ -54,7 +65,7 @@ pub fn respond(conn: &Connection, req: &Request<'_>, resp: Response<'_>) {
 /// bytes followed by a close (the pre-encoded head cannot carry `Connection: close`).
 pub fn respond_static(conn: &Connection, req: &Request<'_>, resp: &mut StaticResponse) {
     resp.set_date(&date_now());
-    conn.send_raw(resp.as_bytes());
+    send_in_step(conn, resp.as_bytes());
     if !req.keep_alive() {
         conn.close(None);
     }
@@ -215,7 +226,9 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
         head.extend_from_slice(b"Connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    conn.send_raw(&head);
+    if !send_in_step(conn, &head) {
+        return true;
+    }
     if req.method() == "HEAD" || count == 0 || file.seek(SeekFrom::Start(start)).is_err() {
         if !req.keep_alive() {
             conn.close(None);
@@ -256,7 +269,10 @@ fn pump(conn: &Connection) {
         });
         match step {
             Some(Ok(n)) => {
-                conn.send_raw(&buf[..n]);
+                if !send_in_step(conn, &buf[..n]) {
+                    conn.set_context(());
+                    return;
+                }
                 if conn.send_queue_len() >= PIECE {
                     return;
                 }

@@ -8,10 +8,13 @@
 //! the borrow is released.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +24,7 @@ use slab::Slab;
 
 use crate::buffers::{ChunkMem, RecvRing, SendArena, CHUNK, RECV_BGID};
 use crate::connection::{Connection, ConnectionId, SendStatus};
-use crate::error::ConnError;
+use crate::error::{panic_message, ConnError};
 use crate::ring::{FixedSend, Kind, RingMode, Token};
 use crate::server::{Mailbox, ThreadStats};
 use crate::timer::Timers;
@@ -119,11 +122,46 @@ impl Stamp {
     }
 }
 
+/// Process-wide source of connection serials (see [`ConnectionId`]); rings take blocks.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+/// Serials a ring reserves at a time, so accepting touches the shared counter rarely.
+const SERIAL_BLOCK: u64 = 4096;
+/// Serials are 48 bits (the thread takes the top 16 of an id).
+const SERIAL_MASK: u64 = (1 << 48) - 1;
+
+/// The block of serials a core hands out.
+struct Serials {
+    next: u64,
+    end: u64,
+}
+
+impl Serials {
+    /// The next id number for a connection of `thread`: thread (16 bits) | serial (48 bits).
+    fn take(&mut self, thread: u16) -> u64 {
+        if self.next == self.end {
+            self.next = NEXT_SERIAL.fetch_add(SERIAL_BLOCK, Ordering::Relaxed);
+            self.end = self.next + SERIAL_BLOCK;
+        }
+        let n = self.next & SERIAL_MASK;
+        self.next += 1;
+        (thread as u64) << 48 | n
+    }
+}
+
+/// The generation a slot's operations carry in their `user_data` (24 bits of the serial).
+fn gen_of(serial: u64) -> u32 {
+    serial as u32 & 0xFF_FFFF
+}
+
 /// One connection slot.
 pub(crate) struct ConnState {
     pub fd: RawFd,
-    pub gen: u32,
+    /// The connection's id number ([`ConnectionId::as_u64`]).
+    pub serial: u64,
     pub status: Status,
+    /// `on_close` is queued but not delivered yet: the slot stays (user code sees the
+    /// connection's context, address and counters in `on_close`).
+    close_hold: bool,
     recv_armed: bool,
     pub paused: bool,
     send_inflight: bool,
@@ -145,6 +183,8 @@ pub(crate) struct ConnState {
     pub max_package_size: usize,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// The peer's address, read at accept.
+    pub peer: Option<SocketAddr>,
     pub context: Option<Box<dyn std::any::Any>>,
     close_deadline: Option<Instant>,
     /// Last time bytes arrived or a send completed (turn clock): the idle timeout's base.
@@ -174,7 +214,11 @@ pub(crate) struct Core {
     pub mode: RingMode,
     pub thread: u16,
     pub conns: Slab<ConnState>,
-    next_gen: u32,
+    serials: Serials,
+    /// Slot of each live connection by serial, for ids rebuilt with `ConnectionId::from_u64`.
+    by_serial: HashMap<u64, u32>,
+    /// User values (contexts) of freed slots, dropped by the loop outside the core borrow.
+    pub graveyard: Vec<Box<dyn std::any::Any>>,
     recv: RecvRing,
     arena: SendArena,
     fixed_send: FixedSend,
@@ -241,7 +285,9 @@ impl Core {
             mode,
             thread,
             conns: Slab::with_capacity(1024),
-            next_gen: 1,
+            serials: Serials { next: 0, end: 0 },
+            by_serial: HashMap::new(),
+            graveyard: Vec::new(),
             recv,
             arena,
             fixed_send,
@@ -404,20 +450,34 @@ impl Core {
     }
 
     fn open_conn(&mut self, fd: RawFd) {
-        let gen = self.next_gen;
-        self.next_gen = (self.next_gen + 1) & 0xFF_FFFF;
-        if self.next_gen == 0 {
-            self.next_gen = 1;
-        }
-        let encoder = self.cfg.protocol.encoder();
+        // Protocol code (a custom protocol's constructors) is isolated like user code: a
+        // panic refuses this connection only.
+        let protocol = &self.cfg.protocol;
+        let decoder_config = self.cfg.decoder_config.as_deref();
+        let made = catch_unwind(AssertUnwindSafe(|| {
+            let encoder = protocol.encoder();
+            let mut decoder = protocol.decoder();
+            if let Some(cfg) = decoder_config {
+                decoder.configure(cfg);
+            }
+            (encoder, decoder)
+        }));
+        let (encoder, decoder) = match made {
+            Ok(x) => x,
+            Err(p) => {
+                eprintln!("ringman: protocol {} panicked creating a connection: {}", protocol.name(), panic_message(&*p));
+                // SAFETY: a fresh descriptor from accept that nothing else refers to.
+                unsafe { libc::close(fd) };
+                return;
+            }
+        };
         let identity_encoder = encoder.is_identity();
-        let mut decoder = self.cfg.protocol.decoder();
-        if let Some(cfg) = &self.cfg.decoder_config {
-            decoder.configure(cfg.as_ref());
-        }
+        let serial = self.serials.take(self.thread);
         let key = self.conns.insert(ConnState {
             fd,
-            gen,
+            serial,
+            close_hold: false,
+            peer: crate::sys::peer_addr(fd),
             status: Status::Established,
             recv_armed: false,
             paused: false,
@@ -446,6 +506,7 @@ impl Core {
             partial_since: None,
             ws_close_sent: false,
         });
+        self.by_serial.insert(serial, key as u32);
         self.stats.connections.set(self.stats.connections.get() + 1);
         self.stats.accepted.set(self.stats.accepted.get() + 1);
         self.arm_recv(key);
@@ -459,16 +520,27 @@ impl Core {
     }
 
     pub(crate) fn handle(&self, key: usize) -> Connection {
-        Connection::from_id(ConnectionId::new(self.thread, key, self.conns[key].gen))
+        Connection::from_id(ConnectionId::new(self.conns[key].serial, key))
     }
 
     /// The slot of `conn` if it lives on this thread and is still the same connection.
     pub(crate) fn lookup(&self, conn: ConnectionId) -> Option<usize> {
-        let key = conn.slot();
+        if conn.thread() != self.thread {
+            return None;
+        }
+        let key = match conn.slot() {
+            Some(k) => k,
+            None => *self.by_serial.get(&conn.serial())? as usize,
+        };
         match self.conns.get(key) {
-            Some(c) if conn.thread() == self.thread && c.gen == conn.gen() => Some(key),
+            Some(c) if c.serial == conn.serial() => Some(key),
             _ => None,
         }
+    }
+
+    /// Whether a completion's token belongs to the current occupant of its slot.
+    fn live(&self, tok: Token) -> bool {
+        matches!(self.conns.get(tok.slot as usize), Some(c) if gen_of(c.serial) == tok.gen)
     }
 
     // ---------------------------------------------------------------- receive
@@ -482,7 +554,7 @@ impl Core {
         c.inflight += 1;
         let sqe = opcode::RecvMulti::new(types::Fd(c.fd), RECV_BGID)
             .build()
-            .user_data(Token::new(Kind::Recv, key, c.gen).to_u64());
+            .user_data(Token::new(Kind::Recv, key, gen_of(c.serial)).to_u64());
         self.push(sqe);
     }
 
@@ -491,8 +563,7 @@ impl Core {
     pub(crate) fn recv_begin(&mut self, tok: Token, res: i32, flags: u32) -> Option<RecvWork> {
         let bid = cqueue::buffer_select(flags);
         let key = tok.slot as usize;
-        let live = matches!(self.conns.get(key), Some(c) if c.gen == tok.gen);
-        if !live {
+        if !self.live(tok) {
             // Stale completion: the buffer still has to go back to the kernel.
             if let Some(b) = bid {
                 self.recv.recycle(b);
@@ -519,7 +590,11 @@ impl Core {
                     }
                 }
                 libc::ECANCELED => {
-                    // pause_recv() or destroy(); nothing to deliver.
+                    // pause_recv() or destroy() cancelled it. If the connection was resumed
+                    // (or started lingering) before this completion arrived, that resume found
+                    // the receive still armed and left it: re-arm now. arm_recv declines
+                    // for paused and closed connections.
+                    self.arm_recv(key);
                 }
                 e => {
                     if c.status != Status::Closed {
@@ -554,7 +629,7 @@ impl Core {
             self.recv.recycle(bid);
             return None;
         }
-        let conn = Connection::from_id(ConnectionId::new(self.thread, key, c.gen));
+        let conn = Connection::from_id(ConnectionId::new(c.serial, key));
         Some(RecvWork {
             conn,
             key,
@@ -598,8 +673,9 @@ impl Core {
         self.stats.requests.set(self.stats.requests.get() + delivered);
         let Some(key) = self.lookup(w.conn.id()) else { return };
         let mut reply = Vec::new();
+        let mut reply_panic = None;
         if let Some(e) = &err {
-            w.decoder.error_reply(e, &mut reply);
+            reply_panic = error_reply(w.decoder.as_mut(), e, &mut reply).err();
         }
         let c = &mut self.conns[key];
         c.partial_since = match (w.framer.buffered(), c.partial_since) {
@@ -611,6 +687,10 @@ impl Core {
         c.framer = Some(w.framer);
         let Some(e) = err else { return };
         if c.status == Status::Closed {
+            return;
+        }
+        if let Some(p) = reply_panic {
+            self.destroy(key, Some(ConnError::Panic(p)));
             return;
         }
         self.fail(key, e, &reply);
@@ -662,9 +742,9 @@ impl Core {
         }
         c.paused = true;
         if c.recv_armed {
-            let ud = Token::new(Kind::Recv, key, c.gen).to_u64();
+            let ud = Token::new(Kind::Recv, key, gen_of(c.serial)).to_u64();
             c.inflight += 1;
-            let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Cancel, key, c.gen).to_u64());
+            let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Cancel, key, gen_of(c.serial)).to_u64());
             self.push(sqe);
         }
     }
@@ -687,7 +767,20 @@ impl Core {
     // ---------------------------------------------------------------- send
 
     /// Queues (and in eager mode submits) `data` on connection `key`.
+    ///
+    /// The limit counts what the kernel has not taken, as Workerman's does: a send is refused
+    /// only when the bytes still unsent reach `max_send_buffer_size`. Bytes queued in this
+    /// loop turn but not yet offered to the kernel (batched mode) are offered first
+    /// ([`Core::offer_pending`]), so batching never refuses what an eager write would have
+    /// delivered.
     pub(crate) fn send(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
+        let c = &mut self.conns[key];
+        if c.status != Status::Established {
+            return SendStatus::Failed;
+        }
+        if c.sendq.len >= c.max_send_buffer_size {
+            self.offer_pending(key);
+        }
         let c = &mut self.conns[key];
         if c.status != Status::Established {
             return SendStatus::Failed;
@@ -710,7 +803,14 @@ impl Core {
             Some(kind) => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 scratch.clear();
-                c.encoder.encode(data, kind, &mut scratch);
+                // Protocol code is isolated like user code: a panicking encoder ends only
+                // this connection.
+                let encoded = catch_unwind(AssertUnwindSafe(|| c.encoder.encode(data, kind, &mut scratch)));
+                if let Err(p) = encoded {
+                    self.scratch = scratch;
+                    self.destroy(key, Some(ConnError::Panic(format!("encoder: {}", panic_message(&*p)))));
+                    return SendStatus::Failed;
+                }
                 enqueue(&mut self.arena, &mut c.sendq, &scratch);
                 if scratch.capacity() <= 256 * 1024 {
                     self.scratch = scratch;
@@ -722,7 +822,7 @@ impl Core {
             match self.cfg.send_mode {
                 SendMode::Eager => {
                     self.submit_send(key);
-                    match self.complete_inline(key) {
+                    match self.complete_inline(key, false) {
                         Some(Inline::Sent) => return SendStatus::Sent,
                         Some(Inline::Gone) => return SendStatus::Failed,
                         Some(Inline::Partial) | None => {}
@@ -739,6 +839,11 @@ impl Core {
         let c = &mut self.conns[key];
         c.drain_pending = true;
         if c.sendq.len >= c.max_send_buffer_size && !c.buffer_full {
+            // Same rule as the refusal: full means the kernel has not taken the bytes.
+            self.offer_pending(key);
+        }
+        let Some(c) = self.conns.get_mut(key) else { return SendStatus::Queued };
+        if c.status == Status::Established && c.sendq.len >= c.max_send_buffer_size && !c.buffer_full {
             c.buffer_full = true;
             let conn = self.handle(key);
             self.events.push_back(Event::BufferFull(conn));
@@ -746,15 +851,47 @@ impl Core {
         SendStatus::Queued
     }
 
+    /// Offers the bytes of connection `key` that the kernel has not seen yet (queued in this
+    /// turn, or a continuation not yet submitted) and takes the completions it posts inline,
+    /// until the queue is below the limit or the socket stops taking bytes. One
+    /// `io_uring_enter` per chunk, only on the rare path of a queue at its limit.
+    fn offer_pending(&mut self, key: usize) {
+        loop {
+            let Some(c) = self.conns.get(key) else { return };
+            if c.status == Status::Closed || c.sendq.len < c.max_send_buffer_size {
+                return;
+            }
+            if !c.send_inflight {
+                self.submit_send(key);
+            }
+            match self.complete_inline(key, true) {
+                // Taken whole, and the next piece (if any) is submitted: keep offering.
+                Some(Inline::Partial) if self.conns.get(key).is_some_and(|c| c.send_inflight) => {}
+                _ => return,
+            }
+        }
+    }
+
     /// Eager path: submit now and look for this send's completion among those the kernel
     /// posted during submission (a send that fits in the socket buffer completes inline).
     /// Other completions are kept, in order, for the loop.
-    fn complete_inline(&mut self, key: usize) -> Option<Inline> {
-        if self.ring.submit().is_err() {
+    ///
+    /// With `getevents` the enter also runs deferred task work (DEFER_TASKRUN), so a send
+    /// that was parked on a full socket and has since been taken completes here too.
+    fn complete_inline(&mut self, key: usize, getevents: bool) -> Option<Inline> {
+        let submitted = if getevents {
+            let queued = self.ring.submission().len() as u32;
+            // SAFETY: no argument pointer is passed; the call submits the queued SQEs (their
+            // memory is valid per `push`'s contract) and runs pending completions, no wait.
+            unsafe { self.ring.submitter().enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None) }
+        } else {
+            self.ring.submit()
+        };
+        if submitted.is_err() {
             return None;
         }
         let c = &self.conns[key];
-        let want = Token::new(Kind::Send, key, c.gen).to_u64();
+        let want = Token::new(Kind::Send, key, gen_of(c.serial)).to_u64();
         let mut mine = None;
         for cqe in self.ring.completion() {
             if cqe.user_data() == want && mine.is_none() {
@@ -812,14 +949,13 @@ impl Core {
         };
         c.send_inflight = true;
         c.inflight += 1;
-        let ud = Token::new(Kind::Send, key, c.gen).to_u64();
+        let ud = Token::new(Kind::Send, key, gen_of(c.serial)).to_u64();
         self.push(sqe.user_data(ud));
     }
 
     pub(crate) fn on_send(&mut self, tok: Token, res: i32) {
-        let key = tok.slot as usize;
-        if matches!(self.conns.get(key), Some(c) if c.gen == tok.gen) {
-            self.on_send_done(key, res, true);
+        if self.live(tok) {
+            self.on_send_done(tok.slot as usize, res, true);
         }
     }
 
@@ -939,7 +1075,7 @@ impl Core {
         c.status = Status::Closed;
         c.close_deadline = None;
         let fd = c.fd;
-        let gen = c.gen;
+        let gen = gen_of(c.serial);
         // SAFETY: shutting down our own socket; it wakes any receive or send parked on it.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         if c.inflight > 0 {
@@ -955,32 +1091,44 @@ impl Core {
         if let Some(e) = err {
             self.events.push_back(Event::Error(conn, e));
         }
+        // The slot stays until on_close has run (`close_delivered`).
+        self.conns[key].close_hold = true;
         self.events.push_back(Event::Close(conn));
         self.stats.connections.set(self.stats.connections.get() - 1);
-        self.try_free(key);
+    }
+
+    /// `on_close` of `conn` has run (or was skipped): its slot may go once idle.
+    pub(crate) fn close_delivered(&mut self, conn: ConnectionId) {
+        if let Some(key) = self.lookup(conn) {
+            self.conns[key].close_hold = false;
+            self.try_free(key);
+        }
     }
 
     pub(crate) fn on_cancel(&mut self, tok: Token) {
-        let key = tok.slot as usize;
-        if let Some(c) = self.conns.get_mut(key) {
-            if c.gen == tok.gen {
-                c.inflight -= 1;
-                self.try_free(key);
-            }
+        if self.live(tok) {
+            let key = tok.slot as usize;
+            self.conns[key].inflight -= 1;
+            self.try_free(key);
         }
     }
 
     /// Frees a destroyed slot once nothing is in flight. Safe to call on a freed key.
     fn try_free(&mut self, key: usize) {
         match self.conns.get(key) {
-            Some(c) if c.status == Status::Closed && c.inflight == 0 => {}
+            Some(c) if c.status == Status::Closed && c.inflight == 0 && !c.close_hold => {}
             _ => return,
         }
         let mut c = self.conns.remove(key);
+        self.by_serial.remove(&c.serial);
         // SAFETY: no operation refers to this fd any more (inflight == 0); closed once.
         unsafe { libc::close(c.fd) };
         for chunk in c.sendq.chunks.drain(..) {
             self.arena.release(chunk.mem);
+        }
+        // User values are dropped by the loop, outside the core (their Drop may call in).
+        if let Some(ctx) = c.context.take() {
+            self.graveyard.push(ctx);
         }
     }
 
@@ -1100,7 +1248,10 @@ impl Core {
             let c = &mut self.conns[key];
             let mut reply = Vec::new();
             if let Some(d) = c.decoder.as_mut() {
-                d.error_reply(&err, &mut reply);
+                if let Err(p) = error_reply(d.as_mut(), &err, &mut reply) {
+                    self.destroy(key, Some(ConnError::Panic(p)));
+                    continue;
+                }
             }
             if let Some(f) = c.framer.as_mut() {
                 f.discard();
@@ -1138,12 +1289,13 @@ impl Core {
     }
 
     fn cancel_accepts(&mut self) {
-        for (i, l) in self.listeners.iter().enumerate() {
-            if l.armed {
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].armed {
                 let ud = Token::new(Kind::Accept, i, 0).to_u64();
                 let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
-                // SAFETY: cancel SQEs reference no memory.
-                let _ = unsafe { self.ring.submission().push(&sqe) };
+                // Through `push`: a full submission queue is submitted first, never dropped
+                // (a lost cancel would leave the accept armed and the stop waiting forever).
+                self.push(sqe);
             }
         }
     }
@@ -1155,23 +1307,39 @@ impl Core {
 
     /// Cancels the wake-up read and waits for it, so the kernel no longer refers to
     /// `wake_buf` when the core is dropped.
+    ///
+    /// Completions already moved aside (`early`, by a submit that met a full CQ) count too,
+    /// and every wait is bounded: a stop or recycle never hangs here. Should the read still
+    /// not complete, the word is leaked rather than freed under the kernel.
     pub(crate) fn quiesce(&mut self) {
-        if self.wake_armed {
-            let ud = Token::new(Kind::Wake, 0, 0).to_u64();
-            let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
-            self.push(sqe);
-            for _ in 0..100 {
-                let _ = self.ring.submit_and_wait(1);
-                for cqe in self.ring.completion() {
-                    if Token::from_u64(cqe.user_data()).is_some_and(|t| t.kind == Kind::Wake) {
-                        self.wake_armed = false;
-                    }
-                }
-                if !self.wake_armed {
-                    break;
+        let is_wake = |ud: u64| Token::from_u64(ud).is_some_and(|t| t.kind == Kind::Wake);
+        if self.early.drain(..).any(|(ud, _, _)| is_wake(ud)) {
+            self.wake_armed = false;
+        }
+        if !self.wake_armed {
+            return;
+        }
+        let ud = Token::new(Kind::Wake, 0, 0).to_u64();
+        let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
+        self.push(sqe);
+        if self.early.drain(..).any(|(ud, _, _)| is_wake(ud)) {
+            self.wake_armed = false;
+        }
+        let ts = types::Timespec::from(Duration::from_millis(10));
+        for _ in 0..200 {
+            if !self.wake_armed {
+                return;
+            }
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            for cqe in self.ring.completion() {
+                if is_wake(cqe.user_data()) {
+                    self.wake_armed = false;
                 }
             }
         }
+        eprintln!("ringman: the wake-up read did not complete after its cancel; leaking its buffer");
+        std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
     }
 
     /// Passes negotiated settings to a connection's encoder (`Encoder::configure`).
@@ -1184,7 +1352,7 @@ impl Core {
         self.conns
             .iter()
             .map(|(k, c)| crate::ConnInfo {
-                id: ConnectionId::new(self.thread, k, c.gen),
+                id: ConnectionId::new(c.serial, k),
                 protocol: self.cfg.protocol.name(),
                 local: crate::sys::local_addr(c.fd),
                 remote: crate::sys::peer_addr(c.fd),
@@ -1217,6 +1385,12 @@ impl Core {
 }
 
 impl Core {
+    /// Connections whose `on_close` has not run: open ones, and closed ones whose event is
+    /// still queued (for a core about to be abandoned).
+    pub(crate) fn unclosed(&self) -> Vec<Connection> {
+        self.conns.iter().filter(|(_, c)| c.status != Status::Closed || c.close_hold).map(|(k, _)| self.handle(k)).collect()
+    }
+
     /// Tears down a core whose loop panicked: its state cannot be trusted to have cancelled
     /// operations, so the memory the kernel may still write into (receive buffers, send
     /// arena, the wake-up word) is leaked rather than unmapped; the ring itself is closed,
@@ -1249,6 +1423,20 @@ impl Drop for Core {
         self.arena.unregister(&self.ring);
     }
 }
+
+/// The decoder's answer to its own error (HTTP 400, a close frame), with a panic in that
+/// protocol code caught and returned as its message.
+fn error_reply(
+    d: &mut dyn Decoder,
+    e: &ringman_protocols::ProtocolError,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(|| d.error_reply(e, out)))
+        .map_err(|p| format!("error_reply: {}", panic_message(&*p)))
+}
+
+/// `io_uring_enter` flag: reap completions (and run deferred task work).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// How long `end()` waits for the peer to close after our half-close.
 const LINGER: Duration = Duration::from_secs(1);

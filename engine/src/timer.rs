@@ -21,7 +21,7 @@ pub struct TimerId(u64);
 
 pub(crate) type TimerFn = Box<dyn FnMut()>;
 
-struct Entry {
+pub(crate) struct Entry {
     interval: Duration,
     repeat: bool,
     /// `None` while the callback runs (it is taken out so it may add or delete timers).
@@ -38,21 +38,40 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub(crate) fn add(&mut self, interval: Duration, repeat: bool, cb: TimerFn) -> TimerId {
+    /// Adds a timer; refuses (handing `cb` back, to be dropped outside the core) a zero
+    /// interval that repeats and an interval whose deadline overflows the clock.
+    pub(crate) fn add(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+        repeat: bool,
+        cb: TimerFn,
+    ) -> Result<TimerId, (EngineError, TimerFn)> {
+        let refuse = |reason| EngineError::TimerInterval { interval, reason };
+        if repeat && interval.is_zero() {
+            return Err((refuse("a repeating timer needs a non-zero interval"), cb));
+        }
+        // The deadline and the next period's must both be representable.
+        let Some(at) = now.checked_add(interval).filter(|at| at.checked_add(interval).is_some()) else {
+            return Err((refuse("too long: the deadline overflows the monotonic clock"), cb));
+        };
         self.next += 1;
         let id = self.next;
         self.live.insert(id, Entry { interval, repeat, cb: Some(cb) });
-        self.heap.push(Reverse((Instant::now() + interval, id)));
-        TimerId(id)
+        self.heap.push(Reverse((at, id)));
+        Ok(TimerId(id))
     }
 
-    pub(crate) fn del(&mut self, id: TimerId) -> bool {
-        self.live.remove(&id.0).is_some()
+    /// Removes a timer; its callback is handed back so the caller drops it outside the core
+    /// (a closure's captures may have a `Drop` that calls into the engine).
+    pub(crate) fn del(&mut self, id: TimerId) -> Option<Option<TimerFn>> {
+        self.live.remove(&id.0).map(|e| e.cb)
     }
 
-    pub(crate) fn del_all(&mut self) {
-        self.live.clear();
+    /// Removes every timer, handing the callbacks back (see [`Timers::del`]).
+    pub(crate) fn del_all(&mut self) -> HashMap<u64, Entry> {
         self.heap.clear();
+        std::mem::take(&mut self.live)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -81,10 +100,11 @@ impl Timers {
                 if let Some(cb) = e.cb.take() {
                     if e.repeat {
                         // Schedule from the deadline, not from now, so a repeating timer does
-                        // not drift; skip missed periods instead of bursting.
-                        let mut next = at + e.interval.max(Duration::from_micros(1));
+                        // not drift; skip missed periods instead of bursting. (`add` refused
+                        // zero and unrepresentable intervals.)
+                        let mut next = at + e.interval;
                         if next <= now {
-                            next = now + e.interval.max(Duration::from_micros(1));
+                            next = now.checked_add(e.interval).unwrap_or(next);
                         }
                         self.heap.push(Reverse((next, id)));
                     }
@@ -95,14 +115,19 @@ impl Timers {
         None
     }
 
-    /// Puts a callback back after it ran (unless it was one-shot or deleted meanwhile).
-    pub(crate) fn restore(&mut self, id: TimerId, cb: TimerFn) {
+    /// Puts a callback back after it ran. A one-shot or deleted timer's callback is handed
+    /// back instead, to be dropped outside the core.
+    pub(crate) fn restore(&mut self, id: TimerId, cb: TimerFn) -> Option<TimerFn> {
         match self.live.get_mut(&id.0) {
-            Some(e) if e.repeat => e.cb = Some(cb),
+            Some(e) if e.repeat => {
+                e.cb = Some(cb);
+                None
+            }
             Some(_) => {
                 self.live.remove(&id.0);
+                Some(cb)
             }
-            None => {}
+            None => Some(cb),
         }
     }
 }
@@ -116,20 +141,35 @@ pub struct Timer;
 
 impl Timer {
     /// Runs `cb` after `interval`, and every `interval` after that when `repeat` is true.
+    ///
+    /// Errors: [`EngineError::NotOnRingThread`] off a ring thread;
+    /// [`EngineError::TimerInterval`] for a zero interval that repeats (it would spin the
+    /// ring) or an interval too long to schedule (`Duration::MAX`). A zero interval without
+    /// repeat runs `cb` on the next loop turn.
     pub fn add(interval: Duration, repeat: bool, cb: impl FnMut() + 'static) -> Result<TimerId, EngineError> {
         let mut cb = Some(Box::new(cb) as TimerFn);
-        with_core(|c| c.timers.add(interval, repeat, cb.take().expect("called once")))
-            .ok_or(EngineError::NotOnRingThread)
+        let now = Instant::now();
+        let r = with_core(|c| c.timers.add(now, interval, repeat, cb.take().expect("called once")));
+        // A refused callback is dropped here, outside the core.
+        match r {
+            None => Err(EngineError::NotOnRingThread),
+            Some(Ok(id)) => Ok(id),
+            Some(Err((e, _cb))) => Err(e),
+        }
     }
 
-    /// Cancels a timer; returns false if it already fired (one-shot) or was deleted.
+    /// Cancels a timer; returns false if it already fired (one-shot) or was deleted. The
+    /// callback is dropped after the engine is released, so its captures' `Drop` may use
+    /// connections and timers.
     pub fn del(id: TimerId) -> bool {
-        with_core(|c| c.timers.del(id)).unwrap_or(false)
+        let removed = with_core(|c| c.timers.del(id)).flatten();
+        removed.is_some()
     }
 
-    /// Cancels every timer of this thread.
+    /// Cancels every timer of this thread (callbacks dropped as in [`Timer::del`]).
     pub fn del_all() {
-        with_core(|c| c.timers.del_all());
+        let removed = with_core(|c| c.timers.del_all());
+        drop(removed);
     }
 
     /// Number of live timers on this thread.
@@ -145,16 +185,47 @@ mod tests {
     #[test]
     fn one_shot_and_repeat() {
         let mut t = Timers::default();
-        let a = t.add(Duration::ZERO, false, Box::new(|| {}));
-        let b = t.add(Duration::ZERO, true, Box::new(|| {}));
-        let now = Instant::now() + Duration::from_millis(1);
+        let t0 = Instant::now();
+        let a = t.add(t0, Duration::ZERO, false, Box::new(|| {})).ok().unwrap();
+        let b = t.add(t0, Duration::from_micros(1), true, Box::new(|| {})).ok().unwrap();
+        let now = t0 + Duration::from_millis(1);
         let (id1, cb1) = t.pop_due(now).unwrap();
-        t.restore(id1, cb1);
+        assert!(t.restore(id1, cb1).is_some(), "a one-shot's callback is handed back");
         let (id2, cb2) = t.pop_due(now).unwrap();
-        t.restore(id2, cb2);
+        assert!(t.restore(id2, cb2).is_none(), "a repeating callback is kept");
         assert_eq!(t.len(), 1);
-        assert!(!t.del(a));
-        assert!(t.del(b));
+        assert!(t.del(a).is_none());
+        assert!(t.del(b).is_some());
         assert_eq!(t.next_timeout(now), None);
+    }
+
+    #[test]
+    fn zero_repeating_and_endless_intervals_are_refused() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        let e = t.add(now, Duration::ZERO, true, Box::new(|| {})).err().unwrap().0;
+        assert!(matches!(e, EngineError::TimerInterval { .. }), "{e}");
+        let e = t.add(now, Duration::MAX, false, Box::new(|| {})).err().unwrap().0;
+        assert!(matches!(e, EngineError::TimerInterval { .. }), "{e}");
+        let e = t.add(now, Duration::MAX / 2, true, Box::new(|| {})).err().unwrap().0;
+        assert!(matches!(e, EngineError::TimerInterval { .. }), "{e}");
+        assert_eq!(t.len(), 0);
+        // A zero one-shot is a "next turn" timer.
+        assert!(t.add(now, Duration::ZERO, false, Box::new(|| {})).is_ok());
+        assert!(t.pop_due(now).is_some());
+    }
+
+    #[test]
+    fn a_late_repeating_timer_skips_missed_periods() {
+        let mut t = Timers::default();
+        let t0 = Instant::now();
+        let id = t.add(t0, Duration::from_millis(10), true, Box::new(|| {})).ok().unwrap();
+        // Due long after several periods: runs once, next deadline one period after `now`.
+        let late = t0 + Duration::from_millis(1000);
+        let (got, cb) = t.pop_due(late).unwrap();
+        assert_eq!(got, id);
+        assert!(t.restore(got, cb).is_none());
+        assert!(t.pop_due(late).is_none(), "no burst of missed periods");
+        assert_eq!(t.next_timeout(late), Some(Duration::from_millis(10)));
     }
 }

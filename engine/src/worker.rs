@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ringman_protocols::{Delivery, Flow, Message, MessageKind, Protocol, Reply};
 
 use crate::connection::Connection;
-use crate::error::{ConnError, EngineError};
+use crate::error::{panic_message, ConnError, EngineError};
 use crate::reactor::{self, with_core, Core, Event, ListenerSlot};
 use crate::ring::{Kind, Token};
 use crate::server::{self, Cmd, ThreadStats, WorkerHandle};
@@ -431,7 +431,17 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                         listen_fd.map(|fd| ListenerSlot { fd, armed: false }).into_iter().collect();
                     let core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
                     let stats = core.stats.clone();
-                    Ok((core, Runner { cb: cb.clone(), state: S::default(), info: info.clone(), sampled: 0, stats }))
+                    Ok((
+                        core,
+                        Runner {
+                            cb: cb.clone(),
+                            state: S::default(),
+                            info: info.clone(),
+                            sampled: 0,
+                            stats,
+                            lost: Vec::new(),
+                        },
+                    ))
                 });
                 if let (Some(fd), true) = (listen_fd, owned) {
                     // SAFETY: this thread's own listener, closed once, after its last ring.
@@ -487,12 +497,13 @@ fn supervise<S: 'static>(
 ) {
     let mut first = true;
     let mut backoff = Duration::from_millis(100);
+    let mut lost: Vec<Connection> = Vec::new();
     loop {
         let made = match catch_unwind(AssertUnwindSafe(&make)) {
             Ok(r) => r,
             Err(p) => Err(EngineError::Ring(std::io::Error::other(panic_message(&*p)))),
         };
-        let (core, runner) = match made {
+        let (core, mut runner) = match made {
             Ok(x) => x,
             Err(e) => {
                 if first {
@@ -509,6 +520,7 @@ fn supervise<S: 'static>(
             let _ = ready.send(Ok(()));
             first = false;
         }
+        runner.lost = std::mem::take(&mut lost);
         let stats = core.stats.clone();
         reactor::install(core);
         match catch_unwind(AssertUnwindSafe(|| runner.run())) {
@@ -528,6 +540,8 @@ fn supervise<S: 'static>(
                     panic_message(&*p)
                 );
                 if let Some(core) = reactor::uninstall() {
+                    // Their on_close is owed: the restarted runner delivers it.
+                    lost.extend(core.unclosed());
                     core.abandon();
                 }
                 std::thread::sleep(backoff);
@@ -548,17 +562,14 @@ struct Runner<S> {
     sampled: u32,
     /// This thread's counters (the core's, kept here so delivery need not fetch them).
     stats: Arc<ThreadStats>,
+    /// Connections a dead predecessor ring held whose `on_close` never ran: delivered after
+    /// `on_worker_start`.
+    lost: Vec<Connection>,
 }
 
 /// One `on_message` in this many is timed for the latency histogram.
 const LATENCY_SAMPLE: u32 = 8;
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
-}
 
 impl<S: 'static> Runner<S> {
     fn run(mut self) -> Exit {
@@ -570,6 +581,15 @@ impl<S: 'static> Runner<S> {
                     self.info.id,
                     panic_message(&*p)
                 );
+            }
+        }
+        // Connections of a ring that died: their sockets are closed; on_close is owed. The
+        // handles no longer reach a slot (getters answer None, sends Failed).
+        for conn in std::mem::take(&mut self.lost) {
+            if let Some(f) = self.cb.on_close.clone() {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&conn, &mut self.state))) {
+                    eprintln!("ringman: on_close panicked: {}", panic_message(&*p));
+                }
             }
         }
         with_core(|c| {
@@ -710,7 +730,11 @@ impl<S: 'static> Runner<S> {
         let mut sink = |d: Delivery<'_>| {
             match d {
                 Delivery::Message(msg) if msg.kind == MessageKind::Handshake => {
-                    crate::websocket::handshake(&conn, msg.data, cb, state);
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| crate::websocket::handshake(&conn, msg.data, cb, state)))
+                    {
+                        panicked = Some(panic_message(&*p));
+                        return Flow::Stop;
+                    }
                 }
                 Delivery::Message(msg)
                     if matches!(msg.kind, MessageKind::Ping | MessageKind::Pong | MessageKind::Close) =>
@@ -752,12 +776,22 @@ impl<S: 'static> Runner<S> {
                 Flow::Stop
             }
         };
-        let result = if data.is_empty() {
-            w.framer.drain(w.decoder.as_mut(), max, &mut sink)
-        } else {
-            w.framer.feed(w.decoder.as_mut(), data, max, &mut sink)
+        // The decoder is protocol code (custom protocols are user code): a panic in it ends
+        // only this connection, like a panicking callback.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if data.is_empty() {
+                w.framer.drain(w.decoder.as_mut(), max, &mut sink)
+            } else {
+                w.framer.feed(w.decoder.as_mut(), data, max, &mut sink)
+            }
+        }));
+        let err = match result {
+            Ok(r) => r.err(),
+            Err(p) => {
+                panicked.get_or_insert_with(|| format!("decoder: {}", panic_message(&*p)));
+                None
+            }
         };
-        let err = result.err();
         with_core(|c| {
             c.recv_end(w, delivered, err);
             if let Some(msg) = panicked {
@@ -778,7 +812,12 @@ impl<S: 'static> Runner<S> {
                 Event::Connect(c) => {
                     (c, cb.on_connect.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state)))))
                 }
-                Event::Close(c) => (c, cb.on_close.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))))),
+                Event::Close(c) => {
+                    let r = cb.on_close.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, state))));
+                    // The slot was kept for on_close (context, address, counters); now it may go.
+                    with_core(|core| core.close_delivered(c.id()));
+                    (c, r)
+                }
                 Event::Error(c, e) => {
                     (c, cb.on_error.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, &e, state)))))
                 }
@@ -804,6 +843,17 @@ impl<S: 'static> Runner<S> {
                 });
             }
         }
+        self.bury();
+    }
+
+    /// Drops the user values of freed slots, outside the core borrow (their `Drop` may call
+    /// back into the engine).
+    fn bury(&mut self) {
+        if with_core(|c| c.graveyard.is_empty()).unwrap_or(true) {
+            return;
+        }
+        let dead = with_core(|c| std::mem::take(&mut c.graveyard)).unwrap_or_default();
+        drop(dead);
     }
 
     fn run_timers(&mut self) {
@@ -812,7 +862,9 @@ impl<S: 'static> Runner<S> {
             if let Err(p) = catch_unwind(AssertUnwindSafe(&mut f)) {
                 eprintln!("ringman: timer callback panicked: {}", panic_message(&*p));
             }
-            with_core(|c| c.timers.restore(id, f));
+            // A finished one-shot's closure is dropped here, outside the core.
+            let done = with_core(|c| c.timers.restore(id, f)).flatten();
+            drop(done);
             self.deliver_events();
         }
     }
