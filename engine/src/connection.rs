@@ -288,7 +288,7 @@ impl Connection {
     /// effect when that thread reaches it).
     pub fn pause_recv(&self) {
         if current_thread() == Some(self.id.thread()) {
-            self.local(|c, k| c.pause(k));
+            self.local(|c, k| c.user_pause(k));
         } else {
             let conn = *self;
             post(self.id.thread(), Cmd::Call(Box::new(move || conn.pause_recv())));

@@ -164,6 +164,9 @@ pub(crate) struct ConnState {
     close_hold: bool,
     recv_armed: bool,
     pub paused: bool,
+    /// Receiving was paused by the engine because the send queue reached its limit
+    /// (`WorkerConfig::backpressure`); resumed once it drained to half.
+    throttled: bool,
     send_inflight: bool,
     dirty: bool,
     /// Operations whose CQE has not arrived yet; the slot is freed only at zero.
@@ -465,7 +468,11 @@ impl Core {
         let (encoder, decoder) = match made {
             Ok(x) => x,
             Err(p) => {
-                eprintln!("ringman: protocol {} panicked creating a connection: {}", protocol.name(), panic_message(&*p));
+                eprintln!(
+                    "ringman: protocol {} panicked creating a connection: {}",
+                    protocol.name(),
+                    panic_message(&*p)
+                );
                 // SAFETY: a fresh descriptor from accept that nothing else refers to.
                 unsafe { libc::close(fd) };
                 return;
@@ -481,6 +488,7 @@ impl Core {
             status: Status::Established,
             recv_armed: false,
             paused: false,
+            throttled: false,
             send_inflight: false,
             dirty: false,
             inflight: 0,
@@ -744,9 +752,18 @@ impl Core {
         if c.recv_armed {
             let ud = Token::new(Kind::Recv, key, gen_of(c.serial)).to_u64();
             c.inflight += 1;
-            let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Cancel, key, gen_of(c.serial)).to_u64());
+            let sqe = opcode::AsyncCancel::new(ud)
+                .build()
+                .user_data(Token::new(Kind::Cancel, key, gen_of(c.serial)).to_u64());
             self.push(sqe);
         }
+    }
+
+    /// `pause_recv()` from user code: the pause is the application's from now on (the
+    /// engine's backpressure no longer lifts it).
+    pub(crate) fn user_pause(&mut self, key: usize) {
+        self.conns[key].throttled = false;
+        self.pause(key);
     }
 
     pub(crate) fn resume(&mut self, key: usize) {
@@ -755,6 +772,7 @@ impl Core {
             return;
         }
         c.paused = false;
+        c.throttled = false;
         // Time spent paused is the application's, not the peer's: the packet timeout and
         // the heartbeat start afresh (pongs may have waited unread in the socket).
         c.partial_since = None;
@@ -845,6 +863,12 @@ impl Core {
         let Some(c) = self.conns.get_mut(key) else { return SendStatus::Queued };
         if c.status == Status::Established && c.sendq.len >= c.max_send_buffer_size && !c.buffer_full {
             c.buffer_full = true;
+            if self.cfg.backpressure && !c.paused {
+                // Stop taking this peer's input until its output drains: the peer is slowed
+                // by TCP instead of its answers being refused (see `Worker::backpressure`).
+                c.throttled = true;
+                self.pause(key);
+            }
             let conn = self.handle(key);
             self.events.push_back(Event::BufferFull(conn));
         }
@@ -991,6 +1015,11 @@ impl Core {
         if c.buffer_full && c.sendq.len < c.max_send_buffer_size {
             c.buffer_full = false;
         }
+        if c.throttled && c.sendq.len <= c.max_send_buffer_size / 2 {
+            c.throttled = false;
+            self.resume(key);
+        }
+        let c = &mut self.conns[key];
         if c.sendq.len > 0 {
             // Short send or more data queued meanwhile: one send in flight, keep going.
             self.submit_send(key);
@@ -1355,7 +1384,7 @@ impl Core {
                 id: ConnectionId::new(c.serial, k),
                 protocol: self.cfg.protocol.name(),
                 local: crate::sys::local_addr(c.fd),
-                remote: crate::sys::peer_addr(c.fd),
+                remote: c.peer,
                 recv_q: c.framer.as_ref().map_or(0, Framer::buffered),
                 send_q: c.sendq.len,
                 bytes_read: c.bytes_read,
@@ -1388,7 +1417,11 @@ impl Core {
     /// Connections whose `on_close` has not run: open ones, and closed ones whose event is
     /// still queued (for a core about to be abandoned).
     pub(crate) fn unclosed(&self) -> Vec<Connection> {
-        self.conns.iter().filter(|(_, c)| c.status != Status::Closed || c.close_hold).map(|(k, _)| self.handle(k)).collect()
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.status != Status::Closed || c.close_hold)
+            .map(|(k, _)| self.handle(k))
+            .collect()
     }
 
     /// Tears down a core whose loop panicked: its state cannot be trusted to have cancelled
@@ -1426,13 +1459,8 @@ impl Drop for Core {
 
 /// The decoder's answer to its own error (HTTP 400, a close frame), with a panic in that
 /// protocol code caught and returned as its message.
-fn error_reply(
-    d: &mut dyn Decoder,
-    e: &ringman_protocols::ProtocolError,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    catch_unwind(AssertUnwindSafe(|| d.error_reply(e, out)))
-        .map_err(|p| format!("error_reply: {}", panic_message(&*p)))
+fn error_reply(d: &mut dyn Decoder, e: &ringman_protocols::ProtocolError, out: &mut Vec<u8>) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(|| d.error_reply(e, out))).map_err(|p| format!("error_reply: {}", panic_message(&*p)))
 }
 
 /// `io_uring_enter` flag: reap completions (and run deferred task work).

@@ -47,6 +47,7 @@ pub(crate) struct WorkerConfig {
     pub max_send_buffer_size: usize,
     pub max_package_size: usize,
     pub send_mode: SendMode,
+    pub backpressure: bool,
     pub close_timeout: Duration,
     pub default_kind: MessageKind,
     pub recv_buffers: u16,
@@ -155,6 +156,14 @@ pub struct Worker<S = ()> {
     /// How `send()` submits (default [`SendMode::Batched`]: measured cheaper per message;
     /// choose [`SendMode::Eager`] for Workerman's `true` answers; see ARCHITECTURE.md).
     pub send_mode: SendMode,
+    /// Pause receiving on a connection whose send buffer reached `max_send_buffer_size`,
+    /// until it has drained to half (default true). The peer is then slowed by TCP flow
+    /// control instead of its answers being refused: a client that writes a burst of
+    /// requests and reads the answers as they come gets every answer, however large the
+    /// burst. Workerman keeps reading and refuses the sends (`false`, SEND_FAIL) once the
+    /// buffer is full; set this to false for exactly that behaviour. Sends from elsewhere
+    /// (broadcasts) to a full connection are refused either way.
+    pub backpressure: bool,
     /// How long `close()` waits for the send buffer to flush before cutting the peer off.
     pub close_timeout: Duration,
     /// How long a stop waits for connections to flush.
@@ -249,6 +258,7 @@ impl<S: Default + 'static> Worker<S> {
             max_send_buffer_size: 1024 * 1024,
             max_package_size: ringman_protocols::DEFAULT_MAX_PACKAGE_SIZE,
             send_mode: SendMode::Batched,
+            backpressure: true,
             close_timeout: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(2),
             default_kind: MessageKind::Text,
@@ -395,6 +405,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             max_send_buffer_size: w.max_send_buffer_size,
             max_package_size: w.max_package_size,
             send_mode: w.send_mode,
+            backpressure: w.backpressure,
             close_timeout: w.close_timeout,
             default_kind: w.default_kind,
             recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
@@ -570,7 +581,6 @@ struct Runner<S> {
 /// One `on_message` in this many is timed for the latency histogram.
 const LATENCY_SAMPLE: u32 = 8;
 
-
 impl<S: 'static> Runner<S> {
     fn run(mut self) -> Exit {
         if let Some(f) = self.cb.on_worker_start.clone() {
@@ -730,7 +740,8 @@ impl<S: 'static> Runner<S> {
         let mut sink = |d: Delivery<'_>| {
             match d {
                 Delivery::Message(msg) if msg.kind == MessageKind::Handshake => {
-                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| crate::websocket::handshake(&conn, msg.data, cb, state)))
+                    if let Err(p) =
+                        catch_unwind(AssertUnwindSafe(|| crate::websocket::handshake(&conn, msg.data, cb, state)))
                     {
                         panicked = Some(panic_message(&*p));
                         return Flow::Stop;
