@@ -1542,3 +1542,7 @@ fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8]) {
         q.chunks.push_back(Chunk { mem: arena.alloc(), start: 0, end: 0 });
     }
 }
+
+#[cfg(test)]
+#[path = "reactor_orders.rs"]
+mod orders;
