@@ -305,8 +305,8 @@ mod tests {
             for n in chunks {
                 let mut c = vec![7u8; n];
                 if first {
-                    c[..4].copy_from_slice(&(10u32 << 20).to_be_bytes());
                     if n < 4 { continue; }
+                    c[..4].copy_from_slice(&(10u32 << 20).to_be_bytes());
                     first = false;
                 }
                 got += n;
