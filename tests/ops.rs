@@ -136,6 +136,15 @@ fn wait_gone(pid: i32) {
     }
 }
 
+/// Waits for `cond` with a deadline; panics naming `what` at the deadline.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn exchange(addr: SocketAddr, line: &str) -> std::io::Result<()> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(PATIENCE))?;
@@ -260,10 +269,7 @@ fn reload_hands_over_without_refusing_a_connection() {
         .collect();
     let wait_more = |n: usize| {
         let target = ok.load(Ordering::Relaxed) + n;
-        let end = Instant::now() + PATIENCE;
-        while ok.load(Ordering::Relaxed) < target && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(&format!("{n} more exchanges"), || ok.load(Ordering::Relaxed) >= target);
     };
     wait_more(50);
     let out = srv.ok(&["reload", "-g"]);
@@ -314,17 +320,12 @@ fn graceful_reload_fails_no_exchange() {
             errors
         })
     };
-    while done.load(Ordering::Relaxed) < 20 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("20 exchanges before the reload", || done.load(Ordering::Relaxed) >= 20);
     srv.ok(&["reload", "-g"]);
     assert_ne!(srv.pid().unwrap(), pid1);
     wait_gone(pid1);
     let after = done.load(Ordering::Relaxed);
-    let end = Instant::now() + PATIENCE;
-    while done.load(Ordering::Relaxed) < after + 20 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("20 exchanges after the reload", || done.load(Ordering::Relaxed) >= after + 20);
     stop.store(true, Ordering::Relaxed);
     let errors = client.join().unwrap();
     assert!(errors.is_empty(), "{errors:?}");
@@ -337,7 +338,8 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
     srv.extra = vec!["--graceful-timeout".into(), "3".into()];
     srv.ok(&["start", "-d"]);
     let pid = srv.pid().unwrap();
-    // An idle connection never finishes by itself: the deadline ends the stop.
+    // An idle connection never finishes by itself: the stop waits for it until the deadline,
+    // and says so.
     let mut idle = TcpStream::connect(srv.addr).unwrap();
     idle.set_read_timeout(Some(PATIENCE)).unwrap();
     idle.write_all(b"x\n").unwrap();
@@ -347,9 +349,12 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
     wait_gone(pid);
     let mut rest = Vec::new();
     let _ = idle.read_to_end(&mut rest);
+    let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
+    assert!(log.contains("graceful stop deadline passed with 1 connection(s) open"), "{log}");
 
     // A connection that closes during the graceful stop lets it finish.
     srv.extra = vec!["--graceful-timeout".into(), "60".into()];
+    std::fs::write(srv.dir.join("ops.log"), "").unwrap();
     srv.ok(&["start", "-d"]);
     let pid = srv.pid().unwrap();
     let mut c = TcpStream::connect(srv.addr).unwrap();
@@ -367,15 +372,25 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
         ];
         std::thread::spawn(move || Command::new(bin).args(args).output().unwrap())
     };
-    // Still serving the open connection during the drain.
-    std::thread::sleep(Duration::from_millis(300));
-    c.write_all(b"z\n").unwrap();
-    c.read_exact(&mut b).unwrap();
-    assert_eq!(&b, b"z\n");
+    // Once the server has taken the stop request, the open connection is still served (a
+    // plain stop would have closed it) and the stop command is still waiting for it.
+    let log = srv.dir.join("ops.log");
+    wait_until("the graceful stop request reaches the server", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("stop requested (graceful)"))
+    });
+    for line in [b"z\n", b"w\n"] {
+        c.write_all(line).unwrap();
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, line, "served during the drain");
+    }
+    assert!(!stopper.is_finished(), "stop -g returned while a connection was open");
+    assert!(alive(pid));
     drop(c);
     let out = stopper.join().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_gone(pid);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("deadline passed"), "the drain ended when the connection closed: {log}");
 }
 
 #[test]
