@@ -172,6 +172,12 @@ fn start_status_connections_metrics_stop() {
     assert!(srv.ok(&["start", "-d"]).contains("started as a daemon"));
     let pid = srv.pid().expect("pid file written");
     assert!(alive(pid));
+    let mut sock = srv.pid_file().into_os_string();
+    sock.push(".sock");
+    let meta = std::fs::metadata(&sock).expect("control socket next to the pid file");
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "control socket mode");
     srv.fails(&["start", "-d"], "already running");
     srv.fails(&["start"], "already running");
 
