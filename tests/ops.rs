@@ -42,6 +42,7 @@ struct Srv {
     dir: PathBuf,
     addr: SocketAddr,
     extra: Vec<String>,
+    bin: PathBuf,
 }
 
 impl Srv {
@@ -54,7 +55,7 @@ impl Srv {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Srv { dir, addr: free_port(), extra: Vec::new() }
+        Srv { dir, addr: free_port(), extra: Vec::new(), bin: echo_bin().to_path_buf() }
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -66,7 +67,7 @@ impl Srv {
     }
 
     fn run(&self, verb: &[&str]) -> Output {
-        let mut cmd = Command::new(echo_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("text://{}", self.addr))
             .args(["--threads", "2", "--pid-file"])
             .arg(self.pid_file())
@@ -450,4 +451,46 @@ fn metrics_over_http() {
         .sum();
     assert_eq!(total, 1, "{body}");
     srv.ok(&["stop"]);
+}
+
+#[test]
+fn failed_reload_keeps_the_old_process_serving() {
+    let mut srv = Srv::new("rollback");
+    // Run from a copy of the binary, so the copy can be swapped for one that fails.
+    let prog = srv.dir.join("echo-copy");
+    std::fs::copy(echo_bin(), &prog).unwrap();
+    srv.bin = prog.clone();
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    exchange(srv.addr, "before").unwrap();
+    // The successor is the binary now at the start path: a program that exits at once.
+    let broken = srv.dir.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &prog).unwrap();
+    // The command line would now run the broken program too: ask the control socket.
+    let mut sock = srv.pid_file().into_os_string();
+    sock.push(".sock");
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).expect("control socket");
+    c.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    c.write_all(b"reload\n").unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("error:"), "reload with a failing successor must fail: {answer:?}");
+    // Rolled back: same process, same pid file, still serving, and ready for another reload.
+    assert_eq!(srv.pid(), Some(pid));
+    assert!(alive(pid));
+    exchange(srv.addr, "after").unwrap();
+    let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
+    assert!(log.contains("reload failed"), "{log}");
+    std::fs::copy(echo_bin(), srv.dir.join("fixed")).unwrap();
+    std::fs::rename(srv.dir.join("fixed"), &prog).unwrap();
+    assert!(srv.ok(&["reload"]).contains("reloaded"));
+    let pid2 = srv.pid().unwrap();
+    assert_ne!(pid, pid2);
+    wait_gone(pid);
+    exchange(srv.addr, "new").unwrap();
+    srv.ok(&["stop"]);
+    wait_gone(pid2);
 }
