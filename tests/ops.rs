@@ -494,3 +494,49 @@ fn failed_reload_keeps_the_old_process_serving() {
     srv.ok(&["stop"]);
     wait_gone(pid2);
 }
+
+#[test]
+fn daemon_stdout_goes_to_stdout_file() {
+    let mut srv = Srv::new("stdout");
+    let out = srv.dir.join("stdout.log");
+    srv.extra = vec!["--stdout-file".into(), out.to_string_lossy().into_owned()];
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    // The echo example prints its address once it listens; as a daemon that lands in the file.
+    let expect = format!("listening on {}", srv.addr);
+    wait_until("the daemon's stdout reaches stdout_file", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains(&expect))
+    });
+    srv.ok(&["stop"]);
+    wait_gone(pid);
+}
+
+/// Real, effective, saved and filesystem ids from a `Uid:` or `Gid:` line of /proc/<pid>/status.
+fn proc_ids(pid: i32, key: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in {status}"));
+    line[key.len()..].split_whitespace().map(|v| v.parse().unwrap()).collect()
+}
+
+#[test]
+fn daemon_switches_to_user_and_group_after_binding() {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var_os("RINGMAN_NO_ROOT").is_some_and(|v| v == "1") {
+            eprintln!("RINGMAN_NO_ROOT=1: user/group switch not checked");
+            return;
+        }
+        panic!("switching user needs root (CI runs as root); set RINGMAN_NO_ROOT=1 to skip this test");
+    }
+    let mut srv = Srv::new("user");
+    // nobody:nogroup (65534) must be able to write the pid file, socket and log.
+    std::os::unix::fs::chown(&srv.dir, Some(65534), Some(65534)).unwrap();
+    srv.extra = vec!["--user".into(), "nobody".into(), "--group".into(), "nogroup".into()];
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    assert_eq!(proc_ids(pid, "Uid:"), [65534; 4], "every uid switched");
+    assert_eq!(proc_ids(pid, "Gid:"), [65534; 4], "every gid switched");
+    exchange(srv.addr, "as nobody").unwrap();
+    srv.ok(&["stop"]);
+    wait_gone(pid);
+}
