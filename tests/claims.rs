@@ -430,16 +430,21 @@ async def main():
 asyncio.run(main())
 "#;
 
-/// Two consecutive free ports (the chat example serves its page on port + 1).
+/// Two consecutive free ports (the chat example serves its page on port + 1), taken below the
+/// ephemeral range so that client sockets of other tests (and their TIME_WAIT) do not hold them.
 fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+    let (first, span) = (low.saturating_sub(12000).max(1024), 10000u16.min(low.saturating_sub(1026)));
+    let start = std::process::id() as u16 % span.max(1);
+    for k in 0..span {
+        let p = first + (start + k) % span;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(p) && free(p + 1) {
             return p;
         }
     }
-    panic!("no two consecutive free ports");
+    panic!("no two consecutive free ports below {low}");
 }
 
 #[test]
