@@ -1,6 +1,6 @@
 //! Echo server:
 //! `cargo run --release --example echo -- <scheme>://<ip>:<port> [--threads N] [--batched]
-//! [--pid-file F] [--log-file F] [--metrics ADDR] [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] |
+//! [--pid-file F] [--log-file F] [--metrics ADDR] [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] |
 //! reload [-g] | status [-d] | connections | metrics]`.
 //!
 //! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`,
@@ -16,7 +16,7 @@ use ringman::{Server, Worker};
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched|--eager] [--max-package BYTES] [--pid-file F] [--log-file F] [--metrics ADDR] \
-         [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
+         [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
     );
     ExitCode::from(2)
 }
@@ -57,6 +57,18 @@ fn main() -> ExitCode {
             },
             "--pinned" => match args.next() {
                 Some(a) => pinned = Some(a),
+                None => return usage(),
+            },
+            "--stdout-file" => match args.next() {
+                Some(f) => opts.stdout_file = f.into(),
+                None => return usage(),
+            },
+            "--user" => match args.next() {
+                Some(u) => opts.user = Some(u),
+                None => return usage(),
+            },
+            "--group" => match args.next() {
+                Some(g) => opts.group = Some(g),
                 None => return usage(),
             },
             "--graceful-timeout" => match args.next().and_then(|s| s.parse().ok()) {

@@ -20,6 +20,15 @@ pub fn echo_worker(addr: &str, threads: usize) -> Worker<()> {
 /// Generous bound so a broken build fails instead of hanging; never a performance check.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Waits for `cond`, checking every few milliseconds; panics naming `what` after PATIENCE.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(std::time::Instant::now() < end, "timed out after {PATIENCE:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub fn start<S: Default + 'static>(w: Worker<S>) -> (Running, SocketAddr) {
     let running = Server::new().add(w).start().expect("server starts");
     let addr = running.local_addr(0).expect("bound address");

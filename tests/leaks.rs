@@ -5,7 +5,6 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use crossbeam_channel::unbounded;
@@ -21,9 +20,7 @@ fn connect_close_cycles_leak_nothing() {
     let (srv, addr) = start(w);
     // Warm up once so lazily opened descriptors are counted in the baseline.
     drop(connect(addr));
-    while closes.load(Ordering::Relaxed) < 1 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the warm-up connection is closed", || closes.load(Ordering::Relaxed) >= 1);
     let before = open_fds();
     for i in 0..10_000 {
         let mut s = connect(addr);
@@ -34,9 +31,7 @@ fn connect_close_cycles_leak_nothing() {
     }
     // Every connection must have been closed by the server: wait for the count, then check
     // descriptors and slab slots.
-    while closes.load(Ordering::Relaxed) < 10_001 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("every connection is closed", || closes.load(Ordering::Relaxed) >= 10_001);
     assert_eq!(open_fds(), before);
     let (tx, rx) = unbounded();
     srv.worker(0).on_each_thread(move || {

@@ -42,6 +42,7 @@ struct Srv {
     dir: PathBuf,
     addr: SocketAddr,
     extra: Vec<String>,
+    bin: PathBuf,
 }
 
 impl Srv {
@@ -54,7 +55,7 @@ impl Srv {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Srv { dir, addr: free_port(), extra: Vec::new() }
+        Srv { dir, addr: free_port(), extra: Vec::new(), bin: echo_bin().to_path_buf() }
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -66,7 +67,7 @@ impl Srv {
     }
 
     fn run(&self, verb: &[&str]) -> Output {
-        let mut cmd = Command::new(echo_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("text://{}", self.addr))
             .args(["--threads", "2", "--pid-file"])
             .arg(self.pid_file())
@@ -136,6 +137,15 @@ fn wait_gone(pid: i32) {
     }
 }
 
+/// Waits for `cond` with a deadline; panics naming `what` at the deadline.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn exchange(addr: SocketAddr, line: &str) -> std::io::Result<()> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(PATIENCE))?;
@@ -163,6 +173,12 @@ fn start_status_connections_metrics_stop() {
     assert!(srv.ok(&["start", "-d"]).contains("started as a daemon"));
     let pid = srv.pid().expect("pid file written");
     assert!(alive(pid));
+    let mut sock = srv.pid_file().into_os_string();
+    sock.push(".sock");
+    let meta = std::fs::metadata(&sock).expect("control socket next to the pid file");
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "control socket mode");
     srv.fails(&["start", "-d"], "already running");
     srv.fails(&["start"], "already running");
 
@@ -260,10 +276,7 @@ fn reload_hands_over_without_refusing_a_connection() {
         .collect();
     let wait_more = |n: usize| {
         let target = ok.load(Ordering::Relaxed) + n;
-        let end = Instant::now() + PATIENCE;
-        while ok.load(Ordering::Relaxed) < target && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(&format!("{n} more exchanges"), || ok.load(Ordering::Relaxed) >= target);
     };
     wait_more(50);
     let out = srv.ok(&["reload", "-g"]);
@@ -314,17 +327,12 @@ fn graceful_reload_fails_no_exchange() {
             errors
         })
     };
-    while done.load(Ordering::Relaxed) < 20 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("20 exchanges before the reload", || done.load(Ordering::Relaxed) >= 20);
     srv.ok(&["reload", "-g"]);
     assert_ne!(srv.pid().unwrap(), pid1);
     wait_gone(pid1);
     let after = done.load(Ordering::Relaxed);
-    let end = Instant::now() + PATIENCE;
-    while done.load(Ordering::Relaxed) < after + 20 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("20 exchanges after the reload", || done.load(Ordering::Relaxed) >= after + 20);
     stop.store(true, Ordering::Relaxed);
     let errors = client.join().unwrap();
     assert!(errors.is_empty(), "{errors:?}");
@@ -337,7 +345,8 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
     srv.extra = vec!["--graceful-timeout".into(), "3".into()];
     srv.ok(&["start", "-d"]);
     let pid = srv.pid().unwrap();
-    // An idle connection never finishes by itself: the deadline ends the stop.
+    // An idle connection never finishes by itself: the stop waits for it until the deadline,
+    // and says so.
     let mut idle = TcpStream::connect(srv.addr).unwrap();
     idle.set_read_timeout(Some(PATIENCE)).unwrap();
     idle.write_all(b"x\n").unwrap();
@@ -347,9 +356,12 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
     wait_gone(pid);
     let mut rest = Vec::new();
     let _ = idle.read_to_end(&mut rest);
+    let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
+    assert!(log.contains("graceful stop deadline passed with 1 connection(s) open"), "{log}");
 
     // A connection that closes during the graceful stop lets it finish.
     srv.extra = vec!["--graceful-timeout".into(), "60".into()];
+    std::fs::write(srv.dir.join("ops.log"), "").unwrap();
     srv.ok(&["start", "-d"]);
     let pid = srv.pid().unwrap();
     let mut c = TcpStream::connect(srv.addr).unwrap();
@@ -367,15 +379,25 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
         ];
         std::thread::spawn(move || Command::new(bin).args(args).output().unwrap())
     };
-    // Still serving the open connection during the drain.
-    std::thread::sleep(Duration::from_millis(300));
-    c.write_all(b"z\n").unwrap();
-    c.read_exact(&mut b).unwrap();
-    assert_eq!(&b, b"z\n");
+    // Once the server has taken the stop request, the open connection is still served (a
+    // plain stop would have closed it) and the stop command is still waiting for it.
+    let log = srv.dir.join("ops.log");
+    wait_until("the graceful stop request reaches the server", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("stop requested (graceful)"))
+    });
+    for line in [b"z\n", b"w\n"] {
+        c.write_all(line).unwrap();
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, line, "served during the drain");
+    }
+    assert!(!stopper.is_finished(), "stop -g returned while a connection was open");
+    assert!(alive(pid));
     drop(c);
     let out = stopper.join().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_gone(pid);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("deadline passed"), "the drain ended when the connection closed: {log}");
 }
 
 #[test]
@@ -429,4 +451,92 @@ fn metrics_over_http() {
         .sum();
     assert_eq!(total, 1, "{body}");
     srv.ok(&["stop"]);
+}
+
+#[test]
+fn failed_reload_keeps_the_old_process_serving() {
+    let mut srv = Srv::new("rollback");
+    // Run from a copy of the binary, so the copy can be swapped for one that fails.
+    let prog = srv.dir.join("echo-copy");
+    std::fs::copy(echo_bin(), &prog).unwrap();
+    srv.bin = prog.clone();
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    exchange(srv.addr, "before").unwrap();
+    // The successor is the binary now at the start path: a program that exits at once.
+    let broken = srv.dir.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &prog).unwrap();
+    // The command line would now run the broken program too: ask the control socket.
+    let mut sock = srv.pid_file().into_os_string();
+    sock.push(".sock");
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).expect("control socket");
+    c.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    c.write_all(b"reload\n").unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("error:"), "reload with a failing successor must fail: {answer:?}");
+    // Rolled back: same process, same pid file, still serving, and ready for another reload.
+    assert_eq!(srv.pid(), Some(pid));
+    assert!(alive(pid));
+    exchange(srv.addr, "after").unwrap();
+    let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
+    assert!(log.contains("reload failed"), "{log}");
+    std::fs::copy(echo_bin(), srv.dir.join("fixed")).unwrap();
+    std::fs::rename(srv.dir.join("fixed"), &prog).unwrap();
+    assert!(srv.ok(&["reload"]).contains("reloaded"));
+    let pid2 = srv.pid().unwrap();
+    assert_ne!(pid, pid2);
+    wait_gone(pid);
+    exchange(srv.addr, "new").unwrap();
+    srv.ok(&["stop"]);
+    wait_gone(pid2);
+}
+
+#[test]
+fn daemon_stdout_goes_to_stdout_file() {
+    let mut srv = Srv::new("stdout");
+    let out = srv.dir.join("stdout.log");
+    srv.extra = vec!["--stdout-file".into(), out.to_string_lossy().into_owned()];
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    // The echo example prints its address once it listens; as a daemon that lands in the file.
+    let expect = format!("listening on {}", srv.addr);
+    wait_until("the daemon's stdout reaches stdout_file", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains(&expect))
+    });
+    srv.ok(&["stop"]);
+    wait_gone(pid);
+}
+
+/// Real, effective, saved and filesystem ids from a `Uid:` or `Gid:` line of /proc/<pid>/status.
+fn proc_ids(pid: i32, key: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in {status}"));
+    line[key.len()..].split_whitespace().map(|v| v.parse().unwrap()).collect()
+}
+
+#[test]
+fn daemon_switches_to_user_and_group_after_binding() {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var_os("RINGMAN_NO_ROOT").is_some_and(|v| v == "1") {
+            eprintln!("RINGMAN_NO_ROOT=1: user/group switch not checked");
+            return;
+        }
+        panic!("switching user needs root (CI runs as root); set RINGMAN_NO_ROOT=1 to skip this test");
+    }
+    let mut srv = Srv::new("user");
+    // nobody:nogroup (65534) must be able to write the pid file, socket and log.
+    std::os::unix::fs::chown(&srv.dir, Some(65534), Some(65534)).unwrap();
+    srv.extra = vec!["--user".into(), "nobody".into(), "--group".into(), "nogroup".into()];
+    srv.ok(&["start", "-d"]);
+    let pid = srv.pid().unwrap();
+    assert_eq!(proc_ids(pid, "Uid:"), [65534; 4], "every uid switched");
+    assert_eq!(proc_ids(pid, "Gid:"), [65534; 4], "every gid switched");
+    exchange(srv.addr, "as nobody").unwrap();
+    srv.ok(&["stop"]);
+    wait_gone(pid);
 }

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use crossbeam_channel::unbounded;
 use ringman::{Server, Worker};
@@ -59,16 +57,32 @@ fn max_requests_recycles_the_thread() {
 }
 
 #[test]
-fn max_memory_recycles_the_thread() {
-    let (tx, rx) = unbounded::<usize>();
-    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
-    w.count = 1;
-    w.max_memory = Some(1); // any process is above one byte: recycle at the first check
-    w.on_worker_start(move |info, _| tx.send(info.id).unwrap());
-    let (srv, _addr) = start(w);
-    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), 0);
-    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), 0, "restarted after the memory check");
-    assert!(srv.worker(0).stats()[0].restarts.get() >= 1);
+fn max_memory_recycles_only_above_the_threshold() {
+    // Two workers side by side: one with a threshold no process reaches, one with a
+    // threshold every process exceeds. The memory check runs once a second per thread.
+    let (tx, rx) = unbounded::<&'static str>();
+    let mut huge = Worker::<()>::without_listener();
+    huge.name = "huge".into();
+    huge.count = 1;
+    huge.max_memory = Some(1 << 50);
+    let t = tx.clone();
+    huge.on_worker_start(move |_, _| t.send("huge").unwrap());
+    let mut tiny = Worker::<()>::without_listener();
+    tiny.name = "tiny".into();
+    tiny.count = 1;
+    tiny.max_memory = Some(1);
+    tiny.on_worker_start(move |_, _| tx.send("tiny").unwrap());
+    let srv = Server::new().add(huge).add(tiny).start().expect("server starts");
+    let (h, t) = (&srv.worker(0).stats()[0], &srv.worker(1).stats()[0]);
+    wait_until("the huge-threshold thread runs", || h.heartbeat.get() != 0);
+    let first = h.heartbeat.get();
+    // Three seconds of loop turns on the huge-threshold thread: at least two memory checks.
+    wait_until("three seconds of memory checks", || h.heartbeat.get() >= first + 3);
+    wait_until("the tiny-threshold thread recycled twice", || t.restarts.get() >= 2);
+    assert_eq!(h.restarts.get(), 0, "a thread under its max_memory must not be recycled");
+    let starts: Vec<_> = rx.try_iter().collect();
+    assert_eq!(starts.iter().filter(|s| **s == "huge").count(), 1, "{starts:?}");
+    assert!(starts.iter().filter(|s| **s == "tiny").count() >= 3, "{starts:?}");
 }
 
 #[test]
@@ -87,9 +101,7 @@ fn stats_and_connection_listing() {
     let h = srv.worker(0);
     let st = &h.stats()[0];
     // The counter is published after the batch that carried the last message.
-    while st.requests.get() < 16 {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until("16 requests counted", || st.requests.get() >= 16);
     assert_eq!(st.requests.get(), 16);
     assert_eq!(st.connections.get(), 1);
     assert!(st.latency.count() >= 2);
@@ -123,5 +135,4 @@ fn inherited_listener_keeps_the_accept_queue() {
     write_all(&mut waiting, b"queued before start\n");
     assert_eq!(read_exact(&mut waiting, 20), b"queued before start\n");
     drop(running);
-    std::thread::sleep(Duration::from_millis(10));
 }

@@ -220,7 +220,7 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
     let mut measuring = false;
     let mut cpu_start = Duration::ZERO;
     let mut client_cpu = Duration::ZERO;
-    let mut next_seq = 0u64;
+    let mut pacer = schedule.map(Pacer::new);
     let mut armed_at = 0u64;
     let enqueue = |c: &mut Conn, stamp: u64, dirty: &mut Vec<usize>, idx: usize| {
         c.out.extend_from_slice(&request);
@@ -261,20 +261,16 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
             phase_sending = false;
         }
         // Open loop: send everything that is due.
-        if let (Some(s), true) = (schedule, phase_sending) {
-            while s.intended_ns(next_seq) <= now - start {
-                let idx = Schedule::conn_for(next_seq, conns.len());
-                let stamp = start + s.intended_ns(next_seq);
-                next_seq += 1;
+        if let (Some(p), true) = (pacer.as_mut(), phase_sending) {
+            for seq in p.due(now - start) {
+                let idx = Schedule::conn_for(seq, conns.len());
                 if conns[idx].dead {
                     continue;
                 }
-                enqueue(&mut conns[idx], stamp, &mut dirty, idx);
+                enqueue(&mut conns[idx], start + p.schedule.intended_ns(seq), &mut dirty, idx);
                 sent += 1;
             }
-            // Batch sends no finer than TIMER_SLACK_NS: a timer syscall per message would cost
-            // more client CPU than the message itself. Latency still counts from the intended time.
-            let at = (start + s.intended_ns(next_seq)).max(now + TIMER_SLACK_NS);
+            let at = start + p.wake_at(now - start);
             if at != armed_at {
                 timer.arm_abs(at)?;
                 armed_at = at;
@@ -403,6 +399,36 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
         client_cpu,
         drained,
     })
+}
+
+/// Open-loop pacing over a [`Schedule`]: hands out each message once, when it falls due, and
+/// says when to wake for the next one. Pure logic on elapsed nanoseconds, no clock.
+#[derive(Debug, Clone)]
+struct Pacer {
+    schedule: Schedule,
+    next_seq: u64,
+}
+
+impl Pacer {
+    fn new(schedule: Schedule) -> Self {
+        Pacer { schedule, next_seq: 0 }
+    }
+
+    /// The messages due `elapsed_ns` after the start and not handed out yet, in order. A late
+    /// wakeup gets every message it missed (latency still counts from the intended times).
+    fn due(&mut self, elapsed_ns: u64) -> std::ops::Range<u64> {
+        let end = self.schedule.due_count(elapsed_ns).max(self.next_seq);
+        let due = self.next_seq..end;
+        self.next_seq = end;
+        due
+    }
+
+    /// When to wake next (nanoseconds after the start): the next message's intended time, but
+    /// no sooner than TIMER_SLACK_NS from now, since a timer syscall per message would cost
+    /// more client CPU than the message itself.
+    fn wake_at(&self, elapsed_ns: u64) -> u64 {
+        self.schedule.intended_ns(self.next_seq).max(elapsed_ns + TIMER_SLACK_NS)
+    }
 }
 
 /// Writes as much queued output as the socket takes; asks for EPOLLOUT when it stalls.
@@ -549,13 +575,95 @@ mod tests {
     }
 
     #[test]
-    fn open_loop_sends_on_schedule() {
+    fn open_loop_sends_and_drains() {
         let addr = echo_server();
         let o = LoadOpts { warmup: Duration::ZERO, ..opts(Scenario::Frame, 3, 1, Some(2000.0)) };
         let r = run(addr, &o, |_| {}).unwrap();
         check(&r);
-        // 2000/s over 0.3 s = 600 due messages (+1 for t=0); allow for the loop's last tick.
-        assert!((590..=602).contains(&r.sent), "sent {}", r.sent);
+    }
+
+    /// Drives a pacer with a simulated clock: `wakeups` yields the delay of each wakeup past
+    /// the time the pacer asked for. Returns every handed-out message as (seq, handed out at).
+    fn simulate(rate: f64, end_ns: u64, mut late_by: impl FnMut() -> u64) -> Vec<(u64, u64)> {
+        let mut p = Pacer::new(Schedule::new(rate).unwrap());
+        let mut out = Vec::new();
+        let mut now = 0;
+        while now < end_ns {
+            out.extend(p.due(now).map(|seq| (seq, now)));
+            let wake = p.wake_at(now);
+            assert!(wake >= now + TIMER_SLACK_NS, "timer armed closer than the slack: {wake} at {now}");
+            now = wake + late_by();
+        }
+        out.extend(p.due(end_ns).map(|seq| (seq, end_ns)));
+        out
+    }
+
+    fn check_pacing(rate: f64, end_ns: u64, out: &[(u64, u64)]) {
+        let s = Schedule::new(rate).unwrap();
+        // Each message exactly once, in order; never before its intended time.
+        for (i, &(seq, at)) in out.iter().enumerate() {
+            assert_eq!(seq, i as u64, "messages handed out once each, in order");
+            assert!(s.intended_ns(seq) <= at, "message {seq} sent at {at} before {}", s.intended_ns(seq));
+        }
+        // Everything due by the end went out.
+        assert_eq!(out.len() as u64, s.due_count(end_ns));
+    }
+
+    #[test]
+    fn pacer_sends_exactly_what_is_due() {
+        // 2000/s over 300 ms: messages 0..=600 are due (t = 0 included).
+        let out = simulate(2000.0, 300_000_000, || 0);
+        check_pacing(2000.0, 300_000_000, &out);
+        assert_eq!(out.len(), 601);
+        // Woken on time, each message goes out at its intended time.
+        let s = Schedule::new(2000.0).unwrap();
+        assert!(out.iter().all(|&(seq, at)| at == s.intended_ns(seq)));
+    }
+
+    #[test]
+    fn pacer_catches_up_after_late_wakeups() {
+        // Wakeups late by a pseudo-random 0..5 ms: the count by the end does not drift.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let jitter = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 5_000_000
+        };
+        let out = simulate(2000.0, 300_000_000, jitter);
+        check_pacing(2000.0, 300_000_000, &out);
+        assert_eq!(out.len(), 601);
+        // A late wakeup sends a batch: several messages share one wakeup time.
+        assert!(out.windows(2).any(|w| w[0].1 == w[1].1), "late wakeups batch the backlog");
+    }
+
+    #[test]
+    fn pacer_batches_rates_finer_than_the_timer_slack() {
+        // 1M/s is one message per microsecond, finer than TIMER_SLACK_NS: wakeups are spaced
+        // by the slack and each sends the messages that fell due meanwhile.
+        let end = 1_000_000;
+        let out = simulate(1e6, end, || 0);
+        check_pacing(1e6, end, &out);
+        assert_eq!(out.len(), 1001);
+        let wakeups = out.iter().map(|&(_, at)| at).collect::<std::collections::BTreeSet<_>>();
+        assert!(wakeups.len() as u64 <= end / TIMER_SLACK_NS + 2, "{} wakeups", wakeups.len());
+    }
+
+    #[test]
+    fn pacer_deals_messages_round_robin_with_increasing_times() {
+        let s = Schedule::new(997.0).unwrap();
+        let mut p = Pacer::new(s);
+        let mut last = [None::<u64>; 3];
+        for seq in p.due(1_000_000_000) {
+            let c = Schedule::conn_for(seq, 3);
+            assert_eq!(c, (seq % 3) as usize);
+            let t = s.intended_ns(seq);
+            assert!(last[c].is_none_or(|l| l < t), "connection {c}: intended times increase");
+            last[c] = Some(t);
+        }
+        assert!(last.iter().all(Option::is_some));
+        // Nothing twice: the same instant again hands out nothing new.
+        assert!(p.due(1_000_000_000).is_empty());
     }
 
     #[test]

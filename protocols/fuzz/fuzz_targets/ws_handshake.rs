@@ -19,17 +19,20 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let ok = validate_response(&resp, req.key).expect("own 101 must validate");
         assert_eq!(ok.deflate.map(|d| d.response_header()), accept.deflate.map(|d| d.response_header()));
     }
+    // Whole and byte-by-byte feeds must agree on the handshake and on accept/reject.
+    let mut outcomes = Vec::new();
     for step in [data.len().max(1), 1] {
         let mut dec = WsDecoder::server(true);
         let mut framer = Framer::new();
-        let mut heads = 0;
+        let mut heads = Vec::new();
+        let mut failed = false;
         for c in data.chunks(step) {
             let mut c = c.to_vec();
             let r = framer.feed(&mut dec, &mut c, 1 << 16, |d| {
                 if let Delivery::Message(m) = d {
                     if m.kind == MessageKind::Handshake {
-                        heads += 1;
                         assert!(HandshakeRequest::parse(m.data).is_ok());
+                        heads.push(m.data.to_vec());
                     }
                 }
                 Flow::Continue
@@ -38,9 +41,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 let mut out = Vec::new();
                 ringman_protocols::Decoder::error_reply(&mut dec, &e, &mut out);
                 assert!(out.starts_with(b"HTTP/1.1 4") || out.first() == Some(&0x88));
+                failed = true;
                 break;
             }
         }
-        assert!(heads <= 1);
+        assert!(heads.len() <= 1);
+        outcomes.push((heads, failed));
     }
+    assert_eq!(outcomes[0], outcomes[1], "whole feed vs byte-by-byte feed");
 });
