@@ -468,8 +468,6 @@ fn chat_example_broadcasts_between_python_clients() {
 }
 
 #[test]
-#[ignore = "engine bug: the 100 ms accept retry after EMFILE is not in the ring's wait timeout, \
-            so an otherwise idle ring never accepts again"]
 fn accept_survives_running_out_of_descriptors() {
     // The echo example with 64 descriptors and more clients than that: accept hits EMFILE,
     // backs off, and serves the waiting clients as descriptors free up.

@@ -440,6 +440,11 @@ impl Core {
         }
     }
 
+    /// When accepting resumes after a descriptor shortage, if it is paused for one.
+    pub(crate) fn accept_retry_at(&self) -> Option<Instant> {
+        self.accept_retry
+    }
+
     /// Re-arms accepts that were paused by a descriptor shortage.
     pub(crate) fn retry_accepts(&mut self, now: Instant) {
         if self.accept_retry.is_some_and(|t| t <= now) {

@@ -419,3 +419,22 @@ fn every_protocol_here_is_the_raw_one() {
     // The rig feeds raw bytes: a protocol change would make the byte checks above meaningless.
     assert_eq!(config(2, 512).protocol.name(), ringman_protocols::Raw.name());
 }
+
+/// The wake-up read completed and its CQE was moved aside (`early`) by a submit that met a
+/// full completion queue, just as the loop stopped: quiesce must see it there and return,
+/// not wait for a completion that already came.
+#[test]
+fn quiesce_finds_a_wake_completion_moved_aside() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut rig = Rig::new(64, 4096);
+        rig.core.arm_wake();
+        assert!(crate::server::post(rig.thread, crate::server::Cmd::PauseAccept));
+        let wake = rig.collect(|a| count(a, Kind::Wake) == 1);
+        rig.core.early.extend(wake);
+        rig.core.quiesce();
+        tx.send(rig.core.wake_armed).unwrap();
+    });
+    let still_armed = rx.recv_timeout(PATIENCE).expect("quiesce hung");
+    assert!(!still_armed);
+}

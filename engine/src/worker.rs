@@ -660,7 +660,9 @@ impl<S: 'static> Runner<S> {
                     // Wake at least once a second for the memory check and the timeouts.
                     timeout = Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
                 }
-                for d in [close_next, c.stopping].into_iter().flatten() {
+                // A descriptor shortage paused accepting: wake when the back-off ends, even
+                // on a ring with nothing else to do.
+                for d in [close_next, c.stopping, c.accept_retry_at()].into_iter().flatten() {
                     let t = d.saturating_duration_since(now);
                     timeout = Some(timeout.map_or(t, |x| x.min(t)));
                 }
