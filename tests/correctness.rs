@@ -572,3 +572,54 @@ fn pause_resume_and_end_work_from_another_thread() {
     assert_eq!(read_to_eof(&mut s), b"the end");
     s.flush().unwrap();
 }
+
+/// Ids kept as numbers (`as_u64`, for instance in another service) find their connection
+/// again with `from_u64`, including connections opened after the first such lookup, and
+/// never find one that closed.
+#[test]
+fn ids_rebuilt_from_numbers_reach_their_connection_until_it_closes() {
+    let (tx, rx) = unbounded::<SendStatus>();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.on_connect(|c, _| {
+        c.send(c.id().as_u64().to_string());
+    });
+    // "<id>" sends "hello <id>" to that connection, from this ring thread.
+    w.on_message(move |_, m, _| {
+        let id: u64 = std::str::from_utf8(m).unwrap().parse().unwrap();
+        let target = Connection::from_id(ringman::ConnectionId::from_u64(id));
+        tx.send(target.send(format!("hello {id}"))).unwrap();
+    });
+    let (_srv, addr) = start(w);
+    let id_of = |s: &mut std::net::TcpStream| {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        String::from_utf8(line).unwrap()
+    };
+    let mut a = connect(addr);
+    let ida = id_of(&mut a);
+    let mut b = connect(addr);
+    let _idb = id_of(&mut b);
+    write_all(&mut b, format!("{ida}\n").as_bytes());
+    assert_ne!(rx.recv_timeout(PATIENCE).unwrap(), SendStatus::Failed);
+    assert_eq!(read_exact(&mut a, 7 + ida.len()), format!("hello {ida}\n").as_bytes());
+    // A connection opened after the first rebuilt lookup.
+    let mut c = connect(addr);
+    let idc = id_of(&mut c);
+    write_all(&mut b, format!("{idc}\n").as_bytes());
+    assert_ne!(rx.recv_timeout(PATIENCE).unwrap(), SendStatus::Failed);
+    assert_eq!(read_exact(&mut c, 7 + idc.len()), format!("hello {idc}\n").as_bytes());
+    // A closed one answers Failed.
+    drop(a);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        write_all(&mut b, format!("{ida}\n").as_bytes());
+        if rx.recv_timeout(PATIENCE).unwrap() == SendStatus::Failed {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a closed connection still answered");
+    }
+}

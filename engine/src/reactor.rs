@@ -219,7 +219,9 @@ pub(crate) struct Core {
     pub conns: Slab<ConnState>,
     serials: Serials,
     /// Slot of each live connection by serial, for ids rebuilt with `ConnectionId::from_u64`.
-    by_serial: HashMap<u64, u32>,
+    /// Built on the first such lookup and kept from then on: applications that never
+    /// rebuild ids pay nothing per connection for it.
+    by_serial: RefCell<Option<HashMap<u64, u32>>>,
     /// User values (contexts) of freed slots, dropped by the loop outside the core borrow.
     pub graveyard: Vec<Box<dyn std::any::Any>>,
     recv: RecvRing,
@@ -289,7 +291,7 @@ impl Core {
             thread,
             conns: Slab::with_capacity(1024),
             serials: Serials { next: 0, end: 0 },
-            by_serial: HashMap::new(),
+            by_serial: RefCell::new(None),
             graveyard: Vec::new(),
             recv,
             arena,
@@ -519,7 +521,9 @@ impl Core {
             partial_since: None,
             ws_close_sent: false,
         });
-        self.by_serial.insert(serial, key as u32);
+        if let Some(m) = self.by_serial.get_mut() {
+            m.insert(serial, key as u32);
+        }
         self.stats.connections.set(self.stats.connections.get() + 1);
         self.stats.accepted.set(self.stats.accepted.get() + 1);
         self.arm_recv(key);
@@ -543,7 +547,11 @@ impl Core {
         }
         let key = match conn.slot() {
             Some(k) => k,
-            None => *self.by_serial.get(&conn.serial())? as usize,
+            None => {
+                let mut map = self.by_serial.borrow_mut();
+                let map = map.get_or_insert_with(|| self.conns.iter().map(|(k, c)| (c.serial, k as u32)).collect());
+                *map.get(&conn.serial())? as usize
+            }
         };
         match self.conns.get(key) {
             Some(c) if c.serial == conn.serial() => Some(key),
@@ -1154,7 +1162,9 @@ impl Core {
             _ => return,
         }
         let mut c = self.conns.remove(key);
-        self.by_serial.remove(&c.serial);
+        if let Some(m) = self.by_serial.get_mut() {
+            m.remove(&c.serial);
+        }
         // SAFETY: no operation refers to this fd any more (inflight == 0); closed once.
         unsafe { libc::close(c.fd) };
         for chunk in c.sendq.chunks.drain(..) {
