@@ -1,0 +1,183 @@
+//! Review findings for the send-limit / backpressure / close_hold change: each test fails
+//! on the reviewed code and names the sequence it exercises.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use crossbeam_channel::unbounded;
+use ringman::{SendStatus, Timer, Worker};
+
+/// Backpressure pauses a connection in the middle of a batch (`Flow::Stop`); bytes that
+/// arrive while paused are pushed into the framer. On resume, `Framer::drain` delivers until
+/// the next throttle stops it and then checks `buffered() > limit` with `want == None`: a
+/// buffer full of small *complete* packets is reported as `TooLarge` and the connection
+/// dies although no packet exceeded `max_package_size`.
+#[test]
+fn backpressure_stop_does_not_report_buffered_small_packets_as_too_large() {
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.max_package_size = 1024;
+    w.max_send_buffer_size = 8 * 1024;
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let e2 = errors.clone();
+    w.on_error(move |_, e, _| e2.lock().unwrap().push(format!("{e:?}")));
+    w.on_message(|c, m, _| {
+        c.send(m);
+    });
+    let (_srv, addr) = start(w);
+    let mut s = connect(addr);
+    let line = {
+        let mut l = vec![b'x'; 63];
+        l.push(b'\n');
+        l
+    };
+    let block: Vec<u8> = line.iter().copied().cycle().take(line.len() * 16 * 1024).collect(); // 1 MiB
+    let blocks = 24;
+    let total = block.len() * blocks;
+    let mut wr = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..blocks {
+            if wr.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    // Let the server's output back up so backpressure engages, then read everything.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    while got < total {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    let errors = errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "on_error after {got} of {total} bytes: {errors:?}");
+    assert_eq!(got, total);
+}
+
+/// `Connection::set_context` on a connection that is gone: `local` drops the closure (which
+/// owns the value) inside `with_core`'s borrow, so the value's `Drop` runs under the core
+/// borrow ("re-entrant core borrow" debug assertion; in release its engine calls fail).
+#[test]
+fn set_context_on_a_closed_connection_drops_the_value_outside_the_core() {
+    struct CallsIn(crossbeam_channel::Sender<&'static str>);
+    impl Drop for CallsIn {
+        fn drop(&mut self) {
+            let t = Timer::add(Duration::from_secs(3600), false, || {});
+            let _ = self.0.send(if t.is_ok() { "dropped outside" } else { "engine busy" });
+            if let Ok(id) = t {
+                Timer::del(id);
+            }
+        }
+    }
+    let (tx, rx) = unbounded::<&'static str>();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.on_close(move |c, _| {
+        let (c, tx) = (*c, tx.clone());
+        // Fires after the slot was freed (close_delivered ran after this on_close).
+        Timer::add(Duration::from_millis(20), false, move || c.set_context(CallsIn(tx.clone()))).unwrap();
+    });
+    let (_srv, addr) = start(w);
+    let s = connect(addr);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(s);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("dropped outside"));
+}
+
+/// A batched `send` that takes the queue to the limit offers it to the kernel inline
+/// (`offer_pending`). If the kernel takes everything, `on_send_done(.., from_loop=false)`
+/// clears `drain_pending` without an event, yet `send` answers `Queued`: a producer that
+/// waits for `on_buffer_drain` after `Queued` (Workerman's `null`) waits forever.
+#[test]
+fn queued_answer_is_followed_by_on_buffer_drain() {
+    let (tx, rx) = unbounded::<SendStatus>();
+    let drains = Arc::new(AtomicUsize::new(0));
+    let d2 = drains.clone();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.max_send_buffer_size = 1024;
+    w.on_message(move |c, _, _| {
+        let _ = tx.send(c.send(vec![b'y'; 2000]));
+    });
+    w.on_buffer_drain(move |_, _| {
+        d2.fetch_add(1, Ordering::SeqCst);
+    });
+    let (_srv, addr) = start(w);
+    let mut s = connect(addr);
+    write_all(&mut s, b"go\n");
+    assert_eq!(read_exact(&mut s, 2001).len(), 2001);
+    let status = rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(status, SendStatus::Queued);
+    let seen = Arc::new(AtomicBool::new(false));
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < end && drains.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen.store(drains.load(Ordering::SeqCst) > 0, Ordering::SeqCst);
+    assert!(seen.load(Ordering::SeqCst), "send answered Queued, its bytes left, but on_buffer_drain never fired");
+}
+
+/// `fail()` (a protocol error on an established connection) pauses and `end()`s it, but when
+/// the connection was already paused by backpressure `pause` is a no-op and `throttled`
+/// stays set: once the queue drains to half, `on_send_done` resumes it, `Event::Resume`
+/// runs `resume_begin` on the Closing connection and the errored decoder is fed again, so
+/// requests are handed to user code after the 413 was queued. (The protocol error here is
+/// the spurious `TooLarge` of the test above, the easiest way to fail a throttled
+/// connection.)
+#[test]
+fn no_request_reaches_user_code_after_a_protocol_error() {
+    let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.max_package_size = 1024;
+    w.max_send_buffer_size = 8 * 1024;
+    let failed = Arc::new(AtomicBool::new(false));
+    let late = Arc::new(AtomicUsize::new(0));
+    let (f2, l2) = (failed.clone(), late.clone());
+    w.on_error(move |_, e, _| {
+        if matches!(e, ringman::ConnError::Protocol(_)) {
+            f2.store(true, Ordering::SeqCst);
+        }
+    });
+    let body = vec![b'b'; 200];
+    w.on_request(move |conn, req, _| {
+        if f2_check(&failed) {
+            l2.fetch_add(1, Ordering::SeqCst);
+        }
+        ringman::http::respond(conn, req, ringman::protocols::http::Response::new(200).body(&body[..]));
+    });
+    fn f2_check(f: &AtomicBool) -> bool {
+        f.load(Ordering::SeqCst)
+    }
+    let (_srv, addr) = start(w);
+    let mut s = connect(addr);
+    let req = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    let block: Vec<u8> = req.iter().copied().cycle().take(req.len() * 32 * 1024).collect();
+    let mut wr = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..8 {
+            if wr.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = writer.join();
+    assert_eq!(late.load(Ordering::SeqCst), 0, "requests delivered to on_request after the protocol error");
+}
