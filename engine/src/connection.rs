@@ -19,9 +19,12 @@ pub enum SendStatus {
     /// available) and the ring drains it (Workerman's `null`). Always the answer for a
     /// connection owned by another thread, or in [`SendMode::Batched`](crate::SendMode).
     Queued,
-    /// Nothing was queued: the connection is closing or closed, or its send buffer was
-    /// already at `max_send_buffer_size` (then `on_error` reports SEND_FAIL, the worker's
-    /// `send_fail` counter grows and the connection stays open). Workerman's `false`.
+    /// Nothing was queued: the connection is closing or closed, or the bytes of earlier
+    /// sends that the kernel has not taken yet were already at `max_send_buffer_size`
+    /// (Workerman's check-before-append rule; bytes not yet offered to the kernel are offered
+    /// first, so batching never refuses what a direct write would have taken). Then
+    /// `on_error` reports SEND_FAIL, the worker's `send_fail` counter grows and the
+    /// connection stays open. Workerman's `false`.
     Failed,
 }
 
@@ -140,7 +143,12 @@ impl Connection {
         if current_thread() != Some(self.id.thread()) {
             return None;
         }
-        with_core(|c| c.lookup(self.id).map(|k| f(c, k))).flatten()
+        // `f` may own a user value (`set_context`): when the connection is gone it is
+        // dropped here, after the core is released, not inside the borrow.
+        let mut f = Some(f);
+        let r = with_core(|c| c.lookup(self.id).map(|k| (f.take().expect("called once"))(c, k))).flatten();
+        drop(f);
+        r
     }
 
     /// Encodes `data` with the connection's protocol and sends it.

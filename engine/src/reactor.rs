@@ -667,7 +667,8 @@ impl Core {
     pub(crate) fn resume_begin(&mut self, conn: ConnectionId) -> Option<RecvWork> {
         let key = self.lookup(conn)?;
         let c = &mut self.conns[key];
-        if c.paused || c.status == Status::Closed || c.decoder.is_none() {
+        // Lingering discards input: nothing buffered is delivered either.
+        if c.paused || matches!(c.status, Status::Closed | Status::Lingering) || c.decoder.is_none() {
             return None;
         }
         self.arm_recv(key);
@@ -731,7 +732,9 @@ impl Core {
         } else {
             let conn = self.handle(key);
             self.events.push_back(Event::Error(conn, ConnError::Protocol(e)));
-            self.pause(key);
+            // A pause the engine's backpressure will not lift: nothing more reaches the
+            // decoder that failed.
+            self.user_pause(key);
             self.end(key, Some(reply));
         }
     }
@@ -938,7 +941,7 @@ impl Core {
             }
         }
         let res = mine?;
-        self.on_send_done(key, res, false);
+        self.on_send_done(key, res);
         Some(match self.conns.get(key) {
             Some(c) if c.status == Status::Closed => Inline::Gone,
             None => Inline::Gone,
@@ -992,11 +995,11 @@ impl Core {
 
     pub(crate) fn on_send(&mut self, tok: Token, res: i32) {
         if self.live(tok) {
-            self.on_send_done(tok.slot as usize, res, true);
+            self.on_send_done(tok.slot as usize, res);
         }
     }
 
-    fn on_send_done(&mut self, key: usize, res: i32, from_loop: bool) {
+    fn on_send_done(&mut self, key: usize, res: i32) {
         let c = &mut self.conns[key];
         c.send_inflight = false;
         c.inflight -= 1;
@@ -1030,7 +1033,10 @@ impl Core {
         }
         if c.throttled && c.sendq.len <= c.max_send_buffer_size / 2 {
             c.throttled = false;
-            self.resume(key);
+            // A closing connection stays paused (Workerman pauses receiving on close too).
+            if c.status == Status::Established {
+                self.resume(key);
+            }
         }
         let c = &mut self.conns[key];
         if c.sendq.len > 0 {
@@ -1038,7 +1044,9 @@ impl Core {
             self.submit_send(key);
             return;
         }
-        if c.drain_pending && from_loop {
+        // Owed since a send answered Queued, whoever completed the queue (the loop, or an
+        // inline completion of a later send): the event is delivered by the loop.
+        if c.drain_pending {
             c.drain_pending = false;
             let conn = self.handle(key);
             self.events.push_back(Event::BufferDrain(conn));
@@ -1092,6 +1100,7 @@ impl Core {
             return;
         }
         c.status = Status::Lingering;
+        c.throttled = false;
         c.close_deadline = Some(Instant::now() + LINGER);
         // SAFETY: half-closing our own socket: the peer sees FIN after our last bytes.
         unsafe { libc::shutdown(c.fd, libc::SHUT_WR) };
@@ -1431,11 +1440,17 @@ impl Core {
 impl Core {
     /// Connections whose `on_close` has not run: open ones, and closed ones whose event is
     /// still queued (for a core about to be abandoned).
+    ///
+    /// A connection whose `on_connect` was still queued is left out: user code never saw it,
+    /// so it gets no `on_close` either (Workerman pairs the two).
     pub(crate) fn unclosed(&self) -> Vec<Connection> {
+        let unseen: Vec<ConnectionId> =
+            self.events.iter().filter_map(|e| if let Event::Connect(c) = e { Some(c.id()) } else { None }).collect();
         self.conns
             .iter()
             .filter(|(_, c)| c.status != Status::Closed || c.close_hold)
             .map(|(k, _)| self.handle(k))
+            .filter(|c| !unseen.contains(&c.id()))
             .collect()
     }
 

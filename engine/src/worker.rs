@@ -298,7 +298,10 @@ impl<S: Default + 'static> Worker<S> {
         self.cb.on_message = Some(Arc::new(f));
         self
     }
-    /// The connection closed (exactly once per connection).
+    /// The connection closed (exactly once per connection, whoever closed it). The handle
+    /// still answers its context, addresses and byte counters here. If a ring thread dies
+    /// (an engine bug; user panics never kill it), its connections' `on_close` runs on the
+    /// restarted thread after `on_worker_start`, with handles that no longer reach a slot.
     pub fn on_close(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
         self.cb.on_close = Some(Arc::new(f));
         self
@@ -555,6 +558,8 @@ fn supervise<S: 'static>(
                     lost.extend(core.unclosed());
                     core.abandon();
                 }
+                // The dead ring's sockets are closed: none of them is open any more.
+                stats.connections.set(0);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -893,7 +898,10 @@ impl<S: 'static> Runner<S> {
                 }
                 Cmd::Crash => panic!("crash requested (test hook)"),
                 cmd => {
-                    with_core(|c| c.command(cmd));
+                    with_core(|c| c.command(&cmd));
+                    // Its payload (shared bytes, possibly with a user owner) is dropped here,
+                    // outside the core.
+                    drop(cmd);
                 }
             }
             self.deliver_events();
@@ -903,28 +911,28 @@ impl<S: 'static> Runner<S> {
 
 impl Core {
     /// Applies a command from another thread.
-    fn command(&mut self, cmd: Cmd) {
+    fn command(&mut self, cmd: &Cmd) {
         match cmd {
             Cmd::Send { conn, data, enc } => {
-                if let Some(k) = self.lookup(conn) {
-                    self.send(k, &data, enc);
+                if let Some(k) = self.lookup(*conn) {
+                    self.send(k, data, *enc);
                 }
             }
             Cmd::Close { conn, data } => {
-                if let Some(k) = self.lookup(conn) {
+                if let Some(k) = self.lookup(*conn) {
                     self.close(k, data.as_deref());
                 }
             }
             Cmd::Destroy { conn } => {
-                if let Some(k) = self.lookup(conn) {
+                if let Some(k) = self.lookup(*conn) {
                     self.destroy(k, None);
                 }
             }
-            Cmd::Broadcast { data } => self.broadcast(&data),
-            Cmd::Stop { timeout } => self.begin_stop(Instant::now() + timeout),
+            Cmd::Broadcast { data } => self.broadcast(data),
+            Cmd::Stop { timeout } => self.begin_stop(Instant::now() + *timeout),
             Cmd::Recycle { timeout } => {
                 self.recycle = true;
-                self.begin_stop(Instant::now() + timeout);
+                self.begin_stop(Instant::now() + *timeout);
             }
             Cmd::PauseAccept => self.pause_accept(),
             Cmd::Call(_) | Cmd::Crash => unreachable!("handled by the runner"),

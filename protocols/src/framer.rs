@@ -144,10 +144,15 @@ impl Framer {
             self.buf.clear();
             self.start = 0;
         }
+        // Stopped by the sink (a pause): what is left may be many complete packets, not one
+        // oversized one; it is parsed when delivery resumes.
+        if flow == Flow::Stop {
+            return Ok(flow);
+        }
         if self.want.is_none() && self.buffered() > limit {
             return Err(ProtocolError::TooLarge { len: self.buffered(), max });
         }
-        if flow == Flow::Stop || self.buffered() == 0 {
+        if self.buffered() == 0 {
             return Ok(flow);
         }
         Ok(interim(codec, &mut self.reply, &mut sink))

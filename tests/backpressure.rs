@@ -1,5 +1,7 @@
-//! Review findings for the send-limit / backpressure / close_hold change: each test fails
-//! on the reviewed code and names the sequence it exercises.
+//! Backpressure and the send buffer's events against the rest of the state machine: a pause
+//! stopping a batch, a protocol error on a throttled connection, `on_buffer_drain` after a
+//! `Queued` answer, and user values dropped outside the engine. Each test names the sequence
+//! it exercises; each failed before its fix.
 
 mod common;
 
@@ -148,7 +150,7 @@ fn no_request_reaches_user_code_after_a_protocol_error() {
             f2.store(true, Ordering::SeqCst);
         }
     });
-    let body = vec![b'b'; 200];
+    let body = [b'b'; 200];
     w.on_request(move |conn, req, _| {
         if f2_check(&failed) {
             l2.fetch_add(1, Ordering::SeqCst);
