@@ -625,3 +625,34 @@ fn ids_rebuilt_from_numbers_reach_their_connection_until_it_closes() {
         assert!(std::time::Instant::now() < deadline, "a closed connection still answered");
     }
 }
+
+#[test]
+fn close_and_destroy_work_from_another_thread() {
+    let (tx, rx) = unbounded::<Connection>();
+    let (closed_tx, closed) = unbounded::<Connection>();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 2;
+    w.on_connect(move |c, _| tx.send(*c).unwrap());
+    w.on_close(move |c, _| closed_tx.send(*c).unwrap());
+    let (_srv, addr) = start(w);
+    // From this test thread (not a ring thread): close flushes its data, then closes.
+    let mut a = connect(addr);
+    let ca = rx.recv_timeout(PATIENCE).unwrap();
+    ca.close(Some(b"bye"));
+    assert_eq!(read_to_eof(&mut a), b"bye\n");
+    assert_eq!(closed.recv_timeout(PATIENCE).unwrap().id(), ca.id());
+    // destroy closes at once.
+    let mut b = connect(addr);
+    let cb = rx.recv_timeout(PATIENCE).unwrap();
+    cb.destroy();
+    assert!(read_to_eof(&mut b).is_empty());
+    assert_eq!(closed.recv_timeout(PATIENCE).unwrap().id(), cb.id());
+    // Once gone, more calls change nothing and on_close does not repeat.
+    ca.destroy();
+    cb.close(None);
+    let mut c = connect(addr);
+    let cc = rx.recv_timeout(PATIENCE).unwrap();
+    cc.destroy();
+    assert!(read_to_eof(&mut c).is_empty());
+    assert_eq!(closed.recv_timeout(PATIENCE).unwrap().id(), cc.id(), "an extra on_close arrived");
+}

@@ -438,3 +438,37 @@ fn quiesce_finds_a_wake_completion_moved_aside() {
     let still_armed = rx.recv_timeout(PATIENCE).expect("quiesce hung");
     assert!(!still_armed);
 }
+
+/// A stop that finds the submission queue full still cancels the multishot accept (through
+/// `push`, which submits to make room) instead of dropping the cancel and waiting forever
+/// for the accept to end.
+#[test]
+fn stop_with_a_full_submission_queue_still_ends_the_accept() {
+    let (thread, mailbox) = crate::server::register_thread().expect("thread id");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let slot = ListenerSlot { fd: listener.into_raw_fd(), armed: false };
+    let mut core =
+        Core::new(thread, config(64, 4096), vec![slot], mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
+    core.arm_accept(0);
+    core.submit_and_wait(Some(Duration::from_millis(1)));
+    let nop = opcode::Nop::new().build().user_data(0);
+    // SAFETY: a NOP references no memory.
+    while unsafe { core.ring.submission().push(&nop) }.is_ok() {}
+    core.begin_stop(Instant::now() + PATIENCE);
+    let deadline = Instant::now() + PATIENCE;
+    let mut cqes = Vec::new();
+    while !core.drained() {
+        assert!(Instant::now() < deadline, "the accept was never cancelled: the stop would hang");
+        core.submit_and_wait(Some(Duration::from_millis(5)));
+        core.reap(&mut cqes);
+        for (ud, res, flags) in cqes.drain(..) {
+            if let Some(t) = Token::from_u64(ud).filter(|t| t.kind == Kind::Accept) {
+                core.on_accept(t.slot as usize, res, flags);
+            }
+        }
+    }
+    // SAFETY: the listener this test opened; the core never closes listeners.
+    unsafe { libc::close(core.listeners[0].fd) };
+    drop(core);
+    crate::server::unregister(thread);
+}
