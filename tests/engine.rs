@@ -5,7 +5,7 @@ mod common;
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -235,25 +235,41 @@ fn batched_mode_queues_and_delivers() {
 
 #[test]
 fn pause_and_resume_recv() {
+    // A message delivered while its connection should be paused is recorded as a violation;
+    // another connection's "resume" lifts the pause (no timer, no timing).
     let (tx, rx) = unbounded::<Vec<u8>>();
-    let mut w = Worker::<Option<Connection>>::new("text://127.0.0.1:0").unwrap();
+    let paused_conn = Arc::new(Mutex::new(None::<Connection>));
+    let violations = Arc::new(AtomicUsize::new(0));
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
     w.count = 1;
+    let (p, v) = (paused_conn.clone(), violations.clone());
     w.on_message(move |c, m, _| {
+        if m == b"resume" {
+            let target = p.lock().unwrap().take().expect("something to resume");
+            target.resume_recv();
+            return;
+        }
+        if p.lock().unwrap().is_some_and(|pc| pc == *c) {
+            v.fetch_add(1, Ordering::SeqCst);
+        }
         tx.send(m.to_vec()).unwrap();
         if m == b"pause" {
             c.pause_recv();
-            let c = *c;
-            Timer::add(Duration::from_millis(200), false, move || c.resume_recv()).unwrap();
+            *p.lock().unwrap() = Some(*c);
         }
     });
     let (_srv, addr) = start(w);
     let mut s = connect(addr);
+    // "after1" shares the read with "pause": without a working pause it is delivered at once.
     write_all(&mut s, b"pause\nafter1\n");
-    write_all(&mut s, b"after2\n");
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"pause");
+    write_all(&mut s, b"after2\n");
+    let mut other = connect(addr);
+    write_all(&mut other, b"resume\n");
     // Everything sent while paused arrives after the resume, in order.
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"after1");
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"after2");
+    assert_eq!(violations.load(Ordering::SeqCst), 0, "a message was delivered while paused");
 }
 
 #[test]
