@@ -199,8 +199,9 @@ pub struct Worker<S = ()> {
     pub pin_cpus: Option<usize>,
     /// Receive buffers per ring (power of two) and their size.
     pub recv_buffers: u16,
-    /// Size of each receive buffer: the most one receive completion delivers, which also
-    /// caps how much one connection reads per turn (fairness).
+    /// Size of each receive buffer: the most one receive completion delivers. (A multishot
+    /// receive may post several completions for one connection in a turn; what bounds a
+    /// connection's intake is the pool, and `backpressure` once its answers back up.)
     pub recv_buffer_size: u32,
     /// Registered send memory each ring asks for (taken from a process budget within the
     /// 8 MiB memlock limit; heap buffers are used beyond it).
