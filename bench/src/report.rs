@@ -33,10 +33,10 @@ pub struct Figures {
     pub latency: Percentiles,
     /// `(quantile, µs)` curve for the chart.
     pub curve: Vec<(f64, f64)>,
-    /// Server CPU µs per message.
-    pub server_cpu_us_per_msg: f64,
-    /// Server CPU utilisation in the window (1.0 = one core).
-    pub server_util: f64,
+    /// Server CPU µs per message (None: the server's process is unknown).
+    pub server_cpu_us_per_msg: Option<f64>,
+    /// Server CPU utilisation in the window (1.0 = one core; None: process unknown).
+    pub server_util: Option<f64>,
     /// Load generator CPU utilisation in the window (1.0 = one core).
     pub client_util: f64,
     /// Whole-core busy share of the server CPU in the window (/proc/stat; includes softirq
@@ -61,8 +61,8 @@ pub struct Record {
     pub id: String,
     /// Human description of the workload.
     pub workload: String,
-    /// Server name.
-    pub server: &'static str,
+    /// Server name (or the target URL).
+    pub server: String,
     /// Result.
     pub outcome: Outcome,
 }
@@ -110,15 +110,15 @@ pub fn thousands(v: f64) -> String {
 pub fn progress_line(r: &Record) -> String {
     match &r.outcome {
         Outcome::Done(f) => format!(
-            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6.2} µs/msg ({:>3.0}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}",
+            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6} µs/msg ({:>3}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}",
             r.id,
             r.workload,
             r.server,
             thousands(f.rate),
             f.latency.p50,
             f.latency.p99,
-            f.server_cpu_us_per_msg,
-            f.server_util * 100.0,
+            opt(f.server_cpu_us_per_msg, 2),
+            opt(f.server_util.map(|u| u * 100.0), 0),
             f.client_util * 100.0,
             f.server_core_busy * 100.0,
             f.client_core_busy * 100.0,
@@ -154,15 +154,15 @@ pub fn table(records: &[Record]) -> String {
             Outcome::Done(f) => {
                 let _ = writeln!(
                     s,
-                    "{:<3} {:<28} {:<12} {:>12} {:>10.1} {:>10.1} {:>12.3} {:>7.0} {:>7.0} {:>9}",
+                    "{:<3} {:<28} {:<12} {:>12} {:>10.1} {:>10.1} {:>12} {:>7} {:>7.0} {:>9}",
                     r.id,
                     r.workload,
                     r.server,
                     thousands(f.rate),
                     f.latency.p50,
                     f.latency.p99,
-                    f.server_cpu_us_per_msg,
-                    f.server_util * 100.0,
+                    opt(f.server_cpu_us_per_msg, 3),
+                    opt(f.server_util.map(|u| u * 100.0), 0),
                     f.client_util * 100.0,
                     ratio(records, r, |x| x.figures().map(|f| f.rate))
                 );
@@ -210,6 +210,15 @@ fn json_str(s: &str) -> String {
     out
 }
 
+fn json_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "null".into(), json_num)
+}
+
+/// `v` with `prec` decimals, or `n/a`.
+pub fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.prec$}"))
+}
+
 fn json_num(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.3}")
@@ -231,7 +240,7 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
             "    {{\"id\": {}, \"workload\": {}, \"server\": {}, ",
             json_str(&r.id),
             json_str(&r.workload),
-            json_str(r.server)
+            json_str(&r.server)
         );
         match &r.outcome {
             Outcome::Done(f) => {
@@ -250,8 +259,8 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     json_num(f.latency.p999),
                     json_num(f.latency.max),
                     json_num(f.latency.mean),
-                    json_num(f.server_cpu_us_per_msg),
-                    json_num(f.server_util),
+                    json_opt(f.server_cpu_us_per_msg),
+                    json_opt(f.server_util),
                     json_num(f.client_util),
                     json_num(f.server_core_busy),
                     json_num(f.client_core_busy),
@@ -356,7 +365,7 @@ pub fn svg(records: &[Record]) -> String {
         for (ri, r) in rs.iter().enumerate() {
             let Some(f) = r.figures() else { continue };
             let pts: Vec<String> = f.curve.iter().map(|&(q, v)| format!("{:.1},{:.1}", x(q), y(v))).collect();
-            let c = color(r.server);
+            let c = color(&r.server);
             let _ = writeln!(
                 s,
                 "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n\
@@ -364,7 +373,7 @@ pub fn svg(records: &[Record]) -> String {
                 pts.join(" "),
                 l + 6.0,
                 t + 14.0 + ri as f64 * 13.0,
-                xml(r.server)
+                xml(&r.server)
             );
         }
     }
@@ -380,17 +389,17 @@ fn xml(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn rec(id: &str, server: &'static str, rate: f64) -> Record {
+    fn rec(id: &str, server: &str, rate: f64) -> Record {
         Record {
             id: id.into(),
             workload: "echo 64B c64 d1".into(),
-            server,
+            server: server.into(),
             outcome: Outcome::Done(Figures {
                 rate,
                 latency: Percentiles { p50: 10.0, p90: 20.0, p99: 30.0, p999: 40.0, max: 50.0, mean: 12.0 },
                 curve: vec![(0.0, 5.0), (0.5, 10.0), (0.99, 30.0), (1.0, 50.0)],
-                server_cpu_us_per_msg: 4.5,
-                server_util: 0.9,
+                server_cpu_us_per_msg: Some(4.5),
+                server_util: Some(0.9),
                 client_util: 1.0,
                 server_core_busy: 0.95,
                 client_core_busy: 1.0,
@@ -425,7 +434,7 @@ mod tests {
         rs.push(Record {
             id: "P3".into(),
             workload: "w".into(),
-            server: "nginx",
+            server: "nginx".into(),
             outcome: Outcome::Skipped("no \"nginx\"\n".into()),
         });
         let j = json(&rs, &[("quick", "true".into())]);

@@ -214,7 +214,7 @@ impl ServerProc {
 
     /// CPU time (user + system) of the server and its descendants.
     pub fn cpu(&self) -> Duration {
-        tree(self.pid()).iter().map(|&p| proc_cpu(p)).sum()
+        tree_cpu(self.pid())
     }
 
     /// Resident set size in bytes of the server and its descendants.
@@ -266,6 +266,11 @@ pub fn parse_cpu_busy(stat: &str, cpu: usize, tck: u64) -> Option<Duration> {
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
     Some(Duration::from_nanos((total - idle) * 1_000_000_000 / tck))
+}
+
+/// CPU time (user + system) of `pid` and its descendants.
+pub fn tree_cpu(pid: u32) -> Duration {
+    tree(pid).iter().map(|&p| proc_cpu(p)).sum()
 }
 
 /// `pid` and all its descendants (via `/proc/<pid>/task/<tid>/children`).

@@ -3,11 +3,12 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::{Env, LoadOpts, Scenario, ServerKind};
-use crate::error::{BenchError, ServerError};
+use crate::error::{BenchError, LoadError, ServerError};
 use crate::loadgen::{self, Edge};
 use crate::report::{self, Figures, Outcome, Record};
 use crate::server::{self, ServerProc};
-use crate::{idle, ringman_server};
+use crate::target::{self, Target, TargetError};
+use crate::{idle, machine, ringman_server};
 
 /// Short description of a workload (`echo 64B c64 d16`, `... open 90000/s`).
 pub fn workload(o: &LoadOpts) -> String {
@@ -32,44 +33,80 @@ fn peers_needed(kind: ServerKind) -> bool {
 /// `env.client_cpu` first.
 pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, BenchError> {
     let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+    match measure_at(srv.addr, Some(srv.pid()), opts, env, false) {
+        Ok(f) => Ok(f),
+        Err(e) => {
+            srv.check_alive()?;
+            Err(e)
+        }
+    }
+}
+
+/// Loads `addr` with `opts` and samples the process tree of `pid` (if known) for the server
+/// CPU columns. `progress`: print a line on stderr every second of a long run.
+pub fn measure_at(
+    addr: std::net::SocketAddr,
+    pid: Option<u32>,
+    opts: &LoadOpts,
+    env: &Env,
+    progress: bool,
+) -> Result<Figures, BenchError> {
     server::pin_self(env.client_cpu).map_err(|source| BenchError::Affinity { cpu: env.client_cpu, source })?;
-    let mut cpu0 = Duration::ZERO;
-    let mut cpu1 = Duration::ZERO;
+    let srv_cpu = || pid.map(server::tree_cpu);
+    let (mut cpu0, mut cpu1) = (None, None);
     let (mut busy0, mut busy1) = ((Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO));
     let busy = || (server::cpu_busy(env.server_cpu), server::cpu_busy(env.client_cpu));
-    let mut t0 = Instant::now();
+    let started = Instant::now();
+    let mut t0 = started;
     let mut t1 = t0;
-    let res = loadgen::run(srv.addr, opts, |e| match e {
+    let mut last = (started, 0u64);
+    let res = loadgen::run(addr, opts, |e| match e {
         Edge::Start => {
             busy0 = busy();
-            cpu0 = srv.cpu();
+            cpu0 = srv_cpu();
             t0 = Instant::now();
         }
         Edge::End => {
             busy1 = busy();
-            cpu1 = srv.cpu();
+            cpu1 = srv_cpu();
             t1 = Instant::now();
         }
-    });
-    let res = match res {
-        Ok(r) => r,
-        Err(e) => {
-            srv.check_alive()?;
-            return Err(e.into());
+        Edge::Progress { sent, received } if progress => {
+            let now = Instant::now();
+            let secs = now.duration_since(started);
+            let phase = if secs < opts.warmup {
+                "warmup"
+            } else if secs < opts.warmup + opts.duration {
+                "window"
+            } else {
+                "drain"
+            };
+            let rate = (received - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
+            eprintln!(
+                "[{:>5.1}s] {phase:<6} sent {:>12} received {:>12}  {:>11} msg/s",
+                secs.as_secs_f64(),
+                report::thousands(sent as f64),
+                report::thousands(received as f64),
+                report::thousands(rate)
+            );
+            last = (now, received);
         }
-    };
-    let server_cpu = cpu1.saturating_sub(cpu0);
+        Edge::Progress { .. } => {}
+    })?;
+    if res.received == 0 {
+        return Err(LoadError::NoResponse.into());
+    }
     let wall = t1.saturating_duration_since(t0).as_secs_f64().max(1e-9);
+    let server_cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
+        _ => None,
+    };
     Ok(Figures {
         rate: res.rate(),
         latency: res.latency.summary(),
         curve: res.latency.curve(),
-        server_cpu_us_per_msg: if res.messages > 0 {
-            server_cpu.as_secs_f64() * 1e6 / res.messages as f64
-        } else {
-            0.0
-        },
-        server_util: server_cpu.as_secs_f64() / wall,
+        server_cpu_us_per_msg: server_cpu.map(|c| if res.messages > 0 { c * 1e6 / res.messages as f64 } else { 0.0 }),
+        server_util: server_cpu.map(|c| c / wall),
         client_util: res.client_util(),
         server_core_busy: busy1.0.saturating_sub(busy0.0).as_secs_f64() / wall,
         client_core_busy: busy1.1.saturating_sub(busy0.1).as_secs_f64() / wall,
@@ -80,13 +117,36 @@ pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, 
     })
 }
 
+/// `ringman-bench run --target URL`: one measurement of a server that is already running.
+pub fn run_target(t: &Target, pid: Option<u32>, opts: &LoadOpts, env: &Env) -> Result<Record, BenchError> {
+    if let Some(pid) = pid {
+        if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
+            return Err(TargetError::NoPid { pid }.into());
+        }
+    }
+    let addr = t.resolve()?;
+    let f = match measure_at(addr, pid, opts, env, true) {
+        Ok(f) => f,
+        Err(BenchError::Load(e)) => return Err(target::classify(t, e).into()),
+        Err(e) => return Err(e),
+    };
+    Ok(Record { id: "run".into(), workload: workload(opts), server: t.url.clone(), outcome: Outcome::Done(f) })
+}
+
 /// `ringman-bench run`: one measurement, printed as a table row plus details.
 pub fn run(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Record, BenchError> {
     if peers_needed(kind) {
         server::ensure_peers(&env.peers_dir, &env.out_dir)?;
     }
-    let f = measure(kind, opts, env)?;
-    Ok(Record { id: "run".into(), workload: workload(opts), server: kind.name(), outcome: Outcome::Done(f) })
+    let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+    let f = match measure_at(srv.addr, Some(srv.pid()), opts, env, true) {
+        Ok(f) => f,
+        Err(e) => {
+            srv.check_alive()?;
+            return Err(e);
+        }
+    };
+    Ok(Record { id: "run".into(), workload: workload(opts), server: kind.name().into(), outcome: Outcome::Done(f) })
 }
 
 /// One suite entry: id, workload, servers.
@@ -115,7 +175,16 @@ fn timing(quick: bool) -> (Duration, Duration) {
 
 fn entries(quick: bool) -> Vec<Entry> {
     let (warmup, duration) = timing(quick);
-    let o = |scenario, conns, size, depth| LoadOpts { scenario, conns, size, depth, duration, warmup, rate: None };
+    let o = |scenario, conns, size, depth| LoadOpts {
+        scenario,
+        conns,
+        size,
+        depth,
+        duration,
+        warmup,
+        rate: None,
+        wire: Default::default(),
+    };
     vec![
         Entry { id: "P1", opts: o(Scenario::Echo, 64, 64, 1), servers: ECHO_SERVERS },
         Entry { id: "P2", opts: o(Scenario::Echo, 64, 64, 16), servers: ECHO_SERVERS },
@@ -126,7 +195,13 @@ fn entries(quick: bool) -> Vec<Entry> {
 }
 
 /// `ringman-bench compare`: the standard suite against every available server.
-pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Vec<Record>, BenchError> {
+pub fn compare(
+    quick: bool,
+    only: Option<&[ServerKind]>,
+    env: &Env,
+    _repeat: Option<usize>,
+    _seed: Option<u64>,
+) -> Result<Vec<Record>, BenchError> {
     let started = Instant::now();
     let wanted = |k: ServerKind| only.is_none_or(|o| o.contains(&k));
     let peer_err = if ServerKind::ALL.iter().any(|&k| peers_needed(k) && wanted(k)) {
@@ -153,7 +228,7 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
                 Err(e) => Outcome::Skipped(e.to_string()),
             },
         };
-        Record { id: id.into(), workload: workload(opts), server: k.name(), outcome }
+        Record { id: id.into(), workload: workload(opts), server: k.name().into(), outcome }
     };
     for e in entries(quick) {
         for &k in e.servers.iter().filter(|&&k| wanted(k)) {
@@ -171,7 +246,7 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
                 Err(e) => Outcome::Skipped(e.to_string()),
             },
         };
-        push(Record { id: "P5".into(), workload, server: k.name(), outcome }, &mut records);
+        push(Record { id: "P5".into(), workload, server: k.name().into(), outcome }, &mut records);
     }
     // P6: open loop at 50% of ringman's P1 peak (tokio's if ringman did not run).
     let p1 = |name: &str| {
@@ -190,6 +265,7 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
                 duration,
                 warmup,
                 rate: Some(rate),
+                wire: Default::default(),
             };
             eprintln!("P6 open loop at {} msg/s = 50% of {from}'s P1 peak", report::thousands(rate));
             for &k in OPEN_SERVERS.iter().filter(|&&k| wanted(k)) {
@@ -201,7 +277,7 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
             Record {
                 id: "P6".into(),
                 workload: "echo open loop".into(),
-                server: "ringman",
+                server: "ringman".into(),
                 outcome: Outcome::Skipped("no P1 peak (ringman or tokio) to derive the rate from".into()),
             },
             &mut records,
@@ -216,6 +292,19 @@ fn idle_rss(kind: ServerKind, env: &Env) -> Result<Outcome, BenchError> {
     let srv = ServerProc::start(kind, Scenario::Echo, env.server_cpu, &env.peers_dir)?;
     let r = idle::run(srv.addr, IDLE_CONNS, || srv.rss())?;
     Ok(Outcome::Idle { conns: r.conns, bytes_per_conn: r.per_conn(), rss_before: r.rss_before, rss_after: r.rss_after })
+}
+
+/// Metadata lines of a result: commit, rustc, kernel, load average and steal so far.
+pub fn run_meta() -> Vec<(&'static str, String)> {
+    let id = machine::Identity::collect();
+    let snap = machine::Snapshot::now();
+    vec![
+        ("commit", id.commit),
+        ("rustc", id.rustc),
+        ("kernel", id.kernel),
+        ("cpus", id.cpus.to_string()),
+        ("loadavg", snap.loadavg),
+    ]
 }
 
 fn write_outputs(records: &[Record], quick: bool, env: &Env, took: Duration) -> Result<(), BenchError> {
