@@ -20,5 +20,6 @@ pub mod rng;
 pub mod schedule;
 pub mod server;
 pub mod suite;
+pub mod summary;
 pub mod target;
 pub mod wire;

@@ -15,6 +15,8 @@ pub enum Outcome {
         conns: usize,
         /// RSS growth per connection, bytes.
         bytes_per_conn: f64,
+        /// Kernel slab growth per connection, bytes (machine-wide: both socket ends).
+        slab_per_conn: Option<f64>,
         /// Server RSS before, bytes.
         rss_before: u64,
         /// Server RSS after, bytes.
@@ -44,6 +46,11 @@ pub struct Figures {
     pub server_core_busy: f64,
     /// Whole-core busy share of the client CPU in the window.
     pub client_core_busy: f64,
+    /// Steal over the window as a share of all the machine's CPU time (0..1).
+    pub steal: f64,
+    /// Busy CPU time of the whole machine in the window not explained by the server and the
+    /// load generator, in cores (None when the server's process is unknown).
+    pub other_cores: Option<f64>,
     /// Messages sent over the whole run.
     pub sent: u64,
     /// Responses received over the whole run.
@@ -63,6 +70,8 @@ pub struct Record {
     pub workload: String,
     /// Server name (or the target URL).
     pub server: String,
+    /// Round of a repeated suite (0-based; 0 for `run`).
+    pub round: usize,
     /// Result.
     pub outcome: Outcome,
 }
@@ -128,7 +137,7 @@ pub fn progress_line(r: &Record) -> String {
                 String::new()
             }
         ),
-        Outcome::Idle { conns, bytes_per_conn, rss_before, rss_after } => format!(
+        Outcome::Idle { conns, bytes_per_conn, rss_before, rss_after, .. } => format!(
             "{:<3} {:<28} {:<12} {conns} conns: {:.0} B/conn (RSS {:.1} -> {:.1} MiB)",
             r.id,
             r.workload,
@@ -192,7 +201,8 @@ pub fn table(records: &[Record]) -> String {
     s
 }
 
-fn json_str(s: &str) -> String {
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -210,7 +220,8 @@ fn json_str(s: &str) -> String {
     out
 }
 
-fn json_opt(v: Option<f64>) -> String {
+/// A JSON number, or `null` for None / non-finite.
+pub fn json_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "null".into(), json_num)
 }
 
@@ -219,7 +230,8 @@ pub fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.prec$}"))
 }
 
-fn json_num(v: f64) -> String {
+/// A JSON number with 3 decimals (`null` if not finite).
+pub fn json_num(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.3}")
     } else {
@@ -229,18 +241,28 @@ fn json_num(v: f64) -> String {
 
 /// compare.json: `{"meta": {...}, "results": [...]}`.
 pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
+    json_with(records, meta, None)
+}
+
+/// [`json`] plus `"cells": <cells>` (a JSON array, already rendered) before the results.
+pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str>) -> String {
     let mut s = String::from("{\n  \"meta\": {");
     for (i, (k, v)) in meta.iter().enumerate() {
         let _ = write!(s, "{}{}: {}", if i > 0 { ", " } else { "" }, json_str(k), json_str(v));
     }
-    s.push_str("},\n  \"results\": [\n");
+    s.push_str("},\n");
+    if let Some(c) = cells {
+        let _ = writeln!(s, "  \"cells\": {c},");
+    }
+    s.push_str("  \"results\": [\n");
     for (i, r) in records.iter().enumerate() {
         let _ = write!(
             s,
-            "    {{\"id\": {}, \"workload\": {}, \"server\": {}, ",
+            "    {{\"id\": {}, \"workload\": {}, \"server\": {}, \"round\": {}, ",
             json_str(&r.id),
             json_str(&r.workload),
-            json_str(&r.server)
+            json_str(&r.server),
+            r.round
         );
         match &r.outcome {
             Outcome::Done(f) => {
@@ -250,7 +272,8 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     s,
                     "\"status\": \"ok\", \"msgs_per_s\": {}, \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \
                      \"p999_us\": {}, \"max_us\": {}, \"mean_us\": {}, \"server_cpu_us_per_msg\": {}, \
-                     \"server_util\": {}, \"client_util\": {}, \"server_core_busy\": {}, \"client_core_busy\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
+                     \"server_util\": {}, \"client_util\": {}, \"server_core_busy\": {}, \"client_core_busy\": {}, \
+                     \"steal\": {}, \"other_cores\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
                      \"lost_conns\": {}, \"curve\": [{}]}}",
                     json_num(f.rate),
                     json_num(f.latency.p50),
@@ -264,6 +287,8 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     json_num(f.client_util),
                     json_num(f.server_core_busy),
                     json_num(f.client_core_busy),
+                    json_num(f.steal),
+                    json_opt(f.other_cores),
                     f.sent,
                     f.received,
                     f.bad_status,
@@ -271,12 +296,13 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     curve.join(", ")
                 );
             }
-            Outcome::Idle { conns, bytes_per_conn, rss_before, rss_after } => {
+            Outcome::Idle { conns, bytes_per_conn, slab_per_conn, rss_before, rss_after } => {
                 let _ = write!(
                     s,
-                    "\"status\": \"ok\", \"idle_conns\": {conns}, \"bytes_per_conn\": {}, \"rss_before\": {rss_before}, \
-                     \"rss_after\": {rss_after}}}",
-                    json_num(*bytes_per_conn)
+                    "\"status\": \"ok\", \"idle_conns\": {conns}, \"bytes_per_conn\": {}, \"slab_per_conn\": {}, \
+                     \"rss_before\": {rss_before}, \"rss_after\": {rss_after}}}",
+                    json_num(*bytes_per_conn),
+                    json_opt(*slab_per_conn)
                 );
             }
             Outcome::Skipped(why) => {
@@ -394,6 +420,7 @@ mod tests {
             id: id.into(),
             workload: "echo 64B c64 d1".into(),
             server: server.into(),
+            round: 0,
             outcome: Outcome::Done(Figures {
                 rate,
                 latency: Percentiles { p50: 10.0, p90: 20.0, p99: 30.0, p999: 40.0, max: 50.0, mean: 12.0 },
@@ -403,6 +430,8 @@ mod tests {
                 client_util: 1.0,
                 server_core_busy: 0.95,
                 client_core_busy: 1.0,
+                steal: 0.0,
+                other_cores: Some(0.05),
                 sent: 10,
                 received: 10,
                 bad_status: 0,
@@ -435,6 +464,7 @@ mod tests {
             id: "P3".into(),
             workload: "w".into(),
             server: "nginx".into(),
+            round: 0,
             outcome: Outcome::Skipped("no \"nginx\"\n".into()),
         });
         let j = json(&rs, &[("quick", "true".into())]);

@@ -27,11 +27,9 @@ pub fn peer_bin(peers_dir: &Path, name: &str) -> PathBuf {
     peers_dir.join("target").join("release").join(name)
 }
 
-/// Builds the peers workspace unless every peer binary already exists.
+/// Builds the peers workspace (`cargo build --release`, a few seconds when nothing changed),
+/// so an edited peer is never measured from a stale binary.
 pub fn ensure_peers(peers_dir: &Path, log_dir: &Path) -> Result<(), ServerError> {
-    if PEER_BINS.iter().all(|b| peer_bin(peers_dir, b).exists()) {
-        return Ok(());
-    }
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ServerError::Io { path, source }
@@ -51,6 +49,12 @@ pub fn ensure_peers(peers_dir: &Path, log_dir: &Path) -> Result<(), ServerError>
     let status = cmd.status().map_err(|source| ServerError::Spawn { program: "cargo".into(), source })?;
     if !status.success() {
         return Err(ServerError::PeerBuild { status: status.to_string(), log });
+    }
+    if let Some(missing) = PEER_BINS.iter().find(|b| !peer_bin(peers_dir, b).exists()) {
+        return Err(ServerError::Io {
+            path: peer_bin(peers_dir, missing),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
     }
     Ok(())
 }
