@@ -11,15 +11,20 @@ pub enum Outcome {
     Done(Figures),
     /// Idle-connection memory (P5).
     Idle {
-        /// Connections held open.
+        /// Connections at the first RSS reading.
+        conns_lo: usize,
+        /// Connections at the second RSS reading.
         conns: usize,
-        /// RSS growth per connection, bytes.
+        /// RSS slope between the two readings, bytes per connection.
         bytes_per_conn: f64,
-        /// Kernel slab growth per connection, bytes (machine-wide: both socket ends).
+        /// Kernel slab growth per connection between the readings, bytes (machine-wide:
+        /// both socket ends).
         slab_per_conn: Option<f64>,
-        /// Server RSS before, bytes.
+        /// Server RSS with no connection, bytes.
         rss_before: u64,
-        /// Server RSS after, bytes.
+        /// Server RSS with `conns_lo` connections, bytes.
+        rss_lo: u64,
+        /// Server RSS with `conns` connections, bytes.
         rss_after: u64,
     },
     /// Not measured, with the reason.
@@ -137,13 +142,15 @@ pub fn progress_line(r: &Record) -> String {
                 String::new()
             }
         ),
-        Outcome::Idle { conns, bytes_per_conn, rss_before, rss_after, .. } => format!(
-            "{:<3} {:<28} {:<12} {conns} conns: {:.0} B/conn (RSS {:.1} -> {:.1} MiB)",
+        Outcome::Idle { conns_lo, conns, bytes_per_conn, slab_per_conn, rss_before, rss_lo, rss_after } => format!(
+            "{:<3} {:<28} {:<12} {conns_lo}->{conns} conns: {:.0} B/conn, slab {} B/conn (RSS {:.1} / {:.1} / {:.1} MiB)",
             r.id,
             r.workload,
             r.server,
             bytes_per_conn,
+            opt(*slab_per_conn, 0),
             *rss_before as f64 / 1048576.0,
+            *rss_lo as f64 / 1048576.0,
             *rss_after as f64 / 1048576.0
         ),
         Outcome::Skipped(why) => format!("{:<3} {:<28} {:<12} skipped: {why}", r.id, r.workload, r.server),
@@ -296,13 +303,16 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                     curve.join(", ")
                 );
             }
-            Outcome::Idle { conns, bytes_per_conn, slab_per_conn, rss_before, rss_after } => {
+            Outcome::Idle { conns_lo, conns, bytes_per_conn, slab_per_conn, rss_before, rss_lo, rss_after } => {
+                let from_zero = (*rss_after as f64 - *rss_before as f64) / (*conns).max(1) as f64;
                 let _ = write!(
                     s,
-                    "\"status\": \"ok\", \"idle_conns\": {conns}, \"bytes_per_conn\": {}, \"slab_per_conn\": {}, \
-                     \"rss_before\": {rss_before}, \"rss_after\": {rss_after}}}",
+                    "\"status\": \"ok\", \"idle_conns_lo\": {conns_lo}, \"idle_conns\": {conns}, \
+                     \"bytes_per_conn\": {}, \"slab_per_conn\": {}, \"bytes_per_conn_from_zero_incl_fixed\": {}, \
+                     \"rss_before\": {rss_before}, \"rss_lo\": {rss_lo}, \"rss_after\": {rss_after}}}",
                     json_num(*bytes_per_conn),
-                    json_opt(*slab_per_conn)
+                    json_opt(*slab_per_conn),
+                    json_num(from_zero)
                 );
             }
             Outcome::Skipped(why) => {

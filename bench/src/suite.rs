@@ -187,8 +187,11 @@ const HTTP_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, Se
 const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
 const OPEN_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Floor];
 
-/// Idle connections of P5 (full and quick).
+/// Idle connections of P5 (full and quick): RSS is read at [`IDLE_CONNS_LO`] and at this
+/// count, and the slope between them is the figure.
 pub const IDLE_CONNS: usize = 10_000;
+/// First P5 reading (the pools are warm by then).
+pub const IDLE_CONNS_LO: usize = 2_000;
 
 fn timing(quick: bool) -> (Duration, Duration) {
     if quick {
@@ -297,7 +300,7 @@ pub fn compare(
     // P5: idle connections.
     for (round, order) in round_orders(&servers_of(ECHO_SERVERS), repeat, &mut rng).into_iter().enumerate() {
         for k in order {
-            let workload = format!("idle {IDLE_CONNS} conns");
+            let workload = format!("idle slope {IDLE_CONNS_LO}->{IDLE_CONNS}");
             let outcome = match skip_reason(k) {
                 Some(why) => Outcome::Skipped(why),
                 None => match idle_rss(k, env) {
@@ -429,6 +432,10 @@ impl RunInfo {
             summary::OTHER_FLAG,
             summary::CLIENT_BOUND * 100.0
         ));
+        h.push(format!(
+            "P5: server RSS slope between {IDLE_CONNS_LO} and {IDLE_CONNS} idle connections (B/conn), and the \
+             machine's kernel slab growth over the same step per connection (slab, both socket ends)"
+        ));
         h
     }
 }
@@ -461,13 +468,15 @@ pub fn warnings(run_steal: f64, cells: &[summary::Cell]) -> Vec<String> {
 
 fn idle_rss(kind: ServerKind, env: &Env) -> Result<Outcome, BenchError> {
     let srv = ServerProc::start(kind, Scenario::Echo, env.server_cpu, &env.peers_dir)?;
-    let r = idle::run(srv.addr, IDLE_CONNS, || srv.rss())?;
+    let r = idle::run_slope(srv.addr, IDLE_CONNS_LO, IDLE_CONNS, || srv.rss(), machine::slab_bytes)?;
     Ok(Outcome::Idle {
-        conns: r.conns,
+        conns_lo: r.lo,
+        conns: r.hi,
         bytes_per_conn: r.per_conn(),
-        slab_per_conn: None,
-        rss_before: r.rss_before,
-        rss_after: r.rss_after,
+        slab_per_conn: r.slab_per_conn(),
+        rss_before: r.rss_base,
+        rss_lo: r.rss_lo,
+        rss_after: r.rss_hi,
     })
 }
 

@@ -451,10 +451,12 @@ mod tests {
     #[test]
     fn idle_cells() {
         let idle = |b: f64| Outcome::Idle {
+            conns_lo: 2000,
             conns: 10_000,
             bytes_per_conn: b,
             slab_per_conn: Some(2000.0),
             rss_before: 0,
+            rss_lo: 0,
             rss_after: 0,
         };
         let mut rs = vec![rec("ringman", 0, idle(800.0)), rec("ringman", 1, idle(820.0))];
