@@ -425,8 +425,8 @@ impl RunInfo {
         h.extend(warnings(self.steal_share(), cells));
         h.push(format!(
             "medians of {} rounds; spread = min/max vs the median; other = CPU cores busy outside server + load \
-             generator; flags: S steal > {:.0} % in a round, O other > {:.2} cores, c client-bound (cli% >= {:.0}: \
-             compare srv µs/msg), E failed rounds",
+             generator; flags: S steal > {:.0} % in a round, O median other > {:.2} cores (o: in some round only), \
+             c client-bound (cli% >= {:.0}: compare srv µs/msg), E failed rounds",
             self.repeat,
             summary::STEAL_FLAG * 100.0,
             summary::OTHER_FLAG,

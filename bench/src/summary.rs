@@ -77,6 +77,8 @@ pub enum CellValue {
         cli_util: f64,
         /// Median unexplained CPU in cores.
         other: Option<f64>,
+        /// Largest unexplained CPU of a round, in cores.
+        other_max: Option<f64>,
         /// Largest steal share of a round.
         steal: f64,
     },
@@ -111,15 +113,18 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// Flag letters: `S` steal, `O` other CPU, `E` failed rounds, `c` client-bound.
+    /// Flag letters: `S` steal, `O` other CPU in the median round, `o` other CPU in some
+    /// round only, `E` failed rounds, `c` client-bound.
     pub fn flags(&self) -> String {
         let mut f = String::new();
-        if let CellValue::Load { steal, other, cli_util, .. } = &self.value {
+        if let CellValue::Load { steal, other, other_max, cli_util, .. } = &self.value {
             if *steal > STEAL_FLAG {
                 f.push('S');
             }
             if other.is_some_and(|o| o > OTHER_FLAG) {
                 f.push('O');
+            } else if other_max.is_some_and(|o| o > OTHER_FLAG) {
+                f.push('o');
             }
             if *cli_util >= CLIENT_BOUND {
                 f.push('c');
@@ -193,6 +198,7 @@ fn reduce(id: String, workload: String, server: String, rs: &[&Record]) -> Cell 
             srv_util: median_of(figs.iter().filter_map(|f| f.server_util).collect()),
             cli_util: median_of(figs.iter().map(|f| f.client_util).collect()).unwrap_or(0.0),
             other: median_of(figs.iter().filter_map(|f| f.other_cores).collect()),
+            other_max: Stat::of(figs.iter().filter_map(|f| f.other_cores)).map(|s| s.max),
             steal: figs.iter().map(|f| f.steal).fold(0.0, f64::max),
         }
     } else if let Some(per_conn) = Stat::of(idle.iter().map(|x| x.0)) {
@@ -328,7 +334,7 @@ pub fn json(cells: &[Cell]) -> String {
             json_str(&c.flags())
         );
         match &c.value {
-            CellValue::Load { rate, p50, p99, srv_us, srv_util, cli_util, other, steal } => {
+            CellValue::Load { rate, p50, p99, srv_us, srv_util, cli_util, other, steal, .. } => {
                 let _ = write!(
                     out,
                     "\"msgs_per_s\": {}, \"p50_us\": {}, \"p99_us\": {}, \"server_cpu_us_per_msg\": {}, \
@@ -422,6 +428,13 @@ mod tests {
         assert_eq!(srv_us.unwrap().median, 4.2);
         assert_eq!((*steal, *other), (0.05, Some(0.3)));
         assert_eq!(ringman.flags(), "SOc");
+        // One disturbed round of three: the median is clean, the cell gets a lowercase flag.
+        let one_bad = cells(&[
+            rec("ringman", 0, Outcome::Done(fig(100.0, 4.0, 0.0, 0.9))),
+            rec("ringman", 1, Outcome::Done(fig(100.0, 4.0, 0.0, 0.0))),
+            rec("ringman", 2, Outcome::Done(fig(100.0, 4.0, 0.0, 0.01))),
+        ]);
+        assert_eq!(one_bad[0].flags(), "oc");
         let tokio = &cs[1];
         assert_eq!((tokio.ok, tokio.rounds), (2, 3));
         assert_eq!(tokio.errors, ["crashed"]);
