@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ArgError;
+use crate::target::Target;
 
 /// Workload shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,6 +114,8 @@ pub struct LoadOpts {
     pub warmup: Duration,
     /// Open loop: messages per second overall (None = closed loop).
     pub rate: Option<f64>,
+    /// Path, `Host` and payload file (default: the suite's wire format).
+    pub wire: crate::wire::WireSpec,
 }
 
 impl Default for LoadOpts {
@@ -125,6 +128,7 @@ impl Default for LoadOpts {
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
             rate: None,
+            wire: Default::default(),
         }
     }
 }
@@ -149,26 +153,49 @@ impl Default for Env {
     }
 }
 
+/// What `run` loads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// A server the harness starts (`--server`).
+    Spawn(ServerKind),
+    /// A server that is already running (`--target URL [--target-pid PID]`).
+    Target {
+        /// Where it listens and which protocol it speaks.
+        target: Target,
+        /// Its process, for the server CPU columns.
+        pid: Option<u32>,
+    },
+}
+
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // built once per process; boxing would only add noise
 pub enum Command {
     /// One measurement.
     Run {
         /// Server to measure.
-        server: ServerKind,
+        server: Subject,
         /// Workload.
         load: LoadOpts,
         /// Placement.
         env: Env,
+        /// `--payload FILE`: message payload read from a file (loaded by the caller).
+        payload: Option<PathBuf>,
+        /// `--json FILE`: also write the result as JSON.
+        json: Option<PathBuf>,
     },
     /// The standard suite against every available server.
     Compare {
-        /// Short runs (whole suite under two minutes).
+        /// Short runs (whole suite in a few minutes).
         quick: bool,
         /// Only these servers (None = all).
         only: Option<Vec<ServerKind>>,
         /// Placement.
         env: Env,
+        /// Rounds per cell (None = 5, or 3 with `--quick`).
+        repeat: Option<usize>,
+        /// Seed of the per-round server order (None = from the clock).
+        seed: Option<u64>,
     },
     /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns).
     ServeRingman(String),
@@ -178,10 +205,12 @@ pub enum Command {
 
 /// Usage text.
 pub const USAGE: &str = "\
-ringman-bench run --server <ringman|tokio|tokio-uring|monoio|floor|nginx> --scenario <echo|text|frame|ws|http>
-                  [--conns N] [--size BYTES] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
-                  [--server-cpu C] [--client-cpu C] [--peers-dir DIR]
-ringman-bench compare [--quick] [--servers a,b,...] [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--out DIR]
+ringman-bench run (--server <ringman|tokio|tokio-uring|monoio|floor|nginx> | --target <tcp|text|frame|ws|http>://HOST:PORT[/path]
+                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http>]
+                  [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
+                  [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
+ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--server-cpu C] [--client-cpu C]
+                  [--peers-dir DIR] [--out DIR]
 ringman-bench serve-ringman <scheme>://IP:PORT
 T is a duration: 10s, 500ms, 2 (seconds).";
 
@@ -219,6 +248,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let mut quick = false;
     let mut only = None;
     let mut positional = Vec::new();
+    let (mut target, mut target_pid, mut payload, mut json) = (None, None, None, None);
+    let (mut repeat, mut seed) = (None, None);
     match cmd.as_str() {
         "run" | "compare" | "serve-ringman" => {}
         "help" | "--help" | "-h" => return Ok(Command::Help),
@@ -264,6 +295,18 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 only = Some(list);
             }
             ("--out", false) => env.out_dir = PathBuf::from(v),
+            ("--repeat", false) => {
+                let n: usize = num(&opt, v)?;
+                if n == 0 {
+                    return Err(bad(&opt, v, "must be at least 1"));
+                }
+                repeat = Some(n);
+            }
+            ("--seed", false) => seed = Some(num(&opt, v)?),
+            ("--target", true) => target = Some(Target::parse(v)?),
+            ("--target-pid", true) => target_pid = Some(num(&opt, v)?),
+            ("--payload", true) => payload = Some(PathBuf::from(v)),
+            ("--json", true) => json = Some(PathBuf::from(v)),
             ("--server-cpu", _) => env.server_cpu = num(&opt, v)?,
             ("--client-cpu", _) => env.client_cpu = num(&opt, v)?,
             ("--peers-dir", _) => env.peers_dir = PathBuf::from(v),
@@ -280,9 +323,29 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             Ok(Command::ServeRingman(addr))
         }
         _ if !positional.is_empty() => Err(ArgError::UnknownOption(positional.remove(0))),
-        "compare" => Ok(Command::Compare { quick, only, env }),
+        "compare" => Ok(Command::Compare { quick, only, env, repeat, seed }),
         _ => {
-            let server = server.ok_or(ArgError::Required("--server"))?;
+            let server = match (server, target) {
+                (Some(_), Some(_)) => return Err(ArgError::Conflict("--server", "--target")),
+                (None, None) => return Err(ArgError::Required("--server or --target")),
+                (Some(_), None) if target_pid.is_some() => return Err(ArgError::Conflict("--server", "--target-pid")),
+                (Some(k), None) => Subject::Spawn(k),
+                (None, Some(t)) => {
+                    match scenario {
+                        Some(s) if s != t.scenario => {
+                            return Err(ArgError::SchemeMismatch {
+                                scenario: s.name(),
+                                scheme: t.url.split("://").next().unwrap_or_default().to_string(),
+                                expected: crate::target::scenario_scheme(s),
+                            })
+                        }
+                        _ => scenario = Some(t.scenario),
+                    }
+                    load.wire.path = Some(t.path.clone());
+                    load.wire.host = Some(t.host_header());
+                    Subject::Target { target: t, pid: target_pid }
+                }
+            };
             load.scenario = scenario.ok_or(ArgError::Required("--scenario"))?;
             if load.conns == 0 {
                 return Err(bad("--conns", "0", "must be at least 1"));
@@ -293,7 +356,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             if load.size == 0 && load.scenario == Scenario::Echo {
                 return Err(bad("--size", "0", "echo needs at least 1 byte"));
             }
-            Ok(Command::Run { server, load, env })
+            Ok(Command::Run { server, load, env, payload, json })
         }
     }
 }
@@ -321,8 +384,8 @@ mod tests {
         let c = p("run --server floor --scenario http --conns 256 --size 20 --depth 16 --duration 3s \
                    --warmup 0 --rate 1000 --server-cpu 1 --client-cpu 0 --peers-dir /p")
         .unwrap();
-        let Command::Run { server, load, env } = c else { panic!("{c:?}") };
-        assert_eq!(server, ServerKind::Floor);
+        let Command::Run { server, load, env, .. } = c else { panic!("{c:?}") };
+        assert_eq!(server, Subject::Spawn(ServerKind::Floor));
         assert_eq!(load.scenario, Scenario::Http);
         assert_eq!((load.conns, load.size, load.depth), (256, 20, 16));
         assert_eq!(load.duration, Duration::from_secs(3));
@@ -342,7 +405,15 @@ mod tests {
 
     #[test]
     fn compare_and_serve() {
-        assert!(matches!(p("compare --quick").unwrap(), Command::Compare { quick: true, only: None, .. }));
+        assert!(matches!(
+            p("compare --quick").unwrap(),
+            Command::Compare { quick: true, only: None, repeat: None, seed: None, .. }
+        ));
+        assert!(matches!(
+            p("compare --repeat 7 --seed 42").unwrap(),
+            Command::Compare { quick: false, repeat: Some(7), seed: Some(42), .. }
+        ));
+        assert!(matches!(p("compare --repeat 0"), Err(ArgError::BadValue { .. })));
         let Command::Compare { only, env, .. } = p("compare --servers tokio,floor --out /tmp/o").unwrap() else {
             panic!()
         };
@@ -356,7 +427,7 @@ mod tests {
     fn errors() {
         assert_eq!(p(""), Err(ArgError::MissingCommand));
         assert_eq!(p("bogus"), Err(ArgError::UnknownCommand("bogus".into())));
-        assert_eq!(p("run --scenario echo"), Err(ArgError::Required("--server")));
+        assert_eq!(p("run --scenario echo"), Err(ArgError::Required("--server or --target")));
         assert_eq!(p("run --server tokio"), Err(ArgError::Required("--scenario")));
         assert!(matches!(p("run --server x --scenario echo"), Err(ArgError::BadValue { .. })));
         assert!(matches!(p("run --server tokio --scenario echo --conns"), Err(ArgError::MissingValue(_))));
@@ -365,6 +436,39 @@ mod tests {
         assert!(matches!(p("run --server tokio --scenario echo --quick x"), Err(ArgError::UnknownOption(_))));
         assert!(matches!(p("compare --conns 5"), Err(ArgError::UnknownOption(_))));
         assert_eq!(p("serve-ringman"), Err(ArgError::Required("<scheme>://ip:port")));
+    }
+
+    #[test]
+    fn run_against_a_target() {
+        let c =
+            p("run --target http://127.0.0.1:8080/hello --target-pid 42 --conns 8 --payload /tmp/b --json /tmp/o.json")
+                .unwrap();
+        let Command::Run { server: Subject::Target { target, pid }, load, payload, json, .. } = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!((target.port, target.path.as_str(), pid), (8080, "/hello", Some(42)));
+        assert_eq!(load.scenario, Scenario::Http);
+        assert_eq!(load.conns, 8);
+        assert_eq!(load.wire.path.as_deref(), Some("/hello"));
+        assert_eq!(load.wire.host.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!((payload, json), (Some(PathBuf::from("/tmp/b")), Some(PathBuf::from("/tmp/o.json"))));
+        // The scenario may be given if it matches the scheme.
+        assert!(p("run --target tcp://127.0.0.1:1 --scenario echo").is_ok());
+        assert!(p("run --target ws://127.0.0.1:1/ --scenario ws").is_ok());
+        assert_eq!(
+            p("run --target tcp://127.0.0.1:1 --scenario ws"),
+            Err(ArgError::SchemeMismatch { scenario: "ws", scheme: "tcp".into(), expected: "ws" })
+        );
+        assert_eq!(
+            p("run --target tcp://h:1 --server tokio --scenario echo"),
+            Err(ArgError::Conflict("--server", "--target"))
+        );
+        assert_eq!(
+            p("run --server tokio --scenario echo --target-pid 3"),
+            Err(ArgError::Conflict("--server", "--target-pid"))
+        );
+        assert!(matches!(p("run --target udp://h:1"), Err(ArgError::BadTarget { .. })));
+        assert!(matches!(p("compare --target tcp://h:1"), Err(ArgError::UnknownOption(_))));
     }
 
     #[test]

@@ -30,6 +30,35 @@ pub enum ArgError {
     /// A required option is absent.
     #[error("missing required option {0}")]
     Required(&'static str),
+    /// A `--target` URL that does not parse.
+    #[error("bad --target {url:?}: {reason}")]
+    BadTarget {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `--scenario` and the `--target` scheme name different wire protocols.
+    #[error("--scenario {scenario} does not match the target's {scheme}:// (use {expected}:// for {scenario})")]
+    SchemeMismatch {
+        /// The scenario given.
+        scenario: &'static str,
+        /// The target's scheme.
+        scheme: String,
+        /// The scheme the scenario needs.
+        expected: &'static str,
+    },
+    /// Two options that exclude each other.
+    #[error("{0} and {1} exclude each other")]
+    Conflict(&'static str, &'static str),
+    /// The `--payload` file cannot be used.
+    #[error("--payload {path}: {reason}")]
+    Payload {
+        /// The file.
+        path: PathBuf,
+        /// Why (read error, or content the scenario cannot carry).
+        reason: String,
+    },
 }
 
 /// A failure of the load generator.
@@ -60,6 +89,17 @@ pub enum LoadError {
     /// Every connection failed.
     #[error("all {0} connections were closed or failed")]
     AllConnectionsLost(usize),
+    /// An echo scenario's first response differs from the request (escaped, truncated).
+    #[error("the first response differs from the request (sent {expected:?}, got {got:?})")]
+    NotEcho {
+        /// Start of the request.
+        expected: String,
+        /// Start of the response.
+        got: String,
+    },
+    /// Not a single response arrived during the whole run.
+    #[error("no response arrived during the run")]
+    NoResponse,
 }
 
 /// A failure to build, start or observe a server.
@@ -133,6 +173,12 @@ pub enum BenchError {
         /// OS error.
         source: std::io::Error,
     },
+    /// Loading a `--target` failed.
+    #[error(transparent)]
+    Target(#[from] crate::target::TargetError),
+    /// `run` and `compare` refuse a debug build of the harness.
+    #[error("this is a debug build of ringman-bench; measurements need --release (cargo run --release -p ringman-bench -- ...)")]
+    DebugBuild,
     /// Pinning the load generator to its CPU failed.
     #[error("sched_setaffinity(cpu {cpu}) failed: {source}")]
     Affinity {

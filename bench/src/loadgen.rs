@@ -25,7 +25,17 @@ pub enum Edge {
     Start,
     /// The measured window ends now.
     End,
+    /// About once a second on runs longer than [`PROGRESS_AFTER`]: totals so far.
+    Progress {
+        /// Messages sent so far.
+        sent: u64,
+        /// Responses received so far.
+        received: u64,
+    },
 }
+
+/// Runs (warmup + window) longer than this report [`Edge::Progress`] every second.
+pub const PROGRESS_AFTER: Duration = Duration::from_secs(3);
 
 /// What one load run measured.
 #[derive(Debug, Clone)]
@@ -139,6 +149,16 @@ const INOUT: u32 = IN | libc::EPOLLOUT as u32;
 /// Opens `n` connections to `addr` (blocking connect, then non-blocking), performing the
 /// WebSocket handshake when the scenario needs it.
 pub fn connect_all(addr: SocketAddr, scenario: Scenario, n: usize) -> Result<Vec<TcpStream>, LoadError> {
+    connect_with(addr, scenario, n, &wire::ws_handshake(&addr.to_string()))
+}
+
+/// [`connect_all`] with an explicit WebSocket upgrade request (`ws` only).
+pub fn connect_with(
+    addr: SocketAddr,
+    scenario: Scenario,
+    n: usize,
+    ws_request: &[u8],
+) -> Result<Vec<TcpStream>, LoadError> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let s = TcpStream::connect(addr).map_err(|source| LoadError::Connect { addr, source })?;
@@ -148,9 +168,8 @@ pub fn connect_all(addr: SocketAddr, scenario: Scenario, n: usize) -> Result<Vec
         out.push(s);
     }
     if scenario == Scenario::Ws {
-        let req = wire::ws_handshake(&addr.to_string());
         for s in &mut out {
-            s.write_all(&req).map_err(|source| LoadError::Connect { addr, source })?;
+            s.write_all(ws_request).map_err(|source| LoadError::Connect { addr, source })?;
         }
         for s in &mut out {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -179,8 +198,8 @@ pub fn connect_all(addr: SocketAddr, scenario: Scenario, n: usize) -> Result<Vec
 /// Runs one load against `addr`. `edge` is called at the start and end of the measured
 /// window (sample server CPU there).
 pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Result<LoadResult, LoadError> {
-    let streams = connect_all(addr, opts.scenario, opts.conns)?;
-    let request = wire::request(opts.scenario, opts.size);
+    let streams = connect_with(addr, opts.scenario, opts.conns, &wire::ws_handshake_for(opts, addr))?;
+    let request = wire::request_for(opts);
     let schedule = opts.rate.and_then(Schedule::new);
 
     // SAFETY: plain syscall; the result is checked.
@@ -194,7 +213,7 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
         ep.ctl(libc::EPOLL_CTL_ADD, stream.as_raw_fd(), IN, i as u64)?;
         conns.push(Conn {
             stream,
-            counter: ResponseCounter::new(opts.scenario, opts.size),
+            counter: ResponseCounter::for_load(opts),
             stamps: VecDeque::new(),
             out: Vec::with_capacity(request.len() * opts.depth.max(1)),
             out_off: 0,
@@ -244,8 +263,14 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
         }
     }
     let mut phase_sending = true;
+    let tick = 1_000_000_000u64;
+    let mut next_tick = if opts.warmup + opts.duration > PROGRESS_AFTER { start + tick } else { u64::MAX };
     loop {
         let now = now_ns();
+        if now >= next_tick {
+            edge(Edge::Progress { sent, received });
+            next_tick += tick;
+        }
         // Phase edges.
         if !measuring && phase_sending && now >= window_start {
             edge(Edge::Start);
@@ -551,6 +576,7 @@ mod tests {
             duration: Duration::from_millis(300),
             warmup: Duration::from_millis(100),
             rate,
+            wire: Default::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! `ringman-bench`: see `bench/README.md`.
-use ringman_bench::cli::{self, Command};
-use ringman_bench::error::BenchError;
-use ringman_bench::{report, suite};
+use ringman_bench::cli::{self, Command, Subject};
+use ringman_bench::error::{ArgError, BenchError};
+use ringman_bench::{report, suite, wire};
 
 fn main() {
     let cmd = match cli::parse(std::env::args().skip(1)) {
@@ -20,14 +20,26 @@ fn main() {
 fn dispatch(cmd: Command) -> Result<(), BenchError> {
     match cmd {
         Command::Help => println!("{}", cli::USAGE),
-        Command::Run { server, load, env } => {
-            let r = suite::run(server, &load, &env)?;
+        Command::Run { server, mut load, env, payload, json } => {
+            refuse_debug_build()?;
+            if let Some(path) = payload {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| ArgError::Payload { path: path.clone(), reason: e.to_string() })?;
+                wire::check_payload(load.scenario, &bytes)
+                    .map_err(|reason| ArgError::Payload { path, reason: reason.into() })?;
+                load.size = bytes.len();
+                load.wire.payload = Some(bytes);
+            }
+            let r = match &server {
+                Subject::Spawn(kind) => suite::run(*kind, &load, &env)?,
+                Subject::Target { target, pid } => suite::run_target(target, *pid, &load, &env)?,
+            };
             println!("{}", report::table(std::slice::from_ref(&r)));
             if let Some(f) = r.figures() {
                 println!(
                     "latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n\
                      sent {} received {} bad-status {} lost-conns {}\n\
-                     server CPU {:.3} µs/msg ({:.0}% of a core), client CPU {:.0}% of a core{}",
+                     server CPU {}, client CPU {:.0}% of a core{}",
                     f.latency.p50,
                     f.latency.p90,
                     f.latency.p99,
@@ -38,17 +50,41 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                     f.received,
                     f.bad_status,
                     f.lost_conns,
-                    f.server_cpu_us_per_msg,
-                    f.server_util * 100.0,
+                    match (f.server_cpu_us_per_msg, f.server_util) {
+                        (Some(us), Some(u)) => format!("{us:.3} µs/msg ({:.0}% of a core)", u * 100.0),
+                        _ => "n/a (no --target-pid)".into(),
+                    },
                     f.client_util * 100.0,
                     if f.client_util > 0.9 { "  (client-bound: the load generator is saturated)" } else { "" }
                 );
+                if f.bad_status > 0 && f.bad_status == f.received {
+                    eprintln!("warning: every response had a non-2xx status");
+                }
+            }
+            if let Some(path) = json {
+                let mut meta = suite::run_meta();
+                if let Subject::Target { target, pid } = &server {
+                    meta.push(("target", target.url.clone()));
+                    meta.push(("target_pid", pid.map_or_else(|| "n/a".into(), |p| p.to_string())));
+                }
+                std::fs::write(&path, report::json(std::slice::from_ref(&r), &meta))
+                    .map_err(|source| BenchError::Output { path: path.clone(), source })?;
+                eprintln!("wrote {}", path.display());
             }
         }
-        Command::Compare { quick, only, env } => {
-            suite::compare(quick, only.as_deref(), &env)?;
+        Command::Compare { quick, only, env, repeat, seed } => {
+            refuse_debug_build()?;
+            suite::compare(quick, only.as_deref(), &env, repeat, seed)?;
         }
         Command::ServeRingman(addr) => suite::serve_ringman(&addr)?,
+    }
+    Ok(())
+}
+
+/// Measurements of a debug build are meaningless: refuse them.
+fn refuse_debug_build() -> Result<(), BenchError> {
+    if cfg!(debug_assertions) {
+        return Err(BenchError::DebugBuild);
     }
     Ok(())
 }

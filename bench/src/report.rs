@@ -11,13 +11,20 @@ pub enum Outcome {
     Done(Figures),
     /// Idle-connection memory (P5).
     Idle {
-        /// Connections held open.
+        /// Connections at the first RSS reading.
+        conns_lo: usize,
+        /// Connections at the second RSS reading.
         conns: usize,
-        /// RSS growth per connection, bytes.
+        /// RSS slope between the two readings, bytes per connection.
         bytes_per_conn: f64,
-        /// Server RSS before, bytes.
+        /// Kernel slab growth per connection between the readings, bytes (machine-wide:
+        /// both socket ends).
+        slab_per_conn: Option<f64>,
+        /// Server RSS with no connection, bytes.
         rss_before: u64,
-        /// Server RSS after, bytes.
+        /// Server RSS with `conns_lo` connections, bytes.
+        rss_lo: u64,
+        /// Server RSS with `conns` connections, bytes.
         rss_after: u64,
     },
     /// Not measured, with the reason.
@@ -33,10 +40,10 @@ pub struct Figures {
     pub latency: Percentiles,
     /// `(quantile, µs)` curve for the chart.
     pub curve: Vec<(f64, f64)>,
-    /// Server CPU µs per message.
-    pub server_cpu_us_per_msg: f64,
-    /// Server CPU utilisation in the window (1.0 = one core).
-    pub server_util: f64,
+    /// Server CPU µs per message (None: the server's process is unknown).
+    pub server_cpu_us_per_msg: Option<f64>,
+    /// Server CPU utilisation in the window (1.0 = one core; None: process unknown).
+    pub server_util: Option<f64>,
     /// Load generator CPU utilisation in the window (1.0 = one core).
     pub client_util: f64,
     /// Whole-core busy share of the server CPU in the window (/proc/stat; includes softirq
@@ -44,6 +51,11 @@ pub struct Figures {
     pub server_core_busy: f64,
     /// Whole-core busy share of the client CPU in the window.
     pub client_core_busy: f64,
+    /// Steal over the window as a share of all the machine's CPU time (0..1).
+    pub steal: f64,
+    /// Busy CPU time of the whole machine in the window not explained by the server and the
+    /// load generator, in cores (None when the server's process is unknown).
+    pub other_cores: Option<f64>,
     /// Messages sent over the whole run.
     pub sent: u64,
     /// Responses received over the whole run.
@@ -61,8 +73,10 @@ pub struct Record {
     pub id: String,
     /// Human description of the workload.
     pub workload: String,
-    /// Server name.
-    pub server: &'static str,
+    /// Server name (or the target URL).
+    pub server: String,
+    /// Round of a repeated suite (0-based; 0 for `run`).
+    pub round: usize,
     /// Result.
     pub outcome: Outcome,
 }
@@ -110,15 +124,15 @@ pub fn thousands(v: f64) -> String {
 pub fn progress_line(r: &Record) -> String {
     match &r.outcome {
         Outcome::Done(f) => format!(
-            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6.2} µs/msg ({:>3.0}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}",
+            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6} µs/msg ({:>3}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}",
             r.id,
             r.workload,
             r.server,
             thousands(f.rate),
             f.latency.p50,
             f.latency.p99,
-            f.server_cpu_us_per_msg,
-            f.server_util * 100.0,
+            opt(f.server_cpu_us_per_msg, 2),
+            opt(f.server_util.map(|u| u * 100.0), 0),
             f.client_util * 100.0,
             f.server_core_busy * 100.0,
             f.client_core_busy * 100.0,
@@ -128,13 +142,15 @@ pub fn progress_line(r: &Record) -> String {
                 String::new()
             }
         ),
-        Outcome::Idle { conns, bytes_per_conn, rss_before, rss_after } => format!(
-            "{:<3} {:<28} {:<12} {conns} conns: {:.0} B/conn (RSS {:.1} -> {:.1} MiB)",
+        Outcome::Idle { conns_lo, conns, bytes_per_conn, slab_per_conn, rss_before, rss_lo, rss_after } => format!(
+            "{:<3} {:<28} {:<12} {conns_lo}->{conns} conns: {:.0} B/conn, slab {} B/conn (RSS {:.1} / {:.1} / {:.1} MiB)",
             r.id,
             r.workload,
             r.server,
             bytes_per_conn,
+            opt(*slab_per_conn, 0),
             *rss_before as f64 / 1048576.0,
+            *rss_lo as f64 / 1048576.0,
             *rss_after as f64 / 1048576.0
         ),
         Outcome::Skipped(why) => format!("{:<3} {:<28} {:<12} skipped: {why}", r.id, r.workload, r.server),
@@ -154,15 +170,15 @@ pub fn table(records: &[Record]) -> String {
             Outcome::Done(f) => {
                 let _ = writeln!(
                     s,
-                    "{:<3} {:<28} {:<12} {:>12} {:>10.1} {:>10.1} {:>12.3} {:>7.0} {:>7.0} {:>9}",
+                    "{:<3} {:<28} {:<12} {:>12} {:>10.1} {:>10.1} {:>12} {:>7} {:>7.0} {:>9}",
                     r.id,
                     r.workload,
                     r.server,
                     thousands(f.rate),
                     f.latency.p50,
                     f.latency.p99,
-                    f.server_cpu_us_per_msg,
-                    f.server_util * 100.0,
+                    opt(f.server_cpu_us_per_msg, 3),
+                    opt(f.server_util.map(|u| u * 100.0), 0),
                     f.client_util * 100.0,
                     ratio(records, r, |x| x.figures().map(|f| f.rate))
                 );
@@ -192,7 +208,8 @@ pub fn table(records: &[Record]) -> String {
     s
 }
 
-fn json_str(s: &str) -> String {
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -210,7 +227,18 @@ fn json_str(s: &str) -> String {
     out
 }
 
-fn json_num(v: f64) -> String {
+/// A JSON number, or `null` for None / non-finite.
+pub fn json_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "null".into(), json_num)
+}
+
+/// `v` with `prec` decimals, or `n/a`.
+pub fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.prec$}"))
+}
+
+/// A JSON number with 3 decimals (`null` if not finite).
+pub fn json_num(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.3}")
     } else {
@@ -220,18 +248,28 @@ fn json_num(v: f64) -> String {
 
 /// compare.json: `{"meta": {...}, "results": [...]}`.
 pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
+    json_with(records, meta, None)
+}
+
+/// [`json`] plus `"cells": <cells>` (a JSON array, already rendered) before the results.
+pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str>) -> String {
     let mut s = String::from("{\n  \"meta\": {");
     for (i, (k, v)) in meta.iter().enumerate() {
         let _ = write!(s, "{}{}: {}", if i > 0 { ", " } else { "" }, json_str(k), json_str(v));
     }
-    s.push_str("},\n  \"results\": [\n");
+    s.push_str("},\n");
+    if let Some(c) = cells {
+        let _ = writeln!(s, "  \"cells\": {c},");
+    }
+    s.push_str("  \"results\": [\n");
     for (i, r) in records.iter().enumerate() {
         let _ = write!(
             s,
-            "    {{\"id\": {}, \"workload\": {}, \"server\": {}, ",
+            "    {{\"id\": {}, \"workload\": {}, \"server\": {}, \"round\": {}, ",
             json_str(&r.id),
             json_str(&r.workload),
-            json_str(r.server)
+            json_str(&r.server),
+            r.round
         );
         match &r.outcome {
             Outcome::Done(f) => {
@@ -241,7 +279,8 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     s,
                     "\"status\": \"ok\", \"msgs_per_s\": {}, \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \
                      \"p999_us\": {}, \"max_us\": {}, \"mean_us\": {}, \"server_cpu_us_per_msg\": {}, \
-                     \"server_util\": {}, \"client_util\": {}, \"server_core_busy\": {}, \"client_core_busy\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
+                     \"server_util\": {}, \"client_util\": {}, \"server_core_busy\": {}, \"client_core_busy\": {}, \
+                     \"steal\": {}, \"other_cores\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
                      \"lost_conns\": {}, \"curve\": [{}]}}",
                     json_num(f.rate),
                     json_num(f.latency.p50),
@@ -250,11 +289,13 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     json_num(f.latency.p999),
                     json_num(f.latency.max),
                     json_num(f.latency.mean),
-                    json_num(f.server_cpu_us_per_msg),
-                    json_num(f.server_util),
+                    json_opt(f.server_cpu_us_per_msg),
+                    json_opt(f.server_util),
                     json_num(f.client_util),
                     json_num(f.server_core_busy),
                     json_num(f.client_core_busy),
+                    json_num(f.steal),
+                    json_opt(f.other_cores),
                     f.sent,
                     f.received,
                     f.bad_status,
@@ -262,12 +303,16 @@ pub fn json(records: &[Record], meta: &[(&str, String)]) -> String {
                     curve.join(", ")
                 );
             }
-            Outcome::Idle { conns, bytes_per_conn, rss_before, rss_after } => {
+            Outcome::Idle { conns_lo, conns, bytes_per_conn, slab_per_conn, rss_before, rss_lo, rss_after } => {
+                let from_zero = (*rss_after as f64 - *rss_before as f64) / (*conns).max(1) as f64;
                 let _ = write!(
                     s,
-                    "\"status\": \"ok\", \"idle_conns\": {conns}, \"bytes_per_conn\": {}, \"rss_before\": {rss_before}, \
-                     \"rss_after\": {rss_after}}}",
-                    json_num(*bytes_per_conn)
+                    "\"status\": \"ok\", \"idle_conns_lo\": {conns_lo}, \"idle_conns\": {conns}, \
+                     \"bytes_per_conn\": {}, \"slab_per_conn\": {}, \"bytes_per_conn_from_zero_incl_fixed\": {}, \
+                     \"rss_before\": {rss_before}, \"rss_lo\": {rss_lo}, \"rss_after\": {rss_after}}}",
+                    json_num(*bytes_per_conn),
+                    json_opt(*slab_per_conn),
+                    json_num(from_zero)
                 );
             }
             Outcome::Skipped(why) => {
@@ -356,7 +401,7 @@ pub fn svg(records: &[Record]) -> String {
         for (ri, r) in rs.iter().enumerate() {
             let Some(f) = r.figures() else { continue };
             let pts: Vec<String> = f.curve.iter().map(|&(q, v)| format!("{:.1},{:.1}", x(q), y(v))).collect();
-            let c = color(r.server);
+            let c = color(&r.server);
             let _ = writeln!(
                 s,
                 "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n\
@@ -364,7 +409,7 @@ pub fn svg(records: &[Record]) -> String {
                 pts.join(" "),
                 l + 6.0,
                 t + 14.0 + ri as f64 * 13.0,
-                xml(r.server)
+                xml(&r.server)
             );
         }
     }
@@ -380,20 +425,23 @@ fn xml(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn rec(id: &str, server: &'static str, rate: f64) -> Record {
+    fn rec(id: &str, server: &str, rate: f64) -> Record {
         Record {
             id: id.into(),
             workload: "echo 64B c64 d1".into(),
-            server,
+            server: server.into(),
+            round: 0,
             outcome: Outcome::Done(Figures {
                 rate,
                 latency: Percentiles { p50: 10.0, p90: 20.0, p99: 30.0, p999: 40.0, max: 50.0, mean: 12.0 },
                 curve: vec![(0.0, 5.0), (0.5, 10.0), (0.99, 30.0), (1.0, 50.0)],
-                server_cpu_us_per_msg: 4.5,
-                server_util: 0.9,
+                server_cpu_us_per_msg: Some(4.5),
+                server_util: Some(0.9),
                 client_util: 1.0,
                 server_core_busy: 0.95,
                 client_core_busy: 1.0,
+                steal: 0.0,
+                other_cores: Some(0.05),
                 sent: 10,
                 received: 10,
                 bad_status: 0,
@@ -425,7 +473,8 @@ mod tests {
         rs.push(Record {
             id: "P3".into(),
             workload: "w".into(),
-            server: "nginx",
+            server: "nginx".into(),
+            round: 0,
             outcome: Outcome::Skipped("no \"nginx\"\n".into()),
         });
         let j = json(&rs, &[("quick", "true".into())]);

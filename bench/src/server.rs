@@ -27,11 +27,9 @@ pub fn peer_bin(peers_dir: &Path, name: &str) -> PathBuf {
     peers_dir.join("target").join("release").join(name)
 }
 
-/// Builds the peers workspace unless every peer binary already exists.
+/// Builds the peers workspace (`cargo build --release`, a few seconds when nothing changed),
+/// so an edited peer is never measured from a stale binary.
 pub fn ensure_peers(peers_dir: &Path, log_dir: &Path) -> Result<(), ServerError> {
-    if PEER_BINS.iter().all(|b| peer_bin(peers_dir, b).exists()) {
-        return Ok(());
-    }
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ServerError::Io { path, source }
@@ -51,6 +49,12 @@ pub fn ensure_peers(peers_dir: &Path, log_dir: &Path) -> Result<(), ServerError>
     let status = cmd.status().map_err(|source| ServerError::Spawn { program: "cargo".into(), source })?;
     if !status.success() {
         return Err(ServerError::PeerBuild { status: status.to_string(), log });
+    }
+    if let Some(missing) = PEER_BINS.iter().find(|b| !peer_bin(peers_dir, b).exists()) {
+        return Err(ServerError::Io {
+            path: peer_bin(peers_dir, missing),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
     }
     Ok(())
 }
@@ -214,7 +218,7 @@ impl ServerProc {
 
     /// CPU time (user + system) of the server and its descendants.
     pub fn cpu(&self) -> Duration {
-        tree(self.pid()).iter().map(|&p| proc_cpu(p)).sum()
+        tree_cpu(self.pid())
     }
 
     /// Resident set size in bytes of the server and its descendants.
@@ -266,6 +270,11 @@ pub fn parse_cpu_busy(stat: &str, cpu: usize, tck: u64) -> Option<Duration> {
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
     Some(Duration::from_nanos((total - idle) * 1_000_000_000 / tck))
+}
+
+/// CPU time (user + system) of `pid` and its descendants.
+pub fn tree_cpu(pid: u32) -> Duration {
+    tree(pid).iter().map(|&p| proc_cpu(p)).sum()
 }
 
 /// `pid` and all its descendants (via `/proc/<pid>/task/<tid>/children`).

@@ -3,11 +3,13 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::{Env, LoadOpts, Scenario, ServerKind};
-use crate::error::{BenchError, ServerError};
+use crate::error::{BenchError, LoadError, ServerError};
 use crate::loadgen::{self, Edge};
 use crate::report::{self, Figures, Outcome, Record};
+use crate::rng::Rng;
 use crate::server::{self, ServerProc};
-use crate::{idle, ringman_server};
+use crate::target::{self, Target, TargetError};
+use crate::{idle, machine, ringman_server, summary};
 
 /// Short description of a workload (`echo 64B c64 d16`, `... open 90000/s`).
 pub fn workload(o: &LoadOpts) -> String {
@@ -32,45 +34,93 @@ fn peers_needed(kind: ServerKind) -> bool {
 /// `env.client_cpu` first.
 pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, BenchError> {
     let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+    match measure_at(srv.addr, Some(srv.pid()), opts, env, false) {
+        Ok(f) => Ok(f),
+        Err(e) => {
+            srv.check_alive()?;
+            Err(e)
+        }
+    }
+}
+
+/// Loads `addr` with `opts` and samples the process tree of `pid` (if known) for the server
+/// CPU columns. `progress`: print a line on stderr every second of a long run.
+pub fn measure_at(
+    addr: std::net::SocketAddr,
+    pid: Option<u32>,
+    opts: &LoadOpts,
+    env: &Env,
+    progress: bool,
+) -> Result<Figures, BenchError> {
     server::pin_self(env.client_cpu).map_err(|source| BenchError::Affinity { cpu: env.client_cpu, source })?;
-    let mut cpu0 = Duration::ZERO;
-    let mut cpu1 = Duration::ZERO;
+    let srv_cpu = || pid.map(server::tree_cpu);
+    let (mut cpu0, mut cpu1) = (None, None);
     let (mut busy0, mut busy1) = ((Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO));
     let busy = || (server::cpu_busy(env.server_cpu), server::cpu_busy(env.client_cpu));
-    let mut t0 = Instant::now();
+    let (mut machine0, mut machine1) = (machine::CpuTimes::default(), machine::CpuTimes::default());
+    let started = Instant::now();
+    let mut t0 = started;
     let mut t1 = t0;
-    let res = loadgen::run(srv.addr, opts, |e| match e {
+    let mut last = (started, 0u64);
+    let res = loadgen::run(addr, opts, |e| match e {
         Edge::Start => {
+            machine0 = machine::CpuTimes::now();
             busy0 = busy();
-            cpu0 = srv.cpu();
+            cpu0 = srv_cpu();
             t0 = Instant::now();
         }
         Edge::End => {
             busy1 = busy();
-            cpu1 = srv.cpu();
+            cpu1 = srv_cpu();
+            machine1 = machine::CpuTimes::now();
             t1 = Instant::now();
         }
-    });
-    let res = match res {
-        Ok(r) => r,
-        Err(e) => {
-            srv.check_alive()?;
-            return Err(e.into());
+        Edge::Progress { sent, received } if progress => {
+            let now = Instant::now();
+            let secs = now.duration_since(started);
+            let phase = if secs < opts.warmup {
+                "warmup"
+            } else if secs < opts.warmup + opts.duration {
+                "window"
+            } else {
+                "drain"
+            };
+            let rate = (received - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
+            eprintln!(
+                "[{:>5.1}s] {phase:<6} sent {:>12} received {:>12}  {:>11} msg/s",
+                secs.as_secs_f64(),
+                report::thousands(sent as f64),
+                report::thousands(received as f64),
+                report::thousands(rate)
+            );
+            last = (now, received);
         }
-    };
-    let server_cpu = cpu1.saturating_sub(cpu0);
+        Edge::Progress { .. } => {}
+    })?;
+    if res.received == 0 {
+        return Err(LoadError::NoResponse.into());
+    }
     let wall = t1.saturating_duration_since(t0).as_secs_f64().max(1e-9);
+    let server_cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
+        _ => None,
+    };
     Ok(Figures {
         rate: res.rate(),
         latency: res.latency.summary(),
         curve: res.latency.curve(),
-        server_cpu_us_per_msg: if res.messages > 0 {
-            server_cpu.as_secs_f64() * 1e6 / res.messages as f64
-        } else {
-            0.0
-        },
-        server_util: server_cpu.as_secs_f64() / wall,
+        server_cpu_us_per_msg: server_cpu.map(|c| if res.messages > 0 { c * 1e6 / res.messages as f64 } else { 0.0 }),
+        server_util: server_cpu.map(|c| c / wall),
         client_util: res.client_util(),
+        steal: machine1.since(&machine0).steal_share(),
+        other_cores: server_cpu.map(|srv| {
+            machine::unexplained_cores(
+                machine1.since(&machine0).busy,
+                Duration::from_secs_f64(srv),
+                res.client_cpu,
+                t1.saturating_duration_since(t0),
+            )
+        }),
         server_core_busy: busy1.0.saturating_sub(busy0.0).as_secs_f64() / wall,
         client_core_busy: busy1.1.saturating_sub(busy0.1).as_secs_f64() / wall,
         sent: res.sent,
@@ -80,13 +130,48 @@ pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, 
     })
 }
 
+/// `ringman-bench run --target URL`: one measurement of a server that is already running.
+pub fn run_target(t: &Target, pid: Option<u32>, opts: &LoadOpts, env: &Env) -> Result<Record, BenchError> {
+    if let Some(pid) = pid {
+        if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
+            return Err(TargetError::NoPid { pid }.into());
+        }
+    }
+    let addr = t.resolve()?;
+    let f = match measure_at(addr, pid, opts, env, true) {
+        Ok(f) => f,
+        Err(BenchError::Load(e)) => return Err(target::classify(t, e).into()),
+        Err(e) => return Err(e),
+    };
+    Ok(Record {
+        id: "run".into(),
+        workload: workload(opts),
+        server: t.url.clone(),
+        round: 0,
+        outcome: Outcome::Done(f),
+    })
+}
+
 /// `ringman-bench run`: one measurement, printed as a table row plus details.
 pub fn run(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Record, BenchError> {
     if peers_needed(kind) {
         server::ensure_peers(&env.peers_dir, &env.out_dir)?;
     }
-    let f = measure(kind, opts, env)?;
-    Ok(Record { id: "run".into(), workload: workload(opts), server: kind.name(), outcome: Outcome::Done(f) })
+    let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+    let f = match measure_at(srv.addr, Some(srv.pid()), opts, env, true) {
+        Ok(f) => f,
+        Err(e) => {
+            srv.check_alive()?;
+            return Err(e);
+        }
+    };
+    Ok(Record {
+        id: "run".into(),
+        workload: workload(opts),
+        server: kind.name().into(),
+        round: 0,
+        outcome: Outcome::Done(f),
+    })
 }
 
 /// One suite entry: id, workload, servers.
@@ -102,8 +187,11 @@ const HTTP_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, Se
 const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
 const OPEN_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Floor];
 
-/// Idle connections of P5 (full and quick).
+/// Idle connections of P5 (full and quick): RSS is read at [`IDLE_CONNS_LO`] and at this
+/// count, and the slope between them is the figure.
 pub const IDLE_CONNS: usize = 10_000;
+/// First P5 reading (the pools are warm by then).
+pub const IDLE_CONNS_LO: usize = 2_000;
 
 fn timing(quick: bool) -> (Duration, Duration) {
     if quick {
@@ -115,7 +203,16 @@ fn timing(quick: bool) -> (Duration, Duration) {
 
 fn entries(quick: bool) -> Vec<Entry> {
     let (warmup, duration) = timing(quick);
-    let o = |scenario, conns, size, depth| LoadOpts { scenario, conns, size, depth, duration, warmup, rate: None };
+    let o = |scenario, conns, size, depth| LoadOpts {
+        scenario,
+        conns,
+        size,
+        depth,
+        duration,
+        warmup,
+        rate: None,
+        wire: Default::default(),
+    };
     vec![
         Entry { id: "P1", opts: o(Scenario::Echo, 64, 64, 1), servers: ECHO_SERVERS },
         Entry { id: "P2", opts: o(Scenario::Echo, 64, 64, 16), servers: ECHO_SERVERS },
@@ -125,9 +222,45 @@ fn entries(quick: bool) -> Vec<Entry> {
     ]
 }
 
-/// `ringman-bench compare`: the standard suite against every available server.
-pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Vec<Record>, BenchError> {
+/// Rounds per cell when `--repeat` is not given.
+pub fn default_repeat(quick: bool) -> usize {
+    if quick {
+        3
+    } else {
+        5
+    }
+}
+
+/// The order of `servers` in each of `rounds` rounds: an independent shuffle per round.
+pub fn round_orders(servers: &[ServerKind], rounds: usize, rng: &mut Rng) -> Vec<Vec<ServerKind>> {
+    (0..rounds)
+        .map(|_| {
+            let mut v = servers.to_vec();
+            rng.shuffle(&mut v);
+            v
+        })
+        .collect()
+}
+
+/// `ringman-bench compare`: the standard suite against every available server, each cell
+/// `repeat` times with the servers in a seeded random order per round.
+pub fn compare(
+    quick: bool,
+    only: Option<&[ServerKind]>,
+    env: &Env,
+    repeat: Option<usize>,
+    seed: Option<u64>,
+) -> Result<Vec<Record>, BenchError> {
     let started = Instant::now();
+    let repeat = repeat.unwrap_or_else(|| default_repeat(quick));
+    let seed = seed.unwrap_or_else(Rng::clock_seed);
+    let mut rng = Rng::new(seed);
+    let identity = machine::Identity::collect();
+    let snap0 = machine::Snapshot::now();
+    eprintln!(
+        "compare{}: {repeat} rounds per cell, servers in a random order per round (seed {seed}; replay with --seed {seed})",
+        if quick { " --quick" } else { "" }
+    );
     let wanted = |k: ServerKind| only.is_none_or(|o| o.contains(&k));
     let peer_err = if ServerKind::ALL.iter().any(|&k| peers_needed(k) && wanted(k)) {
         server::ensure_peers(&env.peers_dir, &env.out_dir).err().map(|e| e.to_string())
@@ -136,7 +269,7 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
     };
     let mut records = Vec::new();
     let push = |r: Record, records: &mut Vec<Record>| {
-        eprintln!("[{:>5.1}s] {}", started.elapsed().as_secs_f64(), report::progress_line(&r));
+        eprintln!("[{:>6.1}s] r{} {}", started.elapsed().as_secs_f64(), r.round + 1, report::progress_line(&r));
         records.push(r);
     };
     let skip_reason = |k: ServerKind| -> Option<String> {
@@ -145,7 +278,7 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
             _ => None,
         }
     };
-    let one = |id: &str, k: ServerKind, opts: &LoadOpts| -> Record {
+    let one = |id: &str, k: ServerKind, opts: &LoadOpts, round: usize| -> Record {
         let outcome = match skip_reason(k) {
             Some(why) => Outcome::Skipped(why),
             None => match measure(k, opts, env) {
@@ -153,29 +286,37 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
                 Err(e) => Outcome::Skipped(e.to_string()),
             },
         };
-        Record { id: id.into(), workload: workload(opts), server: k.name(), outcome }
+        Record { id: id.into(), workload: workload(opts), server: k.name().into(), round, outcome }
     };
+    let servers_of = |list: &[ServerKind]| list.iter().copied().filter(|&k| wanted(k)).collect::<Vec<_>>();
     for e in entries(quick) {
-        for &k in e.servers.iter().filter(|&&k| wanted(k)) {
-            let r = one(e.id, k, &e.opts);
-            push(r, &mut records);
+        for (round, order) in round_orders(&servers_of(e.servers), repeat, &mut rng).into_iter().enumerate() {
+            for k in order {
+                let r = one(e.id, k, &e.opts, round);
+                push(r, &mut records);
+            }
         }
     }
     // P5: idle connections.
-    for &k in ECHO_SERVERS.iter().filter(|&&k| wanted(k)) {
-        let workload = format!("idle {IDLE_CONNS} conns");
-        let outcome = match skip_reason(k) {
-            Some(why) => Outcome::Skipped(why),
-            None => match idle_rss(k, env) {
-                Ok(o) => o,
-                Err(e) => Outcome::Skipped(e.to_string()),
-            },
-        };
-        push(Record { id: "P5".into(), workload, server: k.name(), outcome }, &mut records);
+    for (round, order) in round_orders(&servers_of(ECHO_SERVERS), repeat, &mut rng).into_iter().enumerate() {
+        for k in order {
+            let workload = format!("idle slope {IDLE_CONNS_LO}->{IDLE_CONNS}");
+            let outcome = match skip_reason(k) {
+                Some(why) => Outcome::Skipped(why),
+                None => match idle_rss(k, env) {
+                    Ok(o) => o,
+                    Err(e) => Outcome::Skipped(e.to_string()),
+                },
+            };
+            push(Record { id: "P5".into(), workload, server: k.name().into(), round, outcome }, &mut records);
+        }
     }
-    // P6: open loop at 50% of ringman's P1 peak (tokio's if ringman did not run).
+    // P6: open loop at 50% of ringman's median P1 rate (tokio's if ringman did not run).
     let p1 = |name: &str| {
-        records.iter().find(|r| r.id == "P1" && r.server == name).and_then(|r| r.figures()).map(|f| f.rate)
+        summary::Stat::of(
+            records.iter().filter(|r| r.id == "P1" && r.server == name).filter_map(|r| r.figures()).map(|f| f.rate),
+        )
+        .map(|s| s.median)
     };
     let base = p1("ringman").map(|r| (r, "ringman")).or_else(|| p1("tokio").map(|r| (r, "tokio")));
     match base {
@@ -190,50 +331,195 @@ pub fn compare(quick: bool, only: Option<&[ServerKind]>, env: &Env) -> Result<Ve
                 duration,
                 warmup,
                 rate: Some(rate),
+                wire: Default::default(),
             };
-            eprintln!("P6 open loop at {} msg/s = 50% of {from}'s P1 peak", report::thousands(rate));
-            for &k in OPEN_SERVERS.iter().filter(|&&k| wanted(k)) {
-                let r = one("P6", k, &opts);
-                push(r, &mut records);
+            eprintln!("P6 open loop at {} msg/s = 50% of {from}'s median P1 rate", report::thousands(rate));
+            for (round, order) in round_orders(&servers_of(OPEN_SERVERS), repeat, &mut rng).into_iter().enumerate() {
+                for k in order {
+                    let r = one("P6", k, &opts, round);
+                    push(r, &mut records);
+                }
             }
         }
         _ => push(
             Record {
                 id: "P6".into(),
                 workload: "echo open loop".into(),
-                server: "ringman",
-                outcome: Outcome::Skipped("no P1 peak (ringman or tokio) to derive the rate from".into()),
+                server: "ringman".into(),
+                round: 0,
+                outcome: Outcome::Skipped("no P1 rate (ringman or tokio) to derive the rate from".into()),
             },
             &mut records,
         ),
     }
-    println!("\n{}", report::table(&records));
-    write_outputs(&records, quick, env, started.elapsed())?;
+    let snap1 = machine::Snapshot::now();
+    let cells = summary::cells(&records);
+    let run = RunInfo { quick, repeat, seed, identity, snap0, snap1, took: started.elapsed() };
+    let head = run.head_lines(&cells);
+    println!("\n{}", summary::table(&cells, &head));
+    write_outputs(&records, &cells, &run, env)?;
     Ok(records)
+}
+
+/// What `compare` records about itself and the machine.
+struct RunInfo {
+    quick: bool,
+    repeat: usize,
+    seed: u64,
+    identity: machine::Identity,
+    snap0: machine::Snapshot,
+    snap1: machine::Snapshot,
+    took: Duration,
+}
+
+impl RunInfo {
+    fn steal_share(&self) -> f64 {
+        self.snap1.cpu.since(&self.snap0.cpu).steal_share()
+    }
+
+    fn meta(&self, env: &Env) -> Vec<(&'static str, String)> {
+        let id = &self.identity;
+        vec![
+            ("quick", self.quick.to_string()),
+            ("repeat", self.repeat.to_string()),
+            ("seed", self.seed.to_string()),
+            ("commit", id.commit.clone()),
+            ("rustc", id.rustc.clone()),
+            ("kernel", id.kernel.clone()),
+            ("cpus", id.cpus.to_string()),
+            ("server_cpu", env.server_cpu.to_string()),
+            ("client_cpu", env.client_cpu.to_string()),
+            ("loadavg_start", self.snap0.loadavg.clone()),
+            ("loadavg_end", self.snap1.loadavg.clone()),
+            ("steal_since_boot_start_s", format!("{:.1}", self.snap0.cpu.steal.as_secs_f64())),
+            ("steal_since_boot_end_s", format!("{:.1}", self.snap1.cpu.steal.as_secs_f64())),
+            ("steal_share_run", format!("{:.4}", self.steal_share())),
+            ("suite_seconds", format!("{:.1}", self.took.as_secs_f64())),
+        ]
+    }
+
+    /// The lines above the table: identity, machine state at start and end, warnings, legend.
+    fn head_lines(&self, cells: &[summary::Cell]) -> Vec<String> {
+        let id = &self.identity;
+        let mut h = vec![
+            format!(
+                "compare{}: {} rounds per cell, servers in a random order per round, seed {} ({:.0} s)",
+                if self.quick { " --quick" } else { "" },
+                self.repeat,
+                self.seed,
+                self.took.as_secs_f64()
+            ),
+            format!("commit {}  {}  kernel {}  {} CPUs", id.commit, id.rustc, id.kernel, id.cpus),
+            format!(
+                "start: load average {}, steal since boot {:.1} s",
+                self.snap0.loadavg,
+                self.snap0.cpu.steal.as_secs_f64()
+            ),
+            format!(
+                "end:   load average {}, steal since boot {:.1} s; steal during the run {:.2} % of CPU time",
+                self.snap1.loadavg,
+                self.snap1.cpu.steal.as_secs_f64(),
+                self.steal_share() * 100.0
+            ),
+        ];
+        h.extend(warnings(self.steal_share(), cells));
+        h.push(format!(
+            "medians of {} rounds; spread = min/max vs the median; other = CPU cores busy outside server + load \
+             generator; flags: S steal > {:.0} % in a round, O median other > {:.2} cores (o: in some round only), \
+             c client-bound (cli% >= {:.0}: compare srv µs/msg), E failed rounds",
+            self.repeat,
+            summary::STEAL_FLAG * 100.0,
+            summary::OTHER_FLAG,
+            summary::CLIENT_BOUND * 100.0
+        ));
+        h.push(format!(
+            "P5: server RSS slope between {IDLE_CONNS_LO} and {IDLE_CONNS} idle connections (B/conn), and the \
+             machine's kernel slab growth over the same step per connection (slab, both socket ends)"
+        ));
+        h
+    }
+}
+
+/// Loud run-level warnings: steal over the whole run, or many cells with foreign CPU load.
+pub fn warnings(run_steal: f64, cells: &[summary::Cell]) -> Vec<String> {
+    let mut w = Vec::new();
+    if run_steal > summary::STEAL_FLAG {
+        w.push(format!(
+            "!!! WARNING: the hypervisor stole {:.1} % of this VM's CPU time during the run: every figure is suspect",
+            run_steal * 100.0
+        ));
+    }
+    let load: Vec<_> = cells.iter().filter(|c| matches!(c.value, summary::CellValue::Load { .. })).collect();
+    let other = load.iter().filter(|c| c.flags().contains('O')).count();
+    if !load.is_empty() && other * 4 >= load.len() {
+        w.push(format!(
+            "!!! WARNING: {other} of {} cells had more than {:.2} cores busy outside the server and the load \
+             generator (another process ran): rerun on a quiet machine",
+            load.len(),
+            summary::OTHER_FLAG
+        ));
+    }
+    let steal = load.iter().filter(|c| c.flags().contains('S')).count();
+    if steal > 0 && run_steal <= summary::STEAL_FLAG {
+        w.push(format!("!!! WARNING: {steal} cells saw steal above {:.0} %", summary::STEAL_FLAG * 100.0));
+    }
+    w
 }
 
 fn idle_rss(kind: ServerKind, env: &Env) -> Result<Outcome, BenchError> {
     let srv = ServerProc::start(kind, Scenario::Echo, env.server_cpu, &env.peers_dir)?;
-    let r = idle::run(srv.addr, IDLE_CONNS, || srv.rss())?;
-    Ok(Outcome::Idle { conns: r.conns, bytes_per_conn: r.per_conn(), rss_before: r.rss_before, rss_after: r.rss_after })
+    let r = idle::run_slope(srv.addr, IDLE_CONNS_LO, IDLE_CONNS, || srv.rss(), machine::slab_bytes)?;
+    Ok(Outcome::Idle {
+        conns_lo: r.lo,
+        conns: r.hi,
+        bytes_per_conn: r.per_conn(),
+        slab_per_conn: r.slab_per_conn(),
+        rss_before: r.rss_base,
+        rss_lo: r.rss_lo,
+        rss_after: r.rss_hi,
+    })
 }
 
-fn write_outputs(records: &[Record], quick: bool, env: &Env, took: Duration) -> Result<(), BenchError> {
+/// Metadata of a single `run`: commit, rustc, kernel, load average.
+pub fn run_meta() -> Vec<(&'static str, String)> {
+    let id = machine::Identity::collect();
+    let snap = machine::Snapshot::now();
+    vec![
+        ("commit", id.commit),
+        ("rustc", id.rustc),
+        ("kernel", id.kernel),
+        ("cpus", id.cpus.to_string()),
+        ("loadavg", snap.loadavg),
+    ]
+}
+
+/// For the chart: per cell, the round whose throughput is closest to the cell's median.
+fn median_rounds<'a>(records: &'a [Record], cells: &[summary::Cell]) -> Vec<&'a Record> {
+    cells
+        .iter()
+        .filter_map(|c| {
+            let summary::CellValue::Load { rate, .. } = &c.value else { return None };
+            records
+                .iter()
+                .filter(|r| r.id == c.id && r.workload == c.workload && r.server == c.server)
+                .filter_map(|r| r.figures().map(|f| (r, (f.rate - rate.median).abs())))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|x| x.0)
+        })
+        .collect()
+}
+
+fn write_outputs(records: &[Record], cells: &[summary::Cell], run: &RunInfo, env: &Env) -> Result<(), BenchError> {
     let out = &env.out_dir;
     let io = |path: std::path::PathBuf| move |source| BenchError::Output { path, source };
     std::fs::create_dir_all(out).map_err(io(out.clone()))?;
-    let meta = [
-        ("quick", quick.to_string()),
-        ("server_cpu", env.server_cpu.to_string()),
-        ("client_cpu", env.client_cpu.to_string()),
-        ("suite_seconds", format!("{:.1}", took.as_secs_f64())),
-        ("kernel", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()),
-    ];
     let j = out.join("compare.json");
-    std::fs::write(&j, report::json(records, &meta)).map_err(io(j.clone()))?;
+    let cells_json = summary::json(cells);
+    std::fs::write(&j, report::json_with(records, &run.meta(env), Some(&cells_json))).map_err(io(j.clone()))?;
     let s = out.join("latency.svg");
-    std::fs::write(&s, report::svg(records)).map_err(io(s.clone()))?;
-    eprintln!("wrote {} and {} ({:.0} s)", j.display(), s.display(), took.as_secs_f64());
+    let reps: Vec<Record> = median_rounds(records, cells).into_iter().cloned().collect();
+    std::fs::write(&s, report::svg(&reps)).map_err(io(s.clone()))?;
+    eprintln!("wrote {} and {} ({:.0} s)", j.display(), s.display(), run.took.as_secs_f64());
     Ok(())
 }
 
@@ -254,8 +540,61 @@ mod tests {
         assert!(e.iter().all(|e| e.servers.iter().all(|s| s.supports(e.opts.scenario))));
         assert!(OPEN_SERVERS.iter().chain(ECHO_SERVERS).all(|s| s.supports(Scenario::Echo)));
         let (w, d) = timing(true);
-        // 20 timed runs + P5 must fit in two minutes.
-        assert!((w + d).as_secs_f64() * 20.0 < 80.0);
+        // 20 timed cells x 3 rounds (+ P5 and server start-up) must fit in about 3 minutes.
+        assert!((w + d).as_secs_f64() * 20.0 * default_repeat(true) as f64 <= 150.0);
+    }
+
+    #[test]
+    fn rounds_are_seeded_permutations() {
+        let servers = ECHO_SERVERS;
+        let a = round_orders(servers, 5, &mut Rng::new(99));
+        assert_eq!(a, round_orders(servers, 5, &mut Rng::new(99)), "same seed, same orders");
+        assert_eq!(a.len(), 5);
+        for order in &a {
+            let mut o = order.clone();
+            o.sort_by_key(|k| k.name());
+            let mut s = servers.to_vec();
+            s.sort_by_key(|k| k.name());
+            assert_eq!(o, s, "every round runs every server once");
+        }
+        assert!(a.windows(2).any(|w| w[0] != w[1]), "orders differ between rounds");
+        assert_eq!((default_repeat(true), default_repeat(false)), (3, 5));
+    }
+
+    #[test]
+    fn run_level_warnings() {
+        use crate::report::Figures;
+        let fig = |other: f64, steal: f64| Figures {
+            rate: 1.0,
+            latency: Default::default(),
+            curve: vec![],
+            server_cpu_us_per_msg: Some(1.0),
+            server_util: Some(0.5),
+            client_util: 0.5,
+            server_core_busy: 0.5,
+            client_core_busy: 0.5,
+            steal,
+            other_cores: Some(other),
+            sent: 1,
+            received: 1,
+            bad_status: 0,
+            lost_conns: 0,
+        };
+        let rec = |server: &str, f| Record {
+            id: "P1".into(),
+            workload: "w".into(),
+            server: server.into(),
+            round: 0,
+            outcome: Outcome::Done(f),
+        };
+        let quiet = summary::cells(&[rec("a", fig(0.01, 0.0)), rec("b", fig(0.02, 0.0))]);
+        assert!(warnings(0.0, &quiet).is_empty());
+        assert_eq!(warnings(0.05, &quiet).len(), 1);
+        assert!(warnings(0.05, &quiet)[0].contains("stole 5.0 %"));
+        let busy = summary::cells(&[rec("a", fig(0.9, 0.0)), rec("b", fig(0.02, 0.03))]);
+        let w = warnings(0.0, &busy);
+        assert!(w.iter().any(|l| l.contains("1 of 2 cells")), "{w:?}");
+        assert!(w.iter().any(|l| l.contains("1 cells saw steal")), "{w:?}");
     }
 
     #[test]
