@@ -60,6 +60,12 @@ pub enum LoadError {
     /// Every connection failed.
     #[error("all {0} connections were closed or failed")]
     AllConnectionsLost(usize),
+    /// The kernel or the server did something the generator cannot account for.
+    #[error("unexpected: {0}")]
+    Unexpected(&'static str),
+    /// A load generator thread panicked.
+    #[error("load generator thread {0} panicked")]
+    ThreadPanicked(usize),
 }
 
 /// A failure to build, start or observe a server.

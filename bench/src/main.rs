@@ -26,7 +26,7 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
             if let Some(f) = r.figures() {
                 println!(
                     "latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n\
-                     sent {} received {} bad-status {} lost-conns {}\n\
+                     sent {} received {} (late {}) bad-status {} lost-conns {}{}\n\
                      server CPU {:.3} µs/msg ({:.0}% of a core), client CPU {:.0}% of a core{}",
                     f.latency.p50,
                     f.latency.p90,
@@ -36,8 +36,12 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                     f.latency.mean,
                     f.sent,
                     f.received,
+                    f.late,
                     f.bad_status,
                     f.lost_conns,
+                    f.send_lag
+                        .map(|l| format!("\nsend lag µs: p50 {:.1}  p99 {:.1}  max {:.1}", l.p50, l.p99, l.max))
+                        .unwrap_or_default(),
                     f.server_cpu_us_per_msg,
                     f.server_util * 100.0,
                     f.client_util * 100.0,

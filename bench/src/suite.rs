@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{Env, LoadOpts, Scenario, ServerKind};
+use crate::cli::{Env, Generator, LoadOpts, Scenario, ServerKind};
 use crate::error::{BenchError, ServerError};
 use crate::loadgen::{self, Edge};
 use crate::report::{self, Figures, Outcome, Record};
 use crate::server::{self, ServerProc};
-use crate::{idle, ringman_server};
+use crate::{idle, ringman_server, uring_gen};
 
 /// Short description of a workload (`echo 64B c64 d16`, `... open 90000/s`).
 pub fn workload(o: &LoadOpts) -> String {
@@ -39,7 +39,7 @@ pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, 
     let busy = || (server::cpu_busy(env.server_cpu), server::cpu_busy(env.client_cpu));
     let mut t0 = Instant::now();
     let mut t1 = t0;
-    let res = loadgen::run(srv.addr, opts, |e| match e {
+    let edge = |e| match e {
         Edge::Start => {
             busy0 = busy();
             cpu0 = srv.cpu();
@@ -50,7 +50,11 @@ pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, 
             cpu1 = srv.cpu();
             t1 = Instant::now();
         }
-    });
+    };
+    let res = match env.generator {
+        Generator::Uring => uring_gen::run(srv.addr, opts, env.client_threads, edge),
+        Generator::Classic => loadgen::run(srv.addr, opts, edge),
+    };
     let res = match res {
         Ok(r) => r,
         Err(e) => {
@@ -77,6 +81,8 @@ pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, 
         received: res.received,
         bad_status: res.bad_status,
         lost_conns: res.lost_conns,
+        late: res.late,
+        send_lag: res.send_lag.as_ref().map(|l| l.summary()),
     })
 }
 
