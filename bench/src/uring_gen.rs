@@ -765,3 +765,268 @@ pub fn run(
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Scenario;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    // --- Pacer: a simulated clock, no sleeping. ---
+
+    /// Drives `threads` pacers over one schedule with a simulated clock: each pacer's wakeups
+    /// come `late_by()` after the time it asked for. Returns every handed-out message as
+    /// (seq, thread, handed out at).
+    fn simulate(rate: f64, threads: usize, end: u64, mut late_by: impl FnMut() -> u64) -> Vec<(u64, usize, u64)> {
+        let s = Schedule::new(rate).unwrap();
+        let mut out = Vec::new();
+        for t in 0..threads {
+            let mut p = Pacer::new(s, threads, t, PACE_SLACK_NS);
+            let mut now = 0;
+            while now < end {
+                out.extend(p.due(now).map(|seq| (seq, t, now)));
+                let wake = p.wake_at(now);
+                assert!(wake >= now + PACE_SLACK_NS, "wakeup closer than the slack: {wake} at {now}");
+                now = wake + late_by();
+            }
+            out.extend(p.due(end).map(|seq| (seq, t, end)));
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn check_pacing(rate: f64, threads: usize, end: u64, out: &[(u64, usize, u64)]) {
+        let s = Schedule::new(rate).unwrap();
+        for (i, &(seq, t, at)) in out.iter().enumerate() {
+            assert_eq!(seq, i as u64, "every message handed out exactly once");
+            assert_eq!(seq as usize % threads, t, "message {seq} went to the wrong thread");
+            assert!(s.intended_ns(seq) <= at, "message {seq} sent at {at}, before {}", s.intended_ns(seq));
+        }
+        assert_eq!(out.len() as u64, s.due_count(end), "everything due by the end went out");
+    }
+
+    #[test]
+    fn pacer_on_time_sends_at_intended_times() {
+        // 2000/s over 300 ms, one thread: 601 messages (t = 0 included), each at its time.
+        let out = simulate(2000.0, 1, 300_000_000, || 0);
+        check_pacing(2000.0, 1, 300_000_000, &out);
+        assert_eq!(out.len(), 601);
+        let s = Schedule::new(2000.0).unwrap();
+        assert!(out.iter().all(|&(seq, _, at)| at == s.intended_ns(seq)));
+    }
+
+    #[test]
+    fn pacer_batches_finer_rates_into_slack_sized_turns() {
+        // 1M/s = one message per µs: turns are PACE_SLACK_NS apart and each sends its batch.
+        let end = 2_000_000;
+        let out = simulate(1e6, 1, end, || 0);
+        check_pacing(1e6, 1, end, &out);
+        let turns = out.iter().map(|&(_, _, at)| at).collect::<std::collections::BTreeSet<_>>();
+        assert!(turns.len() as u64 <= end / PACE_SLACK_NS + 2, "{} turns", turns.len());
+        assert!(out.len() > 10 * turns.len(), "batches of ~20 messages");
+    }
+
+    #[test]
+    fn pacer_late_turns_catch_up_and_threads_split_the_schedule() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let jitter = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 3_000_000
+        };
+        for threads in [1, 2, 3] {
+            let out = simulate(5000.0, threads, 200_000_000, jitter);
+            check_pacing(5000.0, threads, 200_000_000, &out);
+            assert_eq!(out.len(), 1001);
+        }
+    }
+
+    // --- SendQueue: batching and short sends. ---
+
+    #[test]
+    fn send_queue_batches_a_turn_and_resumes_short_sends() {
+        let mut q = SendQueue::default();
+        assert!(q.is_idle() && q.start(|_| {}).is_none());
+        let mut lags = Vec::new();
+        q.push(b"aaa", Some(1));
+        q.push(b"bb", Some(2));
+        assert_eq!(q.start(|t| lags.push(t)).unwrap(), b"aaabb", "one send for the whole turn");
+        assert_eq!(lags, [1, 2]);
+        assert!(q.busy());
+        // Queued while a send is in flight: waits for it.
+        q.push(b"c", None);
+        assert!(q.start(|_| {}).is_none());
+        // A short send continues with the rest, in order.
+        assert_eq!(q.on_sent(2).unwrap(), b"abb");
+        assert_eq!(q.on_sent(1).unwrap(), b"bb");
+        assert!(q.on_sent(2).is_none());
+        assert!(!q.busy() && !q.is_idle());
+        assert_eq!(q.start(|_| {}).unwrap(), b"c");
+        assert!(q.on_sent(1).is_none());
+        assert!(q.is_idle());
+    }
+
+    // --- Matcher: responses split and coalesced across receives. ---
+
+    /// Feeds `wire` in pieces cut at `cuts` and returns the stamps completed.
+    fn matched(s: Scenario, size: usize, wire: &[u8], stamps: u64, cuts: &[usize]) -> Vec<u64> {
+        let mut m = Matcher::new(ResponseCounter::new(s, size));
+        for t in 0..stamps {
+            m.push(100 + t);
+        }
+        let mut got = Vec::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain([wire.len()].iter()) {
+            let c = c.min(wire.len()).max(at);
+            m.feed(&mut wire[at..c].to_vec(), |t| got.push(t)).unwrap();
+            at = c;
+        }
+        assert_eq!(m.outstanding() as u64, stamps - got.len() as u64);
+        got
+    }
+
+    #[test]
+    fn matcher_pairs_responses_with_stamps_across_splits_and_coalescing() {
+        let http = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello World".to_vec();
+        let ws = vec![0x81, 5, b'h', b'e', b'l', b'l', b'o'];
+        let cases: Vec<(Scenario, usize, Vec<u8>)> = vec![
+            (Scenario::Echo, 64, wire::request(Scenario::Echo, 64)),
+            (Scenario::Text, 20, wire::request(Scenario::Text, 20)),
+            (Scenario::Frame, 20, wire::request(Scenario::Frame, 20)),
+            (Scenario::Ws, 5, ws),
+            (Scenario::Http, 0, http),
+        ];
+        for (s, size, one) in cases {
+            let wire = one.repeat(7);
+            let len = wire.len();
+            let expect: Vec<u64> = (100..107).collect();
+            // Coalesced: everything in one receive.
+            assert_eq!(matched(s, size, &wire, 7, &[]), expect, "{s:?} coalesced");
+            // Split byte by byte, and at awkward places (mid-head, mid-body, across messages).
+            let bytes: Vec<usize> = (1..len).collect();
+            assert_eq!(matched(s, size, &wire, 7, &bytes), expect, "{s:?} bytewise");
+            let odd = [1, one.len() - 1, one.len() + 2, 3 * one.len() + 1, len - 1];
+            assert_eq!(matched(s, size, &wire, 7, &odd), expect, "{s:?} odd cuts");
+            // A partial response completes nothing.
+            assert!(matched(s, size, &wire[..one.len() - 1], 7, &[]).is_empty(), "{s:?} partial");
+        }
+    }
+
+    #[test]
+    fn matcher_rejects_a_response_nobody_asked_for() {
+        let mut m = Matcher::new(ResponseCounter::new(Scenario::Echo, 4));
+        m.push(1);
+        let mut got = Vec::new();
+        assert!(matches!(m.feed(&mut b"abcdefgh".to_vec(), |t| got.push(t)), Err(LoadError::Unexpected(_))));
+        assert_eq!(got, [1]);
+    }
+
+    // --- The whole generator against real servers (counts only, no timing assertions). ---
+
+    fn echo_server() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 8192];
+                    loop {
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if s.write_all(&b[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn opts(scenario: Scenario, conns: usize, depth: usize, rate: Option<f64>) -> LoadOpts {
+        LoadOpts {
+            scenario,
+            conns,
+            size: 33,
+            depth,
+            duration: Duration::from_millis(300),
+            warmup: Duration::from_millis(100),
+            rate,
+        }
+    }
+
+    fn check(r: &LoadResult) {
+        assert!(r.drained, "{r:?}");
+        assert_eq!(r.sent, r.received, "{r:?}");
+        assert_eq!((r.lost_conns, r.bad_status), (0, 0), "{r:?}");
+        assert!(r.messages > 0 && r.messages <= r.received, "{r:?}");
+        assert!(r.latency.len() > 0 && r.latency.len() <= r.received, "{r:?}");
+        assert!(r.late <= r.latency.len(), "{r:?}");
+    }
+
+    #[test]
+    fn closed_loop_against_a_std_echo_server() {
+        let addr = echo_server();
+        for (s, threads) in [(Scenario::Echo, 1), (Scenario::Text, 2), (Scenario::Frame, 3)] {
+            let mut edges = Vec::new();
+            let r = run(addr, &opts(s, 6, 4, None), threads, |e| edges.push(e)).unwrap();
+            check(&r);
+            assert!(r.send_lag.is_none());
+            assert_eq!(edges, vec![Edge::Start, Edge::End]);
+        }
+    }
+
+    #[test]
+    fn open_loop_against_a_std_echo_server() {
+        let addr = echo_server();
+        for threads in [1, 2] {
+            let o = LoadOpts { warmup: Duration::ZERO, ..opts(Scenario::Frame, 4, 1, Some(3000.0)) };
+            let r = run(addr, &o, threads, |_| {}).unwrap();
+            check(&r);
+            let lag = r.send_lag.as_ref().unwrap();
+            // Every message intended inside the window has a send lag sample and a latency.
+            assert_eq!(lag.len(), r.latency.len(), "{r:?}");
+        }
+    }
+
+    /// The repo's own engine as the server: `ringman_server::serve` on a thread.
+    fn ringman_server(scheme: &str) -> SocketAddr {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        std::thread::spawn(move || {
+            let _ = crate::ringman_server::serve(&url);
+        });
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..500 {
+            if TcpStream::connect(addr).is_ok() {
+                return addr;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("ringman did not listen on {addr}");
+    }
+
+    #[test]
+    fn every_scenario_against_the_ringman_engine() {
+        for (scheme, s, depth) in [
+            ("tcp", Scenario::Echo, 8),
+            ("text", Scenario::Text, 4),
+            ("frame", Scenario::Frame, 1),
+            ("websocket", Scenario::Ws, 2),
+            ("http", Scenario::Http, 16),
+        ] {
+            let addr = ringman_server(scheme);
+            let r = run(addr, &opts(s, 8, depth, None), 2, |_| {}).unwrap();
+            check(&r);
+            let o = LoadOpts { warmup: Duration::ZERO, ..opts(s, 8, 1, Some(2000.0)) };
+            let r = run(addr, &o, 1, |_| {}).unwrap();
+            check(&r);
+        }
+    }
+}
