@@ -28,7 +28,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use io_uring::types::{BufRingEntry, CancelBuilder, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, CancelBuilder, Timespec};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::cli::LoadOpts;
@@ -43,6 +43,24 @@ use crate::wire::{self, ResponseCounter};
 pub const PACE_SLACK_NS: u64 = 20_000;
 /// Longest wait of one turn, so phase edges are noticed even with no traffic.
 const MAX_WAIT_NS: u64 = 50_000_000;
+/// Completion batching: a turn waits for (messages in flight / REAP_BATCH_DIV) completions,
+/// but no longer than REAP_WAIT_US once at least one is there. Fewer wakeups per message; a
+/// response is timestamped at most REAP_WAIT_US late.
+pub const REAP_WAIT_US: u32 = 20;
+const REAP_BATCH_DIV: usize = 8;
+/// io_uring_enter flags.
+const ENTER_GETEVENTS: u32 = 1;
+const ENTER_EXT_ARG: u32 = 1 << 3;
+
+/// `struct io_uring_getevents_arg` (with `min_wait_usec`, kernel 6.12+).
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
 /// Provided buffers per thread (power of two) and their size.
 const BUF_COUNT: u16 = 1024;
 const BUF_SIZE: usize = 16 * 1024;
@@ -355,6 +373,8 @@ struct Worker<'a> {
     phases: Phases,
     open: bool,
     depth: usize,
+    /// The kernel supports min_wait batching.
+    batch: bool,
     res: ThreadResult,
 }
 
@@ -364,11 +384,7 @@ fn ud(idx: usize, kind: u64) -> u64 {
 
 fn build_ring(entries: u32) -> Result<IoUring, LoadError> {
     let cq = entries * 8;
-    let tuned = if std::env::var_os("RB_PLAIN").is_some() {
-        IoUring::builder().setup_cqsize(cq).build(entries)
-    } else {
-        IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(cq).build(entries)
-    };
+    let tuned = IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(cq).build(entries);
     match tuned {
         Ok(r) => Ok(r),
         // Kernels before 6.1 lack DEFER_TASKRUN: a plain ring works the same, a bit slower.
@@ -389,6 +405,12 @@ impl<'a> Worker<'a> {
         let entries = (streams.len() as u32 * 2).next_power_of_two().clamp(64, 4096);
         let ring = build_ring(entries)?;
         let bufs = BufRing::new(&ring)?;
+        // Registered files: requests name connection `i` as fixed file `i`, sparing the
+        // per-request fd lookup.
+        let fds: Vec<i32> = streams.iter().map(|s| s.as_raw_fd()).collect();
+        ring.submitter()
+            .register_files(&fds)
+            .map_err(|source| LoadError::Sys { call: "io_uring_register(FILES)", source })?;
         let conns = streams
             .into_iter()
             .map(|stream| {
@@ -407,6 +429,7 @@ impl<'a> Worker<'a> {
             .collect::<Vec<_>>();
         let open = opts.rate.is_some();
         let res = ThreadResult { lag: open.then(Latency::new), live: conns.len(), ..ThreadResult::default() };
+        let batch = ring.params().is_feature_min_timeout();
         Ok(Worker {
             ring,
             bufs,
@@ -416,6 +439,7 @@ impl<'a> Worker<'a> {
             phases,
             open,
             depth: opts.depth.max(1),
+            batch,
             res,
         })
     }
@@ -435,7 +459,7 @@ impl<'a> Worker<'a> {
     fn arm_recv(&mut self, idx: usize) -> Result<(), LoadError> {
         let c = &mut self.conns[idx];
         c.recv_armed = true;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.fd), BGID).build().user_data(ud(idx, KIND_RECV));
+        let sqe = opcode::RecvMulti::new(types::Fixed(idx as u32), BGID).build().user_data(ud(idx, KIND_RECV));
         self.push(sqe)
     }
 
@@ -477,7 +501,7 @@ impl<'a> Worker<'a> {
             }) else {
                 continue;
             };
-            let sqe = opcode::Send::new(types::Fd(c.fd), bytes.as_ptr(), bytes.len() as u32)
+            let sqe = opcode::Send::new(types::Fixed(idx as u32), bytes.as_ptr(), bytes.len() as u32)
                 .build()
                 .user_data(ud(idx, KIND_SEND));
             self.push(sqe)?;
@@ -555,14 +579,43 @@ impl<'a> Worker<'a> {
             if c.dead {
                 return Ok(());
             }
-            let (ptr, len, fd) = (rest.as_ptr(), rest.len() as u32, c.fd);
-            let sqe = opcode::Send::new(types::Fd(fd), ptr, len).build().user_data(ud(idx, KIND_SEND));
+            let (ptr, len) = (rest.as_ptr(), rest.len() as u32);
+            let sqe = opcode::Send::new(types::Fixed(idx as u32), ptr, len).build().user_data(ud(idx, KIND_SEND));
             return self.push(sqe);
         }
         if !c.out.is_idle() {
             self.mark(idx);
         }
         Ok(())
+    }
+
+    fn outstanding_count(&self) -> usize {
+        self.conns.iter().filter(|c| !c.dead).map(|c| c.matcher.outstanding()).sum()
+    }
+
+    /// Submits the turn's requests and waits for `want` completions. With batching (kernel
+    /// 6.12+, IORING_FEAT_MIN_TIMEOUT) the kernel wakes us once `want` completions are there
+    /// or [`REAP_WAIT_US`] passed with at least one; without, at the first completion. Either
+    /// way no longer than `timeout_ns`.
+    fn enter(&mut self, want: usize, timeout_ns: u64) -> Result<(), LoadError> {
+        let ts = Timespec::from(Duration::from_nanos(timeout_ns));
+        let arg = GeteventsArg {
+            sigmask: 0,
+            sigmask_sz: 0,
+            min_wait_usec: if self.batch { REAP_WAIT_US } else { 0 },
+            ts: (&ts as *const Timespec) as u64,
+        };
+        let to_submit = self.ring.submission().len() as u32;
+        // SAFETY: `arg` is a valid io_uring_getevents_arg (EXT_ARG) whose `ts` points to a
+        // timespec that outlives the call; the SQEs submitted were checked when pushed.
+        let r = unsafe {
+            self.ring.submitter().enter(to_submit, want as u32, ENTER_GETEVENTS | ENTER_EXT_ARG, Some(&arg))
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(source) => Err(LoadError::Sys { call: "io_uring_enter", source }),
+        }
     }
 
     fn outstanding(&self) -> bool {
@@ -614,13 +667,8 @@ impl<'a> Worker<'a> {
                 break;
             }
             let wait = wake.saturating_sub(now).clamp(1, MAX_WAIT_NS);
-            let ts = Timespec::from(Duration::from_nanos(wait));
-            let args = SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-                Err(source) => return Err(LoadError::Sys { call: "io_uring_enter", source }),
-            }
+            let want = if self.batch { (self.outstanding_count() / REAP_BATCH_DIV).max(1) } else { 1 };
+            self.enter(want, wait)?;
             let now = now_ns();
             cqes.clear();
             cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
