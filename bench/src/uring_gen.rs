@@ -525,7 +525,8 @@ impl<'a> Worker<'a> {
 
     fn on_recv(&mut self, idx: usize, res: i32, flags: u32, now: u64) -> Result<(), LoadError> {
         if res > 0 {
-            let bid = cqueue::buffer_select(flags).ok_or(LoadError::Unexpected("receive completion without a buffer"))?;
+            let bid =
+                cqueue::buffer_select(flags).ok_or(LoadError::Unexpected("receive completion without a buffer"))?;
             let data = self.bufs.filled(bid, res as usize);
             let c = &mut self.conns[idx];
             let (phases, open) = (self.phases, self.open);
@@ -608,9 +609,8 @@ impl<'a> Worker<'a> {
         let to_submit = self.ring.submission().len() as u32;
         // SAFETY: `arg` is a valid io_uring_getevents_arg (EXT_ARG) whose `ts` points to a
         // timespec that outlives the call; the SQEs submitted were checked when pushed.
-        let r = unsafe {
-            self.ring.submitter().enter(to_submit, want as u32, ENTER_GETEVENTS | ENTER_EXT_ARG, Some(&arg))
-        };
+        let r =
+            unsafe { self.ring.submitter().enter(to_submit, want as u32, ENTER_GETEVENTS | ENTER_EXT_ARG, Some(&arg)) };
         match r {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
@@ -688,10 +688,10 @@ impl<'a> Worker<'a> {
     /// unregisters the buffer ring (the ring and the mappings drop afterwards, in that order).
     fn finish(&mut self) {
         let _ = self.ring.submit();
-        let _ = self.ring.submitter().register_sync_cancel(
-            Some(Timespec::from(Duration::from_secs(1))),
-            CancelBuilder::any().all(),
-        );
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(Timespec::from(Duration::from_secs(1))), CancelBuilder::any().all());
         for c in self.ring.completion() {
             if let Some(bid) = cqueue::buffer_select(c.flags()) {
                 self.bufs.recycle(bid);
@@ -1014,7 +1014,7 @@ mod tests {
         assert_eq!(r.sent, r.received, "{r:?}");
         assert_eq!((r.lost_conns, r.bad_status), (0, 0), "{r:?}");
         assert!(r.messages > 0 && r.messages <= r.received, "{r:?}");
-        assert!(r.latency.len() > 0 && r.latency.len() <= r.received, "{r:?}");
+        assert!(!r.latency.is_empty() && r.latency.len() <= r.received, "{r:?}");
         assert!(r.late <= r.latency.len(), "{r:?}");
     }
 
