@@ -27,7 +27,8 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                 println!(
                     "latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n\
                      sent {} received {} (late {}) bad-status {} lost-conns {}{}\n\
-                     server CPU {:.3} µs/msg ({:.0}% of a core), client CPU {:.0}% of a core ({:.3} µs/msg){}",
+                     server CPU {:.3} µs/msg ({:.0}% of a core), client CPU {:.0}% of a core ({:.3} µs/msg)\n\
+                     cores busy server/client {:.0}/{:.0}%{}",
                     f.latency.p50,
                     f.latency.p90,
                     f.latency.p99,
@@ -46,6 +47,8 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                     f.server_util * 100.0,
                     f.client_util * 100.0,
                     if f.rate > 0.0 { f.client_util * 1e6 / f.rate } else { 0.0 },
+                    f.server_core_busy * 100.0,
+                    f.client_core_busy * 100.0,
                     if f.client_util > 0.9 { "  (client-bound: the load generator is saturated)" } else { "" }
                 );
             }
