@@ -43,9 +43,10 @@ use crate::wire::{self, ResponseCounter};
 pub const PACE_SLACK_NS: u64 = 20_000;
 /// Longest wait of one turn, so phase edges are noticed even with no traffic.
 const MAX_WAIT_NS: u64 = 50_000_000;
-/// Completion batching: a turn waits for (messages in flight / REAP_BATCH_DIV) completions,
-/// but no longer than REAP_WAIT_US once at least one is there. Fewer wakeups per message; a
-/// response is timestamped at most REAP_WAIT_US late.
+/// Completion batching: a turn waits for (messages in flight / REAP_BATCH_DIV) completions in
+/// closed loop, for all of them in open loop (until the pacing timeout), but no longer than
+/// REAP_WAIT_US once at least one is there. Fewer wakeups per message; a response is
+/// timestamped at most REAP_WAIT_US late.
 pub const REAP_WAIT_US: u32 = 20;
 const REAP_BATCH_DIV: usize = 8;
 /// io_uring_enter flags.
@@ -667,7 +668,14 @@ impl<'a> Worker<'a> {
                 break;
             }
             let wait = wake.saturating_sub(now).clamp(1, MAX_WAIT_NS);
-            let want = if self.batch { (self.outstanding_count() / REAP_BATCH_DIV).max(1) } else { 1 };
+            let want = match (self.batch, self.open) {
+                (false, _) => 1,
+                // Closed loop: a batch of the messages in flight.
+                (true, false) => (self.outstanding_count() / REAP_BATCH_DIV).max(1),
+                // Open loop: nothing to send before the pacing timeout, so wait for every
+                // response in flight; min_wait still wakes us REAP_WAIT_US after the first.
+                (true, true) => self.outstanding_count().max(1),
+            };
             self.enter(want, wait)?;
             let now = now_ns();
             cqes.clear();
