@@ -13,7 +13,9 @@
 //!   per message: the wait timeout of each turn is the next intended time, but never closer
 //!   than [`PACE_SLACK_NS`], and a turn sends everything whose intended time has passed. The
 //!   send lag (time the send was handed to the kernel minus intended time) is recorded, and
-//!   latency counts from the intended time (coordinated-omission safe).
+//!   latency counts from the intended time (coordinated-omission safe). Responses are reaped
+//!   in batches too: a turn waits for all responses in flight, but at most [`REAP_WAIT_US`]
+//!   after the first one arrived (kernel 6.12+ `min_wait`; older kernels wake per response).
 //! * **Window**: latency is recorded for the messages sent (closed loop) or intended (open
 //!   loop) inside the window, whenever their response arrives before the drain timeout;
 //!   responses that arrive after the window are counted as `late`. msgs/s counts the
@@ -43,12 +45,10 @@ use crate::wire::{self, ResponseCounter};
 pub const PACE_SLACK_NS: u64 = 20_000;
 /// Longest wait of one turn, so phase edges are noticed even with no traffic.
 const MAX_WAIT_NS: u64 = 50_000_000;
-/// Completion batching: a turn waits for (messages in flight / REAP_BATCH_DIV) completions in
-/// closed loop, for all of them in open loop (until the pacing timeout), but no longer than
-/// REAP_WAIT_US once at least one is there. Fewer wakeups per message; a response is
-/// timestamped at most REAP_WAIT_US late.
+/// Open-loop completion batching: a turn waits for every response in flight (or the pacing
+/// timeout), but no longer than REAP_WAIT_US once at least one is there. Fewer wakeups per
+/// message; a response is timestamped at most REAP_WAIT_US late.
 pub const REAP_WAIT_US: u32 = 20;
-const REAP_BATCH_DIV: usize = 8;
 /// io_uring_enter flags.
 const ENTER_GETEVENTS: u32 = 1;
 const ENTER_EXT_ARG: u32 = 1 << 3;
@@ -597,8 +597,7 @@ impl<'a> Worker<'a> {
 
     /// Submits the turn's requests and waits for `want` completions. With batching (kernel
     /// 6.12+, IORING_FEAT_MIN_TIMEOUT) the kernel wakes us once `want` completions are there
-    /// or [`REAP_WAIT_US`] passed with at least one; without, at the first completion. Either
-    /// way no longer than `timeout_ns`.
+    /// or [`REAP_WAIT_US`] passed with at least one. Never longer than `timeout_ns`.
     fn enter(&mut self, want: usize, timeout_ns: u64) -> Result<(), LoadError> {
         let ts = Timespec::from(Duration::from_nanos(timeout_ns));
         let arg = GeteventsArg {
@@ -668,14 +667,11 @@ impl<'a> Worker<'a> {
                 break;
             }
             let wait = wake.saturating_sub(now).clamp(1, MAX_WAIT_NS);
-            let want = match (self.batch, self.open) {
-                (false, _) => 1,
-                // Closed loop: a batch of the messages in flight.
-                (true, false) => (self.outstanding_count() / REAP_BATCH_DIV).max(1),
-                // Open loop: nothing to send before the pacing timeout, so wait for every
-                // response in flight; min_wait still wakes us REAP_WAIT_US after the first.
-                (true, true) => self.outstanding_count().max(1),
-            };
+            // Closed loop: wake at the first completion (the next message goes out at once,
+            // keeping the server busy; batching wakeups measured slower and costlier here).
+            // Open loop: nothing to send before the pacing timeout, so wait for every response
+            // in flight; min_wait still wakes us REAP_WAIT_US after the first one.
+            let want = if self.batch && self.open { self.outstanding_count().max(1) } else { 1 };
             self.enter(want, wait)?;
             let now = now_ns();
             cqes.clear();
