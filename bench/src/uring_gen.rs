@@ -344,7 +344,6 @@ struct Conn {
     fd: i32,
     matcher: Matcher,
     out: SendQueue,
-    recv_armed: bool,
     dirty: bool,
     dead: bool,
 }
@@ -422,7 +421,6 @@ impl<'a> Worker<'a> {
                     _stream: stream,
                     matcher: Matcher::new(ResponseCounter::new(opts.scenario, opts.size)),
                     out: SendQueue::default(),
-                    recv_armed: false,
                     dirty: false,
                     dead: false,
                 }
@@ -458,8 +456,6 @@ impl<'a> Worker<'a> {
     }
 
     fn arm_recv(&mut self, idx: usize) -> Result<(), LoadError> {
-        let c = &mut self.conns[idx];
-        c.recv_armed = true;
         let sqe = opcode::RecvMulti::new(types::Fixed(idx as u32), BGID).build().user_data(ud(idx, KIND_RECV));
         self.push(sqe)
     }
@@ -558,7 +554,6 @@ impl<'a> Worker<'a> {
         if cqueue::more(flags) {
             return Ok(());
         }
-        self.conns[idx].recv_armed = false;
         if self.conns[idx].dead {
             return Ok(());
         }
@@ -702,9 +697,6 @@ impl<'a> Worker<'a> {
             }
         }
         let _ = self.ring.submitter().unregister_buf_ring(BGID);
-        for c in &mut self.conns {
-            c.recv_armed = false;
-        }
     }
 }
 
