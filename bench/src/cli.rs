@@ -169,6 +169,9 @@ pub struct Env {
     pub generator: Generator,
     /// Load generator threads (uring only; every thread inherits the client CPU pinning).
     pub client_threads: usize,
+    /// Open loop, uring only: time resolution (send batches no finer, responses reaped at most
+    /// this late).
+    pub pace: Duration,
 }
 
 impl Default for Env {
@@ -181,6 +184,7 @@ impl Default for Env {
             out_dir: bench.join("out"),
             generator: Generator::Uring,
             client_threads: 1,
+            pace: Duration::from_micros(20),
         }
     }
 }
@@ -216,9 +220,9 @@ pub enum Command {
 pub const USAGE: &str = "\
 ringman-bench run --server <ringman|tokio|tokio-uring|monoio|floor|nginx> --scenario <echo|text|frame|ws|http>
                   [--conns N] [--size BYTES] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
-                  [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--generator uring|classic] [--client-threads N]
+                  [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--generator uring|classic] [--client-threads N] [--pace T]
 ringman-bench compare [--quick] [--servers a,b,...] [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--out DIR]
-                      [--generator uring|classic] [--client-threads N]
+                      [--generator uring|classic] [--client-threads N] [--pace T]
 ringman-bench serve-ringman <scheme>://IP:PORT
 T is a duration: 10s, 500ms, 2 (seconds).";
 
@@ -308,6 +312,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 env.generator = Generator::parse(v).ok_or_else(|| bad(&opt, v, "uring or classic"))?
             }
             ("--client-threads", _) => env.client_threads = num(&opt, v)?,
+            ("--pace", _) => env.pace = parse_duration(v).ok_or_else(|| bad(&opt, v, "not a duration"))?,
             _ => return Err(ArgError::UnknownOption(opt)),
         }
     }
@@ -396,6 +401,10 @@ mod tests {
         let c = p("run --server ringman --scenario echo --generator uring --client-threads 3").unwrap();
         let Command::Run { env, .. } = c else { panic!() };
         assert_eq!((env.generator, env.client_threads), (Generator::Uring, 3));
+        let Command::Run { env, .. } = p("run --server ringman --scenario echo --pace 0.1ms").unwrap() else {
+            panic!()
+        };
+        assert_eq!(env.pace, Duration::from_micros(100));
         assert!(matches!(p("run --server ringman --scenario echo --generator x"), Err(ArgError::BadValue { .. })));
         assert!(matches!(p("run --server ringman --scenario echo --client-threads 0"), Err(ArgError::BadValue { .. })));
         let both = "run --server ringman --scenario echo --generator classic --client-threads 2";

@@ -52,7 +52,10 @@ pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, 
         }
     };
     let res = match env.generator {
-        Generator::Uring => uring_gen::run(srv.addr, opts, env.client_threads, edge),
+        Generator::Uring => {
+            let tuning = uring_gen::Tuning { threads: env.client_threads, pace: env.pace };
+            uring_gen::run(srv.addr, opts, &tuning, edge)
+        }
         Generator::Classic => loadgen::run(srv.addr, opts, edge),
     };
     let res = match res {

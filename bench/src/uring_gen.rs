@@ -14,8 +14,9 @@
 //!   than [`PACE_SLACK_NS`], and a turn sends everything whose intended time has passed. The
 //!   send lag (time the send was handed to the kernel minus intended time) is recorded, and
 //!   latency counts from the intended time (coordinated-omission safe). Responses are reaped
-//!   in batches too: a turn waits for all responses in flight, but at most [`REAP_WAIT_US`]
-//!   after the first one arrived (kernel 6.12+ `min_wait`; older kernels wake per response).
+//!   in batches too: a turn waits for all responses in flight, but at most the pace after the
+//!   first one arrived (kernel 6.12+ `min_wait`; older kernels wake per response). The pace
+//!   ([`Tuning::pace`], default [`PACE_SLACK_NS`]) is thus the open loop's time resolution.
 //! * **Window**: latency is recorded for the messages sent (closed loop) or intended (open
 //!   loop) inside the window, whenever their response arrives before the drain timeout;
 //!   responses that arrive after the window are counted as `late`. msgs/s counts the
@@ -40,15 +41,15 @@ use crate::loadgen::{self, now_ns, Edge, LoadResult, DRAIN_TIMEOUT};
 use crate::schedule::Schedule;
 use crate::wire::{self, ResponseCounter};
 
-/// Finest spacing of open-loop send batches: a turn waits at most until the next intended
-/// send time, but at least this long (unless a completion wakes it first).
+/// Default finest spacing of open-loop send batches (`--pace`): a turn waits at most until the
+/// next intended send time, but at least this long (unless a completion wakes it first).
 pub const PACE_SLACK_NS: u64 = 20_000;
 /// Longest wait of one turn, so phase edges are noticed even with no traffic.
 const MAX_WAIT_NS: u64 = 50_000_000;
 /// Open-loop completion batching: a turn waits for every response in flight (or the pacing
-/// timeout), but no longer than REAP_WAIT_US once at least one is there. Fewer wakeups per
-/// message; a response is timestamped at most REAP_WAIT_US late.
-pub const REAP_WAIT_US: u32 = 20;
+/// timeout), but no longer than the pace (`--pace`, default [`PACE_SLACK_NS`]) once at least
+/// one is there. Fewer wakeups per message; a response is timestamped at most that late.
+const REAP_WAIT_US: u32 = (PACE_SLACK_NS / 1000) as u32;
 /// io_uring_enter flags.
 const ENTER_GETEVENTS: u32 = 1;
 const ENTER_EXT_ARG: u32 = 1 << 3;
@@ -375,6 +376,8 @@ struct Worker<'a> {
     depth: usize,
     /// The kernel supports min_wait batching.
     batch: bool,
+    /// Open loop: longest delay of a response's timestamp (min_wait), µs.
+    reap_wait_us: u32,
     res: ThreadResult,
 }
 
@@ -439,6 +442,7 @@ impl<'a> Worker<'a> {
             open,
             depth: opts.depth.max(1),
             batch,
+            reap_wait_us: REAP_WAIT_US,
             res,
         })
     }
@@ -592,13 +596,13 @@ impl<'a> Worker<'a> {
 
     /// Submits the turn's requests and waits for `want` completions. With batching (kernel
     /// 6.12+, IORING_FEAT_MIN_TIMEOUT) the kernel wakes us once `want` completions are there
-    /// or [`REAP_WAIT_US`] passed with at least one. Never longer than `timeout_ns`.
+    /// or the reap wait passed with at least one. Never longer than `timeout_ns`.
     fn enter(&mut self, want: usize, timeout_ns: u64) -> Result<(), LoadError> {
         let ts = Timespec::from(Duration::from_nanos(timeout_ns));
         let arg = GeteventsArg {
             sigmask: 0,
             sigmask_sz: 0,
-            min_wait_usec: if self.batch { REAP_WAIT_US } else { 0 },
+            min_wait_usec: if self.batch { self.reap_wait_us } else { 0 },
             ts: (&ts as *const Timespec) as u64,
         };
         let to_submit = self.ring.submission().len() as u32;
@@ -665,7 +669,7 @@ impl<'a> Worker<'a> {
             // Closed loop: wake at the first completion (the next message goes out at once,
             // keeping the server busy; batching wakeups measured slower and costlier here).
             // Open loop: nothing to send before the pacing timeout, so wait for every response
-            // in flight; min_wait still wakes us REAP_WAIT_US after the first one.
+            // in flight; min_wait still wakes us a pace after the first one.
             let want = if self.batch && self.open { self.outstanding_count().max(1) } else { 1 };
             self.enter(want, wait)?;
             let now = now_ns();
@@ -708,6 +712,9 @@ fn thread_main(
     pacer: Option<Pacer>,
 ) -> Result<ThreadResult, LoadError> {
     let mut w = Worker::new(streams, opts, request, phases)?;
+    if let Some(p) = pacer.as_ref() {
+        w.reap_wait_us = (p.slack_ns / 1000).clamp(1, u32::MAX as u64) as u32;
+    }
     let r = w.run(pacer);
     w.finish();
     r?;
@@ -731,16 +738,32 @@ fn sleep_until(t: u64) {
     }
 }
 
-/// Runs one load against `addr` with `threads` generator threads (each inherits the calling
-/// thread's CPU affinity). `edge` is called at the start and end of the measured window.
-/// Client CPU is the whole process's CPU time between the edges.
+/// Generator settings that are not part of the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Generator threads (each inherits the calling thread's CPU affinity).
+    pub threads: usize,
+    /// Open loop: time resolution — sends are batched no finer than this, and responses are
+    /// reaped (timestamped) at most this late.
+    pub pace: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { threads: 1, pace: Duration::from_nanos(PACE_SLACK_NS) }
+    }
+}
+
+/// Runs one load against `addr`. `edge` is called at the start and end of the measured
+/// window. Client CPU is the whole process's CPU time between the edges.
 pub fn run(
     addr: SocketAddr,
     opts: &LoadOpts,
-    threads: usize,
+    tuning: &Tuning,
     mut edge: impl FnMut(Edge),
 ) -> Result<LoadResult, LoadError> {
-    let threads = threads.clamp(1, opts.conns.max(1));
+    let threads = tuning.threads.clamp(1, opts.conns.max(1));
+    let slack = (tuning.pace.as_nanos() as u64).max(1);
     let streams = loadgen::connect_all(addr, opts.scenario, opts.conns)?;
     let request = wire::request(opts.scenario, opts.size);
     let schedule = opts.rate.and_then(Schedule::new);
@@ -757,7 +780,7 @@ pub fn run(
             .into_iter()
             .enumerate()
             .map(|(t, share)| {
-                let pacer = schedule.map(|s| Pacer::new(s, threads, t, PACE_SLACK_NS));
+                let pacer = schedule.map(|s| Pacer::new(s, threads, t, slack));
                 let request = &request;
                 std::thread::Builder::new()
                     .name(format!("loadgen-{t}"))
@@ -1019,7 +1042,8 @@ mod tests {
         let addr = echo_server();
         for (s, threads) in [(Scenario::Echo, 1), (Scenario::Text, 2), (Scenario::Frame, 3)] {
             let mut edges = Vec::new();
-            let r = run(addr, &opts(s, 6, 4, None), threads, |e| edges.push(e)).unwrap();
+            let tuning = Tuning { threads, ..Tuning::default() };
+            let r = run(addr, &opts(s, 6, 4, None), &tuning, |e| edges.push(e)).unwrap();
             check(&r);
             assert!(r.send_lag.is_none());
             assert_eq!(edges, vec![Edge::Start, Edge::End]);
@@ -1031,7 +1055,7 @@ mod tests {
         let addr = echo_server();
         for threads in [1, 2] {
             let o = LoadOpts { warmup: Duration::ZERO, ..opts(Scenario::Frame, 4, 1, Some(3000.0)) };
-            let r = run(addr, &o, threads, |_| {}).unwrap();
+            let r = run(addr, &o, &Tuning { threads, pace: Duration::from_micros(100) }, |_| {}).unwrap();
             check(&r);
             let lag = r.send_lag.as_ref().unwrap();
             // Every message intended inside the window has a send lag sample and a latency.
@@ -1066,10 +1090,10 @@ mod tests {
             ("http", Scenario::Http, 16),
         ] {
             let addr = ringman_server(scheme);
-            let r = run(addr, &opts(s, 8, depth, None), 2, |_| {}).unwrap();
+            let r = run(addr, &opts(s, 8, depth, None), &Tuning { threads: 2, ..Tuning::default() }, |_| {}).unwrap();
             check(&r);
             let o = LoadOpts { warmup: Duration::ZERO, ..opts(s, 8, 1, Some(2000.0)) };
-            let r = run(addr, &o, 1, |_| {}).unwrap();
+            let r = run(addr, &o, &Tuning::default(), |_| {}).unwrap();
             check(&r);
         }
     }
