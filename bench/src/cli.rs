@@ -97,6 +97,31 @@ impl ServerKind {
     }
 }
 
+/// Which load generator drives the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Generator {
+    /// io_uring: multishot receive into a provided-buffer ring, sends batched per loop turn
+    /// (`src/uring_gen.rs`), one or more threads.
+    Uring,
+    /// The single-threaded epoll generator (`src/loadgen.rs`).
+    Classic,
+}
+
+impl Generator {
+    /// Name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Generator::Uring => "uring",
+            Generator::Classic => "classic",
+        }
+    }
+
+    /// Parses a generator name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Generator::Uring, Generator::Classic].into_iter().find(|g| g.name() == s)
+    }
+}
+
 /// Workload options shared by `run` and the suite.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadOpts {
@@ -144,12 +169,27 @@ pub struct Env {
     pub peers_dir: PathBuf,
     /// Output directory for `compare` (`bench/out`).
     pub out_dir: PathBuf,
+    /// Load generator.
+    pub generator: Generator,
+    /// Load generator threads (uring only; every thread inherits the client CPU pinning).
+    pub client_threads: usize,
+    /// Open loop, uring only: time resolution (send batches no finer, responses reaped at most
+    /// this late).
+    pub pace: Duration,
 }
 
 impl Default for Env {
     fn default() -> Self {
         let bench = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        Env { server_cpu: 0, client_cpu: 1, peers_dir: bench.join("peers"), out_dir: bench.join("out") }
+        Env {
+            server_cpu: 0,
+            client_cpu: 1,
+            peers_dir: bench.join("peers"),
+            out_dir: bench.join("out"),
+            generator: Generator::Uring,
+            client_threads: 1,
+            pace: Duration::from_micros(20),
+        }
     }
 }
 
@@ -209,8 +249,9 @@ ringman-bench run (--server <ringman|tokio|tokio-uring|monoio|floor|nginx> | --t
                   [--target-pid PID]) [--scenario <echo|text|frame|ws|http>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
+                  [--generator uring|classic] [--client-threads N] [--pace T]
 ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--server-cpu C] [--client-cpu C]
-                  [--peers-dir DIR] [--out DIR]
+                  [--peers-dir DIR] [--out DIR] [--generator uring|classic] [--client-threads N] [--pace T]
 ringman-bench serve-ringman <scheme>://IP:PORT
 T is a duration: 10s, 500ms, 2 (seconds).";
 
@@ -310,8 +351,19 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             ("--server-cpu", _) => env.server_cpu = num(&opt, v)?,
             ("--client-cpu", _) => env.client_cpu = num(&opt, v)?,
             ("--peers-dir", _) => env.peers_dir = PathBuf::from(v),
+            ("--generator", _) => {
+                env.generator = Generator::parse(v).ok_or_else(|| bad(&opt, v, "uring or classic"))?
+            }
+            ("--client-threads", _) => env.client_threads = num(&opt, v)?,
+            ("--pace", _) => env.pace = parse_duration(v).ok_or_else(|| bad(&opt, v, "not a duration"))?,
             _ => return Err(ArgError::UnknownOption(opt)),
         }
+    }
+    if env.client_threads == 0 {
+        return Err(bad("--client-threads", "0", "must be at least 1"));
+    }
+    if env.client_threads > 1 && env.generator == Generator::Classic {
+        return Err(bad("--client-threads", &env.client_threads.to_string(), "the classic generator has one thread"));
     }
     match cmd.as_str() {
         "serve-ringman" => {
@@ -401,6 +453,25 @@ mod tests {
         assert_eq!(load, LoadOpts::default());
         assert_eq!((env.server_cpu, env.client_cpu), (0, 1));
         assert!(env.peers_dir.ends_with("bench/peers"));
+    }
+
+    #[test]
+    fn generator_options() {
+        let Command::Run { env, .. } = p("run --server ringman --scenario echo").unwrap() else { panic!() };
+        assert_eq!((env.generator, env.client_threads), (Generator::Uring, 1));
+        let Command::Compare { env, .. } = p("compare --generator classic").unwrap() else { panic!() };
+        assert_eq!(env.generator, Generator::Classic);
+        let c = p("run --server ringman --scenario echo --generator uring --client-threads 3").unwrap();
+        let Command::Run { env, .. } = c else { panic!() };
+        assert_eq!((env.generator, env.client_threads), (Generator::Uring, 3));
+        let Command::Run { env, .. } = p("run --server ringman --scenario echo --pace 0.1ms").unwrap() else {
+            panic!()
+        };
+        assert_eq!(env.pace, Duration::from_micros(100));
+        assert!(matches!(p("run --server ringman --scenario echo --generator x"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --server ringman --scenario echo --client-threads 0"), Err(ArgError::BadValue { .. })));
+        let both = "run --server ringman --scenario echo --generator classic --client-threads 2";
+        assert!(matches!(p(both), Err(ArgError::BadValue { .. })));
     }
 
     #[test]

@@ -100,6 +100,12 @@ pub enum LoadError {
     /// Not a single response arrived during the whole run.
     #[error("no response arrived during the run")]
     NoResponse,
+    /// The kernel or the server did something the generator cannot account for.
+    #[error("unexpected: {0}")]
+    Unexpected(&'static str),
+    /// A load generator thread panicked.
+    #[error("load generator thread {0} panicked")]
+    ThreadPanicked(usize),
 }
 
 /// A failure to build, start or observe a server.

@@ -36,6 +36,12 @@ impl Latency {
         self.h.reset();
     }
 
+    /// Adds every sample of `other` (merging per-thread histograms).
+    pub fn merge(&mut self, other: &Latency) {
+        // Same bounds on both sides, so adding cannot fail; saturate rather than panic.
+        let _ = self.h.add(&other.h);
+    }
+
     /// Number of samples.
     pub fn len(&self) -> u64 {
         self.h.len()

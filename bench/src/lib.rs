@@ -1,6 +1,8 @@
 //! ringman-bench: load generator and side-by-side benchmark harness for ringman.
 //!
-//! * [`loadgen`]: a single-threaded epoll client (closed and open loop) that reuses the
+//! * [`uring_gen`]: the default io_uring load generator (multishot receive, batched sends,
+//!   one ring per thread), closed and open loop.
+//! * [`loadgen`]: the classic single-threaded epoll client (closed and open loop) that reuses the
 //!   protocols crate to build requests and split responses.
 //! * [`server`]: starts pinned server processes (ringman, the peers in `bench/peers`, nginx)
 //!   and samples their CPU time and RSS from `/proc`.
@@ -22,4 +24,5 @@ pub mod server;
 pub mod suite;
 pub mod summary;
 pub mod target;
+pub mod uring_gen;
 pub mod wire;

@@ -58,6 +58,12 @@ pub struct LoadResult {
     pub client_cpu: Duration,
     /// True when every sent message was answered before the drain timeout.
     pub drained: bool,
+    /// Messages of the window answered only after it ended, during the drain (their latency
+    /// is in `latency`; always 0 for the classic generator, which records by completion time).
+    pub late: u64,
+    /// Open loop: actual minus intended send time of the window's messages (None for the
+    /// classic generator and for closed loop).
+    pub send_lag: Option<Latency>,
 }
 
 impl LoadResult {
@@ -423,6 +429,8 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
         lost_conns: lost,
         client_cpu,
         drained,
+        late: 0,
+        send_lag: None,
     })
 }
 

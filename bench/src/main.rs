@@ -38,8 +38,9 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
             if let Some(f) = r.figures() {
                 println!(
                     "latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n\
-                     sent {} received {} bad-status {} lost-conns {}\n\
-                     server CPU {}, client CPU {:.0}% of a core{}",
+                     sent {} received {} (late {}) bad-status {} lost-conns {}{}\n\
+                     server CPU {}, client CPU {:.0}% of a core ({:.3} µs/msg)\n\
+                     cores busy server/client {:.0}/{:.0}%{}",
                     f.latency.p50,
                     f.latency.p90,
                     f.latency.p99,
@@ -48,13 +49,20 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                     f.latency.mean,
                     f.sent,
                     f.received,
+                    f.late,
                     f.bad_status,
                     f.lost_conns,
+                    f.send_lag
+                        .map(|l| format!("\nsend lag µs: p50 {:.1}  p99 {:.1}  max {:.1}", l.p50, l.p99, l.max))
+                        .unwrap_or_default(),
                     match (f.server_cpu_us_per_msg, f.server_util) {
                         (Some(us), Some(u)) => format!("{us:.3} µs/msg ({:.0}% of a core)", u * 100.0),
                         _ => "n/a (no --target-pid)".into(),
                     },
                     f.client_util * 100.0,
+                    if f.rate > 0.0 { f.client_util * 1e6 / f.rate } else { 0.0 },
+                    f.server_core_busy * 100.0,
+                    f.client_core_busy * 100.0,
                     if f.client_util > 0.9 { "  (client-bound: the load generator is saturated)" } else { "" }
                 );
                 if f.bad_status > 0 && f.bad_status == f.received {

@@ -64,6 +64,10 @@ pub struct Figures {
     pub bad_status: u64,
     /// Connections lost.
     pub lost_conns: usize,
+    /// Window messages answered during the drain after the window (uring generator).
+    pub late: u64,
+    /// Open loop, uring generator: send lag (actual − intended send time), µs.
+    pub send_lag: Option<Percentiles>,
 }
 
 /// One row of the report.
@@ -124,7 +128,7 @@ pub fn thousands(v: f64) -> String {
 pub fn progress_line(r: &Record) -> String {
     match &r.outcome {
         Outcome::Done(f) => format!(
-            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6} µs/msg ({:>3}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}",
+            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6} µs/msg ({:>3}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}{}",
             r.id,
             r.workload,
             r.server,
@@ -140,6 +144,11 @@ pub fn progress_line(r: &Record) -> String {
                 format!("  [sent {} recv {} lost {} bad {}]", f.sent, f.received, f.lost_conns, f.bad_status)
             } else {
                 String::new()
+            },
+            match f.send_lag {
+                Some(l) => format!("  send lag p50 {:.1} p99 {:.1} µs, late {}", l.p50, l.p99, f.late),
+                None if f.late > 0 => format!("  late {}", f.late),
+                None => String::new(),
             }
         ),
         Outcome::Idle { conns_lo, conns, bytes_per_conn, slab_per_conn, rss_before, rss_lo, rss_after } => format!(
@@ -281,7 +290,7 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                      \"p999_us\": {}, \"max_us\": {}, \"mean_us\": {}, \"server_cpu_us_per_msg\": {}, \
                      \"server_util\": {}, \"client_util\": {}, \"server_core_busy\": {}, \"client_core_busy\": {}, \
                      \"steal\": {}, \"other_cores\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
-                     \"lost_conns\": {}, \"curve\": [{}]}}",
+                     \"lost_conns\": {}, \"late\": {}, \"send_lag_p50_us\": {}, \"send_lag_p99_us\": {}, \"curve\": [{}]}}",
                     json_num(f.rate),
                     json_num(f.latency.p50),
                     json_num(f.latency.p90),
@@ -300,6 +309,9 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                     f.received,
                     f.bad_status,
                     f.lost_conns,
+                    f.late,
+                    f.send_lag.map_or("null".into(), |l| json_num(l.p50)),
+                    f.send_lag.map_or("null".into(), |l| json_num(l.p99)),
                     curve.join(", ")
                 );
             }
@@ -446,6 +458,8 @@ mod tests {
                 received: 10,
                 bad_status: 0,
                 lost_conns: 0,
+                late: 0,
+                send_lag: None,
             }),
         }
     }

@@ -2,14 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{Env, LoadOpts, Scenario, ServerKind};
+use crate::cli::{Env, Generator, LoadOpts, Scenario, ServerKind};
 use crate::error::{BenchError, LoadError, ServerError};
 use crate::loadgen::{self, Edge};
 use crate::report::{self, Figures, Outcome, Record};
 use crate::rng::Rng;
 use crate::server::{self, ServerProc};
 use crate::target::{self, Target, TargetError};
-use crate::{idle, machine, ringman_server, summary};
+use crate::{idle, machine, ringman_server, summary, uring_gen};
 
 /// Short description of a workload (`echo 64B c64 d16`, `... open 90000/s`).
 pub fn workload(o: &LoadOpts) -> String {
@@ -62,7 +62,7 @@ pub fn measure_at(
     let mut t0 = started;
     let mut t1 = t0;
     let mut last = (started, 0u64);
-    let res = loadgen::run(addr, opts, |e| match e {
+    let edge = |e| match e {
         Edge::Start => {
             machine0 = machine::CpuTimes::now();
             busy0 = busy();
@@ -96,7 +96,14 @@ pub fn measure_at(
             last = (now, received);
         }
         Edge::Progress { .. } => {}
-    })?;
+    };
+    let res = match env.generator {
+        Generator::Uring => {
+            let tuning = uring_gen::Tuning { threads: env.client_threads, pace: env.pace };
+            uring_gen::run(addr, opts, &tuning, edge)?
+        }
+        Generator::Classic => loadgen::run(addr, opts, edge)?,
+    };
     if res.received == 0 {
         return Err(LoadError::NoResponse.into());
     }
@@ -127,6 +134,8 @@ pub fn measure_at(
         received: res.received,
         bad_status: res.bad_status,
         lost_conns: res.lost_conns,
+        late: res.late,
+        send_lag: res.send_lag.as_ref().map(|l| l.summary()),
     })
 }
 
@@ -579,6 +588,8 @@ mod tests {
             received: 1,
             bad_status: 0,
             lost_conns: 0,
+            late: 0,
+            send_lag: None,
         };
         let rec = |server: &str, f| Record {
             id: "P1".into(),

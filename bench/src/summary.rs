@@ -389,6 +389,8 @@ mod tests {
             received: 1,
             bad_status: 0,
             lost_conns: 0,
+            late: 0,
+            send_lag: None,
         }
     }
 
