@@ -19,11 +19,15 @@ pub enum Scenario {
     Ws,
     /// HTTP/1.1 `GET /hello`, pipelined `depth` deep.
     Http,
+    /// WebSocket push fan-out: `conns` subscribers, one publisher at `--rate` messages/s
+    /// whose messages the server broadcasts (`src/fanout.rs`).
+    Fanout,
 }
 
 impl Scenario {
     /// All scenarios.
-    pub const ALL: [Scenario; 5] = [Scenario::Echo, Scenario::Text, Scenario::Frame, Scenario::Ws, Scenario::Http];
+    pub const ALL: [Scenario; 6] =
+        [Scenario::Echo, Scenario::Text, Scenario::Frame, Scenario::Ws, Scenario::Http, Scenario::Fanout];
 
     /// Name on the command line.
     pub fn name(self) -> &'static str {
@@ -33,6 +37,7 @@ impl Scenario {
             Scenario::Frame => "frame",
             Scenario::Ws => "ws",
             Scenario::Http => "http",
+            Scenario::Fanout => "fanout",
         }
     }
 
@@ -246,7 +251,7 @@ pub enum Command {
 /// Usage text.
 pub const USAGE: &str = "\
 ringman-bench run (--server <ringman|tokio|tokio-uring|monoio|floor|nginx> | --target <tcp|text|frame|ws|http>://HOST:PORT[/path]
-                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http>]
+                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
                   [--generator uring|classic] [--client-threads N] [--pace T]

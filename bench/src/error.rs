@@ -97,6 +97,9 @@ pub enum LoadError {
         /// Start of the response.
         got: String,
     },
+    /// The push fan-out workload saw something it cannot account for.
+    #[error("fanout: {0}")]
+    Fanout(String),
     /// Not a single response arrived during the whole run.
     #[error("no response arrived during the run")]
     NoResponse,

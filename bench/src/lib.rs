@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod fanout;
 pub mod hist;
 pub mod idle;
 pub mod loadgen;

@@ -2,7 +2,8 @@
 //!
 //! The harness spawns `current_exe serve-ringman <scheme>://ip:port`, pinned to the server
 //! CPU, and waits until the port accepts connections. Schemes: `tcp` (raw echo), `text`
-//! (line echo), `frame` (4-byte length frame echo). The process serves with exactly one ring
+//! (line echo), `frame` (4-byte length frame echo), `fanout` (WebSocket broadcast of every
+//! `pub:` message, see `src/fanout.rs`). The process serves with exactly one ring
 //! thread until SIGTERM/SIGINT.
 //!
 //! `RINGMAN_SEND_MODE=eager` selects [`ringman::SendMode::Eager`] instead of the default
@@ -16,6 +17,9 @@ use ringman::{run_all, SendMode, Server, Worker};
 pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     if addr.starts_with("http://") {
         return serve_http(addr);
+    }
+    if let Some(rest) = addr.strip_prefix("fanout://") {
+        return crate::fanout::serve_ringman(&format!("websocket://{rest}"));
     }
     let mut w = Worker::<()>::new(addr)?;
     w.count = 1;

@@ -99,6 +99,7 @@ pub fn ringman_scheme(s: Scenario) -> &'static str {
         Scenario::Frame => "frame",
         Scenario::Ws => "websocket",
         Scenario::Http => "http",
+        Scenario::Fanout => "fanout",
     }
 }
 

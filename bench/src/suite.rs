@@ -15,6 +15,7 @@ use crate::{idle, machine, ringman_server, summary, uring_gen};
 pub fn workload(o: &LoadOpts) -> String {
     let mut s = match o.scenario {
         Scenario::Http => format!("http c{} d{}", o.conns, o.depth),
+        Scenario::Fanout => return crate::fanout::workload(o),
         sc => format!("{} {}B c{} d{}", sc.name(), o.size, o.conns, o.depth),
     };
     if let Some(r) = o.rate {
@@ -98,6 +99,7 @@ pub fn measure_at(
         Edge::Progress { .. } => {}
     };
     let res = match env.generator {
+        _ if opts.scenario == Scenario::Fanout => crate::fanout::run(addr, opts, edge)?,
         Generator::Uring => {
             let tuning = uring_gen::Tuning { threads: env.client_threads, pace: env.pace };
             uring_gen::run(addr, opts, &tuning, edge)?
@@ -222,13 +224,18 @@ fn entries(quick: bool) -> Vec<Entry> {
         rate: None,
         wire: Default::default(),
     };
-    vec![
+    let mut v = vec![
         Entry { id: "P1", opts: o(Scenario::Echo, 64, 64, 1), servers: ECHO_SERVERS },
         Entry { id: "P2", opts: o(Scenario::Echo, 64, 64, 16), servers: ECHO_SERVERS },
         Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 16), servers: HTTP_SERVERS },
         Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 1), servers: HTTP_SERVERS },
         Entry { id: "P4", opts: o(Scenario::Ws, 100, 20, 1), servers: WS_SERVERS },
-    ]
+        Entry { id: "P7", opts: crate::fanout::suite_opts(1000, warmup, duration), servers: WS_SERVERS },
+    ];
+    if !quick {
+        v.push(Entry { id: "P7", opts: crate::fanout::suite_opts(10_000, warmup, duration), servers: WS_SERVERS });
+    }
+    v
 }
 
 /// Rounds per cell when `--repeat` is not given.
@@ -545,12 +552,12 @@ mod tests {
     #[test]
     fn suite_shape() {
         let e = entries(true);
-        assert_eq!(e.len(), 5);
+        assert_eq!(e.len(), 6);
         assert!(e.iter().all(|e| e.servers.iter().all(|s| s.supports(e.opts.scenario))));
         assert!(OPEN_SERVERS.iter().chain(ECHO_SERVERS).all(|s| s.supports(Scenario::Echo)));
         let (w, d) = timing(true);
-        // 20 timed cells x 3 rounds (+ P5 and server start-up) must fit in about 3 minutes.
-        assert!((w + d).as_secs_f64() * 20.0 * default_repeat(true) as f64 <= 150.0);
+        // 22 timed cells x 3 rounds (+ P5 and server start-up) must fit in about 3 minutes.
+        assert!((w + d).as_secs_f64() * 22.0 * default_repeat(true) as f64 <= 170.0);
     }
 
     #[test]

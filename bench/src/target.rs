@@ -33,6 +33,7 @@ pub fn scheme_scenario(scheme: &str) -> Option<Scenario> {
         "frame" => Some(Scenario::Frame),
         "ws" | "websocket" => Some(Scenario::Ws),
         "http" => Some(Scenario::Http),
+        "fanout" => Some(Scenario::Fanout),
         _ => None,
     }
 }
@@ -45,6 +46,7 @@ pub fn scenario_scheme(s: Scenario) -> &'static str {
         Scenario::Frame => "frame",
         Scenario::Ws => "ws",
         Scenario::Http => "http",
+        Scenario::Fanout => "fanout",
     }
 }
 
@@ -59,7 +61,7 @@ impl Target {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        if !path.is_empty() && !matches!(scenario, Scenario::Http | Scenario::Ws) {
+        if !path.is_empty() && !matches!(scenario, Scenario::Http | Scenario::Ws | Scenario::Fanout) {
             return Err(bad("only http:// and ws:// targets take a path"));
         }
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
@@ -88,7 +90,7 @@ impl Target {
                 Ok(0) | Err(_) => return Err(bad("port must be 1..65535")),
                 Ok(p) => p,
             },
-            None if matches!(scenario, Scenario::Http | Scenario::Ws) => 80,
+            None if matches!(scenario, Scenario::Http | Scenario::Ws | Scenario::Fanout) => 80,
             None => return Err(bad("missing :PORT")),
         };
         let path = if path.is_empty() { "/".to_string() } else { path.to_string() };
@@ -208,7 +210,7 @@ pub fn classify(t: &Target, e: LoadError) -> TargetError {
             TargetError::Refused { target, addr }
         }
         // A read that timed out or hit EOF while waiting for the handshake answer.
-        LoadError::Connect { source, .. } if t.scenario == Scenario::Ws && is_handshake_read(&source) => {
+        LoadError::Connect { source, .. } if matches!(t.scenario, Scenario::Ws | Scenario::Fanout) && is_handshake_read(&source) => {
             TargetError::Handshake { target, answer: format!("nothing ({source})") }
         }
         LoadError::Connect { addr, source } => TargetError::Connect { target, addr, detail: source.to_string() },
