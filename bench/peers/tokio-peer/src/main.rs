@@ -1,6 +1,8 @@
 //! tokio peer on a current_thread runtime. Modes: `echo` (raw bytes), `text` (newline
 //! delimited lines echoed), `frame` (4-byte big-endian total length incl. header), `http`
-//! (hyper 1.x, `GET /hello` -> `Hello World`), `ws` (tokio-tungstenite echo).
+//! (hyper 1.x, `GET /hello` -> `Hello World`), `ws` (tokio-tungstenite echo), `fanout`
+//! (tokio-tungstenite; every text message starting with `pub:` goes to every connection
+//! through a `tokio::sync::broadcast` channel).
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -9,6 +11,12 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Messages a slow fan-out subscriber may fall behind before it skips some (it then misses
+/// deliveries, which the harness counts).
+const FANOUT_BACKLOG: usize = 4096;
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -17,24 +25,28 @@ enum Mode {
     Frame,
     Http,
     Ws,
+    Fanout,
 }
 
 fn main() {
-    let args = peer_common::parse(&["echo", "text", "frame", "http", "ws"]);
+    let args = peer_common::parse(&["echo", "text", "frame", "http", "ws", "fanout"]);
     let mode = match args.mode.as_str() {
         "echo" => Mode::Echo,
         "text" => Mode::Text,
         "frame" => Mode::Frame,
         "http" => Mode::Http,
+        "fanout" => Mode::Fanout,
         _ => Mode::Ws,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
     rt.block_on(async move {
         let listener = TcpListener::bind(args.addr).await.expect("bind");
         peer_common::announce(listener.local_addr().expect("local addr"));
+        let hub = tokio::sync::broadcast::channel::<Message>(FANOUT_BACKLOG).0;
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
+            let hub = hub.clone();
             tokio::spawn(async move {
                 match mode {
                     Mode::Echo => drop(echo(stream).await),
@@ -42,6 +54,7 @@ fn main() {
                     Mode::Frame => drop(delimited(stream, frame_complete).await),
                     Mode::Http => drop(http(stream).await),
                     Mode::Ws => drop(ws(stream).await),
+                    Mode::Fanout => drop(fanout(stream, hub).await),
                 }
             });
         }
@@ -117,13 +130,35 @@ async fn http(s: TcpStream) -> Result<(), hyper::Error> {
 }
 
 async fn ws(s: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    use tokio_tungstenite::tungstenite::Message;
     let mut ws = tokio_tungstenite::accept_async(s).await?;
     while let Some(msg) = ws.next().await {
         match msg? {
             m @ (Message::Text(_) | Message::Binary(_)) => ws.send(m).await?,
             Message::Close(_) => break,
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Push fan-out: a `pub:` message from any connection goes to every connection (the sender
+/// included), each through its own subscription to the shared channel.
+async fn fanout(s: TcpStream, hub: broadcast::Sender<Message>) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let mut ws = tokio_tungstenite::accept_async(s).await?;
+    let mut rx = hub.subscribe();
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Ok(m) => ws.send(m).await?,
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            },
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) if t.starts_with("pub:") => drop(hub.send(Message::Text(t))),
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(_)) => {}
+            },
         }
     }
     Ok(())
