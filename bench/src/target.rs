@@ -210,7 +210,9 @@ pub fn classify(t: &Target, e: LoadError) -> TargetError {
             TargetError::Refused { target, addr }
         }
         // A read that timed out or hit EOF while waiting for the handshake answer.
-        LoadError::Connect { source, .. } if matches!(t.scenario, Scenario::Ws | Scenario::Fanout) && is_handshake_read(&source) => {
+        LoadError::Connect { source, .. }
+            if matches!(t.scenario, Scenario::Ws | Scenario::Fanout) && is_handshake_read(&source) =>
+        {
             TargetError::Handshake { target, answer: format!("nothing ({source})") }
         }
         LoadError::Connect { addr, source } => TargetError::Connect { target, addr, detail: source.to_string() },
