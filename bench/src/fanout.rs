@@ -517,6 +517,17 @@ mod tests {
         assert_eq!((clean.missing(3), clean.skipped, clean.stale, clean.delivered), (0, 0, 0, 6));
     }
 
+    #[test]
+    fn suite_cells_and_target_scheme() {
+        let (w, d) = (Duration::from_millis(500), Duration::from_secs(2));
+        let o = suite_opts(1000, w, d);
+        assert_eq!((o.scenario, o.conns, o.rate), (Scenario::Fanout, 1000, Some(200.0)));
+        assert_eq!(suite_opts(10_000, w, d).rate, Some(20.0));
+        assert_eq!(workload(&o), "fanout 64B c1000 200/s");
+        let t = crate::target::Target::parse("fanout://127.0.0.1:9/live").unwrap();
+        assert_eq!((t.scenario, t.path.as_str()), (Scenario::Fanout, "/live"));
+    }
+
     /// ~20 subscribers against the ringman engine: every subscriber gets every message.
     #[test]
     fn every_subscriber_gets_every_message_from_ringman() {
