@@ -337,11 +337,11 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
     s
 }
 
-const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const COLORS: [&str; 8] = ["#d62728", "#e377c2", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"];
 
 fn color(server: &str) -> &'static str {
     let i = crate::cli::ServerKind::parse(server)
-        .map_or(5, |k| crate::cli::ServerKind::ALL.iter().position(|&x| x == k).unwrap_or(5));
+        .map_or(7, |k| crate::cli::ServerKind::ALL.iter().position(|&x| x == k).unwrap_or(7));
     COLORS[i % COLORS.len()]
 }
 
