@@ -558,7 +558,9 @@ mod tests {
         assert!(ServerKind::Nginx.supports(Scenario::Http) && !ServerKind::Nginx.supports(Scenario::Echo));
         assert!(ServerKind::Floor.supports(Scenario::Echo) && !ServerKind::Floor.supports(Scenario::Http));
         assert!(ServerKind::Epoll.supports(Scenario::Echo) && !ServerKind::Epoll.supports(Scenario::Ws));
-        assert!(ServerKind::RingmanStatic.supports(Scenario::Http) && !ServerKind::RingmanStatic.supports(Scenario::Echo));
+        assert!(
+            ServerKind::RingmanStatic.supports(Scenario::Http) && !ServerKind::RingmanStatic.supports(Scenario::Echo)
+        );
         assert_eq!(ServerKind::parse("ringman-static"), Some(ServerKind::RingmanStatic));
         assert_eq!(ServerKind::parse("epoll"), Some(ServerKind::Epoll));
         for s in ServerKind::ALL {
