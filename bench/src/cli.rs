@@ -62,16 +62,22 @@ pub enum ServerKind {
     Floor,
     /// nginx (`return 200`), if installed.
     Nginx,
+    /// ringman answering HTTP from a pre-encoded response (`RINGMAN_HTTP=static`).
+    RingmanStatic,
+    /// The hand-written epoll floor (std + libc, level-triggered, one thread).
+    Epoll,
 }
 
 impl ServerKind {
     /// All servers, in report order.
-    pub const ALL: [ServerKind; 6] = [
+    pub const ALL: [ServerKind; 8] = [
         ServerKind::Ringman,
+        ServerKind::RingmanStatic,
         ServerKind::Tokio,
         ServerKind::TokioUring,
         ServerKind::Monoio,
         ServerKind::Floor,
+        ServerKind::Epoll,
         ServerKind::Nginx,
     ];
 
@@ -84,6 +90,8 @@ impl ServerKind {
             ServerKind::Monoio => "monoio",
             ServerKind::Floor => "floor",
             ServerKind::Nginx => "nginx",
+            ServerKind::RingmanStatic => "ringman-static",
+            ServerKind::Epoll => "epoll",
         }
     }
 
@@ -96,8 +104,10 @@ impl ServerKind {
     pub fn supports(self, scenario: Scenario) -> bool {
         match self {
             ServerKind::Ringman | ServerKind::Tokio => true,
-            ServerKind::TokioUring | ServerKind::Monoio | ServerKind::Floor => scenario == Scenario::Echo,
-            ServerKind::Nginx => scenario == Scenario::Http,
+            ServerKind::TokioUring | ServerKind::Monoio | ServerKind::Floor | ServerKind::Epoll => {
+                scenario == Scenario::Echo
+            }
+            ServerKind::Nginx | ServerKind::RingmanStatic => scenario == Scenario::Http,
         }
     }
 }
@@ -250,7 +260,7 @@ pub enum Command {
 
 /// Usage text.
 pub const USAGE: &str = "\
-ringman-bench run (--server <ringman|tokio|tokio-uring|monoio|floor|nginx> | --target <tcp|text|frame|ws|http>://HOST:PORT[/path]
+ringman-bench run (--server <ringman|ringman-static|tokio|tokio-uring|monoio|floor|epoll|nginx> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
                   [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
@@ -552,6 +562,12 @@ mod tests {
         assert!(ServerKind::Ringman.supports(Scenario::Ws));
         assert!(ServerKind::Nginx.supports(Scenario::Http) && !ServerKind::Nginx.supports(Scenario::Echo));
         assert!(ServerKind::Floor.supports(Scenario::Echo) && !ServerKind::Floor.supports(Scenario::Http));
+        assert!(ServerKind::Epoll.supports(Scenario::Echo) && !ServerKind::Epoll.supports(Scenario::Ws));
+        assert!(
+            ServerKind::RingmanStatic.supports(Scenario::Http) && !ServerKind::RingmanStatic.supports(Scenario::Echo)
+        );
+        assert_eq!(ServerKind::parse("ringman-static"), Some(ServerKind::RingmanStatic));
+        assert_eq!(ServerKind::parse("epoll"), Some(ServerKind::Epoll));
         for s in ServerKind::ALL {
             assert_eq!(ServerKind::parse(s.name()), Some(s));
         }

@@ -128,7 +128,7 @@ pub fn thousands(v: f64) -> String {
 pub fn progress_line(r: &Record) -> String {
     match &r.outcome {
         Outcome::Done(f) => format!(
-            "{:<3} {:<28} {:<12} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6} µs/msg ({:>3}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}{}",
+            "{:<3} {:<28} {:<14} {:>11} msg/s  p50 {:>8.1} µs  p99 {:>8.1} µs  srv {:>6} µs/msg ({:>3}%)  client {:>3.0}%  cores busy {:>3.0}/{:>3.0}%{}{}",
             r.id,
             r.workload,
             r.server,
@@ -152,7 +152,7 @@ pub fn progress_line(r: &Record) -> String {
             }
         ),
         Outcome::Idle { conns_lo, conns, bytes_per_conn, slab_per_conn, rss_before, rss_lo, rss_after } => format!(
-            "{:<3} {:<28} {:<12} {conns_lo}->{conns} conns: {:.0} B/conn, slab {} B/conn (RSS {:.1} / {:.1} / {:.1} MiB)",
+            "{:<3} {:<28} {:<14} {conns_lo}->{conns} conns: {:.0} B/conn, slab {} B/conn (RSS {:.1} / {:.1} / {:.1} MiB)",
             r.id,
             r.workload,
             r.server,
@@ -162,7 +162,7 @@ pub fn progress_line(r: &Record) -> String {
             *rss_lo as f64 / 1048576.0,
             *rss_after as f64 / 1048576.0
         ),
-        Outcome::Skipped(why) => format!("{:<3} {:<28} {:<12} skipped: {why}", r.id, r.workload, r.server),
+        Outcome::Skipped(why) => format!("{:<3} {:<28} {:<14} skipped: {why}", r.id, r.workload, r.server),
     }
 }
 
@@ -171,7 +171,7 @@ pub fn table(records: &[Record]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<3} {:<28} {:<12} {:>12} {:>10} {:>10} {:>12} {:>7} {:>7} {:>9}",
+        "{:<3} {:<28} {:<14} {:>12} {:>10} {:>10} {:>12} {:>7} {:>7} {:>9}",
         "id", "scenario", "server", "msgs/s", "p50 µs", "p99 µs", "srv µs/msg", "srv%", "cli%", "vs ringman"
     );
     for r in records {
@@ -179,7 +179,7 @@ pub fn table(records: &[Record]) -> String {
             Outcome::Done(f) => {
                 let _ = writeln!(
                     s,
-                    "{:<3} {:<28} {:<12} {:>12} {:>10.1} {:>10.1} {:>12} {:>7} {:>7.0} {:>9}",
+                    "{:<3} {:<28} {:<14} {:>12} {:>10.1} {:>10.1} {:>12} {:>7} {:>7.0} {:>9}",
                     r.id,
                     r.workload,
                     r.server,
@@ -195,7 +195,7 @@ pub fn table(records: &[Record]) -> String {
             Outcome::Idle { bytes_per_conn, .. } => {
                 let _ = writeln!(
                     s,
-                    "{:<3} {:<28} {:<12} {:>12} {:>10} {:>10} {:>12} {:>7} {:>7} {:>9}",
+                    "{:<3} {:<28} {:<14} {:>12} {:>10} {:>10} {:>12} {:>7} {:>7} {:>9}",
                     r.id,
                     r.workload,
                     r.server,
@@ -210,7 +210,7 @@ pub fn table(records: &[Record]) -> String {
             }
             Outcome::Skipped(why) => {
                 let why: String = why.chars().take(80).collect();
-                let _ = writeln!(s, "{:<3} {:<28} {:<12} skipped: {why}", r.id, r.workload, r.server);
+                let _ = writeln!(s, "{:<3} {:<28} {:<14} skipped: {why}", r.id, r.workload, r.server);
             }
         }
     }
@@ -337,11 +337,11 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
     s
 }
 
-const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const COLORS: [&str; 8] = ["#d62728", "#e377c2", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"];
 
 fn color(server: &str) -> &'static str {
     let i = crate::cli::ServerKind::parse(server)
-        .map_or(5, |k| crate::cli::ServerKind::ALL.iter().position(|&x| x == k).unwrap_or(5));
+        .map_or(7, |k| crate::cli::ServerKind::ALL.iter().position(|&x| x == k).unwrap_or(7));
     COLORS[i % COLORS.len()]
 }
 

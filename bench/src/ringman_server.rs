@@ -2,21 +2,33 @@
 //!
 //! The harness spawns `current_exe serve-ringman <scheme>://ip:port`, pinned to the server
 //! CPU, and waits until the port accepts connections. Schemes: `tcp` (raw echo), `text`
-//! (line echo), `frame` (4-byte length frame echo), `fanout` (WebSocket broadcast of every
-//! `pub:` message, see `src/fanout.rs`). The process serves with exactly one ring
-//! thread until SIGTERM/SIGINT.
+//! (line echo), `frame` (4-byte length frame echo), `websocket`, `http`, `fanout` (WebSocket
+//! broadcast of every `pub:` message, see `src/fanout.rs`). The process serves with exactly
+//! one ring thread until SIGTERM/SIGINT.
 //!
 //! `RINGMAN_SEND_MODE=eager` selects [`ringman::SendMode::Eager`] instead of the default
 //! batched sends, so both can be measured with the same harness.
+//!
+//! `RINGMAN_HTTP=static` (the `ringman-static` server row) answers `GET /hello` from a
+//! pre-encoded [`StaticResponse`] (only its `Date` is patched); the default (`build`, the
+//! `ringman` row) builds and encodes a [`Response`] per request, as the hyper peer does.
+//! Both send the same header set as hyper: `Content-Type`, `Content-Length`, `Date`.
 
-use ringman::http::respond_static;
+use ringman::http::{respond, respond_static};
 use ringman::protocols::http::{Response, StaticResponse};
 use ringman::{run_all, SendMode, Server, Worker};
+
+/// Environment variable selecting the HTTP answer path (`build` or `static`).
+pub const HTTP_ENV: &str = "RINGMAN_HTTP";
 
 /// Serves `addr` (`<scheme>://ip:port`) with ringman until the process is terminated.
 pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     if addr.starts_with("http://") {
-        return serve_http(addr);
+        return match std::env::var(HTTP_ENV).as_deref() {
+            Ok("static") => serve_http_static(addr),
+            Ok("build") | Err(_) => serve_http(addr),
+            Ok(other) => Err(format!("{HTTP_ENV} must be build or static, not {other}").into()),
+        };
     }
     if let Some(rest) = addr.strip_prefix("fanout://") {
         return crate::fanout::serve_ringman(&format!("websocket://{rest}"));
@@ -36,19 +48,36 @@ pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `GET /hello` → `200 Hello World` (text/plain) from a pre-encoded response; 404 otherwise.
+/// The `200 Hello World` answer (`respond` adds `Date`; the encoder adds `Content-Length`).
+fn hello() -> Response<'static> {
+    Response::new(200).header("Content-Type", "text/plain").body("Hello World")
+}
+
+/// `GET /hello` → `200 Hello World` (text/plain), built and encoded per request; 404 otherwise.
 fn serve_http(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut w = Worker::<()>::new(addr)?;
+    w.count = 1;
+    w.name = "bench-http".into();
+    w.on_request(|conn, req, _| {
+        if req.path() == "/hello" {
+            respond(conn, req, hello());
+        } else {
+            respond(conn, req, Response::new(404).body("Not Found"));
+        }
+    });
+    run_all(Server::new().add(w))?;
+    Ok(())
+}
+
+/// As [`serve_http`], but `/hello` is answered from a pre-encoded response (the fast path).
+fn serve_http_static(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = Worker::<Option<StaticResponse>>::new(addr)?;
     w.count = 1;
     w.name = "bench-http".into();
-    w.on_worker_start(|_, hello| {
-        let resp =
-            Response::new(200).header("Server", "ringman").header("Content-Type", "text/plain").body("Hello World");
-        *hello = Some(StaticResponse::new(&resp));
-    });
-    w.on_request(|conn, req, hello| match hello.as_mut() {
+    w.on_worker_start(|_, r| *r = Some(StaticResponse::new(&hello())));
+    w.on_request(|conn, req, r| match r.as_mut() {
         Some(r) if req.path() == "/hello" => respond_static(conn, req, r),
-        _ => ringman::http::respond(conn, req, Response::new(404).body("Not Found")),
+        _ => respond(conn, req, Response::new(404).body("Not Found")),
     });
     run_all(Server::new().add(w))?;
     Ok(())

@@ -13,7 +13,7 @@ use crate::error::ServerError;
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Peer binaries built from `bench/peers`.
-pub const PEER_BINS: [&str; 4] = ["tokio-peer", "tokio-uring-peer", "monoio-peer", "floor-peer"];
+pub const PEER_BINS: [&str; 5] = ["tokio-peer", "tokio-uring-peer", "monoio-peer", "floor-peer", "epoll-peer"];
 
 /// A free loopback port (bind port 0, read it back, release it).
 pub fn free_addr() -> Result<SocketAddr, ServerError> {
@@ -135,11 +135,13 @@ impl ServerProc {
         let tmp = std::env::temp_dir().join(format!("ringman-bench-{}-{}", std::process::id(), addr.port()));
         std::fs::create_dir_all(&tmp).map_err(|source| ServerError::Io { path: tmp.clone(), source })?;
         let mut cmd = match kind {
-            ServerKind::Ringman => {
+            ServerKind::Ringman | ServerKind::RingmanStatic => {
                 let exe =
                     std::env::current_exe().map_err(|source| ServerError::Io { path: "current_exe".into(), source })?;
                 let mut c = Command::new(exe);
                 c.arg("serve-ringman").arg(format!("{}://{addr}", ringman_scheme(scenario)));
+                let http = if kind == ServerKind::RingmanStatic { "static" } else { "build" };
+                c.env(crate::ringman_server::HTTP_ENV, http);
                 c
             }
             ServerKind::Nginx => {
@@ -233,6 +235,7 @@ fn kind_bin(kind: ServerKind) -> &'static str {
         ServerKind::TokioUring => "tokio-uring-peer",
         ServerKind::Monoio => "monoio-peer",
         ServerKind::Floor => "floor-peer",
+        ServerKind::Epoll => "epoll-peer",
         _ => "tokio-peer",
     }
 }

@@ -28,7 +28,7 @@ pub fn workload(o: &LoadOpts) -> String {
 }
 
 fn peers_needed(kind: ServerKind) -> bool {
-    !matches!(kind, ServerKind::Ringman | ServerKind::Nginx)
+    !matches!(kind, ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::Nginx)
 }
 
 /// Starts `kind`, runs the load, returns the figures. The load generator thread is pinned to
@@ -192,11 +192,18 @@ struct Entry {
     servers: &'static [ServerKind],
 }
 
-const ECHO_SERVERS: &[ServerKind] =
-    &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::TokioUring, ServerKind::Monoio, ServerKind::Floor];
-const HTTP_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Nginx];
+const ECHO_SERVERS: &[ServerKind] = &[
+    ServerKind::Ringman,
+    ServerKind::Tokio,
+    ServerKind::TokioUring,
+    ServerKind::Monoio,
+    ServerKind::Floor,
+    ServerKind::Epoll,
+];
+const HTTP_SERVERS: &[ServerKind] =
+    &[ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Tokio, ServerKind::Nginx];
 const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
-const OPEN_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Floor];
+const OPEN_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Floor, ServerKind::Epoll];
 
 /// Idle connections of P5 (full and quick): RSS is read at [`IDLE_CONNS_LO`] and at this
 /// count, and the slope between them is the figure.

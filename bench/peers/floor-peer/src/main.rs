@@ -1,21 +1,29 @@
 //! The "kernel floor": the least work an io_uring echo server can do per message.
 //!
-//! One ring (SINGLE_ISSUER | DEFER_TASKRUN), one multishot accept, one multishot recv per
-//! connection into a provided buffer ring, and one SEND per connection per completion batch
-//! (everything received for a connection in that batch goes out together). Short sends are
-//! resumed, buffers are recycled as soon as their bytes are copied, and a multishot recv that
-//! ran out of buffers (ENOBUFS) or otherwise stopped is re-armed.
+//! One ring (SINGLE_ISSUER | DEFER_TASKRUN, SQ 1024 / CQ 4096 as ringman's), one multishot
+//! accept straight into the fixed-file table (no regular fds for connections), one multishot
+//! recv per connection into a provided buffer ring of the same shape as ringman's (1024 ×
+//! 8 KiB), and one SENDMSG per connection per completion batch whose iovecs point at the
+//! received buffers themselves: nothing is copied in user space, and a buffer goes back to
+//! the kernel only once the send that carried it completed. Short sends are resumed, and a
+//! multishot recv that ran out of buffers (ENOBUFS) is re-armed once buffers were recycled.
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 const BGID: u16 = 0;
-const BUF_COUNT: u16 = 4096;
-const BUF_SIZE: usize = 4096;
+const BUF_COUNT: u16 = 1024;
+const BUF_SIZE: usize = 8192;
+const SQ_ENTRIES: u32 = 1024;
+const CQ_ENTRIES: u32 = 4096;
+/// Fixed-file table size ceiling (the kernel also caps it at RLIMIT_NOFILE).
+const MAX_FILES: u64 = 65536;
 const ACCEPT: u64 = u64::MAX;
 const KIND_RECV: u64 = 0;
 const KIND_SEND: u64 = 1;
+/// Shutdown and close: nothing to do on completion.
+const KIND_OTHER: u64 = 2;
 
 /// A provided-buffer ring registered with the kernel.
 struct BufRing {
@@ -75,25 +83,50 @@ impl BufRing {
         tail.store(self.tail, Ordering::Release);
     }
 
-    fn buf(&self, bid: u16, len: usize) -> &[u8] {
-        let at = bid as usize * BUF_SIZE;
-        &self.bufs[at..at + len]
+    /// Address of buffer `bid` plus `off` (inside the buffer).
+    fn addr(&self, bid: u16, off: usize) -> *mut libc::c_void {
+        debug_assert!(off < BUF_SIZE);
+        self.bufs[bid as usize * BUF_SIZE + off..].as_ptr() as *mut libc::c_void
     }
 }
 
-#[derive(Default)]
 struct Conn {
-    fd: i32,
-    /// Bytes handed to the in-flight SEND (must not move while it is in flight).
-    sending: Vec<u8>,
-    sent: usize,
-    /// Bytes received since the last SEND was issued.
-    pending: Vec<u8>,
+    /// Index in the fixed-file table.
+    slot: u32,
+    /// Received buffers (bid, len) not yet handed to a send.
+    pending: Vec<(u16, u32)>,
+    /// Buffers the in-flight SENDMSG carries; returned to the kernel when it completes.
+    inflight: Vec<(u16, u32)>,
+    /// Bytes of `inflight` already sent (a short send is resumed from here).
+    skip: usize,
+    /// iovecs of the in-flight SENDMSG (not touched while it is in flight).
+    iov: Vec<libc::iovec>,
+    /// The in-flight SENDMSG's header (boxed: stable address while the slab grows).
+    msg: Box<libc::msghdr>,
     send_inflight: bool,
     recv_armed: bool,
     eof: bool,
     broken: bool,
     dirty: bool,
+}
+
+impl Conn {
+    fn new(slot: u32) -> Self {
+        Conn {
+            slot,
+            pending: Vec::new(),
+            inflight: Vec::new(),
+            skip: 0,
+            iov: Vec::new(),
+            // SAFETY: an all-zero msghdr (no name, no iovecs, no control data) is valid.
+            msg: Box::new(unsafe { std::mem::zeroed() }),
+            send_inflight: false,
+            recv_armed: false,
+            eof: false,
+            broken: false,
+            dirty: false,
+        }
+    }
 }
 
 struct Server {
@@ -102,19 +135,24 @@ struct Server {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     dirty: Vec<usize>,
+    /// Connections whose multishot recv stopped with ENOBUFS.
+    starved: Vec<usize>,
+    recycled: bool,
     listen_fd: i32,
 }
 
 fn ud(idx: usize, kind: u64) -> u64 {
-    ((idx as u64) << 1) | kind
+    ((idx as u64) << 2) | kind
 }
 
 impl Server {
     fn push(&mut self, sqe: squeue::Entry) {
         loop {
             // SAFETY: every SQE we build points either at nothing (accept, recv with provided
-            // buffers) or at a connection's `sending` Vec, which is not touched until the
-            // SEND completes (send_inflight guards it) and whose slot is not freed before.
+            // buffers, shutdown, close) or at a connection's boxed `msg`, its `iov` and the
+            // provided buffers in `inflight`, none of which is touched, moved or recycled
+            // until the SENDMSG completes (send_inflight guards them) and whose slot is not
+            // freed before.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
             }
@@ -123,22 +161,38 @@ impl Server {
     }
 
     fn arm_accept(&mut self) {
-        let sqe = opcode::AcceptMulti::new(types::Fd(self.listen_fd)).build().user_data(ACCEPT);
+        let sqe =
+            opcode::AcceptMulti::new(types::Fd(self.listen_fd)).allocate_file_index(true).build().user_data(ACCEPT);
         self.push(sqe);
     }
 
     fn arm_recv(&mut self, idx: usize) {
         let c = self.conns[idx].as_mut().expect("live conn");
         c.recv_armed = true;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.fd), BGID).build().user_data(ud(idx, KIND_RECV));
+        let sqe = opcode::RecvMulti::new(types::Fixed(c.slot), BGID).build().user_data(ud(idx, KIND_RECV));
         self.push(sqe);
     }
 
+    /// Issues a SENDMSG of `inflight` from byte `skip` on.
     fn send(&mut self, idx: usize) {
         let c = self.conns[idx].as_mut().expect("live conn");
-        let rest = &c.sending[c.sent..];
-        let sqe =
-            opcode::Send::new(types::Fd(c.fd), rest.as_ptr(), rest.len() as u32).build().user_data(ud(idx, KIND_SEND));
+        c.iov.clear();
+        let mut skip = c.skip;
+        for &(bid, len) in &c.inflight {
+            let len = len as usize;
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            c.iov.push(libc::iovec { iov_base: self.bufs.addr(bid, skip), iov_len: len - skip });
+            skip = 0;
+        }
+        c.msg.msg_iov = c.iov.as_mut_ptr();
+        c.msg.msg_iovlen = c.iov.len() as _;
+        let sqe = opcode::SendMsg::new(types::Fixed(c.slot), &*c.msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(ud(idx, KIND_SEND));
         c.send_inflight = true;
         self.push(sqe);
     }
@@ -149,19 +203,29 @@ impl Server {
         if c.send_inflight || c.pending.is_empty() || c.broken {
             return;
         }
-        std::mem::swap(&mut c.sending, &mut c.pending);
-        c.sent = 0;
+        std::mem::swap(&mut c.inflight, &mut c.pending);
+        c.skip = 0;
         self.send(idx);
     }
 
+    fn recycle(bufs: &mut BufRing, list: &mut Vec<(u16, u32)>) -> bool {
+        for &(bid, _) in list.iter() {
+            bufs.push(bid);
+        }
+        let any = !list.is_empty();
+        list.clear();
+        any
+    }
+
     fn maybe_close(&mut self, idx: usize) {
-        let Some(c) = self.conns[idx].as_ref() else { return };
+        let Some(c) = self.conns[idx].as_mut() else { return };
         let done = c.broken || (c.eof && c.pending.is_empty());
         if done && !c.send_inflight && !c.recv_armed {
-            // SAFETY: the fd is ours and no request referencing it is in flight any more.
-            unsafe { libc::close(c.fd) };
+            self.recycled |= Self::recycle(&mut self.bufs, &mut c.pending);
+            let sqe = opcode::Close::new(types::Fixed(c.slot)).build().user_data(ud(idx, KIND_OTHER));
             self.conns[idx] = None;
             self.free.push(idx);
+            self.push(sqe);
         }
     }
 
@@ -172,18 +236,8 @@ impl Server {
         if res < 0 {
             return;
         }
-        let one: libc::c_int = 1;
-        // SAFETY: `res` is a fresh socket fd; the option value is a valid c_int.
-        unsafe {
-            libc::setsockopt(
-                res,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        let conn = Conn { fd: res, ..Conn::default() };
+        // TCP_NODELAY is inherited from the listening socket (set in main).
+        let conn = Conn::new(res as u32);
         let idx = match self.free.pop() {
             Some(i) => {
                 self.conns[i] = Some(conn);
@@ -199,22 +253,27 @@ impl Server {
 
     fn on_recv(&mut self, idx: usize, res: i32, flags: u32) {
         let more = cqueue::more(flags);
+        let c = self.conns[idx].as_mut().expect("live conn");
         if res > 0 {
             let bid = cqueue::buffer_select(flags).expect("recv with provided buffer has a bid");
-            let c = self.conns[idx].as_mut().expect("live conn");
-            c.pending.extend_from_slice(self.bufs.buf(bid, res as usize));
-            self.bufs.push(bid);
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(idx);
+            if c.broken {
+                self.bufs.push(bid);
+                self.recycled = true;
+            } else {
+                c.pending.push((bid, res as u32));
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(idx);
+                }
             }
         }
         if more {
             return;
         }
-        let c = self.conns[idx].as_mut().expect("live conn");
         c.recv_armed = false;
-        if res > 0 || res == -libc::ENOBUFS {
+        if res == -libc::ENOBUFS {
+            self.starved.push(idx);
+        } else if res > 0 {
             if !c.broken {
                 self.arm_recv(idx);
             }
@@ -231,16 +290,21 @@ impl Server {
         c.send_inflight = false;
         if res < 0 {
             c.broken = true;
-            // SAFETY: plain syscall on our own fd; it makes the armed recv terminate.
-            unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+            self.recycled |= Self::recycle(&mut self.bufs, &mut c.inflight);
+            self.recycled |= Self::recycle(&mut self.bufs, &mut c.pending);
+            // Ends the armed multishot recv.
+            let sqe =
+                opcode::Shutdown::new(types::Fixed(c.slot), libc::SHUT_RDWR).build().user_data(ud(idx, KIND_OTHER));
+            self.push(sqe);
         } else {
-            c.sent += res as usize;
-            if c.sent < c.sending.len() {
+            let total: usize = c.inflight.iter().map(|&(_, len)| len as usize).sum();
+            c.skip += res as usize;
+            if c.skip < total {
                 self.send(idx);
                 return;
             }
-            c.sending.clear();
-            c.sent = 0;
+            self.recycled |= Self::recycle(&mut self.bufs, &mut c.inflight);
+            c.skip = 0;
             if !c.pending.is_empty() {
                 self.flush(idx);
                 return;
@@ -251,7 +315,7 @@ impl Server {
 
     fn run(&mut self) -> std::io::Result<()> {
         self.arm_accept();
-        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(4096);
+        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(CQ_ENTRIES as usize);
         loop {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
@@ -265,19 +329,29 @@ impl Server {
                     self.on_accept(res, flags);
                     continue;
                 }
-                let idx = (ud >> 1) as usize;
-                match ud & 1 {
+                let idx = (ud >> 2) as usize;
+                match ud & 3 {
                     KIND_RECV => self.on_recv(idx, res, flags),
-                    _ => self.on_send(idx, res),
+                    KIND_SEND => self.on_send(idx, res),
+                    _ => {}
                 }
             }
-            self.bufs.publish();
             let dirty = std::mem::take(&mut self.dirty);
             for &idx in &dirty {
                 self.flush(idx);
             }
             self.dirty = dirty;
             self.dirty.clear();
+            if std::mem::take(&mut self.recycled) {
+                self.bufs.publish();
+                for idx in std::mem::take(&mut self.starved) {
+                    if self.conns[idx].as_ref().is_some_and(|c| !c.broken && !c.eof) {
+                        self.arm_recv(idx);
+                    } else {
+                        self.maybe_close(idx);
+                    }
+                }
+            }
         }
     }
 }
@@ -285,17 +359,44 @@ impl Server {
 fn main() {
     let args = peer_common::parse(&["echo"]);
     let listener = std::net::TcpListener::bind(args.addr).expect("bind");
-    // SAFETY: re-listening on our own bound socket only raises the backlog.
-    unsafe { libc::listen(listener.as_raw_fd(), 4096) };
+    let fd = listener.as_raw_fd();
+    let one: libc::c_int = 1;
+    // SAFETY: our own listening socket; the option value is a valid c_int. Accepted sockets
+    // inherit TCP_NODELAY from it (they cannot get it later: they exist only as fixed files).
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        // Re-listening on our own bound socket only raises the backlog.
+        libc::listen(fd, 4096);
+    }
     let ring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
-        .setup_cqsize(32768)
-        .build(4096)
+        .setup_cqsize(CQ_ENTRIES)
+        .build(SQ_ENTRIES)
         .expect("io_uring setup");
+    // SAFETY: an all-zero rlimit is a valid out-parameter.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to an rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let files = (lim.rlim_cur as u64).clamp(1024, MAX_FILES) as u32;
+    ring.submitter().register_files_sparse(files).expect("fixed-file table");
     let bufs = BufRing::new(&ring).expect("buffer ring");
-    let mut server =
-        Server { ring, bufs, conns: Vec::new(), free: Vec::new(), dirty: Vec::new(), listen_fd: listener.as_raw_fd() };
+    let mut server = Server {
+        ring,
+        bufs,
+        conns: Vec::new(),
+        free: Vec::new(),
+        dirty: Vec::new(),
+        starved: Vec::new(),
+        recycled: false,
+        listen_fd: fd,
+    };
     peer_common::announce(listener.local_addr().expect("local addr"));
     if let Err(e) = server.run() {
         eprintln!("floor-peer: {e}");
