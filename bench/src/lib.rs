@@ -25,5 +25,7 @@ pub mod server;
 pub mod suite;
 pub mod summary;
 pub mod target;
+#[cfg(test)]
+mod testutil;
 pub mod uring_gen;
 pub mod wire;

@@ -586,25 +586,7 @@ mod tests {
 
     #[test]
     fn run_level_warnings() {
-        use crate::report::Figures;
-        let fig = |other: f64, steal: f64| Figures {
-            rate: 1.0,
-            latency: Default::default(),
-            curve: vec![],
-            server_cpu_us_per_msg: Some(1.0),
-            server_util: Some(0.5),
-            client_util: 0.5,
-            server_core_busy: 0.5,
-            client_core_busy: 0.5,
-            steal,
-            other_cores: Some(other),
-            sent: 1,
-            received: 1,
-            bad_status: 0,
-            lost_conns: 0,
-            late: 0,
-            send_lag: None,
-        };
+        let fig = |other: f64, steal: f64| crate::testutil::figures(1.0, 1.0, steal, other);
         let rec = |server: &str, f| Record {
             id: "P1".into(),
             workload: "w".into(),

@@ -370,29 +370,7 @@ pub fn json(cells: &[Cell]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hist::Percentiles;
-    use crate::report::Figures;
-
-    fn fig(rate: f64, srv: f64, steal: f64, other: f64) -> Figures {
-        Figures {
-            rate,
-            latency: Percentiles { p50: rate / 1000.0, p90: 0.0, p99: rate / 100.0, p999: 0.0, max: 0.0, mean: 0.0 },
-            curve: vec![],
-            server_cpu_us_per_msg: Some(srv),
-            server_util: Some(0.9),
-            client_util: 0.95,
-            server_core_busy: 1.0,
-            client_core_busy: 1.0,
-            steal,
-            other_cores: Some(other),
-            sent: 1,
-            received: 1,
-            bad_status: 0,
-            lost_conns: 0,
-            late: 0,
-            send_lag: None,
-        }
-    }
+    use crate::testutil::figures as fig;
 
     fn rec(server: &str, round: usize, outcome: Outcome) -> Record {
         Record { id: "P1".into(), workload: "echo 64B c64 d1".into(), server: server.into(), round, outcome }

@@ -838,7 +838,7 @@ pub fn run(
 mod tests {
     use super::*;
     use crate::cli::Scenario;
-    use std::io::{Read, Write};
+    use crate::testutil::{echo_server, short_load as opts};
     use std::net::TcpListener;
 
     // --- Pacer: a simulated clock, no sleeping. ---
@@ -998,43 +998,6 @@ mod tests {
     }
 
     // --- The whole generator against real servers (counts only, no timing assertions). ---
-
-    fn echo_server() -> SocketAddr {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(mut s) = s else { return };
-                std::thread::spawn(move || {
-                    let mut b = [0u8; 8192];
-                    loop {
-                        match s.read(&mut b) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => {
-                                if s.write_all(&b[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    }
-
-    fn opts(scenario: Scenario, conns: usize, depth: usize, rate: Option<f64>) -> LoadOpts {
-        LoadOpts {
-            scenario,
-            conns,
-            size: 33,
-            depth,
-            duration: Duration::from_millis(300),
-            warmup: Duration::from_millis(100),
-            rate,
-            wire: Default::default(),
-        }
-    }
 
     fn check(r: &LoadResult) {
         assert!(r.drained, "{r:?}");

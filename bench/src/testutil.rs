@@ -1,0 +1,70 @@
+//! Helpers shared by the unit tests of several modules.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use crate::cli::{LoadOpts, Scenario};
+use crate::hist::Percentiles;
+use crate::report::Figures;
+
+/// A tiny threaded std::net echo server; returns its address.
+pub fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut b = [0u8; 8192];
+                loop {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&b[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A short load (100 ms warmup, 300 ms window, 33-byte messages).
+pub fn short_load(scenario: Scenario, conns: usize, depth: usize, rate: Option<f64>) -> LoadOpts {
+    LoadOpts {
+        scenario,
+        conns,
+        size: 33,
+        depth,
+        duration: Duration::from_millis(300),
+        warmup: Duration::from_millis(100),
+        rate,
+        wire: Default::default(),
+    }
+}
+
+/// Figures of a clean, client-bound run with the given rate, server CPU, steal and other cores.
+pub fn figures(rate: f64, srv: f64, steal: f64, other: f64) -> Figures {
+    Figures {
+        rate,
+        latency: Percentiles { p50: rate / 1000.0, p90: 0.0, p99: rate / 100.0, p999: 0.0, max: 0.0, mean: 0.0 },
+        curve: vec![],
+        server_cpu_us_per_msg: Some(srv),
+        server_util: Some(0.9),
+        client_util: 0.95,
+        server_core_busy: 1.0,
+        client_core_busy: 1.0,
+        steal,
+        other_cores: Some(other),
+        sent: 1,
+        received: 1,
+        bad_status: 0,
+        lost_conns: 0,
+        late: 0,
+        send_lag: None,
+    }
+}
