@@ -808,13 +808,11 @@ impl Core {
     /// ([`Core::offer_pending`]), so batching never refuses what an eager write would have
     /// delivered.
     pub(crate) fn send(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
-        let c = &mut self.conns[key];
-        if c.status != Status::Established {
-            return SendStatus::Failed;
-        }
-        if c.sendq.len >= c.max_send_buffer_size {
+        let c = &self.conns[key];
+        if c.status == Status::Established && c.sendq.len >= c.max_send_buffer_size {
             self.offer_pending(key);
         }
+        // (Offering may have found the connection dead.)
         let c = &mut self.conns[key];
         if c.status != Status::Established {
             return SendStatus::Failed;
