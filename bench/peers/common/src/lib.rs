@@ -1,4 +1,5 @@
-//! Argument parsing shared by the benchmark peers: `--addr IP:PORT [--mode MODE]`.
+//! What the benchmark peers share: `--addr IP:PORT [--mode MODE]` parsing, the readiness
+//! line, TCP_NODELAY.
 use std::io::Write;
 use std::net::SocketAddr;
 
@@ -31,6 +32,22 @@ pub fn parse(modes: &[&str]) -> Args {
         die(&format!("mode {mode:?} not supported; supported: {modes:?}"));
     }
     Args { addr, mode }
+}
+
+/// Sets TCP_NODELAY on a socket (a listener passes it on to the sockets it accepts).
+pub fn set_nodelay(fd: std::os::fd::RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket descriptor the caller owns; the option value is a valid
+    // c_int that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// Prints the readiness line the harness waits for.

@@ -55,17 +55,7 @@ impl Server {
                 // EAGAIN: drained; anything else (EMFILE, ECONNABORTED): retry on the next event.
                 return;
             }
-            let one: libc::c_int = 1;
-            // SAFETY: `fd` is a fresh socket; the option value is a valid c_int.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::IPPROTO_TCP,
-                    libc::TCP_NODELAY,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
+            peer_common::set_nodelay(fd);
             let conn = Conn { fd, buf: Vec::with_capacity(BUF_SIZE), sent: 0 };
             let idx = match self.free.pop() {
                 Some(i) => {

@@ -360,20 +360,11 @@ fn main() {
     let args = peer_common::parse(&["echo"]);
     let listener = std::net::TcpListener::bind(args.addr).expect("bind");
     let fd = listener.as_raw_fd();
-    let one: libc::c_int = 1;
-    // SAFETY: our own listening socket; the option value is a valid c_int. Accepted sockets
-    // inherit TCP_NODELAY from it (they cannot get it later: they exist only as fixed files).
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        // Re-listening on our own bound socket only raises the backlog.
-        libc::listen(fd, 4096);
-    }
+    // Accepted sockets inherit TCP_NODELAY from the listener (they cannot get it later: they
+    // exist only as fixed files).
+    peer_common::set_nodelay(fd);
+    // SAFETY: re-listening on our own bound socket only raises the backlog.
+    unsafe { libc::listen(fd, 4096) };
     let ring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
