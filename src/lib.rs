@@ -12,8 +12,28 @@
 //! worker.on_close(|conn, _| println!("connection {} closed", conn.id()));
 //! run_all(Server::new().add(worker)).unwrap();
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-pub use ringman_engine::*;
-/// The sans-IO protocol layer (text, frame, raw tcp, and the traits for your own).
+pub use ringman_engine::{
+    resident_memory, ring_info, run_all, run_all_then, stop_all, thread_connections, ConnError, ConnInfo, Connection,
+    ConnectionId, EngineError, Message, MessageKind, RingInfo, RingMode, Running, SendMode, SendStatus, Server,
+    ThreadStats, Timer, TimerId, Worker, WorkerHandle, WorkerInfo, WsDecision,
+};
+
+/// Counters of a ring thread (`WorkerHandle::stats`).
+pub use ringman_engine::stats;
+
+/// HTTP glue: answering requests on a connection, static files, and the request and response
+/// types a handler needs (one import: `use ringman::http::{respond, Request, Response}`).
+pub mod http {
+    pub use ringman_engine::http::{continue_file, date_now, respond, respond_static, send_file, WebServer};
+    pub use ringman_protocols::http::{Request, Response, StaticResponse};
+}
+
+/// Handing listening sockets to a successor process (zero-downtime reload).
+pub use ringman_engine::handover;
+
+/// The sans-IO protocol layer (raw tcp, text, frame, http, websocket, and the traits for
+/// your own).
 pub use ringman_protocols as protocols;

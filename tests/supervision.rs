@@ -122,14 +122,14 @@ fn inherited_listener_keeps_the_accept_queue() {
     let addr = old.local_addr().unwrap();
     let mut waiting = connect(addr);
     use std::os::fd::AsRawFd;
-    std::env::set_var(ringman::LISTEN_FDS_ENV, format!("{addr}={}", old.as_raw_fd()));
+    std::env::set_var("RINGMAN_LISTEN_FDS", format!("{addr}={}", old.as_raw_fd()));
     let mut w = Worker::<()>::new(&format!("text://{addr}")).unwrap();
     w.count = 1;
     w.on_message(|c, m, _| {
         c.send(m);
     });
     let running = Server::new().add(w).start().expect("starts on the inherited socket");
-    std::env::remove_var(ringman::LISTEN_FDS_ENV);
+    std::env::remove_var("RINGMAN_LISTEN_FDS");
     std::mem::forget(old); // the ring thread owns the descriptor now
     assert_eq!(running.local_addr(0), Some(addr));
     write_all(&mut waiting, b"queued before start\n");

@@ -9,7 +9,8 @@
 //!    once its connection slab is empty and its accept/wake operations have completed).
 //! 2. A receive buffer is owned by the kernel from the moment its id is published in the ring
 //!    (tail store with `Release` ordering) until a CQE names it; then it is owned by the engine
-//!    until [`RecvRing::recycle`] republishes it. The engine recycles every buffer a CQE names,
+//!    (as a [`RecvBuf`] guard when its bytes are read) until [`RecvRing::give_back`] or
+//!    [`RecvRing::recycle`] republishes it. The engine returns every buffer a CQE names,
 //!    including CQEs for connections that are already gone.
 //! 3. A send chunk is owned by exactly one connection's send queue. While a send SQE that
 //!    points into it is in flight, the chunk stays in that queue (one send in flight per
@@ -99,20 +100,29 @@ impl RecvRing {
         self.buf_size
     }
 
-    /// The bytes the kernel wrote into buffer `bid`.
+    /// Takes buffer `bid`, into which the kernel wrote `len` bytes, out of the kernel's
+    /// hands until [`RecvRing::give_back`] (invariant 2).
     ///
     /// # Safety
-    /// The caller owns `bid` (a CQE named it and it has not been recycled), `len` is the CQE's
-    /// result, and the returned slice is dropped before `bid` is recycled.
-    pub(crate) unsafe fn filled<'a>(&self, bid: u16, len: usize) -> &'a mut [u8] {
+    /// A CQE of this ring named `bid` with result `len`, and that CQE's buffer has not been
+    /// taken or recycled since: each CQE's buffer is taken once.
+    pub(crate) unsafe fn take(&self, bid: u16, len: usize) -> RecvBuf {
         debug_assert!(bid < self.count && len <= self.buf_size as usize);
-        // SAFETY: in bounds of `data` per the debug-asserted contract; exclusive per caller.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.data.ptr.as_ptr().add(bid as usize * self.buf_size as usize), len)
-        }
+        // SAFETY: `bid < count` (the kernel only names buffers we published), so the offset
+        // lies inside the data mapping.
+        let ptr = unsafe { self.data.ptr.add(bid as usize * self.buf_size as usize) };
+        RecvBuf { bid, ptr, len }
     }
 
-    /// Hands buffer `bid` back to the kernel (visible after [`RecvRing::publish`]).
+    /// Hands a taken buffer back to the kernel (visible after [`RecvRing::publish`]).
+    pub(crate) fn give_back(&mut self, buf: RecvBuf) {
+        let bid = buf.bid;
+        std::mem::forget(buf);
+        self.push(bid);
+    }
+
+    /// Hands buffer `bid` back without taking it (a completion whose bytes are not wanted:
+    /// a connection already gone, an error that still named a buffer).
     pub(crate) fn recycle(&mut self, bid: u16) {
         self.push(bid);
     }
@@ -147,6 +157,37 @@ impl RecvRing {
     /// Unregisters the group; called before the mappings are dropped.
     pub(crate) fn unregister(&self, ring: &IoUring) {
         let _ = ring.submitter().unregister_buf_ring(RECV_BGID);
+    }
+}
+
+/// A receive buffer the engine holds between the completion that filled it and its return
+/// to the kernel ([`RecvRing::give_back`]). Its bytes are borrowed from the guard, so no
+/// slice of it can outlive the hold.
+///
+/// Dropping a guard instead of giving it back leaks the buffer from the pool (the kernel
+/// never gets it again); that only happens while a ring thread unwinds from a panic, when
+/// the whole pool is abandoned anyway.
+#[must_use = "a receive buffer must be given back to its ring"]
+pub(crate) struct RecvBuf {
+    bid: u16,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl RecvBuf {
+    /// The received bytes.
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr..ptr+len` lies inside the ring's data mapping, which outlives every
+        // guard (the ring is dropped only after its runner returned), and the buffer is the
+        // engine's alone until `give_back` consumes this guard (invariant 2). The slice
+        // borrows the guard, so it cannot outlive the hold.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        debug_assert!(std::thread::panicking(), "receive buffer {} dropped without give_back", self.bid);
     }
 }
 

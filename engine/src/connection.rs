@@ -1,112 +1,16 @@
 //! The connection handle user code holds (Workerman's `TcpConnection`).
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 
 use bytes::Bytes;
 
 use ringman_protocols::MessageKind;
 
-use crate::reactor::{current_thread, with_core, Enc, Status};
-use crate::server::{post, Cmd};
-
-/// What `send()` did with the data (Workerman's `true` / `null` / `false`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendStatus {
-    /// The write was submitted and its completion came back in full before `send()`
-    /// returned: the bytes are in the kernel's socket buffer (Workerman's `true`).
-    Sent,
-    /// The bytes are in the connection's application buffer (registered memory when
-    /// available) and the ring drains it (Workerman's `null`). Always the answer for a
-    /// connection owned by another thread, or in [`SendMode::Batched`](crate::SendMode).
-    Queued,
-    /// Nothing was queued: the connection is closing or closed, or the bytes of earlier
-    /// sends that the kernel has not taken yet were already at `max_send_buffer_size`
-    /// (Workerman's check-before-append rule; bytes not yet offered to the kernel are offered
-    /// first, so batching never refuses what a direct write would have taken). Then
-    /// `on_error` reports SEND_FAIL, the worker's `send_fail` counter grows and the
-    /// connection stays open. Workerman's `false`.
-    Failed,
-}
-
-impl SendStatus {
-    /// True unless the data was dropped.
-    pub fn is_ok(self) -> bool {
-        self != SendStatus::Failed
-    }
-}
-
-/// Identifies a connection across all ring threads of the process, for the life of the
-/// process (Workerman's `$connection->id`).
-///
-/// The number ([`ConnectionId::as_u64`]) is ring thread (16 bits) | serial (48 bits). Serials
-/// come from one process-wide counter (each ring reserves them in blocks), so no two
-/// connections of a process ever share an id — not across ring restarts, recycles, or
-/// servers started one after another. The counter would wrap after 2^48 accepts (about
-/// 9 years at a million accepts per second), so a stale id can never name a later
-/// connection in practice. Ids the engine hands out also carry the connection's slot, so
-/// looking one up is an index; an id rebuilt with [`ConnectionId::from_u64`] is found
-/// through a per-ring map instead.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionId {
-    serial: u64,
-    slot: u32,
-}
-
-/// `slot` of an id rebuilt from its number: look it up by serial.
-const NO_SLOT: u32 = u32::MAX;
-
-impl ConnectionId {
-    pub(crate) fn new(serial: u64, slot: usize) -> ConnectionId {
-        ConnectionId { serial, slot: slot as u32 }
-    }
-    pub(crate) fn thread(self) -> u16 {
-        (self.serial >> 48) as u16
-    }
-    /// The slot, when the id carries one.
-    pub(crate) fn slot(self) -> Option<usize> {
-        (self.slot != NO_SLOT).then_some(self.slot as usize)
-    }
-    pub(crate) fn serial(self) -> u64 {
-        self.serial
-    }
-    /// The id as a number (unique in the process, never reused).
-    pub fn as_u64(self) -> u64 {
-        self.serial
-    }
-    /// Rebuilds an id from [`ConnectionId::as_u64`] (for example one kept in another
-    /// service): it names the same connection, and nothing once that connection is gone.
-    pub fn from_u64(v: u64) -> ConnectionId {
-        ConnectionId { serial: v, slot: NO_SLOT }
-    }
-}
-
-impl PartialEq for ConnectionId {
-    fn eq(&self, other: &Self) -> bool {
-        self.serial == other.serial
-    }
-}
-impl Eq for ConnectionId {}
-impl std::hash::Hash for ConnectionId {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.serial.hash(h);
-    }
-}
-impl PartialOrd for ConnectionId {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for ConnectionId {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.serial.cmp(&other.serial)
-    }
-}
-
-impl std::fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.serial)
-    }
-}
+use crate::id::ConnectionId;
+use crate::mailbox::{post, Cmd, Enc};
+use crate::reactor::{current_thread, with_core, ConnState, Core, SendStatus, Status};
 
 /// A handle to one connection. It is `Copy`, can be stored (in a timer, in another
 /// connection's context, in a map of users) and used later; once the connection is gone
@@ -139,7 +43,7 @@ impl Connection {
         self.id
     }
 
-    fn local<R>(&self, f: impl FnOnce(&mut crate::reactor::Core, usize) -> R) -> Option<R> {
+    fn local<R>(&self, f: impl FnOnce(&mut Core, usize) -> R) -> Option<R> {
         if current_thread() != Some(self.id.thread()) {
             return None;
         }
@@ -238,7 +142,7 @@ impl Connection {
             return;
         }
         // Before the upgrade (or on another protocol) there is no WebSocket to close.
-        if !self.local(|c, k| c.conns[k].upgraded).unwrap_or(false) {
+        if !self.local(|c, k| c.conns[k].ws.is_some()).unwrap_or(false) {
             self.close(None);
             return;
         }
@@ -259,12 +163,12 @@ impl Connection {
 
     /// The WebSocket handshake answer is queued: frames (heartbeats, a close) may follow.
     pub(crate) fn set_upgraded(&self) {
-        self.local(|c, k| c.conns[k].upgraded = true);
+        self.local(|c, k| c.start_ws_session(k));
     }
 
     /// True once [`Connection::websocket_close`] sent our close frame.
     pub(crate) fn ws_close_sent(&self) -> bool {
-        self.local(|c, k| c.conns[k].ws_close_sent).unwrap_or(false)
+        self.local(|c, k| c.conns[k].status == Status::WsClosing).unwrap_or(false)
     }
 
     /// Sends `data` as is, flushes, then half-closes and lingers briefly before closing, so
@@ -327,7 +231,7 @@ impl Connection {
 
     /// The local address the connection was accepted on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local(|c, k| crate::sys::local_addr(c.conns[k].fd)).flatten()
+        self.local(|c, k| crate::sys::local_addr(c.conns[k].fd.as_fd())).flatten()
     }
 
     /// Bytes received so far.
@@ -387,19 +291,44 @@ impl Connection {
 
     /// Stores a per-connection user value (replacing any previous one).
     pub fn set_context<T: 'static>(&self, value: T) {
-        // The previous value is dropped here, after the core is released: its `Drop` may use
-        // connections and timers.
-        let _old = self.local(|c, k| c.conns[k].context.replace(Box::new(value)));
+        self.set_value(|c| &mut c.context, Some(Box::new(value)));
     }
 
     /// Runs `f` on the per-connection value of type `T`, if one is set. The value is taken
     /// out while `f` runs, so `f` may freely use this and other connections.
     pub fn with_context<T: 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        let mut boxed = self.local(|c, k| c.conns[k].context.take()).flatten()?;
+        self.with_value(|c| &mut c.context, f)
+    }
+
+    /// Stores (or with `None` clears) the engine's per-connection value for a response in
+    /// progress (`http::send_file`), apart from the application's context.
+    pub(crate) fn set_streaming<T: 'static>(&self, value: Option<T>) {
+        self.set_value(|c| &mut c.streaming, value.map(|v| Box::new(v) as Box<dyn Any>));
+    }
+
+    /// Runs `f` on the streaming value of type `T`, if one is set (see `with_context`).
+    pub(crate) fn with_streaming<T: 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.with_value(|c| &mut c.streaming, f)
+    }
+
+    fn set_value(&self, field: fn(&mut ConnState) -> &mut Option<Box<dyn Any>>, value: Option<Box<dyn Any>>) {
+        // The previous value (or `value`, when the connection is gone) is dropped here, after
+        // the core is released: its `Drop` may use connections and timers.
+        let mut value = Some(value);
+        let old = self.local(|c, k| std::mem::replace(field(&mut c.conns[k]), value.take().flatten()));
+        drop((old, value));
+    }
+
+    fn with_value<T: 'static, R>(
+        &self,
+        field: fn(&mut ConnState) -> &mut Option<Box<dyn Any>>,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        let mut boxed = self.local(|c, k| field(&mut c.conns[k]).take()).flatten()?;
         let r = boxed.downcast_mut::<T>().map(f);
         let mut back = Some(boxed);
         self.local(|c, k| {
-            let slot = &mut c.conns[k].context;
+            let slot = field(&mut c.conns[k]);
             if slot.is_none() {
                 *slot = back.take();
             }

@@ -113,7 +113,8 @@ pub struct WebServer {
     index: &'static str,
 }
 
-/// A file being streamed to a connection (kept in the connection's context).
+/// A file being streamed to a connection (kept in the connection's streaming slot, so the
+/// application's context is left alone).
 struct Streaming {
     file: File,
     remaining: u64,
@@ -235,7 +236,7 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
         }
         return true;
     }
-    conn.set_context(Streaming { file, remaining: count, close_after: !req.keep_alive() });
+    conn.set_streaming(Some(Streaming { file, remaining: count, close_after: !req.keep_alive() }));
     // Pipelined requests (and their `100 Continue`) wait until the body is out, so nothing
     // is written into the middle of it.
     conn.pause_recv();
@@ -253,7 +254,7 @@ pub fn continue_file(conn: &Connection) {
 fn pump(conn: &Connection) {
     let mut buf = vec![0u8; PIECE];
     loop {
-        let step = conn.with_context(|s: &mut Streaming| {
+        let step = conn.with_streaming(|s: &mut Streaming| {
             if s.remaining == 0 {
                 return Err(s.close_after);
             }
@@ -270,7 +271,7 @@ fn pump(conn: &Connection) {
         match step {
             Some(Ok(n)) => {
                 if !send_in_step(conn, &buf[..n]) {
-                    conn.set_context(());
+                    conn.set_streaming::<Streaming>(None);
                     return;
                 }
                 if conn.send_queue_len() >= PIECE {
@@ -278,7 +279,7 @@ fn pump(conn: &Connection) {
                 }
             }
             Some(Err(close)) => {
-                conn.set_context(());
+                conn.set_streaming::<Streaming>(None);
                 if close {
                     conn.close(None);
                 } else {

@@ -4,35 +4,42 @@
 //! and a registered arena for sends. User code plugs in through [`Worker`] callbacks, holds
 //! [`Connection`] handles, and schedules work with [`Timer`]. See ARCHITECTURE.md for the
 //! path of a message from completion to callback to send.
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
+// Modules in dependency order: each imports only from the ones above it.
 mod buffers;
+mod config;
 mod connection;
 mod error;
+mod handle;
+pub mod handover;
 pub mod http;
-pub mod ops;
+mod id;
+mod mailbox;
 mod reactor;
 mod ring;
 mod server;
+pub mod stats;
 mod sys;
 mod timer;
-mod websocket;
+mod timers;
 mod worker;
 
-pub use connection::{Connection, ConnectionId, SendStatus};
+pub use config::SendMode;
+pub use connection::Connection;
 pub use error::{ConnError, EngineError};
-pub use ops::{Launch, OpsError, Options as OpsOptions};
+pub use handle::WorkerHandle;
+pub use id::ConnectionId;
+pub use reactor::SendStatus;
 pub use ring::RingMode;
 /// The message types callbacks receive, re-exported from `ringman_protocols`.
 pub use ringman_protocols::{Message, MessageKind};
-pub use server::{
-    run_all, run_all_then, stop_all, Counter, LatencyHistogram, Running, Server, ThreadStats, WorkerHandle,
-    LISTEN_FDS_ENV,
-};
-pub use sys::{clear_cloexec, pin_to_cpu};
+pub use server::{run_all, run_all_then, stop_all, Running, Server};
+pub use stats::ThreadStats;
+pub use sys::resident_memory;
 pub use timer::{Timer, TimerId};
-pub use websocket::WsDecision;
-pub use worker::{SendMode, Worker, WorkerInfo};
+pub use worker::{Worker, WorkerInfo, WsDecision};
 
 /// What a ring thread runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,56 +1,70 @@
-//! Thin wrappers over socket syscalls that the ring does not cover.
+//! Thin wrappers over the syscalls the ring does not cover, through one [`syscall!`] helper.
+//! Descriptors are owned ([`OwnedFd`]) or borrowed ([`BorrowedFd`]): closing is dropping.
 
+use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::SockAddr;
 
+/// Calls a libc function that reports failure as -1 with `errno`, turning that into an
+/// [`io::Error`]. The call itself must be wrapped in `unsafe` by the caller, with its
+/// `// SAFETY:` reasoning.
+macro_rules! syscall {
+    ($call:expr) => {{
+        let r = $call;
+        if r == -1 {
+            Err(::std::io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use syscall;
+
 type AddrFn = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
 
-fn addr_of(fd: RawFd, f: AddrFn) -> Option<SocketAddr> {
+fn addr_of(fd: BorrowedFd<'_>, f: AddrFn) -> Option<SocketAddr> {
     // SAFETY: `try_init` hands us storage and a length sized for any socket address; the
     // syscall fills at most that much and reports the length it used.
     let (_, addr) =
-        unsafe {
-            SockAddr::try_init(|storage, len| {
-                if f(fd, storage.cast(), len) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            })
-        }
-        .ok()?;
+        unsafe { SockAddr::try_init(|storage, len| syscall!(f(fd.as_raw_fd(), storage.cast(), len)).map(drop)) }
+            .ok()?;
     addr.as_socket()
 }
 
 /// `getpeername(2)`.
-pub(crate) fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
     addr_of(fd, libc::getpeername)
 }
 
 /// `getsockname(2)`.
-pub(crate) fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
     addr_of(fd, libc::getsockname)
 }
 
 /// A non-blocking, close-on-exec eventfd for cross-thread wake-ups.
-pub(crate) fn eventfd() -> std::io::Result<RawFd> {
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the result is checked.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(fd)
-    }
+    let fd = syscall!(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Adds one to an eventfd counter (wakes a ring waiting on it).
-pub(crate) fn eventfd_signal(fd: RawFd) {
+/// Adds one to an eventfd counter (wakes a ring waiting on it). A full counter (EAGAIN)
+/// already means "wake up", so the result is not needed.
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
     let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd the caller holds open.
+    let _ = syscall!(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) });
+}
+
+/// `shutdown(2)` on a socket we hold open; errors (not connected) are of no interest.
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: libc::c_int) {
+    // SAFETY: plain syscall on a descriptor the caller holds open.
+    let _ = syscall!(unsafe { libc::shutdown(fd.as_raw_fd(), how) });
 }
 
 /// Ignores SIGPIPE process-wide if it still has its default action (like Workerman): a write
@@ -68,46 +82,59 @@ pub(crate) fn ignore_sigpipe() {
 }
 
 /// Pins the calling thread to `cpu`.
-pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in bounds for cpu < 1024.
-    unsafe {
+    let set = unsafe {
         let mut set = MaybeUninit::<libc::cpu_set_t>::zeroed().assume_init();
         libc::CPU_SET(cpu % 1024, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        set
+    };
+    // SAFETY: the set is a live, initialised cpu_set_t of the size passed.
+    syscall!(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) }).map(drop)
+}
+
+/// Sets (`on`) or clears FD_CLOEXEC: inherited descriptors must not leak into further
+/// children by accident, and handed-over ones must survive exec into a successor.
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; results are checked.
+    let flags = syscall!(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let want = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+    if want != flags {
+        // SAFETY: as above.
+        syscall!(unsafe { libc::fcntl(fd, libc::F_SETFD, want) })?;
     }
     Ok(())
 }
 
-/// Sets FD_CLOEXEC (inherited descriptors must not leak into further children by accident).
-pub(crate) fn set_cloexec(fd: RawFd) {
-    // SAFETY: fcntl on a descriptor we were handed; failure leaves it unchanged.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-        }
-    }
-}
-
-/// Clears FD_CLOEXEC so `fd` survives exec into a successor process.
-pub fn clear_cloexec(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller owns; the result is checked.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Resident set size of this process, from `/proc/self/statm`.
-pub(crate) fn resident_bytes() -> Option<u64> {
+/// Resident memory of this process in bytes (`/proc/self/statm`, the same figure as
+/// `VmRSS`): what `max_memory` compares against and what status reports.
+pub fn resident_memory() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloexec_is_set_and_cleared() {
+        let fd = eventfd().unwrap();
+        let get = || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC;
+        assert_ne!(get(), 0, "eventfds are created close-on-exec");
+        set_cloexec(fd.as_raw_fd(), false).unwrap();
+        assert_eq!(get(), 0);
+        set_cloexec(fd.as_raw_fd(), true).unwrap();
+        assert_ne!(get(), 0);
+        assert!(set_cloexec(-1, true).is_err(), "a bad descriptor is an error, not a no-op");
+    }
+
+    #[test]
+    fn resident_memory_is_plausible() {
+        let rss = resident_memory().expect("procfs is mounted");
+        assert!(rss > 64 * 1024 && rss < 64 << 30, "{rss}");
+    }
 }

@@ -219,6 +219,26 @@ pub trait Protocol: Send + Sync + 'static {
     /// A fresh encoder for a new connection.
     fn encoder(&self) -> Box<dyn Encoder>;
 
+    /// How long a connection may stay silent, with nothing in flight, before the engine
+    /// closes it quietly, unless the worker sets its own `idle_timeout`. HTTP: 60 s
+    /// (the keep-alive timeout). Default: none.
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// How long a packet that started arriving may take to complete before the protocol's
+    /// timeout reply is sent and the connection ends, unless the worker sets its own
+    /// `packet_timeout`. HTTP: 30 s (the header and body timeout). Default: none.
+    fn packet_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Whether the protocol can ping its peer once a connection is upgraded
+    /// ([`MessageKind::Ping`] frames), so a heartbeat applies (WebSocket). Default: no.
+    fn supports_ping(&self) -> bool {
+        false
+    }
+
     /// The concrete protocol, for engine glue that needs its settings (WebSocket's
     /// compression switch). `None` unless a protocol opts in.
     fn as_any(&self) -> Option<&dyn std::any::Any> {

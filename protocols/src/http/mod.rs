@@ -67,6 +67,14 @@ impl Protocol for Http {
     fn name(&self) -> &'static str {
         "http"
     }
+    /// The keep-alive timeout: 60 s.
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(60))
+    }
+    /// The header and body timeout (slow-loris defence): 30 s.
+    fn packet_timeout(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(30))
+    }
     fn decoder(&self) -> Box<dyn Decoder> {
         Box::new(HttpDecoder::new())
     }

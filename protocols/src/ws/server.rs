@@ -53,6 +53,9 @@ impl Protocol for WebSocket {
     fn name(&self) -> &'static str {
         "websocket"
     }
+    fn supports_ping(&self) -> bool {
+        true
+    }
     fn decoder(&self) -> Box<dyn Decoder> {
         let mut d = WsDecoder::server(self.deflate);
         d.set_auto_pong(self.auto_pong);

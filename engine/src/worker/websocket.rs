@@ -11,8 +11,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use ringman_protocols::ws::{self, Accept, HandshakeRequest, WebSocket};
 use ringman_protocols::{Message, MessageKind};
 
-use crate::worker::Callbacks;
-use crate::{Connection, Worker};
+use super::{Callbacks, Worker};
+use crate::connection::Connection;
 
 /// What `on_websocket_connect` decides about an upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,11 @@ use ringman_protocols::{Delivery, Flow, MessageKind, Protocol};
 
 use super::*;
 use crate::ring::{Kind, Token};
-use crate::server::ThreadStats;
-use crate::worker::{SendMode, WorkerConfig};
+use io_uring::{cqueue, opcode};
+
+use crate::config::{SendMode, WorkerConfig};
+use crate::mailbox::{self, Cmd, Enc};
+use crate::stats::ThreadStats;
 
 type Cqe = (u64, i32, u32);
 
@@ -52,6 +54,7 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
         send_mode: SendMode::Batched,
         backpressure: true,
         close_timeout: Duration::from_secs(5),
+        stop_timeout: Duration::from_secs(5),
         default_kind: MessageKind::Binary,
         recv_buffers,
         recv_buffer_size,
@@ -66,16 +69,16 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
 
 impl Rig {
     fn new(recv_buffers: u16, recv_buffer_size: u32) -> Rig {
-        let (thread, mailbox) = crate::server::register_thread().expect("thread id");
+        let (thread, mailbox) = mailbox::register().expect("thread id");
         let cfg = config(recv_buffers, recv_buffer_size);
         let mut core = Core::new(thread, cfg, Vec::new(), mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         peer.set_read_timeout(Some(PATIENCE)).unwrap();
         let (server, _) = listener.accept().unwrap();
-        core.open_conn(server.into_raw_fd());
+        core.open_conn(server.into());
         let key = core.conns.iter().next().map(|(k, _)| k).expect("connection opened");
-        let id = core.handle(key).id();
+        let id = core.id_of(key);
         let mut rig = Rig { core, thread, peer, key, id, delivered: Vec::new(), closes: 0 };
         rig.events();
         rig
@@ -106,7 +109,7 @@ impl Rig {
         let Some(tok) = Token::from_u64(ud) else { return };
         match tok.kind {
             Kind::Recv => {
-                if let Some(w) = self.core.recv_begin(tok, res, flags) {
+                if let Some(w) = self.core.on_recv(tok, res, flags) {
                     self.deliver(w);
                 }
             }
@@ -118,8 +121,10 @@ impl Rig {
     }
 
     fn deliver(&mut self, mut w: RecvWork) {
-        // SAFETY: the slice is used before `recv_end` recycles the buffer.
-        let data = unsafe { w.data() };
+        let data: &mut [u8] = match w.buf.as_mut() {
+            Some(b) => b.bytes(),
+            None => &mut [],
+        };
         let mut got = Vec::new();
         let sink = |d: Delivery<'_>| {
             if let Delivery::Message(m) = d {
@@ -141,12 +146,12 @@ impl Rig {
         while let Some(ev) = self.core.events.pop_front() {
             match ev {
                 Event::Close(c) => {
-                    assert_eq!(c.id(), self.id);
+                    assert_eq!(c, self.id);
                     self.closes += 1;
-                    self.core.close_delivered(c.id());
+                    self.core.close_delivered(c);
                 }
                 Event::Resume(c) => {
-                    if let Some(w) = self.core.resume_begin(c.id()) {
+                    if let Some(w) = self.core.resume_begin(c) {
                         self.deliver(w);
                     }
                 }
@@ -181,7 +186,7 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        crate::server::unregister(self.thread);
+        mailbox::unregister(self.thread);
     }
 }
 
@@ -363,7 +368,7 @@ fn late_completions_after_destroy_free_the_slot_once() {
             let Some(tok) = Token::from_u64(cqe.0) else { continue };
             match tok.kind {
                 Kind::Recv => {
-                    assert!(rig.core.recv_begin(tok, cqe.1, cqe.2).is_none(), "delivery after destroy");
+                    assert!(rig.core.on_recv(tok, cqe.1, cqe.2).is_none(), "delivery after destroy");
                 }
                 Kind::Send => rig.core.on_send(tok, cqe.1),
                 Kind::Cancel => rig.core.on_cancel(tok),
@@ -429,7 +434,7 @@ fn quiesce_finds_a_wake_completion_moved_aside() {
     std::thread::spawn(move || {
         let mut rig = Rig::new(64, 4096);
         rig.core.arm_wake();
-        assert!(crate::server::post(rig.thread, crate::server::Cmd::PauseAccept));
+        assert!(mailbox::post(rig.thread, Cmd::PauseAccept));
         let wake = rig.collect(|a| count(a, Kind::Wake) == 1);
         rig.core.early.extend(wake);
         rig.core.quiesce();
@@ -444,9 +449,9 @@ fn quiesce_finds_a_wake_completion_moved_aside() {
 /// for the accept to end.
 #[test]
 fn stop_with_a_full_submission_queue_still_ends_the_accept() {
-    let (thread, mailbox) = crate::server::register_thread().expect("thread id");
+    let (thread, mailbox) = mailbox::register().expect("thread id");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let slot = ListenerSlot { fd: listener.into_raw_fd(), armed: false };
+    let slot = ListenerSlot::new(Arc::new(listener.into()));
     let mut core =
         Core::new(thread, config(64, 4096), vec![slot], mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
     core.arm_accept(0);
@@ -467,10 +472,9 @@ fn stop_with_a_full_submission_queue_still_ends_the_accept() {
             }
         }
     }
-    // SAFETY: the listener this test opened; the core never closes listeners.
-    unsafe { libc::close(core.listeners[0].fd) };
+    // The listener closes with the core, its last holder.
     drop(core);
-    crate::server::unregister(thread);
+    mailbox::unregister(thread);
 }
 
 /// The completion queue overflows while data arrives (thousands of unrelated completions

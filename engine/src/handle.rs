@@ -1,0 +1,122 @@
+//! `WorkerHandle`: a handle on the ring threads of one running worker, usable from any
+//! thread (broadcasts, cross-thread calls, stop, recycle, counters).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::mailbox::{post, Cmd};
+use crate::reactor::{current_thread, with_core};
+use crate::stats::ThreadStats;
+
+/// A handle on the ring threads of one running worker, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    pub(crate) name: Arc<str>,
+    pub(crate) threads: Arc<[u16]>,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) stats: Arc<[Arc<ThreadStats>]>,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) protocol: &'static str,
+    pub(crate) reloadable: bool,
+}
+
+impl WorkerHandle {
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of ring threads.
+    pub fn count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Sends `data` (encoded by the worker's protocol) to every open connection of this
+    /// worker, on all its threads. The calling thread's share is queued at once; the other
+    /// threads get one mailbox message each.
+    pub fn broadcast(&self, data: impl Into<Bytes>) {
+        let data = data.into();
+        let here = current_thread();
+        for &t in self.threads.iter() {
+            if Some(t) == here {
+                with_core(|c| c.broadcast(&data));
+            } else {
+                post(t, Cmd::Broadcast { data: data.clone() });
+            }
+        }
+    }
+
+    /// Runs `f` on every ring thread of this worker (for example to read thread-local
+    /// state or count connections). Returns how many threads accepted the call.
+    pub fn on_each_thread(&self, f: impl Fn() + Send + Sync + 'static) -> usize {
+        let f = Arc::new(f);
+        self.threads
+            .iter()
+            .filter(|&&t| {
+                let f = f.clone();
+                post(t, Cmd::Call(Box::new(move || f())))
+            })
+            .count()
+    }
+
+    /// Asks this worker's threads to stop (graceful, bounded by `stop_timeout`).
+    pub fn stop(&self) {
+        self.stop_within(self.stop_timeout);
+    }
+
+    /// Asks this worker's threads to stop; connections get `timeout` to flush and close.
+    pub fn stop_within(&self, timeout: Duration) {
+        for &t in self.threads.iter() {
+            post(t, Cmd::Stop { timeout: Some(timeout) });
+        }
+    }
+
+    /// Stops accepting new connections on every thread; existing connections keep running.
+    /// The listening sockets stay open, so a successor process that inherited them keeps
+    /// the accept queue (zero-downtime reload).
+    pub fn pause_accept(&self) {
+        for &t in self.threads.iter() {
+            post(t, Cmd::PauseAccept);
+        }
+    }
+
+    /// Restarts thread `i` (same id): it stops accepting, lets its connections flush within
+    /// `timeout`, then starts afresh with new state (Workerman's max_request recycling).
+    pub fn recycle(&self, i: usize, timeout: Duration) -> bool {
+        self.threads.get(i).is_some_and(|&t| post(t, Cmd::Recycle { timeout }))
+    }
+
+    /// Counters of each thread, by thread id (`0..count`).
+    pub fn stats(&self) -> &[Arc<ThreadStats>] {
+        &self.stats
+    }
+
+    /// The address the worker listens on (with the real port).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    /// The worker's protocol name.
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+
+    /// Whether a reload replaces this worker (Workerman's `reloadable`).
+    pub fn reloadable(&self) -> bool {
+        self.reloadable
+    }
+
+    /// Process-wide ring thread index of thread `i`.
+    pub fn ring_thread(&self, i: usize) -> Option<u16> {
+        self.threads.get(i).copied()
+    }
+
+    #[doc(hidden)]
+    /// Test hook: makes thread `i` panic outside user code so the supervisor restarts it.
+    pub fn crash_thread_for_test(&self, i: usize) -> bool {
+        self.threads.get(i).is_some_and(|&t| post(t, Cmd::Crash))
+    }
+}

@@ -1,0 +1,120 @@
+//! The accept state machine: one multishot accept per listener, a back-off when the
+//! process runs out of descriptors, and a fresh slot per accepted connection.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use super::{ConnState, Core, Event};
+use crate::error::panic_message;
+use crate::ring::{Kind, Token};
+use io_uring::{cqueue, opcode, types};
+
+impl Core {
+    pub(crate) fn arm_accept(&mut self, idx: usize) {
+        let l = &mut self.listeners[idx];
+        if l.armed {
+            return;
+        }
+        l.armed = true;
+        let sqe = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Token::new(Kind::Accept, idx, 0).to_u64());
+        self.push(sqe);
+    }
+
+    pub(crate) fn on_accept(&mut self, idx: usize, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.listeners[idx].armed = false;
+        }
+        if res < 0 {
+            match -res {
+                libc::ECANCELED => {}
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    // Out of descriptors or memory: back off instead of spinning on errors.
+                    log::warn!("accept failed: {}; retrying in 100 ms", io::Error::from_raw_os_error(-res));
+                    self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
+                }
+                _ => {}
+            }
+        } else {
+            // SAFETY: a fresh descriptor from accept that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            if self.stopping.is_none() {
+                self.open_conn(fd);
+            }
+        }
+        if !self.listeners[idx].armed && self.stopping.is_none() && self.accept_retry.is_none() && !self.accept_paused {
+            self.arm_accept(idx);
+        }
+    }
+
+    /// When accepting resumes after a descriptor shortage, if it is paused for one.
+    pub(crate) fn accept_retry_at(&self) -> Option<Instant> {
+        self.accept_retry
+    }
+
+    /// Re-arms accepts that were paused by a descriptor shortage.
+    pub(crate) fn retry_accepts(&mut self, now: Instant) {
+        if self.accept_retry.is_some_and(|t| t <= now) {
+            self.accept_retry = None;
+            if self.stopping.is_none() {
+                for i in 0..self.listeners.len() {
+                    self.arm_accept(i);
+                }
+            }
+        }
+    }
+
+    pub(super) fn open_conn(&mut self, fd: OwnedFd) {
+        // Protocol code (a custom protocol's constructors) is isolated like user code: a
+        // panic refuses this connection only (its socket closes when `fd` drops).
+        let protocol = &self.cfg.protocol;
+        let decoder_config = self.cfg.decoder_config.as_deref();
+        let made = catch_unwind(AssertUnwindSafe(|| {
+            let encoder = protocol.encoder();
+            let mut decoder = protocol.decoder();
+            if let Some(cfg) = decoder_config {
+                decoder.configure(cfg);
+            }
+            (encoder, decoder)
+        }));
+        let (encoder, decoder) = match made {
+            Ok(x) => x,
+            Err(p) => {
+                log::error!("protocol {} panicked creating a connection: {}", protocol.name(), panic_message(&*p));
+                return;
+            }
+        };
+        let serial = self.serials.take(self.thread);
+        let key = self.conns.insert(ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp));
+        if let Some(m) = self.by_serial.get_mut() {
+            m.insert(serial, key as u32);
+        }
+        self.stats.connections.add(1);
+        self.stats.accepted.add(1);
+        self.arm_recv(key);
+        let id = self.id_of(key);
+        self.events.push_back(Event::Connect(id));
+    }
+
+    /// Stops accepting; the listener stays open (a successor process may own a copy).
+    pub(crate) fn pause_accept(&mut self) {
+        self.accept_paused = true;
+        self.cancel_accepts();
+    }
+
+    pub(super) fn cancel_accepts(&mut self) {
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].armed {
+                let ud = Token::new(Kind::Accept, i, 0).to_u64();
+                let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
+                // Through `push`: a full submission queue is submitted first, never dropped
+                // (a lost cancel would leave the accept armed and the stop waiting forever).
+                self.push(sqe);
+            }
+        }
+    }
+}

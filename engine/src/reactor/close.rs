@@ -1,0 +1,183 @@
+//! The close state machine: graceful close (flush, then close), `end()` (flush, half-close,
+//! linger), abortive destroy, and freeing a slot only once nothing is in flight.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, types};
+
+use super::{gen_of, Core, Event, Status};
+use crate::error::ConnError;
+use crate::id::ConnectionId;
+use crate::mailbox::Enc;
+use crate::ring::{Kind, Token};
+
+impl Core {
+    /// Ends a connection the protocol gave up on: with the decoder's `reply` (sent raw, then
+    /// half-close and linger, `on_error` first), or destroyed with `on_error` when there is
+    /// nothing to say.
+    pub(super) fn fail(&mut self, key: usize, e: ringman_protocols::ProtocolError, reply: &[u8]) {
+        match self.conns.get(key) {
+            Some(c) if c.status != Status::Closed => {}
+            _ => return,
+        }
+        // After our WebSocket close frame nothing else may be sent (not a second close).
+        if reply.is_empty() || self.conns[key].status == Status::WsClosing {
+            self.destroy(key, Some(ConnError::Protocol(e)));
+        } else {
+            let id = self.id_of(key);
+            self.events.push_back(Event::Error(id, ConnError::Protocol(e)));
+            // A pause the engine's backpressure will not lift: nothing more reaches the
+            // decoder that failed.
+            self.user_pause(key);
+            self.end(key, Some(reply));
+        }
+    }
+
+    /// Graceful close: send `data`, flush, then close; a peer that never reads is cut off at
+    /// the close deadline.
+    pub(crate) fn close(&mut self, key: usize, data: Option<&[u8]>) {
+        if let Some(d) = data {
+            self.send(key, d, Enc::Default);
+        }
+        let Some(c) = self.conns.get_mut(key) else { return };
+        match c.status {
+            Status::Established => self.closing += 1,
+            // A WebSocket close handshake is already counted; now it flushes and closes.
+            Status::WsClosing => {}
+            Status::Closing | Status::Lingering | Status::Closed => return,
+        }
+        c.status = Status::Closing;
+        c.close_deadline = Some(Instant::now() + self.cfg.close_timeout);
+        if c.sendq.len == 0 && !c.send_inflight {
+            self.flushed_closing(key);
+        }
+    }
+
+    /// Sends `data` raw, flushes, half-closes and lingers (bounded) before closing.
+    pub(crate) fn end(&mut self, key: usize, data: Option<&[u8]>) {
+        if let Some(d) = data {
+            self.send(key, d, Enc::Raw);
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            c.linger = true;
+        }
+        self.close(key, None);
+    }
+
+    /// The send queue of a Closing connection is empty: close, or half-close and linger.
+    pub(super) fn flushed_closing(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.linger {
+            self.destroy(key, None);
+            return;
+        }
+        c.status = Status::Lingering;
+        c.throttled = false;
+        c.close_deadline = Some(Instant::now() + LINGER);
+        // The peer sees FIN after our last bytes.
+        crate::sys::shutdown(c.fd.as_fd(), libc::SHUT_WR);
+        if c.paused {
+            // Keep draining what the peer sends so its close is seen.
+            c.paused = false;
+            self.arm_recv(key);
+        }
+    }
+
+    /// Abortive close: on_close is queued now, the socket shut down; the slot is freed when
+    /// the last in-flight operation has completed (never earlier, so no late completion can
+    /// reach a reused slot or buffer).
+    pub(crate) fn destroy(&mut self, key: usize, err: Option<ConnError>) {
+        let c = &mut self.conns[key];
+        if c.status == Status::Closed {
+            return;
+        }
+        if matches!(c.status, Status::Closing | Status::Lingering | Status::WsClosing) {
+            self.closing -= 1;
+        }
+        c.status = Status::Closed;
+        c.close_deadline = None;
+        let gen = gen_of(c.serial);
+        // Wakes any receive or send parked on the socket.
+        crate::sys::shutdown(c.fd.as_fd(), libc::SHUT_RDWR);
+        let fd = c.fd.as_raw_fd();
+        if c.inflight > 0 {
+            // Cancel before close (runtimes.md pitfall 4): nothing may keep running on an fd
+            // number that the kernel could hand out again.
+            c.inflight += 1;
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                .build()
+                .user_data(Token::new(Kind::Cancel, key, gen).to_u64());
+            self.push(sqe);
+        }
+        let id = self.id_of(key);
+        if let Some(e) = err {
+            self.events.push_back(Event::Error(id, e));
+        }
+        // The slot stays until on_close has run (`close_delivered`).
+        self.conns[key].close_hold = true;
+        self.events.push_back(Event::Close(id));
+        self.stats.connections.set(self.stats.connections.get() - 1);
+    }
+
+    /// `on_close` of `conn` has run (or was skipped): its slot may go once idle.
+    pub(crate) fn close_delivered(&mut self, conn: ConnectionId) {
+        if let Some(key) = self.lookup(conn) {
+            self.conns[key].close_hold = false;
+            self.try_free(key);
+        }
+    }
+
+    pub(crate) fn on_cancel(&mut self, tok: Token) {
+        if self.live(tok) {
+            let key = tok.slot as usize;
+            self.conns[key].inflight -= 1;
+            self.try_free(key);
+        }
+    }
+
+    /// Frees a destroyed slot once nothing is in flight. Safe to call on a freed key.
+    pub(super) fn try_free(&mut self, key: usize) {
+        match self.conns.get(key) {
+            Some(c) if c.status == Status::Closed && c.inflight == 0 && !c.close_hold => {}
+            _ => return,
+        }
+        let mut c = self.conns.remove(key);
+        if let Some(m) = self.by_serial.get_mut() {
+            m.remove(&c.serial);
+        }
+        for chunk in c.sendq.chunks.drain(..) {
+            self.arena.release(chunk.mem);
+        }
+        // User values are dropped by the loop, outside the core (their Drop may call in).
+        self.graveyard.extend(c.context.take());
+        self.graveyard.extend(c.streaming.take());
+        // The socket closes here, when the slot's state drops: no operation refers to it any
+        // more (inflight == 0).
+        drop(c);
+    }
+
+    /// Starts a WebSocket close handshake: our close frame is queued (by the caller, through
+    /// the encoder); the connection closes when the peer answers with its close, or is cut
+    /// off after `close_timeout`. Messages are still delivered meanwhile; nothing more is
+    /// sent (RFC 6455 §5.5.1).
+    pub(crate) fn start_ws_close(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.status != Status::Established || c.ws.is_none() {
+            return;
+        }
+        c.status = Status::WsClosing;
+        c.close_deadline = Some(Instant::now() + self.cfg.close_timeout);
+        self.closing += 1;
+    }
+
+    /// The WebSocket upgrade of `key` is answered: it now carries a session (heartbeat,
+    /// close handshake).
+    pub(crate) fn start_ws_session(&mut self, key: usize) {
+        let now = self.stamp;
+        self.conns[key].ws.get_or_insert_with(|| super::slot::WsSession::new(now));
+    }
+}
+
+/// How long `end()` waits for the peer to close after our half-close.
+const LINGER: Duration = Duration::from_secs(1);

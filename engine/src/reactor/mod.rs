@@ -1,0 +1,424 @@
+//! The per-thread reactor core: ring, connection slab, buffers, timers.
+//!
+//! A `Core` lives in a thread-local of its ring thread and is only ever touched by that
+//! thread, so nothing here locks. The runner (`worker/runner.rs`) borrows it briefly for each
+//! step and never while a user callback runs; user-facing calls (`Connection::send`,
+//! `Timer::add`) borrow it the same way. Anything that must call back into user code
+//! (on_close, on_buffer_full, ...) is queued as an [`Event`] and delivered by the runner once
+//! the borrow is released.
+//!
+//! One file per state machine, each with the completion handler of its operation:
+//!
+//! | file | state machine | handler |
+//! |------|---------------|---------|
+//! | `accept.rs` | multishot accept, descriptor back-off, new slots | `on_accept` |
+//! | `recv.rs` | multishot receive, pause/resume, ENOBUFS, delivery hand-off | `on_recv` |
+//! | `send.rs` | send queue, the limit, eager/batched submission | `on_send` |
+//! | `close.rs` | close, end (linger), destroy, freeing a slot | `on_cancel` |
+//! | `timeouts.rs` | close deadlines, idle/packet timeouts, heartbeat | — |
+//! | `shutdown.rs` | stop, drain | — |
+//! | `wake.rs` | the mailbox's eventfd read, commands from other threads | `on_wake` |
+//! | `slot.rs` | one connection's state, ids, the turn clock | — |
+
+mod accept;
+mod close;
+mod recv;
+mod send;
+mod shutdown;
+mod slot;
+mod timeouts;
+mod wake;
+
+#[cfg(test)]
+mod orders;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{squeue, types, IoUring};
+use ringman_protocols::Framer;
+use slab::Slab;
+
+use crate::buffers::{RecvRing, SendArena};
+use crate::config::WorkerConfig;
+use crate::error::ConnError;
+use crate::id::ConnectionId;
+use crate::mailbox::Mailbox;
+use crate::ring::{FixedSend, RingMode, Token};
+use crate::stats::ThreadStats;
+use crate::timers::Timers;
+
+pub(crate) use recv::RecvWork;
+pub use send::SendStatus;
+use slot::{gen_of, Serials};
+pub(crate) use slot::{ConnState, Stamp};
+
+thread_local! {
+    static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
+    static THREAD: Cell<u16> = const { Cell::new(u16::MAX) };
+}
+
+/// Runs `f` on this thread's core; `None` when not on a ring thread.
+pub(crate) fn with_core<R>(f: impl FnOnce(&mut Core) -> R) -> Option<R> {
+    CORE.with(|c| match c.try_borrow_mut() {
+        Ok(mut g) => g.as_mut().map(f),
+        Err(_) => {
+            debug_assert!(false, "re-entrant core borrow");
+            None
+        }
+    })
+}
+
+/// Global index of the current ring thread, if this is one.
+pub(crate) fn current_thread() -> Option<u16> {
+    let t = THREAD.with(Cell::get);
+    (t != u16::MAX).then_some(t)
+}
+
+pub(crate) fn install(core: Core) {
+    THREAD.with(|t| t.set(core.thread));
+    CORE.with(|c| *c.borrow_mut() = Some(core));
+}
+
+pub(crate) fn uninstall() -> Option<Core> {
+    THREAD.with(|t| t.set(u16::MAX));
+    CORE.with(|c| c.borrow_mut().take())
+}
+
+/// Something the worker loop must tell user code about.
+pub(crate) enum Event {
+    Connect(ConnectionId),
+    Close(ConnectionId),
+    Error(ConnectionId, ConnError),
+    BufferFull(ConnectionId),
+    BufferDrain(ConnectionId),
+    /// `resume_recv()` was called: deliver what was buffered while paused.
+    Resume(ConnectionId),
+}
+
+/// Lifecycle of a connection slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Established,
+    /// Our WebSocket close frame is queued and we wait for the peer's (bounded by the close
+    /// deadline): messages are still delivered, nothing more is sent, and the peer's close
+    /// is not echoed.
+    WsClosing,
+    /// `close()` was called: flush the send queue, then close (bounded by a deadline).
+    Closing,
+    /// `end()` flushed and half-closed: incoming bytes are discarded until the peer closes
+    /// or the linger deadline passes, so the peer reads our last reply instead of a reset.
+    Lingering,
+    /// Destroyed: on_close was queued, the socket is shut down, the slot waits for its
+    /// in-flight operations to complete before the fd is closed and the slot freed.
+    Closed,
+}
+
+/// Per-thread engine state.
+pub(crate) struct Core {
+    pub ring: IoUring,
+    pub mode: RingMode,
+    pub thread: u16,
+    pub conns: Slab<ConnState>,
+    serials: Serials,
+    /// Slot of each live connection by serial, for ids rebuilt with `ConnectionId::from_u64`.
+    /// Built on the first such lookup and kept from then on: applications that never
+    /// rebuild ids pay nothing per connection for it.
+    by_serial: RefCell<Option<HashMap<u64, u32>>>,
+    /// User values (contexts) of freed slots, dropped by the loop outside the core borrow.
+    pub graveyard: Vec<Box<dyn std::any::Any>>,
+    recv: RecvRing,
+    arena: SendArena,
+    fixed_send: FixedSend,
+    pub listeners: Vec<ListenerSlot>,
+    pub events: VecDeque<Event>,
+    early: Vec<(u64, i32, u32)>,
+    dirty: Vec<usize>,
+    enobufs: Vec<usize>,
+    scratch: Vec<u8>,
+    pub timers: Timers,
+    pub cfg: Arc<WorkerConfig>,
+    pub mailbox: Arc<Mailbox>,
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    pub stats: Arc<ThreadStats>,
+    pub stopping: Option<Instant>,
+    accept_retry: Option<Instant>,
+    accept_paused: bool,
+    closing: usize,
+    /// Set when this run drains for a recycle rather than a stop.
+    pub recycle: bool,
+    /// Wall clock read once per loop turn, after the wait.
+    pub wall: std::time::SystemTime,
+    /// When this core started: the origin of [`Stamp`]s.
+    epoch: Instant,
+    /// The monotonic clock read once per loop turn, after the wait, as a [`Stamp`].
+    pub stamp: Stamp,
+}
+
+/// A listening socket this ring accepts on. It is shared with the ring's supervisor (so a
+/// restarted ring accepts on the same socket) and, without SO_REUSEPORT, with the worker's
+/// other rings: the last holder closes it.
+pub(crate) struct ListenerSlot {
+    pub fd: Arc<OwnedFd>,
+    pub armed: bool,
+}
+
+impl ListenerSlot {
+    pub(crate) fn new(fd: Arc<OwnedFd>) -> ListenerSlot {
+        ListenerSlot { fd, armed: false }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // The ring forgets the buffers before they are unmapped; the connections' sockets
+        // (only left on an abnormal exit) close when the slab drops after this.
+        self.recv.unregister(&self.ring);
+        self.arena.unregister(&self.ring);
+    }
+}
+
+impl Core {
+    pub(crate) fn new(
+        thread: u16,
+        cfg: Arc<WorkerConfig>,
+        listeners: Vec<ListenerSlot>,
+        mailbox: Arc<Mailbox>,
+        stats: Arc<ThreadStats>,
+        fixed_bytes: usize,
+    ) -> Result<Core, crate::EngineError> {
+        let (mut ring, mode) = crate::ring::build()?;
+        let recv =
+            RecvRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size).map_err(crate::EngineError::BufferRing)?;
+        let (mut arena, err) = SendArena::new(&ring, fixed_bytes);
+        if let Some(e) = err {
+            log::warn!("registered send buffers unavailable ({e}); sending from heap buffers");
+        }
+        let fixed_send = if arena.fixed_chunks() > 0 {
+            let mut probe = arena.alloc();
+            let (ptr, _) = arena.bytes(&mut probe);
+            let r = crate::ring::probe_fixed_send(&mut ring, ptr);
+            arena.release(probe);
+            r
+        } else {
+            FixedSend::WriteFixed
+        };
+        Ok(Core {
+            ring,
+            mode,
+            thread,
+            conns: Slab::with_capacity(1024),
+            serials: Serials::new(),
+            by_serial: RefCell::new(None),
+            graveyard: Vec::new(),
+            recv,
+            arena,
+            fixed_send,
+            listeners,
+            events: VecDeque::new(),
+            early: Vec::new(),
+            dirty: Vec::new(),
+            enobufs: Vec::new(),
+            scratch: Vec::new(),
+            timers: Timers::default(),
+            cfg,
+            mailbox,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            stats,
+            stopping: None,
+            accept_retry: None,
+            accept_paused: false,
+            closing: 0,
+            recycle: false,
+            wall: std::time::SystemTime::now(),
+            epoch: Instant::now(),
+            stamp: Stamp::MIN,
+        })
+    }
+
+    /// Pushes an SQE, submitting first if the queue is full.
+    pub(super) fn push(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: every SQE built by the engine points into memory that outlives the
+            // operation: buffer-ring memory and arena chunks (buffers.rs invariants), heap send
+            // chunks kept in the send queue until the CQE, `wake_buf` kept until the core
+            // is dropped after its read completed.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    log::error!("submit failed: {e}");
+                }
+                // EBUSY: the CQ is full; move completions aside so the kernel can post more.
+                self.stash_completions();
+            }
+        }
+    }
+
+    fn stash_completions(&mut self) {
+        for cqe in self.ring.completion() {
+            self.early.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+    }
+
+    /// Submits everything queued and waits for at least one completion or `timeout`.
+    pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) {
+        self.flush_dirty();
+        self.rearm_enobufs();
+        self.recv.publish();
+        if !self.early.is_empty() || !self.events.is_empty() {
+            let _ = self.ring.submit();
+            return;
+        }
+        let r = match timeout {
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        if let Err(e) = r {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => log::error!("io_uring_enter failed: {e}"),
+            }
+        }
+    }
+
+    /// Moves every available completion into `out`, oldest first.
+    pub(crate) fn reap(&mut self, out: &mut Vec<(u64, i32, u32)>) {
+        out.append(&mut self.early);
+        let mut cq = self.ring.completion();
+        if cq.overflow() > 0 {
+            // Only reachable without IORING_FEAT_NODROP; with it the kernel keeps overflowed
+            // CQEs and `submit` flushes them (IORING_SQ_CQ_OVERFLOW is checked there).
+            log::error!("{} completions were dropped by CQ overflow", cq.overflow());
+        }
+        out.extend(cq.by_ref().map(|c| (c.user_data(), c.result(), c.flags())));
+        drop(cq);
+        if self.ring.submission().cq_overflow() {
+            self.stats.cq_overflows.add(1);
+        }
+    }
+
+    /// Reads the monotonic clock into [`Core::stamp`] (once per loop turn).
+    pub(crate) fn update_stamp(&mut self) {
+        self.stamp = Stamp::at(self.epoch, Instant::now());
+    }
+
+    /// The id of the connection in slot `key`.
+    pub(crate) fn id_of(&self, key: usize) -> ConnectionId {
+        ConnectionId::new(self.conns[key].serial, key)
+    }
+
+    /// The slot of `conn` if it lives on this thread and is still the same connection.
+    pub(crate) fn lookup(&self, conn: ConnectionId) -> Option<usize> {
+        if conn.thread() != self.thread {
+            return None;
+        }
+        let key = match conn.slot() {
+            Some(k) => k,
+            None => {
+                let mut map = self.by_serial.borrow_mut();
+                let map = map.get_or_insert_with(|| self.conns.iter().map(|(k, c)| (c.serial, k as u32)).collect());
+                *map.get(&conn.serial())? as usize
+            }
+        };
+        match self.conns.get(key) {
+            Some(c) if c.serial == conn.serial() => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Whether a completion's token belongs to the current occupant of its slot.
+    pub(super) fn live(&self, tok: Token) -> bool {
+        matches!(self.conns.get(tok.slot as usize), Some(c) if gen_of(c.serial) == tok.gen)
+    }
+
+    /// Passes negotiated settings to a connection's encoder (`Encoder::configure`).
+    pub(crate) fn configure_encoder(&mut self, key: usize, cfg: &dyn std::any::Any) {
+        self.conns[key].encoder.configure(cfg);
+    }
+
+    /// Snapshot of every connection slot.
+    pub(crate) fn connections(&self) -> Vec<crate::ConnInfo> {
+        self.conns
+            .iter()
+            .map(|(k, c)| crate::ConnInfo {
+                id: ConnectionId::new(c.serial, k),
+                protocol: self.cfg.protocol.name(),
+                local: crate::sys::local_addr(c.fd.as_fd()),
+                remote: c.peer,
+                recv_q: c.framer.as_ref().map_or(0, Framer::buffered),
+                send_q: c.sendq.len,
+                bytes_read: c.bytes_read,
+                bytes_written: c.bytes_written,
+                status: match c.status {
+                    Status::Established => "ESTABLISHED",
+                    Status::WsClosing => "WS_CLOSING",
+                    Status::Closing => "CLOSING",
+                    Status::Lingering => "LINGERING",
+                    Status::Closed => "CLOSED",
+                },
+                paused: c.paused,
+            })
+            .collect()
+    }
+
+    /// What this ring runs with (for diagnostics and tests).
+    pub(crate) fn info(&self) -> crate::RingInfo {
+        crate::RingInfo {
+            thread: self.thread,
+            mode: self.mode,
+            fixed_send_chunks: self.arena.fixed_chunks(),
+            send_op_with_fixed_buffer: self.fixed_send == FixedSend::SendFixed,
+            recv_buffer_size: self.recv.buf_size(),
+            connections: self.conns.len(),
+        }
+    }
+
+    /// Connections whose `on_close` has not run: open ones, and closed ones whose event is
+    /// still queued (for a core about to be abandoned).
+    ///
+    /// A connection whose `on_connect` was still queued is left out: user code never saw it,
+    /// so it gets no `on_close` either (Workerman pairs the two).
+    pub(crate) fn unclosed(&self) -> Vec<ConnectionId> {
+        let unseen: Vec<ConnectionId> =
+            self.events.iter().filter_map(|e| if let Event::Connect(c) = e { Some(*c) } else { None }).collect();
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.status != Status::Closed || c.close_hold)
+            .map(|(k, _)| self.id_of(k))
+            .filter(|c| !unseen.contains(c))
+            .collect()
+    }
+
+    /// Tears down a core whose loop panicked: its state cannot be trusted to have cancelled
+    /// operations, so the memory the kernel may still write into (receive buffers, send
+    /// arena, the wake-up word) is leaked rather than unmapped; the ring itself is closed,
+    /// which makes the kernel cancel everything, and the connections' sockets are closed.
+    pub(crate) fn abandon(self) {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: each field is dropped at most once and never used again; the fields not
+        // dropped here (buffers, arena, wake word, the slab's parser state and user values)
+        // are deliberately leaked. The ring goes first: closing it makes the kernel cancel
+        // every operation before the sockets and listeners close.
+        unsafe {
+            std::ptr::drop_in_place(&mut me.ring);
+            std::ptr::drop_in_place(&mut me.listeners);
+            std::ptr::drop_in_place(&mut me.mailbox);
+            std::ptr::drop_in_place(&mut me.stats);
+            std::ptr::drop_in_place(&mut me.cfg);
+        }
+        for c in me.conns.drain() {
+            drop(c.into_fd_leaking_the_rest());
+        }
+    }
+}

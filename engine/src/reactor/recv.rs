@@ -1,0 +1,247 @@
+//! The receive state machine: one multishot receive per connection from the provided
+//! buffer ring, paused and resumed by cancel and re-arm, re-armed after ENOBUFS, and the
+//! hand-off of received bytes to the runner's delivery (and back).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use io_uring::{cqueue, opcode, types};
+use ringman_protocols::{Decoder, Framer};
+
+use super::{gen_of, Core, Event, Status};
+use crate::buffers::{RecvBuf, RECV_BGID};
+use crate::error::{panic_message, ConnError};
+use crate::id::ConnectionId;
+use crate::ring::{Kind, Token};
+
+impl Core {
+    pub(super) fn arm_recv(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.recv_armed || c.paused || c.status == Status::Closed {
+            return;
+        }
+        c.recv_armed = true;
+        c.inflight += 1;
+        let sqe = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), RECV_BGID)
+            .build()
+            .user_data(Token::new(Kind::Recv, key, gen_of(c.serial)).to_u64());
+        self.push(sqe);
+    }
+
+    /// A receive completion, first half. Returns the data and the taken parser state when
+    /// there is something to deliver (the runner parses and delivers, then calls
+    /// [`Core::recv_end`]); handles EOF, errors and ENOBUFS itself.
+    pub(crate) fn on_recv(&mut self, tok: Token, res: i32, flags: u32) -> Option<RecvWork> {
+        let bid = cqueue::buffer_select(flags);
+        let key = tok.slot as usize;
+        if !self.live(tok) {
+            // Stale completion: the buffer still has to go back to the kernel.
+            if let Some(b) = bid {
+                self.recv.recycle(b);
+            }
+            return None;
+        }
+        let more = cqueue::more(flags);
+        let c = &mut self.conns[key];
+        if !more {
+            c.recv_armed = false;
+            c.inflight -= 1;
+        }
+        if res <= 0 {
+            if let Some(b) = bid {
+                self.recv.recycle(b);
+            }
+            match -res {
+                0 => self.destroy(key, None),
+                libc::ENOBUFS => {
+                    // The buffer ring ran dry; the multishot ended. Re-arm once buffers are
+                    // back (end of this loop turn, after this batch recycled its buffers).
+                    if c.status != Status::Closed {
+                        self.enobufs.push(key);
+                    }
+                }
+                libc::ECANCELED => {
+                    // pause_recv() or destroy() cancelled it. If the connection was resumed
+                    // (or started lingering) before this completion arrived, that resume found
+                    // the receive still armed and left it: re-arm now. arm_recv declines
+                    // for paused and closed connections.
+                    self.arm_recv(key);
+                }
+                e => {
+                    if c.status != Status::Closed {
+                        self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(e))));
+                    }
+                }
+            }
+            self.try_free(key);
+            return None;
+        }
+        let bid = bid.expect("receive completion without a buffer");
+        let len = res as usize;
+        c.bytes_read += len as u64;
+        c.active = self.stamp;
+        if let Some(ws) = c.ws.as_mut() {
+            ws.heard(self.stamp);
+        }
+        if !more && c.status != Status::Closed {
+            // Multishot ended without an error (for instance the CQ was nearly full): re-arm.
+            self.arm_recv(key);
+        }
+        let c = &mut self.conns[key];
+        if matches!(c.status, Status::Closed | Status::Lingering) || c.decoder.is_none() {
+            self.recv.recycle(bid);
+            self.try_free(key);
+            return None;
+        }
+        // SAFETY: this CQE named `bid` with `len` bytes, and each CQE's buffer is taken once.
+        let mut buf = unsafe { self.recv.take(bid, len) };
+        if c.paused {
+            c.framer.as_mut().expect("framer present").push(buf.bytes());
+            self.recv.give_back(buf);
+            return None;
+        }
+        Some(RecvWork {
+            id: ConnectionId::new(c.serial, key),
+            buf: Some(buf),
+            decoder: c.decoder.take().expect("decoder present"),
+            framer: c.framer.take().expect("framer present"),
+            max: c.max_package_size,
+        })
+    }
+
+    /// Takes the parser state of a connection to deliver what it buffered while paused.
+    pub(crate) fn resume_begin(&mut self, conn: ConnectionId) -> Option<RecvWork> {
+        let key = self.lookup(conn)?;
+        let c = &mut self.conns[key];
+        // Lingering discards input: nothing buffered is delivered either.
+        if c.paused || matches!(c.status, Status::Closed | Status::Lingering) || c.decoder.is_none() {
+            return None;
+        }
+        self.arm_recv(key);
+        let c = &mut self.conns[key];
+        Some(RecvWork {
+            id: conn,
+            buf: None,
+            decoder: c.decoder.take().expect("decoder present"),
+            framer: c.framer.take().expect("framer present"),
+            max: c.max_package_size,
+        })
+    }
+
+    /// Second half: returns the buffer, puts the parser state back, handles a parse error.
+    /// On a protocol error the decoder's error reply (an HTTP 400, a close frame) is sent
+    /// and the connection ends with a half-close and linger; `on_error` is queued first.
+    pub(crate) fn recv_end(&mut self, mut w: RecvWork, delivered: u64, err: Option<ringman_protocols::ProtocolError>) {
+        if let Some(b) = w.buf.take() {
+            self.recv.give_back(b);
+        }
+        self.stats.requests.add(delivered);
+        let Some(key) = self.lookup(w.id) else { return };
+        let mut reply = Vec::new();
+        let mut reply_panic = None;
+        if let Some(e) = &err {
+            reply_panic = error_reply(w.decoder.as_mut(), e, &mut reply).err();
+        }
+        let c = &mut self.conns[key];
+        c.partial_since = match (w.framer.buffered(), c.partial_since) {
+            (0, _) => None,
+            (_, Some(t)) => Some(t),
+            (_, None) => Some(self.stamp),
+        };
+        c.decoder = Some(w.decoder);
+        c.framer = Some(w.framer);
+        let Some(e) = err else { return };
+        if c.status == Status::Closed {
+            return;
+        }
+        if let Some(p) = reply_panic {
+            self.destroy(key, Some(ConnError::Panic(p)));
+            return;
+        }
+        self.fail(key, e, &reply);
+    }
+
+    /// Whether messages may still be delivered to `conn` in this batch.
+    pub(crate) fn can_deliver(&self, conn: ConnectionId) -> bool {
+        matches!(self.lookup(conn), Some(k) if self.conns[k].status != Status::Closed && !self.conns[k].paused)
+    }
+
+    pub(super) fn rearm_enobufs(&mut self) {
+        if self.enobufs.is_empty() {
+            return;
+        }
+        self.recv.publish();
+        let keys = std::mem::take(&mut self.enobufs);
+        for key in &keys {
+            if self.conns.contains(*key) {
+                self.arm_recv(*key);
+            }
+        }
+        self.enobufs = keys;
+        self.enobufs.clear();
+    }
+
+    pub(crate) fn pause(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.paused {
+            return;
+        }
+        c.paused = true;
+        if c.recv_armed {
+            let ud = Token::new(Kind::Recv, key, gen_of(c.serial)).to_u64();
+            c.inflight += 1;
+            let sqe = opcode::AsyncCancel::new(ud)
+                .build()
+                .user_data(Token::new(Kind::Cancel, key, gen_of(c.serial)).to_u64());
+            self.push(sqe);
+        }
+    }
+
+    /// `pause_recv()` from user code: the pause is the application's from now on (the
+    /// engine's backpressure no longer lifts it).
+    pub(crate) fn user_pause(&mut self, key: usize) {
+        self.conns[key].throttled = false;
+        self.pause(key);
+    }
+
+    pub(crate) fn resume(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.paused || c.status == Status::Closed {
+            return;
+        }
+        c.paused = false;
+        c.throttled = false;
+        // Time spent paused is the application's, not the peer's: the packet timeout and
+        // the heartbeat start afresh (pongs may have waited unread in the socket).
+        c.partial_since = None;
+        if let Some(ws) = c.ws.as_mut() {
+            ws.heard(self.stamp);
+        }
+        let id = self.id_of(key);
+        self.events.push_back(Event::Resume(id));
+    }
+}
+
+/// The decoder's answer to its own error (HTTP 400, a close frame), with a panic in that
+/// protocol code caught and returned as its message.
+pub(super) fn error_reply(
+    d: &mut dyn Decoder,
+    e: &ringman_protocols::ProtocolError,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(|| d.error_reply(e, out))).map_err(|p| format!("error_reply: {}", panic_message(&*p)))
+}
+
+/// A receive batch being delivered by the runner: the received bytes (none when resuming
+/// from the framer's buffer) and the connection's parser state, taken out of its slot
+/// until [`Core::recv_end`] puts them back.
+pub(crate) struct RecvWork {
+    pub(crate) id: ConnectionId,
+    /// The receive buffer, given back to the kernel in `recv_end`.
+    pub(crate) buf: Option<RecvBuf>,
+    pub(crate) decoder: Box<dyn Decoder>,
+    pub(crate) framer: Framer,
+    /// The connection's packet size limit.
+    pub(crate) max: usize,
+}

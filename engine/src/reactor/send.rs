@@ -1,0 +1,364 @@
+//! The send state machine: the application send buffer of each connection (registered
+//! chunks when available), its limit, and one send in flight per connection, submitted at
+//! once (eager) or once per loop turn (batched).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use io_uring::{opcode, types};
+
+use super::{gen_of, Core, Event, Status};
+use crate::buffers::{ChunkMem, SendArena, CHUNK};
+use crate::config::SendMode;
+use crate::error::{panic_message, ConnError};
+use crate::mailbox::Enc;
+use crate::ring::{FixedSend, Kind, Token};
+
+/// What `send()` did with the data (Workerman's `true` / `null` / `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// The write was submitted and its completion came back in full before `send()`
+    /// returned: the bytes are in the kernel's socket buffer (Workerman's `true`).
+    Sent,
+    /// The bytes are in the connection's application buffer (registered memory when
+    /// available) and the ring drains it (Workerman's `null`). Always the answer for a
+    /// connection owned by another thread, or in [`SendMode::Batched`](crate::SendMode).
+    Queued,
+    /// Nothing was queued: the connection is closing or closed, or the bytes of earlier
+    /// sends that the kernel has not taken yet were already at `max_send_buffer_size`
+    /// (Workerman's check-before-append rule; bytes not yet offered to the kernel are offered
+    /// first, so batching never refuses what a direct write would have taken). Then
+    /// `on_error` reports SEND_FAIL, the worker's `send_fail` counter grows and the
+    /// connection stays open. Workerman's `false`.
+    Failed,
+}
+
+impl SendStatus {
+    /// True unless the data was dropped.
+    pub fn is_ok(self) -> bool {
+        self != SendStatus::Failed
+    }
+}
+
+impl Core {
+    /// Queues (and in eager mode submits) `data` on connection `key`.
+    ///
+    /// The limit counts what the kernel has not taken, as Workerman's does: a send is refused
+    /// only when the bytes still unsent reach `max_send_buffer_size`. Bytes queued in this
+    /// loop turn but not yet offered to the kernel (batched mode) are offered first
+    /// ([`Core::offer_pending`]), so batching never refuses what an eager write would have
+    /// delivered.
+    pub(crate) fn send(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
+        let c = &self.conns[key];
+        if c.status == Status::Established && c.sendq.len >= c.max_send_buffer_size {
+            self.offer_pending(key);
+        }
+        // (Offering may have found the connection dead.)
+        let c = &mut self.conns[key];
+        if c.status != Status::Established {
+            return SendStatus::Failed;
+        }
+        if c.sendq.len >= c.max_send_buffer_size {
+            let (queued, limit) = (c.sendq.len, c.max_send_buffer_size);
+            self.stats.send_fail.add(1);
+            let id = self.id_of(key);
+            self.events.push_back(Event::Error(id, ConnError::SendBufferFull { queued, limit }));
+            return SendStatus::Failed;
+        }
+        let kind = match enc {
+            Enc::Raw => None,
+            Enc::Default => Some(c.default_kind),
+            Enc::Kind(k) => Some(k),
+        };
+        match kind {
+            None => enqueue(&mut self.arena, &mut c.sendq, data),
+            Some(_) if c.identity_encoder => enqueue(&mut self.arena, &mut c.sendq, data),
+            Some(kind) => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                // Protocol code is isolated like user code: a panicking encoder ends only
+                // this connection.
+                let encoded = catch_unwind(AssertUnwindSafe(|| c.encoder.encode(data, kind, &mut scratch)));
+                if let Err(p) = encoded {
+                    self.scratch = scratch;
+                    self.destroy(key, Some(ConnError::Panic(format!("encoder: {}", panic_message(&*p)))));
+                    return SendStatus::Failed;
+                }
+                enqueue(&mut self.arena, &mut c.sendq, &scratch);
+                if scratch.capacity() <= 256 * 1024 {
+                    self.scratch = scratch;
+                }
+            }
+        }
+        let c = &mut self.conns[key];
+        if !c.send_inflight {
+            match self.cfg.send_mode {
+                SendMode::Eager => {
+                    self.submit_send(key);
+                    match self.complete_inline(key, false) {
+                        Some(Inline::Sent) => return SendStatus::Sent,
+                        Some(Inline::Gone) => return SendStatus::Failed,
+                        Some(Inline::Partial) | None => {}
+                    }
+                }
+                SendMode::Batched => {
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(key);
+                    }
+                }
+            }
+        }
+        let c = &mut self.conns[key];
+        c.drain_pending = true;
+        if c.sendq.len >= c.max_send_buffer_size && !c.buffer_full {
+            // Same rule as the refusal: full means the kernel has not taken the bytes.
+            self.offer_pending(key);
+        }
+        let Some(c) = self.conns.get_mut(key) else { return SendStatus::Queued };
+        if c.status == Status::Established && c.sendq.len >= c.max_send_buffer_size && !c.buffer_full {
+            c.buffer_full = true;
+            if self.cfg.backpressure && !c.paused {
+                // Stop taking this peer's input until its output drains: the peer is slowed
+                // by TCP instead of its answers being refused (see `Worker::backpressure`).
+                c.throttled = true;
+                self.pause(key);
+            }
+            let id = self.id_of(key);
+            self.events.push_back(Event::BufferFull(id));
+        }
+        SendStatus::Queued
+    }
+
+    /// Offers the bytes of connection `key` that the kernel has not seen yet (queued in this
+    /// turn, or a continuation not yet submitted) and takes the completions it posts inline,
+    /// until the queue is below the limit or the socket stops taking bytes. One
+    /// `io_uring_enter` per chunk, only on the rare path of a queue at its limit.
+    pub(super) fn offer_pending(&mut self, key: usize) {
+        loop {
+            let Some(c) = self.conns.get(key) else { return };
+            if c.status == Status::Closed || c.sendq.len < c.max_send_buffer_size {
+                return;
+            }
+            if !c.send_inflight {
+                self.submit_send(key);
+            }
+            match self.complete_inline(key, true) {
+                // Taken whole, and the next piece (if any) is submitted: keep offering.
+                Some(Inline::Partial) if self.conns.get(key).is_some_and(|c| c.send_inflight) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Eager path: submit now and look for this send's completion among those the kernel
+    /// posted during submission (a send that fits in the socket buffer completes inline).
+    /// Other completions are kept, in order, for the loop.
+    ///
+    /// With `getevents` the enter also runs deferred task work (DEFER_TASKRUN), so a send
+    /// that was parked on a full socket and has since been taken completes here too.
+    fn complete_inline(&mut self, key: usize, getevents: bool) -> Option<Inline> {
+        let submitted = if getevents {
+            let queued = self.ring.submission().len() as u32;
+            // SAFETY: no argument pointer is passed; the call submits the queued SQEs (their
+            // memory is valid per `push`'s contract) and runs pending completions, no wait.
+            unsafe { self.ring.submitter().enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None) }
+        } else {
+            self.ring.submit()
+        };
+        if submitted.is_err() {
+            return None;
+        }
+        let c = &self.conns[key];
+        let want = Token::new(Kind::Send, key, gen_of(c.serial)).to_u64();
+        let mut mine = None;
+        for cqe in self.ring.completion() {
+            if cqe.user_data() == want && mine.is_none() {
+                mine = Some(cqe.result());
+            } else {
+                self.early.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+        }
+        let res = mine?;
+        self.on_send_done(key, res);
+        Some(match self.conns.get(key) {
+            Some(c) if c.status == Status::Closed => Inline::Gone,
+            None => Inline::Gone,
+            Some(c) if c.sendq.len == 0 => Inline::Sent,
+            Some(_) => Inline::Partial,
+        })
+    }
+
+    pub(super) fn flush_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.dirty);
+        for &key in &keys {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.dirty = false;
+                if !c.send_inflight && c.sendq.len > 0 && c.status != Status::Closed {
+                    self.submit_send(key);
+                }
+            }
+        }
+        self.dirty = keys;
+        self.dirty.clear();
+    }
+
+    pub(super) fn submit_send(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let Some(head) = c.sendq.chunks.front_mut() else { return };
+        let (base, _) = self.arena.bytes(&mut head.mem);
+        // SAFETY: start..end lies within the chunk (enqueue keeps end ≤ capacity).
+        let ptr = unsafe { base.add(head.start) };
+        let len = (head.end - head.start) as u32;
+        let fd = types::Fd(c.fd.as_raw_fd());
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+        let sqe = match (&head.mem, self.fixed_send) {
+            (ChunkMem::Fixed(_), FixedSend::SendFixed) => opcode::Send::new(fd, ptr, len)
+                .ioprio(crate::ring::RECVSEND_FIXED_BUF)
+                .buf_group(0)
+                .flags(flags)
+                .build(),
+            (ChunkMem::Fixed(_), FixedSend::WriteFixed) => {
+                opcode::WriteFixed::new(fd, ptr, len, 0).offset(u64::MAX).build()
+            }
+            (ChunkMem::Heap(_), _) => opcode::Send::new(fd, ptr, len).flags(flags).build(),
+        };
+        c.send_inflight = true;
+        c.inflight += 1;
+        let ud = Token::new(Kind::Send, key, gen_of(c.serial)).to_u64();
+        self.push(sqe.user_data(ud));
+    }
+
+    pub(crate) fn on_send(&mut self, tok: Token, res: i32) {
+        if self.live(tok) {
+            self.on_send_done(tok.slot as usize, res);
+        }
+    }
+
+    pub(super) fn on_send_done(&mut self, key: usize, res: i32) {
+        let c = &mut self.conns[key];
+        c.send_inflight = false;
+        c.inflight -= 1;
+        if res < 0 {
+            if c.status != Status::Closed && res != -libc::ECANCELED {
+                self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(-res))));
+            }
+            self.try_free(key);
+            return;
+        }
+        let mut n = res as usize;
+        c.bytes_written += n as u64;
+        c.active = self.stamp;
+        c.sendq.len -= n;
+        while n > 0 {
+            let head = c.sendq.chunks.front_mut().expect("completion beyond queued bytes");
+            let take = n.min(head.end - head.start);
+            head.start += take;
+            n -= take;
+            if head.start == head.end {
+                let done = c.sendq.chunks.pop_front().expect("head exists");
+                self.arena.release(done.mem);
+            }
+        }
+        if c.status == Status::Closed {
+            self.try_free(key);
+            return;
+        }
+        if c.buffer_full && c.sendq.len < c.max_send_buffer_size {
+            c.buffer_full = false;
+        }
+        if c.throttled && c.sendq.len <= c.max_send_buffer_size / 2 {
+            c.throttled = false;
+            // A closing connection stays paused (Workerman pauses receiving on close too);
+            // one waiting for the peer's WebSocket close frame must read it.
+            if matches!(c.status, Status::Established | Status::WsClosing) {
+                self.resume(key);
+            }
+        }
+        let c = &mut self.conns[key];
+        if c.sendq.len > 0 {
+            // Short send or more data queued meanwhile: one send in flight, keep going.
+            self.submit_send(key);
+            return;
+        }
+        // Owed since a send answered Queued, whoever completed the queue (the loop, or an
+        // inline completion of a later send): the event is delivered by the loop.
+        if c.drain_pending {
+            c.drain_pending = false;
+            let id = self.id_of(key);
+            self.events.push_back(Event::BufferDrain(id));
+        }
+        let c = &mut self.conns[key];
+        c.drain_pending = false;
+        if c.status == Status::Closing {
+            self.flushed_closing(key);
+        }
+    }
+
+    /// Sends `data` to every established connection of this thread.
+    pub(crate) fn broadcast(&mut self, data: &[u8]) {
+        let keys: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.status == Status::Established).map(|(k, _)| k).collect();
+        for k in keys {
+            self.send(k, data, Enc::Default);
+        }
+    }
+}
+
+pub(crate) struct Chunk {
+    pub(super) mem: ChunkMem,
+    pub(super) start: usize,
+    pub(super) end: usize,
+}
+
+/// The application send buffer of one connection (Workerman's `sendBuffer`), made of
+/// registered chunks when available.
+#[derive(Default)]
+pub(crate) struct SendQueue {
+    pub(super) chunks: VecDeque<Chunk>,
+    pub(super) len: usize,
+}
+
+/// `io_uring_enter` flag: reap completions (and run deferred task work).
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// Outcome of an eager send's inline completion.
+pub(super) enum Inline {
+    Sent,
+    Partial,
+    Gone,
+}
+
+/// Appends `data` to a send queue, filling the tail chunk first. A message larger than a
+/// chunk that starts an empty queue goes into one heap chunk of its own size, so it leaves
+/// in a single send.
+fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8]) {
+    q.len += data.len();
+    if q.chunks.is_empty() && data.len() > CHUNK {
+        let b = data.to_vec().into_boxed_slice();
+        let end = b.len();
+        q.chunks.push_back(Chunk { mem: ChunkMem::Heap(b), start: 0, end });
+        return;
+    }
+    while !data.is_empty() {
+        if let Some(tail) = q.chunks.back_mut() {
+            let (base, cap) = arena.bytes(&mut tail.mem);
+            let room = cap - tail.end;
+            if room > 0 {
+                let n = room.min(data.len());
+                // SAFETY: `tail.end + n ≤ cap`, inside the chunk; the region beyond `end` is
+                // not part of any in-flight send (sends cover `start..end` at submit time).
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(tail.end), n) };
+                tail.end += n;
+                data = &data[n..];
+                continue;
+            }
+        }
+        q.chunks.push_back(Chunk { mem: arena.alloc(), start: 0, end: 0 });
+    }
+}

@@ -1,0 +1,251 @@
+//! One connection slot: its state, the id serials it is named by, and the turn clock its
+//! activity stamps are read from.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ringman_protocols::{Decoder, Encoder, Framer, MessageKind};
+
+use super::send::SendQueue;
+use super::Status;
+
+/// A point on a core's monotonic clock in milliseconds since the core started, never zero so
+/// that `Option<Stamp>` takes 4 bytes: activity stamps cost 4 bytes per connection instead of
+/// an `Instant`'s 16 (P5 measures bytes per idle connection). Differences wrap after ~49
+/// days, far beyond any timeout they are compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp(NonZeroU32);
+
+impl Stamp {
+    pub(super) const MIN: Stamp = Stamp(NonZeroU32::MIN);
+
+    pub(super) fn at(epoch: Instant, t: Instant) -> Stamp {
+        let ms = t.saturating_duration_since(epoch).as_millis() as u32;
+        Stamp(NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN))
+    }
+
+    /// Time from `self` to the later stamp `now`.
+    pub(super) fn until(self, now: Stamp) -> Duration {
+        Duration::from_millis(u64::from(now.0.get().wrapping_sub(self.0.get())))
+    }
+}
+
+/// Process-wide source of connection serials (see `ConnectionId`); rings take blocks.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Serials a ring reserves at a time, so accepting touches the shared counter rarely.
+const SERIAL_BLOCK: u64 = 4096;
+
+/// Serials are 48 bits (the thread takes the top 16 of an id).
+const SERIAL_MASK: u64 = (1 << 48) - 1;
+
+/// The block of serials a core hands out.
+pub(super) struct Serials {
+    next: u64,
+    end: u64,
+}
+
+impl Serials {
+    /// The next id number for a connection of `thread`: thread (16 bits) | serial (48 bits).
+    pub(super) const fn new() -> Serials {
+        Serials { next: 0, end: 0 }
+    }
+
+    pub(super) fn take(&mut self, thread: u16) -> u64 {
+        if self.next == self.end {
+            self.next = NEXT_SERIAL.fetch_add(SERIAL_BLOCK, Ordering::Relaxed);
+            self.end = self.next + SERIAL_BLOCK;
+        }
+        let n = self.next & SERIAL_MASK;
+        self.next += 1;
+        (thread as u64) << 48 | n
+    }
+}
+
+/// The generation a slot's operations carry in their `user_data` (24 bits of the serial).
+pub(super) fn gen_of(serial: u64) -> u32 {
+    serial as u32 & 0xFF_FFFF
+}
+
+/// One connection slot. The generic state of a connection: protocol-specific state lives
+/// in its own optional values (`ws`, `streaming`), not in flags here.
+pub(crate) struct ConnState {
+    /// The socket; closed when the slot is freed (dropped with it).
+    pub(crate) fd: OwnedFd,
+    /// The connection's id number (`ConnectionId::as_u64`).
+    pub(crate) serial: u64,
+    pub(crate) status: Status,
+    /// `on_close` is queued but not delivered yet: the slot stays (user code sees the
+    /// connection's context, address and counters in `on_close`).
+    pub(super) close_hold: bool,
+    pub(super) recv_armed: bool,
+    pub(crate) paused: bool,
+    /// Receiving was paused by the engine because the send queue reached its limit
+    /// (`WorkerConfig::backpressure`); resumed once it drained to half.
+    pub(super) throttled: bool,
+    pub(super) send_inflight: bool,
+    pub(super) dirty: bool,
+    /// Operations whose CQE has not arrived yet; the slot is freed only at zero.
+    pub(super) inflight: u32,
+    /// Taken by the runner while it delivers messages.
+    pub(super) decoder: Option<Box<dyn Decoder>>,
+    pub(super) framer: Option<Framer>,
+    pub(super) encoder: Box<dyn Encoder>,
+    pub(super) identity_encoder: bool,
+    pub(super) sendq: SendQueue,
+    pub(super) drain_pending: bool,
+    pub(super) buffer_full: bool,
+    /// Half-close and linger after the flush instead of closing (`end()`).
+    pub(super) linger: bool,
+    pub(crate) default_kind: MessageKind,
+    pub(crate) max_send_buffer_size: usize,
+    pub(crate) max_package_size: usize,
+    pub(crate) bytes_read: u64,
+    pub(crate) bytes_written: u64,
+    /// The peer's address, read at accept.
+    pub(crate) peer: Option<SocketAddr>,
+    /// The application's per-connection value (`Connection::set_context`).
+    pub(crate) context: Option<Box<dyn Any>>,
+    /// The engine's own per-connection value for a response in progress (a file that
+    /// `http::send_file` streams), kept apart from the application's context.
+    pub(crate) streaming: Option<Box<dyn Any>>,
+    pub(super) close_deadline: Option<Instant>,
+    /// Last time bytes arrived or a send completed (turn clock): the idle timeout's base.
+    pub(super) active: Stamp,
+    /// Since when an incomplete packet has been buffered: the packet timeout's base.
+    pub(super) partial_since: Option<Stamp>,
+    /// The WebSocket session, once the upgrade is answered: frames (and heartbeat pings)
+    /// may be sent.
+    pub(crate) ws: Option<WsSession>,
+}
+
+/// What a connection carries once its WebSocket upgrade is answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WsSession {
+    /// Last time bytes arrived (turn clock): the heartbeat's base.
+    pub(super) heard: Stamp,
+    /// When the unanswered heartbeat ping went out, if one is outstanding.
+    pub(super) ping_sent: Option<Stamp>,
+}
+
+impl WsSession {
+    pub(super) fn new(now: Stamp) -> WsSession {
+        WsSession { heard: now, ping_sent: None }
+    }
+
+    /// The peer was heard from: any bytes answer the heartbeat.
+    pub(super) fn heard(&mut self, now: Stamp) {
+        self.heard = now;
+        self.ping_sent = None;
+    }
+}
+
+impl ConnState {
+    /// A fresh established connection on socket `fd`.
+    pub(super) fn new(
+        fd: OwnedFd,
+        serial: u64,
+        decoder: Box<dyn Decoder>,
+        encoder: Box<dyn Encoder>,
+        cfg: &crate::config::WorkerConfig,
+        now: Stamp,
+    ) -> ConnState {
+        let peer = crate::sys::peer_addr(std::os::fd::AsFd::as_fd(&fd));
+        ConnState {
+            fd,
+            serial,
+            status: Status::Established,
+            close_hold: false,
+            recv_armed: false,
+            paused: false,
+            throttled: false,
+            send_inflight: false,
+            dirty: false,
+            inflight: 0,
+            identity_encoder: encoder.is_identity(),
+            decoder: Some(decoder),
+            framer: Some(Framer::new()),
+            encoder,
+            sendq: SendQueue::default(),
+            drain_pending: false,
+            buffer_full: false,
+            linger: false,
+            default_kind: cfg.default_kind,
+            max_send_buffer_size: cfg.max_send_buffer_size,
+            max_package_size: cfg.max_package_size,
+            bytes_read: 0,
+            bytes_written: 0,
+            peer,
+            context: None,
+            streaming: None,
+            close_deadline: None,
+            active: now,
+            partial_since: None,
+            ws: None,
+        }
+    }
+
+    /// Bytes in the application send buffer.
+    pub(crate) fn queued(&self) -> usize {
+        self.sendq.len
+    }
+
+    /// Gives up the socket of a slot whose ring is abandoned (see `Core::abandon`); the rest
+    /// (parser state, queued chunks, user values) is leaked, never dropped: its memory may
+    /// still be referred to by the dead ring, and its owners' code is not to run there.
+    pub(super) fn into_fd_leaking_the_rest(self) -> OwnedFd {
+        let ConnState { fd, decoder, framer, encoder, sendq, context, streaming, .. } = self;
+        std::mem::forget((decoder, framer, encoder, sendq, context, streaming));
+        fd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_measure_milliseconds_and_are_never_zero() {
+        let epoch = Instant::now();
+        let a = Stamp::at(epoch, epoch);
+        assert_eq!(a, Stamp::MIN, "the epoch itself is the smallest stamp, not zero");
+        let b = Stamp::at(epoch, epoch + Duration::from_millis(1500));
+        assert_eq!(a.until(b), Duration::from_millis(1499));
+        // A time before the epoch saturates to the epoch.
+        assert_eq!(Stamp::at(epoch + Duration::from_secs(1), epoch), Stamp::MIN);
+        assert_eq!(std::mem::size_of::<Option<Stamp>>(), 4);
+    }
+
+    #[test]
+    fn stamp_differences_survive_the_wrap() {
+        // Two stamps on either side of the u32 wrap (~49.7 days of uptime).
+        let before = Stamp(NonZeroU32::new(u32::MAX - 9).unwrap());
+        let after = Stamp(NonZeroU32::new(10).unwrap());
+        assert_eq!(before.until(after), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn serials_are_unique_per_thread_and_carry_it() {
+        let mut a = Serials::new();
+        let mut b = Serials::new();
+        let ids: Vec<u64> = (0..5000).map(|_| a.take(3)).chain((0..5000).map(|_| b.take(4))).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "no serial is handed out twice");
+        assert!(ids[..5000].iter().all(|id| id >> 48 == 3));
+        assert!(ids[5000..].iter().all(|id| id >> 48 == 4));
+        // A second block was taken after 4096 ids.
+        assert!(ids[..5000].windows(2).all(|w| w[1] > w[0]));
+    }
+
+    #[test]
+    fn generations_are_the_low_24_bits() {
+        assert_eq!(gen_of(0x0003_0000_0123_4567), 0x23_4567);
+        assert_eq!(gen_of(1 << 48 | 0xFF_FFFF), 0xFF_FFFF);
+    }
+}

@@ -1,0 +1,243 @@
+//! `Worker`: a listener, its protocol, its settings and callbacks (Workerman's `Worker`).
+//!
+//! The builder and callbacks live here; `start.rs` binds and spawns the ring threads,
+//! `runner.rs` is the loop each of them runs under a supervisor, `listen.rs` opens (or
+//! inherits) listening sockets, `websocket.rs` answers upgrade requests.
+
+mod callbacks;
+mod listen;
+mod runner;
+mod start;
+mod websocket;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringman_protocols::{Message, MessageKind, Protocol};
+
+use crate::config::SendMode;
+use crate::connection::Connection;
+use crate::error::{ConnError, EngineError};
+use crate::handle::WorkerHandle;
+
+pub(crate) use callbacks::Callbacks;
+pub(crate) use listen::LISTEN_FDS_ENV;
+pub(crate) use start::Spawn;
+pub use websocket::WsDecision;
+
+/// What a ring thread knows about itself, passed to `on_worker_start` / `on_worker_stop`.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// Index of this thread within its worker, `0..count`.
+    pub id: usize,
+    /// Number of threads of the worker.
+    pub count: usize,
+    /// The worker's name.
+    pub name: String,
+    /// Handle for broadcasts and cross-thread calls.
+    pub handle: WorkerHandle,
+}
+
+/// A listening service: address, protocol, threads and callbacks (Workerman's `Worker`).
+///
+/// `S` is per-thread user state: each ring thread builds its own `S::default()`, lets
+/// `on_worker_start` fill it, and hands `&mut S` to every callback of that thread. No locks
+/// are involved because no other thread ever sees it.
+///
+/// ```no_run
+/// use ringman_engine::{run_all, Server, Worker};
+/// #[derive(Default)]
+/// struct Stats { messages: u64 }
+/// let mut w = Worker::<Stats>::new("text://0.0.0.0:8000").unwrap();
+/// w.count = 4;
+/// w.name = "echo".into();
+/// w.on_message(|conn, msg, st| {
+///     st.messages += 1;
+///     conn.send(msg);
+/// });
+/// run_all(Server::new().add(w)).unwrap();
+/// ```
+pub struct Worker<S = ()> {
+    addr: Option<SocketAddr>,
+    protocol: Arc<dyn Protocol>,
+    /// Number of ring threads (default: number of CPUs).
+    pub count: usize,
+    /// Name shown in status output (default `none`).
+    pub name: String,
+    /// One SO_REUSEPORT listener per thread (default true); otherwise one shared listener.
+    pub reuse_port: bool,
+    /// Default send buffer limit of each connection (1 MiB).
+    pub max_send_buffer_size: usize,
+    /// Default largest packet of each connection (10 MiB).
+    pub max_package_size: usize,
+    /// How `send()` submits (default [`SendMode::Batched`]: measured cheaper per message;
+    /// choose [`SendMode::Eager`] for Workerman's `true` answers; see ARCHITECTURE.md).
+    pub send_mode: SendMode,
+    /// Pause receiving on a connection whose send buffer reached `max_send_buffer_size`,
+    /// until it has drained to half (default true). The peer is then slowed by TCP flow
+    /// control instead of its answers being refused: a client that writes a burst of
+    /// requests and reads the answers as they come gets every answer, however large the
+    /// burst. Workerman keeps reading and refuses the sends (`false`, SEND_FAIL) once the
+    /// buffer is full; set this to false for exactly that behaviour. Sends from elsewhere
+    /// (broadcasts) to a full connection are refused either way.
+    pub backpressure: bool,
+    /// How long `close()` waits for the send buffer to flush before cutting the peer off.
+    pub close_timeout: Duration,
+    /// How long a stop waits for connections to flush.
+    pub stop_timeout: Duration,
+    /// The message kind `send()` uses unless a connection changes it (WebSocket text).
+    pub default_kind: MessageKind,
+    /// Whether a reload replaces this worker (default true; Workerman's `reloadable`).
+    pub reloadable: bool,
+    /// Recycle a thread (drain, then restart it with fresh state) after this many messages.
+    pub max_requests: Option<u64>,
+    /// Recycle threads while the process's resident memory exceeds this many bytes
+    /// (checked once a second; one thread at a time, in turn, so the service keeps serving).
+    pub max_memory: Option<u64>,
+    /// Close connections that received nothing and had nothing to send for this long
+    /// (quietly: `on_close` only). Default: 60 s for `http://` (keep-alive timeout), none
+    /// otherwise (Workerman has none; its users write the heartbeat loop themselves). A
+    /// request whose answer the application holds back (no bytes moving) counts as idle.
+    pub idle_timeout: Option<Duration>,
+    /// A packet that started arriving must be complete within this time, else the protocol's
+    /// timeout reply is sent (HTTP `408`, WebSocket close 1008) with `on_error`, and the
+    /// connection ends. For `http://` this is the header and body timeout (default 30 s,
+    /// slow-loris defence; raise it for large uploads over slow links); none otherwise.
+    /// Connections paused by the application are exempt.
+    pub packet_timeout: Option<Duration>,
+    /// WebSocket heartbeat (`websocket://` only): a connection silent for this long gets a
+    /// ping, and one that then stays silent for another interval is destroyed with
+    /// [`ConnError::NoPong`] (dead-peer detection; Workerman leaves it to TCP keepalive).
+    /// Any received bytes count as an answer. Default none.
+    pub websocket_ping_interval: Option<Duration>,
+    /// Listen backlog (capped by `net.core.somaxconn`).
+    pub backlog: i32,
+    /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
+    pub pin_cpus: Option<usize>,
+    /// Receive buffers per ring (power of two) and their size.
+    pub recv_buffers: u16,
+    /// Size of each receive buffer: the most one receive completion delivers. (A multishot
+    /// receive may post several completions for one connection in a turn; what bounds a
+    /// connection's intake is the pool, and `backpressure` once its answers back up.)
+    pub recv_buffer_size: u32,
+    /// Registered send memory each ring asks for (taken from a process budget within the
+    /// 8 MiB memlock limit; heap buffers are used beyond it).
+    pub fixed_send_bytes: usize,
+    pub(crate) cb: Callbacks<S>,
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Splits `scheme://host:port`.
+fn parse_addr(addr: &str) -> Result<(String, SocketAddr), EngineError> {
+    let bad = |reason| EngineError::BadAddress { addr: addr.to_string(), reason };
+    let (scheme, rest) = addr.split_once("://").ok_or_else(|| bad("expected scheme://ip:port"))?;
+    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(bad("scheme must be alphanumeric"));
+    }
+    let sock = rest
+        .to_socket_addrs()
+        .map_err(|_| bad("expected ip:port (IPv6 as [::1]:port)"))?
+        .next()
+        .ok_or_else(|| bad("address resolves to nothing"))?;
+    Ok((scheme.to_ascii_lowercase(), sock))
+}
+
+impl<S: Default + 'static> Worker<S> {
+    /// A worker for `scheme://ip:port` with a built-in protocol: `tcp` (raw bytes), `text`
+    /// (newline-delimited) or `frame` (4-byte length prefix).
+    pub fn new(addr: &str) -> Result<Worker<S>, EngineError> {
+        let (scheme, sock) = parse_addr(addr)?;
+        let protocol = ringman_protocols::by_scheme(&scheme).ok_or(EngineError::UnknownScheme(scheme))?;
+        Ok(Worker::build(Some(sock), protocol))
+    }
+
+    /// A worker speaking a custom protocol on `scheme://ip:port` (the scheme is only a label).
+    pub fn with_protocol(addr: &str, protocol: Arc<dyn Protocol>) -> Result<Worker<S>, EngineError> {
+        let (_, sock) = parse_addr(addr)?;
+        Ok(Worker::build(Some(sock), protocol))
+    }
+
+    /// A worker without a listener: threads that only run timers and cross-thread calls.
+    pub fn without_listener() -> Worker<S> {
+        Worker::build(None, Arc::new(ringman_protocols::Raw))
+    }
+
+    fn build(addr: Option<SocketAddr>, protocol: Arc<dyn Protocol>) -> Worker<S> {
+        let (idle_timeout, packet_timeout) = (protocol.idle_timeout(), protocol.packet_timeout());
+        Worker {
+            addr,
+            protocol,
+            count: cpus(),
+            name: "none".into(),
+            reuse_port: true,
+            max_send_buffer_size: 1024 * 1024,
+            max_package_size: ringman_protocols::DEFAULT_MAX_PACKAGE_SIZE,
+            send_mode: SendMode::Batched,
+            backpressure: true,
+            close_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(2),
+            default_kind: MessageKind::Text,
+            reloadable: true,
+            max_requests: None,
+            max_memory: None,
+            idle_timeout,
+            packet_timeout,
+            websocket_ping_interval: None,
+            backlog: 4096,
+            pin_cpus: None,
+            recv_buffers: 1024,
+            recv_buffer_size: 8192,
+            fixed_send_bytes: 1024 * 1024,
+            cb: Callbacks::default(),
+        }
+    }
+
+    /// Runs on each ring thread before it accepts: build the thread's state here.
+    pub fn on_worker_start(&mut self, f: impl Fn(&WorkerInfo, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_worker_start = Some(Arc::new(f));
+        self
+    }
+    /// Runs on each ring thread when it stops, after its connections closed.
+    pub fn on_worker_stop(&mut self, f: impl Fn(&WorkerInfo, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_worker_stop = Some(Arc::new(f));
+        self
+    }
+    /// A connection was accepted (before any message).
+    pub fn on_connect(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_connect = Some(Arc::new(f));
+        self
+    }
+    /// A complete message arrived. It borrows the receive buffer (it derefs to `[u8]`):
+    /// copy what you keep.
+    pub fn on_message(&mut self, f: impl Fn(&Connection, &Message<'_>, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_message = Some(Arc::new(f));
+        self
+    }
+    /// The connection closed (exactly once per connection, whoever closed it). The handle
+    /// still answers its context, addresses and byte counters here. If a ring thread dies
+    /// (an engine bug; user panics never kill it), its connections' `on_close` runs on the
+    /// restarted thread after `on_worker_start`, with handles that no longer reach a slot.
+    pub fn on_close(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_close = Some(Arc::new(f));
+        self
+    }
+    /// Something went wrong on a connection (see [`ConnError::code`]).
+    pub fn on_error(&mut self, f: impl Fn(&Connection, &ConnError, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_error = Some(Arc::new(f));
+        self
+    }
+    /// The send buffer reached `max_send_buffer_size`.
+    pub fn on_buffer_full(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_buffer_full = Some(Arc::new(f));
+        self
+    }
+    /// The send buffer, which held queued data, is empty again.
+    pub fn on_buffer_drain(&mut self, f: impl Fn(&Connection, &mut S) + Send + Sync + 'static) -> &mut Self {
+        self.cb.on_buffer_drain = Some(Arc::new(f));
+        self
+    }
+}

@@ -1,0 +1,460 @@
+//! The loop of one ring thread (`Runner`), and the supervisor that restarts it when it dies
+//! or is recycled.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringman_protocols::{Delivery, Flow, MessageKind, Reply};
+
+use super::{Callbacks, WorkerInfo};
+use crate::connection::Connection;
+use crate::error::{panic_message, ConnError, EngineError};
+use crate::id::ConnectionId;
+use crate::mailbox::Cmd;
+use crate::reactor::{self, with_core, Core, Event};
+use crate::ring::{Kind, Token};
+use crate::stats::ThreadStats;
+
+/// Why a runner returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Stopped for good.
+    Stopped,
+    /// Drained for a recycle: start afresh.
+    Recycle,
+}
+
+/// Runs a ring thread and restarts it when it dies (with backoff) or is recycled, keeping
+/// its id, listener and mailbox. `make` builds a fresh core and runner. The first start's
+/// outcome is reported on `ready`, so configuration errors surface from `start()`.
+pub(super) fn supervise<S: 'static>(
+    info: &WorkerInfo,
+    ready: &crossbeam_channel::Sender<Result<(), EngineError>>,
+    make: impl Fn() -> Result<(Core, Runner<S>), EngineError>,
+) {
+    let mut first = true;
+    let mut backoff = Duration::from_millis(100);
+    let mut lost: Vec<ConnectionId> = Vec::new();
+    loop {
+        let made = match catch_unwind(AssertUnwindSafe(&make)) {
+            Ok(r) => r,
+            Err(p) => Err(EngineError::Ring(std::io::Error::other(panic_message(&*p)))),
+        };
+        let (core, mut runner) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                if first {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+                log::error!("restarting {} #{} failed: {e}; retrying in {backoff:?}", info.name, info.id);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if first {
+            let _ = ready.send(Ok(()));
+            first = false;
+        }
+        runner.lost = std::mem::take(&mut lost);
+        let stats = core.stats.clone();
+        reactor::install(core);
+        match catch_unwind(AssertUnwindSafe(|| runner.run())) {
+            Ok(Exit::Stopped) => {
+                drop(reactor::uninstall());
+                return;
+            }
+            Ok(Exit::Recycle) => {
+                drop(reactor::uninstall());
+                backoff = Duration::from_millis(100);
+            }
+            Err(p) => {
+                log::error!(
+                    "ring thread {} #{} died: {}; restarting in {backoff:?}",
+                    info.name,
+                    info.id,
+                    panic_message(&*p)
+                );
+                if let Some(core) = reactor::uninstall() {
+                    // Their on_close is owed: the restarted runner delivers it.
+                    lost.extend(core.unclosed());
+                    core.abandon();
+                }
+                // The dead ring's sockets are closed: none of them is open any more.
+                stats.connections.set(0);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        stats.restarts.set(stats.restarts.get() + 1);
+        stats.heartbeat.set(0);
+    }
+}
+
+/// The loop of one ring thread.
+pub(super) struct Runner<S> {
+    cb: Arc<Callbacks<S>>,
+    state: S,
+    info: WorkerInfo,
+    /// Messages seen, for sampling handler latency one in [`LATENCY_SAMPLE`].
+    sampled: u32,
+    /// This thread's counters (the core's, kept here so delivery need not fetch them).
+    stats: Arc<ThreadStats>,
+    /// Connections a dead predecessor ring held whose `on_close` never ran: delivered after
+    /// `on_worker_start`.
+    lost: Vec<ConnectionId>,
+}
+
+impl<S: Default> Runner<S> {
+    /// A runner with fresh per-thread state for a ring with counters `stats`.
+    pub(super) fn new(cb: Arc<Callbacks<S>>, info: WorkerInfo, stats: Arc<ThreadStats>) -> Runner<S> {
+        Runner { cb, state: S::default(), info, sampled: 0, stats, lost: Vec::new() }
+    }
+}
+
+/// What the loop checks once per turn, outside any completion: recycling after
+/// `max_requests` or above `max_memory`, accept back-off, timeouts, the stop deadline, and
+/// how long the next wait may last.
+struct Housekeeping {
+    /// Messages counted when this run started (`max_requests` counts from here).
+    start_requests: u64,
+    /// This thread's index and the worker's thread count: threads check memory in turn.
+    id: u64,
+    count: u64,
+    /// The second of the last memory check and of the last timeout sweep.
+    last_memory_check: u64,
+    last_sweep: u64,
+}
+
+impl Housekeeping {
+    /// One turn's housekeeping. Returns whether the ring has drained (the loop ends) and
+    /// the longest the next wait may take.
+    fn turn(&mut self, c: &mut Core, now: Instant) -> (bool, Option<Duration>) {
+        c.stats.timers.set(c.timers.len() as u64);
+        if let Some(max) = c.cfg.max_requests {
+            if c.stopping.is_none() && c.stats.requests.get() - self.start_requests >= max {
+                c.recycle = true;
+                c.begin_stop(now + c.cfg.close_timeout);
+            }
+        }
+        if let Some(max) = c.cfg.max_memory {
+            let sec = c.stats.heartbeat.get();
+            // Once a second, and only the thread whose turn it is (by id), so the threads of
+            // a worker recycle one after another rather than all at once.
+            if c.stopping.is_none() && sec != self.last_memory_check && sec % self.count == self.id {
+                self.last_memory_check = sec;
+                if crate::sys::resident_memory().is_some_and(|rss| rss > max) {
+                    c.recycle = true;
+                    c.begin_stop(now + c.cfg.close_timeout);
+                }
+            }
+        }
+        c.retry_accepts(now);
+        let timeouts = c.cfg.idle_timeout.is_some() || c.cfg.packet_timeout.is_some() || c.cfg.ping_interval.is_some();
+        if timeouts && c.stats.heartbeat.get() != self.last_sweep {
+            self.last_sweep = c.stats.heartbeat.get();
+            c.expire_idle(now);
+        }
+        let close_next = c.expire_closing(now);
+        if c.stopping.is_some_and(|deadline| now >= deadline) {
+            c.destroy_all();
+        }
+        let mut timeout = c.timers.next_timeout(now);
+        if c.cfg.max_memory.is_some() || timeouts {
+            // Wake at least once a second for the memory check and the timeouts.
+            timeout = Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
+        }
+        // A descriptor shortage paused accepting: wake when the back-off ends, even on a
+        // ring with nothing else to do.
+        for d in [close_next, c.stopping, c.accept_retry_at()].into_iter().flatten() {
+            let t = d.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(t, |x| x.min(t)));
+        }
+        (c.drained() && c.events.is_empty(), timeout)
+    }
+}
+
+/// One `on_message` in this many is timed for the latency histogram.
+const LATENCY_SAMPLE: u32 = 8;
+
+impl<S: 'static> Runner<S> {
+    fn run(mut self) -> Exit {
+        if let Some(f) = self.cb.on_worker_start.clone() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&self.info, &mut self.state))) {
+                log::error!("on_worker_start panicked on {} #{}: {}", self.info.name, self.info.id, panic_message(&*p));
+            }
+        }
+        // Connections of a ring that died: their sockets are closed; on_close is owed. The
+        // handles no longer reach a slot (getters answer None, sends Failed).
+        for id in std::mem::take(&mut self.lost) {
+            if let Some(f) = self.cb.on_close.clone() {
+                let conn = Connection::from_id(id);
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&conn, &mut self.state))) {
+                    log::error!("on_close panicked: {}", panic_message(&*p));
+                }
+            }
+        }
+        with_core(|c| {
+            c.arm_wake();
+            for i in 0..c.listeners.len() {
+                c.arm_accept(i);
+            }
+        });
+        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        let mut housekeeping = Housekeeping {
+            start_requests: with_core(|c| c.stats.requests.get()).unwrap_or(0),
+            id: self.info.id as u64,
+            count: self.info.count.max(1) as u64,
+            last_memory_check: 0,
+            last_sweep: 0,
+        };
+        loop {
+            self.deliver_events();
+            self.run_timers();
+            self.drain_mailbox();
+            self.deliver_events();
+            let now = Instant::now();
+            let (exit, timeout) = with_core(|c| housekeeping.turn(c, now)).expect("core installed");
+            if exit {
+                break;
+            }
+            with_core(|c| {
+                c.submit_and_wait(timeout);
+                c.reap(&mut cqes);
+                // One wall-clock read per turn serves the heartbeat and HTTP Date headers.
+                c.wall = std::time::SystemTime::now();
+                c.update_stamp();
+                c.stats.heartbeat.set(c.wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+            });
+            for (ud, res, flags) in cqes.drain(..) {
+                self.complete(ud, res, flags);
+                self.deliver_events();
+            }
+        }
+        if let Some(f) = self.cb.on_worker_stop.clone() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&self.info, &mut self.state))) {
+                log::error!("on_worker_stop panicked: {}", panic_message(&*p));
+            }
+        }
+        with_core(|c| c.quiesce());
+        if with_core(|c| c.recycle).unwrap_or(false) {
+            Exit::Recycle
+        } else {
+            Exit::Stopped
+        }
+    }
+
+    fn complete(&mut self, ud: u64, res: i32, flags: u32) {
+        let Some(tok) = Token::from_u64(ud) else { return };
+        match tok.kind {
+            Kind::Recv => {
+                let work = with_core(|c| c.on_recv(tok, res, flags)).flatten();
+                if let Some(w) = work {
+                    self.deliver(w);
+                }
+            }
+            Kind::Send => {
+                with_core(|c| c.on_send(tok, res));
+            }
+            Kind::Accept => {
+                with_core(|c| c.on_accept(tok.slot as usize, res, flags));
+            }
+            Kind::Cancel => {
+                with_core(|c| c.on_cancel(tok));
+            }
+            Kind::Wake => {
+                with_core(|c| c.on_wake());
+                self.drain_mailbox();
+            }
+            Kind::Shutdown => {}
+        }
+    }
+
+    /// Parses and delivers one receive batch, zero-copy where the packet lies in one buffer.
+    fn deliver(&mut self, mut w: reactor::RecvWork) {
+        let id = w.id;
+        let conn = Connection::from_id(id);
+        let Runner { cb, state, sampled, stats, .. } = self;
+        let mut delivered = 0u64;
+        let mut panicked = None;
+        // The received bytes, borrowed from the buffer guard (empty when resuming from the
+        // framer's buffer); the guard goes back to the ring in `recv_end`.
+        let data: &mut [u8] = match w.buf.as_mut() {
+            Some(b) => b.bytes(),
+            None => &mut [],
+        };
+        let max = w.max;
+        let mut sink = |d: Delivery<'_>| {
+            match d {
+                Delivery::Message(msg) if msg.kind == MessageKind::Handshake => {
+                    if let Err(p) =
+                        catch_unwind(AssertUnwindSafe(|| super::websocket::handshake(&conn, msg.data, cb, state)))
+                    {
+                        panicked = Some(panic_message(&*p));
+                        return Flow::Stop;
+                    }
+                }
+                Delivery::Message(msg)
+                    if matches!(msg.kind, MessageKind::Ping | MessageKind::Pong | MessageKind::Close) =>
+                {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| super::websocket::control(&conn, &msg, cb, state)))
+                    {
+                        panicked = Some(panic_message(&*p));
+                        return Flow::Stop;
+                    }
+                }
+                Delivery::Message(msg) => {
+                    delivered += 1;
+                    if let Some(f) = &cb.on_message {
+                        *sampled = sampled.wrapping_add(1);
+                        let t0 = (*sampled % LATENCY_SAMPLE == 0).then(Instant::now);
+                        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&conn, &msg, state))) {
+                            panicked = Some(panic_message(&*p));
+                            return Flow::Stop;
+                        }
+                        if let Some(t0) = t0 {
+                            stats.latency.record(t0.elapsed().as_nanos() as u64);
+                        }
+                    }
+                }
+                Delivery::Reply(bytes, reply) => {
+                    // After our own close frame nothing more is sent (no pong, and the peer's
+                    // close, which answers ours, is not echoed): the connection just closes.
+                    if !conn.ws_close_sent() {
+                        conn.send_raw(bytes);
+                    }
+                    if reply == Reply::SendThenClose {
+                        conn.close(None);
+                    }
+                }
+            }
+            if with_core(|c| c.can_deliver(id)).unwrap_or(false) {
+                Flow::Continue
+            } else {
+                Flow::Stop
+            }
+        };
+        // The decoder is protocol code (custom protocols are user code): a panic in it ends
+        // only this connection, like a panicking callback.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if data.is_empty() {
+                w.framer.drain(w.decoder.as_mut(), max, &mut sink)
+            } else {
+                w.framer.feed(w.decoder.as_mut(), data, max, &mut sink)
+            }
+        }));
+        let err = match result {
+            Ok(r) => r.err(),
+            Err(p) => {
+                panicked.get_or_insert_with(|| format!("decoder: {}", panic_message(&*p)));
+                None
+            }
+        };
+        with_core(|c| {
+            c.recv_end(w, delivered, err);
+            if let Some(msg) = panicked {
+                if let Some(k) = c.lookup(id) {
+                    c.destroy(k, Some(ConnError::Panic(msg)));
+                }
+            }
+        });
+    }
+
+    /// Calls the user callbacks for queued events. A panicking callback closes only its
+    /// connection.
+    fn deliver_events(&mut self) {
+        while let Some(ev) = with_core(|c| c.events.pop_front()).flatten() {
+            let cb = &self.cb;
+            let state = &mut self.state;
+            let call = |f: Option<&super::callbacks::ConnFn<S>>, c: &Connection, state: &mut S| {
+                f.map(|f| catch_unwind(AssertUnwindSafe(|| f(c, state))))
+            };
+            let (conn, r) = match ev {
+                Event::Connect(id) => {
+                    let c = Connection::from_id(id);
+                    (c, call(cb.on_connect.as_ref(), &c, state))
+                }
+                Event::Close(id) => {
+                    let c = Connection::from_id(id);
+                    let r = call(cb.on_close.as_ref(), &c, state);
+                    // The slot was kept for on_close (context, address, counters); now it may go.
+                    with_core(|core| core.close_delivered(id));
+                    (c, r)
+                }
+                Event::Error(id, e) => {
+                    let c = Connection::from_id(id);
+                    (c, cb.on_error.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, &e, state)))))
+                }
+                Event::BufferFull(id) => {
+                    let c = Connection::from_id(id);
+                    (c, call(cb.on_buffer_full.as_ref(), &c, state))
+                }
+                Event::BufferDrain(id) => {
+                    let c = Connection::from_id(id);
+                    (c, call(cb.on_buffer_drain.as_ref(), &c, state))
+                }
+                Event::Resume(id) => {
+                    if let Some(w) = with_core(|core| core.resume_begin(id)).flatten() {
+                        self.deliver(w);
+                    }
+                    continue;
+                }
+            };
+            if let Some(Err(p)) = r {
+                let msg = panic_message(&*p);
+                with_core(|c| {
+                    if let Some(k) = c.lookup(conn.id()) {
+                        c.destroy(k, Some(ConnError::Panic(msg)));
+                    }
+                });
+            }
+        }
+        self.bury();
+    }
+
+    /// Drops the user values of freed slots, outside the core borrow (their `Drop` may call
+    /// back into the engine).
+    fn bury(&mut self) {
+        if with_core(|c| c.graveyard.is_empty()).unwrap_or(true) {
+            return;
+        }
+        let dead = with_core(|c| std::mem::take(&mut c.graveyard)).unwrap_or_default();
+        drop(dead);
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((id, mut f)) = with_core(|c| c.timers.pop_due(now)).flatten() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(&mut f)) {
+                log::error!("timer callback panicked: {}", panic_message(&*p));
+            }
+            // A finished one-shot's closure is dropped here, outside the core.
+            let done = with_core(|c| c.timers.restore(id, f)).flatten();
+            drop(done);
+            self.deliver_events();
+        }
+    }
+
+    fn drain_mailbox(&mut self) {
+        with_core(|c| c.mailbox.clear_notified());
+        while let Some(cmd) = with_core(|c| c.mailbox.next()).flatten() {
+            match cmd {
+                Cmd::Call(f) => {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+                        log::error!("cross-thread call panicked: {}", panic_message(&*p));
+                    }
+                }
+                Cmd::Crash => panic!("crash requested (test hook)"),
+                cmd => {
+                    with_core(|c| c.command(&cmd));
+                    // Its payload (shared bytes, possibly with a user owner) is dropped here,
+                    // outside the core.
+                    drop(cmd);
+                }
+            }
+            self.deliver_events();
+        }
+    }
+}

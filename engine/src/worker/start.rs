@@ -1,0 +1,145 @@
+//! Starting a worker: its listeners are bound on the caller's thread (so errors come back
+//! from `start()`), then one supervised ring thread per `count`.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::listen;
+use super::runner::{supervise, Runner};
+use super::{cpus, Worker, WorkerInfo};
+use crate::config::WorkerConfig;
+use crate::error::EngineError;
+use crate::handle::WorkerHandle;
+use crate::mailbox;
+use crate::reactor::{Core, ListenerSlot};
+use crate::stats::ThreadStats;
+
+/// Type-erased start of a worker, so workers with different state types share a `Server`.
+pub(crate) trait Spawn {
+    fn spawn(
+        self: Box<Self>,
+        threads: &mut Vec<JoinHandle<()>>,
+    ) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError>;
+}
+
+impl<S: Default + 'static> Spawn for Worker<S> {
+    fn spawn(
+        self: Box<Self>,
+        threads: &mut Vec<JoinHandle<()>>,
+    ) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError> {
+        let w = *self;
+        let count = w.count.max(1);
+        // Listeners: bound here, on the caller's thread, so errors come back from start().
+        // Each is shared by the threads that accept on it (one per thread with SO_REUSEPORT)
+        // and closed when the last of them exits; a ring restarted by its supervisor keeps it.
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        let mut bound = None;
+        if let Some(addr) = w.addr {
+            // Sockets handed over by a predecessor process (reload) come first.
+            fds = listen::inherited(addr);
+            if let Some(fd) = fds.first() {
+                bound = crate::sys::local_addr(fd.as_fd());
+            } else {
+                listen::probe_port(addr)?;
+            }
+            let n = if w.reuse_port { count } else { 1 };
+            fds.truncate(n);
+            while fds.len() < n {
+                let fd = listen::listen(bound.unwrap_or(addr), w.reuse_port, w.backlog)?;
+                if bound.is_none() {
+                    bound = crate::sys::local_addr(fd.as_fd());
+                }
+                fds.push(fd);
+            }
+        }
+        let listeners: Vec<Arc<OwnedFd>> = fds.into_iter().map(Arc::new).collect();
+        let mut regs = Vec::new();
+        for _ in 0..count {
+            match mailbox::register() {
+                Ok(r) => regs.push(r),
+                Err(e) => {
+                    regs.iter().for_each(|(t, _)| mailbox::unregister(*t));
+                    return Err(e);
+                }
+            }
+        }
+        let stats: Vec<Arc<ThreadStats>> = (0..count).map(|_| Arc::new(ThreadStats::default())).collect();
+        let handle = WorkerHandle {
+            name: w.name.clone().into(),
+            threads: regs.iter().map(|(t, _)| *t).collect::<Vec<_>>().into(),
+            stop_timeout: w.stop_timeout,
+            stats: stats.clone().into(),
+            listen: bound,
+            protocol: w.protocol.name(),
+            reloadable: w.reloadable,
+        };
+        let cfg = Arc::new(WorkerConfig {
+            name: w.name.clone(),
+            protocol: w.protocol.clone(),
+            max_send_buffer_size: w.max_send_buffer_size,
+            max_package_size: w.max_package_size,
+            send_mode: w.send_mode,
+            backpressure: w.backpressure,
+            close_timeout: w.close_timeout,
+            stop_timeout: w.stop_timeout,
+            default_kind: w.default_kind,
+            recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
+            recv_buffer_size: w.recv_buffer_size.max(512),
+            max_requests: w.max_requests,
+            max_memory: w.max_memory,
+            idle_timeout: w.idle_timeout,
+            packet_timeout: w.packet_timeout,
+            ping_interval: w.websocket_ping_interval.filter(|_| w.protocol.supports_ping()),
+            decoder_config: w.cb.control_frames().map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>),
+        });
+        let cb = Arc::new(w.cb);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
+        let first_thread = threads.len();
+        for (i, (thread, mailbox)) in regs.into_iter().enumerate() {
+            // Its own SO_REUSEPORT listener, or the shared one.
+            let listener = listeners.get(if w.reuse_port { i } else { 0 }).cloned();
+            let stats = stats[i].clone();
+            let info = WorkerInfo { id: i, count, name: w.name.clone(), handle: handle.clone() };
+            let (cfg, cb, ready_tx) = (cfg.clone(), cb.clone(), ready_tx.clone());
+            let fixed = w.fixed_send_bytes;
+            let pin = w.pin_cpus.map(|off| (off + i) % cpus());
+            let t = std::thread::Builder::new().name(format!("ringman-{}-{}", w.name, i)).spawn(move || {
+                if let Some(cpu) = pin {
+                    let _ = crate::sys::pin_to_cpu(cpu);
+                }
+                supervise(&info, &ready_tx, || {
+                    let listeners: Vec<ListenerSlot> = listener.iter().cloned().map(ListenerSlot::new).collect();
+                    let core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
+                    let stats = core.stats.clone();
+                    Ok((core, Runner::new(cb.clone(), info.clone(), stats)))
+                });
+                mailbox::unregister(thread);
+            });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    handle.stop();
+                    return Err(EngineError::Spawn(e));
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut first_err = None;
+        for _ in first_thread..threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = first_err {
+            handle.stop();
+            return Err(e);
+        }
+        Ok((handle, bound))
+    }
+}
