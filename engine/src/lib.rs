@@ -9,6 +9,7 @@
 mod buffers;
 mod connection;
 mod error;
+pub mod handover;
 pub mod http;
 pub mod ops;
 mod reactor;
