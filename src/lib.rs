@@ -15,5 +15,8 @@
 #![warn(missing_docs)]
 
 pub use ringman_engine::*;
+/// Operating a service: Workerman's command line (`start -d`, `stop`, `reload`, `status`, ...),
+/// daemon mode, the control socket, zero-downtime reload, Prometheus metrics and the log file.
+pub use ringman_ops as ops;
 /// The sans-IO protocol layer (text, frame, raw tcp, and the traits for your own).
 pub use ringman_protocols as protocols;

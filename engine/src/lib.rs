@@ -11,7 +11,6 @@ mod connection;
 mod error;
 pub mod handover;
 pub mod http;
-pub mod ops;
 mod reactor;
 mod ring;
 mod server;
@@ -22,7 +21,6 @@ mod worker;
 
 pub use connection::{Connection, ConnectionId, SendStatus};
 pub use error::{ConnError, EngineError};
-pub use ops::{Launch, OpsError, Options as OpsOptions};
 pub use ring::RingMode;
 /// The message types callbacks receive, re-exported from `ringman_protocols`.
 pub use ringman_protocols::{Message, MessageKind};

@@ -4,7 +4,8 @@
 //! of the binary, and Prometheus metrics.
 //!
 //! ```no_run
-//! use ringman_engine::{ops, Server, Worker};
+//! use ringman_engine::{Server, Worker};
+//! use ringman_ops as ops;
 //! fn main() -> std::process::ExitCode {
 //!     let args: Vec<String> = std::env::args().skip(1).collect();
 //!     ops::main_with_args(ops::Options::default(), &args, |launch| {
@@ -20,8 +21,8 @@
 //! ```
 //!
 //! Reload: the running process spawns its own binary with the same argv, passing the
-//! listening sockets of every reloadable worker in [`crate::LISTEN_FDS_ENV`] and a pipe in
-//! [`READY_FD_ENV`]. The successor adopts the sockets, takes over the pid file and the
+//! listening sockets of every reloadable worker (described to it by
+//! [`ringman_engine::handover::successor_env`]) and a pipe in [`READY_FD_ENV`]. The successor adopts the sockets, takes over the pid file and the
 //! control socket, and reports ready; the old process then stops accepting, drains
 //! (bounded) and exits. Non-reloadable workers are not handed over: the successor skips
 //! them (see [`Launch::starts`]) and the old process keeps running them until the
@@ -40,7 +41,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{EngineError, Running, Server};
+use ringman_engine::{EngineError, Running, Server, WorkerHandle};
 
 pub use cli::{parse, Command, USAGE};
 pub use control::{request, socket_path};
@@ -295,7 +296,7 @@ fn serve_inner<F: FnOnce(&Launch) -> Server>(
     let predecessors: Vec<i32> = env_list(PREDECESSORS_ENV).iter().filter_map(|p| p.parse().ok()).collect();
     let running = build(&launch).start()?;
     daemon::switch_user(opts.user.as_deref(), opts.group.as_deref())?;
-    let workers: Arc<[crate::WorkerHandle]> = running.workers().to_vec().into();
+    let workers: Arc<[WorkerHandle]> = running.workers().to_vec().into();
     if let Some(addr) = opts.metrics_addr {
         metrics::serve_http(addr, workers.clone())?;
     }

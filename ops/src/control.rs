@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::WorkerHandle;
+use ringman_engine::WorkerHandle;
 
-use super::{daemon, metrics, reload, status, OpsError, Options};
+use crate::{daemon, metrics, reload, status, OpsError, Options};
 
 /// Longest path a `sockaddr_un` holds (minus the terminating NUL).
 const MAX_SOCK_PATH: usize = 107;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::OpsError;
+use crate::OpsError;
 
 /// Reads the pid stored in `path`, if any.
 pub fn read_pid(path: &Path) -> Option<i32> {
