@@ -288,7 +288,9 @@ pub fn serve<F: FnOnce(&Launch) -> Server>(opts: Options, daemon: bool, build: F
     match serve_inner(opts, pid_file, daemonized, inherited.is_some(), &mut notifier, log.clone(), build) {
         Ok(()) => Ok(()),
         Err(e) => {
-            if daemonized {
+            // A daemon's error also goes to its stderr (main_with_args prints it there, and
+            // that is stdout_file): log it unless our logger would write it to stderr too.
+            if daemonized && !(logger::installed() && log.path().is_none()) {
                 logger::event(&log, log::Level::Error, &format!("start failed: {e}"));
             }
             notifier.send(&format!("error: {e}"));
