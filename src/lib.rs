@@ -34,6 +34,10 @@ pub mod http {
 /// Handing listening sockets to a successor process (zero-downtime reload).
 pub use ringman_engine::handover;
 
+/// Operating a service: Workerman's command line (`start -d`, `stop`, `reload`, `status`, ...),
+/// daemon mode, the control socket, zero-downtime reload, Prometheus metrics and the log file.
+pub use ringman_ops as ops;
+
 /// The sans-IO protocol layer (raw tcp, text, frame, http, websocket, and the traits for
 /// your own).
 pub use ringman_protocols as protocols;

@@ -121,15 +121,16 @@ fn inherited_listener_keeps_the_accept_queue() {
     let old = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = old.local_addr().unwrap();
     let mut waiting = connect(addr);
-    use std::os::fd::AsRawFd;
-    std::env::set_var("RINGMAN_LISTEN_FDS", format!("{addr}={}", old.as_raw_fd()));
+    use std::os::fd::AsFd;
+    let (name, value) = ringman::handover::successor_env(&[(old.as_fd(), addr)]).unwrap();
+    std::env::set_var(name, value);
     let mut w = Worker::<()>::new(&format!("text://{addr}")).unwrap();
     w.count = 1;
     w.on_message(|c, m, _| {
         c.send(m);
     });
     let running = Server::new().add(w).start().expect("starts on the inherited socket");
-    std::env::remove_var("RINGMAN_LISTEN_FDS");
+    std::env::remove_var(name);
     std::mem::forget(old); // the ring thread owns the descriptor now
     assert_eq!(running.local_addr(0), Some(addr));
     write_all(&mut waiting, b"queued before start\n");

@@ -7,7 +7,12 @@
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-// Modules in dependency order: each imports only from the ones above it.
+// Layers; a module imports only from its own layer's leaves and the layers before it:
+//   error, sys, ring, buffers, config, stats, id, mailbox, timers   (below the core)
+//   reactor                                                          (the state machines)
+//   connection, timer, handle                                        (handles user code holds)
+//   worker                                                           (builder, runner, listeners)
+//   http, server, handover                                           (on top)
 mod buffers;
 mod config;
 mod connection;

@@ -22,6 +22,8 @@ use crate::error::{ConnError, EngineError};
 use crate::handle::WorkerHandle;
 
 pub(crate) use callbacks::Callbacks;
+#[cfg(test)]
+pub(crate) use listen::inherited;
 pub(crate) use listen::LISTEN_FDS_ENV;
 pub(crate) use start::Spawn;
 pub use websocket::WsDecision;

@@ -1,6 +1,6 @@
 //! Parsing Workerman's command-line verbs.
 
-use super::OpsError;
+use crate::OpsError;
 
 /// One command-line verb (Workerman's `php start.php <verb>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! of the binary, and Prometheus metrics.
 //!
 //! ```no_run
-//! use ringman_engine::{ops, Server, Worker};
+//! use ringman_engine::{Server, Worker};
+//! use ringman_ops as ops;
 //! fn main() -> std::process::ExitCode {
 //!     let args: Vec<String> = std::env::args().skip(1).collect();
 //!     ops::main_with_args(ops::Options::default(), &args, |launch| {
@@ -20,16 +21,21 @@
 //! ```
 //!
 //! Reload: the running process spawns its own binary with the same argv, passing the
-//! listening sockets of every reloadable worker in [`crate::LISTEN_FDS_ENV`] and a pipe in
-//! [`READY_FD_ENV`]. The successor adopts the sockets, takes over the pid file and the
+//! listening sockets of every reloadable worker (described to it by
+//! [`ringman_engine::handover::successor_env`]) and a pipe in [`READY_FD_ENV`]. The successor adopts the sockets, takes over the pid file and the
 //! control socket, and reports ready; the old process then stops accepting, drains
 //! (bounded) and exits. Non-reloadable workers are not handed over: the successor skips
 //! them (see [`Launch::starts`]) and the old process keeps running them until the
 //! successor is stopped.
+//!
+//! Logging: [`serve`] installs a [`log`] logger ([`logger::FileLogger`]) unless the
+//! application installed one first, so `log` records of the ops layer, the engine and the
+//! application go to [`Options::log_file`] (Workerman's `Worker::$logFile`); see [`logger`].
 
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod logger;
 pub mod metrics;
 pub mod reload;
 pub mod status;
@@ -40,7 +46,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{EngineError, Running, Server};
+use ringman_engine::{EngineError, Running, Server, WorkerHandle};
 
 pub use cli::{parse, Command, USAGE};
 pub use control::{request, socket_path};
@@ -125,11 +131,14 @@ pub type StartedHook = Box<dyn Fn(&Running) + Send + Sync>;
 pub struct Options {
     /// Pid file (default `./ringman.<exe-name>.pid`); the control socket is `<pid_file>.sock`.
     pub pid_file: Option<PathBuf>,
-    /// Where a daemon's stdout/stderr go (default `/dev/null`).
+    /// Where a daemon's stdout/stderr go (default `/dev/null`); also its log records when
+    /// no `log_file` is set.
     pub stdout_file: PathBuf,
-    /// Ops log (start, stop, reload events); none by default.
+    /// The log file (Workerman's `Worker::$logFile`): `log` records of the ops layer
+    /// (start, stop, reload, signals), the engine and the application, at the level of
+    /// `RINGMAN_LOG` (default `info`); see [`logger`]. None by default.
     pub log_file: Option<PathBuf>,
-    /// Size at which the ops log is rotated to `<log_file>.1` (default 10 MiB).
+    /// Size at which the log file is rotated to `<log_file>.1` (default 10 MiB).
     pub log_max_bytes: u64,
     /// Run as this user after binding (only when started as root).
     pub user: Option<String>,
@@ -273,9 +282,17 @@ pub fn serve<F: FnOnce(&Launch) -> Server>(opts: Options, daemon: bool, build: F
         }
     }
     let daemonized = daemon || (inherited.is_some() && std::env::args().any(|a| a == "-d"));
-    match serve_inner(opts, pid_file, daemonized, inherited.is_some(), &mut notifier, build) {
+    let log = Arc::new(daemon::OpsLog::new(opts.log_file.clone(), opts.log_max_bytes));
+    // After daemonizing, so that stderr already is the daemon's stdout_file.
+    logger::install(log.clone(), !daemonized);
+    match serve_inner(opts, pid_file, daemonized, inherited.is_some(), &mut notifier, log.clone(), build) {
         Ok(()) => Ok(()),
         Err(e) => {
+            // A daemon's error also goes to its stderr (main_with_args prints it there, and
+            // that is stdout_file): log it unless our logger would write it to stderr too.
+            if daemonized && !(logger::installed() && log.path().is_none()) {
+                logger::event(&log, log::Level::Error, &format!("start failed: {e}"));
+            }
             notifier.send(&format!("error: {e}"));
             Err(e)
         }
@@ -288,6 +305,7 @@ fn serve_inner<F: FnOnce(&Launch) -> Server>(
     daemonized: bool,
     is_reload: bool,
     notifier: &mut daemon::Notifier,
+    log: Arc<daemon::OpsLog>,
     build: F,
 ) -> Result<(), OpsError> {
     let set = block_signals();
@@ -295,7 +313,7 @@ fn serve_inner<F: FnOnce(&Launch) -> Server>(
     let predecessors: Vec<i32> = env_list(PREDECESSORS_ENV).iter().filter_map(|p| p.parse().ok()).collect();
     let running = build(&launch).start()?;
     daemon::switch_user(opts.user.as_deref(), opts.group.as_deref())?;
-    let workers: Arc<[crate::WorkerHandle]> = running.workers().to_vec().into();
+    let workers: Arc<[WorkerHandle]> = running.workers().to_vec().into();
     if let Some(addr) = opts.metrics_addr {
         metrics::serve_http(addr, workers.clone())?;
     }
@@ -306,6 +324,7 @@ fn serve_inner<F: FnOnce(&Launch) -> Server>(
         workers,
         pid_file.clone(),
         header,
+        log,
         predecessors,
         launch.skip.clone(),
     ));
@@ -330,16 +349,16 @@ fn serve_inner<F: FnOnce(&Launch) -> Server>(
                 _ => "stop",
             };
             let answer = sig_ctl.handle(line);
-            sig_ctl.log.log(&format!("signal {sig}: {}", answer.trim()));
+            sig_ctl.event(log::Level::Info, &format!("signal {sig}: {}", answer.trim()));
         })
         .map_err(|source| OpsError::Sys { what: "spawn signal thread", source })?;
     if let Some(f) = &opts.on_started {
         f(&running);
     }
-    ctl.log.log(&format!("started{}", if is_reload { " (reload successor)" } else { "" }));
+    ctl.event(log::Level::Info, &format!("started{}", if is_reload { " (reload successor)" } else { "" }));
     notifier.send(&format!("ok {}", std::process::id()));
     running.wait();
-    ctl.log.log("stopped");
+    ctl.event(log::Level::Info, "stopped");
     ctl.cleanup();
     Ok(())
 }

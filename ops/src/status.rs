@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::{ConnInfo, WorkerHandle};
+use ringman_engine::{ConnInfo, WorkerHandle};
 
 /// One ring thread's row of the status table.
 #[derive(Debug, Clone)]
@@ -37,16 +37,10 @@ pub struct ThreadRow {
     pub p99_us: Option<u64>,
 }
 
-/// Resident memory of this process (VmRSS), in bytes.
+/// Resident memory of this process in bytes: the same figure `Worker::max_memory` is
+/// compared with (`ringman_engine::resident_memory`); 0 when procfs cannot be read.
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
-        })
-        .map_or(0, |kb| kb * 1024)
+    ringman_engine::resident_memory().unwrap_or(0)
 }
 
 fn listening(w: &WorkerHandle) -> String {
@@ -65,7 +59,7 @@ pub fn ask_threads<T: Send + 'static>(
     for w in workers {
         let (tx, f) = (tx.clone(), f.clone());
         expected += w.on_each_thread(move || {
-            if let Some(info) = crate::ring_info() {
+            if let Some(info) = ringman_engine::ring_info() {
                 let _ = tx.send((info.thread, f()));
             }
         });
@@ -161,13 +155,13 @@ pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
     let _ = writeln!(s, "{RULE_G}");
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let _ = writeln!(s, "ringman/{}          Linux/{}", env!("CARGO_PKG_VERSION"), release.trim());
-    let run = super::daemon::now_secs().saturating_sub(h.started);
+    let run = crate::daemon::now_secs().saturating_sub(h.started);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let _ = writeln!(
         s,
         "start time:{}   run {} days {} hours   load average: {}",
-        super::daemon::fmt_time(h.started),
+        crate::daemon::fmt_time(h.started),
         run / 86400,
         run / 3600 % 24,
         load.join(", ")
@@ -242,7 +236,7 @@ pub struct ConnRow {
 /// Asks every ring thread for its connections (1 s budget); also returns how many
 /// threads did not answer (busy).
 pub fn connections(workers: &[WorkerHandle], probe: Duration) -> (Vec<ConnRow>, usize) {
-    let answers = ask_threads(workers, probe, crate::thread_connections);
+    let answers = ask_threads(workers, probe, ringman_engine::thread_connections);
     let mut rows = Vec::new();
     let mut busy = 0;
     for w in workers {

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::WorkerHandle;
+use log::Level;
+use ringman_engine::WorkerHandle;
 
-use super::{daemon, metrics, reload, status, OpsError, Options};
+use crate::{daemon, logger, metrics, reload, status, OpsError, Options};
 
 /// Longest path a `sockaddr_un` holds (minus the terminating NUL).
 const MAX_SOCK_PATH: usize = 107;
@@ -36,7 +37,7 @@ pub(crate) struct Controller {
     pub pid_file: PathBuf,
     pub sock_path: PathBuf,
     pub header: status::Header,
-    pub log: daemon::OpsLog,
+    pub log: Arc<daemon::OpsLog>,
     pub predecessors: Vec<i32>,
     /// Workers this process skipped because a predecessor still runs them.
     pub skipped: Vec<String>,
@@ -70,10 +71,10 @@ impl Controller {
         workers: Arc<[WorkerHandle]>,
         pid_file: PathBuf,
         header: status::Header,
+        log: Arc<daemon::OpsLog>,
         predecessors: Vec<i32>,
         skipped: Vec<String>,
     ) -> Controller {
-        let log = daemon::OpsLog::new(opts.log_file.clone(), opts.log_max_bytes);
         Controller {
             sock_path: socket_path(&pid_file),
             opts,
@@ -202,14 +203,14 @@ impl Controller {
             }
             *ph = Phase::Stopping;
         }
-        self.log.log(&format!("stop requested{}", if graceful { " (graceful)" } else { "" }));
+        self.event(Level::Info, &format!("stop requested{}", if graceful { " (graceful)" } else { "" }));
         let me = self.clone();
         let _ = std::thread::Builder::new().name("ringman-stop".into()).spawn(move || {
             if graceful {
                 me.workers.iter().for_each(WorkerHandle::pause_accept);
                 let left = Self::drain(&me.workers, me.opts.graceful_stop_timeout);
                 if left > 0 {
-                    me.log.log(&format!("graceful stop deadline passed with {left} connection(s) open"));
+                    me.event(Level::Warn, &format!("graceful stop deadline passed with {left} connection(s) open"));
                 }
             }
             for w in me.workers.iter() {
@@ -222,7 +223,7 @@ impl Controller {
                 }
             }
             std::thread::sleep(me.opts.stop_timeout + Duration::from_secs(3));
-            me.log.log("threads did not stop in time; forcing exit");
+            me.event(Level::Warn, "threads did not stop in time; forcing exit");
             me.cleanup();
             std::process::exit(0);
         });
@@ -242,7 +243,7 @@ impl Controller {
         if let Some(hook) = &self.opts.on_reload {
             hook();
         }
-        self.log.log(&format!("reload requested{}", if graceful { " (graceful)" } else { "" }));
+        self.event(Level::Info, &format!("reload requested{}", if graceful { " (graceful)" } else { "" }));
         let handover = reload::handover(&self.workers);
         let keep: Vec<String> = self.workers.iter().filter(|w| !w.reloadable()).map(|w| w.name().to_string()).collect();
         let mut preds = self.predecessors.clone();
@@ -255,11 +256,11 @@ impl Controller {
             Ok(p) => p,
             Err(e) => {
                 self.set_phase(Phase::Serving);
-                self.log.log(&format!("reload failed: {e}"));
+                self.event(Level::Error, &format!("reload failed: {e}"));
                 return format!("error: {e}\n");
             }
         };
-        self.log.log(&format!("successor {new_pid} ready; handing over"));
+        self.event(Level::Info, &format!("successor {new_pid} ready; handing over"));
         let reloadable: Vec<WorkerHandle> = self.workers.iter().filter(|w| w.reloadable()).cloned().collect();
         reloadable.iter().for_each(WorkerHandle::pause_accept);
         self.set_phase(if keep.is_empty() { Phase::Stopping } else { Phase::Retired });
@@ -273,7 +274,7 @@ impl Controller {
             if graceful {
                 let left = Self::drain(&reloadable, me.opts.graceful_stop_timeout);
                 if left > 0 {
-                    me.log.log(&format!("graceful reload deadline passed with {left} connection(s) open"));
+                    me.event(Level::Warn, &format!("graceful reload deadline passed with {left} connection(s) open"));
                 }
             }
             for w in &reloadable {
@@ -281,7 +282,7 @@ impl Controller {
             }
             if everything {
                 std::thread::sleep(me.opts.stop_timeout + Duration::from_secs(3));
-                me.log.log("threads did not stop in time after reload; forcing exit");
+                me.event(Level::Warn, "threads did not stop in time after reload; forcing exit");
                 me.cleanup();
                 std::process::exit(0);
             }
@@ -292,6 +293,11 @@ impl Controller {
             format!(" (old process keeps non-reloadable workers: {})", keep.join(","))
         };
         format!("ok reloaded {} -> {new_pid}{kept}\n", std::process::id())
+    }
+
+    /// Records an ops event (see [`logger`]).
+    pub fn event(&self, level: Level, msg: &str) {
+        logger::event(&self.log, level, msg);
     }
 
     /// Removes the pid file and control socket if they are still this process's.

@@ -7,9 +7,9 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::WorkerHandle;
+use ringman_engine::{handover, WorkerHandle};
 
-use super::{daemon, OpsError};
+use crate::{daemon, OpsError};
 
 /// Environment variable naming the pipe descriptor on which a reload successor reports
 /// `ok <pid>` once it serves (and has taken over the pid file and control socket).
@@ -39,18 +39,17 @@ pub fn listener_fds(addr: SocketAddr) -> Vec<RawFd> {
     fds
 }
 
-fn set_cloexec(fd: RawFd, on: bool) {
-    if on {
-        // SAFETY: fcntl on a descriptor we own; failure leaves it unchanged.
-        unsafe {
-            let f = libc::fcntl(fd, libc::F_GETFD);
-            if f >= 0 {
-                libc::fcntl(fd, libc::F_SETFD, f | libc::FD_CLOEXEC);
-            }
+/// Sets (`on`) or clears FD_CLOEXEC on a descriptor this process owns.
+fn set_cloexec(fd: RawFd, on: bool) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; the results are checked.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        let new = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+        if flags < 0 || (new != flags && libc::fcntl(fd, libc::F_SETFD, new) < 0) {
+            return Err(std::io::Error::last_os_error());
         }
-    } else {
-        let _ = crate::clear_cloexec(fd);
     }
+    Ok(())
 }
 
 /// The program to run as successor: the path this process was started from when it still
@@ -70,32 +69,20 @@ fn program() -> PathBuf {
 }
 
 /// What a reload hands over.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Handover {
-    /// `RINGMAN_LISTEN_FDS` value.
-    pub listen_spec: String,
-    /// Descriptors named in it.
-    pub fds: Vec<RawFd>,
-    /// Each descriptor with the address it listens on.
+    /// Each listening descriptor of the reloadable workers with the address it listens on.
     pub pairs: Vec<(RawFd, SocketAddr)>,
 }
 
 /// Collects the listening sockets of the reloadable workers.
 pub fn handover(workers: &[WorkerHandle]) -> Handover {
-    let mut spec = Vec::new();
-    let mut all = Vec::new();
     let mut pairs = Vec::new();
     for w in workers.iter().filter(|w| w.reloadable()) {
         let Some(addr) = w.listen_addr() else { continue };
-        let fds = listener_fds(addr);
-        if fds.is_empty() {
-            continue;
-        }
-        spec.push(format!("{addr}={}", fds.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(",")));
-        pairs.extend(fds.iter().map(|&f| (f, addr)));
-        all.extend(fds);
+        pairs.extend(listener_fds(addr).into_iter().map(|f| (f, addr)));
     }
-    Handover { listen_spec: spec.join(";"), fds: all, pairs }
+    Handover { pairs }
 }
 
 /// After the old process paused accepting, wakes the successor's accepts on any listener
@@ -141,32 +128,41 @@ pub fn spawn_successor(
     predecessors: &[i32],
     ready_timeout: Duration,
 ) -> Result<u32, OpsError> {
-    let (r, w) = daemon::pipe()?;
-    for &fd in &h.fds {
-        set_cloexec(fd, false);
+    let sys = |what: &'static str| move |source: std::io::Error| OpsError::Sys { what, source };
+    // SAFETY: the descriptors were found listening in /proc/self/fd and stay open while the
+    // workers hold them, which outlasts this call.
+    let listeners: Vec<_> = h.pairs.iter().map(|&(fd, addr)| (unsafe { BorrowedFd::borrow_raw(fd) }, addr)).collect();
+    // Clears FD_CLOEXEC on the listeners: from here on, every exit path sets it again.
+    let listen_env = handover::successor_env(&listeners);
+    let result = listen_env.map_err(sys("clear FD_CLOEXEC on a listener")).and_then(|(name, value)| {
+        let (r, w) = daemon::pipe()?;
+        let spawned = set_cloexec(w, false).map_err(sys("clear FD_CLOEXEC on the ready pipe")).and_then(|()| {
+            let mut args = std::env::args_os();
+            let arg0 = args.next().unwrap_or_else(|| OsString::from("ringman"));
+            std::process::Command::new(program())
+                .arg0(arg0)
+                .args(args)
+                .env(name, value)
+                .env(READY_FD_ENV, w.to_string())
+                .env(SKIP_WORKERS_ENV, skip.join(","))
+                .env(PREDECESSORS_ENV, predecessors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","))
+                .spawn()
+                .map_err(sys("spawn successor"))
+        });
+        // SAFETY: our copy of the write end; the successor holds its own.
+        unsafe { libc::close(w) };
+        Ok((r, spawned))
+    });
+    for &(fd, _) in &h.pairs {
+        let _ = set_cloexec(fd, true);
     }
-    set_cloexec(w, false);
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| OsString::from("ringman"));
-    let spawned = std::process::Command::new(program())
-        .arg0(arg0)
-        .args(args)
-        .env(crate::LISTEN_FDS_ENV, &h.listen_spec)
-        .env(READY_FD_ENV, w.to_string())
-        .env(SKIP_WORKERS_ENV, skip.join(","))
-        .env(PREDECESSORS_ENV, predecessors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","))
-        .spawn();
-    // SAFETY: our copy of the write end; the successor holds its own.
-    unsafe { libc::close(w) };
-    for &fd in &h.fds {
-        set_cloexec(fd, true);
-    }
+    let (r, spawned) = result?;
     let mut child = match spawned {
         Ok(c) => c,
-        Err(source) => {
+        Err(e) => {
             // SAFETY: the read end is ours and unused.
             unsafe { libc::close(r) };
-            return Err(OpsError::Sys { what: "spawn successor", source });
+            return Err(e);
         }
     };
     let answer = daemon::read_ready(r, ready_timeout);

@@ -1,4 +1,4 @@
-//! Daemonizing (double fork + setsid), pid files, readiness pipes, user switch, ops log.
+//! Daemonizing (double fork + setsid), pid files, readiness pipes, user switch, log file.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::OpsError;
+use crate::OpsError;
 
 /// Reads the pid stored in `path`, if any.
 pub fn read_pid(path: &Path) -> Option<i32> {
@@ -291,7 +291,8 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The ops log: one line per lifecycle event, rotated to `<file>.1` past a size limit.
+/// The log file: one line per record, rotated to `<file>.1` past a size limit. Written by
+/// the [`crate::logger`] (records of the ops layer, the engine and the application).
 #[derive(Debug)]
 pub struct OpsLog {
     path: Option<PathBuf>,
@@ -305,6 +306,16 @@ impl OpsLog {
         OpsLog { path, max_bytes, lock: Mutex::new(()) }
     }
 
+    /// The file written to, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// `msg` as a line of the log, without the newline: `<date time UTC> [<pid>] <msg>`.
+    pub fn format(msg: &str) -> String {
+        format!("{} [{}] {msg}", fmt_time(now_secs()), std::process::id())
+    }
+
     /// Appends one line.
     pub fn log(&self, msg: &str) {
         let Some(path) = &self.path else { return };
@@ -315,7 +326,7 @@ impl OpsLog {
             let _ = fs::rename(path, rotated);
         }
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{} [{}] {msg}", fmt_time(now_secs()), std::process::id());
+            let _ = writeln!(f, "{}", Self::format(msg));
         }
     }
 }

@@ -6,9 +6,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::WorkerHandle;
+use ringman_engine::WorkerHandle;
 
-use super::OpsError;
+use crate::OpsError;
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -16,7 +16,7 @@ fn esc(s: &str) -> String {
 
 /// Renders every worker's per-thread counters in the Prometheus text format (0.0.4).
 pub fn render(workers: &[WorkerHandle]) -> String {
-    type Get = fn(&crate::ThreadStats) -> u64;
+    type Get = fn(&ringman_engine::ThreadStats) -> u64;
     let families: [(&str, &str, &str, Get); 8] = [
         ("ringman_connections", "gauge", "Open connections.", |s| s.connections.get()),
         ("ringman_timers", "gauge", "Live timers.", |s| s.timers.get()),
@@ -56,7 +56,7 @@ pub fn render(workers: &[WorkerHandle]) -> String {
     let _ = writeln!(
         out,
         "# HELP ringman_resident_memory_bytes Resident memory of the process.\n# TYPE ringman_resident_memory_bytes gauge\nringman_resident_memory_bytes {}",
-        super::status::rss_bytes()
+        crate::status::rss_bytes()
     );
     out
 }
