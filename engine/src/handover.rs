@@ -92,7 +92,8 @@ mod tests {
         // No other engine unit test touches this variable.
         std::env::set_var(name, &value);
         // The test's listeners keep owning the descriptors: the adopted copies are released.
-        let adopt = |addr| -> Vec<i32> { crate::worker::inherited(addr).into_iter().map(IntoRawFd::into_raw_fd).collect() };
+        let adopt =
+            |addr| -> Vec<i32> { crate::worker::inherited(addr).into_iter().map(IntoRawFd::into_raw_fd).collect() };
         let (got_a, got_b) = (adopt(addr_a), adopt(addr_b));
         std::env::remove_var(name);
         assert_eq!(got_a, vec![a.as_raw_fd()], "{value}");

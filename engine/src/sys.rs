@@ -123,6 +123,7 @@ mod tests {
     #[test]
     fn cloexec_is_set_and_cleared() {
         let fd = eventfd().unwrap();
+        // SAFETY: F_GETFD on a descriptor this test owns.
         let get = || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC;
         assert_ne!(get(), 0, "eventfds are created close-on-exec");
         set_cloexec(fd.as_raw_fd(), false).unwrap();
