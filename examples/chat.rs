@@ -18,6 +18,8 @@ f.onsubmit = e => { e.preventDefault(); ws.send(m.value); m.value = ""; };
 </script>"#;
 
 fn main() -> ExitCode {
+    // Engine diagnostics (a ring restarted, accept backing off) go to stderr.
+    ringman::ops::logger::init();
     let Some(addr) = std::env::args().nth(1) else {
         eprintln!("usage: chat websocket://<ip>:<port>");
         return ExitCode::from(2);

@@ -11,6 +11,8 @@ use ringman::protocols::http::Response;
 use ringman::{run_all_then, Server, Worker};
 
 fn main() -> ExitCode {
+    // Engine diagnostics (a ring restarted, accept backing off) go to stderr.
+    ringman::ops::logger::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(addr), Some(root)) = (args.first(), args.get(1)) else {
         eprintln!("usage: webserver http://<ip>:<port> <root-dir> [--threads N]");

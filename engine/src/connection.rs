@@ -269,7 +269,7 @@ impl Connection {
         self.local(|c, k| c.conns[k].max_package_size = bytes);
     }
 
-    /// The protocol name (`tcp`, `text`, `frame`, ...).
+    /// The protocol name (`tcp`, `text`, `frame`, `http`, `websocket`, or a custom one).
     pub fn protocol(&self) -> Option<&'static str> {
         self.local(|c, _| c.cfg.protocol.name())
     }

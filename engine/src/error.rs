@@ -16,7 +16,7 @@ pub enum EngineError {
         reason: &'static str,
     },
     /// No protocol is registered for the scheme.
-    #[error("unknown scheme {0:?} (known: tcp, text, frame, or a custom protocol via Worker::with_protocol)")]
+    #[error("unknown scheme {0:?} (known: tcp, text, frame, http, websocket, or a custom protocol via Worker::with_protocol)")]
     UnknownScheme(String),
     /// The port is already taken by another socket.
     #[error("cannot listen on {addr}: address already in use")]

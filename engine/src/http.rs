@@ -14,7 +14,9 @@ use std::time::SystemTime;
 
 use ringman_protocols::http::{self as h, DateCache, RangeOutcome, Request, Response, StaticResponse};
 
-use crate::{Connection, Worker};
+use crate::connection::Connection;
+use crate::reactor::SendStatus;
+use crate::worker::Worker;
 
 thread_local! {
     static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
@@ -53,7 +55,7 @@ pub fn respond(conn: &Connection, req: &Request<'_>, resp: Response<'_>) {
 /// SEND_FAIL), the connection is closed after what it already holds: a pipelined response
 /// must not vanish and leave later answers out of step with their requests.
 fn send_in_step(conn: &Connection, bytes: &[u8]) -> bool {
-    if conn.send_raw(bytes) == crate::SendStatus::Failed {
+    if conn.send_raw(bytes) == SendStatus::Failed {
         conn.close(None);
         return false;
     }

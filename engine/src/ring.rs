@@ -72,7 +72,7 @@ pub enum RingMode {
 }
 
 /// Submission queue size; the completion queue is four times larger because multishot
-/// operations produce many CQEs per SQE (runtimes.md pitfall 8).
+/// operations produce many CQEs per SQE (ARCHITECTURE.md, "Pitfalls").
 pub(crate) const SQ_ENTRIES: u32 = 1024;
 
 /// Creates the ring with the best setup the kernel accepts.

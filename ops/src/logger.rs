@@ -97,6 +97,15 @@ pub fn install(file: Arc<OpsLog>, echo: bool) -> bool {
     true
 }
 
+/// Installs the logger for a program that is not a daemon (examples, tools, tests): records
+/// go to stderr, level from [`LEVEL_ENV`] (default `info`). Returns false, changing nothing,
+/// when a logger is already installed. Servers run through [`crate::main`] or
+/// [`crate::serve`] get theirs installed (writing to the log file in daemon mode) and need
+/// not call this.
+pub fn init() -> bool {
+    install(Arc::new(OpsLog::new(None, 0)), true)
+}
+
 /// True once [`install`] has installed the logger in this process.
 pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)

@@ -29,7 +29,8 @@
 //! framer.feed(codec.as_mut(), &mut wire, 1 << 20, &mut sink).unwrap();
 //! assert_eq!(got, vec![b"hello".to_vec(), b"world".to_vec()]);
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod codec;
 mod frame;
@@ -48,7 +49,8 @@ pub use text::{Text, TextCodec};
 /// Default largest packet a connection accepts (Workerman's `maxPackageSize`, 10 MiB).
 pub const DEFAULT_MAX_PACKAGE_SIZE: usize = 10 * 1024 * 1024;
 
-/// Looks up a built-in protocol by the scheme of a listen address (`tcp`, `text`, `frame`).
+/// Looks up a built-in protocol by the scheme of a listen address (`tcp`, `text`, `frame`,
+/// `http`, `websocket`).
 ///
 /// ```
 /// assert_eq!(ringman_protocols::by_scheme("frame").unwrap().name(), "frame");

@@ -102,7 +102,7 @@ impl Core {
         crate::sys::shutdown(c.fd.as_fd(), libc::SHUT_RDWR);
         let fd = c.fd.as_raw_fd();
         if c.inflight > 0 {
-            // Cancel before close (runtimes.md pitfall 4): nothing may keep running on an fd
+            // Cancel before close (ARCHITECTURE.md, "Pitfalls"): nothing may keep running on an fd
             // number that the kernel could hand out again.
             c.inflight += 1;
             let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())

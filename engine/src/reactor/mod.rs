@@ -190,10 +190,10 @@ impl Core {
         mailbox: Arc<Mailbox>,
         stats: Arc<ThreadStats>,
         fixed_bytes: usize,
-    ) -> Result<Core, crate::EngineError> {
+    ) -> Result<Core, crate::error::EngineError> {
         let (mut ring, mode) = crate::ring::build()?;
-        let recv =
-            RecvRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size).map_err(crate::EngineError::BufferRing)?;
+        let recv = RecvRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size)
+            .map_err(crate::error::EngineError::BufferRing)?;
         let (mut arena, err) = SendArena::new(&ring, fixed_bytes);
         if let Some(e) = err {
             log::warn!("registered send buffers unavailable ({e}); sending from heap buffers");
@@ -348,10 +348,10 @@ impl Core {
     }
 
     /// Snapshot of every connection slot.
-    pub(crate) fn connections(&self) -> Vec<crate::ConnInfo> {
+    pub(crate) fn connections(&self) -> Vec<crate::info::ConnInfo> {
         self.conns
             .iter()
-            .map(|(k, c)| crate::ConnInfo {
+            .map(|(k, c)| crate::info::ConnInfo {
                 id: ConnectionId::new(c.serial, k),
                 protocol: self.cfg.protocol.name(),
                 local: crate::sys::local_addr(c.fd.as_fd()),
@@ -373,8 +373,8 @@ impl Core {
     }
 
     /// What this ring runs with (for diagnostics and tests).
-    pub(crate) fn info(&self) -> crate::RingInfo {
-        crate::RingInfo {
+    pub(crate) fn info(&self) -> crate::info::RingInfo {
+        crate::info::RingInfo {
             thread: self.thread,
             mode: self.mode,
             fixed_send_chunks: self.arena.fixed_chunks(),

@@ -362,3 +362,73 @@ fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8]) {
         q.chunks.push_back(Chunk { mem: arena.alloc(), start: 0, end: 0 });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes a queue holds, in order.
+    fn contents(arena: &mut SendArena, q: &mut SendQueue) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in q.chunks.iter_mut() {
+            let (base, cap) = arena.bytes(&mut c.mem);
+            assert!(c.start <= c.end && c.end <= cap);
+            // SAFETY: `start..end` lies inside the chunk (checked above) and was written by
+            // `enqueue`; nothing else refers to this memory in the test.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(base.add(c.start), c.end - c.start) });
+        }
+        out
+    }
+
+    fn heap_arena() -> (io_uring::IoUring, SendArena) {
+        let ring = io_uring::IoUring::new(8).expect("io_uring");
+        // No registered budget: heap chunks only, the same queue logic.
+        let (arena, _) = SendArena::new(&ring, 0);
+        (ring, arena)
+    }
+
+    #[test]
+    fn small_messages_fill_the_tail_chunk_first() {
+        let (_ring, mut arena) = heap_arena();
+        let mut q = SendQueue::default();
+        enqueue(&mut arena, &mut q, b"hello ");
+        enqueue(&mut arena, &mut q, b"world");
+        assert_eq!(q.chunks.len(), 1, "both messages share one chunk");
+        assert_eq!(q.len, 11);
+        assert_eq!(contents(&mut arena, &mut q), b"hello world");
+        for c in q.chunks.drain(..) {
+            arena.release(c.mem);
+        }
+    }
+
+    #[test]
+    fn a_message_larger_than_a_chunk_starting_an_empty_queue_is_one_chunk() {
+        let (_ring, mut arena) = heap_arena();
+        let mut q = SendQueue::default();
+        let big: Vec<u8> = (0..CHUNK * 3 + 7).map(|i| i as u8).collect();
+        enqueue(&mut arena, &mut q, &big);
+        assert_eq!(q.chunks.len(), 1, "one send carries it whole");
+        assert_eq!(q.len, big.len());
+        assert_eq!(contents(&mut arena, &mut q), big);
+        for c in q.chunks.drain(..) {
+            arena.release(c.mem);
+        }
+    }
+
+    #[test]
+    fn a_large_message_behind_others_spills_over_whole_chunks_in_order() {
+        let (_ring, mut arena) = heap_arena();
+        let mut q = SendQueue::default();
+        enqueue(&mut arena, &mut q, b"head");
+        let big: Vec<u8> = (0..CHUNK * 2 + 100).map(|i| (i % 251) as u8).collect();
+        enqueue(&mut arena, &mut q, &big);
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&big);
+        assert_eq!(q.len, want.len());
+        assert_eq!(q.chunks.len(), 3, "4 + 2×CHUNK + 100 bytes fill two chunks and start a third");
+        assert_eq!(contents(&mut arena, &mut q), want);
+        for c in q.chunks.drain(..) {
+            arena.release(c.mem);
+        }
+    }
+}

@@ -150,7 +150,8 @@ fn parse_addr(addr: &str) -> Result<(String, SocketAddr), EngineError> {
 
 impl<S: Default + 'static> Worker<S> {
     /// A worker for `scheme://ip:port` with a built-in protocol: `tcp` (raw bytes), `text`
-    /// (newline-delimited) or `frame` (4-byte length prefix).
+    /// (newline-delimited), `frame` (4-byte length prefix), `http` (HTTP/1.1, see
+    /// `on_request`) or `websocket` (RFC 6455, see `on_websocket_connect`).
     pub fn new(addr: &str) -> Result<Worker<S>, EngineError> {
         let (scheme, sock) = parse_addr(addr)?;
         let protocol = ringman_protocols::by_scheme(&scheme).ok_or(EngineError::UnknownScheme(scheme))?;
