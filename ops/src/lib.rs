@@ -32,6 +32,9 @@
 //! application installed one first, so `log` records of the ops layer, the engine and the
 //! application go to [`Options::log_file`] (Workerman's `Worker::$logFile`); see [`logger`].
 
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
 pub mod control;
 pub mod daemon;
