@@ -6,8 +6,11 @@ use std::os::fd::AsFd;
 
 use bytes::Bytes;
 
-use ringman_protocols::MessageKind;
+use ringman_protocols::ws::HandshakeResponse;
+use ringman_protocols::{Message, MessageKind};
 
+use crate::error::ConnError;
+use crate::hooks::Hooks;
 use crate::id::ConnectionId;
 use crate::mailbox::{post, Cmd, Enc};
 use crate::reactor::{current_thread, with_core, ConnState, Core, SendStatus, Status};
@@ -271,7 +274,7 @@ impl Connection {
 
     /// The protocol name (`tcp`, `text`, `frame`, `http`, `websocket`, or a custom one).
     pub fn protocol(&self) -> Option<&'static str> {
-        self.local(|c, _| c.cfg.protocol.name())
+        self.local(|c, k| c.protocol_name(k))
     }
 
     /// The worker's protocol object.
@@ -303,12 +306,12 @@ impl Connection {
     /// Stores (or with `None` clears) the engine's per-connection value for a response in
     /// progress (`http::send_file`), apart from the application's context.
     pub(crate) fn set_streaming<T: 'static>(&self, value: Option<T>) {
-        self.set_value(|c| &mut c.streaming, value.map(|v| Box::new(v) as Box<dyn Any>));
+        self.set_value(|c| &mut c.extra().streaming, value.map(|v| Box::new(v) as Box<dyn Any>));
     }
 
     /// Runs `f` on the streaming value of type `T`, if one is set (see `with_context`).
     pub(crate) fn with_streaming<T: 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        self.with_value(|c| &mut c.streaming, f)
+        self.with_value(|c| &mut c.extra().streaming, f)
     }
 
     fn set_value(&self, field: fn(&mut ConnState) -> &mut Option<Box<dyn Any>>, value: Option<Box<dyn Any>>) {
@@ -338,4 +341,135 @@ impl Connection {
         drop(back);
         r
     }
+
+    // ------------------------------------------------------------ per-connection callbacks
+
+    /// This connection's own `on_connect` (Workerman's `$connection->onConnect = …`): for an
+    /// outgoing connection, it runs once the connection is established (each time, after a
+    /// reconnect). Like every per-connection callback it replaces the worker's for this
+    /// connection only, runs on the connection's ring thread (so it need not be `Send`), and
+    /// can only be set there: off that thread, or on a connection that is gone, nothing is
+    /// set and the answer is false.
+    pub fn on_connect(&self, f: impl FnMut(&Connection) + 'static) -> bool {
+        self.set_hook(|h| &mut h.on_connect, wrap(f))
+    }
+
+    /// This connection's own `on_message` (Workerman's `$connection->onMessage = …`).
+    pub fn on_message(&self, mut f: impl FnMut(&Connection, &Message<'_>) + 'static) -> bool {
+        let hook: crate::hooks::IdMsgFn = Box::new(move |id, m: &Message<'_>| f(&Connection::from_id(id), m));
+        self.set_hook(|h| &mut h.on_message, hook)
+    }
+
+    /// This connection's own `on_close`.
+    pub fn on_close(&self, f: impl FnMut(&Connection) + 'static) -> bool {
+        self.set_hook(|h| &mut h.on_close, wrap(f))
+    }
+
+    /// This connection's own `on_error` (an outgoing connection's CONNECT_FAIL comes here).
+    pub fn on_error(&self, mut f: impl FnMut(&Connection, &ConnError) + 'static) -> bool {
+        let hook: crate::hooks::IdErrFn = Box::new(move |id, e: &ConnError| f(&Connection::from_id(id), e));
+        self.set_hook(|h| &mut h.on_error, hook)
+    }
+
+    /// This connection's own `on_buffer_full`.
+    pub fn on_buffer_full(&self, f: impl FnMut(&Connection) + 'static) -> bool {
+        self.set_hook(|h| &mut h.on_buffer_full, wrap(f))
+    }
+
+    /// This connection's own `on_buffer_drain`.
+    pub fn on_buffer_drain(&self, f: impl FnMut(&Connection) + 'static) -> bool {
+        self.set_hook(|h| &mut h.on_buffer_drain, wrap(f))
+    }
+
+    /// For a `ws://` client: runs when the server's `101` has been validated, with the
+    /// response (chosen subprotocol, negotiated compression, headers). Messages sent before
+    /// go out right after it. (Workerman's `onWebSocketConnect` of `AsyncTcpConnection`.)
+    pub fn on_websocket_connect(&self, mut f: impl FnMut(&Connection, &HandshakeResponse<'_>) + 'static) -> bool {
+        let hook: crate::hooks::IdWsFn = Box::new(move |id, r: &HandshakeResponse<'_>| f(&Connection::from_id(id), r));
+        self.set_hook(|h| &mut h.on_websocket_connect, hook)
+    }
+
+    /// Forwards everything this connection receives to `dest` (sent with `dest`'s protocol),
+    /// pausing this connection while `dest`'s send buffer is full and resuming it when that
+    /// buffer has drained, and closes `dest` (after it flushed) when this connection closes
+    /// (Workerman's `pipe()`; it sets this connection's `on_message` and `on_close` and
+    /// `dest`'s `on_buffer_full` and `on_buffer_drain`). Both connections must live on the
+    /// calling ring thread; a two-way proxy is `a.pipe(b)` and `b.pipe(a)`.
+    pub fn pipe(&self, dest: Connection) -> bool {
+        let src = *self;
+        if current_thread() != Some(self.id.thread()) || current_thread() != Some(dest.id.thread()) {
+            return false;
+        }
+        self.on_message(move |_, m| {
+            dest.send(m.data);
+        }) && self.on_close(move |_| dest.close(None))
+            && dest.on_buffer_full(move |_| src.pause_recv())
+            && dest.on_buffer_drain(move |_| src.resume_recv())
+    }
+
+    /// For an outgoing connection: closes the current socket if it is open and connects
+    /// again after `after`, with the same id, callbacks and context (Workerman's
+    /// `reconnect()`). Call it from `on_close` or `on_error` to keep a client connected;
+    /// `on_connect` runs again once it is. Sends made meanwhile are held. False for an
+    /// accepted connection, or one that is gone (its `on_close` has returned).
+    ///
+    /// From another thread the call travels through the owning thread's mailbox (and
+    /// answers true when it was posted).
+    pub fn reconnect(&self, after: std::time::Duration) -> bool {
+        if current_thread() == Some(self.id.thread()) {
+            return self.local(|c, k| c.reconnect(k, after)).unwrap_or(false);
+        }
+        let conn = *self;
+        post(
+            self.id.thread(),
+            Cmd::Call(Box::new(move || {
+                conn.reconnect(after);
+            })),
+        )
+    }
+
+    /// Cancels a `reconnect` that has not dialled yet.
+    pub fn cancel_reconnect(&self) {
+        self.local(|c, k| c.cancel_reconnect(k));
+    }
+
+    /// The `Sec-WebSocket-Key` of an outgoing `ws://` connection's current attempt.
+    pub(crate) fn ws_client_key(&self) -> Option<String> {
+        self.local(|c, k| c.conns[k].dial().and_then(|d| Some(d.ws.as_ref()?.key.clone()))).flatten()
+    }
+
+    /// An outgoing `ws://` connection's upgrade completed.
+    pub(crate) fn ws_client_upgraded(&self) {
+        self.local(|c, k| c.ws_client_upgraded(k));
+    }
+
+    /// Runs the connection's `on_websocket_connect` (taken out while it runs).
+    pub(crate) fn run_websocket_connect_hook(&self, resp: &HandshakeResponse<'_>) {
+        let Some(mut f) = self.local(|c, k| c.conns[k].extra().hooks.on_websocket_connect.take()).flatten() else {
+            return;
+        };
+        f(self.id, resp);
+        let mut back = Some(f);
+        self.local(|c, k| {
+            let slot = &mut c.conns[k].extra().hooks.on_websocket_connect;
+            if slot.is_none() {
+                *slot = back.take();
+            }
+        });
+        drop(back);
+    }
+
+    /// Installs a per-connection callback; the one it replaces is dropped outside the core.
+    fn set_hook<T: 'static>(&self, field: fn(&mut Hooks) -> &mut Option<T>, f: T) -> bool {
+        let mut f = Some(f);
+        let old = self.local(|c, k| std::mem::replace(field(&mut c.conns[k].extra().hooks), f.take()));
+        let set = f.is_none();
+        drop((old, f));
+        set
+    }
+}
+
+/// A connection callback stored by id.
+fn wrap(mut f: impl FnMut(&Connection) + 'static) -> crate::hooks::IdFn {
+    Box::new(move |id| f(&Connection::from_id(id)))
 }

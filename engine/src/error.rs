@@ -52,6 +52,12 @@ pub enum EngineError {
     /// Too many ring threads in this process (ids are 16 bits).
     #[error("too many ring threads in this process")]
     TooManyThreads,
+    /// The ring is stopping: it opens no new connections.
+    #[error("the ring thread is stopping")]
+    Stopping,
+    /// Creating a socket for an outgoing connection failed (descriptors exhausted, ...).
+    #[error("cannot create a socket: {0}")]
+    Socket(io::Error),
     /// A timer interval the engine refuses: zero for a repeating timer (it would spin the
     /// ring; Workerman refuses intervals ≤ 0 too), or one so long that its deadline is not
     /// representable.
@@ -86,6 +92,16 @@ pub enum ConnError {
     /// The socket failed (reset, broken pipe, ...); the connection is closed.
     #[error("socket error: {0}")]
     Io(io::Error),
+    /// A client connection could not be established (Workerman's CONNECT_FAIL, code 1): the
+    /// name did not resolve, the peer refused or did not answer within the connect timeout,
+    /// or (for `ws://`) the server did not complete the upgrade. `on_close` follows.
+    #[error("connect to {target} failed: {cause}")]
+    Connect {
+        /// `host:port` as given.
+        target: String,
+        /// Why.
+        cause: ConnectError,
+    },
     /// A WebSocket heartbeat ping went unanswered (nothing at all was received) for this
     /// long: the peer is presumed dead and the connection destroyed.
     #[error("no answer to a heartbeat ping within {after:?}")]
@@ -96,16 +112,52 @@ pub enum ConnError {
 }
 
 impl ConnError {
-    /// Workerman's numeric code: `SEND_FAIL` = 2 for a refused send, 1 (`CONNECT_FAIL`) is for
-    /// client connections, and ringman adds 3 = protocol error, 4 = panic, 5 = socket error,
+    /// Workerman's numeric code: `CONNECT_FAIL` = 1 for a client connection that could not
+    /// be established, `SEND_FAIL` = 2 for a refused send, and ringman adds 3 = protocol error, 4 = panic, 5 = socket error,
     /// 6 = heartbeat unanswered.
     pub fn code(&self) -> u32 {
         match self {
+            ConnError::Connect { .. } => 1,
             ConnError::SendBufferFull { .. } => 2,
             ConnError::Protocol(_) => 3,
             ConnError::Panic(_) => 4,
             ConnError::Io(_) => 5,
             ConnError::NoPong { .. } => 6,
+        }
+    }
+}
+
+/// Why a client connection could not be established.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The host name did not resolve (`/etc/hosts`, then DNS per `/etc/resolv.conf`).
+    #[error("name {host:?} not found: {reason}")]
+    NameNotFound {
+        /// The name.
+        host: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+    /// The peer refused the connection (nothing listens on the port).
+    #[error("connection refused")]
+    Refused,
+    /// No answer within the connect timeout (for `ws://`, no complete upgrade).
+    #[error("timed out after {0:?}")]
+    TimedOut(std::time::Duration),
+    /// The server answered the WebSocket upgrade with something other than a valid `101`.
+    #[error("WebSocket handshake refused: {0}")]
+    Handshake(String),
+    /// Any other socket error (network unreachable, no route, bind failed, ...).
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+impl ConnectError {
+    /// The cause of a failed `connect(2)` with errno `errno`.
+    pub(crate) fn from_errno(errno: i32) -> ConnectError {
+        match errno {
+            libc::ECONNREFUSED => ConnectError::Refused,
+            e => ConnectError::Io(io::Error::from_raw_os_error(e)),
         }
     }
 }

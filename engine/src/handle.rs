@@ -62,6 +62,22 @@ impl WorkerHandle {
             .count()
     }
 
+    /// Runs `f` on thread `i` of this worker (for example to open an outgoing connection
+    /// there with [`AsyncTcpConnection`](crate::AsyncTcpConnection), whose callbacks need
+    /// not be `Send`). Returns false when that thread is gone.
+    ///
+    /// ```no_run
+    /// # let handle: ringman_engine::WorkerHandle = unimplemented!();
+    /// handle.run_on(0, || {
+    ///     let conn = ringman_engine::AsyncTcpConnection::new("tcp://127.0.0.1:6379").unwrap().connect().unwrap();
+    ///     conn.on_message(|_, reply| println!("{}", String::from_utf8_lossy(reply.data)));
+    ///     conn.send("PING\r\n");
+    /// });
+    /// ```
+    pub fn run_on(&self, i: usize, f: impl FnOnce() + Send + 'static) -> bool {
+        self.threads.get(i).is_some_and(|&t| post(t, Cmd::Call(Box::new(f))))
+    }
+
     /// Asks this worker's threads to stop (graceful, bounded by `stop_timeout`).
     pub fn stop(&self) {
         self.stop_within(self.stop_timeout);

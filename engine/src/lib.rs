@@ -15,16 +15,19 @@
 //   worker                                                           (builder, runner, listeners)
 //   http, server, handover                                           (on top)
 mod buffers;
+mod client;
 mod config;
 mod connection;
 mod error;
 mod handle;
 pub mod handover;
+mod hooks;
 pub mod http;
 mod id;
 mod info;
 mod mailbox;
 mod reactor;
+mod resolve;
 mod ring;
 mod server;
 pub mod stats;
@@ -33,9 +36,10 @@ mod timer;
 mod timers;
 mod worker;
 
+pub use client::AsyncTcpConnection;
 pub use config::SendMode;
 pub use connection::Connection;
-pub use error::{ConnError, EngineError};
+pub use error::{ConnError, ConnectError, EngineError};
 pub use handle::WorkerHandle;
 pub use id::ConnectionId;
 pub use info::{ConnInfo, RingInfo};

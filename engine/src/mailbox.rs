@@ -55,6 +55,13 @@ pub(crate) enum Cmd {
     },
     /// Stop accepting only (the listener stays open for a successor process).
     PauseAccept,
+    /// The resolver's answer for an outgoing connection's host name.
+    Resolved {
+        conn: ConnectionId,
+        host: String,
+        port: u16,
+        addrs: Result<Vec<std::net::SocketAddr>, String>,
+    },
     /// Test hook: panic outside any user callback, as an engine bug would.
     Crash,
 }

@@ -26,6 +26,8 @@ pub(crate) enum Kind {
     Wake = 5,
     /// Cancellation of listener or wake operations during shutdown.
     Shutdown = 6,
+    /// IORING_OP_CONNECT of outgoing connection `slot`.
+    Connect = 7,
 }
 
 /// `user_data` layout: kind (8 bits) | generation (24 bits) | slot (32 bits).
@@ -53,6 +55,7 @@ impl Token {
             4 => Kind::Cancel,
             5 => Kind::Wake,
             6 => Kind::Shutdown,
+            7 => Kind::Connect,
             _ => return None,
         };
         Some(Token { kind, gen: ((v >> 32) & 0xFF_FFFF) as u32, slot: v as u32 })

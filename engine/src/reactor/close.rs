@@ -45,6 +45,12 @@ impl Core {
             Status::Established => self.closing += 1,
             // A WebSocket close handshake is already counted; now it flushes and closes.
             Status::WsClosing => {}
+            // Nothing was sent yet: as in Workerman, closing a connection still being
+            // established destroys it (what it held is dropped).
+            Status::Connecting => {
+                self.destroy(key, None);
+                return;
+            }
             Status::Closing | Status::Lingering | Status::Closed => return,
         }
         c.status = Status::Closing;
@@ -92,7 +98,7 @@ impl Core {
         if c.status == Status::Closed {
             return;
         }
-        if matches!(c.status, Status::Closing | Status::Lingering | Status::WsClosing) {
+        if matches!(c.status, Status::Closing | Status::Lingering | Status::WsClosing | Status::Connecting) {
             self.closing -= 1;
         }
         c.status = Status::Closed;
@@ -142,6 +148,13 @@ impl Core {
             Some(c) if c.status == Status::Closed && c.inflight == 0 && !c.close_hold => {}
             _ => return,
         }
+        // `reconnect(after)` was asked for: the slot (and so the id) lives on, with a fresh
+        // socket, and dials again.
+        let again = self.conns[key].dial_mut().and_then(|d| d.reconnect.take());
+        if let (Some(after), None) = (again, self.stopping) {
+            self.renew(key, after);
+            return;
+        }
         let mut c = self.conns.remove(key);
         if let Some(m) = self.by_serial.get_mut() {
             m.remove(&c.serial);
@@ -150,8 +163,14 @@ impl Core {
             self.arena.release(chunk.mem);
         }
         // User values are dropped by the loop, outside the core (their Drop may call in).
+        if let Some(d) = c.dial_mut() {
+            for chunk in d.held.chunks.drain(..) {
+                self.arena.release(chunk.mem);
+            }
+            self.dials -= 1;
+        }
         self.graveyard.extend(c.context.take());
-        self.graveyard.extend(c.streaming.take());
+        self.graveyard.extend(c.extra.take().map(|e| e as Box<dyn std::any::Any>));
         // The socket closes here, when the slot's state drops: no operation refers to it any
         // more (inflight == 0).
         drop(c);
@@ -175,7 +194,7 @@ impl Core {
     /// close handshake).
     pub(crate) fn start_ws_session(&mut self, key: usize) {
         let now = self.stamp;
-        self.conns[key].ws.get_or_insert_with(|| super::slot::WsSession::new(now));
+        self.conns[key].ws.get_or_insert_with(|| super::slot::WsSession::new(now, None));
     }
 }
 

@@ -22,6 +22,7 @@
 
 mod accept;
 mod close;
+mod connect;
 mod recv;
 mod send;
 mod shutdown;
@@ -51,6 +52,8 @@ use crate::ring::{FixedSend, RingMode, Token};
 use crate::stats::ThreadStats;
 use crate::timers::Timers;
 
+use crate::hooks::{Hook, IdErrFn, IdFn};
+pub(crate) use connect::{Dial, DialOptions, WsOffer};
 pub(crate) use recv::RecvWork;
 pub use send::SendStatus;
 use slot::{gen_of, Serials};
@@ -102,6 +105,10 @@ pub(crate) enum Event {
 /// Lifecycle of a connection slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
+    /// An outgoing connection being established: its name resolving, its CONNECT in flight,
+    /// or (`ws://`) its upgrade unanswered. Sends are held until it is established; the
+    /// close deadline is the connect timeout.
+    Connecting,
     Established,
     /// Our WebSocket close frame is queued and we wait for the peer's (bounded by the close
     /// deadline): messages are still delivered, nothing more is sent, and the peer's close
@@ -140,6 +147,11 @@ pub(crate) struct Core {
     enobufs: Vec<usize>,
     scratch: Vec<u8>,
     pub timers: Timers,
+    /// Outgoing connections in the slab (the timeout sweep runs while there are any: their
+    /// heartbeats).
+    dials: usize,
+    /// Resolved host names of outgoing connections, per thread, with when they expire.
+    dns: HashMap<(String, u16), (Vec<std::net::SocketAddr>, Instant)>,
     pub cfg: Arc<WorkerConfig>,
     pub mailbox: Arc<Mailbox>,
     wake_buf: Box<u64>,
@@ -225,6 +237,8 @@ impl Core {
             enobufs: Vec::new(),
             scratch: Vec::new(),
             timers: Timers::default(),
+            dns: HashMap::new(),
+            dials: 0,
             cfg,
             mailbox,
             wake_buf: Box::new(0),
@@ -342,6 +356,54 @@ impl Core {
         matches!(self.conns.get(tok.slot as usize), Some(c) if gen_of(c.serial) == tok.gen)
     }
 
+    /// Takes `conn`'s own `hook` out while it runs (put back with [`Core::put_hook`]), and
+    /// whether the worker's callback applies when there is none (not for outgoing
+    /// connections, which have only their own). `None` for a connection that is gone.
+    pub(crate) fn take_hook(&mut self, conn: ConnectionId, hook: Hook) -> Option<(Option<IdFn>, bool)> {
+        let key = self.lookup(conn)?;
+        let c = &mut self.conns[key];
+        let worker = c.dial().is_none();
+        Some((c.extra.as_mut().and_then(|e| e.hooks.slot(hook).take()), worker))
+    }
+
+    /// Puts back a hook taken with [`Core::take_hook`], unless the callback installed a new
+    /// one meanwhile. A hook with no connection left is handed back, to be dropped outside.
+    pub(crate) fn put_hook(&mut self, conn: ConnectionId, hook: Hook, f: IdFn) -> Option<IdFn> {
+        let Some(key) = self.lookup(conn) else { return Some(f) };
+        let slot = self.conns[key].extra().hooks.slot(hook);
+        if slot.is_none() {
+            *slot = Some(f);
+            None
+        } else {
+            Some(f)
+        }
+    }
+
+    /// [`Core::take_hook`] for `on_error`.
+    pub(crate) fn take_error_hook(&mut self, conn: ConnectionId) -> Option<(Option<IdErrFn>, bool)> {
+        let key = self.lookup(conn)?;
+        let c = &mut self.conns[key];
+        let worker = c.dial().is_none();
+        Some((c.extra.as_mut().and_then(|e| e.hooks.on_error.take()), worker))
+    }
+
+    /// [`Core::put_hook`] for `on_error`.
+    pub(crate) fn put_error_hook(&mut self, conn: ConnectionId, f: IdErrFn) -> Option<IdErrFn> {
+        let Some(key) = self.lookup(conn) else { return Some(f) };
+        let slot = &mut self.conns[key].extra().hooks.on_error;
+        if slot.is_none() {
+            *slot = Some(f);
+            None
+        } else {
+            Some(f)
+        }
+    }
+
+    /// The protocol name of the connection in slot `key`.
+    pub(crate) fn protocol_name(&self, key: usize) -> &'static str {
+        self.conns[key].dial().map_or_else(|| self.cfg.protocol.name(), |d| d.protocol_name())
+    }
+
     /// Passes negotiated settings to a connection's encoder (`Encoder::configure`).
     pub(crate) fn configure_encoder(&mut self, key: usize, cfg: &dyn std::any::Any) {
         self.conns[key].encoder.configure(cfg);
@@ -353,7 +415,7 @@ impl Core {
             .iter()
             .map(|(k, c)| crate::info::ConnInfo {
                 id: ConnectionId::new(c.serial, k),
-                protocol: self.cfg.protocol.name(),
+                protocol: self.protocol_name(k),
                 local: crate::sys::local_addr(c.fd.as_fd()),
                 remote: c.peer,
                 recv_q: c.framer.as_ref().map_or(0, Framer::buffered),
@@ -361,6 +423,7 @@ impl Core {
                 bytes_read: c.bytes_read,
                 bytes_written: c.bytes_written,
                 status: match c.status {
+                    Status::Connecting => "CONNECTING",
                     Status::Established => "ESTABLISHED",
                     Status::WsClosing => "WS_CLOSING",
                     Status::Closing => "CLOSING",

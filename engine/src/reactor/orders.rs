@@ -115,7 +115,7 @@ impl Rig {
             }
             Kind::Send => self.core.on_send(tok, res),
             Kind::Cancel => self.core.on_cancel(tok),
-            Kind::Accept | Kind::Wake | Kind::Shutdown => {}
+            Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect => {}
         }
         self.events();
     }

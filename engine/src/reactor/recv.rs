@@ -12,6 +12,7 @@ use ringman_protocols::{Decoder, Framer};
 use super::{gen_of, Core, Event, Status};
 use crate::buffers::{RecvBuf, RECV_BGID};
 use crate::error::{panic_message, ConnError};
+use crate::hooks::IdMsgFn;
 use crate::id::ConnectionId;
 use crate::ring::{Kind, Token};
 
@@ -104,6 +105,8 @@ impl Core {
         Some(RecvWork {
             id: ConnectionId::new(c.serial, key),
             buf: Some(buf),
+            on_message: c.extra.as_mut().and_then(|e| e.hooks.on_message.take()),
+            worker_callbacks: c.dial().is_none(),
             decoder: c.decoder.take().expect("decoder present"),
             framer: c.framer.take().expect("framer present"),
             max: c.max_package_size,
@@ -123,6 +126,8 @@ impl Core {
         Some(RecvWork {
             id: conn,
             buf: None,
+            on_message: c.extra.as_mut().and_then(|e| e.hooks.on_message.take()),
+            worker_callbacks: c.dial().is_none(),
             decoder: c.decoder.take().expect("decoder present"),
             framer: c.framer.take().expect("framer present"),
             max: c.max_package_size,
@@ -137,7 +142,11 @@ impl Core {
             self.recv.give_back(b);
         }
         self.stats.requests.add(delivered);
-        let Some(key) = self.lookup(w.id) else { return };
+        let Some(key) = self.lookup(w.id) else {
+            // A user closure is dropped by the runner, outside the core.
+            self.graveyard.extend(w.on_message.take().map(|f| Box::new(f) as Box<dyn std::any::Any>));
+            return;
+        };
         let mut reply = Vec::new();
         let mut reply_panic = None;
         if let Some(e) = &err {
@@ -151,6 +160,16 @@ impl Core {
         };
         c.decoder = Some(w.decoder);
         c.framer = Some(w.framer);
+        if let Some(f) = w.on_message.take() {
+            // Unless the callback installed another meanwhile (that one is kept).
+            let hooks = &mut c.extra().hooks;
+            if hooks.on_message.is_none() {
+                hooks.on_message = Some(f);
+            } else {
+                self.graveyard.push(Box::new(f));
+            }
+        }
+        let c = &mut self.conns[key];
         let Some(e) = err else { return };
         if c.status == Status::Closed {
             return;
@@ -240,6 +259,10 @@ pub(crate) struct RecvWork {
     pub(crate) id: ConnectionId,
     /// The receive buffer, given back to the kernel in `recv_end`.
     pub(crate) buf: Option<RecvBuf>,
+    /// The connection's own `on_message`, taken out while the batch is delivered.
+    pub(crate) on_message: Option<IdMsgFn>,
+    /// Whether the worker's callbacks apply (not for outgoing connections).
+    pub(crate) worker_callbacks: bool,
     pub(crate) decoder: Box<dyn Decoder>,
     pub(crate) framer: Framer,
     /// The connection's packet size limit.

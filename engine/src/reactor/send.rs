@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use io_uring::{opcode, types};
 
+use super::slot::ConnState;
 use super::{gen_of, Core, Event, Status};
 use crate::buffers::{ChunkMem, SendArena, CHUNK};
 use crate::config::SendMode;
@@ -58,39 +59,18 @@ impl Core {
         // (Offering may have found the connection dead.)
         let c = &mut self.conns[key];
         if c.status != Status::Established {
+            if c.status == Status::Connecting {
+                return self.hold(key, data, enc);
+            }
             return SendStatus::Failed;
         }
         if c.sendq.len >= c.max_send_buffer_size {
-            let (queued, limit) = (c.sendq.len, c.max_send_buffer_size);
-            self.stats.send_fail.add(1);
-            let id = self.id_of(key);
-            self.events.push_back(Event::Error(id, ConnError::SendBufferFull { queued, limit }));
-            return SendStatus::Failed;
+            let queued = c.sendq.len;
+            return self.refuse(key, queued);
         }
-        let kind = match enc {
-            Enc::Raw => None,
-            Enc::Default => Some(c.default_kind),
-            Enc::Kind(k) => Some(k),
-        };
-        match kind {
-            None => enqueue(&mut self.arena, &mut c.sendq, data),
-            Some(_) if c.identity_encoder => enqueue(&mut self.arena, &mut c.sendq, data),
-            Some(kind) => {
-                let mut scratch = std::mem::take(&mut self.scratch);
-                scratch.clear();
-                // Protocol code is isolated like user code: a panicking encoder ends only
-                // this connection.
-                let encoded = catch_unwind(AssertUnwindSafe(|| c.encoder.encode(data, kind, &mut scratch)));
-                if let Err(p) = encoded {
-                    self.scratch = scratch;
-                    self.destroy(key, Some(ConnError::Panic(format!("encoder: {}", panic_message(&*p)))));
-                    return SendStatus::Failed;
-                }
-                enqueue(&mut self.arena, &mut c.sendq, &scratch);
-                if scratch.capacity() <= 256 * 1024 {
-                    self.scratch = scratch;
-                }
-            }
+        if let Err(p) = encode_onto(&mut self.arena, &mut self.scratch, c, Queue::Wire, data, enc) {
+            self.destroy(key, Some(ConnError::Panic(format!("encoder: {p}"))));
+            return SendStatus::Failed;
         }
         let c = &mut self.conns[key];
         if !c.send_inflight {
@@ -128,6 +108,30 @@ impl Core {
             }
             let id = self.id_of(key);
             self.events.push_back(Event::BufferFull(id));
+        }
+        SendStatus::Queued
+    }
+
+    /// A send refused by the limit (`queued` bytes the kernel has not taken): SEND_FAIL.
+    fn refuse(&mut self, key: usize, queued: usize) -> SendStatus {
+        let limit = self.conns[key].max_send_buffer_size;
+        self.stats.send_fail.add(1);
+        let id = self.id_of(key);
+        self.events.push_back(Event::Error(id, ConnError::SendBufferFull { queued, limit }));
+        SendStatus::Failed
+    }
+
+    /// A send on an outgoing connection still being established: encoded now and held
+    /// until it is (Workerman buffers these too, under the same limit).
+    fn hold(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
+        let c = &mut self.conns[key];
+        let held = c.dial().map_or(0, |d| d.held.len);
+        if held >= c.max_send_buffer_size {
+            return self.refuse(key, held);
+        }
+        if let Err(p) = encode_onto(&mut self.arena, &mut self.scratch, c, Queue::Held, data, enc) {
+            self.destroy(key, Some(ConnError::Panic(format!("encoder: {p}"))));
+            return SendStatus::Failed;
         }
         SendStatus::Queued
     }
@@ -334,10 +338,63 @@ pub(super) enum Inline {
     Gone,
 }
 
+/// Which queue of a connection a send goes to.
+#[derive(Clone, Copy)]
+enum Queue {
+    /// The send queue (what goes on the wire next).
+    Wire,
+    /// An outgoing connection's held sends (before it is established).
+    Held,
+}
+
+/// Encodes `data` with the connection's encoder (unless raw, or the encoder is the
+/// identity) and appends it to the chosen queue. A panicking encoder (protocol code, isolated
+/// like user code) appends nothing and returns its message.
+fn encode_onto(
+    arena: &mut SendArena,
+    scratch: &mut Vec<u8>,
+    c: &mut ConnState,
+    queue: Queue,
+    data: &[u8],
+    enc: Enc,
+) -> Result<(), String> {
+    let kind = match enc {
+        Enc::Raw => None,
+        Enc::Default => Some(c.default_kind),
+        Enc::Kind(k) => Some(k),
+    };
+    let q = match queue {
+        Queue::Wire => &mut c.sendq,
+        Queue::Held => match c.extra.as_mut().and_then(|e| e.dial.as_deref_mut()) {
+            Some(d) => &mut d.held,
+            None => return Ok(()),
+        },
+    };
+    match kind {
+        None => enqueue(arena, q, data),
+        Some(_) if c.identity_encoder => enqueue(arena, q, data),
+        Some(kind) => {
+            let mut buf = std::mem::take(scratch);
+            buf.clear();
+            let encoder = &mut c.encoder;
+            let encoded = catch_unwind(AssertUnwindSafe(|| encoder.encode(data, kind, &mut buf)));
+            if let Err(p) = encoded {
+                *scratch = buf;
+                return Err(panic_message(&*p));
+            }
+            enqueue(arena, q, &buf);
+            if buf.capacity() <= 256 * 1024 {
+                *scratch = buf;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Appends `data` to a send queue, filling the tail chunk first. A message larger than a
 /// chunk that starts an empty queue goes into one heap chunk of its own size, so it leaves
 /// in a single send.
-fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8]) {
+pub(super) fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8]) {
     q.len += data.len();
     if q.chunks.is_empty() && data.len() > CHUNK {
         let b = data.to_vec().into_boxed_slice();

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use ringman_protocols::{Decoder, Encoder, Framer, MessageKind};
 
+use super::connect::Dial;
 use super::send::SendQueue;
 use super::Status;
+use crate::hooks::Hooks;
 
 /// A point on a core's monotonic clock in milliseconds since the core started, never zero so
 /// that `Option<Stamp>` takes 4 bytes: activity stamps cost 4 bytes per connection instead of
@@ -110,9 +112,9 @@ pub(crate) struct ConnState {
     pub(crate) peer: Option<SocketAddr>,
     /// The application's per-connection value (`Connection::set_context`).
     pub(crate) context: Option<Box<dyn Any>>,
-    /// The engine's own per-connection value for a response in progress (a file that
-    /// `http::send_file` streams), kept apart from the application's context.
-    pub(crate) streaming: Option<Box<dyn Any>>,
+    /// What only some connections carry (per-connection callbacks, a streamed file, the
+    /// dialing state of an outgoing connection), boxed so plain connections pay one word.
+    pub(crate) extra: Option<Box<Extra>>,
     pub(super) close_deadline: Option<Instant>,
     /// Last time bytes arrived or a send completed (turn clock): the idle timeout's base.
     pub(super) active: Stamp,
@@ -123,6 +125,35 @@ pub(crate) struct ConnState {
     pub(crate) ws: Option<WsSession>,
 }
 
+/// The rarely used parts of a connection slot.
+#[derive(Default)]
+pub(crate) struct Extra {
+    /// The engine's own value for a response in progress (a file that `http::send_file`
+    /// streams), kept apart from the application's context.
+    pub(crate) streaming: Option<Box<dyn Any>>,
+    /// Callbacks that override the worker's for this connection.
+    pub(crate) hooks: Hooks,
+    /// The dialing state of an outgoing connection (`AsyncTcpConnection`).
+    pub(crate) dial: Option<Box<Dial>>,
+}
+
+impl ConnState {
+    /// The extra part, created on first use.
+    pub(crate) fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// The dialing state, for an outgoing connection.
+    pub(crate) fn dial(&self) -> Option<&Dial> {
+        self.extra.as_ref()?.dial.as_deref()
+    }
+
+    /// The dialing state, for an outgoing connection.
+    pub(crate) fn dial_mut(&mut self) -> Option<&mut Dial> {
+        self.extra.as_mut()?.dial.as_deref_mut()
+    }
+}
+
 /// What a connection carries once its WebSocket upgrade is answered.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WsSession {
@@ -130,11 +161,24 @@ pub(crate) struct WsSession {
     pub(super) heard: Stamp,
     /// When the unanswered heartbeat ping went out, if one is outstanding.
     pub(super) ping_sent: Option<Stamp>,
+    /// The heartbeat interval of a client connection (`AsyncTcpConnection`) in
+    /// milliseconds, 0 for the worker's (accepted connections). (4 bytes, not an
+    /// `Option<Duration>`'s 16: every slot holds room for a session.)
+    pub(super) ping_interval_ms: u32,
 }
 
 impl WsSession {
-    pub(super) fn new(now: Stamp) -> WsSession {
-        WsSession { heard: now, ping_sent: None }
+    pub(super) fn new(now: Stamp, ping_interval: Option<Duration>) -> WsSession {
+        let ping_interval_ms = ping_interval.map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32);
+        WsSession { heard: now, ping_sent: None, ping_interval_ms }
+    }
+
+    /// The heartbeat interval: the session's own, else `worker`'s.
+    pub(super) fn interval(&self, worker: Option<Duration>) -> Option<Duration> {
+        match self.ping_interval_ms {
+            0 => worker,
+            ms => Some(Duration::from_millis(u64::from(ms))),
+        }
     }
 
     /// The peer was heard from: any bytes answer the heartbeat.
@@ -181,7 +225,7 @@ impl ConnState {
             bytes_written: 0,
             peer,
             context: None,
-            streaming: None,
+            extra: None,
             close_deadline: None,
             active: now,
             partial_since: None,
@@ -198,8 +242,8 @@ impl ConnState {
     /// (parser state, queued chunks, user values) is leaked, never dropped: its memory may
     /// still be referred to by the dead ring, and its owners' code is not to run there.
     pub(super) fn into_fd_leaking_the_rest(self) -> OwnedFd {
-        let ConnState { fd, decoder, framer, encoder, sendq, context, streaming, .. } = self;
-        std::mem::forget((decoder, framer, encoder, sendq, context, streaming));
+        let ConnState { fd, decoder, framer, encoder, sendq, context, extra, .. } = self;
+        std::mem::forget((decoder, framer, encoder, sendq, context, extra));
         fd
     }
 }

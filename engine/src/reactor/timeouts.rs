@@ -26,7 +26,13 @@ impl Core {
             }
         }
         for key in expired {
-            self.destroy(key, None);
+            // A dial that ran out of time (resolution, connect, or a `ws://` upgrade) is a
+            // connect failure; any other deadline is a close that took too long.
+            let err = match self.conns[key].status {
+                Status::Connecting => self.connect_timed_out(key),
+                _ => None,
+            };
+            self.destroy(key, err);
         }
         next
     }
@@ -53,7 +59,8 @@ impl Core {
                 continue;
             }
             // A paused connection leaves the peer's pongs unread in the socket: no heartbeat.
-            if let (Some(iv), Some(ws), false) = (ping, c.ws, c.paused) {
+            let iv = c.ws.and_then(|ws| ws.interval(ping));
+            if let (Some(iv), Some(ws), false) = (iv, c.ws, c.paused) {
                 match ws.ping_sent {
                     Some(t) if t.until(now) >= iv => {
                         dead.push(key);
@@ -66,6 +73,10 @@ impl Core {
                     }
                     _ => {}
                 }
+            }
+            // The worker's idle and packet timeouts are for the connections it accepted.
+            if c.dial().is_some() {
+                continue;
             }
             match (c.partial_since, packet) {
                 (Some(t), Some(limit)) if !c.paused && t.until(now) >= limit => {
@@ -91,7 +102,7 @@ impl Core {
         }
         for key in dead {
             if open(self, key) {
-                let after = ping.unwrap_or_default();
+                let after = self.conns[key].ws.and_then(|ws| ws.interval(ping)).unwrap_or_default();
                 self.destroy(key, Some(ConnError::NoPong { after }));
             }
         }

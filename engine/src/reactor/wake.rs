@@ -59,6 +59,7 @@ impl Core {
                 self.begin_stop(Instant::now() + *timeout);
             }
             Cmd::PauseAccept => self.pause_accept(),
+            Cmd::Resolved { conn, host, port, addrs } => self.on_resolved(*conn, host.clone(), *port, addrs.clone()),
             Cmd::Call(_) | Cmd::Crash => unreachable!("handled by the runner"),
         }
     }

@@ -10,6 +10,7 @@ use ringman_protocols::{Delivery, Flow, MessageKind, Reply};
 use super::{Callbacks, WorkerInfo};
 use crate::connection::Connection;
 use crate::error::{panic_message, ConnError, EngineError};
+use crate::hooks::Hook;
 use crate::id::ConnectionId;
 use crate::mailbox::Cmd;
 use crate::reactor::{self, with_core, Core, Event};
@@ -152,7 +153,10 @@ impl Housekeeping {
             }
         }
         c.retry_accepts(now);
-        let timeouts = c.cfg.idle_timeout.is_some() || c.cfg.packet_timeout.is_some() || c.cfg.ping_interval.is_some();
+        let timeouts = c.cfg.idle_timeout.is_some()
+            || c.cfg.packet_timeout.is_some()
+            || c.cfg.ping_interval.is_some()
+            || c.has_dials();
         if timeouts && c.stats.heartbeat.get() != self.last_sweep {
             self.last_sweep = c.stats.heartbeat.get();
             c.expire_idle(now);
@@ -268,6 +272,9 @@ impl<S: 'static> Runner<S> {
                 with_core(|c| c.on_wake());
                 self.drain_mailbox();
             }
+            Kind::Connect => {
+                with_core(|c| c.on_connect(tok, res));
+            }
             Kind::Shutdown => {}
         }
     }
@@ -286,8 +293,18 @@ impl<S: 'static> Runner<S> {
             None => &mut [],
         };
         let max = w.max;
+        let (own, worker) = (&mut w.on_message, w.worker_callbacks);
         let mut sink = |d: Delivery<'_>| {
             match d {
+                // An outgoing `ws://` connection: the server's validated 101.
+                Delivery::Message(msg) if msg.kind == MessageKind::Handshake && !worker => {
+                    if let Err(p) =
+                        catch_unwind(AssertUnwindSafe(|| super::websocket::client_upgraded(&conn, msg.data)))
+                    {
+                        panicked = Some(panic_message(&*p));
+                        return Flow::Stop;
+                    }
+                }
                 Delivery::Message(msg) if msg.kind == MessageKind::Handshake => {
                     if let Err(p) =
                         catch_unwind(AssertUnwindSafe(|| super::websocket::handshake(&conn, msg.data, cb, state)))
@@ -307,7 +324,13 @@ impl<S: 'static> Runner<S> {
                 }
                 Delivery::Message(msg) => {
                     delivered += 1;
-                    if let Some(f) = &cb.on_message {
+                    if let Some(f) = own.as_mut() {
+                        // The connection's own callback.
+                        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(id, &msg))) {
+                            panicked = Some(panic_message(&*p));
+                            return Flow::Stop;
+                        }
+                    } else if let (Some(f), true) = (&cb.on_message, worker) {
                         *sampled = sampled.wrapping_add(1);
                         let t0 = (*sampled % LATENCY_SAMPLE == 0).then(Instant::now);
                         if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&conn, &msg, state))) {
@@ -362,39 +385,22 @@ impl<S: 'static> Runner<S> {
         });
     }
 
-    /// Calls the user callbacks for queued events. A panicking callback closes only its
-    /// connection.
+    /// Calls the user callbacks for queued events: the connection's own callback when it
+    /// has one, else the worker's (accepted connections only). A panicking callback closes
+    /// only its connection.
     fn deliver_events(&mut self) {
         while let Some(ev) = with_core(|c| c.events.pop_front()).flatten() {
-            let cb = &self.cb;
-            let state = &mut self.state;
-            let call = |f: Option<&super::callbacks::ConnFn<S>>, c: &Connection, state: &mut S| {
-                f.map(|f| catch_unwind(AssertUnwindSafe(|| f(c, state))))
-            };
-            let (conn, r) = match ev {
-                Event::Connect(id) => {
-                    let c = Connection::from_id(id);
-                    (c, call(cb.on_connect.as_ref(), &c, state))
-                }
+            let (id, r) = match ev {
+                Event::Connect(id) => (id, self.call(id, Hook::Connect)),
                 Event::Close(id) => {
-                    let c = Connection::from_id(id);
-                    let r = call(cb.on_close.as_ref(), &c, state);
+                    let r = self.call(id, Hook::Close);
                     // The slot was kept for on_close (context, address, counters); now it may go.
                     with_core(|core| core.close_delivered(id));
-                    (c, r)
+                    (id, r)
                 }
-                Event::Error(id, e) => {
-                    let c = Connection::from_id(id);
-                    (c, cb.on_error.as_ref().map(|f| catch_unwind(AssertUnwindSafe(|| f(&c, &e, state)))))
-                }
-                Event::BufferFull(id) => {
-                    let c = Connection::from_id(id);
-                    (c, call(cb.on_buffer_full.as_ref(), &c, state))
-                }
-                Event::BufferDrain(id) => {
-                    let c = Connection::from_id(id);
-                    (c, call(cb.on_buffer_drain.as_ref(), &c, state))
-                }
+                Event::Error(id, e) => (id, self.call_error(id, &e)),
+                Event::BufferFull(id) => (id, self.call(id, Hook::BufferFull)),
+                Event::BufferDrain(id) => (id, self.call(id, Hook::BufferDrain)),
                 Event::Resume(id) => {
                     if let Some(w) = with_core(|core| core.resume_begin(id)).flatten() {
                         self.deliver(w);
@@ -405,13 +411,53 @@ impl<S: 'static> Runner<S> {
             if let Some(Err(p)) = r {
                 let msg = panic_message(&*p);
                 with_core(|c| {
-                    if let Some(k) = c.lookup(conn.id()) {
+                    if let Some(k) = c.lookup(id) {
                         c.destroy(k, Some(ConnError::Panic(msg)));
                     }
                 });
             }
         }
         self.bury();
+    }
+
+    /// Runs the connection's own `hook`, else the worker's callback for it.
+    fn call(&mut self, id: ConnectionId, hook: Hook) -> Option<std::thread::Result<()>> {
+        let conn = Connection::from_id(id);
+        let (own, worker) = with_core(|c| c.take_hook(id, hook)).flatten().unwrap_or((None, true));
+        if let Some(mut f) = own {
+            let r = catch_unwind(AssertUnwindSafe(|| f(id)));
+            // Dropped here, outside the core, when it was replaced or the slot is gone.
+            drop(with_core(|c| c.put_hook(id, hook, f)));
+            return Some(r);
+        }
+        if !worker {
+            return None;
+        }
+        let cb = &self.cb;
+        let f = match hook {
+            Hook::Connect => cb.on_connect.as_ref(),
+            Hook::Close => cb.on_close.as_ref(),
+            Hook::BufferFull => cb.on_buffer_full.as_ref(),
+            Hook::BufferDrain => cb.on_buffer_drain.as_ref(),
+        };
+        let state = &mut self.state;
+        f.map(|f| catch_unwind(AssertUnwindSafe(|| f(&conn, state))))
+    }
+
+    /// [`Runner::call`] for `on_error`.
+    fn call_error(&mut self, id: ConnectionId, e: &ConnError) -> Option<std::thread::Result<()>> {
+        let conn = Connection::from_id(id);
+        let (own, worker) = with_core(|c| c.take_error_hook(id)).flatten().unwrap_or((None, true));
+        if let Some(mut f) = own {
+            let r = catch_unwind(AssertUnwindSafe(|| f(id, e)));
+            drop(with_core(|c| c.put_error_hook(id, f)));
+            return Some(r);
+        }
+        let state = &mut self.state;
+        match (&self.cb.on_error, worker) {
+            (Some(f), true) => Some(catch_unwind(AssertUnwindSafe(|| f(&conn, e, state)))),
+            _ => None,
+        }
     }
 
     /// Drops the user values of freed slots, outside the core borrow (their `Drop` may call

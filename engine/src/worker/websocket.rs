@@ -148,3 +148,18 @@ pub(crate) fn handshake<S>(conn: &Connection, head: &[u8], cb: &Callbacks<S>, st
         }
     }
 }
+
+/// An outgoing `ws://` connection's upgrade was answered: the decoder validated the `101`
+/// against this attempt's key. The encoder learns the negotiated compression, held messages
+/// go out, and the connection's `on_websocket_connect` gets the response.
+pub(crate) fn client_upgraded(conn: &Connection, head: &[u8]) {
+    let Some(key) = conn.ws_client_key() else { return };
+    let resp = match ringman_protocols::ws::validate_response(head, &key) {
+        Ok(r) => r,
+        // (The decoder accepted exactly this head with this key.)
+        Err(_) => return,
+    };
+    conn.configure_encoder(&resp.deflate);
+    conn.ws_client_upgraded();
+    conn.run_websocket_connect_hook(&resp);
+}

@@ -1,0 +1,223 @@
+//! `AsyncTcpConnection`: outgoing connections (Workerman's class of the same name), on the
+//! same rings, slabs and send path as accepted ones.
+//!
+//! ```no_run
+//! use ringman_engine::{AsyncTcpConnection, Worker};
+//! let mut w = Worker::<()>::without_listener();
+//! w.count = 1;
+//! w.on_worker_start(|_, _| {
+//!     let conn = AsyncTcpConnection::new("ws://127.0.0.1:8080/chat").unwrap().connect().unwrap();
+//!     conn.on_websocket_connect(|c, _resp| {
+//!         c.send("hello");
+//!     });
+//!     conn.on_message(|_, msg| println!("{}", String::from_utf8_lossy(msg.data)));
+//!     conn.on_close(|c| {
+//!         c.reconnect(std::time::Duration::from_secs(1));
+//!     });
+//! });
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringman_protocols::Protocol;
+
+use crate::connection::Connection;
+use crate::error::EngineError;
+use crate::reactor::{with_core, Dial, DialOptions, WsOffer};
+
+/// An outgoing connection to be opened (Workerman's `AsyncTcpConnection`): the target, its
+/// protocol, and socket options. [`AsyncTcpConnection::connect`] opens it on the calling
+/// ring thread and returns its [`Connection`] handle at once; set the connection's callbacks
+/// on that handle (`on_connect`, `on_message`, `on_close`, `on_error`, ...) before returning
+/// to the loop. From another thread, build and connect inside
+/// [`WorkerHandle::run_on`](crate::WorkerHandle::run_on).
+///
+/// Sends made before the connection is established are held and go out once it is (for
+/// `ws://`, once the server's `101` was validated), under the same `max_send_buffer_size`.
+/// A connection that cannot be established reports `on_error` with
+/// [`ConnError::Connect`](crate::ConnError::Connect) (code 1, CONNECT_FAIL) naming the cause,
+/// then `on_close`.
+#[derive(Clone)]
+pub struct AsyncTcpConnection {
+    host: String,
+    port: u16,
+    path: String,
+    protocol: Arc<dyn Protocol>,
+    websocket: bool,
+    /// Longest time from `connect()` to an established connection: name resolution,
+    /// TCP connect and, for `ws://`, the upgrade (default 5 s).
+    pub connect_timeout: Duration,
+    /// Local address to bind before connecting (source address / port).
+    pub bind: Option<SocketAddr>,
+    /// TCP_NODELAY (default true, like accepted connections).
+    pub nodelay: bool,
+    /// TCP keepalive after this much idle time (default off).
+    pub keepalive: Option<Duration>,
+    /// `ws://`: extra header fields of the upgrade request (Origin, Authorization, ...;
+    /// fields carrying CR or LF are skipped).
+    pub headers: Vec<(String, String)>,
+    /// `ws://`: subprotocols to offer (`Sec-WebSocket-Protocol`); the server's choice is in
+    /// the response handed to `on_websocket_connect`.
+    pub websocket_protocols: Vec<String>,
+    /// `ws://`: offer permessage-deflate (default false, as Workerman's client).
+    pub deflate: bool,
+    /// `ws://`: send a ping after this much silence; a peer that then stays silent for
+    /// another interval is destroyed with `ConnError::NoPong` (default none).
+    pub websocket_ping_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for AsyncTcpConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncTcpConnection")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("path", &self.path)
+            .field("protocol", &self.protocol.name())
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits `scheme://host[:port][/path]` (IPv6 hosts in brackets).
+fn parse_url(url: &str) -> Result<(String, String, Option<u16>, String), EngineError> {
+    let bad = |reason| EngineError::BadAddress { addr: url.to_string(), reason };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected scheme://host:port"))?;
+    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(bad("scheme must be alphanumeric"));
+    }
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    let port = port.map(|p| p.parse::<u16>().map_err(|_| bad("port must be a number 1-65535"))).transpose()?;
+    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
+    Ok((scheme.to_ascii_lowercase(), host.to_string(), port, path))
+}
+
+impl AsyncTcpConnection {
+    /// A connection to `scheme://host:port[/path]` with a built-in protocol: `tcp`, `text`,
+    /// `frame`, or `ws` (the WebSocket client; port 80 when omitted, the path and query go
+    /// into the upgrade request). `host` is a name (resolved off the ring, `/etc/hosts`
+    /// first) or an address (`[::1]` for IPv6).
+    pub fn new(url: &str) -> Result<AsyncTcpConnection, EngineError> {
+        let (scheme, host, port, path) = parse_url(url)?;
+        let (protocol, websocket): (Arc<dyn Protocol>, bool) = match scheme.as_str() {
+            "ws" => (Arc::new(ringman_protocols::Raw), true),
+            s => (ringman_protocols::by_scheme(s).ok_or(EngineError::UnknownScheme(scheme.clone()))?, false),
+        };
+        let port = match (port, websocket) {
+            (Some(p), _) => p,
+            (None, true) => 80,
+            (None, false) => {
+                return Err(EngineError::BadAddress { addr: url.to_string(), reason: "missing port" });
+            }
+        };
+        Ok(AsyncTcpConnection::build(host, port, path, protocol, websocket))
+    }
+
+    /// A connection speaking a custom protocol to `scheme://host:port` (the scheme is only
+    /// a label).
+    pub fn with_protocol(url: &str, protocol: Arc<dyn Protocol>) -> Result<AsyncTcpConnection, EngineError> {
+        let (_, host, port, path) = parse_url(url)?;
+        let port = port.ok_or(EngineError::BadAddress { addr: url.to_string(), reason: "missing port" })?;
+        Ok(AsyncTcpConnection::build(host, port, path, protocol, false))
+    }
+
+    fn build(host: String, port: u16, path: String, protocol: Arc<dyn Protocol>, websocket: bool) -> Self {
+        AsyncTcpConnection {
+            host,
+            port,
+            path,
+            protocol,
+            websocket,
+            connect_timeout: Duration::from_secs(5),
+            bind: None,
+            nodelay: true,
+            keepalive: None,
+            headers: Vec::new(),
+            websocket_protocols: Vec::new(),
+            deflate: false,
+            websocket_ping_interval: None,
+        }
+    }
+
+    /// The host as given.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Opens the connection on the calling ring thread and returns its handle at once; the
+    /// outcome arrives as `on_connect` or `on_error` (CONNECT_FAIL). Errors here:
+    /// [`EngineError::NotOnRingThread`], [`EngineError::Stopping`], [`EngineError::Socket`].
+    pub fn connect(self) -> Result<Connection, EngineError> {
+        let ws = self.websocket.then(|| WsOffer {
+            headers: self.headers,
+            protocols: self.websocket_protocols,
+            deflate: self.deflate,
+            ping_interval: self.websocket_ping_interval,
+            key: String::new(),
+        });
+        let opts = DialOptions {
+            connect_timeout: self.connect_timeout,
+            bind: self.bind,
+            nodelay: self.nodelay,
+            keepalive: self.keepalive,
+        };
+        let path = if self.path.is_empty() { "/".to_string() } else { self.path };
+        let dial = Dial::new(self.host, self.port, path, opts, self.protocol, ws);
+        let mut dial = Some(dial);
+        let r = with_core(|c| c.connect(dial.take().expect("called once")));
+        // A dial refused off a ring thread is dropped here, outside any core.
+        drop(dial);
+        r.unwrap_or(Err(EngineError::NotOnRingThread)).map(Connection::from_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_scheme_host_port_and_path() {
+        let p = |u: &str| parse_url(u).map(|(s, h, p, path)| (s, h, p, path));
+        assert_eq!(
+            p("ws://example.com/chat?x=1").unwrap(),
+            ("ws".into(), "example.com".into(), None, "/chat?x=1".into())
+        );
+        assert_eq!(p("tcp://127.0.0.1:6379").unwrap(), ("tcp".into(), "127.0.0.1".into(), Some(6379), String::new()));
+        assert_eq!(p("ws://[::1]:8080/").unwrap(), ("ws".into(), "::1".into(), Some(8080), "/".into()));
+        assert_eq!(p("ws://h:1?q").unwrap().3, "/?q");
+        assert!(p("tcp://:80").is_err());
+        assert!(p("tcp://h:99999").is_err());
+        assert!(p("no-scheme").is_err());
+        assert!(p("ws://[::1:80").is_err());
+    }
+
+    #[test]
+    fn ports_default_only_for_websocket() {
+        assert_eq!(AsyncTcpConnection::new("ws://example.com").unwrap().port(), 80);
+        assert!(AsyncTcpConnection::new("tcp://example.com").is_err());
+        assert!(AsyncTcpConnection::new("gopher://example.com:70").is_err());
+        let c = AsyncTcpConnection::new("text://localhost:7000").unwrap();
+        assert_eq!((c.host(), c.port()), ("localhost", 7000));
+    }
+}

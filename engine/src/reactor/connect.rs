@@ -1,0 +1,470 @@
+//! The connect state machine (outgoing connections, Workerman's `AsyncTcpConnection`): a
+//! slot in the same slab as accepted connections, its name resolved off the ring,
+//! `IORING_OP_CONNECT` on its socket, the connect timeout (the slot's close deadline), the
+//! upgrade of a `ws://` client, and reconnecting in the same slot (so the id stays valid).
+//!
+//! ```text
+//!  connect() ─► Connecting ─(name resolved, CONNECT ok)─► Connect event ─(ws: 101)─► Established
+//!                   │  sends are held                         (ws: upgrade request sent)
+//!                   └─ refused / timed out / name not found ─► on_error(CONNECT_FAIL), on_close
+//!  reconnect(after): the slot, once its on_close ran, gets a fresh socket and dials again
+//! ```
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, types};
+use ringman_protocols::ws::{client_handshake_request, generate_key, WsDecoder, WsEncoder, DEFLATE_OFFER};
+use ringman_protocols::{Decoder, Encoder, Framer, Protocol};
+use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
+
+use super::send::{enqueue, SendQueue};
+use super::slot::{ConnState, WsSession};
+use super::{gen_of, Core, Event, Status};
+use crate::error::{panic_message, ConnError, ConnectError, EngineError};
+use crate::id::ConnectionId;
+use crate::ring::{Kind, Token};
+
+/// Socket options of an outgoing connection.
+#[derive(Debug, Clone)]
+pub(crate) struct DialOptions {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) bind: Option<SocketAddr>,
+    pub(crate) nodelay: bool,
+    pub(crate) keepalive: Option<Duration>,
+}
+
+/// What a `ws://` client offers in its upgrade request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WsOffer {
+    /// Extra header fields (CR/LF-carrying ones are skipped).
+    pub(crate) headers: Vec<(String, String)>,
+    /// Subprotocols offered in `Sec-WebSocket-Protocol`.
+    pub(crate) protocols: Vec<String>,
+    /// Offer permessage-deflate.
+    pub(crate) deflate: bool,
+    /// Heartbeat interval once upgraded.
+    pub(crate) ping_interval: Option<Duration>,
+    /// The `Sec-WebSocket-Key` of the current attempt.
+    pub(crate) key: String,
+}
+
+/// The dialing state of an outgoing connection, kept for its whole life (reconnects dial
+/// again from it).
+pub(crate) struct Dial {
+    /// Host as given (a name or an address literal), port, and the `ws://` path.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
+    pub(crate) opts: DialOptions,
+    /// The protocol of a non-WebSocket connection (fresh parsers per attempt).
+    pub(crate) protocol: Arc<dyn Protocol>,
+    pub(crate) ws: Option<WsOffer>,
+    /// Addresses the name resolved to, and the one being tried (the next is tried when
+    /// one refuses: `localhost` may answer on `127.0.0.1` but not on `::1`).
+    addrs: Vec<SocketAddr>,
+    next: usize,
+    /// The address of the CONNECT in flight; the SQE points at it.
+    sockaddr: Option<Box<SockAddr>>,
+    /// Sends made before the connection is usable, in order.
+    pub(crate) held: SendQueue,
+    /// `reconnect(after)` was asked for.
+    pub(crate) reconnect: Option<Duration>,
+    /// The last error of this attempt, reported when no address is left.
+    last_error: Option<i32>,
+}
+
+impl Dial {
+    /// A dial of `host:port` (`path` for `ws://`).
+    pub(crate) fn new(
+        host: String,
+        port: u16,
+        path: String,
+        opts: DialOptions,
+        protocol: Arc<dyn Protocol>,
+        ws: Option<WsOffer>,
+    ) -> Dial {
+        Dial {
+            host,
+            port,
+            path,
+            opts,
+            protocol,
+            ws,
+            addrs: Vec::new(),
+            next: 0,
+            sockaddr: None,
+            held: SendQueue::default(),
+            reconnect: None,
+            last_error: None,
+        }
+    }
+
+    /// `host:port` for messages.
+    pub(crate) fn target(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The protocol name shown in status output.
+    pub(crate) fn protocol_name(&self) -> &'static str {
+        if self.ws.is_some() {
+            "ws"
+        } else {
+            self.protocol.name()
+        }
+    }
+
+    /// Fresh parsers for one attempt (a `ws://` client gets a new key each time).
+    fn codec(&mut self) -> Result<(Box<dyn Decoder>, Box<dyn Encoder>), String> {
+        if let Some(ws) = self.ws.as_mut() {
+            ws.key = generate_key();
+            return Ok((Box::new(WsDecoder::client(&ws.key, ws.deflate)), Box::new(WsEncoder::client())));
+        }
+        // A custom protocol's constructors are user code.
+        let protocol = &self.protocol;
+        catch_unwind(AssertUnwindSafe(|| (protocol.decoder(), protocol.encoder())))
+            .map_err(|p| format!("protocol {} panicked creating a connection: {}", protocol.name(), panic_message(&*p)))
+    }
+
+    /// The `ws://` upgrade request of this attempt.
+    fn upgrade_request(&self) -> Option<Vec<u8>> {
+        let ws = self.ws.as_ref()?;
+        let host = match (self.port, self.host.contains(':')) {
+            (80, false) => self.host.clone(),
+            (80, true) => format!("[{}]", self.host),
+            _ => self.target(),
+        };
+        let mut extra: Vec<(&str, &str)> = ws.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let protocols = ws.protocols.join(", ");
+        if !protocols.is_empty() {
+            extra.push(("Sec-WebSocket-Protocol", &protocols));
+        }
+        if ws.deflate {
+            extra.push(("Sec-WebSocket-Extensions", DEFLATE_OFFER));
+        }
+        Some(client_handshake_request(&host, &self.path, &ws.key, &extra))
+    }
+}
+
+/// A TCP socket for `addr`'s family (close-on-exec; options applied by the dial).
+fn socket_for(addr: SocketAddr) -> io::Result<OwnedFd> {
+    Ok(Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?.into())
+}
+
+/// Stand-in address of a connection whose name is still resolving.
+const UNRESOLVED: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+impl Core {
+    /// Opens an outgoing connection: a slot in `Connecting`, dialled at once (or when its
+    /// name has resolved). Failures to come are reported through `on_error` (CONNECT_FAIL);
+    /// only a ring that is stopping, or no socket at all, fails here.
+    pub(crate) fn connect(&mut self, mut dial: Dial) -> Result<ConnectionId, EngineError> {
+        if self.stopping.is_some() {
+            return Err(EngineError::Stopping);
+        }
+        let fd = socket_for(UNRESOLVED).map_err(EngineError::Socket)?;
+        let (decoder, encoder) = dial.codec().map_err(|e| EngineError::Socket(io::Error::other(e)))?;
+        let serial = self.serials.take(self.thread);
+        let mut state = ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp);
+        state.status = Status::Connecting;
+        state.peer = None;
+        state.close_deadline = Some(Instant::now() + dial.opts.connect_timeout);
+        state.extra().dial = Some(Box::new(dial));
+        let key = self.conns.insert(state);
+        if let Some(m) = self.by_serial.get_mut() {
+            m.insert(serial, key as u32);
+        }
+        self.closing += 1;
+        self.dials += 1;
+        self.stats.connections.add(1);
+        self.dial(key);
+        Ok(self.id_of(key))
+    }
+
+    /// Starts (or restarts) the dial of `key`: resolves its name unless it is an address
+    /// literal or cached, then connects.
+    fn dial(&mut self, key: usize) {
+        let Some(d) = self.conns[key].dial() else { return };
+        let (host, port) = (d.host.clone(), d.port);
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            self.dial_addrs(key, vec![SocketAddr::new(ip, port)]);
+            return;
+        }
+        let now = Instant::now();
+        let cached = self.dns.get(&(host.clone(), port)).filter(|(_, until)| *until > now).map(|(a, _)| a.clone());
+        match cached {
+            Some(addrs) => self.dial_addrs(key, addrs),
+            None => crate::resolve::lookup(&host, port, self.id_of(key)),
+        }
+    }
+
+    /// The resolver answered for `conn` (through the mailbox).
+    pub(crate) fn on_resolved(
+        &mut self,
+        conn: ConnectionId,
+        host: String,
+        port: u16,
+        addrs: Result<Vec<SocketAddr>, String>,
+    ) {
+        if let Ok(a) = &addrs {
+            self.dns.insert((host.clone(), port), (a.clone(), Instant::now() + crate::resolve::CACHE_TTL));
+        }
+        let Some(key) = self.lookup(conn) else { return };
+        if self.conns[key].status != Status::Connecting {
+            return;
+        }
+        match addrs {
+            Ok(a) => self.dial_addrs(key, a),
+            Err(reason) => {
+                let target = self.conns[key].dial().map(Dial::target).unwrap_or_default();
+                let cause = ConnectError::NameNotFound { host, reason };
+                self.destroy(key, Some(ConnError::Connect { target, cause }));
+            }
+        }
+    }
+
+    fn dial_addrs(&mut self, key: usize, addrs: Vec<SocketAddr>) {
+        if let Some(d) = self.conns[key].dial_mut() {
+            d.addrs = addrs;
+            d.next = 0;
+            d.last_error = None;
+        }
+        self.connect_next(key);
+    }
+
+    /// Submits a CONNECT to the next address of `key`, or fails the dial when none is left.
+    fn connect_next(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let Some(d) = c.dial_mut() else { return };
+        let Some(&addr) = d.addrs.get(d.next) else {
+            let errno = d.last_error.unwrap_or(libc::ECONNREFUSED);
+            let target = d.target();
+            self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::from_errno(errno) }));
+            return;
+        };
+        d.next += 1;
+        let opts = d.opts.clone();
+        // A socket of the address's family, with the dial's options. (The placeholder, or a
+        // socket whose CONNECT failed, is closed by the replacement: no operation refers to it
+        // — the failed CONNECT's completion has arrived.)
+        let fresh = socket_for(addr).and_then(|fd| {
+            let s = socket2::SockRef::from(&fd);
+            if let Some(b) = opts.bind {
+                s.bind(&b.into())?;
+            }
+            s.set_tcp_nodelay(opts.nodelay)?;
+            if let Some(idle) = opts.keepalive {
+                s.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+            }
+            Ok(fd)
+        });
+        let fd = match fresh {
+            Ok(fd) => fd,
+            Err(e) => {
+                let target = self.conns[key].dial().map(Dial::target).unwrap_or_default();
+                self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::Io(e) }));
+                return;
+            }
+        };
+        let c = &mut self.conns[key];
+        c.fd = fd;
+        let raw = c.fd.as_raw_fd();
+        let gen = gen_of(c.serial);
+        let d = c.dial_mut().expect("dial present");
+        let sa = d.sockaddr.insert(Box::new(SockAddr::from(addr)));
+        // The kernel reads the address at submission; it stays boxed in the slot until the
+        // completion anyway.
+        let sqe = opcode::Connect::new(types::Fd(raw), sa.as_ptr().cast(), sa.len())
+            .build()
+            .user_data(Token::new(Kind::Connect, key, gen).to_u64());
+        c.inflight += 1;
+        self.push(sqe);
+    }
+
+    /// A CONNECT completed.
+    pub(crate) fn on_connect(&mut self, tok: Token, res: i32) {
+        if !self.live(tok) {
+            return;
+        }
+        let key = tok.slot as usize;
+        let c = &mut self.conns[key];
+        c.inflight -= 1;
+        if c.status != Status::Connecting {
+            // Destroyed meanwhile (timed out, closed): its cancel made this completion.
+            self.try_free(key);
+            return;
+        }
+        if res < 0 {
+            if let Some(d) = c.dial_mut() {
+                d.last_error = Some(-res);
+            }
+            self.connect_next(key);
+            return;
+        }
+        c.peer = c.dial().and_then(|d| d.sockaddr.as_ref()?.as_socket());
+        c.active = self.stamp;
+        self.arm_recv(key);
+        let id = self.id_of(key);
+        self.events.push_back(Event::Connect(id));
+        let request = self.conns[key].dial().and_then(Dial::upgrade_request);
+        match request {
+            // The upgrade goes out first; what the application sends waits for the 101.
+            Some(req) => {
+                let c = &mut self.conns[key];
+                enqueue(&mut self.arena, &mut c.sendq, &req);
+                self.submit_send(key);
+            }
+            None => self.established(key),
+        }
+    }
+
+    /// The connection is usable: sends made meanwhile go out.
+    pub(crate) fn established(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.status != Status::Connecting {
+            return;
+        }
+        c.status = Status::Established;
+        c.close_deadline = None;
+        self.closing -= 1;
+        let held = c.dial_mut().map(|d| std::mem::take(&mut d.held)).unwrap_or_default();
+        if held.len > 0 {
+            c.sendq.len += held.len;
+            c.sendq.chunks.extend(held.chunks);
+            c.drain_pending = true;
+            if !c.send_inflight {
+                self.submit_send(key);
+            }
+        }
+    }
+
+    /// A `ws://` client's upgrade was answered with a valid 101: the session starts (with
+    /// the client's heartbeat) and held messages go out.
+    pub(crate) fn ws_client_upgraded(&mut self, key: usize) {
+        let now = self.stamp;
+        let c = &mut self.conns[key];
+        let interval = c.dial().and_then(|d| d.ws.as_ref()?.ping_interval);
+        c.ws = Some(WsSession::new(now, interval));
+        self.established(key);
+    }
+
+    /// Whether the heartbeat sweep has work beyond the worker's own settings.
+    pub(crate) fn has_dials(&self) -> bool {
+        self.dials > 0
+    }
+
+    /// The error a dial that ran out of time reports.
+    pub(super) fn connect_timed_out(&self, key: usize) -> Option<ConnError> {
+        let d = self.conns[key].dial()?;
+        let cause = match (d.ws.is_some(), self.conns[key].peer) {
+            // Connected, but the server never completed the upgrade.
+            (true, Some(_)) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
+            _ => ConnectError::TimedOut(d.opts.connect_timeout),
+        };
+        Some(ConnError::Connect { target: d.target(), cause })
+    }
+
+    /// `reconnect(after)` on `key`: the current socket (if open) is destroyed; once its
+    /// `on_close` has run the slot dials again after `after`. False for a connection that was
+    /// not opened with `connect`.
+    pub(crate) fn reconnect(&mut self, key: usize, after: Duration) -> bool {
+        let c = &mut self.conns[key];
+        let Some(d) = c.dial_mut() else { return false };
+        d.reconnect = Some(after);
+        if c.status != Status::Closed {
+            self.destroy(key, None);
+        }
+        true
+    }
+
+    /// Cancels a pending `reconnect`.
+    pub(crate) fn cancel_reconnect(&mut self, key: usize) {
+        if let Some(d) = self.conns[key].dial_mut() {
+            d.reconnect = None;
+        }
+    }
+
+    /// Gives a freed outgoing slot a fresh socket and parser state and dials again after
+    /// `after` (same slot, same id; context and callbacks kept).
+    pub(super) fn renew(&mut self, key: usize, after: Duration) {
+        let codec = self.conns[key].dial_mut().expect("only dials renew").codec();
+        let (fd, (decoder, encoder)) = match (socket_for(UNRESOLVED), codec) {
+            (Ok(fd), Ok(codec)) => (fd, codec),
+            (Err(e), _) => return self.give_up_renewal(key, &e.to_string()),
+            (_, Err(e)) => return self.give_up_renewal(key, &e),
+        };
+        let deadline =
+            Instant::now() + after + self.conns[key].dial().map_or(Duration::ZERO, |d| d.opts.connect_timeout);
+        let c = &mut self.conns[key];
+        for chunk in c.sendq.chunks.drain(..) {
+            self.arena.release(chunk.mem);
+        }
+        c.sendq.len = 0;
+        if let Some(d) = c.dial_mut() {
+            for chunk in d.held.chunks.drain(..) {
+                self.arena.release(chunk.mem);
+            }
+            d.held.len = 0;
+            d.sockaddr = None;
+            d.addrs.clear();
+        }
+        c.fd = fd;
+        c.status = Status::Connecting;
+        c.recv_armed = false;
+        c.paused = false;
+        c.throttled = false;
+        c.send_inflight = false;
+        c.drain_pending = false;
+        c.buffer_full = false;
+        c.linger = false;
+        c.identity_encoder = encoder.is_identity();
+        c.decoder = Some(decoder);
+        c.framer = Some(Framer::new());
+        c.encoder = encoder;
+        c.bytes_read = 0;
+        c.bytes_written = 0;
+        c.peer = None;
+        c.ws = None;
+        c.active = self.stamp;
+        c.partial_since = None;
+        c.close_deadline = Some(deadline);
+        self.closing += 1;
+        self.stats.connections.add(1);
+        let id = self.id_of(key);
+        if after.is_zero() {
+            self.dial(key);
+            return;
+        }
+        let redial: crate::timers::TimerFn = Box::new(move || {
+            super::with_core(|c| c.redial(id));
+        });
+        if let Err((e, _)) = self.timers.add(Instant::now(), after, false, redial) {
+            log::warn!("reconnect of {id}: {e}; dialing now");
+            self.dial(key);
+        }
+    }
+
+    /// The reconnect delay of `conn` ended.
+    fn redial(&mut self, conn: ConnectionId) {
+        if let Some(key) = self.lookup(conn) {
+            let c = &self.conns[key];
+            if c.status == Status::Connecting && c.inflight == 0 && c.dial().is_some_and(|d| d.sockaddr.is_none()) {
+                self.dial(key);
+            }
+        }
+    }
+
+    /// A renewal that cannot get a socket or parsers: the slot is freed after all.
+    fn give_up_renewal(&mut self, key: usize, why: &str) {
+        log::error!("reconnect of {} failed: {why}", self.id_of(key));
+        self.try_free(key);
+    }
+}
