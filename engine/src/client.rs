@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn urls_split_into_scheme_host_port_and_path() {
-        let p = |u: &str| parse_url(u).map(|(s, h, p, path)| (s, h, p, path));
+        let p = parse_url;
         assert_eq!(
             p("ws://example.com/chat?x=1").unwrap(),
             ("ws".into(), "example.com".into(), None, "/chat?x=1".into())

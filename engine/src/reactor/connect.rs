@@ -123,7 +123,7 @@ impl Dial {
     }
 
     /// Fresh parsers for one attempt (a `ws://` client gets a new key each time).
-    fn codec(&mut self) -> Result<(Box<dyn Decoder>, Box<dyn Encoder>), String> {
+    fn codec(&mut self) -> Result<Codec, String> {
         if let Some(ws) = self.ws.as_mut() {
             ws.key = generate_key();
             return Ok((Box::new(WsDecoder::client(&ws.key, ws.deflate)), Box::new(WsEncoder::client())));
@@ -153,6 +153,9 @@ impl Dial {
         Some(client_handshake_request(&host, &self.path, &ws.key, &extra))
     }
 }
+
+/// A connection's parsers.
+type Codec = (Box<dyn Decoder>, Box<dyn Encoder>);
 
 /// A TCP socket for `addr`'s family (close-on-exec; options applied by the dial).
 fn socket_for(addr: SocketAddr) -> io::Result<OwnedFd> {
