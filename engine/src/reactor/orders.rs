@@ -522,3 +522,200 @@ fn cq_overflow_ends_the_multishot_and_loses_nothing() {
     // multishot whose CQE met a full queue; seen on 6.18).
     assert!(ended_with_data.get(), "the overflow never ended the multishot with a data completion");
 }
+
+// ---------------------------------------------------------------- outgoing connections
+
+/// A core with no connection yet, for dialing.
+fn client_core() -> (Core, u16) {
+    let (thread, mailbox) = mailbox::register().expect("thread id");
+    let core =
+        Core::new(thread, config(64, 4096), Vec::new(), mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
+    (core, thread)
+}
+
+fn dial_to(addr: std::net::SocketAddr, timeout: Duration) -> super::Dial {
+    let opts = super::DialOptions { connect_timeout: timeout, bind: None, nodelay: true, keepalive: None };
+    super::Dial::new(addr.ip().to_string(), addr.port(), "/".into(), opts, Arc::new(ringman_protocols::Raw), None)
+}
+
+/// Collects completions from `core` until `enough`, dispatching nothing. Queued events are
+/// kept aside meanwhile (the loop delivers them before it waits; a core with events pending
+/// does not wait, and under DEFER_TASKRUN completions are only posted by a waiting enter).
+fn collect_from(core: &mut Core, enough: impl Fn(&[Cqe]) -> bool) -> Vec<Cqe> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut all = Vec::new();
+    let events = std::mem::take(&mut core.events);
+    while !enough(&all) {
+        assert!(Instant::now() < deadline, "completions never arrived: {all:?}");
+        core.submit_and_wait(Some(Duration::from_millis(5)));
+        core.reap(&mut all);
+    }
+    let mut late = std::mem::replace(&mut core.events, events);
+    core.events.append(&mut late);
+    all
+}
+
+/// Hands a completion of an outgoing connection to the core; returns the events it queued.
+fn dispatch_client(core: &mut Core, (ud, res, flags): Cqe) {
+    let Some(tok) = Token::from_u64(ud) else { return };
+    match tok.kind {
+        Kind::Connect => core.on_connect(tok, res),
+        Kind::Cancel => core.on_cancel(tok),
+        Kind::Recv => assert!(core.on_recv(tok, res, flags).is_none(), "delivery on a closed connection"),
+        Kind::Send => core.on_send(tok, res),
+        _ => {}
+    }
+}
+
+/// Counts the events of kinds a client reports, delivering on_close as the runner does.
+fn drain_client_events(core: &mut Core, closes: &mut usize, errors: &mut Vec<String>, connects: &mut usize) {
+    while let Some(ev) = core.events.pop_front() {
+        match ev {
+            Event::Close(id) => {
+                *closes += 1;
+                core.close_delivered(id);
+            }
+            Event::Error(_, e) => errors.push(e.to_string()),
+            Event::Connect(_) => *connects += 1,
+            _ => {}
+        }
+    }
+}
+
+/// The application closes an outgoing connection while its CONNECT is still in flight (the
+/// server's accept queue is full, so the handshake waits): the CONNECT's cancelled
+/// completion and the cancel's own may come in either order. No on_connect, no on_error,
+/// on_close once, and the slot is freed only after both.
+#[test]
+fn closing_a_connection_whose_connect_is_in_flight_closes_once() {
+    // backlog 0: one queued connection fills the accept queue; later SYNs are dropped.
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let _fillers: Vec<TcpStream> =
+        (0..2).filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()).collect();
+    for_every_order(|which| {
+        let (mut core, thread) = client_core();
+        let id = core.connect(dial_to(addr, PATIENCE)).expect("dial");
+        let key = core.lookup(id).unwrap();
+        // Submitted and parked: no completion within a moment.
+        core.submit_and_wait(Some(Duration::from_millis(20)));
+        let mut early = Vec::new();
+        core.reap(&mut early);
+        assert!(early.is_empty(), "the CONNECT should wait on a full accept queue: {early:?}");
+        assert_eq!(core.conns[key].status, Status::Connecting);
+        core.close(key, None);
+        let cqes = collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && count(a, Kind::Connect) == 1);
+        let orders = interleavings(&cqes);
+        let order = which.map_or_else(|| cqes.clone(), |i| orders[i].clone());
+        let held = std::mem::take(&mut core.events);
+        for cqe in order {
+            dispatch_client(&mut core, cqe);
+            assert!(core.lookup(id).is_some(), "slot freed before on_close ran");
+        }
+        core.events = held;
+        let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!((closes, connects), (1, 0));
+        assert!(errors.is_empty(), "a close asked for is no failure: {errors:?}");
+        assert!(core.conns.is_empty(), "slot not freed");
+        drop(core);
+        mailbox::unregister(thread);
+        orders.len()
+    });
+}
+
+/// The connect timeout fires in the same turn the CONNECT succeeds: the connection is
+/// destroyed with CONNECT_FAIL (timed out) before the success is seen, then the success and
+/// the cancel come in either order. One on_error, one on_close, no on_connect.
+#[test]
+fn a_connect_that_succeeds_as_its_timeout_fires_fails_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    for_every_order(|which| {
+        let (mut core, thread) = client_core();
+        let id = core.connect(dial_to(addr, Duration::from_millis(1))).expect("dial");
+        let key = core.lookup(id).unwrap();
+        let mut cqes = collect_from(&mut core, |a| count(a, Kind::Connect) == 1);
+        assert_eq!(cqes[0].1, 0, "loopback connect succeeds");
+        // The deadline passed before the completion was handled.
+        core.expire_closing(Instant::now() + Duration::from_secs(1));
+        assert_eq!(core.conns[key].status, Status::Closed);
+        cqes.extend(collect_from(&mut core, |a| count(a, Kind::Cancel) == 1));
+        let orders = interleavings(&cqes);
+        let order = which.map_or_else(|| cqes.clone(), |i| orders[i].clone());
+        let held = std::mem::take(&mut core.events);
+        for cqe in order {
+            dispatch_client(&mut core, cqe);
+            assert!(core.lookup(id).is_some(), "slot freed before on_close ran");
+        }
+        core.events = held;
+        let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!((closes, connects), (1, 0));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("timed out"), "{errors:?}");
+        assert!(core.conns.is_empty(), "slot not freed");
+        drop(core);
+        mailbox::unregister(thread);
+        orders.len()
+    });
+}
+
+/// reconnect() while the connection is up: the destroy's cancel, the receive's end and the
+/// renewal after on_close may interleave; the slot (and id) survives, dials again, and the
+/// new connection is established once.
+#[test]
+fn reconnect_renews_the_slot_after_every_completion() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    for_every_order(|which| {
+        let (mut core, thread) = client_core();
+        let id = core.connect(dial_to(addr, PATIENCE)).expect("dial");
+        let key = core.lookup(id).unwrap();
+        let first = collect_from(&mut core, |a| count(a, Kind::Connect) == 1);
+        for cqe in first {
+            dispatch_client(&mut core, cqe);
+        }
+        assert_eq!(core.conns[key].status, Status::Established);
+        let _accepted = listener.accept().unwrap();
+        let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(connects, 1);
+        assert!(core.reconnect(key, Duration::ZERO));
+        let cqes = collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a));
+        let orders = interleavings(&cqes);
+        let order = which.map_or_else(|| cqes.clone(), |i| orders[i].clone());
+        let held = std::mem::take(&mut core.events);
+        for cqe in order {
+            dispatch_client(&mut core, cqe);
+            assert_eq!(core.lookup(id), Some(key), "slot gone before on_close");
+            assert_eq!(core.conns[key].status, Status::Closed, "renewed before on_close ran");
+        }
+        core.events = held;
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(closes, 1);
+        // on_close ran: the same slot dials again.
+        assert_eq!(core.lookup(id), Some(key));
+        assert_eq!(core.conns[key].status, Status::Connecting);
+        let again = collect_from(&mut core, |a| count(a, Kind::Connect) == 1);
+        for cqe in again {
+            dispatch_client(&mut core, cqe);
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(connects, 2, "established again");
+        assert_eq!(core.conns[key].status, Status::Established);
+        assert!(errors.is_empty(), "{errors:?}");
+        let _second = listener.accept().unwrap();
+        core.destroy(key, None);
+        let _ = collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a))
+            .into_iter()
+            .for_each(|c| dispatch_client(&mut core, c));
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert!(core.conns.is_empty());
+        drop(core);
+        mailbox::unregister(thread);
+        orders.len()
+    });
+}
