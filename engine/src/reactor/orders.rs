@@ -709,9 +709,9 @@ fn reconnect_renews_the_slot_after_every_completion() {
         assert!(errors.is_empty(), "{errors:?}");
         let _second = listener.accept().unwrap();
         core.destroy(key, None);
-        let _ = collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a))
-            .into_iter()
-            .for_each(|c| dispatch_client(&mut core, c));
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a)) {
+            dispatch_client(&mut core, cqe);
+        }
         drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
         assert!(core.conns.is_empty());
         drop(core);
