@@ -4,43 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringman::{AsyncTcpConnection, ConnError, Connection, Running, Server, Worker};
 
-use common::{connect, read_exact, start, PATIENCE};
-
-/// A Python server script, run until dropped; it prints its port on the first line.
-struct PyServer {
-    child: Child,
-    port: u16,
-}
-
-impl PyServer {
-    fn start(script: &str) -> PyServer {
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs (the tests need python3 with the websockets package)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("server printed {line:?}"));
-        PyServer { child, port }
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{connect, read_exact, start, PyServer, PATIENCE};
 
 const ECHO: &str = r#"
 import asyncio
