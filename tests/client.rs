@@ -383,3 +383,38 @@ asyncio.run(main())
         assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     }
 }
+
+// ------------------------------------------------------------------ WebSocket client features
+
+#[test]
+fn websocket_upgrade_answered_403_is_a_connect_fail_naming_the_status() {
+    let server = PyServer::start(
+        r#"
+import asyncio, http
+from websockets.asyncio.server import serve
+def reject(connection, request):
+    return connection.respond(http.HTTPStatus.FORBIDDEN, 'go away\n')
+async def handler(ws):
+    await ws.send('should not happen')
+async def main():
+    async with serve(handler, '127.0.0.1', 0, process_request=reject) as s:
+        print(list(s.sockets)[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().create_future()
+asyncio.run(main())
+"#,
+    );
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let conn = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/private")).unwrap().connect().unwrap();
+        report(&conn, &tx);
+        let t = tx.clone();
+        conn.on_websocket_connect(move |_, _| t.send(Got::WsConnect(None)).unwrap());
+        conn.send("held, never sent");
+    });
+    assert!(matches!(next(&rx), Got::Connect(_)), "the TCP connection is up");
+    match next(&rx) {
+        Got::Error(1, msg) => assert!(msg.contains("403"), "{msg}"),
+        other => panic!("expected CONNECT_FAIL, got {other:?}"),
+    }
+    assert!(matches!(next(&rx), Got::Close(_)));
+}

@@ -359,6 +359,13 @@ impl Core {
         self.established(key);
     }
 
+    /// `host:port` of an outgoing `ws://` connection still waiting for its upgrade.
+    pub(super) fn ws_dial_target(&self, key: usize) -> Option<String> {
+        let c = &self.conns[key];
+        let d = c.dial().filter(|d| d.ws.is_some() && c.status == Status::Connecting)?;
+        Some(d.target())
+    }
+
     /// Whether the heartbeat sweep has work beyond the worker's own settings.
     pub(crate) fn has_dials(&self) -> bool {
         self.dials > 0

@@ -69,11 +69,41 @@ impl ClientHandshakeError {
     pub fn reason(&self) -> &'static str {
         match self {
             ClientHandshakeError::Malformed => "malformed handshake response",
-            ClientHandshakeError::Status(_) => "server refused the upgrade",
+            ClientHandshakeError::Status(s) => refusal(*s),
             ClientHandshakeError::NotUpgraded => "response lacks Upgrade/Connection",
             ClientHandshakeError::BadAccept => "wrong Sec-WebSocket-Accept",
             ClientHandshakeError::BadExtension => "unsupported extension in response",
         }
+    }
+}
+
+/// "server refused the upgrade", naming the common statuses (a static text: it travels in
+/// `ProtocolError::Malformed`).
+fn refusal(status: u16) -> &'static str {
+    match status {
+        200 => "server refused the upgrade: 200 OK",
+        301 => "server refused the upgrade: 301 Moved Permanently",
+        302 => "server refused the upgrade: 302 Found",
+        303 => "server refused the upgrade: 303 See Other",
+        307 => "server refused the upgrade: 307 Temporary Redirect",
+        308 => "server refused the upgrade: 308 Permanent Redirect",
+        400 => "server refused the upgrade: 400 Bad Request",
+        401 => "server refused the upgrade: 401 Unauthorized",
+        403 => "server refused the upgrade: 403 Forbidden",
+        404 => "server refused the upgrade: 404 Not Found",
+        405 => "server refused the upgrade: 405 Method Not Allowed",
+        408 => "server refused the upgrade: 408 Request Timeout",
+        426 => "server refused the upgrade: 426 Upgrade Required",
+        429 => "server refused the upgrade: 429 Too Many Requests",
+        500 => "server refused the upgrade: 500 Internal Server Error",
+        502 => "server refused the upgrade: 502 Bad Gateway",
+        503 => "server refused the upgrade: 503 Service Unavailable",
+        504 => "server refused the upgrade: 504 Gateway Timeout",
+        100..=199 => "server refused the upgrade: a 1xx status other than 101",
+        200..=299 => "server refused the upgrade: a 2xx status",
+        300..=399 => "server refused the upgrade: a 3xx redirect",
+        400..=499 => "server refused the upgrade: a 4xx client error",
+        _ => "server refused the upgrade: a 5xx server error",
     }
 }
 
