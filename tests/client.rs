@@ -418,3 +418,69 @@ asyncio.run(main())
     }
     assert!(matches!(next(&rx), Got::Close(_)));
 }
+
+#[test]
+fn websocket_client_negotiates_permessage_deflate_with_python_websockets() {
+    let server = PyServer::start(
+        r#"
+import asyncio
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for m in ws:
+        if m == 'ext?':
+            await ws.send(ws.response.headers.get('Sec-WebSocket-Extensions', 'none'))
+        else:
+            await ws.send(m)
+async def main():
+    async with serve(echo, '127.0.0.1', 0, compression='deflate', max_size=None) as s:
+        print(list(s.sockets)[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().create_future()
+asyncio.run(main())
+"#,
+    );
+    let port = server.port;
+    let big = "compressible text, ".repeat(100_000); // 1.9 MB
+    let big2 = big.clone();
+    let (read_tx, read_rx) = unbounded();
+    let (_ring, rx) = client_ring(move |tx| {
+        let mut c = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/")).unwrap();
+        c.deflate = true;
+        let conn = c.connect().unwrap();
+        // The burst below is held until the 101: room for it.
+        conn.set_max_send_buffer_size(8 << 20);
+        report(&conn, &tx);
+        let t = tx.clone();
+        conn.on_websocket_connect(move |_, resp| {
+            t.send(Got::WsConnect(resp.deflate.as_ref().map(|_| "deflate".to_string()))).unwrap();
+        });
+        let (t, rt) = (tx.clone(), read_tx.clone());
+        conn.on_message(move |c, m| {
+            t.send(Got::Message(m.data.to_vec())).unwrap();
+            rt.send(c.bytes_read()).unwrap();
+        });
+        conn.send("ext?");
+        conn.send(&big2);
+        conn.send_binary(vec![0u8; 500_000]);
+        conn.send("small");
+    });
+    match next(&rx) {
+        Got::Connect(_) => {}
+        other => panic!("expected the connect, got {other:?}"),
+    }
+    assert_eq!(next(&rx), Got::WsConnect(Some("deflate".into())), "the client's offer was accepted");
+    match next(&rx) {
+        Got::Message(m) => {
+            let ext = String::from_utf8(m).unwrap();
+            assert!(ext.starts_with("permessage-deflate"), "{ext}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = read_rx.recv_timeout(PATIENCE).unwrap();
+    assert!(next(&rx) == Got::Message(big.clone().into_bytes()), "the 1.9 MB text came back intact");
+    let _ = read_rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(next(&rx), Got::Message(vec![0u8; 500_000]));
+    assert_eq!(next(&rx), Got::Message(b"small".to_vec()));
+    let _ = read_rx.recv_timeout(PATIENCE).unwrap();
+    let total = read_rx.recv_timeout(PATIENCE).unwrap();
+    assert!(total < 200_000, "2.4 MB of echoes arrived in {total} bytes: compressed on the wire");
+}

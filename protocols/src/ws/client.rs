@@ -7,8 +7,11 @@ use super::handshake::{has_token, header_values, single_value, MAX_HEADERS};
 use super::{accept_key, DeflateParams, MaskRng, WsDecoder, WsEncoder};
 use crate::{Decoder, Encoder, Protocol};
 
-/// The extension offer a client sends to ask for permessage-deflate.
-pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// The extension offer a client sends to ask for permessage-deflate. It leaves out
+/// `client_max_window_bits`: that parameter lets the server ask for a window below 32 KiB
+/// (RFC 7692 §7.1.2.2; Python `websockets` asks for 12 bits), which our deflater cannot honour,
+/// so [`validate_response`] would then refuse the answer to our own offer.
+pub const DEFLATE_OFFER: &str = "permessage-deflate";
 
 /// A fresh random `Sec-WebSocket-Key` (base64 of 16 pseudo-random bytes).
 pub fn generate_key() -> String {
