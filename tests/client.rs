@@ -866,7 +866,7 @@ asyncio.run(main())
         assert!(buf[..n].iter().enumerate().all(|(i, &b)| b == ((got + i) % 1_000_000 % 251) as u8), "bytes at {got}");
         got += n;
         reads += 1;
-        if reads % 8 == 0 {
+        if reads.is_multiple_of(8) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }

@@ -70,18 +70,17 @@ fn run_client(args: &[&str]) -> Run {
         .spawn()
         .expect("client example starts");
     let (out, err) = (collect(child.stdout.take().unwrap()), collect(child.stderr.take().unwrap()));
-    let mut status = None;
     let end = std::time::Instant::now() + PATIENCE;
-    while status.is_none() && std::time::Instant::now() < end {
-        status = child.try_wait().unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("client {args:?} did not exit within {PATIENCE:?}; stderr: {}", err.join().unwrap());
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("client {args:?} did not exit within {PATIENCE:?}; stderr: {}", err.join().unwrap());
-    }
-    Run { status: status.unwrap(), stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    let status = child.wait().unwrap();
+    Run { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
 /// Runs the client and insists on `ok: N connections x M messages` and exit 0.

@@ -102,11 +102,14 @@ fn refusal(status: u16) -> &'static str {
         502 => "server refused the upgrade: 502 Bad Gateway",
         503 => "server refused the upgrade: 503 Service Unavailable",
         504 => "server refused the upgrade: 504 Gateway Timeout",
-        100..=199 => "server refused the upgrade: a 1xx status other than 101",
-        200..=299 => "server refused the upgrade: a 2xx status",
-        300..=399 => "server refused the upgrade: a 3xx redirect",
-        400..=499 => "server refused the upgrade: a 4xx client error",
-        _ => "server refused the upgrade: a 5xx server error",
+        _ => match status / 100 {
+            1 => "server refused the upgrade: a 1xx status other than 101",
+            2 => "server refused the upgrade: a 2xx status",
+            3 => "server refused the upgrade: a 3xx redirect",
+            4 => "server refused the upgrade: a 4xx client error",
+            5 => "server refused the upgrade: a 5xx server error",
+            _ => "server refused the upgrade: a status other than 101",
+        },
     }
 }
 
@@ -223,6 +226,8 @@ mod tests {
         assert_eq!(validate_response(r.as_bytes(), KEY), Err(ClientHandshakeError::BadExtension));
         let r = "HTTP/1.1 403 Forbidden\r\n\r\n";
         assert_eq!(validate_response(r.as_bytes(), KEY), Err(ClientHandshakeError::Status(403)));
+        assert_eq!(ClientHandshakeError::Status(403).reason(), "server refused the upgrade: 403 Forbidden");
+        assert_eq!(ClientHandshakeError::Status(418).reason(), "server refused the upgrade: a 4xx client error");
         let r = resp("").replace("Upgrade: websocket\r\n", "");
         assert_eq!(validate_response(r.as_bytes(), KEY), Err(ClientHandshakeError::NotUpgraded));
     }
