@@ -912,3 +912,67 @@ asyncio.run(main())
         assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     }
 }
+
+#[test]
+fn pipe_holds_back_its_source_while_the_destination_is_still_connecting() {
+    // Regression: pipe() paused its source only from `dest`'s `on_buffer_full`, which sends
+    // held while `dest` was still connecting never raise: past `max_send_buffer_size` they
+    // were refused (SEND_FAIL) and the bytes lost. (The proxy example lost data this way
+    // whenever a client's burst arrived before the upstream was up.)
+    //
+    // The destination's accept queue is full for half a second, so its SYN is dropped and
+    // retried after a second, while the source sends 5 MB at once.
+    let sink = PyServer::start(
+        r#"
+import socket, time
+N = 5000000
+want = bytes(i % 251 for i in range(N))
+l = socket.socket()
+l.bind(('127.0.0.1', 0))
+l.listen(0)
+filler = socket.create_connection(l.getsockname())
+print(l.getsockname()[1], flush=True)
+time.sleep(0.5)
+f, _ = l.accept()
+f.close()
+filler.close()
+c, _ = l.accept()
+n, ok = 0, True
+while d := c.recv(65536):
+    ok = ok and d == want[n:n + len(d)]
+    n += len(d)
+print('got', n, ok, flush=True)
+"#,
+    );
+    let source = PyServer::start(
+        r#"
+import asyncio
+async def handle(r, w):
+    w.write(bytes(i % 251 for i in range(5000000)))
+    await w.drain()
+    w.close()
+async def main():
+    s = await asyncio.start_server(handle, '127.0.0.1', 0)
+    print(s.sockets[0].getsockname()[1], flush=True)
+    await s.serve_forever()
+asyncio.run(main())
+"#,
+    );
+    let (src_port, dest_port) = (source.port, sink.port);
+    let (_ring, rx) = client_ring(move |tx| {
+        let dest = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{dest_port}")).unwrap().connect().unwrap();
+        let src = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{src_port}")).unwrap().connect().unwrap();
+        assert!(src.pipe(dest));
+        for c in [src, dest] {
+            let t = tx.clone();
+            c.on_error(move |_, e: &ConnError| t.send(Got::Error(e.code(), e.to_string())).unwrap());
+        }
+        let t = tx.clone();
+        dest.on_close(move |c| t.send(Got::Close(c.id().as_u64())).unwrap());
+    });
+    match next(&rx) {
+        Got::Close(_) => {}
+        other => panic!("expected the destination's close after flushing, got {other:?}"),
+    }
+    assert_eq!(sink.line(), "got 5000000 True", "every byte, in order, then the close");
+}

@@ -104,6 +104,11 @@ impl Dial {
         }
     }
 
+    /// Bytes of the sends held until the connection is usable.
+    pub(crate) fn held_len(&self) -> usize {
+        self.held.len
+    }
+
     /// `host:port` for messages.
     pub(crate) fn target(&self) -> String {
         if self.host.contains(':') {
