@@ -247,9 +247,10 @@ impl Connection {
         self.local(|c, k| c.conns[k].bytes_written).unwrap_or(0)
     }
 
-    /// Bytes waiting in the application send buffer.
+    /// Bytes waiting in the application send buffer (for an outgoing connection still being
+    /// established, with the sends held until it is).
     pub fn send_queue_len(&self) -> usize {
-        self.local(|c, k| c.conns[k].queued()).unwrap_or(0)
+        self.local(|c, k| c.conns[k].queued() + c.conns[k].dial().map_or(0, |d| d.held_len())).unwrap_or(0)
     }
 
     /// The send buffer limit of this connection (default: the worker's, 1 MiB).
@@ -400,11 +401,24 @@ impl Connection {
         if current_thread() != Some(self.id.thread()) || current_thread() != Some(dest.id.thread()) {
             return false;
         }
-        self.on_message(move |_, m| {
+        // `dest` counts as full once its unsent bytes (held ones too, while it is still
+        // connecting) reach its limit: the next send would be refused and its bytes lost.
+        let full = move || dest.send_queue_len() >= dest.max_send_buffer_size();
+        self.on_message(move |src, m| {
             dest.send(m.data);
+            // Pause at once: `on_buffer_full` runs later, after more of what already arrived
+            // would have been forwarded (and refused); held sends get no such event at all.
+            if full() {
+                src.pause_recv();
+            }
         }) && self.on_close(move |_| dest.close(None))
             && dest.on_buffer_full(move |_| src.pause_recv())
-            && dest.on_buffer_drain(move |_| src.resume_recv())
+            // A drain event queued before the buffer filled again must not resume the source.
+            && dest.on_buffer_drain(move |_| {
+                if !full() {
+                    src.resume_recv();
+                }
+            })
     }
 
     /// For an outgoing connection: closes the current socket if it is open and connects

@@ -69,3 +69,71 @@ pub fn write_all(s: &mut TcpStream, data: &[u8]) {
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
+
+/// A Python server script (`python3 -c`), killed when dropped. Its first stdout line is the
+/// port it listens on; later lines (reports of what it saw) arrive through [`PyServer::line`].
+pub struct PyServer {
+    child: std::process::Child,
+    pub port: u16,
+    lines: crossbeam_channel::Receiver<String>,
+}
+
+impl PyServer {
+    pub fn start(script: &str) -> PyServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (the tests need python3 with the websockets package)");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("server printed {line:?}"));
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        PyServer { child, port, lines }
+    }
+
+    /// The server's next report line (within PATIENCE).
+    pub fn line(&self) -> String {
+        self.lines.recv_timeout(PATIENCE).expect("a line from the python server")
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (bound to 127.0.0.1, then released), for peers that
+/// cannot report the port they picked.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Builds an example once into the target dir of this test binary; returns its path.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    // <target>/<profile>/deps/<test>-<hash>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target = profile_dir.parent().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "--example", name]).env("CARGO_TARGET_DIR", target);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let st = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo build --example");
+    assert!(st.success(), "building the {name} example failed");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(bin.exists(), "{bin:?} missing");
+    bin
+}

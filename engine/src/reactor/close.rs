@@ -21,6 +21,18 @@ impl Core {
             Some(c) if c.status != Status::Closed => {}
             _ => return,
         }
+        // An outgoing `ws://` connection whose upgrade response was refused (a 403, a wrong
+        // accept key) was never established: CONNECT_FAIL naming the cause, as for a refused
+        // TCP connect, not a protocol error.
+        if let Some(target) = self.ws_dial_target(key) {
+            let why = match &e {
+                ringman_protocols::ProtocolError::Malformed { reason, .. } => reason.to_string(),
+                other => other.to_string(),
+            };
+            let cause = crate::error::ConnectError::Handshake(why);
+            self.destroy(key, Some(ConnError::Connect { target, cause }));
+            return;
+        }
         // After our WebSocket close frame nothing else may be sent (not a second close).
         if reply.is_empty() || self.conns[key].status == Status::WsClosing {
             self.destroy(key, Some(ConnError::Protocol(e)));

@@ -104,6 +104,11 @@ impl Dial {
         }
     }
 
+    /// Bytes of the sends held until the connection is usable.
+    pub(crate) fn held_len(&self) -> usize {
+        self.held.len
+    }
+
     /// `host:port` for messages.
     pub(crate) fn target(&self) -> String {
         if self.host.contains(':') {
@@ -357,6 +362,13 @@ impl Core {
         let interval = c.dial().and_then(|d| d.ws.as_ref()?.ping_interval);
         c.ws = Some(WsSession::new(now, interval));
         self.established(key);
+    }
+
+    /// `host:port` of an outgoing `ws://` connection still waiting for its upgrade.
+    pub(super) fn ws_dial_target(&self, key: usize) -> Option<String> {
+        let c = &self.conns[key];
+        let d = c.dial().filter(|d| d.ws.is_some() && c.status == Status::Connecting)?;
+        Some(d.target())
     }
 
     /// Whether the heartbeat sweep has work beyond the worker's own settings.

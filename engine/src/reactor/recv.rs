@@ -54,6 +54,11 @@ impl Core {
                 self.recv.recycle(b);
             }
             match -res {
+                // The peer finished sending while delivery is paused (back-pressure): what
+                // arrived before its EOF may still sit undelivered in the framer. Stay
+                // paused with the receive disarmed; resuming delivers those bytes and re-arms
+                // it, and the socket reports the EOF again then.
+                0 if c.paused && c.status == Status::Established => {}
                 0 => self.destroy(key, None),
                 libc::ENOBUFS => {
                     // The buffer ring ran dry; the multishot ended. Re-arm once buffers are

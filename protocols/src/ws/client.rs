@@ -7,8 +7,11 @@ use super::handshake::{has_token, header_values, single_value, MAX_HEADERS};
 use super::{accept_key, DeflateParams, MaskRng, WsDecoder, WsEncoder};
 use crate::{Decoder, Encoder, Protocol};
 
-/// The extension offer a client sends to ask for permessage-deflate.
-pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// The extension offer a client sends to ask for permessage-deflate. It leaves out
+/// `client_max_window_bits`: that parameter lets the server ask for a window below 32 KiB
+/// (RFC 7692 §7.1.2.2; Python `websockets` asks for 12 bits), which our deflater cannot honour,
+/// so [`validate_response`] would then refuse the answer to our own offer.
+pub const DEFLATE_OFFER: &str = "permessage-deflate";
 
 /// A fresh random `Sec-WebSocket-Key` (base64 of 16 pseudo-random bytes).
 pub fn generate_key() -> String {
@@ -69,11 +72,44 @@ impl ClientHandshakeError {
     pub fn reason(&self) -> &'static str {
         match self {
             ClientHandshakeError::Malformed => "malformed handshake response",
-            ClientHandshakeError::Status(_) => "server refused the upgrade",
+            ClientHandshakeError::Status(s) => refusal(*s),
             ClientHandshakeError::NotUpgraded => "response lacks Upgrade/Connection",
             ClientHandshakeError::BadAccept => "wrong Sec-WebSocket-Accept",
             ClientHandshakeError::BadExtension => "unsupported extension in response",
         }
+    }
+}
+
+/// "server refused the upgrade", naming the common statuses (a static text: it travels in
+/// `ProtocolError::Malformed`).
+fn refusal(status: u16) -> &'static str {
+    match status {
+        200 => "server refused the upgrade: 200 OK",
+        301 => "server refused the upgrade: 301 Moved Permanently",
+        302 => "server refused the upgrade: 302 Found",
+        303 => "server refused the upgrade: 303 See Other",
+        307 => "server refused the upgrade: 307 Temporary Redirect",
+        308 => "server refused the upgrade: 308 Permanent Redirect",
+        400 => "server refused the upgrade: 400 Bad Request",
+        401 => "server refused the upgrade: 401 Unauthorized",
+        403 => "server refused the upgrade: 403 Forbidden",
+        404 => "server refused the upgrade: 404 Not Found",
+        405 => "server refused the upgrade: 405 Method Not Allowed",
+        408 => "server refused the upgrade: 408 Request Timeout",
+        426 => "server refused the upgrade: 426 Upgrade Required",
+        429 => "server refused the upgrade: 429 Too Many Requests",
+        500 => "server refused the upgrade: 500 Internal Server Error",
+        502 => "server refused the upgrade: 502 Bad Gateway",
+        503 => "server refused the upgrade: 503 Service Unavailable",
+        504 => "server refused the upgrade: 504 Gateway Timeout",
+        _ => match status / 100 {
+            1 => "server refused the upgrade: a 1xx status other than 101",
+            2 => "server refused the upgrade: a 2xx status",
+            3 => "server refused the upgrade: a 3xx redirect",
+            4 => "server refused the upgrade: a 4xx client error",
+            5 => "server refused the upgrade: a 5xx server error",
+            _ => "server refused the upgrade: a status other than 101",
+        },
     }
 }
 
@@ -190,6 +226,8 @@ mod tests {
         assert_eq!(validate_response(r.as_bytes(), KEY), Err(ClientHandshakeError::BadExtension));
         let r = "HTTP/1.1 403 Forbidden\r\n\r\n";
         assert_eq!(validate_response(r.as_bytes(), KEY), Err(ClientHandshakeError::Status(403)));
+        assert_eq!(ClientHandshakeError::Status(403).reason(), "server refused the upgrade: 403 Forbidden");
+        assert_eq!(ClientHandshakeError::Status(418).reason(), "server refused the upgrade: a 4xx client error");
         let r = resp("").replace("Upgrade: websocket\r\n", "");
         assert_eq!(validate_response(r.as_bytes(), KEY), Err(ClientHandshakeError::NotUpgraded));
     }

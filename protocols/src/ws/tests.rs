@@ -72,7 +72,7 @@ fn split(data: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
 fn handshake_then_messages_through_framer() {
     let mut wire = client_handshake_request("h", "/x", KEY, &[("Sec-WebSocket-Extensions", DEFLATE_OFFER)]);
     let mut enc = WsEncoder::client_with_key(MASK);
-    let params = DeflateParams { client_max_window_bits: Some(15), ..Default::default() };
+    let params = DeflateParams::default();
     enc.configure(&params);
     enc.encode("héllo".as_bytes(), MessageKind::Text, &mut wire);
     let mut plain = WsEncoder::client_with_key(MASK);
