@@ -976,3 +976,46 @@ asyncio.run(main())
     }
     assert_eq!(sink.line(), "got 5000000 True", "every byte, in order, then the close");
 }
+
+/// A proxy's two directions flow independently: an upstream that writes a large answer
+/// (far beyond every socket buffer) before it reads anything of the client's equally large
+/// request gets both through, while the proxy's queue toward it sits at its limit.
+#[test]
+fn a_pipe_does_not_couple_its_two_directions() {
+    const N: usize = 64 << 20;
+    // A blocking server: it reads nothing at all until its whole answer is written.
+    let server = PyServer::start(&format!(
+        r#"
+import socket, threading
+s = socket.socket()
+s.bind(('127.0.0.1', 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    c.sendall(b'u' * {N})
+    got = 0
+    while got < {N}:
+        d = c.recv(1 << 20)
+        if not d:
+            break
+        got += len(d)
+    c.sendall(b'got %d' % got)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#
+    ));
+    let (_proxy, addr) = proxy(server.port);
+    let mut s = connect(addr);
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(&vec![b'c'; N]).unwrap())
+    };
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert_eq!(got.len(), N + format!("got {N}").len(), "answer, then the count");
+    assert!(got[..N].iter().all(|&b| b == b'u'));
+    assert_eq!(&got[N..], format!("got {N}").as_bytes());
+}

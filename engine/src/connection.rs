@@ -250,7 +250,13 @@ impl Connection {
     /// Bytes waiting in the application send buffer (for an outgoing connection still being
     /// established, with the sends held until it is).
     pub fn send_queue_len(&self) -> usize {
-        self.local(|c, k| c.conns[k].queued() + c.conns[k].dial().map_or(0, |d| d.held_len())).unwrap_or(0)
+        self.local(|c, k| c.conns[k].unsent()).unwrap_or(0)
+    }
+
+    /// True once the unsent bytes reach `max_send_buffer_size` (the next send would be
+    /// refused); one look-up.
+    pub(crate) fn send_queue_full(&self) -> bool {
+        self.local(|c, k| c.conns[k].unsent() >= c.conns[k].max_send_buffer_size).unwrap_or(false)
     }
 
     /// The send buffer limit of this connection (default: the worker's, 1 MiB).
@@ -401,9 +407,12 @@ impl Connection {
         if current_thread() != Some(self.id.thread()) || current_thread() != Some(dest.id.thread()) {
             return false;
         }
+        // Each direction's flow is this pipe's business: `dest`'s own back-pressure would stop
+        // reading `dest` whenever this direction is congested, stalling the other one.
+        dest.set_backpressure(false);
         // `dest` counts as full once its unsent bytes (held ones too, while it is still
         // connecting) reach its limit: the next send would be refused and its bytes lost.
-        let full = move || dest.send_queue_len() >= dest.max_send_buffer_size();
+        let full = move || dest.send_queue_full();
         self.on_message(move |src, m| {
             dest.send(m.data);
             // Pause at once: `on_buffer_full` runs later, after more of what already arrived
@@ -419,6 +428,21 @@ impl Connection {
                     src.resume_recv();
                 }
             })
+    }
+
+    /// Whether a full send buffer pauses this connection's receiving until it drained to
+    /// half (default: the worker's `backpressure`, true; outgoing connections too). Turn it
+    /// off for a connection whose input does not produce its output — `pipe` does so for its
+    /// destination, since a proxy's two directions flow independently.
+    pub fn set_backpressure(&self, on: bool) {
+        self.local(|c, k| {
+            let s = &mut c.conns[k];
+            s.backpressure = on;
+            if !on && s.paused {
+                // A pause the engine made for back-pressure is lifted with it.
+                c.lift_throttle(k);
+            }
+        });
     }
 
     /// For an outgoing connection: closes the current socket if it is open and connects

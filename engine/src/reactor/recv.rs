@@ -222,6 +222,14 @@ impl Core {
         }
     }
 
+    /// Ends an engine-made back-pressure pause (the connection's back-pressure was turned
+    /// off); a pause the application made stays.
+    pub(crate) fn lift_throttle(&mut self, key: usize) {
+        if self.conns[key].throttled {
+            self.resume(key);
+        }
+    }
+
     /// `pause_recv()` from user code: the pause is the application's from now on (the
     /// engine's backpressure no longer lifts it).
     pub(crate) fn user_pause(&mut self, key: usize) {

@@ -100,7 +100,7 @@ impl Core {
         let Some(c) = self.conns.get_mut(key) else { return SendStatus::Queued };
         if c.status == Status::Established && c.sendq.len >= c.max_send_buffer_size && !c.buffer_full {
             c.buffer_full = true;
-            if self.cfg.backpressure && !c.paused {
+            if c.backpressure && !c.paused {
                 // Stop taking this peer's input until its output drains: the peer is slowed
                 // by TCP instead of its answers being refused (see `Worker::backpressure`).
                 c.throttled = true;

@@ -89,6 +89,9 @@ pub(crate) struct ConnState {
     /// Receiving was paused by the engine because the send queue reached its limit
     /// (`WorkerConfig::backpressure`); resumed once it drained to half.
     pub(super) throttled: bool,
+    /// Whether a full send queue pauses this connection's receiving (the worker's
+    /// `backpressure`, unless changed for this connection: `pipe` turns it off).
+    pub(crate) backpressure: bool,
     pub(super) send_inflight: bool,
     pub(super) dirty: bool,
     /// Operations whose CQE has not arrived yet; the slot is freed only at zero.
@@ -207,6 +210,7 @@ impl ConnState {
             recv_armed: false,
             paused: false,
             throttled: false,
+            backpressure: cfg.backpressure,
             send_inflight: false,
             dirty: false,
             inflight: 0,
@@ -233,9 +237,10 @@ impl ConnState {
         }
     }
 
-    /// Bytes in the application send buffer.
-    pub(crate) fn queued(&self) -> usize {
-        self.sendq.len
+    /// Bytes the kernel has not taken: the send buffer, plus sends held while an outgoing
+    /// connection is still being established.
+    pub(crate) fn unsent(&self) -> usize {
+        self.sendq.len + self.dial().map_or(0, |d| d.held_len())
     }
 
     /// Gives up the socket of a slot whose ring is abandoned (see `Core::abandon`); the rest
