@@ -39,4 +39,7 @@ pub(crate) struct WorkerConfig {
     pub ping_interval: Option<Duration>,
     /// Handed to each new connection's `Decoder::configure` (WebSocket control frames).
     pub decoder_config: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The worker has an `on_buffer_drain` (else the event is queued only for connections
+    /// with their own).
+    pub listens_for_drain: bool,
 }

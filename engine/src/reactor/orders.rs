@@ -64,6 +64,7 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
         packet_timeout: None,
         ping_interval: None,
         decoder_config: None,
+        listens_for_drain: true,
     })
 }
 

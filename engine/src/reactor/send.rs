@@ -292,7 +292,11 @@ impl Core {
         }
         // Owed since a send answered Queued, whoever completed the queue (the loop, or an
         // inline completion of a later send): the event is delivered by the loop.
-        if c.drain_pending {
+        // Queued only when someone listens: the worker (`on_buffer_drain`), or the
+        // connection's own callback — otherwise every answered message would cost an event.
+        if c.drain_pending
+            && (self.cfg.listens_for_drain || c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some()))
+        {
             c.drain_pending = false;
             let id = self.id_of(key);
             self.events.push_back(Event::BufferDrain(id));

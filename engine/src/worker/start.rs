@@ -93,6 +93,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             packet_timeout: w.packet_timeout,
             ping_interval: w.websocket_ping_interval.filter(|_| w.protocol.supports_ping()),
             decoder_config: w.cb.control_frames().map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>),
+            listens_for_drain: w.cb.on_buffer_drain.is_some(),
         });
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
