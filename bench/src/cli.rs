@@ -66,11 +66,13 @@ pub enum ServerKind {
     RingmanStatic,
     /// The hand-written epoll floor (std + libc, level-triggered, one thread).
     Epoll,
+    /// fastwebsockets on tokio current_thread, upgraded through hyper 1 (WebSocket only).
+    Fastwebsockets,
 }
 
 impl ServerKind {
     /// All servers, in report order.
-    pub const ALL: [ServerKind; 8] = [
+    pub const ALL: [ServerKind; 9] = [
         ServerKind::Ringman,
         ServerKind::RingmanStatic,
         ServerKind::Tokio,
@@ -79,6 +81,7 @@ impl ServerKind {
         ServerKind::Floor,
         ServerKind::Epoll,
         ServerKind::Nginx,
+        ServerKind::Fastwebsockets,
     ];
 
     /// Name on the command line and in reports.
@@ -92,6 +95,7 @@ impl ServerKind {
             ServerKind::Nginx => "nginx",
             ServerKind::RingmanStatic => "ringman-static",
             ServerKind::Epoll => "epoll",
+            ServerKind::Fastwebsockets => "fastwebsockets",
         }
     }
 
@@ -108,6 +112,7 @@ impl ServerKind {
                 scenario == Scenario::Echo
             }
             ServerKind::Nginx | ServerKind::RingmanStatic => scenario == Scenario::Http,
+            ServerKind::Fastwebsockets => scenario == Scenario::Ws,
         }
     }
 }
@@ -568,6 +573,12 @@ mod tests {
         );
         assert_eq!(ServerKind::parse("ringman-static"), Some(ServerKind::RingmanStatic));
         assert_eq!(ServerKind::parse("epoll"), Some(ServerKind::Epoll));
+        assert_eq!(ServerKind::parse("fastwebsockets"), Some(ServerKind::Fastwebsockets));
+        assert!(ServerKind::Fastwebsockets.supports(Scenario::Ws));
+        assert!(
+            !ServerKind::Fastwebsockets.supports(Scenario::Fanout)
+                && !ServerKind::Fastwebsockets.supports(Scenario::Echo)
+        );
         for s in ServerKind::ALL {
             assert_eq!(ServerKind::parse(s.name()), Some(s));
         }

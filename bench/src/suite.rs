@@ -202,7 +202,8 @@ const ECHO_SERVERS: &[ServerKind] = &[
 ];
 const HTTP_SERVERS: &[ServerKind] =
     &[ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Tokio, ServerKind::Nginx];
-const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
+const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Fastwebsockets];
+const FANOUT_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
 const OPEN_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Floor, ServerKind::Epoll];
 
 /// Idle connections of P5 (full and quick): RSS is read at [`IDLE_CONNS_LO`] and at this
@@ -237,10 +238,10 @@ fn entries(quick: bool) -> Vec<Entry> {
         Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 16), servers: HTTP_SERVERS },
         Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 1), servers: HTTP_SERVERS },
         Entry { id: "P4", opts: o(Scenario::Ws, 100, 20, 1), servers: WS_SERVERS },
-        Entry { id: "P7", opts: crate::fanout::suite_opts(1000, warmup, duration), servers: WS_SERVERS },
+        Entry { id: "P7", opts: crate::fanout::suite_opts(1000, warmup, duration), servers: FANOUT_SERVERS },
     ];
     if !quick {
-        v.push(Entry { id: "P7", opts: crate::fanout::suite_opts(10_000, warmup, duration), servers: WS_SERVERS });
+        v.push(Entry { id: "P7", opts: crate::fanout::suite_opts(10_000, warmup, duration), servers: FANOUT_SERVERS });
     }
     v
 }
@@ -562,9 +563,13 @@ mod tests {
         assert_eq!(e.len(), 6);
         assert!(e.iter().all(|e| e.servers.iter().all(|s| s.supports(e.opts.scenario))));
         assert!(OPEN_SERVERS.iter().chain(ECHO_SERVERS).all(|s| s.supports(Scenario::Echo)));
+        // P4 has the fastwebsockets peer; the fan-out cells only the servers that broadcast.
+        let p4 = e.iter().find(|e| e.id == "P4").unwrap();
+        assert!(p4.servers.contains(&ServerKind::Fastwebsockets));
+        assert!(e.iter().filter(|e| e.id == "P7").all(|e| !e.servers.contains(&ServerKind::Fastwebsockets)));
         let (w, d) = timing(true);
-        // 22 timed cells x 3 rounds (+ P5 and server start-up) must fit in about 3 minutes.
-        assert!((w + d).as_secs_f64() * 22.0 * default_repeat(true) as f64 <= 170.0);
+        // 23 timed cells x 3 rounds (+ P5 and server start-up) must fit in about 3 minutes.
+        assert!((w + d).as_secs_f64() * 23.0 * default_repeat(true) as f64 <= 175.0);
     }
 
     #[test]
