@@ -57,7 +57,8 @@ pub fn measure_at(
     let srv_cpu = || pid.map(server::tree_cpu);
     let (mut cpu0, mut cpu1) = (None, None);
     let (mut busy0, mut busy1) = ((Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO));
-    let busy = || (server::cpu_busy(env.server_cpu), server::cpu_busy(env.client_cpu));
+    let client_cpus = env.generator_cpus();
+    let busy = || (server::cpu_busy(env.server_cpu), client_cpus.iter().map(|&c| server::cpu_busy(c)).sum());
     let (mut machine0, mut machine1) = (machine::CpuTimes::default(), machine::CpuTimes::default());
     let started = Instant::now();
     let mut t0 = started;
@@ -101,7 +102,8 @@ pub fn measure_at(
     let res = match env.generator {
         _ if opts.scenario == Scenario::Fanout => crate::fanout::run(addr, opts, edge)?,
         Generator::Uring => {
-            let tuning = uring_gen::Tuning { threads: env.client_threads, pace: env.pace };
+            let tuning =
+                uring_gen::Tuning { threads: env.client_threads, pace: env.pace, cpus: env.client_cpus.clone() };
             uring_gen::run(addr, opts, &tuning, edge)?
         }
         Generator::Classic => loadgen::run(addr, opts, edge)?,
@@ -413,6 +415,8 @@ impl RunInfo {
             ("cpus", id.cpus.to_string()),
             ("server_cpu", env.server_cpu.to_string()),
             ("client_cpu", env.client_cpu.to_string()),
+            ("client_cpus", env.generator_cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")),
+            ("client_threads", env.client_threads.to_string()),
             ("loadavg_start", self.snap0.loadavg.clone()),
             ("loadavg_end", self.snap1.loadavg.clone()),
             ("steal_since_boot_start_s", format!("{:.1}", self.snap0.cpu.steal.as_secs_f64())),
