@@ -54,11 +54,22 @@ pub fn measure_at(
     progress: bool,
 ) -> Result<Figures, BenchError> {
     server::pin_self(env.client_cpu).map_err(|source| BenchError::Affinity { cpu: env.client_cpu, source })?;
-    let srv_cpu = || pid.map(server::tree_cpu);
+    // The edges run on the client CPU while the generator works, so they must be short (the
+    // generator waits meanwhile): the server's process tree is listed once, before the load
+    // (its threads and children exist by the time it accepts connections), and /proc/stat is
+    // read once per edge for both the machine line and the two cores' busy time.
+    let srv_pids = pid.map(server::tree);
+    let srv_cpu = || srv_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
     let (mut cpu0, mut cpu1) = (None, None);
     let (mut busy0, mut busy1) = ((Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO));
     let client_cpus = env.generator_cpus();
-    let busy = || (server::cpu_busy(env.server_cpu), client_cpus.iter().map(|&c| server::cpu_busy(c)).sum());
+    let tck = machine::clk_tck();
+    let stat = || {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let core = |c| server::parse_cpu_busy(&text, c, tck).unwrap_or_default();
+        let busy = (core(env.server_cpu), client_cpus.iter().map(|&c| core(c)).sum());
+        (busy, machine::parse_cpu_times(&text, tck).unwrap_or_default())
+    };
     let (mut machine0, mut machine1) = (machine::CpuTimes::default(), machine::CpuTimes::default());
     let started = Instant::now();
     let mut t0 = started;
@@ -66,15 +77,13 @@ pub fn measure_at(
     let mut last = (started, 0u64);
     let edge = |e| match e {
         Edge::Start => {
-            machine0 = machine::CpuTimes::now();
-            busy0 = busy();
+            (busy0, machine0) = stat();
             cpu0 = srv_cpu();
             t0 = Instant::now();
         }
         Edge::End => {
-            busy1 = busy();
             cpu1 = srv_cpu();
-            machine1 = machine::CpuTimes::now();
+            (busy1, machine1) = stat();
             t1 = Instant::now();
         }
         Edge::Progress { sent, received } if progress => {
