@@ -215,6 +215,10 @@ const HTTP_SERVERS: &[ServerKind] =
     &[ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Tokio, ServerKind::Nginx];
 const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Fastwebsockets];
 const FANOUT_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
+/// P6 runs this many times `--repeat` rounds: its p99 over one window is set by how many
+/// millisecond-long preemptions of either core (kernel threads, the VM's agent) fall into it
+/// and scatters by several times between rounds, so its median needs more of them.
+const OPEN_LOOP_ROUNDS: usize = 2;
 const OPEN_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Floor, ServerKind::Epoll];
 
 /// Idle connections of P5 (full and quick): RSS is read at [`IDLE_CONNS_LO`] and at this
@@ -369,7 +373,8 @@ pub fn compare(
                 wire: Default::default(),
             };
             eprintln!("P6 open loop at {} msg/s = 50% of {from}'s median P1 rate", report::thousands(rate));
-            for (round, order) in round_orders(&servers_of(OPEN_SERVERS), repeat, &mut rng).into_iter().enumerate() {
+            let rounds = repeat * OPEN_LOOP_ROUNDS;
+            for (round, order) in round_orders(&servers_of(OPEN_SERVERS), rounds, &mut rng).into_iter().enumerate() {
                 for k in order {
                     let r = one("P6", k, &opts, round);
                     push(r, &mut records);
@@ -581,8 +586,10 @@ mod tests {
         assert!(p4.servers.contains(&ServerKind::Fastwebsockets));
         assert!(e.iter().filter(|e| e.id == "P7").all(|e| !e.servers.contains(&ServerKind::Fastwebsockets)));
         let (w, d) = timing(true);
-        // 23 timed cells x 3 rounds (+ P5 and server start-up) must fit in about 3 minutes.
-        assert!((w + d).as_secs_f64() * 23.0 * default_repeat(true) as f64 <= 175.0);
+        // 23 timed cells x 3 rounds, P6's four cells twice as often (+ P5 and server start-up)
+        // must fit in about 3.5 minutes.
+        let cells = 23 + 4 * (OPEN_LOOP_ROUNDS - 1);
+        assert!((w + d).as_secs_f64() * cells as f64 * default_repeat(true) as f64 <= 205.0);
     }
 
     #[test]
