@@ -66,11 +66,13 @@ pub enum ServerKind {
     RingmanStatic,
     /// The hand-written epoll floor (std + libc, level-triggered, one thread).
     Epoll,
+    /// fastwebsockets on tokio current_thread, upgraded through hyper 1 (WebSocket only).
+    Fastwebsockets,
 }
 
 impl ServerKind {
     /// All servers, in report order.
-    pub const ALL: [ServerKind; 8] = [
+    pub const ALL: [ServerKind; 9] = [
         ServerKind::Ringman,
         ServerKind::RingmanStatic,
         ServerKind::Tokio,
@@ -79,6 +81,7 @@ impl ServerKind {
         ServerKind::Floor,
         ServerKind::Epoll,
         ServerKind::Nginx,
+        ServerKind::Fastwebsockets,
     ];
 
     /// Name on the command line and in reports.
@@ -92,6 +95,7 @@ impl ServerKind {
             ServerKind::Nginx => "nginx",
             ServerKind::RingmanStatic => "ringman-static",
             ServerKind::Epoll => "epoll",
+            ServerKind::Fastwebsockets => "fastwebsockets",
         }
     }
 
@@ -108,6 +112,7 @@ impl ServerKind {
                 scenario == Scenario::Echo
             }
             ServerKind::Nginx | ServerKind::RingmanStatic => scenario == Scenario::Http,
+            ServerKind::Fastwebsockets => scenario == Scenario::Ws,
         }
     }
 }
@@ -186,8 +191,12 @@ pub struct Env {
     pub out_dir: PathBuf,
     /// Load generator.
     pub generator: Generator,
-    /// Load generator threads (uring only; every thread inherits the client CPU pinning).
+    /// Load generator threads (uring only; every thread inherits the client CPU pinning
+    /// unless `client_cpus` is set).
     pub client_threads: usize,
+    /// `--client-cpus`: CPUs for the generator threads, thread `t` pinned to
+    /// `client_cpus[t % len]` (uring only). Empty = every thread on `client_cpu`.
+    pub client_cpus: Vec<usize>,
     /// Open loop, uring only: time resolution (send batches no finer, responses reaped at most
     /// this late).
     pub pace: Duration,
@@ -203,9 +212,46 @@ impl Default for Env {
             out_dir: bench.join("out"),
             generator: Generator::Uring,
             client_threads: 1,
+            client_cpus: Vec::new(),
             pace: Duration::from_micros(20),
         }
     }
+}
+
+impl Env {
+    /// The CPUs the load generator runs on: `--client-cpus`, else `--client-cpu`.
+    pub fn generator_cpus(&self) -> Vec<usize> {
+        if self.client_cpus.is_empty() {
+            vec![self.client_cpu]
+        } else {
+            self.client_cpus.clone()
+        }
+    }
+}
+
+/// Parses a CPU list: `1`, `1,2`, `0-3`, `1,4-5` (no duplicates).
+pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?),
+            None => {
+                let c = part.parse::<usize>().ok()?;
+                (c, c)
+            }
+        };
+        if lo > hi || hi >= libc::CPU_SETSIZE as usize {
+            return None;
+        }
+        for c in lo..=hi {
+            if out.contains(&c) {
+                return None;
+            }
+            out.push(c);
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// What `run` loads.
@@ -260,15 +306,16 @@ pub enum Command {
 
 /// Usage text.
 pub const USAGE: &str = "\
-ringman-bench run (--server <ringman|ringman-static|tokio|tokio-uring|monoio|floor|epoll|nginx> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
+ringman-bench run (--server <ringman|ringman-static|tokio|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
                   [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
-                  [--generator uring|classic] [--client-threads N] [--pace T]
+                  [--generator uring|classic] [--client-threads N] [--client-cpus LIST] [--pace T]
 ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--server-cpu C] [--client-cpu C]
-                  [--peers-dir DIR] [--out DIR] [--generator uring|classic] [--client-threads N] [--pace T]
+                  [--peers-dir DIR] [--out DIR] [--generator uring|classic] [--client-threads N]
+                  [--client-cpus LIST] [--pace T]
 ringman-bench serve-ringman <scheme>://IP:PORT
-T is a duration: 10s, 500ms, 2 (seconds).";
+T is a duration: 10s, 500ms, 2 (seconds). LIST is a CPU list: 1, 1,2, 2-3.";
 
 /// Parses a duration: `10s`, `500ms`, `1.5` (seconds), `2m`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -306,6 +353,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let mut positional = Vec::new();
     let (mut target, mut target_pid, mut payload, mut json) = (None, None, None, None);
     let (mut repeat, mut seed) = (None, None);
+    let (mut client_threads, mut client_cpu) = (None, None);
     match cmd.as_str() {
         "run" | "compare" | "serve-ringman" => {}
         "help" | "--help" | "-h" => return Ok(Command::Help),
@@ -364,15 +412,34 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             ("--payload", true) => payload = Some(PathBuf::from(v)),
             ("--json", true) => json = Some(PathBuf::from(v)),
             ("--server-cpu", _) => env.server_cpu = num(&opt, v)?,
-            ("--client-cpu", _) => env.client_cpu = num(&opt, v)?,
+            ("--client-cpu", _) => client_cpu = Some(num(&opt, v)?),
+            ("--client-cpus", _) => {
+                env.client_cpus = parse_cpu_list(v).ok_or_else(|| bad(&opt, v, "not a CPU list (1,2 or 2-3)"))?
+            }
             ("--peers-dir", _) => env.peers_dir = PathBuf::from(v),
             ("--generator", _) => {
                 env.generator = Generator::parse(v).ok_or_else(|| bad(&opt, v, "uring or classic"))?
             }
-            ("--client-threads", _) => env.client_threads = num(&opt, v)?,
+            ("--client-threads", _) => client_threads = Some(num(&opt, v)?),
             ("--pace", _) => env.pace = parse_duration(v).ok_or_else(|| bad(&opt, v, "not a duration"))?,
             _ => return Err(ArgError::UnknownOption(opt)),
         }
+    }
+    if let Some(c) = client_cpu {
+        if !env.client_cpus.is_empty() {
+            return Err(ArgError::Conflict("--client-cpu", "--client-cpus"));
+        }
+        env.client_cpu = c;
+    }
+    if let Some(&first) = env.client_cpus.first() {
+        // The harness's own thread and the client core-busy column follow the list.
+        env.client_cpu = first;
+    }
+    // One generator thread per listed CPU unless --client-threads says otherwise.
+    env.client_threads = client_threads.unwrap_or(env.client_cpus.len().max(1));
+    if env.client_cpus.len() > 1 && env.generator == Generator::Classic {
+        let list = env.client_cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        return Err(bad("--client-cpus", &list, "the classic generator has one thread"));
     }
     if env.client_threads == 0 {
         return Err(bad("--client-threads", "0", "must be at least 1"));
@@ -490,6 +557,31 @@ mod tests {
     }
 
     #[test]
+    fn client_cpus() {
+        assert_eq!(parse_cpu_list("1"), Some(vec![1]));
+        assert_eq!(parse_cpu_list("1,2"), Some(vec![1, 2]));
+        assert_eq!(parse_cpu_list("2-4,0"), Some(vec![2, 3, 4, 0]));
+        for bad in ["", "1,1", "3-2", "x", "1,", "0-99999"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+        // Default: every generator thread on --client-cpu.
+        let Command::Run { env, .. } = p("run --server ringman --scenario echo").unwrap() else { panic!() };
+        assert_eq!((env.generator_cpus(), env.client_threads), (vec![1], 1));
+        // A list derives the thread count and moves the client CPU to its first entry.
+        let Command::Compare { env, .. } = p("compare --client-cpus 1,2").unwrap() else { panic!() };
+        assert_eq!((env.generator_cpus(), env.client_threads, env.client_cpu), (vec![1, 2], 2, 1));
+        let c = p("run --server ringman --scenario echo --client-cpus 1 --client-threads 2").unwrap();
+        let Command::Run { env, .. } = c else { panic!() };
+        assert_eq!((env.generator_cpus(), env.client_threads), (vec![1], 2));
+        let c = p("run --server ringman --scenario echo --client-cpus 1 --client-cpu 1");
+        assert!(matches!(c, Err(ArgError::Conflict(..))));
+        let c = p("run --server ringman --scenario echo --client-cpus 1,2 --generator classic");
+        assert!(matches!(c, Err(ArgError::BadValue { .. })));
+        let c = p("run --server ringman --scenario echo --client-cpus 1-x");
+        assert!(matches!(c, Err(ArgError::BadValue { .. })));
+    }
+
+    #[test]
     fn compare_and_serve() {
         assert!(matches!(
             p("compare --quick").unwrap(),
@@ -568,6 +660,12 @@ mod tests {
         );
         assert_eq!(ServerKind::parse("ringman-static"), Some(ServerKind::RingmanStatic));
         assert_eq!(ServerKind::parse("epoll"), Some(ServerKind::Epoll));
+        assert_eq!(ServerKind::parse("fastwebsockets"), Some(ServerKind::Fastwebsockets));
+        assert!(ServerKind::Fastwebsockets.supports(Scenario::Ws));
+        assert!(
+            !ServerKind::Fastwebsockets.supports(Scenario::Fanout)
+                && !ServerKind::Fastwebsockets.supports(Scenario::Echo)
+        );
         for s in ServerKind::ALL {
             assert_eq!(ServerKind::parse(s.name()), Some(s));
         }

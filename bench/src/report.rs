@@ -337,7 +337,8 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
     s
 }
 
-const COLORS: [&str; 8] = ["#d62728", "#e377c2", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"];
+const COLORS: [&str; 9] =
+    ["#d62728", "#e377c2", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#bcbd22"];
 
 fn color(server: &str) -> &'static str {
     let i = crate::cli::ServerKind::parse(server)

@@ -13,7 +13,8 @@ use crate::error::ServerError;
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Peer binaries built from `bench/peers`.
-pub const PEER_BINS: [&str; 5] = ["tokio-peer", "tokio-uring-peer", "monoio-peer", "floor-peer", "epoll-peer"];
+pub const PEER_BINS: [&str; 6] =
+    ["tokio-peer", "tokio-uring-peer", "monoio-peer", "floor-peer", "epoll-peer", "fastwebsockets-peer"];
 
 /// A free loopback port (bind port 0, read it back, release it).
 pub fn free_addr() -> Result<SocketAddr, ServerError> {
@@ -236,6 +237,7 @@ fn kind_bin(kind: ServerKind) -> &'static str {
         ServerKind::Monoio => "monoio-peer",
         ServerKind::Floor => "floor-peer",
         ServerKind::Epoll => "epoll-peer",
+        ServerKind::Fastwebsockets => "fastwebsockets-peer",
         _ => "tokio-peer",
     }
 }
@@ -378,6 +380,16 @@ mod tests {
         ] {
             assert!(c.contains(needle), "{needle}");
         }
+    }
+
+    #[test]
+    fn every_peer_kind_is_built() {
+        use crate::cli::ServerKind;
+        let own = [ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Nginx];
+        for k in ServerKind::ALL.into_iter().filter(|k| !own.contains(k)) {
+            assert!(PEER_BINS.contains(&kind_bin(k)), "{k:?} runs {} which ensure_peers does not check", kind_bin(k));
+        }
+        assert_eq!(kind_bin(ServerKind::Fastwebsockets), "fastwebsockets-peer");
     }
 
     #[test]

@@ -311,7 +311,29 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
             CellValue::Skipped(_) => {}
         }
     }
+    open_loop_tails(cells, &mut s);
     s
+}
+
+/// Below the table, the p99 spread of the open-loop cells (P6): their tail over a short
+/// window is set by how many millisecond-long preemptions of the server's or the generator's
+/// core fall into it, so single rounds scatter by several times and only the median over the
+/// rounds, with its spread, is worth comparing.
+fn open_loop_tails(cells: &[Cell], s: &mut String) {
+    let open: Vec<&Cell> = cells.iter().filter(|c| c.ok > 0 && c.workload.contains(" open ")).collect();
+    if open.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "open loop p99 µs, median [min..max] of the rounds:");
+    for c in open {
+        if let CellValue::Load { p50, p99, .. } = &c.value {
+            let _ = writeln!(
+                s,
+                "  {:<3} {:<14} p99 {:>8.1} [{:.1}..{:.1}]   p50 {:>6.1} [{:.1}..{:.1}]",
+                c.id, c.server, p99.median, p99.min, p99.max, p50.median, p50.min, p50.max
+            );
+        }
+    }
 }
 
 /// The cells as a JSON array (medians, min, max, rounds, flags).
@@ -424,6 +446,28 @@ mod tests {
         assert!(t.contains("failed rounds: P1 echo 64B c64 d1 tokio: 2/3 ok; crashed"), "{t}");
         // tokio median 85 vs ringman 110.
         assert!(t.contains("0.77x") && t.contains("1.00x"), "{t}");
+    }
+
+    #[test]
+    fn open_loop_cells_get_their_p99_spread_below_the_table() {
+        let open = |round, p99: f64| {
+            let mut f = fig(1000.0, 5.0, 0.0, 0.0);
+            f.latency.p99 = p99;
+            Record {
+                id: "P6".into(),
+                workload: "echo 64B c64 open 1,000/s".into(),
+                server: "ringman".into(),
+                round,
+                outcome: Outcome::Done(f),
+            }
+        };
+        let cs = cells(&[open(0, 900.0), open(1, 300.0), open(2, 1500.0)]);
+        let t = table(&cs, &[]);
+        assert!(t.contains("open loop p99 µs, median [min..max] of the rounds:"), "{t}");
+        assert!(t.contains("  P6  ringman        p99    900.0 [300.0..1500.0]"), "{t}");
+        // Closed-loop cells only: no such block.
+        let t = table(&cells(&[rec("ringman", 0, Outcome::Done(fig(100.0, 4.0, 0.0, 0.0)))]), &[]);
+        assert!(!t.contains("open loop"), "{t}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, CancelBuilder, Timespec};
@@ -37,7 +37,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use crate::cli::LoadOpts;
 use crate::error::LoadError;
 use crate::hist::Latency;
-use crate::loadgen::{self, now_ns, Edge, LoadResult, DRAIN_TIMEOUT};
+use crate::loadgen::{self, now_ns, Edge, LoadResult, DRAIN_TIMEOUT, PROGRESS_AFTER};
 use crate::schedule::Schedule;
 use crate::wire::{self, ResponseCounter};
 
@@ -379,6 +379,8 @@ struct Worker<'a> {
     /// Open loop: longest delay of a response's timestamp (min_wait), µs.
     reap_wait_us: u32,
     res: ThreadResult,
+    /// Where the running totals are published for the progress lines.
+    progress: &'a Totals,
 }
 
 fn ud(idx: usize, kind: u64) -> u64 {
@@ -404,6 +406,7 @@ impl<'a> Worker<'a> {
         opts: &LoadOpts,
         request: &'a [u8],
         phases: Phases,
+        progress: &'a Totals,
     ) -> Result<Worker<'a>, LoadError> {
         let entries = (streams.len() as u32 * 2).next_power_of_two().clamp(64, 4096);
         let ring = build_ring(entries)?;
@@ -444,6 +447,7 @@ impl<'a> Worker<'a> {
             batch,
             reap_wait_us: REAP_WAIT_US,
             res,
+            progress,
         })
     }
 
@@ -659,6 +663,8 @@ impl<'a> Worker<'a> {
             }
             self.flush()?;
             self.bufs.publish();
+            self.progress.sent.store(self.res.sent, Ordering::Relaxed);
+            self.progress.received.store(self.res.received, Ordering::Relaxed);
             if self.res.live == 0 {
                 return Err(LoadError::AllConnectionsLost(self.conns.len()));
             }
@@ -710,8 +716,9 @@ fn thread_main(
     request: &[u8],
     phases: Phases,
     pacer: Option<Pacer>,
+    progress: &Totals,
 ) -> Result<ThreadResult, LoadError> {
-    let mut w = Worker::new(streams, opts, request, phases)?;
+    let mut w = Worker::new(streams, opts, request, phases, progress)?;
     if let Some(p) = pacer.as_ref() {
         w.reap_wait_us = (p.slack_ns / 1000).clamp(1, u32::MAX as u64) as u32;
     }
@@ -719,6 +726,13 @@ fn thread_main(
     w.finish();
     r?;
     Ok(std::mem::take(&mut w.res))
+}
+
+/// One thread's running totals, published once per loop turn for the progress lines.
+#[derive(Debug, Default)]
+struct Totals {
+    sent: AtomicU64,
+    received: AtomicU64,
 }
 
 /// CPU time (user + system) of the whole process: every generator thread.
@@ -738,19 +752,50 @@ fn sleep_until(t: u64) {
     }
 }
 
+/// How often the harness thread looks whether the generator threads finished their drain
+/// (only on runs that print progress lines).
+const DRAIN_POLL_NS: u64 = 20_000_000;
+
+/// The once-a-second progress report of the harness thread (the generator threads only
+/// publish their totals).
+struct Ticker<'t> {
+    next: u64,
+    totals: &'t [Totals],
+}
+
+impl<'t> Ticker<'t> {
+    fn new(start: u64, totals: &'t [Totals]) -> Self {
+        Ticker { next: start + 1_000_000_000, totals }
+    }
+
+    /// Sleeps until `t`, reporting [`Edge::Progress`] at every whole second on the way.
+    fn sleep_until(&mut self, t: u64, edge: &mut dyn FnMut(Edge)) {
+        while self.next <= t {
+            sleep_until(self.next);
+            let sum = |f: fn(&Totals) -> &AtomicU64| self.totals.iter().map(|x| f(x).load(Ordering::Relaxed)).sum();
+            edge(Edge::Progress { sent: sum(|x| &x.sent), received: sum(|x| &x.received) });
+            self.next += 1_000_000_000;
+        }
+        sleep_until(t);
+    }
+}
+
 /// Generator settings that are not part of the workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
-    /// Generator threads (each inherits the calling thread's CPU affinity).
+    /// Generator threads.
     pub threads: usize,
     /// Open loop: time resolution — sends are batched no finer than this, and responses are
     /// reaped (timestamped) at most this late.
     pub pace: Duration,
+    /// CPUs for the threads: thread `t` is pinned to `cpus[t % cpus.len()]`. Empty: every
+    /// thread inherits the calling thread's CPU affinity.
+    pub cpus: Vec<usize>,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { threads: 1, pace: Duration::from_nanos(PACE_SLACK_NS) }
+        Tuning { threads: 1, pace: Duration::from_nanos(PACE_SLACK_NS), cpus: Vec::new() }
     }
 }
 
@@ -776,24 +821,44 @@ pub fn run(
     let window_start = start + opts.warmup.as_nanos() as u64;
     let window_end = window_start + opts.duration.as_nanos() as u64;
     let phases = Phases { start, window_start, window_end, drain_end: window_end + DRAIN_TIMEOUT.as_nanos() as u64 };
+    let totals: Vec<Totals> = (0..threads).map(|_| Totals::default()).collect();
+    let cpus = &tuning.cpus;
     let (results, cpu) = std::thread::scope(|scope| {
         let handles = shares
             .into_iter()
             .enumerate()
             .map(|(t, share)| {
                 let pacer = schedule.map(|s| Pacer::new(s, threads, t, slack));
-                let request = &request;
-                std::thread::Builder::new()
-                    .name(format!("loadgen-{t}"))
-                    .spawn_scoped(scope, move || thread_main(share, opts, request, phases, pacer))
+                let (request, progress) = (&request, &totals[t]);
+                let cpu = (!cpus.is_empty()).then(|| cpus[t % cpus.len()]);
+                std::thread::Builder::new().name(format!("loadgen-{t}")).spawn_scoped(scope, move || {
+                    if let Some(c) = cpu {
+                        crate::server::pin_self(c)
+                            .map_err(|source| LoadError::Sys { call: "sched_setaffinity", source })?;
+                    }
+                    thread_main(share, opts, request, phases, pacer, progress)
+                })
             })
             .collect::<Vec<_>>();
-        sleep_until(window_start);
+        // Runs longer than PROGRESS_AFTER report the totals about once a second, as the
+        // classic generator does (warmup, window and drain alike).
+        let mut ticker = (opts.warmup + opts.duration > PROGRESS_AFTER).then(|| Ticker::new(start, &totals));
+        let mut wait_until = |t: u64, edge: &mut dyn FnMut(Edge)| match ticker.as_mut() {
+            Some(tk) => tk.sleep_until(t, edge),
+            None => sleep_until(t),
+        };
+        wait_until(window_start, &mut edge);
         edge(Edge::Start);
         let cpu0 = process_cpu();
-        sleep_until(window_end);
+        wait_until(window_end, &mut edge);
         let cpu = process_cpu().saturating_sub(cpu0);
         edge(Edge::End);
+        if let Some(tk) = ticker.as_mut() {
+            // The drain: keep reporting until every thread is done.
+            while !handles.iter().all(|h| h.as_ref().map_or(true, |h| h.is_finished())) {
+                tk.sleep_until(now_ns() + DRAIN_POLL_NS, &mut edge);
+            }
+        }
         let results = handles
             .into_iter()
             .enumerate()
@@ -1026,12 +1091,50 @@ mod tests {
         let addr = echo_server();
         for threads in [1, 2] {
             let o = LoadOpts { warmup: Duration::ZERO, ..opts(Scenario::Frame, 4, 1, Some(3000.0)) };
-            let r = run(addr, &o, &Tuning { threads, pace: Duration::from_micros(100) }, |_| {}).unwrap();
+            let tuning = Tuning { threads, pace: Duration::from_micros(100), ..Tuning::default() };
+            let r = run(addr, &o, &tuning, |_| {}).unwrap();
             check(&r);
             let lag = r.send_lag.as_ref().unwrap();
             // Every message intended inside the window has a send lag sample and a latency.
             assert_eq!(lag.len(), r.latency.len(), "{r:?}");
         }
+    }
+
+    #[test]
+    fn long_runs_report_progress_every_second_and_threads_follow_the_cpu_list() {
+        let addr = echo_server();
+        // Longer than PROGRESS_AFTER: one progress edge per whole second, drain included.
+        let o = LoadOpts {
+            warmup: Duration::from_millis(200),
+            duration: PROGRESS_AFTER,
+            ..opts(Scenario::Echo, 4, 1, Some(2000.0))
+        };
+        let tuning = Tuning { threads: 2, cpus: vec![0], ..Tuning::default() };
+        let mut edges = Vec::new();
+        let r = run(addr, &o, &tuning, |e| edges.push(e)).unwrap();
+        check(&r);
+        let at = |want: Edge| edges.iter().position(|&e| e == want).unwrap();
+        let (start, end) = (at(Edge::Start), at(Edge::End));
+        let progress: Vec<(usize, u64, u64)> = edges
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match *e {
+                Edge::Progress { sent, received } => Some((i, sent, received)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress.len(), 3, "{edges:?}");
+        // The window starts at 0.2 s and ends at 3.2 s: the ticks at 1, 2 and 3 s fall inside.
+        assert!(start < progress[0].0 && progress[2].0 < end, "{edges:?}");
+        for w in progress.windows(2) {
+            assert!(w[1].1 > w[0].1 && w[1].2 > w[0].2, "totals must grow: {edges:?}");
+        }
+        assert!(progress.iter().all(|&(_, sent, received)| received <= sent && sent <= r.sent));
+        // Short runs print nothing.
+        let mut edges = Vec::new();
+        let tuning = Tuning { cpus: vec![0], ..Tuning::default() };
+        run(addr, &opts(Scenario::Echo, 2, 1, None), &tuning, |e| edges.push(e)).unwrap();
+        assert_eq!(edges, vec![Edge::Start, Edge::End]);
     }
 
     /// The repo's own engine as the server: `ringman_server::serve` on a thread.
