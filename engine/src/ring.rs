@@ -5,6 +5,7 @@
 //! match the slot's current occupant is stale and is never delivered to a connection.
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 use io_uring::{opcode, types, IoUring};
 
@@ -127,19 +128,16 @@ pub(crate) enum FixedSend {
 /// Finds out whether `IORING_OP_SEND` accepts a fixed buffer on this kernel, with one real
 /// send over a socketpair (no version guessing). `ring` must have buffer index 0 registered.
 pub(crate) fn probe_fixed_send(ring: &mut IoUring, buf: *const u8) -> FixedSend {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
-        return FixedSend::WriteFixed;
-    }
-    let sqe = opcode::Send::new(types::Fd(fds[0]), buf, 1)
+    // Both ends close when dropped, after the completion was waited for.
+    let Ok((tx, _rx)) = std::os::unix::net::UnixStream::pair() else { return FixedSend::WriteFixed };
+    let sqe = opcode::Send::new(types::Fd(tx.as_raw_fd()), buf, 1)
         .ioprio(crate::ring::RECVSEND_FIXED_BUF)
         .buf_group(0)
         .flags(libc::MSG_NOSIGNAL)
         .build()
         .user_data(u64::MAX);
-    // SAFETY: `buf` points into registered memory that outlives this call; we wait for the
-    // completion below before returning.
+    // SAFETY: `buf` points into registered memory that outlives this call, and the socket
+    // stays open; we wait for the completion below before returning.
     let pushed = unsafe { ring.submission().push(&sqe).is_ok() };
     let mut result = FixedSend::WriteFixed;
     if pushed && ring.submit_and_wait(1).is_ok() {
@@ -148,11 +146,6 @@ pub(crate) fn probe_fixed_send(ring: &mut IoUring, buf: *const u8) -> FixedSend 
                 result = FixedSend::SendFixed;
             }
         }
-    }
-    // SAFETY: both descriptors came from socketpair above and are closed once.
-    unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
     }
     result
 }
