@@ -167,6 +167,9 @@ fn socket_for(addr: SocketAddr) -> io::Result<OwnedFd> {
     Ok(Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?.into())
 }
 
+/// Cache size at which expired name answers are dropped.
+const DNS_CACHE_PRUNE_AT: usize = 1024;
+
 /// Stand-in address of a connection whose name is still resolving.
 const UNRESOLVED: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
@@ -223,7 +226,12 @@ impl Core {
         addrs: Result<Vec<SocketAddr>, String>,
     ) {
         if let Ok(a) = &addrs {
-            self.dns.insert((host.clone(), port), (a.clone(), Instant::now() + crate::resolve::CACHE_TTL));
+            let now = Instant::now();
+            // Bounded: expired answers go once the cache is large.
+            if self.dns.len() >= DNS_CACHE_PRUNE_AT {
+                self.dns.retain(|_, (_, until)| *until > now);
+            }
+            self.dns.insert((host.clone(), port), (a.clone(), now + crate::resolve::CACHE_TTL));
         }
         let Some(key) = self.lookup(conn) else { return };
         if self.conns[key].status != Status::Connecting {
