@@ -10,24 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringman::{AsyncTcpConnection, ConnError, Connection, Running, Server, Worker};
 
-use common::{connect, read_exact, start, PyServer, PATIENCE};
-
-const ECHO: &str = r#"
-import asyncio
-async def handle(r, w):
-    while True:
-        d = await r.read(65536)
-        if not d:
-            break
-        w.write(d)
-        await w.drain()
-    w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
-"#;
+use common::{connect, py_echo, py_tcp_server, read_exact, start, PyServer, PATIENCE};
 
 const WS_ECHO: &str = r#"
 import asyncio
@@ -79,13 +62,21 @@ fn report(conn: &Connection, tx: &Sender<Got>) {
     conn.on_close(move |c| t.send(Got::Close(c.id().as_u64())).unwrap());
 }
 
+/// The next event is CONNECT_FAIL (code 1) with a message containing `needle`.
+fn expect_connect_fail(rx: &Receiver<Got>, needle: &str) {
+    match next(rx) {
+        Got::Error(1, msg) => assert!(msg.contains(needle), "{msg}"),
+        other => panic!("expected CONNECT_FAIL, got {other:?}"),
+    }
+}
+
 fn next(rx: &Receiver<Got>) -> Got {
     rx.recv_timeout(PATIENCE).expect("an event from the client ring")
 }
 
 #[test]
 fn sends_made_before_the_connection_is_up_arrive_in_order() {
-    let server = PyServer::start(ECHO);
+    let server = py_echo();
     let port = server.port;
     let (_ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
@@ -113,10 +104,7 @@ fn a_refused_port_reports_connect_fail_then_close() {
         report(&conn, &tx);
         conn.send("lost");
     });
-    match next(&rx) {
-        Got::Error(1, msg) => assert!(msg.contains("refused"), "{msg}"),
-        other => panic!("expected CONNECT_FAIL, got {other:?}"),
-    }
+    expect_connect_fail(&rx, "refused");
     assert!(matches!(next(&rx), Got::Close(_)));
 }
 
@@ -126,17 +114,14 @@ fn an_unknown_name_reports_name_not_found() {
         let conn = AsyncTcpConnection::new("tcp://no-such-host.invalid:80").unwrap().connect().unwrap();
         report(&conn, &tx);
     });
-    match next(&rx) {
-        Got::Error(1, msg) => assert!(msg.contains("not found"), "{msg}"),
-        other => panic!("expected CONNECT_FAIL, got {other:?}"),
-    }
+    expect_connect_fail(&rx, "not found");
     assert!(matches!(next(&rx), Got::Close(_)));
 }
 
 #[test]
 fn localhost_resolves_and_falls_back_across_its_addresses() {
     // The server listens on 127.0.0.1 only; `localhost` may resolve to ::1 first.
-    let server = PyServer::start(ECHO);
+    let server = py_echo();
     let port = server.port;
     let (_ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("text://localhost:{port}")).unwrap().connect().unwrap();
@@ -150,17 +135,12 @@ fn localhost_resolves_and_falls_back_across_its_addresses() {
 #[test]
 fn a_server_that_never_answers_the_upgrade_times_out() {
     // Accepts, reads, never writes.
-    let server = PyServer::start(
+    let server = py_tcp_server(
+        &[],
         r#"
-import asyncio
 async def handle(r, w):
     while await r.read(4096):
         pass
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
     );
     let port = server.port;
@@ -171,10 +151,7 @@ asyncio.run(main())
         report(&conn, &tx);
     });
     assert!(matches!(next(&rx), Got::Connect(_)), "the TCP connection is up");
-    match next(&rx) {
-        Got::Error(1, msg) => assert!(msg.contains("handshake"), "{msg}"),
-        other => panic!("expected CONNECT_FAIL, got {other:?}"),
-    }
+    expect_connect_fail(&rx, "handshake");
     assert!(matches!(next(&rx), Got::Close(_)));
 }
 
@@ -272,7 +249,7 @@ fn proxy(upstream: u16) -> (Running, std::net::SocketAddr) {
 
 #[test]
 fn a_piped_proxy_carries_a_burst_both_ways() {
-    let server = PyServer::start(ECHO);
+    let server = py_echo();
     let (_proxy, addr) = proxy(server.port);
     let mut s = connect(addr);
     let body: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -287,19 +264,14 @@ fn a_piped_proxy_carries_a_burst_both_ways() {
 
 #[test]
 fn an_upstream_that_closes_mid_stream_closes_the_client_after_the_bytes() {
-    let server = PyServer::start(
+    let server = py_tcp_server(
+        &[],
         r#"
-import asyncio
 async def handle(r, w):
     await r.read(1)
     w.write(b'z' * 300000)
     await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
     );
     let (_proxy, addr) = proxy(server.port);
@@ -313,7 +285,7 @@ asyncio.run(main())
 
 #[test]
 fn a_failing_client_disturbs_nothing_else_on_its_ring() {
-    let server = PyServer::start(ECHO);
+    let server = py_echo();
     let port = server.port;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -340,7 +312,7 @@ fn connect_off_a_ring_thread_is_refused_and_run_on_reaches_one() {
         AsyncTcpConnection::new("tcp://127.0.0.1:1").unwrap().connect(),
         Err(ringman::EngineError::NotOnRingThread)
     ));
-    let server = PyServer::start(ECHO);
+    let server = py_echo();
     let port = server.port;
     let (ring, _rx) = client_ring(|_| {});
     let (tx, rx) = unbounded();
@@ -739,10 +711,7 @@ asyncio.run(main())
         conn.send("held, never sent");
     });
     assert!(matches!(next(&rx), Got::Connect(_)), "the TCP connection is up");
-    match next(&rx) {
-        Got::Error(1, msg) => assert!(msg.contains("403"), "{msg}"),
-        other => panic!("expected CONNECT_FAIL, got {other:?}"),
-    }
+    expect_connect_fail(&rx, "403");
     assert!(matches!(next(&rx), Got::Close(_)));
 }
 
@@ -801,23 +770,20 @@ fn pipe_back_pressure_relays_every_byte_to_a_slow_reader_in_bounded_memory() {
     use std::sync::Arc;
     const TOTAL: usize = 48_000_000;
     // Sends TOTAL bytes as soon as a connection opens, then closes.
-    let server = PyServer::start(&format!(
-        r#"
-import asyncio
+    let server = py_tcp_server(
+        &[],
+        &format!(
+            r#"
 CHUNK = bytes(i % 251 for i in range(1000000))
 async def handle(r, w):
     for _ in range({}):
         w.write(CHUNK)
         await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
-        TOTAL / 1_000_000
-    ));
+            TOTAL / 1_000_000
+        ),
+    );
     let upstream = server.port;
     let max_queued = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -887,19 +853,14 @@ fn a_piped_proxy_relays_megabytes_the_upstream_sent_just_before_closing() {
     // Regression: an EOF that arrived while the upstream side was paused (the client's send
     // buffer full) destroyed it at once, dropping what had been received but not yet
     // delivered to the pipe: the client got about 1.3 MB of 3 MB.
-    let server = PyServer::start(
+    let server = py_tcp_server(
+        &[],
         r#"
-import asyncio
 async def handle(r, w):
     await r.read(1)
     w.write(bytes(i % 251 for i in range(6000000)))
     await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
     );
     let (_proxy, addr) = proxy(server.port);
@@ -944,18 +905,13 @@ while d := c.recv(65536):
 print('got', n, ok, flush=True)
 "#,
     );
-    let source = PyServer::start(
+    let source = py_tcp_server(
+        &[],
         r#"
-import asyncio
 async def handle(r, w):
     w.write(bytes(i % 251 for i in range(5000000)))
     await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
     );
     let (src_port, dest_port) = (source.port, sink.port);

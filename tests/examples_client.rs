@@ -7,24 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use common::{connect, example_binary, read_exact, read_to_eof, PyServer, PATIENCE};
-
-const ECHO: &str = r#"
-import asyncio
-async def handle(r, w):
-    while True:
-        d = await r.read(65536)
-        if not d:
-            break
-        w.write(d)
-        await w.drain()
-    w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
-"#;
+use common::{connect, example_binary, py_echo, py_tcp_server, read_exact, read_to_eof, PyServer, PATIENCE};
 
 const WS_ECHO: &str = r#"
 import asyncio
@@ -98,7 +81,7 @@ fn expect_ok(url: &str, conns: usize, messages: usize, size: usize) {
 
 #[test]
 fn client_example_checks_pipelined_echoes_over_tcp_text_and_frame() {
-    let server = PyServer::start(ECHO);
+    let server = py_echo();
     let p = server.port;
     for (scheme, sizes) in [("tcp", [1, 1000, 70_000]), ("text", [1, 100, 20_000]), ("frame", [0, 1000, 200_000])] {
         for size in sizes {
@@ -155,9 +138,9 @@ asyncio.run(main())
     assert_eq!(run.status.code(), Some(1), "{} {}", run.stdout, run.stderr);
     assert!(run.stderr.lines().any(|l| l.starts_with("error: ") && l.contains("closed early")), "{}", run.stderr);
     // Echoes every chunk with its first byte flipped.
-    let corrupt = PyServer::start(
+    let corrupt = py_tcp_server(
+        &[],
         r#"
-import asyncio
 async def handle(r, w):
     first = True
     while d := await r.read(65536):
@@ -167,11 +150,6 @@ async def handle(r, w):
         w.write(d)
         await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
     );
     let run = run_client(&[&format!("tcp://127.0.0.1:{}", corrupt.port), "--messages", "3"]);
@@ -213,7 +191,7 @@ impl Drop for Proxy {
 
 #[test]
 fn proxy_example_carries_a_multi_megabyte_burst_both_ways() {
-    let server = PyServer::start(ECHO);
+    let server = py_echo();
     let proxy = Proxy::start(&format!("tcp://localhost:{}", server.port));
     let mut s = connect(proxy.addr);
     let body: Vec<u8> = (0..8_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -232,19 +210,14 @@ fn proxy_example_carries_a_multi_megabyte_burst_both_ways() {
 
 /// Waits for a byte, sends 3 MB and closes (with whatever else was sent unread).
 fn closing_upstream() -> PyServer {
-    PyServer::start(
+    py_tcp_server(
+        &[],
         r#"
-import asyncio
 async def handle(r, w):
     await r.read(1)
     w.write(bytes(i % 251 for i in range(3000000)))
     await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
     )
 }

@@ -114,6 +114,36 @@ impl Drop for PyServer {
     }
 }
 
+/// A Python asyncio TCP server on 127.0.0.1 (port 0, reported on stdout) serving each
+/// connection with `handler`, the definition of `async def handle(r, w)` (a stream reader
+/// and writer); `modules` are imported besides asyncio.
+pub fn py_tcp_server(modules: &[&str], handler: &str) -> PyServer {
+    let imports: String = modules.iter().map(|m| format!("import {m}\n")).collect();
+    PyServer::start(&format!(
+        "import asyncio\n{imports}{handler}\n\
+         async def main():\n    s = await asyncio.start_server(handle, '127.0.0.1', 0)\n\
+         \x20   print(s.sockets[0].getsockname()[1], flush=True)\n    await s.serve_forever()\n\
+         asyncio.run(main())\n"
+    ))
+}
+
+/// An asyncio echo server: every byte back, until the peer closes.
+pub fn py_echo() -> PyServer {
+    py_tcp_server(
+        &[],
+        r#"
+async def handle(r, w):
+    while True:
+        d = await r.read(65536)
+        if not d:
+            break
+        w.write(d)
+        await w.drain()
+    w.close()
+"#,
+    )
+}
+
 /// A port that was free a moment ago (bound to 127.0.0.1, then released), for peers that
 /// cannot report the port they picked.
 pub fn free_port() -> u16 {
