@@ -321,24 +321,6 @@ fn permessage_deflate_with_python_websockets() {
     assert_eq!(lines.next(), Some("echo ok"), "{out}");
 }
 
-/// Builds an example once into the target dir of this test binary; returns its path.
-fn example(name: &str) -> std::path::PathBuf {
-    // <target>/<profile>/deps/claims-<hash>
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let target = profile_dir.parent().unwrap();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--example", name]).env("CARGO_TARGET_DIR", target);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let st = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo build --example");
-    assert!(st.success(), "building the {name} example failed");
-    let bin = profile_dir.join("examples").join(name);
-    assert!(bin.exists(), "{bin:?} missing");
-    bin
-}
-
 /// A running example process, killed on drop if still alive; its stdout lines on a channel.
 struct Child {
     child: std::process::Child,
@@ -396,7 +378,7 @@ fn webserver_example_serves_curl_and_stops_on_sigterm() {
     let root = std::env::temp_dir().join(format!("ringman-claims-www-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("index.html"), "<h1>claims</h1>").unwrap();
-    let bin = example("webserver");
+    let bin = example_binary("webserver");
     let srv = Child::spawn(Command::new(bin).arg("http://127.0.0.1:0").arg(&root).args(["--threads", "2"]));
     let line = srv.line();
     let addr: SocketAddr = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
@@ -449,7 +431,7 @@ fn free_port_pair() -> u16 {
 
 #[test]
 fn chat_example_broadcasts_between_python_clients() {
-    let bin = example("chat");
+    let bin = example_binary("chat");
     let port = free_port_pair();
     let srv = Child::spawn(Command::new(bin).arg(format!("websocket://127.0.0.1:{port}")));
     let line = srv.line();
@@ -471,7 +453,7 @@ fn chat_example_broadcasts_between_python_clients() {
 fn accept_survives_running_out_of_descriptors() {
     // The echo example with 64 descriptors and more clients than that: accept hits EMFILE,
     // backs off, and serves the waiting clients as descriptors free up.
-    let bin = example("echo");
+    let bin = example_binary("echo");
     let dir = std::env::temp_dir().join(format!("ringman-claims-emfile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(bin);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringman::{AsyncTcpConnection, ConnError, Connection, Running, Server, Worker};
 
-use common::{connect, py_echo, py_tcp_server, read_exact, start, PyServer, PATIENCE};
+use common::{connect, py_echo, py_tcp_server, py_ws_server, read_exact, start, PyServer, PATIENCE};
 
 const WS_ECHO: &str = r#"
 import asyncio
@@ -476,21 +476,17 @@ fn nginx_serves_a_file_to_a_raw_http_request() {
 
 #[test]
 fn websocket_client_negotiates_permessage_deflate_with_python_websockets() {
-    let server = PyServer::start(
+    let server = py_ws_server(
+        &[],
+        "echo",
+        "compression='deflate', max_size=None",
         r#"
-import asyncio
-from websockets.asyncio.server import serve
 async def echo(ws):
     async for m in ws:
         if m == 'ext?':
             await ws.send(ws.response.headers.get('Sec-WebSocket-Extensions', 'none'))
         else:
             await ws.send(m)
-async def main():
-    async with serve(echo, '127.0.0.1', 0, compression='deflate', max_size=None) as s:
-        print(list(s.sockets)[0].getsockname()[1], flush=True)
-        await asyncio.get_running_loop().create_future()
-asyncio.run(main())
 "#,
     );
     let port = server.port;
@@ -542,10 +538,11 @@ asyncio.run(main())
 
 #[test]
 fn websocket_client_reassembles_fragmented_server_messages() {
-    let server = PyServer::start(
+    let server = py_ws_server(
+        &[],
+        "handler",
+        "compression=None",
         r#"
-import asyncio
-from websockets.asyncio.server import serve
 async def handler(ws):
     await ws.recv()
     await ws.send(['frag', 'mented ', 'text'])
@@ -553,11 +550,6 @@ async def handler(ws):
     await ws.send([('%05d' % i) * 2000 for i in range(60)])
     await ws.send('after')
     await ws.wait_closed()
-async def main():
-    async with serve(handler, '127.0.0.1', 0, compression=None) as s:
-        print(list(s.sockets)[0].getsockname()[1], flush=True)
-        await asyncio.get_running_loop().create_future()
-asyncio.run(main())
 "#,
     );
     let port = server.port;
@@ -651,19 +643,15 @@ fn websocket_client_heartbeat_pings_the_server() {
 
 #[test]
 fn websocket_client_close_completes_the_handshake_with_python_websockets() {
-    let server = PyServer::start(
+    let server = py_ws_server(
+        &[],
+        "echo",
+        "",
         r#"
-import asyncio
-from websockets.asyncio.server import serve
 async def echo(ws):
     async for m in ws:
         await ws.send(m)
     print('closed', ws.close_code, ws.close_reason, flush=True)
-async def main():
-    async with serve(echo, '127.0.0.1', 0) as s:
-        print(list(s.sockets)[0].getsockname()[1], flush=True)
-        await asyncio.get_running_loop().create_future()
-asyncio.run(main())
 "#,
     );
     let port = server.port;
@@ -687,19 +675,15 @@ asyncio.run(main())
 
 #[test]
 fn websocket_upgrade_answered_403_is_a_connect_fail_naming_the_status() {
-    let server = PyServer::start(
+    let server = py_ws_server(
+        &["http"],
+        "handler",
+        "process_request=reject",
         r#"
-import asyncio, http
-from websockets.asyncio.server import serve
 def reject(connection, request):
     return connection.respond(http.HTTPStatus.FORBIDDEN, 'go away\n')
 async def handler(ws):
     await ws.send('should not happen')
-async def main():
-    async with serve(handler, '127.0.0.1', 0, process_request=reject) as s:
-        print(list(s.sockets)[0].getsockname()[1], flush=True)
-        await asyncio.get_running_loop().create_future()
-asyncio.run(main())
 "#,
     );
     let port = server.port;

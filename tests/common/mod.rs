@@ -127,6 +127,21 @@ pub fn py_tcp_server(modules: &[&str], handler: &str) -> PyServer {
     ))
 }
 
+/// A Python `websockets` server on 127.0.0.1 (port 0, reported on stdout) running
+/// `handler` (a name defined in `defs`) with extra `serve` keyword arguments `serve_args`;
+/// `modules` are imported besides asyncio.
+pub fn py_ws_server(modules: &[&str], handler: &str, serve_args: &str, defs: &str) -> PyServer {
+    let imports: String = modules.iter().map(|m| format!("import {m}\n")).collect();
+    let sep = if serve_args.is_empty() { "" } else { ", " };
+    PyServer::start(&format!(
+        "import asyncio\n{imports}from websockets.asyncio.server import serve\n{defs}\n\
+         async def main():\n    async with serve({handler}, '127.0.0.1', 0{sep}{serve_args}) as s:\n\
+         \x20       print(list(s.sockets)[0].getsockname()[1], flush=True)\n\
+         \x20       await asyncio.get_running_loop().create_future()\n\
+         asyncio.run(main())\n"
+    ))
+}
+
 /// An asyncio echo server: every byte back, until the peer closes.
 pub fn py_echo() -> PyServer {
     py_tcp_server(

@@ -568,6 +568,21 @@ fn dispatch_client(core: &mut Core, (ud, res, flags): Cqe) {
     }
 }
 
+/// Feeds `cqes` to a client core in order `which` (arrival order when `None`) with its
+/// events held back, checking after each that the slot outlives it (on_close has not run);
+/// returns the number of orders.
+fn feed_client(core: &mut Core, id: ConnectionId, cqes: &[Cqe], which: Option<usize>) -> usize {
+    let orders = interleavings(cqes);
+    let order = which.map_or_else(|| cqes.to_vec(), |i| orders[i].clone());
+    let held = std::mem::take(&mut core.events);
+    for cqe in order {
+        dispatch_client(core, cqe);
+        assert!(core.lookup(id).is_some(), "slot freed before on_close ran");
+    }
+    core.events = held;
+    orders.len()
+}
+
 /// Counts the events of kinds a client reports, delivering on_close as the runner does.
 fn drain_client_events(core: &mut Core, closes: &mut usize, errors: &mut Vec<String>, connects: &mut usize) {
     while let Some(ev) = core.events.pop_front() {
@@ -608,14 +623,7 @@ fn closing_a_connection_whose_connect_is_in_flight_closes_once() {
         assert_eq!(core.conns[key].status, Status::Connecting);
         core.close(key, None);
         let cqes = collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && count(a, Kind::Connect) == 1);
-        let orders = interleavings(&cqes);
-        let order = which.map_or_else(|| cqes.clone(), |i| orders[i].clone());
-        let held = std::mem::take(&mut core.events);
-        for cqe in order {
-            dispatch_client(&mut core, cqe);
-            assert!(core.lookup(id).is_some(), "slot freed before on_close ran");
-        }
-        core.events = held;
+        let orders = feed_client(&mut core, id, &cqes, which);
         let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
         drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
         assert_eq!((closes, connects), (1, 0));
@@ -623,7 +631,7 @@ fn closing_a_connection_whose_connect_is_in_flight_closes_once() {
         assert!(core.conns.is_empty(), "slot not freed");
         drop(core);
         mailbox::unregister(thread);
-        orders.len()
+        orders
     });
 }
 
@@ -644,14 +652,7 @@ fn a_connect_that_succeeds_as_its_timeout_fires_fails_once() {
         core.expire_closing(Instant::now() + Duration::from_secs(1));
         assert_eq!(core.conns[key].status, Status::Closed);
         cqes.extend(collect_from(&mut core, |a| count(a, Kind::Cancel) == 1));
-        let orders = interleavings(&cqes);
-        let order = which.map_or_else(|| cqes.clone(), |i| orders[i].clone());
-        let held = std::mem::take(&mut core.events);
-        for cqe in order {
-            dispatch_client(&mut core, cqe);
-            assert!(core.lookup(id).is_some(), "slot freed before on_close ran");
-        }
-        core.events = held;
+        let orders = feed_client(&mut core, id, &cqes, which);
         let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
         drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
         assert_eq!((closes, connects), (1, 0));
@@ -660,7 +661,7 @@ fn a_connect_that_succeeds_as_its_timeout_fires_fails_once() {
         assert!(core.conns.is_empty(), "slot not freed");
         drop(core);
         mailbox::unregister(thread);
-        orders.len()
+        orders
     });
 }
 
