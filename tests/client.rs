@@ -185,19 +185,14 @@ fn websocket_client_talks_to_python_websockets() {
 #[test]
 fn reconnect_keeps_the_id_and_dials_again() {
     // Closes every connection after answering one line.
-    let server = PyServer::start(
+    let server = py_tcp_server(
+        &[],
         r#"
-import asyncio
 async def handle(r, w):
     d = await r.readline()
     w.write(d)
     await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
     );
     let port = server.port;
@@ -570,7 +565,6 @@ async def handler(ws):
 /// with a pong), checks every client frame is masked, and after three pings sends
 /// `pings=3`; it answers a close frame with a close frame and prints the code.
 const RAW_WS: &str = r#"
-import asyncio, base64, hashlib, struct
 GUID = b'258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 async def frame(r):
     b0, b1 = await r.readexactly(2)
@@ -611,16 +605,11 @@ async def handle(r, w):
             break
         await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#;
 
 #[test]
 fn websocket_client_heartbeat_pings_the_server() {
-    let server = PyServer::start(RAW_WS);
+    let server = py_tcp_server(&["base64", "hashlib", "struct"], RAW_WS);
     let port = server.port;
     let (_ring, rx) = client_ring(move |tx| {
         let mut c = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/")).unwrap();

@@ -120,18 +120,13 @@ fn client_example_reports_a_refused_port_and_exits_1() {
 #[test]
 fn client_example_reports_an_early_close_and_a_corrupted_echo() {
     // Answers the first line, then closes.
-    let closing = PyServer::start(
+    let closing = py_tcp_server(
+        &[],
         r#"
-import asyncio
 async def handle(r, w):
     w.write(await r.readline())
     await w.drain()
     w.close()
-async def main():
-    s = await asyncio.start_server(handle, '127.0.0.1', 0)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await s.serve_forever()
-asyncio.run(main())
 "#,
     );
     let run = run_client(&[&format!("text://127.0.0.1:{}", closing.port), "--messages", "5"]);
