@@ -22,12 +22,22 @@ pub enum Scenario {
     /// WebSocket push fan-out: `conns` subscribers, one publisher at `--rate` messages/s
     /// whose messages the server broadcasts (`src/fanout.rs`).
     Fanout,
+    /// Raw echo through a TCP proxy: load generator → the proxy under test → an echo
+    /// server the harness starts as its upstream (`src/proxy.rs`). On the wire it is `echo`.
+    Proxy,
 }
 
 impl Scenario {
     /// All scenarios.
-    pub const ALL: [Scenario; 6] =
-        [Scenario::Echo, Scenario::Text, Scenario::Frame, Scenario::Ws, Scenario::Http, Scenario::Fanout];
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Echo,
+        Scenario::Text,
+        Scenario::Frame,
+        Scenario::Ws,
+        Scenario::Http,
+        Scenario::Fanout,
+        Scenario::Proxy,
+    ];
 
     /// Name on the command line.
     pub fn name(self) -> &'static str {
@@ -38,6 +48,15 @@ impl Scenario {
             Scenario::Ws => "ws",
             Scenario::Http => "http",
             Scenario::Fanout => "fanout",
+            Scenario::Proxy => "proxy",
+        }
+    }
+
+    /// What the load generator speaks: `proxy` is `echo` on the wire, the rest are themselves.
+    pub fn wire(self) -> Scenario {
+        match self {
+            Scenario::Proxy => Scenario::Echo,
+            s => s,
         }
     }
 
@@ -104,7 +123,7 @@ impl ServerKind {
         Self::ALL.into_iter().find(|x| x.name() == s)
     }
 
-    /// Whether this server implements `scenario`.
+    /// Whether this server implements `scenario` (for `proxy`: is a proxy).
     pub fn supports(self, scenario: Scenario) -> bool {
         match self {
             ServerKind::Ringman | ServerKind::Tokio => true,
@@ -298,8 +317,14 @@ pub enum Command {
         /// Seed of the per-round server order (None = from the clock).
         seed: Option<u64>,
     },
-    /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns).
-    ServeRingman(String),
+    /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns);
+    /// `proxy://ip:port` takes the upstream `tcp://host:port` as a second argument.
+    ServeRingman {
+        /// `<scheme>://ip:port` to listen on.
+        addr: String,
+        /// `proxy://` only: the upstream every accepted connection is piped to.
+        upstream: Option<String>,
+    },
     /// Print usage.
     Help,
 }
@@ -307,14 +332,14 @@ pub enum Command {
 /// Usage text.
 pub const USAGE: &str = "\
 ringman-bench run (--server <ringman|ringman-static|tokio|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
-                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout>]
+                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|proxy>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
                   [--generator uring|classic] [--client-threads N] [--client-cpus LIST] [--pace T]
 ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--server-cpu C] [--client-cpu C]
                   [--peers-dir DIR] [--out DIR] [--generator uring|classic] [--client-threads N]
                   [--client-cpus LIST] [--pace T]
-ringman-bench serve-ringman <scheme>://IP:PORT
+ringman-bench serve-ringman <scheme>://IP:PORT | proxy://IP:PORT tcp://UPSTREAM_HOST:PORT
 T is a duration: 10s, 500ms, 2 (seconds). LIST is a CPU list: 1, 1,2, 2-3.";
 
 /// Parses a duration: `10s`, `500ms`, `1.5` (seconds), `2m`.
@@ -451,10 +476,19 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
         "serve-ringman" => {
             let mut p = positional.into_iter();
             let addr = p.next().ok_or(ArgError::Required("<scheme>://ip:port"))?;
+            let upstream = if addr.starts_with("proxy://") {
+                let up = p.next().ok_or(ArgError::Required("tcp://UPSTREAM_HOST:PORT (after proxy://ip:port)"))?;
+                if !up.starts_with("tcp://") {
+                    return Err(bad("serve-ringman", &up, "the upstream is tcp://host:port"));
+                }
+                Some(up)
+            } else {
+                None
+            };
             if let Some(extra) = p.next() {
                 return Err(ArgError::UnknownOption(extra));
             }
-            Ok(Command::ServeRingman(addr))
+            Ok(Command::ServeRingman { addr, upstream })
         }
         _ if !positional.is_empty() => Err(ArgError::UnknownOption(positional.remove(0))),
         "compare" => Ok(Command::Compare { quick, only, env, repeat, seed }),
@@ -487,7 +521,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             if load.depth == 0 {
                 return Err(bad("--depth", "0", "must be at least 1"));
             }
-            if load.size == 0 && load.scenario == Scenario::Echo {
+            if load.size == 0 && load.scenario.wire() == Scenario::Echo {
                 return Err(bad("--size", "0", "echo needs at least 1 byte"));
             }
             Ok(Command::Run { server, load, env, payload, json })
@@ -597,7 +631,19 @@ mod tests {
         };
         assert_eq!(only, Some(vec![ServerKind::Tokio, ServerKind::Floor]));
         assert_eq!(env.out_dir, PathBuf::from("/tmp/o"));
-        assert_eq!(p("serve-ringman tcp://127.0.0.1:1").unwrap(), Command::ServeRingman("tcp://127.0.0.1:1".into()));
+        assert_eq!(
+            p("serve-ringman tcp://127.0.0.1:1").unwrap(),
+            Command::ServeRingman { addr: "tcp://127.0.0.1:1".into(), upstream: None }
+        );
+        assert_eq!(
+            p("serve-ringman proxy://127.0.0.1:1 tcp://127.0.0.1:2").unwrap(),
+            Command::ServeRingman { addr: "proxy://127.0.0.1:1".into(), upstream: Some("tcp://127.0.0.1:2".into()) }
+        );
+        assert!(p("serve-ringman proxy://127.0.0.1:1").is_err());
+        assert!(p("serve-ringman proxy://127.0.0.1:1 ws://127.0.0.1:2").is_err());
+        assert!(p("serve-ringman tcp://127.0.0.1:1 tcp://127.0.0.1:2").is_err());
+        let Command::Run { load, .. } = p("run --server tokio --scenario proxy").unwrap() else { panic!() };
+        assert_eq!((load.scenario, load.scenario.wire()), (Scenario::Proxy, Scenario::Echo));
         assert_eq!(p("help").unwrap(), Command::Help);
     }
 

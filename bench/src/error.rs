@@ -122,6 +122,9 @@ pub enum ServerError {
         /// Scenario name.
         scenario: &'static str,
     },
+    /// A proxy was started without an upstream to forward to.
+    #[error("the proxy scenario needs an upstream echo server (ServerProc::start_proxy)")]
+    NoUpstream,
     /// The executable is not available.
     #[error("{0} not found on PATH")]
     NotInstalled(&'static str),

@@ -7,6 +7,7 @@
 //! * [`server`]: starts pinned server processes (ringman, the peers in `bench/peers`, nginx)
 //!   and samples their CPU time and RSS from `/proc`.
 //! * [`suite`]: one measurement (`run`) and the standard suite (`compare`).
+//! * [`proxy`]: the proxy scenario (generator → proxy → echo) and its P8 summary.
 //! * [`report`]: table, `compare.json`, hand-written `latency.svg`.
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod hist;
 pub mod idle;
 pub mod loadgen;
 pub mod machine;
+pub mod proxy;
 pub mod report;
 pub mod ringman_server;
 pub mod rng;

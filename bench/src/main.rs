@@ -65,6 +65,9 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                     f.client_core_busy * 100.0,
                     if f.client_util > 0.9 { "  (client-bound: the load generator is saturated)" } else { "" }
                 );
+                if let Some(up) = f.upstream_cpu_us_per_msg {
+                    println!("upstream echo CPU {up:.3} µs/msg (behind the proxy; not in the server CPU above)");
+                }
                 if f.bad_status > 0 && f.bad_status == f.received {
                     eprintln!("warning: every response had a non-2xx status");
                 }
@@ -84,7 +87,7 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
             refuse_debug_build()?;
             suite::compare(quick, only.as_deref(), &env, repeat, seed)?;
         }
-        Command::ServeRingman(addr) => suite::serve_ringman(&addr)?,
+        Command::ServeRingman { addr, upstream } => suite::serve_ringman(&addr, upstream.as_deref())?,
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use crate::hist::Percentiles;
 
 /// Outcome of one measurement.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a few hundred records per run; boxing would only add noise
 pub enum Outcome {
     /// Measured.
     Done(Figures),
@@ -44,6 +45,9 @@ pub struct Figures {
     pub server_cpu_us_per_msg: Option<f64>,
     /// Server CPU utilisation in the window (1.0 = one core; None: process unknown).
     pub server_util: Option<f64>,
+    /// Scenario `proxy`: CPU µs per message of the upstream echo server behind the proxy
+    /// (not part of `server_cpu_us_per_msg`, which is the proxy's alone); None otherwise.
+    pub upstream_cpu_us_per_msg: Option<f64>,
     /// Load generator CPU utilisation in the window (1.0 = one core).
     pub client_util: f64,
     /// Whole-core busy share of the server CPU in the window (/proc/stat; includes softirq
@@ -288,7 +292,8 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                     s,
                     "\"status\": \"ok\", \"msgs_per_s\": {}, \"p50_us\": {}, \"p90_us\": {}, \"p99_us\": {}, \
                      \"p999_us\": {}, \"max_us\": {}, \"mean_us\": {}, \"server_cpu_us_per_msg\": {}, \
-                     \"server_util\": {}, \"client_util\": {}, \"server_core_busy\": {}, \"client_core_busy\": {}, \
+                     \"server_util\": {}, \"upstream_cpu_us_per_msg\": {}, \"client_util\": {}, \
+                     \"server_core_busy\": {}, \"client_core_busy\": {}, \
                      \"steal\": {}, \"other_cores\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
                      \"lost_conns\": {}, \"late\": {}, \"send_lag_p50_us\": {}, \"send_lag_p99_us\": {}, \"curve\": [{}]}}",
                     json_num(f.rate),
@@ -300,6 +305,7 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                     json_num(f.latency.mean),
                     json_opt(f.server_cpu_us_per_msg),
                     json_opt(f.server_util),
+                    json_opt(f.upstream_cpu_us_per_msg),
                     json_num(f.client_util),
                     json_num(f.server_core_busy),
                     json_num(f.client_core_busy),
@@ -450,6 +456,7 @@ mod tests {
                 curve: vec![(0.0, 5.0), (0.5, 10.0), (0.99, 30.0), (1.0, 50.0)],
                 server_cpu_us_per_msg: Some(4.5),
                 server_util: Some(0.9),
+                upstream_cpu_us_per_msg: None,
                 client_util: 1.0,
                 server_core_busy: 0.95,
                 client_core_busy: 1.0,

@@ -13,10 +13,14 @@
 //! pre-encoded [`StaticResponse`] (only its `Date` is patched); the default (`build`, the
 //! `ringman` row) builds and encodes a [`Response`] per request, as the hyper peer does.
 //! Both send the same header set as hyper: `Content-Type`, `Content-Length`, `Date`.
+//!
+//! `serve-ringman proxy://ip:port tcp://upstream:port` ([`serve_proxy`]) is the transparent
+//! TCP proxy of `examples/proxy.rs` on one ring thread: each accepted connection opens one
+//! upstream connection (`AsyncTcpConnection::connect`) and the two are piped both ways.
 
 use ringman::http::{respond, respond_static};
 use ringman::protocols::http::{Response, StaticResponse};
-use ringman::{run_all, SendMode, Server, Worker};
+use ringman::{run_all, AsyncTcpConnection, SendMode, Server, Worker};
 
 /// Environment variable selecting the HTTP answer path (`build` or `static`).
 pub const HTTP_ENV: &str = "RINGMAN_HTTP";
@@ -78,6 +82,39 @@ fn serve_http_static(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     w.on_request(|conn, req, r| match r.as_mut() {
         Some(r) if req.path() == "/hello" => respond_static(conn, req, r),
         _ => respond(conn, req, Response::new(404).body("Not Found")),
+    });
+    run_all(Server::new().add(w))?;
+    Ok(())
+}
+
+/// The transparent TCP proxy of `examples/proxy.rs` (the same calls, one ring thread):
+/// listens on `listen` (`proxy://ip:port`), and for every accepted connection connects to
+/// `upstream` (`tcp://host:port`) and pipes the two connections both ways. An upstream that
+/// cannot be reached closes the client.
+pub fn serve_proxy(listen: &str, upstream: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let rest = listen.strip_prefix("proxy://").ok_or("the proxy listens on proxy://ip:port")?;
+    if !upstream.starts_with("tcp://") {
+        return Err("the proxy's upstream is tcp://host:port".into());
+    }
+    // Checked once here, so a typo fails at start rather than per connection.
+    AsyncTcpConnection::new(upstream)?;
+    let mut w = Worker::<()>::new(&format!("tcp://{rest}"))?;
+    w.count = 1;
+    w.name = "bench-proxy".into();
+    let target = upstream.to_string();
+    w.on_connect(move |client, _| {
+        let up = match AsyncTcpConnection::new(&target).and_then(|u| u.connect()) {
+            Ok(up) => up,
+            Err(e) => {
+                eprintln!("proxy: {target}: {e}");
+                client.close(None);
+                return;
+            }
+        };
+        client.pipe(up);
+        up.pipe(*client);
+        let peer = client.remote_addr();
+        up.on_error(move |_, e| eprintln!("proxy: upstream of {peer:?}: {e}"));
     });
     run_all(Server::new().add(w))?;
     Ok(())

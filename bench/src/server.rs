@@ -101,6 +101,7 @@ pub fn ringman_scheme(s: Scenario) -> &'static str {
         Scenario::Ws => "websocket",
         Scenario::Http => "http",
         Scenario::Fanout => "fanout",
+        Scenario::Proxy => "proxy",
     }
 }
 
@@ -129,8 +130,32 @@ impl ServerProc {
     /// Starts `kind` serving `scenario` on a free port, pinned to `cpu`, and waits until it
     /// accepts connections.
     pub fn start(kind: ServerKind, scenario: Scenario, cpu: usize, peers_dir: &Path) -> Result<Self, ServerError> {
+        Self::spawn(kind, scenario, None, cpu, peers_dir)
+    }
+
+    /// Starts `kind` as a TCP proxy (scenario `proxy`) on a free port that forwards every
+    /// connection to `upstream`, pinned to `cpu`, and waits until it accepts connections.
+    pub fn start_proxy(
+        kind: ServerKind,
+        upstream: SocketAddr,
+        cpu: usize,
+        peers_dir: &Path,
+    ) -> Result<Self, ServerError> {
+        Self::spawn(kind, Scenario::Proxy, Some(upstream), cpu, peers_dir)
+    }
+
+    fn spawn(
+        kind: ServerKind,
+        scenario: Scenario,
+        upstream: Option<SocketAddr>,
+        cpu: usize,
+        peers_dir: &Path,
+    ) -> Result<Self, ServerError> {
         if !kind.supports(scenario) {
             return Err(ServerError::Unsupported { server: kind.name(), scenario: scenario.name() });
+        }
+        if scenario == Scenario::Proxy && upstream.is_none() {
+            return Err(ServerError::NoUpstream);
         }
         let addr = free_addr()?;
         let tmp = std::env::temp_dir().join(format!("ringman-bench-{}-{}", std::process::id(), addr.port()));
@@ -141,6 +166,9 @@ impl ServerProc {
                     std::env::current_exe().map_err(|source| ServerError::Io { path: "current_exe".into(), source })?;
                 let mut c = Command::new(exe);
                 c.arg("serve-ringman").arg(format!("{}://{addr}", ringman_scheme(scenario)));
+                if let Some(up) = upstream {
+                    c.arg(format!("tcp://{up}"));
+                }
                 let http = if kind == ServerKind::RingmanStatic { "static" } else { "build" };
                 c.env(crate::ringman_server::HTTP_ENV, http);
                 c
@@ -158,6 +186,9 @@ impl ServerProc {
                 let bin = peer_bin(peers_dir, kind_bin(kind));
                 let mut c = Command::new(bin);
                 c.arg("--addr").arg(addr.to_string()).arg("--mode").arg(scenario.name());
+                if let Some(up) = upstream {
+                    c.arg("--upstream").arg(up.to_string());
+                }
                 c
             }
         };

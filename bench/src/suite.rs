@@ -9,19 +9,20 @@ use crate::report::{self, Figures, Outcome, Record};
 use crate::rng::Rng;
 use crate::server::{self, ServerProc};
 use crate::target::{self, Target, TargetError};
-use crate::{idle, machine, ringman_server, summary, uring_gen};
+use crate::{idle, machine, proxy, ringman_server, summary, uring_gen};
 
 /// Short description of a workload (`echo 64B c64 d16`, `... open 90000/s`).
 pub fn workload(o: &LoadOpts) -> String {
+    let name = if o.scenario == Scenario::Proxy { "proxy echo" } else { o.scenario.name() };
     let mut s = match o.scenario {
         Scenario::Http => format!("http c{} d{}", o.conns, o.depth),
         Scenario::Fanout => return crate::fanout::workload(o),
-        sc => format!("{} {}B c{} d{}", sc.name(), o.size, o.conns, o.depth),
+        _ => format!("{} {}B c{} d{}", name, o.size, o.conns, o.depth),
     };
     if let Some(r) = o.rate {
-        s = format!("{} c{} open {}/s", o.scenario.name(), o.conns, report::thousands(r));
+        s = format!("{name} c{} open {}/s", o.conns, report::thousands(r));
         if o.scenario != Scenario::Http {
-            s = format!("{} {}B c{} open {}/s", o.scenario.name(), o.size, o.conns, report::thousands(r));
+            s = format!("{name} {}B c{} open {}/s", o.size, o.conns, report::thousands(r));
         }
     }
     s
@@ -53,6 +54,20 @@ pub fn measure_at(
     env: &Env,
     progress: bool,
 ) -> Result<Figures, BenchError> {
+    measure_behind(addr, pid, None, opts, env, progress)
+}
+
+/// [`measure_at`] with a second process sampled on its own: `upstream`, the echo server
+/// behind a proxy (scenario `proxy`). `pid`'s CPU is the server columns (the proxy alone);
+/// the upstream's is `upstream_cpu_us_per_msg`, and both count as explained in `other`.
+pub fn measure_behind(
+    addr: std::net::SocketAddr,
+    pid: Option<u32>,
+    upstream: Option<u32>,
+    opts: &LoadOpts,
+    env: &Env,
+    progress: bool,
+) -> Result<Figures, BenchError> {
     server::pin_self(env.client_cpu).map_err(|source| BenchError::Affinity { cpu: env.client_cpu, source })?;
     // The edges run on the client CPU while the generator works, so they must be short (the
     // generator waits meanwhile): the server's process tree is listed once, before the load
@@ -60,7 +75,10 @@ pub fn measure_at(
     // read once per edge for both the machine line and the two cores' busy time.
     let srv_pids = pid.map(server::tree);
     let srv_cpu = || srv_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
+    let up_pids = upstream.map(server::tree);
+    let up_cpu = || up_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
     let (mut cpu0, mut cpu1) = (None, None);
+    let (mut up0, mut up1) = (None, None);
     let (mut busy0, mut busy1) = ((Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO));
     let client_cpus = env.generator_cpus();
     let tck = machine::clk_tck();
@@ -79,10 +97,12 @@ pub fn measure_at(
         Edge::Start => {
             (busy0, machine0) = stat();
             cpu0 = srv_cpu();
+            up0 = up_cpu();
             t0 = Instant::now();
         }
         Edge::End => {
             cpu1 = srv_cpu();
+            up1 = up_cpu();
             (busy1, machine1) = stat();
             t1 = Instant::now();
         }
@@ -108,6 +128,9 @@ pub fn measure_at(
         }
         Edge::Progress { .. } => {}
     };
+    // A proxy in front of an echo is loaded as the echo itself.
+    let wire_opts = LoadOpts { scenario: opts.scenario.wire(), ..opts.clone() };
+    let opts = &wire_opts;
     let res = match env.generator {
         _ if opts.scenario == Scenario::Fanout => crate::fanout::run(addr, opts, edge)?,
         Generator::Uring => {
@@ -125,18 +148,24 @@ pub fn measure_at(
         (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
         _ => None,
     };
+    let upstream_cpu = match (up0, up1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
+        _ => None,
+    };
+    let per_msg = |c: f64| if res.messages > 0 { c * 1e6 / res.messages as f64 } else { 0.0 };
     Ok(Figures {
         rate: res.rate(),
         latency: res.latency.summary(),
         curve: res.latency.curve(),
-        server_cpu_us_per_msg: server_cpu.map(|c| if res.messages > 0 { c * 1e6 / res.messages as f64 } else { 0.0 }),
+        server_cpu_us_per_msg: server_cpu.map(per_msg),
         server_util: server_cpu.map(|c| c / wall),
+        upstream_cpu_us_per_msg: upstream_cpu.map(per_msg),
         client_util: res.client_util(),
         steal: machine1.since(&machine0).steal_share(),
         other_cores: server_cpu.map(|srv| {
             machine::unexplained_cores(
                 machine1.since(&machine0).busy,
-                Duration::from_secs_f64(srv),
+                Duration::from_secs_f64(srv + upstream_cpu.unwrap_or(0.0)),
                 res.client_cpu,
                 t1.saturating_duration_since(t0),
             )
@@ -179,12 +208,19 @@ pub fn run(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Record, Bench
     if peers_needed(kind) {
         server::ensure_peers(&env.peers_dir, &env.out_dir)?;
     }
-    let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
-    let f = match measure_at(srv.addr, Some(srv.pid()), opts, env, true) {
-        Ok(f) => f,
-        Err(e) => {
-            srv.check_alive()?;
-            return Err(e);
+    let f = if opts.scenario == Scenario::Proxy {
+        if !kind.supports(Scenario::Proxy) {
+            return Err(ServerError::Unsupported { server: kind.name(), scenario: opts.scenario.name() }.into());
+        }
+        crate::proxy::measure(Some(kind), opts, env, true)?
+    } else {
+        let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+        match measure_at(srv.addr, Some(srv.pid()), opts, env, true) {
+            Ok(f) => f,
+            Err(e) => {
+                srv.check_alive()?;
+                return Err(e);
+            }
         }
     };
     Ok(Record {
@@ -271,7 +307,7 @@ pub fn default_repeat(quick: bool) -> usize {
 }
 
 /// The order of `servers` in each of `rounds` rounds: an independent shuffle per round.
-pub fn round_orders(servers: &[ServerKind], rounds: usize, rng: &mut Rng) -> Vec<Vec<ServerKind>> {
+pub fn round_orders<T: Clone>(servers: &[T], rounds: usize, rng: &mut Rng) -> Vec<Vec<T>> {
     (0..rounds)
         .map(|_| {
             let mut v = servers.to_vec();
@@ -392,11 +428,31 @@ pub fn compare(
             &mut records,
         ),
     }
+    // P8: generator -> proxy -> echo, each proxy beside the echo loaded directly.
+    let proxies = servers_of(proxy::PROXY_SERVERS);
+    if !proxies.is_empty() {
+        let (warmup, duration) = timing(quick);
+        let opts = proxy::suite_opts(warmup, duration);
+        let subjects: Vec<Option<ServerKind>> = std::iter::once(None).chain(proxies.into_iter().map(Some)).collect();
+        for (round, order) in round_orders(&subjects, repeat, &mut rng).into_iter().enumerate() {
+            for k in order {
+                let outcome = match k.and_then(skip_reason) {
+                    Some(why) => Outcome::Skipped(why),
+                    None => match proxy::measure(k, &opts, env, false) {
+                        Ok(f) => Outcome::Done(f),
+                        Err(e) => Outcome::Skipped(e.to_string()),
+                    },
+                };
+                let server = proxy::subject_name(k).into();
+                push(Record { id: proxy::ID.into(), workload: workload(&opts), server, round, outcome }, &mut records);
+            }
+        }
+    }
     let snap1 = machine::Snapshot::now();
     let cells = summary::cells(&records);
     let run = RunInfo { quick, repeat, seed, identity, snap0, snap1, took: started.elapsed() };
     let head = run.head_lines(&cells);
-    println!("\n{}", summary::table(&cells, &head));
+    println!("\n{}{}", summary::table(&cells, &head), proxy::section(&records));
     write_outputs(&records, &cells, &run, env)?;
     Ok(records)
 }
@@ -565,10 +621,13 @@ fn write_outputs(records: &[Record], cells: &[summary::Cell], run: &RunInfo, env
     Ok(())
 }
 
-/// `ringman-bench serve-ringman ADDR`.
-pub fn serve_ringman(addr: &str) -> Result<(), ServerError> {
-    ringman_server::serve(addr)
-        .map_err(|e| ServerError::Exited { status: "serve-ringman failed".into(), stderr: e.to_string() })
+/// `ringman-bench serve-ringman ADDR [UPSTREAM]`.
+pub fn serve_ringman(addr: &str, upstream: Option<&str>) -> Result<(), ServerError> {
+    let served = match upstream {
+        Some(up) => ringman_server::serve_proxy(addr, up),
+        None => ringman_server::serve(addr),
+    };
+    served.map_err(|e| ServerError::Exited { status: "serve-ringman failed".into(), stderr: e.to_string() })
 }
 
 #[cfg(test)]
@@ -586,10 +645,10 @@ mod tests {
         assert!(p4.servers.contains(&ServerKind::Fastwebsockets));
         assert!(e.iter().filter(|e| e.id == "P7").all(|e| !e.servers.contains(&ServerKind::Fastwebsockets)));
         let (w, d) = timing(true);
-        // 23 timed cells x 3 rounds, P6's four cells twice as often (+ P5 and server start-up)
-        // must fit in about 3.5 minutes.
-        let cells = 23 + 4 * (OPEN_LOOP_ROUNDS - 1);
-        assert!((w + d).as_secs_f64() * cells as f64 * default_repeat(true) as f64 <= 205.0);
+        // 23 timed cells and P8's three (direct, ringman, tokio) x 3 rounds, P6's four cells
+        // twice as often (+ P5 and server start-up) must fit in about 4 minutes.
+        let cells = 23 + proxy::PROXY_SERVERS.len() + 1 + 4 * (OPEN_LOOP_ROUNDS - 1);
+        assert!((w + d).as_secs_f64() * cells as f64 * default_repeat(true) as f64 <= 230.0);
     }
 
     #[test]

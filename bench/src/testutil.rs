@@ -55,6 +55,7 @@ pub fn figures(rate: f64, srv: f64, steal: f64, other: f64) -> Figures {
         curve: vec![],
         server_cpu_us_per_msg: Some(srv),
         server_util: Some(0.9),
+        upstream_cpu_us_per_msg: None,
         client_util: 0.95,
         server_core_busy: 1.0,
         client_core_busy: 1.0,

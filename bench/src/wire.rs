@@ -47,7 +47,7 @@ pub fn request_for(o: &LoadOpts) -> Vec<u8> {
     let payload = message_payload(o);
     let mut out = Vec::new();
     match o.scenario {
-        Scenario::Echo => out = payload,
+        Scenario::Echo | Scenario::Proxy => out = payload,
         Scenario::Text => Text.encoder().encode(&payload, MessageKind::Text, &mut out),
         Scenario::Frame => Frame.encoder().encode(&payload, MessageKind::Binary, &mut out),
         Scenario::Ws | Scenario::Fanout => ws_client_frame(0x1, &payload, [0x12, 0x34, 0x56, 0x78], &mut out),
@@ -70,7 +70,7 @@ pub fn request_for(o: &LoadOpts) -> Vec<u8> {
 
 /// Checks that a `--payload` can be carried by `scenario` (a `text` line has no newline).
 pub fn check_payload(scenario: Scenario, payload: &[u8]) -> Result<(), &'static str> {
-    if payload.is_empty() && scenario == Scenario::Echo {
+    if payload.is_empty() && scenario.wire() == Scenario::Echo {
         return Err("echo needs at least 1 byte");
     }
     if scenario == Scenario::Text && payload.contains(&b'\n') {
@@ -264,7 +264,7 @@ impl ResponseCounter {
             expect: Some(expect.clone()),
         };
         let kind = match o.scenario {
-            Scenario::Echo => {
+            Scenario::Echo | Scenario::Proxy => {
                 Counter::Bytes { size: expect.len().max(1) as u64, received: 0, counted: 0, expect: expect.clone() }
             }
             Scenario::Text => framed(Text.decoder()),

@@ -10,17 +10,25 @@ pub struct Args {
     pub addr: SocketAddr,
     /// Protocol mode (peers that only echo ignore it, but reject anything but `echo`).
     pub mode: String,
+    /// `--upstream IP:PORT`: where a proxy mode forwards its connections.
+    pub upstream: Option<SocketAddr>,
 }
 
-/// Parses `--addr IP:PORT [--mode MODE]`, exiting with status 2 on bad input.
+/// Parses `--addr IP:PORT [--mode MODE] [--upstream IP:PORT]`, exiting with status 2 on bad
+/// input. `--upstream` is required with mode `proxy` and refused otherwise.
 pub fn parse(modes: &[&str]) -> Args {
     let mut addr = None;
+    let mut upstream = None;
     let mut mode = "echo".to_string();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--addr" => addr = it.next(),
             "--mode" => mode = it.next().unwrap_or_default(),
+            "--upstream" => match it.next().as_deref().map(str::parse) {
+                Some(Ok(a)) => upstream = Some(a),
+                _ => die("--upstream takes IP:PORT"),
+            },
             _ => die(&format!("unknown argument {a:?}")),
         }
     }
@@ -31,7 +39,10 @@ pub fn parse(modes: &[&str]) -> Args {
     if !modes.contains(&mode.as_str()) {
         die(&format!("mode {mode:?} not supported; supported: {modes:?}"));
     }
-    Args { addr, mode }
+    if (mode == "proxy") != upstream.is_some() {
+        die("--upstream IP:PORT goes with --mode proxy (and only with it)");
+    }
+    Args { addr, mode, upstream }
 }
 
 /// Sets TCP_NODELAY on a socket (a listener passes it on to the sockets it accepts).
@@ -58,6 +69,6 @@ pub fn announce(addr: SocketAddr) {
 }
 
 fn die(msg: &str) -> ! {
-    eprintln!("error: {msg}\nusage: PEER --addr IP:PORT [--mode MODE]");
+    eprintln!("error: {msg}\nusage: PEER --addr IP:PORT [--mode MODE] [--upstream IP:PORT]");
     std::process::exit(2)
 }

@@ -2,7 +2,9 @@
 //! delimited lines echoed), `frame` (4-byte big-endian total length incl. header), `http`
 //! (hyper 1.x, `GET /hello` -> `Hello World`), `ws` (tokio-tungstenite echo), `fanout`
 //! (tokio-tungstenite; every text message starting with `pub:` goes to every connection
-//! through a `tokio::sync::broadcast` channel).
+//! through a `tokio::sync::broadcast` channel), `proxy` (`--upstream IP:PORT`: each accepted
+//! connection opens one upstream connection and `tokio::io::copy_bidirectional` forwards
+//! both ways until either side closes).
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -26,16 +28,18 @@ enum Mode {
     Http,
     Ws,
     Fanout,
+    Proxy,
 }
 
 fn main() {
-    let args = peer_common::parse(&["echo", "text", "frame", "http", "ws", "fanout"]);
+    let args = peer_common::parse(&["echo", "text", "frame", "http", "ws", "fanout", "proxy"]);
     let mode = match args.mode.as_str() {
         "echo" => Mode::Echo,
         "text" => Mode::Text,
         "frame" => Mode::Frame,
         "http" => Mode::Http,
         "fanout" => Mode::Fanout,
+        "proxy" => Mode::Proxy,
         _ => Mode::Ws,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
@@ -43,6 +47,7 @@ fn main() {
         let listener = TcpListener::bind(args.addr).await.expect("bind");
         peer_common::announce(listener.local_addr().expect("local addr"));
         let hub = tokio::sync::broadcast::channel::<Message>(FANOUT_BACKLOG).0;
+        let upstream = args.upstream;
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
@@ -55,6 +60,7 @@ fn main() {
                     Mode::Http => drop(http(stream).await),
                     Mode::Ws => drop(ws(stream).await),
                     Mode::Fanout => drop(fanout(stream, hub).await),
+                    Mode::Proxy => drop(proxy(stream, upstream).await),
                 }
             });
         }
@@ -73,6 +79,16 @@ async fn echo(mut s: TcpStream) -> std::io::Result<()> {
         }
         s.write_all(&buf).await?;
     }
+}
+
+/// Transparent TCP proxy: one upstream connection per client, bytes copied both ways by
+/// `copy_bidirectional` (each side's EOF is passed on as a write shutdown of the other).
+async fn proxy(mut client: TcpStream, upstream: Option<std::net::SocketAddr>) -> std::io::Result<()> {
+    let Some(upstream) = upstream else { return Ok(()) };
+    let mut up = TcpStream::connect(upstream).await?;
+    up.set_nodelay(true)?;
+    tokio::io::copy_bidirectional(&mut client, &mut up).await?;
+    Ok(())
 }
 
 /// Length of the complete newline-terminated lines at the start of `buf`.
