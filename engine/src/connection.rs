@@ -413,19 +413,27 @@ impl Connection {
         // `dest` counts as full once its unsent bytes (held ones too, while it is still
         // connecting) reach its limit: the next send would be refused and its bytes lost.
         let full = move || dest.send_queue_full();
+        // The source waits for `dest` to drain only while it is paused: until then `dest`'s
+        // drain events (one per flushed send in batched mode) are not even queued.
+        let hold = move |src: &Connection| {
+            src.pause_recv();
+            dest.mute_drain(false);
+        };
+        dest.mute_drain(true);
         self.on_message(move |src, m| {
             dest.send(m.data);
             // Pause at once: `on_buffer_full` runs later, after more of what already arrived
             // would have been forwarded (and refused); held sends get no such event at all.
             if full() {
-                src.pause_recv();
+                hold(src);
             }
         }) && self.on_close(move |_| dest.close(None))
-            && dest.on_buffer_full(move |_| src.pause_recv())
+            && dest.on_buffer_full(move |_| hold(&src))
             // A drain event queued before the buffer filled again must not resume the source.
-            && dest.on_buffer_drain(move |_| {
+            && dest.on_buffer_drain(move |d| {
                 if !full() {
                     src.resume_recv();
+                    d.mute_drain(true);
                 }
             })
     }
@@ -443,6 +451,11 @@ impl Connection {
                 c.lift_throttle(k);
             }
         });
+    }
+
+    /// Whether the connection's own `on_buffer_drain` is wanted (see `pipe`).
+    pub(crate) fn mute_drain(&self, muted: bool) {
+        self.local(|c, k| c.conns[k].drain_muted = muted);
     }
 
     /// For an outgoing connection: closes the current socket if it is open and connects

@@ -92,6 +92,9 @@ pub(crate) struct ConnState {
     /// Whether a full send queue pauses this connection's receiving (the worker's
     /// `backpressure`, unless changed for this connection: `pipe` turns it off).
     pub(crate) backpressure: bool,
+    /// The connection's own `on_buffer_drain` is not wanted for now (`pipe` wants it only
+    /// while it holds its source paused): no event is queued for it meanwhile.
+    pub(crate) drain_muted: bool,
     pub(super) send_inflight: bool,
     pub(super) dirty: bool,
     /// Operations whose CQE has not arrived yet; the slot is freed only at zero.
@@ -211,6 +214,7 @@ impl ConnState {
             paused: false,
             throttled: false,
             backpressure: cfg.backpressure,
+            drain_muted: false,
             send_inflight: false,
             dirty: false,
             inflight: 0,
