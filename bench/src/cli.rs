@@ -87,11 +87,14 @@ pub enum ServerKind {
     Epoll,
     /// fastwebsockets on tokio current_thread, upgraded through hyper 1 (WebSocket only).
     Fastwebsockets,
+    /// The tokio echo reading into one buffer per thread (P5's shared-buffer variant: idle
+    /// connections hold no buffer).
+    TokioShared,
 }
 
 impl ServerKind {
     /// All servers, in report order.
-    pub const ALL: [ServerKind; 9] = [
+    pub const ALL: [ServerKind; 10] = [
         ServerKind::Ringman,
         ServerKind::RingmanStatic,
         ServerKind::Tokio,
@@ -101,6 +104,7 @@ impl ServerKind {
         ServerKind::Epoll,
         ServerKind::Nginx,
         ServerKind::Fastwebsockets,
+        ServerKind::TokioShared,
     ];
 
     /// Name on the command line and in reports.
@@ -115,6 +119,7 @@ impl ServerKind {
             ServerKind::RingmanStatic => "ringman-static",
             ServerKind::Epoll => "epoll",
             ServerKind::Fastwebsockets => "fastwebsockets",
+            ServerKind::TokioShared => "tokio-shared",
         }
     }
 
@@ -127,9 +132,11 @@ impl ServerKind {
     pub fn supports(self, scenario: Scenario) -> bool {
         match self {
             ServerKind::Ringman | ServerKind::Tokio => true,
-            ServerKind::TokioUring | ServerKind::Monoio | ServerKind::Floor | ServerKind::Epoll => {
-                scenario == Scenario::Echo
-            }
+            ServerKind::TokioUring
+            | ServerKind::Monoio
+            | ServerKind::Floor
+            | ServerKind::Epoll
+            | ServerKind::TokioShared => scenario == Scenario::Echo,
             ServerKind::Nginx | ServerKind::RingmanStatic => scenario == Scenario::Http,
             ServerKind::Fastwebsockets => scenario == Scenario::Ws,
         }
@@ -331,7 +338,7 @@ pub enum Command {
 
 /// Usage text.
 pub const USAGE: &str = "\
-ringman-bench run (--server <ringman|ringman-static|tokio|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
+ringman-bench run (--server <ringman|ringman-static|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
                   [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|proxy>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
@@ -707,6 +714,8 @@ mod tests {
         assert_eq!(ServerKind::parse("ringman-static"), Some(ServerKind::RingmanStatic));
         assert_eq!(ServerKind::parse("epoll"), Some(ServerKind::Epoll));
         assert_eq!(ServerKind::parse("fastwebsockets"), Some(ServerKind::Fastwebsockets));
+        assert_eq!(ServerKind::parse("tokio-shared"), Some(ServerKind::TokioShared));
+        assert!(ServerKind::TokioShared.supports(Scenario::Echo) && !ServerKind::TokioShared.supports(Scenario::Http));
         assert!(ServerKind::Fastwebsockets.supports(Scenario::Ws));
         assert!(
             !ServerKind::Fastwebsockets.supports(Scenario::Fanout)

@@ -185,7 +185,11 @@ impl ServerProc {
             _ => {
                 let bin = peer_bin(peers_dir, kind_bin(kind));
                 let mut c = Command::new(bin);
-                c.arg("--addr").arg(addr.to_string()).arg("--mode").arg(scenario.name());
+                let mode = match kind {
+                    ServerKind::TokioShared => "echo-shared",
+                    _ => scenario.name(),
+                };
+                c.arg("--addr").arg(addr.to_string()).arg("--mode").arg(mode);
                 if let Some(up) = upstream {
                     c.arg("--upstream").arg(up.to_string());
                 }

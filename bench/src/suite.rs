@@ -247,6 +247,19 @@ const ECHO_SERVERS: &[ServerKind] = &[
     ServerKind::Floor,
     ServerKind::Epoll,
 ];
+
+/// P5 also measures tokio with one receive buffer per thread instead of one per connection
+/// (the completion-based runtimes lend a buffer to the kernel for every pending read, so they
+/// have no such variant).
+const IDLE_SERVERS: &[ServerKind] = &[
+    ServerKind::Ringman,
+    ServerKind::Tokio,
+    ServerKind::TokioShared,
+    ServerKind::TokioUring,
+    ServerKind::Monoio,
+    ServerKind::Floor,
+    ServerKind::Epoll,
+];
 const HTTP_SERVERS: &[ServerKind] =
     &[ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Tokio, ServerKind::Nginx];
 const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Fastwebsockets];
@@ -373,7 +386,7 @@ pub fn compare(
         }
     }
     // P5: idle connections.
-    for (round, order) in round_orders(&servers_of(ECHO_SERVERS), repeat, &mut rng).into_iter().enumerate() {
+    for (round, order) in round_orders(&servers_of(IDLE_SERVERS), repeat, &mut rng).into_iter().enumerate() {
         for k in order {
             let workload = format!("idle slope {IDLE_CONNS_LO}->{IDLE_CONNS}");
             let outcome = match skip_reason(k) {
@@ -640,6 +653,9 @@ mod tests {
         assert_eq!(e.len(), 6);
         assert!(e.iter().all(|e| e.servers.iter().all(|s| s.supports(e.opts.scenario))));
         assert!(OPEN_SERVERS.iter().chain(ECHO_SERVERS).all(|s| s.supports(Scenario::Echo)));
+        // P5 measures the shared-buffer tokio echo beside the per-connection one.
+        assert!(IDLE_SERVERS.contains(&ServerKind::TokioShared) && IDLE_SERVERS.contains(&ServerKind::Tokio));
+        assert!(!ECHO_SERVERS.contains(&ServerKind::TokioShared));
         // P4 has the fastwebsockets peer; the fan-out cells only the servers that broadcast.
         let p4 = e.iter().find(|e| e.id == "P4").unwrap();
         assert!(p4.servers.contains(&ServerKind::Fastwebsockets));

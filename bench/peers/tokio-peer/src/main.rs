@@ -23,6 +23,9 @@ const FANOUT_BACKLOG: usize = 4096;
 #[derive(Clone, Copy)]
 enum Mode {
     Echo,
+    /// Echo reading into one buffer per thread: idle connections hold no buffer (P5's
+    /// shared-buffer variant).
+    EchoShared,
     Text,
     Frame,
     Http,
@@ -32,9 +35,10 @@ enum Mode {
 }
 
 fn main() {
-    let args = peer_common::parse(&["echo", "text", "frame", "http", "ws", "fanout", "proxy"]);
+    let args = peer_common::parse(&["echo", "echo-shared", "text", "frame", "http", "ws", "fanout", "proxy"]);
     let mode = match args.mode.as_str() {
         "echo" => Mode::Echo,
+        "echo-shared" => Mode::EchoShared,
         "text" => Mode::Text,
         "frame" => Mode::Frame,
         "http" => Mode::Http,
@@ -55,6 +59,7 @@ fn main() {
             tokio::spawn(async move {
                 match mode {
                     Mode::Echo => drop(echo(stream).await),
+                    Mode::EchoShared => drop(echo_shared(stream).await),
                     Mode::Text => drop(delimited(stream, text_complete).await),
                     Mode::Frame => drop(delimited(stream, frame_complete).await),
                     Mode::Http => drop(http(stream).await),
@@ -89,6 +94,40 @@ async fn proxy(mut client: TcpStream, upstream: Option<std::net::SocketAddr>) ->
     up.set_nodelay(true)?;
     tokio::io::copy_bidirectional(&mut client, &mut up).await?;
     Ok(())
+}
+
+thread_local! {
+    /// The one receive buffer of `echo-shared` connections on this thread.
+    static SHARED: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+}
+
+/// Echo without a buffer per connection: wait for readiness, read into the thread's shared
+/// buffer, write back at once; only a write the socket does not take whole is copied (into
+/// a buffer of its own, until it is out). Idle connections hold no buffer at all.
+async fn echo_shared(mut s: TcpStream) -> std::io::Result<()> {
+    loop {
+        s.readable().await?;
+        let step = SHARED.with(|b| {
+            let buf = &mut b.borrow_mut()[..];
+            let n = match s.try_read(buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Some(Vec::new())),
+                Err(e) => return Err(e),
+            };
+            let w = match s.try_write(&buf[..n]) {
+                Ok(w) => w,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            Ok(Some(buf[w..n].to_vec()))
+        })?;
+        match step {
+            None => return Ok(()),
+            Some(rest) if !rest.is_empty() => s.write_all(&rest).await?,
+            Some(_) => {}
+        }
+    }
 }
 
 /// Length of the complete newline-terminated lines at the start of `buf`.
