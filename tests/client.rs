@@ -948,3 +948,55 @@ while True:
     assert!(got[..N].iter().all(|&b| b == b'u'));
     assert_eq!(&got[N..], format!("got {N}").as_bytes());
 }
+
+/// A callback that installs the connection's own `on_message` takes effect from the next
+/// message of the same read on: a line protocol that switches to `pipe()` (or any handler)
+/// after its first line must not lose the lines that arrived with it to the old handler.
+#[test]
+fn an_on_message_installed_mid_batch_gets_the_rest_of_the_batch() {
+    let (tx, rx) = unbounded::<String>();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    let t = tx.clone();
+    w.on_message(move |c, m, _| {
+        t.send(format!("worker:{}", String::from_utf8_lossy(m.data))).unwrap();
+        let t = t.clone();
+        c.on_message(move |_, m| t.send(format!("own:{}", String::from_utf8_lossy(m.data))).unwrap());
+    });
+    let (_srv, addr) = start(w);
+    let mut s = connect(addr);
+    // One write, one read on the server: three lines in a single batch.
+    s.write_all(b"a\nb\nc\n").unwrap();
+    let got: Vec<String> = (0..3).map(|_| rx.recv_timeout(PATIENCE).unwrap()).collect();
+    assert_eq!(got, ["worker:a", "own:b", "own:c"]);
+}
+
+/// A panicking `on_close` that first asked for a reconnect: the connection is closed
+/// already, so the panic is only logged — the renewed attempt (same id) goes on, and fails
+/// again on the refused port with its own CONNECT_FAIL, not with `ConnError::Panic`.
+#[test]
+fn a_panicking_on_close_does_not_destroy_the_reconnect_it_asked_for() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (_ring, rx) = client_ring(move |tx| {
+        let conn = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{port}")).unwrap().connect().unwrap();
+        report(&conn, &tx);
+        let t = tx.clone();
+        let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
+        conn.on_close(move |c| {
+            t.send(Got::Close(c.id().as_u64())).unwrap();
+            rounds.set(rounds.get() + 1);
+            if rounds.get() < 2 {
+                c.reconnect(Duration::from_millis(10));
+            }
+            panic!("on_close fails after asking for a reconnect");
+        });
+    });
+    for _ in 0..2 {
+        expect_connect_fail(&rx, "refused");
+        assert!(matches!(next(&rx), Got::Close(_)));
+    }
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "nothing after the second close");
+}

@@ -119,7 +119,8 @@ impl Connection {
 
     /// Sends `data` (if any), flushes the send buffer, then closes. A peer that stops reading
     /// is cut off after the worker's `close_timeout`. `on_close` fires once, when the
-    /// connection is actually closed.
+    /// connection is actually closed. An outgoing connection that is still being established
+    /// is destroyed instead, with what it held (Workerman does the same).
     pub fn close(&self, data: Option<&[u8]>) {
         if current_thread() == Some(self.id.thread()) {
             self.local(|c, k| c.close(k, data));
@@ -461,7 +462,10 @@ impl Connection {
     /// For an outgoing connection: closes the current socket if it is open and connects
     /// again after `after`, with the same id, callbacks and context (Workerman's
     /// `reconnect()`). Call it from `on_close` or `on_error` to keep a client connected;
-    /// `on_connect` runs again once it is. Sends made meanwhile are held. False for an
+    /// `on_connect` runs again once it is. The dial starts on a later loop turn (after
+    /// `after`, even when it is zero); sends made once `on_close` has returned are held for
+    /// the new connection, while sends in between (the old connection is closed) answer
+    /// `Failed`. [`Connection::cancel_reconnect`] during the delay gives up. False for an
     /// accepted connection, or one that is gone (its `on_close` has returned).
     ///
     /// From another thread the call travels through the owning thread's mailbox (and
@@ -479,7 +483,8 @@ impl Connection {
         )
     }
 
-    /// Cancels a `reconnect` that has not dialled yet.
+    /// Cancels a `reconnect` that has not dialled yet: the connection stays closed and its id
+    /// names nothing from then on.
     pub fn cancel_reconnect(&self) {
         self.local(|c, k| c.cancel_reconnect(k));
     }

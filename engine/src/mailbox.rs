@@ -58,6 +58,7 @@ pub(crate) enum Cmd {
     /// The resolver's answer for an outgoing connection's host name.
     Resolved {
         conn: ConnectionId,
+        attempt: u32,
         host: String,
         port: u16,
         addrs: Result<Vec<std::net::SocketAddr>, String>,

@@ -23,6 +23,7 @@ struct Job {
     host: String,
     port: u16,
     conn: ConnectionId,
+    attempt: u32,
 }
 
 fn pool() -> &'static Sender<Job> {
@@ -38,7 +39,8 @@ fn pool() -> &'static Sender<Job> {
                         .map(Iterator::collect::<Vec<SocketAddr>>)
                         .map_err(|e| e.to_string())
                         .and_then(|v| if v.is_empty() { Err("no address".to_string()) } else { Ok(v) });
-                    let cmd = Cmd::Resolved { conn: job.conn, host: job.host, port: job.port, addrs };
+                    let cmd =
+                        Cmd::Resolved { conn: job.conn, attempt: job.attempt, host: job.host, port: job.port, addrs };
                     // A ring that is gone has no connection waiting for the answer.
                     post(job.conn.thread(), cmd);
                 }
@@ -51,7 +53,8 @@ fn pool() -> &'static Sender<Job> {
     })
 }
 
-/// Looks `host` up off the ring; the answer arrives as [`Cmd::Resolved`] for `conn`.
-pub(crate) fn lookup(host: &str, port: u16, conn: ConnectionId) {
-    let _ = pool().send(Job { host: host.to_string(), port, conn });
+/// Looks `host` up off the ring; the answer arrives as [`Cmd::Resolved`] for `conn`'s
+/// dialing attempt `attempt`.
+pub(crate) fn lookup(host: &str, port: u16, conn: ConnectionId, attempt: u32) {
+    let _ = pool().send(Job { host: host.to_string(), port, conn, attempt });
 }

@@ -28,6 +28,7 @@ use super::{gen_of, Core, Event, Status};
 use crate::error::{panic_message, ConnError, ConnectError, EngineError};
 use crate::id::ConnectionId;
 use crate::ring::{Kind, Token};
+use crate::timers::TimerId;
 
 /// Socket options of an outgoing connection.
 #[derive(Debug, Clone)]
@@ -76,6 +77,11 @@ pub(crate) struct Dial {
     pub(crate) reconnect: Option<Duration>,
     /// The last error of this attempt, reported when no address is left.
     last_error: Option<i32>,
+    /// Which attempt this is (bumped by every renewal): a name answer or a redial timer of
+    /// an earlier attempt is ignored.
+    attempt: u32,
+    /// The timer that starts a renewed attempt after its delay, while it waits.
+    redial: Option<TimerId>,
 }
 
 impl Dial {
@@ -101,6 +107,8 @@ impl Dial {
             held: SendQueue::default(),
             reconnect: None,
             last_error: None,
+            attempt: 0,
+            redial: None,
         }
     }
 
@@ -187,7 +195,8 @@ impl Core {
         let mut state = ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp);
         state.status = Status::Connecting;
         state.peer = None;
-        state.close_deadline = Some(Instant::now() + dial.opts.connect_timeout);
+        // (A timeout too long to represent is no deadline.)
+        state.close_deadline = Instant::now().checked_add(dial.opts.connect_timeout);
         state.extra().dial = Some(Box::new(dial));
         let key = self.conns.insert(state);
         if let Some(m) = self.by_serial.get_mut() {
@@ -213,7 +222,7 @@ impl Core {
         let cached = self.dns.get(&(host.clone(), port)).filter(|(_, until)| *until > now).map(|(a, _)| a.clone());
         match cached {
             Some(addrs) => self.dial_addrs(key, addrs),
-            None => crate::resolve::lookup(&host, port, self.id_of(key)),
+            None => crate::resolve::lookup(&host, port, self.id_of(key), d.attempt),
         }
     }
 
@@ -221,20 +230,31 @@ impl Core {
     pub(crate) fn on_resolved(
         &mut self,
         conn: ConnectionId,
+        attempt: u32,
         host: String,
         port: u16,
         addrs: Result<Vec<SocketAddr>, String>,
     ) {
         if let Ok(a) = &addrs {
             let now = Instant::now();
-            // Bounded: expired answers go once the cache is large.
+            // Bounded: expired answers go once the cache is large, all of them if it stays so.
             if self.dns.len() >= DNS_CACHE_PRUNE_AT {
                 self.dns.retain(|_, (_, until)| *until > now);
+                if self.dns.len() >= DNS_CACHE_PRUNE_AT {
+                    self.dns.clear();
+                }
             }
             self.dns.insert((host.clone(), port), (a.clone(), now + crate::resolve::CACHE_TTL));
         }
         let Some(key) = self.lookup(conn) else { return };
-        if self.conns[key].status != Status::Connecting {
+        // Only the attempt that asked, and only while it waits for this answer (nothing in
+        // flight, no address chosen): an answer for an attempt a reconnect replaced must not
+        // dial the new one a second time.
+        let c = &self.conns[key];
+        let waiting = c.status == Status::Connecting
+            && c.inflight == 0
+            && c.dial().is_some_and(|d| d.attempt == attempt && d.sockaddr.is_none() && d.redial.is_none());
+        if !waiting {
             return;
         }
         match addrs {
@@ -268,6 +288,7 @@ impl Core {
         };
         d.next += 1;
         let opts = d.opts.clone();
+        debug_assert_eq!(c.inflight, 0, "a CONNECT in flight still names the socket being replaced");
         // A socket of the address's family, with the dial's options. (The placeholder, or a
         // socket whose CONNECT failed, is closed by the replacement: no operation refers to it
         // — the failed CONNECT's completion has arrived.)
@@ -401,6 +422,11 @@ impl Core {
     pub(crate) fn reconnect(&mut self, key: usize, after: Duration) -> bool {
         let c = &mut self.conns[key];
         let Some(d) = c.dial_mut() else { return false };
+        if let Some(t) = d.redial.take() {
+            // Still waiting from an earlier reconnect: only the delay changes.
+            drop(self.timers.del(t));
+            return self.schedule_redial(key, after).is_ok();
+        }
         d.reconnect = Some(after);
         if c.status != Status::Closed {
             self.destroy(key, None);
@@ -408,11 +434,38 @@ impl Core {
         true
     }
 
-    /// Cancels a pending `reconnect`.
+    /// Cancels a `reconnect` that has not dialled yet: a renewed slot still waiting for its
+    /// delay is freed quietly (its `on_close` ran already).
     pub(crate) fn cancel_reconnect(&mut self, key: usize) {
-        if let Some(d) = self.conns[key].dial_mut() {
-            d.reconnect = None;
-        }
+        let Some(d) = self.conns[key].dial_mut() else { return };
+        d.reconnect = None;
+        let Some(t) = d.redial.take() else { return };
+        drop(self.timers.del(t));
+        let c = &mut self.conns[key];
+        c.status = Status::Closed;
+        c.close_deadline = None;
+        self.closing -= 1;
+        self.stats.connections.set(self.stats.connections.get() - 1);
+        self.try_free(key);
+    }
+
+    /// Starts the delay of a renewed attempt (`after` may be zero: the dial starts on the next
+    /// loop turn, never inside the callback that asked, so a dial that fails at once cannot
+    /// loop without the ring turning). The close deadline covers the delay plus the connect
+    /// timeout.
+    fn schedule_redial(&mut self, key: usize, after: Duration) -> Result<(), String> {
+        let d = self.conns[key].dial().expect("only dials renew");
+        let (attempt, timeout) = (d.attempt, d.opts.connect_timeout);
+        let now = Instant::now();
+        let id = self.id_of(key);
+        let redial: crate::timers::TimerFn = Box::new(move || {
+            super::with_core(|c| c.redial(id, attempt));
+        });
+        let t = self.timers.add(now, after, false, redial).map_err(|(e, _)| e.to_string())?;
+        let c = &mut self.conns[key];
+        c.close_deadline = now.checked_add(after).and_then(|t| t.checked_add(timeout));
+        c.dial_mut().expect("only dials renew").redial = Some(t);
+        Ok(())
     }
 
     /// Gives a freed outgoing slot a fresh socket and parser state and dials again after
@@ -424,8 +477,6 @@ impl Core {
             (Err(e), _) => return self.give_up_renewal(key, &e.to_string()),
             (_, Err(e)) => return self.give_up_renewal(key, &e),
         };
-        let deadline =
-            Instant::now() + after + self.conns[key].dial().map_or(Duration::ZERO, |d| d.opts.connect_timeout);
         let c = &mut self.conns[key];
         for chunk in c.sendq.chunks.drain(..) {
             self.arena.release(chunk.mem);
@@ -438,6 +489,7 @@ impl Core {
             d.held.len = 0;
             d.sockaddr = None;
             d.addrs.clear();
+            d.attempt = d.attempt.wrapping_add(1);
         }
         c.fd = fd;
         c.status = Status::Connecting;
@@ -458,30 +510,28 @@ impl Core {
         c.ws = None;
         c.active = self.stamp;
         c.partial_since = None;
-        c.close_deadline = Some(deadline);
+        c.close_deadline = None;
         self.closing += 1;
         self.stats.connections.add(1);
-        let id = self.id_of(key);
-        if after.is_zero() {
-            self.dial(key);
-            return;
-        }
-        let redial: crate::timers::TimerFn = Box::new(move || {
-            super::with_core(|c| c.redial(id));
-        });
-        if let Err((e, _)) = self.timers.add(Instant::now(), after, false, redial) {
-            log::warn!("reconnect of {id}: {e}; dialing now");
-            self.dial(key);
+        if let Err(e) = self.schedule_redial(key, after) {
+            // (A delay too long for the clock.) Retire the renewed slot quietly.
+            log::error!("reconnect of {}: {e}", self.id_of(key));
+            let c = &mut self.conns[key];
+            c.status = Status::Closed;
+            self.closing -= 1;
+            self.stats.connections.set(self.stats.connections.get() - 1);
+            self.try_free(key);
         }
     }
 
-    /// The reconnect delay of `conn` ended.
-    fn redial(&mut self, conn: ConnectionId) {
-        if let Some(key) = self.lookup(conn) {
-            let c = &self.conns[key];
-            if c.status == Status::Connecting && c.inflight == 0 && c.dial().is_some_and(|d| d.sockaddr.is_none()) {
-                self.dial(key);
-            }
+    /// The reconnect delay of `conn`'s attempt `attempt` ended.
+    fn redial(&mut self, conn: ConnectionId, attempt: u32) {
+        let Some(key) = self.lookup(conn) else { return };
+        let c = &mut self.conns[key];
+        let Some(d) = c.dial_mut().filter(|d| d.attempt == attempt && d.redial.is_some()) else { return };
+        d.redial = None;
+        if c.status == Status::Connecting && c.inflight == 0 {
+            self.dial(key);
         }
     }
 

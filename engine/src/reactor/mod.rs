@@ -455,9 +455,11 @@ impl Core {
     pub(crate) fn unclosed(&self) -> Vec<ConnectionId> {
         let unseen: Vec<ConnectionId> =
             self.events.iter().filter_map(|e| if let Event::Connect(c) = e { Some(*c) } else { None }).collect();
+        // Outgoing connections are left out: their callbacks were their own, and they died
+        // with the core (the worker's `on_close` is for the connections it accepted).
         self.conns
             .iter()
-            .filter(|(_, c)| c.status != Status::Closed || c.close_hold)
+            .filter(|(_, c)| (c.status != Status::Closed || c.close_hold) && c.dial().is_none())
             .map(|(k, _)| self.id_of(k))
             .filter(|c| !unseen.contains(c))
             .collect()

@@ -583,6 +583,18 @@ fn feed_client(core: &mut Core, id: ConnectionId, cqes: &[Cqe], which: Option<us
     orders.len()
 }
 
+/// Runs the due redial timer of a renewed slot, as the loop does (outside the core borrow,
+/// with the core installed); returns the core.
+fn fire_redial(mut core: Core) -> Core {
+    let due = core.timers.pop_due(Instant::now() + Duration::from_millis(1));
+    let (tid, mut redial) = due.expect("the redial timer");
+    install(core);
+    redial();
+    let mut core = uninstall().expect("core");
+    drop(core.timers.restore(tid, redial));
+    core
+}
+
 /// Counts the events of kinds a client reports, delivering on_close as the runner does.
 fn drain_client_events(core: &mut Core, closes: &mut usize, errors: &mut Vec<String>, connects: &mut usize) {
     while let Some(ev) = core.events.pop_front() {
@@ -698,9 +710,10 @@ fn reconnect_renews_the_slot_after_every_completion() {
         core.events = held;
         drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
         assert_eq!(closes, 1);
-        // on_close ran: the same slot dials again.
+        // on_close ran: the same slot dials again, on the next turn.
         assert_eq!(core.lookup(id), Some(key));
         assert_eq!(core.conns[key].status, Status::Connecting);
+        let mut core = fire_redial(core);
         let again = collect_from(&mut core, |a| count(a, Kind::Connect) == 1);
         for cqe in again {
             dispatch_client(&mut core, cqe);
@@ -720,4 +733,92 @@ fn reconnect_renews_the_slot_after_every_completion() {
         mailbox::unregister(thread);
         orders.len()
     });
+}
+
+/// A name answer for an attempt that a reconnect replaced arrives after the renewal (slow
+/// DNS): it is ignored — it would otherwise dial the renewed slot on a second socket and
+/// replace the first under a CONNECT still queued. The renewed attempt dials once, when its
+/// delay ended and its own answer came.
+#[test]
+fn a_stale_name_answer_after_a_reconnect_is_ignored() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (mut core, thread) = client_core();
+    let opts = super::DialOptions { connect_timeout: PATIENCE, bind: None, nodelay: true, keepalive: None };
+    // A name, so the dial waits for the resolver (whose answer this test plays itself).
+    let dial = super::Dial::new(
+        "slow.name.invalid".into(),
+        addr.port(),
+        "/".into(),
+        opts,
+        Arc::new(ringman_protocols::Raw),
+        None,
+    );
+    let id = core.connect(dial).expect("dial");
+    let key = core.lookup(id).unwrap();
+    assert!(core.reconnect(key, Duration::ZERO));
+    let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+    drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+    assert_eq!(closes, 1);
+    assert_eq!(core.conns[key].status, Status::Connecting, "renewed");
+    let answer = || Ok(vec![addr]);
+    // The first attempt's answer, late: ignored.
+    core.on_resolved(id, 0, "slow.name.invalid".into(), addr.port(), answer());
+    assert_eq!(core.conns[key].inflight, 0, "a stale answer dialled");
+    // The renewed attempt's delay (zero) ends on the next turn, then its answer comes.
+    let mut core = fire_redial(core);
+    core.on_resolved(id, 1, "slow.name.invalid".into(), addr.port(), answer());
+    assert_eq!(core.conns[key].inflight, 1, "one CONNECT");
+    core.on_resolved(id, 1, "slow.name.invalid".into(), addr.port(), answer());
+    assert_eq!(core.conns[key].inflight, 1, "a repeated answer does not dial again");
+    for cqe in collect_from(&mut core, |a| count(a, Kind::Connect) == 1) {
+        dispatch_client(&mut core, cqe);
+    }
+    drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+    assert_eq!(connects, 1);
+    assert!(errors.is_empty(), "{errors:?}");
+    core.destroy(key, None);
+    for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a)) {
+        dispatch_client(&mut core, cqe);
+    }
+    drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+    assert!(core.conns.is_empty());
+    drop(core);
+    mailbox::unregister(thread);
+}
+
+/// A reconnect delay too long for the clock retires the slot instead of panicking the ring;
+/// `cancel_reconnect` during a delay frees the waiting slot without dialling.
+#[test]
+fn reconnect_delays_that_cannot_or_should_not_run_free_the_slot() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    for cancel in [false, true] {
+        let (mut core, thread) = client_core();
+        let id = core.connect(dial_to(addr, PATIENCE)).expect("dial");
+        let key = core.lookup(id).unwrap();
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Connect) == 1) {
+            dispatch_client(&mut core, cqe);
+        }
+        let after = if cancel { Duration::from_secs(3600) } else { Duration::MAX };
+        assert!(core.reconnect(key, after));
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a)) {
+            dispatch_client(&mut core, cqe);
+        }
+        let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(closes, 1);
+        if cancel {
+            assert_eq!(core.lookup(id), Some(key), "renewed, waiting for its delay");
+            core.cancel_reconnect(key);
+            assert_eq!(core.timers.len(), 0, "the redial timer is gone");
+        }
+        assert!(core.conns.is_empty(), "slot freed");
+        assert_eq!(core.closing, 0);
+        assert_eq!(core.stats.connections.get(), 0);
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(closes, 1, "no second on_close");
+        drop(core);
+        mailbox::unregister(thread);
+    }
 }

@@ -19,7 +19,9 @@ use crate::ring::{Kind, Token};
 impl Core {
     pub(super) fn arm_recv(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if c.recv_armed || c.paused || c.status == Status::Closed {
+        // (An outgoing connection reads only once its CONNECT succeeded.)
+        if c.recv_armed || c.paused || c.status == Status::Closed || c.status == Status::Connecting && c.peer.is_none()
+        {
             return;
         }
         c.recv_armed = true;
@@ -186,9 +188,14 @@ impl Core {
         self.fail(key, e, &reply);
     }
 
-    /// Whether messages may still be delivered to `conn` in this batch.
-    pub(crate) fn can_deliver(&self, conn: ConnectionId) -> bool {
-        matches!(self.lookup(conn), Some(k) if self.conns[k].status != Status::Closed && !self.conns[k].paused)
+    /// Whether messages may still be delivered to `conn` in this batch, and the connection's
+    /// own `on_message` if one was installed since the batch took its callback (it applies
+    /// from the next message on).
+    pub(crate) fn can_deliver(&mut self, conn: ConnectionId) -> (bool, Option<IdMsgFn>) {
+        let Some(k) = self.lookup(conn) else { return (false, None) };
+        let c = &mut self.conns[k];
+        let newer = c.extra.as_mut().and_then(|e| e.hooks.on_message.take());
+        (c.status != Status::Closed && !c.paused, newer)
     }
 
     pub(super) fn rearm_enobufs(&mut self) {

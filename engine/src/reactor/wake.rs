@@ -59,7 +59,9 @@ impl Core {
                 self.begin_stop(Instant::now() + *timeout);
             }
             Cmd::PauseAccept => self.pause_accept(),
-            Cmd::Resolved { conn, host, port, addrs } => self.on_resolved(*conn, host.clone(), *port, addrs.clone()),
+            Cmd::Resolved { conn, attempt, host, port, addrs } => {
+                self.on_resolved(*conn, *attempt, host.clone(), *port, addrs.clone())
+            }
             Cmd::Call(_) | Cmd::Crash => unreachable!("handled by the runner"),
         }
     }

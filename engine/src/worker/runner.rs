@@ -353,7 +353,13 @@ impl<S: 'static> Runner<S> {
                     }
                 }
             }
-            if with_core(|c| c.can_deliver(id)).unwrap_or(false) {
+            let (go, newer) = with_core(|c| c.can_deliver(id)).unwrap_or((false, None));
+            if let Some(f) = newer {
+                // Installed by a callback of this batch: it takes over (the old one is
+                // dropped here, outside the core).
+                drop(own.replace(f));
+            }
+            if go {
                 Flow::Continue
             } else {
                 Flow::Stop
@@ -390,6 +396,7 @@ impl<S: 'static> Runner<S> {
     /// only its connection.
     fn deliver_events(&mut self) {
         while let Some(ev) = with_core(|c| c.events.pop_front()).flatten() {
+            let closed = matches!(ev, Event::Close(_));
             let (id, r) = match ev {
                 Event::Connect(id) => (id, self.call(id, Hook::Connect)),
                 Event::Close(id) => {
@@ -408,13 +415,19 @@ impl<S: 'static> Runner<S> {
                     continue;
                 }
             };
-            if let Some(Err(p)) = r {
-                let msg = panic_message(&*p);
-                with_core(|c| {
-                    if let Some(k) = c.lookup(id) {
-                        c.destroy(k, Some(ConnError::Panic(msg)));
-                    }
-                });
+            match (r, closed) {
+                // The connection is gone already (and a `reconnect` in that callback may have
+                // renewed its slot under the same id): nothing to destroy.
+                (Some(Err(p)), true) => log::error!("on_close of {id} panicked: {}", panic_message(&*p)),
+                (Some(Err(p)), false) => {
+                    let msg = panic_message(&*p);
+                    with_core(|c| {
+                        if let Some(k) = c.lookup(id) {
+                            c.destroy(k, Some(ConnError::Panic(msg)));
+                        }
+                    });
+                }
+                _ => {}
             }
         }
         self.bury();
