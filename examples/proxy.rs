@@ -40,20 +40,11 @@ fn main() -> ExitCode {
     w.name = "proxy".into();
     let target = upstream.clone();
     w.on_connect(move |client, _| {
-        let up = match AsyncTcpConnection::new(&target).and_then(|u| u.connect()) {
-            Ok(up) => up,
-            Err(e) => {
-                eprintln!("proxy: {target}: {e}");
-                client.close(None);
-                return;
-            }
-        };
-        client.pipe(up);
-        up.pipe(*client);
-        // A failed connect is followed by the upstream's close, which (through the pipe)
-        // closes the client; say why.
-        let peer = client.remote_addr();
-        up.on_error(move |_, e| eprintln!("proxy: upstream of {peer:?}: {e}"));
+        // A failed connect is logged, and the upstream's close then closes the client.
+        if let Err(e) = AsyncTcpConnection::new(&target).and_then(|up| up.connect_piped(client)) {
+            eprintln!("proxy: {target}: {e}");
+            client.close(None);
+        }
     });
     let result = run_all_then(Server::new().add(w), |running| {
         println!("proxy on {}, upstream {upstream}", running.local_addr(0).map(|a| a.to_string()).unwrap_or_default());

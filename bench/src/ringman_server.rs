@@ -103,18 +103,10 @@ pub fn serve_proxy(listen: &str, upstream: &str) -> Result<(), Box<dyn std::erro
     w.name = "bench-proxy".into();
     let target = upstream.to_string();
     w.on_connect(move |client, _| {
-        let up = match AsyncTcpConnection::new(&target).and_then(|u| u.connect()) {
-            Ok(up) => up,
-            Err(e) => {
-                eprintln!("proxy: {target}: {e}");
-                client.close(None);
-                return;
-            }
-        };
-        client.pipe(up);
-        up.pipe(*client);
-        let peer = client.remote_addr();
-        up.on_error(move |_, e| eprintln!("proxy: upstream of {peer:?}: {e}"));
+        if let Err(e) = AsyncTcpConnection::new(&target).and_then(|up| up.connect_piped(client)) {
+            eprintln!("proxy: {target}: {e}");
+            client.close(None);
+        }
     });
     run_all(Server::new().add(w))?;
     Ok(())

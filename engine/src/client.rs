@@ -190,6 +190,33 @@ impl AsyncTcpConnection {
         drop(dial);
         r.unwrap_or(Err(EngineError::NotOnRingThread)).map(Connection::from_id)
     }
+
+    /// One hop of a transparent proxy: opens this connection and pipes it with `peer` both
+    /// ways (`peer.pipe(up)`, `up.pipe(peer)`: back-pressure in each direction, each side
+    /// closed after the other's flush). If the connection cannot be established, its
+    /// CONNECT_FAIL is logged and `peer` is closed (through the pipe). Both must be on the
+    /// calling ring thread, as for `pipe`.
+    ///
+    /// ```no_run
+    /// use ringman_engine::{AsyncTcpConnection, Worker};
+    /// let mut w = Worker::<()>::new("tcp://0.0.0.0:8080").unwrap();
+    /// w.on_connect(|client, _| {
+    ///     if let Err(e) = AsyncTcpConnection::new("tcp://10.0.0.2:80").and_then(|up| up.connect_piped(client)) {
+    ///         eprintln!("{e}");
+    ///         client.close(None);
+    ///     }
+    /// });
+    /// ```
+    pub fn connect_piped(self, peer: &Connection) -> Result<Connection, EngineError> {
+        let up = self.connect()?;
+        if !(peer.pipe(up) && up.pipe(*peer)) {
+            up.destroy();
+            return Err(EngineError::NotOnRingThread);
+        }
+        let from = peer.remote_addr();
+        up.on_error(move |up, e| log::warn!("upstream {} of {from:?}: {e}", up.id()));
+        Ok(up)
+    }
 }
 
 #[cfg(test)]
