@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringman::{AsyncTcpConnection, ConnError, Connection, Running, Server, Worker};
 
-use common::{connect, py_echo, py_tcp_server, py_ws_server, read_exact, start, PyServer, PATIENCE};
+use common::{connect, free_port, py_echo, py_tcp_server, py_ws_server, read_exact, start, PyServer, PATIENCE};
 
 const WS_ECHO: &str = r#"
 import asyncio
@@ -95,10 +95,7 @@ fn sends_made_before_the_connection_is_up_arrive_in_order() {
 
 #[test]
 fn a_refused_port_reports_connect_fail_then_close() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let (_ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{port}")).unwrap().connect().unwrap();
         report(&conn, &tx);
@@ -282,10 +279,7 @@ async def handle(r, w):
 fn a_failing_client_disturbs_nothing_else_on_its_ring() {
     let server = py_echo();
     let port = server.port;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let dead = free_port();
     let (_ring, rx) = client_ring(move |tx| {
         let good = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
         report(&good, &tx);
@@ -976,10 +970,7 @@ fn an_on_message_installed_mid_batch_gets_the_rest_of_the_batch() {
 /// again on the refused port with its own CONNECT_FAIL, not with `ConnError::Panic`.
 #[test]
 fn a_panicking_on_close_does_not_destroy_the_reconnect_it_asked_for() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let (_ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{port}")).unwrap().connect().unwrap();
         report(&conn, &tx);

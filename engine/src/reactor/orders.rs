@@ -595,6 +595,13 @@ fn fire_redial(mut core: Core) -> Core {
     core
 }
 
+/// Checks that a client core freed every slot, then drops it and frees its thread index.
+fn retire_client(core: Core, thread: u16) {
+    assert!(core.conns.is_empty(), "slot not freed");
+    drop(core);
+    mailbox::unregister(thread);
+}
+
 /// Counts the events of kinds a client reports, delivering on_close as the runner does.
 fn drain_client_events(core: &mut Core, closes: &mut usize, errors: &mut Vec<String>, connects: &mut usize) {
     while let Some(ev) = core.events.pop_front() {
@@ -640,9 +647,7 @@ fn closing_a_connection_whose_connect_is_in_flight_closes_once() {
         drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
         assert_eq!((closes, connects), (1, 0));
         assert!(errors.is_empty(), "a close asked for is no failure: {errors:?}");
-        assert!(core.conns.is_empty(), "slot not freed");
-        drop(core);
-        mailbox::unregister(thread);
+        retire_client(core, thread);
         orders
     });
 }
@@ -670,9 +675,7 @@ fn a_connect_that_succeeds_as_its_timeout_fires_fails_once() {
         assert_eq!((closes, connects), (1, 0));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("timed out"), "{errors:?}");
-        assert!(core.conns.is_empty(), "slot not freed");
-        drop(core);
-        mailbox::unregister(thread);
+        retire_client(core, thread);
         orders
     });
 }
