@@ -20,8 +20,8 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
+use crate::ring::Ring;
 use io_uring::types::BufRingEntry;
-use io_uring::IoUring;
 
 /// Buffer group id of the per-ring receive pool.
 pub(crate) const RECV_BGID: u16 = 0;
@@ -78,7 +78,7 @@ pub(crate) struct RecvRing {
 impl RecvRing {
     /// Maps `count` buffers of `buf_size` bytes and registers them as buffer group
     /// [`RECV_BGID`] of `ring`. `count` must be a power of two ≤ 32768.
-    pub(crate) fn new(ring: &IoUring, count: u16, buf_size: u32) -> io::Result<RecvRing> {
+    pub(crate) fn new(ring: &mut Ring, count: u16, buf_size: u32) -> io::Result<RecvRing> {
         assert!(count.is_power_of_two() && count <= 32768);
         let entries = Mmap::new(count as usize * std::mem::size_of::<BufRingEntry>())?;
         let data = Mmap::new(count as usize * buf_size as usize)?;
@@ -86,7 +86,7 @@ impl RecvRing {
         // SAFETY: the entry array is page aligned (mmap), sized for `count` entries, and lives
         // until `Drop` unregisters it (invariant 1).
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(ring_buf.entries.ptr.as_ptr() as u64, count, RECV_BGID, 0)?;
+            ring.register_buf_ring(ring_buf.entries.ptr.as_ptr() as u64, count, RECV_BGID)?;
         }
         for bid in 0..count {
             ring_buf.push(bid);
@@ -155,8 +155,8 @@ impl RecvRing {
     }
 
     /// Unregisters the group; called before the mappings are dropped.
-    pub(crate) fn unregister(&self, ring: &IoUring) {
-        let _ = ring.submitter().unregister_buf_ring(RECV_BGID);
+    pub(crate) fn unregister(&self, ring: &mut Ring) {
+        ring.unregister_buf_ring(RECV_BGID);
     }
 }
 
@@ -220,7 +220,7 @@ pub(crate) enum ChunkMem {
 impl SendArena {
     /// Registers up to `want` bytes of send chunks with `ring`. Returns an arena without fixed
     /// chunks when the budget is spent or the kernel refuses (ENOMEM under memlock).
-    pub(crate) fn new(ring: &IoUring, want: usize) -> (SendArena, Option<io::Error>) {
+    pub(crate) fn new(ring: &mut Ring, want: usize) -> (SendArena, Option<io::Error>) {
         let mut arena = SendArena { mem: None, free: Vec::new(), heap_pool: Vec::new(), reserved: 0 };
         let want = want / CHUNK * CHUNK;
         let got = FIXED_BUDGET
@@ -241,7 +241,7 @@ impl SendArena {
         let iov = libc::iovec { iov_base: mem.ptr.as_ptr().cast(), iov_len: got };
         // SAFETY: the mapping outlives the registration: `Drop for Core` unregisters buffers
         // before this arena (and its mapping) is dropped (invariant 1).
-        match unsafe { ring.submitter().register_buffers(&[iov]) } {
+        match unsafe { ring.register_buffer(iov) } {
             Ok(()) => {
                 let n = (got / CHUNK) as u16;
                 arena.free = (0..n).rev().collect();
@@ -291,9 +291,9 @@ impl SendArena {
     }
 
     /// Unregisters the arena; called before the mapping is dropped.
-    pub(crate) fn unregister(&self, ring: &IoUring) {
+    pub(crate) fn unregister(&self, ring: &mut Ring) {
         if self.mem.is_some() {
-            let _ = ring.submitter().unregister_buffers();
+            ring.unregister_buffers();
         }
     }
 }

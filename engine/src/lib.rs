@@ -16,6 +16,7 @@
 //   http, server, handover                                           (on top)
 mod buffers;
 mod client;
+mod clock;
 mod config;
 mod connection;
 mod error;
@@ -30,6 +31,8 @@ mod reactor;
 mod resolve;
 mod ring;
 mod server;
+#[cfg(test)]
+mod sim;
 pub mod stats;
 mod sys;
 mod timer;

@@ -6,8 +6,9 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::error::EngineError;
 
@@ -79,8 +80,169 @@ pub enum RingMode {
 /// operations produce many CQEs per SQE (ARCHITECTURE.md, "Pitfalls").
 pub(crate) const SQ_ENTRIES: u32 = 1024;
 
+/// `io_uring_enter` flag: reap completions (and run deferred task work).
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// The submission and completion queues the core talks to: the kernel's ring, or (in test
+/// builds) the deterministic simulator's model of it. This is the one boundary between the
+/// engine and io_uring; everything above it is the same code in both cases.
+pub(crate) struct Ring {
+    backend: Backend,
+}
+
+enum Backend {
+    Kernel(IoUring),
+    #[cfg(test)]
+    Sim(Box<crate::sim::kernel::SimKernel>),
+}
+
+impl Ring {
+    /// The kernel's ring.
+    pub(crate) fn kernel(ring: IoUring) -> Ring {
+        Ring { backend: Backend::Kernel(ring) }
+    }
+
+    /// A simulated ring.
+    #[cfg(test)]
+    pub(crate) fn sim(kernel: crate::sim::kernel::SimKernel) -> Ring {
+        Ring { backend: Backend::Sim(Box::new(kernel)) }
+    }
+
+    /// The simulated kernel behind this ring, if it is one.
+    #[cfg(test)]
+    pub(crate) fn sim_mut(&mut self) -> Option<&mut crate::sim::kernel::SimKernel> {
+        match &mut self.backend {
+            Backend::Sim(k) => Some(k),
+            Backend::Kernel(_) => None,
+        }
+    }
+
+    /// Queues an SQE; false when the submission queue is full.
+    ///
+    /// # Safety
+    /// Every pointer in `sqe` stays valid until its operation's last completion.
+    pub(crate) unsafe fn push(&mut self, sqe: &squeue::Entry) -> bool {
+        match &mut self.backend {
+            // SAFETY: the caller's contract is the kernel's.
+            Backend::Kernel(r) => unsafe { r.submission().push(sqe).is_ok() },
+            #[cfg(test)]
+            Backend::Sim(k) => k.push(sqe),
+        }
+    }
+
+    /// Submits the queued SQEs without waiting.
+    pub(crate) fn submit(&mut self) -> io::Result<usize> {
+        match &mut self.backend {
+            Backend::Kernel(r) => r.submit(),
+            #[cfg(test)]
+            Backend::Sim(k) => k.submit(false),
+        }
+    }
+
+    /// Submits and reaps what completed meanwhile (runs deferred task work), without waiting.
+    pub(crate) fn submit_getevents(&mut self) -> io::Result<usize> {
+        match &mut self.backend {
+            Backend::Kernel(r) => {
+                let queued = r.submission().len() as u32;
+                // SAFETY: no argument pointer is passed; the call submits the queued SQEs
+                // (their memory is valid per `push`'s contract) and runs pending completions.
+                unsafe { r.submitter().enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None) }
+            }
+            #[cfg(test)]
+            Backend::Sim(k) => k.submit(true),
+        }
+    }
+
+    /// Submits and waits for at least one completion, or until `timeout` passes.
+    pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        match &mut self.backend {
+            Backend::Kernel(r) => match timeout {
+                Some(t) => {
+                    let ts = types::Timespec::from(t);
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    r.submitter().submit_with_args(1, &args)
+                }
+                None => r.submit_and_wait(1),
+            },
+            #[cfg(test)]
+            Backend::Sim(k) => k.wait(timeout),
+        }
+    }
+
+    /// Hands every posted completion to `f`, oldest first.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(u64, i32, u32)) {
+        match &mut self.backend {
+            Backend::Kernel(r) => r.completion().for_each(|c| f(c.user_data(), c.result(), c.flags())),
+            #[cfg(test)]
+            Backend::Sim(k) => k.drain(f),
+        }
+    }
+
+    /// Completions the kernel dropped (only without IORING_FEAT_NODROP).
+    pub(crate) fn dropped(&mut self) -> u32 {
+        match &mut self.backend {
+            Backend::Kernel(r) => r.completion().overflow(),
+            #[cfg(test)]
+            Backend::Sim(_) => 0,
+        }
+    }
+
+    /// Whether completions wait in the kernel's overflow list (IORING_SQ_CQ_OVERFLOW).
+    pub(crate) fn cq_overflow(&mut self) -> bool {
+        match &mut self.backend {
+            Backend::Kernel(r) => r.submission().cq_overflow(),
+            #[cfg(test)]
+            Backend::Sim(k) => k.cq_overflow(),
+        }
+    }
+
+    /// Registers a provided-buffer ring of `count` entries at `addr` as group `bgid`.
+    ///
+    /// # Safety
+    /// The entry array is page aligned, holds `count` entries and outlives the registration.
+    pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, count: u16, bgid: u16) -> io::Result<()> {
+        match &mut self.backend {
+            // SAFETY: the caller's contract is the kernel's.
+            Backend::Kernel(r) => unsafe { r.submitter().register_buf_ring_with_flags(addr, count, bgid, 0) },
+            #[cfg(test)]
+            Backend::Sim(k) => k.register_buf_ring(addr, count, bgid),
+        }
+    }
+
+    /// Unregisters buffer group `bgid`.
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) {
+        match &mut self.backend {
+            Backend::Kernel(r) => drop(r.submitter().unregister_buf_ring(bgid)),
+            #[cfg(test)]
+            Backend::Sim(k) => k.unregister_buf_ring(bgid),
+        }
+    }
+
+    /// Registers `iov` as fixed buffer 0.
+    ///
+    /// # Safety
+    /// The memory outlives the registration.
+    pub(crate) unsafe fn register_buffer(&mut self, iov: libc::iovec) -> io::Result<()> {
+        match &mut self.backend {
+            // SAFETY: the caller's contract is the kernel's.
+            Backend::Kernel(r) => unsafe { r.submitter().register_buffers(&[iov]) },
+            #[cfg(test)]
+            Backend::Sim(k) => k.register_buffer(iov),
+        }
+    }
+
+    /// Unregisters the fixed buffers.
+    pub(crate) fn unregister_buffers(&mut self) {
+        match &mut self.backend {
+            Backend::Kernel(r) => drop(r.submitter().unregister_buffers()),
+            #[cfg(test)]
+            Backend::Sim(k) => k.unregister_buffers(),
+        }
+    }
+}
+
 /// Creates the ring with the best setup the kernel accepts.
-pub(crate) fn build() -> Result<(IoUring, RingMode), EngineError> {
+pub(crate) fn build() -> Result<(Ring, RingMode), EngineError> {
     type Apply = fn(&mut io_uring::Builder);
     let attempts: [(RingMode, Apply); 3] = [
         (RingMode::DeferTaskrun, |b| {
@@ -99,7 +261,7 @@ pub(crate) fn build() -> Result<(IoUring, RingMode), EngineError> {
         b.setup_cqsize(SQ_ENTRIES * 4).setup_clamp().setup_submit_all();
         apply(&mut b);
         match b.build(SQ_ENTRIES) {
-            Ok(ring) => return Ok((ring, mode)),
+            Ok(ring) => return Ok((Ring::kernel(ring), mode)),
             Err(e) => match e.raw_os_error() {
                 // Disabled by seccomp or sysctl: no flag combination will help.
                 Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EACCES) => {
@@ -127,7 +289,12 @@ pub(crate) enum FixedSend {
 
 /// Finds out whether `IORING_OP_SEND` accepts a fixed buffer on this kernel, with one real
 /// send over a socketpair (no version guessing). `ring` must have buffer index 0 registered.
-pub(crate) fn probe_fixed_send(ring: &mut IoUring, buf: *const u8) -> FixedSend {
+pub(crate) fn probe_fixed_send(ring: &mut Ring, buf: *const u8) -> FixedSend {
+    let ring = match &mut ring.backend {
+        Backend::Kernel(r) => r,
+        #[cfg(test)]
+        Backend::Sim(k) => return k.fixed_send(),
+    };
     // Both ends close when dropped, after the completion was waited for.
     let Ok((tx, _rx)) = std::os::unix::net::UnixStream::pair() else { return FixedSend::WriteFixed };
     let sqe = opcode::Send::new(types::Fd(tx.as_raw_fd()), buf, 1)

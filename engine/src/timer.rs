@@ -8,7 +8,7 @@
 //! Timer::del(id);
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::EngineError;
 use crate::reactor::with_core;
@@ -31,7 +31,7 @@ impl Timer {
     /// repeat runs `cb` on the next loop turn.
     pub fn add(interval: Duration, repeat: bool, cb: impl FnMut() + 'static) -> Result<TimerId, EngineError> {
         let mut cb = Some(Box::new(cb) as TimerFn);
-        let now = Instant::now();
+        let now = crate::clock::now();
         let r = with_core(|c| c.timers.add(now, interval, repeat, cb.take().expect("called once")));
         // A refused callback is dropped here, outside the core.
         match r {

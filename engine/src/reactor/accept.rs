@@ -35,7 +35,7 @@ impl Core {
                 libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
                     // Out of descriptors or memory: back off instead of spinning on errors.
                     log::warn!("accept failed: {}; retrying in 100 ms", io::Error::from_raw_os_error(-res));
-                    self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
+                    self.accept_retry = Some(crate::clock::now() + Duration::from_millis(100));
                 }
                 _ => {}
             }

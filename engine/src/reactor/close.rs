@@ -2,7 +2,7 @@
 //! linger), abortive destroy, and freeing a slot only once nothing is in flight.
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::{opcode, types};
 
@@ -66,7 +66,7 @@ impl Core {
             Status::Closing | Status::Lingering | Status::Closed => return,
         }
         c.status = Status::Closing;
-        c.close_deadline = Some(Instant::now() + self.cfg.close_timeout);
+        c.close_deadline = Some(crate::clock::now() + self.cfg.close_timeout);
         if c.sendq.len == 0 && !c.send_inflight {
             self.flushed_closing(key);
         }
@@ -92,7 +92,7 @@ impl Core {
         }
         c.status = Status::Lingering;
         c.throttled = false;
-        c.close_deadline = Some(Instant::now() + LINGER);
+        c.close_deadline = Some(crate::clock::now() + LINGER);
         // The peer sees FIN after our last bytes.
         crate::sys::shutdown(c.fd.as_fd(), libc::SHUT_WR);
         if c.paused {
@@ -198,7 +198,7 @@ impl Core {
             return;
         }
         c.status = Status::WsClosing;
-        c.close_deadline = Some(Instant::now() + self.cfg.close_timeout);
+        c.close_deadline = Some(crate::clock::now() + self.cfg.close_timeout);
         self.closing += 1;
     }
 

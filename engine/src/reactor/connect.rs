@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::{opcode, types};
 use ringman_protocols::ws::{client_handshake_request, generate_key, WsDecoder, WsEncoder, DEFLATE_OFFER};
@@ -196,7 +196,7 @@ impl Core {
         state.status = Status::Connecting;
         state.peer = None;
         // (A timeout too long to represent is no deadline.)
-        state.close_deadline = Instant::now().checked_add(dial.opts.connect_timeout);
+        state.close_deadline = crate::clock::now().checked_add(dial.opts.connect_timeout);
         state.extra().dial = Some(Box::new(dial));
         let key = self.conns.insert(state);
         if let Some(m) = self.by_serial.get_mut() {
@@ -218,7 +218,7 @@ impl Core {
             self.dial_addrs(key, vec![SocketAddr::new(ip, port)]);
             return;
         }
-        let now = Instant::now();
+        let now = crate::clock::now();
         let cached = self.dns.get(&(host.clone(), port)).filter(|(_, until)| *until > now).map(|(a, _)| a.clone());
         match cached {
             Some(addrs) => self.dial_addrs(key, addrs),
@@ -236,7 +236,7 @@ impl Core {
         addrs: Result<Vec<SocketAddr>, String>,
     ) {
         if let Ok(a) = &addrs {
-            let now = Instant::now();
+            let now = crate::clock::now();
             // Bounded: expired answers go once the cache is large, all of them if it stays so.
             if self.dns.len() >= DNS_CACHE_PRUNE_AT {
                 self.dns.retain(|_, (_, until)| *until > now);
@@ -456,7 +456,7 @@ impl Core {
     fn schedule_redial(&mut self, key: usize, after: Duration) -> Result<(), String> {
         let d = self.conns[key].dial().expect("only dials renew");
         let (attempt, timeout) = (d.attempt, d.opts.connect_timeout);
-        let now = Instant::now();
+        let now = crate::clock::now();
         let id = self.id_of(key);
         let redial: crate::timers::TimerFn = Box::new(move || {
             super::with_core(|c| c.redial(id, attempt));

@@ -39,7 +39,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::{squeue, types, IoUring};
+use io_uring::squeue;
 use ringman_protocols::Framer;
 use slab::Slab;
 
@@ -48,7 +48,7 @@ use crate::config::WorkerConfig;
 use crate::error::ConnError;
 use crate::id::ConnectionId;
 use crate::mailbox::Mailbox;
-use crate::ring::{FixedSend, RingMode, Token};
+use crate::ring::{FixedSend, Ring, RingMode, Token};
 use crate::stats::ThreadStats;
 use crate::timers::Timers;
 
@@ -79,6 +79,16 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&mut Core) -> R) -> Option<R> {
 pub(crate) fn current_thread() -> Option<u16> {
     let t = THREAD.with(Cell::get);
     (t != u16::MAX).then_some(t)
+}
+
+/// Runs `f` as if on a thread that is not a ring thread: the public API then takes the
+/// cross-thread path (the mailbox). The simulator's stand-in for other threads.
+#[cfg(test)]
+pub(crate) fn as_other_thread<R>(f: impl FnOnce() -> R) -> R {
+    let me = THREAD.with(|t| t.replace(u16::MAX));
+    let r = f();
+    THREAD.with(|t| t.set(me));
+    r
 }
 
 pub(crate) fn install(core: Core) {
@@ -126,7 +136,7 @@ pub(crate) enum Status {
 
 /// Per-thread engine state.
 pub(crate) struct Core {
-    pub ring: IoUring,
+    pub ring: Ring,
     pub mode: RingMode,
     pub thread: u16,
     pub conns: Slab<ConnState>,
@@ -189,8 +199,8 @@ impl Drop for Core {
     fn drop(&mut self) {
         // The ring forgets the buffers before they are unmapped; the connections' sockets
         // (only left on an abnormal exit) close when the slab drops after this.
-        self.recv.unregister(&self.ring);
-        self.arena.unregister(&self.ring);
+        self.recv.unregister(&mut self.ring);
+        self.arena.unregister(&mut self.ring);
     }
 }
 
@@ -203,10 +213,25 @@ impl Core {
         stats: Arc<ThreadStats>,
         fixed_bytes: usize,
     ) -> Result<Core, crate::error::EngineError> {
-        let (mut ring, mode) = crate::ring::build()?;
-        let recv = RecvRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size)
+        let (ring, mode) = crate::ring::build()?;
+        Core::with_ring(thread, cfg, listeners, mailbox, stats, fixed_bytes, ring, mode)
+    }
+
+    /// [`Core::new`] on a given ring (the kernel's, or the simulator's).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_ring(
+        thread: u16,
+        cfg: Arc<WorkerConfig>,
+        listeners: Vec<ListenerSlot>,
+        mailbox: Arc<Mailbox>,
+        stats: Arc<ThreadStats>,
+        fixed_bytes: usize,
+        mut ring: Ring,
+        mode: RingMode,
+    ) -> Result<Core, crate::error::EngineError> {
+        let recv = RecvRing::new(&mut ring, cfg.recv_buffers, cfg.recv_buffer_size)
             .map_err(crate::error::EngineError::BufferRing)?;
-        let (mut arena, err) = SendArena::new(&ring, fixed_bytes);
+        let (mut arena, err) = SendArena::new(&mut ring, fixed_bytes);
         if let Some(e) = err {
             log::warn!("registered send buffers unavailable ({e}); sending from heap buffers");
         }
@@ -249,8 +274,8 @@ impl Core {
             accept_paused: false,
             closing: 0,
             recycle: false,
-            wall: std::time::SystemTime::now(),
-            epoch: Instant::now(),
+            wall: crate::clock::wall(),
+            epoch: crate::clock::now(),
             stamp: Stamp::MIN,
         })
     }
@@ -262,7 +287,7 @@ impl Core {
             // operation: buffer-ring memory and arena chunks (buffers.rs invariants), heap send
             // chunks kept in the send queue until the CQE, `wake_buf` kept until the core
             // is dropped after its read completed.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+            if unsafe { self.ring.push(&sqe) } {
                 return;
             }
             if let Err(e) = self.ring.submit() {
@@ -276,13 +301,14 @@ impl Core {
     }
 
     fn stash_completions(&mut self) {
-        for cqe in self.ring.completion() {
-            self.early.push((cqe.user_data(), cqe.result(), cqe.flags()));
-        }
+        let early = &mut self.early;
+        self.ring.drain(|ud, res, flags| early.push((ud, res, flags)));
     }
 
     /// Submits everything queued and waits for at least one completion or `timeout`.
     pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) {
+        #[cfg(test)]
+        crate::sim::on_turn(self);
         self.flush_dirty();
         self.rearm_enobufs();
         self.recv.publish();
@@ -290,15 +316,7 @@ impl Core {
             let _ = self.ring.submit();
             return;
         }
-        let r = match timeout {
-            Some(t) => {
-                let ts = types::Timespec::from(t);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-            None => self.ring.submit_and_wait(1),
-        };
-        if let Err(e) = r {
+        if let Err(e) = self.ring.submit_and_wait(timeout) {
             match e.raw_os_error() {
                 Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
                 _ => log::error!("io_uring_enter failed: {e}"),
@@ -309,22 +327,21 @@ impl Core {
     /// Moves every available completion into `out`, oldest first.
     pub(crate) fn reap(&mut self, out: &mut Vec<(u64, i32, u32)>) {
         out.append(&mut self.early);
-        let mut cq = self.ring.completion();
-        if cq.overflow() > 0 {
+        let dropped = self.ring.dropped();
+        if dropped > 0 {
             // Only reachable without IORING_FEAT_NODROP; with it the kernel keeps overflowed
             // CQEs and `submit` flushes them (IORING_SQ_CQ_OVERFLOW is checked there).
-            log::error!("{} completions were dropped by CQ overflow", cq.overflow());
+            log::error!("{dropped} completions were dropped by CQ overflow");
         }
-        out.extend(cq.by_ref().map(|c| (c.user_data(), c.result(), c.flags())));
-        drop(cq);
-        if self.ring.submission().cq_overflow() {
+        self.ring.drain(|ud, res, flags| out.push((ud, res, flags)));
+        if self.ring.cq_overflow() {
             self.stats.cq_overflows.add(1);
         }
     }
 
     /// Reads the monotonic clock into [`Core::stamp`] (once per loop turn).
     pub(crate) fn update_stamp(&mut self) {
-        self.stamp = Stamp::at(self.epoch, Instant::now());
+        self.stamp = Stamp::at(self.epoch, crate::clock::now());
     }
 
     /// The id of the connection in slot `key`.
@@ -463,6 +480,40 @@ impl Core {
             .map(|(k, _)| self.id_of(k))
             .filter(|c| !unseen.contains(c))
             .collect()
+    }
+
+    /// Recomputes the counters the core keeps from its slab and compares: a mismatch is a
+    /// state-handling bug (the simulator calls this after every loop turn).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let closing = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.status, Status::Connecting | Status::WsClosing | Status::Closing | Status::Lingering)
+            })
+            .count();
+        if closing != self.closing {
+            return Err(format!("closing counter {} but {closing} closing slots", self.closing));
+        }
+        let dials = self.conns.iter().filter(|(_, c)| c.dial().is_some()).count();
+        if dials != self.dials {
+            return Err(format!("dial counter {} but {dials} outgoing slots", self.dials));
+        }
+        let open = self.conns.iter().filter(|(_, c)| c.status != Status::Closed).count() as u64;
+        if open != self.stats.connections.get() {
+            return Err(format!("connection gauge {} but {open} open slots", self.stats.connections.get()));
+        }
+        Ok(())
+    }
+
+    /// Publishes every returned receive buffer and unregisters the ring, returning what the
+    /// simulated kernel found wrong (a buffer never given back).
+    #[cfg(test)]
+    pub(crate) fn release_buffers_for_sim(&mut self) -> Vec<String> {
+        self.recv.publish();
+        self.recv.unregister(&mut self.ring);
+        self.ring.sim_mut().map(|k| std::mem::take(&mut k.violations)).unwrap_or_default()
     }
 
     /// Tears down a core whose loop panicked: its state cannot be trusted to have cancelled

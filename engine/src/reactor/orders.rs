@@ -459,7 +459,7 @@ fn stop_with_a_full_submission_queue_still_ends_the_accept() {
     core.submit_and_wait(Some(Duration::from_millis(1)));
     let nop = opcode::Nop::new().build().user_data(0);
     // SAFETY: a NOP references no memory.
-    while unsafe { core.ring.submission().push(&nop) }.is_ok() {}
+    while unsafe { core.ring.push(&nop) } {}
     core.begin_stop(Instant::now() + PATIENCE);
     let deadline = Instant::now() + PATIENCE;
     let mut cqes = Vec::new();
@@ -495,7 +495,7 @@ fn cq_overflow_ends_the_multishot_and_loses_nothing() {
         for _ in 0..5 {
             for _ in 0..1024 {
                 // SAFETY: a NOP references no memory.
-                if unsafe { rig.core.ring.submission().push(&nop) }.is_err() {
+                if !unsafe { rig.core.ring.push(&nop) } {
                     break;
                 }
             }

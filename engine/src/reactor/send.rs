@@ -52,6 +52,14 @@ impl Core {
     /// ([`Core::offer_pending`]), so batching never refuses what an eager write would have
     /// delivered.
     pub(crate) fn send(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
+        let status = self.send_now(key, data, enc);
+        #[cfg(test)]
+        crate::sim::observe_send(self, key, data, enc, status);
+        status
+    }
+
+    #[inline]
+    fn send_now(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
         let c = &self.conns[key];
         if c.status == Status::Established && c.sendq.len >= c.max_send_buffer_size {
             self.offer_pending(key);
@@ -68,11 +76,17 @@ impl Core {
             let queued = c.sendq.len;
             return self.refuse(key, queued);
         }
+        let before = c.sendq.len;
         if let Err(p) = encode_onto(&mut self.arena, &mut self.scratch, c, Queue::Wire, data, enc) {
             self.destroy(key, Some(ConnError::Panic(format!("encoder: {p}"))));
             return SendStatus::Failed;
         }
         let c = &mut self.conns[key];
+        if c.sendq.len == before {
+            // Nothing to write (an empty raw message): done at once when nothing waits
+            // (Workerman's `true`), else behind the bytes that do (their drain event follows).
+            return if before == 0 { SendStatus::Sent } else { SendStatus::Queued };
+        }
         if !c.send_inflight {
             match self.cfg.send_mode {
                 SendMode::Eager => {
@@ -164,27 +178,21 @@ impl Core {
     /// With `getevents` the enter also runs deferred task work (DEFER_TASKRUN), so a send
     /// that was parked on a full socket and has since been taken completes here too.
     fn complete_inline(&mut self, key: usize, getevents: bool) -> Option<Inline> {
-        let submitted = if getevents {
-            let queued = self.ring.submission().len() as u32;
-            // SAFETY: no argument pointer is passed; the call submits the queued SQEs (their
-            // memory is valid per `push`'s contract) and runs pending completions, no wait.
-            unsafe { self.ring.submitter().enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None) }
-        } else {
-            self.ring.submit()
-        };
+        let submitted = if getevents { self.ring.submit_getevents() } else { self.ring.submit() };
         if submitted.is_err() {
             return None;
         }
         let c = &self.conns[key];
         let want = Token::new(Kind::Send, key, gen_of(c.serial)).to_u64();
         let mut mine = None;
-        for cqe in self.ring.completion() {
-            if cqe.user_data() == want && mine.is_none() {
-                mine = Some(cqe.result());
+        let early = &mut self.early;
+        self.ring.drain(|ud, res, flags| {
+            if ud == want && mine.is_none() {
+                mine = Some(res);
             } else {
-                self.early.push((cqe.user_data(), cqe.result(), cqe.flags()));
+                early.push((ud, res, flags));
             }
-        }
+        });
         let res = mine?;
         self.on_send_done(key, res);
         Some(match self.conns.get(key) {
@@ -333,9 +341,6 @@ pub(crate) struct SendQueue {
     pub(super) len: usize,
 }
 
-/// `io_uring_enter` flag: reap completions (and run deferred task work).
-const IORING_ENTER_GETEVENTS: u32 = 1;
-
 /// Outcome of an eager send's inline completion.
 pub(super) enum Inline {
     Sent,
@@ -442,10 +447,10 @@ mod tests {
         out
     }
 
-    fn heap_arena() -> (io_uring::IoUring, SendArena) {
-        let ring = io_uring::IoUring::new(8).expect("io_uring");
+    fn heap_arena() -> (crate::ring::Ring, SendArena) {
+        let mut ring = crate::ring::Ring::kernel(io_uring::IoUring::new(8).expect("io_uring"));
         // No registered budget: heap chunks only, the same queue logic.
-        let (arena, _) = SendArena::new(&ring, 0);
+        let (arena, _) = SendArena::new(&mut ring, 0);
         (ring, arena)
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, types};
+use io_uring::opcode;
 
 use super::{Core, Status};
 use crate::ring::{Kind, Token};
@@ -61,17 +61,15 @@ impl Core {
         if self.early.drain(..).any(|(ud, _, _)| is_wake(ud)) {
             self.wake_armed = false;
         }
-        let ts = types::Timespec::from(Duration::from_millis(10));
         for _ in 0..200 {
             if !self.wake_armed {
                 return;
             }
-            let args = types::SubmitArgs::new().timespec(&ts);
-            let _ = self.ring.submitter().submit_with_args(1, &args);
-            for cqe in self.ring.completion() {
-                if is_wake(cqe.user_data()) {
-                    self.wake_armed = false;
-                }
+            let _ = self.ring.submit_and_wait(Some(Duration::from_millis(10)));
+            let mut woke = false;
+            self.ring.drain(|ud, _, _| woke |= is_wake(ud));
+            if woke {
+                self.wake_armed = false;
             }
         }
         log::error!("the wake-up read did not complete after its cancel; leaking its buffer");

@@ -1,8 +1,6 @@
 //! The ring's side of its mailbox: the read armed on the eventfd, and the commands other
 //! threads send.
 
-use std::time::Instant;
-
 use io_uring::{opcode, types};
 
 use super::Core;
@@ -52,11 +50,11 @@ impl Core {
             Cmd::Broadcast { data } => self.broadcast(data),
             Cmd::Stop { timeout } => {
                 let timeout = timeout.unwrap_or(self.cfg.stop_timeout);
-                self.begin_stop(Instant::now() + timeout);
+                self.begin_stop(crate::clock::now() + timeout);
             }
             Cmd::Recycle { timeout } => {
                 self.recycle = true;
-                self.begin_stop(Instant::now() + *timeout);
+                self.begin_stop(crate::clock::now() + *timeout);
             }
             Cmd::PauseAccept => self.pause_accept(),
             Cmd::Resolved { conn, attempt, host, port, addrs } => {

@@ -95,7 +95,7 @@ pub(super) fn supervise<S: 'static>(
 }
 
 /// The loop of one ring thread.
-pub(super) struct Runner<S> {
+pub(crate) struct Runner<S> {
     cb: Arc<Callbacks<S>>,
     state: S,
     info: WorkerInfo,
@@ -184,6 +184,13 @@ impl Housekeeping {
 const LATENCY_SAMPLE: u32 = 8;
 
 impl<S: 'static> Runner<S> {
+    /// Runs the loop on the installed core (the simulator's entry); true when it stopped
+    /// for good rather than for a recycle.
+    #[cfg(test)]
+    pub(crate) fn run_sim(self) -> bool {
+        self.run() == Exit::Stopped
+    }
+
     fn run(mut self) -> Exit {
         if let Some(f) = self.cb.on_worker_start.clone() {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&self.info, &mut self.state))) {
@@ -219,7 +226,7 @@ impl<S: 'static> Runner<S> {
             self.run_timers();
             self.drain_mailbox();
             self.deliver_events();
-            let now = Instant::now();
+            let now = crate::clock::now();
             let (exit, timeout) = with_core(|c| housekeeping.turn(c, now)).expect("core installed");
             if exit {
                 break;
@@ -228,7 +235,7 @@ impl<S: 'static> Runner<S> {
                 c.submit_and_wait(timeout);
                 c.reap(&mut cqes);
                 // One wall-clock read per turn serves the heartbeat and HTTP Date headers.
-                c.wall = std::time::SystemTime::now();
+                c.wall = crate::clock::wall();
                 c.update_stamp();
                 c.stats.heartbeat.set(c.wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
             });
@@ -484,7 +491,7 @@ impl<S: 'static> Runner<S> {
     }
 
     fn run_timers(&mut self) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         while let Some((id, mut f)) = with_core(|c| c.timers.pop_due(now)).flatten() {
             if let Err(p) = catch_unwind(AssertUnwindSafe(&mut f)) {
                 log::error!("timer callback panicked: {}", panic_message(&*p));

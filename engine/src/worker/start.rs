@@ -24,6 +24,60 @@ pub(crate) trait Spawn {
     ) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError>;
 }
 
+impl<S> Worker<S> {
+    /// The worker's protocol (the simulator encodes with it as the engine does).
+    #[cfg(test)]
+    pub(crate) fn protocol_arc(&self) -> Arc<dyn ringman_protocols::Protocol> {
+        self.protocol.clone()
+    }
+
+    /// The settings the ring threads share.
+    fn config(&self) -> WorkerConfig {
+        let w = self;
+        WorkerConfig {
+            name: w.name.clone(),
+            protocol: w.protocol.clone(),
+            max_send_buffer_size: w.max_send_buffer_size,
+            max_package_size: w.max_package_size,
+            send_mode: w.send_mode,
+            backpressure: w.backpressure,
+            close_timeout: w.close_timeout,
+            stop_timeout: w.stop_timeout,
+            default_kind: w.default_kind,
+            recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
+            recv_buffer_size: w.recv_buffer_size.max(512),
+            max_requests: w.max_requests,
+            max_memory: w.max_memory,
+            idle_timeout: w.idle_timeout,
+            packet_timeout: w.packet_timeout,
+            ping_interval: w.websocket_ping_interval.filter(|_| w.protocol.supports_ping()),
+            decoder_config: w.cb.control_frames().map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>),
+            listens_for_drain: w.cb.on_buffer_drain.is_some(),
+        }
+    }
+
+    /// The parts of one ring thread of this worker, for the deterministic simulator: its
+    /// settings and its loop, on ring thread `thread` (the caller registered its mailbox).
+    #[cfg(test)]
+    pub(crate) fn into_sim(self, thread: u16, stats: Arc<ThreadStats>) -> (Arc<WorkerConfig>, Runner<S>)
+    where
+        S: Default,
+    {
+        let cfg = Arc::new(self.config());
+        let handle = WorkerHandle {
+            name: self.name.clone().into(),
+            threads: vec![thread].into(),
+            stop_timeout: self.stop_timeout,
+            stats: vec![stats.clone()].into(),
+            listen: None,
+            protocol: self.protocol.name(),
+            reloadable: self.reloadable,
+        };
+        let info = WorkerInfo { id: 0, count: 1, name: self.name.clone(), handle };
+        (cfg, Runner::new(Arc::new(self.cb), info, stats))
+    }
+}
+
 impl<S: Default + 'static> Spawn for Worker<S> {
     fn spawn(
         self: Box<Self>,
@@ -75,26 +129,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             protocol: w.protocol.name(),
             reloadable: w.reloadable,
         };
-        let cfg = Arc::new(WorkerConfig {
-            name: w.name.clone(),
-            protocol: w.protocol.clone(),
-            max_send_buffer_size: w.max_send_buffer_size,
-            max_package_size: w.max_package_size,
-            send_mode: w.send_mode,
-            backpressure: w.backpressure,
-            close_timeout: w.close_timeout,
-            stop_timeout: w.stop_timeout,
-            default_kind: w.default_kind,
-            recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
-            recv_buffer_size: w.recv_buffer_size.max(512),
-            max_requests: w.max_requests,
-            max_memory: w.max_memory,
-            idle_timeout: w.idle_timeout,
-            packet_timeout: w.packet_timeout,
-            ping_interval: w.websocket_ping_interval.filter(|_| w.protocol.supports_ping()),
-            decoder_config: w.cb.control_frames().map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>),
-            listens_for_drain: w.cb.on_buffer_drain.is_some(),
-        });
+        let cfg = Arc::new(w.config());
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
         let first_thread = threads.len();

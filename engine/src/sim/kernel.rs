@@ -1,0 +1,983 @@
+//! The simulated kernel: a model of io_uring and of the sockets behind it, at the boundary
+//! the engine really uses (`ring::Ring`). It decodes the engine's SQEs as the kernel reads
+//! them (the uapi `io_uring_sqe` layout), keeps operations in flight by `user_data`, picks
+//! receive buffers from the engine's provided-buffer ring the way the kernel does (reading
+//! the published tail, writing into the buffer's memory), reads send data from the SQE's
+//! address when the send completes, and posts completions into a bounded CQ with an
+//! overflow list.
+//!
+//! Behind every connection is a scripted peer with a byte stream in each direction. The
+//! engine's descriptor for it is one end of a Unix socket pair; the simulator keeps the
+//! other end, which tells it when the engine shuts the socket down (`shutdown(2)` is a plain
+//! syscall, not a ring operation). Nothing travels through the pair: the bytes live here.
+//!
+//! What it models (and the kernel rules it keeps):
+//! * no order across operations: each completes whenever the schedule says so;
+//! * multishot receive and accept end with a CQE lacking `F_MORE` on error, EOF, an empty
+//!   buffer ring (`-ENOBUFS`), a full CQ, or spontaneously; a multishot's own CQEs stay in
+//!   stream order;
+//! * sends complete in full (`MSG_WAITALL`) or fail; `WRITE_FIXED` may complete short;
+//! * a cancel posts `-ECANCELED` for each target it finds, then its own result (a count
+//!   for `CANCEL_ALL`, 0, or `-ENOENT`); a target that was already due may complete normally
+//!   first;
+//! * a full CQ keeps further CQEs in an overflow list (`IORING_FEAT_NODROP`), flushed on
+//!   the next enter; submission may answer `EBUSY` while completions wait;
+//! * faults the loopback kernel rarely produces: resets and `EPIPE` mid-stream, peers that
+//!   half-close or vanish, `EMFILE`/`ECONNABORTED` on accept, refused and never-answered
+//!   connects, withheld buffers.
+//!
+//! What it checks on every call (a violation is recorded and fails the run): an operation
+//! on a descriptor the engine already closed, an SQE it does not model, a receive buffer
+//! handed back twice or never handed out, more bytes completed than a send asked for.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant, SystemTime};
+
+use io_uring::{opcode, squeue, types::BufRingEntry};
+
+use super::rng::Rng;
+use crate::ring::FixedSend;
+
+// The kernel reads 64-byte SQEs; the decoder below reads the same layout.
+const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+
+const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
+const IORING_RECV_MULTISHOT: u16 = 1 << 1;
+const IORING_ACCEPT_MULTISHOT: u16 = 1 << 0;
+const IORING_ASYNC_CANCEL_ALL: u32 = 1 << 0;
+const IORING_ASYNC_CANCEL_FD: u32 = 1 << 1;
+const CQE_F_BUFFER: u32 = 1 << 0;
+const CQE_F_MORE: u32 = 1 << 1;
+
+/// The fields of an `io_uring_sqe` the engine sets.
+#[derive(Debug, Clone, Copy)]
+struct Sqe {
+    opcode: u8,
+    flags: u8,
+    ioprio: u16,
+    fd: i32,
+    addr: u64,
+    len: u32,
+    op_flags: u32,
+    user_data: u64,
+    buf_group: u16,
+}
+
+impl Sqe {
+    fn decode(e: &squeue::Entry) -> Sqe {
+        // SAFETY: `Entry` is `repr(C)` around the 64-byte `io_uring_sqe` (asserted above);
+        // reading it as bytes is reading what the kernel would read.
+        let b: [u8; 64] = unsafe { std::mem::transmute_copy(e) };
+        let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap());
+        Sqe {
+            opcode: b[0],
+            flags: b[1],
+            ioprio: u16_at(2),
+            fd: u32_at(4) as i32,
+            addr: u64_at(16),
+            len: u32_at(24),
+            op_flags: u32_at(28),
+            user_data: u64_at(32),
+            buf_group: u16_at(40),
+        }
+    }
+}
+
+/// What an in-flight operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Accept,
+    Recv { sock: usize },
+    Send { sock: usize, addr: u64, len: usize, waitall: bool },
+    Wake { addr: u64 },
+    Connect { sock: usize, outcome: ConnectOutcome, due: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectOutcome {
+    Accepted,
+    Refused,
+    /// Never answered: only the engine's connect timeout (a cancel) ends it.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct Op {
+    ud: u64,
+    fd: RawFd,
+    kind: OpKind,
+}
+
+/// Which protocol a peer speaks (so what it writes parses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    Raw,
+    Text,
+    Frame,
+}
+
+/// One simulated connection: a peer and the two byte streams.
+pub(crate) struct Sock {
+    /// Opened by the engine (CONNECT) rather than accepted.
+    pub(crate) outgoing: bool,
+    fd: RawFd,
+    ino: u64,
+    /// The simulator's end of the socket pair whose other end the engine holds.
+    peer: OwnedFd,
+    /// Everything the peer wrote, and how much of it the engine has received.
+    pub(crate) written: Vec<u8>,
+    pub(crate) taken: usize,
+    /// Everything the engine's sends delivered to the peer.
+    pub(crate) received: Vec<u8>,
+    /// Socket-buffer room towards the peer (sends wait while it is zero: a slow reader).
+    window: usize,
+    /// The peer half-closed (the engine sees EOF after `written`).
+    pub(crate) peer_eof: bool,
+    /// The connection was reset (or a send hit EPIPE): operations fail.
+    pub(crate) reset: bool,
+    /// The peer went silent: it neither reads nor writes any more.
+    pub(crate) vanished: bool,
+    /// The engine shut its end down (or closed it).
+    pub(crate) engine_shut: bool,
+    /// The engine closed its descriptor.
+    pub(crate) engine_closed: bool,
+    /// How far an outgoing connection's remote has echoed what it received.
+    echoed: usize,
+    /// Bytes the peer still means to write (its budget for this run).
+    budget: usize,
+}
+
+impl Sock {
+    /// Any fault that lets the engine drop queued bytes legitimately.
+    pub(crate) fn faulted(&self) -> bool {
+        self.peer_eof || self.reset || self.vanished
+    }
+}
+
+/// Per-seed probabilities (per mille, per opportunity) of what the schedule does.
+#[derive(Debug, Clone)]
+pub(crate) struct Rates {
+    pub(crate) complete: u32,
+    pub(crate) inline: u32,
+    pub(crate) short_write: u32,
+    pub(crate) multishot_end: u32,
+    pub(crate) withhold_buffers: u32,
+    pub(crate) reset: u32,
+    pub(crate) epipe: u32,
+    pub(crate) peer_eof: u32,
+    pub(crate) vanish: u32,
+    pub(crate) accept_error: u32,
+    pub(crate) connect_refused: u32,
+    pub(crate) connect_hang: u32,
+    pub(crate) cancel_race: u32,
+    pub(crate) ebusy: u32,
+    pub(crate) new_client: u32,
+    pub(crate) peer_write: u32,
+    pub(crate) peer_read: u32,
+    pub(crate) max_clients: usize,
+    pub(crate) max_message: usize,
+    pub(crate) sq_cap: usize,
+    pub(crate) cq_cap: usize,
+    pub(crate) max_step: Duration,
+}
+
+impl Rates {
+    /// Swarm rates for a seed: some faults off, others at varied strength.
+    pub(crate) fn draw(rng: &mut Rng) -> Rates {
+        Rates {
+            complete: rng.range(200, 900) as u32,
+            inline: rng.range(0, 1000) as u32,
+            short_write: rng.rate(500),
+            multishot_end: rng.rate(200),
+            withhold_buffers: rng.rate(100),
+            reset: rng.rate(4),
+            epipe: rng.rate(20),
+            peer_eof: rng.rate(4),
+            vanish: rng.rate(3),
+            accept_error: rng.rate(100),
+            connect_refused: rng.rate(300),
+            connect_hang: rng.rate(100),
+            cancel_race: rng.rate(500),
+            ebusy: rng.rate(100),
+            new_client: rng.range(20, 300) as u32,
+            peer_write: rng.range(50, 600) as u32,
+            peer_read: rng.range(100, 1000) as u32,
+            max_clients: rng.range(1, 12) as usize,
+            max_message: rng.range(16, 40_000) as usize,
+            sq_cap: rng.range(2, 64) as usize,
+            cq_cap: rng.range(4, 256) as usize,
+            max_step: Duration::from_millis(rng.range(0, 40)),
+        }
+    }
+
+    /// No faults (the liveness phase): everything that is due completes, peers read.
+    pub(crate) fn calm(&mut self) {
+        self.complete = 1000;
+        self.multishot_end = 0;
+        self.withhold_buffers = 0;
+        self.reset = 0;
+        self.epipe = 0;
+        self.peer_eof = 0;
+        self.vanish = 0;
+        self.accept_error = 0;
+        self.ebusy = 0;
+        self.new_client = 0;
+        self.peer_write = 0;
+        self.peer_read = 1000;
+    }
+}
+
+/// The provided-buffer ring as the kernel sees it.
+struct BufRing {
+    entries: *const BufRingEntry,
+    count: u16,
+    /// The kernel's consumer index.
+    head: u16,
+    /// The last tail read (entries before it were checked when they were published).
+    seen_tail: u16,
+    /// Who holds each buffer: true while the engine does.
+    engine_owns: Vec<bool>,
+}
+
+/// The simulated kernel of one ring.
+pub(crate) struct SimKernel {
+    pub(crate) rng: Rng,
+    pub(crate) rates: Rates,
+    wire: Wire,
+    sq: Vec<Sqe>,
+    ops: Vec<Op>,
+    cq: VecDeque<(u64, i32, u32)>,
+    overflow: VecDeque<(u64, i32, u32)>,
+    bufs: Option<BufRing>,
+    fixed: Option<(u64, u64)>,
+    fixed_send: FixedSend,
+    pub(crate) socks: Vec<Sock>,
+    by_ino: BTreeMap<u64, usize>,
+    backlog: VecDeque<usize>,
+    pub(crate) listener: RawFd,
+    pub(crate) eventfd: RawFd,
+    pub(crate) now: Instant,
+    pub(crate) wall: SystemTime,
+    /// Loop turns (waits) so far, and the turn at which connects due later complete.
+    pub(crate) turns: u64,
+    pub(crate) violations: Vec<String>,
+    pub(crate) trace: VecDeque<String>,
+    /// Marks of what the schedule reached (coverage of the injected faults).
+    pub(crate) marks: BTreeMap<&'static str, u64>,
+    /// Set once the fault phase is over.
+    pub(crate) calm: bool,
+}
+
+const TRACE_LINES: usize = 300;
+
+impl SimKernel {
+    pub(crate) fn new(seed: u64, wire: Wire, listener: RawFd, eventfd: RawFd) -> SimKernel {
+        let mut rng = Rng::new(seed, 1);
+        let rates = Rates::draw(&mut rng);
+        let fixed_send = if rng.below(2) == 0 { FixedSend::SendFixed } else { FixedSend::WriteFixed };
+        let now = Instant::now();
+        SimKernel {
+            rng,
+            rates,
+            wire,
+            sq: Vec::new(),
+            ops: Vec::new(),
+            cq: VecDeque::new(),
+            overflow: VecDeque::new(),
+            bufs: None,
+            fixed: None,
+            fixed_send,
+            socks: Vec::new(),
+            by_ino: BTreeMap::new(),
+            backlog: VecDeque::new(),
+            listener,
+            eventfd,
+            now,
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            turns: 0,
+            violations: Vec::new(),
+            trace: VecDeque::new(),
+            marks: BTreeMap::new(),
+            calm: false,
+        }
+    }
+
+    pub(crate) fn note(&mut self, line: String) {
+        if self.trace.len() == TRACE_LINES {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("t{} {line}", self.turns));
+    }
+
+    fn mark(&mut self, what: &'static str) {
+        *self.marks.entry(what).or_default() += 1;
+    }
+
+    fn violation(&mut self, what: String) {
+        self.note(format!("VIOLATION {what}"));
+        self.violations.push(what);
+    }
+
+    pub(crate) fn fixed_send(&self) -> FixedSend {
+        self.fixed_send
+    }
+
+    pub(crate) fn register_buf_ring(&mut self, addr: u64, count: u16, _bgid: u16) -> std::io::Result<()> {
+        self.bufs = Some(BufRing {
+            entries: addr as *const BufRingEntry,
+            count,
+            head: 0,
+            seen_tail: 0,
+            engine_owns: vec![true; count as usize],
+        });
+        Ok(())
+    }
+
+    pub(crate) fn unregister_buf_ring(&mut self, _bgid: u16) {
+        self.scan_buffers();
+        if let Some(b) = &self.bufs {
+            let held: Vec<usize> = (0..b.count as usize).filter(|&i| b.engine_owns[i]).collect();
+            if !held.is_empty() {
+                self.violation(format!("receive buffers {held:?} never given back before the ring went"));
+            }
+        }
+        self.bufs = None;
+    }
+
+    pub(crate) fn register_buffer(&mut self, iov: libc::iovec) -> std::io::Result<()> {
+        self.fixed = Some((iov.iov_base as u64, iov.iov_len as u64));
+        Ok(())
+    }
+
+    pub(crate) fn unregister_buffers(&mut self) {
+        self.fixed = None;
+    }
+
+    /// Queues an SQE (the kernel reads it at submission).
+    pub(crate) fn push(&mut self, e: &squeue::Entry) -> bool {
+        if self.sq.len() >= self.rates.sq_cap {
+            return false;
+        }
+        self.sq.push(Sqe::decode(e));
+        true
+    }
+
+    pub(crate) fn cq_overflow(&self) -> bool {
+        !self.overflow.is_empty()
+    }
+
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(u64, i32, u32)) {
+        while let Some((ud, res, flags)) = self.cq.pop_front() {
+            f(ud, res, flags);
+        }
+    }
+
+    /// `io_uring_enter` without waiting: the SQEs are issued (some complete inline).
+    pub(crate) fn submit(&mut self, _getevents: bool) -> std::io::Result<usize> {
+        self.flush_overflow();
+        if !self.calm && !self.cq.is_empty() && !self.sq.is_empty() && self.rng.chance(self.rates.ebusy) {
+            self.mark("submit EBUSY");
+            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        let n = self.sq.len();
+        self.issue();
+        Ok(n)
+    }
+
+    /// `io_uring_enter` waiting for a completion or `timeout`: one turn of the world.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<usize> {
+        self.turns += 1;
+        self.flush_overflow();
+        self.issue();
+        self.scan_buffers();
+        self.scan_closes();
+        self.world();
+        let before = self.cq.len();
+        self.progress();
+        let produced = self.cq.len() > before || !self.overflow.is_empty();
+        // Time passes: a little on a busy turn, up to the timeout on an idle one.
+        let step = if produced {
+            Duration::from_micros(self.rng.below(self.rates.max_step.as_micros() as u64 + 1))
+        } else {
+            match timeout {
+                Some(t) => t,
+                None => self.rates.max_step.max(Duration::from_millis(1)),
+            }
+        };
+        self.now += step;
+        self.wall += step;
+        crate::clock::set_virtual(Some((self.now, self.wall)));
+        if produced {
+            Ok(0)
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::ETIME))
+        }
+    }
+
+    /// Moves overflowed completions into the CQ as room allows.
+    fn flush_overflow(&mut self) {
+        while self.cq.len() < self.rates.cq_cap {
+            match self.overflow.pop_front() {
+                Some(c) => self.cq.push_back(c),
+                None => break,
+            }
+        }
+    }
+
+    /// Posts a CQE. A multishot CQE that does not fit ends its operation (returns false
+    /// when `more` had to be dropped).
+    fn post(&mut self, ud: u64, res: i32, mut flags: u32) -> bool {
+        if self.cq.len() < self.rates.cq_cap && self.overflow.is_empty() {
+            self.cq.push_back((ud, res, flags));
+            return true;
+        }
+        self.mark("CQ overflow");
+        let kept = flags & CQE_F_MORE == 0;
+        flags &= !CQE_F_MORE;
+        self.overflow.push_back((ud, res, flags));
+        kept
+    }
+
+    /// The sock the engine's descriptor `fd` refers to.
+    pub(crate) fn sock_by_fd(&self, fd: RawFd) -> Option<usize> {
+        let ino = ino_of(fd)?;
+        self.by_ino.get(&ino).copied()
+    }
+
+    /// Issues the submitted SQEs in order.
+    fn issue(&mut self) {
+        let sqes = std::mem::take(&mut self.sq);
+        for s in sqes {
+            self.issue_one(s);
+        }
+    }
+
+    fn issue_one(&mut self, s: Sqe) {
+        let ud = s.user_data;
+        match s.opcode {
+            c if c == opcode::AcceptMulti::CODE => {
+                if s.fd != self.listener || s.ioprio & IORING_ACCEPT_MULTISHOT == 0 {
+                    return self.violation(format!("unmodelled accept {s:?}"));
+                }
+                self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Accept });
+            }
+            c if c == opcode::RecvMulti::CODE => {
+                if s.flags & IOSQE_BUFFER_SELECT == 0 || s.ioprio & IORING_RECV_MULTISHOT == 0 || s.buf_group != 0 {
+                    return self.violation(format!("unmodelled receive {s:?}"));
+                }
+                match self.live_sock(s.fd, "receive") {
+                    Some(sock) => self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Recv { sock } }),
+                    None => drop(self.post(ud, -libc::EBADF, 0)),
+                }
+            }
+            c if c == opcode::Send::CODE || c == opcode::WriteFixed::CODE => {
+                let fixed = c == opcode::WriteFixed::CODE || s.ioprio & crate::ring::RECVSEND_FIXED_BUF != 0;
+                if fixed {
+                    let inside =
+                        self.fixed.is_some_and(|(base, len)| s.addr >= base && s.addr + s.len as u64 <= base + len);
+                    if !inside {
+                        return self.violation(format!("fixed send outside the registered buffer {s:?}"));
+                    }
+                }
+                let waitall = c == opcode::Send::CODE && s.op_flags & libc::MSG_WAITALL as u32 != 0;
+                match self.live_sock(s.fd, "send") {
+                    Some(sock) => {
+                        let kind = OpKind::Send { sock, addr: s.addr, len: s.len as usize, waitall };
+                        self.ops.push(Op { ud, fd: s.fd, kind });
+                        if self.rng.chance(self.rates.inline) {
+                            // Room in the socket buffer: the send completes during submission.
+                            let i = self.ops.len() - 1;
+                            self.try_complete(i);
+                        }
+                    }
+                    None => drop(self.post(ud, -libc::EBADF, 0)),
+                }
+            }
+            c if c == opcode::Read::CODE => {
+                if s.fd != self.eventfd || s.len != 8 {
+                    return self.violation(format!("unmodelled read {s:?}"));
+                }
+                self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Wake { addr: s.addr } });
+            }
+            c if c == opcode::Connect::CODE => self.issue_connect(s),
+            c if c == opcode::AsyncCancel::CODE => {
+                if s.op_flags & IORING_ASYNC_CANCEL_FD != 0 {
+                    let all = s.op_flags & IORING_ASYNC_CANCEL_ALL != 0;
+                    let fd = s.fd;
+                    let n = self.cancel(|op| op.fd == fd, all);
+                    let res = if n == 0 { -libc::ENOENT } else { n as i32 };
+                    self.post(ud, if all { n as i32 } else { res }, 0);
+                } else {
+                    let target = s.addr;
+                    let n = self.cancel(|op| op.ud == target, false);
+                    self.post(ud, if n == 0 { -libc::ENOENT } else { 0 }, 0);
+                }
+            }
+            _ => self.violation(format!("unmodelled opcode {s:?}")),
+        }
+    }
+
+    /// The socket behind descriptor `fd`, unless the engine closed it (a violation: the
+    /// kernel would act on whatever file the number names now).
+    fn live_sock(&mut self, fd: RawFd, what: &str) -> Option<usize> {
+        match self.sock_by_fd(fd) {
+            Some(i) if !self.socks[i].engine_closed => Some(i),
+            _ => {
+                self.violation(format!("{what} submitted on fd {fd}, which names no open connection"));
+                None
+            }
+        }
+    }
+
+    fn issue_connect(&mut self, s: Sqe) {
+        if ino_of(s.fd).is_none() {
+            return self.violation(format!("connect on a closed fd {s:?}"));
+        }
+        let r = self.rng.below(1000) as u32;
+        let outcome = if self.calm || r >= self.rates.connect_refused + self.rates.connect_hang {
+            ConnectOutcome::Accepted
+        } else if r < self.rates.connect_refused {
+            ConnectOutcome::Refused
+        } else {
+            ConnectOutcome::Hang
+        };
+        let due = self.turns + self.rng.below(4);
+        self.ops.push(Op { ud: s.user_data, fd: s.fd, kind: OpKind::Connect { sock: usize::MAX, outcome, due } });
+    }
+
+    /// Cancels the operations `hit` selects (the first only, unless `all`): each posts
+    /// `-ECANCELED` as its final CQE, or, when it was already due and the schedule says the
+    /// race went its way, completes normally first (a multishot is then still ended).
+    fn cancel(&mut self, hit: impl Fn(&Op) -> bool, all: bool) -> usize {
+        let mut n = 0;
+        let mut i = 0;
+        while i < self.ops.len() {
+            if !hit(&self.ops[i]) {
+                i += 1;
+                continue;
+            }
+            n += 1;
+            if self.rng.chance(self.rates.cancel_race) {
+                self.mark("cancel raced a completion");
+                if self.try_complete(i) {
+                    // A single-shot completed; the index now holds the next op.
+                    if !all {
+                        return n;
+                    }
+                    continue;
+                }
+            }
+            let op = self.ops.remove(i);
+            self.post(op.ud, -libc::ECANCELED, 0);
+            if !all {
+                return n;
+            }
+        }
+        n
+    }
+
+    /// Sockets the engine shut down or closed since the last look.
+    fn scan_closes(&mut self) {
+        for i in 0..self.socks.len() {
+            let s = &self.socks[i];
+            if s.engine_closed {
+                continue;
+            }
+            if ino_of(s.fd) != Some(s.ino) {
+                self.socks[i].engine_closed = true;
+                self.socks[i].engine_shut = true;
+                self.note(format!("sock {i}: engine closed its fd"));
+                if let Some(op) = self.ops.iter().find(|o| op_sock(o) == Some(i)) {
+                    let what = format!("sock {i}: fd closed while {:?} is in flight", op.kind);
+                    self.violation(what);
+                }
+                continue;
+            }
+            if !s.engine_shut && peer_sees_eof(s.peer.as_raw_fd()) {
+                self.socks[i].engine_shut = true;
+                self.note(format!("sock {i}: engine shut the socket down"));
+            }
+        }
+    }
+
+    /// Buffers the engine published since the last look: each must be one it held.
+    fn scan_buffers(&mut self) {
+        let Some(b) = self.bufs.as_mut() else { return };
+        // SAFETY: the tail overlays entry 0's `resv`; the engine stores it atomically.
+        let tail = unsafe {
+            (*BufRingEntry::tail(b.entries).cast::<std::sync::atomic::AtomicU16>())
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        let mut bad = Vec::new();
+        while b.seen_tail != tail {
+            let idx = (b.seen_tail & (b.count - 1)) as usize;
+            // SAFETY: `idx < count`, inside the registered entry array.
+            let bid = unsafe { (*b.entries.add(idx)).bid() };
+            match b.engine_owns.get_mut(bid as usize) {
+                Some(owned) if *owned => *owned = false,
+                _ => bad.push(bid),
+            }
+            b.seen_tail = b.seen_tail.wrapping_add(1);
+        }
+        for bid in bad {
+            self.violation(format!("receive buffer {bid} published while the kernel already held it"));
+        }
+    }
+
+    /// Takes the next published buffer: (bid, address, length).
+    fn take_buffer(&mut self) -> Option<(u16, u64, usize)> {
+        let b = self.bufs.as_mut()?;
+        if b.head == b.seen_tail {
+            return None;
+        }
+        let idx = (b.head & (b.count - 1)) as usize;
+        // SAFETY: `idx < count`, inside the registered entry array, published by the engine.
+        let e = unsafe { &*b.entries.add(idx) };
+        let (bid, addr, len) = (e.bid(), e.addr(), e.len() as usize);
+        b.head = b.head.wrapping_add(1);
+        b.engine_owns[bid as usize] = true;
+        Some((bid, addr, len))
+    }
+
+    pub(crate) fn ops_in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The peers act: new clients, writes, reads, faults.
+    fn world(&mut self) {
+        let r = self.rates.clone();
+        let accepted = self.socks.iter().filter(|s| !s.outgoing).count();
+        if accepted < r.max_clients && self.rng.chance(r.new_client) {
+            let i = self.new_sock(false);
+            self.backlog.push_back(i);
+            self.note(format!("sock {i}: client connects"));
+        }
+        for i in 0..self.socks.len() {
+            let s = &self.socks[i];
+            if s.engine_closed || s.reset || s.vanished {
+                continue;
+            }
+            if self.rng.chance(r.peer_read) {
+                let grant = self.rng.size(256 * 1024);
+                self.socks[i].window += grant;
+            }
+            if self.calm {
+                self.socks[i].window = usize::MAX / 2;
+            }
+            let s = &self.socks[i];
+            if s.outgoing {
+                // The remote echoes what it got.
+                if s.echoed < s.received.len() && !s.peer_eof {
+                    let s = &mut self.socks[i];
+                    let (from, to) = (s.echoed, s.received.len());
+                    let echo = s.received[from..to].to_vec();
+                    s.written.extend_from_slice(&echo);
+                    s.echoed = to;
+                }
+            } else if !s.peer_eof && s.budget > 0 && self.rng.chance(r.peer_write) {
+                let n = self.rng.size(r.max_message).min(self.socks[i].budget);
+                self.peer_write(i, n);
+            }
+            if self.calm {
+                continue;
+            }
+            if self.rng.chance(r.reset) {
+                self.socks[i].reset = true;
+                self.mark("peer reset");
+                self.note(format!("sock {i}: reset"));
+            } else if self.rng.chance(r.peer_eof) && !self.socks[i].peer_eof {
+                self.socks[i].peer_eof = true;
+                self.mark("peer half-close");
+                self.note(format!("sock {i}: peer half-closes"));
+            } else if self.rng.chance(r.vanish) {
+                self.socks[i].vanished = true;
+                self.mark("peer vanished");
+                self.note(format!("sock {i}: peer vanishes"));
+            }
+        }
+    }
+
+    /// The peer of sock `i` writes one message of about `n` bytes in its protocol.
+    fn peer_write(&mut self, i: usize, n: usize) {
+        let s = &mut self.socks[i];
+        let start = s.written.len();
+        let fill = |pos: usize| ((pos * 31 + i * 17) % 251) as u8;
+        match self.wire {
+            Wire::Raw => s.written.extend((start..start + n.max(1)).map(fill)),
+            Wire::Text => {
+                s.written.extend((start..start + n).map(|p| b'a' + ((p * 7 + i * 13) % 26) as u8));
+                s.written.push(b'\n');
+            }
+            Wire::Frame => {
+                s.written.extend_from_slice(&((n + 4) as u32).to_be_bytes());
+                let body = s.written.len();
+                s.written.extend((body..body + n).map(fill));
+            }
+        }
+        let added = s.written.len() - start;
+        s.budget = s.budget.saturating_sub(added);
+    }
+
+    fn new_sock(&mut self, outgoing: bool) -> usize {
+        let (engine, peer) = socket_pair();
+        let fd = engine.as_raw_fd();
+        let ino = ino_of(fd).expect("fresh socket");
+        let budget = self.rng.size(2 << 20);
+        let i = self.socks.len();
+        self.socks.push(Sock {
+            outgoing,
+            fd,
+            ino,
+            peer,
+            written: Vec::new(),
+            taken: 0,
+            received: Vec::new(),
+            window: self.rng.size(512 * 1024),
+            peer_eof: false,
+            reset: false,
+            vanished: false,
+            engine_shut: false,
+            engine_closed: false,
+            echoed: 0,
+            budget,
+        });
+        self.by_ino.insert(ino, i);
+        // The engine's end: handed out by accept (it owns it from the CQE on), or moved over
+        // the engine's connecting socket by `connect_accepted`.
+        std::mem::forget(engine);
+        i
+    }
+
+    /// Completes what the schedule picks among the operations that are due.
+    fn progress(&mut self) {
+        let mut i = 0;
+        while i < self.ops.len() {
+            if self.rng.chance(self.rates.complete) && self.try_complete(i) {
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    /// Completes op `i` if it is due; true when it left the list.
+    fn try_complete(&mut self, i: usize) -> bool {
+        let op = self.ops[i].clone();
+        match op.kind {
+            OpKind::Accept => self.complete_accept(i, op.ud),
+            OpKind::Recv { sock } => self.complete_recv(i, op.ud, sock),
+            OpKind::Send { sock, addr, len, waitall } => self.complete_send(i, op.ud, sock, addr, len, waitall),
+            OpKind::Wake { addr } => {
+                let mut v = 0u64;
+                // SAFETY: reading 8 bytes from our own eventfd into a local.
+                let n = unsafe { libc::read(self.eventfd, (&mut v as *mut u64).cast(), 8) };
+                if n != 8 {
+                    return false;
+                }
+                // SAFETY: the SQE's buffer is the engine's 8-byte wake word, kept alive while
+                // the read is in flight (the engine's contract with the kernel).
+                unsafe { std::ptr::write_unaligned(addr as *mut u64, v) };
+                self.ops.remove(i);
+                self.post(op.ud, 8, 0);
+                true
+            }
+            OpKind::Connect { outcome, due, .. } => {
+                if self.turns < due || outcome == ConnectOutcome::Hang {
+                    return false;
+                }
+                self.ops.remove(i);
+                match outcome {
+                    ConnectOutcome::Refused => {
+                        self.mark("connect refused");
+                        self.post(op.ud, -libc::ECONNREFUSED, 0);
+                    }
+                    _ => {
+                        let s = self.new_sock(true);
+                        // The engine's socket becomes the connected one: the pair's end moves
+                        // onto its descriptor number.
+                        let src = self.socks[s].fd;
+                        // SAFETY: both descriptors are open; dup2 replaces the engine's
+                        // unconnected socket with the simulated connection atomically.
+                        let r = unsafe { libc::dup2(src, op.fd) };
+                        assert!(r >= 0, "dup2 failed");
+                        // SAFETY: `src` is ours (forgotten in new_sock) and now duplicated.
+                        drop(unsafe { OwnedFd::from_raw_fd(src) });
+                        let ino = ino_of(op.fd).expect("dup2'd socket");
+                        let sk = &mut self.socks[s];
+                        sk.fd = op.fd;
+                        self.by_ino.remove(&sk.ino);
+                        sk.ino = ino;
+                        self.by_ino.insert(ino, s);
+                        self.note(format!("sock {s}: outgoing connection accepted"));
+                        self.post(op.ud, 0, 0);
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    fn complete_accept(&mut self, i: usize, ud: u64) -> bool {
+        if !self.calm && self.rng.chance(self.rates.accept_error) {
+            let e = if self.rng.below(2) == 0 { libc::EMFILE } else { libc::ECONNABORTED };
+            self.mark("accept error");
+            if e == libc::ECONNABORTED {
+                // The client gave up before it was accepted.
+                if let Some(s) = self.backlog.pop_front() {
+                    let fd = self.socks[s].fd;
+                    self.socks[s].engine_closed = true;
+                    self.socks[s].reset = true;
+                    // SAFETY: never handed to the engine; ours to close.
+                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+            // An accept error ends the multishot.
+            self.ops.remove(i);
+            self.post(ud, -e, 0);
+            return true;
+        }
+        let Some(s) = self.backlog.pop_front() else { return false };
+        let end = !self.calm && self.rng.chance(self.rates.multishot_end);
+        let more = if end { 0 } else { CQE_F_MORE };
+        let fd = self.socks[s].fd;
+        self.note(format!("sock {s}: accepted as fd {fd}"));
+        if !self.post(ud, fd, more) || end {
+            self.ops.remove(i);
+            return true;
+        }
+        false
+    }
+
+    fn complete_recv(&mut self, i: usize, ud: u64, sock: usize) -> bool {
+        let s = &self.socks[sock];
+        if s.reset {
+            self.ops.remove(i);
+            self.post(ud, -libc::ECONNRESET, 0);
+            return true;
+        }
+        let avail = s.written.len() - s.taken;
+        if avail == 0 || s.engine_shut {
+            if s.peer_eof || s.engine_shut {
+                self.ops.remove(i);
+                self.post(ud, 0, 0);
+                return true;
+            }
+            return false;
+        }
+        if s.vanished && !self.calm {
+            return false;
+        }
+        let withhold = !self.calm && self.rng.chance(self.rates.withhold_buffers);
+        let Some((bid, addr, cap)) = (if withhold { None } else { self.take_buffer() }) else {
+            self.mark("ENOBUFS");
+            self.ops.remove(i);
+            self.post(ud, -libc::ENOBUFS, 0);
+            return true;
+        };
+        let mut n = avail.min(cap);
+        if !self.calm && n > 1 && self.rng.below(2) == 0 {
+            n = self.rng.range(1, n as u64) as usize;
+        }
+        let s = &mut self.socks[sock];
+        // SAFETY: `addr..addr+cap` is the engine's receive buffer `bid`, which the engine
+        // published and which is the kernel's until this CQE names it; `n ≤ cap`.
+        unsafe { std::ptr::copy_nonoverlapping(s.written[s.taken..].as_ptr(), addr as *mut u8, n) };
+        s.taken += n;
+        let end = !self.calm && self.rng.chance(self.rates.multishot_end);
+        let more = if end { 0 } else { CQE_F_MORE };
+        let flags = CQE_F_BUFFER | (bid as u32) << 16 | more;
+        if !self.post(ud, n as i32, flags) || end {
+            self.mark("multishot receive ended");
+            self.ops.remove(i);
+            return true;
+        }
+        false
+    }
+
+    fn complete_send(&mut self, i: usize, ud: u64, sock: usize, addr: u64, len: usize, waitall: bool) -> bool {
+        let s = &self.socks[sock];
+        if s.reset || s.engine_shut {
+            self.ops.remove(i);
+            let e = if s.reset { libc::ECONNRESET } else { libc::EPIPE };
+            self.post(ud, -e, 0);
+            return true;
+        }
+        if !self.calm && self.rng.chance(self.rates.epipe) {
+            self.socks[sock].reset = true;
+            self.mark("send EPIPE");
+            self.note(format!("sock {sock}: send fails with EPIPE"));
+            self.ops.remove(i);
+            self.post(ud, -libc::EPIPE, 0);
+            return true;
+        }
+        if s.vanished && !self.calm {
+            return false;
+        }
+        let mut n = len.min(s.window);
+        if waitall && n < len || n == 0 && len > 0 {
+            return false;
+        }
+        if !waitall && !self.calm && n > 1 && self.rng.chance(self.rates.short_write) {
+            self.mark("short write");
+            n = self.rng.range(1, n as u64) as usize;
+        }
+        // SAFETY: the engine keeps the send's memory (`addr..addr+len`) alive and unchanged
+        // until this completion (buffers.rs invariant 3); `n ≤ len`.
+        let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, n) };
+        let s = &mut self.socks[sock];
+        s.received.extend_from_slice(bytes);
+        s.window -= n;
+        self.ops.remove(i);
+        self.post(ud, n as i32, 0);
+        true
+    }
+
+    /// Puts the world in its calm phase: no more faults; everything due completes.
+    pub(crate) fn calm_down(&mut self) {
+        self.calm = true;
+        self.rates.calm();
+    }
+}
+
+fn op_sock(op: &Op) -> Option<usize> {
+    match op.kind {
+        OpKind::Recv { sock } | OpKind::Send { sock, .. } => Some(sock),
+        _ => None,
+    }
+}
+
+/// A connected pair of Unix stream sockets (close-on-exec, non-blocking).
+fn socket_pair() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
+    // SAFETY: two fresh descriptors nobody else owns.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// The inode behind descriptor `fd`, if it is open.
+fn ino_of(fd: RawFd) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `st` is large enough for `struct stat`; fstat writes it or fails.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    // SAFETY: fstat succeeded, so `st` was written.
+    (r == 0).then(|| unsafe { st.assume_init() }.st_ino)
+}
+
+/// Whether the socket pair end `fd` sees its peer's shutdown (a read would return 0).
+fn peer_sees_eof(fd: RawFd) -> bool {
+    let mut b = 0u8;
+    // SAFETY: a one-byte peek into a local.
+    let n = unsafe { libc::recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n == 0
+}
