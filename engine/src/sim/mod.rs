@@ -82,6 +82,12 @@ struct AppConn {
     done: Vec<Attempt>,
     connects: u32,
     closes: u32,
+    /// A pipe writes into it: the pipe's own `on_buffer_drain` replaced the application's
+    /// (as Workerman's `pipe()` does).
+    pipe_dest: bool,
+    /// It is a pipe's source: the pipe's `on_message` and `on_close` replaced the
+    /// application's (as Workerman's do).
+    pipe_source: bool,
 }
 
 /// The application's side of the simulation: what it did and saw, and its randomness.
@@ -115,6 +121,7 @@ struct AppRates {
     timer_send: u32,
     remote: u32,
     broadcast: u32,
+    other: u32,
     max_message: usize,
     max_outgoing: usize,
 }
@@ -134,6 +141,7 @@ impl AppRates {
             timer_send: rng.rate(100),
             remote: rng.rate(300),
             broadcast: rng.rate(30),
+            other: rng.rate(150),
             max_message: rng.range(1, 3 << 16) as usize,
             max_outgoing: rng.range(0, 6) as usize,
         }
@@ -266,7 +274,9 @@ impl World {
                 self.conn(id).cur.full = false;
             }
             let a = &self.conn(id).cur;
-            if status == Status::Established && unsent == 0 && listens && a.owed_drain && !drain_queued {
+            let taken_over = self.conn(id).pipe_dest;
+            let a = &self.conn(id).cur;
+            if status == Status::Established && unsent == 0 && listens && a.owed_drain && !drain_queued && !taken_over {
                 self.fail(format!("{id}: its buffer drained but the owed on_buffer_drain never came"));
             }
             let _ = outgoing;
@@ -543,6 +553,9 @@ fn act(conn: &Connection) {
     if roll(r.connect) {
         open_outgoing();
     }
+    if roll(r.other) {
+        on_another(conn);
+    }
     if roll(r.close) {
         with_world(|w| {
             let now = crate::clock::now();
@@ -561,6 +574,44 @@ fn act(conn: &Connection) {
         with_world(|w| w.conn(id).cur.aborted = true);
         note(|| format!("app: destroy {id}"));
         conn.destroy();
+    }
+}
+
+/// The schedule's API calls on another connection the application knows (outgoing ones
+/// included), from inside a callback of `conn`.
+fn on_another(conn: &Connection) {
+    let source = conn.id();
+    let Some((target, what, after, outgoing)) = with_world(|w| {
+        let ids: Vec<u64> = w.conns.keys().copied().collect();
+        let id = ConnectionId::from_u64(ids[w.rng.below(ids.len() as u64) as usize]);
+        let what = w.rng.below(6);
+        let after = Duration::from_millis(w.rng.below(300));
+        let now = crate::clock::now();
+        let c = w.conn(id);
+        match what {
+            0 => drop(c.cur.close_asked.get_or_insert(now)),
+            1 => c.cur.aborted = true,
+            2 if c.outgoing => c.cur.aborted = true,
+            4 if id != source => c.pipe_dest = true,
+            _ => {}
+        }
+        let outgoing = c.outgoing;
+        if what == 4 && id != source {
+            w.conn(source).pipe_source = true;
+        }
+        (id, what, after, outgoing)
+    }) else {
+        return;
+    };
+    note(|| format!("app: op {what} on {target} (outgoing: {outgoing}) from {}", conn.id()));
+    let t = Connection::from_id(target);
+    match what {
+        0 => t.close(None),
+        1 => t.destroy(),
+        2 => drop(t.reconnect(after)),
+        3 => t.cancel_reconnect(),
+        4 if target != conn.id() => drop(conn.pipe(t)),
+        _ => drop(t.send(b"other")),
     }
 }
 
@@ -724,7 +775,7 @@ fn final_checks(core: &mut Core, world: &World) -> Result<(), String> {
     for (id, conn) in &world.conns {
         let id = ConnectionId::from_u64(*id);
         // An outgoing connection's failed attempts close without connecting.
-        if conn.closes != conn.connects && !(conn.outgoing && conn.closes > conn.connects) {
+        if conn.closes != conn.connects && !(conn.outgoing && conn.closes > conn.connects) && !conn.pipe_source {
             errs.push(format!("{id}: {} on_connect but {} on_close", conn.connects, conn.closes));
         }
         for a in conn.done.iter().chain(std::iter::once(&conn.cur)) {
