@@ -223,6 +223,21 @@ impl SendArena {
     pub(crate) fn new(ring: &mut Ring, want: usize) -> (SendArena, Option<io::Error>) {
         let mut arena = SendArena { mem: None, free: Vec::new(), heap_pool: Vec::new(), reserved: 0 };
         let want = want / CHUNK * CHUNK;
+        // (A simulated ring pins nothing: it takes what it asks for, so a seed's run does
+        // not depend on what other rings of the process hold.)
+        #[cfg(test)]
+        if ring.is_sim() {
+            let n = want / CHUNK;
+            if let (true, Ok(mem)) = (n > 0, Mmap::new(want)) {
+                let iov = libc::iovec { iov_base: mem.ptr.as_ptr().cast(), iov_len: want };
+                // SAFETY: the simulated kernel only records the region.
+                if unsafe { ring.register_buffer(iov) }.is_ok() {
+                    arena.free = (0..n as u16).rev().collect();
+                    arena.mem = Some(mem);
+                }
+            }
+            return (arena, None);
+        }
         let got = FIXED_BUDGET
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some(b - b.min(want)))
             .map(|b| b.min(want))
@@ -258,7 +273,7 @@ impl SendArena {
 
     /// Number of registered chunks (0 when running on heap chunks only).
     pub(crate) fn fixed_chunks(&self) -> usize {
-        self.reserved / CHUNK
+        self.mem.as_ref().map_or(0, |m| m.len / CHUNK)
     }
 
     /// A chunk for a send queue: registered if one is free, else a pooled heap chunk.

@@ -90,6 +90,9 @@ pub(crate) struct Ring {
     backend: Backend,
 }
 
+// The kernel's ring stays inline (no indirection on the per-message path); the simulated
+// one, in test builds only, is boxed.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Kernel(IoUring),
     #[cfg(test)]
@@ -106,6 +109,12 @@ impl Ring {
     #[cfg(test)]
     pub(crate) fn sim(kernel: crate::sim::kernel::SimKernel) -> Ring {
         Ring { backend: Backend::Sim(Box::new(kernel)) }
+    }
+
+    /// Whether this ring is simulated.
+    #[cfg(test)]
+    pub(crate) fn is_sim(&self) -> bool {
+        matches!(self.backend, Backend::Sim(_))
     }
 
     /// The simulated kernel behind this ring, if it is one.
@@ -290,6 +299,7 @@ pub(crate) enum FixedSend {
 /// Finds out whether `IORING_OP_SEND` accepts a fixed buffer on this kernel, with one real
 /// send over a socketpair (no version guessing). `ring` must have buffer index 0 registered.
 pub(crate) fn probe_fixed_send(ring: &mut Ring, buf: *const u8) -> FixedSend {
+    #[allow(clippy::infallible_destructuring_match)] // (a second variant in test builds)
     let ring = match &mut ring.backend {
         Backend::Kernel(r) => r,
         #[cfg(test)]

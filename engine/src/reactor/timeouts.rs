@@ -32,6 +32,8 @@ impl Core {
                 Status::Connecting => self.connect_timed_out(key),
                 _ => None,
             };
+            #[cfg(test)]
+            crate::sim::observe_deadline(self.id_of(key));
             self.destroy(key, err);
         }
         next

@@ -306,7 +306,7 @@ impl SimKernel {
     }
 
     pub(crate) fn note(&mut self, line: String) {
-        if self.trace.len() == TRACE_LINES {
+        if self.trace.len() == TRACE_LINES && std::env::var_os("RINGMAN_SIM_FULL_TRACE").is_none() {
             self.trace.pop_front();
         }
         self.trace.push_back(format!("t{} {line}", self.turns));
@@ -842,7 +842,7 @@ impl SimKernel {
         let end = !self.calm && self.rng.chance(self.rates.multishot_end);
         let more = if end { 0 } else { CQE_F_MORE };
         let fd = self.socks[s].fd;
-        self.note(format!("sock {s}: accepted as fd {fd}"));
+        self.note(format!("sock {s}: accepted"));
         if !self.post(ud, fd, more) || end {
             self.ops.remove(i);
             return true;

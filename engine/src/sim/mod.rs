@@ -71,6 +71,8 @@ struct Attempt {
     aborted: bool,
     /// When the application asked for a graceful close (virtual clock).
     close_asked: Option<std::time::Instant>,
+    /// A deadline (close, linger, connect) cut it off.
+    cut_off: bool,
     full: bool,
     owed_drain: bool,
 }
@@ -88,6 +90,9 @@ struct AppConn {
     /// It is a pipe's source: the pipe's `on_message` and `on_close` replaced the
     /// application's (as Workerman's do).
     pipe_source: bool,
+    /// A `reconnect(after)` was granted (it answered true) at this virtual time plus
+    /// `after`: another attempt (its `on_connect`, or its `on_close` when it fails) is owed.
+    owed_attempt: Option<std::time::Instant>,
 }
 
 /// The application's side of the simulation: what it did and saw, and its randomness.
@@ -100,7 +105,8 @@ struct World {
     failures: Vec<String>,
     handle: Option<WorkerHandle>,
     limit: usize,
-    close_timeout: Duration,
+    /// The largest message a peer writes (echoed whole).
+    echo_max: usize,
     outgoing: usize,
     fault_turns: u64,
     stop_posted: bool,
@@ -150,6 +156,24 @@ impl AppRates {
 
 thread_local! {
     static WORLD: RefCell<Option<World>> = const { RefCell::new(None) };
+    /// Run-local names of connection ids, in order of first mention: ids carry the ring
+    /// thread's index and a process-wide serial, which differ between runs of one seed.
+    static NAMES: RefCell<BTreeMap<u64, usize>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// A connection id as traces and failures show it (`c0`, `c1`, ... in order of first
+/// mention), the same in every run of a seed.
+struct Name(ConnectionId);
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = NAMES.with(|m| {
+            let mut m = m.borrow_mut();
+            let next = m.len();
+            *m.entry(self.0.as_u64()).or_insert(next)
+        });
+        write!(f, "c{n}")
+    }
 }
 
 /// Runs `f` on this thread's world, if a simulation runs here.
@@ -176,6 +200,11 @@ fn sock_of(core: &mut Core, key: usize) -> Option<usize> {
     core.ring.sim_mut()?.sock_by_fd(fd)
 }
 
+/// Observation point in the deadline sweep: `id` ran out of time and is destroyed.
+pub(crate) fn observe_deadline(id: ConnectionId) {
+    with_world(|w| w.conn(id).cur.cut_off = true);
+}
+
 /// Observation point in `Core::send`: every send, from any path, with what it answered.
 pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, status: SendStatus) {
     if core.ring.sim_mut().is_none() || core.conns.get(key).is_none() {
@@ -190,37 +219,42 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
         || !c.drain_muted && c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some());
     let received = sock.and_then(|s| Some(core.ring.sim_mut()?.socks[s].received.len()));
     if let Some(k) = core.ring.sim_mut() {
-        k.note(format!("send {id} {} bytes ({enc:?}, {st:?}, {unsent} unsent): {status:?}", data.len()));
+        k.note(format!("send {} {} bytes ({enc:?}, {st:?}, {unsent} unsent): {status:?}", Name(id), data.len()));
     }
     let protocol = core.cfg.protocol.clone();
     with_world(|w| {
         let bytes = wire_bytes(&*protocol, data, enc);
         let conn = w.conns.entry(id.as_u64()).or_default();
         conn.outgoing |= outgoing;
+        let pipe_dest = conn.pipe_dest;
         let a = &mut conn.cur;
-        if a.sock.is_none() && st != Status::Connecting {
+        if a.sock.is_none() && !matches!(st, Status::Connecting | Status::Closed) {
             a.sock = sock;
         }
         if outgoing && data.starts_with(BROADCAST) {
-            w.failures.push(format!("{id}: a broadcast reached an outgoing connection"));
+            w.failures.push(format!("{}: a broadcast reached an outgoing connection", Name(id)));
         }
         match status {
             SendStatus::Failed => {
                 let refused_by_limit = matches!(st, Status::Established | Status::Connecting) && unsent >= limit;
-                if refused_by_limit && !a.full && !full_queued {
+                // (A pipe's destination announces to the pipe, which replaced the callback.)
+                if refused_by_limit && !a.full && !full_queued && !pipe_dest {
                     w.failures.push(format!(
-                        "{id}: send refused by the limit ({unsent} ≥ {limit} unsent, {st:?}) without on_buffer_full"
+                        "{}: send refused by the limit ({unsent} ≥ {limit} unsent, {st:?}) without on_buffer_full",
+                        Name(id)
                     ));
                 }
             }
             SendStatus::Sent | SendStatus::Queued => {
                 a.out.extend_from_slice(&bytes);
-                if status == SendStatus::Queued && listens {
+                // (Nothing queued, nothing to drain: Workerman fires no drain for it either.)
+                if status == SendStatus::Queued && listens && !bytes.is_empty() {
                     a.owed_drain = true;
                 }
                 if status == SendStatus::Sent && received != Some(a.out.len()) {
                     w.failures.push(format!(
-                        "{id}: send() answered Sent but the peer has {received:?} of {} accepted bytes",
+                        "{}: send() answered Sent but the peer has {received:?} of {} accepted bytes",
+                        Name(id),
                         a.out.len()
                     ));
                 }
@@ -262,22 +296,21 @@ impl World {
                 (core.id_of(k), k, c.status, c.unsent(), listens, c.dial().is_some())
             })
             .collect();
-        let slack = self.app.max_message * 2 + 4096;
+        let slack = 2 * (self.app.max_message + self.echo_max) + 4096;
         for (id, key, status, unsent, listens, outgoing) in slots {
             let limit = core.conns[key].max_send_buffer_size;
             if unsent > limit.max(self.limit) + slack {
-                self.fail(format!("{id}: {unsent} unsent bytes, beyond any limit ({limit})"));
+                self.fail(format!("{}: {unsent} unsent bytes, beyond any limit ({limit})", Name(id)));
             }
             let drain_queued = core.events.iter().any(|e| matches!(e, Event::BufferDrain(x) if *x == id));
             if unsent < limit {
                 // Below the limit again: the next time it is reached is a new announcement.
                 self.conn(id).cur.full = false;
             }
-            let a = &self.conn(id).cur;
             let taken_over = self.conn(id).pipe_dest;
             let a = &self.conn(id).cur;
             if status == Status::Established && unsent == 0 && listens && a.owed_drain && !drain_queued && !taken_over {
-                self.fail(format!("{id}: its buffer drained but the owed on_buffer_drain never came"));
+                self.fail(format!("{}: its buffer drained but the owed on_buffer_drain never came", Name(id)));
             }
             let _ = outgoing;
         }
@@ -290,7 +323,7 @@ impl World {
                     let at = sock.received.iter().zip(&a.out).position(|(x, y)| x != y);
                     self.failures.push(format!(
                         "{}: the peer received {} bytes that are not a prefix of the {} accepted (first difference at {at:?})",
-                        ConnectionId::from_u64(*id),
+                        Name(ConnectionId::from_u64(*id)),
                         sock.received.len(),
                         a.out.len()
                     ));
@@ -298,7 +331,7 @@ impl World {
                 if !sock.written[..sock.taken].starts_with(&a.delivered) {
                     self.failures.push(format!(
                         "{}: delivered {} bytes that are not a prefix of the {} the engine received",
-                        ConnectionId::from_u64(*id),
+                        Name(ConnectionId::from_u64(*id)),
                         a.delivered.len(),
                         sock.taken
                     ));
@@ -327,6 +360,23 @@ pub(crate) fn on_turn(core: &mut Core) {
     let calm = k.calm;
     let fault_turns = with_world(|w| w.fault_turns).unwrap_or(0);
     if turns >= fault_turns && !calm {
+        // A granted reconnect is followed by another attempt: on_connect, or on_close when
+        // it fails (the connect timeout bounds that).
+        let now = k.now;
+        let lost: Vec<String> = with_world(|w| {
+            w.conns
+                .iter()
+                .filter(|(_, c)| c.owed_attempt.is_some_and(|by| by + Duration::from_secs(10) < now))
+                .map(|(id, _)| {
+                    format!("{}: a granted reconnect never started another attempt", Name(ConnectionId::from_u64(*id)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+        if !lost.is_empty() {
+            panic!("invariant violated: {}", lost.join("; "));
+        }
+        let Some(k) = core.ring.sim_mut() else { return };
         k.calm_down();
         k.note("the world calms down; the worker is stopped from another thread".into());
         with_world(|w| {
@@ -363,7 +413,9 @@ pub(crate) fn on_turn(core: &mut Core) {
         let now = crate::clock::now();
         let a = &mut w.conn(id).cur;
         match what {
-            3 => drop(a.close_asked.get_or_insert(now)),
+            3 => {
+                a.close_asked.get_or_insert(now);
+            }
             4 | 7 => a.aborted = true,
             _ => {}
         }
@@ -384,7 +436,7 @@ pub(crate) fn on_turn(core: &mut Core) {
                 }
             }
         });
-        notes.push(format!("another thread: op {what} on {id}"));
+        notes.push(format!("another thread: op {what} on {}", Name(id)));
         notes
     })
     .unwrap_or_default();
@@ -453,7 +505,7 @@ fn on_connect(id: ConnectionId) {
         sock_of(c, k)
     })
     .flatten();
-    note(|| format!("app: on_connect {id} (sock {sock:?})"));
+    note(|| format!("app: on_connect {} (sock {sock:?})", Name(id)));
     with_world(|w| {
         let conn = w.conn(id);
         conn.connects += 1;
@@ -461,51 +513,66 @@ fn on_connect(id: ConnectionId) {
         let bad = if conn.outgoing { conn.connects > conn.closes + 1 } else { conn.connects != conn.closes + 1 };
         if bad {
             let (a, b) = (conn.connects, conn.closes);
-            w.fail(format!("{id}: on_connect #{a} after {b} on_close"));
+            w.fail(format!("{}: on_connect #{a} after {b} on_close", Name(id)));
             return;
         }
         let conn = w.conn(id);
+        conn.owed_attempt = None;
         conn.cur.connected = true;
         conn.cur.sock = sock.or(conn.cur.sock);
     });
-    with_world(|w| w.rng.chance(w.app.set_limit)).filter(|x| *x).map(|_| {
+    if with_world(|w| w.rng.chance(w.app.set_limit)).unwrap_or(false) {
         let n = with_world(|w| w.rng.size(w.limit * 2).max(1)).unwrap_or(1);
         // A limit lowered below what is queued refuses the next send with no
         // on_buffer_full first (Workerman's too): the announcement check skips it.
         with_world(|w| w.conn(id).cur.full = true);
         Connection::from_id(id).set_max_send_buffer_size(n);
-    });
+    }
 }
 
 fn on_close(id: ConnectionId) {
-    note(|| format!("app: on_close {id}"));
+    note(|| format!("app: on_close {}", Name(id)));
     let reconnect = with_world(|w| {
         let conn = w.conn(id);
         conn.closes += 1;
         if !conn.outgoing && conn.closes > conn.connects.max(1) || conn.cur.closed {
             let (a, b) = (conn.closes, conn.connects);
-            w.fail(format!("{id}: on_close #{a} after {b} on_connect"));
+            w.fail(format!("{}: on_close #{a} after {b} on_connect", Name(id)));
         }
         let conn = w.conn(id);
+        conn.owed_attempt = None;
         conn.cur.closed = true;
         let done = std::mem::take(&mut conn.cur);
         let outgoing = conn.outgoing;
         conn.done.push(done);
         let again = outgoing && !w.stop_posted && w.rng.chance(w.app.reconnect);
-        again.then(|| Duration::from_millis(w.rng.below(300)))
+        again.then(|| Duration::from_millis(w.rng.size(3000) as u64))
     })
     .flatten();
     if let Some(after) = reconnect {
         let conn = Connection::from_id(id);
-        conn.reconnect(after);
+        note(|| format!("app: reconnect {} after {after:?}", Name(id)));
+        if conn.reconnect(after) {
+            owe_attempt(id, after);
+        }
         if with_world(|w| w.rng.chance(w.app.cancel_reconnect)).unwrap_or(false) {
+            note(|| format!("app: cancel_reconnect {}", Name(id)));
             conn.cancel_reconnect();
+            with_world(|w| w.conn(id).owed_attempt = None);
         }
     }
 }
 
+/// `reconnect(after)` of `id` answered true: a new attempt is owed.
+fn owe_attempt(id: ConnectionId, after: Duration) {
+    let by = crate::clock::now() + after;
+    with_world(|w| {
+        w.conn(id).owed_attempt.get_or_insert(by);
+    });
+}
+
 fn on_error(id: ConnectionId, e: &crate::ConnError) {
-    note(|| format!("app: on_error {id}: {e}"));
+    note(|| format!("app: on_error {}: {e}", Name(id)));
     if matches!(e, crate::ConnError::SendBufferFull { .. }) {
         return;
     }
@@ -513,12 +580,12 @@ fn on_error(id: ConnectionId, e: &crate::ConnError) {
 }
 
 fn on_full(id: ConnectionId) {
-    note(|| format!("app: on_buffer_full {id}"));
+    note(|| format!("app: on_buffer_full {}", Name(id)));
     with_world(|w| w.conn(id).cur.full = true);
 }
 
 fn on_drain(id: ConnectionId) {
-    note(|| format!("app: on_buffer_drain {id}"));
+    note(|| format!("app: on_buffer_drain {}", Name(id)));
     with_world(|w| {
         let a = &mut w.conn(id).cur;
         a.full = false;
@@ -545,7 +612,7 @@ fn act(conn: &Connection) {
         });
     }
     if roll(r.pause) {
-        note(|| format!("app: pause {id} for {after} ms"));
+        note(|| format!("app: pause {} for {after} ms", Name(id)));
         conn.pause_recv();
         let c = *conn;
         let _ = Timer::add(Duration::from_millis(after), false, move || c.resume_recv());
@@ -561,18 +628,18 @@ fn act(conn: &Connection) {
             let now = crate::clock::now();
             w.conn(id).cur.close_asked.get_or_insert(now);
         });
-        note(|| format!("app: close {id}"));
+        note(|| format!("app: close {}", Name(id)));
         conn.close(if salt % 2 == 0 { Some(b"bye") } else { None });
     } else if roll(r.end) {
         with_world(|w| {
             let now = crate::clock::now();
             w.conn(id).cur.close_asked.get_or_insert(now);
         });
-        note(|| format!("app: end {id}"));
+        note(|| format!("app: end {}", Name(id)));
         conn.end(Some(b"end"));
     } else if roll(r.destroy) {
         with_world(|w| w.conn(id).cur.aborted = true);
-        note(|| format!("app: destroy {id}"));
+        note(|| format!("app: destroy {}", Name(id)));
         conn.destroy();
     }
 }
@@ -582,14 +649,20 @@ fn act(conn: &Connection) {
 fn on_another(conn: &Connection) {
     let source = conn.id();
     let Some((target, what, after, outgoing)) = with_world(|w| {
-        let ids: Vec<u64> = w.conns.keys().copied().collect();
+        // Outgoing connections half of the time: their states (dialing, the reconnect
+        // delay) are the ones with the most transitions.
+        let outgoing: Vec<u64> = w.conns.iter().filter(|(_, c)| c.outgoing).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> =
+            if !outgoing.is_empty() && w.rng.below(2) == 0 { outgoing } else { w.conns.keys().copied().collect() };
         let id = ConnectionId::from_u64(ids[w.rng.below(ids.len() as u64) as usize]);
         let what = w.rng.below(6);
         let after = Duration::from_millis(w.rng.below(300));
         let now = crate::clock::now();
         let c = w.conn(id);
         match what {
-            0 => drop(c.cur.close_asked.get_or_insert(now)),
+            0 => {
+                c.cur.close_asked.get_or_insert(now);
+            }
             1 => c.cur.aborted = true,
             2 if c.outgoing => c.cur.aborted = true,
             4 if id != source => c.pipe_dest = true,
@@ -603,13 +676,20 @@ fn on_another(conn: &Connection) {
     }) else {
         return;
     };
-    note(|| format!("app: op {what} on {target} (outgoing: {outgoing}) from {}", conn.id()));
+    note(|| format!("app: op {what} on {} (outgoing: {outgoing}) from {}", Name(target), Name(conn.id())));
     let t = Connection::from_id(target);
     match what {
         0 => t.close(None),
         1 => t.destroy(),
-        2 => drop(t.reconnect(after)),
-        3 => t.cancel_reconnect(),
+        2 => {
+            if t.reconnect(after) {
+                owe_attempt(target, after);
+            }
+        }
+        3 => {
+            t.cancel_reconnect();
+            with_world(|w| w.conn(target).owed_attempt = None);
+        }
         4 if target != conn.id() => drop(conn.pipe(t)),
         _ => drop(t.send(b"other")),
     }
@@ -669,12 +749,13 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let mut app_rng = Rng::new(seed, 2);
     let wire = [Wire::Raw, Wire::Text, Wire::Frame][app_rng.below(3) as usize];
     let (worker, protocol) = app_worker(wire, &mut app_rng);
-    let (limit, close_timeout) = (worker.max_send_buffer_size, worker.close_timeout);
+    let limit = worker.max_send_buffer_size;
     let (thread, mb) = mailbox::register().map_err(|e| e.to_string())?;
     // The listener's descriptor only names the listener to the simulated kernel.
     let listener: OwnedFd =
         socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).map_err(|e| e.to_string())?.into();
     let kernel = SimKernel::new(seed, wire, listener.as_raw_fd(), mb.eventfd());
+    let echo_max = kernel.rates.max_message + 8;
     crate::clock::set_virtual(Some((kernel.now, kernel.wall)));
     let stats = Arc::new(ThreadStats::default());
     let (cfg, runner) = worker.into_sim(thread, stats.clone());
@@ -707,12 +788,13 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             failures: Vec::new(),
             handle: None,
             limit,
-            close_timeout,
+            echo_max,
             outgoing: 0,
             fault_turns,
             stop_posted: false,
         })
     });
+    NAMES.with(|m| m.borrow_mut().clear());
     reactor::install(core);
     let ran = catch_unwind(AssertUnwindSafe(|| runner.run_sim()));
     let mut core = reactor::uninstall();
@@ -776,18 +858,18 @@ fn final_checks(core: &mut Core, world: &World) -> Result<(), String> {
         let id = ConnectionId::from_u64(*id);
         // An outgoing connection's failed attempts close without connecting.
         if conn.closes != conn.connects && !(conn.outgoing && conn.closes > conn.connects) && !conn.pipe_source {
-            errs.push(format!("{id}: {} on_connect but {} on_close", conn.connects, conn.closes));
+            errs.push(format!("{}: {} on_connect but {} on_close", Name(id), conn.connects, conn.closes));
         }
         for a in conn.done.iter().chain(std::iter::once(&conn.cur)) {
             let Some(s) = a.sock else { continue };
             let sock = &k.socks[s];
-            let cut_off = a.close_asked.is_some_and(|t| k.now >= t + world.close_timeout);
-            if !a.connected || a.aborted || sock.faulted() || cut_off {
+            if !a.connected || a.aborted || sock.faulted() || a.cut_off {
                 continue;
             }
             if sock.received.len() != a.out.len() {
                 errs.push(format!(
-                    "{id} (sock {s}): closed gracefully but the peer got {} of {} accepted bytes",
+                    "{} (sock {s}): closed gracefully but the peer got {} of {} accepted bytes",
+                    Name(id),
                     sock.received.len(),
                     a.out.len()
                 ));

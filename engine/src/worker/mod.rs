@@ -25,8 +25,6 @@ pub(crate) use callbacks::Callbacks;
 #[cfg(test)]
 pub(crate) use listen::inherited;
 pub(crate) use listen::LISTEN_FDS_ENV;
-#[cfg(test)]
-pub(crate) use runner::Runner;
 pub(crate) use start::Spawn;
 pub use websocket::WsDecision;
 
