@@ -36,6 +36,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use io_uring::{opcode, squeue, types::BufRingEntry};
 
+use ringman_protocols::ws::{parse_header, write_close, write_frame, OpCode};
+
 use super::rng::Rng;
 use crate::ring::FixedSend;
 
@@ -117,7 +119,25 @@ pub(crate) enum Wire {
     Raw,
     Text,
     Frame,
+    /// WebSocket: the peer sends the upgrade request, waits for the 101, then sends masked
+    /// data frames, pings and (sometimes) a close; it answers the server's pings and close.
+    Ws,
 }
+
+/// A WebSocket peer's progress.
+#[derive(Debug, Default)]
+pub(crate) struct WsPeer {
+    /// The 101 arrived: frames may be sent (RFC 6455 §4.1: not before).
+    pub(crate) upgraded: bool,
+    /// How far `received` has been parsed (the 101 head, then whole frames).
+    parsed: usize,
+    /// We sent our close frame / the server sent its close frame.
+    pub(crate) close_sent: bool,
+    pub(crate) close_received: bool,
+}
+
+/// The upgrade request of a simulated WebSocket client (a fixed RFC 6455 sample key).
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// One simulated connection: a peer and the two byte streams.
 pub(crate) struct Sock {
@@ -148,6 +168,10 @@ pub(crate) struct Sock {
     echoed: usize,
     /// Bytes the peer still means to write (its budget for this run).
     budget: usize,
+    /// The payloads of the data messages the peer wrote (WebSocket), in order.
+    pub(crate) msgs: Vec<Vec<u8>>,
+    /// WebSocket state (accepted connections of a `websocket://` worker).
+    pub(crate) ws: Option<WsPeer>,
 }
 
 impl Sock {
@@ -677,6 +701,8 @@ impl SimKernel {
                     s.written.extend_from_slice(&echo);
                     s.echoed = to;
                 }
+            } else if s.ws.is_some() {
+                self.ws_peer(i);
             } else if !s.peer_eof && s.budget > 0 && self.rng.chance(r.peer_write) {
                 let n = self.rng.size(r.max_message).min(self.socks[i].budget);
                 self.peer_write(i, n);
@@ -702,13 +728,16 @@ impl SimKernel {
 
     /// The peer of sock `i` writes one message of about `n` bytes in its protocol.
     fn peer_write(&mut self, i: usize, n: usize) {
-        let s = &mut self.socks[i];
-        let start = s.written.len();
+        let start = self.socks[i].written.len();
         let fill = |pos: usize| ((pos * 31 + i * 17) % 251) as u8;
+        let letters = |pos: usize| b'a' + ((pos * 7 + i * 13) % 26) as u8;
+        // (Drawn for every wire, so a seed's other draws do not depend on it.)
+        let (text, mask) = (self.rng.below(2) == 0, (self.rng.next() as u32).to_ne_bytes());
+        let s = &mut self.socks[i];
         match self.wire {
             Wire::Raw => s.written.extend((start..start + n.max(1)).map(fill)),
             Wire::Text => {
-                s.written.extend((start..start + n).map(|p| b'a' + ((p * 7 + i * 13) % 26) as u8));
+                s.written.extend((start..start + n).map(letters));
                 s.written.push(b'\n');
             }
             Wire::Frame => {
@@ -716,9 +745,91 @@ impl SimKernel {
                 let body = s.written.len();
                 s.written.extend((body..body + n).map(fill));
             }
+            Wire::Ws => {
+                // Text (letters: valid UTF-8) or binary, masked as a client must.
+                let payload: Vec<u8> = if text {
+                    (start..start + n).map(letters).collect()
+                } else {
+                    (start..start + n).map(fill).collect()
+                };
+                let op = if text { OpCode::Text } else { OpCode::Binary };
+                write_frame(&mut s.written, true, false, op, &payload, Some(mask));
+                s.msgs.push(payload);
+            }
         }
         let added = s.written.len() - start;
         s.budget = s.budget.saturating_sub(added);
+    }
+
+    /// A WebSocket peer's turn: read the 101 and the server's frames (answer pings and a
+    /// close), then maybe send a message, a ping or its own close.
+    fn ws_peer(&mut self, i: usize) {
+        let r = self.rates.clone();
+        let mut replies: Vec<(OpCode, Vec<u8>)> = Vec::new();
+        {
+            let s = &mut self.socks[i];
+            let w = s.ws.as_mut().expect("a ws peer");
+            if !w.upgraded {
+                match s.received.windows(4).position(|x| x == b"\r\n\r\n") {
+                    Some(end) => {
+                        w.upgraded = s.received.starts_with(b"HTTP/1.1 101");
+                        w.parsed = end + 4;
+                        if !w.upgraded {
+                            // Refused: the client gives up (half-closes).
+                            s.peer_eof = true;
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+            loop {
+                let rest = &s.received[w.parsed..];
+                let Ok(Some(h)) = parse_header(rest) else { break };
+                let Some(len) = h.frame_len().filter(|l| *l <= rest.len()) else { break };
+                let payload = rest[h.header_len..len].to_vec();
+                w.parsed += len;
+                match h.opcode {
+                    OpCode::Ping if !w.close_sent => replies.push((OpCode::Pong, payload)),
+                    OpCode::Close => {
+                        w.close_received = true;
+                        if !w.close_sent {
+                            w.close_sent = true;
+                            replies.push((OpCode::Close, payload));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (op, payload) in replies {
+            let mask = (self.rng.next() as u32).to_ne_bytes();
+            let s = &mut self.socks[i];
+            write_frame(&mut s.written, true, false, op, &payload, Some(mask));
+            if op == OpCode::Close {
+                self.note(format!("sock {i}: ws peer answers the close"));
+            }
+        }
+        let s = &self.socks[i];
+        let w = s.ws.as_ref().expect("a ws peer");
+        if !w.upgraded || w.close_sent || s.peer_eof || self.calm {
+            return;
+        }
+        if s.budget > 0 && self.rng.chance(r.peer_write) {
+            let n = self.rng.size(r.max_message).min(s.budget);
+            self.peer_write(i, n);
+        } else if self.rng.chance(r.peer_eof * 4) {
+            let mask = (self.rng.next() as u32).to_ne_bytes();
+            let s = &mut self.socks[i];
+            write_close(&mut s.written, Some(1000), "bye", Some(mask));
+            s.ws.as_mut().expect("a ws peer").close_sent = true;
+            self.mark("ws peer close");
+            self.note(format!("sock {i}: ws peer sends its close"));
+        } else if self.rng.chance(20) {
+            let mask = (self.rng.next() as u32).to_ne_bytes();
+            let s = &mut self.socks[i];
+            write_frame(&mut s.written, true, false, OpCode::Ping, b"sim", Some(mask));
+        }
     }
 
     fn new_sock(&mut self, outgoing: bool) -> usize {
@@ -743,7 +854,15 @@ impl SimKernel {
             engine_closed: false,
             echoed: 0,
             budget,
+            msgs: Vec::new(),
+            ws: None,
         });
+        if self.wire == Wire::Ws && !outgoing {
+            let req = ringman_protocols::ws::client_handshake_request("sim", "/", WS_KEY, &[]);
+            let sk = &mut self.socks[i];
+            sk.written.extend_from_slice(&req);
+            sk.ws = Some(WsPeer::default());
+        }
         self.by_ino.insert(ino, i);
         // The engine's end: handed out by accept (it owns it from the CQE on), or moved over
         // the engine's connecting socket by `connect_accepted`.

@@ -65,6 +65,8 @@ struct Attempt {
     out: Vec<u8>,
     /// Wire bytes of the messages delivered to the application, in order.
     delivered: Vec<u8>,
+    /// The payloads delivered (WebSocket: compared message by message).
+    delivered_msgs: Vec<Vec<u8>>,
     connected: bool,
     closed: bool,
     /// The application (or the engine, with an error) ended it abortively.
@@ -101,6 +103,8 @@ struct World {
     app: AppRates,
     wire: Wire,
     protocol: Arc<dyn Protocol>,
+    /// The protocol of outgoing connections.
+    out_protocol: Arc<dyn Protocol>,
     conns: BTreeMap<u64, AppConn>,
     failures: Vec<String>,
     handle: Option<WorkerHandle>,
@@ -183,10 +187,10 @@ fn with_world<R>(f: impl FnOnce(&mut World) -> R) -> Option<R> {
 
 /// The wire bytes `data` becomes when sent with `enc` (a fresh encoder: the simulated
 /// protocols keep no per-connection encoder state).
-fn wire_bytes(protocol: &dyn Protocol, data: &[u8], enc: Enc) -> Vec<u8> {
+fn wire_bytes(protocol: &dyn Protocol, data: &[u8], enc: Enc, default: MessageKind) -> Vec<u8> {
     let kind = match enc {
         Enc::Raw => return data.to_vec(),
-        Enc::Default => MessageKind::Binary,
+        Enc::Default => default,
         Enc::Kind(k) => k,
     };
     let mut out = Vec::new();
@@ -221,9 +225,10 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
     if let Some(k) = core.ring.sim_mut() {
         k.note(format!("send {} {} bytes ({enc:?}, {st:?}, {unsent} unsent): {status:?}", Name(id), data.len()));
     }
-    let protocol = core.cfg.protocol.clone();
+    let protocol = c.dial().map_or_else(|| core.cfg.protocol.clone(), |d| d.protocol.clone());
+    let default = c.default_kind;
     with_world(|w| {
-        let bytes = wire_bytes(&*protocol, data, enc);
+        let bytes = wire_bytes(&*protocol, data, enc, default);
         let conn = w.conns.entry(id.as_u64()).or_default();
         conn.outgoing |= outgoing;
         let pipe_dest = conn.pipe_dest;
@@ -328,7 +333,16 @@ impl World {
                         a.out.len()
                     ));
                 }
-                if !sock.written[..sock.taken].starts_with(&a.delivered) {
+                if sock.ws.is_some() {
+                    if !sock.msgs.starts_with(&a.delivered_msgs) {
+                        self.failures.push(format!(
+                            "{}: the {} messages delivered are not the first of the {} the peer sent",
+                            Name(ConnectionId::from_u64(*id)),
+                            a.delivered_msgs.len(),
+                            sock.msgs.len()
+                        ));
+                    }
+                } else if !sock.written[..sock.taken].starts_with(&a.delivered) {
                     self.failures.push(format!(
                         "{}: delivered {} bytes that are not a prefix of the {} the engine received",
                         Name(ConnectionId::from_u64(*id)),
@@ -462,6 +476,7 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
         Wire::Raw => "tcp",
         Wire::Text => "text",
         Wire::Frame => "frame",
+        Wire::Ws => "websocket",
     };
     let mut w = Worker::<()>::new(&format!("{scheme}://127.0.0.1:0")).expect("worker");
     let protocol = w.protocol_arc();
@@ -477,14 +492,23 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
     if rng.below(3) == 0 {
         w.idle_timeout = Some(Duration::from_millis(rng.range(500, 30_000)));
     }
+    if wire == Wire::Ws && rng.below(2) == 0 {
+        w.websocket_ping_interval = Some(Duration::from_millis(rng.range(200, 10_000)));
+    }
     w.on_worker_start(|info, _| {
         let h = info.handle.clone();
         with_world(|w| w.handle = Some(h));
     });
     w.on_connect(|conn, _| on_connect(conn.id()));
     w.on_message(|conn, msg, _| {
-        let bytes = with_world(|w| wire_bytes(&*w.protocol, msg.data, Enc::Default)).unwrap_or_default();
-        with_world(|w| w.conn(conn.id()).cur.delivered.extend_from_slice(&bytes));
+        with_world(|w| {
+            if w.wire == Wire::Ws {
+                w.conn(conn.id()).cur.delivered_msgs.push(msg.data.to_vec());
+            } else {
+                let bytes = wire_bytes(&*w.protocol, msg.data, Enc::Default, MessageKind::Binary);
+                w.conn(conn.id()).cur.delivered.extend_from_slice(&bytes);
+            }
+        });
         // Echo, then whatever the schedule says.
         conn.send(msg.data);
         act(conn);
@@ -630,6 +654,13 @@ fn act(conn: &Connection) {
         });
         note(|| format!("app: close {}", Name(id)));
         conn.close(if salt % 2 == 0 { Some(b"bye") } else { None });
+    } else if roll(r.end) && conn.protocol() == Some("websocket") {
+        with_world(|w| {
+            let now = crate::clock::now();
+            w.conn(id).cur.close_asked.get_or_insert(now);
+        });
+        note(|| format!("app: websocket_close {}", Name(id)));
+        conn.websocket_close(1000, "bye");
     } else if roll(r.end) {
         with_world(|w| {
             let now = crate::clock::now();
@@ -701,10 +732,11 @@ fn open_outgoing() {
     let Some((ok, scheme, n)) = with_world(|w| {
         let ok = w.outgoing < w.app.max_outgoing;
         w.outgoing += ok as usize;
+        // (The remote echoes bytes: a WebSocket worker's clients speak `frame`.)
         let scheme = match w.wire {
             Wire::Raw => "tcp",
             Wire::Text => "text",
-            Wire::Frame => "frame",
+            Wire::Frame | Wire::Ws => "frame",
         };
         (ok, scheme, w.rng.below(4))
     }) else {
@@ -719,7 +751,8 @@ fn open_outgoing() {
     with_world(|w| w.conn(id).outgoing = true);
     conn.on_connect(|c| on_connect(c.id()));
     conn.on_message(|c, msg| {
-        let bytes = with_world(|w| wire_bytes(&*w.protocol, msg.data, Enc::Default)).unwrap_or_default();
+        let bytes = with_world(|w| wire_bytes(&*w.out_protocol, msg.data, Enc::Default, MessageKind::Binary))
+            .unwrap_or_default();
         with_world(|w| w.conn(c.id()).cur.delivered.extend_from_slice(&bytes));
         act(c);
     });
@@ -783,6 +816,7 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             app: AppRates::draw(&mut app_rng),
             rng: app_rng,
             wire,
+            out_protocol: if wire == Wire::Ws { Arc::new(ringman_protocols::Frame) } else { protocol.clone() },
             protocol,
             conns: BTreeMap::new(),
             failures: Vec::new(),
