@@ -991,3 +991,131 @@ fn a_panicking_on_close_does_not_destroy_the_reconnect_it_asked_for() {
     }
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "nothing after the second close");
 }
+
+/// A server that accepts and reads but never writes: a `ws://` client there waits for its
+/// `101` until its connect timeout.
+fn silent_server() -> PyServer {
+    py_tcp_server(
+        &[],
+        r#"
+async def handle(r, w):
+    while await r.read(4096):
+        pass
+"#,
+    )
+}
+
+/// Opens a `tcp://` connection to `port` that, once up the first time, asks to reconnect in
+/// an hour; once the renewed attempt waits for that delay, `during_delay` runs (from a
+/// timer). Reports Connect/Close/Error on `tx`.
+fn waiting_for_redial(port: u16, tx: &Sender<Got>, during_delay: impl Fn(Connection) + Clone + 'static) -> Connection {
+    let a = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{port}")).unwrap().connect().unwrap();
+    let t = tx.clone();
+    let connects = std::rc::Rc::new(std::cell::Cell::new(0));
+    a.on_connect(move |c| {
+        t.send(Got::Connect(c.id().as_u64())).unwrap();
+        connects.set(connects.get() + 1);
+        if connects.get() == 1 {
+            assert!(c.reconnect(Duration::from_secs(3600)));
+        }
+    });
+    let t = tx.clone();
+    let closes = std::rc::Rc::new(std::cell::Cell::new(0));
+    a.on_close(move |c| {
+        t.send(Got::Close(c.id().as_u64())).unwrap();
+        closes.set(closes.get() + 1);
+        if closes.get() == 1 {
+            // The slot is renewed once the old socket's last completion came: then it has no
+            // peer address any more (the closed one kept its own).
+            let (c, f) = (*c, during_delay.clone());
+            let timer = std::rc::Rc::new(std::cell::Cell::new(None));
+            let me = timer.clone();
+            let id = ringman::Timer::add(Duration::from_millis(1), true, move || {
+                if c.remote_addr().is_none() {
+                    ringman::Timer::del(me.get().expect("timer id"));
+                    f(c);
+                }
+            });
+            timer.set(Some(id.unwrap()));
+        }
+    });
+    let t = tx.clone();
+    a.on_error(move |_, e: &ConnError| t.send(Got::Error(e.code(), e.to_string())).unwrap());
+    a
+}
+
+/// Closing a connection while it waits for its reconnect delay, then cancelling the
+/// reconnect: the attempt ends once (one more `on_close`), and the ring's counters stay
+/// right — another connection's deadline (a `ws://` upgrade that is never answered) is still
+/// enforced afterwards.
+#[test]
+fn closing_during_a_reconnect_delay_then_cancelling_keeps_other_deadlines() {
+    let server = silent_server();
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let t = tx.clone();
+        waiting_for_redial(port, &tx, move |a| {
+            a.close(None);
+            a.cancel_reconnect();
+            let t = t.clone();
+            // On a later turn, as an unrelated piece of the application would.
+            ringman::Timer::add(Duration::ZERO, false, move || {
+                let mut b = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/")).unwrap();
+                b.connect_timeout = Duration::from_millis(300);
+                report(&b.connect().unwrap(), &t);
+            })
+            .unwrap();
+        });
+    });
+    let Got::Connect(a) = next(&rx) else { panic!("expected the first connect") };
+    assert_eq!(next(&rx), Got::Close(a), "the reconnect's close");
+    assert_eq!(next(&rx), Got::Close(a), "the waiting attempt, closed");
+    let Got::Connect(b) = next(&rx) else { panic!("expected the ws client's TCP connect") };
+    assert_ne!(a, b);
+    expect_connect_fail(&rx, "handshake");
+    assert_eq!(next(&rx), Got::Close(b));
+}
+
+/// `reconnect()` asked again after a close during the delay is honoured: the connection
+/// dials again (same id) once that close's `on_close` ran.
+#[test]
+fn a_reconnect_after_a_close_during_the_delay_dials_again() {
+    let server = silent_server();
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        waiting_for_redial(port, &tx, |a| {
+            a.close(None);
+            assert!(a.reconnect(Duration::ZERO));
+        });
+    });
+    let Got::Connect(a) = next(&rx) else { panic!("expected the first connect") };
+    assert_eq!(next(&rx), Got::Close(a));
+    assert_eq!(next(&rx), Got::Close(a), "the waiting attempt, closed");
+    assert_eq!(next(&rx), Got::Connect(a), "dialled again after the close");
+}
+
+/// `cancel_reconnect()` from a thread other than the connection's takes effect there: the
+/// connection waiting for its delay is given up (a send to it fails instead of being held).
+#[test]
+fn cancel_reconnect_from_another_thread_gives_the_delay_up() {
+    let server = silent_server();
+    let port = server.port;
+    let (ring, rx) = client_ring(move |tx| {
+        let t = tx.clone();
+        waiting_for_redial(port, &tx, move |_| t.send(Got::Message(b"waiting".to_vec())).unwrap());
+    });
+    let Got::Connect(a) = next(&rx) else { panic!("expected the first connect") };
+    assert_eq!(next(&rx), Got::Close(a));
+    assert_eq!(next(&rx), Got::Message(b"waiting".to_vec()));
+    let conn = Connection::from_id(ringman::ConnectionId::from_u64(a));
+    // Whether a send is held (the renewed attempt waits) or refused (it is gone), asked on
+    // the ring after everything posted before.
+    let probe = |conn: Connection| {
+        let (tx, rx) = unbounded();
+        assert!(ring.worker(0).run_on(0, move || tx.send(conn.send("x")).unwrap()));
+        rx.recv_timeout(PATIENCE).expect("the ring answers")
+    };
+    assert_eq!(probe(conn), ringman::SendStatus::Queued, "held for the renewed attempt");
+    conn.cancel_reconnect();
+    assert_eq!(probe(conn), ringman::SendStatus::Failed, "the waiting attempt is gone");
+}

@@ -465,7 +465,9 @@ impl Connection {
     /// `on_connect` runs again once it is. The dial starts on a later loop turn (after
     /// `after`, even when it is zero); sends made once `on_close` has returned are held for
     /// the new connection, while sends in between (the old connection is closed) answer
-    /// `Failed`. [`Connection::cancel_reconnect`] during the delay gives up. False for an
+    /// `Failed`. [`Connection::cancel_reconnect`] during the delay gives up; so does `close()`
+    /// or `destroy()` during the delay, which ends the waiting attempt (its `on_close` runs;
+    /// a `reconnect` asked from then on starts a new delay). False for an
     /// accepted connection, or one that is gone (its `on_close` has returned).
     ///
     /// From another thread the call travels through the owning thread's mailbox (and
@@ -484,9 +486,17 @@ impl Connection {
     }
 
     /// Cancels a `reconnect` that has not dialled yet: the connection stays closed and its id
-    /// names nothing from then on.
+    /// names nothing from then on. (A connection closed during its reconnect delay has
+    /// given that delay up already; a `reconnect` asked after the close is cancelled here.)
+    ///
+    /// From another thread the call travels through the owning thread's mailbox.
     pub fn cancel_reconnect(&self) {
-        self.local(|c, k| c.cancel_reconnect(k));
+        if current_thread() == Some(self.id.thread()) {
+            self.local(|c, k| c.cancel_reconnect(k));
+        } else {
+            let conn = *self;
+            post(self.id.thread(), Cmd::Call(Box::new(move || conn.cancel_reconnect())));
+        }
     }
 
     /// The `Sec-WebSocket-Key` of an outgoing `ws://` connection's current attempt.

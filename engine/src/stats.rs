@@ -24,7 +24,8 @@ impl Counter {
 /// Live counters of one ring thread.
 #[derive(Debug, Default)]
 pub struct ThreadStats {
-    /// Open connections.
+    /// Open accepted connections (Workerman's `$worker->connections`; the application's
+    /// outgoing connections are not counted).
     pub connections: Counter,
     /// Connections accepted since start.
     pub accepted: Counter,

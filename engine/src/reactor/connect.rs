@@ -112,6 +112,11 @@ impl Dial {
         }
     }
 
+    /// Whether a renewed attempt waits for its reconnect delay (its redial timer is armed).
+    pub(crate) fn waiting_redial(&self) -> bool {
+        self.redial.is_some()
+    }
+
     /// Bytes of the sends held until the connection is usable.
     pub(crate) fn held_len(&self) -> usize {
         self.held.len
@@ -198,13 +203,7 @@ impl Core {
         // (A timeout too long to represent is no deadline.)
         state.close_deadline = Instant::now().checked_add(dial.opts.connect_timeout);
         state.extra().dial = Some(Box::new(dial));
-        let key = self.conns.insert(state);
-        if let Some(m) = self.by_serial.get_mut() {
-            m.insert(serial, key as u32);
-        }
-        self.closing += 1;
-        self.dials += 1;
-        self.stats.connections.add(1);
+        let key = self.insert_slot(state);
         self.dial(key);
         Ok(self.id_of(key))
     }
@@ -253,7 +252,7 @@ impl Core {
         let c = &self.conns[key];
         let waiting = c.status == Status::Connecting
             && c.inflight == 0
-            && c.dial().is_some_and(|d| d.attempt == attempt && d.sockaddr.is_none() && d.redial.is_none());
+            && c.dial().is_some_and(|d| d.attempt == attempt && d.sockaddr.is_none() && !d.waiting_redial());
         if !waiting {
             return;
         }
@@ -369,9 +368,9 @@ impl Core {
         if c.status != Status::Connecting {
             return;
         }
-        c.status = Status::Established;
         c.close_deadline = None;
-        self.closing -= 1;
+        self.set_status(key, Status::Established);
+        let c = &mut self.conns[key];
         let held = c.dial_mut().map(|d| std::mem::take(&mut d.held)).unwrap_or_default();
         if held.len > 0 {
             c.sendq.len += held.len;
@@ -425,7 +424,12 @@ impl Core {
         if let Some(t) = d.redial.take() {
             // Still waiting from an earlier reconnect: only the delay changes.
             drop(self.timers.del(t));
-            return self.schedule_redial(key, after).is_ok();
+            if let Err(e) = self.schedule_redial(key, after) {
+                log::error!("reconnect of {}: {e}", self.id_of(key));
+                self.retire_quietly(key);
+                return false;
+            }
+            return true;
         }
         d.reconnect = Some(after);
         if c.status != Status::Closed {
@@ -441,12 +445,26 @@ impl Core {
         d.reconnect = None;
         let Some(t) = d.redial.take() else { return };
         drop(self.timers.del(t));
-        let c = &mut self.conns[key];
-        c.status = Status::Closed;
-        c.close_deadline = None;
-        self.closing -= 1;
-        self.stats.connections.set(self.stats.connections.get() - 1);
+        self.retire_quietly(key);
+    }
+
+    /// Frees a renewed slot whose attempt never started (its `on_close` ran already for the
+    /// previous one), without another `on_close`.
+    fn retire_quietly(&mut self, key: usize) {
+        if let Some(t) = self.conns[key].dial_mut().and_then(|d| d.redial.take()) {
+            drop(self.timers.del(t));
+        }
+        self.conns[key].close_deadline = None;
+        self.set_status(key, Status::Closed);
         self.try_free(key);
+    }
+
+    /// A destroyed dial waiting for its reconnect delay gives the delay up: its redial timer
+    /// goes (a later `reconnect` asks afresh, `cancel_reconnect` finds nothing to cancel).
+    pub(super) fn drop_redial(&mut self, key: usize) {
+        if let Some(t) = self.conns[key].dial_mut().and_then(|d| d.redial.take()) {
+            drop(self.timers.del(t));
+        }
     }
 
     /// Starts the delay of a renewed attempt (`after` may be zero: the dial starts on the next
@@ -492,7 +510,6 @@ impl Core {
             d.attempt = d.attempt.wrapping_add(1);
         }
         c.fd = fd;
-        c.status = Status::Connecting;
         c.recv_armed = false;
         c.paused = false;
         c.throttled = false;
@@ -511,16 +528,11 @@ impl Core {
         c.active = self.stamp;
         c.partial_since = None;
         c.close_deadline = None;
-        self.closing += 1;
-        self.stats.connections.add(1);
+        self.set_status(key, Status::Connecting);
         if let Err(e) = self.schedule_redial(key, after) {
             // (A delay too long for the clock.) Retire the renewed slot quietly.
             log::error!("reconnect of {}: {e}", self.id_of(key));
-            let c = &mut self.conns[key];
-            c.status = Status::Closed;
-            self.closing -= 1;
-            self.stats.connections.set(self.stats.connections.get() - 1);
-            self.try_free(key);
+            self.retire_quietly(key);
         }
     }
 

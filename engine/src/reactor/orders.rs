@@ -31,6 +31,14 @@ use crate::stats::ThreadStats;
 
 type Cqe = (u64, i32, u32);
 
+/// Fails the test when the core's counters disagree with its slab (`Core::check_invariants`).
+#[track_caller]
+fn checked(core: &Core) {
+    if let Err(e) = core.check_invariants() {
+        panic!("invariant broken: {e}");
+    }
+}
+
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One core, one accepted connection, and its peer.
@@ -118,7 +126,9 @@ impl Rig {
             Kind::Cancel => self.core.on_cancel(tok),
             Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect => {}
         }
+        checked(&self.core);
         self.events();
+        checked(&self.core);
     }
 
     fn deliver(&mut self, mut w: RecvWork) {
@@ -250,6 +260,7 @@ fn feed(rig: &mut Rig, cqes: &[Cqe], which: Option<usize>) -> usize {
     for cqe in order {
         rig.dispatch(cqe);
     }
+    checked(&rig.core);
     orders.len()
 }
 
@@ -375,6 +386,7 @@ fn late_completions_after_destroy_free_the_slot_once() {
                 Kind::Cancel => rig.core.on_cancel(tok),
                 _ => {}
             }
+            checked(&rig.core);
             assert!(rig.conn().is_some(), "slot freed before on_close ran");
             assert!(rig.core.events.iter().all(|e| !matches!(e, Event::Close(_))), "a second on_close");
         }
@@ -566,6 +578,7 @@ fn dispatch_client(core: &mut Core, (ud, res, flags): Cqe) {
         Kind::Send => core.on_send(tok, res),
         _ => {}
     }
+    checked(core);
 }
 
 /// Feeds `cqes` to a client core in order `which` (arrival order when `None`) with its
@@ -580,6 +593,7 @@ fn feed_client(core: &mut Core, id: ConnectionId, cqes: &[Cqe], which: Option<us
         assert!(core.lookup(id).is_some(), "slot freed before on_close ran");
     }
     core.events = held;
+    checked(core);
     orders.len()
 }
 
@@ -597,6 +611,7 @@ fn fire_redial(mut core: Core) -> Core {
 
 /// Checks that a client core freed every slot, then drops it and frees its thread index.
 fn retire_client(core: Core, thread: u16) {
+    checked(&core);
     assert!(core.conns.is_empty(), "slot not freed");
     drop(core);
     mailbox::unregister(thread);
@@ -614,6 +629,7 @@ fn drain_client_events(core: &mut Core, closes: &mut usize, errors: &mut Vec<Str
             Event::Connect(_) => *connects += 1,
             _ => {}
         }
+        checked(core);
     }
 }
 
@@ -823,5 +839,65 @@ fn reconnect_delays_that_cannot_or_should_not_run_free_the_slot() {
         assert_eq!(closes, 1, "no second on_close");
         drop(core);
         mailbox::unregister(thread);
+    }
+}
+
+/// Closing a connection during its reconnect delay ends that attempt (one more on_close)
+/// and takes its redial timer with it: a `cancel_reconnect` afterwards finds nothing to undo
+/// (the counters are not decremented twice), and a `reconnect` afterwards is honoured once
+/// that on_close ran.
+#[test]
+fn closing_during_a_reconnect_delay_drops_the_redial_and_keeps_the_counts() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    for then_reconnect in [false, true] {
+        let (mut core, thread) = client_core();
+        let id = core.connect(dial_to(addr, PATIENCE)).expect("dial");
+        let key = core.lookup(id).unwrap();
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Connect) == 1) {
+            dispatch_client(&mut core, cqe);
+        }
+        let _accepted = listener.accept().unwrap();
+        let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+        assert!(core.reconnect(key, Duration::from_secs(3600)));
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a)) {
+            dispatch_client(&mut core, cqe);
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!((closes, connects), (1, 1));
+        assert_eq!(core.conns[key].status, Status::Connecting, "renewed, waiting for its delay");
+        assert_eq!(core.timers.len(), 1, "the redial timer");
+        // The application closes it while it waits, then (in the same callback) cancels.
+        core.close(key, None);
+        checked(&core);
+        assert_eq!(core.timers.len(), 0, "the redial timer went with the attempt");
+        core.cancel_reconnect(key);
+        checked(&core);
+        assert_eq!(core.closing, 0);
+        if then_reconnect {
+            assert!(core.reconnect(key, Duration::ZERO), "asked again after the close");
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(closes, 2, "the waiting attempt's on_close");
+        if !then_reconnect {
+            assert!(core.conns.is_empty(), "slot freed");
+            retire_client(core, thread);
+            continue;
+        }
+        assert_eq!(core.lookup(id), Some(key), "renewed again");
+        let mut core = fire_redial(core);
+        checked(&core);
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Connect) == 1) {
+            dispatch_client(&mut core, cqe);
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(connects, 2, "the reconnect asked after the close dialled");
+        assert!(errors.is_empty(), "{errors:?}");
+        core.destroy(key, None);
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a)) {
+            dispatch_client(&mut core, cqe);
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        retire_client(core, thread);
     }
 }
