@@ -1119,3 +1119,65 @@ fn cancel_reconnect_from_another_thread_gives_the_delay_up() {
     conn.cancel_reconnect();
     assert_eq!(probe(conn), ringman::SendStatus::Failed, "the waiting attempt is gone");
 }
+
+/// A worker that also holds an outgoing connection (to a server the test plays): a
+/// broadcast reaches only the accepted connections, the worker's connection gauge counts only
+/// them, and the messages the outgoing connection receives do not count as requests (so
+/// they do not run `max_requests` down).
+#[test]
+fn broadcast_gauges_and_max_requests_cover_only_accepted_connections() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    let (tx, rx) = unbounded();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.max_requests = Some(3);
+    w.on_message(|c, m, _| {
+        c.send(m.data);
+    });
+    w.on_worker_start(move |_, _| {
+        let up = AsyncTcpConnection::new(&format!("text://127.0.0.1:{up_port}")).unwrap().connect().unwrap();
+        let t = tx.clone();
+        up.on_connect(move |c| t.send(Got::Connect(c.id().as_u64())).unwrap());
+        let t = tx.clone();
+        up.on_message(move |_, m| t.send(Got::Message(m.data.to_vec())).unwrap());
+    });
+    let (srv, addr) = start(w);
+    let (mut up, _) = upstream.accept().unwrap();
+    up.set_read_timeout(Some(PATIENCE)).unwrap();
+    let Got::Connect(up_id) = next(&rx) else { panic!("expected the outgoing connection up") };
+    let up_conn = Connection::from_id(ringman::ConnectionId::from_u64(up_id));
+    let mut client = connect(addr);
+    client.write_all(b"hi\n").unwrap();
+    assert_eq!(read_exact(&mut client, 3), b"hi\n");
+    let handle = srv.worker(0).clone();
+    assert_eq!(handle.stats()[0].connections.get(), 1, "the accepted connection only");
+
+    handle.broadcast("all");
+    assert_eq!(read_exact(&mut client, 4), b"all\n");
+    // Posted after the broadcast, so on the upstream socket it comes after anything the
+    // broadcast put there.
+    assert!(handle.run_on(0, move || {
+        up_conn.send("marker");
+    }));
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while byte[0] != b'\n' {
+        up.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    assert_eq!(line, b"marker\n", "the broadcast reached the outgoing connection");
+
+    // More replies on the outgoing connection than `max_requests`.
+    up.write_all(b"1\n2\n3\n4\n5\n").unwrap();
+    for i in 1..=5 {
+        assert_eq!(next(&rx), Got::Message(i.to_string().into_bytes()));
+    }
+    // Read on the ring, after the batch that delivered them was counted.
+    let (ctx, crx) = unbounded();
+    let stats = handle.stats()[0].clone();
+    assert!(handle.run_on(0, move || ctx.send((stats.requests.get(), stats.restarts.get())).unwrap()));
+    assert_eq!(crx.recv_timeout(PATIENCE).unwrap(), (1, 0), "(requests, restarts)");
+    client.write_all(b"still\n").unwrap();
+    assert_eq!(read_exact(&mut client, 6), b"still\n", "not recycled");
+}

@@ -148,7 +148,11 @@ impl Core {
         if let Some(b) = w.buf.take() {
             self.recv.give_back(b);
         }
-        self.stats.requests.add(delivered);
+        // Workerman's `total_request` (and so `max_requests`) counts what the worker's
+        // accepted connections received, not the replies of the application's own clients.
+        if w.worker_callbacks {
+            self.stats.requests.add(delivered);
+        }
         let Some(key) = self.lookup(w.id) else {
             // A user closure is dropped by the runner, outside the core.
             self.graveyard.extend(w.on_message.take().map(|f| Box::new(f) as Box<dyn std::any::Any>));

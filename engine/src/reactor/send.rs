@@ -309,10 +309,16 @@ impl Core {
         }
     }
 
-    /// Sends `data` to every established connection of this thread.
+    /// Sends `data` to every established connection this thread accepted (Workerman's
+    /// `$worker->connections`): the application's outgoing connections speak to other
+    /// servers and are left out.
     pub(crate) fn broadcast(&mut self, data: &[u8]) {
-        let keys: Vec<usize> =
-            self.conns.iter().filter(|(_, c)| c.status == Status::Established).map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.status == Status::Established && c.dial().is_none())
+            .map(|(k, _)| k)
+            .collect();
         for k in keys {
             self.send(k, data, Enc::Default);
         }
