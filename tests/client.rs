@@ -39,6 +39,8 @@ enum Got {
     Error(u32, String),
     Close(u64),
     WsConnect(Option<String>),
+    BufferFull,
+    BufferDrain,
 }
 
 /// A ring thread with no listener that runs `open` at start; events arrive on the receiver.
@@ -1180,4 +1182,36 @@ fn broadcast_gauges_and_max_requests_cover_only_accepted_connections() {
     assert_eq!(crx.recv_timeout(PATIENCE).unwrap(), (1, 0), "(requests, restarts)");
     client.write_all(b"still\n").unwrap();
     assert_eq!(read_exact(&mut client, 6), b"still\n", "not recycled");
+}
+
+/// Sends held while a `ws://` client waits for its 101 fill its send buffer as Workerman's
+/// do: `on_buffer_full` fires while connecting, a send at the limit is refused (SEND_FAIL),
+/// and the held messages still go out after the upgrade (the upgrade request's own send
+/// completing does not end the full state), followed by `on_buffer_drain`.
+#[test]
+fn held_sends_fire_on_buffer_full_while_connecting_and_drain_after_the_upgrade() {
+    let server = PyServer::start(WS_ECHO);
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let mut c = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/")).unwrap();
+        c.websocket_protocols = vec!["chat".into()];
+        let conn = c.connect().unwrap();
+        report(&conn, &tx);
+        let t = tx.clone();
+        conn.on_buffer_full(move |_| t.send(Got::BufferFull).unwrap());
+        let t = tx.clone();
+        conn.on_buffer_drain(move |_| t.send(Got::BufferDrain).unwrap());
+        conn.set_max_send_buffer_size(1000);
+        assert!(conn.send("a".repeat(600)).is_ok());
+        assert!(conn.send("b".repeat(600)).is_ok(), "below the limit before it: taken");
+        assert!(!conn.send("c").is_ok(), "at the limit: refused");
+    });
+    assert_eq!(next(&rx), Got::BufferFull, "on_buffer_full while connecting");
+    assert!(matches!(next(&rx), Got::Error(2, _)), "SEND_FAIL for the refused send");
+    assert!(matches!(next(&rx), Got::Connect(_)));
+    let mut rest: Vec<Got> = (0..3).map(|_| next(&rx)).collect();
+    // The drain (our bytes taken by the kernel) and the echoes come in either order.
+    let drain = rest.iter().position(|g| *g == Got::BufferDrain).expect("on_buffer_drain");
+    rest.remove(drain);
+    assert_eq!(rest, [Got::Message("a".repeat(600).into_bytes()), Got::Message("b".repeat(600).into_bytes())]);
 }

@@ -424,7 +424,7 @@ impl Connection {
         self.on_message(move |src, m| {
             dest.send(m.data);
             // Pause at once: `on_buffer_full` runs later, after more of what already arrived
-            // would have been forwarded (and refused); held sends get no such event at all.
+            // would have been forwarded (and refused).
             if full() {
                 hold(src);
             }

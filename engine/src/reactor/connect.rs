@@ -372,14 +372,7 @@ impl Core {
         self.set_status(key, Status::Established);
         let c = &mut self.conns[key];
         let held = c.dial_mut().map(|d| std::mem::take(&mut d.held)).unwrap_or_default();
-        if held.len > 0 {
-            c.sendq.len += held.len;
-            c.sendq.chunks.extend(held.chunks);
-            c.drain_pending = true;
-            if !c.send_inflight {
-                self.submit_send(key);
-            }
-        }
+        self.release_held(key, held);
     }
 
     /// A `ws://` client's upgrade was answered with a valid 101: the session starts (with

@@ -901,3 +901,59 @@ fn closing_during_a_reconnect_delay_drops_the_redial_and_keeps_the_counts() {
         retire_client(core, thread);
     }
 }
+
+/// Sends held while connecting count against the limit like any others: the one that
+/// reaches it fires on_buffer_full (while still connecting, as in Workerman), the next is
+/// refused, and once the connection is up the held bytes throttle its receiving until they
+/// drained, then on_buffer_drain fires, with no second on_buffer_full.
+#[test]
+fn held_sends_fill_the_buffer_and_drain_through_the_limit_logic() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (mut core, thread) = client_core();
+    let id = core.connect(dial_to(addr, PATIENCE)).expect("dial");
+    let key = core.lookup(id).unwrap();
+    core.conns[key].max_send_buffer_size = 100;
+    let fulls = |core: &Core| core.events.iter().filter(|e| matches!(e, Event::BufferFull(_))).count();
+    assert_eq!(core.send(key, &[b'a'; 60], Enc::Raw), SendStatus::Queued);
+    assert_eq!(fulls(&core), 0);
+    assert_eq!(core.send(key, &[b'b'; 60], Enc::Raw), SendStatus::Queued, "below the limit before it: taken");
+    assert_eq!(fulls(&core), 1, "on_buffer_full while connecting");
+    assert_eq!(core.send(key, b"c", Enc::Raw), SendStatus::Failed, "at the limit: refused");
+    assert!(core.events.iter().any(|e| matches!(e, Event::Error(_, ConnError::SendBufferFull { .. }))));
+    checked(&core);
+    let connected = collect_from(&mut core, |a| count(a, Kind::Connect) == 1);
+    for cqe in connected {
+        dispatch_client(&mut core, cqe);
+    }
+    let c = &core.conns[key];
+    assert_eq!(c.status, Status::Established);
+    assert!(c.buffer_full && c.throttled && c.paused, "the held bytes throttle like any full buffer");
+    assert_eq!(fulls(&core), 1, "no second on_buffer_full");
+    let deadline = Instant::now() + PATIENCE;
+    while core.conns[key].sendq.len > 0 || core.conns[key].send_inflight {
+        assert!(Instant::now() < deadline, "the held bytes never went out");
+        let done = collect_from(&mut core, |a| count(a, Kind::Send) >= 1);
+        for cqe in done {
+            dispatch_client(&mut core, cqe);
+        }
+    }
+    let (mut peer, _) = listener.accept().unwrap();
+    let mut got = vec![0u8; 120];
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..60], &[b'a'; 60]);
+    assert_eq!(&got[60..], &[b'b'; 60]);
+    let c = &core.conns[key];
+    assert!(!c.buffer_full && !c.throttled && !c.paused, "drained: resumed");
+    assert!(core.events.iter().any(|e| matches!(e, Event::BufferDrain(_))), "on_buffer_drain");
+    assert!(core.events.iter().any(|e| matches!(e, Event::Resume(_))));
+    core.destroy(key, None);
+    let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+    drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+    for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1) {
+        dispatch_client(&mut core, cqe);
+    }
+    drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+    retire_client(core, thread);
+}
