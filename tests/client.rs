@@ -1215,3 +1215,12 @@ fn held_sends_fire_on_buffer_full_while_connecting_and_drain_after_the_upgrade()
     rest.remove(drain);
     assert_eq!(rest, [Got::Message("a".repeat(600).into_bytes()), Got::Message("b".repeat(600).into_bytes())]);
 }
+
+/// A `ws://` path carrying CR/LF would inject header fields into the upgrade request: such a
+/// URL is refused up front with a clear error.
+#[test]
+fn a_ws_path_with_crlf_is_refused() {
+    let err = AsyncTcpConnection::new("ws://127.0.0.1:9/chat\r\nX-Injected: yes").unwrap_err();
+    assert!(matches!(err, ringman::EngineError::BadAddress { .. }), "{err:?}");
+    assert!(err.to_string().contains("control characters"), "{err}");
+}
