@@ -1224,3 +1224,108 @@ fn a_ws_path_with_crlf_is_refused() {
     assert!(matches!(err, ringman::EngineError::BadAddress { .. }), "{err:?}");
     assert!(err.to_string().contains("control characters"), "{err}");
 }
+
+/// Opens the stalled-name gate (and removes the resolver hook) when dropped, so the
+/// resolver threads are released even when the test fails.
+struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+        ringman::set_resolver_hook_for_test("stalled", None);
+    }
+}
+
+/// A name whose DNS server never answers (the resolver hook blocks on it), with a client
+/// that keeps timing out and reconnecting at once: the name is looked up once, not once per
+/// attempt, and a lookup of `localhost` meanwhile is not held up behind it.
+#[test]
+fn a_stalled_name_with_a_reconnect_loop_does_not_delay_other_lookups() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    let gate = Gate(Arc::new((Mutex::new(false), Condvar::new())));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (g, n) = (gate.0.clone(), asked.clone());
+    ringman::set_resolver_hook_for_test(
+        "stalled",
+        Some(Arc::new(move |host: &str, _port: u16| {
+            if host != "stalled.invalid" {
+                return None;
+            }
+            n.fetch_add(1, Ordering::SeqCst);
+            let mut open = g.0.lock().unwrap();
+            while !*open {
+                open = g.1.wait(open).unwrap();
+            }
+            Some(Err("released".to_string()))
+        })),
+    );
+    let server = py_echo();
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let mut a = AsyncTcpConnection::new("tcp://stalled.invalid:9").unwrap();
+        a.connect_timeout = Duration::from_millis(50);
+        let a = a.connect().unwrap();
+        let t = tx.clone();
+        let closes = std::rc::Rc::new(std::cell::Cell::new(0));
+        a.on_close(move |c| {
+            closes.set(closes.get() + 1);
+            t.send(Got::Close(c.id().as_u64())).unwrap();
+            if closes.get() < 5 {
+                c.reconnect(Duration::ZERO);
+                return;
+            }
+            // Five attempts have asked for the stalled name: now another name.
+            let b = AsyncTcpConnection::new(&format!("text://localhost:{port}")).unwrap();
+            let b = b.connect().unwrap();
+            report(&b, &t);
+            b.send("hi");
+        });
+    });
+    for _ in 0..5 {
+        assert!(matches!(next(&rx), Got::Close(_)), "an attempt on the stalled name timed out");
+    }
+    assert!(matches!(next(&rx), Got::Connect(_)), "localhost resolved meanwhile");
+    assert_eq!(next(&rx), Got::Message(b"hi".to_vec()));
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "one lookup of the stalled name for all its attempts");
+    drop(gate);
+}
+
+/// A name that does not resolve is remembered for a short while: a reconnect right after
+/// the failure fails the same way without asking the resolver again.
+#[test]
+fn a_failed_name_is_cached_briefly() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let n = asked.clone();
+    ringman::set_resolver_hook_for_test(
+        "missing",
+        Some(Arc::new(move |host: &str, _port: u16| {
+            (host == "missing.invalid").then(|| {
+                n.fetch_add(1, Ordering::SeqCst);
+                Err("no such name".to_string())
+            })
+        })),
+    );
+    let (_ring, rx) = client_ring(|tx| {
+        let conn = AsyncTcpConnection::new("tcp://missing.invalid:80").unwrap().connect().unwrap();
+        report(&conn, &tx);
+        let t = tx.clone();
+        let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
+        conn.on_close(move |c| {
+            t.send(Got::Close(c.id().as_u64())).unwrap();
+            rounds.set(rounds.get() + 1);
+            if rounds.get() < 2 {
+                c.reconnect(Duration::ZERO);
+            }
+        });
+    });
+    for _ in 0..2 {
+        expect_connect_fail(&rx, "no such name");
+        assert!(matches!(next(&rx), Got::Close(_)));
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "the second attempt used the cached failure");
+    ringman::set_resolver_hook_for_test("missing", None);
+}

@@ -114,6 +114,7 @@ impl Core {
         c.close_deadline = None;
         self.set_status(key, Status::Closed);
         self.drop_redial(key);
+        self.stop_resolving(key);
         let c = &mut self.conns[key];
         let gen = gen_of(c.serial);
         // Wakes any receive or send parked on the socket.

@@ -82,6 +82,8 @@ pub(crate) struct Dial {
     attempt: u32,
     /// The timer that starts a renewed attempt after its delay, while it waits.
     redial: Option<TimerId>,
+    /// This attempt waits for the resolver (and must be forgotten there if it ends).
+    resolving: bool,
 }
 
 impl Dial {
@@ -109,6 +111,7 @@ impl Dial {
             last_error: None,
             attempt: 0,
             redial: None,
+            resolving: false,
         }
     }
 
@@ -220,8 +223,39 @@ impl Core {
         let now = Instant::now();
         let cached = self.dns.get(&(host.clone(), port)).filter(|(_, until)| *until > now).map(|(a, _)| a.clone());
         match cached {
-            Some(addrs) => self.dial_addrs(key, addrs),
-            None => crate::resolve::lookup(&host, port, self.id_of(key), d.attempt),
+            Some(Ok(addrs)) => self.dial_addrs(key, addrs),
+            // A recent failure (the negative cache): the name is not asked again yet.
+            Some(Err(reason)) => {
+                self.name_failed(key, host, ConnectError::NameNotFound { host: String::new(), reason })
+            }
+            None => match crate::resolve::lookup(&host, port, self.id_of(key), d.attempt) {
+                Ok(()) => {
+                    if let Some(d) = self.conns[key].dial_mut() {
+                        d.resolving = true;
+                    }
+                }
+                Err(cause) => self.name_failed(key, host, cause),
+            },
+        }
+    }
+
+    /// The dial of `key` cannot resolve its name: CONNECT_FAIL.
+    fn name_failed(&mut self, key: usize, host: String, cause: ConnectError) {
+        let cause = match cause {
+            ConnectError::NameNotFound { reason, .. } => ConnectError::NameNotFound { host, reason },
+            other => other,
+        };
+        let target = self.conns[key].dial().map(Dial::target).unwrap_or_default();
+        self.destroy(key, Some(ConnError::Connect { target, cause }));
+    }
+
+    /// An attempt of `key` that waited for the resolver ended: the resolver forgets it (a
+    /// name nobody waits for any more is not looked up).
+    pub(super) fn stop_resolving(&mut self, key: usize) {
+        let id = self.id_of(key);
+        if let Some(d) = self.conns[key].dial_mut().filter(|d| d.resolving) {
+            d.resolving = false;
+            crate::resolve::forget(&d.host, d.port, id, d.attempt);
         }
     }
 
@@ -234,17 +268,16 @@ impl Core {
         port: u16,
         addrs: Result<Vec<SocketAddr>, String>,
     ) {
-        if let Ok(a) = &addrs {
-            let now = Instant::now();
-            // Bounded: expired answers go once the cache is large, all of them if it stays so.
+        let now = Instant::now();
+        // Bounded: expired answers go once the cache is large, all of them if it stays so.
+        if self.dns.len() >= DNS_CACHE_PRUNE_AT {
+            self.dns.retain(|_, (_, until)| *until > now);
             if self.dns.len() >= DNS_CACHE_PRUNE_AT {
-                self.dns.retain(|_, (_, until)| *until > now);
-                if self.dns.len() >= DNS_CACHE_PRUNE_AT {
-                    self.dns.clear();
-                }
+                self.dns.clear();
             }
-            self.dns.insert((host.clone(), port), (a.clone(), now + crate::resolve::CACHE_TTL));
         }
+        let ttl = if addrs.is_ok() { crate::resolve::CACHE_TTL } else { crate::resolve::NEGATIVE_TTL };
+        self.dns.insert((host.clone(), port), (addrs.clone(), now + ttl));
         let Some(key) = self.lookup(conn) else { return };
         // Only the attempt that asked, and only while it waits for this answer (nothing in
         // flight, no address chosen): an answer for an attempt a reconnect replaced must not
@@ -256,13 +289,12 @@ impl Core {
         if !waiting {
             return;
         }
+        if let Some(d) = self.conns[key].dial_mut() {
+            d.resolving = false;
+        }
         match addrs {
             Ok(a) => self.dial_addrs(key, a),
-            Err(reason) => {
-                let target = self.conns[key].dial().map(Dial::target).unwrap_or_default();
-                let cause = ConnectError::NameNotFound { host, reason };
-                self.destroy(key, Some(ConnError::Connect { target, cause }));
-            }
+            Err(reason) => self.name_failed(key, host.clone(), ConnectError::NameNotFound { host, reason }),
         }
     }
 

@@ -150,8 +150,9 @@ pub(crate) struct Core {
     /// Outgoing connections in the slab (the timeout sweep runs while there are any: their
     /// heartbeats).
     dials: usize,
-    /// Resolved host names of outgoing connections, per thread, with when they expire.
-    dns: HashMap<(String, u16), (Vec<std::net::SocketAddr>, Instant)>,
+    /// Resolved host names of outgoing connections (and recent failures), per thread, with
+    /// when they expire.
+    dns: HashMap<(String, u16), (crate::resolve::Answer, Instant)>,
     pub cfg: Arc<WorkerConfig>,
     pub mailbox: Arc<Mailbox>,
     wake_buf: Box<u64>,
