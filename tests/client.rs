@@ -1329,3 +1329,56 @@ fn a_failed_name_is_cached_briefly() {
     assert_eq!(asked.load(Ordering::SeqCst), 1, "the second attempt used the cached failure");
     ringman::set_resolver_hook_for_test("missing", None);
 }
+
+/// A connection that was a pipe's destination gets its own `on_buffer_drain` events once
+/// the application installs one (the pipe's muting of them ends with the pipe's callback).
+#[test]
+fn a_former_pipe_destination_gets_its_own_drain_events() {
+    let echo = py_echo();
+    let silent = silent_server();
+    let (e, s) = (echo.port, silent.port);
+    let (_ring, rx) = client_ring(move |tx| {
+        let src = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{s}")).unwrap().connect().unwrap();
+        let dest = AsyncTcpConnection::new(&format!("text://127.0.0.1:{e}")).unwrap().connect().unwrap();
+        assert!(src.pipe(dest));
+        // The application takes `dest` back.
+        let t = tx.clone();
+        dest.on_buffer_drain(move |_| t.send(Got::BufferDrain).unwrap());
+        let t = tx.clone();
+        dest.on_message(move |_, m| t.send(Got::Message(m.data.to_vec())).unwrap());
+        dest.send("hello");
+    });
+    let mut got = vec![next(&rx), next(&rx)];
+    got.sort_by_key(|g| format!("{g:?}"));
+    assert_eq!(got, [Got::BufferDrain, Got::Message(b"hello".to_vec())]);
+}
+
+/// An `on_buffer_drain` that sends again, where that send drains at once (it reaches the
+/// limit, so it is offered to the kernel inside the callback and taken whole): the drain
+/// it is owed still comes.
+#[test]
+fn a_send_draining_inside_on_buffer_drain_still_gets_its_drain_event() {
+    let echo = py_echo();
+    let port = echo.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
+        conn.set_max_send_buffer_size(8);
+        let t = tx.clone();
+        let drains = std::rc::Rc::new(std::cell::Cell::new(0));
+        conn.on_buffer_drain(move |c| {
+            t.send(Got::BufferDrain).unwrap();
+            drains.set(drains.get() + 1);
+            if drains.get() == 1 {
+                // 17 bytes against a limit of 8: queued, then offered at once.
+                assert_eq!(c.send("0123456789abcdef"), ringman::SendStatus::Queued);
+            }
+        });
+        conn.send("hello");
+    });
+    let mut drains = 0;
+    while drains < 2 {
+        if next(&rx) == Got::BufferDrain {
+            drains += 1;
+        }
+    }
+}

@@ -384,9 +384,14 @@ impl Connection {
         self.set_hook(|h| &mut h.on_buffer_full, wrap(f))
     }
 
-    /// This connection's own `on_buffer_drain`.
+    /// This connection's own `on_buffer_drain` (it replaces a `pipe`'s, whose muting of
+    /// drain events ends with it).
     pub fn on_buffer_drain(&self, f: impl FnMut(&Connection) + 'static) -> bool {
-        self.set_hook(|h| &mut h.on_buffer_drain, wrap(f))
+        let set = self.set_hook(|h| &mut h.on_buffer_drain, wrap(f));
+        if set {
+            self.mute_drain(false);
+        }
+        set
     }
 
     /// For a `ws://` client: runs when the server's `101` has been validated, with the
@@ -420,7 +425,6 @@ impl Connection {
             src.pause_recv();
             dest.mute_drain(false);
         };
-        dest.mute_drain(true);
         self.on_message(move |src, m| {
             dest.send(m.data);
             // Pause at once: `on_buffer_full` runs later, after more of what already arrived
@@ -431,12 +435,19 @@ impl Connection {
         }) && self.on_close(move |_| dest.close(None))
             && dest.on_buffer_full(move |_| hold(&src))
             // A drain event queued before the buffer filled again must not resume the source.
-            && dest.on_buffer_drain(move |d| {
-                if !full() {
-                    src.resume_recv();
-                    d.mute_drain(true);
-                }
-            })
+            && dest.set_hook(
+                |h| &mut h.on_buffer_drain,
+                wrap(move |d| {
+                    if !full() {
+                        src.resume_recv();
+                        d.mute_drain(true);
+                    }
+                }),
+            )
+            && {
+                dest.mute_drain(true);
+                true
+            }
     }
 
     /// Whether a full send buffer pauses this connection's receiving until it drained to

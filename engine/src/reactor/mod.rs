@@ -364,14 +364,22 @@ impl Core {
         let key = self.lookup(conn)?;
         let c = &mut self.conns[key];
         let worker = c.dial().is_none();
-        Some((c.extra.as_mut().and_then(|e| e.hooks.slot(hook).take()), worker))
+        let own = c.extra.as_mut().and_then(|e| e.hooks.slot(hook).take());
+        if hook == Hook::BufferDrain && own.is_some() {
+            c.extra().hooks.drain_running = true;
+        }
+        Some((own, worker))
     }
 
     /// Puts back a hook taken with [`Core::take_hook`], unless the callback installed a new
     /// one meanwhile. A hook with no connection left is handed back, to be dropped outside.
     pub(crate) fn put_hook(&mut self, conn: ConnectionId, hook: Hook, f: IdFn) -> Option<IdFn> {
         let Some(key) = self.lookup(conn) else { return Some(f) };
-        let slot = self.conns[key].extra().hooks.slot(hook);
+        let hooks = &mut self.conns[key].extra().hooks;
+        if hook == Hook::BufferDrain {
+            hooks.drain_running = false;
+        }
+        let slot = hooks.slot(hook);
         if slot.is_none() {
             *slot = Some(f);
             None

@@ -957,3 +957,54 @@ fn held_sends_fill_the_buffer_and_drain_through_the_limit_logic() {
     drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
     retire_client(core, thread);
 }
+
+/// The peer sends its last bytes and closes while our side is in a WebSocket close
+/// handshake (or a graceful close) with receiving paused: its data, its EOF and the pause's
+/// cancel complete in any order. The bytes (for WebSocket, the peer's close frame among
+/// them) are kept for the resume and delivered then; the connection closes once, after.
+#[test]
+fn an_eof_while_paused_in_a_close_keeps_what_came_before_it() {
+    for ws_closing in [true, false] {
+        for_every_order(|which| {
+            let mut rig = Rig::new(64, 4096);
+            rig.write(b"<");
+            rig.run_until("first byte", |r| r.delivered == b"<");
+            if ws_closing {
+                let now = rig.core.stamp;
+                rig.core.conns[rig.key].ws = Some(slot::WsSession::new(now, None));
+                rig.core.start_ws_close(rig.key);
+                assert_eq!(rig.conn().unwrap().status, Status::WsClosing);
+            } else {
+                // A graceful close still flushing: a send parked on a full socket.
+                let big = vec![b'x'; 8 << 20];
+                assert_eq!(rig.core.send(rig.key, &big, Enc::Raw), SendStatus::Queued);
+                rig.core.close(rig.key, None);
+                assert_eq!(rig.conn().unwrap().status, Status::Closing);
+            }
+            rig.write(b"last words>");
+            rig.peer.shutdown(std::net::Shutdown::Write).unwrap();
+            // The data and the EOF are in the kernel's hands before the pause's cancel.
+            let mut cqes =
+                rig.collect(|a| a.iter().any(|c| kind(c) == Some(Kind::Recv) && c.1 == 0 && !cqueue::more(c.2)));
+            cqes.retain(|c| kind(c) == Some(Kind::Recv));
+            rig.core.user_pause(rig.key);
+            cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1));
+            let n = feed(&mut rig, &cqes, which);
+            assert_eq!(rig.closes, 0, "closed with bytes undelivered");
+            assert_eq!(rig.delivered, b"<", "delivered while paused");
+            rig.core.resume(rig.key);
+            rig.events();
+            assert_eq!(rig.delivered, b"<last words>", "the bytes before the EOF were dropped");
+            // The socket reports the EOF again: now it closes.
+            if ws_closing {
+                rig.run_until("closed", |r| r.closes == 1);
+            } else {
+                // (Its flush never ends: the peer does not read. Cut it off.)
+                rig.core.destroy(rig.key, None);
+                rig.run_until("closed", |r| r.closes == 1);
+            }
+            checked(&rig.core);
+            n
+        });
+    }
+}

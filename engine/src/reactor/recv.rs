@@ -56,11 +56,14 @@ impl Core {
                 self.recv.recycle(b);
             }
             match -res {
-                // The peer finished sending while delivery is paused (back-pressure): what
-                // arrived before its EOF may still sit undelivered in the framer. Stay
-                // paused with the receive disarmed; resuming delivers those bytes and re-arms
-                // it, and the socket reports the EOF again then.
-                0 if c.paused && c.status == Status::Established => {}
+                // The peer finished sending while delivery is paused (back-pressure, or the
+                // application's pause): what arrived before its EOF may still sit
+                // undelivered in the framer — in a WebSocket close handshake, the peer's
+                // close frame among it. Stay paused with the receive disarmed; resuming
+                // delivers those bytes and re-arms it, and the socket reports the EOF again
+                // then. (A graceful close that stays paused ends when flushed, or at its
+                // close deadline.)
+                0 if c.paused && matches!(c.status, Status::Established | Status::WsClosing | Status::Closing) => {}
                 0 => self.destroy(key, None),
                 libc::ENOBUFS => {
                     // The buffer ring ran dry; the multishot ended. Re-arm once buffers are

@@ -336,7 +336,8 @@ impl Core {
         // connection's own callback — otherwise every answered message would cost an event.
         if c.drain_pending
             && (self.cfg.listens_for_drain
-                || !c.drain_muted && c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some()))
+                || !c.drain_muted
+                    && c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some() || e.hooks.drain_running))
         {
             c.drain_pending = false;
             let id = self.id_of(key);
