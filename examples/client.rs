@@ -1,12 +1,16 @@
 //! Echo-checking client:
 //! `cargo run --release --example client -- <tcp|text|frame|ws>://HOST:PORT[/path]
-//! [--conns N] [--messages M] [--size B]`.
+//! [--conns N] [--messages M] [--size B] [--binary]`.
 //!
 //! Opens N outgoing connections spread over the ring threads (one `Worker` without a
 //! listener; each thread opens its share in `on_worker_start`). Each connection writes M
 //! messages of B bytes in one burst right after `connect()` (they are held until the
 //! connection is up, then pipelined) and checks that the echoes come back in order and
-//! byte-identical (`tcp://` is a byte stream: the concatenation is compared). The last line
+//! byte-identical (`tcp://` is a byte stream: the concatenation is compared). `ws://` sends
+//! text frames of valid UTF-8 by default, which any echo server returns as they came
+//! (Workerman's echoes every message as a text frame, and a binary payload in a text frame
+//! is invalid UTF-8 a conforming client must refuse); `--binary` sends binary frames with
+//! every byte value instead. The last line
 //! is `ok: N connections x M messages` (exit 0), or `error: …` on any mismatch, connect
 //! failure or early close (exit 1).
 
@@ -19,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use ringman::{run_all, AsyncTcpConnection, Connection, Message, Server, Worker};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: client <tcp|text|frame|ws>://HOST:PORT[/path] [--conns N] [--messages M] [--size B]");
+    eprintln!("usage: client <tcp|text|frame|ws>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary]");
     ExitCode::from(2)
 }
 
@@ -76,6 +80,7 @@ struct Plan {
     size: usize,
     /// `tcp://`: compare a byte stream, not messages.
     stream: bool,
+    /// Alphanumeric payloads (`text://`, and `ws://` text frames).
     text: bool,
     ws: bool,
 }
@@ -186,7 +191,11 @@ fn open(url: &str, index: usize, plan: Plan, conns: usize, shared: &Arc<Shared>)
     });
     for j in 0..plan.messages {
         let data = payload(index, j, plan.size, plan.text);
-        let status = if plan.ws { conn.send_binary(&data) } else { conn.send(&data) };
+        let status = match (plan.ws, plan.text) {
+            (true, true) => conn.send_text(&data),
+            (true, false) => conn.send_binary(&data),
+            (false, _) => conn.send(&data),
+        };
         if !status.is_ok() {
             return Err(format!("connection {index}: message {j} refused by the send buffer"));
         }
@@ -198,9 +207,13 @@ fn main() -> ExitCode {
     ringman::ops::logger::init();
     let mut args = std::env::args().skip(1);
     let Some(url) = args.next() else { return usage() };
-    let (mut conns, mut messages, mut size) = (1usize, 1usize, 64usize);
+    let (mut conns, mut messages, mut size, mut binary) = (1usize, 1usize, 64usize, false);
     while let Some(a) = args.next() {
         let slot = match a.as_str() {
+            "--binary" => {
+                binary = true;
+                continue;
+            }
             "--conns" => &mut conns,
             "--messages" => &mut messages,
             "--size" => &mut size,
@@ -223,7 +236,12 @@ fn main() -> ExitCode {
         println!("ok: 0 connections x {messages} messages");
         return ExitCode::SUCCESS;
     }
-    let plan = Plan { messages, size, stream: scheme == "tcp", text: scheme == "text", ws: scheme == "ws" };
+    let ws = scheme == "ws";
+    if binary && !ws {
+        eprintln!("--binary is for ws:// only");
+        return usage();
+    }
+    let plan = Plan { messages, size, stream: scheme == "tcp", text: scheme == "text" || ws && !binary, ws };
     let shared = Arc::new(Shared::default());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut w = Worker::<()>::without_listener();

@@ -21,6 +21,9 @@ pub use ringman_engine::{
     SendMode, SendStatus, Server, ThreadStats, Timer, TimerId, Worker, WorkerHandle, WorkerInfo, WsDecision,
 };
 
+#[doc(hidden)]
+pub use ringman_engine::{set_resolver_hook_for_test, ResolverHook};
+
 /// Counters of a ring thread (`WorkerHandle::stats`).
 pub use ringman_engine::stats;
 

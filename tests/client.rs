@@ -39,6 +39,8 @@ enum Got {
     Error(u32, String),
     Close(u64),
     WsConnect(Option<String>),
+    BufferFull,
+    BufferDrain,
 }
 
 /// A ring thread with no listener that runs `open` at start; events arrive on the receiver.
@@ -990,4 +992,393 @@ fn a_panicking_on_close_does_not_destroy_the_reconnect_it_asked_for() {
         assert!(matches!(next(&rx), Got::Close(_)));
     }
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "nothing after the second close");
+}
+
+/// A server that accepts and reads but never writes: a `ws://` client there waits for its
+/// `101` until its connect timeout.
+fn silent_server() -> PyServer {
+    py_tcp_server(
+        &[],
+        r#"
+async def handle(r, w):
+    while await r.read(4096):
+        pass
+"#,
+    )
+}
+
+/// Opens a `tcp://` connection to `port` that, once up the first time, asks to reconnect in
+/// an hour; once the renewed attempt waits for that delay, `during_delay` runs (from a
+/// timer). Reports Connect/Close/Error on `tx`.
+fn waiting_for_redial(port: u16, tx: &Sender<Got>, during_delay: impl Fn(Connection) + Clone + 'static) -> Connection {
+    let a = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{port}")).unwrap().connect().unwrap();
+    let t = tx.clone();
+    let connects = std::rc::Rc::new(std::cell::Cell::new(0));
+    a.on_connect(move |c| {
+        t.send(Got::Connect(c.id().as_u64())).unwrap();
+        connects.set(connects.get() + 1);
+        if connects.get() == 1 {
+            assert!(c.reconnect(Duration::from_secs(3600)));
+        }
+    });
+    let t = tx.clone();
+    let closes = std::rc::Rc::new(std::cell::Cell::new(0));
+    a.on_close(move |c| {
+        t.send(Got::Close(c.id().as_u64())).unwrap();
+        closes.set(closes.get() + 1);
+        if closes.get() == 1 {
+            // The slot is renewed once the old socket's last completion came: then it has no
+            // peer address any more (the closed one kept its own).
+            let (c, f) = (*c, during_delay.clone());
+            let timer = std::rc::Rc::new(std::cell::Cell::new(None));
+            let me = timer.clone();
+            let id = ringman::Timer::add(Duration::from_millis(1), true, move || {
+                if c.remote_addr().is_none() {
+                    ringman::Timer::del(me.get().expect("timer id"));
+                    f(c);
+                }
+            });
+            timer.set(Some(id.unwrap()));
+        }
+    });
+    let t = tx.clone();
+    a.on_error(move |_, e: &ConnError| t.send(Got::Error(e.code(), e.to_string())).unwrap());
+    a
+}
+
+/// Closing a connection while it waits for its reconnect delay, then cancelling the
+/// reconnect: the attempt ends once (one more `on_close`), and the ring's counters stay
+/// right — another connection's deadline (a `ws://` upgrade that is never answered) is still
+/// enforced afterwards.
+#[test]
+fn closing_during_a_reconnect_delay_then_cancelling_keeps_other_deadlines() {
+    let server = silent_server();
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let t = tx.clone();
+        waiting_for_redial(port, &tx, move |a| {
+            a.close(None);
+            a.cancel_reconnect();
+            let t = t.clone();
+            // On a later turn, as an unrelated piece of the application would.
+            ringman::Timer::add(Duration::ZERO, false, move || {
+                let mut b = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/")).unwrap();
+                b.connect_timeout = Duration::from_millis(300);
+                report(&b.connect().unwrap(), &t);
+            })
+            .unwrap();
+        });
+    });
+    let Got::Connect(a) = next(&rx) else { panic!("expected the first connect") };
+    assert_eq!(next(&rx), Got::Close(a), "the reconnect's close");
+    assert_eq!(next(&rx), Got::Close(a), "the waiting attempt, closed");
+    let Got::Connect(b) = next(&rx) else { panic!("expected the ws client's TCP connect") };
+    assert_ne!(a, b);
+    expect_connect_fail(&rx, "handshake");
+    assert_eq!(next(&rx), Got::Close(b));
+}
+
+/// `reconnect()` asked again after a close during the delay is honoured: the connection
+/// dials again (same id) once that close's `on_close` ran.
+#[test]
+fn a_reconnect_after_a_close_during_the_delay_dials_again() {
+    let server = silent_server();
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        waiting_for_redial(port, &tx, |a| {
+            a.close(None);
+            assert!(a.reconnect(Duration::ZERO));
+        });
+    });
+    let Got::Connect(a) = next(&rx) else { panic!("expected the first connect") };
+    assert_eq!(next(&rx), Got::Close(a));
+    assert_eq!(next(&rx), Got::Close(a), "the waiting attempt, closed");
+    assert_eq!(next(&rx), Got::Connect(a), "dialled again after the close");
+}
+
+/// `cancel_reconnect()` from a thread other than the connection's takes effect there: the
+/// connection waiting for its delay is given up (a send to it fails instead of being held).
+#[test]
+fn cancel_reconnect_from_another_thread_gives_the_delay_up() {
+    let server = silent_server();
+    let port = server.port;
+    let (ring, rx) = client_ring(move |tx| {
+        let t = tx.clone();
+        waiting_for_redial(port, &tx, move |_| t.send(Got::Message(b"waiting".to_vec())).unwrap());
+    });
+    let Got::Connect(a) = next(&rx) else { panic!("expected the first connect") };
+    assert_eq!(next(&rx), Got::Close(a));
+    assert_eq!(next(&rx), Got::Message(b"waiting".to_vec()));
+    let conn = Connection::from_id(ringman::ConnectionId::from_u64(a));
+    // Whether a send is held (the renewed attempt waits) or refused (it is gone), asked on
+    // the ring after everything posted before.
+    let probe = |conn: Connection| {
+        let (tx, rx) = unbounded();
+        assert!(ring.worker(0).run_on(0, move || tx.send(conn.send("x")).unwrap()));
+        rx.recv_timeout(PATIENCE).expect("the ring answers")
+    };
+    assert_eq!(probe(conn), ringman::SendStatus::Queued, "held for the renewed attempt");
+    conn.cancel_reconnect();
+    assert_eq!(probe(conn), ringman::SendStatus::Failed, "the waiting attempt is gone");
+}
+
+/// A worker that also holds an outgoing connection (to a server the test plays): a
+/// broadcast reaches only the accepted connections, the worker's connection gauge counts only
+/// them, and the messages the outgoing connection receives do not count as requests (so
+/// they do not run `max_requests` down).
+#[test]
+fn broadcast_gauges_and_max_requests_cover_only_accepted_connections() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = upstream.local_addr().unwrap().port();
+    let (tx, rx) = unbounded();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.max_requests = Some(3);
+    w.on_message(|c, m, _| {
+        c.send(m.data);
+    });
+    w.on_worker_start(move |_, _| {
+        let up = AsyncTcpConnection::new(&format!("text://127.0.0.1:{up_port}")).unwrap().connect().unwrap();
+        let t = tx.clone();
+        up.on_connect(move |c| t.send(Got::Connect(c.id().as_u64())).unwrap());
+        let t = tx.clone();
+        up.on_message(move |_, m| t.send(Got::Message(m.data.to_vec())).unwrap());
+    });
+    let (srv, addr) = start(w);
+    let (mut up, _) = upstream.accept().unwrap();
+    up.set_read_timeout(Some(PATIENCE)).unwrap();
+    let Got::Connect(up_id) = next(&rx) else { panic!("expected the outgoing connection up") };
+    let up_conn = Connection::from_id(ringman::ConnectionId::from_u64(up_id));
+    let mut client = connect(addr);
+    client.write_all(b"hi\n").unwrap();
+    assert_eq!(read_exact(&mut client, 3), b"hi\n");
+    let handle = srv.worker(0).clone();
+    assert_eq!(handle.stats()[0].connections.get(), 1, "the accepted connection only");
+
+    handle.broadcast("all");
+    assert_eq!(read_exact(&mut client, 4), b"all\n");
+    // Posted after the broadcast, so on the upstream socket it comes after anything the
+    // broadcast put there.
+    assert!(handle.run_on(0, move || {
+        up_conn.send("marker");
+    }));
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while byte[0] != b'\n' {
+        up.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    assert_eq!(line, b"marker\n", "the broadcast reached the outgoing connection");
+
+    // More replies on the outgoing connection than `max_requests`.
+    up.write_all(b"1\n2\n3\n4\n5\n").unwrap();
+    for i in 1..=5 {
+        assert_eq!(next(&rx), Got::Message(i.to_string().into_bytes()));
+    }
+    // Read on the ring, after the batch that delivered them was counted.
+    let (ctx, crx) = unbounded();
+    let stats = handle.stats()[0].clone();
+    assert!(handle.run_on(0, move || ctx.send((stats.requests.get(), stats.restarts.get())).unwrap()));
+    assert_eq!(crx.recv_timeout(PATIENCE).unwrap(), (1, 0), "(requests, restarts)");
+    client.write_all(b"still\n").unwrap();
+    assert_eq!(read_exact(&mut client, 6), b"still\n", "not recycled");
+}
+
+/// Sends held while a `ws://` client waits for its 101 fill its send buffer as Workerman's
+/// do: `on_buffer_full` fires while connecting, a send at the limit is refused (SEND_FAIL),
+/// and the held messages still go out after the upgrade (the upgrade request's own send
+/// completing does not end the full state), followed by `on_buffer_drain`.
+#[test]
+fn held_sends_fire_on_buffer_full_while_connecting_and_drain_after_the_upgrade() {
+    let server = PyServer::start(WS_ECHO);
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let mut c = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/")).unwrap();
+        c.websocket_protocols = vec!["chat".into()];
+        let conn = c.connect().unwrap();
+        report(&conn, &tx);
+        let t = tx.clone();
+        conn.on_buffer_full(move |_| t.send(Got::BufferFull).unwrap());
+        let t = tx.clone();
+        conn.on_buffer_drain(move |_| t.send(Got::BufferDrain).unwrap());
+        conn.set_max_send_buffer_size(1000);
+        assert!(conn.send("a".repeat(600)).is_ok());
+        assert!(conn.send("b".repeat(600)).is_ok(), "below the limit before it: taken");
+        assert!(!conn.send("c").is_ok(), "at the limit: refused");
+    });
+    assert_eq!(next(&rx), Got::BufferFull, "on_buffer_full while connecting");
+    assert!(matches!(next(&rx), Got::Error(2, _)), "SEND_FAIL for the refused send");
+    assert!(matches!(next(&rx), Got::Connect(_)));
+    let mut rest: Vec<Got> = (0..3).map(|_| next(&rx)).collect();
+    // The drain (our bytes taken by the kernel) and the echoes come in either order.
+    let drain = rest.iter().position(|g| *g == Got::BufferDrain).expect("on_buffer_drain");
+    rest.remove(drain);
+    assert_eq!(rest, [Got::Message("a".repeat(600).into_bytes()), Got::Message("b".repeat(600).into_bytes())]);
+}
+
+/// A `ws://` path carrying CR/LF would inject header fields into the upgrade request: such a
+/// URL is refused up front with a clear error.
+#[test]
+fn a_ws_path_with_crlf_is_refused() {
+    let err = AsyncTcpConnection::new("ws://127.0.0.1:9/chat\r\nX-Injected: yes").unwrap_err();
+    assert!(matches!(err, ringman::EngineError::BadAddress { .. }), "{err:?}");
+    assert!(err.to_string().contains("control characters"), "{err}");
+}
+
+/// Opens the stalled-name gate (and removes the resolver hook) when dropped, so the
+/// resolver threads are released even when the test fails.
+struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+        ringman::set_resolver_hook_for_test("stalled", None);
+    }
+}
+
+/// A name whose DNS server never answers (the resolver hook blocks on it), with a client
+/// that keeps timing out and reconnecting at once: the name is looked up once, not once per
+/// attempt, and a lookup of `localhost` meanwhile is not held up behind it.
+#[test]
+fn a_stalled_name_with_a_reconnect_loop_does_not_delay_other_lookups() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    let gate = Gate(Arc::new((Mutex::new(false), Condvar::new())));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (g, n) = (gate.0.clone(), asked.clone());
+    ringman::set_resolver_hook_for_test(
+        "stalled",
+        Some(Arc::new(move |host: &str, _port: u16| {
+            if host != "stalled.invalid" {
+                return None;
+            }
+            n.fetch_add(1, Ordering::SeqCst);
+            let mut open = g.0.lock().unwrap();
+            while !*open {
+                open = g.1.wait(open).unwrap();
+            }
+            Some(Err("released".to_string()))
+        })),
+    );
+    let server = py_echo();
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let mut a = AsyncTcpConnection::new("tcp://stalled.invalid:9").unwrap();
+        a.connect_timeout = Duration::from_millis(50);
+        let a = a.connect().unwrap();
+        let t = tx.clone();
+        let closes = std::rc::Rc::new(std::cell::Cell::new(0));
+        a.on_close(move |c| {
+            closes.set(closes.get() + 1);
+            t.send(Got::Close(c.id().as_u64())).unwrap();
+            if closes.get() < 5 {
+                c.reconnect(Duration::ZERO);
+                return;
+            }
+            // Five attempts have asked for the stalled name: now another name.
+            let b = AsyncTcpConnection::new(&format!("text://localhost:{port}")).unwrap();
+            let b = b.connect().unwrap();
+            report(&b, &t);
+            b.send("hi");
+        });
+    });
+    for _ in 0..5 {
+        assert!(matches!(next(&rx), Got::Close(_)), "an attempt on the stalled name timed out");
+    }
+    assert!(matches!(next(&rx), Got::Connect(_)), "localhost resolved meanwhile");
+    assert_eq!(next(&rx), Got::Message(b"hi".to_vec()));
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "one lookup of the stalled name for all its attempts");
+    drop(gate);
+}
+
+/// A name that does not resolve is remembered for a short while: a reconnect right after
+/// the failure fails the same way without asking the resolver again.
+#[test]
+fn a_failed_name_is_cached_briefly() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let n = asked.clone();
+    ringman::set_resolver_hook_for_test(
+        "missing",
+        Some(Arc::new(move |host: &str, _port: u16| {
+            (host == "missing.invalid").then(|| {
+                n.fetch_add(1, Ordering::SeqCst);
+                Err("no such name".to_string())
+            })
+        })),
+    );
+    let (_ring, rx) = client_ring(|tx| {
+        let conn = AsyncTcpConnection::new("tcp://missing.invalid:80").unwrap().connect().unwrap();
+        report(&conn, &tx);
+        let t = tx.clone();
+        let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
+        conn.on_close(move |c| {
+            t.send(Got::Close(c.id().as_u64())).unwrap();
+            rounds.set(rounds.get() + 1);
+            if rounds.get() < 2 {
+                c.reconnect(Duration::ZERO);
+            }
+        });
+    });
+    for _ in 0..2 {
+        expect_connect_fail(&rx, "no such name");
+        assert!(matches!(next(&rx), Got::Close(_)));
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "the second attempt used the cached failure");
+    ringman::set_resolver_hook_for_test("missing", None);
+}
+
+/// A connection that was a pipe's destination gets its own `on_buffer_drain` events once
+/// the application installs one (the pipe's muting of them ends with the pipe's callback).
+#[test]
+fn a_former_pipe_destination_gets_its_own_drain_events() {
+    let echo = py_echo();
+    let silent = silent_server();
+    let (e, s) = (echo.port, silent.port);
+    let (_ring, rx) = client_ring(move |tx| {
+        let src = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{s}")).unwrap().connect().unwrap();
+        let dest = AsyncTcpConnection::new(&format!("text://127.0.0.1:{e}")).unwrap().connect().unwrap();
+        assert!(src.pipe(dest));
+        // The application takes `dest` back.
+        let t = tx.clone();
+        dest.on_buffer_drain(move |_| t.send(Got::BufferDrain).unwrap());
+        let t = tx.clone();
+        dest.on_message(move |_, m| t.send(Got::Message(m.data.to_vec())).unwrap());
+        dest.send("hello");
+    });
+    let mut got = vec![next(&rx), next(&rx)];
+    got.sort_by_key(|g| format!("{g:?}"));
+    assert_eq!(got, [Got::BufferDrain, Got::Message(b"hello".to_vec())]);
+}
+
+/// An `on_buffer_drain` that sends again, where that send drains at once (it reaches the
+/// limit, so it is offered to the kernel inside the callback and taken whole): the drain
+/// it is owed still comes.
+#[test]
+fn a_send_draining_inside_on_buffer_drain_still_gets_its_drain_event() {
+    let echo = py_echo();
+    let port = echo.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
+        conn.set_max_send_buffer_size(8);
+        let t = tx.clone();
+        let drains = std::rc::Rc::new(std::cell::Cell::new(0));
+        conn.on_buffer_drain(move |c| {
+            t.send(Got::BufferDrain).unwrap();
+            drains.set(drains.get() + 1);
+            if drains.get() == 1 {
+                // 17 bytes against a limit of 8: queued, then offered at once.
+                assert_eq!(c.send("0123456789abcdef"), ringman::SendStatus::Queued);
+            }
+        });
+        conn.send("hello");
+    });
+    let mut drains = 0;
+    while drains < 2 {
+        if next(&rx) == Got::BufferDrain {
+            drains += 1;
+        }
+    }
 }

@@ -22,6 +22,21 @@ async def main():
 asyncio.run(main())
 "#;
 
+/// A WebSocket echo server that answers every message with a text frame, whatever it got
+/// (as Workerman's default websocket server does).
+const WS_TEXT_ECHO: &str = r#"
+import asyncio
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m.encode() if isinstance(m, str) else m, text=True)
+async def main():
+    async with serve(echo, '127.0.0.1', 0, max_size=None) as s:
+        print(list(s.sockets)[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().create_future()
+asyncio.run(main())
+"#;
+
 /// Output of a finished example run.
 struct Run {
     status: ExitStatus,
@@ -103,6 +118,20 @@ fn client_example_checks_pipelined_echoes_over_websocket() {
     expect_ok(&format!("ws://127.0.0.1:{p}/"), 3, 50, 10_000);
     // Frames with 16- and 64-bit lengths, bigger than the default send buffer in one burst.
     expect_ok(&format!("ws://127.0.0.1:{p}"), 2, 4, 600_000);
+}
+
+/// Against a server that echoes everything as text frames, the default (text frames of
+/// UTF-8) passes; `--binary` against the plain echo server checks binary frames.
+#[test]
+fn client_example_sends_text_frames_by_default_and_binary_on_request() {
+    let text_only = PyServer::start(WS_TEXT_ECHO);
+    expect_ok(&format!("ws://127.0.0.1:{}/", text_only.port), 3, 100, 1000);
+    let echo = PyServer::start(WS_ECHO);
+    let url = format!("ws://127.0.0.1:{}/", echo.port);
+    let run = run_client(&[&url, "--conns", "2", "--messages", "50", "--size", "3000", "--binary"]);
+    assert!(run.status.success() && run.last_line() == "ok: 2 connections x 50 messages", "{}", run.stderr);
+    let run = run_client(&[&format!("text://127.0.0.1:{}", echo.port), "--binary"]);
+    assert!(!run.status.success(), "--binary is for ws:// only");
 }
 
 #[test]

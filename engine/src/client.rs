@@ -91,6 +91,14 @@ fn parse_url(url: &str) -> Result<(String, String, Option<u16>, String), EngineE
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
+    // The path goes into a `ws://` upgrade request verbatim: a CR or LF there would end the
+    // request line and inject header fields, a space would split it.
+    if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(bad("the path contains a space or control characters (CR, LF, ...): percent-encode them"));
+    }
+    if authority.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(bad("the host contains a space or control characters"));
+    }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in IPv6 host"))?;
         (h, after.strip_prefix(':'))
@@ -111,8 +119,9 @@ fn parse_url(url: &str) -> Result<(String, String, Option<u16>, String), EngineE
 impl AsyncTcpConnection {
     /// A connection to `scheme://host:port[/path]` with a built-in protocol: `tcp`, `text`,
     /// `frame`, or `ws` (the WebSocket client; port 80 when omitted, the path and query go
-    /// into the upgrade request). `host` is a name (resolved off the ring, `/etc/hosts`
-    /// first) or an address (`[::1]` for IPv6).
+    /// into the upgrade request, so a URL with a space or a control character such as CR or
+    /// LF is refused with [`EngineError::BadAddress`]: percent-encode them). `host` is a name
+    /// (resolved off the ring, `/etc/hosts` first) or an address (`[::1]` for IPv6).
     pub fn new(url: &str) -> Result<AsyncTcpConnection, EngineError> {
         let (scheme, host, port, path) = parse_url(url)?;
         let (protocol, websocket): (Arc<dyn Protocol>, bool) = match scheme.as_str() {
@@ -237,6 +246,25 @@ mod tests {
         assert!(p("tcp://h:99999").is_err());
         assert!(p("no-scheme").is_err());
         assert!(p("ws://[::1:80").is_err());
+    }
+
+    #[test]
+    fn control_characters_and_spaces_in_a_url_are_refused() {
+        for url in [
+            "ws://h:1/a\r\nX-Injected: 1",
+            "ws://h:1/a\nb",
+            "ws://h:1/?q=\r",
+            "ws://h:1/a\tb",
+            "ws://h:1/a\x7fb",
+            "ws://h:1/a b",
+            "ws://h\r\nX: 1:1/",
+        ] {
+            match AsyncTcpConnection::new(url) {
+                Err(EngineError::BadAddress { reason, .. }) => assert!(reason.contains("control"), "{url:?}: {reason}"),
+                other => panic!("{url:?}: {other:?}"),
+            }
+        }
+        assert!(AsyncTcpConnection::new("ws://h:1/a%0D%0Ab?x=%20").is_ok(), "percent-encoded is fine");
     }
 
     #[test]

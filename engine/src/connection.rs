@@ -384,9 +384,14 @@ impl Connection {
         self.set_hook(|h| &mut h.on_buffer_full, wrap(f))
     }
 
-    /// This connection's own `on_buffer_drain`.
+    /// This connection's own `on_buffer_drain` (it replaces a `pipe`'s, whose muting of
+    /// drain events ends with it).
     pub fn on_buffer_drain(&self, f: impl FnMut(&Connection) + 'static) -> bool {
-        self.set_hook(|h| &mut h.on_buffer_drain, wrap(f))
+        let set = self.set_hook(|h| &mut h.on_buffer_drain, wrap(f));
+        if set {
+            self.mute_drain(false);
+        }
+        set
     }
 
     /// For a `ws://` client: runs when the server's `101` has been validated, with the
@@ -420,23 +425,29 @@ impl Connection {
             src.pause_recv();
             dest.mute_drain(false);
         };
-        dest.mute_drain(true);
         self.on_message(move |src, m| {
             dest.send(m.data);
             // Pause at once: `on_buffer_full` runs later, after more of what already arrived
-            // would have been forwarded (and refused); held sends get no such event at all.
+            // would have been forwarded (and refused).
             if full() {
                 hold(src);
             }
         }) && self.on_close(move |_| dest.close(None))
             && dest.on_buffer_full(move |_| hold(&src))
             // A drain event queued before the buffer filled again must not resume the source.
-            && dest.on_buffer_drain(move |d| {
-                if !full() {
-                    src.resume_recv();
-                    d.mute_drain(true);
-                }
-            })
+            && dest.set_hook(
+                |h| &mut h.on_buffer_drain,
+                wrap(move |d| {
+                    if !full() {
+                        src.resume_recv();
+                        d.mute_drain(true);
+                    }
+                }),
+            )
+            && {
+                dest.mute_drain(true);
+                true
+            }
     }
 
     /// Whether a full send buffer pauses this connection's receiving until it drained to
@@ -465,7 +476,9 @@ impl Connection {
     /// `on_connect` runs again once it is. The dial starts on a later loop turn (after
     /// `after`, even when it is zero); sends made once `on_close` has returned are held for
     /// the new connection, while sends in between (the old connection is closed) answer
-    /// `Failed`. [`Connection::cancel_reconnect`] during the delay gives up. False for an
+    /// `Failed`. [`Connection::cancel_reconnect`] during the delay gives up; so does `close()`
+    /// or `destroy()` during the delay, which ends the waiting attempt (its `on_close` runs;
+    /// a `reconnect` asked from then on starts a new delay). False for an
     /// accepted connection, or one that is gone (its `on_close` has returned).
     ///
     /// From another thread the call travels through the owning thread's mailbox (and
@@ -484,9 +497,17 @@ impl Connection {
     }
 
     /// Cancels a `reconnect` that has not dialled yet: the connection stays closed and its id
-    /// names nothing from then on.
+    /// names nothing from then on. (A connection closed during its reconnect delay has
+    /// given that delay up already; a `reconnect` asked after the close is cancelled here.)
+    ///
+    /// From another thread the call travels through the owning thread's mailbox.
     pub fn cancel_reconnect(&self) {
-        self.local(|c, k| c.cancel_reconnect(k));
+        if current_thread() == Some(self.id.thread()) {
+            self.local(|c, k| c.cancel_reconnect(k));
+        } else {
+            let conn = *self;
+            post(self.id.thread(), Cmd::Call(Box::new(move || conn.cancel_reconnect())));
+        }
     }
 
     /// The `Sec-WebSocket-Key` of an outgoing `ws://` connection's current attempt.

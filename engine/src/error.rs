@@ -150,6 +150,13 @@ pub enum ConnectError {
     /// Any other socket error (network unreachable, no route, bind failed, ...).
     #[error("{0}")]
     Io(io::Error),
+    /// Too many host names wait for the resolver already (some DNS server is not
+    /// answering): the dial fails at once instead of queuing behind them.
+    #[error("resolver busy: {waiting} names wait for a lookup already")]
+    ResolverBusy {
+        /// Names waiting to be looked up.
+        waiting: usize,
+    },
 }
 
 impl ConnectError {

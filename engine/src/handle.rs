@@ -34,8 +34,9 @@ impl WorkerHandle {
         self.threads.len()
     }
 
-    /// Sends `data` (encoded by the worker's protocol) to every open connection of this
-    /// worker, on all its threads. The calling thread's share is queued at once; the other
+    /// Sends `data` (encoded by the worker's protocol) to every open connection this worker
+    /// accepted, on all its threads (Workerman's `$worker->connections`: outgoing
+    /// connections opened with `AsyncTcpConnection` are not included). The calling thread's share is queued at once; the other
     /// threads get one mailbox message each.
     pub fn broadcast(&self, data: impl Into<Bytes>) {
         let data = data.into();

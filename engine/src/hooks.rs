@@ -29,6 +29,9 @@ pub(crate) struct Hooks {
     pub(crate) on_buffer_full: Option<IdFn>,
     pub(crate) on_buffer_drain: Option<IdFn>,
     pub(crate) on_websocket_connect: Option<IdWsFn>,
+    /// `on_buffer_drain` is taken out because it runs: it still listens (a send it makes
+    /// that drains at once owes it the next drain event).
+    pub(crate) drain_running: bool,
 }
 
 /// Which callback of [`Hooks`] (for taking one out while it runs).

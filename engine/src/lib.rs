@@ -47,6 +47,8 @@ pub use handle::WorkerHandle;
 pub use id::ConnectionId;
 pub use info::{ConnInfo, RingInfo};
 pub use reactor::SendStatus;
+#[doc(hidden)]
+pub use resolve::{set_resolver_hook_for_test, ResolverHook};
 pub use ring::RingMode;
 /// The message types callbacks receive, re-exported from `ringman_protocols`.
 pub use ringman_protocols::{Message, MessageKind};

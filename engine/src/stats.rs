@@ -24,11 +24,13 @@ impl Counter {
 /// Live counters of one ring thread.
 #[derive(Debug, Default)]
 pub struct ThreadStats {
-    /// Open connections.
+    /// Open accepted connections (Workerman's `$worker->connections`; the application's
+    /// outgoing connections are not counted).
     pub connections: Counter,
     /// Connections accepted since start.
     pub accepted: Counter,
-    /// Messages delivered to `on_message` (Workerman's `total_request`).
+    /// Messages delivered on accepted connections (Workerman's `total_request`; what the
+    /// application's outgoing connections receive is not counted).
     pub requests: Counter,
     /// Sends refused because the send buffer was full.
     pub send_fail: Counter,

@@ -18,7 +18,7 @@ fn esc(s: &str) -> String {
 pub fn render(workers: &[WorkerHandle]) -> String {
     type Get = fn(&ringman_engine::ThreadStats) -> u64;
     let families: [(&str, &str, &str, Get); 8] = [
-        ("ringman_connections", "gauge", "Open connections.", |s| s.connections.get()),
+        ("ringman_connections", "gauge", "Open accepted connections.", |s| s.connections.get()),
         ("ringman_timers", "gauge", "Live timers.", |s| s.timers.get()),
         ("ringman_accepted_total", "counter", "Connections accepted.", |s| s.accepted.get()),
         ("ringman_requests_total", "counter", "Messages delivered to on_message.", |s| s.requests.get()),

@@ -89,11 +89,7 @@ impl Core {
             }
         };
         let serial = self.serials.take(self.thread);
-        let key = self.conns.insert(ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp));
-        if let Some(m) = self.by_serial.get_mut() {
-            m.insert(serial, key as u32);
-        }
-        self.stats.connections.add(1);
+        let key = self.insert_slot(ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp));
         self.stats.accepted.add(1);
         self.arm_recv(key);
         let id = self.id_of(key);

@@ -54,9 +54,8 @@ impl Core {
         }
         let Some(c) = self.conns.get_mut(key) else { return };
         match c.status {
-            Status::Established => self.closing += 1,
-            // A WebSocket close handshake is already counted; now it flushes and closes.
-            Status::WsClosing => {}
+            // (A WebSocket close handshake, too, now flushes and closes.)
+            Status::Established | Status::WsClosing => {}
             // Nothing was sent yet: as in Workerman, closing a connection still being
             // established destroys it (what it held is dropped).
             Status::Connecting => {
@@ -65,8 +64,9 @@ impl Core {
             }
             Status::Closing | Status::Lingering | Status::Closed => return,
         }
-        c.status = Status::Closing;
         c.close_deadline = Some(crate::clock::now() + self.cfg.close_timeout);
+        self.set_status(key, Status::Closing);
+        let c = &self.conns[key];
         if c.sendq.len == 0 && !c.send_inflight {
             self.flushed_closing(key);
         }
@@ -90,9 +90,10 @@ impl Core {
             self.destroy(key, None);
             return;
         }
-        c.status = Status::Lingering;
         c.throttled = false;
         c.close_deadline = Some(crate::clock::now() + LINGER);
+        self.set_status(key, Status::Lingering);
+        let c = &mut self.conns[key];
         // The peer sees FIN after our last bytes.
         crate::sys::shutdown(c.fd.as_fd(), libc::SHUT_WR);
         if c.paused {
@@ -110,11 +111,11 @@ impl Core {
         if c.status == Status::Closed {
             return;
         }
-        if matches!(c.status, Status::Closing | Status::Lingering | Status::WsClosing | Status::Connecting) {
-            self.closing -= 1;
-        }
-        c.status = Status::Closed;
         c.close_deadline = None;
+        self.set_status(key, Status::Closed);
+        self.drop_redial(key);
+        self.stop_resolving(key);
+        let c = &mut self.conns[key];
         let gen = gen_of(c.serial);
         // Wakes any receive or send parked on the socket.
         crate::sys::shutdown(c.fd.as_fd(), libc::SHUT_RDWR);
@@ -135,7 +136,6 @@ impl Core {
         // The slot stays until on_close has run (`close_delivered`).
         self.conns[key].close_hold = true;
         self.events.push_back(Event::Close(id));
-        self.stats.connections.set(self.stats.connections.get() - 1);
     }
 
     /// `on_close` of `conn` has run (or was skipped): its slot may go once idle.
@@ -167,10 +167,7 @@ impl Core {
             self.renew(key, after);
             return;
         }
-        let mut c = self.conns.remove(key);
-        if let Some(m) = self.by_serial.get_mut() {
-            m.remove(&c.serial);
-        }
+        let mut c = self.remove_slot(key);
         for chunk in c.sendq.chunks.drain(..) {
             self.arena.release(chunk.mem);
         }
@@ -179,7 +176,6 @@ impl Core {
             for chunk in d.held.chunks.drain(..) {
                 self.arena.release(chunk.mem);
             }
-            self.dials -= 1;
         }
         self.graveyard.extend(c.context.take());
         self.graveyard.extend(c.extra.take().map(|e| e as Box<dyn std::any::Any>));
@@ -197,9 +193,8 @@ impl Core {
         if c.status != Status::Established || c.ws.is_none() {
             return;
         }
-        c.status = Status::WsClosing;
         c.close_deadline = Some(crate::clock::now() + self.cfg.close_timeout);
-        self.closing += 1;
+        self.set_status(key, Status::WsClosing);
     }
 
     /// The WebSocket upgrade of `key` is answered: it now carries a session (heartbeat,

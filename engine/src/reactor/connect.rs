@@ -82,6 +82,8 @@ pub(crate) struct Dial {
     attempt: u32,
     /// The timer that starts a renewed attempt after its delay, while it waits.
     redial: Option<TimerId>,
+    /// This attempt waits for the resolver (and must be forgotten there if it ends).
+    resolving: bool,
 }
 
 impl Dial {
@@ -109,7 +111,13 @@ impl Dial {
             last_error: None,
             attempt: 0,
             redial: None,
+            resolving: false,
         }
+    }
+
+    /// Whether a renewed attempt waits for its reconnect delay (its redial timer is armed).
+    pub(crate) fn waiting_redial(&self) -> bool {
+        self.redial.is_some()
     }
 
     /// Bytes of the sends held until the connection is usable.
@@ -198,13 +206,7 @@ impl Core {
         // (A timeout too long to represent is no deadline.)
         state.close_deadline = crate::clock::now().checked_add(dial.opts.connect_timeout);
         state.extra().dial = Some(Box::new(dial));
-        let key = self.conns.insert(state);
-        if let Some(m) = self.by_serial.get_mut() {
-            m.insert(serial, key as u32);
-        }
-        self.closing += 1;
-        self.dials += 1;
-        self.stats.connections.add(1);
+        let key = self.insert_slot(state);
         self.dial(key);
         Ok(self.id_of(key))
     }
@@ -221,8 +223,39 @@ impl Core {
         let now = crate::clock::now();
         let cached = self.dns.get(&(host.clone(), port)).filter(|(_, until)| *until > now).map(|(a, _)| a.clone());
         match cached {
-            Some(addrs) => self.dial_addrs(key, addrs),
-            None => crate::resolve::lookup(&host, port, self.id_of(key), d.attempt),
+            Some(Ok(addrs)) => self.dial_addrs(key, addrs),
+            // A recent failure (the negative cache): the name is not asked again yet.
+            Some(Err(reason)) => {
+                self.name_failed(key, host, ConnectError::NameNotFound { host: String::new(), reason })
+            }
+            None => match crate::resolve::lookup(&host, port, self.id_of(key), d.attempt) {
+                Ok(()) => {
+                    if let Some(d) = self.conns[key].dial_mut() {
+                        d.resolving = true;
+                    }
+                }
+                Err(cause) => self.name_failed(key, host, cause),
+            },
+        }
+    }
+
+    /// The dial of `key` cannot resolve its name: CONNECT_FAIL.
+    fn name_failed(&mut self, key: usize, host: String, cause: ConnectError) {
+        let cause = match cause {
+            ConnectError::NameNotFound { reason, .. } => ConnectError::NameNotFound { host, reason },
+            other => other,
+        };
+        let target = self.conns[key].dial().map(Dial::target).unwrap_or_default();
+        self.destroy(key, Some(ConnError::Connect { target, cause }));
+    }
+
+    /// An attempt of `key` that waited for the resolver ended: the resolver forgets it (a
+    /// name nobody waits for any more is not looked up).
+    pub(super) fn stop_resolving(&mut self, key: usize) {
+        let id = self.id_of(key);
+        if let Some(d) = self.conns[key].dial_mut().filter(|d| d.resolving) {
+            d.resolving = false;
+            crate::resolve::forget(&d.host, d.port, id, d.attempt);
         }
     }
 
@@ -235,17 +268,16 @@ impl Core {
         port: u16,
         addrs: Result<Vec<SocketAddr>, String>,
     ) {
-        if let Ok(a) = &addrs {
-            let now = crate::clock::now();
-            // Bounded: expired answers go once the cache is large, all of them if it stays so.
+        let now = crate::clock::now();
+        // Bounded: expired answers go once the cache is large, all of them if it stays so.
+        if self.dns.len() >= DNS_CACHE_PRUNE_AT {
+            self.dns.retain(|_, (_, until)| *until > now);
             if self.dns.len() >= DNS_CACHE_PRUNE_AT {
-                self.dns.retain(|_, (_, until)| *until > now);
-                if self.dns.len() >= DNS_CACHE_PRUNE_AT {
-                    self.dns.clear();
-                }
+                self.dns.clear();
             }
-            self.dns.insert((host.clone(), port), (a.clone(), now + crate::resolve::CACHE_TTL));
         }
+        let ttl = if addrs.is_ok() { crate::resolve::CACHE_TTL } else { crate::resolve::NEGATIVE_TTL };
+        self.dns.insert((host.clone(), port), (addrs.clone(), now + ttl));
         let Some(key) = self.lookup(conn) else { return };
         // Only the attempt that asked, and only while it waits for this answer (nothing in
         // flight, no address chosen): an answer for an attempt a reconnect replaced must not
@@ -253,17 +285,16 @@ impl Core {
         let c = &self.conns[key];
         let waiting = c.status == Status::Connecting
             && c.inflight == 0
-            && c.dial().is_some_and(|d| d.attempt == attempt && d.sockaddr.is_none() && d.redial.is_none());
+            && c.dial().is_some_and(|d| d.attempt == attempt && d.sockaddr.is_none() && !d.waiting_redial());
         if !waiting {
             return;
         }
+        if let Some(d) = self.conns[key].dial_mut() {
+            d.resolving = false;
+        }
         match addrs {
             Ok(a) => self.dial_addrs(key, a),
-            Err(reason) => {
-                let target = self.conns[key].dial().map(Dial::target).unwrap_or_default();
-                let cause = ConnectError::NameNotFound { host, reason };
-                self.destroy(key, Some(ConnError::Connect { target, cause }));
-            }
+            Err(reason) => self.name_failed(key, host.clone(), ConnectError::NameNotFound { host, reason }),
         }
     }
 
@@ -369,18 +400,11 @@ impl Core {
         if c.status != Status::Connecting {
             return;
         }
-        c.status = Status::Established;
         c.close_deadline = None;
-        self.closing -= 1;
+        self.set_status(key, Status::Established);
+        let c = &mut self.conns[key];
         let held = c.dial_mut().map(|d| std::mem::take(&mut d.held)).unwrap_or_default();
-        if held.len > 0 {
-            c.sendq.len += held.len;
-            c.sendq.chunks.extend(held.chunks);
-            c.drain_pending = true;
-            if !c.send_inflight {
-                self.submit_send(key);
-            }
-        }
+        self.release_held(key, held);
     }
 
     /// A `ws://` client's upgrade was answered with a valid 101: the session starts (with
@@ -425,7 +449,12 @@ impl Core {
         if let Some(t) = d.redial.take() {
             // Still waiting from an earlier reconnect: only the delay changes.
             drop(self.timers.del(t));
-            return self.schedule_redial(key, after).is_ok();
+            if let Err(e) = self.schedule_redial(key, after) {
+                log::error!("reconnect of {}: {e}", self.id_of(key));
+                self.retire_quietly(key);
+                return false;
+            }
+            return true;
         }
         d.reconnect = Some(after);
         if c.status != Status::Closed {
@@ -441,12 +470,26 @@ impl Core {
         d.reconnect = None;
         let Some(t) = d.redial.take() else { return };
         drop(self.timers.del(t));
-        let c = &mut self.conns[key];
-        c.status = Status::Closed;
-        c.close_deadline = None;
-        self.closing -= 1;
-        self.stats.connections.set(self.stats.connections.get() - 1);
+        self.retire_quietly(key);
+    }
+
+    /// Frees a renewed slot whose attempt never started (its `on_close` ran already for the
+    /// previous one), without another `on_close`.
+    fn retire_quietly(&mut self, key: usize) {
+        if let Some(t) = self.conns[key].dial_mut().and_then(|d| d.redial.take()) {
+            drop(self.timers.del(t));
+        }
+        self.conns[key].close_deadline = None;
+        self.set_status(key, Status::Closed);
         self.try_free(key);
+    }
+
+    /// A destroyed dial waiting for its reconnect delay gives the delay up: its redial timer
+    /// goes (a later `reconnect` asks afresh, `cancel_reconnect` finds nothing to cancel).
+    pub(super) fn drop_redial(&mut self, key: usize) {
+        if let Some(t) = self.conns[key].dial_mut().and_then(|d| d.redial.take()) {
+            drop(self.timers.del(t));
+        }
     }
 
     /// Starts the delay of a renewed attempt (`after` may be zero: the dial starts on the next
@@ -492,7 +535,6 @@ impl Core {
             d.attempt = d.attempt.wrapping_add(1);
         }
         c.fd = fd;
-        c.status = Status::Connecting;
         c.recv_armed = false;
         c.paused = false;
         c.throttled = false;
@@ -511,16 +553,11 @@ impl Core {
         c.active = self.stamp;
         c.partial_since = None;
         c.close_deadline = None;
-        self.closing += 1;
-        self.stats.connections.add(1);
+        self.set_status(key, Status::Connecting);
         if let Err(e) = self.schedule_redial(key, after) {
             // (A delay too long for the clock.) Retire the renewed slot quietly.
             log::error!("reconnect of {}: {e}", self.id_of(key));
-            let c = &mut self.conns[key];
-            c.status = Status::Closed;
-            self.closing -= 1;
-            self.stats.connections.set(self.stats.connections.get() - 1);
-            self.try_free(key);
+            self.retire_quietly(key);
         }
     }
 

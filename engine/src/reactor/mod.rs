@@ -160,8 +160,9 @@ pub(crate) struct Core {
     /// Outgoing connections in the slab (the timeout sweep runs while there are any: their
     /// heartbeats).
     dials: usize,
-    /// Resolved host names of outgoing connections, per thread, with when they expire.
-    dns: HashMap<(String, u16), (Vec<std::net::SocketAddr>, Instant)>,
+    /// Resolved host names of outgoing connections (and recent failures), per thread, with
+    /// when they expire.
+    dns: HashMap<(String, u16), (crate::resolve::Answer, Instant)>,
     pub cfg: Arc<WorkerConfig>,
     pub mailbox: Arc<Mailbox>,
     wake_buf: Box<u64>,
@@ -380,14 +381,22 @@ impl Core {
         let key = self.lookup(conn)?;
         let c = &mut self.conns[key];
         let worker = c.dial().is_none();
-        Some((c.extra.as_mut().and_then(|e| e.hooks.slot(hook).take()), worker))
+        let own = c.extra.as_mut().and_then(|e| e.hooks.slot(hook).take());
+        if hook == Hook::BufferDrain && own.is_some() {
+            c.extra().hooks.drain_running = true;
+        }
+        Some((own, worker))
     }
 
     /// Puts back a hook taken with [`Core::take_hook`], unless the callback installed a new
     /// one meanwhile. A hook with no connection left is handed back, to be dropped outside.
     pub(crate) fn put_hook(&mut self, conn: ConnectionId, hook: Hook, f: IdFn) -> Option<IdFn> {
         let Some(key) = self.lookup(conn) else { return Some(f) };
-        let slot = self.conns[key].extra().hooks.slot(hook);
+        let hooks = &mut self.conns[key].extra().hooks;
+        if hook == Hook::BufferDrain {
+            hooks.drain_running = false;
+        }
+        let slot = hooks.slot(hook);
         if slot.is_none() {
             *slot = Some(f);
             None
@@ -480,31 +489,6 @@ impl Core {
             .map(|(k, _)| self.id_of(k))
             .filter(|c| !unseen.contains(c))
             .collect()
-    }
-
-    /// Recomputes the counters the core keeps from its slab and compares: a mismatch is a
-    /// state-handling bug (the simulator calls this after every loop turn).
-    #[cfg(test)]
-    pub(crate) fn check_invariants(&self) -> Result<(), String> {
-        let closing = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                matches!(c.status, Status::Connecting | Status::WsClosing | Status::Closing | Status::Lingering)
-            })
-            .count();
-        if closing != self.closing {
-            return Err(format!("closing counter {} but {closing} closing slots", self.closing));
-        }
-        let dials = self.conns.iter().filter(|(_, c)| c.dial().is_some()).count();
-        if dials != self.dials {
-            return Err(format!("dial counter {} but {dials} outgoing slots", self.dials));
-        }
-        let open = self.conns.iter().filter(|(_, c)| c.status != Status::Closed).count() as u64;
-        if open != self.stats.connections.get() {
-            return Err(format!("connection gauge {} but {open} open slots", self.stats.connections.get()));
-        }
-        Ok(())
     }
 
     /// Publishes every returned receive buffer and unregisters the ring, returning what the

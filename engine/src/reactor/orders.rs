@@ -31,6 +31,14 @@ use crate::stats::ThreadStats;
 
 type Cqe = (u64, i32, u32);
 
+/// Fails the test when the core's counters disagree with its slab (`Core::check_invariants`).
+#[track_caller]
+fn checked(core: &Core) {
+    if let Err(e) = core.check_invariants() {
+        panic!("invariant broken: {e}");
+    }
+}
+
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One core, one accepted connection, and its peer.
@@ -118,7 +126,9 @@ impl Rig {
             Kind::Cancel => self.core.on_cancel(tok),
             Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect => {}
         }
+        checked(&self.core);
         self.events();
+        checked(&self.core);
     }
 
     fn deliver(&mut self, mut w: RecvWork) {
@@ -250,6 +260,7 @@ fn feed(rig: &mut Rig, cqes: &[Cqe], which: Option<usize>) -> usize {
     for cqe in order {
         rig.dispatch(cqe);
     }
+    checked(&rig.core);
     orders.len()
 }
 
@@ -375,6 +386,7 @@ fn late_completions_after_destroy_free_the_slot_once() {
                 Kind::Cancel => rig.core.on_cancel(tok),
                 _ => {}
             }
+            checked(&rig.core);
             assert!(rig.conn().is_some(), "slot freed before on_close ran");
             assert!(rig.core.events.iter().all(|e| !matches!(e, Event::Close(_))), "a second on_close");
         }
@@ -566,6 +578,7 @@ fn dispatch_client(core: &mut Core, (ud, res, flags): Cqe) {
         Kind::Send => core.on_send(tok, res),
         _ => {}
     }
+    checked(core);
 }
 
 /// Feeds `cqes` to a client core in order `which` (arrival order when `None`) with its
@@ -580,6 +593,7 @@ fn feed_client(core: &mut Core, id: ConnectionId, cqes: &[Cqe], which: Option<us
         assert!(core.lookup(id).is_some(), "slot freed before on_close ran");
     }
     core.events = held;
+    checked(core);
     orders.len()
 }
 
@@ -597,6 +611,7 @@ fn fire_redial(mut core: Core) -> Core {
 
 /// Checks that a client core freed every slot, then drops it and frees its thread index.
 fn retire_client(core: Core, thread: u16) {
+    checked(&core);
     assert!(core.conns.is_empty(), "slot not freed");
     drop(core);
     mailbox::unregister(thread);
@@ -614,6 +629,7 @@ fn drain_client_events(core: &mut Core, closes: &mut usize, errors: &mut Vec<Str
             Event::Connect(_) => *connects += 1,
             _ => {}
         }
+        checked(core);
     }
 }
 
@@ -823,5 +839,172 @@ fn reconnect_delays_that_cannot_or_should_not_run_free_the_slot() {
         assert_eq!(closes, 1, "no second on_close");
         drop(core);
         mailbox::unregister(thread);
+    }
+}
+
+/// Closing a connection during its reconnect delay ends that attempt (one more on_close)
+/// and takes its redial timer with it: a `cancel_reconnect` afterwards finds nothing to undo
+/// (the counters are not decremented twice), and a `reconnect` afterwards is honoured once
+/// that on_close ran.
+#[test]
+fn closing_during_a_reconnect_delay_drops_the_redial_and_keeps_the_counts() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    for then_reconnect in [false, true] {
+        let (mut core, thread) = client_core();
+        let id = core.connect(dial_to(addr, PATIENCE)).expect("dial");
+        let key = core.lookup(id).unwrap();
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Connect) == 1) {
+            dispatch_client(&mut core, cqe);
+        }
+        let _accepted = listener.accept().unwrap();
+        let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+        assert!(core.reconnect(key, Duration::from_secs(3600)));
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a)) {
+            dispatch_client(&mut core, cqe);
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!((closes, connects), (1, 1));
+        assert_eq!(core.conns[key].status, Status::Connecting, "renewed, waiting for its delay");
+        assert_eq!(core.timers.len(), 1, "the redial timer");
+        // The application closes it while it waits, then (in the same callback) cancels.
+        core.close(key, None);
+        checked(&core);
+        assert_eq!(core.timers.len(), 0, "the redial timer went with the attempt");
+        core.cancel_reconnect(key);
+        checked(&core);
+        assert_eq!(core.closing, 0);
+        if then_reconnect {
+            assert!(core.reconnect(key, Duration::ZERO), "asked again after the close");
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(closes, 2, "the waiting attempt's on_close");
+        if !then_reconnect {
+            assert!(core.conns.is_empty(), "slot freed");
+            retire_client(core, thread);
+            continue;
+        }
+        assert_eq!(core.lookup(id), Some(key), "renewed again");
+        let mut core = fire_redial(core);
+        checked(&core);
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Connect) == 1) {
+            dispatch_client(&mut core, cqe);
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        assert_eq!(connects, 2, "the reconnect asked after the close dialled");
+        assert!(errors.is_empty(), "{errors:?}");
+        core.destroy(key, None);
+        for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1 && terminal_recv(a)) {
+            dispatch_client(&mut core, cqe);
+        }
+        drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+        retire_client(core, thread);
+    }
+}
+
+/// Sends held while connecting count against the limit like any others: the one that
+/// reaches it fires on_buffer_full (while still connecting, as in Workerman), the next is
+/// refused, and once the connection is up the held bytes throttle its receiving until they
+/// drained, then on_buffer_drain fires, with no second on_buffer_full.
+#[test]
+fn held_sends_fill_the_buffer_and_drain_through_the_limit_logic() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (mut core, thread) = client_core();
+    let id = core.connect(dial_to(addr, PATIENCE)).expect("dial");
+    let key = core.lookup(id).unwrap();
+    core.conns[key].max_send_buffer_size = 100;
+    let fulls = |core: &Core| core.events.iter().filter(|e| matches!(e, Event::BufferFull(_))).count();
+    assert_eq!(core.send(key, &[b'a'; 60], Enc::Raw), SendStatus::Queued);
+    assert_eq!(fulls(&core), 0);
+    assert_eq!(core.send(key, &[b'b'; 60], Enc::Raw), SendStatus::Queued, "below the limit before it: taken");
+    assert_eq!(fulls(&core), 1, "on_buffer_full while connecting");
+    assert_eq!(core.send(key, b"c", Enc::Raw), SendStatus::Failed, "at the limit: refused");
+    assert!(core.events.iter().any(|e| matches!(e, Event::Error(_, ConnError::SendBufferFull { .. }))));
+    checked(&core);
+    let connected = collect_from(&mut core, |a| count(a, Kind::Connect) == 1);
+    for cqe in connected {
+        dispatch_client(&mut core, cqe);
+    }
+    let c = &core.conns[key];
+    assert_eq!(c.status, Status::Established);
+    assert!(c.buffer_full && c.throttled && c.paused, "the held bytes throttle like any full buffer");
+    assert_eq!(fulls(&core), 1, "no second on_buffer_full");
+    let deadline = Instant::now() + PATIENCE;
+    while core.conns[key].sendq.len > 0 || core.conns[key].send_inflight {
+        assert!(Instant::now() < deadline, "the held bytes never went out");
+        let done = collect_from(&mut core, |a| count(a, Kind::Send) >= 1);
+        for cqe in done {
+            dispatch_client(&mut core, cqe);
+        }
+    }
+    let (mut peer, _) = listener.accept().unwrap();
+    let mut got = vec![0u8; 120];
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..60], &[b'a'; 60]);
+    assert_eq!(&got[60..], &[b'b'; 60]);
+    let c = &core.conns[key];
+    assert!(!c.buffer_full && !c.throttled && !c.paused, "drained: resumed");
+    assert!(core.events.iter().any(|e| matches!(e, Event::BufferDrain(_))), "on_buffer_drain");
+    assert!(core.events.iter().any(|e| matches!(e, Event::Resume(_))));
+    core.destroy(key, None);
+    let (mut closes, mut errors, mut connects) = (0, Vec::new(), 0);
+    drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+    for cqe in collect_from(&mut core, |a| count(a, Kind::Cancel) == 1) {
+        dispatch_client(&mut core, cqe);
+    }
+    drain_client_events(&mut core, &mut closes, &mut errors, &mut connects);
+    retire_client(core, thread);
+}
+
+/// The peer sends its last bytes and closes while our side is in a WebSocket close
+/// handshake (or a graceful close) with receiving paused: its data, its EOF and the pause's
+/// cancel complete in any order. The bytes (for WebSocket, the peer's close frame among
+/// them) are kept for the resume and delivered then; the connection closes once, after.
+#[test]
+fn an_eof_while_paused_in_a_close_keeps_what_came_before_it() {
+    for ws_closing in [true, false] {
+        for_every_order(|which| {
+            let mut rig = Rig::new(64, 4096);
+            rig.write(b"<");
+            rig.run_until("first byte", |r| r.delivered == b"<");
+            if ws_closing {
+                let now = rig.core.stamp;
+                rig.core.conns[rig.key].ws = Some(slot::WsSession::new(now, None));
+                rig.core.start_ws_close(rig.key);
+                assert_eq!(rig.conn().unwrap().status, Status::WsClosing);
+            } else {
+                // A graceful close still flushing: a send parked on a full socket.
+                let big = vec![b'x'; 8 << 20];
+                assert_eq!(rig.core.send(rig.key, &big, Enc::Raw), SendStatus::Queued);
+                rig.core.close(rig.key, None);
+                assert_eq!(rig.conn().unwrap().status, Status::Closing);
+            }
+            rig.write(b"last words>");
+            rig.peer.shutdown(std::net::Shutdown::Write).unwrap();
+            // The data and the EOF are in the kernel's hands before the pause's cancel.
+            let mut cqes =
+                rig.collect(|a| a.iter().any(|c| kind(c) == Some(Kind::Recv) && c.1 == 0 && !cqueue::more(c.2)));
+            cqes.retain(|c| kind(c) == Some(Kind::Recv));
+            rig.core.user_pause(rig.key);
+            cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1));
+            let n = feed(&mut rig, &cqes, which);
+            assert_eq!(rig.closes, 0, "closed with bytes undelivered");
+            assert_eq!(rig.delivered, b"<", "delivered while paused");
+            rig.core.resume(rig.key);
+            rig.events();
+            assert_eq!(rig.delivered, b"<last words>", "the bytes before the EOF were dropped");
+            // The socket reports the EOF again: now it closes.
+            if ws_closing {
+                rig.run_until("closed", |r| r.closes == 1);
+            } else {
+                // (Its flush never ends: the peer does not read. Cut it off.)
+                rig.core.destroy(rig.key, None);
+                rig.run_until("closed", |r| r.closes == 1);
+            }
+            checked(&rig.core);
+            n
+        });
     }
 }

@@ -56,11 +56,14 @@ impl Core {
                 self.recv.recycle(b);
             }
             match -res {
-                // The peer finished sending while delivery is paused (back-pressure): what
-                // arrived before its EOF may still sit undelivered in the framer. Stay
-                // paused with the receive disarmed; resuming delivers those bytes and re-arms
-                // it, and the socket reports the EOF again then.
-                0 if c.paused && c.status == Status::Established => {}
+                // The peer finished sending while delivery is paused (back-pressure, or the
+                // application's pause): what arrived before its EOF may still sit
+                // undelivered in the framer — in a WebSocket close handshake, the peer's
+                // close frame among it. Stay paused with the receive disarmed; resuming
+                // delivers those bytes and re-arms it, and the socket reports the EOF again
+                // then. (A graceful close that stays paused ends when flushed, or at its
+                // close deadline.)
+                0 if c.paused && matches!(c.status, Status::Established | Status::WsClosing | Status::Closing) => {}
                 0 => self.destroy(key, None),
                 libc::ENOBUFS => {
                     // The buffer ring ran dry; the multishot ended. Re-arm once buffers are
@@ -148,7 +151,11 @@ impl Core {
         if let Some(b) = w.buf.take() {
             self.recv.give_back(b);
         }
-        self.stats.requests.add(delivered);
+        // Workerman's `total_request` (and so `max_requests`) counts what the worker's
+        // accepted connections received, not the replies of the application's own clients.
+        if w.worker_callbacks {
+            self.stats.requests.add(delivered);
+        }
         let Some(key) = self.lookup(w.id) else {
             // A user closure is dropped by the runner, outside the core.
             self.graveyard.extend(w.on_message.take().map(|f| Box::new(f) as Box<dyn std::any::Any>));

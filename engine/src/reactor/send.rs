@@ -136,7 +136,10 @@ impl Core {
     }
 
     /// A send on an outgoing connection still being established: encoded now and held
-    /// until it is (Workerman buffers these too, under the same limit).
+    /// until it is (Workerman buffers these too, under the same limit): refused once the
+    /// held bytes are at the limit, and the send that brings them there fires
+    /// `on_buffer_full`, as Workerman's does while connecting. (Receiving is throttled only
+    /// once the connection is established: a `ws://` client must still read its 101.)
     fn hold(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
         let c = &mut self.conns[key];
         let held = c.dial().map_or(0, |d| d.held.len);
@@ -147,7 +150,43 @@ impl Core {
             self.destroy(key, Some(ConnError::Panic(format!("encoder: {p}"))));
             return SendStatus::Failed;
         }
+        let c = &mut self.conns[key];
+        if c.dial().map_or(0, |d| d.held.len) >= c.max_send_buffer_size && !c.buffer_full {
+            c.buffer_full = true;
+            let id = self.id_of(key);
+            self.events.push_back(Event::BufferFull(id));
+        }
         SendStatus::Queued
+    }
+
+    /// The held sends of an outgoing connection that just became usable join its send queue
+    /// under the same rules as any send: at the limit the buffer is full (`on_buffer_full`,
+    /// unless it fired while the bytes were held) and back-pressure pauses receiving until
+    /// the queue drained to half; `on_buffer_drain` follows once it is empty.
+    pub(super) fn release_held(&mut self, key: usize, held: SendQueue) {
+        if held.len == 0 {
+            return;
+        }
+        let c = &mut self.conns[key];
+        c.sendq.len += held.len;
+        c.sendq.chunks.extend(held.chunks);
+        c.drain_pending = true;
+        if !c.send_inflight {
+            self.submit_send(key);
+        }
+        let c = &mut self.conns[key];
+        if c.sendq.len >= c.max_send_buffer_size {
+            if c.backpressure && !c.paused {
+                c.throttled = true;
+                self.pause(key);
+            }
+            let c = &mut self.conns[key];
+            if !c.buffer_full {
+                c.buffer_full = true;
+                let id = self.id_of(key);
+                self.events.push_back(Event::BufferFull(id));
+            }
+        }
     }
 
     /// Offers the bytes of connection `key` that the kernel has not seen yet (queued in this
@@ -281,7 +320,8 @@ impl Core {
             self.try_free(key);
             return;
         }
-        if c.buffer_full && c.sendq.len < c.max_send_buffer_size {
+        // (Sends still held by a `ws://` client waiting for its 101 keep it full.)
+        if c.buffer_full && c.unsent() < c.max_send_buffer_size {
             c.buffer_full = false;
         }
         if c.throttled && c.sendq.len <= c.max_send_buffer_size / 2 {
@@ -304,7 +344,8 @@ impl Core {
         // connection's own callback — otherwise every answered message would cost an event.
         if c.drain_pending
             && (self.cfg.listens_for_drain
-                || !c.drain_muted && c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some()))
+                || !c.drain_muted
+                    && c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some() || e.hooks.drain_running))
         {
             c.drain_pending = false;
             let id = self.id_of(key);
@@ -317,10 +358,16 @@ impl Core {
         }
     }
 
-    /// Sends `data` to every established connection of this thread.
+    /// Sends `data` to every established connection this thread accepted (Workerman's
+    /// `$worker->connections`): the application's outgoing connections speak to other
+    /// servers and are left out.
     pub(crate) fn broadcast(&mut self, data: &[u8]) {
-        let keys: Vec<usize> =
-            self.conns.iter().filter(|(_, c)| c.status == Status::Established).map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.status == Status::Established && c.dial().is_none())
+            .map(|(k, _)| k)
+            .collect();
         for k in keys {
             self.send(k, data, Enc::Default);
         }

@@ -12,7 +12,7 @@ use ringman_protocols::{Decoder, Encoder, Framer, MessageKind};
 
 use super::connect::Dial;
 use super::send::SendQueue;
-use super::Status;
+use super::{Core, Status};
 use crate::hooks::Hooks;
 
 /// A point on a core's monotonic clock in milliseconds since the core started, never zero so
@@ -254,6 +254,111 @@ impl ConnState {
         let ConnState { fd, decoder, framer, encoder, sendq, context, extra, .. } = self;
         std::mem::forget((decoder, framer, encoder, sendq, context, extra));
         fd
+    }
+}
+
+/// Whether a connection in `status` has a close deadline the sweep watches (the connect
+/// timeout, a close or a linger bound): such slots are what `Core::closing` counts.
+fn timed(status: Status) -> bool {
+    matches!(status, Status::Connecting | Status::WsClosing | Status::Closing | Status::Lingering)
+}
+
+/// Whether a slot counts in the worker's connection gauge: an accepted connection that is
+/// not closed (outgoing connections are the application's own, as in Workerman, where
+/// `$worker->connections` holds only accepted ones).
+fn gauged(c: &ConnState) -> bool {
+    c.dial().is_none() && c.status != Status::Closed
+}
+
+/// The slab's counters are kept here only: a slot enters with [`Core::insert_slot`], changes
+/// status with [`Core::set_status`] and leaves with [`Core::remove_slot`], each adjusting
+/// `closing`, `dials` and the connection gauge from what it changes.
+/// [`Core::check_invariants`] recounts them from the slab.
+impl Core {
+    /// Puts a new connection into the slab, counted; returns its slot.
+    pub(super) fn insert_slot(&mut self, state: ConnState) -> usize {
+        let (deadline, dial, gauge) = (timed(state.status), state.dial().is_some(), gauged(&state));
+        let serial = state.serial;
+        let key = self.conns.insert(state);
+        if let Some(m) = self.by_serial.get_mut() {
+            m.insert(serial, key as u32);
+        }
+        self.closing += usize::from(deadline);
+        self.dials += usize::from(dial);
+        if gauge {
+            self.stats.connections.add(1);
+        }
+        key
+    }
+
+    /// Moves slot `key` to `new`, adjusting the counters from the old status.
+    pub(super) fn set_status(&mut self, key: usize, new: Status) {
+        let c = &mut self.conns[key];
+        let (old, was_gauged) = (c.status, gauged(c));
+        if old == new {
+            return;
+        }
+        c.status = new;
+        let now_gauged = gauged(c);
+        self.closing = self.closing + usize::from(timed(new)) - usize::from(timed(old));
+        let g = &self.stats.connections;
+        g.set(g.get() + u64::from(now_gauged) - u64::from(was_gauged));
+    }
+
+    /// Takes a closed slot out of the slab, uncounted.
+    pub(super) fn remove_slot(&mut self, key: usize) -> ConnState {
+        debug_assert_eq!(self.conns[key].status, Status::Closed, "only closed slots are freed");
+        let c = self.conns.remove(key);
+        if let Some(m) = self.by_serial.get_mut() {
+            m.remove(&c.serial);
+        }
+        self.dials -= usize::from(c.dial().is_some());
+        c
+    }
+
+    /// Recounts what the core keeps counters of, from the slab, and checks each slot's
+    /// state for contradictions; describes the first mismatch. Cheap enough for tests (and
+    /// a simulator) to call after every step.
+    // (Only tests call it so far.)
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let closing = self.conns.iter().filter(|(_, c)| timed(c.status)).count();
+        if closing != self.closing {
+            return Err(format!("closing counter {} but {closing} slots have a close deadline status", self.closing));
+        }
+        let dials = self.conns.iter().filter(|(_, c)| c.dial().is_some()).count();
+        if dials != self.dials {
+            return Err(format!("dials counter {} but {dials} outgoing slots", self.dials));
+        }
+        let gauge = self.conns.iter().filter(|(_, c)| gauged(c)).count() as u64;
+        if gauge != self.stats.connections.get() {
+            return Err(format!("connection gauge {} but {gauge} open accepted slots", self.stats.connections.get()));
+        }
+        for (key, c) in self.conns.iter() {
+            let id = self.id_of(key);
+            let ops = u32::from(c.recv_armed) + u32::from(c.send_inflight);
+            if c.inflight < ops {
+                return Err(format!("{id}: {} operations in flight, fewer than armed ({ops})", c.inflight));
+            }
+            if c.status == Status::Closed && c.close_deadline.is_some() {
+                return Err(format!("{id}: closed with a close deadline"));
+            }
+            if let Some(d) = c.dial() {
+                if d.waiting_redial() && (c.status != Status::Connecting || c.inflight > 0) {
+                    return Err(format!("{id}: a redial timer armed in {:?} with {} in flight", c.status, c.inflight));
+                }
+            }
+        }
+        if let Some(map) = self.by_serial.borrow().as_ref() {
+            if map.len() != self.conns.len() {
+                return Err(format!("serial index holds {} slots, the slab {}", map.len(), self.conns.len()));
+            }
+            if let Some((s, k)) = map.iter().find(|(s, k)| self.conns.get(**k as usize).is_none_or(|c| c.serial != **s))
+            {
+                return Err(format!("serial index maps {s} to slot {k}, which holds another connection"));
+            }
+        }
+        Ok(())
     }
 }
 

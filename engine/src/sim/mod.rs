@@ -232,6 +232,13 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
         let conn = w.conns.entry(id.as_u64()).or_default();
         conn.outgoing |= outgoing;
         let pipe_dest = conn.pipe_dest;
+        if conn.cur.connected && st == Status::Connecting {
+            // A new attempt began while the last one's end went unseen (a pipe's source:
+            // the pipe's on_close replaced ours).
+            let mut done = std::mem::take(&mut conn.cur);
+            done.aborted = true;
+            conn.done.push(done);
+        }
         let a = &mut conn.cur;
         if a.sock.is_none() && !matches!(st, Status::Connecting | Status::Closed) {
             a.sock = sock;
@@ -535,13 +542,21 @@ fn on_connect(id: ConnectionId) {
         conn.connects += 1;
         // (An outgoing attempt that failed had on_close without on_connect.)
         let bad = if conn.outgoing { conn.connects > conn.closes + 1 } else { conn.connects != conn.closes + 1 };
-        if bad {
+        // (A pipe's source has the pipe's on_close instead of the application's.)
+        if bad && !conn.pipe_source {
             let (a, b) = (conn.connects, conn.closes);
             w.fail(format!("{}: on_connect #{a} after {b} on_close", Name(id)));
             return;
         }
         let conn = w.conn(id);
         conn.owed_attempt = None;
+        if conn.cur.connected {
+            // A pipe's source: the pipe's on_close replaced ours, so the previous attempt
+            // ended unseen. It is judged on its bytes only.
+            let mut done = std::mem::take(&mut conn.cur);
+            done.aborted = true;
+            conn.done.push(done);
+        }
         conn.cur.connected = true;
         conn.cur.sock = sock.or(conn.cur.sock);
     });

@@ -92,7 +92,8 @@ pub struct Worker<S = ()> {
     pub default_kind: MessageKind,
     /// Whether a reload replaces this worker (default true; Workerman's `reloadable`).
     pub reloadable: bool,
-    /// Recycle a thread (drain, then restart it with fresh state) after this many messages.
+    /// Recycle a thread (drain, then restart it with fresh state) after this many messages
+    /// on its accepted connections (replies on outgoing connections do not count).
     pub max_requests: Option<u64>,
     /// Recycle threads while the process's resident memory exceeds this many bytes
     /// (checked once a second; one thread at a time, in turn, so the service keeps serving).
