@@ -231,8 +231,8 @@ impl Rates {
             peer_read: rng.range(100, 1000) as u32,
             max_clients: rng.range(1, 12) as usize,
             max_message: rng.range(16, 40_000) as usize,
-            sq_cap: rng.range(2, 64) as usize,
-            cq_cap: rng.range(4, 256) as usize,
+            sq_cap: rng.size(64).max(2),
+            cq_cap: rng.size(256).max(2),
             max_step: Duration::from_millis(rng.range(0, 40)),
         }
     }
@@ -402,7 +402,7 @@ impl SimKernel {
     /// `io_uring_enter` without waiting: the SQEs are issued (some complete inline).
     pub(crate) fn submit(&mut self, _getevents: bool) -> std::io::Result<usize> {
         self.flush_overflow();
-        if !self.calm && !self.cq.is_empty() && !self.sq.is_empty() && self.rng.chance(self.rates.ebusy) {
+        if !self.calm && !self.cq.is_empty() && self.rng.chance(self.rates.ebusy) {
             self.mark("submit EBUSY");
             return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
         }
@@ -870,14 +870,17 @@ impl SimKernel {
         i
     }
 
-    /// Completes what the schedule picks among the operations that are due.
+    /// Completes what the schedule picks among the operations that are due (a multishot
+    /// may post several completions in one turn).
     fn progress(&mut self) {
-        let mut i = 0;
-        while i < self.ops.len() {
-            if self.rng.chance(self.rates.complete) && self.try_complete(i) {
-                continue;
+        for _ in 0..self.rng.range(1, 3) {
+            let mut i = 0;
+            while i < self.ops.len() {
+                if self.rng.chance(self.rates.complete) && self.try_complete(i) {
+                    continue;
+                }
+                i += 1;
             }
-            i += 1;
         }
     }
 
