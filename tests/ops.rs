@@ -355,7 +355,8 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
     assert!(srv.ok(&["stop", "-g"]).contains("stopped"));
     wait_gone(pid);
     let mut rest = Vec::new();
-    let _ = idle.read_to_end(&mut rest);
+    idle.read_to_end(&mut rest).expect("the stopped daemon's connection is closed, not left open");
+    assert!(rest.is_empty());
     let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
     // Written through the `log` facade (a warn! record) by the daemon's logger.
     assert!(log.contains("WARN  ringman_ops: graceful stop deadline passed with 1 connection(s) open"), "{log}");
