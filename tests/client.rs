@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use ringman::{AsyncTcpConnection, ConnError, Connection, Running, Server, Worker};
+use ringman::{AsyncTcpConnection, ConnError, Connection, Running, SendStatus, Server, Worker};
 
 use common::{connect, free_port, py_echo, py_tcp_server, py_ws_server, read_exact, start, PyServer, PATIENCE};
 
@@ -637,26 +637,31 @@ fn websocket_client_close_completes_the_handshake_with_python_websockets() {
         r#"
 async def echo(ws):
     async for m in ws:
+        print('got', m, flush=True)
         await ws.send(m)
     print('closed', ws.close_code, ws.close_reason, flush=True)
 "#,
     );
     let port = server.port;
+    let (late_tx, late_rx) = unbounded::<SendStatus>();
     let (_ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/")).unwrap().connect().unwrap();
         report(&conn, &tx);
-        let t = tx.clone();
+        let (t, late_tx) = (tx.clone(), late_tx.clone());
         conn.on_message(move |c, m| {
             t.send(Got::Message(m.data.to_vec())).unwrap();
             c.websocket_close(1000, "bye");
-            // Nothing goes out after the close frame.
-            assert!(!c.send("late").is_ok() || !c.is_open());
+            late_tx.send(c.send("late")).unwrap();
         });
         conn.send("hello");
     });
     assert!(matches!(next(&rx), Got::Connect(_)));
     assert_eq!(next(&rx), Got::Message(b"hello".to_vec()));
+    // Nothing goes out after the close frame: the send is refused, and the server's next
+    // report is the close, not a "late" message.
+    assert_eq!(late_rx.recv_timeout(PATIENCE).unwrap(), SendStatus::Failed, "a send after the close frame");
     assert!(matches!(next(&rx), Got::Close(_)), "closed without an error");
+    assert_eq!(server.line(), "got hello");
     assert_eq!(server.line(), "closed 1000 bye");
 }
 
