@@ -10,7 +10,9 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringman::{AsyncTcpConnection, ConnError, Connection, Running, SendStatus, Server, Worker};
 
-use common::{connect, free_port, py_echo, py_tcp_server, py_ws_server, read_exact, start, PyServer, PATIENCE};
+use common::{
+    connect, free_port, py_echo, py_tcp_server, py_ws_server, read_exact, start, wait_until, PyServer, PATIENCE,
+};
 
 const WS_ECHO: &str = r#"
 import asyncio
@@ -60,6 +62,15 @@ fn report(conn: &Connection, tx: &Sender<Got>) {
     conn.on_error(move |_, e: &ConnError| t.send(Got::Error(e.code(), e.to_string())).unwrap());
     let t = tx.clone();
     conn.on_close(move |c| t.send(Got::Close(c.id().as_u64())).unwrap());
+}
+
+/// Waits until the ring that ran `client_ring` holds no slot for connection `id`: nothing
+/// more can happen to it (no reconnect pending, no callback left to run).
+fn wait_slot_freed(ring: &Running, id: u64) {
+    wait_until(&format!("connection {id} is gone from its ring"), || {
+        let (rows, _) = ringman::ops::status::connections(ring.workers(), PATIENCE);
+        rows.iter().all(|r| r.info.id.as_u64() != id)
+    });
 }
 
 /// The next event is CONNECT_FAIL (code 1) with a message containing `needle`.
@@ -193,7 +204,7 @@ async def handle(r, w):
 "#,
     );
     let port = server.port;
-    let (_ring, rx) = client_ring(move |tx| {
+    let (ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
         report(&conn, &tx);
         let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -221,7 +232,9 @@ async def handle(r, w):
         assert!(matches!(next(&rx), Got::Close(_)));
     }
     assert!(ids.iter().all(|&i| i == ids[0]), "one id across reconnects: {ids:?}");
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "no fourth round");
+    // No fourth round: the slot is freed (a pending reconnect keeps it) and nothing came.
+    wait_slot_freed(&ring, ids[0]);
+    assert_eq!(rx.try_recv().ok(), None, "no fourth round");
 }
 
 /// A proxy worker: each accepted connection opens one upstream connection and the two are
@@ -717,7 +730,7 @@ fn per_connection_callbacks_override_the_workers_on_accepted_connections() {
     });
     let t = tx.clone();
     w.on_close(move |_, _| t.send("worker close".into()).unwrap());
-    let (_server, addr) = start(w);
+    let (server, addr) = start(w);
     let line = |s: &mut std::net::TcpStream, msg: &str| {
         s.write_all(format!("{msg}\n").as_bytes()).unwrap();
         let mut r = std::io::BufReader::new(s.try_clone().unwrap());
@@ -735,7 +748,11 @@ fn per_connection_callbacks_override_the_workers_on_accepted_connections() {
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "own close");
     drop(b);
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "worker close", "the worker's on_close for the other");
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "nothing more");
+    // Both slots freed: every callback has run; nothing more came.
+    wait_until("both connections are gone", || {
+        ringman::ops::status::connections(server.workers(), PATIENCE).0.is_empty()
+    });
+    assert_eq!(rx.try_recv().ok(), None, "nothing more");
 }
 
 // ------------------------------------------------------------------ pipe() back-pressure
@@ -980,7 +997,7 @@ fn an_on_message_installed_mid_batch_gets_the_rest_of_the_batch() {
 #[test]
 fn a_panicking_on_close_does_not_destroy_the_reconnect_it_asked_for() {
     let port = free_port();
-    let (_ring, rx) = client_ring(move |tx| {
+    let (ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{port}")).unwrap().connect().unwrap();
         report(&conn, &tx);
         let t = tx.clone();
@@ -994,9 +1011,12 @@ fn a_panicking_on_close_does_not_destroy_the_reconnect_it_asked_for() {
             panic!("on_close fails after asking for a reconnect");
         });
     });
+    let mut id = 0;
     for _ in 0..2 {
         expect_connect_fail(&rx, "refused");
-        assert!(matches!(next(&rx), Got::Close(_)));
+        let Got::Close(i) = next(&rx) else { panic!("expected the close") };
+        id = i;
     }
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "nothing after the second close");
+    wait_slot_freed(&ring, id);
+    assert_eq!(rx.try_recv().ok(), None, "nothing after the second close");
 }
