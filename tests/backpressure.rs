@@ -31,8 +31,11 @@ fn backpressure_stop_does_not_report_buffered_small_packets_as_too_large() {
     w.on_message(|c, m, _| {
         c.send(m);
     });
-    let (_srv, addr) = start(w);
+    let (conn_tx, conn_rx) = unbounded();
+    w.on_connect(move |c, _| conn_tx.send(c.id()).unwrap());
+    let (srv, addr) = start(w);
     let mut s = connect(addr);
+    let id = conn_rx.recv_timeout(PATIENCE).unwrap();
     let line = {
         let mut l = vec![b'x'; 63];
         l.push(b'\n');
@@ -49,8 +52,12 @@ fn backpressure_stop_does_not_report_buffered_small_packets_as_too_large() {
             }
         }
     });
-    // Let the server's output back up so backpressure engages, then read everything.
-    std::thread::sleep(Duration::from_millis(300));
+    // The server's output backs up until backpressure pauses the connection; then read
+    // everything.
+    wait_until("backpressure pauses the connection", || {
+        let (rows, _) = ringman::ops::status::connections(srv.workers(), Duration::from_secs(5));
+        rows.iter().any(|r| r.info.id == id && r.info.paused)
+    });
     let mut got = 0usize;
     let mut buf = vec![0u8; 1 << 20];
     while got < total {
@@ -82,8 +89,10 @@ fn set_context_on_a_closed_connection_drops_the_value_outside_the_core() {
         }
     }
     let (tx, rx) = unbounded::<&'static str>();
+    let (up_tx, up_rx) = unbounded();
     let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
     w.count = 1;
+    w.on_connect(move |_, _| up_tx.send(()).unwrap());
     w.on_close(move |c, _| {
         let (c, tx) = (*c, tx.clone());
         // Fires after the slot was freed (close_delivered ran after this on_close).
@@ -91,9 +100,9 @@ fn set_context_on_a_closed_connection_drops_the_value_outside_the_core() {
     });
     let (_srv, addr) = start(w);
     let s = connect(addr);
-    std::thread::sleep(Duration::from_millis(50));
+    up_rx.recv_timeout(PATIENCE).unwrap();
     drop(s);
-    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("dropped outside"));
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok("dropped outside"));
 }
 
 /// A batched `send` that takes the queue to the limit offers it to the kernel inline
@@ -120,31 +129,27 @@ fn queued_answer_is_followed_by_on_buffer_drain() {
     assert_eq!(read_exact(&mut s, 2001).len(), 2001);
     let status = rx.recv_timeout(PATIENCE).unwrap();
     assert_eq!(status, SendStatus::Queued);
-    let seen = Arc::new(AtomicBool::new(false));
-    let end = std::time::Instant::now() + Duration::from_secs(2);
-    while std::time::Instant::now() < end && drains.load(Ordering::SeqCst) == 0 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    seen.store(drains.load(Ordering::SeqCst) > 0, Ordering::SeqCst);
-    assert!(seen.load(Ordering::SeqCst), "send answered Queued, its bytes left, but on_buffer_drain never fired");
+    wait_until("on_buffer_drain follows the Queued answer whose bytes left", || drains.load(Ordering::SeqCst) > 0);
 }
 
 /// `fail()` (a protocol error on an established connection) pauses and `end()`s it, but when
 /// the connection was already paused by backpressure `pause` is a no-op and `throttled`
 /// stays set: once the queue drains to half, `on_send_done` resumes it, `Event::Resume`
 /// runs `resume_begin` on the Closing connection and the errored decoder is fed again, so
-/// requests are handed to user code after the 413 was queued. (The protocol error here is
-/// the spurious `TooLarge` of the test above, the easiest way to fail a throttled
-/// connection.)
+/// requests are handed to user code after the 400 was queued. A pipelined stream of
+/// requests to a client that does not read yet throttles the connection; a malformed
+/// request in the stream, with more valid ones behind it, is the protocol error.
 #[test]
 fn no_request_reaches_user_code_after_a_protocol_error() {
+    const BEFORE: usize = 20_000;
     let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
     w.count = 1;
-    w.max_package_size = 1024;
     w.max_send_buffer_size = 8 * 1024;
     let failed = Arc::new(AtomicBool::new(false));
-    let late = Arc::new(AtomicUsize::new(0));
-    let (f2, l2) = (failed.clone(), late.clone());
+    let (delivered, late) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (f2, f3, d2, l2) = (failed.clone(), failed.clone(), delivered.clone(), late.clone());
+    let (conn_tx, conn_rx) = unbounded();
+    w.on_connect(move |c, _| conn_tx.send(c.id()).unwrap());
     w.on_error(move |_, e, _| {
         if matches!(e, ringman::ConnError::Protocol(_)) {
             f2.store(true, Ordering::SeqCst);
@@ -152,34 +157,34 @@ fn no_request_reaches_user_code_after_a_protocol_error() {
     });
     let body = [b'b'; 200];
     w.on_request(move |conn, req, _| {
-        if f2_check(&failed) {
+        d2.fetch_add(1, Ordering::SeqCst);
+        if f3.load(Ordering::SeqCst) {
             l2.fetch_add(1, Ordering::SeqCst);
         }
         ringman::http::respond(conn, req, ringman::protocols::http::Response::new(200).body(&body[..]));
     });
-    fn f2_check(f: &AtomicBool) -> bool {
-        f.load(Ordering::SeqCst)
-    }
-    let (_srv, addr) = start(w);
+    let (srv, addr) = start(w);
     let mut s = connect(addr);
+    let id = conn_rx.recv_timeout(PATIENCE).unwrap();
     let req = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
-    let block: Vec<u8> = req.iter().copied().cycle().take(req.len() * 32 * 1024).collect();
+    let mut stream: Vec<u8> = req.iter().copied().cycle().take(req.len() * BEFORE).collect();
+    stream.extend_from_slice(b"NOT-A-REQUEST\r\n\r\n");
+    stream.extend(req.iter().copied().cycle().take(req.len() * 20_000));
     let mut wr = s.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
-        for _ in 0..8 {
-            if wr.write_all(&block).is_err() {
-                return;
-            }
-        }
+        let _ = wr.write_all(&stream);
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    // Backpressure has engaged (the connection is paused) before the client reads a byte.
+    wait_until("backpressure pauses the connection", || {
+        let (rows, _) = ringman::ops::status::connections(srv.workers(), Duration::from_secs(5));
+        rows.iter().any(|r| r.info.id == id && r.info.paused)
+    });
+    // Then the client reads until the server ends the connection (a reset when requests it
+    // never read are still pending).
+    let (got, _ending) = read_to_end_or_reset(&mut s);
     let _ = writer.join();
+    assert!(failed.load(Ordering::SeqCst), "the malformed request is a protocol error");
     assert_eq!(late.load(Ordering::SeqCst), 0, "requests delivered to on_request after the protocol error");
+    assert_eq!(delivered.load(Ordering::SeqCst), BEFORE, "every request before the malformed one");
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got[..got.len().min(200)]));
 }

@@ -8,9 +8,11 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use ringman::{AsyncTcpConnection, ConnError, Connection, Running, Server, Worker};
+use ringman::{AsyncTcpConnection, ConnError, Connection, Running, SendStatus, Server, Worker};
 
-use common::{connect, free_port, py_echo, py_tcp_server, py_ws_server, read_exact, start, PyServer, PATIENCE};
+use common::{
+    connect, free_port, py_echo, py_tcp_server, py_ws_server, read_exact, start, wait_until, PyServer, PATIENCE,
+};
 
 const WS_ECHO: &str = r#"
 import asyncio
@@ -62,6 +64,15 @@ fn report(conn: &Connection, tx: &Sender<Got>) {
     conn.on_error(move |_, e: &ConnError| t.send(Got::Error(e.code(), e.to_string())).unwrap());
     let t = tx.clone();
     conn.on_close(move |c| t.send(Got::Close(c.id().as_u64())).unwrap());
+}
+
+/// Waits until the ring that ran `client_ring` holds no slot for connection `id`: nothing
+/// more can happen to it (no reconnect pending, no callback left to run).
+fn wait_slot_freed(ring: &Running, id: u64) {
+    wait_until(&format!("connection {id} is gone from its ring"), || {
+        let (rows, _) = ringman::ops::status::connections(ring.workers(), PATIENCE);
+        rows.iter().all(|r| r.info.id.as_u64() != id)
+    });
 }
 
 /// The next event is CONNECT_FAIL (code 1) with a message containing `needle`.
@@ -195,7 +206,7 @@ async def handle(r, w):
 "#,
     );
     let port = server.port;
-    let (_ring, rx) = client_ring(move |tx| {
+    let (ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
         report(&conn, &tx);
         let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -223,7 +234,9 @@ async def handle(r, w):
         assert!(matches!(next(&rx), Got::Close(_)));
     }
     assert!(ids.iter().all(|&i| i == ids[0]), "one id across reconnects: {ids:?}");
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "no fourth round");
+    // No fourth round: the slot is freed (a pending reconnect keeps it) and nothing came.
+    wait_slot_freed(&ring, ids[0]);
+    assert_eq!(rx.try_recv().ok(), None, "no fourth round");
 }
 
 /// A proxy worker: each accepted connection opens one upstream connection and the two are
@@ -420,8 +433,12 @@ fn nginx_binary() -> Option<std::path::PathBuf> {
 #[test]
 fn nginx_serves_a_file_to_a_raw_http_request() {
     let Some(nginx) = nginx_binary() else {
-        eprintln!("SKIPPED nginx_serves_a_file_to_a_raw_http_request: no nginx binary (CI installs nginx-light)");
-        return;
+        // A host without nginx must say so explicitly, or this fails.
+        if std::env::var_os("RINGMAN_NO_NGINX").is_some_and(|v| v == "1") {
+            eprintln!("RINGMAN_NO_NGINX=1: nginx test skipped");
+            return;
+        }
+        panic!("no nginx binary: install nginx-light (scripts/test does as root), or set RINGMAN_NO_NGINX=1 to skip this test");
     };
     let port = common::free_port();
     let dir = std::env::temp_dir().join(format!("ringman-nginx-{}-{port}", std::process::id()));
@@ -635,26 +652,31 @@ fn websocket_client_close_completes_the_handshake_with_python_websockets() {
         r#"
 async def echo(ws):
     async for m in ws:
+        print('got', m, flush=True)
         await ws.send(m)
     print('closed', ws.close_code, ws.close_reason, flush=True)
 "#,
     );
     let port = server.port;
+    let (late_tx, late_rx) = unbounded::<SendStatus>();
     let (_ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("ws://127.0.0.1:{port}/")).unwrap().connect().unwrap();
         report(&conn, &tx);
-        let t = tx.clone();
+        let (t, late_tx) = (tx.clone(), late_tx.clone());
         conn.on_message(move |c, m| {
             t.send(Got::Message(m.data.to_vec())).unwrap();
             c.websocket_close(1000, "bye");
-            // Nothing goes out after the close frame.
-            assert!(!c.send("late").is_ok() || !c.is_open());
+            late_tx.send(c.send("late")).unwrap();
         });
         conn.send("hello");
     });
     assert!(matches!(next(&rx), Got::Connect(_)));
     assert_eq!(next(&rx), Got::Message(b"hello".to_vec()));
+    // Nothing goes out after the close frame: the send is refused, and the server's next
+    // report is the close, not a "late" message.
+    assert_eq!(late_rx.recv_timeout(PATIENCE).unwrap(), SendStatus::Failed, "a send after the close frame");
     assert!(matches!(next(&rx), Got::Close(_)), "closed without an error");
+    assert_eq!(server.line(), "got hello");
     assert_eq!(server.line(), "closed 1000 bye");
 }
 
@@ -710,7 +732,7 @@ fn per_connection_callbacks_override_the_workers_on_accepted_connections() {
     });
     let t = tx.clone();
     w.on_close(move |_, _| t.send("worker close".into()).unwrap());
-    let (_server, addr) = start(w);
+    let (server, addr) = start(w);
     let line = |s: &mut std::net::TcpStream, msg: &str| {
         s.write_all(format!("{msg}\n").as_bytes()).unwrap();
         let mut r = std::io::BufReader::new(s.try_clone().unwrap());
@@ -728,7 +750,11 @@ fn per_connection_callbacks_override_the_workers_on_accepted_connections() {
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "own close");
     drop(b);
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "worker close", "the worker's on_close for the other");
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "nothing more");
+    // Both slots freed: every callback has run; nothing more came.
+    wait_until("both connections are gone", || {
+        ringman::ops::status::connections(server.workers(), PATIENCE).0.is_empty()
+    });
+    assert_eq!(rx.try_recv().ok(), None, "nothing more");
 }
 
 // ------------------------------------------------------------------ pipe() back-pressure
@@ -973,7 +999,7 @@ fn an_on_message_installed_mid_batch_gets_the_rest_of_the_batch() {
 #[test]
 fn a_panicking_on_close_does_not_destroy_the_reconnect_it_asked_for() {
     let port = free_port();
-    let (_ring, rx) = client_ring(move |tx| {
+    let (ring, rx) = client_ring(move |tx| {
         let conn = AsyncTcpConnection::new(&format!("tcp://127.0.0.1:{port}")).unwrap().connect().unwrap();
         report(&conn, &tx);
         let t = tx.clone();
@@ -987,11 +1013,141 @@ fn a_panicking_on_close_does_not_destroy_the_reconnect_it_asked_for() {
             panic!("on_close fails after asking for a reconnect");
         });
     });
+    let mut id = 0;
     for _ in 0..2 {
         expect_connect_fail(&rx, "refused");
-        assert!(matches!(next(&rx), Got::Close(_)));
+        let Got::Close(i) = next(&rx) else { panic!("expected the close") };
+        id = i;
     }
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "nothing after the second close");
+    wait_slot_freed(&ring, id);
+    assert_eq!(rx.try_recv().ok(), None, "nothing after the second close");
+}
+
+// ------------------------------------------------------------------ reconnect, public API
+
+/// A server that answers one line and closes: every connection ends on its own.
+fn one_line_server() -> PyServer {
+    py_tcp_server(
+        &[],
+        r#"
+async def handle(r, w):
+    d = await r.readline()
+    w.write(d)
+    await w.drain()
+    w.close()
+"#,
+    )
+}
+
+/// README: `reconnect(after)` keeps the id, the callbacks and the context. The context is
+/// set on the first connection only; after two reconnects it is still there, updated.
+#[test]
+fn reconnect_keeps_the_context() {
+    let server = one_line_server();
+    let port = server.port;
+    let (ctx_tx, ctx_rx) = unbounded::<Option<u32>>();
+    let (ring, rx) = client_ring(move |tx| {
+        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
+        report(&conn, &tx);
+        conn.set_context(0u32);
+        let (t, ctx_tx) = (tx.clone(), ctx_tx.clone());
+        conn.on_connect(move |c| {
+            t.send(Got::Connect(c.id().as_u64())).unwrap();
+            // The count of connects so far, kept in the context across reconnects.
+            ctx_tx
+                .send(c.with_context(|n: &mut u32| {
+                    *n += 1;
+                    *n
+                }))
+                .unwrap();
+            c.send("ping");
+        });
+        let t = tx.clone();
+        conn.on_close(move |c| {
+            t.send(Got::Close(c.id().as_u64())).unwrap();
+            if c.with_context(|n: &mut u32| *n) < Some(3) {
+                assert!(c.reconnect(Duration::ZERO));
+            }
+        });
+    });
+    let mut id = None;
+    for round in 1..=3 {
+        let Got::Connect(i) = next(&rx) else { panic!("expected a connect") };
+        assert_eq!(*id.get_or_insert(i), i, "the same id");
+        assert_eq!(ctx_rx.recv_timeout(PATIENCE).unwrap(), Some(round), "the context after {round} connect(s)");
+        assert_eq!(next(&rx), Got::Message(b"ping".to_vec()));
+        assert_eq!(next(&rx), Got::Close(i));
+    }
+    wait_slot_freed(&ring, id.unwrap());
+    assert_eq!(rx.try_recv().ok(), None, "no fourth round");
+}
+
+/// A client whose `on_close` asks for a reconnect an hour away, then hands the connection
+/// to `during_delay` (on the ring thread) once the reconnect is pending.
+fn pending_reconnect(during_delay: impl Fn(Connection) + Send + Sync + 'static) -> (PyServer, Running, Receiver<Got>) {
+    let server = one_line_server();
+    let port = server.port;
+    let during_delay = std::sync::Arc::new(during_delay);
+    let (ring, rx) = client_ring(move |tx| {
+        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
+        report(&conn, &tx);
+        let t = tx.clone();
+        conn.on_connect(move |c| {
+            t.send(Got::Connect(c.id().as_u64())).unwrap();
+            c.send("ping");
+        });
+        let (t, during_delay) = (tx.clone(), during_delay.clone());
+        conn.on_close(move |c| {
+            t.send(Got::Close(c.id().as_u64())).unwrap();
+            assert!(c.reconnect(Duration::from_secs(3600)));
+            let (c, during_delay) = (*c, during_delay.clone());
+            // After on_close has returned: the renewed slot is waiting for its delay.
+            ringman::Timer::add(Duration::ZERO, false, move || during_delay(c)).unwrap();
+        });
+    });
+    (server, ring, rx)
+}
+
+/// README: `cancel_reconnect()` gives up a pending reconnect: the slot is freed, the id
+/// names nothing, and no dial happens.
+#[test]
+fn cancel_reconnect_gives_up_the_pending_attempt() {
+    let (_server, ring, rx) = pending_reconnect(|c| c.cancel_reconnect());
+    let Got::Connect(id) = next(&rx) else { panic!("expected a connect") };
+    assert_eq!(next(&rx), Got::Message(b"ping".to_vec()));
+    assert_eq!(next(&rx), Got::Close(id));
+    // An hour-long delay would keep the slot; the cancel frees it.
+    wait_slot_freed(&ring, id);
+    assert_eq!(rx.try_recv().ok(), None, "nothing after the cancel");
+}
+
+/// `cancel_reconnect()` from a thread other than the connection's ring (as `reconnect`
+/// itself may be called): the pending attempt is given up all the same.
+#[test]
+#[ignore = "needs the reconnect fix on branch defects"]
+fn cancel_reconnect_from_another_thread_gives_up_the_pending_attempt() {
+    let (ids_tx, ids) = unbounded::<Connection>();
+    let (_server, ring, rx) = pending_reconnect(move |c| ids_tx.send(c).unwrap());
+    let Got::Connect(id) = next(&rx) else { panic!("expected a connect") };
+    assert_eq!(next(&rx), Got::Message(b"ping".to_vec()));
+    assert_eq!(next(&rx), Got::Close(id));
+    // This test thread is not a ring thread.
+    ids.recv_timeout(PATIENCE).unwrap().cancel_reconnect();
+    wait_slot_freed(&ring, id);
+    assert_eq!(rx.try_recv().ok(), None, "nothing after the cancel");
+}
+
+/// `close()` during the reconnect delay ends the connection for good: no dial, no second
+/// `on_close` (its `on_close` ran already), the slot is freed.
+#[test]
+#[ignore = "needs the reconnect fix on branch defects"]
+fn close_during_the_reconnect_delay_ends_it() {
+    let (_server, ring, rx) = pending_reconnect(|c| c.close(None));
+    let Got::Connect(id) = next(&rx) else { panic!("expected a connect") };
+    assert_eq!(next(&rx), Got::Message(b"ping".to_vec()));
+    assert_eq!(next(&rx), Got::Close(id));
+    wait_slot_freed(&ring, id);
+    assert_eq!(rx.try_recv().ok(), None, "nothing after the close");
 }
 
 /// A server that accepts and reads but never writes: a `ws://` client there waits for its

@@ -548,10 +548,20 @@ fn pause_resume_and_end_work_from_another_thread() {
     let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
     w.count = 1;
     w.on_connect(move |c, _| tx.send(*c).unwrap());
-    w.on_message(move |_, m, _| msg_tx.send(m.to_vec()).unwrap());
+    // "probe" comes from a second connection on the same ring and is echoed: its round trip
+    // shows the ring read what arrived before it.
+    w.on_message(move |c, m, _| {
+        if m == b"probe" {
+            c.send(m);
+        } else {
+            msg_tx.send(m.to_vec()).unwrap();
+        }
+    });
     let (srv, addr) = start(w);
     let mut s = connect(addr);
     let conn = rx.recv_timeout(PATIENCE).unwrap();
+    let mut probe = connect(addr);
+    rx.recv_timeout(PATIENCE).unwrap();
     let paused = |want: bool| {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
@@ -567,6 +577,13 @@ fn pause_resume_and_end_work_from_another_thread() {
     conn.pause_recv();
     paused(true);
     write_all(&mut s, b"while paused\n");
+    // Nothing is delivered while paused: the ring serves another connection's round trip
+    // (and reports the paused one again) after these bytes were sent, and still has not
+    // handed them over.
+    write_all(&mut probe, b"probe\n");
+    assert_eq!(read_exact(&mut probe, 6), b"probe\n");
+    paused(true);
+    assert_eq!(msgs.try_recv().ok(), None, "a message was delivered while paused");
     conn.resume_recv();
     paused(false);
     assert_eq!(msgs.recv_timeout(PATIENCE).unwrap(), b"while paused");

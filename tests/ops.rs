@@ -285,6 +285,8 @@ fn reload_hands_over_without_refusing_a_connection() {
     assert_ne!(pid1, pid2, "the pid changes");
     wait_gone(pid1);
     wait_more(50);
+    // The graceful reload must not fail a single exchange (counted up to here).
+    let failed_graceful = failed.load(Ordering::SeqCst);
     let out = srv.ok(&["reload"]);
     assert!(out.contains("reloaded"), "{out}");
     let pid3 = srv.pid().unwrap();
@@ -294,8 +296,10 @@ fn reload_hands_over_without_refusing_a_connection() {
     stop.store(true, Ordering::Relaxed);
     let errors: Vec<String> = clients.into_iter().flat_map(|t| t.join().unwrap()).collect();
     assert!(ok.load(Ordering::Relaxed) >= 150);
-    // The graceful reload must not fail a single exchange; the plain one may cut an
-    // exchange in flight on the old process, but never refuses a connection.
+    assert_eq!(failed_graceful, 0, "exchanges failed across the graceful reload: {errors:?}");
+    assert_eq!(failed.load(Ordering::SeqCst), errors.len());
+    // The plain reload may cut an exchange in flight on the old process, but never refuses
+    // a connection.
     assert!(errors.iter().all(|e| !e.contains("refused")), "{errors:?}");
     let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
     assert!(log.contains("reload successor"), "{log}");
@@ -355,7 +359,8 @@ fn graceful_stop_waits_for_connections_within_its_deadline() {
     assert!(srv.ok(&["stop", "-g"]).contains("stopped"));
     wait_gone(pid);
     let mut rest = Vec::new();
-    let _ = idle.read_to_end(&mut rest);
+    idle.read_to_end(&mut rest).expect("the stopped daemon's connection is closed, not left open");
+    assert!(rest.is_empty());
     let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
     // Written through the `log` facade (a warn! record) by the daemon's logger.
     assert!(log.contains("WARN  ringman_ops: graceful stop deadline passed with 1 connection(s) open"), "{log}");

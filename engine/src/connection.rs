@@ -35,6 +35,19 @@ pub struct Connection {
     id: ConnectionId,
 }
 
+/// The timeouts a connection runs with ([`Connection::timeouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `idle_timeout` (`None`: never closed for being idle).
+    pub idle: Option<std::time::Duration>,
+    /// `packet_timeout` (`None`: a packet may take forever).
+    pub packet: Option<std::time::Duration>,
+    /// `close_timeout`: how long a graceful close may flush.
+    pub close: std::time::Duration,
+    /// `connect_timeout` of an outgoing connection; `None` for an accepted one.
+    pub connect: Option<std::time::Duration>,
+}
+
 impl Connection {
     /// A handle for a connection id (for example one received from another thread).
     pub fn from_id(id: ConnectionId) -> Connection {
@@ -278,6 +291,17 @@ impl Connection {
     /// Changes the packet limit of this connection.
     pub fn set_max_package_size(&self, bytes: usize) {
         self.local(|c, k| c.conns[k].max_package_size = bytes);
+    }
+
+    /// The timeouts this connection runs with (its worker's, and for an outgoing one its
+    /// `connect_timeout`); `None` off its ring thread or once it is gone. Read-only.
+    pub fn timeouts(&self) -> Option<Timeouts> {
+        self.local(|c, k| Timeouts {
+            idle: c.cfg.idle_timeout,
+            packet: c.cfg.packet_timeout,
+            close: c.cfg.close_timeout,
+            connect: c.conns[k].dial().map(|d| d.opts.connect_timeout),
+        })
     }
 
     /// The protocol name (`tcp`, `text`, `frame`, `http`, `websocket`, or a custom one).

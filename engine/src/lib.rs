@@ -41,7 +41,7 @@ mod worker;
 
 pub use client::AsyncTcpConnection;
 pub use config::SendMode;
-pub use connection::Connection;
+pub use connection::{Connection, Timeouts};
 pub use error::{ConnError, ConnectError, EngineError};
 pub use handle::WorkerHandle;
 pub use id::ConnectionId;

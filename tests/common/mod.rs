@@ -48,11 +48,46 @@ pub fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
     buf
 }
 
-/// Reads until the peer closes; returns everything received.
+/// Reads until the peer closes cleanly (FIN); returns everything received. Panics when the
+/// read fails instead: a reset, or no close within PATIENCE (the read timeout [`connect`]
+/// sets), so "the server closed the connection" fails against a server that never closes.
 pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    if s.read_timeout().ok().flatten().is_none() {
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+    }
+    if let Err(e) = s.read_to_end(&mut out) {
+        panic!("expected the peer to close the connection, got {e} after {} bytes", out.len());
+    }
     out
+}
+
+/// How a connection the peer is expected to end has ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// A clean close (FIN).
+    Eof,
+    /// A reset (RST), the expected outcome when the peer aborts with unread data pending.
+    Reset,
+}
+
+/// Reads until the peer ends the connection, by a close or a reset; returns what arrived and
+/// how it ended. Panics on any other error, the read timeout (PATIENCE) included.
+pub fn read_to_end_or_reset(s: &mut TcpStream) -> (Vec<u8>, Ending) {
+    let mut out = Vec::new();
+    if s.read_timeout().ok().flatten().is_none() {
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+    }
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, Ending::Eof),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, Ending::Reset),
+            Err(e) => panic!("expected the peer to end the connection, got {e} after {} bytes", out.len()),
+        }
+    }
 }
 
 pub fn frame(payload: &[u8]) -> Vec<u8> {

@@ -213,6 +213,17 @@ fn terminal_recv(all: &[Cqe]) -> bool {
     all.iter().any(|c| kind(c) == Some(Kind::Recv) && !cqueue::more(c.2))
 }
 
+/// A receive completion carrying bytes is among `all`.
+fn data_completion(all: &[Cqe]) -> bool {
+    all.iter().any(|c| kind(c) == Some(Kind::Recv) && c.1 > 0)
+}
+
+/// Asserts that data raced the other completions (without a data completion among them a
+/// scenario only replays a cancel and proves nothing about data).
+fn assert_data_raced(all: &[Cqe]) {
+    assert!(data_completion(all), "no data completion raced the others: {all:?}");
+}
+
 /// Every order of `items` that keeps items with the same `user_data` in their order.
 fn interleavings(items: &[Cqe]) -> Vec<Vec<Cqe>> {
     let mut lanes: Vec<Vec<Cqe>> = Vec::new();
@@ -287,11 +298,14 @@ fn pause_and_resume_in_one_turn_never_lose_the_receive() {
         let mut rig = Rig::new(64, 4096);
         rig.write(b"one ");
         rig.run_until("first bytes", |r| r.delivered == b"one ");
-        rig.core.pause(rig.key);
+        // The data's completion is posted (not yet handled) before the cancel is issued.
         rig.write(b"two ");
+        let mut cqes = rig.collect(data_completion);
+        rig.core.pause(rig.key);
         rig.core.resume(rig.key);
         rig.events();
-        let cqes = rig.collect(|a| count(a, Kind::Cancel) == 1 && terminal_recv(a));
+        cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1 && terminal_recv(a)));
+        assert_data_raced(&cqes);
         let n = feed(&mut rig, &cqes, which);
         rig.write(b"three");
         rig.run_until("all bytes after the race", |r| r.delivered.len() >= 13);
@@ -310,9 +324,11 @@ fn data_racing_a_pause_is_kept_for_the_resume() {
         let mut rig = Rig::new(64, 4096);
         rig.write(b"a");
         rig.run_until("first byte", |r| r.delivered == b"a");
-        rig.core.pause(rig.key);
         rig.write(b"bc");
-        let cqes = rig.collect(|a| count(a, Kind::Cancel) == 1 && terminal_recv(a));
+        let mut cqes = rig.collect(data_completion);
+        rig.core.pause(rig.key);
+        cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1 && terminal_recv(a)));
+        assert_data_raced(&cqes);
         let n = feed(&mut rig, &cqes, which);
         assert!(!rig.conn().unwrap().recv_armed, "a paused connection must not re-arm");
         rig.core.resume(rig.key);
@@ -338,6 +354,7 @@ fn enobufs_in_any_position_rearms_and_loses_nothing() {
         let mut cqes = rig.collect(terminal_recv);
         rig.core.pause(rig.key);
         cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1));
+        assert_data_raced(&cqes);
         let n = feed(&mut rig, &cqes, which);
         rig.core.resume(rig.key);
         rig.events();

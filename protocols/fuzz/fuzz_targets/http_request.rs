@@ -8,6 +8,8 @@ use ringman_protocols::http::{
 };
 use ringman_protocols::{Decoder, Delivery, Flow, Framer};
 
+mod shared;
+
 fn run(chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
     let mut dec = HttpDecoder::new();
     let mut framer = Framer::new();
@@ -60,6 +62,16 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // split-dependent accept/reject would be request smuggling.
     assert_eq!(whole.1.is_some(), split.1.is_some(), "whole {:?} vs split {:?}", whole.1, split.1);
     assert_eq!(whole.0, split.0);
+    // Stopping delivery (a pause) after every few requests, the input choosing how many,
+    // then draining on resume: the same requests, the same outcome.
+    let every = 1 + (stream.first().copied().unwrap_or(0) as usize % 4);
+    let keep = |d: Delivery<'_>| match d {
+        Delivery::Message(m) => Some(m.data.to_vec()),
+        Delivery::Reply(..) => None,
+    };
+    let stopped = shared::run_with_stops(&mut HttpDecoder::new(), &chunks, max, every, keep);
+    assert_eq!(whole.1.is_some(), stopped.1.is_some(), "whole {:?} vs stopped {:?}", whole.1, stopped.1);
+    assert_eq!(whole.0, stopped.0);
     for m in &whole.0 {
         let req = Request::parse(m).expect("decoder accepted a packet that does not parse");
         assert_eq!(Request::from_decoded(m), Ok(req), "the engine's read-back differs from the full parse");

@@ -7,6 +7,8 @@
 use ringman_protocols::ws::{parse_header, ControlFrames, DeflateParams, OpCode, WsDecoder};
 use ringman_protocols::{Decoder, Delivery, Flow, Framer, MessageKind, ProtocolError};
 
+mod shared;
+
 fn decoder(seed: u8) -> WsDecoder {
     let deflate = (seed & 0x40 != 0).then(|| DeflateParams {
         client_no_context_takeover: seed & 0x20 != 0,
@@ -63,4 +65,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // split-dependent accept/reject would be request smuggling.
     assert_eq!(whole.1.is_some(), split.1.is_some(), "whole {:?} vs split {:?}", whole.1, split.1);
     assert_eq!(whole.0, split.0);
+    // Stopping delivery (a pause) after every few messages, the input choosing how many,
+    // then draining on resume: the same messages, the same outcome.
+    let every = 1 + (stream.first().copied().unwrap_or(0) as usize % 4);
+    let keep = |d: Delivery<'_>| match d {
+        Delivery::Message(m) => Some((m.kind, m.data.to_vec())),
+        Delivery::Reply(..) => None,
+    };
+    let stopped = shared::run_with_stops(&mut decoder(seed), &chunks, max, every, keep);
+    assert_eq!(whole.1.is_some(), stopped.1.is_some(), "whole {:?} vs stopped {:?}", whole.1, stopped.1);
+    assert_eq!(whole.0, stopped.0);
 });
