@@ -1121,35 +1121,6 @@ fn cancel_reconnect_gives_up_the_pending_attempt() {
     assert_eq!(rx.try_recv().ok(), None, "nothing after the cancel");
 }
 
-/// `cancel_reconnect()` from a thread other than the connection's ring (as `reconnect`
-/// itself may be called): the pending attempt is given up all the same.
-#[test]
-#[ignore = "needs the reconnect fix on branch defects"]
-fn cancel_reconnect_from_another_thread_gives_up_the_pending_attempt() {
-    let (ids_tx, ids) = unbounded::<Connection>();
-    let (_server, ring, rx) = pending_reconnect(move |c| ids_tx.send(c).unwrap());
-    let Got::Connect(id) = next(&rx) else { panic!("expected a connect") };
-    assert_eq!(next(&rx), Got::Message(b"ping".to_vec()));
-    assert_eq!(next(&rx), Got::Close(id));
-    // This test thread is not a ring thread.
-    ids.recv_timeout(PATIENCE).unwrap().cancel_reconnect();
-    wait_slot_freed(&ring, id);
-    assert_eq!(rx.try_recv().ok(), None, "nothing after the cancel");
-}
-
-/// `close()` during the reconnect delay ends the connection for good: no dial, no second
-/// `on_close` (its `on_close` ran already), the slot is freed.
-#[test]
-#[ignore = "needs the reconnect fix on branch defects"]
-fn close_during_the_reconnect_delay_ends_it() {
-    let (_server, ring, rx) = pending_reconnect(|c| c.close(None));
-    let Got::Connect(id) = next(&rx) else { panic!("expected a connect") };
-    assert_eq!(next(&rx), Got::Message(b"ping".to_vec()));
-    assert_eq!(next(&rx), Got::Close(id));
-    wait_slot_freed(&ring, id);
-    assert_eq!(rx.try_recv().ok(), None, "nothing after the close");
-}
-
 /// A server that accepts and reads but never writes: a `ws://` client there waits for its
 /// `101` until its connect timeout.
 fn silent_server() -> PyServer {
