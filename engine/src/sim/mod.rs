@@ -89,6 +89,12 @@ struct AppConn {
     /// A pipe writes into it: the pipe's own `on_buffer_drain` replaced the application's
     /// (as Workerman's `pipe()` does).
     pipe_dest: bool,
+    /// The pipe's `on_buffer_drain` is installed on it (until the application installs its
+    /// own).
+    drain_taken: bool,
+    /// The application installed its own `on_buffer_drain` on it (outgoing connections
+    /// always have one).
+    own_drain: bool,
     /// It is a pipe's source: the pipe's `on_message` and `on_close` replaced the
     /// application's (as Workerman's do).
     pipe_source: bool,
@@ -111,6 +117,8 @@ struct World {
     limit: usize,
     /// The largest message a peer writes (echoed whole).
     echo_max: usize,
+    /// The worker has an `on_buffer_drain` (accepted connections listen through it).
+    worker_drain: bool,
     outgoing: usize,
     fault_turns: u64,
     stop_posted: bool,
@@ -219,8 +227,6 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
     let c = &core.conns[key];
     let (outgoing, unsent, limit, st) = (c.dial().is_some(), c.unsent(), c.max_send_buffer_size, c.status);
     let full_queued = core.events.iter().any(|e| matches!(e, Event::BufferFull(x) if *x == id));
-    let listens = core.cfg.listens_for_drain
-        || !c.drain_muted && c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some());
     let received = sock.and_then(|s| Some(core.ring.sim_mut()?.socks[s].received.len()));
     if let Some(k) = core.ring.sim_mut() {
         k.note(format!("send {} {} bytes ({enc:?}, {st:?}, {unsent} unsent): {status:?}", Name(id), data.len()));
@@ -232,6 +238,7 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
         let conn = w.conns.entry(id.as_u64()).or_default();
         conn.outgoing |= outgoing;
         let pipe_dest = conn.pipe_dest;
+        let listens = conn.listens(w.worker_drain);
         if conn.cur.connected && st == Status::Connecting {
             // A new attempt began while the last one's end went unseen (a pipe's source:
             // the pipe's on_close replaced ours).
@@ -284,6 +291,15 @@ fn note(line: impl FnOnce() -> String) {
     });
 }
 
+impl AppConn {
+    /// Whether the application listens for this connection's drain events (its own
+    /// callback, or the worker's for an accepted one), as the application knows it — not
+    /// as the engine's state says.
+    fn listens(&self, worker_drain: bool) -> bool {
+        !self.drain_taken && (self.own_drain || worker_drain && !self.outgoing)
+    }
+}
+
 impl World {
     fn fail(&mut self, what: String) {
         self.failures.push(what);
@@ -299,17 +315,10 @@ impl World {
         if let Err(e) = core.check_invariants() {
             self.fail(format!("core invariant: {e}"));
         }
-        let slots: Vec<(ConnectionId, usize, Status, usize, bool, bool)> = core
-            .conns
-            .iter()
-            .map(|(k, c)| {
-                let listens = core.cfg.listens_for_drain
-                    || !c.drain_muted && c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some());
-                (core.id_of(k), k, c.status, c.unsent(), listens, c.dial().is_some())
-            })
-            .collect();
+        let slots: Vec<(ConnectionId, usize, Status, usize)> =
+            core.conns.iter().map(|(k, c)| (core.id_of(k), k, c.status, c.unsent())).collect();
         let slack = 2 * (self.app.max_message + self.echo_max) + 4096;
-        for (id, key, status, unsent, listens, outgoing) in slots {
+        for (id, key, status, unsent) in slots {
             let limit = core.conns[key].max_send_buffer_size;
             if unsent > limit.max(self.limit) + slack {
                 self.fail(format!("{}: {unsent} unsent bytes, beyond any limit ({limit})", Name(id)));
@@ -319,12 +328,13 @@ impl World {
                 // Below the limit again: the next time it is reached is a new announcement.
                 self.conn(id).cur.full = false;
             }
-            let taken_over = self.conn(id).pipe_dest;
-            let a = &self.conn(id).cur;
-            if status == Status::Established && unsent == 0 && listens && a.owed_drain && !drain_queued && !taken_over {
+            let worker_drain = self.worker_drain;
+            let conn = self.conn(id);
+            let listens = conn.listens(worker_drain);
+            let a = &conn.cur;
+            if status == Status::Established && unsent == 0 && listens && a.owed_drain && !drain_queued {
                 self.fail(format!("{}: its buffer drained but the owed on_buffer_drain never came", Name(id)));
             }
-            let _ = outgoing;
         }
         let Some(k) = core.ring.sim_mut() else { return };
         for (id, conn) in &self.conns {
@@ -625,11 +635,17 @@ fn on_full(id: ConnectionId) {
 
 fn on_drain(id: ConnectionId) {
     note(|| format!("app: on_buffer_drain {}", Name(id)));
-    with_world(|w| {
+    let more = with_world(|w| {
         let a = &mut w.conn(id).cur;
         a.full = false;
         a.owed_drain = false;
-    });
+        w.rng.chance(w.app.extra_send).then(|| w.rng.size(256))
+    })
+    .flatten();
+    if let Some(n) = more {
+        // The classic use: refill the buffer from the drain callback.
+        Connection::from_id(id).send(pattern(n.max(1), n as u64));
+    }
 }
 
 /// The schedule's API calls from inside a callback of `conn`.
@@ -701,7 +717,7 @@ fn on_another(conn: &Connection) {
         let ids: Vec<u64> =
             if !outgoing.is_empty() && w.rng.below(2) == 0 { outgoing } else { w.conns.keys().copied().collect() };
         let id = ConnectionId::from_u64(ids[w.rng.below(ids.len() as u64) as usize]);
-        let what = w.rng.below(6);
+        let what = w.rng.below(7);
         let after = Duration::from_millis(w.rng.below(300));
         let now = crate::clock::now();
         let c = w.conn(id);
@@ -711,7 +727,16 @@ fn on_another(conn: &Connection) {
             }
             1 => c.cur.aborted = true,
             2 if c.outgoing => c.cur.aborted = true,
-            4 if id != source => c.pipe_dest = true,
+            4 if id != source => {
+                c.pipe_dest = true;
+                c.drain_taken = true;
+                // The pipe's callback receives the drain events from now on.
+                c.cur.owed_drain = false;
+            }
+            6 => {
+                c.own_drain = true;
+                c.drain_taken = false;
+            }
             _ => {}
         }
         let outgoing = c.outgoing;
@@ -737,6 +762,7 @@ fn on_another(conn: &Connection) {
             with_world(|w| w.conn(target).owed_attempt = None);
         }
         4 if target != conn.id() => drop(conn.pipe(t)),
+        6 => drop(t.on_buffer_drain(|c| on_drain(c.id()))),
         _ => drop(t.send(b"other")),
     }
 }
@@ -763,7 +789,11 @@ fn open_outgoing() {
     let Ok(client) = AsyncTcpConnection::new(&format!("{scheme}://10.255.0.1:7")) else { return };
     let Ok(conn) = client.connect() else { return };
     let id = conn.id();
-    with_world(|w| w.conn(id).outgoing = true);
+    with_world(|w| {
+        let c = w.conn(id);
+        c.outgoing = true;
+        c.own_drain = true;
+    });
     conn.on_connect(|c| on_connect(c.id()));
     conn.on_message(|c, msg| {
         let bytes = with_world(|w| wire_bytes(&*w.out_protocol, msg.data, Enc::Default, MessageKind::Binary))
@@ -798,6 +828,7 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let wire = [Wire::Raw, Wire::Text, Wire::Frame][app_rng.below(3) as usize];
     let (worker, protocol) = app_worker(wire, &mut app_rng);
     let limit = worker.max_send_buffer_size;
+    let worker_drain = worker.has_buffer_drain();
     let (thread, mb) = mailbox::register().map_err(|e| e.to_string())?;
     // The listener's descriptor only names the listener to the simulated kernel.
     let listener: OwnedFd =
@@ -838,6 +869,7 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             handle: None,
             limit,
             echo_max,
+            worker_drain,
             outgoing: 0,
             fault_turns,
             stop_posted: false,

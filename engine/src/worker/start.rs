@@ -31,6 +31,12 @@ impl<S> Worker<S> {
         self.protocol.clone()
     }
 
+    /// Whether the worker has an `on_buffer_drain` (the simulator's model of who listens).
+    #[cfg(test)]
+    pub(crate) fn has_buffer_drain(&self) -> bool {
+        self.cb.on_buffer_drain.is_some()
+    }
+
     /// The settings the ring threads share.
     fn config(&self) -> WorkerConfig {
         let w = self;
