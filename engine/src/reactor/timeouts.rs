@@ -99,6 +99,8 @@ impl Core {
         let open = |core: &Core, key: usize| core.conns.get(key).is_some_and(|c| c.status == Status::Established);
         for key in idle_keys {
             if open(self, key) {
+                #[cfg(test)]
+                crate::sim::observe_idle_close(self.id_of(key));
                 self.close(key, None);
             }
         }

@@ -172,6 +172,8 @@ pub(crate) struct Sock {
     pub(crate) msgs: Vec<Vec<u8>>,
     /// WebSocket state (accepted connections of a `websocket://` worker).
     pub(crate) ws: Option<WsPeer>,
+    /// Where the peer's close frame ends in `written` (WebSocket).
+    pub(crate) close_end: Option<usize>,
 }
 
 impl Sock {
@@ -804,10 +806,14 @@ impl SimKernel {
         }
         for (op, payload) in replies {
             let mask = (self.rng.next() as u32).to_ne_bytes();
+            let fin = self.rng.below(2) == 0;
             let s = &mut self.socks[i];
             write_frame(&mut s.written, true, false, op, &payload, Some(mask));
             if op == OpCode::Close {
-                self.note(format!("sock {i}: ws peer answers the close"));
+                s.close_end = Some(s.written.len());
+                // Many clients close TCP right after answering the close.
+                s.peer_eof |= fin;
+                self.note(format!("sock {i}: ws peer answers the close{}", if fin { " and half-closes" } else { "" }));
             }
         }
         let s = &self.socks[i];
@@ -822,6 +828,7 @@ impl SimKernel {
             let mask = (self.rng.next() as u32).to_ne_bytes();
             let s = &mut self.socks[i];
             write_close(&mut s.written, Some(1000), "bye", Some(mask));
+            s.close_end = Some(s.written.len());
             s.ws.as_mut().expect("a ws peer").close_sent = true;
             self.mark("ws peer close");
             self.note(format!("sock {i}: ws peer sends its close"));
@@ -856,6 +863,7 @@ impl SimKernel {
             budget,
             msgs: Vec::new(),
             ws: None,
+            close_end: None,
         });
         if self.wire == Wire::Ws && !outgoing {
             let req = ringman_protocols::ws::client_handshake_request("sim", "/", WS_KEY, &[]);

@@ -75,6 +75,10 @@ struct Attempt {
     close_asked: Option<std::time::Instant>,
     /// A deadline (close, linger, connect) cut it off.
     cut_off: bool,
+    /// The application started the WebSocket close handshake (`websocket_close`).
+    ws_close_asked: bool,
+    /// `on_websocket_close` ran: the peer's close frame was received.
+    ws_close_seen: bool,
     full: bool,
     owed_drain: bool,
 }
@@ -215,6 +219,14 @@ fn sock_of(core: &mut Core, key: usize) -> Option<usize> {
 /// Observation point in the deadline sweep: `id` ran out of time and is destroyed.
 pub(crate) fn observe_deadline(id: ConnectionId) {
     with_world(|w| w.conn(id).cur.cut_off = true);
+}
+
+/// Observation point in the idle sweep: `id` is closed (gracefully) for being idle.
+pub(crate) fn observe_idle_close(id: ConnectionId) {
+    let now = crate::clock::now();
+    with_world(|w| {
+        w.conn(id).cur.close_asked.get_or_insert(now);
+    });
 }
 
 /// Observation point in `Core::send`: every send, from any path, with what it answered.
@@ -531,6 +543,10 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
         act(conn);
     });
     w.on_close(|conn, _| on_close(conn.id()));
+    w.on_websocket_close(|conn, _, _, _| {
+        note(|| format!("app: on_websocket_close {}", Name(conn.id())));
+        with_world(|w| w.conn(conn.id()).cur.ws_close_seen = true);
+    });
     w.on_error(|conn, e, _| on_error(conn.id(), e));
     // (The engine queues the event either way; the callback lets the world see it.)
     w.on_buffer_full(|conn, _| on_full(conn.id()));
@@ -686,10 +702,7 @@ fn act(conn: &Connection) {
         note(|| format!("app: close {}", Name(id)));
         conn.close(if salt % 2 == 0 { Some(b"bye") } else { None });
     } else if roll(r.end) && conn.protocol() == Some("websocket") {
-        with_world(|w| {
-            let now = crate::clock::now();
-            w.conn(id).cur.close_asked.get_or_insert(now);
-        });
+        with_world(|w| w.conn(id).cur.ws_close_asked = true);
         note(|| format!("app: websocket_close {}", Name(id)));
         conn.websocket_close(1000, "bye");
     } else if roll(r.end) {
@@ -944,7 +957,22 @@ fn final_checks(core: &mut Core, world: &World) -> Result<(), String> {
         for a in conn.done.iter().chain(std::iter::once(&conn.cur)) {
             let Some(s) = a.sock else { continue };
             let sock = &k.socks[s];
-            if !a.connected || a.aborted || sock.faulted() || a.cut_off {
+            if !a.connected || a.aborted || a.cut_off || sock.reset || sock.vanished {
+                continue;
+            }
+            // The peer's close frame arrived whole: it is processed (on_websocket_close),
+            // whatever followed it (a FIN, a pause) — unless a close() of ours (Closing
+            // drops unread input, as Workerman's does) came first.
+            if let Some(end) = sock.close_end.filter(|e| sock.taken >= *e) {
+                if !a.ws_close_seen && a.close_asked.is_none() {
+                    errs.push(format!(
+                        "{} (sock {s}): the peer's close frame was received but never processed",
+                        Name(id)
+                    ));
+                }
+                let _ = end;
+            }
+            if sock.faulted() {
                 continue;
             }
             if sock.received.len() != a.out.len() {
