@@ -259,25 +259,35 @@ struct Events {
 
 impl Events {
     fn push(&self, e: Event) {
-        self.list.lock().unwrap().push(e);
+        self.lock().push(e);
         self.changed.notify_all();
+    }
+
+    /// The list, even after a failed test's panic poisoned the lock (ring threads still
+    /// report while the server stops).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.list.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits until `cond` holds for the events (panics naming `what` after `patience`);
     /// returns them.
     fn wait_for(&self, what: &str, patience: Duration, cond: impl Fn(&[Event]) -> bool) -> Vec<Event> {
         let end = Instant::now() + patience;
-        let mut list = self.list.lock().unwrap();
+        let mut list = self.lock();
         while !cond(&list) {
             let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out after {patience:?} waiting until {what}; server events: {list:#?}");
-            list = self.changed.wait_timeout(list, left).unwrap().0;
+            if left.is_zero() {
+                let seen = list.clone();
+                drop(list);
+                panic!("timed out after {patience:?} waiting until {what}; server events: {seen:#?}");
+            }
+            list = self.changed.wait_timeout(list, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         }
         list.clone()
     }
 
     fn snapshot(&self) -> Vec<Event> {
-        self.list.lock().unwrap().clone()
+        self.lock().clone()
     }
 }
 
@@ -795,7 +805,9 @@ fn throttled_link_keeps_the_server_under_64_mib() {
     // The echo example, a process of its own, so its RSS is the server's alone.
     let echo = common::example_binary("echo");
     let mut cmd = link.command(Side::Server, &echo);
-    cmd.arg(format!("text://{}:0", link.ip(Side::Server))).args(["--threads", "2"]);
+    // (Its pid file goes to the temp dir, not the working directory.)
+    let pid_file = std::env::temp_dir().join(format!("ringman-netfaults-{}.pid", std::process::id()));
+    cmd.arg(format!("text://{}:0", link.ip(Side::Server))).args(["--threads", "2"]).arg("--pid-file").arg(&pid_file);
     let mut server = Proc(cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("echo example starts"));
     let mut first = String::new();
     BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
