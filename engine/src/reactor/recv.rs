@@ -131,8 +131,10 @@ impl Core {
         if c.paused || matches!(c.status, Status::Closed | Status::Lingering) || c.decoder.is_none() {
             return None;
         }
-        self.arm_recv(key);
-        let c = &mut self.conns[key];
+        // The receive is armed again only after this backlog is delivered (`recv_end`):
+        // armed now, it would pull the socket's whole queue into the framer before a pause
+        // that the delivery makes could cancel it, and a peer that keeps sending would grow
+        // the backlog by that much on every resume.
         Some(RecvWork {
             id: conn,
             buf: None,
@@ -148,6 +150,8 @@ impl Core {
     /// On a protocol error the decoder's error reply (an HTTP 400, a close frame) is sent
     /// and the connection ends with a half-close and linger; `on_error` is queued first.
     pub(crate) fn recv_end(&mut self, mut w: RecvWork, delivered: u64, err: Option<ringman_protocols::ProtocolError>) {
+        // A batch without a buffer is a resume's delivery of what was buffered while paused.
+        let resumed = w.buf.is_none();
         if let Some(b) = w.buf.take() {
             self.recv.give_back(b);
         }
@@ -184,7 +188,13 @@ impl Core {
             }
         }
         let c = &mut self.conns[key];
-        let Some(e) = err else { return };
+        let Some(e) = err else {
+            if resumed {
+                // The backlog is delivered (or a pause stopped it): read again unless paused.
+                self.arm_recv(key);
+            }
+            return;
+        };
         if c.status == Status::Closed {
             return;
         }

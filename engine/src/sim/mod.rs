@@ -266,6 +266,10 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
             w.failures.push(format!("{}: a broadcast reached an outgoing connection", Name(id)));
         }
         match status {
+            SendStatus::Failed if enc == Enc::Kind(MessageKind::Close) => {
+                // websocket_close() whose frame is refused falls back to close().
+                a.close_asked.get_or_insert(crate::clock::now());
+            }
             SendStatus::Failed => {
                 let refused_by_limit = matches!(st, Status::Established | Status::Connecting) && unsent >= limit;
                 // (A pipe's destination announces to the pipe, which replaced the callback.)
@@ -838,7 +842,7 @@ pub(crate) struct Outcome {
 /// the failure and the end of the trace.
 pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let mut app_rng = Rng::new(seed, 2);
-    let wire = [Wire::Raw, Wire::Text, Wire::Frame][app_rng.below(3) as usize];
+    let wire = [Wire::Raw, Wire::Text, Wire::Frame, Wire::Ws][app_rng.below(4) as usize];
     let (worker, protocol) = app_worker(wire, &mut app_rng);
     let limit = worker.max_send_buffer_size;
     let worker_drain = worker.has_buffer_drain();
