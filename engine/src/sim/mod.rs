@@ -71,12 +71,11 @@ struct Attempt {
     closed: bool,
     /// The application (or the engine, with an error) ended it abortively.
     aborted: bool,
-    /// When the application asked for a graceful close (virtual clock).
-    close_asked: Option<std::time::Instant>,
+    /// A graceful close was asked for (by the application, the idle timeout, or a
+    /// `websocket_close` whose frame was refused): unread input may be dropped.
+    close_asked: bool,
     /// A deadline (close, linger, connect) cut it off.
     cut_off: bool,
-    /// The application started the WebSocket close handshake (`websocket_close`).
-    ws_close_asked: bool,
     /// `on_websocket_close` ran: the peer's close frame was received.
     ws_close_seen: bool,
     full: bool,
@@ -223,10 +222,7 @@ pub(crate) fn observe_deadline(id: ConnectionId) {
 
 /// Observation point in the idle sweep: `id` is closed (gracefully) for being idle.
 pub(crate) fn observe_idle_close(id: ConnectionId) {
-    let now = crate::clock::now();
-    with_world(|w| {
-        w.conn(id).cur.close_asked.get_or_insert(now);
-    });
+    with_world(|w| w.conn(id).cur.close_asked = true);
 }
 
 /// Observation point in `Core::send`: every send, from any path, with what it answered.
@@ -266,10 +262,8 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
             w.failures.push(format!("{}: a broadcast reached an outgoing connection", Name(id)));
         }
         match status {
-            SendStatus::Failed if enc == Enc::Kind(MessageKind::Close) => {
-                // websocket_close() whose frame is refused falls back to close().
-                a.close_asked.get_or_insert(crate::clock::now());
-            }
+            // websocket_close() whose frame is refused falls back to close().
+            SendStatus::Failed if enc == Enc::Kind(MessageKind::Close) => a.close_asked = true,
             SendStatus::Failed => {
                 let refused_by_limit = matches!(st, Status::Established | Status::Connecting) && unsent >= limit;
                 // (A pipe's destination announces to the pipe, which replaced the callback.)
@@ -457,12 +451,9 @@ pub(crate) fn on_turn(core: &mut Core) {
         let after = Duration::from_millis(w.rng.below(200));
         // What the call may do to the current attempt, recorded when it is made (it takes
         // effect later, when the ring drains its mailbox).
-        let now = crate::clock::now();
         let a = &mut w.conn(id).cur;
         match what {
-            3 => {
-                a.close_asked.get_or_insert(now);
-            }
+            3 => a.close_asked = true,
             4 | 7 => a.aborted = true,
             _ => {}
         }
@@ -699,21 +690,14 @@ fn act(conn: &Connection) {
         on_another(conn);
     }
     if roll(r.close) {
-        with_world(|w| {
-            let now = crate::clock::now();
-            w.conn(id).cur.close_asked.get_or_insert(now);
-        });
+        with_world(|w| w.conn(id).cur.close_asked = true);
         note(|| format!("app: close {}", Name(id)));
         conn.close(if salt % 2 == 0 { Some(b"bye") } else { None });
     } else if roll(r.end) && conn.protocol() == Some("websocket") {
-        with_world(|w| w.conn(id).cur.ws_close_asked = true);
         note(|| format!("app: websocket_close {}", Name(id)));
         conn.websocket_close(1000, "bye");
     } else if roll(r.end) {
-        with_world(|w| {
-            let now = crate::clock::now();
-            w.conn(id).cur.close_asked.get_or_insert(now);
-        });
+        with_world(|w| w.conn(id).cur.close_asked = true);
         note(|| format!("app: end {}", Name(id)));
         conn.end(Some(b"end"));
     } else if roll(r.destroy) {
@@ -736,12 +720,9 @@ fn on_another(conn: &Connection) {
         let id = ConnectionId::from_u64(ids[w.rng.below(ids.len() as u64) as usize]);
         let what = w.rng.below(7);
         let after = Duration::from_millis(w.rng.below(300));
-        let now = crate::clock::now();
         let c = w.conn(id);
         match what {
-            0 => {
-                c.cur.close_asked.get_or_insert(now);
-            }
+            0 => c.cur.close_asked = true,
             1 => c.cur.aborted = true,
             2 if c.outgoing => c.cur.aborted = true,
             4 if id != source => {
@@ -928,7 +909,6 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     }
     mailbox::unregister(thread);
     crate::clock::set_virtual(None);
-    let _ = world;
     outcome.digest = trace
         .iter()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, l| l.bytes().fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)));
@@ -967,14 +947,9 @@ fn final_checks(core: &mut Core, world: &World) -> Result<(), String> {
             // The peer's close frame arrived whole: it is processed (on_websocket_close),
             // whatever followed it (a FIN, a pause) — unless a close() of ours (Closing
             // drops unread input, as Workerman's does) came first.
-            if let Some(end) = sock.close_end.filter(|e| sock.taken >= *e) {
-                if !a.ws_close_seen && a.close_asked.is_none() {
-                    errs.push(format!(
-                        "{} (sock {s}): the peer's close frame was received but never processed",
-                        Name(id)
-                    ));
-                }
-                let _ = end;
+            let close_received = sock.close_end.is_some_and(|e| sock.taken >= e);
+            if close_received && !a.ws_close_seen && !a.close_asked {
+                errs.push(format!("{} (sock {s}): the peer's close frame was received but never processed", Name(id)));
             }
             if sock.faulted() {
                 continue;
