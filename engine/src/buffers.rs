@@ -194,6 +194,10 @@ impl Drop for RecvBuf {
 /// Size of one send chunk.
 pub(crate) const CHUNK: usize = 16 * 1024;
 
+/// The most heap chunk memory one ring keeps pooled for reuse (once its registered chunks
+/// are all in use, send queues take heap chunks; those beyond this are freed when drained).
+pub(crate) const HEAP_POOL_BYTES: usize = 1024 * 1024;
+
 /// Process-wide budget of registered (pinned) send memory, shared by all rings.
 ///
 /// Registration pins pages and counts against RLIMIT_MEMLOCK (8 MiB for non-root here), so
@@ -284,11 +288,14 @@ impl SendArena {
         }
     }
 
-    /// Returns a chunk. Heap chunks of the standard size are pooled (bounded).
+    /// Returns a chunk. Heap chunks of the standard size are pooled, up to
+    /// [`HEAP_POOL_BYTES`]; the rest go back to the allocator.
     pub(crate) fn release(&mut self, mem: ChunkMem) {
         match mem {
             ChunkMem::Fixed(i) => self.free.push(i),
-            ChunkMem::Heap(b) if b.len() == CHUNK && self.heap_pool.len() < 256 => self.heap_pool.push(b),
+            ChunkMem::Heap(b) if b.len() == CHUNK && self.heap_pool.len() < HEAP_POOL_BYTES / CHUNK => {
+                self.heap_pool.push(b)
+            }
             ChunkMem::Heap(_) => {}
         }
     }

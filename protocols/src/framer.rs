@@ -40,6 +40,10 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// The most buffer capacity a framer keeps for reuse once what it held was delivered;
+    /// more is given back (see [`Framer::capacity`]).
+    pub const RETAIN: usize = 64 * 1024;
+
     /// An empty framer; it allocates only when a packet spans two feeds.
     pub const fn new() -> Self {
         Framer { buf: Vec::new(), reply: Vec::new(), start: 0, want: None }
@@ -70,7 +74,7 @@ impl Framer {
         F: FnMut(Delivery<'_>) -> Flow,
     {
         if self.buffered() > 0 {
-            self.buf.extend_from_slice(data);
+            self.append(data);
             return self.drain(codec, max, sink);
         }
         let limit = codec.packet_limit(max);
@@ -140,10 +144,7 @@ impl Framer {
                 break;
             }
         }
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
+        self.release();
         // Stopped by the sink (a pause): what is left may be many complete packets, not one
         // oversized one; it is parsed when delivery resumes.
         if flow == Flow::Stop {
@@ -158,26 +159,72 @@ impl Framer {
         Ok(interim(codec, &mut self.reply, &mut sink))
     }
 
-    /// Keeps the unparsed tail, compacting first so the buffer does not creep.
+    /// Keeps the unparsed tail of a feed.
     fn stash(&mut self, tail: &[u8]) {
-        if tail.is_empty() {
-            return;
+        if !tail.is_empty() {
+            self.append(tail);
         }
+    }
+
+    /// Appends received bytes behind the buffered ones. Bytes already delivered (before
+    /// `start`) are never carried along: they are dropped when the buffer is full (moving
+    /// the undelivered ones to the front, or into a larger buffer that takes only those)
+    /// and whenever they outnumber the undelivered ones. Each move costs at most what was
+    /// appended or delivered since the last one, and the buffer holds about twice what is
+    /// undelivered at most, however long the stream runs.
+    fn append(&mut self, data: &[u8]) {
+        let keep = self.buffered() + data.len();
+        let cap = self.buf.capacity();
+        if self.buf.len() + data.len() > cap {
+            // Grow toward the announced length with the data that actually arrived (at most
+            // twice it, so copies stay amortised): a header announcing 10 MiB reserves
+            // nothing big until the bytes come.
+            let target = match self.want {
+                Some(n) => n.min(keep.saturating_mul(2).max(GROW_MIN)),
+                None => keep.saturating_mul(2).max(GROW_MIN),
+            }
+            .max(keep);
+            if target <= cap || keep <= cap / 2 {
+                self.compact();
+            } else {
+                let mut grown = Vec::with_capacity(target);
+                grown.extend_from_slice(&self.buf[self.start..]);
+                self.buf = grown;
+                self.start = 0;
+            }
+        } else if self.start >= self.buffered() {
+            self.compact();
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Moves the undelivered bytes to the front of the buffer.
+    fn compact(&mut self) {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        if let Some(n) = self.want {
-            // Grow toward the announced length with the data that actually arrived (at most
-            // twice it, so copies stay amortised): a header announcing 10 MiB reserves
-            // nothing big until the bytes come.
-            let have = self.buf.len() + tail.len();
-            let target = n.min(have.saturating_mul(2).max(GROW_MIN));
-            if target > self.buf.capacity() {
-                self.buf.reserve_exact(target - self.buf.len());
+    }
+
+    /// After a delivery: forgets what was delivered and gives back memory a large packet
+    /// needed once. A buffer of at most [`Framer::RETAIN`] bytes is kept for reuse (so small packets
+    /// that span receives allocate nothing); a larger one is freed when it empties and
+    /// shrunk when at most a quarter of it is still in use, so every connection does not
+    /// keep the peak of its largest packet.
+    fn release(&mut self) {
+        if self.start == self.buf.len() {
+            if self.buf.capacity() > Self::RETAIN {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
             }
+            self.start = 0;
+        } else if self.buf.capacity() > Self::RETAIN && self.buffered() <= self.buf.capacity() / 4 {
+            let mut kept = Vec::with_capacity((self.buffered() * 2).max(GROW_MIN));
+            kept.extend_from_slice(&self.buf[self.start..]);
+            self.buf = kept;
+            self.start = 0;
         }
-        self.buf.extend_from_slice(tail);
     }
 }
 
@@ -382,6 +429,108 @@ mod tests {
         let chunks: Vec<Vec<u8>> = (0..10).map(|_| vec![b'x'; 200]).collect();
         let (_, e) = run(&Text, &chunks, 1000);
         assert!(matches!(e, Some(ProtocolError::TooLarge { .. })));
+    }
+
+    /// Lines of 1 B to 40 KB (deterministic), as one long stream.
+    fn long_text_stream(lines: usize) -> (Vec<u8>, usize) {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let (mut wire, mut longest) = (Vec::new(), 0);
+        for _ in 0..lines {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = 1 + (x % 40_000) as usize;
+            longest = longest.max(n + 1);
+            wire.extend(std::iter::repeat_n(b'a' + (x % 26) as u8, n));
+            wire.push(b'\n');
+        }
+        (wire, longest)
+    }
+
+    #[test]
+    fn a_long_stream_does_not_creep() {
+        // Packets spanning receives, back to back, so the framer is rarely empty: it must not
+        // keep what it already delivered in front of what it still holds.
+        let (mut wire, longest) = long_text_stream(400);
+        let mut codec = Text.decoder();
+        let mut f = Framer::new();
+        let (mut lines, mut peak) = (0, 0);
+        for c in wire.chunks_mut(8192) {
+            f.feed(codec.as_mut(), c, 1 << 20, |d| {
+                lines += usize::from(matches!(d, Delivery::Message(_)));
+                Flow::Continue
+            })
+            .unwrap();
+            peak = peak.max(f.capacity());
+        }
+        assert_eq!(lines, 400);
+        assert!(peak <= 2 * (longest + 8192), "capacity reached {peak} for lines of at most {longest} bytes");
+    }
+
+    #[test]
+    fn capacity_is_given_back_once_delivered() {
+        // A 1 MB frame, then small ones: the megabyte is not kept.
+        let mut codec = Frame.decoder();
+        let mut wire = Vec::new();
+        Frame.encoder().encode(&vec![7u8; 1_000_000], MessageKind::Binary, &mut wire);
+        let mut f = Framer::new();
+        for c in wire.chunks_mut(8192) {
+            f.feed(codec.as_mut(), c, 1 << 21, |_| Flow::Continue).unwrap();
+        }
+        assert_eq!(f.buffered(), 0);
+        assert!(f.capacity() <= Framer::RETAIN, "{} kept after delivery", f.capacity());
+        // A large packet delivered with the start of the next one behind it: shrunk to
+        // about what is left.
+        let mut wire = Vec::new();
+        Frame.encoder().encode(&vec![7u8; 1_000_000], MessageKind::Binary, &mut wire);
+        Frame.encoder().encode(&[9u8; 100], MessageKind::Binary, &mut wire);
+        wire.truncate(wire.len() - 50);
+        for c in wire.chunks_mut(8192) {
+            f.feed(codec.as_mut(), c, 1 << 21, |_| Flow::Continue).unwrap();
+        }
+        assert_eq!(f.buffered(), 54);
+        assert!(f.capacity() <= Framer::RETAIN, "{} kept for 54 bytes", f.capacity());
+        // Small packets spanning receives reuse the buffer: it stays.
+        let mut f = Framer::new();
+        let mut wire = Vec::new();
+        for _ in 0..100 {
+            Frame.encoder().encode(&[1u8; 3000], MessageKind::Binary, &mut wire);
+        }
+        let mut caps = Vec::new();
+        for c in wire.chunks_mut(1000) {
+            f.feed(codec.as_mut(), c, 1 << 21, |_| Flow::Continue).unwrap();
+            caps.push(f.capacity());
+        }
+        assert!(caps[10..].iter().all(|&c| c == caps[10] && c > 0), "{caps:?}");
+    }
+
+    #[test]
+    fn a_paused_backlog_is_released_once_drained() {
+        // Bytes pushed while paused, then drained a message at a time.
+        let (wire, _) = long_text_stream(100);
+        let mut codec = Text.decoder();
+        let mut f = Framer::new();
+        for c in wire.chunks(8192) {
+            f.push(c);
+        }
+        assert_eq!(f.buffered(), wire.len());
+        let mut lines = 0;
+        loop {
+            let flow = f
+                .drain(codec.as_mut(), 1 << 20, |d| {
+                    lines += usize::from(matches!(d, Delivery::Message(_)));
+                    Flow::Stop
+                })
+                .unwrap();
+            // While draining, the buffer follows what is left.
+            assert!(f.capacity() <= (4 * f.buffered()).max(Framer::RETAIN), "{} for {}", f.capacity(), f.buffered());
+            if flow == Flow::Continue {
+                break;
+            }
+        }
+        assert_eq!(lines, 100);
+        assert_eq!(f.buffered(), 0);
+        assert!(f.capacity() <= Framer::RETAIN);
     }
 
     #[test]
