@@ -60,7 +60,13 @@ mod net {
         tag: u8,
         server_ns: String,
         client_ns: String,
+        /// One link at a time: each test's traffic (20 clients, throttled links) is meant to
+        /// have the machine's two cores to itself, so its deadlines never measure another
+        /// test's load. Released after `Drop` removed the namespaces (fields drop last).
+        _turn: std::sync::MutexGuard<'static, ()>,
     }
+
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         let mut child = Command::new(prog)
@@ -98,14 +104,20 @@ mod net {
     }
 
     impl Link {
-        /// Builds the link for test number `tag` (unique per test, so tests run in parallel).
+        /// Builds the link for test number `tag` (unique per test), once no other test holds one.
         /// `None` (the test is skipped) when it cannot be built and `RINGMAN_NO_NETNS=1` is
         /// set; a panic otherwise.
         pub fn new(tag: u8) -> Option<Link> {
+            // (A test that panicked poisoned the lock; its namespaces are gone all the same.)
+            let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
             sweep_stale();
             let pid = std::process::id();
-            let link =
-                Link { tag, server_ns: format!("{PREFIX}{pid}-{tag}-s"), client_ns: format!("{PREFIX}{pid}-{tag}-c") };
+            let link = Link {
+                tag,
+                server_ns: format!("{PREFIX}{pid}-{tag}-s"),
+                client_ns: format!("{PREFIX}{pid}-{tag}-c"),
+                _turn: turn,
+            };
             match link.build() {
                 Ok(()) => Some(link),
                 Err(e) if std::env::var_os("RINGMAN_NO_NETNS").is_some_and(|v| v == "1") => {
