@@ -805,17 +805,14 @@ fn throttled_link_pushes_back_end_to_end_and_loses_nothing() {
 }
 
 #[test]
-#[ignore = "engine bug: what a resumed connection's multishot pulls out of its socket and its delivery \
-            does not take before the next pause waits in its framer, unbounded by any setting (58-63 MiB \
-            measured here, too close to the limit to be reliable); see the comment in the test"]
 fn throttled_link_keeps_the_server_under_64_mib() {
     // What the peak is made of (echo example, two rings, measured): 16 MiB of receive
     // buffers, 18-20 MB of send queues (20 x the 1 MiB limit, draining to half before a
-    // resume), and the input of paused connections: a resumed connection's multishot empties
-    // its socket's queue, which grew to MBs while it was paused, and what the delivery does
-    // not take before the queue is full again waits in the framer (up to 1.3 MB per
-    // connection, 13 MB in all). The framers no longer creep (they held 44 MB of capacity
-    // for 2-5 MB of data before), which brought the peak down from about 78 MiB.
+    // resume), and the input of paused connections, which is now about one receive buffer
+    // each: a connection that back-pressure paused reads one buffer at a time until its send
+    // queue empties (`ConnState::paced`). Measured: 45-47 MiB (78 MiB when framers crept and
+    // a resumed multishot emptied a socket queue of MBs into them; 58-63 MiB with only the
+    // framers fixed).
     let Some(link) = Link::new(5) else { return };
     // The echo example, a process of its own, so its RSS is the server's alone.
     let echo = common::example_binary("echo");
@@ -848,6 +845,7 @@ fn throttled_link_keeps_the_server_under_64_mib() {
     assert!(throttled_bytes(&link) >= (clients * per_client) as u64, "the echoes did not go through the throttle");
     // VmHWM: the peak resident set over the server's whole life.
     let peak = kib("VmHWM:");
+    println!("the server's peak RSS: {peak} KiB");
     assert!(peak < 64 * 1024, "the server's RSS reached {peak} KiB (limit 64 MiB)");
 }
 

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use io_uring::{cqueue, opcode, types};
+use io_uring::{cqueue, opcode, squeue, types};
 use ringman_protocols::{Decoder, Framer};
 
 use super::{gen_of, Core, Event, Status};
@@ -26,9 +26,18 @@ impl Core {
         }
         c.recv_armed = true;
         c.inflight += 1;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), RECV_BGID)
-            .build()
-            .user_data(Token::new(Kind::Recv, key, gen_of(c.serial)).to_u64());
+        let fd = types::Fd(c.fd.as_raw_fd());
+        let sqe = if c.paced {
+            // One buffer (length 0: the buffer's size); the completion, without F_MORE, arms
+            // the next one. See `ConnState::paced`.
+            opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+                .buf_group(RECV_BGID)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            opcode::RecvMulti::new(fd, RECV_BGID).build()
+        };
+        let sqe = sqe.user_data(Token::new(Kind::Recv, key, gen_of(c.serial)).to_u64());
         self.push(sqe);
     }
 
@@ -96,7 +105,8 @@ impl Core {
             ws.heard(self.stamp);
         }
         if !more && c.status != Status::Closed {
-            // Multishot ended without an error (for instance the CQ was nearly full): re-arm.
+            // A multishot that ended without an error (for instance the CQ was nearly full),
+            // or a paced connection's single-shot: re-arm.
             self.arm_recv(key);
         }
         let c = &mut self.conns[key];

@@ -118,6 +118,7 @@ impl Core {
                 // Stop taking this peer's input until its output drains: the peer is slowed
                 // by TCP instead of its answers being refused (see `Worker::backpressure`).
                 c.throttled = true;
+                c.paced = true;
                 self.pause(key);
             }
             let id = self.id_of(key);
@@ -178,6 +179,7 @@ impl Core {
         if c.sendq.len >= c.max_send_buffer_size {
             if c.backpressure && !c.paused {
                 c.throttled = true;
+                c.paced = true;
                 self.pause(key);
             }
             let c = &mut self.conns[key];
@@ -338,6 +340,8 @@ impl Core {
             self.submit_send(key);
             return;
         }
+        // The output caught up: the next receive may be a multishot again.
+        c.paced = false;
         // Owed since a send answered Queued, whoever completed the queue (the loop, or an
         // inline completion of a later send): the event is delivered by the loop.
         // Queued only when someone listens: the worker (`on_buffer_drain`), or the

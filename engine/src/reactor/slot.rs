@@ -89,6 +89,11 @@ pub(crate) struct ConnState {
     /// Receiving was paused by the engine because the send queue reached its limit
     /// (`WorkerConfig::backpressure`); resumed once it drained to half.
     pub(super) throttled: bool,
+    /// Back-pressure paused it and its send queue has not emptied since: it reads with
+    /// single-shot receives (one buffer at a time) instead of a multishot, so a peer whose
+    /// socket queue grew to megabytes while it was paused cannot pour them into the framer
+    /// between a resume and the next pause.
+    pub(super) paced: bool,
     /// Whether a full send queue pauses this connection's receiving (the worker's
     /// `backpressure`, unless changed for this connection: `pipe` turns it off).
     pub(crate) backpressure: bool,
@@ -213,6 +218,7 @@ impl ConnState {
             recv_armed: false,
             paused: false,
             throttled: false,
+            paced: false,
             backpressure: cfg.backpressure,
             drain_muted: false,
             send_inflight: false,

@@ -13,6 +13,7 @@
 //!
 //! What it models (and the kernel rules it keeps):
 //! * no order across operations: each completes whenever the schedule says so;
+//! * a single-shot receive (buffer select) posts one CQE without `F_MORE`;
 //! * multishot receive and accept end with a CQE lacking `F_MORE` on error, EOF, an empty
 //!   buffer ring (`-ENOBUFS`), a full CQ, or spontaneously; a multishot's own CQEs stay in
 //!   stream order;
@@ -92,10 +93,27 @@ impl Sqe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpKind {
     Accept,
-    Recv { sock: usize },
-    Send { sock: usize, addr: u64, len: usize, waitall: bool },
-    Wake { addr: u64 },
-    Connect { sock: usize, outcome: ConnectOutcome, due: u64 },
+    /// A receive with buffer select: multishot, or one completion (`len` 0: the buffer's
+    /// size).
+    Recv {
+        sock: usize,
+        multishot: bool,
+        len: usize,
+    },
+    Send {
+        sock: usize,
+        addr: u64,
+        len: usize,
+        waitall: bool,
+    },
+    Wake {
+        addr: u64,
+    },
+    Connect {
+        sock: usize,
+        outcome: ConnectOutcome,
+        due: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,11 +509,15 @@ impl SimKernel {
                 self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Accept });
             }
             c if c == opcode::RecvMulti::CODE => {
-                if s.flags & IOSQE_BUFFER_SELECT == 0 || s.ioprio & IORING_RECV_MULTISHOT == 0 || s.buf_group != 0 {
+                let multishot = s.ioprio & IORING_RECV_MULTISHOT != 0;
+                if s.flags & IOSQE_BUFFER_SELECT == 0 || s.buf_group != 0 || multishot && s.len != 0 {
                     return self.violation(format!("unmodelled receive {s:?}"));
                 }
                 match self.live_sock(s.fd, "receive") {
-                    Some(sock) => self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Recv { sock } }),
+                    Some(sock) => {
+                        let kind = OpKind::Recv { sock, multishot, len: s.len as usize };
+                        self.ops.push(Op { ud, fd: s.fd, kind });
+                    }
                     None => drop(self.post(ud, -libc::EBADF, 0)),
                 }
             }
@@ -897,7 +919,7 @@ impl SimKernel {
         let op = self.ops[i].clone();
         match op.kind {
             OpKind::Accept => self.complete_accept(i, op.ud),
-            OpKind::Recv { sock } => self.complete_recv(i, op.ud, sock),
+            OpKind::Recv { sock, multishot, len } => self.complete_recv(i, op.ud, sock, multishot, len),
             OpKind::Send { sock, addr, len, waitall } => self.complete_send(i, op.ud, sock, addr, len, waitall),
             OpKind::Wake { addr } => {
                 let mut v = 0u64;
@@ -980,7 +1002,7 @@ impl SimKernel {
         false
     }
 
-    fn complete_recv(&mut self, i: usize, ud: u64, sock: usize) -> bool {
+    fn complete_recv(&mut self, i: usize, ud: u64, sock: usize, multishot: bool, want: usize) -> bool {
         let s = &self.socks[sock];
         if s.reset {
             self.ops.remove(i);
@@ -1006,6 +1028,7 @@ impl SimKernel {
             self.post(ud, -libc::ENOBUFS, 0);
             return true;
         };
+        let cap = if want == 0 { cap } else { cap.min(want) };
         let mut n = avail.min(cap);
         if !self.calm && n > 1 && self.rng.below(2) == 0 {
             n = self.rng.range(1, n as u64) as usize;
@@ -1015,6 +1038,12 @@ impl SimKernel {
         // published and which is the kernel's until this CQE names it; `n ≤ cap`.
         unsafe { std::ptr::copy_nonoverlapping(s.written[s.taken..].as_ptr(), addr as *mut u8, n) };
         s.taken += n;
+        if !multishot {
+            self.mark("single-shot receive");
+            self.ops.remove(i);
+            self.post(ud, n as i32, CQE_F_BUFFER | (bid as u32) << 16);
+            return true;
+        }
         let end = !self.calm && self.rng.chance(self.rates.multishot_end);
         let more = if end { 0 } else { CQE_F_MORE };
         let flags = CQE_F_BUFFER | (bid as u32) << 16 | more;
@@ -1073,7 +1102,7 @@ impl SimKernel {
 
 fn op_sock(op: &Op) -> Option<usize> {
     match op.kind {
-        OpKind::Recv { sock } | OpKind::Send { sock, .. } => Some(sock),
+        OpKind::Recv { sock, .. } | OpKind::Send { sock, .. } => Some(sock),
         _ => None,
     }
 }

@@ -1014,6 +1014,7 @@ mod tests {
             "peer reset",
             "send EPIPE",
             "short write",
+            "single-shot receive",
             "submit EBUSY",
             "ws peer close",
         ] {
