@@ -1082,39 +1082,16 @@ fn reconnect_keeps_the_context() {
     assert_eq!(rx.try_recv().ok(), None, "no fourth round");
 }
 
-/// A client whose `on_close` asks for a reconnect an hour away, then hands the connection
-/// to `during_delay` (on the ring thread) once the reconnect is pending.
-fn pending_reconnect(during_delay: impl Fn(Connection) + Send + Sync + 'static) -> (PyServer, Running, Receiver<Got>) {
-    let server = one_line_server();
-    let port = server.port;
-    let during_delay = std::sync::Arc::new(during_delay);
-    let (ring, rx) = client_ring(move |tx| {
-        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
-        report(&conn, &tx);
-        let t = tx.clone();
-        conn.on_connect(move |c| {
-            t.send(Got::Connect(c.id().as_u64())).unwrap();
-            c.send("ping");
-        });
-        let (t, during_delay) = (tx.clone(), during_delay.clone());
-        conn.on_close(move |c| {
-            t.send(Got::Close(c.id().as_u64())).unwrap();
-            assert!(c.reconnect(Duration::from_secs(3600)));
-            let (c, during_delay) = (*c, during_delay.clone());
-            // After on_close has returned: the renewed slot is waiting for its delay.
-            ringman::Timer::add(Duration::ZERO, false, move || during_delay(c)).unwrap();
-        });
-    });
-    (server, ring, rx)
-}
-
 /// README: `cancel_reconnect()` gives up a pending reconnect: the slot is freed, the id
 /// names nothing, and no dial happens.
 #[test]
 fn cancel_reconnect_gives_up_the_pending_attempt() {
-    let (_server, ring, rx) = pending_reconnect(|c| c.cancel_reconnect());
+    let server = silent_server();
+    let port = server.port;
+    let (ring, rx) = client_ring(move |tx| {
+        waiting_for_redial(port, &tx, |a| a.cancel_reconnect());
+    });
     let Got::Connect(id) = next(&rx) else { panic!("expected a connect") };
-    assert_eq!(next(&rx), Got::Message(b"ping".to_vec()));
     assert_eq!(next(&rx), Got::Close(id));
     // An hour-long delay would keep the slot; the cancel frees it.
     wait_slot_freed(&ring, id);
