@@ -269,6 +269,22 @@ impl Connection {
 
     /// True once the unsent bytes reach `max_send_buffer_size` (the next send would be
     /// refused); one look-up.
+    /// The unsent bytes, or `None` when the connection is gone or closed (for futures).
+    pub(crate) fn unsent_if_open(&self) -> Option<usize> {
+        self.local(|c, k| (c.conns[k].status != Status::Closed).then(|| c.conns[k].unsent())).flatten()
+    }
+
+    /// True while the connection has a slot on the calling thread (whatever its state).
+    pub(crate) fn is_known(&self) -> bool {
+        self.local(|_, _| ()).is_some()
+    }
+
+    /// A future awaits this connection's drain: the engine queues the drain event for it
+    /// (cleared when the event is delivered).
+    pub(crate) fn await_drain(&self) {
+        self.local(|c, k| c.conns[k].extra().hooks.drain_awaited = true);
+    }
+
     pub(crate) fn send_queue_full(&self) -> bool {
         self.local(|c, k| c.conns[k].unsent() >= c.conns[k].max_send_buffer_size).unwrap_or(false)
     }

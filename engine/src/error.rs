@@ -46,6 +46,9 @@ pub enum EngineError {
     /// A thread-local API (Timer, Connection helpers) was used outside a ring thread.
     #[error("not on a ringman ring thread")]
     NotOnRingThread,
+    /// The connection is gone (closed, or never on this thread).
+    #[error("no such connection on this ring thread")]
+    NoSuchConnection,
     /// Spawning a ring thread failed.
     #[error("spawning a ring thread failed: {0}")]
     Spawn(io::Error),

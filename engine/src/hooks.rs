@@ -32,6 +32,8 @@ pub(crate) struct Hooks {
     /// `on_buffer_drain` is taken out because it runs: it still listens (a send it makes
     /// that drains at once owes it the next drain event).
     pub(crate) drain_running: bool,
+    /// A future awaits the send buffer's drain (`Connection::drained`).
+    pub(crate) drain_awaited: bool,
 }
 
 /// Which callback of [`Hooks`] (for taking one out while it runs).

@@ -12,6 +12,7 @@
 //   timers
 //   reactor                                                          (the state machines)
 //   connection, timer, handle                                        (handles user code holds)
+//   exec                                                             (futures on the handles)
 //   worker                                                           (builder, runner, listeners)
 //   http, server, handover                                           (on top)
 mod buffers;
@@ -20,6 +21,7 @@ mod clock;
 mod config;
 mod connection;
 mod error;
+mod exec;
 mod handle;
 pub mod handover;
 mod hooks;
@@ -43,6 +45,7 @@ pub use client::AsyncTcpConnection;
 pub use config::SendMode;
 pub use connection::{Connection, Timeouts};
 pub use error::{ConnError, ConnectError, EngineError};
+pub use exec::{spawn, Connecting, DialError, Drained, JoinError, JoinHandle, Messages, OwnedMessage, Recv, Sleep};
 pub use handle::WorkerHandle;
 pub use id::ConnectionId;
 pub use info::{ConnInfo, RingInfo};

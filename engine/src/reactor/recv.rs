@@ -215,6 +215,31 @@ impl Core {
         self.fail(key, e, &reply);
     }
 
+    /// The connection's own `on_message` (taken out while it runs) and whether the worker's
+    /// applies, for delivering messages outside a receive batch; `None` when it is gone or
+    /// closed.
+    pub(crate) fn take_message_hook(&mut self, conn: ConnectionId) -> Option<(Option<IdMsgFn>, bool)> {
+        let k = self.lookup(conn)?;
+        let c = &mut self.conns[k];
+        if c.status == Status::Closed {
+            return None;
+        }
+        Some((c.extra.as_mut().and_then(|e| e.hooks.on_message.take()), c.dial().is_none()))
+    }
+
+    /// Puts back a hook taken with [`Core::take_message_hook`] unless another was installed
+    /// meanwhile; one not put back is handed back, to be dropped outside the core.
+    pub(crate) fn put_message_hook(&mut self, conn: ConnectionId, f: IdMsgFn) -> Option<IdMsgFn> {
+        let Some(k) = self.lookup(conn) else { return Some(f) };
+        let hooks = &mut self.conns[k].extra().hooks;
+        if hooks.on_message.is_none() {
+            hooks.on_message = Some(f);
+            None
+        } else {
+            Some(f)
+        }
+    }
+
     /// Whether messages may still be delivered to `conn` in this batch, and the connection's
     /// own `on_message` if one was installed since the batch took its callback (it applies
     /// from the next message on).

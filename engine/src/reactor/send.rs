@@ -349,9 +349,15 @@ impl Core {
         if c.drain_pending
             && (self.cfg.listens_for_drain
                 || !c.drain_muted
-                    && c.extra.as_ref().is_some_and(|e| e.hooks.on_buffer_drain.is_some() || e.hooks.drain_running))
+                    && c.extra.as_ref().is_some_and(|e| {
+                        e.hooks.on_buffer_drain.is_some() || e.hooks.drain_running || e.hooks.drain_awaited
+                    }))
         {
             c.drain_pending = false;
+            // The futures awaiting it are woken by this event.
+            if let Some(e) = c.extra.as_mut() {
+                e.hooks.drain_awaited = false;
+            }
             let id = self.id_of(key);
             self.events.push_back(Event::BufferDrain(id));
         }

@@ -10,6 +10,7 @@ use ringman_protocols::{Delivery, Flow, MessageKind, Reply};
 use super::{Callbacks, WorkerInfo};
 use crate::connection::Connection;
 use crate::error::{panic_message, ConnError, EngineError};
+use crate::exec::Note;
 use crate::hooks::Hook;
 use crate::id::ConnectionId;
 use crate::mailbox::Cmd;
@@ -78,6 +79,8 @@ pub(super) fn supervise<S: 'static>(
                     info.id,
                     panic_message(&*p)
                 );
+                // Its tasks die with it (their join handles answer Aborted).
+                crate::exec::clear();
                 if let Some(core) = reactor::uninstall() {
                     // Their on_close is owed: the restarted runner delivers it.
                     lost.extend(core.unclosed());
@@ -226,8 +229,13 @@ impl<S: 'static> Runner<S> {
             self.run_timers();
             self.drain_mailbox();
             self.deliver_events();
+            self.run_tasks();
             let now = crate::clock::now();
-            let (exit, timeout) = with_core(|c| housekeeping.turn(c, now)).expect("core installed");
+            let (exit, mut timeout) = with_core(|c| housekeeping.turn(c, now)).expect("core installed");
+            if crate::exec::has_ready() {
+                // Woken tasks beyond this turn's budget: look at completions, do not wait.
+                timeout = Some(Duration::ZERO);
+            }
             if exit {
                 break;
             }
@@ -249,6 +257,9 @@ impl<S: 'static> Runner<S> {
                 log::error!("on_worker_stop panicked: {}", panic_message(&*p));
             }
         }
+        // Tasks still pending end with the ring.
+        crate::exec::clear();
+        self.deliver_events();
         with_core(|c| c.quiesce());
         if with_core(|c| c.recycle).unwrap_or(false) {
             Exit::Recycle
@@ -331,7 +342,9 @@ impl<S: 'static> Runner<S> {
                 }
                 Delivery::Message(msg) => {
                     delivered += 1;
-                    if let Some(f) = own.as_mut() {
+                    if crate::exec::offer_message(id, &msg) {
+                        // A task's `Messages` stream took it.
+                    } else if let Some(f) = own.as_mut() {
                         // The connection's own callback.
                         if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(id, &msg))) {
                             panicked = Some(panic_message(&*p));
@@ -404,17 +417,40 @@ impl<S: 'static> Runner<S> {
     fn deliver_events(&mut self) {
         while let Some(ev) = with_core(|c| c.events.pop_front()).flatten() {
             let closed = matches!(ev, Event::Close(_));
+            // Futures awaiting this connection learn of the event after its callback.
+            let awaited = crate::exec::has_waiters();
             let (id, r) = match ev {
-                Event::Connect(id) => (id, self.call(id, Hook::Connect)),
+                Event::Connect(id) => {
+                    let r = self.call(id, Hook::Connect);
+                    if awaited {
+                        crate::exec::notify(id, Note::Connected);
+                    }
+                    (id, r)
+                }
                 Event::Close(id) => {
                     let r = self.call(id, Hook::Close);
                     // The slot was kept for on_close (context, address, counters); now it may go.
                     with_core(|core| core.close_delivered(id));
+                    if awaited {
+                        crate::exec::notify(id, Note::Closed);
+                    }
                     (id, r)
                 }
-                Event::Error(id, e) => (id, self.call_error(id, &e)),
+                Event::Error(id, e) => {
+                    let r = self.call_error(id, &e);
+                    if awaited {
+                        crate::exec::notify(id, Note::Error(e));
+                    }
+                    (id, r)
+                }
                 Event::BufferFull(id) => (id, self.call(id, Hook::BufferFull)),
-                Event::BufferDrain(id) => (id, self.call(id, Hook::BufferDrain)),
+                Event::BufferDrain(id) => {
+                    let r = self.call(id, Hook::BufferDrain);
+                    if awaited {
+                        crate::exec::notify(id, Note::Drained);
+                    }
+                    (id, r)
+                }
                 Event::Resume(id) => {
                     if let Some(w) = with_core(|core| core.resume_begin(id)).flatten() {
                         self.deliver(w);
@@ -437,7 +473,53 @@ impl<S: 'static> Runner<S> {
                 _ => {}
             }
         }
+        if crate::exec::has_leftover() {
+            // (Its callbacks' events are delivered by the recursive call.)
+            self.deliver_leftover();
+            self.deliver_events();
+            return;
+        }
         self.bury();
+    }
+
+    /// Hands the unread messages of dropped `Messages` streams to `on_message` (the
+    /// connection's own, else the worker's), before anything the connection receives later;
+    /// a new stream created meanwhile takes the rest.
+    fn deliver_leftover(&mut self) {
+        while let Some((id, msgs)) = crate::exec::take_leftover() {
+            let conn = Connection::from_id(id);
+            let mut panicked = None;
+            for m in msgs {
+                let msg = ringman_protocols::Message { data: &m.data, kind: m.kind };
+                if crate::exec::offer_message(id, &msg) {
+                    continue;
+                }
+                let Some((own, worker)) = with_core(|c| c.take_message_hook(id)).flatten() else { break };
+                let r = match (own, &self.cb.on_message) {
+                    (Some(mut f), _) => {
+                        let r = catch_unwind(AssertUnwindSafe(|| f(id, &msg)));
+                        drop(with_core(|c| c.put_message_hook(id, f)));
+                        r
+                    }
+                    (None, Some(f)) if worker => {
+                        let state = &mut self.state;
+                        catch_unwind(AssertUnwindSafe(|| f(&conn, &msg, state)))
+                    }
+                    (None, _) => Ok(()),
+                };
+                if let Err(p) = r {
+                    panicked = Some(panic_message(&*p));
+                    break;
+                }
+            }
+            if let Some(msg) = panicked {
+                with_core(|c| {
+                    if let Some(k) = c.lookup(id) {
+                        c.destroy(k, Some(ConnError::Panic(msg)));
+                    }
+                });
+            }
+        }
     }
 
     /// Runs the connection's own `hook`, else the worker's callback for it.
@@ -501,6 +583,23 @@ impl<S: 'static> Runner<S> {
             drop(done);
             self.deliver_events();
         }
+    }
+
+    /// Polls the woken tasks; a panic in a connection's task closes that connection.
+    fn run_tasks(&mut self) {
+        if !crate::exec::has_ready() {
+            return;
+        }
+        let mut panicked = Vec::new();
+        crate::exec::run_ready(&mut panicked);
+        for (id, msg) in panicked {
+            with_core(|c| {
+                if let Some(k) = c.lookup(id) {
+                    c.destroy(k, Some(ConnError::Panic(format!("task: {msg}"))));
+                }
+            });
+        }
+        self.deliver_events();
     }
 
     fn drain_mailbox(&mut self) {

@@ -1,0 +1,110 @@
+//! `Timer::sleep`: a future on the ring's timer wheel.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::timer::{Timer, TimerId};
+
+/// What the timer's callback shares with the future.
+#[derive(Default)]
+struct Shared {
+    fired: Cell<bool>,
+    /// The callback was dropped without firing (`Timer::del_all`): arm again.
+    lost: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// Held by the timer's callback: wakes the future when the callback fires or is dropped.
+struct Arm(Rc<Shared>);
+
+impl Drop for Arm {
+    fn drop(&mut self) {
+        if !self.0.fired.get() {
+            self.0.lost.set(true);
+        }
+        if let Some(w) = self.0.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// A future that completes once its deadline has passed ([`Timer::sleep`],
+/// [`Timer::sleep_until`]). It arms a one-shot timer of the ring thread it is first polled
+/// on (polling it off a ring thread panics) and cancels it when dropped early. A
+/// `Timer::del_all` meanwhile does not lose it: it arms again.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Instant,
+    shared: Rc<Shared>,
+    timer: Option<TimerId>,
+}
+
+impl Sleep {
+    pub(crate) fn until(deadline: Instant) -> Sleep {
+        Sleep { deadline, shared: Rc::default(), timer: None }
+    }
+
+    /// When it completes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let now = crate::clock::now();
+        if this.shared.fired.get() || now >= this.deadline {
+            return Poll::Ready(());
+        }
+        *this.shared.waker.borrow_mut() = Some(cx.waker().clone());
+        if this.timer.is_none() || this.shared.lost.replace(false) {
+            let arm = Arm(this.shared.clone());
+            let id = Timer::add(this.deadline - now, false, move || {
+                arm.0.fired.set(true);
+            })
+            .expect("Timer::sleep is awaited on a ring thread");
+            this.timer = Some(id);
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let (Some(id), false) = (self.timer, self.shared.fired.get()) {
+            Timer::del(id);
+        }
+    }
+}
+
+impl Timer {
+    /// A future completing after `d` (on the ring thread that awaits it).
+    ///
+    /// ```no_run
+    /// # async fn f() {
+    /// use std::time::Duration;
+    /// ringman_engine::Timer::sleep(Duration::from_millis(50)).await;
+    /// # }
+    /// ```
+    pub fn sleep(d: Duration) -> Sleep {
+        Sleep::until(crate::clock::now() + d)
+    }
+
+    /// A future completing at `deadline`.
+    pub fn sleep_until(deadline: Instant) -> Sleep {
+        Sleep::until(deadline)
+    }
+}
+
+impl std::fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sleep").field("deadline", &self.deadline).finish()
+    }
+}
