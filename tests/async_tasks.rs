@@ -69,7 +69,7 @@ fn a_slow_stream_slows_the_peer_and_loses_nothing() {
                 assert_eq!(m.data, format!("line {expect}").as_bytes(), "out of order");
                 assert!(stream.len() < Messages::HIGH_WATER, "the stream grew past its mark");
                 expect += 1;
-                if expect % 500 == 0 {
+                if expect.is_multiple_of(500) {
                     Timer::sleep(Duration::from_millis(2)).await;
                 }
                 if expect == N {
