@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub use ringman_engine::{
-    resident_memory, ring_info, run_all, run_all_then, stop_all, thread_connections, AsyncTcpConnection, ConnError,
+    current_ring, resident_memory, ring_info, run_all, run_on_ring, run_all_then, stop_all, thread_connections, AsyncTcpConnection, ConnError,
     ConnInfo, ConnectError, Connection, ConnectionId, EngineError, Message, MessageKind, RingInfo, RingMode, Running,
     SendMode, SendStatus, Server, ThreadStats, Timeouts, Timer, TimerId, Worker, WorkerHandle, WorkerInfo, WsDecision,
 };

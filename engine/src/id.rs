@@ -24,7 +24,9 @@ impl ConnectionId {
     pub(crate) fn new(serial: u64, slot: usize) -> ConnectionId {
         ConnectionId { serial, slot: slot as u32 }
     }
-    pub(crate) fn thread(self) -> u16 {
+    /// The ring thread that owns the connection (an index for
+    /// [`run_on_ring`](crate::run_on_ring)).
+    pub fn thread(self) -> u16 {
         (self.serial >> 48) as u16
     }
     /// The slot, when the id carries one.

@@ -71,3 +71,16 @@ pub fn thread_connections() -> Vec<ConnInfo> {
 pub fn ring_info() -> Option<RingInfo> {
     reactor::with_core(|c| c.info())
 }
+
+/// The process-wide index of the calling ring thread (what [`ConnectionId::thread`]
+/// answers for its connections); `None` off ring threads.
+pub fn current_ring() -> Option<u16> {
+    reactor::current_thread()
+}
+
+/// Runs `f` on ring thread `ring` (an index from [`current_ring`] or
+/// [`ConnectionId::thread`]), between its completions, like a callback: a panic in it is
+/// caught and logged there. False when no such ring runs (its `f` is dropped).
+pub fn run_on_ring(ring: u16, f: impl FnOnce() + Send + 'static) -> bool {
+    mailbox::post(ring, mailbox::Cmd::Call(Box::new(f)))
+}
