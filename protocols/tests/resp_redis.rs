@@ -204,7 +204,10 @@ fn a_pipelined_burst_in_resp2_and_resp3_and_pubsub_pushes() {
     assert_eq!(publisher.recv(), OwnedValue::Integer(1));
 
     let got = sub2.recv();
-    assert_eq!(PubSub::from_value(&got.as_value()), Some(PubSub::Message { channel: b"news", payload: b"hello\r\nworld" }));
+    assert_eq!(
+        PubSub::from_value(&got.as_value()),
+        Some(PubSub::Message { channel: b"news", payload: b"hello\r\nworld" })
+    );
     // In RESP3 a subscribed connection still runs ordinary commands; their replies
     // interleave with the pushes.
     c.cmd(&["GET", "r3:str"]);
@@ -222,11 +225,14 @@ fn a_pipelined_burst_in_resp2_and_resp3_and_pubsub_pushes() {
     let events: Vec<_> = events.iter().map(|v| v.as_value()).collect();
     let mut events: Vec<_> = events.iter().map(|v| PubSub::from_value(v).unwrap()).collect();
     events.sort_by_key(|e| format!("{e:?}"));
-    assert_eq!(events, vec![
-        PubSub::Message { channel: b"news", payload: b"hello\r\nworld" },
-        PubSub::PMessage { pattern: b"n*", channel: b"news", payload: b"hello\r\nworld" },
-        PubSub::SMessage { channel: b"shard", payload: b"s1" },
-    ]);
+    assert_eq!(
+        events,
+        vec![
+            PubSub::Message { channel: b"news", payload: b"hello\r\nworld" },
+            PubSub::PMessage { pattern: b"n*", channel: b"news", payload: b"hello\r\nworld" },
+            PubSub::SMessage { channel: b"shard", payload: b"s1" },
+        ]
+    );
 
     // Shard subscriptions are counted apart (they made SSUBSCRIBE's count 1).
     c.cmd(&["UNSUBSCRIBE"]);
