@@ -37,6 +37,7 @@ mod frame;
 mod framer;
 pub mod http;
 mod raw;
+pub mod resp;
 mod text;
 pub mod ws;
 
