@@ -51,6 +51,13 @@ pub use ringman_engine::handover;
 /// daemon mode, the control socket, zero-downtime reload, Prometheus metrics and the log file.
 pub use ringman_ops as ops;
 
+/// Beyond one process: the async Redis client (`cluster::redis`), `Channel`, groups and
+/// pushes across processes (`Cluster`), and `GlobalData`.
+pub use ringman_cluster as cluster;
+
+/// The async Redis client on the rings (also at `cluster::redis`).
+pub use ringman_cluster::redis;
+
 /// The sans-IO protocol layer (raw tcp, text, frame, http, websocket, and the traits for
 /// your own).
 pub use ringman_protocols as protocols;
