@@ -62,6 +62,8 @@ pub enum ChannelError {
 pub struct SubscriptionId(u64);
 
 type ChannelHandler = Rc<RefCell<dyn FnMut(&[u8], &ChannelEvent)>>;
+/// A ring's handlers by (channel, topic).
+type HandlerTable = HashMap<(u64, Bytes), Vec<(SubscriptionId, ChannelHandler)>>;
 
 struct Inner {
     id: u64,
@@ -103,7 +105,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// This ring's handlers, by (channel, topic).
-    static HANDLERS: RefCell<HashMap<(u64, Bytes), Vec<(SubscriptionId, ChannelHandler)>>> = RefCell::new(HashMap::new());
+    static HANDLERS: RefCell<HandlerTable> = RefCell::new(HashMap::new());
     /// The broker subscribers this ring is home to, by channel.
     static SUBSCRIBERS: RefCell<HashMap<u64, Subscriber>> = RefCell::new(HashMap::new());
 }
@@ -306,7 +308,8 @@ impl Inner {
     /// Delivers `ev` to every ring with handlers for `topic`: at once on the calling ring,
     /// through the mailbox on the others.
     fn fan_out(&self, topic: &Bytes, ev: ChannelEvent) {
-        let rings: Vec<u16> = lock(&self.rings).get(topic).map(|l| l.iter().map(|(r, _)| *r).collect()).unwrap_or_default();
+        let rings: Vec<u16> =
+            lock(&self.rings).get(topic).map(|l| l.iter().map(|(r, _)| *r).collect()).unwrap_or_default();
         let me = current_ring();
         let id = self.id;
         for r in rings {
@@ -323,7 +326,10 @@ impl Inner {
 /// Runs this ring's handlers of (channel, topic).
 fn dispatch(channel: u64, topic: &Bytes, ev: &ChannelEvent) {
     let handlers: Vec<ChannelHandler> = HANDLERS.with(|h| {
-        h.borrow().get(&(channel, topic.clone())).map(|v| v.iter().map(|(_, f)| f.clone()).collect()).unwrap_or_default()
+        h.borrow()
+            .get(&(channel, topic.clone()))
+            .map(|v| v.iter().map(|(_, f)| f.clone()).collect())
+            .unwrap_or_default()
     });
     for f in handlers {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| (f.borrow_mut())(topic, ev))) {

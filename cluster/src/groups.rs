@@ -83,12 +83,15 @@ pub enum GroupError {
     BadId(String),
 }
 
+/// A group's local members and this process's subscription to it.
+type Group = (HashSet<ConnectionId>, Option<SubscriptionId>);
+
 struct Inner {
     node: NodeId,
     channel: Channel,
     prefix: String,
     /// Local members of each group.
-    groups: Mutex<HashMap<Bytes, (HashSet<ConnectionId>, Option<SubscriptionId>)>>,
+    groups: Mutex<HashMap<Bytes, Group>>,
     /// Connections registered for `send_to_all`.
     all: Mutex<HashSet<ConnectionId>>,
     /// Node and all topics subscribed (on the first `start`).

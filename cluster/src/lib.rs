@@ -9,12 +9,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod redis;
 pub mod channel;
+pub mod redis;
 
 pub use channel::{Channel, ChannelError, ChannelEvent, SubscriptionId};
 pub mod global;
 pub mod groups;
 
 pub use global::GlobalData;
-pub use groups::{ClusterId, Cluster, GroupError, NodeId};
+pub use groups::{Cluster, ClusterId, GroupError, NodeId};

@@ -217,3 +217,102 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
     assert!(bin.exists(), "{bin:?} missing");
     bin
 }
+
+/// A `redis-server` this test started (no persistence), killed when dropped.
+/// `restart` kills it and starts a fresh one on the same port (an outage; data is lost).
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::with_args(&[])
+    }
+
+    /// With extra `redis-server` arguments (`--requirepass`, ...).
+    pub fn with_args(extra: &[&str]) -> RedisServer {
+        let mut s =
+            RedisServer { child: None, port: free_port(), extra: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        cmd.args(&self.extra);
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server does not start: {e} (scripts/test installs it)"));
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("redis-server accepts connections", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    /// Stops it (connections drop); `start_again` brings it back on the same port.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    /// Runs one command over a fresh connection (`AUTH`ed with `password` first when
+    /// given) and returns the raw reply bytes (one read of a short reply).
+    pub fn raw(&self, password: Option<&str>, db: u32, args: &[&str]) -> String {
+        let mut s = connect(SocketAddr::from(([127, 0, 0, 1], self.port)));
+        let enc = |args: &[&str]| {
+            let mut v = format!("*{}\r\n", args.len()).into_bytes();
+            for a in args {
+                v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+            v
+        };
+        let mut expect_ok = 0;
+        if let Some(p) = password {
+            s.write_all(&enc(&["AUTH", p])).unwrap();
+            expect_ok += 1;
+        }
+        let db = db.to_string();
+        s.write_all(&enc(&["SELECT", &db])).unwrap();
+        expect_ok += 1;
+        s.write_all(&enc(args)).unwrap();
+        let want_prefix = "+OK\r\n".repeat(expect_ok);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "redis closed");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some(rest) = text.strip_prefix(&want_prefix) {
+                let complete = if rest.starts_with('$') && !rest.starts_with("$-1") {
+                    rest.matches("\r\n").count() >= 2
+                } else {
+                    rest.ends_with("\r\n")
+                };
+                if complete {
+                    return rest.to_string();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

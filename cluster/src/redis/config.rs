@@ -83,11 +83,11 @@ impl RedisConfig {
             Some((cred, hp)) => {
                 match cred.split_once(':') {
                     Some((u, p)) => {
-                        cfg.username = (!u.is_empty()).then(|| decode(u)).transpose().map_err(|e| bad(e))?;
-                        cfg.password = Some(decode(p).map_err(|e| bad(e))?);
+                        cfg.username = (!u.is_empty()).then(|| decode(u)).transpose().map_err(&bad)?;
+                        cfg.password = Some(decode(p).map_err(&bad)?);
                     }
                     // `redis://password@host` is how many clients spell a password alone.
-                    None => cfg.password = Some(decode(cred).map_err(|e| bad(e))?),
+                    None => cfg.password = Some(decode(cred).map_err(&bad)?),
                 }
                 hp
             }

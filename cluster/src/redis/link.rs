@@ -32,7 +32,10 @@ pub(crate) type Handler = Rc<RefCell<Box<dyn FnMut(SubEvent<'_>)>>>;
 enum Waiter {
     /// The link's own handshake command: an error is logged.
     Handshake(&'static str),
-    User { done: Done, deadline: Instant },
+    User {
+        done: Done,
+        deadline: Instant,
+    },
     /// Timed out: its late answer is dropped.
     Abandoned,
 }

@@ -9,7 +9,7 @@
 //!
 //! The wire codec is the protocols crate's (`ringman_protocols::resp`): replies are parsed
 //! in place from the receive buffer and copied once into an
-//! [`OwnedValue`](ringman_protocols::resp::OwnedValue) for the caller.
+//! [`OwnedValue`] for the caller.
 //!
 //! What a caller can rely on:
 //! - Every command answers exactly once, on the ring thread that sent it.

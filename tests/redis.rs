@@ -1,0 +1,514 @@
+//! The Redis client, Channel, groups and GlobalData against a real `redis-server` started
+//! by each test: AUTH/SELECT/prefix, pipelining, typed errors, 1,000 connections awaiting
+//! Redis in `on_message`, two processes incrementing one key, chat processes forming one
+//! room, and a Redis restart mid-run (reconnect, backlog, resubscribe, the gap reported).
+
+mod common;
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use crossbeam_channel::{unbounded, Receiver};
+use ringman::cluster::{Channel, ChannelEvent, Cluster, GlobalData, NodeId};
+use ringman::redis::{Cmd, ErrorKind, Redis, RedisConfig};
+use ringman::{spawn, Running, Server, Worker};
+
+use common::{RedisServer, PATIENCE};
+
+/// A ring with no listener, to run client code on.
+fn ring() -> Running {
+    let mut w = Worker::<()>::without_listener();
+    w.count = 1;
+    Server::new().add(w).start().expect("a ring starts")
+}
+
+/// Runs the future `make` builds as a task on `ring`'s thread and returns its output.
+fn on_ring<T: Send + 'static, F: Future<Output = T> + 'static>(
+    ring: &Running,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> T {
+    let (tx, rx) = unbounded();
+    assert!(ring.worker(0).run_on(0, move || {
+        spawn(async move {
+            let _ = tx.send(make().await);
+        })
+        .unwrap();
+    }));
+    rx.recv_timeout(PATIENCE * 2).expect("the task answered")
+}
+
+#[test]
+fn commands_answer_with_auth_select_a_key_prefix_and_typed_errors() {
+    let redis = RedisServer::with_args(&["--requirepass", "s3cret"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}/3", redis.port);
+    let ring = ring();
+    let u = url.clone();
+    let report = on_ring(&ring, move || async move {
+        let mut cfg = RedisConfig::from_url(&u).unwrap();
+        cfg.key_prefix = b"app:".to_vec();
+        let r = Redis::connect(cfg).unwrap();
+        let mut out = Vec::new();
+        r.set("greeting", "hello").await.unwrap();
+        out.push(format!("{:?}", r.get("greeting").await.unwrap().map(String::from_utf8)));
+        out.push(format!("{:?}", r.get("missing").await.unwrap()));
+        out.push(format!("{}", r.incr_by("n", 5).await.unwrap()));
+        // INCR of a string: the server's typed error.
+        out.push(format!("{:?}", r.incr_by("greeting", 1).await.unwrap_err().server_kind()));
+        // An unknown command.
+        let e = r.cmd(&Cmd::new("NOSUCHCOMMAND")).await.unwrap_err();
+        out.push(format!("{:?}", e.server_kind()));
+        // A pipeline on one connection, answered in order.
+        let cmds: Vec<Cmd> = (0..200).map(|i| Cmd::new("RPUSH").key("list").arg(i)).collect();
+        let answers = r.pipeline(&cmds).await;
+        let lens: Vec<i64> = answers.into_iter().map(|a| a.unwrap().as_int().unwrap()).collect();
+        out.push(format!("{}", lens == (1..=200).collect::<Vec<_>>()));
+        // The callback form.
+        let (tx, rx) = unbounded();
+        r.send(&Cmd::new("LLEN").key("list"), move |v| tx.send(v).unwrap());
+        while rx.is_empty() {
+            ringman::Timer::sleep(Duration::from_millis(1)).await;
+        }
+        out.push(format!("{:?}", rx.recv().unwrap().unwrap().as_int()));
+        out
+    });
+    assert_eq!(
+        report,
+        [
+            "Some(Ok(\"hello\"))",
+            "None",
+            "5",
+            &format!("{:?}", Some(ErrorKind::Err)),
+            &format!("{:?}", Some(ErrorKind::Err)),
+            "true",
+            "Some(200)",
+        ]
+    );
+    // What the server holds: in database 3, under the prefix.
+    assert_eq!(redis.raw(Some("s3cret"), 3, &["GET", "app:greeting"]), "$5\r\nhello\r\n");
+    assert_eq!(redis.raw(Some("s3cret"), 0, &["GET", "app:greeting"]), "$-1\r\n");
+
+    // A wrong password: the handshake fails and every command answers NOAUTH.
+    let bad = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let e = on_ring(&ring, move || async move { Redis::open(&bad).unwrap().get("x").await.unwrap_err() });
+    assert_eq!(e.server_kind(), Some(ErrorKind::NoAuth), "{e}");
+    ring.stop();
+}
+
+/// 1,000 client connections (Python asyncio), each of whose messages is answered by a task
+/// that awaits Redis: every answer arrives, all distinct, the counter ends at 1,000.
+#[test]
+fn a_thousand_connections_await_redis_in_on_message() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 2;
+    w.on_message(move |c, _, _| {
+        let c = *c;
+        let url = url.clone();
+        c.spawn(async move {
+            let r = Redis::shared(&url).unwrap();
+            match r.incr_by("hits", 1).await {
+                Ok(n) => c.send(n.to_string()),
+                Err(e) => c.send(format!("error {e}")),
+            };
+        })
+        .unwrap();
+    });
+    let (running, addr) = common::start(w);
+    let script = format!(
+        r#"
+import asyncio, sys
+async def one(i):
+    r, w = await asyncio.open_connection('127.0.0.1', {port})
+    w.write(b'hit\n')
+    await w.drain()
+    line = await r.readline()
+    w.close()
+    return line.decode().strip()
+async def main():
+    got = await asyncio.gather(*(one(i) for i in range(1000)))
+    nums = sorted(int(x) for x in got)
+    print('ok' if nums == list(range(1, 1001)) else 'bad ' + repr(got[:20]), flush=True)
+asyncio.run(main())
+"#,
+        port = addr.port()
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(redis.raw(None, 0, &["GET", "hits"]), "$4\r\n1000\r\n");
+    running.stop();
+}
+
+/// The child of `two_processes_increment_one_key_to_exactly_20000`: 10,000 increments
+/// through GlobalData, a thousand in flight at a time. Does nothing unless that test
+/// started it.
+#[test]
+#[ignore = "a child process of two_processes_increment_one_key_to_exactly_20000"]
+fn child_increments() {
+    let Ok(url) = std::env::var("RINGMAN_TEST_REDIS") else { return };
+    let ring = ring();
+    let ok = on_ring(&ring, move || async move {
+        let g = GlobalData::new(Redis::open(&url).unwrap());
+        let mut total = 0;
+        for _ in 0..10 {
+            let batch: Vec<_> = (0..1000)
+                .map(|_| {
+                    let g = g.clone();
+                    spawn(async move { g.increment("counter", 1).await.is_ok() }).unwrap()
+                })
+                .collect();
+            for h in batch {
+                total += h.await.unwrap() as usize;
+            }
+        }
+        total
+    });
+    assert_eq!(ok, 10_000);
+    ring.stop();
+}
+
+#[test]
+fn two_processes_increment_one_key_to_exactly_20000() {
+    let redis = RedisServer::start();
+    let me = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&me)
+                .args(["child_increments", "--exact", "--ignored", "--nocapture"])
+                .env("RINGMAN_TEST_REDIS", redis.url())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "child failed: {text}");
+    }
+    assert_eq!(redis.raw(None, 0, &["GET", "ringman:gd:counter"]), "$5\r\n20000\r\n");
+    // And the other operations, with Workerman's semantics.
+    let ring = ring();
+    let url = redis.url();
+    let got = on_ring(&ring, move || async move {
+        let g = GlobalData::new(Redis::open(&url).unwrap());
+        vec![
+            g.add("k", "a").await.unwrap(),                   // absent: set
+            !g.add("k", "b").await.unwrap(),                  // present: not set
+            !g.cas("k", Some(&b"x"[..]), "c").await.unwrap(), // stale: refused
+            g.cas("k", Some(&b"a"[..]), "c").await.unwrap(),  // matches: set
+            g.get("k").await.unwrap() == Some(b"c".to_vec()),
+            g.cas("fresh", None, "1").await.unwrap(), // expected absent
+            g.delete("k").await.unwrap(),
+            g.get("k").await.unwrap().is_none(),
+        ]
+    });
+    assert!(got.iter().all(|x| *x), "{got:?}");
+    ring.stop();
+}
+
+/// Reads WebSocket lines with a Python `websockets` client: connects to both chat
+/// processes, sends from each, prints what each received.
+#[test]
+fn chat_processes_form_one_room_through_redis() {
+    let redis = RedisServer::start();
+    let chat = common::example_binary("chat");
+    let ports = [common::free_port(), common::free_port()];
+    let mut servers: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            let mut child = std::process::Command::new(&chat)
+                .args([&format!("websocket://127.0.0.1:{p}"), "--channel", &redis.url()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("the chat example runs");
+            let mut line = String::new();
+            BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+            assert!(line.starts_with("chat on"), "{line}");
+            child
+        })
+        .collect();
+    let script = format!(
+        r#"
+import asyncio
+from websockets.asyncio.client import connect
+async def main():
+    a = await connect('ws://127.0.0.1:{a}/')
+    b = await connect('ws://127.0.0.1:{b}/')
+    # The subscriptions are made at start; a message may still race the first SUBSCRIBE,
+    # so say hello until the other side hears it.
+    async def until_heard(sender, receiver, text):
+        while True:
+            await sender.send(text)
+            try:
+                while True:
+                    m = await asyncio.wait_for(receiver.recv(), 0.5)
+                    if m.endswith(text):
+                        return
+            except asyncio.TimeoutError:
+                pass
+    await until_heard(a, b, 'warm-up')
+    await a.send('from a')
+    await b.send('from b')
+    seen = {{'a': [], 'b': []}}
+    async def collect(name, ws):
+        while len([m for m in seen[name] if m.endswith('from a') or m.endswith('from b')]) < 2:
+            seen[name].append(await ws.recv())
+    await asyncio.wait_for(asyncio.gather(collect('a', a), collect('b', b)), 20)
+    for name in 'ab':
+        got = sorted(m.split(': ', 1)[1] for m in seen[name] if m.endswith('from a') or m.endswith('from b'))
+        print(name, got, flush=True)
+asyncio.run(main())
+"#,
+        a = ports[0],
+        b = ports[1]
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "a ['from a', 'from b']\nb ['from a', 'from b']",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What the restart test's ring reports.
+#[derive(Debug)]
+enum Seen {
+    Message(Vec<u8>),
+    Gap(Duration),
+}
+
+fn subscribed(ring: &Running, url: String) -> Receiver<Seen> {
+    let (tx, rx) = unbounded();
+    ring.worker(0).run_on(0, move || {
+        let ch = Channel::redis(&url);
+        ch.subscribe("news", move |_, ev| {
+            let _ = tx.send(match ev {
+                ChannelEvent::Message(m) => Seen::Message(m.to_vec()),
+                ChannelEvent::Gap { from, to } => Seen::Gap(to.duration_since(*from).unwrap()),
+            });
+        })
+        .unwrap();
+        // Kept for the ring's life.
+        std::mem::forget(ch);
+    });
+    rx
+}
+
+/// Publishes with a raw connection until the subscriber has seen `text` (its subscription
+/// may not be confirmed yet when the first publish arrives).
+fn publish_until_seen(redis: &RedisServer, rx: &Receiver<Seen>, text: &str) {
+    let end = std::time::Instant::now() + PATIENCE;
+    loop {
+        assert!(std::time::Instant::now() < end, "{text:?} never arrived");
+        redis.raw(None, 0, &["PUBLISH", "news", text]);
+        if let Ok(Seen::Message(m)) = rx.recv_timeout(Duration::from_millis(200)) {
+            if m == text.as_bytes() {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_redis_restart_reconnects_resubscribes_and_reports_the_gap() {
+    let mut redis = RedisServer::start();
+    let ring = ring();
+    let rx = subscribed(&ring, redis.url());
+    publish_until_seen(&redis, &rx, "before");
+    // A client with commands in flight across the outage.
+    let url = redis.url();
+    let (ctx, crx) = unbounded();
+    ring.worker(0).run_on(0, move || {
+        let r = Redis::open(&url).unwrap();
+        let ctx = ctx.clone();
+        spawn(async move {
+            // Connected first.
+            assert_eq!(r.incr_by("n", 1).await, Ok(1));
+            ctx.send("up".to_string()).unwrap();
+            // Issued while Redis is down (the test kills it after "up"): kept in the
+            // backlog, sent after the reconnect, answered by the fresh server.
+            ringman::Timer::sleep(Duration::from_millis(300)).await;
+            let r2 = r.incr_by("n", 1).await;
+            ctx.send(format!("{r2:?}")).unwrap();
+        })
+        .unwrap();
+    });
+    assert_eq!(crx.recv_timeout(PATIENCE).unwrap(), "up");
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(600));
+    redis.start_again();
+    // The subscriber reconnects, resubscribes, then reports the outage.
+    let gap = match rx.recv_timeout(PATIENCE).expect("a gap notification") {
+        Seen::Gap(d) => d,
+        Seen::Message(m) => panic!("a message during the outage: {m:?}"),
+    };
+    assert!(gap >= Duration::from_millis(500), "the gap covers the outage: {gap:?}");
+    // Subscribed again: one publish is enough now.
+    redis.raw(None, 0, &["PUBLISH", "news", "after"]);
+    match rx.recv_timeout(PATIENCE).unwrap() {
+        Seen::Message(m) => assert_eq!(m, b"after"),
+        other => panic!("{other:?}"),
+    }
+    // The backlogged command ran on the new server (which starts empty).
+    assert_eq!(crx.recv_timeout(PATIENCE).unwrap(), "Ok(1)");
+    ring.stop();
+}
+
+/// Groups and pushes between two "processes" (two clusters with different node ids in one
+/// process, each with its own server) through Redis: group sends reach members on both,
+/// send_to_id crosses to the other node, send_to_all reaches every registered connection.
+#[test]
+fn groups_and_pushes_cross_nodes_through_redis() {
+    let redis = RedisServer::start();
+    let make = |node: u64| {
+        let cluster = Cluster::new(Channel::redis(&redis.url()), NodeId(node));
+        let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+        w.count = 2;
+        let c = cluster.clone();
+        w.on_worker_start(move |info, _| {
+            if info.id == 0 {
+                c.start().unwrap();
+            }
+        });
+        let c = cluster.clone();
+        w.on_connect(move |conn, _| {
+            let id = c.register(conn);
+            conn.send(format!("id {id}"));
+        });
+        let c = cluster.clone();
+        w.on_message(move |conn, m, _| {
+            let text = String::from_utf8_lossy(m).to_string();
+            let mut words = text.splitn(2, ' ');
+            match (words.next(), words.next()) {
+                (Some("join"), Some(g)) => {
+                    c.join_group(conn, g).unwrap();
+                    conn.send("joined");
+                }
+                (Some("group"), Some(rest)) => {
+                    let (g, msg) = rest.split_once(' ').unwrap();
+                    c.send_to_group(g, msg.to_string()).unwrap();
+                }
+                (Some("to"), Some(rest)) => {
+                    let (id, msg) = rest.split_once(' ').unwrap();
+                    c.send_to_id(id.parse().unwrap(), msg.to_string()).unwrap();
+                }
+                (Some("all"), Some(msg)) => c.send_to_all(msg.to_string()).unwrap(),
+                _ => {}
+            }
+        });
+        let c = cluster.clone();
+        w.on_close(move |conn, _| c.unregister(conn));
+        common::start(w)
+    };
+    let (r1, a1) = make(1);
+    let (r2, a2) = make(2);
+    let client = |addr| {
+        let s = common::connect(addr);
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let id = line(&mut r).unwrap().strip_prefix("id ").unwrap().to_string();
+        (s, r, id)
+    };
+    let (mut x, mut xl, xid) = client(a1);
+    let (mut y, mut yl, _yid) = client(a2);
+    let (mut z, mut zl, zid) = client(a2);
+    for (s, l) in [(&mut x, &mut xl), (&mut y, &mut yl)] {
+        s.write_all(b"join room\n").unwrap();
+        assert_eq!(line(l).unwrap(), "joined");
+    }
+    // Subscriptions are confirmed asynchronously: probe until x (node 1) hears one sent by
+    // z (node 2); y is on z's node and hears them too.
+    let end = std::time::Instant::now() + PATIENCE;
+    let mut n = 0;
+    x.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    loop {
+        assert!(std::time::Instant::now() < end, "group messages never crossed");
+        n += 1;
+        z.write_all(format!("group room probe{n}\n").as_bytes()).unwrap();
+        if line(&mut xl).is_some_and(|l| l.starts_with("probe")) {
+            break;
+        }
+    }
+    x.set_read_timeout(Some(PATIENCE)).unwrap();
+    // A fresh group message reaches x and y, not z (not a member).
+    z.write_all(b"group room hello room\n").unwrap();
+    assert_eq!(line_after_probes(&mut xl), "hello room");
+    assert_eq!(line_after_probes(&mut yl), "hello room");
+    // send_to_id across nodes, both ways.
+    x.write_all(format!("to {zid} for z only\n").as_bytes()).unwrap();
+    assert_eq!(line(&mut zl).unwrap(), "for z only");
+    z.write_all(format!("to {xid} for x only\n").as_bytes()).unwrap();
+    assert_eq!(line(&mut xl).unwrap(), "for x only");
+    // send_to_all: every registered connection of both nodes.
+    y.write_all(b"all everyone\n").unwrap();
+    assert_eq!(line(&mut xl).unwrap(), "everyone");
+    assert_eq!(line_after_probes(&mut yl), "everyone");
+    assert_eq!(line(&mut zl).unwrap(), "everyone");
+    r1.stop();
+    r2.stop();
+}
+
+/// The next line, or `None` when the read timed out.
+fn line(r: &mut BufReader<std::net::TcpStream>) -> Option<String> {
+    let mut l = String::new();
+    match r.read_line(&mut l) {
+        Ok(n) if n > 0 => Some(l.trim_end().to_string()),
+        Ok(_) => panic!("closed"),
+        Err(_) => None,
+    }
+}
+
+/// The next line that is not a probe of the group test.
+fn line_after_probes(r: &mut BufReader<std::net::TcpStream>) -> String {
+    loop {
+        let l = line(r).expect("a line");
+        if !l.starts_with("probe") {
+            return l;
+        }
+    }
+}
+
+/// The in-process channel: handlers on several rings all get a message published from
+/// any thread, and an unsubscribed handler stops getting them.
+#[test]
+fn the_local_channel_fans_out_to_every_ring() {
+    let ch = Channel::local();
+    let (tx, rx) = unbounded();
+    let mut w = Worker::<()>::without_listener();
+    w.count = 2;
+    let c = ch.clone();
+    w.on_worker_start(move |info, _| {
+        let tx = tx.clone();
+        let id = info.id;
+        c.subscribe("t", move |_, ev| {
+            if let ChannelEvent::Message(m) = ev {
+                tx.send((id, m.to_vec())).unwrap();
+            }
+        })
+        .unwrap();
+    });
+    let running = Server::new().add(w).start().unwrap();
+    // From a thread that is not a ring.
+    common::wait_until("both rings subscribed", || {
+        ch.publish("t", "ping").unwrap();
+        let mut rings = std::collections::BTreeSet::new();
+        while let Ok((id, m)) = rx.recv_timeout(Duration::from_millis(50)) {
+            assert_eq!(m, b"ping");
+            rings.insert(id);
+        }
+        rings.len() == 2
+    });
+    ch.publish("other", "nobody listens").unwrap();
+    ch.publish("t", "last").unwrap();
+    let mut got: Vec<_> = (0..2).map(|_| rx.recv_timeout(PATIENCE).unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [(0, b"last".to_vec()), (1, b"last".to_vec())]);
+    running.stop();
+}
