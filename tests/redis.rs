@@ -512,3 +512,112 @@ fn the_local_channel_fans_out_to_every_ring() {
     assert_eq!(got, [(0, b"last".to_vec()), (1, b"last".to_vec())]);
     running.stop();
 }
+
+/// Three network namespaces: two "machines" each running a chat process, and Redis on a
+/// third, joined by veth pairs (a <-> r, b <-> r). A client on each machine speaks to its
+/// local chat process; each hears the other's message through Redis. Needs root, `ip` and
+/// `redis-server`; a host that cannot create namespaces says so with `RINGMAN_NO_NETNS=1`.
+#[test]
+fn chat_processes_on_two_machines_share_a_room_through_redis() {
+    if std::env::var_os("RINGMAN_NO_NETNS").is_some() {
+        eprintln!("skipped: RINGMAN_NO_NETNS is set");
+        return;
+    }
+    let tag = std::process::id();
+    let ns = |n: &str| format!("ringman-rd-{tag}-{n}");
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().expect("sh runs");
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    struct Cleanup(Vec<String>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = std::process::Command::new("ip").args(["netns", "del", n]).status();
+            }
+        }
+    }
+    let _cleanup = Cleanup(vec![ns("a"), ns("b"), ns("r")]);
+    for n in ["a", "b", "r"] {
+        sh(&format!("ip netns add {0} && ip -n {0} link set lo up", ns(n)));
+    }
+    // Interface names are at most 15 bytes: short, and unique inside each namespace.
+    for (i, m) in [(1, "a"), (2, "b")] {
+        sh(&format!(
+            "ip link add rd{i}m netns {m} type veth peer name rd{i}r netns {r} && \
+             ip -n {m} addr add 10.78.{i}.2/24 dev rd{i}m && ip -n {m} link set rd{i}m up && \
+             ip -n {r} addr add 10.78.{i}.1/24 dev rd{i}r && ip -n {r} link set rd{i}r up",
+            m = ns(m),
+            r = ns("r"),
+        ));
+    }
+    let mut redis = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns("r"), "redis-server", "--port", "6379", "--bind", "0.0.0.0"])
+        .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server runs");
+    let chat = common::example_binary("chat");
+    let mut children = Vec::new();
+    for (i, m) in [(1, "a"), (2, "b")] {
+        let mut c = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns(m)])
+            .arg(&chat)
+            .args(["websocket://127.0.0.1:8800", "--channel", &format!("redis://10.78.{i}.1:6379")])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the chat example runs");
+        let mut line = String::new();
+        BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("chat on"), "{line}");
+        children.push(c);
+    }
+    // Each machine's client says hello until it hears the other machine's.
+    let script = |me: &str, other: &str| {
+        format!(
+            r#"
+import asyncio
+from websockets.asyncio.client import connect
+async def main():
+    ws = await connect('ws://127.0.0.1:8800/')
+    heard = False
+    async def speak():
+        while True:
+            await ws.send('hello from {me}')
+            await asyncio.sleep(0.3)
+    task = asyncio.create_task(speak())
+    while not heard:
+        m = await ws.recv()
+        heard = m.endswith('hello from {other}')
+    # Keep speaking a little so the other side hears us too.
+    await asyncio.sleep(1.5)
+    task.cancel()
+    print('heard {other}', flush=True)
+asyncio.run(asyncio.wait_for(main(), 30))
+"#
+        )
+    };
+    let clients: Vec<_> = [("a", "b"), ("b", "a")]
+        .iter()
+        .map(|(me, other)| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns(me), "python3", "-c", &script(me, other)])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3 runs")
+        })
+        .collect();
+    let outputs: Vec<String> = clients
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            format!("{}{}", String::from_utf8_lossy(&o.stdout).trim(), String::from_utf8_lossy(&o.stderr).trim())
+        })
+        .collect();
+    for c in children.iter_mut().chain(std::iter::once(&mut redis)) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(outputs, ["heard b", "heard a"]);
+}
