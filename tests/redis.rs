@@ -621,3 +621,63 @@ asyncio.run(asyncio.wait_for(main(), 30))
     }
     assert_eq!(outputs, ["heard b", "heard a"]);
 }
+
+/// The `cluster_push` example, two processes on one Redis: a member on one process hears a
+/// group message sent on the other, and a push by cluster id crosses back.
+#[test]
+fn the_cluster_push_example_sends_to_groups_and_ids_across_processes() {
+    let redis = RedisServer::start();
+    let bin = common::example_binary("cluster_push");
+    let ports = [common::free_port(), common::free_port()];
+    let mut servers: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            let mut child = std::process::Command::new(&bin)
+                .args([&format!("websocket://127.0.0.1:{p}"), "--channel", &redis.url()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("the cluster_push example runs");
+            let mut line = String::new();
+            BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+            assert!(line.starts_with("cluster_push on"), "{line}");
+            child
+        })
+        .collect();
+    let script = format!(
+        r#"
+import asyncio
+from websockets.asyncio.client import connect
+async def main():
+    a = await connect('ws://127.0.0.1:{a}/')
+    b = await connect('ws://127.0.0.1:{b}/')
+    a_id = (await a.recv()).split(' ')[1]
+    b_id = (await b.recv()).split(' ')[1]
+    assert a_id.split('-')[0] != b_id.split('-')[0], 'two nodes'
+    await a.send('join lobby')
+    assert await a.recv() == 'joined lobby'
+    # The group subscription is confirmed asynchronously: send until heard.
+    while True:
+        await b.send('group lobby hi lobby')
+        try:
+            if await asyncio.wait_for(a.recv(), 0.5) == 'hi lobby':
+                break
+        except asyncio.TimeoutError:
+            pass
+    await a.send('to ' + b_id + ' just for b')
+    while True:
+        m = await b.recv()
+        if m == 'just for b':
+            break
+    print('ok', flush=True)
+asyncio.run(asyncio.wait_for(main(), 30))
+"#,
+        a = ports[0],
+        b = ports[1]
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{}", String::from_utf8_lossy(&out.stderr));
+}

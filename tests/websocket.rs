@@ -392,3 +392,25 @@ fn autobahn_report_has_no_failures() {
     assert!(bad.is_empty(), "{} of {n} Autobahn cases did not pass: {bad:?}", bad.len());
     assert_eq!(n, AUTOBAHN_CASES, "the whole suite ran");
 }
+
+/// Messages sent before the upgrade is answered (from `on_connect`, which runs when the TCP
+/// connection is accepted, and a broadcast reaching it then) are held and follow the 101,
+/// as Workerman holds them: the client's first frames are those messages, in order.
+#[test]
+fn messages_sent_before_the_upgrade_follow_the_101() {
+    let mut w = Worker::<()>::new("websocket://127.0.0.1:0").unwrap();
+    w.on_connect(|c, _| {
+        c.send("welcome");
+        c.send_binary([1u8, 2, 3]);
+    });
+    w.on_message(|c, m, _| {
+        c.send(m);
+    });
+    let (running, addr) = start(w);
+    let mut ws = client(addr, "/");
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::Text("welcome".into()));
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::Binary(vec![1u8, 2, 3].into()));
+    ws.send(tungstenite::Message::Text("echo".into())).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::Text("echo".into()));
+    running.stop();
+}

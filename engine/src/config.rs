@@ -42,4 +42,7 @@ pub(crate) struct WorkerConfig {
     /// The worker has an `on_buffer_drain` (else the event is queued only for connections
     /// with their own).
     pub listens_for_drain: bool,
+    /// The protocol answers a handshake before any message (the WebSocket server): messages
+    /// sent before it is answered are held until then.
+    pub handshake_first: bool,
 }

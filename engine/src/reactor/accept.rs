@@ -90,6 +90,9 @@ impl Core {
         };
         let serial = self.serials.take(self.thread);
         let key = self.insert_slot(ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp));
+        if self.cfg.handshake_first {
+            self.conns[key].extra().upgrade_held = Some(Default::default());
+        }
         self.stats.accepted.add(1);
         self.arm_recv(key);
         let id = self.id_of(key);

@@ -202,6 +202,10 @@ impl Core {
     pub(crate) fn start_ws_session(&mut self, key: usize) {
         let now = self.stamp;
         self.conns[key].ws.get_or_insert_with(|| super::slot::WsSession::new(now, None));
+        // What the application sent before the 101 follows it.
+        if let Some(held) = self.conns[key].extra.as_mut().and_then(|e| e.upgrade_held.take()) {
+            self.release_held(key, held);
+        }
     }
 }
 

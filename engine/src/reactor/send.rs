@@ -72,6 +72,10 @@ impl Core {
             }
             return SendStatus::Failed;
         }
+        if enc != Enc::Raw && c.extra.as_ref().is_some_and(|e| e.upgrade_held.is_some()) {
+            // A WebSocket server connection before its 101: frames wait for it.
+            return self.hold(key, data, enc);
+        }
         if c.sendq.len >= c.max_send_buffer_size {
             let queued = c.sendq.len;
             return self.refuse(key, queued);
@@ -143,7 +147,7 @@ impl Core {
     /// once the connection is established: a `ws://` client must still read its 101.)
     fn hold(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
         let c = &mut self.conns[key];
-        let held = c.dial().map_or(0, |d| d.held.len);
+        let held = held_len(c);
         if held >= c.max_send_buffer_size {
             return self.refuse(key, held);
         }
@@ -152,7 +156,7 @@ impl Core {
             return SendStatus::Failed;
         }
         let c = &mut self.conns[key];
-        if c.dial().map_or(0, |d| d.held.len) >= c.max_send_buffer_size && !c.buffer_full {
+        if held_len(c) >= c.max_send_buffer_size && !c.buffer_full {
             c.buffer_full = true;
             let id = self.id_of(key);
             self.events.push_back(Event::BufferFull(id));
@@ -417,6 +421,14 @@ enum Queue {
 /// Encodes `data` with the connection's encoder (unless raw, or the encoder is the
 /// identity) and appends it to the chosen queue. A panicking encoder (protocol code, isolated
 /// like user code) appends nothing and returns its message.
+/// Bytes held for an outgoing connection being established, or for a WebSocket server
+/// connection before its 101.
+fn held_len(c: &ConnState) -> usize {
+    c.extra
+        .as_deref()
+        .map_or(0, |e| e.dial.as_deref().map_or(0, |d| d.held.len) + e.upgrade_held.as_ref().map_or(0, |q| q.len))
+}
+
 fn encode_onto(
     arena: &mut SendArena,
     scratch: &mut Vec<u8>,
@@ -432,9 +444,10 @@ fn encode_onto(
     };
     let q = match queue {
         Queue::Wire => &mut c.sendq,
-        Queue::Held => match c.extra.as_mut().and_then(|e| e.dial.as_deref_mut()) {
-            Some(d) => &mut d.held,
-            None => return Ok(()),
+        Queue::Held => match c.extra.as_deref_mut() {
+            Some(super::slot::Extra { dial: Some(d), .. }) => &mut d.held,
+            Some(super::slot::Extra { upgrade_held: Some(q), .. }) => q,
+            _ => return Ok(()),
         },
     };
     match kind {

@@ -146,6 +146,10 @@ pub(crate) struct Extra {
     pub(crate) hooks: Hooks,
     /// The dialing state of an outgoing connection (`AsyncTcpConnection`).
     pub(crate) dial: Option<Box<Dial>>,
+    /// An accepted WebSocket connection whose upgrade is not answered yet: the messages the
+    /// application sends meanwhile (from `on_connect`, say), encoded and held until the
+    /// `101` is queued, as Workerman holds them. `None` once upgraded.
+    pub(crate) upgrade_held: Option<super::send::SendQueue>,
 }
 
 impl ConnState {
@@ -250,7 +254,10 @@ impl ConnState {
     /// Bytes the kernel has not taken: the send buffer, plus sends held while an outgoing
     /// connection is still being established.
     pub(crate) fn unsent(&self) -> usize {
-        self.sendq.len + self.dial().map_or(0, |d| d.held_len())
+        self.sendq.len
+            + self.extra.as_deref().map_or(0, |e| {
+                e.dial.as_deref().map_or(0, |d| d.held_len()) + e.upgrade_held.as_ref().map_or(0, |q| q.len)
+            })
     }
 
     /// Gives up the socket of a slot whose ring is abandoned (see `Core::abandon`); the rest

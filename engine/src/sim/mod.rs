@@ -63,6 +63,9 @@ struct Attempt {
     sock: Option<usize>,
     /// Wire bytes of the sends the engine accepted (Sent or Queued), in order.
     out: Vec<u8>,
+    /// Accepted sends of a WebSocket server connection before its 101: they join `out`
+    /// once the upgrade is answered.
+    held_upgrade: Vec<u8>,
     /// Wire bytes of the messages delivered to the application, in order.
     delivered: Vec<u8>,
     /// The payloads delivered (WebSocket: compared message by message).
@@ -241,6 +244,7 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
     }
     let protocol = c.dial().map_or_else(|| core.cfg.protocol.clone(), |d| d.protocol.clone());
     let default = c.default_kind;
+    let awaiting_upgrade = c.extra.as_ref().is_some_and(|e| e.upgrade_held.is_some());
     with_world(|w| {
         let bytes = wire_bytes(&*protocol, data, enc, default);
         let conn = w.conns.entry(id.as_u64()).or_default();
@@ -258,6 +262,11 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
         if a.sock.is_none() && !matches!(st, Status::Connecting | Status::Closed) {
             a.sock = sock;
         }
+        if !awaiting_upgrade && !a.held_upgrade.is_empty() {
+            // The upgrade was answered since: the held messages went out after the 101.
+            let held = std::mem::take(&mut a.held_upgrade);
+            a.out.extend_from_slice(&held);
+        }
         if outgoing && data.starts_with(BROADCAST) {
             w.failures.push(format!("{}: a broadcast reached an outgoing connection", Name(id)));
         }
@@ -272,6 +281,12 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
                         "{}: send refused by the limit ({unsent} ≥ {limit} unsent, {st:?}) without on_buffer_full",
                         Name(id)
                     ));
+                }
+            }
+            SendStatus::Sent | SendStatus::Queued if awaiting_upgrade && enc != Enc::Raw => {
+                a.held_upgrade.extend_from_slice(&bytes);
+                if listens && !bytes.is_empty() {
+                    a.owed_drain = true;
                 }
             }
             SendStatus::Sent | SendStatus::Queued => {
@@ -327,6 +342,13 @@ impl World {
         }
         let slots: Vec<(ConnectionId, usize, Status, usize)> =
             core.conns.iter().map(|(k, c)| (core.id_of(k), k, c.status, c.unsent())).collect();
+        for (k, c) in core.conns.iter() {
+            if c.extra.as_ref().is_none_or(|e| e.upgrade_held.is_none()) {
+                let a = &mut self.conn(core.id_of(k)).cur;
+                let held = std::mem::take(&mut a.held_upgrade);
+                a.out.extend_from_slice(&held);
+            }
+        }
         let slack = 2 * (self.app.max_message + self.echo_max) + 4096;
         for (id, key, status, unsent) in slots {
             let limit = core.conns[key].max_send_buffer_size;

@@ -59,6 +59,8 @@ impl<S> Worker<S> {
             ping_interval: w.websocket_ping_interval.filter(|_| w.protocol.supports_ping()),
             decoder_config: w.cb.control_frames().map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>),
             listens_for_drain: w.cb.on_buffer_drain.is_some(),
+            // (The one protocol with pings is the one with an upgrade handshake.)
+            handshake_first: w.protocol.supports_ping(),
         }
     }
 
