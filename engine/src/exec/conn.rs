@@ -41,14 +41,28 @@ pub(crate) enum Note {
     Closed,
 }
 
-#[derive(Default)]
 struct Stream {
     queue: VecDeque<OwnedMessage>,
     bytes: usize,
+    /// The high-water marks: messages, bytes.
+    high: (usize, usize),
     waker: Option<Waker>,
     closed: bool,
     /// The stream paused the connection's reading (it is full).
     paused: bool,
+}
+
+impl Default for Stream {
+    fn default() -> Stream {
+        Stream {
+            queue: VecDeque::new(),
+            bytes: 0,
+            high: (Messages::HIGH_WATER, Messages::HIGH_WATER_BYTES),
+            waker: None,
+            closed: false,
+            paused: false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -150,7 +164,7 @@ fn offer_slow(id: ConnectionId, msg: &Message<'_>) -> bool {
         let mut s = stream.borrow_mut();
         s.queue.push_back(OwnedMessage { kind: msg.kind, data: Bytes::copy_from_slice(msg.data) });
         s.bytes += msg.data.len();
-        let pause = !s.paused && (s.queue.len() >= Messages::HIGH_WATER || s.bytes >= Messages::HIGH_WATER_BYTES);
+        let pause = !s.paused && (s.queue.len() >= s.high.0 || s.bytes >= s.high.1);
         s.paused |= pause;
         (s.waker.take(), pause)
     };
@@ -215,9 +229,9 @@ pub struct Messages {
 }
 
 impl Messages {
-    /// Messages a stream holds before the connection stops reading.
+    /// Messages a stream holds before the connection stops reading (the default mark).
     pub const HIGH_WATER: usize = 64;
-    /// Bytes a stream holds before the connection stops reading.
+    /// Bytes a stream holds before the connection stops reading (the default mark).
     pub const HIGH_WATER_BYTES: usize = 1 << 20;
 
     /// The stream of `conn`, shared with any other live handle to it. Off the connection's
@@ -257,7 +271,7 @@ impl Messages {
             if let Some(m) = &msg {
                 s.bytes -= m.data.len();
             }
-            let low = s.queue.len() <= Messages::HIGH_WATER / 2 && s.bytes <= Messages::HIGH_WATER_BYTES / 2;
+            let low = s.queue.len() <= s.high.0 / 2 && s.bytes <= s.high.1 / 2;
             let resume = s.paused && low && !s.closed;
             if resume {
                 s.paused = false;
@@ -270,9 +284,21 @@ impl Messages {
         msg
     }
 
-    /// Messages received and not yet yielded (at most [`Messages::HIGH_WATER`]).
+    /// Messages received and not yet yielded (at most the high-water mark).
     pub fn len(&self) -> usize {
         self.stream.borrow().queue.len()
+    }
+
+    /// Bytes of the messages received and not yet yielded.
+    pub fn queued_bytes(&self) -> usize {
+        self.stream.borrow().bytes
+    }
+
+    /// Changes the high-water marks (default [`Messages::HIGH_WATER`] messages,
+    /// [`Messages::HIGH_WATER_BYTES`] bytes): at either, the connection stops reading until
+    /// the stream is read down to half. At least 1 message and 1 byte.
+    pub fn set_high_water(&mut self, messages: usize, bytes: usize) {
+        self.stream.borrow_mut().high = (messages.max(1), bytes.max(1));
     }
 
     /// True when no message waits.

@@ -27,7 +27,7 @@
 //!   starting with the messages the stream had received but not yielded (before anything
 //!   received later). Only a closed connection's unread messages end with its stream: its
 //!   `on_close` has run.
-//!   The stream holds at most [`Messages::HIGH_WATER`] messages: beyond that the connection
+//!   The stream holds at most [`Messages::HIGH_WATER`] messages (or its bytes, or the marks set with [`Messages::set_high_water`]): beyond that the connection
 //!   stops reading until the stream is read, so a slow task slows its peer down through TCP
 //!   instead of buffering without bound.
 //! - **Stop**: tasks still pending when the ring stops are dropped after `on_worker_stop`.

@@ -356,7 +356,7 @@ impl SimKernel {
         self.trace.push_back(format!("t{} {line}", self.turns));
     }
 
-    fn mark(&mut self, what: &'static str) {
+    pub(crate) fn mark(&mut self, what: &'static str) {
         *self.marks.entry(what).or_default() += 1;
     }
 
@@ -790,6 +790,16 @@ impl SimKernel {
     fn ws_peer(&mut self, i: usize) {
         let r = self.rates.clone();
         let mut replies: Vec<(OpCode, Vec<u8>)> = Vec::new();
+        {
+            let s = &self.socks[i];
+            let head = &s.received[..s.received.len().min(9)];
+            if !s.ws.as_ref().expect("a ws peer").upgraded && !b"HTTP/1.1 ".starts_with(head) {
+                // RFC 6455 §4.1: the server's first bytes are its handshake response.
+                let what =
+                    format!("ws peer {i} received {:?} before the handshake response", String::from_utf8_lossy(head));
+                return self.violation(what);
+            }
+        }
         {
             let s = &mut self.socks[i];
             let w = s.ws.as_mut().expect("a ws peer");

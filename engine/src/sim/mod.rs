@@ -128,6 +128,11 @@ struct World {
     outgoing: usize,
     fault_turns: u64,
     stop_posted: bool,
+    /// Draws of the async application (tasks reading `Messages` streams): a stream of its
+    /// own, so adding them left the other draws of every seed as they were.
+    stream_rng: Rng,
+    /// Per mille of accepted connections read by a task's stream instead of `on_message`.
+    stream_rate: u32,
 }
 
 /// Per-seed probabilities (per mille) of the application's API calls.
@@ -545,16 +550,12 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
         let h = info.handle.clone();
         with_world(|w| w.handle = Some(h));
     });
-    w.on_connect(|conn, _| on_connect(conn.id()));
+    w.on_connect(|conn, _| {
+        on_connect(conn.id());
+        maybe_stream(conn);
+    });
     w.on_message(|conn, msg, _| {
-        with_world(|w| {
-            if w.wire == Wire::Ws {
-                w.conn(conn.id()).cur.delivered_msgs.push(msg.data.to_vec());
-            } else {
-                let bytes = wire_bytes(&*w.protocol, msg.data, Enc::Default, MessageKind::Binary);
-                w.conn(conn.id()).cur.delivered.extend_from_slice(&bytes);
-            }
-        });
+        delivered(conn.id(), msg.data);
         // Echo, then whatever the schedule says.
         conn.send(msg.data);
         act(conn);
@@ -571,6 +572,70 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
         w.on_buffer_drain(|conn, _| on_drain(conn.id()));
     }
     (w, protocol)
+}
+
+/// The application received `data` (from `on_message` or a task's stream).
+fn delivered(id: ConnectionId, data: &[u8]) {
+    with_world(|w| {
+        if w.wire == Wire::Ws {
+            w.conn(id).cur.delivered_msgs.push(data.to_vec());
+        } else {
+            let bytes = wire_bytes(&*w.protocol, data, Enc::Default, MessageKind::Binary);
+            w.conn(id).cur.delivered.extend_from_slice(&bytes);
+        }
+    });
+}
+
+fn sim_mark(what: &'static str) {
+    reactor::with_core(|c| {
+        if let Some(k) = c.ring.sim_mut() {
+            k.mark(what);
+        }
+    });
+}
+
+/// The async application: some accepted connections are read by a task through a
+/// `Messages` stream (echo and the schedule's actions as in `on_message`), sometimes slowly
+/// (the stream reaches its high-water mark and pauses the connection), and the task may drop
+/// its stream after a few messages (what it held unread goes to `on_message`, before later
+/// input). Every delivery lands in the same model, so the order and prefix invariants judge
+/// both paths together.
+fn maybe_stream(conn: &Connection) {
+    let Some((on, take, slow, high)) = with_world(|w| {
+        let rate = w.stream_rate;
+        let r = &mut w.stream_rng;
+        (r.chance(rate), r.range(1, 200), r.below(3) == 0, (r.range(1, 8) as usize, r.size(1 << 20).max(1)))
+    }) else {
+        return;
+    };
+    if !on {
+        return;
+    }
+    let Ok(mut stream) = conn.messages() else { return };
+    stream.set_high_water(high.0, high.1);
+    let c = *conn;
+    note(|| format!("app: task reads {} ({take} messages{})", Name(c.id()), if slow { ", slowly" } else { "" }));
+    let task = c.spawn(async move {
+        for i in 0..take {
+            let Some(m) = stream.recv().await else { return };
+            delivered(c.id(), &m.data);
+            c.send(&m.data);
+            act(&c);
+            if stream.len() + 1 >= high.0 || stream.queued_bytes() + m.data.len() >= high.1 {
+                sim_mark("stream high water");
+            }
+            if slow {
+                Timer::sleep(Duration::from_millis(1 + i % 40)).await;
+            }
+        }
+        if !stream.is_empty() {
+            sim_mark("stream handed back unread");
+        }
+        note(|| format!("app: task of {} drops its stream ({} unread)", Name(c.id()), stream.len()));
+    });
+    if task.is_err() {
+        with_world(|w| w.fail(format!("{}: spawning its task failed", Name(c.id()))));
+    }
 }
 
 fn on_connect(id: ConnectionId) {
@@ -893,6 +958,8 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             outgoing: 0,
             fault_turns,
             stop_posted: false,
+            stream_rng: Rng::new(seed, 3),
+            stream_rate: [0, 300, 700][Rng::new(seed, 4).below(3) as usize],
         })
     });
     NAMES.with(|m| m.borrow_mut().clear());
@@ -1039,6 +1106,8 @@ mod tests {
             "single-shot receive",
             "submit EBUSY",
             "ws peer close",
+            "stream high water",
+            "stream handed back unread",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }
