@@ -253,7 +253,12 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("redis-server does not start: {e} (scripts/test installs it)"));
         self.child = Some(child);
         let port = self.port;
-        wait_until("redis-server accepts connections", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let child = self.child.as_mut().expect("just set");
+        wait_until("redis-server accepts connections", || {
+            // (Exited: a bad argument, or the port taken — never talk to someone else's.)
+            assert!(child.try_wait().unwrap().is_none(), "redis-server exited at start");
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     /// Stops it (connections drop); `start_again` brings it back on the same port.
@@ -267,6 +272,26 @@ impl RedisServer {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "still running");
         self.spawn();
+    }
+
+    /// One command as an ACL user (`AUTH user password`), on a server at `port`.
+    pub fn raw_port(port: u16, user: Option<(&str, &str)>, args: &[&str]) -> String {
+        let mut s = connect(SocketAddr::from(([127, 0, 0, 1], port)));
+        let enc = |args: &[&str]| {
+            let mut v = format!("*{}\r\n", args.len()).into_bytes();
+            for a in args {
+                v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+            v
+        };
+        if let Some((u, p)) = user {
+            s.write_all(&enc(&["AUTH", u, p])).unwrap();
+            assert_eq!(read_exact(&mut s, 5), b"+OK\r\n");
+        }
+        s.write_all(&enc(args)).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
     }
 
     /// Runs one command over a fresh connection (`AUTH`ed with `password` first when
