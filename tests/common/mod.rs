@@ -274,26 +274,6 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// One command as an ACL user (`AUTH user password`), on a server at `port`.
-    pub fn raw_port(port: u16, user: Option<(&str, &str)>, args: &[&str]) -> String {
-        let mut s = connect(SocketAddr::from(([127, 0, 0, 1], port)));
-        let enc = |args: &[&str]| {
-            let mut v = format!("*{}\r\n", args.len()).into_bytes();
-            for a in args {
-                v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-            }
-            v
-        };
-        if let Some((u, p)) = user {
-            s.write_all(&enc(&["AUTH", u, p])).unwrap();
-            assert_eq!(read_exact(&mut s, 5), b"+OK\r\n");
-        }
-        s.write_all(&enc(args)).unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap();
-        String::from_utf8_lossy(&buf[..n]).to_string()
-    }
-
     /// Runs one command over a fresh connection (`AUTH`ed with `password` first when
     /// given) and returns the raw reply bytes (one read of a short reply).
     pub fn raw(&self, password: Option<&str>, db: u32, args: &[&str]) -> String {
