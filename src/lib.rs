@@ -59,6 +59,9 @@ pub use ringman_cluster as cluster;
 /// The async Redis client on the rings (also at `cluster::redis`).
 pub use ringman_cluster::redis;
 
+/// Workerman's components: the async HTTP client, HTTP sessions, cron, FileMonitor.
+pub use ringman_components as components;
+
 /// The sans-IO protocol layer (raw tcp, text, frame, http, websocket, and the traits for
 /// your own).
 pub use ringman_protocols as protocols;
