@@ -27,12 +27,12 @@ pub use ringman_engine::{set_resolver_hook_for_test, ResolverHook};
 
 /// Async code on the rings: spawn a future on the calling ring thread (it need not be
 /// `Send`), await a connection's messages, its drained send buffer, a connect, a sleep.
-pub use ringman_engine::{spawn, DialError, JoinError, JoinHandle, OwnedMessage};
+pub use ringman_engine::{spawn, timeout, DialError, Elapsed, JoinError, JoinHandle, OwnedMessage};
 
 /// The futures of ringman's async API (what `Connection::messages`, `Connection::drained`,
 /// `AsyncTcpConnection::connect_async` and `Timer::sleep` return).
 pub mod future {
-    pub use ringman_engine::{Connecting, Drained, Messages, Recv, Sleep};
+    pub use ringman_engine::{Connecting, Drained, Messages, Recv, Sleep, Timeout};
 }
 
 /// Counters of a ring thread (`WorkerHandle::stats`).

@@ -45,7 +45,10 @@ pub use client::AsyncTcpConnection;
 pub use config::SendMode;
 pub use connection::{Connection, Timeouts};
 pub use error::{ConnError, ConnectError, EngineError};
-pub use exec::{spawn, Connecting, DialError, Drained, JoinError, JoinHandle, Messages, OwnedMessage, Recv, Sleep};
+pub use exec::{
+    spawn, timeout, Connecting, DialError, Drained, Elapsed, JoinError, JoinHandle, Messages, OwnedMessage, Recv,
+    Sleep, Timeout,
+};
 pub use handle::WorkerHandle;
 pub use id::ConnectionId;
 pub use info::{ConnInfo, RingInfo};

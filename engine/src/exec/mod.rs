@@ -43,4 +43,4 @@ pub use executor::spawn;
 pub(crate) use executor::spawn_bound;
 pub(crate) use executor::{clear, has_ready, run_ready};
 pub use join::{JoinError, JoinHandle};
-pub use sleep::Sleep;
+pub use sleep::{timeout, Elapsed, Sleep, Timeout};

@@ -108,3 +108,53 @@ impl std::fmt::Debug for Sleep {
         f.debug_struct("Sleep").field("deadline", &self.deadline).finish()
     }
 }
+
+/// The error of [`timeout`]: the deadline passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deadline elapsed")]
+pub struct Elapsed;
+
+/// Runs `fut` with a deadline `d` from now: its output, or [`Elapsed`] (and `fut` is
+/// dropped) if the deadline passes first. On a ring thread, like [`Timer::sleep`].
+///
+/// ```no_run
+/// # async fn f(conn: ringman_engine::Connection) {
+/// use std::time::Duration;
+/// let mut m = conn.messages().unwrap();
+/// match ringman_engine::timeout(Duration::from_secs(5), m.recv()).await {
+///     Ok(Some(msg)) => println!("{:?}", msg.data),
+///     Ok(None) => println!("closed"),
+///     Err(_) => println!("nothing within 5 s"),
+/// }
+/// # }
+/// ```
+pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
+    Timeout { fut, sleep: Timer::sleep(d) }
+}
+
+/// The future of [`timeout`].
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct Timeout<F> {
+    fut: F,
+    sleep: Sleep,
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is structurally pinned (never moved out of `self`, which is pinned);
+        // `sleep` is `Unpin` and not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        if let Poll::Ready(v) = fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
