@@ -356,3 +356,28 @@ fn a_waker_called_from_another_thread_wakes_the_ring() {
 fn spawning_off_a_ring_thread_is_refused() {
     assert!(matches!(spawn(async {}), Err(ringman::EngineError::NotOnRingThread)));
 }
+
+/// `timeout`: a receive that gets nothing in time answers `Elapsed`; one that gets its
+/// message answers it.
+#[test]
+fn timeout_bounds_an_await() {
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.on_connect(|c, _| {
+        let c = *c;
+        let mut m = c.messages().unwrap();
+        c.spawn(async move {
+            let first = ringman::timeout(Duration::from_millis(50), m.recv()).await;
+            c.send(format!("{first:?}"));
+            let second = ringman::timeout(Duration::from_secs(60), m.recv()).await;
+            c.send(format!("{:?}", second.map(|m| m.map(|m| m.data))));
+        })
+        .unwrap();
+    });
+    let (running, addr) = start(w);
+    let mut s = connect(addr);
+    let mut got = lines(&s);
+    assert_eq!(got.next().unwrap(), "Err(Elapsed)");
+    s.write_all(b"in time\n").unwrap();
+    assert_eq!(got.next().unwrap(), "Ok(Some(b\"in time\"))");
+    running.stop();
+}
