@@ -5,8 +5,10 @@
 //! once, not once per piece (the framer hands back the same packet start until `decode`).
 
 use super::error::{itoa_buf, write_error_response};
-use super::request::{check_head, check_line_endings, check_partial, find_head_end, Framing};
-use super::{HttpError, MAX_HEADERS};
+use super::request::{
+    check_head, check_line_endings, check_partial, check_trailer_fields, find_head_end, request_line, Framing,
+};
+use super::{HttpError, MAX_HEADERS, MAX_METHOD_LEN};
 use crate::{Decoder, Input, Message, ProtocolError, Reply};
 
 /// Default limit of the request head (request line + header fields + empty line): 16 KiB,
@@ -125,16 +127,26 @@ impl HttpDecoder {
                     let limit = buf.len().min(self.head_limit);
                     let from = scanned.saturating_sub(3).min(limit);
                     let Some(i) = find_head_end(&buf[from..limit]) else {
+                        let mut checked = line_checked;
+                        if !checked {
+                            if let Some(nl) = memchr::memchr(b'\n', buf) {
+                                // The request line is complete: reject garbage now instead of
+                                // buffering up to the head limit.
+                                check_line_endings(&buf[..=nl])?;
+                                check_partial(buf)?;
+                                checked = true;
+                            } else if buf.len() > MAX_METHOD_LEN {
+                                // An over-long method or target is answered (501, 414) before
+                                // its line ends.
+                                request_line(buf)?;
+                                if buf.len() >= self.head_limit {
+                                    // The line alone fills the head: only the target can.
+                                    return Err(HttpError::TargetTooLong);
+                                }
+                            }
+                        }
                         if buf.len() >= self.head_limit {
                             return Err(HttpError::HeadTooLarge { limit: self.head_limit });
-                        }
-                        let mut checked = line_checked;
-                        if !checked && memchr::memchr(b'\n', &buf[from..]).is_some() {
-                            // The request line is complete: reject garbage now instead of
-                            // buffering up to the head limit.
-                            check_line_endings(&buf[..memchr::memchr(b'\n', buf).map_or(0, |i| i + 1)])?;
-                            check_partial(buf)?;
-                            checked = true;
                         }
                         self.scan = Scan::Head { scanned: buf.len(), line_checked: checked };
                         return Ok(Input::Need);
@@ -198,7 +210,9 @@ impl HttpDecoder {
                         check_line_endings(block)?;
                         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                         match httparse::parse_headers(block, &mut fields) {
-                            Ok(httparse::Status::Complete((n, _))) if n == block.len() => {}
+                            Ok(httparse::Status::Complete((n, fields))) if n == block.len() => {
+                                check_trailer_fields(fields)?;
+                            }
                             Err(httparse::Error::TooManyHeaders) => break Err(HttpError::TooManyHeaders),
                             _ => break Err(HttpError::InvalidChunk("invalid trailer field")),
                         }
@@ -332,9 +346,13 @@ fn check_extensions(mut s: &[u8]) -> Result<(), HttpError> {
         t
     }
     loop {
+        if s.is_empty() {
+            return Ok(());
+        }
+        // BWS is allowed only before a `;` (or `=`): `5 ` CRLF is refused, since a
+        // front proxy may read the chunk size differently (RFC 9112 §7.1.1).
         skip_ws(&mut s);
         match s {
-            [] => return Ok(()),
             [b';', rest @ ..] => s = rest,
             _ => return Err(BAD),
         }
@@ -342,8 +360,9 @@ fn check_extensions(mut s: &[u8]) -> Result<(), HttpError> {
         if token(&mut s).is_empty() {
             return Err(BAD);
         }
-        skip_ws(&mut s);
-        if let [b'=', rest @ ..] = s {
+        let mut after = s;
+        skip_ws(&mut after);
+        if let [b'=', rest @ ..] = after {
             s = rest;
             skip_ws(&mut s);
             if let [b'"', rest @ ..] = s {

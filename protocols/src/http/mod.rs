@@ -53,7 +53,7 @@ pub use mime::{mime_for_extension, mime_for_path};
 pub use multipart::{MultipartEvent, MultipartParser, PartHead, DEFAULT_MAX_PARTS, DEFAULT_PART_HEADER_LIMIT};
 pub use path::{is_within, resolve_path, PathError};
 pub use range::{parse_range, ByteRange, RangeOutcome};
-pub use request::{Fields, Request, Version, MAX_HEADERS};
+pub use request::{Fields, Request, Version, MAX_HEADERS, MAX_METHOD_LEN, MAX_TARGET_LEN};
 pub use response::{chunk, last_chunk, sse_comment, sse_event, Cookie, IntoBody, Response, SameSite, StaticResponse};
 
 use crate::{Decoder, Encoder, MessageKind, Protocol};

@@ -89,13 +89,161 @@ fn map_httparse(e: httparse::Error) -> HttpError {
 }
 
 /// Early check of an incomplete head: an error as soon as the bytes cannot start a request.
+/// `buf` starts at the request line; it may or may not hold the whole line yet.
 pub(crate) fn check_partial(buf: &[u8]) -> Result<(), HttpError> {
-    let mut slots = header_slots();
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(map_httparse(e)),
+    match request_line(buf)? {
+        // The field lines received so far, through httparse (which reads only the two
+        // versions it knows; the rarer HTTP/1.2+ heads are checked once complete).
+        Some(line) if line.exact => {
+            let mut slots = header_slots();
+            let mut req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(buf, &mut slots) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(map_httparse(e)),
+            }
+        }
+        _ => Ok(()),
     }
+}
+
+/// Longest method accepted: longer than every registered method (the longest,
+/// `UPDATEREDIRECTREF`, has 17 bytes). A longer one is answered 501 (RFC 9112 §3) as soon
+/// as its first bytes arrive.
+pub const MAX_METHOD_LEN: usize = 20;
+
+/// Longest request target accepted (8 KiB); longer is answered 414 (RFC 9112 §3, RFC 9110
+/// §15.5.15) as soon as that many bytes of it arrived.
+pub const MAX_TARGET_LEN: usize = 8 * 1024;
+
+/// `tchar` (RFC 9110 §5.6.2): the bytes of a method, a field name or a transfer coding.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Bytes allowed in a request target: visible ASCII (RFC 9112 §3.2 with RFC 3986) except
+/// `#` (a fragment is never sent). The RFC 3986 delimiters that browsers send unencoded in
+/// paths and queries (`[ ] { } | \ ^ `` " < >`) are let through, as every major server does;
+/// `%` must start a valid percent-encoding (checked separately).
+static TARGET_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        t[b] = b != b'#' as usize;
+        b += 1;
+    }
+    t
+};
+
+/// A validated request line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestLine<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    pub version: Version,
+    /// The version was literally `HTTP/1.0` or `HTTP/1.1` (httparse reads the head then).
+    pub exact: bool,
+    /// Length of the line including its CRLF.
+    pub len: usize,
+}
+
+/// Validates the request line at the start of `buf` (RFC 9112 §3):
+/// `method SP request-target SP HTTP-version CRLF`, single spaces, nothing else.
+///
+/// `Ok(None)` while the line is incomplete and nothing seen so far is wrong. The verdict on
+/// a prefix never changes when more bytes arrive, so a request split anywhere gets the same
+/// answer as a request arriving whole.
+pub(crate) fn request_line(buf: &[u8]) -> Result<Option<RequestLine<'_>>, HttpError> {
+    const BAD_METHOD: HttpError = HttpError::Malformed("invalid method");
+    const BAD_TARGET: HttpError = HttpError::Malformed("invalid request target");
+    const BAD_VERSION: HttpError = HttpError::Malformed("invalid HTTP version");
+    // method = token
+    let mut i = 0;
+    loop {
+        match buf.get(i) {
+            None => return Ok(None),
+            Some(b' ') if i > 0 => break,
+            Some(&b) if TCHAR[b as usize] => {
+                i += 1;
+                if i > MAX_METHOD_LEN {
+                    return Err(HttpError::NotImplemented("method too long"));
+                }
+            }
+            Some(_) => return Err(BAD_METHOD),
+        }
+    }
+    let method_end = i;
+    // request-target: visible ASCII, valid percent-encodings.
+    let target_start = i + 1;
+    let mut j = target_start;
+    let target_end = loop {
+        if j - target_start > MAX_TARGET_LEN {
+            return Err(HttpError::TargetTooLong);
+        }
+        match buf.get(j) {
+            None => return Ok(None),
+            Some(b'%') => {
+                for k in 1..3 {
+                    match buf.get(j + k) {
+                        None => return Ok(None),
+                        Some(h) if h.is_ascii_hexdigit() => {}
+                        Some(_) => return Err(BAD_TARGET),
+                    }
+                }
+                j += 3;
+            }
+            Some(&b) if TARGET_BYTES[b as usize] => j += 1,
+            Some(b' ' | b'\r') if j > target_start => break j,
+            Some(_) => return Err(BAD_TARGET),
+        }
+    };
+    if j - target_start > MAX_TARGET_LEN {
+        return Err(HttpError::TargetTooLong);
+    }
+    if buf[target_end] == b'\r' {
+        // `GET /` CRLF: an HTTP/0.9 simple request, well-formed but not a version we speak.
+        return match buf.get(target_end + 1) {
+            None => Ok(None),
+            Some(b'\n') => Err(HttpError::UnsupportedVersion),
+            Some(_) => Err(BAD_TARGET),
+        };
+    }
+    // HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive, then CRLF.
+    const PATTERN: &[u8; 10] = b"HTTP/1.1\r\n";
+    let v = &buf[target_end + 1..];
+    for (k, &b) in v.iter().take(10).enumerate() {
+        let ok = match k {
+            5 | 7 => b.is_ascii_digit(),
+            _ => b == PATTERN[k],
+        };
+        if !ok {
+            return Err(BAD_VERSION);
+        }
+    }
+    if v.len() < 10 {
+        return Ok(None);
+    }
+    let version = match (v[5], v[7]) {
+        (b'1', b'0') => Version::Http10,
+        // A higher minor version of HTTP/1 is handled as the highest we speak (RFC 9110 §2.5).
+        (b'1', _) => Version::Http11,
+        _ => return Err(HttpError::UnsupportedVersion),
+    };
+    // Both halves end at ASCII bytes: the slices are valid UTF-8 (every byte checked is ASCII).
+    let method = std::str::from_utf8(&buf[..method_end]).map_err(|_| BAD_METHOD)?;
+    let target = std::str::from_utf8(&buf[target_start..target_end]).map_err(|_| BAD_TARGET)?;
+    Ok(Some(RequestLine { method, target, version, exact: matches!(v[7], b'0' | b'1'), len: target_end + 11 }))
 }
 
 /// Where the first `CRLF CRLF` of `buf` starts. The finder is built once: building one per
@@ -105,15 +253,15 @@ pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
     HEAD_END.find(buf)
 }
 
-/// Bytes allowed in a `Host` value, as a table (one load per byte instead of a list scan).
-static HOST_BYTES: [bool; 256] = {
+/// `unreserved / sub-delims` of RFC 3986 (the bytes of a reg-name besides `%`), as a table.
+static REG_NAME_BYTES: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
         t[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
-    let extra = b"-._~!$&'()*+,;=:[]%";
+    let extra = b"-._~!$&'()*+,;=";
     let mut i = 0;
     while i < extra.len() {
         t[extra[i] as usize] = true;
@@ -122,10 +270,86 @@ static HOST_BYTES: [bool; 256] = {
     t
 };
 
-fn valid_host(v: &[u8]) -> bool {
-    // reg-name / IP-literal / IPv4 with optional port; nothing that could smuggle a path,
-    // user info or a second host.
-    v.len() <= 255 && v.iter().all(|&b| HOST_BYTES[b as usize])
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a non-empty reg-name or IPv4
+/// address, or a bracketed IP literal, then optionally a decimal port. Nothing that could
+/// smuggle a path, user info, a second host or whitespace.
+pub(crate) fn valid_host(v: &[u8]) -> bool {
+    if v.is_empty() || v.len() > 255 {
+        return false;
+    }
+    let port = if let [b'[', rest @ ..] = v {
+        let Some(close) = memchr::memchr(b']', rest) else { return false };
+        let literal = &rest[..close];
+        if literal.is_empty() || !literal.iter().all(|&b| REG_NAME_BYTES[b as usize] || b == b':') {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => None,
+            [b':', port @ ..] => Some(port),
+            _ => return false,
+        }
+    } else {
+        let (name, port) = match memchr::memchr(b':', v) {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        let mut i = 0;
+        while i < name.len() {
+            match name[i] {
+                b'%' if name.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+                b if REG_NAME_BYTES[b as usize] => i += 1,
+                _ => return false,
+            }
+        }
+        if name.is_empty() {
+            return false;
+        }
+        port
+    };
+    port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
+/// Trailer fields refused with 400 (RFC 9110 §6.5.1: fields needed before the content,
+/// for framing, routing, authentication, request modifiers, response control or content
+/// format, must not be sent or processed as trailers). Lower-case.
+const FORBIDDEN_TRAILERS: &[&[u8]] = &[
+    b"content-length",
+    b"transfer-encoding",
+    b"trailer",
+    b"te",
+    b"host",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"upgrade",
+    b"authorization",
+    b"proxy-authorization",
+    b"cookie",
+    b"expect",
+    b"max-forwards",
+    b"forwarded",
+    b"range",
+    b"if-range",
+    b"if-match",
+    b"if-none-match",
+    b"if-modified-since",
+    b"if-unmodified-since",
+    b"cache-control",
+    b"pragma",
+    b"content-type",
+    b"content-encoding",
+    b"content-range",
+];
+
+/// Refuses a trailer section naming a [`FORBIDDEN_TRAILERS`] field.
+pub(crate) fn check_trailer_fields(fields: &[httparse::Header<'_>]) -> Result<(), HttpError> {
+    for f in fields {
+        let name = f.name.as_bytes();
+        if FORBIDDEN_TRAILERS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            return Err(HttpError::ForbiddenTrailer);
+        }
+    }
+    Ok(())
 }
 
 /// Iterates the comma-separated tokens of a list-valued field, trimmed, skipping empties.
@@ -161,30 +385,42 @@ impl<'a> ParsedHead<'a> {
         if !head.ends_with(b"\r\n\r\n") {
             return Err(HttpError::Malformed("incomplete head"));
         }
-        let mut slots = header_slots();
-        let mut req = httparse::Request::new(&mut []);
-        let n = match req.parse_with_uninit_headers(head, &mut slots).map_err(map_httparse)? {
-            httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
-        };
-        if n != head.len() {
-            return Err(HttpError::Malformed("trailing bytes after head"));
-        }
-        let method = req.method.ok_or(HttpError::Malformed("no method"))?;
-        let target = req.path.ok_or(HttpError::Malformed("no target"))?;
-        let version = match req.version {
-            Some(0) => Version::Http10,
-            Some(1) => Version::Http11,
-            _ => return Err(HttpError::UnsupportedVersion),
-        };
         if head.starts_with(b"\r\n") {
             return Err(HttpError::Malformed("empty line before request line"));
+        }
+        let line = request_line(head)?.ok_or(HttpError::Malformed("incomplete head"))?;
+        let RequestLine { method, target, version, .. } = line;
+        let mut slots = header_slots();
+        let mut req = httparse::Request::new(&mut []);
+        let mut fields_init;
+        let fields: &[httparse::Header<'a>] = if line.exact {
+            // The common case: httparse reads the whole head (request line again, cheaply).
+            match req.parse_with_uninit_headers(head, &mut slots).map_err(map_httparse)? {
+                httparse::Status::Complete(n) if n == head.len() => {}
+                httparse::Status::Complete(_) => return Err(HttpError::Malformed("trailing bytes after head")),
+                httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
+            }
+            req.headers
+        } else {
+            // HTTP/1.2 .. HTTP/1.9 (httparse knows only two versions): the field lines alone.
+            fields_init = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::parse_headers(&head[line.len..], &mut fields_init).map_err(map_httparse)? {
+                httparse::Status::Complete((n, fields)) if line.len + n == head.len() => fields,
+                _ => return Err(HttpError::Malformed("incomplete head")),
+            }
+        };
+        if method == "CONNECT" {
+            return Err(HttpError::NotImplemented("CONNECT"));
         }
         if !(target.starts_with('/') || (target == "*" && method == "OPTIONS") || absolute_path(target).is_some()) {
             return Err(HttpError::Malformed("unsupported request target form"));
         }
-        if method == "CONNECT" {
-            return Err(HttpError::Malformed("CONNECT is not supported"));
+        if let Some(authority) = absolute_authority(target) {
+            // RFC 9110 §4.2.1: an http(s) URI with an empty host must be rejected; §4.2.4:
+            // user info in it is treated as an error.
+            if !valid_host(authority.as_bytes()) {
+                return Err(HttpError::Malformed("invalid authority in absolute-form target"));
+            }
         }
 
         let mut hosts = 0;
@@ -194,7 +430,7 @@ impl<'a> ParsedHead<'a> {
         let mut expect_continue = false;
         let mut conn_close = false;
         let mut conn_keep_alive = false;
-        for h in req.headers.iter() {
+        for h in fields {
             let name = h.name.as_bytes();
             let value = h.value;
             if name.eq_ignore_ascii_case(b"host") {
@@ -212,19 +448,22 @@ impl<'a> ParsedHead<'a> {
                     return Err(HttpError::InvalidTransferEncoding);
                 }
                 te_seen = true;
-                let codings: Vec<&[u8]> = list_tokens(value).collect();
-                match codings.as_slice() {
-                    [c] if c.eq_ignore_ascii_case(b"chunked") => chunked = true,
-                    [] => return Err(HttpError::InvalidTransferEncoding),
-                    [.., last] if last.eq_ignore_ascii_case(b"chunked") => {
-                        if codings[..codings.len() - 1].iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) {
-                            return Err(HttpError::InvalidTransferEncoding);
-                        }
-                        return Err(HttpError::UnsupportedTransferEncoding);
-                    }
-                    // chunked absent or not last: the length cannot be determined.
-                    _ => return Err(HttpError::InvalidTransferEncoding),
+                let (mut codings, mut chunks, mut last_chunked) = (0, 0, false);
+                for c in list_tokens(value) {
+                    codings += 1;
+                    last_chunked = c.eq_ignore_ascii_case(b"chunked");
+                    chunks += usize::from(last_chunked);
                 }
+                // chunked absent, not last or repeated: the length cannot be determined
+                // (RFC 9112 §6.3) ⇒ 400; chunked last after a coding we do not implement
+                // ⇒ 501 (RFC 9112 §6.1).
+                if !last_chunked || chunks > 1 {
+                    return Err(HttpError::InvalidTransferEncoding);
+                }
+                if codings > 1 {
+                    return Err(HttpError::UnsupportedTransferEncoding);
+                }
+                chunked = true;
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for t in list_tokens(value) {
                     if t.eq_ignore_ascii_case(b"close") {
@@ -268,9 +507,12 @@ impl<'a> ParsedHead<'a> {
     }
 }
 
-/// `1*DIGIT` only: no sign, no list, no spaces inside (httparse trimmed the outer ones).
+/// `1*DIGIT` only: no sign, no list, no spaces inside (httparse trimmed the outer ones), no
+/// leading zeros (`0` itself aside), no value beyond `u64`. Leading zeros and huge values
+/// are valid syntax, but intermediaries disagree on them (octal readings, wrap-around or
+/// truncation on overflow), so a request carrying one is refused as invalid framing.
 fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || (v.len() > 1 && v[0] == b'0') {
         return Err(HttpError::InvalidContentLength);
     }
     let mut n: u64 = 0;
@@ -278,21 +520,32 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
         n = n
             .checked_mul(10)
             .and_then(|n| n.checked_add(u64::from(d - b'0')))
-            .ok_or(HttpError::BodyTooLarge { len: u64::MAX, max: usize::MAX })?;
+            .ok_or(HttpError::InvalidContentLength)?;
     }
     Ok(n)
+}
+
+/// The authority of an absolute-form target (`http://h:1/p` ⇒ `h:1`), if it is one.
+fn absolute_authority(target: &str) -> Option<&str> {
+    let rest = strip_scheme(target)?;
+    Some(&rest[..rest.find(['/', '?']).unwrap_or(rest.len())])
+}
+
+/// The part after `http://` or `https://` (scheme case-insensitive).
+fn strip_scheme(target: &str) -> Option<&str> {
+    if target.len() >= 7 && target[..7].eq_ignore_ascii_case("http://") {
+        Some(&target[7..])
+    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case("https://") {
+        Some(&target[8..])
+    } else {
+        None
+    }
 }
 
 /// The path-and-query of an absolute-form target (`http://host/p?q` ⇒ `/p?q`), `/` when
 /// it has none.
 fn absolute_path(target: &str) -> Option<&str> {
-    let rest = if target.len() >= 7 && target[..7].eq_ignore_ascii_case("http://") {
-        &target[7..]
-    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case("https://") {
-        &target[8..]
-    } else {
-        return None;
-    };
+    let rest = strip_scheme(target)?;
     match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => Some(&rest[i..]),
         Some(_) | None => Some("/"),
@@ -350,7 +603,7 @@ impl<'a> Request<'a> {
             check_line_endings(trailer_block)?;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match httparse::parse_headers(trailer_block, &mut headers).map_err(map_httparse)? {
-                httparse::Status::Complete((n, _)) if n == trailer_block.len() => {}
+                httparse::Status::Complete((n, fields)) if n == trailer_block.len() => check_trailer_fields(fields)?,
                 _ => return Err(HttpError::Malformed("bytes after the body")),
             }
         }
@@ -518,9 +771,10 @@ impl<'a> Request<'a> {
         self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
-    /// The `Host` field.
+    /// The host the request is for: the authority of an absolute-form target (which takes
+    /// the place of the `Host` field, RFC 9112 §3.2.2), else the `Host` field.
     pub fn host(&self) -> Option<&'a str> {
-        self.header_str("host")
+        absolute_authority(self.target).or_else(|| self.header_str("host"))
     }
 
     /// Trailer fields that followed a chunked body (empty otherwise).
@@ -682,7 +936,8 @@ mod tests {
         assert_eq!(r.body(), b"abc");
         assert_eq!(r.header_all("X-a").collect::<Vec<_>>(), vec![&b"1"[..], b"2"]);
         assert_eq!(r.cookies().collect::<Vec<_>>(), vec![("a", "1"), ("b", "q"), ("c", "3")]);
-        assert_eq!(r.host(), Some("example.com:8080"));
+        // Absolute form: the target's authority stands in for Host (RFC 9112 §3.2.2).
+        assert_eq!(r.host(), Some("example.com"));
         assert_eq!(r.version(), Version::Http11);
         assert_eq!(r.headers().count(), 6);
     }
@@ -706,7 +961,7 @@ mod tests {
         assert_eq!(err(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), HttpError::UnsupportedVersion);
         assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n").status(), 400);
         assert_eq!(err(b"GET x HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
-        assert_eq!(err(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
+        assert_eq!(err(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").status(), 501);
         assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n").status(), 400);
         assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), HttpError::ExpectationFailed);
         assert_eq!(err(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
@@ -757,7 +1012,7 @@ mod tests {
         assert_eq!(
             head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n")
                 .map_err(|e| e.status()),
-            Err(413)
+            Err(400)
         );
     }
 
@@ -832,7 +1087,7 @@ mod tests {
         );
         (
             proptest::sample::select(vec!["GET", "POST", "HEAD", "DELETE", "PATCH"]),
-            "(/[a-zA-Z0-9%._~-]{0,6}){1,3}(\\?[a-z0-9=&%]{0,10})?",
+            "(/([a-zA-Z0-9._~-]|%[0-9a-fA-F]{2}){0,6}){1,3}(\\?([a-z0-9=&]|%[0-9A-F]{2}){0,10})?",
             any::<bool>(),
             any::<bool>(),
             proptest::collection::vec(field, 0..6),
