@@ -127,6 +127,10 @@ impl HttpDecoder {
                     let limit = buf.len().min(self.head_limit);
                     let from = scanned.saturating_sub(3).min(limit);
                     let Some(i) = find_head_end(&buf[from..limit]) else {
+                        // A bare LF or CR among the new bytes ends the request now: waiting
+                        // for a CRLFCRLF that may never come would answer split input
+                        // differently from whole input.
+                        check_partial_line_endings(buf, scanned.min(buf.len()))?;
                         let mut checked = line_checked;
                         if !checked {
                             if let Some(nl) = memchr::memchr(b'\n', buf) {
@@ -301,6 +305,24 @@ impl HttpDecoder {
         norm.splice(digits_at..digits_at + 20, d.iter().copied());
         debug_assert!(norm[len_at..].starts_with(b"Content-Length: "));
     }
+}
+
+/// [`check_line_endings`] on the bytes of an incomplete head from `from` on: every LF there
+/// follows a CR, every CR there is followed by LF (a CR in the last byte may still be).
+fn check_partial_line_endings(buf: &[u8], from: usize) -> Result<(), HttpError> {
+    for i in memchr::memchr_iter(b'\n', &buf[from..]) {
+        let i = from + i;
+        if i == 0 || buf[i - 1] != b'\r' {
+            return Err(HttpError::Malformed("bare LF"));
+        }
+    }
+    let from = from.saturating_sub(1);
+    for i in memchr::memchr_iter(b'\r', &buf[from..]) {
+        if buf.get(from + i + 1).is_some_and(|&b| b != b'\n') {
+            return Err(HttpError::Malformed("bare CR"));
+        }
+    }
+    Ok(())
 }
 
 /// Index of the next `\n` at or after `pos`, looking at most `limit` bytes ahead.

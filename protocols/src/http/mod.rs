@@ -31,6 +31,8 @@
 //! assert!(out.ends_with(b"Content-Length: 5\r\n\r\nhello"));
 //! ```
 
+#[cfg(test)]
+mod conformance;
 mod date;
 mod error;
 mod form;

@@ -253,7 +253,9 @@ pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
     HEAD_END.find(buf)
 }
 
-/// `unreserved / sub-delims` of RFC 3986 (the bytes of a reg-name besides `%`), as a table.
+/// `unreserved / sub-delims` of RFC 3986 (the bytes of a reg-name besides `%`), as a table,
+/// without `,`: a comma in `Host` reads as a list of hosts to an intermediary that joined
+/// two `Host` lines.
 static REG_NAME_BYTES: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
@@ -261,7 +263,7 @@ static REG_NAME_BYTES: [bool; 256] = {
         t[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
-    let extra = b"-._~!$&'()*+,;=";
+    let extra = b"-._~!$&'()*+;=";
     let mut i = 0;
     while i < extra.len() {
         t[extra[i] as usize] = true;
