@@ -1,12 +1,14 @@
 //! Request head validation and the zero-copy [`Request`] view.
 //!
-//! Tokenising is done by [`httparse`]: it is the parser under hyper, zero-copy (every field
-//! borrows from the input), SIMD-accelerated, fuzzed for years and free of allocation. On top
-//! of it this module enforces what httparse leaves to the caller (RFC 9112 rules that keep
-//! front proxies and this server agreeing on message boundaries): CRLF-only line endings (no
-//! bare LF or CR), no obsolete line folding, one `Host` for HTTP/1.1, one decimal
-//! `Content-Length`, `Transfer-Encoding` exactly `chunked` and never with `Content-Length`,
-//! request targets in origin-, absolute- or asterisk-form only.
+//! The request line is checked here against the RFC 9112 §3 grammar (byte tables, no
+//! allocation); the field lines are tokenised by [`httparse`]: it is the parser under hyper,
+//! zero-copy (every field borrows from the input), SIMD-accelerated, fuzzed for years and
+//! free of allocation. On top of it this module enforces what httparse leaves to the caller
+//! (RFC 9112 rules that keep front proxies and this server agreeing on message boundaries):
+//! CRLF-only line endings (no bare LF or CR), no obsolete line folding, one valid `Host`,
+//! one plain decimal `Content-Length`, `Transfer-Encoding` exactly `chunked` and never with
+//! `Content-Length`, request targets in origin-, absolute- or asterisk-form only. The full
+//! list, with the status of each refusal, is in the [module docs](super#strictness-rfc-9112-rfc-9110).
 //!
 //! A request is parsed once on the engine path: [`HttpDecoder`](super::HttpDecoder) validates
 //! the head while framing it, and [`Request::from_decoded`] then only reads the fields back.
