@@ -78,6 +78,7 @@
 mod conformance;
 mod date;
 mod error;
+mod etag;
 mod form;
 mod framing;
 mod mime;
@@ -87,8 +88,9 @@ mod range;
 mod request;
 mod response;
 
-pub use date::{http_date, DateCache};
+pub use date::{http_date, parse_http_date, DateCache};
 pub use error::{reason_phrase, write_error_response, HttpError};
+pub use etag::{entity_tags_match, EntityTagMatch};
 pub use form::{
     boundary_from_content_type, parse_multipart, parse_urlencoded, percent_decode, FormCollector, FormData, FormError,
     FormField, Part, PersistError, UploadConfig, UploadError, UploadedFile, UrlEncoded,
