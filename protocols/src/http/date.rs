@@ -84,7 +84,7 @@ pub fn parse_http_date(v: &[u8]) -> Option<u64> {
     }
     let (y, mo, d, (h, mi, sec)) = if v.len() == 29 && v[3] == b',' {
         // IMF-fixdate: day-name "," SP DD SP Mon SP YYYY SP hh:mm:ss SP "GMT"
-        if !DAYS.iter().any(|d| &d[..] == &v[..3])
+        if !DAYS.iter().any(|d| d[..] == v[..3])
             || &v[25..] != b" GMT"
             || v[4] != b' '
             || v[7] != b' '
@@ -117,7 +117,7 @@ pub fn parse_http_date(v: &[u8]) -> Option<u64> {
     } else if v.len() == 24 && v[3] == b' ' && v[7] == b' ' && v[10] == b' ' && v[19] == b' ' {
         // asctime: day-name SP Mon SP ( DD / SP D ) SP hh:mm:ss SP YYYY
         let day = if v[8] == b' ' { num(&v[9..10])? } else { num(&v[8..10])? };
-        if !DAYS.iter().any(|d| &d[..] == &v[..3]) {
+        if !DAYS.iter().any(|d| d[..] == v[..3]) {
             return None;
         }
         (num(&v[20..24])?, month(&v[4..7])?, day, time(&v[11..19])?)
