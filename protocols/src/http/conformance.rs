@@ -602,3 +602,30 @@ fn pipelined_verdicts_in_both_orders() {
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n";
     assert_eq!(drive(&[smuggle]), Outcome { answered: vec![], status: Some(400) });
 }
+
+// ---- Whole and split verdicts agree on arbitrary request lines ---------------------------
+
+proptest::proptest! {
+    /// The whole-head path (httparse plus the checks it leaves out) and the early checks on
+    /// a partial head (the request-line grammar) reach the same verdict on any request line.
+    #[test]
+    fn request_line_verdicts_do_not_depend_on_splits(
+        parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                &b"GET"[..], b" ", b"  ", b"/", b"a", b"%", b"%4", b"1", b"F", b"#", b"?", b"\x80", b"\t",
+                b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"HTTP/", b".", b"*", b"http://", b"@", b":",
+                b"\r", b"\n", b"AAAAAAAAAAAAAAAAAAAA",
+            ]),
+            0..12,
+        ),
+        cut in proptest::prelude::any::<usize>(),
+    ) {
+        let mut wire = parts.concat();
+        wire.extend_from_slice(b"\r\nHost: h\r\n\r\n");
+        let whole = drive(&[&wire]);
+        let i = cut % (wire.len() + 1);
+        proptest::prop_assert_eq!(&drive(&[&wire[..i], &wire[i..]]), &whole);
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        proptest::prop_assert_eq!(&drive(&bytes), &whole);
+    }
+}

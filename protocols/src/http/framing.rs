@@ -6,7 +6,8 @@
 
 use super::error::{itoa_buf, write_error_response};
 use super::request::{
-    check_head, check_line_endings, check_partial, check_trailer_fields, find_head_end, request_line, Framing,
+    bare_line_ending, check_head, check_line_endings, check_partial, check_trailer_fields, find_head_end, request_line,
+    Framing,
 };
 use super::{HttpError, MAX_HEADERS, MAX_METHOD_LEN};
 use crate::{Decoder, Input, Message, ProtocolError, Reply};
@@ -129,25 +130,29 @@ impl HttpDecoder {
                     let Some(i) = find_head_end(&buf[from..limit]) else {
                         // A bare LF or CR among the new bytes ends the request now: waiting
                         // for a CRLFCRLF that may never come would answer split input
-                        // differently from whole input.
-                        check_partial_line_endings(buf, scanned.min(buf.len()))?;
+                        // differently from whole input. A fault of the request line before
+                        // it is reported first, as a whole head's check does.
+                        let bare = bare_line_ending(buf, scanned.min(buf.len()));
+                        let clean = &buf[..bare.as_ref().map_or(buf.len(), |(n, _)| *n)];
                         let mut checked = line_checked;
                         if !checked {
-                            if let Some(nl) = memchr::memchr(b'\n', buf) {
+                            if memchr::memchr(b'\n', clean).is_some() {
                                 // The request line is complete: reject garbage now instead of
                                 // buffering up to the head limit.
-                                check_line_endings(&buf[..=nl])?;
-                                check_partial(buf)?;
+                                check_partial(clean)?;
                                 checked = true;
-                            } else if buf.len() > MAX_METHOD_LEN {
+                            } else if clean.len() > MAX_METHOD_LEN {
                                 // An over-long method or target is answered (501, 414) before
                                 // its line ends.
-                                request_line(buf)?;
-                                if buf.len() >= self.head_limit {
+                                request_line(clean)?;
+                                if bare.is_none() && buf.len() >= self.head_limit {
                                     // The line alone fills the head: only the target can.
                                     return Err(HttpError::TargetTooLong);
                                 }
                             }
+                        }
+                        if let Some((_, e)) = bare {
+                            return Err(e);
                         }
                         if buf.len() >= self.head_limit {
                             return Err(HttpError::HeadTooLarge { limit: self.head_limit });
@@ -305,24 +310,6 @@ impl HttpDecoder {
         norm.splice(digits_at..digits_at + 20, d.iter().copied());
         debug_assert!(norm[len_at..].starts_with(b"Content-Length: "));
     }
-}
-
-/// [`check_line_endings`] on the bytes of an incomplete head from `from` on: every LF there
-/// follows a CR, every CR there is followed by LF (a CR in the last byte may still be).
-fn check_partial_line_endings(buf: &[u8], from: usize) -> Result<(), HttpError> {
-    for i in memchr::memchr_iter(b'\n', &buf[from..]) {
-        let i = from + i;
-        if i == 0 || buf[i - 1] != b'\r' {
-            return Err(HttpError::Malformed("bare LF"));
-        }
-    }
-    let from = from.saturating_sub(1);
-    for i in memchr::memchr_iter(b'\r', &buf[from..]) {
-        if buf.get(from + i + 1).is_some_and(|&b| b != b'\n') {
-            return Err(HttpError::Malformed("bare CR"));
-        }
-    }
-    Ok(())
 }
 
 /// Index of the next `\n` at or after `pos`, looking at most `limit` bytes ahead.

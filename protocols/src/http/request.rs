@@ -65,17 +65,32 @@ pub(crate) fn check_head(head: &[u8]) -> Result<HeadInfo, HttpError> {
 /// Rejects bare CR and bare LF anywhere in `bytes` (RFC 9112 §2.2: a bare CR must be
 /// rejected; a bare LF is refused too so that no intermediary can split lines differently).
 pub(crate) fn check_line_endings(bytes: &[u8]) -> Result<(), HttpError> {
-    for i in memchr::memchr_iter(b'\n', bytes) {
-        if i == 0 || bytes[i - 1] != b'\r' {
-            return Err(HttpError::Malformed("bare LF"));
+    match bare_line_ending(bytes, 0) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The first bare LF or bare CR in `bytes[from..]` (a CR in the last byte may still be
+/// followed by LF and is not reported), with the length of the prefix before the offending
+/// byte: the bare LF itself, or the byte after a bare CR.
+pub(crate) fn bare_line_ending(bytes: &[u8], from: usize) -> Option<(usize, HttpError)> {
+    // One search for both bytes: every CR found must be followed by LF, which is then
+    // stepped over, so any LF found is a bare one. A CR just before `from` was not
+    // checked against its successor yet.
+    let mut at = if from > 0 && bytes.get(from - 1) == Some(&b'\r') { from - 1 } else { from };
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', &bytes[at..]) {
+        let i = at + i;
+        if bytes[i] == b'\n' {
+            return Some((i, HttpError::Malformed("bare LF")));
+        }
+        match bytes.get(i + 1) {
+            None => return None,
+            Some(b'\n') => at = i + 2,
+            Some(_) => return Some((i + 1, HttpError::Malformed("bare CR"))),
         }
     }
-    for i in memchr::memchr_iter(b'\r', bytes) {
-        if bytes.get(i + 1) != Some(&b'\n') {
-            return Err(HttpError::Malformed("bare CR"));
-        }
-    }
-    Ok(())
+    None
 }
 
 fn map_httparse(e: httparse::Error) -> HttpError {
@@ -148,6 +163,29 @@ static TARGET_BYTES: [bool; 256] = {
     t
 };
 
+/// Whether a request line httparse accepted also passes [`request_line`]: httparse checked
+/// the method is a token and the target holds no control, space or DEL; what remains is the
+/// lengths, ASCII only, no `#`, and valid percent-encodings.
+fn line_is_plain(method: &str, target: &str) -> bool {
+    let t = target.as_bytes();
+    if method.is_empty() || method.len() > MAX_METHOD_LEN || t.is_empty() || t.len() > MAX_TARGET_LEN {
+        return false;
+    }
+    // Targets are short: a table walk beats setting up a vector search.
+    if t.iter().all(|&b| TARGET_BYTES[b as usize] && b != b'%') {
+        return true;
+    }
+    let mut i = 0;
+    while i < t.len() {
+        match t[i] {
+            b'%' if t.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+            b if b != b'%' && TARGET_BYTES[b as usize] => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// A validated request line.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestLine<'a> {
@@ -170,49 +208,36 @@ pub(crate) fn request_line(buf: &[u8]) -> Result<Option<RequestLine<'_>>, HttpEr
     const BAD_METHOD: HttpError = HttpError::Malformed("invalid method");
     const BAD_TARGET: HttpError = HttpError::Malformed("invalid request target");
     const BAD_VERSION: HttpError = HttpError::Malformed("invalid HTTP version");
-    // method = token
-    let mut i = 0;
-    loop {
-        match buf.get(i) {
-            None => return Ok(None),
-            Some(b' ') if i > 0 => break,
-            Some(&b) if TCHAR[b as usize] => {
-                i += 1;
-                if i > MAX_METHOD_LEN {
-                    return Err(HttpError::NotImplemented("method too long"));
-                }
-            }
-            Some(_) => return Err(BAD_METHOD),
-        }
-    }
-    let method_end = i;
-    // request-target: visible ASCII, valid percent-encodings.
-    let target_start = i + 1;
-    let mut j = target_start;
-    let target_end = loop {
-        if j - target_start > MAX_TARGET_LEN {
-            return Err(HttpError::TargetTooLong);
-        }
-        match buf.get(j) {
-            None => return Ok(None),
-            Some(b'%') => {
-                for k in 1..3 {
-                    match buf.get(j + k) {
-                        None => return Ok(None),
-                        Some(h) if h.is_ascii_hexdigit() => {}
-                        Some(_) => return Err(BAD_TARGET),
-                    }
-                }
-                j += 3;
-            }
-            Some(&b) if TARGET_BYTES[b as usize] => j += 1,
-            Some(b' ' | b'\r') if j > target_start => break j,
-            Some(_) => return Err(BAD_TARGET),
-        }
+    // method = token, at most MAX_METHOD_LEN bytes.
+    let window = &buf[..buf.len().min(MAX_METHOD_LEN + 1)];
+    let method_end = match memchr::memchr(b' ', window) {
+        Some(i) if i > 0 && window[..i].iter().all(|&b| TCHAR[b as usize]) => i,
+        Some(_) => return Err(BAD_METHOD),
+        None if !window.iter().all(|&b| TCHAR[b as usize]) => return Err(BAD_METHOD),
+        None if window.len() > MAX_METHOD_LEN => return Err(HttpError::NotImplemented("method too long")),
+        None => return Ok(None),
     };
-    if j - target_start > MAX_TARGET_LEN {
-        return Err(HttpError::TargetTooLong);
+    // request-target: visible ASCII, valid percent-encodings, at most MAX_TARGET_LEN bytes.
+    let target_start = method_end + 1;
+    let rest = &buf[target_start..];
+    let window = &rest[..rest.len().min(MAX_TARGET_LEN + 1)];
+    let len = window.iter().position(|&b| !TARGET_BYTES[b as usize]);
+    for p in memchr::memchr_iter(b'%', &window[..len.unwrap_or(window.len())]) {
+        for k in 1..3 {
+            match rest.get(p + k) {
+                None => return Ok(None),
+                Some(h) if h.is_ascii_hexdigit() => {}
+                Some(_) => return Err(BAD_TARGET),
+            }
+        }
     }
+    let target_end = match len {
+        None if window.len() > MAX_TARGET_LEN => return Err(HttpError::TargetTooLong),
+        None => return Ok(None),
+        Some(n) if n > MAX_TARGET_LEN => return Err(HttpError::TargetTooLong),
+        Some(n) if n > 0 && matches!(rest[n], b' ' | b'\r') => target_start + n,
+        Some(_) => return Err(BAD_TARGET),
+    };
     if buf[target_end] == b'\r' {
         // `GET /` CRLF: an HTTP/0.9 simple request, well-formed but not a version we speak.
         return match buf.get(target_end + 1) {
@@ -224,6 +249,16 @@ pub(crate) fn request_line(buf: &[u8]) -> Result<Option<RequestLine<'_>>, HttpEr
     // HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive, then CRLF.
     const PATTERN: &[u8; 10] = b"HTTP/1.1\r\n";
     let v = &buf[target_end + 1..];
+    let fast = match v.get(..10) {
+        Some(b"HTTP/1.1\r\n") => Some(Version::Http11),
+        Some(b"HTTP/1.0\r\n") => Some(Version::Http10),
+        _ => None,
+    };
+    if let Some(version) = fast {
+        let method = std::str::from_utf8(&buf[..method_end]).map_err(|_| BAD_METHOD)?;
+        let target = std::str::from_utf8(&buf[target_start..target_end]).map_err(|_| BAD_TARGET)?;
+        return Ok(Some(RequestLine { method, target, version, exact: true, len: target_end + 11 }));
+    }
     for (k, &b) in v.iter().take(10).enumerate() {
         let ok = match k {
             5 | 7 => b.is_ascii_digit(),
@@ -281,6 +316,20 @@ pub(crate) fn valid_host(v: &[u8]) -> bool {
     if v.is_empty() || v.len() > 255 {
         return false;
     }
+    // The common shape in one pass: name bytes, then optionally `:` and a decimal port.
+    let name_len = v.iter().position(|&b| !REG_NAME_BYTES[b as usize]).unwrap_or(v.len());
+    if name_len == v.len() {
+        return true;
+    }
+    if name_len > 0 && v[name_len] == b':' {
+        let port = &v[name_len + 1..];
+        return port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    }
+    valid_host_escaped(v)
+}
+
+/// [`valid_host`] for what its fast path leaves: IP literals and percent-encoded names.
+fn valid_host_escaped(v: &[u8]) -> bool {
     let port = if let [b'[', rest @ ..] = v {
         let Some(close) = memchr::memchr(b']', rest) else { return false };
         let literal = &rest[..close];
@@ -293,20 +342,24 @@ pub(crate) fn valid_host(v: &[u8]) -> bool {
             _ => return false,
         }
     } else {
-        let (name, port) = match memchr::memchr(b':', v) {
+        // Hosts are short: a plain scan beats setting up a vector search.
+        let (name, port) = match v.iter().position(|&b| b == b':') {
             Some(i) => (&v[..i], Some(&v[i + 1..])),
             None => (v, None),
         };
-        let mut i = 0;
-        while i < name.len() {
-            match name[i] {
-                b'%' if name.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
-                b if REG_NAME_BYTES[b as usize] => i += 1,
-                _ => return false,
-            }
-        }
         if name.is_empty() {
             return false;
+        }
+        if !name.iter().all(|&b| REG_NAME_BYTES[b as usize]) {
+            // Only percent-encodings may remain.
+            let mut i = 0;
+            while i < name.len() {
+                match name[i] {
+                    b'%' if name.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+                    b if REG_NAME_BYTES[b as usize] => i += 1,
+                    _ => return false,
+                }
+            }
         }
         port
     };
@@ -385,41 +438,74 @@ struct ParsedHead<'a> {
 
 impl<'a> ParsedHead<'a> {
     fn parse(head: &'a [u8]) -> Result<Self, HttpError> {
-        check_line_endings(head)?;
+        if let Some((clean, e)) = bare_line_ending(head, 0) {
+            // A fault in the request line before it is reported first, as the framer's
+            // early checks do on a head arriving in pieces.
+            request_line(&head[..clean])?;
+            return Err(e);
+        }
         if !head.ends_with(b"\r\n\r\n") {
             return Err(HttpError::Malformed("incomplete head"));
         }
         if head.starts_with(b"\r\n") {
             return Err(HttpError::Malformed("empty line before request line"));
         }
-        let line = request_line(head)?.ok_or(HttpError::Malformed("incomplete head"))?;
-        let RequestLine { method, target, version, .. } = line;
         let mut slots = header_slots();
         let mut req = httparse::Request::new(&mut []);
-        let mut fields_init;
-        let fields: &[httparse::Header<'a>] = if line.exact {
-            // The common case: httparse reads the whole head (request line again, cheaply).
-            match req.parse_with_uninit_headers(head, &mut slots).map_err(map_httparse)? {
-                httparse::Status::Complete(n) if n == head.len() => {}
-                httparse::Status::Complete(_) => return Err(HttpError::Malformed("trailing bytes after head")),
-                httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
+        // The common case first: httparse reads the whole head, and the request line it
+        // accepted (token method, single spaces, `HTTP/1.0` or `HTTP/1.1`, target bytes
+        // 0x21..=0x7E or >= 0x80) needs only the checks httparse leaves out. Any doubt goes
+        // to `request_line`, which gives the verdict the framer's early checks give.
+        match req.parse_with_uninit_headers(head, &mut slots) {
+            Ok(httparse::Status::Complete(n))
+                if n == head.len() && line_is_plain(req.method.unwrap_or(""), req.path.unwrap_or("")) =>
+            {
+                let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
+                Self::finish(head, req.method.unwrap_or(""), req.path.unwrap_or(""), version, req.headers)
             }
-            req.headers
-        } else {
-            // HTTP/1.2 .. HTTP/1.9 (httparse knows only two versions): the field lines alone.
-            fields_init = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match httparse::parse_headers(&head[line.len..], &mut fields_init).map_err(map_httparse)? {
-                httparse::Status::Complete((n, fields)) if line.len + n == head.len() => fields,
-                _ => return Err(HttpError::Malformed("incomplete head")),
+            other => Self::parse_unusual(head, other),
+        }
+    }
+
+    /// A head httparse refused or whose request line needs the full check: the verdict of
+    /// [`request_line`], or a field error, or an HTTP/1.2+ head read field by field.
+    #[cold]
+    #[inline(never)]
+    fn parse_unusual(head: &'a [u8], httparse_said: httparse::Result<usize>) -> Result<Self, HttpError> {
+        let line = request_line(head)?.ok_or(HttpError::Malformed("incomplete head"))?;
+        if line.exact {
+            // The request line is fine: httparse refused a field line.
+            return Err(match httparse_said.map_err(map_httparse)? {
+                httparse::Status::Complete(_) => HttpError::Malformed("trailing bytes after head"),
+                httparse::Status::Partial => HttpError::Malformed("incomplete head"),
+            });
+        }
+        // HTTP/1.2 .. HTTP/1.9 (httparse knows only two versions): the field lines alone.
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::parse_headers(&head[line.len..], &mut fields).map_err(map_httparse)? {
+            httparse::Status::Complete((n, fields)) if line.len + n == head.len() => {
+                Self::finish(head, line.method, line.target, line.version, fields)
             }
-        };
+            _ => Err(HttpError::Malformed("incomplete head")),
+        }
+    }
+
+    /// The checks on a tokenised head: target form, fields, framing.
+    #[inline(always)]
+    fn finish(
+        head: &'a [u8],
+        method: &'a str,
+        target: &'a str,
+        version: Version,
+        fields: &[httparse::Header<'a>],
+    ) -> Result<Self, HttpError> {
         if method == "CONNECT" {
             return Err(HttpError::NotImplemented("CONNECT"));
         }
         if !(target.starts_with('/') || (target == "*" && method == "OPTIONS") || absolute_path(target).is_some()) {
             return Err(HttpError::Malformed("unsupported request target form"));
         }
-        if let Some(authority) = absolute_authority(target) {
+        if let Some(authority) = (!target.starts_with('/')).then(|| absolute_authority(target)).flatten() {
             // RFC 9110 §4.2.1: an http(s) URI with an empty host must be rejected; §4.2.4:
             // user info in it is treated as an error.
             if !valid_host(authority.as_bytes()) {
