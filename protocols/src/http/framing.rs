@@ -51,7 +51,7 @@ enum Scan {
 ///   the head without `Transfer-Encoding` plus `Content-Length: n`, the de-chunked body, then
 ///   the trailer section (if any). Feed it to [`Request::parse`](super::Request::parse).
 /// * Errors are [`HttpError`]s converted to [`ProtocolError`]; the last one is remembered so
-///   [`Decoder::error_reply`] writes the matching 400/413/417/431/501/505 response with
+///   [`Decoder::error_reply`] writes the matching 400/408/413/414/417/431/501/505 response with
 ///   `Connection: close`.
 ///
 /// **100-continue:** when `input` sees a complete head with `Expect: 100-continue` whose

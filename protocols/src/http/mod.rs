@@ -2,14 +2,16 @@
 //!
 //! * [`HttpDecoder`] frames requests out of the byte stream (head, then a `Content-Length` or
 //!   chunked body), enforces the limits and answers errors with the right status
-//!   (400/413/417/431/501/505, always with `Connection: close`).
+//!   (400/408/413/414/417/431/501/505, always with `Connection: close`; see
+//!   [Strictness](#strictness-rfc-9112-rfc-9110)).
 //! * [`Request::parse`] turns a decoded packet into a borrowed view: method, path, query,
 //!   headers, cookies, body, trailers and the keep-alive decision.
 //! * [`Response`] builds responses (headers, cookies, body, chunked streaming, Server-Sent
 //!   Events); [`StaticResponse`] is a pre-encoded response whose `Date` is patched in place.
 //! * Forms: [`parse_urlencoded`], [`parse_multipart`], the streaming [`MultipartParser`],
 //!   and [`FormData`] (uploads over a threshold spilled to temporary files).
-//! * Helpers: [`http_date`], [`mime_for_path`], [`parse_range`], [`resolve_path`].
+//! * Helpers: [`http_date`], [`parse_http_date`], [`entity_tags_match`], [`mime_for_path`],
+//!   [`parse_range`], [`resolve_path`].
 //!
 //! `Connection: close` and HTTP/1.0 without keep-alive are honoured
 //! ([`Request::keep_alive`]); `Expect: 100-continue` is supported
