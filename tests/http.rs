@@ -408,3 +408,178 @@ fn pipelined_request_waits_for_a_streaming_file_body() {
     write_all(&mut s, b"ok");
     assert_eq!(read_response(&mut s).1, b"ok");
 }
+
+/// Splits a byte stream into `Content-Length` framed responses: (status line, head, body).
+fn split_responses(mut all: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !all.is_empty() {
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head") + 4;
+        let head = String::from_utf8_lossy(&all[..end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+            .expect("Content-Length");
+        let status = head.lines().next().unwrap().to_string();
+        out.push((status, head, all[end..end + len].to_vec()));
+        all = &all[end + len..];
+    }
+    out
+}
+
+#[test]
+fn malformed_pipelined_request_is_answered_after_the_valid_one_then_eof() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    // The issue's examples, each behind a valid request and in front of many more.
+    let cases: [(&[u8], &str); 9] = [
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n", "400"),
+        (b"GET /hello HTTP/1.1\r\nHost:\r\n\r\n", "400"),
+        (b"GET /h\xc3\xa9llo HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+        (b"GET /hello HTTP/1\r\nHost: x\r\n\r\n", "400"),
+        (b"GET /hello http/1.1\r\nHost: x\r\n\r\n", "400"),
+        (b"GET /hello HTTP/2.0\r\nHost: x\r\n\r\n", "505"),
+        (b"GETGETGETGETGETGETGETGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "501"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\nabcdefg", "400"),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nContent-Length: 5\r\n\r\n",
+            "400",
+        ),
+    ];
+    for (bad, status) in cases {
+        let what = String::from_utf8_lossy(bad).into_owned();
+        let mut s = connect(addr);
+        let mut wire = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        wire.extend_from_slice(bad);
+        // Far more than one receive: still unread when the server refuses the request, so a
+        // plain close would reset the connection and destroy the answer in flight.
+        for _ in 0..4000 {
+            wire.extend_from_slice(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        write_all(&mut s, &wire);
+        let all = read_to_eof(&mut s);
+        let responses = split_responses(&all);
+        let statuses: Vec<&str> = responses.iter().map(|(s, _, _)| s.as_str()).collect();
+        assert_eq!(statuses.len(), 2, "{what}: {statuses:?}");
+        assert_eq!(statuses[0], "HTTP/1.1 200 OK", "{what}");
+        assert_eq!(responses[0].2, b"Hello World", "{what}");
+        assert!(statuses[1].starts_with(&format!("HTTP/1.1 {status} ")), "{what}: {statuses:?}");
+        assert!(responses[1].1.contains("Connection: close\r\n"), "{what}");
+    }
+    // HTTP/1.2 is served as HTTP/1.1; curl's empty Host (`-H 'Host;'`) is refused.
+    let mut s = connect(addr);
+    write_all(&mut s, b"GET /hello HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let responses = split_responses(&read_to_eof(&mut s));
+    assert_eq!((responses[0].0.as_str(), &responses[0].2[..]), ("HTTP/1.1 200 OK", &b"Hello World"[..]));
+    let (head, _) = curl(&["-H", "Host;", &format!("http://{addr}/hello")]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+}
+
+/// The value of field `name` in a response head printed by curl.
+fn field(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+#[test]
+fn conditional_requests_with_etags() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let url = format!("http://{addr}/sub/a.txt");
+    let (head, _) = curl(&[&url]);
+    let etag = field(&head, "ETag").expect("ETag on 200");
+    let lm = field(&head, "Last-Modified").unwrap();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "a strong validator: {etag}");
+    // If-None-Match: 304 carrying the ETag; a list and the weak form match too.
+    for inm in [etag.clone(), format!("\"nope\", {etag}"), format!("W/{etag}"), "*".to_string()] {
+        let (head, body) = curl(&["-H", &format!("If-None-Match: {inm}"), &url]);
+        assert!(head.starts_with("HTTP/1.1 304"), "{inm}: {head}");
+        assert_eq!(field(&head, "ETag").as_deref(), Some(etag.as_str()));
+        assert!(body.is_empty());
+    }
+    // If-None-Match takes precedence over If-Modified-Since, both ways.
+    let (head, body) = curl(&["-H", "If-None-Match: \"other\"", "-H", &format!("If-Modified-Since: {lm}"), &url]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"abcdefghij");
+    let (head, _) = curl(&[
+        "-H",
+        &format!("If-None-Match: {etag}"),
+        "-H",
+        "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT",
+        &url,
+    ]);
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    // If-Match / If-Unmodified-Since: 412 when they do not hold.
+    let (head, _) = curl(&["-H", "If-Match: \"other\"", &url]);
+    assert!(head.starts_with("HTTP/1.1 412"), "{head}");
+    let (head, _) = curl(&["-H", &format!("If-Match: {etag}"), &url]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = curl(&["-H", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT", &url]);
+    assert!(head.starts_with("HTTP/1.1 412"), "{head}");
+
+    // If-Range: the range when the validator matches, the whole file when it does not.
+    let (head, body) = curl(&["-r", "2-4", "-H", &format!("If-Range: {etag}"), &url]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, b"cde");
+    for stale in ["\"other\"".to_string(), format!("W/{etag}"), "Thu, 01 Jan 1970 00:00:00 GMT".to_string()] {
+        let (head, body) = curl(&["-r", "2-4", "-H", &format!("If-Range: {stale}"), &url]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{stale}: {head}");
+        assert_eq!(body, b"abcdefghij");
+    }
+    // Written before this test ran, the file's date is a strong validator (§8.8.2.2).
+    let old = d.path().join("old.txt");
+    std::fs::write(&old, "0123456789").unwrap();
+    let f = std::fs::File::options().write(true).open(&old).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)).unwrap();
+    let old_url = format!("http://{addr}/old.txt");
+    let old_lm = field(&curl(&[&old_url]).0, "Last-Modified").unwrap();
+    let (head, body) = curl(&["-r", "0-1", "-H", &format!("If-Range: {old_lm}"), &old_url]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, b"01");
+}
+
+#[test]
+fn etag_changes_when_a_file_is_rewritten_within_a_second() {
+    use std::os::unix::fs::MetadataExt;
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let path = d.path().join("twice.txt");
+    let url = format!("http://{addr}/twice.txt");
+    let etag_of = || field(&curl(&[&url]).0, "ETag").unwrap();
+    // Same size, same second, same inode: only the nanoseconds of the modification time
+    // differ. Rewrite until the file system shows a new time within the same second (the
+    // clock of the file system advances in ticks, so two quick writes may share one).
+    for _attempt in 0..100 {
+        std::fs::write(&path, "first").unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        let first = etag_of();
+        let after = loop {
+            std::fs::write(&path, "again").unwrap();
+            let m = std::fs::metadata(&path).unwrap();
+            if (m.mtime(), m.mtime_nsec()) != (before.mtime(), before.mtime_nsec()) {
+                break m;
+            }
+        };
+        if after.mtime() != before.mtime() {
+            continue; // crossed a second boundary: not the case under test
+        }
+        assert_eq!((after.len(), after.ino()), (before.len(), before.ino()));
+        let second = etag_of();
+        assert_ne!(first, second, "the ETag must change with the content");
+        let (head, body) = curl(&["-H", &format!("If-None-Match: {first}"), &url]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"again");
+        // Last-Modified alone could not tell the two versions apart.
+        let lm_first = h_date(before.mtime());
+        let lm_second = h_date(after.mtime());
+        assert_eq!(lm_first, lm_second);
+        return;
+    }
+    panic!("never saw two writes within one second");
+}
+
+fn h_date(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    String::from_utf8(ringman::protocols::http::http_date(t).to_vec()).unwrap()
+}

@@ -105,7 +105,9 @@ impl<S: Default + 'static> Worker<S> {
     }
 }
 
-/// Serves files under a directory: index file, `Range` (206/416), `If-Modified-Since` (304),
+/// Serves files under a directory: index file, `Range` (206/416) with `If-Range`, `ETag`,
+/// conditional requests (`If-None-Match`, `If-Modified-Since` ⇒ 304; `If-Match`,
+/// `If-Unmodified-Since` ⇒ 412),
 /// MIME type by extension, no directory listing. Paths with `..`, encoded dot segments, NUL
 /// bytes or symlinks leading out of the root are refused (404). Bodies are streamed in
 /// 64 KiB pieces as the send buffer drains.
@@ -167,8 +169,11 @@ impl WebServer {
 }
 
 /// Answers `req` with the file at `path` (Workerman's `Response::withFile`): `Range` (206 /
-/// 416), `If-Modified-Since` (304), `Last-Modified`, MIME type by extension, `HEAD` without
-/// a body; the body streams in 64 KiB pieces as the send buffer drains. Returns false,
+/// 416, GET only) with `If-Range`, a strong `ETag` (size, inode, nanosecond modification
+/// time), `Last-Modified`, the preconditions of RFC 9110 §13 (`If-Match` and
+/// `If-Unmodified-Since` ⇒ 412; `If-None-Match`, which takes precedence over
+/// `If-Modified-Since` ⇒ 304 carrying `ETag` and `Last-Modified`), MIME type by extension,
+/// `HEAD` without a body; the body streams in 64 KiB pieces as the send buffer drains. Returns false,
 /// sending nothing, when `path` is not a readable regular file. `path` is used as given:
 /// resolve untrusted names with [`WebServer`] (or `resolve_path` + `is_within`) first.
 ///
@@ -196,13 +201,32 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
     let len = meta.len();
     let modified = meta.modified().ok();
     let last_modified = modified.map(h::http_date);
-    if let (Some(lm), Some(ims)) = (&last_modified, req.header("if-modified-since")) {
-        if ims == &lm[..] {
-            respond(conn, req, Response::new(304).header("Last-Modified", std::str::from_utf8(lm).unwrap_or("")));
+    let etag = entity_tag(&meta);
+    let validators = |status: u16| {
+        let mut r = Response::new(status).header("ETag", etag.clone());
+        if let Some(lm) = &last_modified {
+            r = r.header("Last-Modified", std::str::from_utf8(lm).unwrap_or(""));
+        }
+        r
+    };
+    match preconditions(req, etag.as_bytes(), modified) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            respond(conn, req, validators(304));
+            return true;
+        }
+        Precondition::Failed => {
+            respond(conn, req, validators(412));
             return true;
         }
     }
-    let (status, start, count, content_range) = match req.header("range").map(|r| h::parse_range(r, len)) {
+    // RFC 9110 §14.2: ranges are defined for GET only; §13.1.5: If-Range makes a Range
+    // conditional on the representation being the one the client holds part of.
+    let range = req
+        .header("range")
+        .filter(|_| req.method() == "GET")
+        .filter(|_| req.header("if-range").is_none_or(|v| if_range_holds(v, etag.as_bytes(), modified)));
+    let (status, start, count, content_range) = match range.map(|r| h::parse_range(r, len)) {
         Some(RangeOutcome::Partial(r)) => (206, r.start, r.len(), Some(r.content_range(len))),
         Some(RangeOutcome::Unsatisfiable) => {
             let resp = Response::new(416).header("Content-Range", h::ByteRange::unsatisfied(len));
@@ -216,7 +240,7 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
     head.extend_from_slice(b"Date: ");
     head.extend_from_slice(&date_now());
     head.extend_from_slice(format!("\r\nContent-Type: {}\r\n", h::mime_for_path(&path.to_string_lossy())).as_bytes());
-    head.extend_from_slice(format!("Content-Length: {count}\r\nAccept-Ranges: bytes\r\n").as_bytes());
+    head.extend_from_slice(format!("Content-Length: {count}\r\nAccept-Ranges: bytes\r\nETag: {etag}\r\n").as_bytes());
     if let Some(lm) = &last_modified {
         head.extend_from_slice(b"Last-Modified: ");
         head.extend_from_slice(lm);
@@ -244,6 +268,76 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
     conn.pause_recv();
     pump(conn);
     true
+}
+
+/// The strong entity tag of a file: size, inode and modification time in nanoseconds, so it
+/// changes whenever the file does, even twice within one second (where `Last-Modified`
+/// cannot tell), and when a file is replaced by another (a new inode).
+fn entity_tag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let nanos = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    format!("\"{:x}-{:x}-{:x}\"", meta.len(), meta.ino(), nanos)
+}
+
+/// The outcome of a request's preconditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precondition {
+    Proceed,
+    /// 304: the client's copy is current (GET and HEAD).
+    NotModified,
+    /// 412: a precondition the client set does not hold.
+    Failed,
+}
+
+/// Seconds since the epoch of a modification time (`None` before 1970).
+fn unix_secs(t: SystemTime) -> Option<u64> {
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+/// Evaluates the preconditions in the order of RFC 9110 §13.2.2: `If-Match`, else
+/// `If-Unmodified-Since`; then `If-None-Match`, else (GET and HEAD only)
+/// `If-Modified-Since`. A date that does not parse is ignored, as the RFC requires.
+fn preconditions(req: &Request<'_>, etag: &[u8], modified: Option<SystemTime>) -> Precondition {
+    use h::EntityTagMatch::{Strong, Weak};
+    let mtime = modified.and_then(unix_secs);
+    let get_or_head = matches!(req.method(), "GET" | "HEAD");
+    let mut if_match = req.header_all("if-match").peekable();
+    if if_match.peek().is_some() {
+        if !if_match.any(|v| h::entity_tags_match(v, etag, Strong)) {
+            return Precondition::Failed;
+        }
+    } else if let (Some(since), Some(mtime)) = (req.header("if-unmodified-since").and_then(h::parse_http_date), mtime) {
+        if mtime > since {
+            return Precondition::Failed;
+        }
+    }
+    let mut if_none_match = req.header_all("if-none-match").peekable();
+    if if_none_match.peek().is_some() {
+        // If-None-Match takes precedence: If-Modified-Since is then ignored (§13.1.3).
+        if if_none_match.any(|v| h::entity_tags_match(v, etag, Weak)) {
+            return if get_or_head { Precondition::NotModified } else { Precondition::Failed };
+        }
+    } else if get_or_head {
+        if let (Some(since), Some(mtime)) = (req.header("if-modified-since").and_then(h::parse_http_date), mtime) {
+            if mtime <= since {
+                return Precondition::NotModified;
+            }
+        }
+    }
+    Precondition::Proceed
+}
+
+/// Whether an `If-Range` value names the current representation (RFC 9110 §13.1.5): an
+/// entity tag compared strongly, or a date equal to `Last-Modified` that is itself strong
+/// (the file was last modified at least a second before now, §8.8.2.2).
+fn if_range_holds(value: &[u8], etag: &[u8], modified: Option<SystemTime>) -> bool {
+    let value = value.trim_ascii();
+    if value.starts_with(b"\"") || value.starts_with(b"W/") {
+        return value.starts_with(b"\"") && h::entity_tags_match(value, etag, h::EntityTagMatch::Strong);
+    }
+    let (Some(date), Some(mtime)) = (h::parse_http_date(value), modified.and_then(unix_secs)) else { return false };
+    let now = unix_secs(SystemTime::now()).unwrap_or(0);
+    date == mtime && mtime < now
 }
 
 /// Continues a body started by [`send_file`]; call it from `on_buffer_drain`. Does nothing

@@ -51,9 +51,22 @@ pub enum HttpError {
     /// HTTP/1.1 request without exactly one valid `Host`, or HTTP/1.0 with several (400).
     #[error("missing, duplicate or invalid Host")]
     BadHost,
-    /// A protocol version other than HTTP/1.0 and HTTP/1.1 (505).
+    /// A well-formed version this server does not speak: a major version other than 1
+    /// (`HTTP/2.0`, `HTTP/0.9`) or an HTTP/0.9-style request line without a version (505).
+    /// A malformed version (`HTTP/1`, `http/1.1`, `HTTP/01.1`) is [`HttpError::Malformed`].
     #[error("HTTP version not supported")]
     UnsupportedVersion,
+    /// A method this server cannot implement: longer than [`MAX_METHOD_LEN`](super::MAX_METHOD_LEN)
+    /// bytes, or `CONNECT` (501).
+    #[error("method not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// The request target is longer than [`MAX_TARGET_LEN`](super::MAX_TARGET_LEN) (414).
+    #[error("request target too long")]
+    TargetTooLong,
+    /// A chunked trailer section carries a field that must not be sent as a trailer
+    /// (framing, routing, authentication, request modifiers; see the module docs) (400).
+    #[error("forbidden trailer field")]
+    ForbiddenTrailer,
     /// An `Expect` value other than `100-continue` (417).
     #[error("unsupported expectation")]
     ExpectationFailed,
@@ -65,7 +78,8 @@ impl HttpError {
         match self {
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge { .. } => 413,
-            HttpError::UnsupportedTransferEncoding => 501,
+            HttpError::UnsupportedTransferEncoding | HttpError::NotImplemented(_) => 501,
+            HttpError::TargetTooLong => 414,
             HttpError::UnsupportedVersion => 505,
             HttpError::ExpectationFailed => 417,
             HttpError::Malformed(_)
@@ -74,14 +88,17 @@ impl HttpError {
             | HttpError::DuplicateContentLength
             | HttpError::InvalidTransferEncoding
             | HttpError::InvalidChunk(_)
-            | HttpError::BadHost => 400,
+            | HttpError::BadHost
+            | HttpError::ForbiddenTrailer => 400,
         }
     }
 
     /// A fixed description, for [`ProtocolError::Malformed`].
     pub fn reason(&self) -> &'static str {
         match self {
-            HttpError::Malformed(r) | HttpError::InvalidChunk(r) => r,
+            HttpError::Malformed(r) | HttpError::InvalidChunk(r) | HttpError::NotImplemented(r) => r,
+            HttpError::TargetTooLong => "request target too long",
+            HttpError::ForbiddenTrailer => "forbidden trailer field",
             HttpError::HeadTooLarge { .. } => "request head too large",
             HttpError::TooManyHeaders => "too many header fields",
             HttpError::BodyTooLarge { .. } => "request body too large",
@@ -222,6 +239,9 @@ mod tests {
         assert_eq!(HttpError::UnsupportedTransferEncoding.status(), 501);
         assert_eq!(HttpError::UnsupportedVersion.status(), 505);
         assert_eq!(HttpError::ExpectationFailed.status(), 417);
+        assert_eq!(HttpError::NotImplemented("x").status(), 501);
+        assert_eq!(HttpError::TargetTooLong.status(), 414);
+        assert_eq!(HttpError::ForbiddenTrailer.status(), 400);
     }
 
     #[test]

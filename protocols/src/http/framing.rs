@@ -5,8 +5,11 @@
 //! once, not once per piece (the framer hands back the same packet start until `decode`).
 
 use super::error::{itoa_buf, write_error_response};
-use super::request::{check_head, check_line_endings, check_partial, find_head_end, Framing};
-use super::{HttpError, MAX_HEADERS};
+use super::request::{
+    bare_line_ending, check_head, check_line_endings, check_partial, check_trailer_fields, find_head_end, request_line,
+    Framing,
+};
+use super::{HttpError, MAX_HEADERS, MAX_METHOD_LEN};
 use crate::{Decoder, Input, Message, ProtocolError, Reply};
 
 /// Default limit of the request head (request line + header fields + empty line): 16 KiB,
@@ -48,7 +51,7 @@ enum Scan {
 ///   the head without `Transfer-Encoding` plus `Content-Length: n`, the de-chunked body, then
 ///   the trailer section (if any). Feed it to [`Request::parse`](super::Request::parse).
 /// * Errors are [`HttpError`]s converted to [`ProtocolError`]; the last one is remembered so
-///   [`Decoder::error_reply`] writes the matching 400/413/417/431/501/505 response with
+///   [`Decoder::error_reply`] writes the matching 400/408/413/414/417/431/501/505 response with
 ///   `Connection: close`.
 ///
 /// **100-continue:** when `input` sees a complete head with `Expect: 100-continue` whose
@@ -125,16 +128,34 @@ impl HttpDecoder {
                     let limit = buf.len().min(self.head_limit);
                     let from = scanned.saturating_sub(3).min(limit);
                     let Some(i) = find_head_end(&buf[from..limit]) else {
+                        // A bare LF or CR among the new bytes ends the request now: waiting
+                        // for a CRLFCRLF that may never come would answer split input
+                        // differently from whole input. A fault of the request line before
+                        // it is reported first, as a whole head's check does.
+                        let bare = bare_line_ending(buf, scanned.min(buf.len()));
+                        let clean = &buf[..bare.as_ref().map_or(buf.len(), |(n, _)| *n)];
+                        let mut checked = line_checked;
+                        if !checked {
+                            if memchr::memchr(b'\n', clean).is_some() {
+                                // The request line is complete: reject garbage now instead of
+                                // buffering up to the head limit.
+                                check_partial(clean)?;
+                                checked = true;
+                            } else if clean.len() > MAX_METHOD_LEN {
+                                // An over-long method or target is answered (501, 414) before
+                                // its line ends.
+                                request_line(clean)?;
+                                if bare.is_none() && buf.len() >= self.head_limit {
+                                    // The line alone fills the head: only the target can.
+                                    return Err(HttpError::TargetTooLong);
+                                }
+                            }
+                        }
+                        if let Some((_, e)) = bare {
+                            return Err(e);
+                        }
                         if buf.len() >= self.head_limit {
                             return Err(HttpError::HeadTooLarge { limit: self.head_limit });
-                        }
-                        let mut checked = line_checked;
-                        if !checked && memchr::memchr(b'\n', &buf[from..]).is_some() {
-                            // The request line is complete: reject garbage now instead of
-                            // buffering up to the head limit.
-                            check_line_endings(&buf[..memchr::memchr(b'\n', buf).map_or(0, |i| i + 1)])?;
-                            check_partial(buf)?;
-                            checked = true;
                         }
                         self.scan = Scan::Head { scanned: buf.len(), line_checked: checked };
                         return Ok(Input::Need);
@@ -198,7 +219,9 @@ impl HttpDecoder {
                         check_line_endings(block)?;
                         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                         match httparse::parse_headers(block, &mut fields) {
-                            Ok(httparse::Status::Complete((n, _))) if n == block.len() => {}
+                            Ok(httparse::Status::Complete((n, fields))) if n == block.len() => {
+                                check_trailer_fields(fields)?;
+                            }
                             Err(httparse::Error::TooManyHeaders) => break Err(HttpError::TooManyHeaders),
                             _ => break Err(HttpError::InvalidChunk("invalid trailer field")),
                         }
@@ -332,9 +355,13 @@ fn check_extensions(mut s: &[u8]) -> Result<(), HttpError> {
         t
     }
     loop {
+        if s.is_empty() {
+            return Ok(());
+        }
+        // BWS is allowed only before a `;` (or `=`): `5 ` CRLF is refused, since a
+        // front proxy may read the chunk size differently (RFC 9112 §7.1.1).
         skip_ws(&mut s);
         match s {
-            [] => return Ok(()),
             [b';', rest @ ..] => s = rest,
             _ => return Err(BAD),
         }
@@ -342,8 +369,9 @@ fn check_extensions(mut s: &[u8]) -> Result<(), HttpError> {
         if token(&mut s).is_empty() {
             return Err(BAD);
         }
-        skip_ws(&mut s);
-        if let [b'=', rest @ ..] = s {
+        let mut after = s;
+        skip_ws(&mut after);
+        if let [b'=', rest @ ..] = after {
             s = rest;
             skip_ws(&mut s);
             if let [b'"', rest @ ..] = s {

@@ -1,12 +1,14 @@
 //! Request head validation and the zero-copy [`Request`] view.
 //!
-//! Tokenising is done by [`httparse`]: it is the parser under hyper, zero-copy (every field
-//! borrows from the input), SIMD-accelerated, fuzzed for years and free of allocation. On top
-//! of it this module enforces what httparse leaves to the caller (RFC 9112 rules that keep
-//! front proxies and this server agreeing on message boundaries): CRLF-only line endings (no
-//! bare LF or CR), no obsolete line folding, one `Host` for HTTP/1.1, one decimal
-//! `Content-Length`, `Transfer-Encoding` exactly `chunked` and never with `Content-Length`,
-//! request targets in origin-, absolute- or asterisk-form only.
+//! The request line is checked here against the RFC 9112 §3 grammar (byte tables, no
+//! allocation); the field lines are tokenised by [`httparse`]: it is the parser under hyper,
+//! zero-copy (every field borrows from the input), SIMD-accelerated, fuzzed for years and
+//! free of allocation. On top of it this module enforces what httparse leaves to the caller
+//! (RFC 9112 rules that keep front proxies and this server agreeing on message boundaries):
+//! CRLF-only line endings (no bare LF or CR), no obsolete line folding, one valid `Host`,
+//! one plain decimal `Content-Length`, `Transfer-Encoding` exactly `chunked` and never with
+//! `Content-Length`, request targets in origin-, absolute- or asterisk-form only. The full
+//! list, with the status of each refusal, is in the [module docs](super#strictness-rfc-9112-rfc-9110).
 //!
 //! A request is parsed once on the engine path: [`HttpDecoder`](super::HttpDecoder) validates
 //! the head while framing it, and [`Request::from_decoded`] then only reads the fields back.
@@ -63,17 +65,32 @@ pub(crate) fn check_head(head: &[u8]) -> Result<HeadInfo, HttpError> {
 /// Rejects bare CR and bare LF anywhere in `bytes` (RFC 9112 §2.2: a bare CR must be
 /// rejected; a bare LF is refused too so that no intermediary can split lines differently).
 pub(crate) fn check_line_endings(bytes: &[u8]) -> Result<(), HttpError> {
-    for i in memchr::memchr_iter(b'\n', bytes) {
-        if i == 0 || bytes[i - 1] != b'\r' {
-            return Err(HttpError::Malformed("bare LF"));
+    match bare_line_ending(bytes, 0) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The first bare LF or bare CR in `bytes[from..]` (a CR in the last byte may still be
+/// followed by LF and is not reported), with the length of the prefix before the offending
+/// byte: the bare LF itself, or the byte after a bare CR.
+pub(crate) fn bare_line_ending(bytes: &[u8], from: usize) -> Option<(usize, HttpError)> {
+    // One search for both bytes: every CR found must be followed by LF, which is then
+    // stepped over, so any LF found is a bare one. A CR just before `from` was not
+    // checked against its successor yet.
+    let mut at = if from > 0 && bytes.get(from - 1) == Some(&b'\r') { from - 1 } else { from };
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', &bytes[at..]) {
+        let i = at + i;
+        if bytes[i] == b'\n' {
+            return Some((i, HttpError::Malformed("bare LF")));
+        }
+        match bytes.get(i + 1) {
+            None => return None,
+            Some(b'\n') => at = i + 2,
+            Some(_) => return Some((i + 1, HttpError::Malformed("bare CR"))),
         }
     }
-    for i in memchr::memchr_iter(b'\r', bytes) {
-        if bytes.get(i + 1) != Some(&b'\n') {
-            return Err(HttpError::Malformed("bare CR"));
-        }
-    }
-    Ok(())
+    None
 }
 
 fn map_httparse(e: httparse::Error) -> HttpError {
@@ -89,13 +106,181 @@ fn map_httparse(e: httparse::Error) -> HttpError {
 }
 
 /// Early check of an incomplete head: an error as soon as the bytes cannot start a request.
+/// `buf` starts at the request line; it may or may not hold the whole line yet.
 pub(crate) fn check_partial(buf: &[u8]) -> Result<(), HttpError> {
-    let mut slots = header_slots();
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(map_httparse(e)),
+    match request_line(buf)? {
+        // The field lines received so far, through httparse (which reads only the two
+        // versions it knows; the rarer HTTP/1.2+ heads are checked once complete).
+        Some(line) if line.exact => {
+            let mut slots = header_slots();
+            let mut req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(buf, &mut slots) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(map_httparse(e)),
+            }
+        }
+        _ => Ok(()),
     }
+}
+
+/// Longest method accepted: longer than every registered method (the longest,
+/// `UPDATEREDIRECTREF`, has 17 bytes). A longer one is answered 501 (RFC 9112 §3) as soon
+/// as its first bytes arrive.
+pub const MAX_METHOD_LEN: usize = 20;
+
+/// Longest request target accepted (8 KiB); longer is answered 414 (RFC 9112 §3, RFC 9110
+/// §15.5.15) as soon as that many bytes of it arrived.
+pub const MAX_TARGET_LEN: usize = 8 * 1024;
+
+/// `tchar` (RFC 9110 §5.6.2): the bytes of a method, a field name or a transfer coding.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Bytes allowed in a request target: visible ASCII (RFC 9112 §3.2 with RFC 3986) except
+/// `#` (a fragment is never sent). The RFC 3986 delimiters that browsers send unencoded in
+/// paths and queries (`[ ] { } | \ ^ `` " < >`) are let through, as every major server does;
+/// `%` must start a valid percent-encoding (checked separately).
+static TARGET_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        t[b] = b != b'#' as usize;
+        b += 1;
+    }
+    t
+};
+
+/// Whether a request line httparse accepted also passes [`request_line`]: httparse checked
+/// the method is a token and the target holds no control, space or DEL; what remains is the
+/// lengths, ASCII only, no `#`, and valid percent-encodings.
+fn line_is_plain(method: &str, target: &str) -> bool {
+    let t = target.as_bytes();
+    if method.is_empty() || method.len() > MAX_METHOD_LEN || t.is_empty() || t.len() > MAX_TARGET_LEN {
+        return false;
+    }
+    // Targets are short: a table walk beats setting up a vector search.
+    if t.iter().all(|&b| TARGET_BYTES[b as usize] && b != b'%') {
+        return true;
+    }
+    let mut i = 0;
+    while i < t.len() {
+        match t[i] {
+            b'%' if t.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+            b if b != b'%' && TARGET_BYTES[b as usize] => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A validated request line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestLine<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    pub version: Version,
+    /// The version was literally `HTTP/1.0` or `HTTP/1.1` (httparse reads the head then).
+    pub exact: bool,
+    /// Length of the line including its CRLF.
+    pub len: usize,
+}
+
+/// Validates the request line at the start of `buf` (RFC 9112 §3):
+/// `method SP request-target SP HTTP-version CRLF`, single spaces, nothing else.
+///
+/// `Ok(None)` while the line is incomplete and nothing seen so far is wrong. The verdict on
+/// a prefix never changes when more bytes arrive, so a request split anywhere gets the same
+/// answer as a request arriving whole.
+pub(crate) fn request_line(buf: &[u8]) -> Result<Option<RequestLine<'_>>, HttpError> {
+    const BAD_METHOD: HttpError = HttpError::Malformed("invalid method");
+    const BAD_TARGET: HttpError = HttpError::Malformed("invalid request target");
+    const BAD_VERSION: HttpError = HttpError::Malformed("invalid HTTP version");
+    // method = token, at most MAX_METHOD_LEN bytes.
+    let window = &buf[..buf.len().min(MAX_METHOD_LEN + 1)];
+    let method_end = match memchr::memchr(b' ', window) {
+        Some(i) if i > 0 && window[..i].iter().all(|&b| TCHAR[b as usize]) => i,
+        Some(_) => return Err(BAD_METHOD),
+        None if !window.iter().all(|&b| TCHAR[b as usize]) => return Err(BAD_METHOD),
+        None if window.len() > MAX_METHOD_LEN => return Err(HttpError::NotImplemented("method too long")),
+        None => return Ok(None),
+    };
+    // request-target: visible ASCII, valid percent-encodings, at most MAX_TARGET_LEN bytes.
+    let target_start = method_end + 1;
+    let rest = &buf[target_start..];
+    let window = &rest[..rest.len().min(MAX_TARGET_LEN + 1)];
+    let len = window.iter().position(|&b| !TARGET_BYTES[b as usize]);
+    for p in memchr::memchr_iter(b'%', &window[..len.unwrap_or(window.len())]) {
+        for k in 1..3 {
+            match rest.get(p + k) {
+                None => return Ok(None),
+                Some(h) if h.is_ascii_hexdigit() => {}
+                Some(_) => return Err(BAD_TARGET),
+            }
+        }
+    }
+    let target_end = match len {
+        None if window.len() > MAX_TARGET_LEN => return Err(HttpError::TargetTooLong),
+        None => return Ok(None),
+        Some(n) if n > MAX_TARGET_LEN => return Err(HttpError::TargetTooLong),
+        Some(n) if n > 0 && matches!(rest[n], b' ' | b'\r') => target_start + n,
+        Some(_) => return Err(BAD_TARGET),
+    };
+    if buf[target_end] == b'\r' {
+        // `GET /` CRLF: an HTTP/0.9 simple request, well-formed but not a version we speak.
+        return match buf.get(target_end + 1) {
+            None => Ok(None),
+            Some(b'\n') => Err(HttpError::UnsupportedVersion),
+            Some(_) => Err(BAD_TARGET),
+        };
+    }
+    // HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive, then CRLF.
+    const PATTERN: &[u8; 10] = b"HTTP/1.1\r\n";
+    let v = &buf[target_end + 1..];
+    let fast = match v.get(..10) {
+        Some(b"HTTP/1.1\r\n") => Some(Version::Http11),
+        Some(b"HTTP/1.0\r\n") => Some(Version::Http10),
+        _ => None,
+    };
+    if let Some(version) = fast {
+        let method = std::str::from_utf8(&buf[..method_end]).map_err(|_| BAD_METHOD)?;
+        let target = std::str::from_utf8(&buf[target_start..target_end]).map_err(|_| BAD_TARGET)?;
+        return Ok(Some(RequestLine { method, target, version, exact: true, len: target_end + 11 }));
+    }
+    for (k, &b) in v.iter().take(10).enumerate() {
+        let ok = match k {
+            5 | 7 => b.is_ascii_digit(),
+            _ => b == PATTERN[k],
+        };
+        if !ok {
+            return Err(BAD_VERSION);
+        }
+    }
+    if v.len() < 10 {
+        return Ok(None);
+    }
+    let version = match (v[5], v[7]) {
+        (b'1', b'0') => Version::Http10,
+        // A higher minor version of HTTP/1 is handled as the highest we speak (RFC 9110 §2.5).
+        (b'1', _) => Version::Http11,
+        _ => return Err(HttpError::UnsupportedVersion),
+    };
+    // Both halves end at ASCII bytes: the slices are valid UTF-8 (every byte checked is ASCII).
+    let method = std::str::from_utf8(&buf[..method_end]).map_err(|_| BAD_METHOD)?;
+    let target = std::str::from_utf8(&buf[target_start..target_end]).map_err(|_| BAD_TARGET)?;
+    Ok(Some(RequestLine { method, target, version, exact: matches!(v[7], b'0' | b'1'), len: target_end + 11 }))
 }
 
 /// Where the first `CRLF CRLF` of `buf` starts. The finder is built once: building one per
@@ -105,15 +290,17 @@ pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
     HEAD_END.find(buf)
 }
 
-/// Bytes allowed in a `Host` value, as a table (one load per byte instead of a list scan).
-static HOST_BYTES: [bool; 256] = {
+/// `unreserved / sub-delims` of RFC 3986 (the bytes of a reg-name besides `%`), as a table,
+/// without `,`: a comma in `Host` reads as a list of hosts to an intermediary that joined
+/// two `Host` lines.
+static REG_NAME_BYTES: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
         t[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
-    let extra = b"-._~!$&'()*+,;=:[]%";
+    let extra = b"-._~!$&'()*+;=";
     let mut i = 0;
     while i < extra.len() {
         t[extra[i] as usize] = true;
@@ -122,10 +309,104 @@ static HOST_BYTES: [bool; 256] = {
     t
 };
 
-fn valid_host(v: &[u8]) -> bool {
-    // reg-name / IP-literal / IPv4 with optional port; nothing that could smuggle a path,
-    // user info or a second host.
-    v.len() <= 255 && v.iter().all(|&b| HOST_BYTES[b as usize])
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a non-empty reg-name or IPv4
+/// address, or a bracketed IP literal, then optionally a decimal port. Nothing that could
+/// smuggle a path, user info, a second host or whitespace.
+pub(crate) fn valid_host(v: &[u8]) -> bool {
+    if v.is_empty() || v.len() > 255 {
+        return false;
+    }
+    // The common shape in one pass: name bytes, then optionally `:` and a decimal port.
+    let name_len = v.iter().position(|&b| !REG_NAME_BYTES[b as usize]).unwrap_or(v.len());
+    if name_len == v.len() {
+        return true;
+    }
+    if name_len > 0 && v[name_len] == b':' {
+        let port = &v[name_len + 1..];
+        return port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    }
+    valid_host_escaped(v)
+}
+
+/// [`valid_host`] for what its fast path leaves: IP literals and percent-encoded names.
+fn valid_host_escaped(v: &[u8]) -> bool {
+    let port = if let [b'[', rest @ ..] = v {
+        let Some(close) = memchr::memchr(b']', rest) else { return false };
+        let literal = &rest[..close];
+        if literal.is_empty() || !literal.iter().all(|&b| REG_NAME_BYTES[b as usize] || b == b':') {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => None,
+            [b':', port @ ..] => Some(port),
+            _ => return false,
+        }
+    } else {
+        // Hosts are short: a plain scan beats setting up a vector search.
+        let (name, port) = match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        if name.is_empty() {
+            return false;
+        }
+        if !name.iter().all(|&b| REG_NAME_BYTES[b as usize]) {
+            // Only percent-encodings may remain.
+            let mut i = 0;
+            while i < name.len() {
+                match name[i] {
+                    b'%' if name.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+                    b if REG_NAME_BYTES[b as usize] => i += 1,
+                    _ => return false,
+                }
+            }
+        }
+        port
+    };
+    port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
+/// Trailer fields refused with 400 (RFC 9110 §6.5.1: fields needed before the content,
+/// for framing, routing, authentication, request modifiers, response control or content
+/// format, must not be sent or processed as trailers). Lower-case.
+const FORBIDDEN_TRAILERS: &[&[u8]] = &[
+    b"content-length",
+    b"transfer-encoding",
+    b"trailer",
+    b"te",
+    b"host",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"upgrade",
+    b"authorization",
+    b"proxy-authorization",
+    b"cookie",
+    b"expect",
+    b"max-forwards",
+    b"forwarded",
+    b"range",
+    b"if-range",
+    b"if-match",
+    b"if-none-match",
+    b"if-modified-since",
+    b"if-unmodified-since",
+    b"cache-control",
+    b"pragma",
+    b"content-type",
+    b"content-encoding",
+    b"content-range",
+];
+
+/// Refuses a trailer section naming a [`FORBIDDEN_TRAILERS`] field.
+pub(crate) fn check_trailer_fields(fields: &[httparse::Header<'_>]) -> Result<(), HttpError> {
+    for f in fields {
+        let name = f.name.as_bytes();
+        if FORBIDDEN_TRAILERS.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            return Err(HttpError::ForbiddenTrailer);
+        }
+    }
+    Ok(())
 }
 
 /// Iterates the comma-separated tokens of a list-valued field, trimmed, skipping empties.
@@ -157,34 +438,79 @@ struct ParsedHead<'a> {
 
 impl<'a> ParsedHead<'a> {
     fn parse(head: &'a [u8]) -> Result<Self, HttpError> {
-        check_line_endings(head)?;
+        if let Some((clean, e)) = bare_line_ending(head, 0) {
+            // A fault in the request line before it is reported first, as the framer's
+            // early checks do on a head arriving in pieces.
+            request_line(&head[..clean])?;
+            return Err(e);
+        }
         if !head.ends_with(b"\r\n\r\n") {
             return Err(HttpError::Malformed("incomplete head"));
         }
-        let mut slots = header_slots();
-        let mut req = httparse::Request::new(&mut []);
-        let n = match req.parse_with_uninit_headers(head, &mut slots).map_err(map_httparse)? {
-            httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => return Err(HttpError::Malformed("incomplete head")),
-        };
-        if n != head.len() {
-            return Err(HttpError::Malformed("trailing bytes after head"));
-        }
-        let method = req.method.ok_or(HttpError::Malformed("no method"))?;
-        let target = req.path.ok_or(HttpError::Malformed("no target"))?;
-        let version = match req.version {
-            Some(0) => Version::Http10,
-            Some(1) => Version::Http11,
-            _ => return Err(HttpError::UnsupportedVersion),
-        };
         if head.starts_with(b"\r\n") {
             return Err(HttpError::Malformed("empty line before request line"));
+        }
+        let mut slots = header_slots();
+        let mut req = httparse::Request::new(&mut []);
+        // The common case first: httparse reads the whole head, and the request line it
+        // accepted (token method, single spaces, `HTTP/1.0` or `HTTP/1.1`, target bytes
+        // 0x21..=0x7E or >= 0x80) needs only the checks httparse leaves out. Any doubt goes
+        // to `request_line`, which gives the verdict the framer's early checks give.
+        match req.parse_with_uninit_headers(head, &mut slots) {
+            Ok(httparse::Status::Complete(n))
+                if n == head.len() && line_is_plain(req.method.unwrap_or(""), req.path.unwrap_or("")) =>
+            {
+                let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
+                Self::finish(head, req.method.unwrap_or(""), req.path.unwrap_or(""), version, req.headers)
+            }
+            other => Self::parse_unusual(head, other),
+        }
+    }
+
+    /// A head httparse refused or whose request line needs the full check: the verdict of
+    /// [`request_line`], or a field error, or an HTTP/1.2+ head read field by field.
+    #[cold]
+    #[inline(never)]
+    fn parse_unusual(head: &'a [u8], httparse_said: httparse::Result<usize>) -> Result<Self, HttpError> {
+        let line = request_line(head)?.ok_or(HttpError::Malformed("incomplete head"))?;
+        if line.exact {
+            // The request line is fine: httparse refused a field line.
+            return Err(match httparse_said.map_err(map_httparse)? {
+                httparse::Status::Complete(_) => HttpError::Malformed("trailing bytes after head"),
+                httparse::Status::Partial => HttpError::Malformed("incomplete head"),
+            });
+        }
+        // HTTP/1.2 .. HTTP/1.9 (httparse knows only two versions): the field lines alone.
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::parse_headers(&head[line.len..], &mut fields).map_err(map_httparse)? {
+            httparse::Status::Complete((n, fields)) if line.len + n == head.len() => {
+                Self::finish(head, line.method, line.target, line.version, fields)
+            }
+            _ => Err(HttpError::Malformed("incomplete head")),
+        }
+    }
+
+    /// The checks on a tokenised head: target form, fields, framing.
+    #[inline(always)]
+    fn finish(
+        head: &'a [u8],
+        method: &'a str,
+        target: &'a str,
+        version: Version,
+        fields: &[httparse::Header<'a>],
+    ) -> Result<Self, HttpError> {
+        if method == "CONNECT" {
+            return Err(HttpError::NotImplemented("CONNECT"));
         }
         if !(target.starts_with('/') || (target == "*" && method == "OPTIONS") || absolute_path(target).is_some()) {
             return Err(HttpError::Malformed("unsupported request target form"));
         }
-        if method == "CONNECT" {
-            return Err(HttpError::Malformed("CONNECT is not supported"));
+        if let Some(authority) = (!target.starts_with('/')).then(|| absolute_authority(target)).flatten() {
+            // RFC 9110 §4.2.1: an http(s) URI with an empty host must be rejected; §4.2.4:
+            // user info in it is treated as an error.
+            if !valid_host(authority.as_bytes()) {
+                return Err(HttpError::Malformed("invalid authority in absolute-form target"));
+            }
         }
 
         let mut hosts = 0;
@@ -194,7 +520,7 @@ impl<'a> ParsedHead<'a> {
         let mut expect_continue = false;
         let mut conn_close = false;
         let mut conn_keep_alive = false;
-        for h in req.headers.iter() {
+        for h in fields {
             let name = h.name.as_bytes();
             let value = h.value;
             if name.eq_ignore_ascii_case(b"host") {
@@ -212,19 +538,22 @@ impl<'a> ParsedHead<'a> {
                     return Err(HttpError::InvalidTransferEncoding);
                 }
                 te_seen = true;
-                let codings: Vec<&[u8]> = list_tokens(value).collect();
-                match codings.as_slice() {
-                    [c] if c.eq_ignore_ascii_case(b"chunked") => chunked = true,
-                    [] => return Err(HttpError::InvalidTransferEncoding),
-                    [.., last] if last.eq_ignore_ascii_case(b"chunked") => {
-                        if codings[..codings.len() - 1].iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) {
-                            return Err(HttpError::InvalidTransferEncoding);
-                        }
-                        return Err(HttpError::UnsupportedTransferEncoding);
-                    }
-                    // chunked absent or not last: the length cannot be determined.
-                    _ => return Err(HttpError::InvalidTransferEncoding),
+                let (mut codings, mut chunks, mut last_chunked) = (0, 0, false);
+                for c in list_tokens(value) {
+                    codings += 1;
+                    last_chunked = c.eq_ignore_ascii_case(b"chunked");
+                    chunks += usize::from(last_chunked);
                 }
+                // chunked absent, not last or repeated: the length cannot be determined
+                // (RFC 9112 §6.3) ⇒ 400; chunked last after a coding we do not implement
+                // ⇒ 501 (RFC 9112 §6.1).
+                if !last_chunked || chunks > 1 {
+                    return Err(HttpError::InvalidTransferEncoding);
+                }
+                if codings > 1 {
+                    return Err(HttpError::UnsupportedTransferEncoding);
+                }
+                chunked = true;
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for t in list_tokens(value) {
                     if t.eq_ignore_ascii_case(b"close") {
@@ -268,9 +597,12 @@ impl<'a> ParsedHead<'a> {
     }
 }
 
-/// `1*DIGIT` only: no sign, no list, no spaces inside (httparse trimmed the outer ones).
+/// `1*DIGIT` only: no sign, no list, no spaces inside (httparse trimmed the outer ones), no
+/// leading zeros (`0` itself aside), no value beyond `u64`. Leading zeros and huge values
+/// are valid syntax, but intermediaries disagree on them (octal readings, wrap-around or
+/// truncation on overflow), so a request carrying one is refused as invalid framing.
 fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || (v.len() > 1 && v[0] == b'0') {
         return Err(HttpError::InvalidContentLength);
     }
     let mut n: u64 = 0;
@@ -278,21 +610,32 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
         n = n
             .checked_mul(10)
             .and_then(|n| n.checked_add(u64::from(d - b'0')))
-            .ok_or(HttpError::BodyTooLarge { len: u64::MAX, max: usize::MAX })?;
+            .ok_or(HttpError::InvalidContentLength)?;
     }
     Ok(n)
+}
+
+/// The authority of an absolute-form target (`http://h:1/p` ⇒ `h:1`), if it is one.
+fn absolute_authority(target: &str) -> Option<&str> {
+    let rest = strip_scheme(target)?;
+    Some(&rest[..rest.find(['/', '?']).unwrap_or(rest.len())])
+}
+
+/// The part after `http://` or `https://` (scheme case-insensitive).
+fn strip_scheme(target: &str) -> Option<&str> {
+    if target.len() >= 7 && target[..7].eq_ignore_ascii_case("http://") {
+        Some(&target[7..])
+    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case("https://") {
+        Some(&target[8..])
+    } else {
+        None
+    }
 }
 
 /// The path-and-query of an absolute-form target (`http://host/p?q` ⇒ `/p?q`), `/` when
 /// it has none.
 fn absolute_path(target: &str) -> Option<&str> {
-    let rest = if target.len() >= 7 && target[..7].eq_ignore_ascii_case("http://") {
-        &target[7..]
-    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case("https://") {
-        &target[8..]
-    } else {
-        return None;
-    };
+    let rest = strip_scheme(target)?;
     match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => Some(&rest[i..]),
         Some(_) | None => Some("/"),
@@ -350,7 +693,7 @@ impl<'a> Request<'a> {
             check_line_endings(trailer_block)?;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match httparse::parse_headers(trailer_block, &mut headers).map_err(map_httparse)? {
-                httparse::Status::Complete((n, _)) if n == trailer_block.len() => {}
+                httparse::Status::Complete((n, fields)) if n == trailer_block.len() => check_trailer_fields(fields)?,
                 _ => return Err(HttpError::Malformed("bytes after the body")),
             }
         }
@@ -518,9 +861,10 @@ impl<'a> Request<'a> {
         self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
-    /// The `Host` field.
+    /// The host the request is for: the authority of an absolute-form target (which takes
+    /// the place of the `Host` field, RFC 9112 §3.2.2), else the `Host` field.
     pub fn host(&self) -> Option<&'a str> {
-        self.header_str("host")
+        absolute_authority(self.target).or_else(|| self.header_str("host"))
     }
 
     /// Trailer fields that followed a chunked body (empty otherwise).
@@ -682,7 +1026,8 @@ mod tests {
         assert_eq!(r.body(), b"abc");
         assert_eq!(r.header_all("X-a").collect::<Vec<_>>(), vec![&b"1"[..], b"2"]);
         assert_eq!(r.cookies().collect::<Vec<_>>(), vec![("a", "1"), ("b", "q"), ("c", "3")]);
-        assert_eq!(r.host(), Some("example.com:8080"));
+        // Absolute form: the target's authority stands in for Host (RFC 9112 §3.2.2).
+        assert_eq!(r.host(), Some("example.com"));
         assert_eq!(r.version(), Version::Http11);
         assert_eq!(r.headers().count(), 6);
     }
@@ -706,7 +1051,7 @@ mod tests {
         assert_eq!(err(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), HttpError::UnsupportedVersion);
         assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n").status(), 400);
         assert_eq!(err(b"GET x HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
-        assert_eq!(err(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
+        assert_eq!(err(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").status(), 501);
         assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n").status(), 400);
         assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), HttpError::ExpectationFailed);
         assert_eq!(err(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n").status(), 400);
@@ -757,7 +1102,7 @@ mod tests {
         assert_eq!(
             head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n")
                 .map_err(|e| e.status()),
-            Err(413)
+            Err(400)
         );
     }
 
@@ -832,7 +1177,7 @@ mod tests {
         );
         (
             proptest::sample::select(vec!["GET", "POST", "HEAD", "DELETE", "PATCH"]),
-            "(/[a-zA-Z0-9%._~-]{0,6}){1,3}(\\?[a-z0-9=&%]{0,10})?",
+            "(/([a-zA-Z0-9._~-]|%[0-9a-fA-F]{2}){0,6}){1,3}(\\?([a-z0-9=&]|%[0-9A-F]{2}){0,10})?",
             any::<bool>(),
             any::<bool>(),
             proptest::collection::vec(field, 0..6),
