@@ -323,7 +323,7 @@ fn is_tchar(b: u8) -> bool {
 }
 
 /// Parses `chunk-size [chunk-ext] CRLF` (the whole line including CRLF) into the size.
-fn parse_chunk_line(line: &[u8]) -> Result<u64, HttpError> {
+pub(crate) fn parse_chunk_line(line: &[u8]) -> Result<u64, HttpError> {
     let line = line.strip_suffix(b"\r\n").ok_or(HttpError::InvalidChunk("bare LF after chunk size"))?;
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {

@@ -76,6 +76,7 @@
 //! assert!(out.ends_with(b"Content-Length: 5\r\n\r\nhello"));
 //! ```
 
+mod client;
 #[cfg(test)]
 mod conformance;
 mod date;
@@ -90,6 +91,7 @@ mod range;
 mod request;
 mod response;
 
+pub use client::{ResponseError, ResponseEvent, ResponseHead, ResponseParser, DEFAULT_RESPONSE_HEAD_LIMIT};
 pub use date::{http_date, parse_http_date, DateCache};
 pub use error::{reason_phrase, write_error_response, HttpError};
 pub use etag::{entity_tags_match, EntityTagMatch};
