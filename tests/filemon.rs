@@ -229,3 +229,34 @@ fn a_replaced_binary_is_what_the_reload_runs() {
     assert!(srv.log().contains(&format!("file monitor: changed {}", prog.display())), "{}", srv.log());
     srv.ok(&["stop"]);
 }
+
+#[test]
+fn a_broken_build_keeps_the_old_process_serving_and_watching() {
+    let mut srv = Srv::new("broken");
+    let bin_dir = srv.dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let prog = bin_dir.join("echo-copy");
+    std::fs::copy(echo_bin(), &prog).unwrap();
+    srv.bin = prog.clone();
+    srv.extra = vec!["--watch-binary".into(), "--watch-debounce".into(), "300".into()];
+    srv.ok(&["start", "-d"]);
+    let pid1 = srv.pid().unwrap();
+    // A "build" whose program exits at once: the reload fails, the old process serves on.
+    let broken = bin_dir.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &prog).unwrap();
+    wait_until("the monitor's reload failed", || srv.log().contains("file monitor: no reload"));
+    assert_eq!(srv.pid(), Some(pid1));
+    assert!(alive(pid1));
+    exchange(srv.addr, "still serving");
+    // The next build works: the same monitor reloads onto it.
+    std::fs::copy(echo_bin(), bin_dir.join("fixed")).unwrap();
+    std::fs::rename(bin_dir.join("fixed"), &prog).unwrap();
+    let pid2 = srv.reloaded_from(pid1);
+    assert_eq!(std::fs::metadata(format!("/proc/{pid2}/exe")).unwrap().ino(), std::fs::metadata(&prog).unwrap().ino());
+    exchange(srv.addr, "fixed");
+    srv.bin = prog;
+    srv.ok(&["stop"]);
+}

@@ -27,6 +27,13 @@ fn next(rx: &Receiver<Vec<PathBuf>>) -> Vec<PathBuf> {
 }
 
 #[test]
+fn filemon_watch_defaults() {
+    let w = Watch::default();
+    assert!(w.binary && w.paths.is_empty() && w.extensions.is_empty() && w.ignore.is_empty());
+    assert_eq!(w.debounce, Duration::from_millis(300));
+}
+
+#[test]
 fn filemon_decodes_events() {
     let mut buf = Vec::new();
     for (wd, mask, name) in [(3i32, libc::IN_CREATE, &b"a.rs"[..]), (-1, libc::IN_Q_OVERFLOW, b""), (7, 2, b"x")] {
