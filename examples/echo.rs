@@ -1,12 +1,16 @@
 //! Echo server:
 //! `cargo run --release --example echo -- <scheme>://<ip>:<port> [--threads N] [--batched]
-//! [--pid-file F] [--log-file F] [--metrics ADDR] [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] |
+//! [--pid-file F] [--log-file F] [--metrics ADDR] [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR]
+//! [--watch PATH]... [--watch-binary] [--watch-ext EXT]... [--watch-debounce MS] [start [-d] | stop [-g] | restart [-d] [-g] |
 //! reload [-g] | status [-d] | connections | metrics]`.
 //!
 //! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`,
 //! `websocket`: text stays text, binary stays binary). Without a
 //! verb it runs in the foreground, prints the address it listens on and exits cleanly on
-//! SIGINT/SIGTERM; the verbs are Workerman's (see `ringman::ops`).
+//! SIGINT/SIGTERM; the verbs are Workerman's (see `ringman::ops`). `--watch PATH` (file or
+//! directory, repeatable) turns on the file monitor (`ops::Options::watch`): a change of a
+//! watched file or of the binary reloads the server gracefully; `--watch-binary` watches
+//! the binary alone, `--watch-ext` keeps only some extensions in watched directories.
 
 use std::process::ExitCode;
 
@@ -16,7 +20,8 @@ use ringman::{Server, Worker};
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched|--eager] [--max-package BYTES] [--pid-file F] [--log-file F] [--metrics ADDR] \
-         [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
+         [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR] \
+         [--watch PATH]... [--watch-binary] [--watch-ext EXT]... [--watch-debounce MS] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
     );
     ExitCode::from(2)
 }
@@ -73,6 +78,23 @@ fn main() -> ExitCode {
             },
             "--graceful-timeout" => match args.next().and_then(|s| s.parse().ok()) {
                 Some(secs) => opts.graceful_stop_timeout = std::time::Duration::from_secs_f64(secs),
+                None => return usage(),
+            },
+            "--watch" => match args.next() {
+                Some(p) => opts.watch.get_or_insert_with(ops::Watch::new).paths.push(p.into()),
+                None => return usage(),
+            },
+            "--watch-binary" => {
+                opts.watch.get_or_insert_with(ops::Watch::new);
+            }
+            "--watch-ext" => match args.next() {
+                Some(e) => opts.watch.get_or_insert_with(ops::Watch::new).extensions.push(e),
+                None => return usage(),
+            },
+            "--watch-debounce" => match args.next().and_then(|s| s.parse().ok()) {
+                Some(ms) => {
+                    opts.watch.get_or_insert_with(ops::Watch::new).debounce = std::time::Duration::from_millis(ms)
+                }
                 None => return usage(),
             },
             _ if a.starts_with("--") => return usage(),

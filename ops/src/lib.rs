@@ -28,6 +28,12 @@
 //! them (see [`Launch::starts`]) and the old process keeps running them until the
 //! successor is stopped.
 //!
+//! File monitor (development): with [`Options::watch`] set, the serving process watches
+//! its binary and the configured files through inotify
+//! ([`ringman_components::filemon`]) and, once changes settle, reloads itself gracefully,
+//! as `reload -g` would; the successor is started from the binary's path, so a rebuilt
+//! binary is what serves next. Off by default.
+//!
 //! Logging: [`serve`] installs a [`log`] logger ([`logger::FileLogger`]) unless the
 //! application installed one first, so `log` records of the ops layer, the engine and the
 //! application go to [`Options::log_file`] (Workerman's `Worker::$logFile`); see [`logger`].
@@ -49,11 +55,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringman_components::filemon::{FileMonitor, FileMonitorError, Flow};
 use ringman_engine::{EngineError, Running, Server, WorkerHandle};
 
 pub use cli::{parse, Command, USAGE};
 pub use control::{request, socket_path};
 pub use reload::{PREDECESSORS_ENV, READY_FD_ENV, SKIP_WORKERS_ENV};
+/// What [`Options::watch`] watches (re-exported from `ringman_components::filemon`).
+pub use ringman_components::filemon::Watch;
 
 /// Errors of the ops layer.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +126,9 @@ pub enum OpsError {
     /// `user`/`group` names no account.
     #[error("unknown user or group {0:?}")]
     UnknownUser(String),
+    /// The file monitor ([`Options::watch`]) could not start.
+    #[error("file monitor: {0}")]
+    Watch(#[from] FileMonitorError),
     /// The metrics listener could not start.
     #[error("metrics listener {addr}: {source}")]
     Metrics {
@@ -160,6 +172,11 @@ pub struct Options {
     pub on_reload: Option<Box<dyn Fn() + Send + Sync>>,
     /// Called once every worker listens (for example to print the addresses).
     pub on_started: Option<StartedHook>,
+    /// Development: watch these files and the binary, and reload gracefully (as
+    /// `reload -g`) once changes settle; a rebuilt binary is what the reload starts. The
+    /// pid file, control socket, `log_file` and `stdout_file` are never counted as
+    /// changes. `None` (the default): no monitor.
+    pub watch: Option<Watch>,
 }
 
 impl Default for Options {
@@ -177,6 +194,7 @@ impl Default for Options {
             metrics_addr: None,
             on_reload: None,
             on_started: None,
+            watch: None,
         }
     }
 }
@@ -190,6 +208,7 @@ impl std::fmt::Debug for Options {
             .field("stop_timeout", &self.stop_timeout)
             .field("graceful_stop_timeout", &self.graceful_stop_timeout)
             .field("metrics_addr", &self.metrics_addr)
+            .field("watch", &self.watch)
             .finish_non_exhaustive()
     }
 }
@@ -355,15 +374,60 @@ fn serve_inner<F: FnOnce(&Launch) -> Server>(
             sig_ctl.event(log::Level::Info, &format!("signal {sig}: {}", answer.trim()));
         })
         .map_err(|source| OpsError::Sys { what: "spawn signal thread", source })?;
+    // Before the ready report, so that a reload's successor watches from the moment its
+    // predecessor stops watching.
+    let monitor = match &opts.watch {
+        Some(w) => match start_monitor(w, &opts, &pid_file, ctl.clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                ctl.cleanup();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if let Some(f) = &opts.on_started {
         f(&running);
     }
     ctl.event(log::Level::Info, &format!("started{}", if is_reload { " (reload successor)" } else { "" }));
     notifier.send(&format!("ok {}", std::process::id()));
     running.wait();
+    drop(monitor);
     ctl.event(log::Level::Info, "stopped");
     ctl.cleanup();
     Ok(())
+}
+
+/// Starts the file monitor of [`Options::watch`]: each settled batch of changes triggers
+/// the graceful reload of this process (what `reload -g` and SIGUSR2 do); a reload that
+/// succeeded, or a process already stopping or replaced, ends the monitor (the successor
+/// runs its own), a failed one leaves it watching for the next change.
+fn start_monitor(
+    watch: &Watch,
+    opts: &Options,
+    pid_file: &Path,
+    ctl: Arc<control::Controller>,
+) -> Result<FileMonitor, OpsError> {
+    let mut watch = watch.clone();
+    watch.ignore.push(pid_file.to_path_buf()); // also covers <pid_file>.sock
+    watch.ignore.push(pid_file.with_extension("tmp")); // write_pid's temporary files
+    watch.ignore.extend(opts.log_file.iter().cloned()); // also covers the rotated .1
+    watch.ignore.push(opts.stdout_file.clone());
+    let monitor = FileMonitor::start(watch, move |changed| {
+        let mut names: Vec<String> = changed.iter().take(5).map(|p| p.display().to_string()).collect();
+        if changed.len() > 5 {
+            names.push(format!("and {} more", changed.len() - 5));
+        }
+        ctl.event(log::Level::Info, &format!("file monitor: changed {}; reloading", names.join(", ")));
+        let answer = ctl.handle("reload graceful");
+        if answer.starts_with("ok") || answer.contains("stopping") || answer.contains("already replaced") {
+            Flow::Stop
+        } else {
+            ctl.event(log::Level::Warn, &format!("file monitor: no reload ({}); still watching", answer.trim()));
+            Flow::Continue
+        }
+    })?;
+    Ok(monitor)
 }
 
 fn live_pid(opts: &Options) -> Result<(PathBuf, i32), OpsError> {
