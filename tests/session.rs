@@ -78,7 +78,8 @@ impl Jar {
     /// The session id the jar holds.
     fn id(&self) -> String {
         let text = std::fs::read_to_string(&self.0).unwrap_or_default();
-        let line = text.lines().find(|l| l.contains("\tRINGMANSESSID\t")).unwrap_or_else(|| panic!("no cookie: {text}"));
+        let line =
+            text.lines().find(|l| l.contains("\tRINGMANSESSID\t")).unwrap_or_else(|| panic!("no cookie: {text}"));
         line.rsplit('\t').next().unwrap().to_string()
     }
 }
@@ -91,7 +92,8 @@ impl Drop for Jar {
 
 /// Runs curl with `args`: the response head and body.
 fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl").args(["-s", "-S", "--max-time", "20", "-D", "-"]).args(args).output().expect("curl runs");
+    let out =
+        Command::new("curl").args(["-s", "-S", "--max-time", "20", "-D", "-"]).args(args).output().expect("curl runs");
     assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -195,10 +197,8 @@ fn pipelined_session_requests_are_answered_in_order() {
 }
 
 fn session_files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -333,5 +333,8 @@ fn set_cookie_carries_the_configured_attributes() {
     let c = set_cookie(&head).unwrap();
     let id = c.split(';').next().unwrap().strip_prefix("RINGMANSESSID=").unwrap();
     assert_eq!(id.len(), 32);
-    assert_eq!(c, format!("RINGMANSESSID={id}; Max-Age=3600; Domain=example.test; Path=/; Secure; HttpOnly; SameSite=Strict"));
+    assert_eq!(
+        c,
+        format!("RINGMANSESSID={id}; Max-Age=3600; Domain=example.test; Path=/; Secure; HttpOnly; SameSite=Strict")
+    );
 }
