@@ -7,3 +7,4 @@
 
 pub mod filemon;
 pub mod http_client;
+pub mod session;
