@@ -446,3 +446,171 @@ fn chunk_error(e: HttpError) -> ResponseError {
         _ => ResponseError::InvalidChunk("invalid chunk-size line"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a whole feed reported: interim statuses, the head's status, the body, the end.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Seen {
+        interim: Vec<u16>,
+        status: Option<u16>,
+        body: Vec<u8>,
+        end: Option<bool>,
+    }
+
+    /// Feeds `wire` split at `cuts`, then EOF when `eof`.
+    fn run(wire: &[u8], head_request: bool, cuts: &[usize], eof: bool) -> Result<(Seen, usize), ResponseError> {
+        let mut p = ResponseParser::new();
+        p.start(head_request);
+        let mut seen = Seen::default();
+        let mut used = 0;
+        let mut from = 0;
+        let mut sink = |ev: ResponseEvent<'_>| match ev {
+            ResponseEvent::Interim(s) => seen.interim.push(s),
+            ResponseEvent::Head(h) => seen.status = Some(h.status),
+            ResponseEvent::Data(d) => seen.body.extend_from_slice(d),
+            ResponseEvent::End { reusable } => seen.end = Some(reusable),
+        };
+        for &c in cuts.iter().chain(std::iter::once(&wire.len())) {
+            let piece = &wire[from..c];
+            let n = p.feed(piece, &mut sink)?;
+            used += n;
+            from = c;
+            if n < piece.len() {
+                break;
+            }
+        }
+        if eof {
+            p.finish(&mut sink)?;
+        }
+        Ok((seen, used))
+    }
+
+    /// `wire` whole, split at every byte boundary, and byte by byte: the same outcome.
+    fn every_split(wire: &[u8], head_request: bool, eof: bool) -> Result<(Seen, usize), ResponseError> {
+        let whole = run(wire, head_request, &[], eof);
+        for cut in 1..wire.len() {
+            assert_eq!(
+                run(wire, head_request, &[cut], eof),
+                whole,
+                "split at {cut} of {:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let all: Vec<usize> = (1..wire.len()).collect();
+        assert_eq!(run(wire, head_request, &all, eof), whole, "byte by byte");
+        whole
+    }
+
+    fn ok(wire: &[u8]) -> Seen {
+        every_split(wire, false, false).unwrap().0
+    }
+
+    fn err(wire: &[u8]) -> ResponseError {
+        every_split(wire, false, true).unwrap_err()
+    }
+
+    #[test]
+    fn content_length_body_and_reuse() {
+        let s = ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(s, Seen { interim: vec![], status: Some(200), body: b"hello".to_vec(), end: Some(true) });
+        // An empty reason, with or without the SP before it.
+        assert_eq!(ok(b"HTTP/1.1 204 \r\n\r\n").status, Some(204));
+        assert_eq!(ok(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").end, Some(true));
+        // Connection: close ends reuse.
+        assert_eq!(ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx").end, Some(false));
+        // HTTP/1.0 keeps the connection only when asked to.
+        assert_eq!(ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx").end, Some(false));
+        assert_eq!(ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx").end, Some(true));
+    }
+
+    #[test]
+    fn chunked_bodies_with_extensions_and_trailers() {
+        let s = ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n");
+        assert_eq!((s.body.as_slice(), s.end), (&b"hello world"[..], Some(true)));
+        // chunked and Content-Length: chunked wins, no reuse (RFC 9112 §6.3).
+        let s = ok(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n");
+        assert_eq!((s.body.as_slice(), s.end), (&b"ab"[..], Some(false)));
+    }
+
+    #[test]
+    fn no_body_after_head_204_304_and_interim_responses_are_skipped() {
+        let (s, _) = every_split(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", true, false).unwrap();
+        assert_eq!((s.status, s.body.len(), s.end), (Some(200), 0, Some(true)));
+        assert_eq!(ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").end, Some(true));
+        let s = ok(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!((s.interim, s.status, s.body), (vec![100, 103], Some(200), b"ok".to_vec()));
+    }
+
+    #[test]
+    fn a_body_without_framing_runs_to_the_close() {
+        let (s, _) = every_split(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", false, true).unwrap();
+        assert_eq!((s.body.as_slice(), s.end), (&b"until the end"[..], Some(false)));
+    }
+
+    #[test]
+    fn bytes_after_the_response_are_left_to_the_caller() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200";
+        let (s, used) = run(wire, false, &[], false).unwrap();
+        assert_eq!((s.body.as_slice(), used), (&b"ok"[..], wire.len() - 12));
+    }
+
+    #[test]
+    fn malformed_responses_are_refused() {
+        use ResponseError::*;
+        let cases: &[(&[u8], ResponseError)] = &[
+            (b"HTTP/1.2 200 OK\r\n\r\n", Malformed("not HTTP/1.0 or HTTP/1.1")),
+            (b"HTTP/2 200 OK\r\n\r\n", Malformed("not HTTP/1.0 or HTTP/1.1")),
+            (b"http/1.1 200 OK\r\n\r\n", Malformed("not HTTP/1.0 or HTTP/1.1")),
+            (b"HTTP/1.1 20 OK\r\n\r\n", Malformed("invalid status code")),
+            (b"HTTP/1.1 2000 OK\r\n\r\n", Malformed("invalid status code")),
+            (b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", Malformed("bare LF")),
+            (b"HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n", Malformed("bare CR")),
+            (b"\r\nHTTP/1.1 200 OK\r\n\r\n", Malformed("empty line before the status line")),
+            (b"HTTP/1.1 200 OK\r\nA : b\r\n\r\n", Malformed("invalid status line or field")),
+            (b"HTTP/1.1 200 OK\r\nA: b\r\n folded\r\n\r\n", Malformed("invalid status line or field")),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", DuplicateContentLength),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx", InvalidContentLength),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 1,1\r\n\r\nx", InvalidContentLength),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", InvalidContentLength),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", UnsupportedTransferEncoding),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", UnsupportedTransferEncoding),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n", UnsupportedTransferEncoding),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+                InvalidChunk("invalid chunk extension"),
+            ),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", InvalidChunk("missing chunk size")),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+                InvalidChunk("chunk data not followed by CRLF"),
+            ),
+            (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", UnexpectedUpgrade),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", Incomplete),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", Incomplete),
+            (b"HTTP/1.1 200 OK\r\nContent-", Incomplete),
+        ];
+        for (wire, want) in cases {
+            assert_eq!(&err(wire), want, "{:?}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    #[test]
+    fn heads_beyond_the_limits_are_refused() {
+        let mut long = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', DEFAULT_RESPONSE_HEAD_LIMIT));
+        long.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            run(&long, false, &[], false).unwrap_err(),
+            ResponseError::HeadTooLarge { limit: DEFAULT_RESPONSE_HEAD_LIMIT }
+        );
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(run(&many, false, &[], false).unwrap_err(), ResponseError::TooManyHeaders);
+    }
+}
