@@ -174,12 +174,34 @@ impl From<HttpClientError> for Failure {
     }
 }
 
+/// A connection in the middle of an exchange: destroyed if the exchange is dropped (a
+/// timeout, an aborted task) before handing it on, so its pool place is freed and no
+/// half-read response is left on it.
+struct InFlight(Option<Connection>);
+
+impl InFlight {
+    fn hand_over(mut self) -> Connection {
+        self.0.take().expect("handed over once")
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.destroy();
+        }
+    }
+}
+
 /// Sends `req` on a connection of `pool` and reads up to the response head.
 pub(crate) async fn exchange(pool: &Rc<Pool>, url: &Url, req: Request) -> Result<ResponseStream, Failure> {
     let mut head = Vec::with_capacity(256);
     req.encode_head(url, &mut head)?;
     let is_head = req.is_head();
     let Lease { conn, reused } = pool.acquire(url).await?;
+    let guard = InFlight(Some(conn));
+    // The stream is dropped before the guard (declared after it): leftover bytes never
+    // reach the idle handler of a connection about to be destroyed anyway.
     let mut messages = match conn.messages() {
         Ok(m) => m,
         Err(_) => return Err(HttpClientError::NotOnRing.into()),
@@ -193,11 +215,8 @@ pub(crate) async fn exchange(pool: &Rc<Pool>, url: &Url, req: Request) -> Result
             conn.send(&b);
         }
         Body::Stream(s) => {
-            if let Err(e) = send_stream(&conn, s).await {
-                drop(messages);
-                conn.destroy();
-                return Err(e.into());
-            }
+            // (On an error the guard destroys the connection.)
+            send_stream(&conn, s).await?;
         }
     }
     // Up to the head.
@@ -239,13 +258,10 @@ pub(crate) async fn exchange(pool: &Rc<Pool>, url: &Url, req: Request) -> Result
             }
             None => parser.finish(|_| {}),
         };
-        if let Err(e) = result {
-            drop(messages);
-            conn.destroy();
-            return Err(HttpClientError::from(e).into());
-        }
+        result.map_err(HttpClientError::from)?;
     }
     stream.head = got_head.expect("loop ended on the head");
+    let conn = guard.hand_over();
     stream.inner = Some(Reader { pool: pool.clone(), url: url.clone(), conn, messages, parser, reusable });
     Ok(stream)
 }
