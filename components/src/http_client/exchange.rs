@@ -16,8 +16,8 @@ use super::pool::{Lease, Pool};
 use super::request::{Body, BodyStream};
 use super::{HttpClientError, Request, Url};
 
-/// A response whose body is read chunk by chunk ([`HttpClient::send_streaming`]
-/// (super::HttpClient::send_streaming)): for Server-Sent Events and bodies too large to
+/// A response whose body is read chunk by chunk
+/// ([`HttpClient::send_streaming`](super::HttpClient::send_streaming)): for Server-Sent Events and bodies too large to
 /// hold. Reading slowly slows the server down (the connection stops reading while chunks
 /// wait). Dropped before the end, the connection is closed rather than reused.
 pub struct ResponseStream {

@@ -8,8 +8,8 @@
 //! | `exchange.rs` | one request/response on a pooled connection, [`ResponseStream`] |
 //! | `error.rs` | [`HttpClientError`] |
 //!
-//! The response parser is the protocols crate's ([`ResponseParser`]
-//! (ringman_protocols::http::ResponseParser)): `Content-Length`, chunked and close-delimited
+//! The response parser is the protocols crate's
+//! ([`ResponseParser`](ringman_protocols::http::ResponseParser)): `Content-Length`, chunked and close-delimited
 //! bodies, interim `1xx` responses skipped, no body after `HEAD`, `204` and `304`, and the
 //! same strictness as the server's request parser. Redirects are off by default
 //! (`max_redirects`). `https://` is refused until TLS exists.
