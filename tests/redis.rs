@@ -717,3 +717,37 @@ fn resp3_with_an_acl_user_and_timeouts_that_do_not_shift_answers() {
     assert_eq!(report, ["true", "Some(1.5)", "true", &format!("{:?}", Some(b"2".to_vec()))]);
     ring.stop();
 }
+
+/// What one ring publishes through Redis arrives in the order it was published.
+#[test]
+fn messages_published_by_one_ring_arrive_in_order() {
+    let redis = RedisServer::start();
+    let ch = Channel::redis(&redis.url());
+    let (tx, rx) = unbounded();
+    let ring = ring();
+    let c = ch.clone();
+    ring.worker(0).run_on(0, move || {
+        c.subscribe("seq", move |_, ev| {
+            if let ChannelEvent::Message(m) = ev {
+                let _ = tx.send(String::from_utf8_lossy(m).to_string());
+            }
+        })
+        .unwrap();
+    });
+    // Until the subscription is confirmed.
+    common::wait_until("subscribed", || {
+        redis.raw(None, 0, &["PUBLISH", "seq", "probe"]);
+        rx.recv_timeout(Duration::from_millis(100)).is_ok()
+    });
+    while rx.try_recv().is_ok() {}
+    let c = ch.clone();
+    ring.worker(0).run_on(0, move || {
+        for i in 0..3000 {
+            c.publish("seq", format!("{i}")).unwrap();
+        }
+    });
+    let got: Vec<String> = (0..3000).map(|_| rx.recv_timeout(PATIENCE).unwrap()).filter(|m| m != "probe").collect();
+    let want: Vec<String> = (0..got.len()).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    ring.stop();
+}

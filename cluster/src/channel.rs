@@ -24,7 +24,7 @@ use bytes::Bytes;
 use ringman_engine::{current_ring, run_on_ring};
 use ringman_protocols::resp::Cmd;
 
-use crate::redis::{Redis, RedisError, SubEvent, Subscriber};
+use crate::redis::{Redis, RedisConfig, RedisError, SubEvent, Subscriber};
 
 /// What a channel handler receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// This ring's handlers, by (channel, topic).
     static HANDLERS: RefCell<HandlerTable> = RefCell::new(HashMap::new());
+    /// This ring's publishing connection per broker URL (see `redis_publish`).
+    static PUBLISHERS: RefCell<HashMap<String, Redis>> = RefCell::new(HashMap::new());
     /// The broker subscribers this ring is home to, by channel.
     static SUBSCRIBERS: RefCell<HashMap<u64, Subscriber>> = RefCell::new(HashMap::new());
 }
@@ -141,8 +143,10 @@ impl Channel {
 
     /// Publishes `data` on `topic`, from any thread. In-process: delivered to every
     /// handler of the topic. Through Redis: sent with `PUBLISH` from the calling ring (or,
-    /// off a ring, from the channel's home ring); every subscribed process delivers it,
-    /// this one included. A failed `PUBLISH` is logged.
+    /// off a ring, from the channel's home ring) on that ring's one publishing connection;
+    /// every subscribed process delivers it, this one included. Messages published by one
+    /// ring (or one non-ring thread) reach each handler in the order they were published.
+    /// A failed `PUBLISH` is logged.
     pub fn publish(&self, topic: impl AsRef<[u8]>, data: impl Into<Bytes>) -> Result<(), ChannelError> {
         let topic = Bytes::copy_from_slice(topic.as_ref());
         let data = data.into();
@@ -277,8 +281,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Publishes on this ring's publisher connection for `url`: one connection per ring (not
+/// the shared pool, which spreads commands over several), so what one ring publishes
+/// reaches subscribers in the order it was published.
 fn redis_publish(url: &str, topic: &[u8], data: &[u8]) -> Result<(), ChannelError> {
-    let redis = Redis::shared(url)?;
+    let redis = match PUBLISHERS.with(|p| p.borrow().get(url).cloned()) {
+        Some(r) => r,
+        None => {
+            let mut cfg = RedisConfig::from_url(url)?;
+            cfg.pool_size = 1;
+            let r = Redis::connect(cfg)?;
+            PUBLISHERS.with(|p| p.borrow_mut().insert(url.to_string(), r.clone()));
+            r
+        }
+    };
     redis.send(&Cmd::new("PUBLISH").arg(topic).arg(data), |r| {
         if let Err(e) = r {
             log::error!("channel publish: {e}");
