@@ -83,8 +83,9 @@ pub enum GroupError {
     BadId(String),
 }
 
-/// A group's local members and this process's subscription to it.
-type Group = (HashSet<ConnectionId>, Option<SubscriptionId>);
+/// A group's local members and this process's subscription to it (with the ring that holds
+/// the subscription's handler).
+type Group = (HashSet<ConnectionId>, Option<(SubscriptionId, u16)>);
 
 struct Inner {
     node: NodeId,
@@ -228,9 +229,10 @@ impl Cluster {
                     me.deliver_group(&n, m);
                 }
             })?;
+            let ring = ringman_engine::current_ring().expect("subscribed on a ring");
             let mut g = lock(&self.inner.groups);
             match g.get_mut(&name) {
-                Some(e) if e.1.is_none() => e.1 = Some(sub),
+                Some(e) if e.1.is_none() => e.1 = Some((sub, ring)),
                 _ => {
                     drop(g);
                     self.inner.channel.unsubscribe(sub);
@@ -253,12 +255,13 @@ impl Cluster {
             }
             g.remove(name).and_then(|e| e.1)
         };
-        if let Some(sub) = sub {
+        if let Some((sub, ring)) = sub {
             // Subscriptions are per ring: unsubscribe where it was made.
             let ch = self.inner.channel.clone();
-            if !ch.unsubscribe(sub) {
-                let owner = conn.id().thread();
-                ringman_engine::run_on_ring(owner, move || {
+            if ringman_engine::current_ring() == Some(ring) {
+                ch.unsubscribe(sub);
+            } else {
+                ringman_engine::run_on_ring(ring, move || {
                     ch.unsubscribe(sub);
                 });
             }
