@@ -54,9 +54,10 @@ pub fn suite_opts(subscribers: usize, warmup: Duration, duration: Duration) -> L
     }
 }
 
-/// Short description: `fanout 64B c1000 200/s`.
+/// Short description: `fanout 64B c1000 200/s` (`fanout-redis ...` for the Redis variant).
 pub fn workload(o: &LoadOpts) -> String {
-    format!("fanout {}B c{} {}/s", o.size, o.conns, crate::report::thousands(o.rate.unwrap_or(DEFAULT_RATE)))
+    let rate = crate::report::thousands(o.rate.unwrap_or(DEFAULT_RATE));
+    format!("{} {}B c{} {rate}/s", o.scenario.name(), o.size, o.conns)
 }
 
 /// The payload of message `seq`, published (intended) at `stamp_ns`: `pub:<seq> <ns> `,
@@ -179,10 +180,24 @@ impl Window {
 
 /// Runs one fan-out load against `addr`: `opts.conns` subscribers, one publisher at
 /// `opts.rate` (default [`DEFAULT_RATE`]) messages/s of `opts.size` bytes.
-pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Result<LoadResult, LoadError> {
-    let handshake = wire::ws_handshake_for(opts, addr);
-    let streams = loadgen::connect_with(addr, Scenario::Ws, opts.conns, &handshake)?;
-    let publisher = loadgen::connect_with(addr, Scenario::Ws, 1, &handshake)?.remove(0);
+pub fn run(addr: SocketAddr, opts: &LoadOpts, edge: impl FnMut(Edge)) -> Result<LoadResult, LoadError> {
+    run_spread(&[addr], opts, edge)
+}
+
+/// [`run`] with the subscribers spread over the servers at `addrs` (subscriber `i` on
+/// `addrs[i % len]`) and the publisher on `addrs[0]`: servers that share their messages
+/// (through Redis, `fanout-redis`) are loaded as one.
+pub fn run_spread(addrs: &[SocketAddr], opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Result<LoadResult, LoadError> {
+    let n = addrs.len();
+    assert!(n > 0, "run_spread needs at least one server");
+    let mut streams = Vec::with_capacity(opts.conns);
+    for (k, &addr) in addrs.iter().enumerate() {
+        // Subscribers k, k + n, k + 2n, ... (the order inside `streams` is irrelevant).
+        let count = opts.conns / n + usize::from(k < opts.conns % n);
+        streams.extend(loadgen::connect_with(addr, Scenario::Ws, count, &wire::ws_handshake_for(opts, addr))?);
+    }
+    let publisher =
+        loadgen::connect_with(addrs[0], Scenario::Ws, 1, &wire::ws_handshake_for(opts, addrs[0]))?.remove(0);
     let rate = opts.rate.unwrap_or(DEFAULT_RATE);
     let period_ns = (1e9 / rate).max(1.0);
     let start = now_ns();
@@ -452,6 +467,47 @@ pub fn serve_ringman(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     w.on_message(|_, msg, handle| {
         if let (true, Some(h)) = (msg.data.starts_with(PREFIX), handle.as_ref()) {
             h.broadcast(msg.data.to_vec());
+        }
+    });
+    run_all(Server::new().add(w))?;
+    Ok(())
+}
+
+/// Channel topic of the `fanout-redis` servers.
+pub const REDIS_TOPIC: &str = "ringman-bench-fanout";
+
+/// The `fanout-redis` server: as [`serve_ringman`], but a `pub:` message is published on
+/// [`REDIS_TOPIC`] through `Channel::redis(redis_url)`, and the process's one subscriber
+/// (on its ring, at worker start) broadcasts what the channel delivers to every connection
+/// of the worker. Every process subscribed to the topic delivers every message, whichever
+/// process got it from the publisher.
+pub fn serve_ringman_redis(addr: &str, redis_url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use ringman::cluster::{Channel, ChannelEvent};
+    use ringman::{run_all, Server, Worker};
+    let channel = Channel::redis(redis_url);
+    let mut w = Worker::<()>::new(addr)?;
+    w.count = 1;
+    w.name = "bench-fanout-redis".into();
+    let ch = channel.clone();
+    w.on_worker_start(move |info, _| {
+        let h = info.handle.clone();
+        let sub = ch.subscribe(REDIS_TOPIC, move |_, ev| match ev {
+            ChannelEvent::Message(m) => h.broadcast(m.clone()),
+            // Messages published during the outage are lost; the client counts them missing.
+            ChannelEvent::Gap { from, to } => {
+                eprintln!("fanout-redis: broker connection lost for {:?}", to.duration_since(*from).unwrap_or_default())
+            }
+        });
+        if let Err(e) = sub {
+            eprintln!("fanout-redis: subscribe: {e}");
+            std::process::exit(1);
+        }
+    });
+    w.on_message(move |_, msg, _| {
+        if msg.data.starts_with(PREFIX) {
+            if let Err(e) = channel.publish(REDIS_TOPIC, msg.data.to_vec()) {
+                eprintln!("fanout-redis: publish: {e}");
+            }
         }
     });
     run_all(Server::new().add(w))?;
