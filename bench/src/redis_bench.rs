@@ -668,6 +668,49 @@ mod tests {
         assert!(t.contains("100 [90..300]") && t.contains("200 [50..400]"), "{t}");
     }
 
+    /// Two ringman fan-out servers sharing one Redis channel, 20 subscribers spread over
+    /// both, the publisher on the first: every subscriber gets every message exactly once,
+    /// also those on the server the publisher is not connected to (skipped with a note when
+    /// redis-server is not installed).
+    #[test]
+    fn fanout_through_redis_reaches_both_servers() {
+        let Ok(mut redis) = RedisProc::start(0) else {
+            eprintln!("note: redis-server is not installed; skipped");
+            return;
+        };
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let addr = server::free_addr().unwrap();
+            let url = redis.url();
+            std::thread::spawn(move || {
+                let _ = crate::fanout::serve_ringman_redis(&format!("websocket://{addr}"), &url);
+            });
+            addrs.push(addr);
+        }
+        for addr in &addrs {
+            let deadline = Instant::now() + READY_TIMEOUT;
+            while TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "ringman did not listen on {addr}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        redis.wait_subscribers(crate::fanout::REDIS_TOPIC, 2).unwrap();
+        let opts = LoadOpts {
+            scenario: crate::cli::Scenario::FanoutRedis.wire(),
+            conns: 20,
+            size: 40,
+            rate: Some(500.0),
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(300),
+            ..LoadOpts::default()
+        };
+        let r = crate::fanout::run_spread(&addrs, &opts, |_| {}).unwrap();
+        assert!(r.drained, "{r:?}");
+        assert_eq!(r.lost_conns, 0);
+        assert!(r.sent >= 20 * 100, "{r:?}");
+        assert_eq!(r.sent, r.received, "every subscriber on both servers got every message once");
+    }
+
     /// Against a real redis-server (skipped with a note when it is not installed): both
     /// ringman ways complete every request with checked answers, and the subscriber check
     /// sees what SUBSCRIBE does.
