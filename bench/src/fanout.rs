@@ -141,9 +141,12 @@ impl Tally {
         }
     }
 
-    /// Whether every subscriber got messages `0..published`.
+    /// Whether every subscriber got messages `0..published`: each reached the last one, and
+    /// as many deliveries arrived as expected (a message overtaken by a later one, as through
+    /// Redis with two publishing connections, may still be on its way when the last one is
+    /// in; a duplicate can make up for a missing one, but both are reported).
     pub fn complete(&self, published: u64) -> bool {
-        self.next.iter().all(|&n| n >= published)
+        self.next.iter().all(|&n| n >= published) && self.delivered >= self.expected(published)
     }
 
     /// Deliveries expected when `published` messages went out.
@@ -571,6 +574,14 @@ mod tests {
             t
         };
         assert_eq!((clean.missing(3), clean.skipped, clean.stale, clean.delivered), (0, 0, 0, 6));
+        // Reordered: 2 overtakes 1; the subscriber has the last message before it has all.
+        let mut t = Tally::new(1);
+        t.deliver(0, 0);
+        t.deliver(0, 2);
+        assert!(!t.complete(3), "message 1 is still on its way");
+        t.deliver(0, 1);
+        assert!(t.complete(3));
+        assert_eq!((t.skipped, t.stale, t.delivered), (1, 1, 3));
     }
 
     #[test]
