@@ -25,11 +25,16 @@ pub enum Scenario {
     /// Raw echo through a TCP proxy: load generator → the proxy under test → an echo
     /// server the harness starts as its upstream (`src/proxy.rs`). On the wire it is `echo`.
     Proxy,
+    /// Push fan-out across two server processes through a Redis the harness starts
+    /// (`src/redis_bench.rs`): the subscribers are spread over both, the publisher talks to
+    /// the first, and every `pub:` message goes through Redis pub/sub. On the wire it is
+    /// `fanout`.
+    FanoutRedis,
 }
 
 impl Scenario {
     /// All scenarios.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Echo,
         Scenario::Text,
         Scenario::Frame,
@@ -37,6 +42,7 @@ impl Scenario {
         Scenario::Http,
         Scenario::Fanout,
         Scenario::Proxy,
+        Scenario::FanoutRedis,
     ];
 
     /// Name on the command line.
@@ -49,13 +55,16 @@ impl Scenario {
             Scenario::Http => "http",
             Scenario::Fanout => "fanout",
             Scenario::Proxy => "proxy",
+            Scenario::FanoutRedis => "fanout-redis",
         }
     }
 
-    /// What the load generator speaks: `proxy` is `echo` on the wire, the rest are themselves.
+    /// What the load generator speaks: `proxy` is `echo` on the wire, `fanout-redis` is
+    /// `fanout`, the rest are themselves.
     pub fn wire(self) -> Scenario {
         match self {
             Scenario::Proxy => Scenario::Echo,
+            Scenario::FanoutRedis => Scenario::Fanout,
             s => s,
         }
     }
@@ -131,7 +140,9 @@ impl ServerKind {
     /// Whether this server implements `scenario` (for `proxy`: is a proxy).
     pub fn supports(self, scenario: Scenario) -> bool {
         match self {
-            ServerKind::Ringman | ServerKind::Tokio => true,
+            ServerKind::Ringman => true,
+            // Only ringman has the Redis channel.
+            ServerKind::Tokio => scenario != Scenario::FanoutRedis,
             ServerKind::TokioUring
             | ServerKind::Monoio
             | ServerKind::Floor
@@ -325,28 +336,99 @@ pub enum Command {
         seed: Option<u64>,
     },
     /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns);
-    /// `proxy://ip:port` takes the upstream `tcp://host:port` as a second argument.
+    /// `proxy://ip:port` takes the upstream `tcp://host:port` as a second argument,
+    /// `fanout-redis://ip:port` the broker `redis://host:port`.
     ServeRingman {
         /// `<scheme>://ip:port` to listen on.
         addr: String,
-        /// `proxy://` only: the upstream every accepted connection is piped to.
+        /// `proxy://`: the upstream every accepted connection is piped to; `fanout-redis://`:
+        /// the Redis carrying the channel.
         upstream: Option<String>,
     },
+    /// The Redis client's pipelined GET/SET rate beside `redis-benchmark`'s against the same
+    /// `redis-server` (`src/redis_bench.rs`).
+    RedisClient(RedisClientOpts),
     /// Print usage.
     Help,
+}
+
+/// `redis-client` options: every (connections, depth) pair is measured `repeat` times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisClientOpts {
+    /// Connection counts (`--conns 1,4`).
+    pub conns: Vec<usize>,
+    /// Commands in flight per connection (`--depth 16,64`; redis-benchmark's `-P`).
+    pub depths: Vec<usize>,
+    /// Requests per test (`--requests`; redis-benchmark's `-n`).
+    pub requests: usize,
+    /// Value bytes of `SET` (`--size`; redis-benchmark's `-d`, default 3).
+    pub size: usize,
+    /// Rounds per cell.
+    pub repeat: usize,
+    /// CPU of `redis-server`.
+    pub server_cpu: usize,
+    /// CPU of the clients (ringman's ring and redis-benchmark).
+    pub client_cpu: usize,
+}
+
+impl Default for RedisClientOpts {
+    fn default() -> Self {
+        RedisClientOpts {
+            conns: vec![1, 4],
+            depths: vec![16, 64],
+            requests: 200_000,
+            size: 3,
+            repeat: 3,
+            server_cpu: 0,
+            client_cpu: 1,
+        }
+    }
+}
+
+/// Parses a list of positive numbers: `1,4`.
+fn parse_counts(option: &str, v: &str) -> Result<Vec<usize>, ArgError> {
+    let list = v.split(',').map(|x| x.trim().parse::<usize>().ok().filter(|&n| n > 0)).collect::<Option<Vec<_>>>();
+    list.filter(|l| !l.is_empty()).ok_or_else(|| bad(option, v, "a list of positive numbers: 1,4"))
+}
+
+/// Parses the options of `redis-client`.
+fn parse_redis_client(mut it: impl Iterator<Item = String>) -> Result<Command, ArgError> {
+    let mut o = RedisClientOpts::default();
+    while let Some(opt) = it.next() {
+        if opt == "--help" {
+            return Ok(Command::Help);
+        }
+        let val = it.next().ok_or_else(|| ArgError::MissingValue(opt.clone()))?;
+        let v = val.as_str();
+        let positive = |n: usize| if n == 0 { Err(bad(&opt, v, "must be at least 1")) } else { Ok(n) };
+        match opt.as_str() {
+            "--conns" => o.conns = parse_counts(&opt, v)?,
+            "--depth" => o.depths = parse_counts(&opt, v)?,
+            "--requests" => o.requests = positive(num(&opt, v)?)?,
+            "--size" => o.size = positive(num(&opt, v)?)?,
+            "--repeat" => o.repeat = positive(num(&opt, v)?)?,
+            "--server-cpu" => o.server_cpu = num(&opt, v)?,
+            "--client-cpu" => o.client_cpu = num(&opt, v)?,
+            _ => return Err(ArgError::UnknownOption(opt)),
+        }
+    }
+    Ok(Command::RedisClient(o))
 }
 
 /// Usage text.
 pub const USAGE: &str = "\
 ringman-bench run (--server <ringman|ringman-static|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
-                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|proxy>]
+                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|fanout-redis|proxy>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
                   [--generator uring|classic] [--client-threads N] [--client-cpus LIST] [--pace T]
 ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--server-cpu C] [--client-cpu C]
                   [--peers-dir DIR] [--out DIR] [--generator uring|classic] [--client-threads N]
                   [--client-cpus LIST] [--pace T]
+ringman-bench redis-client [--conns LIST] [--depth LIST] [--requests N] [--size BYTES] [--repeat N]
+                  [--server-cpu C] [--client-cpu C]
 ringman-bench serve-ringman <scheme>://IP:PORT | proxy://IP:PORT tcp://UPSTREAM_HOST:PORT
+                  | fanout-redis://IP:PORT redis://HOST:PORT
 T is a duration: 10s, 500ms, 2 (seconds). LIST is a CPU list: 1, 1,2, 2-3.";
 
 /// Parses a duration: `10s`, `500ms`, `1.5` (seconds), `2m`.
@@ -388,6 +470,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let (mut client_threads, mut client_cpu) = (None, None);
     match cmd.as_str() {
         "run" | "compare" | "serve-ringman" => {}
+        "redis-client" => return parse_redis_client(it),
         "help" | "--help" | "-h" => return Ok(Command::Help),
         _ => return Err(ArgError::UnknownCommand(cmd)),
     }
@@ -487,6 +570,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 let up = p.next().ok_or(ArgError::Required("tcp://UPSTREAM_HOST:PORT (after proxy://ip:port)"))?;
                 if !up.starts_with("tcp://") {
                     return Err(bad("serve-ringman", &up, "the upstream is tcp://host:port"));
+                }
+                Some(up)
+            } else if addr.starts_with("fanout-redis://") {
+                let up = p.next().ok_or(ArgError::Required("redis://HOST:PORT (after fanout-redis://ip:port)"))?;
+                if !up.starts_with("redis://") {
+                    return Err(bad("serve-ringman", &up, "the broker is redis://host:port"));
                 }
                 Some(up)
             } else {
@@ -649,9 +738,36 @@ mod tests {
         assert!(p("serve-ringman proxy://127.0.0.1:1").is_err());
         assert!(p("serve-ringman proxy://127.0.0.1:1 ws://127.0.0.1:2").is_err());
         assert!(p("serve-ringman tcp://127.0.0.1:1 tcp://127.0.0.1:2").is_err());
+        assert_eq!(
+            p("serve-ringman fanout-redis://127.0.0.1:1 redis://127.0.0.1:2").unwrap(),
+            Command::ServeRingman {
+                addr: "fanout-redis://127.0.0.1:1".into(),
+                upstream: Some("redis://127.0.0.1:2".into())
+            }
+        );
+        assert!(p("serve-ringman fanout-redis://127.0.0.1:1").is_err());
+        assert!(p("serve-ringman fanout-redis://127.0.0.1:1 tcp://127.0.0.1:2").is_err());
+        let Command::Run { load, .. } = p("run --server ringman --scenario fanout-redis").unwrap() else { panic!() };
+        assert_eq!((load.scenario, load.scenario.wire()), (Scenario::FanoutRedis, Scenario::Fanout));
+        assert!(!ServerKind::Tokio.supports(Scenario::FanoutRedis));
         let Command::Run { load, .. } = p("run --server tokio --scenario proxy").unwrap() else { panic!() };
         assert_eq!((load.scenario, load.scenario.wire()), (Scenario::Proxy, Scenario::Echo));
         assert_eq!(p("help").unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn redis_client_options() {
+        assert_eq!(p("redis-client").unwrap(), Command::RedisClient(RedisClientOpts::default()));
+        let c =
+            p("redis-client --conns 2,8 --depth 1 --requests 5000 --size 10 --repeat 5 --server-cpu 1 --client-cpu 0");
+        let Command::RedisClient(o) = c.unwrap() else { panic!() };
+        assert_eq!((o.conns, o.depths, o.requests, o.size, o.repeat), (vec![2, 8], vec![1], 5000, 10, 5));
+        assert_eq!((o.server_cpu, o.client_cpu), (1, 0));
+        for bad in ["--conns 0", "--conns 1,x", "--depth ,", "--requests 0", "--repeat 0"] {
+            assert!(matches!(p(&format!("redis-client {bad}")), Err(ArgError::BadValue { .. })), "{bad}");
+        }
+        assert!(matches!(p("redis-client --rate 5"), Err(ArgError::UnknownOption(_))));
+        assert!(matches!(p("redis-client --conns"), Err(ArgError::MissingValue(_))));
     }
 
     #[test]

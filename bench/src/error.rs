@@ -122,8 +122,9 @@ pub enum ServerError {
         /// Scenario name.
         scenario: &'static str,
     },
-    /// A proxy was started without an upstream to forward to.
-    #[error("the proxy scenario needs an upstream echo server (ServerProc::start_proxy)")]
+    /// A proxy was started without an upstream to forward to, or `fanout-redis` without a
+    /// Redis.
+    #[error("the proxy and fanout-redis scenarios need an upstream (ServerProc::start_proxy, start_fanout_redis)")]
     NoUpstream,
     /// The executable is not available.
     #[error("{0} not found on PATH")]
@@ -163,6 +164,9 @@ pub enum ServerError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The `redis-server` the harness started did not do what was expected.
+    #[error("redis-server: {0}")]
+    Redis(String),
 }
 
 /// Any failure of a subcommand.
@@ -191,6 +195,9 @@ pub enum BenchError {
     /// `run` and `compare` refuse a debug build of the harness.
     #[error("this is a debug build of ringman-bench; measurements need --release (cargo run --release -p ringman-bench -- ...)")]
     DebugBuild,
+    /// A `redis-client` measurement failed (a command failed or answered something else).
+    #[error("redis-client: {0}")]
+    RedisClient(String),
     /// Pinning the load generator to its CPU failed.
     #[error("sched_setaffinity(cpu {cpu}) failed: {source}")]
     Affinity {

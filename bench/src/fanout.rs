@@ -54,9 +54,10 @@ pub fn suite_opts(subscribers: usize, warmup: Duration, duration: Duration) -> L
     }
 }
 
-/// Short description: `fanout 64B c1000 200/s`.
+/// Short description: `fanout 64B c1000 200/s` (`fanout-redis ...` for the Redis variant).
 pub fn workload(o: &LoadOpts) -> String {
-    format!("fanout {}B c{} {}/s", o.size, o.conns, crate::report::thousands(o.rate.unwrap_or(DEFAULT_RATE)))
+    let rate = crate::report::thousands(o.rate.unwrap_or(DEFAULT_RATE));
+    format!("{} {}B c{} {rate}/s", o.scenario.name(), o.size, o.conns)
 }
 
 /// The payload of message `seq`, published (intended) at `stamp_ns`: `pub:<seq> <ns> `,
@@ -140,9 +141,12 @@ impl Tally {
         }
     }
 
-    /// Whether every subscriber got messages `0..published`.
+    /// Whether every subscriber got messages `0..published`: each reached the last one, and
+    /// as many deliveries arrived as expected (a message overtaken by a later one, as through
+    /// Redis with two publishing connections, may still be on its way when the last one is
+    /// in; a duplicate can make up for a missing one, but both are reported).
     pub fn complete(&self, published: u64) -> bool {
-        self.next.iter().all(|&n| n >= published)
+        self.next.iter().all(|&n| n >= published) && self.delivered >= self.expected(published)
     }
 
     /// Deliveries expected when `published` messages went out.
@@ -179,10 +183,24 @@ impl Window {
 
 /// Runs one fan-out load against `addr`: `opts.conns` subscribers, one publisher at
 /// `opts.rate` (default [`DEFAULT_RATE`]) messages/s of `opts.size` bytes.
-pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Result<LoadResult, LoadError> {
-    let handshake = wire::ws_handshake_for(opts, addr);
-    let streams = loadgen::connect_with(addr, Scenario::Ws, opts.conns, &handshake)?;
-    let publisher = loadgen::connect_with(addr, Scenario::Ws, 1, &handshake)?.remove(0);
+pub fn run(addr: SocketAddr, opts: &LoadOpts, edge: impl FnMut(Edge)) -> Result<LoadResult, LoadError> {
+    run_spread(&[addr], opts, edge)
+}
+
+/// [`run`] with the subscribers spread over the servers at `addrs` (subscriber `i` on
+/// `addrs[i % len]`) and the publisher on `addrs[0]`: servers that share their messages
+/// (through Redis, `fanout-redis`) are loaded as one.
+pub fn run_spread(addrs: &[SocketAddr], opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Result<LoadResult, LoadError> {
+    let n = addrs.len();
+    assert!(n > 0, "run_spread needs at least one server");
+    let mut streams = Vec::with_capacity(opts.conns);
+    for (k, &addr) in addrs.iter().enumerate() {
+        // Subscribers k, k + n, k + 2n, ... (the order inside `streams` is irrelevant).
+        let count = opts.conns / n + usize::from(k < opts.conns % n);
+        streams.extend(loadgen::connect_with(addr, Scenario::Ws, count, &wire::ws_handshake_for(opts, addr))?);
+    }
+    let publisher =
+        loadgen::connect_with(addrs[0], Scenario::Ws, 1, &wire::ws_handshake_for(opts, addrs[0]))?.remove(0);
     let rate = opts.rate.unwrap_or(DEFAULT_RATE);
     let period_ns = (1e9 / rate).max(1.0);
     let start = now_ns();
@@ -458,6 +476,47 @@ pub fn serve_ringman(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Channel topic of the `fanout-redis` servers.
+pub const REDIS_TOPIC: &str = "ringman-bench-fanout";
+
+/// The `fanout-redis` server: as [`serve_ringman`], but a `pub:` message is published on
+/// [`REDIS_TOPIC`] through `Channel::redis(redis_url)`, and the process's one subscriber
+/// (on its ring, at worker start) broadcasts what the channel delivers to every connection
+/// of the worker. Every process subscribed to the topic delivers every message, whichever
+/// process got it from the publisher.
+pub fn serve_ringman_redis(addr: &str, redis_url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use ringman::cluster::{Channel, ChannelEvent};
+    use ringman::{run_all, Server, Worker};
+    let channel = Channel::redis(redis_url);
+    let mut w = Worker::<()>::new(addr)?;
+    w.count = 1;
+    w.name = "bench-fanout-redis".into();
+    let ch = channel.clone();
+    w.on_worker_start(move |info, _| {
+        let h = info.handle.clone();
+        let sub = ch.subscribe(REDIS_TOPIC, move |_, ev| match ev {
+            ChannelEvent::Message(m) => h.broadcast(m.clone()),
+            // Messages published during the outage are lost; the client counts them missing.
+            ChannelEvent::Gap { from, to } => {
+                eprintln!("fanout-redis: broker connection lost for {:?}", to.duration_since(*from).unwrap_or_default())
+            }
+        });
+        if let Err(e) = sub {
+            eprintln!("fanout-redis: subscribe: {e}");
+            std::process::exit(1);
+        }
+    });
+    w.on_message(move |_, msg, _| {
+        if msg.data.starts_with(PREFIX) {
+            if let Err(e) = channel.publish(REDIS_TOPIC, msg.data.to_vec()) {
+                eprintln!("fanout-redis: publish: {e}");
+            }
+        }
+    });
+    run_all(Server::new().add(w))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +574,14 @@ mod tests {
             t
         };
         assert_eq!((clean.missing(3), clean.skipped, clean.stale, clean.delivered), (0, 0, 0, 6));
+        // Reordered: 2 overtakes 1; the subscriber has the last message before it has all.
+        let mut t = Tally::new(1);
+        t.deliver(0, 0);
+        t.deliver(0, 2);
+        assert!(!t.complete(3), "message 1 is still on its way");
+        t.deliver(0, 1);
+        assert!(t.complete(3));
+        assert_eq!((t.skipped, t.stale, t.delivered), (1, 1, 3));
     }
 
     #[test]

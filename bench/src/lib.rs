@@ -8,6 +8,8 @@
 //!   and samples their CPU time and RSS from `/proc`.
 //! * [`suite`]: one measurement (`run`) and the standard suite (`compare`).
 //! * [`proxy`]: the proxy scenario (generator → proxy → echo) and its P8 summary.
+//! * [`redis_bench`]: fan-out across two processes through Redis, and the Redis client's
+//!   pipelined rate beside `redis-benchmark`'s.
 //! * [`report`]: table, `compare.json`, hand-written `latency.svg`.
 #![warn(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod idle;
 pub mod loadgen;
 pub mod machine;
 pub mod proxy;
+pub mod redis_bench;
 pub mod report;
 pub mod ringman_server;
 pub mod rng;

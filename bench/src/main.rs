@@ -1,7 +1,7 @@
 //! `ringman-bench`: see `bench/README.md`.
 use ringman_bench::cli::{self, Command, Subject};
 use ringman_bench::error::{ArgError, BenchError};
-use ringman_bench::{report, suite, wire};
+use ringman_bench::{redis_bench, report, suite, wire};
 
 fn main() {
     let cmd = match cli::parse(std::env::args().skip(1)) {
@@ -65,8 +65,15 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                     f.client_core_busy * 100.0,
                     if f.client_util > 0.9 { "  (client-bound: the load generator is saturated)" } else { "" }
                 );
-                if let Some(up) = f.upstream_cpu_us_per_msg {
-                    println!("upstream echo CPU {up:.3} µs/msg (behind the proxy; not in the server CPU above)");
+                match (f.upstream_cpu_us_per_msg, load.scenario) {
+                    (Some(up), cli::Scenario::FanoutRedis) => println!(
+                        "redis-server CPU {up:.3} µs/delivery; both servers + redis-server {} µs/delivery",
+                        f.server_cpu_us_per_msg.map_or_else(|| "n/a".into(), |s| format!("{:.3}", s + up))
+                    ),
+                    (Some(up), _) => {
+                        println!("upstream echo CPU {up:.3} µs/msg (behind the proxy; not in the server CPU above)")
+                    }
+                    (None, _) => {}
                 }
                 if f.bad_status > 0 && f.bad_status == f.received {
                     eprintln!("warning: every response had a non-2xx status");
@@ -86,6 +93,10 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
         Command::Compare { quick, only, env, repeat, seed } => {
             refuse_debug_build()?;
             suite::compare(quick, only.as_deref(), &env, repeat, seed)?;
+        }
+        Command::RedisClient(o) => {
+            refuse_debug_build()?;
+            redis_bench::client_rates(&o)?;
         }
         Command::ServeRingman { addr, upstream } => suite::serve_ringman(&addr, upstream.as_deref())?,
     }

@@ -17,6 +17,10 @@
 //! `serve-ringman proxy://ip:port tcp://upstream:port` ([`serve_proxy`]) is the transparent
 //! TCP proxy of `examples/proxy.rs` on one ring thread: each accepted connection opens one
 //! upstream connection (`AsyncTcpConnection::connect`) and the two are piped both ways.
+//!
+//! `serve-ringman fanout-redis://ip:port redis://host:port` is the fan-out server whose
+//! `pub:` messages go through a Redis channel (`crate::fanout::serve_ringman_redis`), so
+//! several such processes deliver every message to all their connections.
 
 use ringman::http::{respond, respond_static};
 use ringman::protocols::http::{Response, StaticResponse};

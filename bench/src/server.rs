@@ -65,7 +65,7 @@ pub fn pin_self(cpu: usize) -> std::io::Result<()> {
     set_affinity(0, cpu)
 }
 
-fn set_affinity(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
+pub(crate) fn set_affinity(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
     // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: CPU_SET only writes inside `set`; cpu is bounds-checked by the macro's caller below.
@@ -102,6 +102,7 @@ pub fn ringman_scheme(s: Scenario) -> &'static str {
         Scenario::Http => "http",
         Scenario::Fanout => "fanout",
         Scenario::Proxy => "proxy",
+        Scenario::FanoutRedis => "fanout-redis",
     }
 }
 
@@ -144,6 +145,17 @@ impl ServerProc {
         Self::spawn(kind, Scenario::Proxy, Some(upstream), cpu, peers_dir)
     }
 
+    /// Starts `kind` serving `fanout-redis` on a free port with its channel on the Redis at
+    /// `redis`, pinned to `cpu`, and waits until it accepts connections.
+    pub fn start_fanout_redis(
+        kind: ServerKind,
+        redis: SocketAddr,
+        cpu: usize,
+        peers_dir: &Path,
+    ) -> Result<Self, ServerError> {
+        Self::spawn(kind, Scenario::FanoutRedis, Some(redis), cpu, peers_dir)
+    }
+
     fn spawn(
         kind: ServerKind,
         scenario: Scenario,
@@ -154,7 +166,7 @@ impl ServerProc {
         if !kind.supports(scenario) {
             return Err(ServerError::Unsupported { server: kind.name(), scenario: scenario.name() });
         }
-        if scenario == Scenario::Proxy && upstream.is_none() {
+        if matches!(scenario, Scenario::Proxy | Scenario::FanoutRedis) && upstream.is_none() {
             return Err(ServerError::NoUpstream);
         }
         let addr = free_addr()?;
@@ -167,7 +179,8 @@ impl ServerProc {
                 let mut c = Command::new(exe);
                 c.arg("serve-ringman").arg(format!("{}://{addr}", ringman_scheme(scenario)));
                 if let Some(up) = upstream {
-                    c.arg(format!("tcp://{up}"));
+                    let scheme = if scenario == Scenario::FanoutRedis { "redis" } else { "tcp" };
+                    c.arg(format!("{scheme}://{up}"));
                 }
                 let http = if kind == ServerKind::RingmanStatic { "static" } else { "build" };
                 c.env(crate::ringman_server::HTTP_ENV, http);

@@ -16,7 +16,7 @@ pub fn workload(o: &LoadOpts) -> String {
     let name = if o.scenario == Scenario::Proxy { "proxy echo" } else { o.scenario.name() };
     let mut s = match o.scenario {
         Scenario::Http => format!("http c{} d{}", o.conns, o.depth),
-        Scenario::Fanout => return crate::fanout::workload(o),
+        Scenario::Fanout | Scenario::FanoutRedis => return crate::fanout::workload(o),
         _ => format!("{} {}B c{} d{}", name, o.size, o.conns, o.depth),
     };
     if let Some(r) = o.rate {
@@ -68,14 +68,33 @@ pub fn measure_behind(
     env: &Env,
     progress: bool,
 ) -> Result<Figures, BenchError> {
+    let (pids, ups): (Vec<u32>, Vec<u32>) = (pid.into_iter().collect(), upstream.into_iter().collect());
+    measure_procs(&[addr], &pids, &ups, opts, env, progress)
+}
+
+/// [`measure_behind`] with several servers and several processes behind them: the load goes
+/// to `addrs` (only `fanout` uses more than the first: [`crate::fanout::run_spread`]), the
+/// server CPU columns are the sum over the process trees of `pids` (none: `n/a`), and
+/// `upstream_cpu_us_per_msg` the sum over `upstream` (`fanout-redis`: the redis-server).
+pub fn measure_procs(
+    addrs: &[std::net::SocketAddr],
+    pids: &[u32],
+    upstream: &[u32],
+    opts: &LoadOpts,
+    env: &Env,
+    progress: bool,
+) -> Result<Figures, BenchError> {
+    let addr = addrs[0];
     server::pin_self(env.client_cpu).map_err(|source| BenchError::Affinity { cpu: env.client_cpu, source })?;
     // The edges run on the client CPU while the generator works, so they must be short (the
     // generator waits meanwhile): the server's process tree is listed once, before the load
     // (its threads and children exist by the time it accepts connections), and /proc/stat is
     // read once per edge for both the machine line and the two cores' busy time.
-    let srv_pids = pid.map(server::tree);
+    let trees =
+        |roots: &[u32]| (!roots.is_empty()).then(|| roots.iter().flat_map(|&p| server::tree(p)).collect::<Vec<_>>());
+    let srv_pids = trees(pids);
     let srv_cpu = || srv_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
-    let up_pids = upstream.map(server::tree);
+    let up_pids = trees(upstream);
     let up_cpu = || up_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
     let (mut cpu0, mut cpu1) = (None, None);
     let (mut up0, mut up1) = (None, None);
@@ -132,7 +151,7 @@ pub fn measure_behind(
     let wire_opts = LoadOpts { scenario: opts.scenario.wire(), ..opts.clone() };
     let opts = &wire_opts;
     let res = match env.generator {
-        _ if opts.scenario == Scenario::Fanout => crate::fanout::run(addr, opts, edge)?,
+        _ if opts.scenario == Scenario::Fanout => crate::fanout::run_spread(addrs, opts, edge)?,
         Generator::Uring => {
             let tuning =
                 uring_gen::Tuning { threads: env.client_threads, pace: env.pace, cpus: env.client_cpus.clone() };
@@ -208,7 +227,12 @@ pub fn run(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Record, Bench
     if peers_needed(kind) {
         server::ensure_peers(&env.peers_dir, &env.out_dir)?;
     }
-    let f = if opts.scenario == Scenario::Proxy {
+    let f = if opts.scenario == Scenario::FanoutRedis {
+        if !kind.supports(Scenario::FanoutRedis) {
+            return Err(ServerError::Unsupported { server: kind.name(), scenario: opts.scenario.name() }.into());
+        }
+        crate::redis_bench::measure_fanout(kind, opts, env, true)?
+    } else if opts.scenario == Scenario::Proxy {
         if !kind.supports(Scenario::Proxy) {
             return Err(ServerError::Unsupported { server: kind.name(), scenario: opts.scenario.name() }.into());
         }
@@ -637,6 +661,9 @@ fn write_outputs(records: &[Record], cells: &[summary::Cell], run: &RunInfo, env
 /// `ringman-bench serve-ringman ADDR [UPSTREAM]`.
 pub fn serve_ringman(addr: &str, upstream: Option<&str>) -> Result<(), ServerError> {
     let served = match upstream {
+        Some(up) if addr.starts_with("fanout-redis://") => {
+            crate::fanout::serve_ringman_redis(&addr.replacen("fanout-redis://", "websocket://", 1), up)
+        }
         Some(up) => ringman_server::serve_proxy(addr, up),
         None => ringman_server::serve(addr),
     };

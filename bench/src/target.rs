@@ -46,7 +46,7 @@ pub fn scenario_scheme(s: Scenario) -> &'static str {
         Scenario::Frame => "frame",
         Scenario::Ws => "ws",
         Scenario::Http => "http",
-        Scenario::Fanout => "fanout",
+        Scenario::Fanout | Scenario::FanoutRedis => "fanout",
     }
 }
 

@@ -50,7 +50,9 @@ pub fn request_for(o: &LoadOpts) -> Vec<u8> {
         Scenario::Echo | Scenario::Proxy => out = payload,
         Scenario::Text => Text.encoder().encode(&payload, MessageKind::Text, &mut out),
         Scenario::Frame => Frame.encoder().encode(&payload, MessageKind::Binary, &mut out),
-        Scenario::Ws | Scenario::Fanout => ws_client_frame(0x1, &payload, [0x12, 0x34, 0x56, 0x78], &mut out),
+        Scenario::Ws | Scenario::Fanout | Scenario::FanoutRedis => {
+            ws_client_frame(0x1, &payload, [0x12, 0x34, 0x56, 0x78], &mut out)
+        }
         Scenario::Http => {
             let path = o.wire.path.as_deref().unwrap_or("/hello");
             let host = o.wire.host.as_deref().unwrap_or("x");
@@ -269,7 +271,7 @@ impl ResponseCounter {
             }
             Scenario::Text => framed(Text.decoder()),
             Scenario::Frame => framed(Frame.decoder()),
-            Scenario::Ws | Scenario::Fanout => framed(Box::new(WsServerCodec)),
+            Scenario::Ws | Scenario::Fanout | Scenario::FanoutRedis => framed(Box::new(WsServerCodec)),
             Scenario::Http => Counter::Framed {
                 codec: Box::new(HttpResponseCodec::default()),
                 framer: Framer::new(),
