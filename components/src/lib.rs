@@ -3,3 +3,4 @@
 //! executor) and, for Redis-backed parts, `ringman-cluster`'s client.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+pub mod cron;
