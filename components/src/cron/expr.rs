@@ -196,10 +196,10 @@ impl Schedule {
             dow = (dow & !(1 << 7)) | 1;
         }
         let (dom_text, dow_text) = (rest[2], rest[4]);
-        // croniter's rule (see the module docs): a day field is unrestricted when it is `*`,
-        // or when it names every day and the other day field contains a `*`.
-        let dom_star = dom_text == "*" || (dom == full(1, 31) && dow_text.contains('*'));
-        let dow_star = dow_text == "*" || (dow == full(0, 6) && dom_text.contains('*'));
+        // croniter's rule (see the module docs): a day field is unrestricted when one of its
+        // elements is `*`, or when it names every day and the other day field contains a `*`.
+        let dom_star = has_star(dom_text) || (dom == full(1, 31) && dow_text.contains('*'));
+        let dow_star = has_star(dow_text) || (dow == full(0, 6) && dom_text.contains('*'));
         let s = Schedule {
             text: parts.join(" "),
             seconds,
@@ -239,6 +239,11 @@ impl Schedule {
         const LONGEST: [u32; 13] = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
         (1..=12).any(|m| self.months & (1 << m) != 0 && self.dom & full(1, LONGEST[m]) != 0)
     }
+}
+
+/// One of the field's list elements is a bare `*`.
+fn has_star(text: &str) -> bool {
+    text.split(',').any(|e| e == "*")
 }
 
 fn parse_field(field: Field, text: &str) -> Result<u64, CronError> {

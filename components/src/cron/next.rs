@@ -87,10 +87,15 @@ impl Schedule {
                 None => return Some(c),
                 Some(e) => {
                     let after_change = tz.offset_at(e);
-                    if after_change > off && n < e + after_change {
-                        // `n` falls in the spring-forward gap: fire when the gap ends.
-                        return Some(e);
+                    let gap_end = e + after_change;
+                    if after_change > off && n < gap_end && !self.every_hour() {
+                        // `n` falls in a spring-forward gap: move it forward by whole
+                        // minutes to the first wall-clock time that exists (croniter's rule).
+                        let minutes = (gap_end - n + 59).div_euclid(60);
+                        return Some(n + 60 * minutes - after_change);
                     }
+                    // Past the change: an every-hour schedule's times in a gap never
+                    // happen, so the search goes on from the gap's end.
                     t = e;
                 }
             }
