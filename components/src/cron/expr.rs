@@ -229,8 +229,9 @@ impl Schedule {
     }
 
     /// True when the hour field allows every hour: such a schedule follows elapsed time
-    /// through a repeated (fall-back) hour and fires in both passes; any other fires there
-    /// once (see the module docs).
+    /// across daylight-saving changes (its times in a gap never happen, a repeated hour
+    /// fires in both passes); any other follows the wall clock (a gap time fires once at
+    /// the gap's end, a repeated time once, in the first pass). See the module docs.
     pub fn every_hour(&self) -> bool {
         self.hours == full(0, 23)
     }

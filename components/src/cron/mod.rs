@@ -31,9 +31,8 @@
 //! **Day of month and day of week.** When both fields restrict the day, a day matches if
 //! it matches *either* (Vixie cron's OR rule, croniter's default): `0 0 13 * FRI` fires on
 //! every 13th and on every Friday. When only one restricts, that one decides. A field
-//! counts as unrestricted when it is `*`, or when it names every day and the other day
-//! field contains a `*` (so `*/1` with `*/2` means "every other weekday day" rather than
-//! "every day"). This is croniter's reading; Vixie cron instead treats any field starting
+//! counts as unrestricted when one of its list elements is `*`, or when it names every day and the other day
+//! field contains a `*` (so `0 0 */1 * */2` fires on Sun, Tue, Thu and Sat only). This is croniter's reading; Vixie cron instead treats any field starting
 //! with `*` as unrestricted, which differs for `*/n` written together with a restricted
 //! other field (`0 0 */2 * MON`: croniter and ringman fire on odd days *or* Mondays,
 //! Vixie cron on odd days that are Mondays).
@@ -56,12 +55,15 @@
 //! [`Zone::Local`] (`chrono::Local`: the `TZ` environment variable, else
 //! `/etc/localtime`). In a zone with daylight saving:
 //!
-//! * **Gap** (spring forward, e.g. 02:00-03:00 does not exist): a time in the gap fires once,
-//!   at the first instant after it (03:00:00), however many of the schedule's times the gap
-//!   swallowed — croniter's behaviour. `30 2 * * *` fires at 03:00 on that day.
-//! * **Repeat** (fall back, e.g. 01:00-02:00 happens twice): a schedule whose hour field
-//!   allows every hour ([`Schedule::every_hour`]: `*/10 * * * *`, `0 * * * *`,
-//!   `* * * * * *`) follows elapsed time and fires in both passes, as croniter does, so
+//! * **Gap** (spring forward, e.g. 02:00-03:00 does not exist). A schedule whose hour field
+//!   allows every hour ([`Schedule::every_hour`]: `*/10 * * * *`, `39 * * * *`,
+//!   `* * * * * *`) follows elapsed time: its times in the gap never happen (`39 * * * *`
+//!   fires at 01:39 and then 03:39). Any other schedule fires a time in the gap once,
+//!   moved forward by whole minutes to the first wall-clock time that exists: `30 2 * * *`
+//!   fires at 03:00 that day, `15 30 2 * * *` at 03:00:15; the gap's later times of the
+//!   schedule are swallowed by that firing. Both are croniter's behaviour.
+//! * **Repeat** (fall back, e.g. 01:00-02:00 happens twice): an every-hour schedule
+//!   follows elapsed time and fires in both passes, as croniter does, so
 //!   an every-second job does not go silent for an hour. Any other schedule fires each
 //!   wall-clock time of the repeated hour once, in the **first** pass (still on daylight
 //!   time): `30 1 * * *` fires at 01:30 EDT and not again at 01:30 EST.
