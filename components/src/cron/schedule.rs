@@ -66,7 +66,13 @@ impl Crontab {
         let schedule = Schedule::parse(expr)?;
         let ring = current_ring().ok_or(CronError::NotOnRingThread)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let entry = Entry { schedule: schedule.clone(), zone, job: Rc::new(RefCell::new(Box::new(job))), timer: None, due: None };
+        let entry = Entry {
+            schedule: schedule.clone(),
+            zone,
+            job: Rc::new(RefCell::new(Box::new(job))),
+            timer: None,
+            due: None,
+        };
         JOBS.with(|j| j.borrow_mut().insert(id, entry));
         arm(id, now());
         Ok(Crontab { id, ring, schedule, zone })

@@ -114,10 +114,7 @@ fn cron_parse_errors() {
     assert_eq!(invalid("1-2-3 * * * *"), (Field::Minute, "1-2-3".into(), Reason::NotANumber));
     assert_eq!(invalid("L * * * *"), (Field::Minute, "L".into(), Reason::NotANumber));
     assert_eq!(invalid("* * ? * *"), (Field::DayOfMonth, "?".into(), Reason::NotANumber));
-    assert_eq!(
-        Schedule::parse("0 0 30,31 2 *"),
-        Err(CronError::NeverFires { dom: "30,31".into(), month: "2".into() })
-    );
+    assert_eq!(Schedule::parse("0 0 30,31 2 *"), Err(CronError::NeverFires { dom: "30,31".into(), month: "2".into() }));
     assert_eq!(
         Schedule::parse("0 0 31 APR,jun,9,11 *"),
         Err(CronError::NeverFires { dom: "31".into(), month: "APR,jun,9,11".into() })
@@ -132,17 +129,26 @@ fn cron_parse_errors() {
 fn cron_next_basic_and_month_ends() {
     let z = Zone::Utc;
     // Strictly after: a start on a fire time gives the following one.
-    assert_eq!(nexts("*/20 * * * * *", z, utc(2024, 1, 1, 0, 0, 0), 3), ["2024-01-01 00:00:20", "2024-01-01 00:00:40", "2024-01-01 00:01:00"]);
+    assert_eq!(
+        nexts("*/20 * * * * *", z, utc(2024, 1, 1, 0, 0, 0), 3),
+        ["2024-01-01 00:00:20", "2024-01-01 00:00:40", "2024-01-01 00:01:00"]
+    );
     // A fraction of a second counts as its second.
     let s = Schedule::parse("* * * * * *").unwrap();
     let t = utc(2024, 1, 1, 0, 0, 0) + chrono::Duration::milliseconds(999);
     assert_eq!(s.next_after(z, t), Some(utc(2024, 1, 1, 0, 0, 1)));
     // Month ends and carries through every unit.
-    assert_eq!(nexts("59 59 23 31 * *", z, utc(2024, 1, 31, 23, 59, 59), 3), ["2024-03-31 23:59:59", "2024-05-31 23:59:59", "2024-07-31 23:59:59"]);
+    assert_eq!(
+        nexts("59 59 23 31 * *", z, utc(2024, 1, 31, 23, 59, 59), 3),
+        ["2024-03-31 23:59:59", "2024-05-31 23:59:59", "2024-07-31 23:59:59"]
+    );
     assert_eq!(nexts("0 0 31 * *", z, utc(2023, 12, 31, 12, 0, 0), 2), ["2024-01-31 00:00:00", "2024-03-31 00:00:00"]);
     assert_eq!(nexts("0 0 30 * *", z, utc(2024, 1, 30, 0, 0, 0), 2), ["2024-03-30 00:00:00", "2024-04-30 00:00:00"]);
     // 29 February: leap years only, 2100 is not one.
-    assert_eq!(nexts("0 0 29 2 *", z, utc(2024, 3, 1, 0, 0, 0), 3), ["2028-02-29 00:00:00", "2032-02-29 00:00:00", "2036-02-29 00:00:00"]);
+    assert_eq!(
+        nexts("0 0 29 2 *", z, utc(2024, 3, 1, 0, 0, 0), 3),
+        ["2028-02-29 00:00:00", "2032-02-29 00:00:00", "2036-02-29 00:00:00"]
+    );
     assert_eq!(nexts("0 0 29 2 *", z, utc(2096, 3, 1, 0, 0, 0), 1), ["2104-02-29 00:00:00"]);
     // New year.
     assert_eq!(nexts("0 0 1 1 *", z, utc(2024, 6, 1, 0, 0, 0), 1), ["2025-01-01 00:00:00"]);
@@ -154,7 +160,13 @@ fn cron_next_day_fields() {
     // OR: the 13th, and Fridays. 2024-09-13 is a Friday.
     assert_eq!(
         nexts("0 0 13 * FRI", z, utc(2024, 9, 1, 0, 0, 0), 5),
-        ["2024-09-06 00:00:00", "2024-09-13 00:00:00", "2024-09-20 00:00:00", "2024-09-27 00:00:00", "2024-10-04 00:00:00"]
+        [
+            "2024-09-06 00:00:00",
+            "2024-09-13 00:00:00",
+            "2024-09-20 00:00:00",
+            "2024-09-27 00:00:00",
+            "2024-10-04 00:00:00"
+        ]
     );
     assert_eq!(nexts("0 0 13 * FRI", z, utc(2024, 10, 4, 0, 0, 0), 2), ["2024-10-11 00:00:00", "2024-10-13 00:00:00"]);
     // Only the day of week restricts: AND with every day.
@@ -163,9 +175,15 @@ fn cron_next_day_fields() {
     // Only the day of month restricts.
     assert_eq!(nexts("0 0 1,15 * *", z, utc(2024, 9, 1, 0, 0, 0), 2), ["2024-09-15 00:00:00", "2024-10-01 00:00:00"]);
     // A month restriction applies to both halves of the OR.
-    assert_eq!(nexts("0 0 1 FEB MON", z, utc(2024, 1, 1, 0, 0, 0), 3), ["2024-02-01 00:00:00", "2024-02-05 00:00:00", "2024-02-12 00:00:00"]);
+    assert_eq!(
+        nexts("0 0 1 FEB MON", z, utc(2024, 1, 1, 0, 0, 0), 3),
+        ["2024-02-01 00:00:00", "2024-02-05 00:00:00", "2024-02-12 00:00:00"]
+    );
     // `*/1` with `*/2`: day of week only (croniter's rule).
-    assert_eq!(nexts("0 0 */1 * */2", z, utc(2024, 9, 1, 0, 0, 0), 3), ["2024-09-03 00:00:00", "2024-09-05 00:00:00", "2024-09-07 00:00:00"]);
+    assert_eq!(
+        nexts("0 0 */1 * */2", z, utc(2024, 9, 1, 0, 0, 0), 3),
+        ["2024-09-03 00:00:00", "2024-09-05 00:00:00", "2024-09-07 00:00:00"]
+    );
 }
 
 /// Fire times as `local-time offset` in the child's zone.
@@ -213,23 +231,38 @@ fn dst_child() {
     // Gap (2024-03-10, 02:00 EST -> 03:00 EDT): a restricted hour's gap time fires once,
     // moved forward to the end of the gap.
     assert_eq!(nexts_local("30 2 * * *", "2024-03-09 12:00:00", 2), ["03-10 03:00:00-0400", "03-11 02:30:00-0400"]);
-    assert_eq!(nexts_local("*/20 * * * *", "2024-03-10 01:30:00", 3), ["03-10 01:40:00-0500", "03-10 03:00:00-0400", "03-10 03:20:00-0400"]);
+    assert_eq!(
+        nexts_local("*/20 * * * *", "2024-03-10 01:30:00", 3),
+        ["03-10 01:40:00-0500", "03-10 03:00:00-0400", "03-10 03:20:00-0400"]
+    );
     assert_eq!(nexts_local("15 2,3 * * *", "2024-03-10 00:00:00", 2), ["03-10 03:00:00-0400", "03-10 03:15:00-0400"]);
     // Moved forward in whole minutes: the seconds stay.
     assert_eq!(nexts_local("15 30 2 * * *", "2024-03-10 00:00:00", 2), ["03-10 03:00:15-0400", "03-11 02:30:15-0400"]);
     // A schedule firing every hour follows elapsed time: its gap times never happen.
     assert_eq!(nexts_local("39 * * * *", "2024-03-10 01:00:00", 2), ["03-10 01:39:00-0500", "03-10 03:39:00-0400"]);
     assert_eq!(nexts_local("59 59 1 * * *", "2024-03-10 00:00:00", 1), ["03-10 01:59:59-0500"]);
-    assert_eq!(nexts_local("* * * * * *", "2024-03-10 01:59:58", 3), ["03-10 01:59:59-0500", "03-10 03:00:00-0400", "03-10 03:00:01-0400"]);
+    assert_eq!(
+        nexts_local("* * * * * *", "2024-03-10 01:59:58", 3),
+        ["03-10 01:59:59-0500", "03-10 03:00:00-0400", "03-10 03:00:01-0400"]
+    );
     // Repeat (2024-11-03, 02:00 EDT -> 01:00 EST). Every hour allowed: both passes.
     assert_eq!(
         nexts_local("*/30 * * * *", "2024-11-03 00:45:00", 5),
-        ["11-03 01:00:00-0400", "11-03 01:30:00-0400", "11-03 01:00:00-0500", "11-03 01:30:00-0500", "11-03 02:00:00-0500"]
+        [
+            "11-03 01:00:00-0400",
+            "11-03 01:30:00-0400",
+            "11-03 01:00:00-0500",
+            "11-03 01:30:00-0500",
+            "11-03 02:00:00-0500"
+        ]
     );
     assert_eq!(nexts_local("59 59 * * * *", "2024-11-03 01:00:00", 2), ["11-03 01:59:59-0400", "11-03 01:59:59-0500"]);
     // A restricted hour: once, in the first pass.
     assert_eq!(nexts_local("30 1 * * *", "2024-11-02 12:00:00", 2), ["11-03 01:30:00-0400", "11-04 01:30:00-0500"]);
-    assert_eq!(nexts_local("*/30 1-2 * * *", "2024-11-03 00:45:00", 4), ["11-03 01:00:00-0400", "11-03 01:30:00-0400", "11-03 02:00:00-0500", "11-03 02:30:00-0500"]);
+    assert_eq!(
+        nexts_local("*/30 1-2 * * *", "2024-11-03 00:45:00", 4),
+        ["11-03 01:00:00-0400", "11-03 01:30:00-0400", "11-03 02:00:00-0500", "11-03 02:30:00-0500"]
+    );
     // Starting inside the second pass: its times already fired in the first.
     let second_pass = Utc.with_ymd_and_hms(2024, 11, 3, 6, 10, 0).unwrap();
     let s = Schedule::parse("20 1 * * *").unwrap();
@@ -254,9 +287,6 @@ impl Rng {
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len() as u64) as usize]
     }
 }
 
@@ -418,7 +448,10 @@ fn compare_with_croniter(zone: Zone, zone_name: &str, seed: u64) {
         }
         let ours = ours.join(" ");
         if ours != *their {
-            mismatches.push(format!("{expr:?} from {start} ({}): ours {ours}, croniter {their}", DateTime::from_timestamp(*start, 0).unwrap()));
+            mismatches.push(format!(
+                "{expr:?} from {start} ({}): ours {ours}, croniter {their}",
+                DateTime::from_timestamp(*start, 0).unwrap()
+            ));
         }
     }
     assert!(
@@ -445,4 +478,3 @@ fn croniter_new_york_child() {
     assert_eq!(std::env::var(CHILD_ENV).as_deref(), Ok("1"), "run through croniter_agrees_new_york");
     compare_with_croniter(Zone::Local, NEW_YORK, 0x5eed_c402);
 }
-
