@@ -5,6 +5,7 @@
 // Unsafe code only in `filemon::inotify` (three system calls, each with its SAFETY note).
 #![deny(unsafe_code)]
 
+pub mod cron;
 pub mod filemon;
 pub mod http_client;
 pub mod session;
