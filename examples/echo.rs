@@ -1,5 +1,5 @@
 //! Echo server:
-//! `cargo run --release --example echo -- <scheme>://<ip>:<port> [--threads N] [--batched]
+//! `cargo run --release --example echo -- <scheme>://<ip>:<port> [--threads N] [--batched] [--cert FILE --key FILE]
 //! [--pid-file F] [--log-file F] [--metrics ADDR] [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR]
 //! [--watch PATH]... [--watch-binary] [--watch-ext EXT]... [--watch-debounce MS] [start [-d] | stop [-g] | restart [-d] [-g] |
 //! reload [-g] | status [-d] | connections | metrics]`.
@@ -11,6 +11,8 @@
 //! directory, repeatable) turns on the file monitor (`ops::Options::watch`): a change of a
 //! watched file or of the binary reloads the server gracefully; `--watch-binary` watches
 //! the binary alone, `--watch-ext` keeps only some extensions in watched directories.
+//! `--cert FILE --key FILE` serves over TLS (PEM chain, leaf first, and its key):
+//! `websocket://` becomes wss, `text://` TLS text.
 
 use std::process::ExitCode;
 
@@ -19,7 +21,7 @@ use ringman::{Server, Worker};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched|--eager] [--max-package BYTES] [--pid-file F] [--log-file F] [--metrics ADDR] \
+        "usage: echo <scheme>://<ip>:<port> [--threads N] [--cert FILE --key FILE] [--batched|--eager] [--max-package BYTES] [--pid-file F] [--log-file F] [--metrics ADDR] \
          [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR] \
          [--watch PATH]... [--watch-binary] [--watch-ext EXT]... [--watch-debounce MS] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
     );
@@ -36,8 +38,17 @@ fn main() -> ExitCode {
     let mut opts = Options::default();
     let mut verb = Vec::new();
     let mut pinned: Option<String> = None;
+    let (mut cert, mut key): (Option<String>, Option<String>) = (None, None);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--cert" => match args.next() {
+                Some(f) => cert = Some(f),
+                None => return usage(),
+            },
+            "--key" => match args.next() {
+                Some(f) => key = Some(f),
+                None => return usage(),
+            },
             "--threads" => match args.next().and_then(|n| n.parse().ok()) {
                 Some(n) => threads = Some(n),
                 None => return usage(),
@@ -108,6 +119,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some(ringman::TlsConfig::new(c, k)),
+        (None, None) => None,
+        _ => return usage(),
+    };
+    // Check the certificate and key before daemonizing too.
+    if let Some(Err(e)) = tls.as_ref().map(ringman::TlsConfig::check) {
+        eprintln!("echo: {e}");
+        return ExitCode::FAILURE;
+    }
     opts.on_started = Some(Box::new(|running| {
         if let Some(a) = running.local_addr(0) {
             println!("listening on {a}");
@@ -128,6 +149,7 @@ fn main() -> ExitCode {
             w.max_package_size = n;
         }
         w.name = "echo".into();
+        w.tls = tls.clone();
         w.on_message(|conn, msg, _| {
             conn.send_as(msg.data, msg.kind);
         });

@@ -11,6 +11,9 @@
 //! an unused session lives, 1440), `--session-gc SECS` (sweep interval, 60),
 //! `--session-cookie-lifetime SECS` (the cookie's `Max-Age`; 0, the default, sends none),
 //! `--session-secure`, `--session-same-site strict|lax|none`, `--session-domain DOMAIN`.
+//!
+//! `--cert FILE --key FILE` serves HTTPS (PEM chain, leaf first, and its key); a plaintext
+//! request on that port gets a 400 that says so.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,7 +25,8 @@ use ringman::http::{date_now, respond, Request, WebServer};
 use ringman::protocols::http::Response;
 use ringman::{run_all_then, Connection, SendStatus, Server, Worker};
 
-const USAGE: &str = "usage: webserver http://<ip>:<port> <root-dir> [--threads N] [--session-dir DIR | \
+const USAGE: &str =
+    "usage: webserver http://<ip>:<port> <root-dir> [--threads N] [--cert FILE --key FILE] [--session-dir DIR | \
                      --session-redis URL] [--session-lifetime SECS] [--session-gc SECS] \
                      [--session-cookie-lifetime SECS] [--session-secure] [--session-same-site strict|lax|none] \
                      [--session-domain DOMAIN]";
@@ -53,6 +57,14 @@ fn main() -> ExitCode {
         w.count = n;
     }
     w.name = "webserver".into();
+    match (opt(&args, "--cert"), opt(&args, "--key")) {
+        (Some(c), Some(k)) => w.tls = Some(ringman::TlsConfig::new(c, k)),
+        (None, None) => {}
+        _ => {
+            eprintln!("webserver: --cert and --key go together\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
     let files = match WebServer::new(root) {
         Ok(f) => f,
         Err(e) => {

@@ -26,6 +26,7 @@ use ringman_protocols::Protocol;
 use crate::connection::Connection;
 use crate::error::EngineError;
 use crate::reactor::{with_core, Dial, DialOptions, WsOffer};
+use crate::tls::ClientTls;
 
 /// An outgoing connection to be opened (Workerman's `AsyncTcpConnection`): the target, its
 /// protocol, and socket options. [`AsyncTcpConnection::connect`] opens it on the calling
@@ -66,6 +67,12 @@ pub struct AsyncTcpConnection {
     /// `ws://`: send a ping after this much silence; a peer that then stays silent for
     /// another interval is destroyed with `ConnError::NoPong` (default none).
     pub websocket_ping_interval: Option<Duration>,
+    /// TLS under the protocol: set by `wss://` and `ssl://` URLs (verification against the
+    /// built-in roots), or set here for `text`/`frame` over TLS, or to trust a given CA
+    /// ([`ClientTls::with_ca`]). The server's certificate must verify for the URL's host
+    /// (also sent as SNI); a handshake that fails reports CONNECT_FAIL with
+    /// [`ConnectError::Tls`](crate::ConnectError::Tls) and the reason.
+    pub tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for AsyncTcpConnection {
@@ -118,24 +125,32 @@ fn parse_url(url: &str) -> Result<(String, String, Option<u16>, String), EngineE
 
 impl AsyncTcpConnection {
     /// A connection to `scheme://host:port[/path]` with a built-in protocol: `tcp`, `text`,
-    /// `frame`, or `ws` (the WebSocket client; port 80 when omitted, the path and query go
+    /// `frame`, `ssl` (tcp over TLS), `ws` or `wss` (the WebSocket client; port 80, or 443
+    /// for `wss`, when omitted, the path and query go
     /// into the upgrade request, so a URL with a space or a control character such as CR or
     /// LF is refused with [`EngineError::BadAddress`]: percent-encode them). `host` is a name
     /// (resolved off the ring, `/etc/hosts` first) or an address (`[::1]` for IPv6).
     pub fn new(url: &str) -> Result<AsyncTcpConnection, EngineError> {
         let (scheme, host, port, path) = parse_url(url)?;
         let (protocol, websocket): (Arc<dyn Protocol>, bool) = match scheme.as_str() {
-            "ws" => (Arc::new(ringman_protocols::Raw), true),
+            "ws" | "wss" => (Arc::new(ringman_protocols::Raw), true),
+            "ssl" | "tls" => (Arc::new(ringman_protocols::Raw), false),
             s => (ringman_protocols::by_scheme(s).ok_or(EngineError::UnknownScheme(scheme.clone()))?, false),
         };
-        let port = match (port, websocket) {
-            (Some(p), _) => p,
-            (None, true) => 80,
-            (None, false) => {
+        let tls = matches!(scheme.as_str(), "wss" | "ssl" | "tls");
+        let port = match (port, websocket, tls) {
+            (Some(p), _, _) => p,
+            (None, true, false) => 80,
+            (None, true, true) => 443,
+            (None, false, _) => {
                 return Err(EngineError::BadAddress { addr: url.to_string(), reason: "missing port" });
             }
         };
-        Ok(AsyncTcpConnection::build(host, port, path, protocol, websocket))
+        let mut c = AsyncTcpConnection::build(host, port, path, protocol, websocket);
+        if tls {
+            c.tls = Some(ClientTls::new());
+        }
+        Ok(c)
     }
 
     /// A connection speaking a custom protocol to `scheme://host:port` (the scheme is only
@@ -161,6 +176,7 @@ impl AsyncTcpConnection {
             websocket_protocols: Vec::new(),
             deflate: false,
             websocket_ping_interval: None,
+            tls: None,
         }
     }
 
@@ -192,7 +208,12 @@ impl AsyncTcpConnection {
             keepalive: self.keepalive,
         };
         let path = if self.path.is_empty() { "/".to_string() } else { self.path };
-        let dial = Dial::new(self.host, self.port, path, opts, self.protocol, ws);
+        let tls = match &self.tls {
+            Some(t) => Some(crate::tls::load_client(t, &self.host, self.websocket)?),
+            None => None,
+        };
+        let mut dial = Dial::new(self.host, self.port, path, opts, self.protocol, ws);
+        dial.tls = tls;
         let mut dial = Some(dial);
         let r = with_core(|c| c.connect(dial.take().expect("called once")));
         // A dial refused off a ring thread is dropped here, outside any core.

@@ -45,4 +45,6 @@ pub(crate) struct WorkerConfig {
     /// The protocol answers a handshake before any message (the WebSocket server): messages
     /// sent before it is answered are held until then.
     pub handshake_first: bool,
+    /// The worker's TLS server settings, loaded at start.
+    pub tls: Option<crate::tls::ServerTls>,
 }

@@ -71,6 +71,10 @@ pub enum EngineError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// The worker's or the client's TLS settings could not be loaded (the message names the
+    /// file and the mistake).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
 }
 
 /// Why a connection reported `on_error`.
@@ -112,12 +116,39 @@ pub enum ConnError {
         /// The worker's `websocket_ping_interval`.
         after: std::time::Duration,
     },
+    /// The TLS session of an accepted connection failed (a peer that does not speak TLS, a
+    /// refused handshake, an alert, a handshake that took too long); the connection is
+    /// closed. (An outgoing connection whose handshake fails reports
+    /// [`ConnError::Connect`] with [`ConnectError::Tls`].)
+    #[error("TLS: {0}")]
+    Tls(TlsFailure),
+}
+
+/// Why a TLS session failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsFailure {
+    /// The first bytes were not a TLS record; `plain_http` when they look like a plaintext
+    /// HTTP request (answered with a 400 saying so).
+    #[error("{}", if *plain_http { "a plaintext HTTP request on a TLS port" } else { "the peer does not speak TLS" })]
+    NotTls {
+        /// The bytes look like an HTTP request line.
+        plain_http: bool,
+    },
+    /// The handshake failed (no common version or cipher suite, a bad certificate, ...).
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The handshake was not complete this long after the connection opened.
+    #[error("handshake not complete after {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    /// The established session failed (a bad record, an alert from the peer).
+    #[error("{0}")]
+    Peer(String),
 }
 
 impl ConnError {
     /// Workerman's numeric code: `CONNECT_FAIL` = 1 for a client connection that could not
     /// be established, `SEND_FAIL` = 2 for a refused send, and ringman adds 3 = protocol error, 4 = panic, 5 = socket error,
-    /// 6 = heartbeat unanswered.
+    /// 6 = heartbeat unanswered, 7 = TLS failure.
     pub fn code(&self) -> u32 {
         match self {
             ConnError::Connect { .. } => 1,
@@ -126,6 +157,7 @@ impl ConnError {
             ConnError::Panic(_) => 4,
             ConnError::Io(_) => 5,
             ConnError::NoPong { .. } => 6,
+            ConnError::Tls(_) => 7,
         }
     }
 }
@@ -160,6 +192,10 @@ pub enum ConnectError {
         /// Names waiting to be looked up.
         waiting: usize,
     },
+    /// The TLS handshake failed: the server's certificate did not verify (unknown CA, a
+    /// name it is not for, expired) or the server refused ours; the reason is rustls's.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 impl ConnectError {

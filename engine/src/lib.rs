@@ -39,12 +39,13 @@ pub mod stats;
 mod sys;
 mod timer;
 mod timers;
+mod tls;
 mod worker;
 
 pub use client::AsyncTcpConnection;
 pub use config::SendMode;
 pub use connection::{Connection, Timeouts};
-pub use error::{ConnError, ConnectError, EngineError};
+pub use error::{ConnError, ConnectError, EngineError, TlsFailure};
 pub use exec::{
     spawn, timeout, Connecting, DialError, Drained, Elapsed, JoinError, JoinHandle, Messages, OwnedMessage, Recv,
     Sleep, Timeout,
@@ -62,6 +63,7 @@ pub use server::{run_all, run_all_then, stop_all, Running, Server};
 pub use stats::ThreadStats;
 pub use sys::resident_memory;
 pub use timer::{Timer, TimerId};
+pub use tls::{ClientTls, TlsConfig, TlsSetupError};
 pub use worker::{Worker, WorkerInfo, WsDecision};
 
 /// The connections of the current ring thread (empty off ring threads). Meant for status

@@ -93,6 +93,12 @@ impl Core {
         if self.cfg.handshake_first {
             self.conns[key].extra().upgrade_held = Some(Default::default());
         }
+        if let Err(f) = self.start_server_tls(key) {
+            // (rustls refused to make a session: the connection cannot be served.)
+            log::error!("TLS session for an accepted connection: {f}");
+            self.destroy(key, None);
+            return;
+        }
         self.stats.accepted.add(1);
         self.arm_recv(key);
         let id = self.id_of(key);

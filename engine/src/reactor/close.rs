@@ -66,6 +66,12 @@ impl Core {
         }
         c.close_deadline = Some(crate::clock::now() + self.cfg.close_timeout);
         self.set_status(key, Status::Closing);
+        // A TLS connection says so after its last record.
+        self.tls_close_notify(key);
+        let c = &mut self.conns[key];
+        if c.sendq.len > 0 && !c.send_inflight {
+            self.submit_send(key);
+        }
         let c = &self.conns[key];
         if c.sendq.len == 0 && !c.send_inflight {
             self.flushed_closing(key);

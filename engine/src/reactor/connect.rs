@@ -65,6 +65,8 @@ pub(crate) struct Dial {
     /// The protocol of a non-WebSocket connection (fresh parsers per attempt).
     pub(crate) protocol: Arc<dyn Protocol>,
     pub(crate) ws: Option<WsOffer>,
+    /// TLS over the connection (`wss://`, `ssl://`): its client configuration.
+    pub(crate) tls: Option<crate::tls::ClientSetup>,
     /// Addresses the name resolved to, and the one being tried (the next is tried when
     /// one refuses: `localhost` may answer on `127.0.0.1` but not on `::1`).
     addrs: Vec<SocketAddr>,
@@ -103,6 +105,7 @@ impl Dial {
             opts,
             protocol,
             ws,
+            tls: None,
             addrs: Vec::new(),
             next: 0,
             sockaddr: None,
@@ -156,7 +159,7 @@ impl Dial {
     }
 
     /// The `ws://` upgrade request of this attempt.
-    fn upgrade_request(&self) -> Option<Vec<u8>> {
+    pub(super) fn upgrade_request(&self) -> Option<Vec<u8>> {
         let ws = self.ws.as_ref()?;
         let host = match (self.port, self.host.contains(':')) {
             (80, false) => self.host.clone(),
@@ -382,6 +385,10 @@ impl Core {
         self.arm_recv(key);
         let id = self.id_of(key);
         self.events.push_back(Event::Connect(id));
+        // Over TLS the handshake comes first; its end sends the upgrade or establishes.
+        if self.start_client_tls(key) {
+            return;
+        }
         let request = self.conns[key].dial().and_then(Dial::upgrade_request);
         match request {
             // The upgrade goes out first; what the application sends waits for the 101.
@@ -432,8 +439,8 @@ impl Core {
     /// The error a dial that ran out of time reports.
     pub(super) fn connect_timed_out(&self, key: usize) -> Option<ConnError> {
         let d = self.conns[key].dial()?;
-        let cause = match (d.ws.is_some(), self.conns[key].peer) {
-            // Connected, but the server never completed the upgrade.
+        let cause = match (d.ws.is_some() || d.tls.is_some(), self.conns[key].peer) {
+            // Connected, but the server never completed the upgrade (or TLS handshake).
             (true, Some(_)) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
             _ => ConnectError::TimedOut(d.opts.connect_timeout),
         };
@@ -550,6 +557,9 @@ impl Core {
         c.bytes_written = 0;
         c.peer = None;
         c.ws = None;
+        if let Some(e) = c.extra.as_mut() {
+            e.tls = None;
+        }
         c.active = self.stamp;
         c.partial_since = None;
         c.close_deadline = None;

@@ -28,6 +28,7 @@ mod send;
 mod shutdown;
 mod slot;
 mod timeouts;
+mod tls;
 mod wake;
 
 #[cfg(test)]
@@ -156,6 +157,8 @@ pub(crate) struct Core {
     dirty: Vec<usize>,
     enobufs: Vec<usize>,
     scratch: Vec<u8>,
+    /// Decrypted bytes of a TLS receive on their way to the framer (reused).
+    tls_plain: Vec<u8>,
     pub timers: Timers,
     /// Outgoing connections in the slab (the timeout sweep runs while there are any: their
     /// heartbeats).
@@ -262,6 +265,7 @@ impl Core {
             dirty: Vec::new(),
             enobufs: Vec::new(),
             scratch: Vec::new(),
+            tls_plain: Vec::new(),
             timers: Timers::default(),
             dns: HashMap::new(),
             dials: 0,

@@ -117,6 +117,9 @@ impl Core {
         }
         // SAFETY: this CQE named `bid` with `len` bytes, and each CQE's buffer is taken once.
         let mut buf = unsafe { self.recv.take(bid, len) };
+        if c.extra.as_ref().is_some_and(|e| e.tls.is_some()) {
+            return self.tls_input(key, buf);
+        }
         if c.paused {
             c.framer.as_mut().expect("framer present").push(buf.bytes());
             self.recv.give_back(buf);
@@ -125,6 +128,8 @@ impl Core {
         Some(RecvWork {
             id: ConnectionId::new(c.serial, key),
             buf: Some(buf),
+            plain: None,
+            peer_closed: false,
             on_message: c.extra.as_mut().and_then(|e| e.hooks.on_message.take()),
             worker_callbacks: c.dial().is_none(),
             decoder: c.decoder.take().expect("decoder present"),
@@ -148,6 +153,8 @@ impl Core {
         Some(RecvWork {
             id: conn,
             buf: None,
+            plain: None,
+            peer_closed: false,
             on_message: c.extra.as_mut().and_then(|e| e.hooks.on_message.take()),
             worker_callbacks: c.dial().is_none(),
             decoder: c.decoder.take().expect("decoder present"),
@@ -160,10 +167,16 @@ impl Core {
     /// On a protocol error the decoder's error reply (an HTTP 400, a close frame) is sent
     /// and the connection ends with a half-close and linger; `on_error` is queued first.
     pub(crate) fn recv_end(&mut self, mut w: RecvWork, delivered: u64, err: Option<ringman_protocols::ProtocolError>) {
-        // A batch without a buffer is a resume's delivery of what was buffered while paused.
-        let resumed = w.buf.is_none();
+        // A batch without received bytes is a resume's delivery of what was buffered while
+        // paused.
+        let resumed = w.buf.is_none() && w.plain.is_none();
         if let Some(b) = w.buf.take() {
             self.recv.give_back(b);
+        }
+        if let Some(p) = w.plain.take() {
+            if p.capacity() <= 256 * 1024 {
+                self.tls_plain = p;
+            }
         }
         // Workerman's `total_request` (and so `max_requests`) counts what the worker's
         // accepted connections received, not the replies of the application's own clients.
@@ -198,6 +211,11 @@ impl Core {
             }
         }
         let c = &mut self.conns[key];
+        if w.peer_closed && err.is_none() {
+            // The TLS peer's close_notify came with these bytes: it sends nothing more.
+            self.close(key, None);
+            return;
+        }
         let Some(e) = err else {
             if resumed {
                 // The backlog is delivered (or a pause stopped it): read again unless paused.
@@ -331,6 +349,10 @@ pub(crate) struct RecvWork {
     pub(crate) id: ConnectionId,
     /// The receive buffer, given back to the kernel in `recv_end`.
     pub(crate) buf: Option<RecvBuf>,
+    /// Or the plaintext a TLS connection's receive decrypted (the buffer went back).
+    pub(crate) plain: Option<Vec<u8>>,
+    /// The TLS peer sent `close_notify` after these bytes: close once they are delivered.
+    pub(crate) peer_closed: bool,
     /// The connection's own `on_message`, taken out while the batch is delivered.
     pub(crate) on_message: Option<IdMsgFn>,
     /// Whether the worker's callbacks apply (not for outgoing connections).

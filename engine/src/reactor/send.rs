@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use io_uring::{opcode, types};
 
 use super::slot::ConnState;
+use super::tls::put;
 use super::{gen_of, Core, Event, Status};
 use crate::buffers::{ChunkMem, SendArena, CHUNK};
 use crate::config::SendMode;
@@ -172,6 +173,7 @@ impl Core {
         if held.len == 0 {
             return;
         }
+        let held = self.encrypt_held(key, held);
         let c = &mut self.conns[key];
         c.sendq.len += held.len;
         c.sendq.chunks.extend(held.chunks);
@@ -442,17 +444,19 @@ fn encode_onto(
         Enc::Default => Some(c.default_kind),
         Enc::Kind(k) => Some(k),
     };
-    let q = match queue {
-        Queue::Wire => &mut c.sendq,
+    // What goes on the wire is encrypted on a TLS connection; held sends stay plaintext
+    // until they join the send queue.
+    let (q, tls) = match queue {
+        Queue::Wire => (&mut c.sendq, c.extra.as_deref_mut().and_then(|e| e.tls.as_mut())),
         Queue::Held => match c.extra.as_deref_mut() {
-            Some(super::slot::Extra { dial: Some(d), .. }) => &mut d.held,
-            Some(super::slot::Extra { upgrade_held: Some(q), .. }) => q,
+            Some(super::slot::Extra { dial: Some(d), .. }) => (&mut d.held, None),
+            Some(super::slot::Extra { upgrade_held: Some(q), .. }) => (q, None),
             _ => return Ok(()),
         },
     };
     match kind {
-        None => enqueue(arena, q, data),
-        Some(_) if c.identity_encoder => enqueue(arena, q, data),
+        None => put(arena, q, tls, data),
+        Some(_) if c.identity_encoder => put(arena, q, tls, data),
         Some(kind) => {
             let mut buf = std::mem::take(scratch);
             buf.clear();
@@ -462,7 +466,7 @@ fn encode_onto(
                 *scratch = buf;
                 return Err(panic_message(&*p));
             }
-            enqueue(arena, q, &buf);
+            put(arena, q, tls, &buf);
             if buf.capacity() <= 256 * 1024 {
                 *scratch = buf;
             }

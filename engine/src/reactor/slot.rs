@@ -150,6 +150,8 @@ pub(crate) struct Extra {
     /// application sends meanwhile (from `on_connect`, say), encoded and held until the
     /// `101` is queued, as Workerman holds them. `None` once upgraded.
     pub(crate) upgrade_held: Option<super::send::SendQueue>,
+    /// The TLS session of a TLS connection (`reactor/tls.rs`).
+    pub(crate) tls: Option<super::tls::TlsLayer>,
 }
 
 impl ConnState {

@@ -56,8 +56,13 @@ impl Core {
         let mut idle_keys = Vec::new();
         let mut to_ping = Vec::new();
         let mut dead = Vec::new();
+        let mut handshakes = Vec::new();
         for (key, c) in self.conns.iter() {
             if c.status != Status::Established || c.decoder.is_none() {
+                continue;
+            }
+            if self.tls_late(key, now) {
+                handshakes.push(key);
                 continue;
             }
             // A paused connection leaves the peer's pongs unread in the socket: no heartbeat.
@@ -97,6 +102,12 @@ impl Core {
         // Each key is in at most one list, but acting on one connection can end it (and free
         // its slot) before a later list is reached: look every key up again.
         let open = |core: &Core, key: usize| core.conns.get(key).is_some_and(|c| c.status == Status::Established);
+        for key in handshakes {
+            if open(self, key) {
+                let after = self.cfg.tls.as_ref().map(|t| t.handshake_timeout).unwrap_or_default();
+                self.destroy(key, Some(ConnError::Tls(crate::error::TlsFailure::HandshakeTimeout(after))));
+            }
+        }
         for key in idle_keys {
             if open(self, key) {
                 #[cfg(test)]

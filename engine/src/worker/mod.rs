@@ -127,6 +127,12 @@ pub struct Worker<S = ()> {
     /// Registered send memory each ring asks for (taken from a process budget within the
     /// 8 MiB memlock limit; heap buffers are used beyond it).
     pub fixed_send_bytes: usize,
+    /// Serve every connection over TLS (Workerman's `transport = 'ssl'`): the scheme's
+    /// protocol runs inside it (`websocket://` is then wss, `http://` https). The files are
+    /// read and checked when the worker starts; a mistake (unreadable file, a key that
+    /// matches no certificate, a chain in the wrong order) fails the start naming the file.
+    /// Default none.
+    pub tls: Option<crate::tls::TlsConfig>,
     pub(crate) cb: Callbacks<S>,
 }
 
@@ -196,6 +202,7 @@ impl<S: Default + 'static> Worker<S> {
             recv_buffers: 1024,
             recv_buffer_size: 8192,
             fixed_send_bytes: 1024 * 1024,
+            tls: None,
             cb: Callbacks::default(),
         }
     }

@@ -159,6 +159,7 @@ impl Housekeeping {
         let timeouts = c.cfg.idle_timeout.is_some()
             || c.cfg.packet_timeout.is_some()
             || c.cfg.ping_interval.is_some()
+            || c.cfg.tls.is_some()
             || c.has_dials();
         if timeouts && c.stats.heartbeat.get() != self.last_sweep {
             self.last_sweep = c.stats.heartbeat.get();
@@ -306,9 +307,10 @@ impl<S: 'static> Runner<S> {
         let mut panicked = None;
         // The received bytes, borrowed from the buffer guard (empty when resuming from the
         // framer's buffer); the guard goes back to the ring in `recv_end`.
-        let data: &mut [u8] = match w.buf.as_mut() {
-            Some(b) => b.bytes(),
-            None => &mut [],
+        let data: &mut [u8] = match (w.buf.as_mut(), w.plain.as_mut()) {
+            (Some(b), _) => b.bytes(),
+            (None, Some(p)) => p,
+            (None, None) => &mut [],
         };
         let max = w.max;
         let (own, worker) = (&mut w.on_message, w.worker_callbacks);

@@ -38,9 +38,15 @@ impl<S> Worker<S> {
     }
 
     /// The settings the ring threads share.
-    fn config(&self) -> WorkerConfig {
+    fn config(&self) -> Result<WorkerConfig, EngineError> {
         let w = self;
-        WorkerConfig {
+        // HTTP and WebSocket (both HTTP/1.1) announce it through ALPN.
+        let alpn_http1 = matches!(w.protocol.name(), "http" | "websocket");
+        let tls = match &w.tls {
+            Some(t) => Some(crate::tls::load_server_with(t, alpn_http1)?),
+            None => None,
+        };
+        Ok(WorkerConfig {
             name: w.name.clone(),
             protocol: w.protocol.clone(),
             max_send_buffer_size: w.max_send_buffer_size,
@@ -61,7 +67,8 @@ impl<S> Worker<S> {
             listens_for_drain: w.cb.on_buffer_drain.is_some(),
             // (The one protocol with pings is the one with an upgrade handshake.)
             handshake_first: w.protocol.supports_ping(),
-        }
+            tls,
+        })
     }
 
     /// The parts of one ring thread of this worker, for the deterministic simulator: its
@@ -71,7 +78,7 @@ impl<S> Worker<S> {
     where
         S: Default,
     {
-        let cfg = Arc::new(self.config());
+        let cfg = Arc::new(self.config().expect("the simulator's TLS settings load"));
         let handle = WorkerHandle {
             name: self.name.clone().into(),
             threads: vec![thread].into(),
@@ -93,6 +100,9 @@ impl<S: Default + 'static> Spawn for Worker<S> {
     ) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError> {
         let w = *self;
         let count = w.count.max(1);
+        // Settings first: a TLS file that cannot be used fails the start before anything
+        // is bound.
+        let cfg = Arc::new(w.config()?);
         // Listeners: bound here, on the caller's thread, so errors come back from start().
         // Each is shared by the threads that accept on it (one per thread with SO_REUSEPORT)
         // and closed when the last of them exits; a ring restarted by its supervisor keeps it.
@@ -137,7 +147,6 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             protocol: w.protocol.name(),
             reloadable: w.reloadable,
         };
-        let cfg = Arc::new(w.config());
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
         let first_thread = threads.len();

@@ -1,0 +1,226 @@
+//! The TLS layer of a connection, between the receive and send state machines and the
+//! framer: received ciphertext is decrypted before the framer sees it, and everything a
+//! connection sends (encoded messages, a `ws://` upgrade request, held sends) is encrypted
+//! into its send queue. The session itself is behind [`TlsSession`]; this file decides
+//! what the connection does with what the session reports.
+//!
+//! ```text
+//!  accept ─► handshaking (sends held inside the session; cut off at the handshake timeout)
+//!     │         first bytes not a TLS record: a plaintext HTTP request gets a 400, any
+//!     │         other garbage is closed; a failed handshake flushes its alert and closes
+//!     └─(handshake done)─► established: plaintext to the framer, sends encrypted
+//!            close(): close_notify after the queued records; the peer's close_notify: close
+//! ```
+
+use super::recv::RecvWork;
+use super::send::{enqueue, SendQueue};
+use super::slot::{ConnState, Stamp};
+use super::{Core, Event, Status};
+use crate::buffers::{RecvBuf, SendArena};
+use crate::error::{ConnError, ConnectError, TlsFailure};
+use crate::id::ConnectionId;
+use crate::tls::session::{Rustls, TlsSession};
+
+/// A connection's TLS session and when it began (the handshake timeout's base).
+pub(crate) struct TlsLayer {
+    pub(super) session: Box<dyn TlsSession>,
+    pub(super) since: Stamp,
+}
+
+/// The answer to a plaintext HTTP request on a TLS port.
+const PLAIN_HTTP_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 71\r\n\r\nThis port speaks HTTPS: the request was sent as plain HTTP. Use https.\n";
+
+/// Appends `data` to a send queue, encrypted when the connection has a TLS layer.
+pub(super) fn put(arena: &mut SendArena, q: &mut SendQueue, tls: Option<&mut TlsLayer>, data: &[u8]) {
+    match tls {
+        None => enqueue(arena, q, data),
+        Some(t) => t.session.encrypt(data, &mut |rec| enqueue(arena, q, rec)),
+    }
+}
+
+/// The TLS layer of `c`, if it has one.
+pub(super) fn layer(c: &mut ConnState) -> Option<&mut TlsLayer> {
+    c.extra.as_mut()?.tls.as_mut()
+}
+
+impl Core {
+    /// Gives an accepted connection its server session, when the worker has TLS.
+    pub(super) fn start_server_tls(&mut self, key: usize) -> Result<(), TlsFailure> {
+        let Some(cfg) = self.cfg.tls.as_ref() else { return Ok(()) };
+        let session = Rustls::server(cfg.config.clone())?;
+        let since = self.stamp;
+        self.conns[key].extra().tls = Some(TlsLayer { session: Box::new(session), since });
+        Ok(())
+    }
+
+    /// Gives an outgoing connection whose CONNECT succeeded its client session and sends
+    /// the ClientHello. False when it has no TLS.
+    pub(super) fn start_client_tls(&mut self, key: usize) -> bool {
+        let Some(setup) = self.conns[key].dial().and_then(|d| d.tls.as_ref()) else { return false };
+        let made = Rustls::client(setup.config.clone(), setup.name.clone());
+        let session = match made {
+            Ok(s) => s,
+            Err(f) => {
+                let target = self.conns[key].dial().map(|d| d.target()).unwrap_or_default();
+                let cause = ConnectError::Tls(f.to_string());
+                self.destroy(key, Some(ConnError::Connect { target, cause }));
+                return true;
+            }
+        };
+        let since = self.stamp;
+        let c = &mut self.conns[key];
+        c.extra().tls = Some(TlsLayer { session: Box::new(session), since });
+        let ConnState { extra, sendq: q, .. } = c;
+        let layer = extra.as_mut().and_then(|e| e.tls.as_mut()).expect("just set");
+        let arena = &mut self.arena;
+        layer.session.start(&mut |rec| enqueue(arena, q, rec));
+        self.kick_send(key);
+        true
+    }
+
+    /// Makes sure a connection with bytes queued has (or gets, this turn) a send.
+    pub(super) fn kick_send(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.send_inflight || c.sendq.len == 0 || c.status == Status::Closed {
+            return;
+        }
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Received ciphertext of a TLS connection: decrypted, the session's own records
+    /// queued, failures handled; the plaintext goes to the framer like received bytes.
+    pub(super) fn tls_input(&mut self, key: usize, mut buf: RecvBuf) -> Option<RecvWork> {
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        let c = &mut self.conns[key];
+        let ConnState { extra, sendq, .. } = c;
+        let layer = extra.as_mut().and_then(|e| e.tls.as_mut()).expect("a TLS connection");
+        let arena = &mut self.arena;
+        let fed = layer.session.feed(buf.bytes(), &mut plain, &mut |rec| enqueue(arena, sendq, rec));
+        self.recv.give_back(buf);
+        self.kick_send(key);
+        let fed = match fed {
+            Ok(f) => f,
+            Err(f) => {
+                self.tls_plain = plain;
+                self.tls_failed(key, f);
+                return None;
+            }
+        };
+        if fed.handshake_done {
+            self.tls_handshake_done(key);
+        }
+        let c = &mut self.conns[key];
+        if plain.is_empty() || c.status == Status::Closed {
+            self.tls_plain = plain;
+            if fed.peer_closed {
+                self.close(key, None);
+            }
+            return None;
+        }
+        if c.paused {
+            c.framer.as_mut().expect("framer present").push(&plain);
+            self.tls_plain = plain;
+            if fed.peer_closed {
+                self.close(key, None);
+            }
+            return None;
+        }
+        Some(RecvWork {
+            id: ConnectionId::new(c.serial, key),
+            buf: None,
+            plain: Some(plain),
+            peer_closed: fed.peer_closed,
+            on_message: c.extra.as_mut().and_then(|e| e.hooks.on_message.take()),
+            worker_callbacks: c.dial().is_none(),
+            decoder: c.decoder.take().expect("decoder present"),
+            framer: c.framer.take().expect("framer present"),
+            max: c.max_package_size,
+        })
+    }
+
+    /// The handshake of `key` completed: an outgoing connection sends its `ws://` upgrade
+    /// request, or becomes established (its held sends follow, encrypted).
+    fn tls_handshake_done(&mut self, key: usize) {
+        let Some(d) = self.conns[key].dial() else { return };
+        match d.upgrade_request() {
+            Some(req) => {
+                let c = &mut self.conns[key];
+                let ConnState { extra, sendq, .. } = c;
+                let tls = extra.as_mut().and_then(|e| e.tls.as_mut());
+                put(&mut self.arena, sendq, tls, &req);
+                self.kick_send(key);
+            }
+            None => self.established(key),
+        }
+    }
+
+    /// The session of `key` failed: a plaintext HTTP request gets a 400 in plaintext, an
+    /// outgoing connection reports CONNECT_FAIL with the reason, any other connection
+    /// reports the failure and closes once the alert is flushed.
+    fn tls_failed(&mut self, key: usize, f: TlsFailure) {
+        if self.conns[key].status == Status::Closed {
+            return;
+        }
+        let id = self.id_of(key);
+        if matches!(f, TlsFailure::NotTls { plain_http: true }) {
+            // The answer goes out in plaintext: the layer goes.
+            if let Some(e) = self.conns[key].extra.as_mut() {
+                e.tls = None;
+            }
+            self.events.push_back(Event::Error(id, ConnError::Tls(f)));
+            self.user_pause(key);
+            self.end(key, Some(PLAIN_HTTP_400));
+            return;
+        }
+        if self.conns[key].status == Status::Connecting {
+            let target = self.conns[key].dial().map(|d| d.target()).unwrap_or_default();
+            let cause = ConnectError::Tls(f.to_string());
+            self.destroy(key, Some(ConnError::Connect { target, cause }));
+            return;
+        }
+        self.events.push_back(Event::Error(id, ConnError::Tls(f)));
+        self.user_pause(key);
+        self.close(key, None);
+    }
+
+    /// Queues `close_notify` on a TLS connection that starts closing.
+    pub(super) fn tls_close_notify(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let ConnState { extra, sendq, .. } = c;
+        let Some(layer) = extra.as_mut().and_then(|e| e.tls.as_mut()) else { return };
+        let arena = &mut self.arena;
+        layer.session.close_notify(&mut |rec| enqueue(arena, sendq, rec));
+    }
+
+    /// Held plaintext sends joining the send queue of a TLS connection: encrypted in order.
+    pub(super) fn encrypt_held(&mut self, key: usize, held: SendQueue) -> SendQueue {
+        let Some(layer) = layer(&mut self.conns[key]) else { return held };
+        let mut out = SendQueue::default();
+        for mut chunk in held.chunks {
+            let (base, _) = self.arena.bytes(&mut chunk.mem);
+            // SAFETY: `start..end` lies inside the chunk (enqueue keeps end ≤ capacity) and
+            // holds bytes written by `enqueue`; a held chunk is in no send, so nothing else
+            // refers to it while this slice lives.
+            let plain = unsafe { std::slice::from_raw_parts(base.add(chunk.start), chunk.end - chunk.start) };
+            let arena = &mut self.arena;
+            layer.session.encrypt(plain, &mut |rec| enqueue(arena, &mut out, rec));
+            self.arena.release(chunk.mem);
+        }
+        out
+    }
+
+    /// Connections of this worker whose handshake outlived the handshake timeout (checked
+    /// in the once-a-second sweep).
+    pub(super) fn tls_late(&self, key: usize, now: Stamp) -> bool {
+        let Some(limit) = self.cfg.tls.as_ref().map(|t| t.handshake_timeout) else { return false };
+        let c = &self.conns[key];
+        c.extra
+            .as_ref()
+            .and_then(|e| e.tls.as_ref())
+            .is_some_and(|t| t.session.handshaking() && t.since.until(now) >= limit)
+    }
+}

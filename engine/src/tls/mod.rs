@@ -1,0 +1,247 @@
+//! TLS for accepted and outgoing connections: the settings a worker or a client is given
+//! ([`TlsConfig`], [`ClientTls`]), their loading with errors that name the file and the
+//! mistake ([`TlsSetupError`]), and the per-connection session the state machines drive
+//! ([`session`]).
+//!
+//! The reactor knows a session only through [`session::TlsSession`]: ciphertext in,
+//! plaintext out to the framer; plaintext in, records out to the send queue. rustls (0.23,
+//! its buffered connection) sits behind that trait alone, so moving to another rustls API
+//! changes `session.rs` only. The crypto provider is aws-lc-rs (see ARCHITECTURE.md,
+//! "TLS").
+
+pub(crate) mod session;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
+
+/// A worker's TLS settings (Workerman's `transport = 'ssl'` with `local_cert` and
+/// `local_pk`): a certificate chain and its private key in PEM files, read when the worker
+/// starts. Any scheme runs over it: `websocket://` becomes wss, `http://` https, `text://`
+/// TLS text.
+///
+/// ```no_run
+/// use ringman_engine::{TlsConfig, Worker};
+/// let mut w = Worker::<()>::new("http://0.0.0.0:8443").unwrap();
+/// w.tls = Some(TlsConfig::new("/etc/ringman/cert.pem", "/etc/ringman/key.pem"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first, then the intermediates (PEM).
+    pub cert: PathBuf,
+    /// The private key of the leaf (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// A peer that has not completed its handshake this long after connecting is cut off
+    /// with `on_error` ([`TlsFailure::HandshakeTimeout`](crate::TlsFailure)). Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl TlsConfig {
+    /// TLS with the chain in `cert` and the key in `key` (both PEM files).
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsConfig {
+        TlsConfig { cert: cert.into(), key: key.into(), handshake_timeout: Duration::from_secs(10) }
+    }
+
+    /// Reads and checks the files now, as starting the worker does: the same errors, for
+    /// an application that wants them before it builds anything else.
+    pub fn check(&self) -> Result<(), TlsSetupError> {
+        load_server(self).map(drop)
+    }
+}
+
+/// TLS settings of an outgoing connection (`wss://`, `ssl://`, or `tls(...)` on a
+/// connection builder). The server is verified by default: against the Mozilla roots
+/// compiled into the program, or against the CA certificates of a given file, with the
+/// host name of the URL as the name to match and to send as SNI.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// Trust the CA certificates in this PEM file instead of the built-in roots.
+    pub ca: Option<PathBuf>,
+    /// The name to verify and to send as SNI instead of the URL's host (for a URL that
+    /// names the server by address).
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    /// Verification against the built-in roots.
+    pub fn new() -> ClientTls {
+        ClientTls::default()
+    }
+
+    /// Verification against the CA certificates in `file` (PEM).
+    pub fn with_ca(file: impl Into<PathBuf>) -> ClientTls {
+        ClientTls { ca: Some(file.into()), server_name: None }
+    }
+}
+
+/// Why TLS settings could not be loaded (at start, naming the file).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no PEM certificate.
+    #[error("{} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no PEM private key.
+    #[error("{} holds no PEM private key (expected -----BEGIN PRIVATE KEY----- or an RSA/EC key)", path.display())]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key could not be used (unsupported type, damaged).
+    #[error("{}: unusable private key: {reason}", path.display())]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// The key belongs to none of the certificates of the chain.
+    #[error("the key in {} does not match the certificate in {}", key.display(), cert.display())]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The key matches a certificate that is not the first of the chain: the leaf must come
+    /// first, then the certificates that issued it.
+    #[error(
+        "{}: chain in the wrong order: the certificate matching the key is number {index} of {count}; the leaf must come first, then its issuers",
+        cert.display()
+    )]
+    ChainOrder {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Position (1-based) of the certificate that matches the key.
+        index: usize,
+        /// Certificates in the file.
+        count: usize,
+    },
+    /// A CA file for client verification holds no usable certificate.
+    #[error("{}: no usable CA certificate", path.display())]
+    NoCa {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A server name that is not a valid DNS name or address.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The crypto provider every configuration uses (aws-lc-rs; see ARCHITECTURE.md, "TLS").
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|source| TlsSetupError::Read { path: path.to_path_buf(), source })
+}
+
+/// A worker's loaded TLS settings, shared by its rings.
+pub(crate) struct ServerTls {
+    pub(crate) config: Arc<rustls::ServerConfig>,
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// Reads the chain and key of `cfg` and builds the server configuration: TLS 1.2 and 1.3,
+/// stateless session tickets (one ticket key set shared by every ring of the worker),
+/// ALPN `http/1.1` when `alpn_http1` (HTTP and WebSocket).
+pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<ServerTls, TlsSetupError> {
+    let pem = read(&cfg.cert)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+    if chain.is_empty() {
+        return Err(TlsSetupError::NoCertificate { path: cfg.cert.clone() });
+    }
+    let key_pem = read(&cfg.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsSetupError::NoKey { path: cfg.key.clone() })?;
+    let provider = provider();
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsSetupError::BadKey { path: cfg.key.clone(), reason: e.to_string() })?;
+    let certified = CertifiedKey::new(chain.clone(), signer.clone());
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) = certified.keys_match() {
+        // Which certificate does the key belong to? A later one: the chain is upside down.
+        let found =
+            (1..chain.len()).find(|&i| CertifiedKey::new(vec![chain[i].clone()], signer.clone()).keys_match().is_ok());
+        return Err(match found {
+            Some(i) => TlsSetupError::ChainOrder { cert: cfg.cert.clone(), index: i + 1, count: chain.len() },
+            None => TlsSetupError::KeyMismatch { cert: cfg.cert.clone(), key: cfg.key.clone() },
+        });
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    if alpn_http1 {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    Ok(ServerTls { config: Arc::new(config), handshake_timeout: cfg.handshake_timeout })
+}
+
+/// The server's one certificate, whatever name the client asked for.
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for OneCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn load_server(cfg: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
+    load_server_with(cfg, false)
+}
+
+/// A loaded client configuration and the name the server is verified against.
+pub(crate) struct ClientSetup {
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    pub(crate) name: ServerName<'static>,
+}
+
+/// Builds the client configuration of `tls` for a connection to `host`.
+pub(crate) fn load_client(tls: &ClientTls, host: &str, alpn_http1: bool) -> Result<ClientSetup, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(path) => {
+            let pem = read(path)?;
+            let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(TlsSetupError::NoCa { path: path.clone() });
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if alpn_http1 {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    let name = tls.server_name.as_deref().unwrap_or(host);
+    let name = ServerName::try_from(name.to_string()).map_err(|_| TlsSetupError::ServerName(name.to_string()))?;
+    Ok(ClientSetup { config: Arc::new(config), name })
+}
