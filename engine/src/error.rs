@@ -124,6 +124,16 @@ pub enum ConnError {
     Tls(TlsFailure),
 }
 
+impl TlsFailure {
+    /// The reason alone (without "handshake failed").
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            TlsFailure::Handshake(r) | TlsFailure::Peer(r) => r.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Why a TLS session failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TlsFailure {

@@ -62,7 +62,7 @@ impl Core {
             Ok(s) => s,
             Err(f) => {
                 let target = self.conns[key].dial().map(|d| d.target()).unwrap_or_default();
-                let cause = ConnectError::Tls(f.to_string());
+                let cause = ConnectError::Tls(f.reason());
                 self.destroy(key, Some(ConnError::Connect { target, cause }));
                 return true;
             }
@@ -178,7 +178,7 @@ impl Core {
         }
         if self.conns[key].status == Status::Connecting {
             let target = self.conns[key].dial().map(|d| d.target()).unwrap_or_default();
-            let cause = ConnectError::Tls(f.to_string());
+            let cause = ConnectError::Tls(f.reason());
             self.destroy(key, Some(ConnError::Connect { target, cause }));
             return;
         }

@@ -1,0 +1,503 @@
+//! TLS with real peers: curl over https, Python `websockets` over wss, Python's `ssl`
+//! (close_notify both ways, a ClientHello written one byte at a time), `openssl s_client`
+//! against TLS text echo, bad input on a TLS port, start errors, and ringman's own client
+//! over wss against a Python TLS server. The certificates are made here with the `openssl`
+//! command line: a test CA, a leaf for `localhost` and 127.0.0.1, and an unrelated CA.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use ringman::http::{respond, WebServer};
+use ringman::protocols::http::Response;
+use ringman::{
+    AsyncTcpConnection, ClientTls, ConnError, EngineError, Running, Server, TlsConfig, TlsFailure, TlsSetupError,
+    Worker,
+};
+
+/// The test PKI, made once per test binary.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    fn s(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().expect("sh runs");
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ringman-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        sh(
+            &dir,
+            r#"
+ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj "/CN=ringman test CA" 2>/dev/null
+openssl req -x509 $ec -keyout other-ca.key -out other-ca.pem -days 2 -subj "/CN=someone else" 2>/dev/null
+openssl req $ec -keyout key.pem -out leaf.csr -subj "/CN=localhost" 2>/dev/null
+printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n" > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile leaf.ext 2>/dev/null
+cat cert.pem ca.pem > chain.pem
+cat ca.pem cert.pem > upside-down.pem
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out other-key.pem 2>/dev/null
+"#,
+        );
+        Pki { dir }
+    })
+}
+
+fn tls() -> TlsConfig {
+    TlsConfig::new(pki().path("chain.pem"), pki().path("key.pem"))
+}
+
+/// Errors the worker reported, as they arrive.
+fn errors_to(w: &mut Worker<()>) -> Receiver<String> {
+    let (tx, rx) = unbounded::<String>();
+    w.on_error(move |_, e, _| {
+        let tag = match e {
+            ConnError::Tls(TlsFailure::NotTls { plain_http: true }) => "plain-http".to_string(),
+            ConnError::Tls(TlsFailure::NotTls { plain_http: false }) => "not-tls".to_string(),
+            ConnError::Tls(TlsFailure::HandshakeTimeout(_)) => "handshake-timeout".to_string(),
+            ConnError::Tls(f) => format!("tls: {f}"),
+            other => format!("other: {other}"),
+        };
+        tx.send(tag).unwrap();
+    });
+    rx
+}
+
+fn text_echo() -> (Running, SocketAddr, Receiver<String>) {
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    let mut t = tls();
+    t.handshake_timeout = Duration::from_secs(1);
+    w.tls = Some(t);
+    w.on_message(|c, m, _| {
+        if m.data == b"bye" {
+            c.close(Some(b"closing".as_slice()));
+        } else {
+            c.send(m);
+        }
+    });
+    let errors = errors_to(&mut w);
+    let (r, a) = start(w);
+    (r, a, errors)
+}
+
+/// Runs a Python script (the address and the PKI directory as argv[1..3]); returns stdout.
+fn python(script: &str, addr: SocketAddr) -> String {
+    let out = Command::new("timeout")
+        .args(["60", "python3", "-c", script, &addr.ip().to_string(), &addr.port().to_string(), &pki().s("")])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The next error the worker reported.
+fn next_error(rx: &Receiver<String>) -> String {
+    rx.recv_timeout(PATIENCE).expect("an on_error")
+}
+
+// ------------------------------------------------------------------------------ https
+
+fn curl(args: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["-s", "-S", "--max-time", "30", "--cacert", &pki().s("ca.pem")])
+        .args(args)
+        .output()
+        .expect("curl runs")
+}
+
+#[test]
+fn https_keep_alive_and_a_big_file_with_range_through_the_webserver() {
+    let root = std::env::temp_dir().join(format!("ringman-tls-www-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let big: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
+    w.count = 2;
+    w.tls = Some(tls());
+    WebServer::new(&root).unwrap().install(&mut w, |conn, req, _| {
+        respond(conn, req, Response::new(200).header("Content-Type", "text/plain").body("Hello World"));
+    });
+    let (_srv, addr) = start(w);
+    let port = addr.port();
+    // Two requests on one connection (keep-alive): curl reports one connect in all.
+    let u = format!("https://localhost:{port}/hello");
+    let out = curl(&[&u, &u, "-w", " %{num_connects}|", "--http1.1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello World 1|Hello World 0|");
+    // The whole 10 MB file, then a range of it.
+    let u = format!("https://localhost:{port}/big.bin");
+    let out = curl(&[&u]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == big, "10 MB over https: {} bytes, equal: false", out.stdout.len());
+    let out = curl(&["-r", "1000-4000999", "-w", "|%{http_code}", &u]);
+    let (body, code) = out.stdout.split_at(out.stdout.len() - 4);
+    assert_eq!(code, b"|206");
+    assert!(body == &big[1000..4_001_000], "the range's bytes");
+    // ALPN: the server agrees on http/1.1.
+    let out = curl(&["-v", "-o", "/dev/null", &format!("https://localhost:{port}/hello")]);
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(verbose.contains("ALPN: server accepted http/1.1"), "{verbose}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_plaintext_http_request_on_the_tls_port_gets_a_400_that_says_so() {
+    let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.tls = Some(tls());
+    w.on_message(|c, _, _| {
+        c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".as_slice());
+    });
+    let errors = errors_to(&mut w);
+    let (_srv, addr) = start(w);
+    let mut s = connect(addr);
+    write_all(&mut s, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let got = String::from_utf8(read_to_eof(&mut s)).unwrap();
+    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+    assert!(got.contains("plain HTTP") && got.contains("https"), "{got}");
+    assert_eq!(next_error(&errors), "plain-http");
+    // The next client speaks TLS and is served.
+    let out = curl(&["-i", &format!("https://localhost:{}/", addr.port())]);
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("\r\n\r\nok"), "{out:?}");
+}
+
+// ------------------------------------------------------------------------------ bad input
+
+#[test]
+fn bad_input_is_closed_with_on_error_and_the_next_handshake_is_served() {
+    let (_srv, addr, errors) = text_echo();
+    let served = || {
+        let out = python(
+            r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
+    with ctx.wrap_socket(raw, server_hostname='localhost') as s:
+        s.sendall(b'served\n')
+        print(s.recv(100).decode().strip())
+"#,
+            addr,
+        );
+        assert_eq!(out.trim(), "served");
+    };
+    // Random bytes: not a TLS record.
+    let mut s = connect(addr);
+    write_all(&mut s, &[0x42, 0x99, 0x00, 0x13, 0x37, 0xfe, 0x01, 0x02]);
+    assert!(read_to_eof(&mut s).is_empty(), "nothing but the close");
+    assert_eq!(next_error(&errors), "not-tls");
+    served();
+    // A record header that claims to be a handshake, then garbage: refused by the session
+    // (its alert, then the close).
+    let mut s = connect(addr);
+    write_all(&mut s, &[0x16, 0x03, 0x01, 0x00, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let (got, _) = read_to_end_or_reset(&mut s);
+    assert!(got.first() == Some(&0x15) || got.is_empty(), "an alert record or nothing: {got:?}");
+    assert!(next_error(&errors).starts_with("tls: handshake failed"));
+    served();
+    // A handshake that stops halfway: half a ClientHello, then silence. Cut off by the
+    // handshake timeout (1 s here).
+    let mut s = connect(addr);
+    write_all(&mut s, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    let (got, _) = read_to_end_or_reset(&mut s);
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(next_error(&errors), "handshake-timeout");
+    served();
+}
+
+#[test]
+fn a_client_hello_written_one_byte_at_a_time_is_served() {
+    let (_srv, addr, errors) = text_echo();
+    // Python drives its TLS client through memory BIOs, so the ClientHello can be written
+    // to the socket one byte per send (TCP_NODELAY: each its own segment).
+    let out = python(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(inc, out, server_hostname='localhost')
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def pump(bytewise):
+    data = out.read()
+    if bytewise:
+        for i in range(len(data)):
+            s.sendall(data[i:i+1])
+    else:
+        s.sendall(data)
+first = True
+while True:
+    try:
+        obj.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        pump(first)
+        first = False
+        d = s.recv(65536)
+        if not d:
+            raise SystemExit('closed during the handshake')
+        inc.write(d)
+pump(False)
+obj.write(b'one byte at a time\n')
+pump(False)
+got = b''
+while not got.endswith(b'\n'):
+    try:
+        got += obj.read(100)
+    except ssl.SSLWantReadError:
+        inc.write(s.recv(65536))
+print(got.decode().strip())
+"#,
+        addr,
+    );
+    assert_eq!(out.trim(), "one byte at a time");
+    assert!(errors.try_recv().is_err(), "no error reported");
+}
+
+// ------------------------------------------------------------------------------ close_notify
+
+#[test]
+fn close_notify_is_sent_on_close_and_honoured_on_receive() {
+    let (_srv, addr, errors) = text_echo();
+    // Our close: the last message, then close_notify (a ragged EOF would raise here, as
+    // ragged EOFs are not suppressed).
+    let out = python(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+raw = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s = ctx.wrap_socket(raw, server_hostname='localhost', suppress_ragged_eofs=False)
+s.sendall(b'bye\n')
+got = b''
+while True:
+    d = s.recv(100)
+    if not d:
+        break
+    got += d
+print(got.decode().strip(), 'clean-eof')
+"#,
+        addr,
+    );
+    assert_eq!(out.trim(), "closing clean-eof");
+    // The peer's close_notify: unwrap() sends it and waits for ours.
+    let out = python(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+raw = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s = ctx.wrap_socket(raw, server_hostname='localhost', suppress_ragged_eofs=False)
+s.sendall(b'x\n')
+assert s.recv(100) == b'x\n'
+plain = s.unwrap()
+print('unwrapped', plain.recv(10) == b'')
+"#,
+        addr,
+    );
+    assert_eq!(out.trim(), "unwrapped True");
+    assert!(errors.try_recv().is_err(), "no error reported");
+}
+
+// ------------------------------------------------------------------------------ openssl s_client
+
+#[test]
+fn openssl_s_client_against_tls_text_echo() {
+    let (_srv, addr, _errors) = text_echo();
+    for version in ["-tls1_2", "-tls1_3"] {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", version, "-CAfile", &pki().s("ca.pem")])
+            .args(["-connect", &addr.to_string(), "-servername", "localhost"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello over TLS\nbye\n").unwrap();
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        drop(stdin);
+        let _ = child.wait();
+        assert_eq!(out, "hello over TLS\nclosing\n", "{version}");
+    }
+}
+
+// ------------------------------------------------------------------------------ wss
+
+#[test]
+fn wss_with_python_websockets_text_binary_big_and_50_connections() {
+    let mut w = Worker::<()>::new("websocket://127.0.0.1:0").unwrap();
+    w.count = 2;
+    w.tls = Some(tls());
+    w.on_message(|c, m, _| {
+        c.send_as(m.data, m.kind);
+    });
+    let (_srv, addr) = start(w);
+    let out = python(
+        r#"
+import asyncio, ssl, sys
+from websockets.asyncio.client import connect
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+url = 'wss://localhost:%s/' % sys.argv[2]
+async def one(i):
+    async with connect(url, ssl=ctx, max_size=None) as ws:
+        await ws.send('text %d' % i)
+        assert await ws.recv() == 'text %d' % i
+        await ws.send(bytes([i % 256, 0, 255]))
+        assert await ws.recv() == bytes([i % 256, 0, 255])
+        big = ('%06d' % i) * 34000
+        await ws.send(big)
+        assert await ws.recv() == big
+    return 1
+async def main():
+    print(sum(await asyncio.gather(*(one(i) for i in range(50)))))
+asyncio.run(main())
+"#,
+        addr,
+    );
+    assert_eq!(out.trim(), "50");
+}
+
+// ------------------------------------------------------------------------------ start errors
+
+fn start_error(cert: &str, key: &str) -> String {
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.tls = Some(TlsConfig::new(pki().path(cert), pki().path(key)));
+    match Server::new().add(w).start() {
+        Ok(_) => panic!("{cert} + {key} started"),
+        Err(EngineError::Tls(e)) => {
+            // The same error from the up-front check.
+            let again = TlsConfig::new(pki().path(cert), pki().path(key)).check().unwrap_err();
+            assert_eq!(again.to_string(), e.to_string());
+            if cert == "missing.pem" {
+                assert!(matches!(e, TlsSetupError::Read { .. }));
+            }
+            e.to_string()
+        }
+        Err(e) => panic!("not a TLS error: {e}"),
+    }
+}
+
+#[test]
+fn start_errors_name_the_file_and_the_mistake() {
+    let e = start_error("missing.pem", "key.pem");
+    assert!(e.contains("missing.pem") && e.contains("cannot read"), "{e}");
+    let e = start_error("chain.pem", "other-key.pem");
+    assert!(e.contains("does not match") && e.contains("other-key.pem") && e.contains("chain.pem"), "{e}");
+    let e = start_error("upside-down.pem", "key.pem");
+    assert!(e.contains("wrong order") && e.contains("number 2 of 2") && e.contains("upside-down.pem"), "{e}");
+    let e = start_error("key.pem", "key.pem");
+    assert!(e.contains("no PEM certificate"), "{e}");
+    let e = start_error("chain.pem", "cert.pem");
+    assert!(e.contains("no PEM private key") && e.contains("cert.pem"), "{e}");
+}
+
+// ------------------------------------------------------------------------------ client
+
+/// A Python `websockets` server over TLS with the test certificate; echoes.
+fn py_wss_echo() -> PyServer {
+    let p = pki();
+    py_ws_server(
+        &["ssl"],
+        "echo",
+        "ssl=ctx",
+        &format!(
+            r#"
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain({:?}, {:?})
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+"#,
+            p.s("chain.pem"),
+            p.s("key.pem")
+        ),
+    )
+}
+
+#[derive(Debug, PartialEq)]
+enum Got {
+    Message(Vec<u8>),
+    Error(u32, String),
+    Close,
+}
+
+fn client_ring(open: impl Fn(Sender<Got>) + Send + Sync + 'static) -> (Running, Receiver<Got>) {
+    let (tx, rx) = unbounded();
+    let mut w = Worker::<()>::without_listener();
+    w.count = 1;
+    w.on_worker_start(move |_, _| open(tx.clone()));
+    (Server::new().add(w).start().expect("client ring starts"), rx)
+}
+
+fn dial_wss(port: u16, tls: ClientTls, tx: Sender<Got>) {
+    let mut c = AsyncTcpConnection::new(&format!("wss://localhost:{port}/")).unwrap();
+    c.tls = Some(tls);
+    let conn = c.connect().unwrap();
+    let t = tx.clone();
+    conn.on_message(move |_, m| t.send(Got::Message(m.data.to_vec())).unwrap());
+    let t = tx.clone();
+    conn.on_error(move |_, e: &ConnError| t.send(Got::Error(e.code(), e.to_string())).unwrap());
+    conn.on_close(move |_| tx.send(Got::Close).unwrap());
+    // Sent before the TCP connect, the handshake and the 101: held, then encrypted.
+    conn.send("held until the upgrade");
+    let big = "z".repeat(300_000);
+    conn.send(big);
+}
+
+#[test]
+fn ringman_client_over_wss_against_python_with_the_test_ca() {
+    let server = py_wss_echo();
+    let port = server.port;
+    let ca = pki().path("ca.pem");
+    let (_ring, rx) = client_ring(move |tx| dial_wss(port, ClientTls::with_ca(ca.clone()), tx));
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Message(b"held until the upgrade".to_vec()));
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Message(vec![b'z'; 300_000]));
+}
+
+#[test]
+fn ringman_client_refuses_a_server_its_ca_does_not_vouch_for() {
+    let server = py_wss_echo();
+    let port = server.port;
+    for (ca, why) in [(Some("other-ca.pem"), "UnknownIssuer"), (None, "UnknownIssuer")] {
+        let tls = ClientTls { ca: ca.map(|c| pki().path(c)), server_name: None };
+        let (_ring, rx) = client_ring(move |tx| dial_wss(port, tls.clone(), tx));
+        match rx.recv_timeout(PATIENCE).unwrap() {
+            Got::Error(code, msg) => {
+                assert_eq!(code, 1, "CONNECT_FAIL: {msg}");
+                assert!(msg.contains("TLS handshake failed") && msg.contains(why), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Close);
+    }
+    // The right CA but another name than the certificate's.
+    let tls = ClientTls { ca: Some(pki().path("ca.pem")), server_name: Some("example.org".into()) };
+    let (_ring, rx) = client_ring(move |tx| dial_wss(port, tls.clone(), tx));
+    match rx.recv_timeout(PATIENCE).unwrap() {
+        Got::Error(1, msg) => assert!(msg.contains("not valid for name \"example.org\""), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
