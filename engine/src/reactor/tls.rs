@@ -46,6 +46,10 @@ pub(super) fn layer(c: &mut ConnState) -> Option<&mut TlsLayer> {
 impl Core {
     /// Gives an accepted connection its server session, when the worker has TLS.
     pub(super) fn start_server_tls(&mut self, key: usize) -> Result<(), TlsFailure> {
+        #[cfg(test)]
+        if self.sim_passthrough(key) {
+            return Ok(());
+        }
         let Some(cfg) = self.cfg.tls.as_ref() else { return Ok(()) };
         let session = Rustls::server(cfg.config.clone())?;
         let since = self.stamp;
@@ -56,6 +60,12 @@ impl Core {
     /// Gives an outgoing connection whose CONNECT succeeded its client session and sends
     /// the ClientHello. False when it has no TLS.
     pub(super) fn start_client_tls(&mut self, key: usize) -> bool {
+        // (In the simulator the pass-through layer has no handshake: the dial goes on as
+        // without TLS, its held sends and upgrade request passing through the layer.)
+        #[cfg(test)]
+        if self.sim_passthrough(key) {
+            return false;
+        }
         let Some(setup) = self.conns[key].dial().and_then(|d| d.tls.as_ref()) else { return false };
         let made = Rustls::client(setup.config.clone(), setup.name.clone());
         let session = match made {
@@ -75,6 +85,22 @@ impl Core {
         let arena = &mut self.arena;
         layer.session.start(&mut |rec| enqueue(arena, q, rec));
         self.kick_send(key);
+        true
+    }
+
+    /// In the simulator: gives connection `key` the pass-through layer when the schedule
+    /// draws it.
+    #[cfg(test)]
+    fn sim_passthrough(&mut self, key: usize) -> bool {
+        if self.ring.sim_mut().is_none() || !crate::sim::tls_passthrough() {
+            return false;
+        }
+        if let Some(k) = self.ring.sim_mut() {
+            k.mark("tls layer");
+        }
+        let since = self.stamp;
+        let session = Box::new(crate::tls::session::PassThrough);
+        self.conns[key].extra().tls = Some(TlsLayer { session, since });
         true
     }
 

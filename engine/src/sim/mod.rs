@@ -133,6 +133,13 @@ struct World {
     stream_rng: Rng,
     /// Per mille of accepted connections read by a task's stream instead of `on_message`.
     stream_rate: u32,
+    /// Draws of the TLS layer (its own stream too).
+    tls_rng: Rng,
+    /// Per mille of connections (accepted and outgoing) that get the pass-through TLS
+    /// layer: the real layer's paths (decryption before the framer, encryption into the
+    /// send queue and of held sends, close) with an identity session, so the peers and
+    /// the invariants stay in plaintext.
+    tls_rate: u32,
 }
 
 /// Per-seed probabilities (per mille) of the application's API calls.
@@ -586,6 +593,12 @@ fn delivered(id: ConnectionId, data: &[u8]) {
     });
 }
 
+/// Whether the connection being opened gets the pass-through TLS layer (see
+/// `World::tls_rate`).
+pub(crate) fn tls_passthrough() -> bool {
+    with_world(|w| w.tls_rate > 0 && (w.tls_rng.below(1000) as u32) < w.tls_rate).unwrap_or(false)
+}
+
 fn sim_mark(what: &'static str) {
     reactor::with_core(|c| {
         if let Some(k) = c.ring.sim_mut() {
@@ -960,6 +973,8 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             stop_posted: false,
             stream_rng: Rng::new(seed, 3),
             stream_rate: [0, 300, 700][Rng::new(seed, 4).below(3) as usize],
+            tls_rng: Rng::new(seed, 5),
+            tls_rate: [0, 500, 1000][Rng::new(seed, 6).below(3) as usize],
         })
     });
     NAMES.with(|m| m.borrow_mut().clear());
@@ -1108,6 +1123,7 @@ mod tests {
             "ws peer close",
             "stream high water",
             "stream handed back unread",
+            "tls layer",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }

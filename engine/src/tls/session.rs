@@ -190,3 +190,28 @@ fn failure(handshaking: bool, e: rustls::Error) -> TlsFailure {
         TlsFailure::Peer(e.to_string())
     }
 }
+
+/// The simulator's session: no handshake, no records; plaintext passes unchanged both ways,
+/// so the simulated peers speak plaintext while the connection takes the TLS paths.
+#[cfg(test)]
+pub(crate) struct PassThrough;
+
+#[cfg(test)]
+impl TlsSession for PassThrough {
+    fn start(&mut self, _out: Sink<'_>) {}
+
+    fn feed(&mut self, ciphertext: &[u8], plain: &mut Vec<u8>, _out: Sink<'_>) -> Result<Fed, TlsFailure> {
+        plain.extend_from_slice(ciphertext);
+        Ok(Fed::default())
+    }
+
+    fn encrypt(&mut self, plain: &[u8], out: Sink<'_>) {
+        out(plain);
+    }
+
+    fn close_notify(&mut self, _out: Sink<'_>) {}
+
+    fn handshaking(&self) -> bool {
+        false
+    }
+}
