@@ -1,6 +1,6 @@
 //! Echo-checking client:
-//! `cargo run --release --example client -- <tcp|text|frame|ws>://HOST:PORT[/path]
-//! [--conns N] [--messages M] [--size B] [--binary]`.
+//! `cargo run --release --example client -- <tcp|text|frame|ws|wss|ssl>://HOST:PORT[/path]
+//! [--conns N] [--messages M] [--size B] [--binary] [--tls] [--ca FILE]`.
 //!
 //! Opens N outgoing connections spread over the ring threads (one `Worker` without a
 //! listener; each thread opens its share in `on_worker_start`). Each connection writes M
@@ -10,7 +10,9 @@
 //! text frames of valid UTF-8 by default, which any echo server returns as they came
 //! (Workerman's echoes every message as a text frame, and a binary payload in a text frame
 //! is invalid UTF-8 a conforming client must refuse); `--binary` sends binary frames with
-//! every byte value instead. The last line
+//! every byte value instead. `wss://` is `ws://` over TLS, `ssl://` is `tcp://` over TLS;
+//! `--tls` puts `text://` or `frame://` over TLS. The server is verified against the
+//! built-in roots, or against the CA certificates of `--ca FILE`. The last line
 //! is `ok: N connections x M messages` (exit 0), or `error: …` on any mismatch, connect
 //! failure or early close (exit 1).
 
@@ -20,10 +22,12 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ringman::{run_all, AsyncTcpConnection, Connection, Message, Server, Worker};
+use ringman::{run_all, AsyncTcpConnection, ClientTls, Connection, Message, Server, Worker};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: client <tcp|text|frame|ws>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary]");
+    eprintln!(
+        "usage: client <tcp|text|frame|ws|wss|ssl>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary] [--tls] [--ca FILE]"
+    );
     ExitCode::from(2)
 }
 
@@ -132,8 +136,22 @@ impl Plan {
 }
 
 /// Opens connection `index` on this ring thread and installs its checks.
-fn open(url: &str, index: usize, plan: Plan, conns: usize, shared: &Arc<Shared>) -> Result<(), String> {
-    let conn = AsyncTcpConnection::new(url).and_then(|c| c.connect()).map_err(|e| format!("{url}: {e}"))?;
+fn open(
+    url: &str,
+    tls: Option<&ClientTls>,
+    index: usize,
+    plan: Plan,
+    conns: usize,
+    shared: &Arc<Shared>,
+) -> Result<(), String> {
+    let conn = AsyncTcpConnection::new(url)
+        .and_then(|mut c| {
+            if let Some(t) = tls {
+                c.tls = Some(t.clone());
+            }
+            c.connect()
+        })
+        .map_err(|e| format!("{url}: {e}"))?;
     // The whole burst is held before the connection is up: make room for it.
     let burst = plan.messages * (plan.size + 16);
     conn.set_max_send_buffer_size(conn.max_send_buffer_size().max(burst + 64 * 1024));
@@ -208,12 +226,24 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(url) = args.next() else { return usage() };
     let (mut conns, mut messages, mut size, mut binary) = (1usize, 1usize, 64usize, false);
+    let (mut tls_flag, mut ca) = (false, None);
     while let Some(a) = args.next() {
         let slot = match a.as_str() {
             "--binary" => {
                 binary = true;
                 continue;
             }
+            "--tls" => {
+                tls_flag = true;
+                continue;
+            }
+            "--ca" => match args.next() {
+                Some(f) => {
+                    ca = Some(f);
+                    continue;
+                }
+                None => return usage(),
+            },
             "--conns" => &mut conns,
             "--messages" => &mut messages,
             "--size" => &mut size,
@@ -225,9 +255,12 @@ fn main() -> ExitCode {
         }
     }
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
-    if !matches!(scheme.as_str(), "tcp" | "text" | "frame" | "ws") {
+    if !matches!(scheme.as_str(), "tcp" | "text" | "frame" | "ws" | "wss" | "ssl") {
         return usage();
     }
+    // TLS: from the URL (wss, ssl) or --tls; --ca replaces the built-in roots.
+    let tls = (tls_flag || ca.is_some() || matches!(scheme.as_str(), "wss" | "ssl"))
+        .then(|| ClientTls { ca: ca.map(Into::into), server_name: None });
     if let Err(e) = AsyncTcpConnection::new(&url) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
@@ -236,12 +269,13 @@ fn main() -> ExitCode {
         println!("ok: 0 connections x {messages} messages");
         return ExitCode::SUCCESS;
     }
-    let ws = scheme == "ws";
+    let ws = matches!(scheme.as_str(), "ws" | "wss");
     if binary && !ws {
         eprintln!("--binary is for ws:// only");
         return usage();
     }
-    let plan = Plan { messages, size, stream: scheme == "tcp", text: scheme == "text" || ws && !binary, ws };
+    let stream = matches!(scheme.as_str(), "tcp" | "ssl");
+    let plan = Plan { messages, size, stream, text: scheme == "text" || ws && !binary, ws };
     let shared = Arc::new(Shared::default());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut w = Worker::<()>::without_listener();
@@ -254,7 +288,7 @@ fn main() -> ExitCode {
             if sh.failed() {
                 return;
             }
-            if let Err(e) = open(&u, index, plan, conns, &sh) {
+            if let Err(e) = open(&u, tls.as_ref(), index, plan, conns, &sh) {
                 sh.fail(e);
             }
         }
