@@ -501,3 +501,60 @@ fn ringman_client_refuses_a_server_its_ca_does_not_vouch_for() {
         other => panic!("{other:?}"),
     }
 }
+
+// ------------------------------------------------------------------------------ HTTP client
+
+#[test]
+fn http_client_fetches_https_from_python_with_the_test_ca_and_refuses_an_unknown_ca() {
+    use ringman::components::http_client::{ClientConfig, HttpClient};
+    let p = pki();
+    let server = PyServer::start(&format!(
+        r#"
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        body = ('hello over https ' + self.path).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain({:?}, {:?})
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#,
+        p.s("chain.pem"),
+        p.s("key.pem")
+    ));
+    let port = server.port;
+    let ca = p.path("ca.pem");
+    let (tx, rx) = unbounded::<Result<String, String>>();
+    let (_ring, _) = client_ring(move |_| {
+        for (n, trusted) in [(1, true), (2, true), (3, false)] {
+            let cfg = ClientConfig {
+                tls: if trusted { ClientTls::with_ca(ca.clone()) } else { ClientTls::new() },
+                ..Default::default()
+            };
+            let (c, tx) = (HttpClient::new(cfg), tx.clone());
+            ringman::spawn(async move {
+                let r = c.get(&format!("https://localhost:{port}/n{n}")).await;
+                let _ = tx.send(match r {
+                    Ok(r) => Ok(format!("{} {}", r.status(), String::from_utf8_lossy(&r.body))),
+                    Err(e) => Err(e.to_string()),
+                });
+            })
+            .unwrap();
+        }
+    });
+    let mut got: Vec<Result<String, String>> = (0..3).map(|_| rx.recv_timeout(PATIENCE).unwrap()).collect();
+    got.sort();
+    assert_eq!(got[0], Ok("200 hello over https /n1".into()));
+    assert_eq!(got[1], Ok("200 hello over https /n2".into()));
+    let e = got[2].clone().unwrap_err();
+    assert!(e.contains("UnknownIssuer"), "{e}");
+}

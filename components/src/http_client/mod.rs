@@ -67,6 +67,9 @@ pub struct ClientConfig {
     pub max_redirects: usize,
     /// Largest body [`HttpClient::send`] reads (default 16 MiB; stream larger ones).
     pub max_body: usize,
+    /// How `https://` servers are verified (default: the built-in roots; a CA file with
+    /// [`ClientTls::with_ca`](ringman_engine::ClientTls::with_ca)).
+    pub tls: ringman_engine::ClientTls,
 }
 
 impl Default for ClientConfig {
@@ -79,6 +82,7 @@ impl Default for ClientConfig {
             read_timeout: Duration::from_secs(60),
             max_redirects: 0,
             max_body: 16 << 20,
+            tls: ringman_engine::ClientTls::default(),
         }
     }
 }

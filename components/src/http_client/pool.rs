@@ -12,7 +12,8 @@ use ringman_engine::{timeout, AsyncTcpConnection, Connection, Timer};
 
 use super::{ClientConfig, HttpClientError, Url};
 
-type Origin = (String, u16);
+/// Host, port and whether the connection is TLS (`https://`).
+type Origin = (String, u16, bool);
 
 #[derive(Default)]
 struct OriginPool {
@@ -46,7 +47,7 @@ impl Pool {
     /// A connection to `url`'s origin: an idle one, a new one under the cap, or the next
     /// one released.
     pub(crate) async fn acquire(self: &Rc<Pool>, url: &Url) -> Result<Lease, HttpClientError> {
-        let origin = (url.host.clone(), url.port);
+        let origin = (url.host.clone(), url.port, url.tls);
         let open_new = std::future::poll_fn(|cx| {
             let mut all = self.origins.borrow_mut();
             let o = all.entry(origin.clone()).or_default();
@@ -79,6 +80,9 @@ impl Pool {
         let mut dial = AsyncTcpConnection::new(&url.dial())
             .map_err(|_| HttpClientError::BadUrl { url: url.dial(), reason: "not a dialable address" })?;
         dial.connect_timeout = self.cfg.connect_timeout;
+        if url.tls {
+            dial.tls = Some(self.cfg.tls.clone());
+        }
         let connecting = dial.connect_async();
         let conn = connecting.connection();
         match timeout(self.cfg.connect_timeout, connecting).await {
@@ -112,7 +116,7 @@ impl Pool {
             conn.close(None);
             return;
         }
-        let origin = (url.host.clone(), url.port);
+        let origin = (url.host.clone(), url.port, url.tls);
         let since = Instant::now();
         let waiter = {
             let mut all = self.origins.borrow_mut();
@@ -154,6 +158,6 @@ impl Pool {
 
     /// Connections open to `url`'s origin and idle among them.
     pub(crate) fn counts(&self, url: &Url) -> (usize, usize) {
-        self.origins.borrow().get(&(url.host.clone(), url.port)).map_or((0, 0), |o| (o.open, o.idle.len()))
+        self.origins.borrow().get(&(url.host.clone(), url.port, url.tls)).map_or((0, 0), |o| (o.open, o.idle.len()))
     }
 }

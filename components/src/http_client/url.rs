@@ -1,4 +1,4 @@
-//! `http://host[:port][/path][?query]`.
+//! `http[s]://host[:port][/path][?query]`.
 
 use super::HttpClientError;
 
@@ -7,22 +7,22 @@ use super::HttpClientError;
 pub struct Url {
     /// Host name or address (IPv6 without brackets).
     pub host: String,
-    /// Port (80 by default).
+    /// Port (80 by default, 443 for `https://`).
     pub port: u16,
+    /// `https://`: TLS under HTTP.
+    pub tls: bool,
     /// Path and query, starting with `/`.
     pub target: String,
 }
 
 impl Url {
-    /// Parses an absolute `http://` URL.
+    /// Parses an absolute `http://` or `https://` URL.
     pub fn parse(url: &str) -> Result<Url, HttpClientError> {
         let bad = |reason| HttpClientError::BadUrl { url: url.to_string(), reason };
-        let rest = match url.split_once("://") {
-            Some((s, rest)) if s.eq_ignore_ascii_case("http") => rest,
-            Some((s, _)) if s.eq_ignore_ascii_case("https") => {
-                return Err(bad("https:// needs TLS, not in this build"))
-            }
-            _ => return Err(bad("expected http://host[:port][/path]")),
+        let (rest, tls) = match url.split_once("://") {
+            Some((s, rest)) if s.eq_ignore_ascii_case("http") => (rest, false),
+            Some((s, rest)) if s.eq_ignore_ascii_case("https") => (rest, true),
+            _ => return Err(bad("expected http[s]://host[:port][/path]")),
         };
         if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(bad("spaces or control characters (percent-encode them)"));
@@ -49,6 +49,7 @@ impl Url {
         }
         let port = match port {
             Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("port must be 1-65535"))?,
+            None if tls => 443,
             None => 80,
         };
         let target = match target {
@@ -56,7 +57,7 @@ impl Url {
             t if t.starts_with('?') => format!("/{t}"),
             t => t.to_string(),
         };
-        Ok(Url { host: host.to_string(), port, target })
+        Ok(Url { host: host.to_string(), port, tls, target })
     }
 
     /// Resolves a `Location` value against this URL (absolute, or absolute-path).
@@ -65,7 +66,8 @@ impl Url {
             return Url::parse(location);
         }
         if location.starts_with("//") {
-            return Url::parse(&format!("http:{location}"));
+            let scheme = if self.tls { "https" } else { "http" };
+            return Url::parse(&format!("{scheme}:{location}"));
         }
         if !location.starts_with('/') {
             // Relative to the current path's directory.
@@ -79,7 +81,7 @@ impl Url {
     /// The `Host` header value.
     pub fn host_header(&self) -> String {
         let h = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             h
         } else {
             format!("{h}:{}", self.port)
@@ -108,16 +110,7 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.target.as_str()), ("::1", 8080, "/a/b?x=1"));
         assert_eq!(u.host_header(), "[::1]:8080");
         assert_eq!(Url::parse("http://h?q").unwrap().target, "/?q");
-        for bad in [
-            "ftp://h",
-            "https://h",
-            "http://",
-            "http://h:0",
-            "http://h:x",
-            "http://u@h",
-            "http://h/a b",
-            "http://h/\r\n",
-        ] {
+        for bad in ["ftp://h", "http://", "http://h:0", "http://h:x", "http://u@h", "http://h/a b", "http://h/\r\n"] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
         let base = Url::parse("http://h:81/dir/page?x").unwrap();
@@ -125,5 +118,9 @@ mod tests {
         assert_eq!(base.join("next").unwrap().target, "/dir/next");
         assert_eq!(base.join("http://g/x").unwrap().host, "g");
         assert_eq!(base.join("//g2:90/y").unwrap().port, 90);
+        let s = Url::parse("https://example.com/x").unwrap();
+        assert_eq!((s.port, s.tls, s.host_header()), (443, true, "example.com".to_string()));
+        assert!(s.join("//other/y").unwrap().tls, "a scheme-relative redirect keeps https");
+        assert!(!s.join("http://plain/").unwrap().tls);
     }
 }

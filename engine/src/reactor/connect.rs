@@ -4,7 +4,7 @@
 //! upgrade of a `ws://` client, and reconnecting in the same slot (so the id stays valid).
 //!
 //! ```text
-//!  connect() ─► Connecting ─(name resolved, CONNECT ok)─► Connect event ─(ws: 101)─► Established
+//!  connect() ─► Connecting ─(name resolved, CONNECT ok[, TLS handshake])─► Connect event ─(ws: 101)─► Established
 //!                   │  sends are held                         (ws: upgrade request sent)
 //!                   └─ refused / timed out / name not found ─► on_error(CONNECT_FAIL), on_close
 //!  reconnect(after): the slot, once its on_close ran, gets a fresh socket and dials again
@@ -383,12 +383,13 @@ impl Core {
         c.peer = c.dial().and_then(|d| d.sockaddr.as_ref()?.as_socket());
         c.active = self.stamp;
         self.arm_recv(key);
-        let id = self.id_of(key);
-        self.events.push_back(Event::Connect(id));
-        // Over TLS the handshake comes first; its end sends the upgrade or establishes.
+        // Over TLS the handshake comes first; its end is the connect (`on_connect` means a
+        // verified server), then the upgrade or the established connection.
         if self.start_client_tls(key) {
             return;
         }
+        let id = self.id_of(key);
+        self.events.push_back(Event::Connect(id));
         let request = self.conns[key].dial().and_then(Dial::upgrade_request);
         match request {
             // The upgrade goes out first; what the application sends waits for the 101.

@@ -171,6 +171,11 @@ impl Core {
     /// The handshake of `key` completed: an outgoing connection sends its `ws://` upgrade
     /// request, or becomes established (its held sends follow, encrypted).
     fn tls_handshake_done(&mut self, key: usize) {
+        if self.conns[key].dial().is_none() {
+            return;
+        }
+        let id = self.id_of(key);
+        self.events.push_back(Event::Connect(id));
         let Some(d) = self.conns[key].dial() else { return };
         match d.upgrade_request() {
             Some(req) => {
