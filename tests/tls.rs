@@ -558,3 +558,47 @@ srv.serve_forever()
     let e = got[2].clone().unwrap_err();
     assert!(e.contains("UnknownIssuer"), "{e}");
 }
+
+// ------------------------------------------------------------------------------ Redis
+
+#[test]
+fn redis_client_over_rediss_against_redis_server_with_tls() {
+    use ringman::redis::{Redis, RedisConfig};
+    let p = pki();
+    let port = free_port();
+    // Killed when the test ends, passed or failed.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .args(["--tls-cert-file", &p.s("chain.pem"), "--tls-key-file", &p.s("key.pem")])
+            .args(["--tls-ca-cert-file", &p.s("ca.pem"), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs"),
+    );
+    wait_until("redis-server listens", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let ca = p.path("ca.pem");
+    let (tx, rx) = unbounded::<String>();
+    let (_ring, _) = client_ring(move |_| {
+        let mut cfg = RedisConfig::from_url(&format!("rediss://localhost:{port}")).unwrap();
+        assert!(cfg.tls.is_some());
+        cfg.tls = Some(ClientTls::with_ca(ca.clone()));
+        let redis = Redis::connect(cfg).unwrap();
+        let tx = tx.clone();
+        ringman::spawn(async move {
+            redis.set("tls-key", "over rediss").await.unwrap();
+            let v = redis.get("tls-key").await.unwrap().unwrap();
+            tx.send(String::from_utf8(v).unwrap()).unwrap();
+        })
+        .unwrap();
+    });
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "over rediss");
+}

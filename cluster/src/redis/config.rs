@@ -38,6 +38,9 @@ pub struct RedisConfig {
     pub max_backlog: usize,
     /// Speak RESP3 (`HELLO 3`) instead of RESP2 (default false; Redis 6 or later).
     pub resp3: bool,
+    /// TLS to the server (`rediss://`): verified against the built-in roots, or the CA of
+    /// [`ClientTls::with_ca`](ringman_engine::ClientTls::with_ca) set here. Default none.
+    pub tls: Option<ringman_engine::ClientTls>,
 }
 
 impl Default for RedisConfig {
@@ -56,13 +59,15 @@ impl Default for RedisConfig {
             reconnect_max: Duration::from_secs(5),
             max_backlog: 10_000,
             resp3: false,
+            tls: None,
         }
     }
 }
 
 impl RedisConfig {
     /// Parses `redis://[user[:password]@]host[:port][/db]` (percent-encoded user and
-    /// password are decoded). `rediss://` is refused until TLS exists.
+    /// password are decoded); `rediss://` is the same over TLS (`tls` set, verified against
+    /// the built-in roots).
     ///
     /// ```
     /// use ringman_cluster::redis::RedisConfig;
@@ -72,13 +77,16 @@ impl RedisConfig {
     /// ```
     pub fn from_url(url: &str) -> Result<RedisConfig, RedisError> {
         let bad = |why: &str| RedisError::Config(format!("{url:?}: {why}"));
-        let rest = match url.split_once("://") {
-            Some(("redis", rest)) => rest,
-            Some(("rediss", _)) => return Err(bad("rediss:// (TLS) is not supported yet")),
-            _ => return Err(bad("expected redis://host[:port][/db]")),
+        let (rest, tls) = match url.split_once("://") {
+            Some(("redis", rest)) => (rest, false),
+            Some(("rediss", rest)) => (rest, true),
+            _ => return Err(bad("expected redis[s]://host[:port][/db]")),
         };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut cfg = RedisConfig::default();
+        if tls {
+            cfg.tls = Some(ringman_engine::ClientTls::new());
+        }
         let hostport = match authority.rsplit_once('@') {
             Some((cred, hp)) => {
                 match cred.split_once(':') {
@@ -158,7 +166,9 @@ mod tests {
         assert_eq!(c.dial_url(), "tcp://[::1]:7000");
         let c = RedisConfig::from_url("redis://:only@h/0").unwrap();
         assert_eq!((c.username, c.password.as_deref()), (None, Some("only")));
-        for bad in ["http://h", "redis://", "redis://h:x", "redis://h/x", "rediss://h", "redis://u:%zz@h"] {
+        assert!(RedisConfig::from_url("rediss://h").unwrap().tls.is_some(), "rediss is TLS");
+        assert!(RedisConfig::from_url("redis://h").unwrap().tls.is_none());
+        for bad in ["http://h", "redis://", "redis://h:x", "redis://h/x", "redis://u:%zz@h"] {
             assert!(RedisConfig::from_url(bad).is_err(), "{bad}");
         }
     }

@@ -105,6 +105,7 @@ impl Link {
         let mut dial = AsyncTcpConnection::with_protocol(&cfg.dial_url(), Arc::new(Resp))
             .map_err(|e| RedisError::Config(e.to_string()))?;
         dial.connect_timeout = cfg.connect_timeout;
+        dial.tls = cfg.tls.clone();
         let conn = dial.connect().map_err(|e| match e {
             ringman_engine::EngineError::NotOnRingThread => RedisError::NotOnRing,
             e => RedisError::Config(e.to_string()),
