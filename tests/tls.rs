@@ -602,3 +602,57 @@ fn redis_client_over_rediss_against_redis_server_with_tls() {
     });
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "over rediss");
 }
+
+// ------------------------------------------------------------------------------ resumption
+
+/// One `openssl s_client` session against `addr`: writes `line`, reads until its echo,
+/// then closes; returns s_client's report (its "New," / "Reused," line among it).
+fn s_client_session(addr: SocketAddr, version: &str, sess: (&str, &Path), line: &str) -> String {
+    use std::io::BufRead;
+    let mut child = Command::new("openssl")
+        .args(["s_client", version, "-CAfile", &pki().s("ca.pem"), "-servername", "localhost"])
+        .args(["-connect", &addr.to_string(), sess.0])
+        .arg(sess.1)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut report = String::new();
+    for l in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        let echoed = l == line;
+        report.push_str(&l);
+        report.push('\n');
+        if echoed {
+            break;
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    report
+}
+
+#[test]
+fn sessions_resume_with_tickets_on_every_ring_for_tls_1_2_and_1_3() {
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 2;
+    w.tls = Some(tls());
+    w.on_message(|c, m, _| {
+        c.send(m);
+    });
+    let (_srv, addr) = start(w);
+    for (version, name) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let sess = pki().path(&format!("session{version}.pem"));
+        let first = s_client_session(addr, version, ("-sess_out", &sess), "first");
+        assert!(first.contains(&format!("New, {name}")), "{first}");
+        // Several resumptions: the connections spread over both rings, which share the
+        // ticket keys.
+        for i in 0..4 {
+            let again = s_client_session(addr, version, ("-sess_in", &sess), &format!("again {i}"));
+            assert!(again.contains(&format!("Reused, {name}")), "resumption {i} with {version}: {again}");
+        }
+    }
+}

@@ -87,6 +87,12 @@ impl Core {
             return SendStatus::Failed;
         }
         let c = &mut self.conns[key];
+        if c.sendq.len == before && super::tls::layer(c).is_some_and(|t| t.session.handshaking()) {
+            // Kept inside the TLS session until its handshake ends: not on the wire yet
+            // (Workerman's `null`), and the drain event follows once it has left.
+            c.drain_pending = true;
+            return SendStatus::Queued;
+        }
         if c.sendq.len == before {
             // Nothing to write (an empty raw message): done at once when nothing waits
             // (Workerman's `true`), else behind the bytes that do (their drain event follows).
