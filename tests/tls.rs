@@ -58,6 +58,12 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cer
 cat cert.pem ca.pem > chain.pem
 cat ca.pem cert.pem > upside-down.pem
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out other-key.pem 2>/dev/null
+printf "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n" > client.ext
+openssl req $ec -keyout client.key -out client.csr -subj "/CN=test client" 2>/dev/null
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null
+openssl x509 -in client.pem -outform DER -out client.der
+openssl req $ec -keyout stranger.key -out stranger.csr -subj "/CN=stranger" 2>/dev/null
+openssl x509 -req -in stranger.csr -CA other-ca.pem -CAkey other-ca.key -CAcreateserial -out stranger.pem -days 2 -extfile client.ext 2>/dev/null
 "#,
         );
         Pki { dir }
@@ -655,4 +661,55 @@ fn sessions_resume_with_tickets_on_every_ring_for_tls_1_2_and_1_3() {
             assert!(again.contains(&format!("Reused, {name}")), "resumption {i} with {version}: {again}");
         }
     }
+}
+
+// ------------------------------------------------------------------------------ mutual TLS
+
+/// An HTTP worker asking for client certificates of the test CA; it answers with the DER
+/// length of the certificate it saw (0: none).
+fn mtls_server(required: bool) -> (Running, SocketAddr, Receiver<String>) {
+    let mut w = Worker::<()>::new("http://127.0.0.1:0").unwrap();
+    w.count = 1;
+    let mut t = tls();
+    t.client_ca = Some(pki().path("ca.pem"));
+    t.client_cert_required = required;
+    w.tls = Some(t);
+    w.on_message(|c, _, _| {
+        let der = c.tls_peer_certificate().unwrap_or_default();
+        let want = std::fs::read(pki().path("client.der")).unwrap();
+        let body = format!("cert {} {}", der.len(), der == want);
+        c.send(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    });
+    let errors = errors_to(&mut w);
+    let (r, a) = start(w);
+    (r, a, errors)
+}
+
+#[test]
+fn mutual_tls_with_curl_client_certificates_required_and_optional() {
+    let p = pki();
+    let (_srv, addr, errors) = mtls_server(true);
+    let url = format!("https://localhost:{}/", addr.port());
+    let with = curl(&["--cert", &p.s("client.pem"), "--key", &p.s("client.key"), &url]);
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    let len = std::fs::metadata(p.path("client.der")).unwrap().len();
+    assert_eq!(String::from_utf8_lossy(&with.stdout), format!("cert {len} true"));
+    // No certificate: refused, and the server says why.
+    let without = curl(&[&url]);
+    assert!(!without.status.success(), "served without a certificate: {without:?}");
+    let e = next_error(&errors);
+    assert!(e.starts_with("tls: handshake failed") && e.contains("no certificates"), "{e}");
+    // A certificate from a CA the server does not trust.
+    let stranger = curl(&["--cert", &p.s("stranger.pem"), "--key", &p.s("stranger.key"), &url]);
+    assert!(!stranger.status.success(), "served a stranger: {stranger:?}");
+    let e = next_error(&errors);
+    assert!(e.starts_with("tls: handshake failed") && e.contains("UnknownIssuer"), "{e}");
+    // Optional: served without, and with a valid one the application sees it.
+    let (_srv2, addr2, errors2) = mtls_server(false);
+    let url = format!("https://localhost:{}/", addr2.port());
+    let out = curl(&[&url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "cert 0 false");
+    let out = curl(&["--cert", &p.s("client.pem"), "--key", &p.s("client.key"), &url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("cert {len} true"));
+    assert!(errors2.try_recv().is_err(), "no error in optional mode");
 }

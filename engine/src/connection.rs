@@ -246,6 +246,13 @@ impl Connection {
         self.local(|c, k| c.conns[k].peer).flatten()
     }
 
+    /// On a TLS connection whose peer presented a certificate that verified (mutual TLS,
+    /// `TlsConfig::client_ca`; or the server's, on an outgoing connection), that
+    /// certificate in DER; `None` otherwise, and before the handshake completed.
+    pub fn tls_peer_certificate(&self) -> Option<Vec<u8>> {
+        self.local(|c, k| c.conns[k].extra.as_ref()?.tls.as_ref()?.peer_certificate()).flatten()
+    }
+
     /// The local address the connection was accepted on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local(|c, k| crate::sys::local_addr(c.conns[k].fd.as_fd())).flatten()

@@ -27,6 +27,13 @@ pub(crate) struct TlsLayer {
     pub(super) since: Stamp,
 }
 
+impl TlsLayer {
+    /// The peer's verified certificate (DER).
+    pub(crate) fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.session.peer_certificate()
+    }
+}
+
 /// The answer to a plaintext HTTP request on a TLS port.
 const PLAIN_HTTP_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 71\r\n\r\nThis port speaks HTTPS: the request was sent as plain HTTP. Use https.\n";
 

@@ -39,12 +39,26 @@ pub struct TlsConfig {
     /// A peer that has not completed its handshake this long after connecting is cut off
     /// with `on_error` ([`TlsFailure::HandshakeTimeout`](crate::TlsFailure)). Default 10 s.
     pub handshake_timeout: Duration,
+    /// Mutual TLS (Workerman's `verify_peer`): clients are asked for a certificate issued
+    /// by a CA in this PEM file. A certificate that does not verify fails the handshake
+    /// (`on_error` with the reason). Default none (no certificate asked for).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: a client that presents no certificate is refused (true, the
+    /// default) or served anyway (false; one that presents a certificate must still
+    /// present a valid one).
+    pub client_cert_required: bool,
 }
 
 impl TlsConfig {
     /// TLS with the chain in `cert` and the key in `key` (both PEM files).
     pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsConfig {
-        TlsConfig { cert: cert.into(), key: key.into(), handshake_timeout: Duration::from_secs(10) }
+        TlsConfig {
+            cert: cert.into(),
+            key: key.into(),
+            handshake_timeout: Duration::from_secs(10),
+            client_ca: None,
+            client_cert_required: true,
+        }
     }
 
     /// Reads and checks the files now, as starting the worker does: the same errors, for
@@ -187,11 +201,19 @@ pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<Serv
             None => TlsSetupError::KeyMismatch { cert: cfg.cert.clone(), key: cfg.key.clone() },
         });
     }
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsSetupError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    let builder = match &cfg.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let roots = ca_roots(path)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if cfg.client_cert_required { verifier } else { verifier.allow_unauthenticated() };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsSetupError::Config(e.to_string()))?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsSetupError::Config(e.to_string()))?;
     if alpn_http1 {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -213,6 +235,17 @@ fn load_server(cfg: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
     load_server_with(cfg, false)
 }
 
+/// The CA certificates of a PEM file, as trust anchors.
+fn ca_roots(path: &Path) -> Result<rustls::RootCertStore, TlsSetupError> {
+    let pem = read(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok));
+    if added == 0 {
+        return Err(TlsSetupError::NoCa { path: path.to_path_buf() });
+    }
+    Ok(roots)
+}
+
 /// A loaded client configuration and the name the server is verified against.
 pub(crate) struct ClientSetup {
     pub(crate) config: Arc<rustls::ClientConfig>,
@@ -221,18 +254,10 @@ pub(crate) struct ClientSetup {
 
 /// Builds the client configuration of `tls` for a connection to `host`.
 pub(crate) fn load_client(tls: &ClientTls, host: &str, alpn_http1: bool) -> Result<ClientSetup, TlsSetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca {
-        Some(path) => {
-            let pem = read(path)?;
-            let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(TlsSetupError::NoCa { path: path.clone() });
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let roots = match &tls.ca {
+        Some(path) => ca_roots(path)?,
+        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsSetupError::Config(e.to_string()))?

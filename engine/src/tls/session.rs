@@ -39,6 +39,8 @@ pub(crate) trait TlsSession {
     fn close_notify(&mut self, out: Sink<'_>);
     /// Whether the handshake is still in progress.
     fn handshaking(&self) -> bool;
+    /// The peer's certificate (DER), when it presented one that verified.
+    fn peer_certificate(&self) -> Option<Vec<u8>>;
 }
 
 /// The first byte of a TLS handshake record.
@@ -180,6 +182,13 @@ impl TlsSession for Rustls {
     fn handshaking(&self) -> bool {
         self.conn.is_handshaking()
     }
+
+    fn peer_certificate(&self) -> Option<Vec<u8>> {
+        if self.conn.is_handshaking() {
+            return None;
+        }
+        Some(self.conn.peer_certificates()?.first()?.as_ref().to_vec())
+    }
 }
 
 /// A rustls error as the connection reports it.
@@ -213,5 +222,9 @@ impl TlsSession for PassThrough {
 
     fn handshaking(&self) -> bool {
         false
+    }
+
+    fn peer_certificate(&self) -> Option<Vec<u8>> {
+        None
     }
 }
