@@ -58,6 +58,9 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cer
 cat cert.pem ca.pem > chain.pem
 cat ca.pem cert.pem > upside-down.pem
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out other-key.pem 2>/dev/null
+openssl req $ec -keyout other.key -out other.csr -subj "/CN=other.test" 2>/dev/null
+printf "subjectAltName=DNS:other.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n" > other.ext
+openssl x509 -req -in other.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out other.pem -days 2 -extfile other.ext 2>/dev/null
 printf "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n" > client.ext
 openssl req $ec -keyout client.key -out client.csr -subj "/CN=test client" 2>/dev/null
 openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null
@@ -712,4 +715,51 @@ fn mutual_tls_with_curl_client_certificates_required_and_optional() {
     let out = curl(&["--cert", &p.s("client.pem"), "--key", &p.s("client.key"), &url]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("cert {len} true"));
     assert!(errors2.try_recv().is_err(), "no error in optional mode");
+}
+
+// ------------------------------------------------------------------------------ SNI
+
+#[test]
+fn sni_chooses_between_two_certificates() {
+    let p = pki();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    let mut t = tls();
+    t.sni.push(("other.test".into(), p.path("other.pem"), p.path("other.key")));
+    w.tls = Some(t);
+    w.on_message(|c, m, _| {
+        c.send(m);
+    });
+    let (_srv, addr) = start(w);
+    // Python verifies the certificate against the name it sent: each handshake succeeds
+    // only if the server picked the certificate for that name (none: the default).
+    let out = python(
+        r#"
+import socket, ssl, sys
+for name in ['other.test', 'localhost', None]:
+    ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+    if name is None:
+        ctx.check_hostname = False
+    with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as s:
+            cn = dict(x[0] for x in s.getpeercert()['subject'])['commonName']
+            s.sendall(b'hi\n')
+            assert s.recv(10) == b'hi\n'
+            print(name, cn)
+"#,
+        addr,
+    );
+    assert_eq!(out, "other.test other.test\nlocalhost localhost\nNone localhost\n");
+    // A certificate that is not valid for the name it is to serve: refused at start.
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    let mut t = tls();
+    t.sni.push(("wrong.test".into(), p.path("other.pem"), p.path("other.key")));
+    w.tls = Some(t);
+    match Server::new().add(w).start() {
+        Err(EngineError::Tls(e @ TlsSetupError::SniName { .. })) => {
+            assert!(e.to_string().contains("wrong.test") && e.to_string().contains("other.pem"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started with a certificate for another name"),
+    }
 }

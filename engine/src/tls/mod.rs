@@ -11,6 +11,7 @@
 
 pub(crate) mod session;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,10 @@ pub struct TlsConfig {
     /// default) or served anyway (false; one that presents a certificate must still
     /// present a valid one).
     pub client_cert_required: bool,
+    /// More certificates, each served to clients that ask for its name through SNI:
+    /// (name, chain file, key file). The main certificate serves every other name, and
+    /// clients that send none. Each must be valid for its name (checked at start).
+    pub sni: Vec<(String, PathBuf, PathBuf)>,
 }
 
 impl TlsConfig {
@@ -58,6 +63,7 @@ impl TlsConfig {
             handshake_timeout: Duration::from_secs(10),
             client_ca: None,
             client_cert_required: true,
+            sni: Vec::new(),
         }
     }
 
@@ -152,6 +158,16 @@ pub enum TlsSetupError {
         /// The file.
         path: PathBuf,
     },
+    /// An SNI certificate that is not valid for the name it is to serve.
+    #[error("{}: cannot serve {name:?}: {reason}", cert.display())]
+    SniName {
+        /// The name.
+        name: String,
+        /// Its certificate file.
+        cert: PathBuf,
+        /// rustls's reason.
+        reason: String,
+    },
     /// A server name that is not a valid DNS name or address.
     #[error("invalid TLS server name {0:?}")]
     ServerName(String),
@@ -179,27 +195,16 @@ pub(crate) struct ServerTls {
 /// stateless session tickets (one ticket key set shared by every ring of the worker),
 /// ALPN `http/1.1` when `alpn_http1` (HTTP and WebSocket).
 pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<ServerTls, TlsSetupError> {
-    let pem = read(&cfg.cert)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
-    if chain.is_empty() {
-        return Err(TlsSetupError::NoCertificate { path: cfg.cert.clone() });
-    }
-    let key_pem = read(&cfg.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsSetupError::NoKey { path: cfg.key.clone() })?;
     let provider = provider();
-    let signer = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| TlsSetupError::BadKey { path: cfg.key.clone(), reason: e.to_string() })?;
-    let certified = CertifiedKey::new(chain.clone(), signer.clone());
-    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) = certified.keys_match() {
-        // Which certificate does the key belong to? A later one: the chain is upside down.
-        let found =
-            (1..chain.len()).find(|&i| CertifiedKey::new(vec![chain[i].clone()], signer.clone()).keys_match().is_ok());
-        return Err(match found {
-            Some(i) => TlsSetupError::ChainOrder { cert: cfg.cert.clone(), index: i + 1, count: chain.len() },
-            None => TlsSetupError::KeyMismatch { cert: cfg.cert.clone(), key: cfg.key.clone() },
-        });
+    let certified = load_certified(&cfg.cert, &cfg.key, &provider)?;
+    let mut by_name = HashMap::new();
+    for (name, cert, key) in &cfg.sni {
+        let ck = load_certified(cert, key, &provider)?;
+        // (rustls's own SNI resolver checks that the certificate is valid for the name.)
+        rustls::server::ResolvesServerCertUsingSni::new()
+            .add(name, ck.clone())
+            .map_err(|e| TlsSetupError::SniName { name: name.clone(), cert: cert.clone(), reason: e.to_string() })?;
+        by_name.insert(name.to_ascii_lowercase(), Arc::new(ck));
     }
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -213,7 +218,7 @@ pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<Serv
             builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsSetupError::Config(e.to_string()))?)
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
+    let mut config = builder.with_cert_resolver(Arc::new(Certs { default: Arc::new(certified), by_name }));
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsSetupError::Config(e.to_string()))?;
     if alpn_http1 {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -221,13 +226,44 @@ pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<Serv
     Ok(ServerTls { config: Arc::new(config), handshake_timeout: cfg.handshake_timeout })
 }
 
-/// The server's one certificate, whatever name the client asked for.
-#[derive(Debug)]
-struct OneCert(Arc<CertifiedKey>);
+/// Reads a chain and its key and checks that they belong together (the key matches the
+/// first certificate; a key matching a later one means the chain is upside down).
+fn load_certified(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsSetupError> {
+    let pem = read(cert)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+    if chain.is_empty() {
+        return Err(TlsSetupError::NoCertificate { path: cert.to_path_buf() });
+    }
+    let key_pem = read(key)?;
+    let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsSetupError::NoKey { path: key.to_path_buf() })?;
+    let signer = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| TlsSetupError::BadKey { path: key.to_path_buf(), reason: e.to_string() })?;
+    let certified = CertifiedKey::new(chain.clone(), signer.clone());
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) = certified.keys_match() {
+        let found =
+            (1..chain.len()).find(|&i| CertifiedKey::new(vec![chain[i].clone()], signer.clone()).keys_match().is_ok());
+        return Err(match found {
+            Some(i) => TlsSetupError::ChainOrder { cert: cert.to_path_buf(), index: i + 1, count: chain.len() },
+            None => TlsSetupError::KeyMismatch { cert: cert.to_path_buf(), key: key.to_path_buf() },
+        });
+    }
+    Ok(certified)
+}
 
-impl rustls::server::ResolvesServerCert for OneCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+/// The server's certificates: one per name the client may ask for (SNI), and the default
+/// for any other name or none.
+#[derive(Debug)]
+struct Certs {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for Certs {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let named = hello.server_name().and_then(|n| self.by_name.get(&n.to_ascii_lowercase()));
+        Some(named.unwrap_or(&self.default).clone())
     }
 }
 
