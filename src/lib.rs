@@ -16,10 +16,10 @@
 #![forbid(unsafe_code)]
 
 pub use ringman_engine::{
-    current_ring, resident_memory, ring_info, run_all, run_all_then, run_on_ring, stop_all, thread_connections,
-    AsyncTcpConnection, ClientTls, ConnError, ConnInfo, ConnectError, Connection, ConnectionId, EngineError, Message,
-    MessageKind, RingInfo, RingMode, Running, SendMode, SendStatus, Server, ThreadStats, Timeouts, Timer, TimerId,
-    TlsConfig, TlsFailure, TlsSetupError, Worker, WorkerHandle, WorkerInfo, WsDecision,
+    current_ring, ktls_probe, resident_memory, ring_info, run_all, run_all_then, run_on_ring, stop_all,
+    thread_connections, AsyncTcpConnection, ClientTls, ConnError, ConnInfo, ConnectError, Connection, ConnectionId,
+    EngineError, Message, MessageKind, RingInfo, RingMode, Running, SendMode, SendStatus, Server, ThreadStats,
+    Timeouts, Timer, TimerId, TlsConfig, TlsFailure, TlsSetupError, Worker, WorkerHandle, WorkerInfo, WsDecision,
 };
 
 #[doc(hidden)]

@@ -763,3 +763,23 @@ for name in ['other.test', 'localhost', None]:
         Ok(_) => panic!("started with a certificate for another name"),
     }
 }
+
+// ------------------------------------------------------------------------------ kTLS probe
+
+#[test]
+fn the_ktls_probe_agrees_with_the_kernel_and_status_shows_it() {
+    // The kernel's own list of TCP upper-layer protocols says whether `tls` is there.
+    let listed = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap_or_default();
+    let has_tls = listed.split_whitespace().any(|u| u == "tls");
+    let probe = ringman::ktls_probe();
+    // (Loading the module on demand would make the probe succeed on a kernel that lists
+    // it only once loaded: accept that direction.)
+    assert!(probe.is_ok() || !has_tls, "listed {listed:?}, probe {probe:?}");
+    if let Err(e) = &probe {
+        assert!(e.contains("TCP_ULP"), "{e}");
+    }
+    let header = ringman::ops::status::Header { daemon: false, started: 0, pid: 1 };
+    let text = ringman::ops::status::render_status(&header, &[]);
+    let line = text.lines().find(|l| l.starts_with("kernel TLS offload: ")).expect("a kTLS line");
+    assert_eq!(line.contains("unavailable"), probe.is_err(), "{line}");
+}

@@ -63,7 +63,7 @@ pub use server::{run_all, run_all_then, stop_all, Running, Server};
 pub use stats::ThreadStats;
 pub use sys::resident_memory;
 pub use timer::{Timer, TimerId};
-pub use tls::{ClientTls, TlsConfig, TlsSetupError};
+pub use tls::{ktls_probe, ClientTls, TlsConfig, TlsSetupError};
 pub use worker::{Worker, WorkerInfo, WsDecision};
 
 /// The connections of the current ring thread (empty off ring threads). Meant for status

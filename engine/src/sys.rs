@@ -67,6 +67,24 @@ pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: libc::c_int) {
     let _ = syscall!(unsafe { libc::shutdown(fd.as_raw_fd(), how) });
 }
 
+/// Asks the kernel to attach the TLS upper-layer protocol (kTLS) to a connected TCP socket:
+/// the probe of whether this kernel could take over TLS records.
+pub(crate) fn set_tcp_ulp_tls(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    const TCP_ULP: libc::c_int = 31;
+    let name = b"tls";
+    // SAFETY: `name` outlives the call and its length is passed with it.
+    syscall!(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_ULP,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 /// Ignores SIGPIPE process-wide if it still has its default action (like Workerman): a write
 /// to a reset socket must fail with EPIPE, not kill the server.
 pub(crate) fn ignore_sigpipe() {

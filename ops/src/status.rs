@@ -155,6 +155,11 @@ pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
     let _ = writeln!(s, "{RULE_G}");
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let _ = writeln!(s, "ringman/{}          Linux/{}", env!("CARGO_PKG_VERSION"), release.trim());
+    let ktls = match ringman_engine::ktls_probe() {
+        Ok(()) => "available (unused: TLS runs in userspace)".to_string(),
+        Err(e) => format!("unavailable ({e}); TLS runs in userspace"),
+    };
+    let _ = writeln!(s, "kernel TLS offload: {ktls}");
     let run = crate::daemon::now_secs().saturating_sub(h.started);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();

@@ -176,6 +176,23 @@ pub enum TlsSetupError {
     Config(String),
 }
 
+/// Whether this kernel offers TLS offload (kTLS): `Ok` when a connected TCP socket accepts
+/// the `tls` upper-layer protocol, else the kernel's answer (`ENOENT` where the `tls`
+/// module is absent). Probed once per process, on a loopback connection. ringman encrypts
+/// in userspace either way; the result is shown by `status` and logged when a TLS worker
+/// starts, for the day a kTLS hand-off after the handshake is added.
+pub fn ktls_probe() -> Result<(), String> {
+    static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("probe listener: {e}"))?;
+            let s = std::net::TcpStream::connect(l.local_addr().map_err(|e| e.to_string())?)
+                .map_err(|e| format!("probe connection: {e}"))?;
+            crate::sys::set_tcp_ulp_tls(std::os::fd::AsFd::as_fd(&s)).map_err(|e| format!("TCP_ULP \"tls\": {e}"))
+        })
+        .clone()
+}
+
 /// The crypto provider every configuration uses (aws-lc-rs; see ARCHITECTURE.md, "TLS").
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())

@@ -43,7 +43,14 @@ impl<S> Worker<S> {
         // HTTP and WebSocket (both HTTP/1.1) announce it through ALPN.
         let alpn_http1 = matches!(w.protocol.name(), "http" | "websocket");
         let tls = match &w.tls {
-            Some(t) => Some(crate::tls::load_server_with(t, alpn_http1)?),
+            Some(t) => {
+                let loaded = crate::tls::load_server_with(t, alpn_http1)?;
+                match crate::tls::ktls_probe() {
+                    Ok(()) => log::info!("{}: TLS in userspace (rustls); the kernel offers kTLS", w.name),
+                    Err(e) => log::info!("{}: TLS in userspace (rustls); no kTLS in this kernel ({e})", w.name),
+                }
+                Some(loaded)
+            }
             None => None,
         };
         Ok(WorkerConfig {
