@@ -783,3 +783,79 @@ fn the_ktls_probe_agrees_with_the_kernel_and_status_shows_it() {
     let line = text.lines().find(|l| l.starts_with("kernel TLS offload: ")).expect("a kTLS line");
     assert_eq!(line.contains("unavailable"), probe.is_err(), "{line}");
 }
+
+// ------------------------------------------------------------------------------ reload
+
+#[test]
+fn reload_tls_swaps_the_certificate_while_connections_stay_up() {
+    let p = pki();
+    // The worker's files, in a directory of their own: replaced below.
+    let dir = p.path(&format!("reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(p.path("chain.pem"), &cert).unwrap();
+    std::fs::copy(p.path("key.pem"), &key).unwrap();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 2;
+    w.tls = Some(TlsConfig::new(&cert, &key));
+    w.on_message(|c, m, _| {
+        c.send(m);
+    });
+    let (srv, addr) = start(w);
+    // The certificate a new handshake gets, as Python sees it (not verified here: the
+    // name changes).
+    let served = || {
+        python(
+            r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+ctx.check_hostname = False
+with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
+    with ctx.wrap_socket(raw) as s:
+        print(dict(x[0] for x in s.getpeercert()['subject'])['commonName'])
+"#,
+            addr,
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(served(), "localhost");
+    // A connection that stays up across the reload: ringman's own client over TLS.
+    let (tx, rx) = unbounded::<Got>();
+    let (say, said) = unbounded::<String>();
+    let ca = p.path("ca.pem");
+    let port = addr.port();
+    let (_ring, _) = client_ring(move |_| {
+        let mut c = AsyncTcpConnection::new(&format!("text://localhost:{port}")).unwrap();
+        c.tls = Some(ClientTls::with_ca(ca.clone()));
+        let conn = c.connect().unwrap();
+        let t = tx.clone();
+        conn.on_message(move |_, m| t.send(Got::Message(m.data.to_vec())).unwrap());
+        conn.send("before");
+        // Later lines come from the test thread through a timer that polls the channel.
+        let said = said.clone();
+        ringman::Timer::add(Duration::from_millis(5), true, move || {
+            while let Ok(l) = said.try_recv() {
+                conn.send(l);
+            }
+        })
+        .unwrap();
+    });
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Message(b"before".to_vec()));
+    // A broken file: refused, the old certificate stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let e = srv.worker(0).reload_tls().unwrap_err();
+    assert!(matches!(e, TlsSetupError::NoCertificate { .. }), "{e}");
+    assert_eq!(served(), "localhost");
+    // The other certificate: new handshakes get it, on every ring.
+    std::fs::copy(p.path("other.pem"), &cert).unwrap();
+    std::fs::copy(p.path("other.key"), &key).unwrap();
+    srv.worker(0).reload_tls().unwrap();
+    for _ in 0..4 {
+        assert_eq!(served(), "other.test");
+    }
+    // The connection from before still talks through its session.
+    say.send("after".into()).unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Message(b"after".to_vec()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,12 +21,26 @@ pub struct WorkerHandle {
     pub(crate) listen: Option<SocketAddr>,
     pub(crate) protocol: &'static str,
     pub(crate) reloadable: bool,
+    /// The worker's certificate reload, when it serves TLS.
+    pub(crate) tls: Option<Arc<crate::tls::CertReload>>,
 }
 
 impl WorkerHandle {
     /// The worker's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Reads the worker's certificate and key files again (and those of its SNI names) and
+    /// serves them to new handshakes on every ring; connections in flight keep their
+    /// sessions. On an error (the same checks as at start, naming the file) the
+    /// certificates served so far stay. A `reload` of the process picks new files up by
+    /// itself: the successor reads them when it starts.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsSetupError> {
+        let reload = self.tls.as_ref().ok_or(crate::tls::TlsSetupError::NotTls)?;
+        reload.reload().inspect_err(|e| {
+            log::error!("{}: certificate reload failed, still serving the previous certificates: {e}", self.name)
+        })
     }
 
     /// Number of ring threads.

@@ -13,7 +13,7 @@ pub(crate) mod session;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -168,6 +168,9 @@ pub enum TlsSetupError {
         /// rustls's reason.
         reason: String,
     },
+    /// `reload_tls` on a worker that does not serve TLS.
+    #[error("this worker does not serve TLS")]
+    NotTls,
     /// A server name that is not a valid DNS name or address.
     #[error("invalid TLS server name {0:?}")]
     ServerName(String),
@@ -206,6 +209,48 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
 pub(crate) struct ServerTls {
     pub(crate) config: Arc<rustls::ServerConfig>,
     pub(crate) handshake_timeout: Duration,
+    /// Reads the certificates again and swaps them in (`WorkerHandle::reload_tls`).
+    pub(crate) reload: Arc<CertReload>,
+}
+
+/// The certificates a worker serves, swappable while it runs.
+#[derive(Debug)]
+struct CertSet {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+/// What a certificate reload needs: the files, and the set the resolver reads.
+#[derive(Debug)]
+pub(crate) struct CertReload {
+    cfg: TlsConfig,
+    current: Arc<RwLock<Arc<CertSet>>>,
+}
+
+impl CertReload {
+    /// Reads the certificate files again and, if they are all usable, serves them to new
+    /// handshakes; connections in flight keep their sessions. On an error the certificates
+    /// served so far stay.
+    pub(crate) fn reload(&self) -> Result<(), TlsSetupError> {
+        let set = load_certs(&self.cfg, &provider())?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+}
+
+/// The main certificate and the SNI ones of `cfg`, each checked.
+fn load_certs(cfg: &TlsConfig, provider: &CryptoProvider) -> Result<CertSet, TlsSetupError> {
+    let default = Arc::new(load_certified(&cfg.cert, &cfg.key, provider)?);
+    let mut by_name = HashMap::new();
+    for (name, cert, key) in &cfg.sni {
+        let ck = load_certified(cert, key, provider)?;
+        // (rustls's own SNI resolver checks that the certificate is valid for the name.)
+        rustls::server::ResolvesServerCertUsingSni::new()
+            .add(name, ck.clone())
+            .map_err(|e| TlsSetupError::SniName { name: name.clone(), cert: cert.clone(), reason: e.to_string() })?;
+        by_name.insert(name.to_ascii_lowercase(), Arc::new(ck));
+    }
+    Ok(CertSet { default, by_name })
 }
 
 /// Reads the chain and key of `cfg` and builds the server configuration: TLS 1.2 and 1.3,
@@ -213,16 +258,7 @@ pub(crate) struct ServerTls {
 /// ALPN `http/1.1` when `alpn_http1` (HTTP and WebSocket).
 pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<ServerTls, TlsSetupError> {
     let provider = provider();
-    let certified = load_certified(&cfg.cert, &cfg.key, &provider)?;
-    let mut by_name = HashMap::new();
-    for (name, cert, key) in &cfg.sni {
-        let ck = load_certified(cert, key, &provider)?;
-        // (rustls's own SNI resolver checks that the certificate is valid for the name.)
-        rustls::server::ResolvesServerCertUsingSni::new()
-            .add(name, ck.clone())
-            .map_err(|e| TlsSetupError::SniName { name: name.clone(), cert: cert.clone(), reason: e.to_string() })?;
-        by_name.insert(name.to_ascii_lowercase(), Arc::new(ck));
-    }
+    let current = Arc::new(RwLock::new(Arc::new(load_certs(cfg, &provider)?)));
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsSetupError::Config(e.to_string()))?;
@@ -235,12 +271,13 @@ pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<Serv
             builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsSetupError::Config(e.to_string()))?)
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(Certs { default: Arc::new(certified), by_name }));
+    let mut config = builder.with_cert_resolver(Arc::new(Certs(current.clone())));
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsSetupError::Config(e.to_string()))?;
     if alpn_http1 {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
-    Ok(ServerTls { config: Arc::new(config), handshake_timeout: cfg.handshake_timeout })
+    let reload = Arc::new(CertReload { cfg: cfg.clone(), current });
+    Ok(ServerTls { config: Arc::new(config), handshake_timeout: cfg.handshake_timeout, reload })
 }
 
 /// Reads a chain and its key and checks that they belong together (the key matches the
@@ -270,17 +307,15 @@ fn load_certified(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<
 }
 
 /// The server's certificates: one per name the client may ask for (SNI), and the default
-/// for any other name or none.
+/// for any other name or none; the set is swapped by a reload (a read lock per handshake).
 #[derive(Debug)]
-struct Certs {
-    default: Arc<CertifiedKey>,
-    by_name: HashMap<String, Arc<CertifiedKey>>,
-}
+struct Certs(Arc<RwLock<Arc<CertSet>>>);
 
 impl rustls::server::ResolvesServerCert for Certs {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let named = hello.server_name().and_then(|n| self.by_name.get(&n.to_ascii_lowercase()));
-        Some(named.unwrap_or(&self.default).clone())
+        let set = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let named = hello.server_name().and_then(|n| set.by_name.get(&n.to_ascii_lowercase()));
+        Some(named.unwrap_or(&set.default).clone())
     }
 }
 

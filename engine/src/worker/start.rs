@@ -94,6 +94,7 @@ impl<S> Worker<S> {
             listen: None,
             protocol: self.protocol.name(),
             reloadable: self.reloadable,
+            tls: None,
         };
         let info = WorkerInfo { id: 0, count: 1, name: self.name.clone(), handle };
         (cfg, Runner::new(Arc::new(self.cb), info, stats))
@@ -153,6 +154,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             listen: bound,
             protocol: w.protocol.name(),
             reloadable: w.reloadable,
+            tls: cfg.tls.as_ref().map(|t| t.reload.clone()),
         };
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
