@@ -859,3 +859,61 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Message(b"after".to_vec()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------------------------ examples
+
+/// Runs an example to its end (killed after PATIENCE); returns (success, stdout + stderr).
+fn run_example(name: &str, args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(example_binary(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut s = String::new();
+    let _ = out.read_to_string(&mut s);
+    let ok = child.wait().unwrap().success();
+    (ok, s + &t.join().unwrap())
+}
+
+#[test]
+fn the_examples_serve_and_dial_tls() {
+    let p = pki();
+    // The client example over wss against Python, with the test CA and without it.
+    let server = py_wss_echo();
+    let url = format!("wss://localhost:{}/", server.port);
+    let (ok, out) =
+        run_example("client", &[&url, "--conns", "3", "--messages", "20", "--size", "5000", "--ca", &p.s("ca.pem")]);
+    assert!(ok && out.contains("ok: 3 connections x 20 messages"), "{out}");
+    let (ok, out) = run_example("client", &[&url]);
+    assert!(!ok && out.contains("UnknownIssuer"), "{out}");
+    // The echo example over TLS text, checked by the client example (--tls --ca).
+    let port = free_port();
+    let pid_file = p.path(&format!("echo-{}.pid", std::process::id()));
+    let mut echo = Command::new(example_binary("echo"))
+        .args([&format!("text://127.0.0.1:{port}"), "--threads", "1", "--cert", &p.s("chain.pem")])
+        .args(["--key", &p.s("key.pem"), "--pid-file", &pid_file.to_string_lossy()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the echo example starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(echo.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    let url = format!("text://localhost:{port}");
+    let (ok, out) = run_example("client", &[&url, "--tls", "--ca", &p.s("ca.pem"), "--conns", "2", "--messages", "50"]);
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert!(ok && out.contains("ok: 2 connections x 50 messages"), "{out}");
+    // A key that does not match: the echo example refuses to start, naming the file.
+    let (ok, out) =
+        run_example("echo", &["text://127.0.0.1:0", "--cert", &p.s("chain.pem"), "--key", &p.s("other-key.pem")]);
+    assert!(!ok && out.contains("does not match") && out.contains("other-key.pem"), "{out}");
+}
