@@ -1,6 +1,7 @@
 //! Typed errors of the engine.
 
 use std::io;
+use std::path::PathBuf;
 
 use ringman_protocols::ProtocolError;
 
@@ -74,7 +75,7 @@ pub enum EngineError {
     /// The worker's or the client's TLS settings could not be loaded (the message names the
     /// file and the mistake).
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsSetupError),
+    Tls(#[from] TlsSetupError),
 }
 
 /// Why a connection reported `on_error`.
@@ -224,4 +225,84 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Why TLS settings could not be loaded (at start, naming the file).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no PEM certificate.
+    #[error("{} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no PEM private key.
+    #[error("{} holds no PEM private key (expected -----BEGIN PRIVATE KEY----- or an RSA/EC key)", path.display())]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key could not be used (unsupported type, damaged).
+    #[error("{}: unusable private key: {reason}", path.display())]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// The key belongs to none of the certificates of the chain.
+    #[error("the key in {} does not match the certificate in {}", key.display(), cert.display())]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The key matches a certificate that is not the first of the chain: the leaf must come
+    /// first, then the certificates that issued it.
+    #[error(
+        "{}: chain in the wrong order: the certificate matching the key is number {index} of {count}; the leaf must come first, then its issuers",
+        cert.display()
+    )]
+    ChainOrder {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Position (1-based) of the certificate that matches the key.
+        index: usize,
+        /// Certificates in the file.
+        count: usize,
+    },
+    /// A CA file for client verification holds no usable certificate.
+    #[error("{}: no usable CA certificate", path.display())]
+    NoCa {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An SNI certificate that is not valid for the name it is to serve.
+    #[error("{}: cannot serve {name:?}: {reason}", cert.display())]
+    SniName {
+        /// The name.
+        name: String,
+        /// Its certificate file.
+        cert: PathBuf,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// `reload_tls` on a worker that does not serve TLS.
+    #[error("this worker does not serve TLS")]
+    NotTls,
+    /// A server name that is not a valid DNS name or address.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
 }

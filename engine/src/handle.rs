@@ -36,8 +36,8 @@ impl WorkerHandle {
     /// sessions. On an error (the same checks as at start, naming the file) the
     /// certificates served so far stay. A `reload` of the process picks new files up by
     /// itself: the successor reads them when it starts.
-    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsSetupError> {
-        let reload = self.tls.as_ref().ok_or(crate::tls::TlsSetupError::NotTls)?;
+    pub fn reload_tls(&self) -> Result<(), crate::error::TlsSetupError> {
+        let reload = self.tls.as_ref().ok_or(crate::error::TlsSetupError::NotTls)?;
         reload.reload().inspect_err(|e| {
             log::error!("{}: certificate reload failed, still serving the previous certificates: {e}", self.name)
         })

@@ -45,7 +45,7 @@ mod worker;
 pub use client::AsyncTcpConnection;
 pub use config::SendMode;
 pub use connection::{Connection, Timeouts};
-pub use error::{ConnError, ConnectError, EngineError, TlsFailure};
+pub use error::{ConnError, ConnectError, EngineError, TlsFailure, TlsSetupError};
 pub use exec::{
     spawn, timeout, Connecting, DialError, Drained, Elapsed, JoinError, JoinHandle, Messages, OwnedMessage, Recv,
     Sleep, Timeout,
@@ -63,7 +63,7 @@ pub use server::{run_all, run_all_then, stop_all, Running, Server};
 pub use stats::ThreadStats;
 pub use sys::resident_memory;
 pub use timer::{Timer, TimerId};
-pub use tls::{ktls_probe, ClientTls, TlsConfig, TlsSetupError};
+pub use tls::{ktls_probe, ClientTls, TlsConfig};
 pub use worker::{Worker, WorkerInfo, WsDecision};
 
 /// The connections of the current ring thread (empty off ring threads). Meant for status
