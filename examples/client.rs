@@ -260,7 +260,7 @@ fn main() -> ExitCode {
     }
     // TLS: from the URL (wss, ssl) or --tls; --ca replaces the built-in roots.
     let tls = (tls_flag || ca.is_some() || matches!(scheme.as_str(), "wss" | "ssl"))
-        .then(|| ClientTls { ca: ca.map(Into::into), server_name: None });
+        .then(|| ClientTls { ca: ca.map(Into::into), ..ClientTls::default() });
     if let Err(e) = AsyncTcpConnection::new(&url) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;

@@ -491,7 +491,7 @@ fn ringman_client_refuses_a_server_its_ca_does_not_vouch_for() {
     let server = py_wss_echo();
     let port = server.port;
     for (ca, why) in [(Some("other-ca.pem"), "UnknownIssuer"), (None, "UnknownIssuer")] {
-        let tls = ClientTls { ca: ca.map(|c| pki().path(c)), server_name: None };
+        let tls = ClientTls { ca: ca.map(|c| pki().path(c)), ..Default::default() };
         let (_ring, rx) = client_ring(move |tx| dial_wss(port, tls.clone(), tx));
         match rx.recv_timeout(PATIENCE).unwrap() {
             Got::Error(code, msg) => {
@@ -503,7 +503,8 @@ fn ringman_client_refuses_a_server_its_ca_does_not_vouch_for() {
         assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Close);
     }
     // The right CA but another name than the certificate's.
-    let tls = ClientTls { ca: Some(pki().path("ca.pem")), server_name: Some("example.org".into()) };
+    let tls =
+        ClientTls { ca: Some(pki().path("ca.pem")), server_name: Some("example.org".into()), ..Default::default() };
     let (_ring, rx) = client_ring(move |tx| dial_wss(port, tls.clone(), tx));
     match rx.recv_timeout(PATIENCE).unwrap() {
         Got::Error(1, msg) => assert!(msg.contains("not valid for name \"example.org\""), "{msg}"),
@@ -916,4 +917,85 @@ fn the_examples_serve_and_dial_tls() {
     let (ok, out) =
         run_example("echo", &["text://127.0.0.1:0", "--cert", &p.s("chain.pem"), "--key", &p.s("other-key.pem")]);
     assert!(!ok && out.contains("does not match") && out.contains("other-key.pem"), "{out}");
+}
+
+#[test]
+fn ringman_client_presents_a_certificate_to_a_python_server_that_requires_one() {
+    let p = pki();
+    // Python's ssl server: requires a client certificate of the test CA, answers with the
+    // client's common name, then echoes.
+    let server = PyServer::start(&format!(
+        r#"
+import asyncio, ssl
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain({:?}, {:?})
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations({:?})
+async def handle(r, w):
+    cert = w.get_extra_info('peercert')
+    w.write(('cn=' + dict(x[0] for x in cert['subject'])['commonName'] + '\n').encode())
+    while d := await r.read(65536):
+        w.write(d)
+    w.close()
+async def main():
+    s = await asyncio.start_server(handle, '127.0.0.1', 0, ssl=ctx)
+    print(s.sockets[0].getsockname()[1], flush=True)
+    await s.serve_forever()
+asyncio.run(main())
+"#,
+        p.s("chain.pem"),
+        p.s("key.pem"),
+        p.s("ca.pem")
+    ));
+    let port = server.port;
+    let (ca, cert, key) = (p.path("ca.pem"), p.path("client.pem"), p.path("client.key"));
+    let dial = move |with_cert: bool, tx: Sender<Got>| {
+        let mut c = AsyncTcpConnection::new(&format!("text://localhost:{port}")).unwrap();
+        c.tls = Some(ClientTls {
+            ca: Some(ca.clone()),
+            cert: with_cert.then(|| (cert.clone(), key.clone())),
+            ..Default::default()
+        });
+        let conn = c.connect().unwrap();
+        let t = tx.clone();
+        conn.on_message(move |_, m| drop(t.send(Got::Message(m.data.to_vec()))));
+        let t = tx.clone();
+        conn.on_error(move |_, e: &ConnError| drop(t.send(Got::Error(e.code(), e.to_string()))));
+        conn.on_close(move |_| drop(tx.send(Got::Close)));
+        conn.send("ping");
+    };
+    let d = dial.clone();
+    let (_ring, rx) = client_ring(move |tx| d(true, tx));
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Message(b"cn=test client".to_vec()));
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Message(b"ping".to_vec()));
+    // Without one the server refuses it. (In TLS 1.3 the client's side of the handshake
+    // is over before the server has checked its certificate, so the refusal arrives on an
+    // established connection: its alert, or just the server's close.)
+    let (_ring2, rx2) = client_ring(move |tx| dial(false, tx));
+    loop {
+        match rx2.recv_timeout(PATIENCE).unwrap() {
+            Got::Error(code, msg) => assert!(code == 1 || code == 7, "{code} {msg}"),
+            Got::Close => break,
+            other => panic!("served without a certificate: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_server_that_hangs_up_during_the_handshake_is_a_connect_failure() {
+    let server = py_tcp_server(&[], "async def handle(r, w):\n    w.close()\n");
+    let port = server.port;
+    let (_ring, rx) = client_ring(move |tx| {
+        let mut c = AsyncTcpConnection::new(&format!("ssl://127.0.0.1:{port}")).unwrap();
+        c.tls = Some(ClientTls { server_name: Some("localhost".into()), ..ClientTls::with_ca(pki().path("ca.pem")) });
+        let conn = c.connect().unwrap();
+        let t = tx.clone();
+        conn.on_error(move |_, e: &ConnError| t.send(Got::Error(e.code(), e.to_string())).unwrap());
+        conn.on_close(move |_| tx.send(Got::Close).unwrap());
+    });
+    match rx.recv_timeout(PATIENCE).unwrap() {
+        Got::Error(1, msg) => assert!(msg.contains("TLS handshake failed"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Close);
 }

@@ -73,6 +73,14 @@ impl Core {
                 // then. (A graceful close that stays paused ends when flushed, or at its
                 // close deadline.)
                 0 if c.paused && matches!(c.status, Status::Established | Status::WsClosing | Status::Closing) => {}
+                // The server hung up during an outgoing connection's TLS handshake: the
+                // connect failed.
+                0 if c.status == Status::Connecting && c.extra.as_ref().is_some_and(|e| e.tls.is_some()) => {
+                    let target = c.dial().map(|d| d.target()).unwrap_or_default();
+                    let cause =
+                        crate::error::ConnectError::Tls("the server closed the connection during the handshake".into());
+                    self.destroy(key, Some(ConnError::Connect { target, cause }));
+                }
                 0 => self.destroy(key, None),
                 libc::ENOBUFS => {
                     // The buffer ring ran dry; the multishot ended. Re-arm once buffers are

@@ -87,6 +87,9 @@ pub struct ClientTls {
     /// The name to verify and to send as SNI instead of the URL's host (for a URL that
     /// names the server by address).
     pub server_name: Option<String>,
+    /// A client certificate for servers that ask for one (mutual TLS): the chain file
+    /// (leaf first) and its key file, checked like a server's. Default none.
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl ClientTls {
@@ -97,7 +100,7 @@ impl ClientTls {
 
     /// Verification against the CA certificates in `file` (PEM).
     pub fn with_ca(file: impl Into<PathBuf>) -> ClientTls {
-        ClientTls { ca: Some(file.into()), server_name: None }
+        ClientTls { ca: Some(file.into()), ..ClientTls::default() }
     }
 }
 
@@ -262,17 +265,38 @@ pub(crate) struct ClientSetup {
     pub(crate) name: ServerName<'static>,
 }
 
+/// The client's one certificate, for any server that asks.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Builds the client configuration of `tls` for a connection to `host`.
 pub(crate) fn load_client(tls: &ClientTls, host: &str, alpn_http1: bool) -> Result<ClientSetup, TlsSetupError> {
     let roots = match &tls.ca {
         Some(path) => ca_roots(path)?,
         None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
     };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsSetupError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match &tls.cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let ck = load_certified(cert, key, &provider)?;
+            builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(ck))))
+        }
+    };
     if alpn_http1 {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
