@@ -999,3 +999,47 @@ fn a_server_that_hangs_up_during_the_handshake_is_a_connect_failure() {
     }
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Close);
 }
+
+// ------------------------------------------------------------------------------ scanner
+
+/// testssl.sh (Debian's package) against TLS text echo: nothing of medium severity or
+/// above, and no protocol below TLS 1.2. Findings about the test certificate itself (its
+/// two-day validity, no revocation URL, no CAA record for a test name) judge the test PKI,
+/// not the server, and are left out.
+#[test]
+fn testssl_finds_nothing_of_medium_severity_and_no_protocol_below_tls_1_2() {
+    let (_srv, addr, _errors) = text_echo();
+    let json = pki().path(&format!("testssl-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&json);
+    let out = Command::new("timeout")
+        .args(["600", "testssl", "--quiet", "--warnings", "off", "--color", "0", "--add-ca", &pki().s("ca.pem")])
+        .arg("--jsonfile")
+        .arg(&json)
+        .arg(addr.to_string())
+        .output()
+        .expect("testssl runs (Debian package testssl.sh)");
+    let report = std::fs::read_to_string(&json)
+        .unwrap_or_else(|_| panic!("no report; testssl said: {}", String::from_utf8_lossy(&out.stdout)));
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&report).expect("testssl's JSON");
+    let field = |f: &serde_json::Value, k: &str| f[k].as_str().unwrap_or("").to_string();
+    let mut bad = Vec::new();
+    for f in &findings {
+        let (id, severity, finding) = (field(f, "id"), field(f, "severity"), field(f, "finding"));
+        if id == "scanProblem" || severity == "FATAL" {
+            bad.push(format!("{id}: {finding}"));
+        }
+        if id.starts_with("cert") || id == "DNS_CAArecord" {
+            continue;
+        }
+        if matches!(severity.as_str(), "MEDIUM" | "HIGH" | "CRITICAL") {
+            bad.push(format!("{id} {severity}: {finding}"));
+        }
+        if matches!(id.as_str(), "SSLv2" | "SSLv3" | "TLS1" | "TLS1_1") && finding != "not offered" {
+            bad.push(format!("{id} offered: {finding}"));
+        }
+    }
+    let offered =
+        |id: &str| findings.iter().any(|f| field(f, "id") == id && field(f, "finding").starts_with("offered"));
+    assert!(offered("TLS1_2") && offered("TLS1_3"), "TLS 1.2 and 1.3 offered");
+    assert!(bad.is_empty(), "testssl findings: {bad:#?}");
+}

@@ -198,6 +198,9 @@ pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<Serv
     };
     let mut config = builder.with_cert_resolver(Arc::new(Certs(current.clone())));
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    // The server's preference (rustls's order: AES-256-GCM, AES-128-GCM, ChaCha20) decides,
+    // not the client's: a scanner rates a server that lets clients pick as weaker.
+    config.ignore_client_order = true;
     if alpn_http1 {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
