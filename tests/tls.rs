@@ -1043,3 +1043,50 @@ fn testssl_finds_nothing_of_medium_severity_and_no_protocol_below_tls_1_2() {
     assert!(offered("TLS1_2") && offered("TLS1_3"), "TLS 1.2 and 1.3 offered");
     assert!(bad.is_empty(), "testssl findings: {bad:#?}");
 }
+
+// ------------------------------------------------------------------------------ back-pressure
+
+#[test]
+fn a_burst_from_a_client_that_reads_late_is_echoed_whole_over_tls() {
+    let (_srv, addr, errors) = text_echo();
+    // 20 MB of lines; the reader starts only once 2 MB were written, so the server's
+    // queue fills meanwhile, back-pressure pauses its reading (plaintext already decrypted
+    // waits in the framer), and every line still comes back in order.
+    let out = python(
+        r#"
+import socket, ssl, sys, threading, hashlib
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+raw = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s = ctx.wrap_socket(raw, server_hostname='localhost')
+lines = [(b'%07d' % i) * (1 + i % 300) + b'\n' for i in range(20000)]
+sent = hashlib.sha256(b''.join(lines)).hexdigest()
+total = sum(len(l) for l in lines)
+started = threading.Event()
+def write():
+    n = 0
+    for i in range(0, len(lines), 500):
+        chunk = b''.join(lines[i:i + 500])
+        s.sendall(chunk)
+        n += len(chunk)
+        if n >= 2 << 20:
+            started.set()
+    started.set()
+t = threading.Thread(target=write)
+t.start()
+started.wait()
+got = bytearray()
+while len(got) < total:
+    d = s.recv(1 << 16)
+    if not d:
+        break
+    got += d
+t.join()
+print(total, hashlib.sha256(bytes(got)).hexdigest() == sent)
+"#,
+        addr,
+    );
+    let (total, same) = out.trim().split_once(' ').unwrap();
+    assert!(total.parse::<usize>().unwrap() > 20_000_000, "{out}");
+    assert_eq!(same, "True", "the echo differs");
+    assert!(errors.try_recv().is_err(), "no error reported");
+}
