@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ringman_protocols::{Message, MessageKind, Protocol};
 
-use crate::config::SendMode;
+use crate::config::{Keepalive, SendMode};
 use crate::connection::Connection;
 use crate::error::{ConnError, EngineError};
 use crate::handle::WorkerHandle;
@@ -114,6 +114,10 @@ pub struct Worker<S = ()> {
     /// [`ConnError::NoPong`] (dead-peer detection; Workerman leaves it to TCP keepalive).
     /// Any received bytes count as an answer. Default none.
     pub websocket_ping_interval: Option<Duration>,
+    /// TCP keepalive of accepted connections (default on, with the system's timing: see
+    /// [`Keepalive`] for the defaults and how to shorten them); `None` turns it off. Set on
+    /// the listening socket, which accepted connections inherit.
+    pub keepalive: Option<Keepalive>,
     /// Listen backlog (capped by `net.core.somaxconn`).
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
@@ -191,6 +195,7 @@ impl<S: Default + 'static> Worker<S> {
             idle_timeout,
             packet_timeout,
             websocket_ping_interval: None,
+            keepalive: Some(Keepalive::default()),
             backlog: 4096,
             pin_cpus: None,
             recv_buffers: 1024,

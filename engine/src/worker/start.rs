@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use super::listen;
 use super::runner::{supervise, Runner};
 use super::{cpus, Worker, WorkerInfo};
-use crate::config::WorkerConfig;
+use crate::config::{Keepalive, WorkerConfig};
 use crate::error::EngineError;
 use crate::handle::WorkerHandle;
 use crate::mailbox;
@@ -101,6 +101,12 @@ impl<S: Default + 'static> Spawn for Worker<S> {
         if let Some(addr) = w.addr {
             // Sockets handed over by a predecessor process (reload) come first.
             fds = listen::inherited(addr);
+            for fd in &fds {
+                // This process's keepalive settings, not its predecessor's.
+                let bound = crate::sys::local_addr(fd.as_fd()).unwrap_or(addr);
+                Keepalive::configure(w.keepalive, &socket2::SockRef::from(fd))
+                    .map_err(|source| EngineError::Listen { addr: bound, source })?;
+            }
             if let Some(fd) = fds.first() {
                 bound = crate::sys::local_addr(fd.as_fd());
             } else {
@@ -109,7 +115,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             let n = if w.reuse_port { count } else { 1 };
             fds.truncate(n);
             while fds.len() < n {
-                let fd = listen::listen(bound.unwrap_or(addr), w.reuse_port, w.backlog)?;
+                let fd = listen::listen(bound.unwrap_or(addr), w.reuse_port, w.backlog, w.keepalive)?;
                 if bound.is_none() {
                     bound = crate::sys::local_addr(fd.as_fd());
                 }
