@@ -2,11 +2,14 @@
 //!
 //! * TCP keepalive: read back with `getsockopt` on the server's accepted sockets (from its
 //!   own `on_connect`, through `Connection::keepalive`) and on outgoing sockets;
-//!   the vanished-peer case is in `tests/netfaults.rs`.
+//!   the vanished-peer case is in `tests/netfaults.rs`;
+//! * `max_connections`: at the cap a client is accepted and closed at once, a freed place
+//!   lets the next one in, and the refusals show in `ops` status and metrics.
 
 mod common;
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver};
@@ -108,4 +111,111 @@ fn outgoing_sockets_have_keepalive_as_configured() {
         assert_eq!(rx.recv_timeout(PATIENCE).expect("connected"), want, "configured {ka:?}");
         client.stop();
     }
+}
+
+/// Sends a line and reads its echo; `Err` describes how the server ended the connection
+/// instead.
+fn echo_line(s: &mut TcpStream, line: &str) -> Result<(), String> {
+    s.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut got = String::new();
+    match BufReader::new(&*s).read_line(&mut got) {
+        Ok(0) => Err("closed by the server".into()),
+        Ok(_) if got == format!("{line}\n") => Ok(()),
+        Ok(_) => Err(format!("wrong echo {got:?}")),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// A client that got in: connected and answered.
+fn served(addr: SocketAddr, n: usize) -> TcpStream {
+    let mut s = common::connect(addr);
+    echo_line(&mut s, &format!("client {n}")).unwrap_or_else(|e| panic!("client {n}: {e}"));
+    s
+}
+
+fn refused(server: &Running) -> u64 {
+    server.workers()[0].stats().iter().map(|s| s.refused.get()).sum()
+}
+
+#[test]
+fn max_connections_refuses_at_the_cap_and_a_freed_place_lets_the_next_in() {
+    let (closed_tx, closed) = unbounded();
+    let mut w = common::echo_worker("text://127.0.0.1:0", 2);
+    w.name = "capped".into();
+    w.max_connections = Some(5);
+    w.on_close(move |_, _| closed_tx.send(()).unwrap());
+    let (server, addr) = common::start(w);
+    // Five clients, over both ring threads, are served and stay connected.
+    let mut clients: Vec<TcpStream> = (0..5).map(|n| served(addr, n)).collect();
+    assert_eq!(server.workers()[0].stats().iter().map(|s| s.connections.get()).sum::<u64>(), 5);
+    // The sixth (and seventh) are accepted and closed at once: end of stream, no data.
+    for n in 5..7 {
+        let mut s = common::connect(addr);
+        let (got, how) = common::read_to_end_or_reset(&mut s);
+        assert_eq!((got.len(), how), (0, common::Ending::Eof), "client {n}");
+    }
+    assert_eq!(refused(&server), 2);
+    // The five still work.
+    for (n, c) in clients.iter_mut().enumerate() {
+        echo_line(c, "still here").unwrap_or_else(|e| panic!("client {n}: {e}"));
+    }
+    // One leaves: once its on_close ran, its place is freed (just after) and a new client
+    // gets in. (A client that arrives in between is refused; it tries again.)
+    drop(clients.remove(0));
+    closed.recv_timeout(PATIENCE).expect("on_close of the client that left");
+    let end = std::time::Instant::now() + PATIENCE;
+    let mut tries = 0;
+    let newcomer = loop {
+        tries += 1;
+        let mut s = common::connect(addr);
+        match echo_line(&mut s, "newcomer") {
+            Ok(()) => break s,
+            Err(e) => assert!(std::time::Instant::now() < end, "no place freed after {tries} tries: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    clients.push(newcomer);
+    assert_eq!(refused(&server), 2 + tries - 1);
+    // At the cap again.
+    let mut s = common::connect(addr);
+    assert_eq!(common::read_to_end_or_reset(&mut s), (Vec::new(), common::Ending::Eof));
+    let total = refused(&server);
+    assert_eq!(total, 3 + tries - 1);
+    // The refusals show in `status` (the refused column) and in the metrics.
+    let rows = ringman::ops::status::rows(server.workers(), None, PATIENCE);
+    assert_eq!(rows.iter().map(|r| r.refused).sum::<u64>(), total);
+    let header = ringman::ops::status::Header { daemon: false, started: 0, pid: std::process::id() };
+    let table = ringman::ops::status::render_status(&header, &rows);
+    let cols: Vec<&str> = ringman::ops::status::STATUS_COLUMNS.split_whitespace().collect();
+    let at = cols.iter().position(|c| *c == "refused").expect("a refused column");
+    let shown: u64 = table
+        .lines()
+        .filter(|l| l.starts_with(&format!("{}\t", header.pid)))
+        .map(|l| l.split_whitespace().nth(at).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(shown, total, "{table}");
+    let metrics = ringman::ops::metrics::render(server.workers());
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ringman_refused_total{worker=\"capped\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, total, "{metrics}");
+    server.stop();
+}
+
+#[test]
+fn max_connections_places_of_a_dead_ring_are_freed() {
+    let mut w = common::echo_worker("text://127.0.0.1:0", 1);
+    w.max_connections = Some(2);
+    let (server, addr) = common::start(w);
+    let held: Vec<TcpStream> = (0..2).map(|n| served(addr, n)).collect();
+    let h = &server.workers()[0];
+    assert!(h.crash_thread_for_test(0));
+    common::wait_until("the ring restarted", || h.stats()[0].restarts.get() == 1);
+    // The dead ring's connections were closed with it: their places are free.
+    let _again: Vec<TcpStream> = (2..4).map(|n| served(addr, n)).collect();
+    assert_eq!(refused(&server), 0);
+    drop(held);
+    server.stop();
 }

@@ -124,7 +124,16 @@ impl Keepalive {
     }
 }
 
-/// Settings shared by all threads of a worker (read-only once started).
+/// A worker's `max_connections`: the cap and the count of places taken, shared by its rings.
+pub(crate) struct ConnCap {
+    pub max: usize,
+    /// Accepted connections holding a place: taken at accept, given back when the slot is
+    /// freed (`Core::take_place`, `Core::give_places`).
+    pub open: std::sync::atomic::AtomicUsize,
+}
+
+/// Settings shared by all threads of a worker (read-only once started, but for the
+/// connection cap's count).
 pub(crate) struct WorkerConfig {
     pub name: String,
     pub protocol: Arc<dyn Protocol>,
@@ -151,4 +160,6 @@ pub(crate) struct WorkerConfig {
     /// The protocol answers a handshake before any message (the WebSocket server): messages
     /// sent before it is answered are held until then.
     pub handshake_first: bool,
+    /// `max_connections`, when set.
+    pub conn_cap: Option<ConnCap>,
 }

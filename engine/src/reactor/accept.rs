@@ -69,6 +69,13 @@ impl Core {
     }
 
     pub(super) fn open_conn(&mut self, fd: OwnedFd) {
+        if !self.take_place() {
+            // At the worker's cap: closed at once (when `fd` drops), so the backlog drains.
+            self.stats.refused.add(1);
+            #[cfg(test)]
+            crate::sim::observe_refused(self, &fd);
+            return;
+        }
         // Protocol code (a custom protocol's constructors) is isolated like user code: a
         // panic refuses this connection only (its socket closes when `fd` drops).
         let protocol = &self.cfg.protocol;
@@ -85,6 +92,7 @@ impl Core {
             Ok(x) => x,
             Err(p) => {
                 log::error!("protocol {} panicked creating a connection: {}", protocol.name(), panic_message(&*p));
+                self.give_places(1);
                 return;
             }
         };

@@ -172,6 +172,9 @@ pub(crate) struct Core {
     accept_retry: Option<Instant>,
     accept_paused: bool,
     closing: usize,
+    /// Places this core holds under the worker's `max_connections` (one per accepted slot
+    /// while a cap is set): given back when the core goes with slots left (an abandoned ring).
+    placed: usize,
     /// Set when this run drains for a recycle rather than a stop.
     pub recycle: bool,
     /// Wall clock read once per loop turn, after the wait.
@@ -202,6 +205,7 @@ impl Drop for Core {
         // (only left on an abnormal exit) close when the slab drops after this.
         self.recv.unregister(&mut self.ring);
         self.arena.unregister(&mut self.ring);
+        self.give_places(self.placed);
     }
 }
 
@@ -274,6 +278,7 @@ impl Core {
             accept_retry: None,
             accept_paused: false,
             closing: 0,
+            placed: 0,
             recycle: false,
             wall: crate::clock::wall(),
             epoch: crate::clock::now(),
@@ -506,6 +511,9 @@ impl Core {
     /// which makes the kernel cancel everything, and the connections' sockets are closed.
     pub(crate) fn abandon(self) {
         let mut me = std::mem::ManuallyDrop::new(self);
+        // Its accepted connections close here: their places under the cap are free again.
+        let placed = me.placed;
+        me.give_places(placed);
         // SAFETY: each field is dropped at most once and never used again; the fields not
         // dropped here (buffers, arena, wake word, the slab's parser state and user values)
         // are deliberately leaked. The ring goes first: closing it makes the kernel cancel

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use super::listen;
 use super::runner::{supervise, Runner};
 use super::{cpus, Worker, WorkerInfo};
-use crate::config::{Keepalive, WorkerConfig};
+use crate::config::{ConnCap, Keepalive, WorkerConfig};
 use crate::error::EngineError;
 use crate::handle::WorkerHandle;
 use crate::mailbox;
@@ -61,6 +61,7 @@ impl<S> Worker<S> {
             listens_for_drain: w.cb.on_buffer_drain.is_some(),
             // (The one protocol with pings is the one with an upgrade handshake.)
             handshake_first: w.protocol.supports_ping(),
+            conn_cap: w.max_connections.map(|max| ConnCap { max, open: Default::default() }),
         }
     }
 
