@@ -4,7 +4,9 @@
 //!   own `on_connect`, through `Connection::keepalive`) and on outgoing sockets;
 //!   the vanished-peer case is in `tests/netfaults.rs`;
 //! * `max_connections`: at the cap a client is accepted and closed at once, a freed place
-//!   lets the next one in, and the refusals show in `ops` status and metrics.
+//!   lets the next one in, and the refusals show in `ops` status and metrics;
+//! * runtime `unlisten()` / `listen()`: the port released (connections refused) and served
+//!   again, with an accepted connection working throughout.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver};
-use ringman::{AsyncTcpConnection, Connection, Keepalive, Running, Server, Worker};
+use ringman::{AsyncTcpConnection, Connection, EngineError, Keepalive, Running, Server, Worker, WorkerHandle};
 
 use common::PATIENCE;
 
@@ -217,5 +219,102 @@ fn max_connections_places_of_a_dead_ring_are_freed() {
     let _again: Vec<TcpStream> = (2..4).map(|n| served(addr, n)).collect();
     assert_eq!(refused(&server), 0);
     drop(held);
+    server.stop();
+}
+
+/// Connects until the kernel refuses (nothing listens any more); panics after PATIENCE.
+/// A connection that still gets through (queued on a socket being closed) is dropped.
+fn wait_refused(addr: SocketAddr) {
+    let end = std::time::Instant::now() + PATIENCE;
+    loop {
+        match TcpStream::connect(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            other => assert!(std::time::Instant::now() < end, "{addr} still accepts connections: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn unlisten_releases_the_port_and_listen_serves_it_again() {
+    for reuse_port in [true, false] {
+        // The worker's handle, in each thread's state: `unlisten` / `listen` lines on a
+        // connection call them from the ring thread; other lines are echoed.
+        let mut w = Worker::<Option<WorkerHandle>>::new("text://127.0.0.1:0").unwrap();
+        w.count = 2;
+        w.reuse_port = reuse_port;
+        w.on_worker_start(|info, st| *st = Some(info.handle.clone()));
+        w.on_message(|c, m, st| {
+            let h = st.as_ref().unwrap();
+            match &m[..] {
+                b"unlisten" => {
+                    h.unlisten();
+                    c.send("unlistened");
+                }
+                b"listen" => {
+                    c.send(match h.listen() {
+                        Ok(()) => "listening".to_string(),
+                        Err(e) => format!("error: {e}"),
+                    });
+                }
+                other => {
+                    c.send(other);
+                }
+            }
+        });
+        let (server, addr) = common::start(w);
+        let handle = server.workers()[0].clone();
+        // An accepted connection, kept throughout; a second one from the other side.
+        let mut kept = served(addr, 0);
+        let mut other = served(addr, 1);
+        echo_line(&mut kept, "unlisten").expect_err("answered otherwise");
+        assert!(!handle.is_listening());
+        wait_refused(addr);
+        echo_line(&mut kept, "still here").expect("the kept connection works while unlistened");
+        echo_line(&mut other, "me too").expect("so does the other");
+        // Listening again from another thread: a client that arrives is served.
+        let end = std::time::Instant::now() + PATIENCE;
+        loop {
+            match handle.listen() {
+                Ok(()) => break,
+                // The rings may still be letting go of the old sockets.
+                Err(EngineError::AddrInUse { .. }) if std::time::Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("listen again: {e}"),
+            }
+        }
+        assert!(handle.is_listening());
+        let mut fresh = served(addr, 2);
+        echo_line(&mut kept, "still here").expect("the kept connection works after listen");
+        // Unlistened from here (the handle, any thread), then from a ring thread again.
+        handle.unlisten();
+        wait_refused(addr);
+        echo_line(&mut fresh, "after").expect("the newer connection works while unlistened");
+        let mut reply = String::new();
+        loop {
+            kept.write_all(b"listen\n").unwrap();
+            reply.clear();
+            BufReader::new(&kept).read_line(&mut reply).unwrap();
+            if reply == "listening\n" || std::time::Instant::now() > end {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(reply, "listening\n", "reuse_port {reuse_port}");
+        served(addr, 3);
+        assert_eq!(handle.listen_addr(), Some(addr), "the same address");
+        server.stop();
+    }
+}
+
+#[test]
+fn listen_without_a_listen_address_is_an_error() {
+    let mut w = Worker::<()>::without_listener();
+    w.count = 1;
+    let server = Server::new().add(w).start().unwrap();
+    assert!(matches!(server.workers()[0].listen(), Err(EngineError::NoListenAddress)));
+    assert!(!server.workers()[0].is_listening());
+    server.workers()[0].unlisten();
     server.stop();
 }

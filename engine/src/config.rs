@@ -2,7 +2,8 @@
 //! core so that the state machines read them without knowing about `Worker`.
 
 use std::io;
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringman_protocols::{MessageKind, Protocol};
@@ -121,6 +122,37 @@ impl Keepalive {
             sock.tcp_keepalive_interval().ok()?,
             sock.tcp_keepalive_retries().ok()?,
         ))
+    }
+}
+
+/// Opens a worker's listening sockets on its address: one per ring with SO_REUSEPORT, else
+/// one.
+pub(crate) type OpenListeners = Box<dyn Fn() -> Result<Vec<OwnedFd>, crate::error::EngineError> + Send + Sync>;
+
+/// A worker's listening sockets, shared by its handle (`listen`/`unlisten`) and its rings'
+/// supervisors (a restarted ring accepts on what is current).
+pub(crate) struct Listeners {
+    pub open: OpenListeners,
+    pub reuse_port: bool,
+    /// The sockets in use (empty while unlistened). Locked by `listen`/`unlisten` while they
+    /// post to the rings, so concurrent calls reach every ring in the same order.
+    pub fds: Mutex<Vec<Arc<OwnedFd>>>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners")
+            .field("reuse_port", &self.reuse_port)
+            .field("fds", &self.fds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listeners {
+    /// The socket ring `i` accepts on, if the worker listens.
+    pub(crate) fn for_ring(&self, i: usize) -> Option<Arc<OwnedFd>> {
+        let fds = self.fds.lock().unwrap_or_else(|e| e.into_inner());
+        fds.get(if self.reuse_port { i } else { 0 }).cloned()
     }
 }
 

@@ -185,17 +185,23 @@ pub(crate) struct Core {
     pub stamp: Stamp,
 }
 
-/// A listening socket this ring accepts on. It is shared with the ring's supervisor (so a
-/// restarted ring accepts on the same socket) and, without SO_REUSEPORT, with the worker's
-/// other rings: the last holder closes it.
+/// A listening socket this ring accepts on. It is shared with the worker's
+/// [`Listeners`](crate::config::Listeners) (so a restarted ring accepts on the same socket)
+/// and, without SO_REUSEPORT, with the worker's other rings: the last holder closes it.
+/// `fd` is `None` once the ring let go of it (`WorkerHandle::unlisten`); the slot is reused
+/// by the next listener (its index names its accept in `user_data`).
 pub(crate) struct ListenerSlot {
-    pub fd: Arc<OwnedFd>,
+    pub fd: Option<Arc<OwnedFd>>,
     pub armed: bool,
+    /// Unlistened while its accept was armed: the accept's cancel is in flight, and the
+    /// socket is let go of when its last completion arrives (never before: see Pitfalls,
+    /// "Cancel before close").
+    pub closing: bool,
 }
 
 impl ListenerSlot {
     pub(crate) fn new(fd: Arc<OwnedFd>) -> ListenerSlot {
-        ListenerSlot { fd, armed: false }
+        ListenerSlot { fd: Some(fd), armed: false, closing: false }
     }
 }
 
