@@ -11,7 +11,7 @@
 //!
 //! | file | state machine | handler |
 //! |------|---------------|---------|
-//! | `accept.rs` | multishot accept, descriptor back-off, new slots | `on_accept` |
+//! | `accept.rs` | multishot accept, descriptor back-off, the connection cap, runtime listen/unlisten, new slots | `on_accept` |
 //! | `recv.rs` | multishot receive, pause/resume, ENOBUFS, delivery hand-off | `on_recv` |
 //! | `send.rs` | send queue, the limit, eager/batched submission | `on_send` |
 //! | `close.rs` | close, end (linger), destroy, freeing a slot | `on_cancel` |
