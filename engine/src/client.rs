@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use ringman_protocols::Protocol;
 
+use crate::config::Keepalive;
 use crate::connection::Connection;
 use crate::error::EngineError;
 use crate::reactor::{with_core, Dial, DialOptions, WsOffer};
@@ -53,8 +54,9 @@ pub struct AsyncTcpConnection {
     pub bind: Option<SocketAddr>,
     /// TCP_NODELAY (default true, like accepted connections).
     pub nodelay: bool,
-    /// TCP keepalive after this much idle time (default off).
-    pub keepalive: Option<Duration>,
+    /// TCP keepalive (default on, with the system's timing, as for accepted connections:
+    /// see [`Keepalive`]); `None` turns it off.
+    pub keepalive: Option<Keepalive>,
     /// `ws://`: extra header fields of the upgrade request (Origin, Authorization, ...;
     /// fields carrying CR or LF are skipped).
     pub headers: Vec<(String, String)>,
@@ -156,7 +158,7 @@ impl AsyncTcpConnection {
             connect_timeout: Duration::from_secs(5),
             bind: None,
             nodelay: true,
-            keepalive: None,
+            keepalive: Some(Keepalive::default()),
             headers: Vec::new(),
             websocket_protocols: Vec::new(),
             deflate: false,

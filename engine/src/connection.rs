@@ -251,6 +251,20 @@ impl Connection {
         self.local(|c, k| crate::sys::local_addr(c.conns[k].fd.as_fd())).flatten()
     }
 
+    /// The TCP keepalive the kernel applies to this connection's socket, read back from it
+    /// (`getsockopt`): the values in effect, all three set; `None` when keepalive is off (or
+    /// the connection is gone, or on another thread). See [`Keepalive`](crate::Keepalive).
+    pub fn keepalive(&self) -> Option<crate::Keepalive> {
+        self.local(|c, k| crate::config::Keepalive::of(&socket2::SockRef::from(&c.conns[k].fd))).flatten()
+    }
+
+    /// The socket's `TCP_USER_TIMEOUT` (how long sent data may stay unacknowledged before
+    /// the connection is given up), `None` when unset (the kernel's retransmission limit
+    /// applies). The engine sets it with a tuned [`Keepalive`](crate::Keepalive).
+    pub fn tcp_user_timeout(&self) -> Option<std::time::Duration> {
+        self.local(|c, k| socket2::SockRef::from(&c.conns[k].fd).tcp_user_timeout().ok().flatten()).flatten()
+    }
+
     /// Bytes received so far.
     pub fn bytes_read(&self) -> u64 {
         self.local(|c, k| c.conns[k].bytes_read).unwrap_or(0)

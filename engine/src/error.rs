@@ -55,6 +55,9 @@ pub enum EngineError {
     /// Too many ring threads in this process (ids are 16 bits).
     #[error("too many ring threads in this process")]
     TooManyThreads,
+    /// `listen()` on a worker that has no listen address (`Worker::without_listener`).
+    #[error("the worker has no listen address")]
+    NoListenAddress,
     /// The ring is stopping: it opens no new connections.
     #[error("the ring thread is stopping")]
     Stopping,

@@ -42,7 +42,7 @@ mod timers;
 mod worker;
 
 pub use client::AsyncTcpConnection;
-pub use config::SendMode;
+pub use config::{Keepalive, SendMode};
 pub use connection::{Connection, Timeouts};
 pub use error::{ConnError, ConnectError, EngineError};
 pub use exec::{

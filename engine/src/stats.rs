@@ -29,6 +29,9 @@ pub struct ThreadStats {
     pub connections: Counter,
     /// Connections accepted since start.
     pub accepted: Counter,
+    /// Connections accepted and closed at once because the worker was at its
+    /// `max_connections`.
+    pub refused: Counter,
     /// Messages delivered on accepted connections (Workerman's `total_request`; what the
     /// application's outgoing connections receive is not counted).
     pub requests: Counter,

@@ -17,10 +17,13 @@ fn esc(s: &str) -> String {
 /// Renders every worker's per-thread counters in the Prometheus text format (0.0.4).
 pub fn render(workers: &[WorkerHandle]) -> String {
     type Get = fn(&ringman_engine::ThreadStats) -> u64;
-    let families: [(&str, &str, &str, Get); 8] = [
+    let families: [(&str, &str, &str, Get); 9] = [
         ("ringman_connections", "gauge", "Open accepted connections.", |s| s.connections.get()),
         ("ringman_timers", "gauge", "Live timers.", |s| s.timers.get()),
         ("ringman_accepted_total", "counter", "Connections accepted.", |s| s.accepted.get()),
+        ("ringman_refused_total", "counter", "Connections closed at once at the worker's max_connections.", |s| {
+            s.refused.get()
+        }),
         ("ringman_requests_total", "counter", "Messages delivered to on_message.", |s| s.requests.get()),
         ("ringman_send_fail_total", "counter", "Sends refused because the send buffer was full.", |s| {
             s.send_fail.get()

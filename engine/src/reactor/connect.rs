@@ -20,7 +20,7 @@ use std::time::Duration;
 use io_uring::{opcode, types};
 use ringman_protocols::ws::{client_handshake_request, generate_key, WsDecoder, WsEncoder, DEFLATE_OFFER};
 use ringman_protocols::{Decoder, Encoder, Framer, Protocol};
-use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::send::{enqueue, SendQueue};
 use super::slot::{ConnState, WsSession};
@@ -36,7 +36,7 @@ pub(crate) struct DialOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) bind: Option<SocketAddr>,
     pub(crate) nodelay: bool,
-    pub(crate) keepalive: Option<Duration>,
+    pub(crate) keepalive: Option<crate::config::Keepalive>,
 }
 
 /// What a `ws://` client offers in its upgrade request.
@@ -329,8 +329,8 @@ impl Core {
                 s.bind(&b.into())?;
             }
             s.set_tcp_nodelay(opts.nodelay)?;
-            if let Some(idle) = opts.keepalive {
-                s.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+            if let Some(ka) = opts.keepalive {
+                ka.apply(&s)?;
             }
             Ok(fd)
         });

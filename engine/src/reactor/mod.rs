@@ -11,7 +11,7 @@
 //!
 //! | file | state machine | handler |
 //! |------|---------------|---------|
-//! | `accept.rs` | multishot accept, descriptor back-off, new slots | `on_accept` |
+//! | `accept.rs` | multishot accept, descriptor back-off, the connection cap, runtime listen/unlisten, new slots | `on_accept` |
 //! | `recv.rs` | multishot receive, pause/resume, ENOBUFS, delivery hand-off | `on_recv` |
 //! | `send.rs` | send queue, the limit, eager/batched submission | `on_send` |
 //! | `close.rs` | close, end (linger), destroy, freeing a slot | `on_cancel` |
@@ -172,6 +172,9 @@ pub(crate) struct Core {
     accept_retry: Option<Instant>,
     accept_paused: bool,
     closing: usize,
+    /// Places this core holds under the worker's `max_connections` (one per accepted slot
+    /// while a cap is set): given back when the core goes with slots left (an abandoned ring).
+    placed: usize,
     /// Set when this run drains for a recycle rather than a stop.
     pub recycle: bool,
     /// Wall clock read once per loop turn, after the wait.
@@ -182,17 +185,23 @@ pub(crate) struct Core {
     pub stamp: Stamp,
 }
 
-/// A listening socket this ring accepts on. It is shared with the ring's supervisor (so a
-/// restarted ring accepts on the same socket) and, without SO_REUSEPORT, with the worker's
-/// other rings: the last holder closes it.
+/// A listening socket this ring accepts on. It is shared with the worker's
+/// [`Listeners`](crate::config::Listeners) (so a restarted ring accepts on the same socket)
+/// and, without SO_REUSEPORT, with the worker's other rings: the last holder closes it.
+/// `fd` is `None` once the ring let go of it (`WorkerHandle::unlisten`); the slot is reused
+/// by the next listener (its index names its accept in `user_data`).
 pub(crate) struct ListenerSlot {
-    pub fd: Arc<OwnedFd>,
+    pub fd: Option<Arc<OwnedFd>>,
     pub armed: bool,
+    /// Unlistened while its accept was armed: the accept's cancel is in flight, and the
+    /// socket is let go of when its last completion arrives (never before: see Pitfalls,
+    /// "Cancel before close").
+    pub closing: bool,
 }
 
 impl ListenerSlot {
     pub(crate) fn new(fd: Arc<OwnedFd>) -> ListenerSlot {
-        ListenerSlot { fd, armed: false }
+        ListenerSlot { fd: Some(fd), armed: false, closing: false }
     }
 }
 
@@ -202,6 +211,7 @@ impl Drop for Core {
         // (only left on an abnormal exit) close when the slab drops after this.
         self.recv.unregister(&mut self.ring);
         self.arena.unregister(&mut self.ring);
+        self.give_places(self.placed);
     }
 }
 
@@ -274,6 +284,7 @@ impl Core {
             accept_retry: None,
             accept_paused: false,
             closing: 0,
+            placed: 0,
             recycle: false,
             wall: crate::clock::wall(),
             epoch: crate::clock::now(),
@@ -506,6 +517,9 @@ impl Core {
     /// which makes the kernel cancel everything, and the connections' sockets are closed.
     pub(crate) fn abandon(self) {
         let mut me = std::mem::ManuallyDrop::new(self);
+        // Its accepted connections close here: their places under the cap are free again.
+        let placed = me.placed;
+        me.give_places(placed);
         // SAFETY: each field is dropped at most once and never used again; the fields not
         // dropped here (buffers, arena, wake word, the slab's parser state and user values)
         // are deliberately leaked. The ring goes first: closing it makes the kernel cancel

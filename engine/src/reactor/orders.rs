@@ -74,6 +74,7 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
         decoder_config: None,
         listens_for_drain: true,
         handshake_first: false,
+        conn_cap: None,
     })
 }
 

@@ -133,6 +133,10 @@ struct World {
     stream_rng: Rng,
     /// Per mille of accepted connections read by a task's stream instead of `on_message`.
     stream_rate: u32,
+    /// The worker's `max_connections` (drawn from a stream of its own, like `stream_rng`).
+    cap: Option<usize>,
+    /// Socks the engine accepted and refused at the cap.
+    refused: Vec<usize>,
 }
 
 /// Per-seed probabilities (per mille) of the application's API calls.
@@ -229,6 +233,15 @@ pub(crate) fn observe_deadline(id: ConnectionId) {
 }
 
 /// Observation point in the idle sweep: `id` is closed (gracefully) for being idle.
+/// The engine accepted `fd` and refuses it at the worker's cap (it closes it next).
+pub(crate) fn observe_refused(core: &mut Core, fd: &OwnedFd) {
+    let Some(k) = core.ring.sim_mut() else { return };
+    let Some(s) = k.sock_by_fd(fd.as_raw_fd()) else { return };
+    k.mark("connection refused at the cap");
+    k.note(format!("sock {s}: refused at the cap"));
+    with_world(|w| w.refused.push(s));
+}
+
 pub(crate) fn observe_idle_close(id: ConnectionId) {
     with_world(|w| w.conn(id).cur.close_asked = true);
 }
@@ -371,6 +384,15 @@ impl World {
             let a = &conn.cur;
             if status == Status::Established && unsent == 0 && listens && a.owed_drain && !drain_queued {
                 self.fail(format!("{}: its buffer drained but the owed on_buffer_drain never came", Name(id)));
+            }
+        }
+        if let Some(cap) = self.cap {
+            // The cap, from the core's view (accepted slots) and the application's (accepted
+            // connections between on_connect and on_close).
+            let slots = core.conns.iter().filter(|(_, c)| c.dial().is_none()).count();
+            let seen = self.conns.values().filter(|c| !c.outgoing && !c.pipe_source && c.connects > c.closes).count();
+            if slots > cap || seen > cap {
+                self.fail(format!("{slots} accepted slots, {seen} connections open for the application: cap {cap}"));
             }
         }
         let Some(k) = core.ring.sim_mut() else { return };
@@ -911,7 +933,14 @@ pub(crate) struct Outcome {
 pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let mut app_rng = Rng::new(seed, 2);
     let wire = [Wire::Raw, Wire::Text, Wire::Frame, Wire::Ws][app_rng.below(4) as usize];
-    let (worker, protocol) = app_worker(wire, &mut app_rng);
+    let (mut worker, protocol) = app_worker(wire, &mut app_rng);
+    // A connection cap on a third of the seeds, from its own stream (the other draws of
+    // every seed stay as they were).
+    let cap = {
+        let mut r = Rng::new(seed, 5);
+        (r.below(3) == 0).then(|| r.range(1, 5) as usize)
+    };
+    worker.max_connections = cap;
     let limit = worker.max_send_buffer_size;
     let worker_drain = worker.has_buffer_drain();
     let (thread, mb) = mailbox::register().map_err(|e| e.to_string())?;
@@ -960,6 +989,8 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             stop_posted: false,
             stream_rng: Rng::new(seed, 3),
             stream_rate: [0, 300, 700][Rng::new(seed, 4).below(3) as usize],
+            cap,
+            refused: Vec::new(),
         })
     });
     NAMES.with(|m| m.borrow_mut().clear());
@@ -1053,6 +1084,24 @@ fn final_checks(core: &mut Core, world: &World) -> Result<(), String> {
             }
         }
     }
+    // A refused connection was never the application's, and its peer saw the connection
+    // closed with nothing received.
+    for &s in &world.refused {
+        if world.conns.values().any(|c| c.done.iter().chain(std::iter::once(&c.cur)).any(|a| a.sock == Some(s))) {
+            errs.push(format!("sock {s}: refused at the cap, yet the application saw it"));
+        }
+        let sock = &k.socks[s];
+        if !sock.engine_closed || !sock.received.is_empty() {
+            errs.push(format!(
+                "sock {s}: refused at the cap, but closed {}, received {} bytes",
+                sock.engine_closed,
+                sock.received.len()
+            ));
+        }
+    }
+    if world.cap.is_none() && !world.refused.is_empty() {
+        errs.push(format!("{} connections refused without a cap", world.refused.len()));
+    }
     if errs.is_empty() {
         Ok(())
     } else {
@@ -1108,6 +1157,7 @@ mod tests {
             "ws peer close",
             "stream high water",
             "stream handed back unread",
+            "connection refused at the cap",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }

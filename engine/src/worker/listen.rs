@@ -6,10 +6,17 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Socket, Type};
 
+use crate::config::Keepalive;
 use crate::error::EngineError;
 
-/// Opens a listening socket. `reuse_port` lets one socket per thread share the port.
-pub(crate) fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result<OwnedFd, EngineError> {
+/// Opens a listening socket. `reuse_port` lets one socket per thread share the port;
+/// `keepalive` is set on it, so accepted sockets inherit it.
+pub(crate) fn listen(
+    addr: SocketAddr,
+    reuse_port: bool,
+    backlog: i32,
+    keepalive: Option<Keepalive>,
+) -> Result<OwnedFd, EngineError> {
     let err = |source: std::io::Error| {
         if source.raw_os_error() == Some(libc::EADDRINUSE) {
             EngineError::AddrInUse { addr }
@@ -26,8 +33,10 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result
         // `[::]` listens dual-stack, as in Workerman.
         let _ = s.set_only_v6(false);
     }
-    // Accepted sockets inherit TCP_NODELAY from the listener.
+    // Accepted sockets inherit TCP_NODELAY from the listener, and SO_KEEPALIVE, the
+    // TCP_KEEP* values and TCP_USER_TIMEOUT too.
     s.set_tcp_nodelay(true).map_err(err)?;
+    Keepalive::configure(keepalive, &socket2::SockRef::from(&s)).map_err(err)?;
     s.bind(&addr.into()).map_err(err)?;
     s.listen(backlog).map_err(err)?;
     Ok(s.into())
@@ -77,5 +86,5 @@ pub(crate) fn probe_port(addr: SocketAddr) -> Result<(), EngineError> {
         return Ok(());
     }
     // The probe socket is closed when dropped here.
-    listen(addr, false, 1).map(drop)
+    listen(addr, false, 1, None).map(drop)
 }

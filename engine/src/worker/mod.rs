@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ringman_protocols::{Message, MessageKind, Protocol};
 
-use crate::config::SendMode;
+use crate::config::{Keepalive, SendMode};
 use crate::connection::Connection;
 use crate::error::{ConnError, EngineError};
 use crate::handle::WorkerHandle;
@@ -114,6 +114,19 @@ pub struct Worker<S = ()> {
     /// [`ConnError::NoPong`] (dead-peer detection; Workerman leaves it to TCP keepalive).
     /// Any received bytes count as an answer. Default none.
     pub websocket_ping_interval: Option<Duration>,
+    /// TCP keepalive of accepted connections (default on, with the system's timing: see
+    /// [`Keepalive`] for the defaults and how to shorten them); `None` turns it off. Set on
+    /// the listening socket, which accepted connections inherit.
+    pub keepalive: Option<Keepalive>,
+    /// The most accepted connections the worker holds at once, across all its ring threads
+    /// (default none). At the cap a new connection is accepted and closed at once — the
+    /// client sees the connection closed before any data (a reset, if it had already sent
+    /// something) — and counted in [`ThreadStats::refused`](crate::ThreadStats::refused)
+    /// (the `refused` column of `status`, `ringman_refused_total` in the metrics), so the
+    /// listen backlog keeps draining instead of filling with clients left waiting. A
+    /// connection holds its place until its slot is freed, just after its `on_close`; the
+    /// next connection accepted after that gets in. Outgoing connections do not count.
+    pub max_connections: Option<usize>,
     /// Listen backlog (capped by `net.core.somaxconn`).
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
@@ -191,6 +204,8 @@ impl<S: Default + 'static> Worker<S> {
             idle_timeout,
             packet_timeout,
             websocket_ping_interval: None,
+            keepalive: Some(Keepalive::default()),
+            max_connections: None,
             backlog: 4096,
             pin_cpus: None,
             recv_buffers: 1024,

@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::listen;
 use super::runner::{supervise, Runner};
 use super::{cpus, Worker, WorkerInfo};
-use crate::config::WorkerConfig;
+use crate::config::{ConnCap, Keepalive, Listeners, OpenListeners, WorkerConfig};
 use crate::error::EngineError;
 use crate::handle::WorkerHandle;
 use crate::mailbox;
@@ -61,6 +61,7 @@ impl<S> Worker<S> {
             listens_for_drain: w.cb.on_buffer_drain.is_some(),
             // (The one protocol with pings is the one with an upgrade handshake.)
             handshake_first: w.protocol.supports_ping(),
+            conn_cap: w.max_connections.map(|max| ConnCap { max, open: Default::default() }),
         }
     }
 
@@ -80,6 +81,7 @@ impl<S> Worker<S> {
             listen: None,
             protocol: self.protocol.name(),
             reloadable: self.reloadable,
+            listeners: None,
         };
         let info = WorkerInfo { id: 0, count: 1, name: self.name.clone(), handle };
         (cfg, Runner::new(Arc::new(self.cb), info, stats))
@@ -101,6 +103,12 @@ impl<S: Default + 'static> Spawn for Worker<S> {
         if let Some(addr) = w.addr {
             // Sockets handed over by a predecessor process (reload) come first.
             fds = listen::inherited(addr);
+            for fd in &fds {
+                // This process's keepalive settings, not its predecessor's.
+                let bound = crate::sys::local_addr(fd.as_fd()).unwrap_or(addr);
+                Keepalive::configure(w.keepalive, &socket2::SockRef::from(fd))
+                    .map_err(|source| EngineError::Listen { addr: bound, source })?;
+            }
             if let Some(fd) = fds.first() {
                 bound = crate::sys::local_addr(fd.as_fd());
             } else {
@@ -109,14 +117,22 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             let n = if w.reuse_port { count } else { 1 };
             fds.truncate(n);
             while fds.len() < n {
-                let fd = listen::listen(bound.unwrap_or(addr), w.reuse_port, w.backlog)?;
+                let fd = listen::listen(bound.unwrap_or(addr), w.reuse_port, w.backlog, w.keepalive)?;
                 if bound.is_none() {
                     bound = crate::sys::local_addr(fd.as_fd());
                 }
                 fds.push(fd);
             }
         }
-        let listeners: Vec<Arc<OwnedFd>> = fds.into_iter().map(Arc::new).collect();
+        let listeners = bound.map(|addr| {
+            let (reuse_port, backlog, keepalive) = (w.reuse_port, w.backlog, w.keepalive);
+            let n = if reuse_port { count } else { 1 };
+            let open: OpenListeners = Box::new(move || {
+                listen::probe_port(addr)?;
+                (0..n).map(|_| listen::listen(addr, reuse_port, backlog, keepalive)).collect()
+            });
+            Arc::new(Listeners { open, reuse_port, fds: Mutex::new(fds.into_iter().map(Arc::new).collect()) })
+        });
         let mut regs = Vec::new();
         for _ in 0..count {
             match mailbox::register() {
@@ -136,14 +152,14 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             listen: bound,
             protocol: w.protocol.name(),
             reloadable: w.reloadable,
+            listeners: listeners.clone(),
         };
         let cfg = Arc::new(w.config());
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
         let first_thread = threads.len();
         for (i, (thread, mailbox)) in regs.into_iter().enumerate() {
-            // Its own SO_REUSEPORT listener, or the shared one.
-            let listener = listeners.get(if w.reuse_port { i } else { 0 }).cloned();
+            let listeners = listeners.clone();
             let stats = stats[i].clone();
             let info = WorkerInfo { id: i, count, name: w.name.clone(), handle: handle.clone() };
             let (cfg, cb, ready_tx) = (cfg.clone(), cb.clone(), ready_tx.clone());
@@ -154,7 +170,10 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                     let _ = crate::sys::pin_to_cpu(cpu);
                 }
                 supervise(&info, &ready_tx, || {
-                    let listeners: Vec<ListenerSlot> = listener.iter().cloned().map(ListenerSlot::new).collect();
+                    // Its own SO_REUSEPORT listener, or the shared one: the current one (a
+                    // restarted ring), if the worker listens.
+                    let listeners: Vec<ListenerSlot> =
+                        listeners.iter().filter_map(|l| l.for_ring(i)).map(ListenerSlot::new).collect();
                     let core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
                     let stats = core.stats.clone();
                     Ok((core, Runner::new(cb.clone(), info.clone(), stats)))
