@@ -19,7 +19,7 @@ use ringman::{Server, Worker};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched|--eager] [--max-package BYTES] [--pid-file F] [--log-file F] [--metrics ADDR] \
+        "usage: echo <scheme>://<ip>:<port> [--threads N] [--batched|--eager] [--max-package BYTES] [--max-connections N] [--pid-file F] [--log-file F] [--metrics ADDR] \
          [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR] \
          [--watch PATH]... [--watch-binary] [--watch-ext EXT]... [--watch-debounce MS] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
     );
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let mut batched = false;
     let mut eager = false;
     let mut max_package: Option<usize> = None;
+    let mut max_connections: Option<usize> = None;
     let mut opts = Options::default();
     let mut verb = Vec::new();
     let mut pinned: Option<String> = None;
@@ -46,6 +47,10 @@ fn main() -> ExitCode {
             "--eager" => eager = true,
             "--max-package" => match args.next().and_then(|n| n.parse().ok()) {
                 Some(n) => max_package = Some(n),
+                None => return usage(),
+            },
+            "--max-connections" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) => max_connections = Some(n),
                 None => return usage(),
             },
             "--pid-file" => match args.next() {
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         if eager {
             w.send_mode = ringman::SendMode::Eager;
         }
+        w.max_connections = max_connections;
         if let Some(n) = max_package {
             w.max_package_size = n;
         }
