@@ -321,3 +321,25 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A ring with no listener, to run client code on.
+pub fn ring() -> Running {
+    let mut w = ringman::Worker::<()>::without_listener();
+    w.count = 1;
+    ringman::Server::new().add(w).start().expect("a ring starts")
+}
+
+/// Runs the future `make` builds as a task on `ring`'s thread and returns its output.
+pub fn on_ring<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+    ring: &Running,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> T {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    assert!(ring.worker(0).run_on(0, move || {
+        ringman::spawn(async move {
+            let _ = tx.send(make().await);
+        })
+        .unwrap();
+    }));
+    rx.recv_timeout(PATIENCE * 2).expect("the task answered")
+}
