@@ -426,14 +426,16 @@ impl Core {
             self.arm_recv(key);
             self.events.push_back(Event::Connect(id));
         }
-        self.events.push_back(Event::Connect(id));
         let request = self.conns[key].dial().and_then(Dial::upgrade_request);
         match request {
             // The upgrade goes out first; what the application sends waits for the 101.
             Some(req) => {
                 let c = &mut self.conns[key];
                 enqueue(&mut self.arena, &mut c.sendq, &req);
-                self.submit_send(key);
+                // (The proxy's last request may still be in flight: one send at a time.)
+                if !c.send_inflight {
+                    self.submit_send(key);
+                }
             }
             None => self.established(key),
         }
