@@ -834,7 +834,8 @@ impl SimKernel {
             if s.proxy.as_ref().is_some_and(|p| !p.open) {
                 self.proxy_peer(i);
             } else if s.outgoing {
-                if let Some(p) = s.proxy.as_ref().filter(|p| s.taken < p.answer_end && s.received.len() > p.request_end) {
+                if let Some(p) = s.proxy.as_ref().filter(|p| s.taken < p.answer_end && s.received.len() > p.request_end)
+                {
                     let what = format!(
                         "sock {i}: {} bytes for the target sent before the proxy's answer was read ({} of {})",
                         s.received.len() - p.request_end,
@@ -918,7 +919,12 @@ impl SimKernel {
                         p.phase = if pick == 2 { 1 } else { 2 };
                         Ok(Some((used, vec![5, pick], None, false)))
                     } else {
-                        Ok(Some((used, vec![5, 0xFF], Some("none of the offered authentication methods".into()), false)))
+                        Ok(Some((
+                            used,
+                            vec![5, 0xFF],
+                            Some("none of the offered authentication methods".into()),
+                            false,
+                        )))
                     }
                 }
                 [5, ..] | [] => Ok(None),
@@ -968,16 +974,28 @@ impl SimKernel {
                     let target = format!("{PROXY_TARGET}:{PROXY_TARGET_PORT}");
                     let mut lines = head.split("\r\n");
                     let good_auth = lines.clone().any(|l| l == "Proxy-Authorization: Basic c2ltOnBhc3M=");
-                    if lines.next() != Some(&format!("CONNECT {target} HTTP/1.1")) || !head.contains(&format!("\r\nHost: {target}")) {
+                    if lines.next() != Some(&format!("CONNECT {target} HTTP/1.1"))
+                        || !head.contains(&format!("\r\nHost: {target}"))
+                    {
                         Err(format!("not an HTTP CONNECT to {target}: {head:?}"))
                     } else if need_auth && !good_auth {
                         let answer = b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"sim\"\r\nContent-Length: 0\r\n\r\n";
-                        Ok(Some((end + 4, answer.to_vec(), Some("HTTP/1.1 407 Proxy Authentication Required".into()), false)))
+                        Ok(Some((
+                            end + 4,
+                            answer.to_vec(),
+                            Some("HTTP/1.1 407 Proxy Authentication Required".into()),
+                            false,
+                        )))
                     } else if !calm && self.prng.chance(r.proxy_refuse) {
                         let answer = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
                         Ok(Some((end + 4, answer.to_vec(), Some("HTTP/1.1 502 Bad Gateway".into()), false)))
                     } else {
-                        Ok(Some((end + 4, b"HTTP/1.1 200 Connection established\r\nVia: sim\r\n\r\n".to_vec(), None, true)))
+                        Ok(Some((
+                            end + 4,
+                            b"HTTP/1.1 200 Connection established\r\nVia: sim\r\n\r\n".to_vec(),
+                            None,
+                            true,
+                        )))
                     }
                 }
             },
@@ -992,7 +1010,8 @@ impl SimKernel {
         p.request_end += used;
         if s.received.len() > p.request_end {
             let extra = s.received.len() - p.request_end;
-            return self.violation(format!("sock {i}: {extra} bytes sent behind a request, before the proxy answered it"));
+            return self
+                .violation(format!("sock {i}: {extra} bytes sent behind a request, before the proxy answered it"));
         }
         if refusal.is_some() {
             self.mark("proxy refused");
@@ -1032,7 +1051,13 @@ impl SimKernel {
                 s.peer_eof = true;
             }
         }
-        let what = if success { "opens the tunnel" } else if p.refusal.is_some() { "refuses" } else { "answers" };
+        let what = if success {
+            "opens the tunnel"
+        } else if p.refusal.is_some() {
+            "refuses"
+        } else {
+            "answers"
+        };
         self.note(format!("sock {i}: the proxy {what}{}", if split { " (split)" } else { "" }));
     }
 
