@@ -177,6 +177,10 @@ pub(crate) const PROXY_TARGET: &str = "echo.sim";
 /// The target port.
 pub(crate) const PROXY_TARGET_PORT: u16 = 7;
 
+/// A proxy peer's answer to one request: the request's length, the answer, its refusal
+/// (if it is one) and whether it opens the tunnel.
+type ProxyAnswer = (usize, Vec<u8>, Option<String>, bool);
+
 /// A proxy peer's progress.
 #[derive(Debug, Default)]
 pub(crate) struct ProxyPeer {
@@ -908,8 +912,7 @@ impl SimKernel {
         }
         let buf = &s.received[p.request_end..];
         let need_auth = p.auth;
-        // (consumed, answer, refusal, success)
-        let parsed: Result<Option<(usize, Vec<u8>, Option<String>, bool)>, String> = match (p.socks5, p.phase) {
+        let parsed: Result<Option<ProxyAnswer>, String> = match (p.socks5, p.phase) {
             (true, 0) => match buf {
                 [5, n, rest @ ..] if rest.len() >= *n as usize => {
                     let methods = &rest[..*n as usize];
