@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringman::{AsyncTcpConnection, ConnError, Connection, Proxy, Running, Server, Worker};
 
-use common::{free_port, py_echo, py_tcp_server, py_ws_server, wait_until, PATIENCE};
+use common::{example_binary, free_port, py_echo, py_tcp_server, py_ws_server, wait_until, PATIENCE};
 
 const USER: &str = "alice";
 const PASS: &str = "s3cret_pw";
@@ -433,5 +433,35 @@ async def handle(r, w):
         assert_eq!(next(&rx), Got::Connect);
         assert_eq!(next(&rx), Got::Message(format!("attempt {attempt}").into_bytes()));
         assert_eq!(next(&rx), Got::Close);
+    }
+}
+
+#[test]
+fn the_client_example_goes_through_either_proxy() {
+    let server = py_echo();
+    let socks = ProxyPeer::socks5();
+    let http = ProxyPeer::http();
+    let client = example_binary("client");
+    let target = format!("frame://127.0.0.1:{}", server.port);
+    let cases = [
+        (format!("socks5://{USER}:{PASS}@127.0.0.1:{}", socks.port), Ok("ok: 3 connections x 50 messages")),
+        (format!("http://{USER}:{PASS}@127.0.0.1:{}", http.port), Ok("ok: 3 connections x 50 messages")),
+        (format!("http://127.0.0.1:{}", http.port), Err("407 Proxy Authentication Required")),
+        (format!("socks5://{USER}:nope@127.0.0.1:{}", socks.port), Err("authentication failed")),
+    ];
+    for (proxy, want) in cases {
+        let out = Command::new(&client)
+            .args([&target, "--conns", "3", "--messages", "50", "--size", "20000", "--proxy", &proxy])
+            .output()
+            .expect("the client example runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        match want {
+            Ok(line) => assert!(out.status.success() && stdout.contains(line), "{proxy}: {stdout} {stderr}"),
+            Err(needle) => {
+                assert_eq!(out.status.code(), Some(1), "{proxy}: {stdout} {stderr}");
+                assert!(stderr.contains(&format!("connect to 127.0.0.1:{} failed", server.port)), "{proxy}: {stderr}");
+                assert!(stderr.contains(needle), "{proxy}: {stderr}");
+            }
+        }
     }
 }
