@@ -1,6 +1,6 @@
 //! Echo-checking client:
 //! `cargo run --release --example client -- <tcp|text|frame|ws>://HOST:PORT[/path]
-//! [--conns N] [--messages M] [--size B] [--binary]`.
+//! [--conns N] [--messages M] [--size B] [--binary] [--proxy PROXY]`.
 //!
 //! Opens N outgoing connections spread over the ring threads (one `Worker` without a
 //! listener; each thread opens its share in `on_worker_start`). Each connection writes M
@@ -10,7 +10,9 @@
 //! text frames of valid UTF-8 by default, which any echo server returns as they came
 //! (Workerman's echoes every message as a text frame, and a binary payload in a text frame
 //! is invalid UTF-8 a conforming client must refuse); `--binary` sends binary frames with
-//! every byte value instead. The last line
+//! every byte value instead. `--proxy socks5://USER:PASS@HOST:PORT` or
+//! `--proxy http://[USER:PASS@]HOST:PORT` reaches the server through a SOCKS5 or HTTP
+//! `CONNECT` proxy (a refusal is reported with the proxy's answer). The last line
 //! is `ok: N connections x M messages` (exit 0), or `error: …` on any mismatch, connect
 //! failure or early close (exit 1).
 
@@ -20,10 +22,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ringman::{run_all, AsyncTcpConnection, Connection, Message, Server, Worker};
+use ringman::{run_all, AsyncTcpConnection, Connection, Message, Proxy, Server, Worker};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: client <tcp|text|frame|ws>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary]");
+    eprintln!(
+        "usage: client <tcp|text|frame|ws>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary] \
+         [--proxy socks5://USER:PASS@HOST:PORT | http://[USER:PASS@]HOST:PORT]"
+    );
     ExitCode::from(2)
 }
 
@@ -132,8 +137,20 @@ impl Plan {
 }
 
 /// Opens connection `index` on this ring thread and installs its checks.
-fn open(url: &str, index: usize, plan: Plan, conns: usize, shared: &Arc<Shared>) -> Result<(), String> {
-    let conn = AsyncTcpConnection::new(url).and_then(|c| c.connect()).map_err(|e| format!("{url}: {e}"))?;
+fn open(
+    url: &str,
+    proxy: Option<&Proxy>,
+    index: usize,
+    plan: Plan,
+    conns: usize,
+    shared: &Arc<Shared>,
+) -> Result<(), String> {
+    let conn = AsyncTcpConnection::new(url)
+        .and_then(|mut c| {
+            c.proxy = proxy.cloned();
+            c.connect()
+        })
+        .map_err(|e| format!("{url}: {e}"))?;
     // The whole burst is held before the connection is up: make room for it.
     let burst = plan.messages * (plan.size + 16);
     conn.set_max_send_buffer_size(conn.max_send_buffer_size().max(burst + 64 * 1024));
@@ -208,10 +225,22 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(url) = args.next() else { return usage() };
     let (mut conns, mut messages, mut size, mut binary) = (1usize, 1usize, 64usize, false);
+    let mut proxy = None;
     while let Some(a) = args.next() {
         let slot = match a.as_str() {
             "--binary" => {
                 binary = true;
+                continue;
+            }
+            "--proxy" => {
+                let Some(p) = args.next() else { return usage() };
+                match Proxy::parse(&p) {
+                    Ok(p) => proxy = Some(p),
+                    Err(e) => {
+                        eprintln!("error: --proxy {p}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
                 continue;
             }
             "--conns" => &mut conns,
@@ -247,14 +276,14 @@ fn main() -> ExitCode {
     let mut w = Worker::<()>::without_listener();
     w.name = "client".into();
     w.count = cpus.min(conns);
-    let (sh, u) = (shared.clone(), url.clone());
+    let (sh, u, proxy) = (shared.clone(), url.clone(), Arc::new(proxy));
     w.on_worker_start(move |info, _| {
         // Thread `id` opens connections id, id + count, id + 2 * count, ...
         for index in (info.id..conns).step_by(info.count) {
             if sh.failed() {
                 return;
             }
-            if let Err(e) = open(&u, index, plan, conns, &sh) {
+            if let Err(e) = open(&u, proxy.as_ref().as_ref(), index, plan, conns, &sh) {
                 sh.fail(e);
             }
         }

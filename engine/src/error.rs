@@ -153,6 +153,17 @@ pub enum ConnectError {
     /// The server answered the WebSocket upgrade with something other than a valid `101`.
     #[error("WebSocket handshake refused: {0}")]
     Handshake(String),
+    /// The proxy refused the tunnel, or the handshake with it failed: `answer` is the
+    /// proxy's answer (an HTTP status line such as `HTTP/1.1 407 Proxy Authentication
+    /// Required`, a SOCKS5 reply code and its meaning, a failed user/password check) or what
+    /// went wrong (closed, reset, no answer within the connect timeout).
+    #[error("proxy {proxy}: {answer}")]
+    Proxy {
+        /// The proxy's `host:port`.
+        proxy: String,
+        /// Its answer, or what went wrong.
+        answer: String,
+    },
     /// Any other socket error (network unreachable, no route, bind failed, ...).
     #[error("{0}")]
     Io(io::Error),

@@ -41,7 +41,7 @@ mod timer;
 mod timers;
 mod worker;
 
-pub use client::AsyncTcpConnection;
+pub use client::{AsyncTcpConnection, Proxy};
 pub use config::{Keepalive, SendMode};
 pub use connection::{Connection, Timeouts};
 pub use error::{ConnError, ConnectError, EngineError};

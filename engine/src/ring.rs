@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     Shutdown = 6,
     /// IORING_OP_CONNECT of outgoing connection `slot`.
     Connect = 7,
+    /// A read of the proxy's handshake answer on outgoing connection `slot`.
+    Proxy = 8,
 }
 
 /// `user_data` layout: kind (8 bits) | generation (24 bits) | slot (32 bits).
@@ -58,6 +60,7 @@ impl Token {
             5 => Kind::Wake,
             6 => Kind::Shutdown,
             7 => Kind::Connect,
+            8 => Kind::Proxy,
             _ => return None,
         };
         Some(Token { kind, gen: ((v >> 32) & 0xFF_FFFF) as u32, slot: v as u32 })

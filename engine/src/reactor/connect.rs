@@ -9,6 +9,9 @@
 //!                   └─ refused / timed out / name not found ─► on_error(CONNECT_FAIL), on_close
 //!  reconnect(after): the slot, once its on_close ran, gets a fresh socket and dials again
 //! ```
+//!
+//! Through a proxy, the dial resolves and connects to the proxy instead, and the tunnel is
+//! negotiated (`proxy.rs`) before the `Connect` event: the rest is as for a direct dial.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,6 +25,7 @@ use ringman_protocols::ws::{client_handshake_request, generate_key, WsDecoder, W
 use ringman_protocols::{Decoder, Encoder, Framer, Protocol};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::proxy::{Handshake, ProxySpec};
 use super::send::{enqueue, SendQueue};
 use super::slot::{ConnState, WsSession};
 use super::{gen_of, Core, Event, Status};
@@ -65,6 +69,10 @@ pub(crate) struct Dial {
     /// The protocol of a non-WebSocket connection (fresh parsers per attempt).
     pub(crate) protocol: Arc<dyn Protocol>,
     pub(crate) ws: Option<WsOffer>,
+    /// The proxy the tunnel goes through (the dial connects to it, not to `host`).
+    pub(crate) proxy: Option<ProxySpec>,
+    /// This attempt's negotiation with the proxy, while it runs.
+    pub(crate) handshake: Option<Box<Handshake>>,
     /// Addresses the name resolved to, and the one being tried (the next is tried when
     /// one refuses: `localhost` may answer on `127.0.0.1` but not on `::1`).
     addrs: Vec<SocketAddr>,
@@ -95,6 +103,7 @@ impl Dial {
         opts: DialOptions,
         protocol: Arc<dyn Protocol>,
         ws: Option<WsOffer>,
+        proxy: Option<ProxySpec>,
     ) -> Dial {
         Dial {
             host,
@@ -103,6 +112,8 @@ impl Dial {
             opts,
             protocol,
             ws,
+            proxy,
+            handshake: None,
             addrs: Vec::new(),
             next: 0,
             sockaddr: None,
@@ -123,6 +134,20 @@ impl Dial {
     /// Bytes of the sends held until the connection is usable.
     pub(crate) fn held_len(&self) -> usize {
         self.held.len
+    }
+
+    /// The host and port the dial connects to: the proxy's, or the target's.
+    fn dial_host(&self) -> (String, u16) {
+        match &self.proxy {
+            Some(p) => (p.host.clone(), p.port),
+            None => (self.host.clone(), self.port),
+        }
+    }
+
+    /// The tunnel through the proxy is being negotiated (the connection's own receive
+    /// waits until it is open).
+    pub(crate) fn proxying(&self) -> bool {
+        self.handshake.is_some()
     }
 
     /// `host:port` for messages.
@@ -215,7 +240,7 @@ impl Core {
     /// literal or cached, then connects.
     fn dial(&mut self, key: usize) {
         let Some(d) = self.conns[key].dial() else { return };
-        let (host, port) = (d.host.clone(), d.port);
+        let (host, port) = d.dial_host();
         if let Ok(ip) = host.parse::<IpAddr>() {
             self.dial_addrs(key, vec![SocketAddr::new(ip, port)]);
             return;
@@ -379,16 +404,38 @@ impl Core {
         }
         c.peer = c.dial().and_then(|d| d.sockaddr.as_ref()?.as_socket());
         c.active = self.stamp;
-        self.arm_recv(key);
+        if c.dial().is_some_and(|d| d.proxy.is_some()) {
+            // The tunnel first; `tunnel_open` continues from there.
+            self.proxy_start(key);
+            return;
+        }
+        self.tunnel_open(key, false);
+    }
+
+    /// The connection reaches its target (directly, or through an open proxy tunnel):
+    /// `on_connect`, then the `ws://` upgrade or the held sends. `backlog`: the framer holds
+    /// the target's first bytes (they came with the proxy's answer) and is delivered before
+    /// the receive is armed.
+    pub(super) fn tunnel_open(&mut self, key: usize, backlog: bool) {
         let id = self.id_of(key);
-        self.events.push_back(Event::Connect(id));
+        if backlog {
+            // (Delivered after on_connect; the delivery arms the receive.)
+            self.events.push_back(Event::Connect(id));
+            self.events.push_back(Event::Resume(id));
+        } else {
+            self.arm_recv(key);
+            self.events.push_back(Event::Connect(id));
+        }
         let request = self.conns[key].dial().and_then(Dial::upgrade_request);
         match request {
             // The upgrade goes out first; what the application sends waits for the 101.
             Some(req) => {
                 let c = &mut self.conns[key];
                 enqueue(&mut self.arena, &mut c.sendq, &req);
-                self.submit_send(key);
+                // (The proxy's last request may still be in flight: one send at a time.)
+                if !c.send_inflight {
+                    self.submit_send(key);
+                }
             }
             None => self.established(key),
         }
@@ -432,6 +479,14 @@ impl Core {
     /// The error a dial that ran out of time reports.
     pub(super) fn connect_timed_out(&self, key: usize) -> Option<ConnError> {
         let d = self.conns[key].dial()?;
+        let timeout = d.opts.connect_timeout;
+        if let (Some(p), true) = (&d.proxy, d.proxying()) {
+            let answer = format!("no complete answer to the handshake within {timeout:?}");
+            return Some(ConnError::Connect {
+                target: d.target(),
+                cause: ConnectError::Proxy { proxy: p.addr(), answer },
+            });
+        }
         let cause = match (d.ws.is_some(), self.conns[key].peer) {
             // Connected, but the server never completed the upgrade.
             (true, Some(_)) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
@@ -530,6 +585,7 @@ impl Core {
                 self.arena.release(chunk.mem);
             }
             d.held.len = 0;
+            d.handshake = None;
             d.sockaddr = None;
             d.addrs.clear();
             d.attempt = d.attempt.wrapping_add(1);

@@ -15,6 +15,8 @@
 //! | `recv.rs` | multishot receive, pause/resume, ENOBUFS, delivery hand-off | `on_recv` |
 //! | `send.rs` | send queue, the limit, eager/batched submission | `on_send` |
 //! | `close.rs` | close, end (linger), destroy, freeing a slot | `on_cancel` |
+//! | `connect.rs` | outgoing connections: dial, held sends, `ws://` upgrade, reconnect | `on_connect` |
+//! | `proxy.rs` | an outgoing connection's HTTP `CONNECT` / SOCKS5 handshake | `on_proxy` |
 //! | `timeouts.rs` | close deadlines, idle/packet timeouts, heartbeat | — |
 //! | `shutdown.rs` | stop, drain | — |
 //! | `wake.rs` | the mailbox's eventfd read, commands from other threads | `on_wake` |
@@ -23,6 +25,7 @@
 mod accept;
 mod close;
 mod connect;
+mod proxy;
 mod recv;
 mod send;
 mod shutdown;
@@ -54,6 +57,7 @@ use crate::timers::Timers;
 
 use crate::hooks::{Hook, IdErrFn, IdFn};
 pub(crate) use connect::{Dial, DialOptions, WsOffer};
+pub(crate) use proxy::{ProxyKind, ProxySpec};
 pub(crate) use recv::RecvWork;
 pub use send::SendStatus;
 use slot::{gen_of, Serials};
@@ -298,7 +302,8 @@ impl Core {
             // SAFETY: every SQE built by the engine points into memory that outlives the
             // operation: buffer-ring memory and arena chunks (buffers.rs invariants), heap send
             // chunks kept in the send queue until the CQE, `wake_buf` kept until the core
-            // is dropped after its read completed.
+            // is dropped after its read completed, a proxy handshake's boxed receive buffer
+            // kept in its slot until the read's CQE (`Core::proxy_read`).
             if unsafe { self.ring.push(&sqe) } {
                 return;
             }

@@ -126,7 +126,7 @@ impl Rig {
             }
             Kind::Send => self.core.on_send(tok, res),
             Kind::Cancel => self.core.on_cancel(tok),
-            Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect => {}
+            Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect | Kind::Proxy => {}
         }
         checked(&self.core);
         self.events();
@@ -567,7 +567,7 @@ fn client_core() -> (Core, u16) {
 
 fn dial_to(addr: std::net::SocketAddr, timeout: Duration) -> super::Dial {
     let opts = super::DialOptions { connect_timeout: timeout, bind: None, nodelay: true, keepalive: None };
-    super::Dial::new(addr.ip().to_string(), addr.port(), "/".into(), opts, Arc::new(ringman_protocols::Raw), None)
+    super::Dial::new(addr.ip().to_string(), addr.port(), "/".into(), opts, Arc::new(ringman_protocols::Raw), None, None)
 }
 
 /// Collects completions from `core` until `enough`, dispatching nothing. Queued events are
@@ -790,6 +790,7 @@ fn a_stale_name_answer_after_a_reconnect_is_ignored() {
         "/".into(),
         opts,
         Arc::new(ringman_protocols::Raw),
+        None,
         None,
     );
     let id = core.connect(dial).expect("dial");

@@ -18,7 +18,12 @@
 //! announced by `on_buffer_full`; an owed `on_buffer_drain` is delivered once the buffer
 //! is empty; broadcasts reach accepted connections only; unsent bytes stay bounded; the
 //! core's counters agree with its slab; the kernel side saw no operation on a closed
-//! descriptor and no receive buffer given back twice. At the end: `on_close` exactly once
+//! descriptor and no receive buffer given back twice. Outgoing connections through a
+//! simulated proxy: `on_connect` only once the proxy's whole success answer was read; a
+//! refusal read whole is CONNECT_FAIL naming it (and never an `on_connect`); a proxy error
+//! the proxy did not give is explained by a fault or the connect timeout; the prefix checks
+//! apply to the bytes behind the handshake (the target's first bytes included); the proxy
+//! peer itself flags bytes for the target sent before its answer was read. At the end: `on_close` exactly once
 //! per `on_connect`, every receive buffer back in the ring, nothing in flight, and every
 //! connection that was neither faulted, destroyed nor cut off by a deadline received every
 //! byte that was accepted for it.
@@ -39,9 +44,9 @@ use std::time::Duration;
 
 use ringman_protocols::{MessageKind, Protocol};
 
-use self::kernel::{SimKernel, Wire};
+use self::kernel::{SimKernel, Wire, PROXY_PASS, PROXY_TARGET, PROXY_TARGET_PORT, PROXY_USER};
 use self::rng::Rng;
-use crate::client::AsyncTcpConnection;
+use crate::client::{AsyncTcpConnection, Proxy};
 use crate::connection::Connection;
 use crate::handle::WorkerHandle;
 use crate::id::ConnectionId;
@@ -137,6 +142,10 @@ struct World {
     cap: Option<usize>,
     /// Socks the engine accepted and refused at the cap.
     refused: Vec<usize>,
+    /// Draws of the outgoing connections' proxies (a stream of their own), and per mille of
+    /// outgoing connections dialled through one.
+    proxy_rng: Rng,
+    proxy_rate: u32,
 }
 
 /// Per-seed probabilities (per mille) of the application's API calls.
@@ -256,7 +265,7 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
     let c = &core.conns[key];
     let (outgoing, unsent, limit, st) = (c.dial().is_some(), c.unsent(), c.max_send_buffer_size, c.status);
     let full_queued = core.events.iter().any(|e| matches!(e, Event::BufferFull(x) if *x == id));
-    let received = sock.and_then(|s| Some(core.ring.sim_mut()?.socks[s].received.len()));
+    let received = sock.and_then(|s| Some(core.ring.sim_mut()?.socks[s].target_received().len()));
     if let Some(k) = core.ring.sim_mut() {
         k.note(format!("send {} {} bytes ({enc:?}, {st:?}, {unsent} unsent): {status:?}", Name(id), data.len()));
     }
@@ -400,12 +409,13 @@ impl World {
             for a in conn.done.iter().chain(std::iter::once(&conn.cur)) {
                 let Some(s) = a.sock else { continue };
                 let sock = &k.socks[s];
-                if !a.out.starts_with(&sock.received) {
-                    let at = sock.received.iter().zip(&a.out).position(|(x, y)| x != y);
+                let received = sock.target_received();
+                if !a.out.starts_with(received) {
+                    let at = received.iter().zip(&a.out).position(|(x, y)| x != y);
                     self.failures.push(format!(
                         "{}: the peer received {} bytes that are not a prefix of the {} accepted (first difference at {at:?})",
                         Name(ConnectionId::from_u64(*id)),
-                        sock.received.len(),
+                        received.len(),
                         a.out.len()
                     ));
                 }
@@ -418,12 +428,12 @@ impl World {
                             sock.msgs.len()
                         ));
                     }
-                } else if !sock.written[..sock.taken].starts_with(&a.delivered) {
+                } else if !sock.target_taken().starts_with(&a.delivered) {
                     self.failures.push(format!(
                         "{}: delivered {} bytes that are not a prefix of the {} the engine received",
                         Name(ConnectionId::from_u64(*id)),
                         a.delivered.len(),
-                        sock.taken
+                        sock.target_taken().len()
                     ));
                 }
             }
@@ -667,6 +677,12 @@ fn on_connect(id: ConnectionId) {
     })
     .flatten();
     note(|| format!("app: on_connect {} (sock {sock:?})", Name(id)));
+    let early = sock.and_then(|s| {
+        reactor::with_core(|c| c.ring.sim_mut().is_some_and(|k| k.socks[s].handshake_pending())).filter(|p| *p)
+    });
+    if early.is_some() {
+        with_world(|w| w.fail(format!("{}: on_connect before the proxy's whole success answer was read", Name(id))));
+    }
     with_world(|w| {
         let conn = w.conn(id);
         conn.connects += 1;
@@ -699,8 +715,30 @@ fn on_connect(id: ConnectionId) {
     }
 }
 
+/// The proxy peer of `id`'s current socket: whether its refusal was read whole, the
+/// refusal, and whether a fault explains a handshake failure.
+fn proxy_state(id: ConnectionId) -> Option<(bool, Option<String>, bool)> {
+    reactor::with_core(|c| {
+        let k = c.lookup(id)?;
+        let s = sock_of(c, k)?;
+        let sock = &c.ring.sim_mut()?.socks[s];
+        let p = sock.proxy.as_ref()?;
+        let read = p.refusal.is_some() && sock.taken >= p.answer_end;
+        Some((read, p.refusal.clone(), sock.faulted() || sock.engine_shut))
+    })
+    .flatten()
+}
+
 fn on_close(id: ConnectionId) {
     note(|| format!("app: on_close {}", Name(id)));
+    if let Some((true, Some(refusal), _)) = proxy_state(id) {
+        with_world(|w| {
+            let a = &w.conn(id).cur;
+            if !a.aborted && !a.close_asked && !a.cut_off {
+                w.fail(format!("{}: the proxy's refusal {refusal:?} was read but no CONNECT_FAIL came", Name(id)));
+            }
+        });
+    }
     let reconnect = with_world(|w| {
         let conn = w.conn(id);
         conn.closes += 1;
@@ -742,6 +780,22 @@ fn owe_attempt(id: ConnectionId, after: Duration) {
 
 fn on_error(id: ConnectionId, e: &crate::ConnError) {
     note(|| format!("app: on_error {}: {e}", Name(id)));
+    if let crate::ConnError::Connect { cause: crate::ConnectError::Proxy { .. }, .. } = e {
+        let msg = e.to_string();
+        let why = match proxy_state(id) {
+            None => Some("no proxy peer answered".to_string()),
+            Some((true, Some(refusal), _)) if !msg.contains(&refusal) => Some(format!("the refusal was {refusal:?}")),
+            Some((true, Some(_), _)) => None,
+            // Not refused (or not read whole): a fault or the connect timeout explains it.
+            Some((_, _, faulted)) => {
+                let cut = with_world(|w| w.conn(id).cur.cut_off).unwrap_or(false);
+                (!faulted && !cut).then(|| "the proxy neither refused nor failed".to_string())
+            }
+        };
+        if let Some(why) = why {
+            with_world(|w| w.fail(format!("{}: CONNECT_FAIL {msg:?}, but {why}", Name(id))));
+        }
+    }
     if matches!(e, crate::ConnError::SendBufferFull { .. }) {
         return;
     }
@@ -893,8 +947,33 @@ fn open_outgoing() {
     if !ok {
         return;
     }
-    let Ok(client) = AsyncTcpConnection::new(&format!("{scheme}://10.255.0.1:7")) else { return };
+    // Through a proxy (its port picks its kind and whether it wants credentials), with
+    // right, wrong or no credentials; the target is then a name only the proxy resolves.
+    let via = with_world(|w| {
+        let r = &mut w.proxy_rng;
+        r.chance(w.proxy_rate).then(|| ([1080u16, 1081, 3128, 3129][r.below(4) as usize], r.below(6)))
+    })
+    .flatten();
+    let url = match via {
+        Some(_) => format!("{scheme}://{PROXY_TARGET}:{PROXY_TARGET_PORT}"),
+        None => format!("{scheme}://10.255.0.1:7"),
+    };
+    let Ok(mut client) = AsyncTcpConnection::new(&url) else { return };
+    if let Some((port, creds)) = via {
+        let at = format!("10.255.0.2:{port}");
+        let Ok(proxy) = (if port < 2000 { Proxy::socks5(&at) } else { Proxy::http(&at) }) else { return };
+        let proxy = match creds {
+            0 => Ok(proxy),
+            1 => proxy.with_auth(PROXY_USER, "wrong"),
+            _ => proxy.with_auth(PROXY_USER, PROXY_PASS),
+        };
+        let Ok(proxy) = proxy else { return };
+        client.proxy = Some(proxy);
+    }
     let Ok(conn) = client.connect() else { return };
+    if let Some((port, creds)) = via {
+        note(|| format!("app: {} dials through the proxy on port {port} (credentials {creds})", Name(conn.id())));
+    }
     let id = conn.id();
     with_world(|w| {
         let c = w.conn(id);
@@ -991,6 +1070,9 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             stream_rate: [0, 300, 700][Rng::new(seed, 4).below(3) as usize],
             cap,
             refused: Vec::new(),
+            // (Streams 5 and 6 are the cap's and the kernel's proxy peer's.)
+            proxy_rng: Rng::new(seed, 8),
+            proxy_rate: [0, 400, 900][Rng::new(seed, 7).below(3) as usize],
         })
     });
     NAMES.with(|m| m.borrow_mut().clear());
@@ -1074,11 +1156,11 @@ fn final_checks(core: &mut Core, world: &World) -> Result<(), String> {
             if sock.faulted() {
                 continue;
             }
-            if sock.received.len() != a.out.len() {
+            if sock.target_received().len() != a.out.len() {
                 errs.push(format!(
                     "{} (sock {s}): closed gracefully but the peer got {} of {} accepted bytes",
                     Name(id),
-                    sock.received.len(),
+                    sock.target_received().len(),
                     a.out.len()
                 ));
             }
@@ -1155,6 +1237,12 @@ mod tests {
             "single-shot receive",
             "submit EBUSY",
             "ws peer close",
+            "plain receive",
+            "proxy refused",
+            "proxy tunnel open",
+            "proxy answer split",
+            "proxy target bytes after answer",
+            "proxy reset mid-handshake",
             "stream high water",
             "stream handed back unread",
             "connection refused at the cap",

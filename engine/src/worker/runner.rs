@@ -293,6 +293,9 @@ impl<S: 'static> Runner<S> {
             Kind::Connect => {
                 with_core(|c| c.on_connect(tok, res));
             }
+            Kind::Proxy => {
+                with_core(|c| c.on_proxy(tok, res));
+            }
             Kind::Shutdown => {}
         }
     }
