@@ -194,4 +194,8 @@ pub(crate) struct WorkerConfig {
     pub handshake_first: bool,
     /// `max_connections`, when set.
     pub conn_cap: Option<ConnCap>,
+    /// The largest datagram payload UDP sockets receive (`Worker::max_datagram_size`).
+    pub max_datagram: usize,
+    /// Buffers in the ring's datagram pool (`Worker::udp_recv_buffers`, a power of two).
+    pub udp_buffers: u16,
 }

@@ -115,12 +115,19 @@ pub enum ConnError {
         /// The worker's `websocket_ping_interval`.
         after: std::time::Duration,
     },
+    /// A UDP client sent and nothing arrived within its receive timeout
+    /// (`AsyncUdpConnection::recv_timeout`): the client is closed (`on_close` follows).
+    #[error("no datagram received within {after:?}")]
+    RecvTimeout {
+        /// The client's receive timeout.
+        after: std::time::Duration,
+    },
 }
 
 impl ConnError {
     /// Workerman's numeric code: `CONNECT_FAIL` = 1 for a client connection that could not
     /// be established, `SEND_FAIL` = 2 for a refused send, and ringman adds 3 = protocol error, 4 = panic, 5 = socket error,
-    /// 6 = heartbeat unanswered.
+    /// 6 = heartbeat unanswered, 7 = UDP receive timeout.
     pub fn code(&self) -> u32 {
         match self {
             ConnError::Connect { .. } => 1,
@@ -129,6 +136,7 @@ impl ConnError {
             ConnError::Panic(_) => 4,
             ConnError::Io(_) => 5,
             ConnError::NoPong { .. } => 6,
+            ConnError::RecvTimeout { .. } => 7,
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod stats;
 mod sys;
 mod timer;
 mod timers;
+mod udp;
 mod worker;
 
 pub use client::{AsyncTcpConnection, Proxy};
@@ -52,7 +53,7 @@ pub use exec::{
 pub use handle::WorkerHandle;
 pub use id::ConnectionId;
 pub use info::{ConnInfo, RingInfo};
-pub use reactor::SendStatus;
+pub use reactor::{SendStatus, UdpConnection};
 #[doc(hidden)]
 pub use resolve::{set_resolver_hook_for_test, ResolverHook};
 pub use ring::RingMode;
@@ -62,6 +63,7 @@ pub use server::{run_all, run_all_then, stop_all, Running, Server};
 pub use stats::ThreadStats;
 pub use sys::resident_memory;
 pub use timer::{Timer, TimerId};
+pub use udp::AsyncUdpConnection;
 pub use worker::{Worker, WorkerInfo, WsDecision};
 
 /// The connections of the current ring thread (empty off ring threads). Meant for status

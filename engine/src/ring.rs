@@ -32,6 +32,10 @@ pub(crate) enum Kind {
     Connect = 7,
     /// A read of the proxy's handshake answer on outgoing connection `slot`.
     Proxy = 8,
+    /// Multishot RECVMSG of UDP socket `slot` (its own slab, `reactor/udp.rs`).
+    Udp = 9,
+    /// A SENDMSG of one datagram, `slot` naming it among the datagrams in flight.
+    UdpSend = 10,
 }
 
 /// `user_data` layout: kind (8 bits) | generation (24 bits) | slot (32 bits).
@@ -61,6 +65,8 @@ impl Token {
             6 => Kind::Shutdown,
             7 => Kind::Connect,
             8 => Kind::Proxy,
+            9 => Kind::Udp,
+            10 => Kind::UdpSend,
             _ => return None,
         };
         Some(Token { kind, gen: ((v >> 32) & 0xFF_FFFF) as u32, slot: v as u32 })

@@ -21,6 +21,7 @@
 //! | `shutdown.rs` | stop, drain | — |
 //! | `wake.rs` | the mailbox's eventfd read, commands from other threads | `on_wake` |
 //! | `slot.rs` | one connection's state, ids, the turn clock | — |
+//! | `udp.rs` | UDP sockets (`udp://` workers, `AsyncUdpConnection`): multishot RECVMSG on the datagram pool, SENDMSG, truncation, the client's receive timeout | `on_udp`, `on_udp_send` |
 
 mod accept;
 mod close;
@@ -31,6 +32,7 @@ mod send;
 mod shutdown;
 mod slot;
 mod timeouts;
+mod udp;
 mod wake;
 
 #[cfg(test)]
@@ -62,6 +64,8 @@ pub(crate) use recv::RecvWork;
 pub use send::SendStatus;
 use slot::{gen_of, Serials};
 pub(crate) use slot::{ConnState, Stamp};
+pub use udp::UdpConnection;
+pub(crate) use udp::{Role, UdpClient, UdpErrFn, UdpEvent, UdpFn, UdpMsgFn, UdpWork};
 
 thread_local! {
     static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
@@ -114,6 +118,8 @@ pub(crate) enum Event {
     BufferDrain(ConnectionId),
     /// `resume_recv()` was called: deliver what was buffered while paused.
     Resume(ConnectionId),
+    /// Something a UDP client's callbacks must hear.
+    Udp(UdpEvent),
 }
 
 /// Lifecycle of a connection slot.
@@ -155,6 +161,8 @@ pub(crate) struct Core {
     arena: SendArena,
     fixed_send: FixedSend,
     pub listeners: Vec<ListenerSlot>,
+    /// UDP sockets (`udp.rs`).
+    udp: udp::Udp,
     pub events: VecDeque<Event>,
     early: Vec<(u64, i32, u32)>,
     dirty: Vec<usize>,
@@ -214,6 +222,7 @@ impl Drop for Core {
         // The ring forgets the buffers before they are unmapped; the connections' sockets
         // (only left on an abnormal exit) close when the slab drops after this.
         self.recv.unregister(&mut self.ring);
+        self.udp.unregister(&mut self.ring);
         self.arena.unregister(&mut self.ring);
         self.give_places(self.placed);
     }
@@ -271,6 +280,7 @@ impl Core {
             arena,
             fixed_send,
             listeners,
+            udp: udp::Udp::default(),
             events: VecDeque::new(),
             early: Vec::new(),
             dirty: Vec::new(),
@@ -329,6 +339,7 @@ impl Core {
         self.flush_dirty();
         self.rearm_enobufs();
         self.recv.publish();
+        self.udp_turn();
         if !self.early.is_empty() || !self.events.is_empty() {
             let _ = self.ring.submit();
             return;
@@ -539,5 +550,6 @@ impl Core {
         for c in me.conns.drain() {
             drop(c.into_fd_leaking_the_rest());
         }
+        drop(me.udp.take_fds());
     }
 }

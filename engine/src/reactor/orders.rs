@@ -75,6 +75,8 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
         listens_for_drain: true,
         handshake_first: false,
         conn_cap: None,
+        max_datagram: 65_527,
+        udp_buffers: 16,
     })
 }
 
@@ -126,7 +128,7 @@ impl Rig {
             }
             Kind::Send => self.core.on_send(tok, res),
             Kind::Cancel => self.core.on_cancel(tok),
-            Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect | Kind::Proxy => {}
+            Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect | Kind::Proxy | Kind::Udp | Kind::UdpSend => {}
         }
         checked(&self.core);
         self.events();

@@ -52,26 +52,26 @@ use crate::ring::FixedSend;
 // The kernel reads 64-byte SQEs; the decoder below reads the same layout.
 const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
 
-const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
-const IORING_RECV_MULTISHOT: u16 = 1 << 1;
+pub(super) const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
+pub(super) const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 const IORING_ACCEPT_MULTISHOT: u16 = 1 << 0;
 const IORING_ASYNC_CANCEL_ALL: u32 = 1 << 0;
 const IORING_ASYNC_CANCEL_FD: u32 = 1 << 1;
-const CQE_F_BUFFER: u32 = 1 << 0;
-const CQE_F_MORE: u32 = 1 << 1;
+pub(super) const CQE_F_BUFFER: u32 = 1 << 0;
+pub(super) const CQE_F_MORE: u32 = 1 << 1;
 
 /// The fields of an `io_uring_sqe` the engine sets.
 #[derive(Debug, Clone, Copy)]
-struct Sqe {
-    opcode: u8,
-    flags: u8,
-    ioprio: u16,
-    fd: i32,
-    addr: u64,
-    len: u32,
-    op_flags: u32,
-    user_data: u64,
-    buf_group: u16,
+pub(super) struct Sqe {
+    pub(super) opcode: u8,
+    pub(super) flags: u8,
+    pub(super) ioprio: u16,
+    pub(super) fd: i32,
+    pub(super) addr: u64,
+    pub(super) len: u32,
+    pub(super) op_flags: u32,
+    pub(super) user_data: u64,
+    pub(super) buf_group: u16,
 }
 
 impl Sqe {
@@ -371,7 +371,7 @@ impl Rates {
 }
 
 /// The provided-buffer ring as the kernel sees it.
-struct BufRing {
+pub(super) struct BufRing {
     entries: *const BufRingEntry,
     count: u16,
     /// The kernel's consumer index.
@@ -380,6 +380,45 @@ struct BufRing {
     seen_tail: u16,
     /// Who holds each buffer: true while the engine does.
     engine_owns: Vec<bool>,
+}
+
+impl BufRing {
+    /// Buffers the engine published since the last look; returns those it did not hold.
+    pub(super) fn scan(&mut self) -> Vec<u16> {
+        let b = self;
+        // SAFETY: the tail overlays entry 0's `resv`; the engine stores it atomically.
+        let tail = unsafe {
+            (*BufRingEntry::tail(b.entries).cast::<std::sync::atomic::AtomicU16>())
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        let mut bad = Vec::new();
+        while b.seen_tail != tail {
+            let idx = (b.seen_tail & (b.count - 1)) as usize;
+            // SAFETY: `idx < count`, inside the registered entry array.
+            let bid = unsafe { (*b.entries.add(idx)).bid() };
+            match b.engine_owns.get_mut(bid as usize) {
+                Some(owned) if *owned => *owned = false,
+                _ => bad.push(bid),
+            }
+            b.seen_tail = b.seen_tail.wrapping_add(1);
+        }
+        bad
+    }
+
+    /// Takes the next published buffer: (bid, address, length).
+    pub(super) fn take(&mut self) -> Option<(u16, u64, usize)> {
+        let b = self;
+        if b.head == b.seen_tail {
+            return None;
+        }
+        let idx = (b.head & (b.count - 1)) as usize;
+        // SAFETY: `idx < count`, inside the registered entry array, published by the engine.
+        let e = unsafe { &*b.entries.add(idx) };
+        let (bid, addr, len) = (e.bid(), e.addr(), e.len() as usize);
+        b.head = b.head.wrapping_add(1);
+        b.engine_owns[bid as usize] = true;
+        Some((bid, addr, len))
+    }
 }
 
 /// The simulated kernel of one ring.
@@ -394,6 +433,8 @@ pub(crate) struct SimKernel {
     cq: VecDeque<(u64, i32, u32)>,
     overflow: VecDeque<(u64, i32, u32)>,
     bufs: Option<BufRing>,
+    /// UDP: the datagram pool, the datagram sockets and their peers (`sim/udp.rs`).
+    pub(crate) udp: super::udp::SimUdp,
     fixed: Option<(u64, u64)>,
     fixed_send: FixedSend,
     pub(crate) socks: Vec<Sock>,
@@ -433,6 +474,7 @@ impl SimKernel {
             cq: VecDeque::new(),
             overflow: VecDeque::new(),
             bufs: None,
+            udp: super::udp::SimUdp::new(seed),
             fixed: None,
             fixed_send,
             socks: Vec::new(),
@@ -461,7 +503,7 @@ impl SimKernel {
         *self.marks.entry(what).or_default() += 1;
     }
 
-    fn violation(&mut self, what: String) {
+    pub(super) fn violation(&mut self, what: String) {
         self.note(format!("VIOLATION {what}"));
         self.violations.push(what);
     }
@@ -470,26 +512,36 @@ impl SimKernel {
         self.fixed_send
     }
 
-    pub(crate) fn register_buf_ring(&mut self, addr: u64, count: u16, _bgid: u16) -> std::io::Result<()> {
-        self.bufs = Some(BufRing {
+    pub(crate) fn register_buf_ring(&mut self, addr: u64, count: u16, bgid: u16) -> std::io::Result<()> {
+        let ring = BufRing {
             entries: addr as *const BufRingEntry,
             count,
             head: 0,
             seen_tail: 0,
             engine_owns: vec![true; count as usize],
-        });
+        };
+        match bgid {
+            crate::buffers::RECV_BGID => self.bufs = Some(ring),
+            crate::buffers::UDP_BGID => self.udp.bufs = Some(ring),
+            _ => self.violation(format!("unmodelled buffer group {bgid}")),
+        }
         Ok(())
     }
 
-    pub(crate) fn unregister_buf_ring(&mut self, _bgid: u16) {
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) {
         self.scan_buffers();
-        if let Some(b) = &self.bufs {
+        let ring = match bgid {
+            crate::buffers::UDP_BGID => self.udp.bufs.take(),
+            _ => self.bufs.take(),
+        };
+        if let Some(b) = ring {
             let held: Vec<usize> = (0..b.count as usize).filter(|&i| b.engine_owns[i]).collect();
             if !held.is_empty() {
-                self.violation(format!("receive buffers {held:?} never given back before the ring went"));
+                self.violation(format!(
+                    "receive buffers {held:?} of group {bgid} never given back before the ring went"
+                ));
             }
         }
-        self.bufs = None;
     }
 
     pub(crate) fn register_buffer(&mut self, iov: libc::iovec) -> std::io::Result<()> {
@@ -540,8 +592,10 @@ impl SimKernel {
         self.scan_buffers();
         self.scan_closes();
         self.world();
+        self.udp_world();
         let before = self.cq.len();
         self.progress();
+        self.udp_progress();
         let produced = self.cq.len() > before || !self.overflow.is_empty();
         // Time passes: a little on a busy turn, up to the timeout on an idle one.
         let step = if produced {
@@ -574,7 +628,7 @@ impl SimKernel {
 
     /// Posts a CQE. A multishot CQE that does not fit ends its operation (returns false
     /// when `more` had to be dropped).
-    fn post(&mut self, ud: u64, res: i32, mut flags: u32) -> bool {
+    pub(super) fn post(&mut self, ud: u64, res: i32, mut flags: u32) -> bool {
         if self.cq.len() < self.rates.cq_cap && self.overflow.is_empty() {
             self.cq.push_back((ud, res, flags));
             return true;
@@ -664,6 +718,7 @@ impl SimKernel {
                 self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Wake { addr: s.addr } });
             }
             c if c == opcode::Connect::CODE => self.issue_connect(s),
+            c if c == opcode::RecvMsgMulti::CODE || c == opcode::SendMsg::CODE => self.issue_udp(s),
             c if c == opcode::AsyncCancel::CODE => {
                 if s.op_flags & IORING_ASYNC_CANCEL_FD != 0 {
                     let all = s.op_flags & IORING_ASYNC_CANCEL_ALL != 0;
@@ -673,7 +728,7 @@ impl SimKernel {
                     self.post(ud, if all { n as i32 } else { res }, 0);
                 } else {
                     let target = s.addr;
-                    let n = self.cancel(|op| op.ud == target, false);
+                    let n = self.cancel(|op| op.ud == target, false) + self.udp_cancel(target);
                     self.post(ud, if n == 0 { -libc::ENOENT } else { 0 }, 0);
                 }
             }
@@ -772,45 +827,21 @@ impl SimKernel {
 
     /// Buffers the engine published since the last look: each must be one it held.
     fn scan_buffers(&mut self) {
-        let Some(b) = self.bufs.as_mut() else { return };
-        // SAFETY: the tail overlays entry 0's `resv`; the engine stores it atomically.
-        let tail = unsafe {
-            (*BufRingEntry::tail(b.entries).cast::<std::sync::atomic::AtomicU16>())
-                .load(std::sync::atomic::Ordering::Acquire)
-        };
-        let mut bad = Vec::new();
-        while b.seen_tail != tail {
-            let idx = (b.seen_tail & (b.count - 1)) as usize;
-            // SAFETY: `idx < count`, inside the registered entry array.
-            let bid = unsafe { (*b.entries.add(idx)).bid() };
-            match b.engine_owns.get_mut(bid as usize) {
-                Some(owned) if *owned => *owned = false,
-                _ => bad.push(bid),
-            }
-            b.seen_tail = b.seen_tail.wrapping_add(1);
+        for bid in self.udp.bufs.as_mut().map(BufRing::scan).unwrap_or_default() {
+            self.violation(format!("datagram buffer {bid} published while the kernel already held it"));
         }
-        for bid in bad {
+        for bid in self.bufs.as_mut().map(BufRing::scan).unwrap_or_default() {
             self.violation(format!("receive buffer {bid} published while the kernel already held it"));
         }
     }
 
     /// Takes the next published buffer: (bid, address, length).
     fn take_buffer(&mut self) -> Option<(u16, u64, usize)> {
-        let b = self.bufs.as_mut()?;
-        if b.head == b.seen_tail {
-            return None;
-        }
-        let idx = (b.head & (b.count - 1)) as usize;
-        // SAFETY: `idx < count`, inside the registered entry array, published by the engine.
-        let e = unsafe { &*b.entries.add(idx) };
-        let (bid, addr, len) = (e.bid(), e.addr(), e.len() as usize);
-        b.head = b.head.wrapping_add(1);
-        b.engine_owns[bid as usize] = true;
-        Some((bid, addr, len))
+        self.bufs.as_mut()?.take()
     }
 
     pub(crate) fn ops_in_flight(&self) -> usize {
-        self.ops.len()
+        self.ops.len() + self.udp.ops_in_flight()
     }
 
     /// The peers act: new clients, writes, reads, faults.
@@ -1481,6 +1512,7 @@ impl SimKernel {
     /// Puts the world in its calm phase: no more faults; everything due completes.
     pub(crate) fn calm_down(&mut self) {
         self.calm = true;
+        self.udp.calm_down();
         self.rates.calm();
     }
 }
@@ -1510,7 +1542,7 @@ fn socket_pair() -> (OwnedFd, OwnedFd) {
 }
 
 /// The inode behind descriptor `fd`, if it is open.
-fn ino_of(fd: RawFd) -> Option<u64> {
+pub(super) fn ino_of(fd: RawFd) -> Option<u64> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: `st` is large enough for `struct stat`; fstat writes it or fails.
     let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };

@@ -34,9 +34,10 @@
 
 pub(crate) mod kernel;
 mod rng;
+mod udp;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -51,10 +52,11 @@ use crate::connection::Connection;
 use crate::handle::WorkerHandle;
 use crate::id::ConnectionId;
 use crate::mailbox::{self, Enc};
-use crate::reactor::{self, Core, Event, ListenerSlot, SendStatus, Status};
+use crate::reactor::{self, Core, Event, ListenerSlot, SendStatus, Status, UdpConnection};
 use crate::ring::{Ring, RingMode};
 use crate::stats::ThreadStats;
 use crate::timer::Timer;
+use crate::udp::AsyncUdpConnection;
 use crate::worker::Worker;
 
 /// Marks the start of every broadcast payload (broadcasts must never reach an outgoing
@@ -146,6 +148,20 @@ struct World {
     /// outgoing connections dialled through one.
     proxy_rng: Rng,
     proxy_rate: u32,
+    /// UDP: the application's draws (a stream of its own), its clients, and how many more
+    /// it may open.
+    udp_rng: Rng,
+    udp_clients: Vec<UdpClientSeen>,
+    udp_budget: usize,
+}
+
+/// A UDP client as the application saw it.
+#[derive(Default, Debug)]
+struct UdpClientSeen {
+    /// Sent and not answered yet, in order (an echo may be lost; a later one answers).
+    pending: VecDeque<Vec<u8>>,
+    rounds: u64,
+    closes: u32,
 }
 
 /// Per-seed probabilities (per mille) of the application's API calls.
@@ -489,7 +505,7 @@ pub(crate) fn on_turn(core: &mut Core) {
         return;
     }
     if turns > fault_turns + LIVENESS_TURNS {
-        panic!("no liveness: the ring did not stop within {LIVENESS_TURNS} calm turns");
+        panic!("no liveness: the ring did not stop within {LIVENESS_TURNS} calm turns (udp: {})", core.udp_states());
     }
     if calm {
         return;
@@ -598,6 +614,7 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
         with_world(|w| w.conn(conn.id()).cur.ws_close_seen = true);
     });
     w.on_error(|conn, e, _| on_error(conn.id(), e));
+    w.on_datagram(|peer, msg, _| udp_datagram(peer, msg.data));
     // (The engine queues the event either way; the callback lets the world see it.)
     w.on_buffer_full(|conn, _| on_full(conn.id()));
     if rng.below(2) == 0 {
@@ -624,6 +641,98 @@ fn sim_mark(what: &'static str) {
             k.mark(what);
         }
     });
+}
+
+/// The worker's `on_datagram`: the datagram is judged against what the peer sent, echoed
+/// to its sender, and sometimes followed by one too large for UDP or a new UDP client.
+fn udp_datagram(peer: &UdpConnection, data: &[u8]) {
+    let from = peer.remote_addr();
+    let judged = reactor::with_core(|c| c.ring.sim_mut().map(|k| k.udp.check_delivery(from, data))).flatten();
+    if let Some(Err(e)) = judged {
+        with_world(|w| w.fail(e));
+    }
+    sim_mark("udp datagram delivered");
+    let status = peer.send(data);
+    note(|| format!("app: datagram of {} bytes from {from}, echoed: {status:?}", data.len()));
+    let (big, client) = with_world(|w| {
+        let client = w.udp_budget > 0 && w.udp_rng.chance(20);
+        (w.udp_rng.chance(30), client)
+    })
+    .unwrap_or_default();
+    if big && peer.send(vec![b'x'; 70_000]) == SendStatus::Sent {
+        with_world(|w| w.fail("a datagram larger than UDP allows answered Sent".into()));
+    }
+    if client {
+        udp_client();
+    }
+}
+
+/// Opens a UDP client whose peer echoes (or loses) its datagrams: it sends, and sends again
+/// on each answer, for a few rounds; some clients have a receive timeout.
+fn udp_client() {
+    let Some((timeout, rounds, id)) = with_world(|w| {
+        w.udp_budget -= 1;
+        let timeout = (w.udp_rng.below(2) == 0).then(|| Duration::from_millis(w.udp_rng.range(20, 3000)));
+        let rounds = w.udp_rng.range(1, 20);
+        w.udp_clients.push(UdpClientSeen { rounds, ..Default::default() });
+        (timeout, rounds, w.udp_clients.len() - 1)
+    }) else {
+        return;
+    };
+    let mut client = AsyncUdpConnection::new("udp://127.0.0.1:9").expect("an address");
+    client.recv_timeout = timeout;
+    let conn = match client.connect() {
+        Ok(c) => c,
+        Err(e) => {
+            with_world(|w| w.fail(format!("udp client {id}: connect failed: {e}")));
+            return;
+        }
+    };
+    note(|| format!("app: udp client {id} ({rounds} rounds, timeout {timeout:?})"));
+    conn.on_message(move |c, msg| {
+        sim_mark("udp client echo");
+        let next = with_world(|w| {
+            let seen = &mut w.udp_clients[id];
+            match seen.pending.iter().position(|p| p.as_slice() == msg.data) {
+                Some(at) => drop(seen.pending.drain(..=at)),
+                None => {
+                    let n = msg.data.len();
+                    w.fail(format!("udp client {id}: an echo of {n} bytes it never sent (or twice)"));
+                    return None;
+                }
+            }
+            let seen = &mut w.udp_clients[id];
+            seen.rounds = seen.rounds.checked_sub(1)?;
+            let size = w.udp_rng.range(1, 2000) as usize;
+            Some(pattern(size, w.udp_rng.next()))
+        })
+        .flatten();
+        if let Some(p) = next {
+            udp_client_send(c, id, p);
+        }
+    });
+    conn.on_error(move |_, e| match e {
+        crate::error::ConnError::RecvTimeout { .. } => sim_mark("udp client timeout"),
+        _ => sim_mark("udp client error"),
+    });
+    conn.on_close(move |c| {
+        note(|| format!("app: udp client {id} closed"));
+        if c.is_open() {
+            with_world(|w| w.fail(format!("udp client {id}: open in its on_close")));
+        }
+        with_world(|w| w.udp_clients[id].closes += 1);
+    });
+    let first = with_world(|w| pattern(w.udp_rng.range(1, 2000) as usize, w.udp_rng.next())).unwrap_or_default();
+    udp_client_send(&conn, id, first);
+}
+
+fn udp_client_send(conn: &UdpConnection, id: usize, payload: Vec<u8>) {
+    with_world(|w| w.udp_clients[id].pending.push_back(payload.clone()));
+    let status = conn.send(&payload);
+    if status == SendStatus::Failed {
+        // (Refused by the kernel at once: no echo will come.)
+        with_world(|w| drop(w.udp_clients[id].pending.pop_back()));
+    }
 }
 
 /// The async application: some accepted connections are read by a task through a
@@ -1020,6 +1129,14 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
         (r.below(3) == 0).then(|| r.range(1, 5) as usize)
     };
     worker.max_connections = cap;
+    // UDP on three quarters of the seeds: a `udp://` socket beside the stream listener,
+    // small datagram buffers (so peers' larger datagrams are truncated) in a small pool (so
+    // it runs dry).
+    let mut udp_rng = Rng::new(seed, 9);
+    let udp_on = udp_rng.below(4) != 0;
+    worker.max_datagram_size = udp_rng.range(64, 9000) as usize;
+    worker.udp_recv_buffers = 1 << udp_rng.range(1, 5);
+    let max_datagram = worker.max_datagram_size;
     let limit = worker.max_send_buffer_size;
     let worker_drain = worker.has_buffer_drain();
     let (thread, mb) = mailbox::register().map_err(|e| e.to_string())?;
@@ -1042,6 +1159,19 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
         Ring::sim(kernel),
         RingMode::DeferTaskrun,
     );
+    let core = core.and_then(|mut c| {
+        if udp_on {
+            let fd: OwnedFd = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .map_err(crate::error::EngineError::Socket)?
+                .into();
+            if let Some(k) = c.ring.sim_mut() {
+                k.udp.set_server(fd.as_raw_fd(), max_datagram);
+            }
+            let raw: Arc<dyn Protocol> = Arc::new(ringman_protocols::Raw);
+            c.udp_open(Arc::new(fd), raw, reactor::Role::Server).map_err(crate::error::EngineError::Socket)?;
+        }
+        Ok(c)
+    });
     let core = match core {
         Ok(c) => c,
         Err(e) => {
@@ -1073,6 +1203,10 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             // (Streams 5 and 6 are the cap's and the kernel's proxy peer's.)
             proxy_rng: Rng::new(seed, 8),
             proxy_rate: [0, 400, 900][Rng::new(seed, 7).below(3) as usize],
+            // (Streams 9 and 10: the UDP settings above and the kernel's UDP peers.)
+            udp_rng: Rng::new(seed, 11),
+            udp_clients: Vec::new(),
+            udp_budget: 4,
         })
     });
     NAMES.with(|m| m.borrow_mut().clear());
@@ -1181,6 +1315,15 @@ fn final_checks(core: &mut Core, world: &World) -> Result<(), String> {
             ));
         }
     }
+    errs.extend(k.udp.final_check(core.stats.udp_truncated.get()));
+    if core.udp_counts() != (0, 0) {
+        errs.push(format!("UDP sockets and datagrams in flight left after the stop: {:?}", core.udp_counts()));
+    }
+    for (i, c) in world.udp_clients.iter().enumerate() {
+        if c.closes != 1 {
+            errs.push(format!("udp client {i}: {} on_close", c.closes));
+        }
+    }
     if world.cap.is_none() && !world.refused.is_empty() {
         errs.push(format!("{} connections refused without a cap", world.refused.len()));
     }
@@ -1246,6 +1389,17 @@ mod tests {
             "stream high water",
             "stream handed back unread",
             "connection refused at the cap",
+            "udp datagram delivered",
+            "udp datagram truncated",
+            "udp reply to its sender",
+            "udp ENOBUFS",
+            "udp multishot ended",
+            "udp EMSGSIZE",
+            "udp echo lost",
+            "udp send refused",
+            "udp client error",
+            "udp client echo",
+            "udp client timeout",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }

@@ -8,6 +8,7 @@ mod callbacks;
 mod listen;
 mod runner;
 mod start;
+mod udp;
 mod websocket;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,6 +21,7 @@ use crate::config::{Keepalive, SendMode};
 use crate::connection::Connection;
 use crate::error::{ConnError, EngineError};
 use crate::handle::WorkerHandle;
+use crate::reactor::UdpConnection;
 
 pub(crate) use callbacks::Callbacks;
 #[cfg(test)]
@@ -62,6 +64,8 @@ pub struct WorkerInfo {
 /// ```
 pub struct Worker<S = ()> {
     addr: Option<SocketAddr>,
+    /// `udp://`: a datagram service instead of a stream listener.
+    udp: bool,
     protocol: Arc<dyn Protocol>,
     /// Number of ring threads (default: number of CPUs).
     pub count: usize,
@@ -137,11 +141,25 @@ pub struct Worker<S = ()> {
     /// receive may post several completions for one connection in a turn; what bounds a
     /// connection's intake is the pool, and `backpressure` once its answers back up.)
     pub recv_buffer_size: u32,
+    /// `udp://` workers and UDP clients: the largest datagram payload received (default and
+    /// most 65,527 bytes, UDP's limit over IPv6; IPv4's is 65,507). Each buffer of the ring's
+    /// datagram pool holds this much plus the `io_uring_recvmsg_out` header and the sender's
+    /// address; a larger datagram is dropped and counted in
+    /// [`ThreadStats::udp_truncated`](crate::ThreadStats::udp_truncated), never delivered cut.
+    pub max_datagram_size: usize,
+    /// Buffers in each ring's datagram pool (default 64, a power of two): how many datagrams
+    /// the kernel can hold for the ring between two loop turns before the receive pauses
+    /// (ENOBUFS; re-armed at the end of the turn). The pool is only mapped on rings that
+    /// open a UDP socket.
+    pub udp_recv_buffers: u16,
     /// Registered send memory each ring asks for (taken from a process budget within the
     /// 8 MiB memlock limit; heap buffers are used beyond it).
     pub fixed_send_bytes: usize,
     pub(crate) cb: Callbacks<S>,
 }
+
+/// The largest UDP payload (over IPv6; 65,507 over IPv4).
+pub(crate) const MAX_DATAGRAM: usize = 65_527;
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -165,17 +183,50 @@ fn parse_addr(addr: &str) -> Result<(String, SocketAddr), EngineError> {
 impl<S: Default + 'static> Worker<S> {
     /// A worker for `scheme://ip:port` with a built-in protocol: `tcp` (raw bytes), `text`
     /// (newline-delimited), `frame` (4-byte length prefix), `http` (HTTP/1.1, see
-    /// `on_request`) or `websocket` (RFC 6455, see `on_websocket_connect`).
+    /// `on_request`) or `websocket` (RFC 6455, see `on_websocket_connect`); or `udp`, a
+    /// datagram service (raw datagrams, see [`Worker::on_datagram`]; for another protocol
+    /// over UDP use [`Worker::with_protocol`]).
     pub fn new(addr: &str) -> Result<Worker<S>, EngineError> {
         let (scheme, sock) = parse_addr(addr)?;
+        if scheme == "udp" {
+            return Ok(Worker::build_udp(sock, Arc::new(ringman_protocols::Raw)));
+        }
         let protocol = ringman_protocols::by_scheme(&scheme).ok_or(EngineError::UnknownScheme(scheme))?;
         Ok(Worker::build(Some(sock), protocol))
     }
 
-    /// A worker speaking a custom protocol on `scheme://ip:port` (the scheme is only a label).
+    /// A worker speaking a custom protocol on `scheme://ip:port`. The scheme is only a label,
+    /// except `udp://`: a datagram service whose datagrams the protocol parses (each datagram
+    /// on its own, as Workerman does: for `text`, every complete line in it is a message and
+    /// an unterminated rest is dropped). Protocols with a handshake or a stream of requests
+    /// (`http`, `websocket`) do not run over UDP: `start()` refuses them.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// let mut w = ringman_engine::Worker::<()>::with_protocol("udp://0.0.0.0:9000", Arc::new(ringman_protocols::Text)).unwrap();
+    /// w.on_datagram(|peer, line, _| {
+    ///     peer.send(line); // back to the sender, with the newline
+    /// });
+    /// ```
     pub fn with_protocol(addr: &str, protocol: Arc<dyn Protocol>) -> Result<Worker<S>, EngineError> {
-        let (_, sock) = parse_addr(addr)?;
+        let (scheme, sock) = parse_addr(addr)?;
+        if scheme == "udp" {
+            return Ok(Worker::build_udp(sock, protocol));
+        }
         Ok(Worker::build(Some(sock), protocol))
+    }
+
+    fn build_udp(addr: SocketAddr, protocol: Arc<dyn Protocol>) -> Worker<S> {
+        let mut w = Worker::build(Some(addr), protocol);
+        w.udp = true;
+        // (Per-connection timeouts have no meaning for datagrams.)
+        (w.idle_timeout, w.packet_timeout) = (None, None);
+        w
+    }
+
+    /// Whether this is a `udp://` worker.
+    pub fn is_udp(&self) -> bool {
+        self.udp
     }
 
     /// A worker without a listener: threads that only run timers and cross-thread calls.
@@ -187,6 +238,7 @@ impl<S: Default + 'static> Worker<S> {
         let (idle_timeout, packet_timeout) = (protocol.idle_timeout(), protocol.packet_timeout());
         Worker {
             addr,
+            udp: false,
             protocol,
             count: cpus(),
             name: "none".into(),
@@ -211,6 +263,8 @@ impl<S: Default + 'static> Worker<S> {
             recv_buffers: 1024,
             recv_buffer_size: 8192,
             fixed_send_bytes: 1024 * 1024,
+            max_datagram_size: MAX_DATAGRAM,
+            udp_recv_buffers: 64,
             cb: Callbacks::default(),
         }
     }
@@ -234,6 +288,25 @@ impl<S: Default + 'static> Worker<S> {
     /// copy what you keep.
     pub fn on_message(&mut self, f: impl Fn(&Connection, &Message<'_>, &mut S) + Send + Sync + 'static) -> &mut Self {
         self.cb.on_message = Some(Arc::new(f));
+        self
+    }
+    /// A `udp://` worker received a datagram (Workerman's `onMessage` of a UDP worker): called
+    /// once per message the protocol finds in it (raw: the whole datagram, also an empty
+    /// one). `peer` names the sender; [`UdpConnection::send`] answers it from the socket the
+    /// datagram arrived on. The message borrows the receive buffer: copy what you keep.
+    /// (Stream callbacks — `on_connect`, `on_close`, ... — are not called for datagrams.)
+    ///
+    /// ```no_run
+    /// let mut w = ringman_engine::Worker::<()>::new("udp://0.0.0.0:9000").unwrap();
+    /// w.on_datagram(|peer, msg, _| {
+    ///     peer.send(msg);
+    /// });
+    /// ```
+    pub fn on_datagram(
+        &mut self,
+        f: impl Fn(&UdpConnection, &Message<'_>, &mut S) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.cb.on_datagram = Some(Arc::new(f));
         self
     }
     /// The connection closed (exactly once per connection, whoever closed it). The handle

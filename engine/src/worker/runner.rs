@@ -296,6 +296,7 @@ impl<S: 'static> Runner<S> {
             Kind::Proxy => {
                 with_core(|c| c.on_proxy(tok, res));
             }
+            Kind::Udp | Kind::UdpSend => super::udp::complete(&self.cb, &mut self.state, tok, res, flags),
             Kind::Shutdown => {}
         }
     }
@@ -453,6 +454,10 @@ impl<S: 'static> Runner<S> {
                         crate::exec::notify(id, Note::Drained);
                     }
                     (id, r)
+                }
+                Event::Udp(ev) => {
+                    super::udp::deliver_event(ev);
+                    continue;
                 }
                 Event::Resume(id) => {
                     if let Some(w) = with_core(|core| core.resume_begin(id)).flatten() {

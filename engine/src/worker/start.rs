@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use super::listen;
 use super::runner::{supervise, Runner};
-use super::{cpus, Worker, WorkerInfo};
+use super::{cpus, Worker, WorkerInfo, MAX_DATAGRAM};
 use crate::config::{ConnCap, Keepalive, Listeners, OpenListeners, WorkerConfig};
 use crate::error::EngineError;
 use crate::handle::WorkerHandle;
@@ -62,6 +62,8 @@ impl<S> Worker<S> {
             // (The one protocol with pings is the one with an upgrade handshake.)
             handshake_first: w.protocol.supports_ping(),
             conn_cap: w.max_connections.map(|max| ConnCap { max, open: Default::default() }),
+            max_datagram: w.max_datagram_size.clamp(1, MAX_DATAGRAM),
+            udp_buffers: w.udp_recv_buffers.next_power_of_two().clamp(2, 32768),
         }
     }
 
@@ -100,7 +102,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
         // and closed when the last of them exits; a ring restarted by its supervisor keeps it.
         let mut fds: Vec<OwnedFd> = Vec::new();
         let mut bound = None;
-        if let Some(addr) = w.addr {
+        if let Some(addr) = w.addr.filter(|_| !w.udp) {
             // Sockets handed over by a predecessor process (reload) come first.
             fds = listen::inherited(addr);
             for fd in &fds {
@@ -133,6 +135,19 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             });
             Arc::new(Listeners { open, reuse_port, fds: Mutex::new(fds.into_iter().map(Arc::new).collect()) })
         });
+        // A `udp://` worker: one SO_REUSEPORT socket per ring (or one they share).
+        if w.udp && (w.protocol.supports_ping() || w.protocol.name() == "http") {
+            let addr = format!("udp://{}", w.addr.map_or_else(String::new, |a| a.to_string()));
+            return Err(EngineError::BadAddress { addr, reason: "http and websocket do not run over udp://" });
+        }
+        let udp: Vec<Arc<OwnedFd>> = match w.addr.filter(|_| w.udp) {
+            Some(addr) => {
+                let fds = super::udp::bind(addr, if w.reuse_port { count } else { 1 }, w.reuse_port)?;
+                bound = crate::sys::local_addr(fds[0].as_fd());
+                fds.into_iter().map(Arc::new).collect()
+            }
+            None => Vec::new(),
+        };
         let mut regs = Vec::new();
         for _ in 0..count {
             match mailbox::register() {
@@ -160,6 +175,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
         let first_thread = threads.len();
         for (i, (thread, mailbox)) in regs.into_iter().enumerate() {
             let listeners = listeners.clone();
+            let udp = (!udp.is_empty()).then(|| udp[i % udp.len()].clone());
             let stats = stats[i].clone();
             let info = WorkerInfo { id: i, count, name: w.name.clone(), handle: handle.clone() };
             let (cfg, cb, ready_tx) = (cfg.clone(), cb.clone(), ready_tx.clone());
@@ -174,7 +190,10 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                     // restarted ring), if the worker listens.
                     let listeners: Vec<ListenerSlot> =
                         listeners.iter().filter_map(|l| l.for_ring(i)).map(ListenerSlot::new).collect();
-                    let core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
+                    let mut core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
+                    if let Some(fd) = &udp {
+                        core.udp_listen(fd.clone()).map_err(EngineError::BufferRing)?;
+                    }
                     let stats = core.stats.clone();
                     Ok((core, Runner::new(cb.clone(), info.clone(), stats)))
                 });
