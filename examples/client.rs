@@ -1,5 +1,5 @@
 //! Echo-checking client:
-//! `cargo run --release --example client -- <tcp|text|frame|ws>://HOST:PORT[/path]
+//! `cargo run --release --example client -- <tcp|text|frame|ws|udp>://HOST:PORT[/path]
 //! [--conns N] [--messages M] [--size B] [--binary] [--proxy PROXY]`.
 //!
 //! Opens N outgoing connections spread over the ring threads (one `Worker` without a
@@ -12,7 +12,10 @@
 //! is invalid UTF-8 a conforming client must refuse); `--binary` sends binary frames with
 //! every byte value instead. `--proxy socks5://USER:PASS@HOST:PORT` or
 //! `--proxy http://[USER:PASS@]HOST:PORT` reaches the server through a SOCKS5 or HTTP
-//! `CONNECT` proxy (a refusal is reported with the proxy's answer). The last line
+//! `CONNECT` proxy (a refusal is reported with the proxy's answer). `udp://` opens N UDP
+//! clients (`AsyncUdpConnection`), each sending its M datagrams of B bytes one after the
+//! other, the next once the previous one's echo arrived (a datagram lost or unanswered
+//! within 5 s is an error). The last line
 //! is `ok: N connections x M messages` (exit 0), or `error: …` on any mismatch, connect
 //! failure or early close (exit 1).
 
@@ -22,11 +25,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ringman::{run_all, AsyncTcpConnection, Connection, Message, Proxy, Server, Worker};
+use ringman::{
+    run_all, AsyncTcpConnection, AsyncUdpConnection, Connection, Message, Proxy, Server, UdpConnection, Worker,
+};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: client <tcp|text|frame|ws>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary] \
+        "usage: client <tcp|text|frame|ws|udp>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary] \
          [--proxy socks5://USER:PASS@HOST:PORT | http://[USER:PASS@]HOST:PORT]"
     );
     ExitCode::from(2)
@@ -134,6 +139,55 @@ impl Plan {
         st.got += 1;
         Ok(())
     }
+}
+
+/// Opens UDP client `index` on this ring thread: its datagrams go one at a time, each
+/// once the previous one's echo arrived and matched.
+fn open_udp(url: &str, index: usize, plan: Plan, conns: usize, shared: &Arc<Shared>) -> Result<(), String> {
+    let mut client = AsyncUdpConnection::new(url).map_err(|e| format!("{url}: {e}"))?;
+    client.recv_timeout = Some(std::time::Duration::from_secs(5));
+    let conn = client.connect().map_err(|e| format!("{url}: {e}"))?;
+    let st = Rc::new(RefCell::new(Check { index, got: 0, done: false }));
+    let send_next = move |c: &UdpConnection, n: usize| {
+        if n < plan.messages {
+            c.send(payload(index, n, plan.size, plan.text));
+        }
+    };
+    let (s2, sh) = (st.clone(), shared.clone());
+    conn.on_message(move |c, m| {
+        let mut s = s2.borrow_mut();
+        if let Err(e) = plan.check(&mut s, m) {
+            sh.fail(e);
+            c.close();
+            return;
+        }
+        if s.got == plan.messages {
+            s.done = true;
+            c.close();
+        } else {
+            send_next(c, s.got);
+        }
+    });
+    let sh = shared.clone();
+    conn.on_error(move |_, e| sh.fail(format!("udp client {index}: {e}")));
+    let (sh, s2) = (shared.clone(), st.clone());
+    conn.on_close(move |_| {
+        let s = s2.borrow();
+        if s.done {
+            if sh.done.fetch_add(1, Ordering::SeqCst) + 1 == conns {
+                ringman::stop_all();
+            }
+        } else {
+            sh.fail(format!("udp client {index} closed after {} of {} datagrams", s.got, plan.messages));
+        }
+    });
+    if plan.messages == 0 {
+        st.borrow_mut().done = true;
+        conn.close();
+    } else {
+        send_next(&conn, 0);
+    }
+    Ok(())
 }
 
 /// Opens connection `index` on this ring thread and installs its checks.
@@ -254,10 +308,16 @@ fn main() -> ExitCode {
         }
     }
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
-    if !matches!(scheme.as_str(), "tcp" | "text" | "frame" | "ws") {
+    if !matches!(scheme.as_str(), "tcp" | "text" | "frame" | "ws" | "udp") {
         return usage();
     }
-    if let Err(e) = AsyncTcpConnection::new(&url) {
+    let udp = scheme == "udp";
+    if udp && proxy.is_some() {
+        eprintln!("--proxy is for stream connections");
+        return usage();
+    }
+    let checked = if udp { AsyncUdpConnection::new(&url).map(drop) } else { AsyncTcpConnection::new(&url).map(drop) };
+    if let Err(e) = checked {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
@@ -283,7 +343,12 @@ fn main() -> ExitCode {
             if sh.failed() {
                 return;
             }
-            if let Err(e) = open(&u, proxy.as_ref().as_ref(), index, plan, conns, &sh) {
+            let opened = if udp {
+                open_udp(&u, index, plan, conns, &sh)
+            } else {
+                open(&u, proxy.as_ref().as_ref(), index, plan, conns, &sh)
+            };
+            if let Err(e) = opened {
                 sh.fail(e);
             }
         }

@@ -5,7 +5,8 @@
 //! reload [-g] | status [-d] | connections | metrics]`.
 //!
 //! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`,
-//! `websocket`: text stays text, binary stays binary). Without a
+//! `websocket`: text stays text, binary stays binary); `udp://` echoes each datagram to its
+//! sender. Without a
 //! verb it runs in the foreground, prints the address it listens on and exits cleanly on
 //! SIGINT/SIGTERM; the verbs are Workerman's (see `ringman::ops`). `--watch PATH` (file or
 //! directory, repeatable) turns on the file monitor (`ops::Options::watch`): a change of a
@@ -136,6 +137,10 @@ fn main() -> ExitCode {
         w.name = "echo".into();
         w.on_message(|conn, msg, _| {
             conn.send_as(msg.data, msg.kind);
+        });
+        // (`udp://`: each datagram back to its sender.)
+        w.on_datagram(|peer, msg, _| {
+            peer.send(msg.data);
         });
         let mut server = Server::new().add(w);
         // A second, non-reloadable echo worker: a reload leaves it in the old process.

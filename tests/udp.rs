@@ -146,6 +146,8 @@ fn a_datagram_above_the_limit_is_dropped_and_counted_never_cut() {
     let stats = &running.worker(0).stats()[0];
     assert_eq!(stats.udp_truncated.get(), 3, "1001, 3000 and 65,507 bytes: dropped and counted");
     assert_eq!(stats.requests.get(), 3, "1000, 999 and the marker delivered");
+    let metrics = ringman::ops::metrics::render(running.workers());
+    assert!(metrics.contains("ringman_udp_truncated_total{worker=\"none\",thread=\"0\"} 3"), "{metrics}");
 }
 
 const TEXT: &str = r#"
@@ -368,4 +370,32 @@ fn start_refuses_http_over_udp_and_a_taken_port() {
     let w = Worker::<()>::new(&format!("udp://{}", taken.local_addr().unwrap())).unwrap();
     let e = ringman::Server::new().add(w).start().err().expect("the port is taken");
     assert!(matches!(e, ringman::EngineError::AddrInUse { .. }), "{e}");
+}
+
+#[test]
+fn the_echo_and_client_examples_over_udp() {
+    // The client example against a Python UDP echo server: 4 clients × 50 datagrams.
+    let server = PyServer::start("echo");
+    let out = Command::new(common::example_binary("client"))
+        .args([&format!("udp://127.0.0.1:{}", server.port), "--conns", "4", "--messages", "50", "--size", "3000"])
+        .output()
+        .expect("the client example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().last(), Some("ok: 4 connections x 50 messages"));
+    assert_eq!(server.stop(), 200);
+
+    // The echo example on udp:// against a Python client.
+    let mut echo = Command::new(common::example_binary("echo"))
+        .args(["udp://127.0.0.1:0", "--threads", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the echo example runs");
+    let mut line = String::new();
+    BufReader::new(echo.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.trim().strip_prefix("listening on ").expect("the address line").parse().unwrap();
+    let out = python(SEQUENTIAL, &[&addr.port().to_string(), "100"]);
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert_eq!(out.split_whitespace().next(), Some("100"));
 }
