@@ -50,9 +50,9 @@ impl UdpConnection {
     /// Sends `data`, encoded with the socket's protocol (`text` appends the newline), as one
     /// datagram to this peer (a client's: to the address it connected to).
     ///
-    /// * [`SendStatus::Sent`] — handed to the kernel, which took it ([`SendMode::Eager`]
-    ///   (crate::SendMode): the SENDMSG is submitted at once and its completion came back
-    ///   before `send` returned).
+    /// * [`SendStatus::Sent`] — handed to the kernel, which took it (in
+    ///   [`SendMode::Eager`](crate::SendMode) the SENDMSG is submitted at once and its
+    ///   completion came back before `send` returned).
     /// * [`SendStatus::Queued`] — batched: the SENDMSG goes out with the loop turn's one
     ///   submit ([`SendMode::Batched`](crate::SendMode), the default), or the kernel has not
     ///   answered yet, or the call came from another thread (it travels through the owning
