@@ -146,6 +146,7 @@ fn a_datagram_above_the_limit_is_dropped_and_counted_never_cut() {
     let stats = &running.worker(0).stats()[0];
     assert_eq!(stats.udp_truncated.get(), 3, "1001, 3000 and 65,507 bytes: dropped and counted");
     assert_eq!(stats.requests.get(), 3, "1000, 999 and the marker delivered");
+    assert_eq!(running.worker(0).protocol(), "udp", "status tables list it as udp://");
     let metrics = ringman::ops::metrics::render(running.workers());
     assert!(metrics.contains("ringman_udp_truncated_total{worker=\"none\",thread=\"0\"} 3"), "{metrics}");
 }
@@ -386,8 +387,12 @@ fn the_echo_and_client_examples_over_udp() {
     assert_eq!(server.stop(), 200);
 
     // The echo example on udp:// against a Python client.
+    // (In a directory of its own: the echo writes its pid file into its working directory.)
+    let dir = std::env::temp_dir().join(format!("ringman-udp-echo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let mut echo = Command::new(common::example_binary("echo"))
         .args(["udp://127.0.0.1:0", "--threads", "2"])
+        .current_dir(&dir)
         .stdout(Stdio::piped())
         .spawn()
         .expect("the echo example runs");
@@ -397,5 +402,6 @@ fn the_echo_and_client_examples_over_udp() {
     let out = python(SEQUENTIAL, &[&addr.port().to_string(), "100"]);
     let _ = echo.kill();
     let _ = echo.wait();
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.split_whitespace().next(), Some("100"));
 }

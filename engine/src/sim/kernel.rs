@@ -626,6 +626,12 @@ impl SimKernel {
         }
     }
 
+    /// Whether a CQE posted now goes straight into the CQ (not the overflow list): the engine
+    /// then reaps it after this turn's wait, before it drains its mailbox again.
+    pub(super) fn cq_has_room(&self) -> bool {
+        self.cq.len() < self.rates.cq_cap && self.overflow.is_empty()
+    }
+
     /// Posts a CQE. A multishot CQE that does not fit ends its operation (returns false
     /// when `more` had to be dropped).
     pub(super) fn post(&mut self, ud: u64, res: i32, mut flags: u32) -> bool {

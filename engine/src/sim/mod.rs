@@ -28,6 +28,10 @@
 //! connection that was neither faulted, destroyed nor cut off by a deadline received every
 //! byte that was accepted for it.
 //!
+//! UDP (`udp.rs`, on three quarters of the seeds; `RINGMAN_SIM_NO_UDP=1` leaves it out): a
+//! `udp://` socket beside the listener and UDP clients, judged datagram by datagram (whole,
+//! from its sender, once; replies to the sender; truncated ones counted, never delivered).
+//!
 //! Entry points: `sim_fixed_seeds` (CI: a fixed set of seeds), `sim_replays_exactly`, and
 //! the `#[ignore]`d `sim_campaign` (`RINGMAN_SIM_STEPS`, default ten million turns). One
 //! seed with its full trace: `RINGMAN_SIM_SEED=N cargo test -p ringman-engine sim_fixed_seeds`.
@@ -446,10 +450,11 @@ impl World {
                     }
                 } else if !sock.target_taken().starts_with(&a.delivered) {
                     self.failures.push(format!(
-                        "{}: delivered {} bytes that are not a prefix of the {} the engine received",
+                        "{}: delivered {} bytes that are not a prefix of the {} the engine received (first difference at {:?})",
                         Name(ConnectionId::from_u64(*id)),
                         a.delivered.len(),
-                        sock.target_taken().len()
+                        sock.target_taken().len(),
+                        a.delivered.iter().zip(sock.target_taken()).position(|(x, y)| x != y)
                     ));
                 }
             }
@@ -1133,7 +1138,7 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     // small datagram buffers (so peers' larger datagrams are truncated) in a small pool (so
     // it runs dry).
     let mut udp_rng = Rng::new(seed, 9);
-    let udp_on = udp_rng.below(4) != 0;
+    let udp_on = udp_rng.below(4) != 0 && std::env::var_os("RINGMAN_SIM_NO_UDP").is_none();
     worker.max_datagram_size = udp_rng.range(64, 9000) as usize;
     worker.udp_recv_buffers = 1 << udp_rng.range(1, 5);
     let max_datagram = worker.max_datagram_size;

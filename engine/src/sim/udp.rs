@@ -83,7 +83,10 @@ pub(crate) struct SimUdp {
     /// Every datagram a server peer sent, by (peer, sequence number).
     sent: BTreeMap<(u16, u64), Vec<u8>>,
     /// Datagrams handed to the engine whole (a CQE posted), and those handed before the
-    /// world calmed down (the stop follows it: these must all have been delivered).
+    /// world calmed down with a CQE that went straight into the CQ (the engine reaps it
+    /// before it sees the stop that follows: these must all have been delivered; one that
+    /// waited in the overflow list may meet a socket already closing, and is dropped with
+    /// it, as the kernel drops what a closed socket still held).
     handed: BTreeSet<(u16, u64)>,
     handed_early: BTreeSet<(u16, u64)>,
     delivered: BTreeSet<(u16, u64)>,
@@ -246,7 +249,7 @@ impl SimKernel {
         };
         let kind = UKind::Send { to, base: iov.iov_base as u64, len: iov.iov_len };
         self.udp.ops.push(UOp { ud: s.user_data, sock, kind });
-        if self.rng.chance(self.rates.inline) {
+        if self.udp.rng.chance(self.rates.inline) {
             // Room in the socket buffer: the datagram leaves during submission.
             let i = self.udp.ops.len() - 1;
             self.udp_complete(i);
@@ -423,12 +426,18 @@ impl SimKernel {
                 std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(head), n);
             }
             let server = self.udp.socks[op.sock].server;
+            let direct = self.cq_has_room();
             if cut {
                 self.mark("udp datagram truncated");
                 self.udp.truncated += 1;
             } else if let (true, Some(id)) = (server, dgram_id(&data)) {
+                self.note(format!(
+                    "udp {}: datagram {id:?} ({} bytes) handed over in buffer {bid}",
+                    op.sock,
+                    data.len()
+                ));
                 self.udp.handed.insert(id);
-                if !self.udp.calm {
+                if !self.udp.calm && direct {
                     self.udp.handed_early.insert(id);
                 }
             }

@@ -165,7 +165,8 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             stop_timeout: w.stop_timeout,
             stats: stats.clone().into(),
             listen: bound,
-            protocol: w.protocol.name(),
+            // (A `udp://` worker shows as such in status tables, whatever parses its datagrams.)
+            protocol: if w.udp { "udp" } else { w.protocol.name() },
             reloadable: w.reloadable,
             listeners: listeners.clone(),
         };
