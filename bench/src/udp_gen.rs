@@ -1,7 +1,7 @@
 //! The UDP echo load (`--scenario udp`): `conns` connected UDP sockets on one thread, each
 //! keeping `depth` datagrams of `size` bytes in flight (closed loop). Each datagram carries
 //! its send time in its first 8 bytes, so an echo's latency is read from the echo itself;
-//! a socket that hears nothing for [`LOSS_TIMEOUT`] counts its datagrams in flight as lost
+//! a socket that hears nothing for 200 ms counts its datagrams in flight as lost
 //! and sends `depth` new ones (UDP does not retransmit; on loopback this does not happen
 //! unless a socket buffer overflows).
 
