@@ -20,7 +20,7 @@ use std::time::Duration;
 use io_uring::{opcode, types};
 use ringman_protocols::ws::{client_handshake_request, generate_key, WsDecoder, WsEncoder, DEFLATE_OFFER};
 use ringman_protocols::{Decoder, Encoder, Framer, Protocol};
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket, Type};
 
 use super::send::{enqueue, SendQueue};
 use super::slot::{ConnState, WsSession};
@@ -65,9 +65,11 @@ pub(crate) struct Dial {
     /// The protocol of a non-WebSocket connection (fresh parsers per attempt).
     pub(crate) protocol: Arc<dyn Protocol>,
     pub(crate) ws: Option<WsOffer>,
+    /// `unix://`: the socket file to connect to (`host` holds it as text, `port` is 0).
+    pub(crate) unix: Option<std::path::PathBuf>,
     /// Addresses the name resolved to, and the one being tried (the next is tried when
     /// one refuses: `localhost` may answer on `127.0.0.1` but not on `::1`).
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<SockAddr>,
     next: usize,
     /// The address of the CONNECT in flight; the SQE points at it.
     sockaddr: Option<Box<SockAddr>>,
@@ -103,6 +105,7 @@ impl Dial {
             opts,
             protocol,
             ws,
+            unix: None,
             addrs: Vec::new(),
             next: 0,
             sockaddr: None,
@@ -125,9 +128,11 @@ impl Dial {
         self.held.len
     }
 
-    /// `host:port` for messages.
+    /// `host:port` (or `unix://path`) for messages.
     pub(crate) fn target(&self) -> String {
-        if self.host.contains(':') {
+        if self.unix.is_some() {
+            format!("unix://{}", self.host)
+        } else if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
@@ -178,9 +183,9 @@ impl Dial {
 /// A connection's parsers.
 type Codec = (Box<dyn Decoder>, Box<dyn Encoder>);
 
-/// A TCP socket for `addr`'s family (close-on-exec; options applied by the dial).
-fn socket_for(addr: SocketAddr) -> io::Result<OwnedFd> {
-    Ok(Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?.into())
+/// A stream socket for `addr`'s family (close-on-exec; options applied by the dial).
+fn socket_for(addr: &SockAddr) -> io::Result<OwnedFd> {
+    Ok(Socket::new(addr.domain(), Type::STREAM.cloexec(), None)?.into())
 }
 
 /// Cache size at which expired name answers are dropped.
@@ -197,7 +202,7 @@ impl Core {
         if self.stopping.is_some() {
             return Err(EngineError::Stopping);
         }
-        let fd = socket_for(UNRESOLVED).map_err(EngineError::Socket)?;
+        let fd = socket_for(&UNRESOLVED.into()).map_err(EngineError::Socket)?;
         let (decoder, encoder) = dial.codec().map_err(|e| EngineError::Socket(io::Error::other(e)))?;
         let serial = self.serials.take(self.thread);
         let mut state = ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp);
@@ -216,14 +221,24 @@ impl Core {
     fn dial(&mut self, key: usize) {
         let Some(d) = self.conns[key].dial() else { return };
         let (host, port) = (d.host.clone(), d.port);
+        if let Some(path) = &d.unix {
+            match SockAddr::unix(path) {
+                Ok(a) => self.dial_addrs(key, vec![a]),
+                Err(e) => {
+                    let target = d.target();
+                    self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::Io(e) }))
+                }
+            }
+            return;
+        }
         if let Ok(ip) = host.parse::<IpAddr>() {
-            self.dial_addrs(key, vec![SocketAddr::new(ip, port)]);
+            self.dial_addrs(key, vec![SocketAddr::new(ip, port).into()]);
             return;
         }
         let now = crate::clock::now();
         let cached = self.dns.get(&(host.clone(), port)).filter(|(_, until)| *until > now).map(|(a, _)| a.clone());
         match cached {
-            Some(Ok(addrs)) => self.dial_addrs(key, addrs),
+            Some(Ok(addrs)) => self.dial_addrs(key, addrs.into_iter().map(SockAddr::from).collect()),
             // A recent failure (the negative cache): the name is not asked again yet.
             Some(Err(reason)) => {
                 self.name_failed(key, host, ConnectError::NameNotFound { host: String::new(), reason })
@@ -293,12 +308,12 @@ impl Core {
             d.resolving = false;
         }
         match addrs {
-            Ok(a) => self.dial_addrs(key, a),
+            Ok(a) => self.dial_addrs(key, a.into_iter().map(SockAddr::from).collect()),
             Err(reason) => self.name_failed(key, host.clone(), ConnectError::NameNotFound { host, reason }),
         }
     }
 
-    fn dial_addrs(&mut self, key: usize, addrs: Vec<SocketAddr>) {
+    fn dial_addrs(&mut self, key: usize, addrs: Vec<SockAddr>) {
         if let Some(d) = self.conns[key].dial_mut() {
             d.addrs = addrs;
             d.next = 0;
@@ -311,7 +326,7 @@ impl Core {
     fn connect_next(&mut self, key: usize) {
         let c = &mut self.conns[key];
         let Some(d) = c.dial_mut() else { return };
-        let Some(&addr) = d.addrs.get(d.next) else {
+        let Some(addr) = d.addrs.get(d.next).cloned() else {
             let errno = d.last_error.unwrap_or(libc::ECONNREFUSED);
             let target = d.target();
             self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::from_errno(errno) }));
@@ -322,8 +337,11 @@ impl Core {
         debug_assert_eq!(c.inflight, 0, "a CONNECT in flight still names the socket being replaced");
         // A socket of the address's family, with the dial's options. (The placeholder, or a
         // socket whose CONNECT failed, is closed by the replacement: no operation refers to it
-        // — the failed CONNECT's completion has arrived.)
-        let fresh = socket_for(addr).and_then(|fd| {
+        // — the failed CONNECT's completion has arrived.) TCP options only for TCP.
+        let fresh = socket_for(&addr).and_then(|fd| {
+            if addr.is_unix() {
+                return Ok(fd);
+            }
             let s = socket2::SockRef::from(&fd);
             if let Some(b) = opts.bind {
                 s.bind(&b.into())?;
@@ -347,7 +365,7 @@ impl Core {
         let raw = c.fd.as_raw_fd();
         let gen = gen_of(c.serial);
         let d = c.dial_mut().expect("dial present");
-        let sa = d.sockaddr.insert(Box::new(SockAddr::from(addr)));
+        let sa = d.sockaddr.insert(Box::new(addr));
         // The kernel reads the address at submission; it stays boxed in the slot until the
         // completion anyway.
         let sqe = opcode::Connect::new(types::Fd(raw), sa.as_ptr().cast(), sa.len())
@@ -515,7 +533,7 @@ impl Core {
     /// `after` (same slot, same id; context and callbacks kept).
     pub(super) fn renew(&mut self, key: usize, after: Duration) {
         let codec = self.conns[key].dial_mut().expect("only dials renew").codec();
-        let (fd, (decoder, encoder)) = match (socket_for(UNRESOLVED), codec) {
+        let (fd, (decoder, encoder)) = match (socket_for(&UNRESOLVED.into()), codec) {
             (Ok(fd), Ok(codec)) => (fd, codec),
             (Err(e), _) => return self.give_up_renewal(key, &e.to_string()),
             (_, Err(e)) => return self.give_up_renewal(key, &e),

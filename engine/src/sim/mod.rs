@@ -956,7 +956,7 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let core = Core::with_ring(
         thread,
         cfg,
-        vec![ListenerSlot::new(Arc::new(listener))],
+        vec![ListenerSlot::new(Arc::new(crate::addr::ListenSocket::inet(listener)))],
         mb,
         stats,
         fixed,
