@@ -73,6 +73,8 @@ pub(crate) struct Dial {
     next: usize,
     /// The address of the CONNECT in flight; the SQE points at it.
     sockaddr: Option<Box<SockAddr>>,
+    /// This attempt's CONNECT succeeded (a Unix socket's peer has no `SocketAddr` to tell).
+    connected: bool,
     /// Sends made before the connection is usable, in order.
     pub(crate) held: SendQueue,
     /// `reconnect(after)` was asked for.
@@ -109,6 +111,7 @@ impl Dial {
             addrs: Vec::new(),
             next: 0,
             sockaddr: None,
+            connected: false,
             held: SendQueue::default(),
             reconnect: None,
             last_error: None,
@@ -116,6 +119,11 @@ impl Dial {
             redial: None,
             resolving: false,
         }
+    }
+
+    /// Whether this attempt's CONNECT succeeded (it may still wait for a `ws://` upgrade).
+    pub(crate) fn connected(&self) -> bool {
+        self.connected
     }
 
     /// Whether a renewed attempt waits for its reconnect delay (its redial timer is armed).
@@ -396,6 +404,9 @@ impl Core {
             return;
         }
         c.peer = c.dial().and_then(|d| d.sockaddr.as_ref()?.as_socket());
+        if let Some(d) = c.dial_mut() {
+            d.connected = true;
+        }
         c.active = self.stamp;
         self.arm_recv(key);
         let id = self.id_of(key);
@@ -450,9 +461,9 @@ impl Core {
     /// The error a dial that ran out of time reports.
     pub(super) fn connect_timed_out(&self, key: usize) -> Option<ConnError> {
         let d = self.conns[key].dial()?;
-        let cause = match (d.ws.is_some(), self.conns[key].peer) {
+        let cause = match (d.ws.is_some(), d.connected) {
             // Connected, but the server never completed the upgrade.
-            (true, Some(_)) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
+            (true, true) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
             _ => ConnectError::TimedOut(d.opts.connect_timeout),
         };
         Some(ConnError::Connect { target: d.target(), cause })
@@ -549,6 +560,7 @@ impl Core {
             }
             d.held.len = 0;
             d.sockaddr = None;
+            d.connected = false;
             d.addrs.clear();
             d.attempt = d.attempt.wrapping_add(1);
         }

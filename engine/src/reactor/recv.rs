@@ -20,7 +20,10 @@ impl Core {
     pub(super) fn arm_recv(&mut self, key: usize) {
         let c = &mut self.conns[key];
         // (An outgoing connection reads only once its CONNECT succeeded.)
-        if c.recv_armed || c.paused || c.status == Status::Closed || c.status == Status::Connecting && c.peer.is_none()
+        if c.recv_armed
+            || c.paused
+            || c.status == Status::Closed
+            || c.status == Status::Connecting && !c.dial().is_some_and(super::Dial::connected)
         {
             return;
         }
