@@ -877,23 +877,33 @@ fn on_another(conn: &Connection) {
 /// Opens an outgoing connection to the simulated remote (an echo server), with its own
 /// callbacks, and sends a few messages before it is up (they are held).
 fn open_outgoing() {
-    let Some((ok, scheme, n)) = with_world(|w| {
+    let Some((ok, unix, scheme, n)) = with_world(|w| {
         let ok = w.outgoing < w.app.max_outgoing;
         w.outgoing += ok as usize;
+        // Every other one over a Unix socket (no draw: seeds keep their schedules).
+        let unix = w.outgoing % 2 == 0;
         // (The remote echoes bytes: a WebSocket worker's clients speak `frame`.)
         let scheme = match w.wire {
             Wire::Raw => "tcp",
             Wire::Text => "text",
             Wire::Frame | Wire::Ws => "frame",
         };
-        (ok, scheme, w.rng.below(4))
+        (ok, unix, scheme, w.rng.below(4))
     }) else {
         return;
     };
     if !ok {
         return;
     }
-    let Ok(client) = AsyncTcpConnection::new(&format!("{scheme}://10.255.0.1:7")) else { return };
+    let client = if unix {
+        AsyncTcpConnection::new("unix:///ringman-sim/remote.sock").and_then(|mut c| {
+            c.set_protocol(scheme)?;
+            Ok(c)
+        })
+    } else {
+        AsyncTcpConnection::new(&format!("{scheme}://10.255.0.1:7"))
+    };
+    let Ok(client) = client else { return };
     let Ok(conn) = client.connect() else { return };
     let id = conn.id();
     with_world(|w| {
@@ -1158,6 +1168,7 @@ mod tests {
             "stream high water",
             "stream handed back unread",
             "connection refused at the cap",
+            "unix connect",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }
