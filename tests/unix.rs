@@ -85,7 +85,9 @@ fn python_unix_clients_get_their_lines_back_in_order() {
     let dir = Dir::new("burst");
     let path = dir.path("echo.sock");
     let mut w = text_echo(&path, 2);
-    let seen: Arc<Mutex<Vec<(Option<PathBuf>, bool)>>> = Arc::default();
+    // Per accepted connection: its socket file, and whether it has no IP peer.
+    type Seen = Vec<(Option<PathBuf>, bool)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let s2 = seen.clone();
     w.on_connect(move |c, _| {
         s2.lock().unwrap().push((c.unix_path(), c.remote_addr().is_none()));
