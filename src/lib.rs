@@ -17,9 +17,9 @@
 
 pub use ringman_engine::{
     current_ring, resident_memory, ring_info, run_all, run_all_then, run_on_ring, stop_all, thread_connections,
-    AsyncTcpConnection, ConnError, ConnInfo, ConnectError, Connection, ConnectionId, EngineError, Keepalive, Message,
-    MessageKind, Proxy, RingInfo, RingMode, Running, SendMode, SendStatus, Server, ThreadStats, Timeouts, Timer,
-    TimerId, Worker, WorkerHandle, WorkerInfo, WsDecision,
+    AsyncTcpConnection, ConnError, ConnInfo, ConnectError, Connection, ConnectionId, EngineError, Keepalive,
+    ListenAddr, Message, MessageKind, Proxy, RingInfo, RingMode, Running, SendMode, SendStatus, Server, ThreadStats,
+    Timeouts, Timer, TimerId, Worker, WorkerHandle, WorkerInfo, WsDecision,
 };
 
 #[doc(hidden)]

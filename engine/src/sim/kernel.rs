@@ -697,6 +697,19 @@ impl SimKernel {
         if ino_of(s.fd).is_none() {
             return self.violation(format!("connect on a closed fd {s:?}"));
         }
+        // SAFETY: a CONNECT's address is the engine's boxed sockaddr, kept alive until the
+        // completion (the engine's contract with the kernel); its first field is the family.
+        let family = unsafe { std::ptr::read_unaligned(s.addr as *const libc::sa_family_t) };
+        // SAFETY: the descriptor is open (checked above) and only borrowed for getsockopt.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd) };
+        let domain = socket2::SockRef::from(&fd).domain().ok().map(libc::c_int::from);
+        if domain != Some(libc::c_int::from(family)) {
+            // The kernel refuses it (EAFNOSUPPORT / EINVAL): the dial built the wrong socket.
+            return self.violation(format!("connect with a family-{family} address on a {domain:?} socket"));
+        }
+        if libc::c_int::from(family) == libc::AF_UNIX {
+            self.mark("unix connect");
+        }
         let r = self.rng.below(1000) as u32;
         let outcome = if self.calm || r >= self.rates.connect_refused + self.rates.connect_hang {
             ConnectOutcome::Accepted

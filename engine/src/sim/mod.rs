@@ -931,16 +931,18 @@ fn on_another(conn: &Connection) {
 /// Opens an outgoing connection to the simulated remote (an echo server), with its own
 /// callbacks, and sends a few messages before it is up (they are held).
 fn open_outgoing() {
-    let Some((ok, scheme, n)) = with_world(|w| {
+    let Some((ok, unix, scheme, n)) = with_world(|w| {
         let ok = w.outgoing < w.app.max_outgoing;
         w.outgoing += ok as usize;
+        // Every other one over a Unix socket (no draw: seeds keep their schedules).
+        let unix = w.outgoing % 2 == 0;
         // (The remote echoes bytes: a WebSocket worker's clients speak `frame`.)
         let scheme = match w.wire {
             Wire::Raw => "tcp",
             Wire::Text => "text",
             Wire::Frame | Wire::Ws => "frame",
         };
-        (ok, scheme, w.rng.below(4))
+        (ok, unix, scheme, w.rng.below(4))
     }) else {
         return;
     };
@@ -954,11 +956,16 @@ fn open_outgoing() {
         r.chance(w.proxy_rate).then(|| ([1080u16, 1081, 3128, 3129][r.below(4) as usize], r.below(6)))
     })
     .flatten();
-    let url = match via {
-        Some(_) => format!("{scheme}://{PROXY_TARGET}:{PROXY_TARGET_PORT}"),
-        None => format!("{scheme}://10.255.0.1:7"),
+    let client = match via {
+        Some(_) => AsyncTcpConnection::new(&format!("{scheme}://{PROXY_TARGET}:{PROXY_TARGET_PORT}")),
+        // (A proxied dial is TCP; the others alternate between TCP and a Unix socket.)
+        None if unix => AsyncTcpConnection::new("unix:///ringman-sim/remote.sock").and_then(|mut c| {
+            c.set_protocol(scheme)?;
+            Ok(c)
+        }),
+        None => AsyncTcpConnection::new(&format!("{scheme}://10.255.0.1:7")),
     };
-    let Ok(mut client) = AsyncTcpConnection::new(&url) else { return };
+    let Ok(mut client) = client else { return };
     if let Some((port, creds)) = via {
         let at = format!("10.255.0.2:{port}");
         let Ok(proxy) = (if port < 2000 { Proxy::socks5(&at) } else { Proxy::http(&at) }) else { return };
@@ -1035,7 +1042,7 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let core = Core::with_ring(
         thread,
         cfg,
-        vec![ListenerSlot::new(Arc::new(listener))],
+        vec![ListenerSlot::new(Arc::new(crate::addr::ListenSocket::inet(listener)))],
         mb,
         stats,
         fixed,
@@ -1246,6 +1253,7 @@ mod tests {
             "stream high water",
             "stream handed back unread",
             "connection refused at the cap",
+            "unix connect",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }
