@@ -289,11 +289,6 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
         if a.sock.is_none() && !matches!(st, Status::Connecting | Status::Closed) {
             a.sock = sock;
         }
-        if !awaiting_upgrade && !a.held_upgrade.is_empty() {
-            // The upgrade was answered since: the held messages went out after the 101.
-            let held = std::mem::take(&mut a.held_upgrade);
-            a.out.extend_from_slice(&held);
-        }
         if outgoing && data.starts_with(BROADCAST) {
             w.failures.push(format!("{}: a broadcast reached an outgoing connection", Name(id)));
         }
@@ -328,6 +323,12 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
                         Name(id),
                         a.out.len()
                     ));
+                }
+                if awaiting_upgrade && enc == Enc::Raw && bytes.starts_with(b"HTTP/1.1 101") {
+                    // The 101 is queued and the upgrade completes at once: what the
+                    // application sent before it follows it, before anything sent later.
+                    let held = std::mem::take(&mut a.held_upgrade);
+                    a.out.extend_from_slice(&held);
                 }
             }
         }
@@ -369,13 +370,6 @@ impl World {
         }
         let slots: Vec<(ConnectionId, usize, Status, usize)> =
             core.conns.iter().map(|(k, c)| (core.id_of(k), k, c.status, c.unsent())).collect();
-        for (k, c) in core.conns.iter() {
-            if c.extra.as_ref().is_none_or(|e| e.upgrade_held.is_none()) {
-                let a = &mut self.conn(core.id_of(k)).cur;
-                let held = std::mem::take(&mut a.held_upgrade);
-                a.out.extend_from_slice(&held);
-            }
-        }
         let slack = 2 * (self.app.max_message + self.echo_max) + 4096;
         for (id, key, status, unsent) in slots {
             let limit = core.conns[key].max_send_buffer_size;
