@@ -18,8 +18,8 @@
 pub use ringman_engine::{
     current_ring, resident_memory, ring_info, run_all, run_all_then, run_on_ring, stop_all, thread_connections,
     AsyncTcpConnection, AsyncUdpConnection, ConnError, ConnInfo, ConnectError, Connection, ConnectionId, EngineError,
-    Keepalive, Message, MessageKind, Proxy, RingInfo, RingMode, Running, SendMode, SendStatus, Server, ThreadStats,
-    Timeouts, Timer, TimerId, UdpConnection, Worker, WorkerHandle, WorkerInfo, WsDecision,
+    Keepalive, ListenAddr, Message, MessageKind, Proxy, RingInfo, RingMode, Running, SendMode, SendStatus, Server,
+    ThreadStats, Timeouts, Timer, TimerId, UdpConnection, Worker, WorkerHandle, WorkerInfo, WsDecision,
 };
 
 #[doc(hidden)]

@@ -191,7 +191,7 @@ fn two_processes_increment_one_key_to_exactly_20000() {
 fn chat_processes_form_one_room_through_redis() {
     let redis = RedisServer::start();
     let chat = common::example_binary("chat");
-    let ports = [common::free_port(), common::free_port()];
+    let ports = common::free_port_pairs(2);
     let mut servers = started_on_channel(&chat, "chat", &ports, &redis);
     let script = format!(
         r#"
@@ -616,7 +616,7 @@ asyncio.run(asyncio.wait_for(main(), 30))
 fn the_cluster_push_example_sends_to_groups_and_ids_across_processes() {
     let redis = RedisServer::start();
     let bin = common::example_binary("cluster_push");
-    let ports = [common::free_port(), common::free_port()];
+    let ports = common::free_port_pairs(2);
     let mut servers = started_on_channel(&bin, "cluster_push", &ports, &redis);
     let script = format!(
         r#"

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{start, wait_until, PATIENCE};
-use ringman::{AsyncUdpConnection, ConnError, SendMode, SendStatus, Worker};
+use ringman::{AsyncUdpConnection, ConnError, ListenAddr, SendMode, SendStatus, Worker};
 
 /// Runs a python3 script with a hard deadline; returns its stdout, panics with its stderr.
 fn python(script: &str, args: &[&str]) -> String {
@@ -179,6 +179,40 @@ fn text_protocol_over_udp_one_message_per_line() {
     // of the first datagram dropped with it, as Workerman does.
     assert_eq!(out.trim(), r"[b'got one\n', b'got two\n', b'got four\n']");
     assert_eq!(running.worker(0).stats()[0].requests.get(), 3);
+}
+
+#[test]
+fn set_protocol_on_a_udp_worker_and_its_udp_listen_address() {
+    // `udp://` names no protocol: raw datagrams until `set_protocol` picks one.
+    let mut w = Worker::<()>::new("udp://127.0.0.1:0").unwrap();
+    assert_eq!(w.protocol_name(), "tcp");
+    w.set_protocol("text").unwrap();
+    assert_eq!(w.protocol_name(), "text");
+    assert!(w.is_udp());
+    assert_eq!(w.listen_at().and_then(ListenAddr::as_udp).map(|a| a.port()), Some(0));
+    w.count = 1;
+    w.on_datagram(|peer, line, _| {
+        let mut answer = b"got ".to_vec();
+        answer.extend_from_slice(line);
+        peer.send(answer);
+    });
+    let (running, addr) = start(w);
+    assert_eq!(running.listen_at(0), Some(&ListenAddr::Udp(addr)));
+    assert_eq!(running.listen_at(0).unwrap().to_string(), format!("udp://{addr}"));
+    assert_eq!(running.listen_at(0).unwrap().as_inet(), None, "not a TCP address");
+    let out = python(TEXT, &[&addr.port().to_string()]);
+    assert_eq!(out.trim(), r"[b'got one\n', b'got two\n', b'got four\n']");
+    let rows = ringman::ops::status::rows(running.workers(), None, PATIENCE);
+    assert_eq!(rows[0].listening, format!("udp://{addr}"), "the status table's listen column");
+
+    // A protocol with a handshake is refused at start, whichever way it was chosen.
+    let mut w = Worker::<()>::new("udp://127.0.0.1:0").unwrap();
+    w.set_protocol("websocket").unwrap();
+    assert!(ringman::Server::new().add(w).start().is_err());
+    assert!(matches!(
+        Worker::<()>::new("udp://127.0.0.1:0").unwrap().set_protocol("nope").err(),
+        Some(ringman::EngineError::UnknownProtocol(_))
+    ));
 }
 
 #[test]
@@ -398,10 +432,25 @@ fn the_echo_and_client_examples_over_udp() {
         .expect("the echo example runs");
     let mut line = String::new();
     BufReader::new(echo.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: SocketAddr = line.trim().strip_prefix("listening on ").expect("the address line").parse().unwrap();
+    let addr: SocketAddr = line.trim().strip_prefix("listening on udp://").expect("the address line").parse().unwrap();
     let out = python(SEQUENTIAL, &[&addr.port().to_string(), "100"]);
     let _ = echo.kill();
     let _ = echo.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.split_whitespace().next(), Some("100"));
+
+    // `--protocol text` over udp://: each line of a datagram echoed as its own datagram.
+    let mut echo = Command::new(common::example_binary("echo"))
+        .args(["udp://127.0.0.1:0", "--threads", "1", "--protocol", "text"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the echo example runs");
+    let mut line = String::new();
+    BufReader::new(echo.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.trim().strip_prefix("listening on udp://").expect("the address line").parse().unwrap();
+    let out = python(TEXT, &[&addr.port().to_string()]);
+    let _ = echo.kill();
+    let _ = echo.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.trim(), r"[b'one\n', b'two\n', b'four\n']");
 }

@@ -60,15 +60,17 @@ pub struct AsyncTcpConnection {
     path: String,
     protocol: Arc<dyn Protocol>,
     websocket: bool,
+    /// `unix://`: `host` is the socket file's path.
+    unix: bool,
     /// Longest time from `connect()` to an established connection: name resolution,
     /// TCP connect and, for `ws://`, the upgrade (default 5 s).
     pub connect_timeout: Duration,
-    /// Local address to bind before connecting (source address / port).
+    /// Local address to bind before connecting (source address / port; TCP only).
     pub bind: Option<SocketAddr>,
-    /// TCP_NODELAY (default true, like accepted connections).
+    /// TCP_NODELAY (default true, like accepted connections; TCP only).
     pub nodelay: bool,
     /// TCP keepalive (default on, with the system's timing, as for accepted connections:
-    /// see [`Keepalive`]); `None` turns it off.
+    /// see [`Keepalive`]); `None` turns it off. Not applied to Unix sockets.
     pub keepalive: Option<Keepalive>,
     /// `ws://`: extra header fields of the upgrade request (Origin, Authorization, ...;
     /// fields carrying CR or LF are skipped).
@@ -227,6 +229,7 @@ impl std::fmt::Debug for AsyncTcpConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncTcpConnection")
             .field("host", &self.host)
+            .field("unix", &self.unix)
             .field("port", &self.port)
             .field("path", &self.path)
             .field("protocol", &self.protocol.name())
@@ -277,7 +280,24 @@ impl AsyncTcpConnection {
     /// into the upgrade request, so a URL with a space or a control character such as CR or
     /// LF is refused with [`EngineError::BadAddress`]: percent-encode them). `host` is a name
     /// (resolved off the ring, `/etc/hosts` first) or an address (`[::1]` for IPv6).
+    ///
+    /// `unix:///path/to/socket` connects to a Unix-domain stream socket, with raw bytes until
+    /// [`AsyncTcpConnection::set_protocol`] chooses another protocol (Workerman's
+    /// `$connection->protocol`); `bind`, `nodelay` and `keepalive` do not apply to it.
+    ///
+    /// ```no_run
+    /// use ringman_engine::AsyncTcpConnection;
+    /// # fn on_ring() -> Result<(), ringman_engine::EngineError> {
+    /// let mut c = AsyncTcpConnection::new("unix:///run/echo.sock")?;
+    /// c.set_protocol("text")?;
+    /// let conn = c.connect()?;
+    /// conn.send("hello");
+    /// # Ok(()) }
+    /// ```
     pub fn new(url: &str) -> Result<AsyncTcpConnection, EngineError> {
+        if let Some(c) = AsyncTcpConnection::unix(url, Arc::new(ringman_protocols::Raw))? {
+            return Ok(c);
+        }
         let (scheme, host, port, path) = parse_url(url)?;
         let (protocol, websocket): (Arc<dyn Protocol>, bool) = match scheme.as_str() {
             "ws" => (Arc::new(ringman_protocols::Raw), true),
@@ -296,9 +316,51 @@ impl AsyncTcpConnection {
     /// A connection speaking a custom protocol to `scheme://host:port` (the scheme is only
     /// a label).
     pub fn with_protocol(url: &str, protocol: Arc<dyn Protocol>) -> Result<AsyncTcpConnection, EngineError> {
+        if let Some(c) = AsyncTcpConnection::unix(url, protocol.clone())? {
+            return Ok(c);
+        }
         let (_, host, port, path) = parse_url(url)?;
         let port = port.ok_or(EngineError::BadAddress { addr: url.to_string(), reason: "missing port" })?;
         Ok(AsyncTcpConnection::build(host, port, path, protocol, false))
+    }
+
+    /// A `unix:///path` connection, if `url` is one.
+    fn unix(url: &str, protocol: Arc<dyn Protocol>) -> Result<Option<AsyncTcpConnection>, EngineError> {
+        let Some((_, path)) = url.split_once("://").filter(|(s, _)| s.eq_ignore_ascii_case("unix")) else {
+            return Ok(None);
+        };
+        let bad = |reason| EngineError::BadAddress { addr: url.to_string(), reason };
+        if path.is_empty() {
+            return Err(bad("expected unix:///path/to/socket"));
+        }
+        if path.len() > 107 {
+            return Err(bad("a unix socket path is at most 107 bytes long"));
+        }
+        let mut c = AsyncTcpConnection::build(path.to_string(), 0, String::new(), protocol, false);
+        c.unix = true;
+        Ok(Some(c))
+    }
+
+    /// Chooses the protocol by name — `tcp`, `text` or `frame` — whatever the URL's scheme
+    /// (Workerman's `$connection->protocol`); meant for `unix://`, whose URL names none.
+    /// Other names are [`EngineError::UnknownProtocol`] (`ws://` is a URL of its own; use
+    /// [`AsyncTcpConnection::set_custom_protocol`] for a custom protocol).
+    pub fn set_protocol(&mut self, name: &str) -> Result<&mut Self, EngineError> {
+        let name = name.to_ascii_lowercase();
+        let protocol = ["tcp", "text", "frame"]
+            .contains(&name.as_str())
+            .then(|| ringman_protocols::by_scheme(&name))
+            .flatten()
+            .ok_or(EngineError::UnknownProtocol(name))?;
+        Ok(self.set_custom_protocol(protocol))
+    }
+
+    /// Chooses a custom protocol (as [`AsyncTcpConnection::with_protocol`] does). A `ws://`
+    /// connection stops being a WebSocket client.
+    pub fn set_custom_protocol(&mut self, protocol: Arc<dyn Protocol>) -> &mut Self {
+        self.protocol = protocol;
+        self.websocket = false;
+        self
     }
 
     fn build(host: String, port: u16, path: String, protocol: Arc<dyn Protocol>, websocket: bool) -> Self {
@@ -308,6 +370,7 @@ impl AsyncTcpConnection {
             path,
             protocol,
             websocket,
+            unix: false,
             connect_timeout: Duration::from_secs(5),
             bind: None,
             nodelay: true,
@@ -320,12 +383,12 @@ impl AsyncTcpConnection {
         }
     }
 
-    /// The host as given.
+    /// The host as given (for `unix://`, the socket file's path).
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// The port.
+    /// The port (0 for `unix://`).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -356,7 +419,9 @@ impl AsyncTcpConnection {
         };
         let path = if self.path.is_empty() { "/".to_string() } else { self.path };
         let proxy = self.proxy.map(Proxy::into_spec);
-        let dial = Dial::new(self.host, self.port, path, opts, self.protocol, ws, proxy);
+        let unix = self.unix.then(|| std::path::PathBuf::from(&self.host));
+        let mut dial = Dial::new(self.host, self.port, path, opts, self.protocol, ws, proxy);
+        dial.unix = unix;
         let mut dial = Some(dial);
         let r = with_core(|c| c.connect(dial.take().expect("called once")));
         // A dial refused off a ring thread is dropped here, outside any core.

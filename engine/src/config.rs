@@ -2,11 +2,12 @@
 //! core so that the state machines read them without knowing about `Worker`.
 
 use std::io;
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringman_protocols::{MessageKind, Protocol};
+
+use crate::addr::ListenSocket;
 
 /// How `send()` hands data to the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +127,8 @@ impl Keepalive {
 }
 
 /// Opens a worker's listening sockets on its address: one per ring with SO_REUSEPORT, else
-/// one.
-pub(crate) type OpenListeners = Box<dyn Fn() -> Result<Vec<OwnedFd>, crate::error::EngineError> + Send + Sync>;
+/// one (always one for a Unix socket).
+pub(crate) type OpenListeners = Box<dyn Fn() -> Result<Vec<ListenSocket>, crate::error::EngineError> + Send + Sync>;
 
 /// A worker's listening sockets, shared by its handle (`listen`/`unlisten`) and its rings'
 /// supervisors (a restarted ring accepts on what is current).
@@ -136,7 +137,7 @@ pub(crate) struct Listeners {
     pub reuse_port: bool,
     /// The sockets in use (empty while unlistened). Locked by `listen`/`unlisten` while they
     /// post to the rings, so concurrent calls reach every ring in the same order.
-    pub fds: Mutex<Vec<Arc<OwnedFd>>>,
+    pub fds: Mutex<Vec<Arc<ListenSocket>>>,
 }
 
 impl std::fmt::Debug for Listeners {
@@ -150,7 +151,7 @@ impl std::fmt::Debug for Listeners {
 
 impl Listeners {
     /// The socket ring `i` accepts on, if the worker listens.
-    pub(crate) fn for_ring(&self, i: usize) -> Option<Arc<OwnedFd>> {
+    pub(crate) fn for_ring(&self, i: usize) -> Option<Arc<ListenSocket>> {
         let fds = self.fds.lock().unwrap_or_else(|e| e.into_inner());
         fds.get(if self.reuse_port { i } else { 0 }).cloned()
     }

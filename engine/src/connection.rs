@@ -241,14 +241,28 @@ impl Connection {
     }
 
     /// The peer's address (read when the connection was accepted, so `on_close` still
-    /// sees it after the peer vanished).
+    /// sees it after the peer vanished). `None` for a Unix-domain connection, whose peer
+    /// has no IP address (see [`Connection::unix_path`]).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.local(|c, k| c.conns[k].peer).flatten()
     }
 
-    /// The local address the connection was accepted on.
+    /// The local address the connection was accepted on (`None` for a Unix-domain one).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local(|c, k| crate::sys::local_addr(c.conns[k].fd.as_fd())).flatten()
+    }
+
+    /// For a Unix-domain connection, the socket file it runs through: the one it was
+    /// accepted on (a `unix://` worker's), or the one an outgoing connection reached. A
+    /// Unix client's own end is normally unnamed, so this is the only address such a
+    /// connection has. `None` for TCP connections (and once the connection is gone, or
+    /// on another thread).
+    pub fn unix_path(&self) -> Option<std::path::PathBuf> {
+        self.local(|c, k| {
+            let fd = c.conns[k].fd.as_fd();
+            crate::sys::unix_path(fd, false).or_else(|| crate::sys::unix_path(fd, true))
+        })
+        .flatten()
     }
 
     /// The TCP keepalive the kernel applies to this connection's socket, read back from it

@@ -7,7 +7,7 @@ use ringman_protocols::ProtocolError;
 /// Errors returned when configuring or starting workers.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The listen address is not `scheme://ip:port`.
+    /// The listen address is not `scheme://ip:port` or `unix:///path`.
     #[error("invalid listen address {addr:?}: {reason}")]
     BadAddress {
         /// The address as given.
@@ -16,8 +16,11 @@ pub enum EngineError {
         reason: &'static str,
     },
     /// No protocol is registered for the scheme.
-    #[error("unknown scheme {0:?} (known: tcp, text, frame, http, websocket, or a custom protocol via Worker::with_protocol)")]
+    #[error("unknown scheme {0:?} (known: tcp, text, frame, http, websocket, unix, or a custom protocol via Worker::with_protocol)")]
     UnknownScheme(String),
+    /// `set_protocol` was given a name that is not a built-in protocol.
+    #[error("unknown protocol {0:?} (known: tcp, text, frame, http, websocket; a custom one through with_protocol)")]
+    UnknownProtocol(String),
     /// The port is already taken by another socket.
     #[error("cannot listen on {addr}: address already in use")]
     AddrInUse {
@@ -29,6 +32,27 @@ pub enum EngineError {
     Listen {
         /// The address.
         addr: std::net::SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A live server already listens on the Unix socket file (a connection to it was
+    /// accepted). A stale file left by a process that died is removed instead.
+    #[error("cannot listen on unix://{}: a server is already listening on this socket file", path.display())]
+    SocketFileInUse {
+        /// The socket file.
+        path: std::path::PathBuf,
+    },
+    /// The path of a `unix://` listener exists and is not a socket (it is left alone).
+    #[error("cannot listen on unix://{}: the path exists and is not a socket", path.display())]
+    NotASocket {
+        /// The path.
+        path: std::path::PathBuf,
+    },
+    /// Creating, binding, setting the mode of, or listening on a Unix socket failed.
+    #[error("cannot listen on unix://{}: {source}", path.display())]
+    ListenUnix {
+        /// The socket file.
+        path: std::path::PathBuf,
         /// The OS error.
         source: io::Error,
     },

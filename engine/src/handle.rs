@@ -20,7 +20,7 @@ pub struct WorkerHandle {
     pub(crate) threads: Arc<[u16]>,
     pub(crate) stop_timeout: Duration,
     pub(crate) stats: Arc<[Arc<ThreadStats>]>,
-    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) listen: Option<crate::addr::ListenAddr>,
     pub(crate) protocol: &'static str,
     pub(crate) reloadable: bool,
     /// The worker's listening sockets (`None` without a listen address).
@@ -106,15 +106,18 @@ impl WorkerHandle {
 
     /// Listens again after [`WorkerHandle::unlisten`] (Workerman's `$worker->listen()`): new
     /// listening sockets on the worker's address (the port it was given, or the one the
-    /// kernel chose at start), one per ring thread with `reuse_port`, else one shared, and
+    /// kernel chose at start; the same socket file for `unix://`, which `unlisten` removed),
+    /// one per ring thread with `reuse_port`, else one shared, and
     /// every ring accepts on them from its next loop turn. Callable from any thread (a
     /// timer, `on_worker_start`, another program thread). Does nothing when the worker
     /// listens already.
     ///
     /// Errors: [`EngineError::NoListenAddress`] for a worker made with
-    /// `Worker::without_listener`; [`EngineError::AddrInUse`] when something else took the
+    /// `Worker::without_listener` and for a `udp://` worker (it has datagram sockets, no
+    /// stream listener; `unlisten` leaves them alone); [`EngineError::AddrInUse`] when something else took the
     /// port meanwhile — or while the rings are still letting go of the sockets of an
-    /// `unlisten` issued an instant before (they do so within a loop turn or two; call again).
+    /// `unlisten` issued an instant before (they do so within a loop turn or two; call again;
+    /// for `unix://` that case is [`EngineError::SocketFileInUse`]).
     pub fn listen(&self) -> Result<(), EngineError> {
         let l = self.listeners.as_ref().ok_or(EngineError::NoListenAddress)?;
         let mut fds = l.fds.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,7 +136,8 @@ impl WorkerHandle {
     /// Stops listening (Workerman's `$worker->unlisten()`): every ring thread of the worker
     /// stops accepting and closes its listening socket (after cancelling its accept), so new
     /// clients are refused by the kernel; the connections already accepted carry on.
-    /// [`WorkerHandle::listen`] opens the port again. Callable from any thread. Unlike
+    /// [`WorkerHandle::listen`] opens the port again. A `unix://` worker's socket file is
+    /// removed when its socket closes. Callable from any thread. Unlike
     /// [`WorkerHandle::pause_accept`], which keeps the sockets open for a reload's
     /// successor, this releases the port.
     pub fn unlisten(&self) {
@@ -162,9 +166,17 @@ impl WorkerHandle {
         &self.stats
     }
 
-    /// The address the worker listens on (with the real port).
+    /// The IP address (TCP, or UDP for a `udp://` worker) the worker listens on (with the
+    /// real port); `None` for a worker without a listener or on a Unix socket (see
+    /// [`WorkerHandle::listen_at`]).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen
+        self.listen.as_ref()?.ip()
+    }
+
+    /// Where the worker listens: its TCP or UDP address (the real port) or its Unix socket
+    /// file.
+    pub fn listen_at(&self) -> Option<&crate::addr::ListenAddr> {
+        self.listen.as_ref()
     }
 
     /// The worker's protocol name.

@@ -8,13 +8,14 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 // Layers; a module imports only from its own layer's leaves and the layers before it:
-//   error, sys, ring, buffers, config, stats, id, info, mailbox,     (below the core)
+//   error, sys, addr, ring, buffers, config, stats, id, info, mailbox,     (below the core)
 //   timers
 //   reactor                                                          (the state machines)
 //   connection, timer, handle                                        (handles user code holds)
 //   exec                                                             (futures on the handles)
 //   worker                                                           (builder, runner, listeners)
 //   http, server, handover                                           (on top)
+mod addr;
 mod buffers;
 mod client;
 mod clock;
@@ -42,6 +43,7 @@ mod timers;
 mod udp;
 mod worker;
 
+pub use addr::ListenAddr;
 pub use client::{AsyncTcpConnection, Proxy};
 pub use config::{Keepalive, SendMode};
 pub use connection::{Connection, Timeouts};

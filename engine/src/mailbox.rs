@@ -57,7 +57,7 @@ pub(crate) enum Cmd {
     PauseAccept,
     /// Accept on this listening socket too (`WorkerHandle::listen`).
     Listen {
-        fd: Arc<OwnedFd>,
+        fd: Arc<crate::addr::ListenSocket>,
     },
     /// Stop accepting and let go of the listening sockets (`WorkerHandle::unlisten`).
     Unlisten,

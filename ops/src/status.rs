@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use ringman_engine::{ConnInfo, WorkerHandle};
+use ringman_engine::{ConnInfo, ListenAddr, WorkerHandle};
 
 /// One ring thread's row of the status table.
 #[derive(Debug, Clone)]
@@ -46,7 +46,13 @@ pub fn rss_bytes() -> u64 {
 }
 
 fn listening(w: &WorkerHandle) -> String {
-    w.listen_addr().map_or_else(|| "none".to_string(), |a| format!("{}://{a}", w.protocol()))
+    match w.listen_at() {
+        None => "none".to_string(),
+        Some(a @ ListenAddr::Unix(_)) => format!("{a} ({})", w.protocol()),
+        // (`udp://ip:port`: the address names its transport.)
+        Some(a @ ListenAddr::Udp(_)) => a.to_string(),
+        Some(a) => format!("{}://{a}", w.protocol()),
+    }
 }
 
 /// Runs `f` on every ring thread of every worker and collects the answers for up to

@@ -123,7 +123,7 @@ impl Core {
 
     /// Starts accepting on `fd` as well (`WorkerHandle::listen`), unless this ring already
     /// does; armed unless the ring is stopping or accepting is paused.
-    pub(crate) fn listen(&mut self, fd: Arc<OwnedFd>) {
+    pub(crate) fn listen(&mut self, fd: Arc<crate::addr::ListenSocket>) {
         if self.listeners.iter().any(|l| !l.closing && l.fd.as_ref().is_some_and(|f| Arc::ptr_eq(f, &fd))) {
             return;
         }

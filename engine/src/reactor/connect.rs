@@ -23,7 +23,7 @@ use std::time::Duration;
 use io_uring::{opcode, types};
 use ringman_protocols::ws::{client_handshake_request, generate_key, WsDecoder, WsEncoder, DEFLATE_OFFER};
 use ringman_protocols::{Decoder, Encoder, Framer, Protocol};
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket, Type};
 
 use super::proxy::{Handshake, ProxySpec};
 use super::send::{enqueue, SendQueue};
@@ -73,12 +73,16 @@ pub(crate) struct Dial {
     pub(crate) proxy: Option<ProxySpec>,
     /// This attempt's negotiation with the proxy, while it runs.
     pub(crate) handshake: Option<Box<Handshake>>,
+    /// `unix://`: the socket file to connect to (`host` holds it as text, `port` is 0).
+    pub(crate) unix: Option<std::path::PathBuf>,
     /// Addresses the name resolved to, and the one being tried (the next is tried when
     /// one refuses: `localhost` may answer on `127.0.0.1` but not on `::1`).
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<SockAddr>,
     next: usize,
     /// The address of the CONNECT in flight; the SQE points at it.
     sockaddr: Option<Box<SockAddr>>,
+    /// This attempt's CONNECT succeeded (a Unix socket's peer has no `SocketAddr` to tell).
+    connected: bool,
     /// Sends made before the connection is usable, in order.
     pub(crate) held: SendQueue,
     /// `reconnect(after)` was asked for.
@@ -114,9 +118,11 @@ impl Dial {
             ws,
             proxy,
             handshake: None,
+            unix: None,
             addrs: Vec::new(),
             next: 0,
             sockaddr: None,
+            connected: false,
             held: SendQueue::default(),
             reconnect: None,
             last_error: None,
@@ -124,6 +130,11 @@ impl Dial {
             redial: None,
             resolving: false,
         }
+    }
+
+    /// Whether this attempt's CONNECT succeeded (it may still wait for a `ws://` upgrade).
+    pub(crate) fn connected(&self) -> bool {
+        self.connected
     }
 
     /// Whether a renewed attempt waits for its reconnect delay (its redial timer is armed).
@@ -150,9 +161,11 @@ impl Dial {
         self.handshake.is_some()
     }
 
-    /// `host:port` for messages.
+    /// `host:port` (or `unix://path`) for messages.
     pub(crate) fn target(&self) -> String {
-        if self.host.contains(':') {
+        if self.unix.is_some() {
+            format!("unix://{}", self.host)
+        } else if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
@@ -203,9 +216,9 @@ impl Dial {
 /// A connection's parsers.
 type Codec = (Box<dyn Decoder>, Box<dyn Encoder>);
 
-/// A TCP socket for `addr`'s family (close-on-exec; options applied by the dial).
-fn socket_for(addr: SocketAddr) -> io::Result<OwnedFd> {
-    Ok(Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?.into())
+/// A stream socket for `addr`'s family (close-on-exec; options applied by the dial).
+fn socket_for(addr: &SockAddr) -> io::Result<OwnedFd> {
+    Ok(Socket::new(addr.domain(), Type::STREAM.cloexec(), None)?.into())
 }
 
 /// Cache size at which expired name answers are dropped.
@@ -222,7 +235,7 @@ impl Core {
         if self.stopping.is_some() {
             return Err(EngineError::Stopping);
         }
-        let fd = socket_for(UNRESOLVED).map_err(EngineError::Socket)?;
+        let fd = socket_for(&UNRESOLVED.into()).map_err(EngineError::Socket)?;
         let (decoder, encoder) = dial.codec().map_err(|e| EngineError::Socket(io::Error::other(e)))?;
         let serial = self.serials.take(self.thread);
         let mut state = ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp);
@@ -240,15 +253,25 @@ impl Core {
     /// literal or cached, then connects.
     fn dial(&mut self, key: usize) {
         let Some(d) = self.conns[key].dial() else { return };
+        if let Some(path) = &d.unix {
+            match SockAddr::unix(path) {
+                Ok(a) => self.dial_addrs(key, vec![a]),
+                Err(e) => {
+                    let target = d.target();
+                    self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::Io(e) }))
+                }
+            }
+            return;
+        }
         let (host, port) = d.dial_host();
         if let Ok(ip) = host.parse::<IpAddr>() {
-            self.dial_addrs(key, vec![SocketAddr::new(ip, port)]);
+            self.dial_addrs(key, vec![SocketAddr::new(ip, port).into()]);
             return;
         }
         let now = crate::clock::now();
         let cached = self.dns.get(&(host.clone(), port)).filter(|(_, until)| *until > now).map(|(a, _)| a.clone());
         match cached {
-            Some(Ok(addrs)) => self.dial_addrs(key, addrs),
+            Some(Ok(addrs)) => self.dial_addrs(key, addrs.into_iter().map(SockAddr::from).collect()),
             // A recent failure (the negative cache): the name is not asked again yet.
             Some(Err(reason)) => {
                 self.name_failed(key, host, ConnectError::NameNotFound { host: String::new(), reason })
@@ -318,12 +341,12 @@ impl Core {
             d.resolving = false;
         }
         match addrs {
-            Ok(a) => self.dial_addrs(key, a),
+            Ok(a) => self.dial_addrs(key, a.into_iter().map(SockAddr::from).collect()),
             Err(reason) => self.name_failed(key, host.clone(), ConnectError::NameNotFound { host, reason }),
         }
     }
 
-    fn dial_addrs(&mut self, key: usize, addrs: Vec<SocketAddr>) {
+    fn dial_addrs(&mut self, key: usize, addrs: Vec<SockAddr>) {
         if let Some(d) = self.conns[key].dial_mut() {
             d.addrs = addrs;
             d.next = 0;
@@ -336,7 +359,7 @@ impl Core {
     fn connect_next(&mut self, key: usize) {
         let c = &mut self.conns[key];
         let Some(d) = c.dial_mut() else { return };
-        let Some(&addr) = d.addrs.get(d.next) else {
+        let Some(addr) = d.addrs.get(d.next).cloned() else {
             let errno = d.last_error.unwrap_or(libc::ECONNREFUSED);
             let target = d.target();
             self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::from_errno(errno) }));
@@ -347,8 +370,11 @@ impl Core {
         debug_assert_eq!(c.inflight, 0, "a CONNECT in flight still names the socket being replaced");
         // A socket of the address's family, with the dial's options. (The placeholder, or a
         // socket whose CONNECT failed, is closed by the replacement: no operation refers to it
-        // — the failed CONNECT's completion has arrived.)
-        let fresh = socket_for(addr).and_then(|fd| {
+        // — the failed CONNECT's completion has arrived.) TCP options only for TCP.
+        let fresh = socket_for(&addr).and_then(|fd| {
+            if addr.is_unix() {
+                return Ok(fd);
+            }
             let s = socket2::SockRef::from(&fd);
             if let Some(b) = opts.bind {
                 s.bind(&b.into())?;
@@ -372,7 +398,7 @@ impl Core {
         let raw = c.fd.as_raw_fd();
         let gen = gen_of(c.serial);
         let d = c.dial_mut().expect("dial present");
-        let sa = d.sockaddr.insert(Box::new(SockAddr::from(addr)));
+        let sa = d.sockaddr.insert(Box::new(addr));
         // The kernel reads the address at submission; it stays boxed in the slot until the
         // completion anyway.
         let sqe = opcode::Connect::new(types::Fd(raw), sa.as_ptr().cast(), sa.len())
@@ -403,6 +429,9 @@ impl Core {
             return;
         }
         c.peer = c.dial().and_then(|d| d.sockaddr.as_ref()?.as_socket());
+        if let Some(d) = c.dial_mut() {
+            d.connected = true;
+        }
         c.active = self.stamp;
         if c.dial().is_some_and(|d| d.proxy.is_some()) {
             // The tunnel first; `tunnel_open` continues from there.
@@ -487,9 +516,9 @@ impl Core {
                 cause: ConnectError::Proxy { proxy: p.addr(), answer },
             });
         }
-        let cause = match (d.ws.is_some(), self.conns[key].peer) {
+        let cause = match (d.ws.is_some(), d.connected) {
             // Connected, but the server never completed the upgrade.
-            (true, Some(_)) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
+            (true, true) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
             _ => ConnectError::TimedOut(d.opts.connect_timeout),
         };
         Some(ConnError::Connect { target: d.target(), cause })
@@ -570,7 +599,7 @@ impl Core {
     /// `after` (same slot, same id; context and callbacks kept).
     pub(super) fn renew(&mut self, key: usize, after: Duration) {
         let codec = self.conns[key].dial_mut().expect("only dials renew").codec();
-        let (fd, (decoder, encoder)) = match (socket_for(UNRESOLVED), codec) {
+        let (fd, (decoder, encoder)) = match (socket_for(&UNRESOLVED.into()), codec) {
             (Ok(fd), Ok(codec)) => (fd, codec),
             (Err(e), _) => return self.give_up_renewal(key, &e.to_string()),
             (_, Err(e)) => return self.give_up_renewal(key, &e),
@@ -587,6 +616,7 @@ impl Core {
             d.held.len = 0;
             d.handshake = None;
             d.sockaddr = None;
+            d.connected = false;
             d.addrs.clear();
             d.attempt = d.attempt.wrapping_add(1);
         }

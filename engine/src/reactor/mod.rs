@@ -40,7 +40,7 @@ mod orders;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ use io_uring::squeue;
 use ringman_protocols::Framer;
 use slab::Slab;
 
+use crate::addr::ListenSocket;
 use crate::buffers::{RecvRing, SendArena};
 use crate::config::WorkerConfig;
 use crate::error::ConnError;
@@ -203,7 +204,7 @@ pub(crate) struct Core {
 /// `fd` is `None` once the ring let go of it (`WorkerHandle::unlisten`); the slot is reused
 /// by the next listener (its index names its accept in `user_data`).
 pub(crate) struct ListenerSlot {
-    pub fd: Option<Arc<OwnedFd>>,
+    pub fd: Option<Arc<ListenSocket>>,
     pub armed: bool,
     /// Unlistened while its accept was armed: the accept's cancel is in flight, and the
     /// socket is let go of when its last completion arrives (never before: see Pitfalls,
@@ -212,7 +213,7 @@ pub(crate) struct ListenerSlot {
 }
 
 impl ListenerSlot {
-    pub(crate) fn new(fd: Arc<OwnedFd>) -> ListenerSlot {
+    pub(crate) fn new(fd: Arc<ListenSocket>) -> ListenerSlot {
         ListenerSlot { fd: Some(fd), armed: false, closing: false }
     }
 }

@@ -485,7 +485,7 @@ fn quiesce_finds_a_wake_completion_moved_aside() {
 fn stop_with_a_full_submission_queue_still_ends_the_accept() {
     let (thread, mailbox) = mailbox::register().expect("thread id");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let slot = ListenerSlot::new(Arc::new(listener.into()));
+    let slot = ListenerSlot::new(Arc::new(crate::addr::ListenSocket::inet(listener.into())));
     let mut core =
         Core::new(thread, config(64, 4096), vec![slot], mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
     core.arm_accept(0);

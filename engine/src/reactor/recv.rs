@@ -21,7 +21,7 @@ impl Core {
         let c = &mut self.conns[key];
         // (An outgoing connection reads only once its CONNECT succeeded, and, through a
         // proxy, once the tunnel is open: the proxy's answer is the handshake's to read.)
-        let dialing = c.status == Status::Connecting && (c.peer.is_none() || c.dial().is_some_and(|d| d.proxying()));
+        let dialing = c.status == Status::Connecting && c.dial().is_none_or(|d| !d.connected() || d.proxying());
         if c.recv_armed || c.paused || c.status == Status::Closed || dialing {
             return;
         }

@@ -193,6 +193,10 @@ pub(crate) struct ProxyPeer {
     pub(crate) request_end: usize,
     /// Where the answer of the current phase ends in `written`.
     pub(crate) answer_end: usize,
+    /// Where a refusal becomes known to a reader in `written`: a SOCKS5 answer's first two
+    /// bytes carry its verdict (the engine fails the dial on them, unread rest and all); an
+    /// HTTP answer's head must be read whole.
+    pub(crate) refusal_end: usize,
     /// The rest of an answer, written on a later turn (a split answer).
     pending: Vec<u8>,
     /// The answer being written is a success: the tunnel opens once it is all written.
@@ -758,6 +762,19 @@ impl SimKernel {
         if ino_of(s.fd).is_none() {
             return self.violation(format!("connect on a closed fd {s:?}"));
         }
+        // SAFETY: a CONNECT's address is the engine's boxed sockaddr, kept alive until the
+        // completion (the engine's contract with the kernel); its first field is the family.
+        let family = unsafe { std::ptr::read_unaligned(s.addr as *const libc::sa_family_t) };
+        // SAFETY: the descriptor is open (checked above) and only borrowed for getsockopt.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd) };
+        let domain = socket2::SockRef::from(&fd).domain().ok().map(libc::c_int::from);
+        if domain != Some(libc::c_int::from(family)) {
+            // The kernel refuses it (EAFNOSUPPORT / EINVAL): the dial built the wrong socket.
+            return self.violation(format!("connect with a family-{family} address on a {domain:?} socket"));
+        }
+        if libc::c_int::from(family) == libc::AF_UNIX {
+            self.mark("unix connect");
+        }
         let r = self.rng.below(1000) as u32;
         let outcome = if self.calm || r >= self.rates.connect_refused + self.rates.connect_hang {
             ConnectOutcome::Accepted
@@ -1065,6 +1082,7 @@ impl SimKernel {
         let s = &mut self.socks[i];
         let p = s.proxy.as_mut().expect("a proxy peer");
         p.answer_end = s.written.len() + answer.len();
+        p.refusal_end = s.written.len() + if p.socks5 { answer.len().min(2) } else { answer.len() };
         p.refusal = refusal;
         p.opening = success;
         if success {

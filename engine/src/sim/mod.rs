@@ -309,11 +309,6 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
         if a.sock.is_none() && !matches!(st, Status::Connecting | Status::Closed) {
             a.sock = sock;
         }
-        if !awaiting_upgrade && !a.held_upgrade.is_empty() {
-            // The upgrade was answered since: the held messages went out after the 101.
-            let held = std::mem::take(&mut a.held_upgrade);
-            a.out.extend_from_slice(&held);
-        }
         if outgoing && data.starts_with(BROADCAST) {
             w.failures.push(format!("{}: a broadcast reached an outgoing connection", Name(id)));
         }
@@ -348,6 +343,12 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
                         Name(id),
                         a.out.len()
                     ));
+                }
+                if awaiting_upgrade && enc == Enc::Raw && bytes.starts_with(b"HTTP/1.1 101") {
+                    // The 101 is queued and the upgrade completes at once: what the
+                    // application sent before it follows it, before anything sent later.
+                    let held = std::mem::take(&mut a.held_upgrade);
+                    a.out.extend_from_slice(&held);
                 }
             }
         }
@@ -389,13 +390,6 @@ impl World {
         }
         let slots: Vec<(ConnectionId, usize, Status, usize)> =
             core.conns.iter().map(|(k, c)| (core.id_of(k), k, c.status, c.unsent())).collect();
-        for (k, c) in core.conns.iter() {
-            if c.extra.as_ref().is_none_or(|e| e.upgrade_held.is_none()) {
-                let a = &mut self.conn(core.id_of(k)).cur;
-                let held = std::mem::take(&mut a.held_upgrade);
-                a.out.extend_from_slice(&held);
-            }
-        }
         let slack = 2 * (self.app.max_message + self.echo_max) + 4096;
         for (id, key, status, unsent) in slots {
             let limit = core.conns[key].max_send_buffer_size;
@@ -829,7 +823,7 @@ fn on_connect(id: ConnectionId) {
     }
 }
 
-/// The proxy peer of `id`'s current socket: whether its refusal was read whole, the
+/// The proxy peer of `id`'s current socket: whether enough of its refusal was read to know it, the
 /// refusal, and whether a fault explains a handshake failure.
 fn proxy_state(id: ConnectionId) -> Option<(bool, Option<String>, bool)> {
     reactor::with_core(|c| {
@@ -837,7 +831,7 @@ fn proxy_state(id: ConnectionId) -> Option<(bool, Option<String>, bool)> {
         let s = sock_of(c, k)?;
         let sock = &c.ring.sim_mut()?.socks[s];
         let p = sock.proxy.as_ref()?;
-        let read = p.refusal.is_some() && sock.taken >= p.answer_end;
+        let read = p.refusal.is_some() && sock.taken >= p.refusal_end;
         Some((read, p.refusal.clone(), sock.faulted() || sock.engine_shut))
     })
     .flatten()
@@ -1045,16 +1039,18 @@ fn on_another(conn: &Connection) {
 /// Opens an outgoing connection to the simulated remote (an echo server), with its own
 /// callbacks, and sends a few messages before it is up (they are held).
 fn open_outgoing() {
-    let Some((ok, scheme, n)) = with_world(|w| {
+    let Some((ok, unix, scheme, n)) = with_world(|w| {
         let ok = w.outgoing < w.app.max_outgoing;
         w.outgoing += ok as usize;
+        // Every other one over a Unix socket (no draw: seeds keep their schedules).
+        let unix = w.outgoing % 2 == 0;
         // (The remote echoes bytes: a WebSocket worker's clients speak `frame`.)
         let scheme = match w.wire {
             Wire::Raw => "tcp",
             Wire::Text => "text",
             Wire::Frame | Wire::Ws => "frame",
         };
-        (ok, scheme, w.rng.below(4))
+        (ok, unix, scheme, w.rng.below(4))
     }) else {
         return;
     };
@@ -1068,11 +1064,16 @@ fn open_outgoing() {
         r.chance(w.proxy_rate).then(|| ([1080u16, 1081, 3128, 3129][r.below(4) as usize], r.below(6)))
     })
     .flatten();
-    let url = match via {
-        Some(_) => format!("{scheme}://{PROXY_TARGET}:{PROXY_TARGET_PORT}"),
-        None => format!("{scheme}://10.255.0.1:7"),
+    let client = match via {
+        Some(_) => AsyncTcpConnection::new(&format!("{scheme}://{PROXY_TARGET}:{PROXY_TARGET_PORT}")),
+        // (A proxied dial is TCP; the others alternate between TCP and a Unix socket.)
+        None if unix => AsyncTcpConnection::new("unix:///ringman-sim/remote.sock").and_then(|mut c| {
+            c.set_protocol(scheme)?;
+            Ok(c)
+        }),
+        None => AsyncTcpConnection::new(&format!("{scheme}://10.255.0.1:7")),
     };
-    let Ok(mut client) = AsyncTcpConnection::new(&url) else { return };
+    let Ok(mut client) = client else { return };
     if let Some((port, creds)) = via {
         let at = format!("10.255.0.2:{port}");
         let Ok(proxy) = (if port < 2000 { Proxy::socks5(&at) } else { Proxy::http(&at) }) else { return };
@@ -1157,7 +1158,7 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let core = Core::with_ring(
         thread,
         cfg,
-        vec![ListenerSlot::new(Arc::new(listener))],
+        vec![ListenerSlot::new(Arc::new(crate::addr::ListenSocket::inet(listener)))],
         mb,
         stats,
         fixed,
@@ -1394,6 +1395,7 @@ mod tests {
             "stream high water",
             "stream handed back unread",
             "connection refused at the cap",
+            "unix connect",
             "udp datagram delivered",
             "udp datagram truncated",
             "udp reply to its sender",
