@@ -894,6 +894,9 @@ fn on_error(id: ConnectionId, e: &crate::ConnError) {
             None => Some("no proxy peer answered".to_string()),
             Some((true, Some(refusal), _)) if !msg.contains(&refusal) => Some(format!("the refusal was {refusal:?}")),
             Some((true, Some(_), _)) => None,
+            // A SOCKS5 failure is known from the reply's code byte, before the rest of the
+            // reply (the bound address) arrived: the refusal named is the peer's own.
+            Some((false, Some(refusal), _)) if msg.contains(&refusal) => None,
             // Not refused (or not read whole): a fault or the connect timeout explains it.
             Some((_, _, faulted)) => {
                 let cut = with_world(|w| w.conn(id).cur.cut_off).unwrap_or(false);
