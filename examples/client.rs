@@ -1,6 +1,6 @@
 //! Echo-checking client:
-//! `cargo run --release --example client -- <tcp|text|frame|ws|wss|ssl>://HOST:PORT[/path]
-//! [--conns N] [--messages M] [--size B] [--binary] [--tls] [--ca FILE]`.
+//! `cargo run --release --example client -- <tcp|text|frame|ws|wss|ssl|udp>://HOST:PORT[/path]
+//! [--conns N] [--messages M] [--size B] [--binary] [--tls] [--ca FILE] [--proxy PROXY]`.
 //!
 //! Opens N outgoing connections spread over the ring threads (one `Worker` without a
 //! listener; each thread opens its share in `on_worker_start`). Each connection writes M
@@ -12,7 +12,13 @@
 //! is invalid UTF-8 a conforming client must refuse); `--binary` sends binary frames with
 //! every byte value instead. `wss://` is `ws://` over TLS, `ssl://` is `tcp://` over TLS;
 //! `--tls` puts `text://` or `frame://` over TLS. The server is verified against the
-//! built-in roots, or against the CA certificates of `--ca FILE`. The last line
+//! built-in roots, or against the CA certificates of `--ca FILE`. `--proxy
+//! socks5://USER:PASS@HOST:PORT` or `--proxy http://[USER:PASS@]HOST:PORT` reaches the
+//! server through a SOCKS5 or HTTP `CONNECT` proxy (a refusal is reported with the proxy's
+//! answer; TLS starts once the tunnel is open). `udp://` opens N UDP clients
+//! (`AsyncUdpConnection`), each sending its M datagrams of B bytes one after the other, the
+//! next once the previous one's echo arrived (a datagram lost or unanswered within 5 s is
+//! an error). The last line
 //! is `ok: N connections x M messages` (exit 0), or `error: …` on any mismatch, connect
 //! failure or early close (exit 1).
 
@@ -22,11 +28,15 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ringman::{run_all, AsyncTcpConnection, ClientTls, Connection, Message, Server, Worker};
+use ringman::{
+    run_all, AsyncTcpConnection, AsyncUdpConnection, ClientTls, Connection, Message, Proxy, Server, UdpConnection,
+    Worker,
+};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: client <tcp|text|frame|ws|wss|ssl>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary] [--tls] [--ca FILE]"
+        "usage: client <tcp|text|frame|ws|wss|ssl|udp>://HOST:PORT[/path] [--conns N] [--messages M] [--size B] [--binary] \
+         [--tls] [--ca FILE] [--proxy socks5://USER:PASS@HOST:PORT | http://[USER:PASS@]HOST:PORT]"
     );
     ExitCode::from(2)
 }
@@ -135,10 +145,60 @@ impl Plan {
     }
 }
 
+/// Opens UDP client `index` on this ring thread: its datagrams go one at a time, each
+/// once the previous one's echo arrived and matched.
+fn open_udp(url: &str, index: usize, plan: Plan, conns: usize, shared: &Arc<Shared>) -> Result<(), String> {
+    let mut client = AsyncUdpConnection::new(url).map_err(|e| format!("{url}: {e}"))?;
+    client.recv_timeout = Some(std::time::Duration::from_secs(5));
+    let conn = client.connect().map_err(|e| format!("{url}: {e}"))?;
+    let st = Rc::new(RefCell::new(Check { index, got: 0, done: false }));
+    let send_next = move |c: &UdpConnection, n: usize| {
+        if n < plan.messages {
+            c.send(payload(index, n, plan.size, plan.text));
+        }
+    };
+    let (s2, sh) = (st.clone(), shared.clone());
+    conn.on_message(move |c, m| {
+        let mut s = s2.borrow_mut();
+        if let Err(e) = plan.check(&mut s, m) {
+            sh.fail(e);
+            c.close();
+            return;
+        }
+        if s.got == plan.messages {
+            s.done = true;
+            c.close();
+        } else {
+            send_next(c, s.got);
+        }
+    });
+    let sh = shared.clone();
+    conn.on_error(move |_, e| sh.fail(format!("udp client {index}: {e}")));
+    let (sh, s2) = (shared.clone(), st.clone());
+    conn.on_close(move |_| {
+        let s = s2.borrow();
+        if s.done {
+            if sh.done.fetch_add(1, Ordering::SeqCst) + 1 == conns {
+                ringman::stop_all();
+            }
+        } else {
+            sh.fail(format!("udp client {index} closed after {} of {} datagrams", s.got, plan.messages));
+        }
+    });
+    if plan.messages == 0 {
+        st.borrow_mut().done = true;
+        conn.close();
+    } else {
+        send_next(&conn, 0);
+    }
+    Ok(())
+}
+
 /// Opens connection `index` on this ring thread and installs its checks.
 fn open(
     url: &str,
     tls: Option<&ClientTls>,
+    proxy: Option<&Proxy>,
     index: usize,
     plan: Plan,
     conns: usize,
@@ -149,6 +209,7 @@ fn open(
             if let Some(t) = tls {
                 c.tls = Some(t.clone());
             }
+            c.proxy = proxy.cloned();
             c.connect()
         })
         .map_err(|e| format!("{url}: {e}"))?;
@@ -227,6 +288,7 @@ fn main() -> ExitCode {
     let Some(url) = args.next() else { return usage() };
     let (mut conns, mut messages, mut size, mut binary) = (1usize, 1usize, 64usize, false);
     let (mut tls_flag, mut ca) = (false, None);
+    let mut proxy = None;
     while let Some(a) = args.next() {
         let slot = match a.as_str() {
             "--binary" => {
@@ -244,6 +306,17 @@ fn main() -> ExitCode {
                 }
                 None => return usage(),
             },
+            "--proxy" => {
+                let Some(p) = args.next() else { return usage() };
+                match Proxy::parse(&p) {
+                    Ok(p) => proxy = Some(p),
+                    Err(e) => {
+                        eprintln!("error: --proxy {p}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                continue;
+            }
             "--conns" => &mut conns,
             "--messages" => &mut messages,
             "--size" => &mut size,
@@ -255,13 +328,23 @@ fn main() -> ExitCode {
         }
     }
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
-    if !matches!(scheme.as_str(), "tcp" | "text" | "frame" | "ws" | "wss" | "ssl") {
+    if !matches!(scheme.as_str(), "tcp" | "text" | "frame" | "ws" | "wss" | "ssl" | "udp") {
+        return usage();
+    }
+    let udp = scheme == "udp";
+    if udp && proxy.is_some() {
+        eprintln!("--proxy is for stream connections");
+        return usage();
+    }
+    if udp && (tls_flag || ca.is_some()) {
+        eprintln!("--tls and --ca are for stream connections");
         return usage();
     }
     // TLS: from the URL (wss, ssl) or --tls; --ca replaces the built-in roots.
     let tls = (tls_flag || ca.is_some() || matches!(scheme.as_str(), "wss" | "ssl"))
         .then(|| ClientTls { ca: ca.map(Into::into), ..ClientTls::default() });
-    if let Err(e) = AsyncTcpConnection::new(&url) {
+    let checked = if udp { AsyncUdpConnection::new(&url).map(drop) } else { AsyncTcpConnection::new(&url).map(drop) };
+    if let Err(e) = checked {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
@@ -281,14 +364,19 @@ fn main() -> ExitCode {
     let mut w = Worker::<()>::without_listener();
     w.name = "client".into();
     w.count = cpus.min(conns);
-    let (sh, u) = (shared.clone(), url.clone());
+    let (sh, u, proxy) = (shared.clone(), url.clone(), Arc::new(proxy));
     w.on_worker_start(move |info, _| {
         // Thread `id` opens connections id, id + count, id + 2 * count, ...
         for index in (info.id..conns).step_by(info.count) {
             if sh.failed() {
                 return;
             }
-            if let Err(e) = open(&u, tls.as_ref(), index, plan, conns, &sh) {
+            let opened = if udp {
+                open_udp(&u, index, plan, conns, &sh)
+            } else {
+                open(&u, tls.as_ref(), proxy.as_ref().as_ref(), index, plan, conns, &sh)
+            };
+            if let Err(e) = opened {
                 sh.fail(e);
             }
         }

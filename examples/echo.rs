@@ -1,11 +1,16 @@
 //! Echo server:
-//! `cargo run --release --example echo -- <scheme>://<ip>:<port> [--threads N] [--batched] [--cert FILE --key FILE]
+//! `cargo run --release --example echo -- <scheme>://<ip>:<port>|unix:///path [--protocol P] [--unix-mode OCTAL] [--threads N] [--batched] [--cert FILE --key FILE]
 //! [--pid-file F] [--log-file F] [--metrics ADDR] [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR]
 //! [--watch PATH]... [--watch-binary] [--watch-ext EXT]... [--watch-debounce MS] [start [-d] | stop [-g] | restart [-d] [-g] |
 //! reload [-g] | status [-d] | connections | metrics]`.
 //!
 //! Every message comes back under the scheme's protocol (`tcp`, `text`, `frame`,
-//! `websocket`: text stays text, binary stays binary). Without a
+//! `websocket`: text stays text, binary stays binary), or the one `--protocol` names
+//! (`tcp|text|frame|websocket|http`; for `unix:///path` and `udp://ip:port`, whose URLs
+//! name none: raw bytes without it; `http` answers each request with its own body, and is
+//! refused over `udp://` as `websocket` is). `udp://` echoes each datagram (or each message
+//! the protocol finds in it) to its sender. `--unix-mode` sets the socket file's
+//! permissions (e.g. `660`). Without a
 //! verb it runs in the foreground, prints the address it listens on and exits cleanly on
 //! SIGINT/SIGTERM; the verbs are Workerman's (see `ringman::ops`). `--watch PATH` (file or
 //! directory, repeatable) turns on the file monitor (`ops::Options::watch`): a change of a
@@ -21,7 +26,7 @@ use ringman::{Server, Worker};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo <scheme>://<ip>:<port> [--threads N] [--cert FILE --key FILE] [--batched|--eager] [--max-package BYTES] [--pid-file F] [--log-file F] [--metrics ADDR] \
+        "usage: echo <scheme>://<ip>:<port>|unix:///path [--protocol tcp|text|frame|websocket|http] [--unix-mode OCTAL] [--threads N] [--cert FILE --key FILE] [--batched|--eager] [--max-package BYTES] [--max-connections N] [--pid-file F] [--log-file F] [--metrics ADDR] \
          [--stdout-file F] [--user U] [--group G] [--graceful-timeout SECS] [--pinned ADDR] \
          [--watch PATH]... [--watch-binary] [--watch-ext EXT]... [--watch-debounce MS] [start [-d] | stop [-g] | restart [-d] [-g] | reload [-g] | status [-d] | connections | metrics]"
     );
@@ -35,6 +40,9 @@ fn main() -> ExitCode {
     let mut batched = false;
     let mut eager = false;
     let mut max_package: Option<usize> = None;
+    let mut max_connections: Option<usize> = None;
+    let mut protocol: Option<String> = None;
+    let mut unix_mode: Option<u32> = None;
     let mut opts = Options::default();
     let mut verb = Vec::new();
     let mut pinned: Option<String> = None;
@@ -53,10 +61,22 @@ fn main() -> ExitCode {
                 Some(n) => threads = Some(n),
                 None => return usage(),
             },
+            "--protocol" => match args.next() {
+                Some(p) => protocol = Some(p),
+                None => return usage(),
+            },
+            "--unix-mode" => match args.next().and_then(|m| u32::from_str_radix(&m, 8).ok()) {
+                Some(m) => unix_mode = Some(m),
+                None => return usage(),
+            },
             "--batched" => batched = true,
             "--eager" => eager = true,
             "--max-package" => match args.next().and_then(|n| n.parse().ok()) {
                 Some(n) => max_package = Some(n),
+                None => return usage(),
+            },
+            "--max-connections" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) => max_connections = Some(n),
                 None => return usage(),
             },
             "--pid-file" => match args.next() {
@@ -119,6 +139,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Some(Err(e)) =
+        protocol.as_deref().map(|p| Worker::<()>::new(&addr).and_then(|mut w| w.set_protocol(p).map(drop)))
+    {
+        eprintln!("echo: {e}");
+        return ExitCode::FAILURE;
+    }
     let tls = match (cert, key) {
         (Some(c), Some(k)) => Some(ringman::TlsConfig::new(c, k)),
         (None, None) => None,
@@ -130,12 +156,16 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     opts.on_started = Some(Box::new(|running| {
-        if let Some(a) = running.local_addr(0) {
+        if let Some(a) = running.listen_at(0) {
             println!("listening on {a}");
         }
     }));
     ops::main_with_args(opts, &verb, |launch| {
         let mut w = Worker::<()>::new(&addr).expect("address checked above");
+        if let Some(p) = &protocol {
+            w.set_protocol(p).expect("protocol checked above");
+        }
+        w.unix_mode = unix_mode;
         if let Some(n) = threads {
             w.count = n;
         }
@@ -145,6 +175,7 @@ fn main() -> ExitCode {
         if eager {
             w.send_mode = ringman::SendMode::Eager;
         }
+        w.max_connections = max_connections;
         if let Some(n) = max_package {
             w.max_package_size = n;
         }
@@ -153,6 +184,16 @@ fn main() -> ExitCode {
         w.on_message(|conn, msg, _| {
             conn.send_as(msg.data, msg.kind);
         });
+        // (`udp://`: each datagram back to its sender.)
+        w.on_datagram(|peer, msg, _| {
+            peer.send(msg.data);
+        });
+        if w.protocol_name() == "http" {
+            // Each request's body comes back as the response.
+            w.on_request(|conn, req, _| {
+                ringman::http::respond(conn, req, ringman::http::Response::new(200).body(req.body()));
+            });
+        }
         let mut server = Server::new().add(w);
         // A second, non-reloadable echo worker: a reload leaves it in the old process.
         if let Some(p) = pinned.filter(|_| launch.starts("pinned")) {

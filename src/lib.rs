@@ -17,9 +17,10 @@
 
 pub use ringman_engine::{
     current_ring, ktls_probe, resident_memory, ring_info, run_all, run_all_then, run_on_ring, stop_all,
-    thread_connections, AsyncTcpConnection, ClientTls, ConnError, ConnInfo, ConnectError, Connection, ConnectionId,
-    EngineError, Message, MessageKind, RingInfo, RingMode, Running, SendMode, SendStatus, Server, ThreadStats,
-    Timeouts, Timer, TimerId, TlsConfig, TlsFailure, TlsSetupError, Worker, WorkerHandle, WorkerInfo, WsDecision,
+    thread_connections, AsyncTcpConnection, AsyncUdpConnection, ClientTls, ConnError, ConnInfo, ConnectError,
+    Connection, ConnectionId, EngineError, Keepalive, ListenAddr, Message, MessageKind, Proxy, RingInfo, RingMode,
+    Running, SendMode, SendStatus, Server, ThreadStats, Timeouts, Timer, TimerId, TlsConfig, TlsFailure, TlsSetupError,
+    UdpConnection, Worker, WorkerHandle, WorkerInfo, WsDecision,
 };
 
 #[doc(hidden)]

@@ -5,34 +5,12 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
-use crossbeam_channel::unbounded;
 use ringman::components::http_client::{ClientConfig, HttpClient, HttpClientError, Request};
-use ringman::{spawn, Running, Server, Worker};
+use ringman::spawn;
 
-use common::{py_tcp_server, PyServer, PATIENCE};
-
-fn ring() -> Running {
-    let mut w = Worker::<()>::without_listener();
-    w.count = 1;
-    Server::new().add(w).start().expect("a ring starts")
-}
-
-fn on_ring<T: Send + 'static, F: Future<Output = T> + 'static>(
-    ring: &Running,
-    make: impl FnOnce() -> F + Send + 'static,
-) -> T {
-    let (tx, rx) = unbounded();
-    assert!(ring.worker(0).run_on(0, move || {
-        spawn(async move {
-            let _ = tx.send(make().await);
-        })
-        .unwrap();
-    }));
-    rx.recv_timeout(PATIENCE * 2).expect("the task answered")
-}
+use common::{on_ring, py_tcp_server, ring, PyServer};
 
 /// An asyncio server that reads one request head at a time and answers with `script`'s
 /// `answer(path, conn_no, req_no)` (bytes, or a list of byte chunks written with a pause

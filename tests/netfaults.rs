@@ -9,7 +9,9 @@
 //! * resets injected mid-stream: each affected connection gets `on_close` once, the others
 //!   and the server carry on;
 //! * peers that vanish silently: found by the idle timeout (text) and the WebSocket heartbeat
-//!   (`ConnError::NoPong`), while the other clients carry on.
+//!   (`ConnError::NoPong`), while the other clients carry on;
+//! * the same with no application heartbeat at all: short TCP keepalive settings find an idle
+//!   vanished peer, and the matching `TCP_USER_TIMEOUT` one the server is sending to.
 //!
 //! Loss and resets are applied where packets arrive (the input hook of the receiving
 //! namespace), as on a real path: a sender's own stack never learns of a drop locally.
@@ -27,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use net::{Link, Side};
-use ringman::{ConnError, Running, SendStatus, Server, Worker};
+use ringman::{ConnError, Connection, ConnectionId, Keepalive, Running, SendStatus, Server, Worker};
 
 /// Bound for runs that move tens of megabytes through a lossy or throttled link: generous, so
 /// a broken build fails instead of hanging; never a performance check.
@@ -1109,6 +1111,80 @@ fn silently_vanished_peers_are_found_by_idle_timeout_and_websocket_ping() {
         assert!(errors(&ev, id).is_empty(), "connection {id}: {ev:#?}");
     }
     // The server's last words to the vanished peers (ping, close) were dropped on the way.
+    assert!(counted(&link.nft_list(Side::Client), "vanish") > 0, "{}", link.nft_list(Side::Client));
+    drop(vanished);
+}
+
+/// Drops every packet of the client ports `ports` where it arrives, both ways: those peers
+/// vanish without a FIN or a reset.
+fn vanish(link: &Link, ports: &[u16]) {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let ports = ports.join(", ");
+    for (side, dir) in [(Side::Server, "sport"), (Side::Client, "dport")] {
+        link.nft(
+            side,
+            &format!(
+                "table inet ringman_faults {{\n  chain input {{\n    type filter hook input priority 0;\n    \
+                 iifname \"{}\" tcp {dir} {{ {ports} }} counter drop comment \"vanish\"\n  }}\n}}\n",
+                link.dev(side)
+            ),
+        );
+    }
+}
+
+#[test]
+fn keepalive_finds_vanished_peers_without_an_application_heartbeat() {
+    let Some(link) = Link::new(6) else { return };
+    let events = Arc::new(Events::default());
+    let ip = link.ip(Side::Server);
+    let server = start_in(&link, || {
+        // No idle timeout, no heartbeat: only TCP keepalive (given up after 1 s + 3 x 1 s),
+        // and the TCP_USER_TIMEOUT it brings for unacknowledged data.
+        let mut text = echo_worker("text", ip, &events);
+        text.keepalive = Some(Keepalive::new(Duration::from_secs(1), Duration::from_secs(1), 3));
+        Server::new().add(text)
+    });
+    let addr = server.local_addr(0).unwrap();
+    // Three clients: the first vanishes while idle, the second vanishes and then the server
+    // sends it 4 MB (so data is unacknowledged: keepalive alone never probes then), the
+    // third carries on.
+    let mut chatters: Vec<Chatter> = (0..3).map(|n| Chatter::start(&link, addr, false, 40 + n)).collect();
+    wait_until("every client has 10 rounds", STEP_PATIENCE, || chatters.iter().all(|c| c.rounds() >= 10));
+    let ev = events.snapshot();
+    let ids: Vec<u64> = chatters.iter().map(|c| id_of(&ev, c.port).expect("connection recorded")).collect();
+    let healthy = chatters.pop().unwrap();
+    let mut vanished = Vec::new();
+    let mut ports = Vec::new();
+    for c in chatters {
+        ports.push(c.port);
+        let (r, chat) = c.stop();
+        r.expect("round before vanishing");
+        vanished.push(chat);
+    }
+    vanish(&link, &ports);
+    let mut big = vec![b'k'; 4 << 20];
+    big.push(b'\n');
+    assert_ne!(Connection::from_id(ConnectionId::from_u64(ids[1])).send(big), SendStatus::Failed);
+    let ev = events
+        .wait_for("both vanished peers closed", STEP_PATIENCE, |ev| closes(ev, ids[0]) == 1 && closes(ev, ids[1]) == 1);
+    // Each was given up by the kernel: on_error, then on_close. The kernel reports
+    // ETIMEDOUT; a send parked on the socket then completes with EPIPE, and whichever
+    // completion the ring sees first names the error.
+    for (id, causes) in [(ids[0], &["timed out"][..]), (ids[1], &["timed out", "Broken pipe"][..])] {
+        let errs = errors(&ev, id);
+        assert!(
+            matches!(errs.as_slice(), [Event::Error { error, .. }] if causes.iter().any(|c| error.contains(c))),
+            "connection {id}: {errs:#?}"
+        );
+    }
+    assert!(closes(&ev, ids[2]) == 0 && errors(&ev, ids[2]).is_empty(), "{ev:#?}");
+    let now = healthy.rounds();
+    wait_until("the healthy client has 10 more rounds", STEP_PATIENCE, || healthy.rounds() >= now + 10);
+    let (r, chat) = healthy.stop();
+    r.expect("the healthy client's rounds");
+    drop(chat);
+    events.wait_for("the healthy connection closed", STEP_PATIENCE, |ev| closes(ev, ids[2]) == 1);
+    // The server's probes and retransmissions to the vanished peers were dropped on the way.
     assert!(counted(&link.nft_list(Side::Client), "vanish") > 0, "{}", link.nft_list(Side::Client));
     drop(vanished);
 }

@@ -195,11 +195,11 @@ fn start_status_connections_metrics_stop() {
         assert_eq!(r[0], pid.to_string());
         assert_eq!(r[2], format!("text://{}", srv.addr));
         assert_eq!(r[3], "echo");
-        assert_eq!(r[10], "[idle]", "{status}");
+        assert_eq!(r[11], "[idle]", "{status}");
     }
     let conns: u64 = rows.iter().map(|r| r[5].parse::<u64>().unwrap()).sum();
     assert_eq!(conns, 1, "{status}");
-    let reqs: u64 = rows.iter().map(|r| r[8].parse::<u64>().unwrap()).sum();
+    let reqs: u64 = rows.iter().map(|r| r[9].parse::<u64>().unwrap()).sum();
     assert_eq!(reqs, 1, "{status}");
     assert!(status.contains("Summary"));
 

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
@@ -14,29 +13,7 @@ use ringman::cluster::{Channel, ChannelEvent, Cluster, GlobalData, NodeId};
 use ringman::redis::{Cmd, ErrorKind, Redis, RedisConfig};
 use ringman::{spawn, Running, Server, Worker};
 
-use common::{RedisServer, PATIENCE};
-
-/// A ring with no listener, to run client code on.
-fn ring() -> Running {
-    let mut w = Worker::<()>::without_listener();
-    w.count = 1;
-    Server::new().add(w).start().expect("a ring starts")
-}
-
-/// Runs the future `make` builds as a task on `ring`'s thread and returns its output.
-fn on_ring<T: Send + 'static, F: Future<Output = T> + 'static>(
-    ring: &Running,
-    make: impl FnOnce() -> F + Send + 'static,
-) -> T {
-    let (tx, rx) = unbounded();
-    assert!(ring.worker(0).run_on(0, move || {
-        spawn(async move {
-            let _ = tx.send(make().await);
-        })
-        .unwrap();
-    }));
-    rx.recv_timeout(PATIENCE * 2).expect("the task answered")
-}
+use common::{on_ring, ring, RedisServer, PATIENCE};
 
 #[test]
 fn commands_answer_with_auth_select_a_key_prefix_and_typed_errors() {
@@ -214,21 +191,8 @@ fn two_processes_increment_one_key_to_exactly_20000() {
 fn chat_processes_form_one_room_through_redis() {
     let redis = RedisServer::start();
     let chat = common::example_binary("chat");
-    let ports = [common::free_port(), common::free_port()];
-    let mut servers: Vec<_> = ports
-        .iter()
-        .map(|p| {
-            let mut child = std::process::Command::new(&chat)
-                .args([&format!("websocket://127.0.0.1:{p}"), "--channel", &redis.url()])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("the chat example runs");
-            let mut line = String::new();
-            BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-            assert!(line.starts_with("chat on"), "{line}");
-            child
-        })
-        .collect();
+    let ports = common::free_port_pairs(2);
+    let mut servers = started_on_channel(&chat, "chat", &ports, &redis);
     let script = format!(
         r#"
 import asyncio
@@ -276,6 +240,30 @@ asyncio.run(main())
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Starts `bin` (an example) on each of `ports` with `--channel` to `redis`, each once it
+/// printed its "`name` on ..." line.
+fn started_on_channel(
+    bin: &std::path::Path,
+    name: &str,
+    ports: &[u16],
+    redis: &RedisServer,
+) -> Vec<std::process::Child> {
+    ports
+        .iter()
+        .map(|p| {
+            let mut child = std::process::Command::new(bin)
+                .args([&format!("websocket://127.0.0.1:{p}"), "--channel", &redis.url()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("the {name} example runs: {e}"));
+            let mut line = String::new();
+            BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+            assert!(line.starts_with(&format!("{name} on")), "{line}");
+            child
+        })
+        .collect()
 }
 
 /// What the restart test's ring reports.
@@ -628,21 +616,8 @@ asyncio.run(asyncio.wait_for(main(), 30))
 fn the_cluster_push_example_sends_to_groups_and_ids_across_processes() {
     let redis = RedisServer::start();
     let bin = common::example_binary("cluster_push");
-    let ports = [common::free_port(), common::free_port()];
-    let mut servers: Vec<_> = ports
-        .iter()
-        .map(|p| {
-            let mut child = std::process::Command::new(&bin)
-                .args([&format!("websocket://127.0.0.1:{p}"), "--channel", &redis.url()])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("the cluster_push example runs");
-            let mut line = String::new();
-            BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-            assert!(line.starts_with("cluster_push on"), "{line}");
-            child
-        })
-        .collect();
+    let ports = common::free_port_pairs(2);
+    let mut servers = started_on_channel(&bin, "cluster_push", &ports, &redis);
     let script = format!(
         r#"
 import asyncio

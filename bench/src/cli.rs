@@ -30,11 +30,14 @@ pub enum Scenario {
     /// the first, and every `pub:` message goes through Redis pub/sub. On the wire it is
     /// `fanout`.
     FanoutRedis,
+    /// UDP echo: `conns` sockets, `depth` datagrams of `size` bytes in flight on each
+    /// (`src/udp_gen.rs`).
+    Udp,
 }
 
 impl Scenario {
     /// All scenarios.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Echo,
         Scenario::Text,
         Scenario::Frame,
@@ -43,6 +46,7 @@ impl Scenario {
         Scenario::Fanout,
         Scenario::Proxy,
         Scenario::FanoutRedis,
+        Scenario::Udp,
     ];
 
     /// Name on the command line.
@@ -56,6 +60,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Proxy => "proxy",
             Scenario::FanoutRedis => "fanout-redis",
+            Scenario::Udp => "udp",
         }
     }
 
@@ -143,6 +148,7 @@ impl ServerKind {
             ServerKind::Ringman => true,
             // Only ringman has the Redis channel.
             ServerKind::Tokio => scenario != Scenario::FanoutRedis,
+            _ if scenario == Scenario::Udp => false,
             ServerKind::TokioUring
             | ServerKind::Monoio
             | ServerKind::Floor

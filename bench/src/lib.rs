@@ -32,5 +32,6 @@ pub mod summary;
 pub mod target;
 #[cfg(test)]
 mod testutil;
+pub mod udp_gen;
 pub mod uring_gen;
 pub mod wire;

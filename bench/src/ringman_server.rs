@@ -1,7 +1,8 @@
 //! The ringman server process the harness benchmarks (`ringman-bench serve-ringman ADDR`).
 //!
 //! The harness spawns `current_exe serve-ringman <scheme>://ip:port`, pinned to the server
-//! CPU, and waits until the port accepts connections. Schemes: `tcp` (raw echo), `text`
+//! CPU, and waits until the port accepts connections. Schemes: `tcp` (raw echo), `udp`
+//! (datagram echo, to each sender), `text`
 //! (line echo), `frame` (4-byte length frame echo), `websocket`, `http`, `fanout` (WebSocket
 //! broadcast of every `pub:` message, see `src/fanout.rs`). The process serves with exactly
 //! one ring thread until SIGTERM/SIGINT.
@@ -51,6 +52,10 @@ pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
     w.on_message(|conn, msg, _| {
         conn.send_as(msg.data, msg.kind);
+    });
+    // (`udp://`: each datagram back to its sender.)
+    w.on_datagram(|peer, msg, _| {
+        peer.send(msg.data);
     });
     run_all(Server::new().add(w))?;
     Ok(())

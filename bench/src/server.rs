@@ -103,6 +103,7 @@ pub fn ringman_scheme(s: Scenario) -> &'static str {
         Scenario::Fanout => "fanout",
         Scenario::Proxy => "proxy",
         Scenario::FanoutRedis => "fanout-redis",
+        Scenario::Udp => "udp",
     }
 }
 
@@ -224,17 +225,24 @@ impl ServerProc {
         let program = format!("{:?}", cmd.get_program());
         let child = cmd.spawn().map_err(|source| ServerError::Spawn { program, source })?;
         let mut proc = ServerProc { kind, addr, child, stderr_path, tmp: Some(tmp) };
-        proc.wait_ready()?;
+        proc.wait_ready(scenario == Scenario::Udp)?;
         Ok(proc)
     }
 
-    fn wait_ready(&mut self) -> Result<(), ServerError> {
+    /// Waits until the server accepts connections (`udp`: answers a datagram).
+    fn wait_ready(&mut self, udp: bool) -> Result<(), ServerError> {
         let deadline = Instant::now() + START_TIMEOUT;
+        let probe = udp.then(|| std::net::UdpSocket::bind("127.0.0.1:0")).transpose().ok().flatten();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(ServerError::Exited { status: status.to_string(), stderr: self.stderr_tail() });
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            if let Some(p) = &probe {
+                let _ = p.set_read_timeout(Some(Duration::from_millis(200)));
+                if p.send_to(b"ready?", self.addr).is_ok() && p.recv(&mut [0u8; 16]).is_ok() {
+                    return Ok(());
+                }
+            } else if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {

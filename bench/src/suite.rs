@@ -152,6 +152,7 @@ pub fn measure_procs(
     let opts = &wire_opts;
     let res = match env.generator {
         _ if opts.scenario == Scenario::Fanout => crate::fanout::run_spread(addrs, opts, edge)?,
+        _ if opts.scenario == Scenario::Udp => crate::udp_gen::run(addr, opts, edge)?,
         Generator::Uring => {
             let tuning =
                 uring_gen::Tuning { threads: env.client_threads, pace: env.pace, cpus: env.client_cpus.clone() };
@@ -288,6 +289,8 @@ const HTTP_SERVERS: &[ServerKind] =
     &[ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Tokio, ServerKind::Nginx];
 const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Fastwebsockets];
 const FANOUT_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
+/// P9: UDP echo, ringman's `udp://` worker against a tokio `UdpSocket`.
+const UDP_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
 /// P6 runs this many times `--repeat` rounds: its p99 over one window is set by how many
 /// millisecond-long preemptions of either core (kernel threads, the VM's agent) fall into it
 /// and scatters by several times between rounds, so its median needs more of them.
@@ -327,6 +330,7 @@ fn entries(quick: bool) -> Vec<Entry> {
         Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 1), servers: HTTP_SERVERS },
         Entry { id: "P4", opts: o(Scenario::Ws, 100, 20, 1), servers: WS_SERVERS },
         Entry { id: "P7", opts: crate::fanout::suite_opts(1000, warmup, duration), servers: FANOUT_SERVERS },
+        Entry { id: "P9", opts: o(Scenario::Udp, 64, 64, 1), servers: UDP_SERVERS },
     ];
     if !quick {
         v.push(Entry { id: "P7", opts: crate::fanout::suite_opts(10_000, warmup, duration), servers: FANOUT_SERVERS });
@@ -677,7 +681,7 @@ mod tests {
     #[test]
     fn suite_shape() {
         let e = entries(true);
-        assert_eq!(e.len(), 6);
+        assert_eq!(e.len(), 7);
         assert!(e.iter().all(|e| e.servers.iter().all(|s| s.supports(e.opts.scenario))));
         assert!(OPEN_SERVERS.iter().chain(ECHO_SERVERS).all(|s| s.supports(Scenario::Echo)));
         // P5 measures the shared-buffer tokio echo beside the per-connection one.
@@ -688,10 +692,11 @@ mod tests {
         assert!(p4.servers.contains(&ServerKind::Fastwebsockets));
         assert!(e.iter().filter(|e| e.id == "P7").all(|e| !e.servers.contains(&ServerKind::Fastwebsockets)));
         let (w, d) = timing(true);
-        // 23 timed cells and P8's three (direct, ringman, tokio) x 3 rounds, P6's four cells
-        // twice as often (+ P5 and server start-up) must fit in about 4 minutes.
-        let cells = 23 + proxy::PROXY_SERVERS.len() + 1 + 4 * (OPEN_LOOP_ROUNDS - 1);
-        assert!((w + d).as_secs_f64() * cells as f64 * default_repeat(true) as f64 <= 230.0);
+        // 25 timed cells (P9's two included) and P8's three (direct, ringman, tokio) x 3
+        // rounds, P6's four cells twice as often (+ P5 and server start-up) must fit in a
+        // little over 4 minutes.
+        let cells = 25 + proxy::PROXY_SERVERS.len() + 1 + 4 * (OPEN_LOOP_ROUNDS - 1);
+        assert!((w + d).as_secs_f64() * cells as f64 * default_repeat(true) as f64 <= 245.0);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn scheme_scenario(scheme: &str) -> Option<Scenario> {
         "ws" | "websocket" => Some(Scenario::Ws),
         "http" => Some(Scenario::Http),
         "fanout" => Some(Scenario::Fanout),
+        "udp" => Some(Scenario::Udp),
         _ => None,
     }
 }
@@ -47,6 +48,7 @@ pub fn scenario_scheme(s: Scenario) -> &'static str {
         Scenario::Ws => "ws",
         Scenario::Http => "http",
         Scenario::Fanout | Scenario::FanoutRedis => "fanout",
+        Scenario::Udp => "udp",
     }
 }
 

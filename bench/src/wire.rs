@@ -47,7 +47,8 @@ pub fn request_for(o: &LoadOpts) -> Vec<u8> {
     let payload = message_payload(o);
     let mut out = Vec::new();
     match o.scenario {
-        Scenario::Echo | Scenario::Proxy => out = payload,
+        // (The UDP generator builds its datagrams itself: `src/udp_gen.rs`.)
+        Scenario::Echo | Scenario::Proxy | Scenario::Udp => out = payload,
         Scenario::Text => Text.encoder().encode(&payload, MessageKind::Text, &mut out),
         Scenario::Frame => Frame.encoder().encode(&payload, MessageKind::Binary, &mut out),
         Scenario::Ws | Scenario::Fanout | Scenario::FanoutRedis => {
@@ -266,7 +267,7 @@ impl ResponseCounter {
             expect: Some(expect.clone()),
         };
         let kind = match o.scenario {
-            Scenario::Echo | Scenario::Proxy => {
+            Scenario::Echo | Scenario::Proxy | Scenario::Udp => {
                 Counter::Bytes { size: expect.len().max(1) as u64, received: 0, counted: 0, expect: expect.clone() }
             }
             Scenario::Text => framed(Text.decoder()),

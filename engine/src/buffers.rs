@@ -15,6 +15,11 @@
 //! 3. A send chunk is owned by exactly one connection's send queue. While a send SQE that
 //!    points into it is in flight, the chunk stays in that queue (one send in flight per
 //!    connection), so it is never handed to another connection before the CQE.
+//! 4. UDP: a socket's [`RecvMsgHdr`] (the `msghdr` its multishot RECVMSG was armed with) lives
+//!    in the socket's slot, which is freed only after the receive's last CQE; a
+//!    [`DatagramOut`] (SENDMSG header, iovec, destination address and bytes) is boxed and
+//!    kept in the datagrams-in-flight slab until its CQE. The datagram pool ([`UDP_BGID`])
+//!    follows invariants 1 and 2 like the stream pool.
 
 use std::io;
 use std::ptr::NonNull;
@@ -25,6 +30,10 @@ use io_uring::types::BufRingEntry;
 
 /// Buffer group id of the per-ring receive pool.
 pub(crate) const RECV_BGID: u16 = 0;
+
+/// Buffer group id of the per-ring datagram pool (UDP sockets: each buffer holds one
+/// datagram with its `io_uring_recvmsg_out` header and the sender's address).
+pub(crate) const UDP_BGID: u16 = 1;
 
 // The kernel reads `struct io_uring_buf` (16 bytes) from the ring; the tail overlays the
 // `resv` field of entry 0.
@@ -70,6 +79,7 @@ pub(crate) struct RecvRing {
     data: Mmap,
     count: u16,
     buf_size: u32,
+    bgid: u16,
     /// Local copy of the tail; published to the kernel in [`RecvRing::publish`].
     tail: u16,
     unpublished: bool,
@@ -79,14 +89,19 @@ impl RecvRing {
     /// Maps `count` buffers of `buf_size` bytes and registers them as buffer group
     /// [`RECV_BGID`] of `ring`. `count` must be a power of two ≤ 32768.
     pub(crate) fn new(ring: &mut Ring, count: u16, buf_size: u32) -> io::Result<RecvRing> {
+        RecvRing::with_group(ring, count, buf_size, RECV_BGID)
+    }
+
+    /// [`RecvRing::new`] as buffer group `bgid` (the datagram pool is [`UDP_BGID`]).
+    pub(crate) fn with_group(ring: &mut Ring, count: u16, buf_size: u32, bgid: u16) -> io::Result<RecvRing> {
         assert!(count.is_power_of_two() && count <= 32768);
         let entries = Mmap::new(count as usize * std::mem::size_of::<BufRingEntry>())?;
         let data = Mmap::new(count as usize * buf_size as usize)?;
-        let mut ring_buf = RecvRing { entries, data, count, buf_size, tail: 0, unpublished: false };
+        let mut ring_buf = RecvRing { entries, data, count, buf_size, bgid, tail: 0, unpublished: false };
         // SAFETY: the entry array is page aligned (mmap), sized for `count` entries, and lives
-        // until `Drop` unregisters it (invariant 1).
+        // until the owner unregisters it before dropping it (invariant 1).
         unsafe {
-            ring.register_buf_ring(ring_buf.entries.ptr.as_ptr() as u64, count, RECV_BGID)?;
+            ring.register_buf_ring(ring_buf.entries.ptr.as_ptr() as u64, count, bgid)?;
         }
         for bid in 0..count {
             ring_buf.push(bid);
@@ -156,7 +171,7 @@ impl RecvRing {
 
     /// Unregisters the group; called before the mappings are dropped.
     pub(crate) fn unregister(&self, ring: &mut Ring) {
-        ring.unregister_buf_ring(RECV_BGID);
+        ring.unregister_buf_ring(self.bgid);
     }
 }
 
@@ -323,5 +338,94 @@ impl SendArena {
 impl Drop for SendArena {
     fn drop(&mut self) {
         FIXED_BUDGET.fetch_add(self.reserved, Ordering::AcqRel);
+    }
+}
+
+/// The `msghdr` a UDP socket's multishot RECVMSG is armed with: room for the sender's
+/// address (IPv4 or IPv6) and no control data. The kernel lays each datagram out in a
+/// provided buffer as `io_uring_recvmsg_out`, this much name, then the payload, so the
+/// header also tells the engine where the payload starts (invariant 4 keeps it alive).
+pub(crate) struct RecvMsgHdr(Box<libc::msghdr>);
+
+/// Bytes reserved for the sender's address in each datagram buffer (`sockaddr_in6`, which
+/// holds an IPv4 `sockaddr_in` too).
+pub(crate) const UDP_NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+
+/// Size of the `io_uring_recvmsg_out` header in front of each received datagram.
+pub(crate) const RECVMSG_OUT_LEN: usize = 16;
+
+impl RecvMsgHdr {
+    pub(crate) fn new() -> RecvMsgHdr {
+        // SAFETY: `msghdr` is plain data; all-zero is a valid value (null pointers, lengths 0).
+        let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        hdr.msg_namelen = UDP_NAME_LEN as libc::socklen_t;
+        RecvMsgHdr(hdr)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const libc::msghdr {
+        &*self.0
+    }
+
+    pub(crate) fn get(&self) -> &libc::msghdr {
+        &self.0
+    }
+}
+
+/// Buffer size for datagrams of up to `payload` bytes: header, address, payload.
+pub(crate) fn datagram_buf_size(payload: usize) -> u32 {
+    (RECVMSG_OUT_LEN + UDP_NAME_LEN + payload) as u32
+}
+
+/// One datagram on its way out: the SENDMSG header points at the iovec, the destination
+/// address (none on a connected socket) and the bytes, all inside this box (invariant 4).
+pub(crate) struct DatagramOut {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    addr: Option<socket2::SockAddr>,
+    data: Vec<u8>,
+}
+
+impl DatagramOut {
+    /// `data` for `to` (or the connected peer), with the header's pointers set.
+    pub(crate) fn new(to: Option<std::net::SocketAddr>, data: Vec<u8>) -> Box<DatagramOut> {
+        // SAFETY: `msghdr` is plain data; all-zero is a valid value.
+        let hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        let iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let mut d = Box::new(DatagramOut { hdr, iov, addr: to.map(socket2::SockAddr::from), data });
+        d.iov.iov_base = d.data.as_mut_ptr().cast();
+        d.iov.iov_len = d.data.len();
+        d.hdr.msg_iov = &mut d.iov;
+        d.hdr.msg_iovlen = 1;
+        if let Some(a) = &d.addr {
+            d.hdr.msg_name = a.as_ptr() as *mut libc::c_void;
+            d.hdr.msg_namelen = a.len();
+        }
+        d
+    }
+
+    /// The header to hand to SENDMSG (valid while this box lives and is not modified).
+    pub(crate) fn msghdr(&self) -> *const libc::msghdr {
+        &self.hdr
+    }
+}
+
+/// The sender's address from the name bytes of a received datagram (a `sockaddr_in` or
+/// `sockaddr_in6` as the kernel wrote it).
+pub(crate) fn sockaddr_from(name: &[u8]) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    let family = u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            Some(SocketAddrV4::new(Ipv4Addr::from(ip), port).into())
+        }
+        libc::AF_INET6 => {
+            let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            Some(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope).into())
+        }
+        _ => None,
     }
 }

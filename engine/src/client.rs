@@ -16,6 +16,19 @@
 //!     });
 //! });
 //! ```
+//!
+//! Through a proxy (Workerman 5.2's `proxySocks5` / `proxyHttp`):
+//!
+//! ```no_run
+//! use ringman_engine::{AsyncTcpConnection, Proxy, Worker};
+//! let mut w = Worker::<()>::without_listener();
+//! w.on_worker_start(|_, _| {
+//!     let mut client = AsyncTcpConnection::new("text://example.com:7").unwrap();
+//!     client.proxy = Some(Proxy::parse("socks5://user:secret@127.0.0.1:1080").unwrap());
+//!     let conn = client.connect().unwrap();
+//!     conn.on_error(|_, e| eprintln!("{e}")); // a refusal: CONNECT_FAIL naming the proxy's answer
+//! });
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,9 +36,10 @@ use std::time::Duration;
 
 use ringman_protocols::Protocol;
 
+use crate::config::Keepalive;
 use crate::connection::Connection;
 use crate::error::EngineError;
-use crate::reactor::{with_core, Dial, DialOptions, WsOffer};
+use crate::reactor::{with_core, Dial, DialOptions, ProxyKind, ProxySpec, WsOffer};
 use crate::tls::ClientTls;
 
 /// An outgoing connection to be opened (Workerman's `AsyncTcpConnection`): the target, its
@@ -47,15 +61,18 @@ pub struct AsyncTcpConnection {
     path: String,
     protocol: Arc<dyn Protocol>,
     websocket: bool,
+    /// `unix://`: `host` is the socket file's path.
+    unix: bool,
     /// Longest time from `connect()` to an established connection: name resolution,
     /// TCP connect and, for `ws://`, the upgrade (default 5 s).
     pub connect_timeout: Duration,
-    /// Local address to bind before connecting (source address / port).
+    /// Local address to bind before connecting (source address / port; TCP only).
     pub bind: Option<SocketAddr>,
-    /// TCP_NODELAY (default true, like accepted connections).
+    /// TCP_NODELAY (default true, like accepted connections; TCP only).
     pub nodelay: bool,
-    /// TCP keepalive after this much idle time (default off).
-    pub keepalive: Option<Duration>,
+    /// TCP keepalive (default on, with the system's timing, as for accepted connections:
+    /// see [`Keepalive`]); `None` turns it off. Not applied to Unix sockets.
+    pub keepalive: Option<Keepalive>,
     /// `ws://`: extra header fields of the upgrade request (Origin, Authorization, ...;
     /// fields carrying CR or LF are skipped).
     pub headers: Vec<(String, String)>,
@@ -73,12 +90,153 @@ pub struct AsyncTcpConnection {
     /// (also sent as SNI); a handshake that fails reports CONNECT_FAIL with
     /// [`ConnectError::Tls`](crate::ConnectError::Tls) and the reason.
     pub tls: Option<ClientTls>,
+    /// Reach the target through this proxy (default none): the connection is made to the
+    /// proxy, the tunnel negotiated, and only then is the connection established
+    /// (`on_connect`). The target's name is resolved by the proxy, not here. A refused or
+    /// failed handshake is CONNECT_FAIL with
+    /// [`ConnectError::Proxy`](crate::ConnectError::Proxy) naming the proxy's answer; the
+    /// connect timeout covers the handshake. `remote_addr()` is the proxy's address.
+    pub proxy: Option<Proxy>,
+}
+
+/// A proxy for outgoing connections ([`AsyncTcpConnection::proxy`]): HTTP `CONNECT` (with
+/// `Proxy-Authorization: Basic` when it has credentials) or SOCKS5 (RFC 1928, with RFC 1929
+/// user/password authentication when it has credentials).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxy {
+    socks5: bool,
+    host: String,
+    port: u16,
+    auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // (The password is not shown.)
+        f.debug_struct("Proxy")
+            .field("kind", &if self.socks5 { "socks5" } else { "http" })
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.auth.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// An HTTP `CONNECT` proxy at `host:port` (Workerman's `proxyHttp`).
+    pub fn http(addr: &str) -> Result<Proxy, EngineError> {
+        Proxy::at(false, addr)
+    }
+
+    /// A SOCKS5 proxy at `host:port` (Workerman's `proxySocks5`).
+    pub fn socks5(addr: &str) -> Result<Proxy, EngineError> {
+        Proxy::at(true, addr)
+    }
+
+    /// A proxy from a URL: `http://[USER:PASS@]HOST:PORT` or
+    /// `socks5://[USER:PASS@]HOST:PORT` (`socks5h://` is the same: the proxy always resolves
+    /// the target's name). User and password may be percent-encoded.
+    pub fn parse(url: &str) -> Result<Proxy, EngineError> {
+        let bad = |reason| EngineError::BadAddress { addr: url.to_string(), reason };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected http:// or socks5://"))?;
+        let socks5 = match scheme.to_ascii_lowercase().as_str() {
+            "http" => false,
+            "socks5" | "socks5h" => true,
+            _ => return Err(bad("a proxy is http:// or socks5://")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (userinfo, addr) = match rest.rsplit_once('@') {
+            Some((u, a)) => (Some(u), a),
+            None => (None, rest),
+        };
+        let proxy = Proxy::at(socks5, addr).map_err(|_| bad("expected HOST:PORT after the scheme"))?;
+        match userinfo {
+            None => Ok(proxy),
+            Some(u) => {
+                let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+                let user = percent_decode(user).ok_or_else(|| bad("bad percent-encoding in the user name"))?;
+                let pass = percent_decode(pass).ok_or_else(|| bad("bad percent-encoding in the password"))?;
+                proxy.with_auth(&user, &pass).map_err(|_| bad("user and password are 1-255 bytes each"))
+            }
+        }
+    }
+
+    fn at(socks5: bool, addr: &str) -> Result<Proxy, EngineError> {
+        let (_, host, port, path) = parse_url(&format!("proxy://{addr}"))?;
+        let bad = |reason| EngineError::BadAddress { addr: addr.to_string(), reason };
+        let port = port.ok_or_else(|| bad("missing port"))?;
+        if !path.is_empty() {
+            return Err(bad("a proxy is HOST:PORT"));
+        }
+        Ok(Proxy { socks5, host, port, auth: None })
+    }
+
+    /// The same proxy with credentials: user and password for SOCKS5 (each 1-255 bytes, as
+    /// RFC 1929 allows), `Proxy-Authorization: Basic` for HTTP.
+    pub fn with_auth(mut self, user: &str, password: &str) -> Result<Proxy, EngineError> {
+        if user.is_empty() || user.len() > 255 || password.is_empty() || password.len() > 255 {
+            return Err(EngineError::BadAddress {
+                addr: self.host.clone(),
+                reason: "proxy user and password are 1-255 bytes each",
+            });
+        }
+        self.auth = Some((user.to_string(), password.to_string()));
+        Ok(self)
+    }
+
+    /// Whether this is a SOCKS5 proxy (else HTTP `CONNECT`).
+    pub fn is_socks5(&self) -> bool {
+        self.socks5
+    }
+
+    /// The proxy's host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user name, when it has credentials.
+    pub fn user(&self) -> Option<&str> {
+        self.auth.as_ref().map(|(u, _)| u.as_str())
+    }
+
+    fn into_spec(self) -> ProxySpec {
+        ProxySpec {
+            kind: if self.socks5 { ProxyKind::Socks5 } else { ProxyKind::Http },
+            host: self.host,
+            port: self.port,
+            auth: self.auth,
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl std::fmt::Debug for AsyncTcpConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncTcpConnection")
             .field("host", &self.host)
+            .field("unix", &self.unix)
             .field("port", &self.port)
             .field("path", &self.path)
             .field("protocol", &self.protocol.name())
@@ -130,7 +288,24 @@ impl AsyncTcpConnection {
     /// into the upgrade request, so a URL with a space or a control character such as CR or
     /// LF is refused with [`EngineError::BadAddress`]: percent-encode them). `host` is a name
     /// (resolved off the ring, `/etc/hosts` first) or an address (`[::1]` for IPv6).
+    ///
+    /// `unix:///path/to/socket` connects to a Unix-domain stream socket, with raw bytes until
+    /// [`AsyncTcpConnection::set_protocol`] chooses another protocol (Workerman's
+    /// `$connection->protocol`); `bind`, `nodelay` and `keepalive` do not apply to it.
+    ///
+    /// ```no_run
+    /// use ringman_engine::AsyncTcpConnection;
+    /// # fn on_ring() -> Result<(), ringman_engine::EngineError> {
+    /// let mut c = AsyncTcpConnection::new("unix:///run/echo.sock")?;
+    /// c.set_protocol("text")?;
+    /// let conn = c.connect()?;
+    /// conn.send("hello");
+    /// # Ok(()) }
+    /// ```
     pub fn new(url: &str) -> Result<AsyncTcpConnection, EngineError> {
+        if let Some(c) = AsyncTcpConnection::unix(url, Arc::new(ringman_protocols::Raw))? {
+            return Ok(c);
+        }
         let (scheme, host, port, path) = parse_url(url)?;
         let (protocol, websocket): (Arc<dyn Protocol>, bool) = match scheme.as_str() {
             "ws" | "wss" => (Arc::new(ringman_protocols::Raw), true),
@@ -156,9 +331,51 @@ impl AsyncTcpConnection {
     /// A connection speaking a custom protocol to `scheme://host:port` (the scheme is only
     /// a label).
     pub fn with_protocol(url: &str, protocol: Arc<dyn Protocol>) -> Result<AsyncTcpConnection, EngineError> {
+        if let Some(c) = AsyncTcpConnection::unix(url, protocol.clone())? {
+            return Ok(c);
+        }
         let (_, host, port, path) = parse_url(url)?;
         let port = port.ok_or(EngineError::BadAddress { addr: url.to_string(), reason: "missing port" })?;
         Ok(AsyncTcpConnection::build(host, port, path, protocol, false))
+    }
+
+    /// A `unix:///path` connection, if `url` is one.
+    fn unix(url: &str, protocol: Arc<dyn Protocol>) -> Result<Option<AsyncTcpConnection>, EngineError> {
+        let Some((_, path)) = url.split_once("://").filter(|(s, _)| s.eq_ignore_ascii_case("unix")) else {
+            return Ok(None);
+        };
+        let bad = |reason| EngineError::BadAddress { addr: url.to_string(), reason };
+        if path.is_empty() {
+            return Err(bad("expected unix:///path/to/socket"));
+        }
+        if path.len() > 107 {
+            return Err(bad("a unix socket path is at most 107 bytes long"));
+        }
+        let mut c = AsyncTcpConnection::build(path.to_string(), 0, String::new(), protocol, false);
+        c.unix = true;
+        Ok(Some(c))
+    }
+
+    /// Chooses the protocol by name — `tcp`, `text` or `frame` — whatever the URL's scheme
+    /// (Workerman's `$connection->protocol`); meant for `unix://`, whose URL names none.
+    /// Other names are [`EngineError::UnknownProtocol`] (`ws://` is a URL of its own; use
+    /// [`AsyncTcpConnection::set_custom_protocol`] for a custom protocol).
+    pub fn set_protocol(&mut self, name: &str) -> Result<&mut Self, EngineError> {
+        let name = name.to_ascii_lowercase();
+        let protocol = ["tcp", "text", "frame"]
+            .contains(&name.as_str())
+            .then(|| ringman_protocols::by_scheme(&name))
+            .flatten()
+            .ok_or(EngineError::UnknownProtocol(name))?;
+        Ok(self.set_custom_protocol(protocol))
+    }
+
+    /// Chooses a custom protocol (as [`AsyncTcpConnection::with_protocol`] does). A `ws://`
+    /// connection stops being a WebSocket client.
+    pub fn set_custom_protocol(&mut self, protocol: Arc<dyn Protocol>) -> &mut Self {
+        self.protocol = protocol;
+        self.websocket = false;
+        self
     }
 
     fn build(host: String, port: u16, path: String, protocol: Arc<dyn Protocol>, websocket: bool) -> Self {
@@ -168,32 +385,42 @@ impl AsyncTcpConnection {
             path,
             protocol,
             websocket,
+            unix: false,
             connect_timeout: Duration::from_secs(5),
             bind: None,
             nodelay: true,
-            keepalive: None,
+            keepalive: Some(Keepalive::default()),
             headers: Vec::new(),
             websocket_protocols: Vec::new(),
             deflate: false,
             websocket_ping_interval: None,
             tls: None,
+            proxy: None,
         }
     }
 
-    /// The host as given.
+    /// The host as given (for `unix://`, the socket file's path).
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// The port.
+    /// The port (0 for `unix://`).
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// Opens the connection on the calling ring thread and returns its handle at once; the
     /// outcome arrives as `on_connect` or `on_error` (CONNECT_FAIL). Errors here:
-    /// [`EngineError::NotOnRingThread`], [`EngineError::Stopping`], [`EngineError::Socket`].
+    /// [`EngineError::NotOnRingThread`], [`EngineError::Stopping`], [`EngineError::Socket`],
+    /// [`EngineError::BadAddress`] for a SOCKS5 target name longer than 255 bytes or for TLS
+    /// over `unix://` (not supported), and [`EngineError::Tls`] for TLS settings that do not load.
     pub fn connect(self) -> Result<Connection, EngineError> {
+        if self.proxy.as_ref().is_some_and(Proxy::is_socks5) && self.host.len() > 255 {
+            return Err(EngineError::BadAddress {
+                addr: self.host,
+                reason: "a SOCKS5 target name is at most 255 bytes",
+            });
+        }
         let ws = self.websocket.then(|| WsOffer {
             headers: self.headers,
             protocols: self.websocket_protocols,
@@ -208,11 +435,20 @@ impl AsyncTcpConnection {
             keepalive: self.keepalive,
         };
         let path = if self.path.is_empty() { "/".to_string() } else { self.path };
+        if self.unix && self.tls.is_some() {
+            return Err(EngineError::BadAddress {
+                addr: format!("unix://{}", self.host),
+                reason: "TLS over unix:// is not supported",
+            });
+        }
         let tls = match &self.tls {
             Some(t) => Some(crate::tls::load_client(t, &self.host, self.websocket)?),
             None => None,
         };
-        let mut dial = Dial::new(self.host, self.port, path, opts, self.protocol, ws);
+        let proxy = self.proxy.map(Proxy::into_spec);
+        let unix = self.unix.then(|| std::path::PathBuf::from(&self.host));
+        let mut dial = Dial::new(self.host, self.port, path, opts, self.protocol, ws, proxy);
+        dial.unix = unix;
         dial.tls = tls;
         let mut dial = Some(dial);
         let r = with_core(|c| c.connect(dial.take().expect("called once")));
@@ -286,6 +522,23 @@ mod tests {
             }
         }
         assert!(AsyncTcpConnection::new("ws://h:1/a%0D%0Ab?x=%20").is_ok(), "percent-encoded is fine");
+    }
+
+    #[test]
+    fn proxy_urls_with_and_without_credentials() {
+        let p = Proxy::parse("socks5://us%40er:p%3Ass@127.0.0.1:1080").unwrap();
+        assert!(p.is_socks5());
+        assert_eq!((p.host(), p.port(), p.user()), ("127.0.0.1", 1080, Some("us@er")));
+        assert_eq!(p.auth.as_ref().unwrap().1, "p:ss");
+        let p = Proxy::parse("http://[::1]:3128/").unwrap();
+        assert!(!p.is_socks5());
+        assert_eq!((p.host(), p.port(), p.user()), ("::1", 3128, None));
+        assert!(Proxy::parse("socks5h://h:1").unwrap().is_socks5());
+        for bad in ["ftp://h:1", "http://h", "socks5://u:p@h", "http://u:%zz@h:1", "http://:p@h:1", "socks5://h:1/x"] {
+            assert!(Proxy::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Proxy::socks5("h:1").unwrap().with_auth(&"u".repeat(256), "p").is_err());
+        assert!(!format!("{:?}", Proxy::parse("http://u:secret@h:1").unwrap()).contains("secret"));
     }
 
     #[test]

@@ -241,7 +241,8 @@ impl Connection {
     }
 
     /// The peer's address (read when the connection was accepted, so `on_close` still
-    /// sees it after the peer vanished).
+    /// sees it after the peer vanished). `None` for a Unix-domain connection, whose peer
+    /// has no IP address (see [`Connection::unix_path`]).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.local(|c, k| c.conns[k].peer).flatten()
     }
@@ -253,9 +254,36 @@ impl Connection {
         self.local(|c, k| c.conns[k].extra.as_ref()?.tls.as_ref()?.peer_certificate()).flatten()
     }
 
-    /// The local address the connection was accepted on.
+    /// The local address the connection was accepted on (`None` for a Unix-domain one).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local(|c, k| crate::sys::local_addr(c.conns[k].fd.as_fd())).flatten()
+    }
+
+    /// For a Unix-domain connection, the socket file it runs through: the one it was
+    /// accepted on (a `unix://` worker's), or the one an outgoing connection reached. A
+    /// Unix client's own end is normally unnamed, so this is the only address such a
+    /// connection has. `None` for TCP connections (and once the connection is gone, or
+    /// on another thread).
+    pub fn unix_path(&self) -> Option<std::path::PathBuf> {
+        self.local(|c, k| {
+            let fd = c.conns[k].fd.as_fd();
+            crate::sys::unix_path(fd, false).or_else(|| crate::sys::unix_path(fd, true))
+        })
+        .flatten()
+    }
+
+    /// The TCP keepalive the kernel applies to this connection's socket, read back from it
+    /// (`getsockopt`): the values in effect, all three set; `None` when keepalive is off (or
+    /// the connection is gone, or on another thread). See [`Keepalive`](crate::Keepalive).
+    pub fn keepalive(&self) -> Option<crate::Keepalive> {
+        self.local(|c, k| crate::config::Keepalive::of(&socket2::SockRef::from(&c.conns[k].fd))).flatten()
+    }
+
+    /// The socket's `TCP_USER_TIMEOUT` (how long sent data may stay unacknowledged before
+    /// the connection is given up), `None` when unset (the kernel's retransmission limit
+    /// applies). The engine sets it with a tuned [`Keepalive`](crate::Keepalive).
+    pub fn tcp_user_timeout(&self) -> Option<std::time::Duration> {
+        self.local(|c, k| socket2::SockRef::from(&c.conns[k].fd).tcp_user_timeout().ok().flatten()).flatten()
     }
 
     /// Bytes received so far.

@@ -8,7 +8,7 @@ use ringman_protocols::ProtocolError;
 /// Errors returned when configuring or starting workers.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The listen address is not `scheme://ip:port`.
+    /// The listen address is not `scheme://ip:port` or `unix:///path`.
     #[error("invalid listen address {addr:?}: {reason}")]
     BadAddress {
         /// The address as given.
@@ -17,8 +17,11 @@ pub enum EngineError {
         reason: &'static str,
     },
     /// No protocol is registered for the scheme.
-    #[error("unknown scheme {0:?} (known: tcp, text, frame, http, websocket, or a custom protocol via Worker::with_protocol)")]
+    #[error("unknown scheme {0:?} (known: tcp, text, frame, http, websocket, unix, or a custom protocol via Worker::with_protocol)")]
     UnknownScheme(String),
+    /// `set_protocol` was given a name that is not a built-in protocol.
+    #[error("unknown protocol {0:?} (known: tcp, text, frame, http, websocket; a custom one through with_protocol)")]
+    UnknownProtocol(String),
     /// The port is already taken by another socket.
     #[error("cannot listen on {addr}: address already in use")]
     AddrInUse {
@@ -30,6 +33,27 @@ pub enum EngineError {
     Listen {
         /// The address.
         addr: std::net::SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A live server already listens on the Unix socket file (a connection to it was
+    /// accepted). A stale file left by a process that died is removed instead.
+    #[error("cannot listen on unix://{}: a server is already listening on this socket file", path.display())]
+    SocketFileInUse {
+        /// The socket file.
+        path: std::path::PathBuf,
+    },
+    /// The path of a `unix://` listener exists and is not a socket (it is left alone).
+    #[error("cannot listen on unix://{}: the path exists and is not a socket", path.display())]
+    NotASocket {
+        /// The path.
+        path: std::path::PathBuf,
+    },
+    /// Creating, binding, setting the mode of, or listening on a Unix socket failed.
+    #[error("cannot listen on unix://{}: {source}", path.display())]
+    ListenUnix {
+        /// The socket file.
+        path: std::path::PathBuf,
         /// The OS error.
         source: io::Error,
     },
@@ -56,6 +80,9 @@ pub enum EngineError {
     /// Too many ring threads in this process (ids are 16 bits).
     #[error("too many ring threads in this process")]
     TooManyThreads,
+    /// `listen()` on a worker that has no listen address (`Worker::without_listener`).
+    #[error("the worker has no listen address")]
+    NoListenAddress,
     /// The ring is stopping: it opens no new connections.
     #[error("the ring thread is stopping")]
     Stopping,
@@ -117,6 +144,13 @@ pub enum ConnError {
         /// The worker's `websocket_ping_interval`.
         after: std::time::Duration,
     },
+    /// A UDP client sent and nothing arrived within its receive timeout
+    /// (`AsyncUdpConnection::recv_timeout`): the client is closed (`on_close` follows).
+    #[error("no datagram received within {after:?}")]
+    RecvTimeout {
+        /// The client's receive timeout.
+        after: std::time::Duration,
+    },
     /// The TLS session of an accepted connection failed (a peer that does not speak TLS, a
     /// refused handshake, an alert, a handshake that took too long); the connection is
     /// closed. (An outgoing connection whose handshake fails reports
@@ -159,7 +193,7 @@ pub enum TlsFailure {
 impl ConnError {
     /// Workerman's numeric code: `CONNECT_FAIL` = 1 for a client connection that could not
     /// be established, `SEND_FAIL` = 2 for a refused send, and ringman adds 3 = protocol error, 4 = panic, 5 = socket error,
-    /// 6 = heartbeat unanswered, 7 = TLS failure.
+    /// 6 = heartbeat unanswered, 7 = UDP receive timeout, 8 = TLS failure.
     pub fn code(&self) -> u32 {
         match self {
             ConnError::Connect { .. } => 1,
@@ -168,7 +202,8 @@ impl ConnError {
             ConnError::Panic(_) => 4,
             ConnError::Io(_) => 5,
             ConnError::NoPong { .. } => 6,
-            ConnError::Tls(_) => 7,
+            ConnError::RecvTimeout { .. } => 7,
+            ConnError::Tls(_) => 8,
         }
     }
 }
@@ -193,6 +228,17 @@ pub enum ConnectError {
     /// The server answered the WebSocket upgrade with something other than a valid `101`.
     #[error("WebSocket handshake refused: {0}")]
     Handshake(String),
+    /// The proxy refused the tunnel, or the handshake with it failed: `answer` is the
+    /// proxy's answer (an HTTP status line such as `HTTP/1.1 407 Proxy Authentication
+    /// Required`, a SOCKS5 reply code and its meaning, a failed user/password check) or what
+    /// went wrong (closed, reset, no answer within the connect timeout).
+    #[error("proxy {proxy}: {answer}")]
+    Proxy {
+        /// The proxy's `host:port`.
+        proxy: String,
+        /// Its answer, or what went wrong.
+        answer: String,
+    },
     /// Any other socket error (network unreachable, no route, bind failed, ...).
     #[error("{0}")]
     Io(io::Error),

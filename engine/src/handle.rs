@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::config::Listeners;
+use crate::error::EngineError;
 use crate::mailbox::{post, Cmd};
 use crate::reactor::{current_thread, with_core};
 use crate::stats::ThreadStats;
@@ -18,11 +20,13 @@ pub struct WorkerHandle {
     pub(crate) threads: Arc<[u16]>,
     pub(crate) stop_timeout: Duration,
     pub(crate) stats: Arc<[Arc<ThreadStats>]>,
-    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) listen: Option<crate::addr::ListenAddr>,
     pub(crate) protocol: &'static str,
     pub(crate) reloadable: bool,
     /// The worker's certificate reload, when it serves TLS.
     pub(crate) tls: Option<Arc<crate::tls::CertReload>>,
+    /// The worker's listening sockets (`None` without a listen address).
+    pub(crate) listeners: Option<Arc<Listeners>>,
 }
 
 impl WorkerHandle {
@@ -114,6 +118,57 @@ impl WorkerHandle {
         }
     }
 
+    /// Listens again after [`WorkerHandle::unlisten`] (Workerman's `$worker->listen()`): new
+    /// listening sockets on the worker's address (the port it was given, or the one the
+    /// kernel chose at start; the same socket file for `unix://`, which `unlisten` removed),
+    /// one per ring thread with `reuse_port`, else one shared, and
+    /// every ring accepts on them from its next loop turn. Callable from any thread (a
+    /// timer, `on_worker_start`, another program thread). Does nothing when the worker
+    /// listens already.
+    ///
+    /// Errors: [`EngineError::NoListenAddress`] for a worker made with
+    /// `Worker::without_listener` and for a `udp://` worker (it has datagram sockets, no
+    /// stream listener; `unlisten` leaves them alone); [`EngineError::AddrInUse`] when something else took the
+    /// port meanwhile — or while the rings are still letting go of the sockets of an
+    /// `unlisten` issued an instant before (they do so within a loop turn or two; call again;
+    /// for `unix://` that case is [`EngineError::SocketFileInUse`]).
+    pub fn listen(&self) -> Result<(), EngineError> {
+        let l = self.listeners.as_ref().ok_or(EngineError::NoListenAddress)?;
+        let mut fds = l.fds.lock().unwrap_or_else(|e| e.into_inner());
+        if !fds.is_empty() {
+            return Ok(());
+        }
+        *fds = (l.open)()?.into_iter().map(Arc::new).collect();
+        for (i, &t) in self.threads.iter().enumerate() {
+            if let Some(fd) = fds.get(if l.reuse_port { i } else { 0 }) {
+                post(t, Cmd::Listen { fd: fd.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops listening (Workerman's `$worker->unlisten()`): every ring thread of the worker
+    /// stops accepting and closes its listening socket (after cancelling its accept), so new
+    /// clients are refused by the kernel; the connections already accepted carry on.
+    /// [`WorkerHandle::listen`] opens the port again. A `unix://` worker's socket file is
+    /// removed when its socket closes. Callable from any thread. Unlike
+    /// [`WorkerHandle::pause_accept`], which keeps the sockets open for a reload's
+    /// successor, this releases the port.
+    pub fn unlisten(&self) {
+        let Some(l) = &self.listeners else { return };
+        let mut fds = l.fds.lock().unwrap_or_else(|e| e.into_inner());
+        fds.clear();
+        for &t in self.threads.iter() {
+            post(t, Cmd::Unlisten);
+        }
+    }
+
+    /// Whether the worker listens (it has a listen address and no `unlisten` since its
+    /// start or its last `listen`).
+    pub fn is_listening(&self) -> bool {
+        self.listeners.as_ref().is_some_and(|l| !l.fds.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+    }
+
     /// Restarts thread `i` (same id): it stops accepting, lets its connections flush within
     /// `timeout`, then starts afresh with new state (Workerman's max_request recycling).
     pub fn recycle(&self, i: usize, timeout: Duration) -> bool {
@@ -125,9 +180,17 @@ impl WorkerHandle {
         &self.stats
     }
 
-    /// The address the worker listens on (with the real port).
+    /// The IP address (TCP, or UDP for a `udp://` worker) the worker listens on (with the
+    /// real port); `None` for a worker without a listener or on a Unix socket (see
+    /// [`WorkerHandle::listen_at`]).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen
+        self.listen.as_ref()?.ip()
+    }
+
+    /// Where the worker listens: its TCP or UDP address (the real port) or its Unix socket
+    /// file.
+    pub fn listen_at(&self) -> Option<&crate::addr::ListenAddr> {
+        self.listen.as_ref()
     }
 
     /// The worker's protocol name.

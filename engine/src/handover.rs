@@ -6,21 +6,25 @@
 //! the successor adopts those sockets instead of binding new ones, so the accept queues
 //! survive the switch.
 
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// Prepares `listeners` (each a listening socket with the address it is bound to) for a
-/// successor process: clears FD_CLOEXEC on every descriptor so it survives `exec`, and
-/// returns the environment variable name and value the successor must be started with.
+use crate::addr::ListenAddr;
+
+/// Prepares `listeners` (each a listening socket with the address it is bound to: a
+/// `SocketAddr`, or a [`ListenAddr`] for TCP and Unix sockets alike) for a successor
+/// process: clears FD_CLOEXEC on every descriptor so it survives `exec`, and returns the
+/// environment variable name and value the successor must be started with.
 ///
 /// The value lists the descriptors per address, `ADDR=FD,FD;ADDR=FD` (addresses in the
-/// order they first appear), e.g. `127.0.0.1:8000=3,4;[::1]:9000=5`. A [`crate::Worker`]
-/// on one of these addresses, started in the successor, takes its listening sockets from
-/// there (each is checked to be a listener bound to that address, and made close-on-exec
-/// again).
+/// order they first appear), e.g. `127.0.0.1:8000=3,4;[::1]:9000=5;unix:/run/a.sock=6` (a
+/// socket file's path has `%`, `;`, `=`, `,` and bytes outside printable ASCII
+/// percent-encoded). A [`crate::Worker`] on one of these addresses, started in the
+/// successor, takes its listening sockets from there (each is checked to be a listener
+/// bound to that address, and made close-on-exec again).
 ///
 /// The descriptors stay inheritable after the call: set FD_CLOEXEC again once the
-/// successor is spawned, so later children do not inherit them.
+/// successor is spawned, so later children do not inherit them. Once the successor serves,
+/// call [`release_socket_files`] so that this process leaves the Unix socket files to it.
 ///
 /// ```no_run
 /// use std::os::fd::AsFd;
@@ -30,25 +34,41 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// std::process::Command::new("/proc/self/exe").env(name, value).spawn()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub fn successor_env(listeners: &[(BorrowedFd<'_>, SocketAddr)]) -> std::io::Result<(&'static str, String)> {
-    let mut groups: Vec<(SocketAddr, Vec<i32>)> = Vec::new();
+pub fn successor_env<A: Clone + Into<ListenAddr>>(
+    listeners: &[(BorrowedFd<'_>, A)],
+) -> std::io::Result<(&'static str, String)> {
+    let mut groups: Vec<(ListenAddr, Vec<i32>)> = Vec::new();
     for (fd, addr) in listeners {
+        let addr: ListenAddr = addr.clone().into();
         let raw = fd.as_raw_fd();
         crate::sys::set_cloexec(raw, false)?;
-        match groups.iter_mut().find(|(a, _)| a == addr) {
+        match groups.iter_mut().find(|(a, _)| *a == addr) {
             Some((_, fds)) => fds.push(raw),
-            None => groups.push((*addr, vec![raw])),
+            None => groups.push((addr, vec![raw])),
         }
     }
     let value = groups
         .iter()
         .map(|(addr, fds)| {
             let fds: Vec<String> = fds.iter().map(i32::to_string).collect();
-            format!("{addr}={}", fds.join(","))
+            format!("{}={}", crate::worker::encode_addr(addr), fds.join(","))
         })
         .collect::<Vec<_>>()
         .join(";");
     Ok((crate::worker::LISTEN_FDS_ENV, value))
+}
+
+/// Leaves the socket files of these Unix addresses to a successor process that adopted
+/// their sockets: when this process's listeners on them close (its final stop after a
+/// reload), the files stay. Without this call a process removes its socket files when
+/// its listeners close. Call it only once the successor serves (a reload that failed keeps
+/// them this process's). TCP addresses are ignored.
+pub fn release_socket_files<'a>(addrs: impl IntoIterator<Item = &'a ListenAddr>) {
+    for a in addrs {
+        if let ListenAddr::Unix(p) = a {
+            crate::addr::hand_over(p);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,18 +106,42 @@ mod tests {
     fn the_successor_adopts_what_it_lists() {
         let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let b = std::net::TcpListener::bind("[::1]:0").or_else(|_| std::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        // A socket file whose name holds every separator of the encoding, and a non-UTF-8 byte.
+        let dir = std::env::temp_dir().join(format!("ringman-handover-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = {
+            use std::os::unix::ffi::OsStrExt;
+            dir.join(std::ffi::OsStr::from_bytes(b"a;b=c,d%e f\xff.sock"))
+        };
+        let _ = std::fs::remove_file(&path);
+        let u = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let (addr_a, addr_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        let (name, value) = successor_env(&[(a.as_fd(), addr_a), (b.as_fd(), addr_b)]).unwrap();
-        assert_eq!(successor_env(&[]).unwrap().1, "");
+        let addr_u = ListenAddr::Unix(path.clone());
+        let (name, value) = successor_env(&[
+            (a.as_fd(), ListenAddr::from(addr_a)),
+            (b.as_fd(), addr_b.into()),
+            (u.as_fd(), addr_u.clone()),
+        ])
+        .unwrap();
+        assert_eq!(successor_env::<ListenAddr>(&[]).unwrap().1, "");
+        assert!(value.ends_with(&format!("a%3Bb%3Dc%2Cd%25e f%FF.sock={}", u.as_raw_fd())), "{value}");
         // No other engine unit test touches this variable.
         std::env::set_var(name, &value);
         // The test's listeners keep owning the descriptors: the adopted copies are released.
-        let adopt =
-            |addr| -> Vec<i32> { crate::worker::inherited(addr).into_iter().map(IntoRawFd::into_raw_fd).collect() };
-        let (got_a, got_b) = (adopt(addr_a), adopt(addr_b));
+        let adopt = |addr: &ListenAddr| -> Vec<i32> {
+            crate::worker::inherited(addr).into_iter().map(IntoRawFd::into_raw_fd).collect()
+        };
+        let (got_a, got_b, got_u) = (adopt(&addr_a.into()), adopt(&addr_b.into()), adopt(&addr_u));
+        let elsewhere = adopt(&ListenAddr::Unix(dir.join("other.sock")));
         std::env::remove_var(name);
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(got_a, vec![a.as_raw_fd()], "{value}");
         assert_eq!(got_b, vec![b.as_raw_fd()], "{value}");
-        assert!(cloexec(a.as_fd()) && cloexec(b.as_fd()), "adoption makes them close-on-exec again");
+        assert_eq!(got_u, vec![u.as_raw_fd()], "{value}");
+        assert!(elsewhere.is_empty(), "only the listed path");
+        assert!(
+            cloexec(a.as_fd()) && cloexec(b.as_fd()) && cloexec(u.as_fd()),
+            "adoption makes them close-on-exec again"
+        );
     }
 }

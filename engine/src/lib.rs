@@ -8,13 +8,14 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 // Layers; a module imports only from its own layer's leaves and the layers before it:
-//   error, sys, ring, buffers, config, stats, id, info, mailbox,     (below the core)
+//   error, sys, addr, ring, buffers, config, stats, id, info, mailbox,     (below the core)
 //   timers
 //   reactor                                                          (the state machines)
 //   connection, timer, handle                                        (handles user code holds)
 //   exec                                                             (futures on the handles)
 //   worker                                                           (builder, runner, listeners)
 //   http, server, handover                                           (on top)
+mod addr;
 mod buffers;
 mod client;
 mod clock;
@@ -40,10 +41,12 @@ mod sys;
 mod timer;
 mod timers;
 mod tls;
+mod udp;
 mod worker;
 
-pub use client::AsyncTcpConnection;
-pub use config::SendMode;
+pub use addr::ListenAddr;
+pub use client::{AsyncTcpConnection, Proxy};
+pub use config::{Keepalive, SendMode};
 pub use connection::{Connection, Timeouts};
 pub use error::{ConnError, ConnectError, EngineError, TlsFailure, TlsSetupError};
 pub use exec::{
@@ -53,7 +56,7 @@ pub use exec::{
 pub use handle::WorkerHandle;
 pub use id::ConnectionId;
 pub use info::{ConnInfo, RingInfo};
-pub use reactor::SendStatus;
+pub use reactor::{SendStatus, UdpConnection};
 #[doc(hidden)]
 pub use resolve::{set_resolver_hook_for_test, ResolverHook};
 pub use ring::RingMode;
@@ -64,6 +67,7 @@ pub use stats::ThreadStats;
 pub use sys::resident_memory;
 pub use timer::{Timer, TimerId};
 pub use tls::{ktls_probe, ClientTls, TlsConfig};
+pub use udp::AsyncUdpConnection;
 pub use worker::{Worker, WorkerInfo, WsDecision};
 
 /// The connections of the current ring thread (empty off ring threads). Meant for status

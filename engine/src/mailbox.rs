@@ -55,6 +55,12 @@ pub(crate) enum Cmd {
     },
     /// Stop accepting only (the listener stays open for a successor process).
     PauseAccept,
+    /// Accept on this listening socket too (`WorkerHandle::listen`).
+    Listen {
+        fd: Arc<crate::addr::ListenSocket>,
+    },
+    /// Stop accepting and let go of the listening sockets (`WorkerHandle::unlisten`).
+    Unlisten,
     /// The resolver's answer for an outgoing connection's host name.
     Resolved {
         conn: ConnectionId,

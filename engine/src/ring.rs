@@ -30,6 +30,12 @@ pub(crate) enum Kind {
     Shutdown = 6,
     /// IORING_OP_CONNECT of outgoing connection `slot`.
     Connect = 7,
+    /// A read of the proxy's handshake answer on outgoing connection `slot`.
+    Proxy = 8,
+    /// Multishot RECVMSG of UDP socket `slot` (its own slab, `reactor/udp.rs`).
+    Udp = 9,
+    /// A SENDMSG of one datagram, `slot` naming it among the datagrams in flight.
+    UdpSend = 10,
 }
 
 /// `user_data` layout: kind (8 bits) | generation (24 bits) | slot (32 bits).
@@ -58,6 +64,9 @@ impl Token {
             5 => Kind::Wake,
             6 => Kind::Shutdown,
             7 => Kind::Connect,
+            8 => Kind::Proxy,
+            9 => Kind::Udp,
+            10 => Kind::UdpSend,
             _ => return None,
         };
         Some(Token { kind, gen: ((v >> 32) & 0xFF_FFFF) as u32, slot: v as u32 })

@@ -71,7 +71,7 @@ impl Server {
 pub struct Running {
     threads: Vec<JoinHandle<()>>,
     workers: Vec<WorkerHandle>,
-    addrs: Vec<Option<SocketAddr>>,
+    addrs: Vec<Option<crate::addr::ListenAddr>>,
 }
 
 impl Running {
@@ -80,10 +80,17 @@ impl Running {
         &self.workers
     }
 
-    /// The address worker `i` (in the order added) listens on, with the real port when
-    /// port 0 was asked for.
+    /// The IP address (TCP, or UDP for a `udp://` worker) worker `i` (in the order added)
+    /// listens on, with the real port when port 0 was asked for; `None` for a `unix://`
+    /// worker (see [`Running::listen_at`]).
     pub fn local_addr(&self, i: usize) -> Option<SocketAddr> {
-        self.addrs.get(i).copied().flatten()
+        self.addrs.get(i).and_then(|a| a.as_ref()?.ip())
+    }
+
+    /// Where worker `i` (in the order added) listens: its TCP or UDP address (the real
+    /// port) or its Unix socket file.
+    pub fn listen_at(&self, i: usize) -> Option<&crate::addr::ListenAddr> {
+        self.addrs.get(i)?.as_ref()
     }
 
     /// Handle of worker `i`.

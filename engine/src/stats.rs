@@ -29,11 +29,17 @@ pub struct ThreadStats {
     pub connections: Counter,
     /// Connections accepted since start.
     pub accepted: Counter,
+    /// Connections accepted and closed at once because the worker was at its
+    /// `max_connections`.
+    pub refused: Counter,
     /// Messages delivered on accepted connections (Workerman's `total_request`; what the
     /// application's outgoing connections receive is not counted).
     pub requests: Counter,
-    /// Sends refused because the send buffer was full.
+    /// Sends refused because the send buffer was full, and datagrams the kernel refused.
     pub send_fail: Counter,
+    /// Datagrams dropped because they were larger than the receive buffers
+    /// (`Worker::max_datagram_size`): counted, never delivered cut.
+    pub udp_truncated: Counter,
     /// Times the completion queue was seen overflowing (kernel kept the CQEs).
     pub cq_overflows: Counter,
     /// Live timers.

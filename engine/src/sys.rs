@@ -26,23 +26,31 @@ pub(crate) use syscall;
 
 type AddrFn = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
 
-fn addr_of(fd: BorrowedFd<'_>, f: AddrFn) -> Option<SocketAddr> {
+fn sockaddr_of(fd: BorrowedFd<'_>, f: AddrFn) -> Option<SockAddr> {
     // SAFETY: `try_init` hands us storage and a length sized for any socket address; the
     // syscall fills at most that much and reports the length it used.
     let (_, addr) =
         unsafe { SockAddr::try_init(|storage, len| syscall!(f(fd.as_raw_fd(), storage.cast(), len)).map(drop)) }
             .ok()?;
-    addr.as_socket()
+    Some(addr)
 }
 
 /// `getpeername(2)`.
 pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
-    addr_of(fd, libc::getpeername)
+    sockaddr_of(fd, libc::getpeername)?.as_socket()
 }
 
 /// `getsockname(2)`.
 pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
-    addr_of(fd, libc::getsockname)
+    sockaddr_of(fd, libc::getsockname)?.as_socket()
+}
+
+/// The socket file a Unix-domain socket is bound to (`getsockname(2)`), or, with `peer`,
+/// the one its peer is bound to (`getpeername(2)`); `None` for an unnamed end or another
+/// family.
+pub(crate) fn unix_path(fd: BorrowedFd<'_>, peer: bool) -> Option<std::path::PathBuf> {
+    let a = sockaddr_of(fd, if peer { libc::getpeername } else { libc::getsockname })?;
+    a.as_pathname().map(std::path::Path::to_path_buf)
 }
 
 /// A non-blocking, close-on-exec eventfd for cross-thread wake-ups.

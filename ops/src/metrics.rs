@@ -17,13 +17,22 @@ fn esc(s: &str) -> String {
 /// Renders every worker's per-thread counters in the Prometheus text format (0.0.4).
 pub fn render(workers: &[WorkerHandle]) -> String {
     type Get = fn(&ringman_engine::ThreadStats) -> u64;
-    let families: [(&str, &str, &str, Get); 8] = [
+    let families: [(&str, &str, &str, Get); 10] = [
         ("ringman_connections", "gauge", "Open accepted connections.", |s| s.connections.get()),
         ("ringman_timers", "gauge", "Live timers.", |s| s.timers.get()),
         ("ringman_accepted_total", "counter", "Connections accepted.", |s| s.accepted.get()),
+        ("ringman_refused_total", "counter", "Connections closed at once at the worker's max_connections.", |s| {
+            s.refused.get()
+        }),
         ("ringman_requests_total", "counter", "Messages delivered to on_message.", |s| s.requests.get()),
-        ("ringman_send_fail_total", "counter", "Sends refused because the send buffer was full.", |s| {
-            s.send_fail.get()
+        (
+            "ringman_send_fail_total",
+            "counter",
+            "Sends refused because the send buffer was full, and datagrams the kernel refused.",
+            |s| s.send_fail.get(),
+        ),
+        ("ringman_udp_truncated_total", "counter", "Datagrams dropped for exceeding max_datagram_size.", |s| {
+            s.udp_truncated.get()
         }),
         ("ringman_cq_overflows_total", "counter", "Completion queue overflows seen.", |s| s.cq_overflows.get()),
         ("ringman_restarts_total", "counter", "Ring thread restarts by the supervisor.", |s| s.restarts.get()),

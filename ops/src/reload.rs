@@ -1,13 +1,12 @@
 //! Zero-downtime reload: handing the listening sockets to a fresh copy of the binary.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ringman_engine::{handover, WorkerHandle};
+use ringman_engine::{handover, ListenAddr, WorkerHandle};
 
 use crate::{daemon, OpsError};
 
@@ -21,9 +20,9 @@ pub const SKIP_WORKERS_ENV: &str = "RINGMAN_SKIP_WORKERS";
 /// the successor stops them when it stops.
 pub const PREDECESSORS_ENV: &str = "RINGMAN_PREDECESSORS";
 
-/// Listening sockets of this process bound to `addr` (found by scanning `/proc/self/fd`:
-/// SO_ACCEPTCONN set and `getsockname` equal to `addr`).
-pub fn listener_fds(addr: SocketAddr) -> Vec<RawFd> {
+/// Listening sockets of this process bound to `addr` — a TCP address or a Unix socket file
+/// (found by scanning `/proc/self/fd`: SO_ACCEPTCONN set and `getsockname` equal to `addr`).
+pub fn listener_fds(addr: &ListenAddr) -> Vec<RawFd> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
     let mut fds: Vec<RawFd> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
@@ -32,7 +31,12 @@ pub fn listener_fds(addr: SocketAddr) -> Vec<RawFd> {
             // if it was closed since the directory listing, the calls fail harmlessly.
             let b = unsafe { BorrowedFd::borrow_raw(fd) };
             let s = socket2::SockRef::from(&b);
-            s.is_listener().unwrap_or(false) && s.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr)
+            s.is_listener().unwrap_or(false)
+                && s.local_addr().ok().is_some_and(|a| match addr {
+                    ListenAddr::Inet(addr) => a.as_socket() == Some(*addr),
+                    ListenAddr::Unix(path) => a.as_pathname() == Some(path.as_path()),
+                    _ => false,
+                })
         })
         .collect();
     fds.sort_unstable();
@@ -72,15 +76,15 @@ fn program() -> PathBuf {
 #[derive(Debug, Clone, Default)]
 pub struct Handover {
     /// Each listening descriptor of the reloadable workers with the address it listens on.
-    pub pairs: Vec<(RawFd, SocketAddr)>,
+    pub pairs: Vec<(RawFd, ListenAddr)>,
 }
 
 /// Collects the listening sockets of the reloadable workers.
 pub fn handover(workers: &[WorkerHandle]) -> Handover {
     let mut pairs = Vec::new();
     for w in workers.iter().filter(|w| w.reloadable()) {
-        let Some(addr) = w.listen_addr() else { continue };
-        pairs.extend(listener_fds(addr).into_iter().map(|f| (f, addr)));
+        let Some(addr) = w.listen_at() else { continue };
+        pairs.extend(listener_fds(addr).into_iter().map(|f| (f, addr.clone())));
     }
     Handover { pairs }
 }
@@ -88,13 +92,14 @@ pub fn handover(workers: &[WorkerHandle]) -> Handover {
 /// After the old process paused accepting, wakes the successor's accepts on any listener
 /// that keeps a connection queued: io_uring accepts wait exclusively, so a wake-up taken
 /// by an accept the old process then cancelled would otherwise leave that connection
-/// queued until the next one arrives. The wake-up is a throwaway loopback connection
-/// (the successor sees it open and close at once). Runs for `window`.
-pub fn kick_stuck_listeners(pairs: &[(RawFd, SocketAddr)], window: Duration) {
+/// queued until the next one arrives. The wake-up is a throwaway loopback (or Unix-socket)
+/// connection (the successor sees it open and close at once). Runs for `window`.
+pub fn kick_stuck_listeners(pairs: &[(RawFd, ListenAddr)], window: Duration) {
     let end = std::time::Instant::now() + window;
     let mut pending: Vec<Option<std::time::Instant>> = vec![None; pairs.len()];
     while std::time::Instant::now() < end {
-        for (k, &(fd, addr)) in pairs.iter().enumerate() {
+        for (k, (fd, addr)) in pairs.iter().enumerate() {
+            let fd = *fd;
             let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd on a listener this process still holds; 0 timeout.
             let ready = unsafe { libc::poll(&mut pfd, 1, 0) } == 1 && pfd.revents & libc::POLLIN != 0;
@@ -104,6 +109,15 @@ pub fn kick_stuck_listeners(pairs: &[(RawFd, SocketAddr)], window: Duration) {
             }
             let since = *pending[k].get_or_insert_with(std::time::Instant::now);
             if since.elapsed() >= Duration::from_millis(30) {
+                let addr = match addr {
+                    ListenAddr::Inet(a) => *a,
+                    ListenAddr::Unix(path) => {
+                        let _ = std::os::unix::net::UnixStream::connect(path);
+                        pending[k] = None;
+                        continue;
+                    }
+                    _ => continue,
+                };
                 let mut target = addr;
                 if addr.ip().is_unspecified() {
                     target.set_ip(if addr.is_ipv6() {
@@ -131,7 +145,8 @@ pub fn spawn_successor(
     let sys = |what: &'static str| move |source: std::io::Error| OpsError::Sys { what, source };
     // SAFETY: the descriptors were found listening in /proc/self/fd and stay open while the
     // workers hold them, which outlasts this call.
-    let listeners: Vec<_> = h.pairs.iter().map(|&(fd, addr)| (unsafe { BorrowedFd::borrow_raw(fd) }, addr)).collect();
+    let listeners: Vec<_> =
+        h.pairs.iter().map(|(fd, addr)| (unsafe { BorrowedFd::borrow_raw(*fd) }, addr.clone())).collect();
     // Clears FD_CLOEXEC on the listeners: from here on, every exit path sets it again.
     let listen_env = handover::successor_env(&listeners);
     let result = listen_env.map_err(sys("clear FD_CLOEXEC on a listener")).and_then(|(name, value)| {
@@ -169,6 +184,8 @@ pub fn spawn_successor(
     let pid = child.id();
     match answer {
         Some(s) if s.starts_with("ok") => {
+            // The successor serves on the Unix sockets too: their files are its to remove.
+            handover::release_socket_files(h.pairs.iter().map(|(_, a)| a));
             // Reap it should it exit while we still run (no zombie).
             let _ = std::thread::Builder::new().name("ringman-successor".into()).spawn(move || child.wait());
             Ok(pid)

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use ringman_engine::{ConnInfo, WorkerHandle};
+use ringman_engine::{ConnInfo, ListenAddr, WorkerHandle};
 
 /// One ring thread's row of the status table.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct ThreadRow {
     pub connections: u64,
     /// Sends refused (buffer full).
     pub send_fail: u64,
+    /// Connections refused at the worker's `max_connections`.
+    pub refused: u64,
     /// Live timers.
     pub timers: u64,
     /// Messages handled since start.
@@ -44,7 +46,13 @@ pub fn rss_bytes() -> u64 {
 }
 
 fn listening(w: &WorkerHandle) -> String {
-    w.listen_addr().map_or_else(|| "none".to_string(), |a| format!("{}://{a}", w.protocol()))
+    match w.listen_at() {
+        None => "none".to_string(),
+        Some(a @ ListenAddr::Unix(_)) => format!("{a} ({})", w.protocol()),
+        // (`udp://ip:port`: the address names its transport.)
+        Some(a @ ListenAddr::Udp(_)) => a.to_string(),
+        Some(a) => format!("{}://{a}", w.protocol()),
+    }
 }
 
 /// Runs `f` on every ring thread of every worker and collects the answers for up to
@@ -106,6 +114,7 @@ pub fn rows(workers: &[WorkerHandle], prev: Option<(&[u64], Duration)>, probe: D
                 thread: i,
                 connections: s.connections.get(),
                 send_fail: s.send_fail.get(),
+                refused: s.refused.get(),
                 timers: s.timers.get(),
                 requests,
                 qps,
@@ -145,7 +154,7 @@ const RULE_P: &str =
     "---------------------------------------------------PROCESS STATUS--------------------------------------------------------";
 
 /// Column header of the per-thread table (tab after `pid`, as Workerman).
-pub const STATUS_COLUMNS: &str = "pid\tmemory  listening                 name        thread connections send_fail timers  total_request qps    status  restarts p50_us   p99_us";
+pub const STATUS_COLUMNS: &str = "pid\tmemory  listening                 name        thread connections send_fail refused timers  total_request qps    status  restarts p50_us   p99_us";
 
 /// Renders the `status` output.
 pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
@@ -184,7 +193,7 @@ pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{}\t{:<7} {:<25} {:<11} {:<6} {:<11} {:<9} {:<7} {:<13} {:<6} {:<7} {:<8} {:<8} {}",
+            "{}\t{:<7} {:<25} {:<11} {:<6} {:<11} {:<9} {:<7} {:<7} {:<13} {:<6} {:<7} {:<8} {:<8} {}",
             h.pid,
             mib(mem),
             r.listening,
@@ -192,6 +201,7 @@ pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
             r.thread,
             r.connections,
             r.send_fail,
+            r.refused,
             r.timers,
             r.requests,
             r.qps,
@@ -205,13 +215,14 @@ pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
     let sum = |f: fn(&ThreadRow) -> u64| rows.iter().map(f).sum::<u64>();
     let _ = write!(
         s,
-        "Summary\t{:<7} {:<25} {:<11} {:<6} {:<11} {:<9} {:<7} {:<13} {:<6} {:<7} {:<8}",
+        "Summary\t{:<7} {:<25} {:<11} {:<6} {:<11} {:<9} {:<7} {:<7} {:<13} {:<6} {:<7} {:<8}",
         mib(mem),
         "-",
         "-",
         rows.len(),
         sum(|r| r.connections),
         sum(|r| r.send_fail),
+        sum(|r| r.refused),
         sum(|r| r.timers),
         sum(|r| r.requests),
         sum(|r| r.qps),

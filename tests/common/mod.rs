@@ -321,3 +321,40 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A ring with no listener, to run client code on.
+pub fn ring() -> Running {
+    let mut w = ringman::Worker::<()>::without_listener();
+    w.count = 1;
+    ringman::Server::new().add(w).start().expect("a ring starts")
+}
+
+/// Runs the future `make` builds as a task on `ring`'s thread and returns its output.
+pub fn on_ring<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+    ring: &Running,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> T {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    assert!(ring.worker(0).run_on(0, move || {
+        ringman::spawn(async move {
+            let _ = tx.send(make().await);
+        })
+        .unwrap();
+    }));
+    rx.recv_timeout(PATIENCE * 2).expect("the task answered")
+}
+
+/// Ports `p` for `n` servers that each also listen on `p + 1` (the chat example's page):
+/// every port and its successor free a moment ago, and no two pairs overlapping.
+pub fn free_port_pairs(n: usize) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::new();
+    while out.len() < n {
+        let p = free_port();
+        let pair_free = p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok();
+        let overlaps = out.iter().any(|q| p.abs_diff(*q) <= 1);
+        if pair_free && !overlaps {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -283,6 +283,12 @@ pub enum SubEvent<'a> {
     },
 }
 
+#[derive(Clone, Copy)]
+enum Family {
+    Channels,
+    Patterns,
+}
+
 /// A pub/sub connection ([`Redis::subscriber`]). Subscriptions survive reconnects; dropping
 /// the subscriber closes its connection.
 pub struct Subscriber {
@@ -292,37 +298,45 @@ pub struct Subscriber {
 impl Subscriber {
     /// `SUBSCRIBE channel` (kept across reconnects).
     pub fn subscribe(&self, channel: impl AsRef<[u8]>) {
-        let ch = channel.as_ref();
-        let new = self.link.borrow_mut().subs_mut().is_some_and(|s| s.channels.insert(ch.to_vec()));
-        if new {
-            Link::send_control(&self.link, &Cmd::new("SUBSCRIBE").arg(ch));
-        }
+        self.change(Family::Channels, true, channel.as_ref());
     }
 
     /// `UNSUBSCRIBE channel`.
     pub fn unsubscribe(&self, channel: impl AsRef<[u8]>) {
-        let ch = channel.as_ref();
-        let had = self.link.borrow_mut().subs_mut().is_some_and(|s| s.channels.remove(ch));
-        if had {
-            Link::send_control(&self.link, &Cmd::new("UNSUBSCRIBE").arg(ch));
-        }
+        self.change(Family::Channels, false, channel.as_ref());
     }
 
     /// `PSUBSCRIBE pattern` (kept across reconnects).
     pub fn psubscribe(&self, pattern: impl AsRef<[u8]>) {
-        let p = pattern.as_ref();
-        let new = self.link.borrow_mut().subs_mut().is_some_and(|s| s.patterns.insert(p.to_vec()));
-        if new {
-            Link::send_control(&self.link, &Cmd::new("PSUBSCRIBE").arg(p));
-        }
+        self.change(Family::Patterns, true, pattern.as_ref());
     }
 
     /// `PUNSUBSCRIBE pattern`.
     pub fn punsubscribe(&self, pattern: impl AsRef<[u8]>) {
-        let p = pattern.as_ref();
-        let had = self.link.borrow_mut().subs_mut().is_some_and(|s| s.patterns.remove(p));
-        if had {
-            Link::send_control(&self.link, &Cmd::new("PUNSUBSCRIBE").arg(p));
+        self.change(Family::Patterns, false, pattern.as_ref());
+    }
+
+    /// Records the change (so a reconnect repeats it) and sends it when it is one.
+    fn change(&self, family: Family, on: bool, name: &[u8]) {
+        let changed = self.link.borrow_mut().subs_mut().is_some_and(|s| {
+            let set = match family {
+                Family::Channels => &mut s.channels,
+                Family::Patterns => &mut s.patterns,
+            };
+            if on {
+                set.insert(name.to_vec())
+            } else {
+                set.remove(name)
+            }
+        });
+        if changed {
+            let verb = match (family, on) {
+                (Family::Channels, true) => "SUBSCRIBE",
+                (Family::Channels, false) => "UNSUBSCRIBE",
+                (Family::Patterns, true) => "PSUBSCRIBE",
+                (Family::Patterns, false) => "PUNSUBSCRIBE",
+            };
+            Link::send_control(&self.link, &Cmd::new(verb).arg(name));
         }
     }
 

@@ -4,9 +4,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{ConnState, Core, Event};
+use super::{ConnState, Core, Event, ListenerSlot};
 use crate::error::panic_message;
 use crate::ring::{Kind, Token};
 use io_uring::{cqueue, opcode, types};
@@ -14,11 +15,12 @@ use io_uring::{cqueue, opcode, types};
 impl Core {
     pub(crate) fn arm_accept(&mut self, idx: usize) {
         let l = &mut self.listeners[idx];
-        if l.armed {
-            return;
-        }
+        let fd = match &l.fd {
+            Some(fd) if !l.armed && !l.closing => fd.as_raw_fd(),
+            _ => return,
+        };
         l.armed = true;
-        let sqe = opcode::AcceptMulti::new(types::Fd(l.fd.as_raw_fd()))
+        let sqe = opcode::AcceptMulti::new(types::Fd(fd))
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(Token::new(Kind::Accept, idx, 0).to_u64());
@@ -26,8 +28,14 @@ impl Core {
     }
 
     pub(crate) fn on_accept(&mut self, idx: usize, res: i32, flags: u32) {
+        let l = &mut self.listeners[idx];
         if !cqueue::more(flags) {
-            self.listeners[idx].armed = false;
+            l.armed = false;
+            if l.closing {
+                // Unlistened: its accept is over, the socket can go.
+                l.closing = false;
+                l.fd = None;
+            }
         }
         if res < 0 {
             match -res {
@@ -46,7 +54,7 @@ impl Core {
                 self.open_conn(fd);
             }
         }
-        if !self.listeners[idx].armed && self.stopping.is_none() && self.accept_retry.is_none() && !self.accept_paused {
+        if self.stopping.is_none() && self.accept_retry.is_none() && !self.accept_paused {
             self.arm_accept(idx);
         }
     }
@@ -69,6 +77,13 @@ impl Core {
     }
 
     pub(super) fn open_conn(&mut self, fd: OwnedFd) {
+        if !self.take_place() {
+            // At the worker's cap: closed at once (when `fd` drops), so the backlog drains.
+            self.stats.refused.add(1);
+            #[cfg(test)]
+            crate::sim::observe_refused(self, &fd);
+            return;
+        }
         // Protocol code (a custom protocol's constructors) is isolated like user code: a
         // panic refuses this connection only (its socket closes when `fd` drops).
         let protocol = &self.cfg.protocol;
@@ -85,6 +100,7 @@ impl Core {
             Ok(x) => x,
             Err(p) => {
                 log::error!("protocol {} panicked creating a connection: {}", protocol.name(), panic_message(&*p));
+                self.give_places(1);
                 return;
             }
         };
@@ -111,14 +127,58 @@ impl Core {
         self.cancel_accepts();
     }
 
+    /// Starts accepting on `fd` as well (`WorkerHandle::listen`), unless this ring already
+    /// does; armed unless the ring is stopping or accepting is paused.
+    pub(crate) fn listen(&mut self, fd: Arc<crate::addr::ListenSocket>) {
+        if self.listeners.iter().any(|l| !l.closing && l.fd.as_ref().is_some_and(|f| Arc::ptr_eq(f, &fd))) {
+            return;
+        }
+        let slot = ListenerSlot::new(fd);
+        let idx = match self.listeners.iter().position(|l| l.fd.is_none() && !l.armed) {
+            Some(i) => {
+                self.listeners[i] = slot;
+                i
+            }
+            None => {
+                self.listeners.push(slot);
+                self.listeners.len() - 1
+            }
+        };
+        if self.stopping.is_none() && self.accept_retry.is_none() && !self.accept_paused {
+            self.arm_accept(idx);
+        }
+    }
+
+    /// Stops accepting and lets go of every listening socket (`WorkerHandle::unlisten`): an
+    /// armed accept is cancelled first and its socket let go of when the cancel has ended
+    /// it; the connections stay.
+    pub(crate) fn unlisten(&mut self) {
+        for i in 0..self.listeners.len() {
+            let l = &mut self.listeners[i];
+            if l.closing {
+                continue;
+            }
+            if l.armed {
+                l.closing = true;
+                self.cancel_accept(i);
+            } else {
+                l.fd = None;
+            }
+        }
+    }
+
+    fn cancel_accept(&mut self, i: usize) {
+        let ud = Token::new(Kind::Accept, i, 0).to_u64();
+        let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
+        // Through `push`: a full submission queue is submitted first, never dropped (a lost
+        // cancel would leave the accept armed and the stop waiting forever).
+        self.push(sqe);
+    }
+
     pub(super) fn cancel_accepts(&mut self) {
         for i in 0..self.listeners.len() {
             if self.listeners[i].armed {
-                let ud = Token::new(Kind::Accept, i, 0).to_u64();
-                let sqe = opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64());
-                // Through `push`: a full submission queue is submitted first, never dropped
-                // (a lost cancel would leave the accept armed and the stop waiting forever).
-                self.push(sqe);
+                self.cancel_accept(i);
             }
         }
     }

@@ -9,6 +9,9 @@
 //!                   └─ refused / timed out / name not found ─► on_error(CONNECT_FAIL), on_close
 //!  reconnect(after): the slot, once its on_close ran, gets a fresh socket and dials again
 //! ```
+//!
+//! Through a proxy, the dial resolves and connects to the proxy instead, and the tunnel is
+//! negotiated (`proxy.rs`) before the `Connect` event: the rest is as for a direct dial.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,8 +23,9 @@ use std::time::Duration;
 use io_uring::{opcode, types};
 use ringman_protocols::ws::{client_handshake_request, generate_key, WsDecoder, WsEncoder, DEFLATE_OFFER};
 use ringman_protocols::{Decoder, Encoder, Framer, Protocol};
-use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
+use socket2::{SockAddr, Socket, Type};
 
+use super::proxy::{Handshake, ProxySpec};
 use super::send::{enqueue, SendQueue};
 use super::slot::{ConnState, WsSession};
 use super::{gen_of, Core, Event, Status};
@@ -36,7 +40,7 @@ pub(crate) struct DialOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) bind: Option<SocketAddr>,
     pub(crate) nodelay: bool,
-    pub(crate) keepalive: Option<Duration>,
+    pub(crate) keepalive: Option<crate::config::Keepalive>,
 }
 
 /// What a `ws://` client offers in its upgrade request.
@@ -67,12 +71,20 @@ pub(crate) struct Dial {
     pub(crate) ws: Option<WsOffer>,
     /// TLS over the connection (`wss://`, `ssl://`): its client configuration.
     pub(crate) tls: Option<crate::tls::ClientSetup>,
+    /// The proxy the tunnel goes through (the dial connects to it, not to `host`).
+    pub(crate) proxy: Option<ProxySpec>,
+    /// This attempt's negotiation with the proxy, while it runs.
+    pub(crate) handshake: Option<Box<Handshake>>,
+    /// `unix://`: the socket file to connect to (`host` holds it as text, `port` is 0).
+    pub(crate) unix: Option<std::path::PathBuf>,
     /// Addresses the name resolved to, and the one being tried (the next is tried when
     /// one refuses: `localhost` may answer on `127.0.0.1` but not on `::1`).
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<SockAddr>,
     next: usize,
     /// The address of the CONNECT in flight; the SQE points at it.
     sockaddr: Option<Box<SockAddr>>,
+    /// This attempt's CONNECT succeeded (a Unix socket's peer has no `SocketAddr` to tell).
+    connected: bool,
     /// Sends made before the connection is usable, in order.
     pub(crate) held: SendQueue,
     /// `reconnect(after)` was asked for.
@@ -97,6 +109,7 @@ impl Dial {
         opts: DialOptions,
         protocol: Arc<dyn Protocol>,
         ws: Option<WsOffer>,
+        proxy: Option<ProxySpec>,
     ) -> Dial {
         Dial {
             host,
@@ -106,9 +119,13 @@ impl Dial {
             protocol,
             ws,
             tls: None,
+            proxy,
+            handshake: None,
+            unix: None,
             addrs: Vec::new(),
             next: 0,
             sockaddr: None,
+            connected: false,
             held: SendQueue::default(),
             reconnect: None,
             last_error: None,
@@ -116,6 +133,11 @@ impl Dial {
             redial: None,
             resolving: false,
         }
+    }
+
+    /// Whether this attempt's CONNECT succeeded (it may still wait for a `ws://` upgrade).
+    pub(crate) fn connected(&self) -> bool {
+        self.connected
     }
 
     /// Whether a renewed attempt waits for its reconnect delay (its redial timer is armed).
@@ -128,9 +150,25 @@ impl Dial {
         self.held.len
     }
 
-    /// `host:port` for messages.
+    /// The host and port the dial connects to: the proxy's, or the target's.
+    fn dial_host(&self) -> (String, u16) {
+        match &self.proxy {
+            Some(p) => (p.host.clone(), p.port),
+            None => (self.host.clone(), self.port),
+        }
+    }
+
+    /// The tunnel through the proxy is being negotiated (the connection's own receive
+    /// waits until it is open).
+    pub(crate) fn proxying(&self) -> bool {
+        self.handshake.is_some()
+    }
+
+    /// `host:port` (or `unix://path`) for messages.
     pub(crate) fn target(&self) -> String {
-        if self.host.contains(':') {
+        if self.unix.is_some() {
+            format!("unix://{}", self.host)
+        } else if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
@@ -181,9 +219,9 @@ impl Dial {
 /// A connection's parsers.
 type Codec = (Box<dyn Decoder>, Box<dyn Encoder>);
 
-/// A TCP socket for `addr`'s family (close-on-exec; options applied by the dial).
-fn socket_for(addr: SocketAddr) -> io::Result<OwnedFd> {
-    Ok(Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?.into())
+/// A stream socket for `addr`'s family (close-on-exec; options applied by the dial).
+fn socket_for(addr: &SockAddr) -> io::Result<OwnedFd> {
+    Ok(Socket::new(addr.domain(), Type::STREAM.cloexec(), None)?.into())
 }
 
 /// Cache size at which expired name answers are dropped.
@@ -200,7 +238,7 @@ impl Core {
         if self.stopping.is_some() {
             return Err(EngineError::Stopping);
         }
-        let fd = socket_for(UNRESOLVED).map_err(EngineError::Socket)?;
+        let fd = socket_for(&UNRESOLVED.into()).map_err(EngineError::Socket)?;
         let (decoder, encoder) = dial.codec().map_err(|e| EngineError::Socket(io::Error::other(e)))?;
         let serial = self.serials.take(self.thread);
         let mut state = ConnState::new(fd, serial, decoder, encoder, &self.cfg, self.stamp);
@@ -218,15 +256,25 @@ impl Core {
     /// literal or cached, then connects.
     fn dial(&mut self, key: usize) {
         let Some(d) = self.conns[key].dial() else { return };
-        let (host, port) = (d.host.clone(), d.port);
+        if let Some(path) = &d.unix {
+            match SockAddr::unix(path) {
+                Ok(a) => self.dial_addrs(key, vec![a]),
+                Err(e) => {
+                    let target = d.target();
+                    self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::Io(e) }))
+                }
+            }
+            return;
+        }
+        let (host, port) = d.dial_host();
         if let Ok(ip) = host.parse::<IpAddr>() {
-            self.dial_addrs(key, vec![SocketAddr::new(ip, port)]);
+            self.dial_addrs(key, vec![SocketAddr::new(ip, port).into()]);
             return;
         }
         let now = crate::clock::now();
         let cached = self.dns.get(&(host.clone(), port)).filter(|(_, until)| *until > now).map(|(a, _)| a.clone());
         match cached {
-            Some(Ok(addrs)) => self.dial_addrs(key, addrs),
+            Some(Ok(addrs)) => self.dial_addrs(key, addrs.into_iter().map(SockAddr::from).collect()),
             // A recent failure (the negative cache): the name is not asked again yet.
             Some(Err(reason)) => {
                 self.name_failed(key, host, ConnectError::NameNotFound { host: String::new(), reason })
@@ -296,12 +344,12 @@ impl Core {
             d.resolving = false;
         }
         match addrs {
-            Ok(a) => self.dial_addrs(key, a),
+            Ok(a) => self.dial_addrs(key, a.into_iter().map(SockAddr::from).collect()),
             Err(reason) => self.name_failed(key, host.clone(), ConnectError::NameNotFound { host, reason }),
         }
     }
 
-    fn dial_addrs(&mut self, key: usize, addrs: Vec<SocketAddr>) {
+    fn dial_addrs(&mut self, key: usize, addrs: Vec<SockAddr>) {
         if let Some(d) = self.conns[key].dial_mut() {
             d.addrs = addrs;
             d.next = 0;
@@ -314,7 +362,7 @@ impl Core {
     fn connect_next(&mut self, key: usize) {
         let c = &mut self.conns[key];
         let Some(d) = c.dial_mut() else { return };
-        let Some(&addr) = d.addrs.get(d.next) else {
+        let Some(addr) = d.addrs.get(d.next).cloned() else {
             let errno = d.last_error.unwrap_or(libc::ECONNREFUSED);
             let target = d.target();
             self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::from_errno(errno) }));
@@ -325,15 +373,18 @@ impl Core {
         debug_assert_eq!(c.inflight, 0, "a CONNECT in flight still names the socket being replaced");
         // A socket of the address's family, with the dial's options. (The placeholder, or a
         // socket whose CONNECT failed, is closed by the replacement: no operation refers to it
-        // — the failed CONNECT's completion has arrived.)
-        let fresh = socket_for(addr).and_then(|fd| {
+        // — the failed CONNECT's completion has arrived.) TCP options only for TCP.
+        let fresh = socket_for(&addr).and_then(|fd| {
+            if addr.is_unix() {
+                return Ok(fd);
+            }
             let s = socket2::SockRef::from(&fd);
             if let Some(b) = opts.bind {
                 s.bind(&b.into())?;
             }
             s.set_tcp_nodelay(opts.nodelay)?;
-            if let Some(idle) = opts.keepalive {
-                s.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+            if let Some(ka) = opts.keepalive {
+                ka.apply(&s)?;
             }
             Ok(fd)
         });
@@ -350,7 +401,7 @@ impl Core {
         let raw = c.fd.as_raw_fd();
         let gen = gen_of(c.serial);
         let d = c.dial_mut().expect("dial present");
-        let sa = d.sockaddr.insert(Box::new(SockAddr::from(addr)));
+        let sa = d.sockaddr.insert(Box::new(addr));
         // The kernel reads the address at submission; it stays boxed in the slot until the
         // completion anyway.
         let sqe = opcode::Connect::new(types::Fd(raw), sa.as_ptr().cast(), sa.len())
@@ -381,22 +432,58 @@ impl Core {
             return;
         }
         c.peer = c.dial().and_then(|d| d.sockaddr.as_ref()?.as_socket());
+        if let Some(d) = c.dial_mut() {
+            d.connected = true;
+        }
         c.active = self.stamp;
-        self.arm_recv(key);
-        // Over TLS the handshake comes first; its end is the connect (`on_connect` means a
-        // verified server), then the upgrade or the established connection.
+        if c.dial().is_some_and(|d| d.proxy.is_some()) {
+            // The tunnel first; `tunnel_open` continues from there.
+            self.proxy_start(key);
+            return;
+        }
+        self.tunnel_open(key, false);
+    }
+
+    /// The connection reaches its target (directly, or through an open proxy tunnel):
+    /// `on_connect`, then the `ws://` upgrade or the held sends. `backlog`: the framer holds
+    /// the target's first bytes (they came with the proxy's answer) and is delivered before
+    /// the receive is armed.
+    ///
+    /// Over TLS the handshake starts here (after the tunnel, when there is one); its end is
+    /// the connect (`on_connect` means a verified server), then the upgrade or the
+    /// established connection.
+    pub(super) fn tunnel_open(&mut self, key: usize, backlog: bool) {
+        if backlog && self.conns[key].dial().is_some_and(|d| d.tls.is_some()) {
+            // A TLS server speaks only after the ClientHello: bytes before it are not TLS.
+            let target = self.conns[key].dial().map(|d| d.target()).unwrap_or_default();
+            let cause = ConnectError::Tls("the target sent bytes before the TLS handshake began".into());
+            self.destroy(key, Some(ConnError::Connect { target, cause }));
+            return;
+        }
+        if !backlog {
+            self.arm_recv(key);
+        }
         if self.start_client_tls(key) {
             return;
         }
         let id = self.id_of(key);
-        self.events.push_back(Event::Connect(id));
+        if backlog {
+            // (Delivered after on_connect; the delivery arms the receive.)
+            self.events.push_back(Event::Connect(id));
+            self.events.push_back(Event::Resume(id));
+        } else {
+            self.events.push_back(Event::Connect(id));
+        }
         let request = self.conns[key].dial().and_then(Dial::upgrade_request);
         match request {
             // The upgrade goes out first; what the application sends waits for the 101.
             Some(req) => {
                 let c = &mut self.conns[key];
                 enqueue(&mut self.arena, &mut c.sendq, &req);
-                self.submit_send(key);
+                // (The proxy's last request may still be in flight: one send at a time.)
+                if !c.send_inflight {
+                    self.submit_send(key);
+                }
             }
             None => self.established(key),
         }
@@ -440,9 +527,17 @@ impl Core {
     /// The error a dial that ran out of time reports.
     pub(super) fn connect_timed_out(&self, key: usize) -> Option<ConnError> {
         let d = self.conns[key].dial()?;
-        let cause = match (d.ws.is_some() || d.tls.is_some(), self.conns[key].peer) {
+        let timeout = d.opts.connect_timeout;
+        if let (Some(p), true) = (&d.proxy, d.proxying()) {
+            let answer = format!("no complete answer to the handshake within {timeout:?}");
+            return Some(ConnError::Connect {
+                target: d.target(),
+                cause: ConnectError::Proxy { proxy: p.addr(), answer },
+            });
+        }
+        let cause = match (d.ws.is_some() || d.tls.is_some(), d.connected) {
             // Connected, but the server never completed the upgrade (or TLS handshake).
-            (true, Some(_)) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
+            (true, true) => ConnectError::Handshake(format!("no answer within {:?}", d.opts.connect_timeout)),
             _ => ConnectError::TimedOut(d.opts.connect_timeout),
         };
         Some(ConnError::Connect { target: d.target(), cause })
@@ -523,7 +618,7 @@ impl Core {
     /// `after` (same slot, same id; context and callbacks kept).
     pub(super) fn renew(&mut self, key: usize, after: Duration) {
         let codec = self.conns[key].dial_mut().expect("only dials renew").codec();
-        let (fd, (decoder, encoder)) = match (socket_for(UNRESOLVED), codec) {
+        let (fd, (decoder, encoder)) = match (socket_for(&UNRESOLVED.into()), codec) {
             (Ok(fd), Ok(codec)) => (fd, codec),
             (Err(e), _) => return self.give_up_renewal(key, &e.to_string()),
             (_, Err(e)) => return self.give_up_renewal(key, &e),
@@ -538,7 +633,9 @@ impl Core {
                 self.arena.release(chunk.mem);
             }
             d.held.len = 0;
+            d.handshake = None;
             d.sockaddr = None;
+            d.connected = false;
             d.addrs.clear();
             d.attempt = d.attempt.wrapping_add(1);
         }

@@ -11,24 +11,29 @@
 //!
 //! | file | state machine | handler |
 //! |------|---------------|---------|
-//! | `accept.rs` | multishot accept, descriptor back-off, new slots | `on_accept` |
+//! | `accept.rs` | multishot accept, descriptor back-off, the connection cap, runtime listen/unlisten, new slots | `on_accept` |
 //! | `recv.rs` | multishot receive, pause/resume, ENOBUFS, delivery hand-off | `on_recv` |
 //! | `send.rs` | send queue, the limit, eager/batched submission | `on_send` |
 //! | `close.rs` | close, end (linger), destroy, freeing a slot | `on_cancel` |
+//! | `connect.rs` | outgoing connections: dial, held sends, `ws://` upgrade, reconnect | `on_connect` |
+//! | `proxy.rs` | an outgoing connection's HTTP `CONNECT` / SOCKS5 handshake | `on_proxy` |
 //! | `timeouts.rs` | close deadlines, idle/packet timeouts, heartbeat | — |
 //! | `shutdown.rs` | stop, drain | — |
 //! | `wake.rs` | the mailbox's eventfd read, commands from other threads | `on_wake` |
 //! | `slot.rs` | one connection's state, ids, the turn clock | — |
+//! | `udp.rs` | UDP sockets (`udp://` workers, `AsyncUdpConnection`): multishot RECVMSG on the datagram pool, SENDMSG, truncation, the client's receive timeout | `on_udp`, `on_udp_send` |
 
 mod accept;
 mod close;
 mod connect;
+mod proxy;
 mod recv;
 mod send;
 mod shutdown;
 mod slot;
 mod timeouts;
 mod tls;
+mod udp;
 mod wake;
 
 #[cfg(test)]
@@ -36,7 +41,7 @@ mod orders;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +49,7 @@ use io_uring::squeue;
 use ringman_protocols::Framer;
 use slab::Slab;
 
+use crate::addr::ListenSocket;
 use crate::buffers::{RecvRing, SendArena};
 use crate::config::WorkerConfig;
 use crate::error::ConnError;
@@ -55,10 +61,13 @@ use crate::timers::Timers;
 
 use crate::hooks::{Hook, IdErrFn, IdFn};
 pub(crate) use connect::{Dial, DialOptions, WsOffer};
+pub(crate) use proxy::{ProxyKind, ProxySpec};
 pub(crate) use recv::RecvWork;
 pub use send::SendStatus;
 use slot::{gen_of, Serials};
 pub(crate) use slot::{ConnState, Stamp};
+pub use udp::UdpConnection;
+pub(crate) use udp::{Role, UdpClient, UdpErrFn, UdpEvent, UdpFn, UdpMsgFn, UdpWork};
 
 thread_local! {
     static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
@@ -111,6 +120,8 @@ pub(crate) enum Event {
     BufferDrain(ConnectionId),
     /// `resume_recv()` was called: deliver what was buffered while paused.
     Resume(ConnectionId),
+    /// Something a UDP client's callbacks must hear.
+    Udp(UdpEvent),
 }
 
 /// Lifecycle of a connection slot.
@@ -152,6 +163,8 @@ pub(crate) struct Core {
     arena: SendArena,
     fixed_send: FixedSend,
     pub listeners: Vec<ListenerSlot>,
+    /// UDP sockets (`udp.rs`).
+    udp: udp::Udp,
     pub events: VecDeque<Event>,
     early: Vec<(u64, i32, u32)>,
     dirty: Vec<usize>,
@@ -175,6 +188,9 @@ pub(crate) struct Core {
     accept_retry: Option<Instant>,
     accept_paused: bool,
     closing: usize,
+    /// Places this core holds under the worker's `max_connections` (one per accepted slot
+    /// while a cap is set): given back when the core goes with slots left (an abandoned ring).
+    placed: usize,
     /// Set when this run drains for a recycle rather than a stop.
     pub recycle: bool,
     /// Wall clock read once per loop turn, after the wait.
@@ -185,17 +201,23 @@ pub(crate) struct Core {
     pub stamp: Stamp,
 }
 
-/// A listening socket this ring accepts on. It is shared with the ring's supervisor (so a
-/// restarted ring accepts on the same socket) and, without SO_REUSEPORT, with the worker's
-/// other rings: the last holder closes it.
+/// A listening socket this ring accepts on. It is shared with the worker's
+/// [`Listeners`](crate::config::Listeners) (so a restarted ring accepts on the same socket)
+/// and, without SO_REUSEPORT, with the worker's other rings: the last holder closes it.
+/// `fd` is `None` once the ring let go of it (`WorkerHandle::unlisten`); the slot is reused
+/// by the next listener (its index names its accept in `user_data`).
 pub(crate) struct ListenerSlot {
-    pub fd: Arc<OwnedFd>,
+    pub fd: Option<Arc<ListenSocket>>,
     pub armed: bool,
+    /// Unlistened while its accept was armed: the accept's cancel is in flight, and the
+    /// socket is let go of when its last completion arrives (never before: see Pitfalls,
+    /// "Cancel before close").
+    pub closing: bool,
 }
 
 impl ListenerSlot {
-    pub(crate) fn new(fd: Arc<OwnedFd>) -> ListenerSlot {
-        ListenerSlot { fd, armed: false }
+    pub(crate) fn new(fd: Arc<ListenSocket>) -> ListenerSlot {
+        ListenerSlot { fd: Some(fd), armed: false, closing: false }
     }
 }
 
@@ -204,7 +226,9 @@ impl Drop for Core {
         // The ring forgets the buffers before they are unmapped; the connections' sockets
         // (only left on an abnormal exit) close when the slab drops after this.
         self.recv.unregister(&mut self.ring);
+        self.udp.unregister(&mut self.ring);
         self.arena.unregister(&mut self.ring);
+        self.give_places(self.placed);
     }
 }
 
@@ -260,6 +284,7 @@ impl Core {
             arena,
             fixed_send,
             listeners,
+            udp: udp::Udp::default(),
             events: VecDeque::new(),
             early: Vec::new(),
             dirty: Vec::new(),
@@ -278,6 +303,7 @@ impl Core {
             accept_retry: None,
             accept_paused: false,
             closing: 0,
+            placed: 0,
             recycle: false,
             wall: crate::clock::wall(),
             epoch: crate::clock::now(),
@@ -291,7 +317,8 @@ impl Core {
             // SAFETY: every SQE built by the engine points into memory that outlives the
             // operation: buffer-ring memory and arena chunks (buffers.rs invariants), heap send
             // chunks kept in the send queue until the CQE, `wake_buf` kept until the core
-            // is dropped after its read completed.
+            // is dropped after its read completed, a proxy handshake's boxed receive buffer
+            // kept in its slot until the read's CQE (`Core::proxy_read`).
             if unsafe { self.ring.push(&sqe) } {
                 return;
             }
@@ -317,6 +344,7 @@ impl Core {
         self.flush_dirty();
         self.rearm_enobufs();
         self.recv.publish();
+        self.udp_turn();
         if !self.early.is_empty() || !self.events.is_empty() {
             let _ = self.ring.submit();
             return;
@@ -510,6 +538,9 @@ impl Core {
     /// which makes the kernel cancel everything, and the connections' sockets are closed.
     pub(crate) fn abandon(self) {
         let mut me = std::mem::ManuallyDrop::new(self);
+        // Its accepted connections close here: their places under the cap are free again.
+        let placed = me.placed;
+        me.give_places(placed);
         // SAFETY: each field is dropped at most once and never used again; the fields not
         // dropped here (buffers, arena, wake word, the slab's parser state and user values)
         // are deliberately leaked. The ring goes first: closing it makes the kernel cancel
@@ -524,5 +555,6 @@ impl Core {
         for c in me.conns.drain() {
             drop(c.into_fd_leaking_the_rest());
         }
+        drop(me.udp.take_fds());
     }
 }

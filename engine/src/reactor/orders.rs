@@ -75,6 +75,9 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
         listens_for_drain: true,
         handshake_first: false,
         tls: None,
+        conn_cap: None,
+        max_datagram: 65_527,
+        udp_buffers: 16,
     })
 }
 
@@ -126,7 +129,7 @@ impl Rig {
             }
             Kind::Send => self.core.on_send(tok, res),
             Kind::Cancel => self.core.on_cancel(tok),
-            Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect => {}
+            Kind::Accept | Kind::Wake | Kind::Shutdown | Kind::Connect | Kind::Proxy | Kind::Udp | Kind::UdpSend => {}
         }
         checked(&self.core);
         self.events();
@@ -483,7 +486,7 @@ fn quiesce_finds_a_wake_completion_moved_aside() {
 fn stop_with_a_full_submission_queue_still_ends_the_accept() {
     let (thread, mailbox) = mailbox::register().expect("thread id");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let slot = ListenerSlot::new(Arc::new(listener.into()));
+    let slot = ListenerSlot::new(Arc::new(crate::addr::ListenSocket::inet(listener.into())));
     let mut core =
         Core::new(thread, config(64, 4096), vec![slot], mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
     core.arm_accept(0);
@@ -567,7 +570,7 @@ fn client_core() -> (Core, u16) {
 
 fn dial_to(addr: std::net::SocketAddr, timeout: Duration) -> super::Dial {
     let opts = super::DialOptions { connect_timeout: timeout, bind: None, nodelay: true, keepalive: None };
-    super::Dial::new(addr.ip().to_string(), addr.port(), "/".into(), opts, Arc::new(ringman_protocols::Raw), None)
+    super::Dial::new(addr.ip().to_string(), addr.port(), "/".into(), opts, Arc::new(ringman_protocols::Raw), None, None)
 }
 
 /// Collects completions from `core` until `enough`, dispatching nothing. Queued events are
@@ -790,6 +793,7 @@ fn a_stale_name_answer_after_a_reconnect_is_ignored() {
         "/".into(),
         opts,
         Arc::new(ringman_protocols::Raw),
+        None,
         None,
     );
     let id = core.connect(dial).expect("dial");

@@ -19,9 +19,10 @@ use crate::ring::{Kind, Token};
 impl Core {
     pub(super) fn arm_recv(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        // (An outgoing connection reads only once its CONNECT succeeded.)
-        if c.recv_armed || c.paused || c.status == Status::Closed || c.status == Status::Connecting && c.peer.is_none()
-        {
+        // (An outgoing connection reads only once its CONNECT succeeded, and, through a
+        // proxy, once the tunnel is open: the proxy's answer is the handshake's to read.)
+        let dialing = c.status == Status::Connecting && c.dial().is_none_or(|d| !d.connected() || d.proxying());
+        if c.recv_armed || c.paused || c.status == Status::Closed || dialing {
             return;
         }
         c.recv_armed = true;

@@ -25,6 +25,7 @@ impl Core {
         }
         self.stopping = Some(deadline);
         self.cancel_accepts();
+        self.udp_stop();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, None);
@@ -38,7 +39,7 @@ impl Core {
 
     /// True once stopping and nothing is left in flight except the wake-up read.
     pub(crate) fn drained(&self) -> bool {
-        self.stopping.is_some() && self.conns.is_empty() && self.listeners.iter().all(|l| !l.armed)
+        self.stopping.is_some() && self.conns.is_empty() && self.listeners.iter().all(|l| !l.armed) && self.udp_idle()
     }
 
     /// Cancels the wake-up read and waits for it, so the kernel no longer refers to

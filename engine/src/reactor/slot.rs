@@ -328,7 +328,28 @@ impl Core {
             m.remove(&c.serial);
         }
         self.dials -= usize::from(c.dial().is_some());
+        if c.dial().is_none() {
+            self.give_places(1);
+        }
         c
+    }
+
+    /// Takes a place under the worker's `max_connections` for a connection being
+    /// accepted; false at the cap. Every accepted slot holds one (given back in
+    /// [`Core::remove_slot`], or by the core when it goes with slots left).
+    pub(super) fn take_place(&mut self) -> bool {
+        let Some(cap) = &self.cfg.conn_cap else { return true };
+        let ok = cap.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap.max).then_some(n + 1)).is_ok();
+        self.placed += usize::from(ok);
+        ok
+    }
+
+    /// Gives back `n` places taken with [`Core::take_place`] (none without a cap).
+    pub(super) fn give_places(&mut self, n: usize) {
+        if let Some(cap) = &self.cfg.conn_cap {
+            cap.open.fetch_sub(n, Ordering::AcqRel);
+            self.placed -= n;
+        }
     }
 
     /// Recounts what the core keeps counters of, from the slab, and checks each slot's
@@ -344,6 +365,12 @@ impl Core {
         let dials = self.conns.iter().filter(|(_, c)| c.dial().is_some()).count();
         if dials != self.dials {
             return Err(format!("dials counter {} but {dials} outgoing slots", self.dials));
+        }
+        if self.cfg.conn_cap.is_some() {
+            let accepted = self.conns.iter().filter(|(_, c)| c.dial().is_none()).count();
+            if accepted != self.placed {
+                return Err(format!("{} places under the cap taken but {accepted} accepted slots", self.placed));
+            }
         }
         let gauge = self.conns.iter().filter(|(_, c)| gauged(c)).count() as u64;
         if gauge != self.stats.connections.get() {

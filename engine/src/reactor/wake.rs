@@ -57,6 +57,8 @@ impl Core {
                 self.begin_stop(crate::clock::now() + *timeout);
             }
             Cmd::PauseAccept => self.pause_accept(),
+            Cmd::Listen { fd } => self.listen(fd.clone()),
+            Cmd::Unlisten => self.unlisten(),
             Cmd::Resolved { conn, attempt, host, port, addrs } => {
                 self.on_resolved(*conn, *attempt, host.clone(), *port, addrs.clone())
             }

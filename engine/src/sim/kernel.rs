@@ -25,7 +25,14 @@
 //!   the next enter; submission may answer `EBUSY` while completions wait;
 //! * faults the loopback kernel rarely produces: resets and `EPIPE` mid-stream, peers that
 //!   half-close or vanish, `EMFILE`/`ECONNABORTED` on accept, refused and never-answered
-//!   connects, withheld buffers.
+//!   connects, withheld buffers;
+//! * proxies: a connection to port 1080/1081 (SOCKS5, with / without user-password
+//!   authentication) or 3128/3129 (HTTP `CONNECT`, with / without Basic authentication)
+//!   reaches a proxy peer that checks the handshake, then answers — sometimes refusing (bad
+//!   credentials, target unreachable), sometimes splitting its answer across turns, sometimes
+//!   with the target's first bytes right behind it, sometimes resetting mid-handshake — and
+//!   then relays to the echoing remote. It records a violation when bytes for the target
+//!   arrive before the engine has read the whole answer.
 //!
 //! What it checks on every call (a violation is recorded and fails the run): an operation
 //! on a descriptor the engine already closed, an SQE it does not model, a receive buffer
@@ -45,26 +52,26 @@ use crate::ring::FixedSend;
 // The kernel reads 64-byte SQEs; the decoder below reads the same layout.
 const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
 
-const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
-const IORING_RECV_MULTISHOT: u16 = 1 << 1;
+pub(super) const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
+pub(super) const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 const IORING_ACCEPT_MULTISHOT: u16 = 1 << 0;
 const IORING_ASYNC_CANCEL_ALL: u32 = 1 << 0;
 const IORING_ASYNC_CANCEL_FD: u32 = 1 << 1;
-const CQE_F_BUFFER: u32 = 1 << 0;
-const CQE_F_MORE: u32 = 1 << 1;
+pub(super) const CQE_F_BUFFER: u32 = 1 << 0;
+pub(super) const CQE_F_MORE: u32 = 1 << 1;
 
 /// The fields of an `io_uring_sqe` the engine sets.
 #[derive(Debug, Clone, Copy)]
-struct Sqe {
-    opcode: u8,
-    flags: u8,
-    ioprio: u16,
-    fd: i32,
-    addr: u64,
-    len: u32,
-    op_flags: u32,
-    user_data: u64,
-    buf_group: u16,
+pub(super) struct Sqe {
+    pub(super) opcode: u8,
+    pub(super) flags: u8,
+    pub(super) ioprio: u16,
+    pub(super) fd: i32,
+    pub(super) addr: u64,
+    pub(super) len: u32,
+    pub(super) op_flags: u32,
+    pub(super) user_data: u64,
+    pub(super) buf_group: u16,
 }
 
 impl Sqe {
@@ -113,6 +120,14 @@ enum OpKind {
         sock: usize,
         outcome: ConnectOutcome,
         due: u64,
+        /// The destination port (it picks the peer: a proxy, or the echoing remote).
+        port: u16,
+    },
+    /// A plain single-shot receive into the engine's buffer at `addr` (no buffer select).
+    RecvInto {
+        sock: usize,
+        addr: u64,
+        len: usize,
     },
 }
 
@@ -154,6 +169,44 @@ pub(crate) struct WsPeer {
     pub(crate) close_received: bool,
 }
 
+/// The credentials the simulated proxies accept.
+pub(crate) const PROXY_USER: &str = "sim";
+pub(crate) const PROXY_PASS: &str = "pass";
+/// The target name the application dials through a proxy (the proxy resolves it).
+pub(crate) const PROXY_TARGET: &str = "echo.sim";
+/// The target port.
+pub(crate) const PROXY_TARGET_PORT: u16 = 7;
+
+/// A proxy peer's answer to one request: the request's length, the answer, its refusal
+/// (if it is one) and whether it opens the tunnel.
+type ProxyAnswer = (usize, Vec<u8>, Option<String>, bool);
+
+/// A proxy peer's progress.
+#[derive(Debug, Default)]
+pub(crate) struct ProxyPeer {
+    socks5: bool,
+    /// It demands credentials.
+    auth: bool,
+    /// SOCKS5: 0 greeting, 1 user/password, 2 request (HTTP: always 2).
+    phase: u8,
+    /// How much of `received` the handshake consumed (what follows is for the target).
+    pub(crate) request_end: usize,
+    /// Where the answer of the current phase ends in `written`.
+    pub(crate) answer_end: usize,
+    /// Where a refusal becomes known to a reader in `written`: a SOCKS5 answer's first two
+    /// bytes carry its verdict (the engine fails the dial on them, unread rest and all); an
+    /// HTTP answer's head must be read whole.
+    pub(crate) refusal_end: usize,
+    /// The rest of an answer, written on a later turn (a split answer).
+    pending: Vec<u8>,
+    /// The answer being written is a success: the tunnel opens once it is all written.
+    opening: bool,
+    /// The tunnel is open (the final answer was a success).
+    pub(crate) open: bool,
+    /// The refusal it answered, as the engine must report it (a substring of the error).
+    pub(crate) refusal: Option<String>,
+}
+
 /// The upgrade request of a simulated WebSocket client (a fixed RFC 6455 sample key).
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -192,12 +245,39 @@ pub(crate) struct Sock {
     pub(crate) ws: Option<WsPeer>,
     /// Where the peer's close frame ends in `written` (WebSocket).
     pub(crate) close_end: Option<usize>,
+    /// The proxy in front of the remote, for a connection made to a proxy's port.
+    pub(crate) proxy: Option<ProxyPeer>,
 }
 
 impl Sock {
     /// Any fault that lets the engine drop queued bytes legitimately.
     pub(crate) fn faulted(&self) -> bool {
         self.peer_eof || self.reset || self.vanished
+    }
+
+    /// What the remote (behind the proxy, if any) received from the engine.
+    pub(crate) fn target_received(&self) -> &[u8] {
+        match &self.proxy {
+            Some(p) if !p.open => &[],
+            Some(p) => &self.received[p.request_end..],
+            None => &self.received,
+        }
+    }
+
+    /// What the remote (behind the proxy, if any) wrote that the engine has received.
+    pub(crate) fn target_taken(&self) -> &[u8] {
+        let from = match &self.proxy {
+            Some(p) if !p.open => return &[],
+            Some(p) => p.answer_end,
+            None => 0,
+        };
+        &self.written[from.min(self.taken)..self.taken]
+    }
+
+    /// A proxied connection whose proxy has not (yet) opened the tunnel, or whose final
+    /// answer the engine has not read whole.
+    pub(crate) fn handshake_pending(&self) -> bool {
+        self.proxy.as_ref().is_some_and(|p| !p.open || self.taken < p.answer_end)
     }
 }
 
@@ -216,6 +296,12 @@ pub(crate) struct Rates {
     pub(crate) accept_error: u32,
     pub(crate) connect_refused: u32,
     pub(crate) connect_hang: u32,
+    /// Proxy peers: refuse a good handshake, split an answer, send target bytes right
+    /// behind the answer, reset mid-handshake.
+    pub(crate) proxy_refuse: u32,
+    pub(crate) proxy_split: u32,
+    pub(crate) proxy_banner: u32,
+    pub(crate) proxy_reset: u32,
     pub(crate) cancel_race: u32,
     pub(crate) ebusy: u32,
     pub(crate) new_client: u32,
@@ -244,6 +330,10 @@ impl Rates {
             accept_error: rng.rate(100),
             connect_refused: rng.rate(300),
             connect_hang: rng.rate(100),
+            proxy_refuse: 0,
+            proxy_split: 0,
+            proxy_banner: 0,
+            proxy_reset: 0,
             cancel_race: rng.rate(500),
             ebusy: rng.rate(100),
             new_client: rng.range(20, 300) as u32,
@@ -257,6 +347,15 @@ impl Rates {
         }
     }
 
+    /// The proxy peers' rates, from their own stream (so the other draws of every seed stay
+    /// as they were).
+    fn draw_proxy(&mut self, rng: &mut Rng) {
+        self.proxy_refuse = rng.rate(300);
+        self.proxy_split = rng.rate(500);
+        self.proxy_banner = rng.rate(500);
+        self.proxy_reset = rng.rate(100);
+    }
+
     /// No faults (the liveness phase): everything that is due completes, peers read.
     pub(crate) fn calm(&mut self) {
         self.complete = 1000;
@@ -268,6 +367,7 @@ impl Rates {
         self.vanish = 0;
         self.accept_error = 0;
         self.ebusy = 0;
+        self.proxy_reset = 0;
         self.new_client = 0;
         self.peer_write = 0;
         self.peer_read = 1000;
@@ -275,7 +375,7 @@ impl Rates {
 }
 
 /// The provided-buffer ring as the kernel sees it.
-struct BufRing {
+pub(super) struct BufRing {
     entries: *const BufRingEntry,
     count: u16,
     /// The kernel's consumer index.
@@ -286,9 +386,50 @@ struct BufRing {
     engine_owns: Vec<bool>,
 }
 
+impl BufRing {
+    /// Buffers the engine published since the last look; returns those it did not hold.
+    pub(super) fn scan(&mut self) -> Vec<u16> {
+        let b = self;
+        // SAFETY: the tail overlays entry 0's `resv`; the engine stores it atomically.
+        let tail = unsafe {
+            (*BufRingEntry::tail(b.entries).cast::<std::sync::atomic::AtomicU16>())
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        let mut bad = Vec::new();
+        while b.seen_tail != tail {
+            let idx = (b.seen_tail & (b.count - 1)) as usize;
+            // SAFETY: `idx < count`, inside the registered entry array.
+            let bid = unsafe { (*b.entries.add(idx)).bid() };
+            match b.engine_owns.get_mut(bid as usize) {
+                Some(owned) if *owned => *owned = false,
+                _ => bad.push(bid),
+            }
+            b.seen_tail = b.seen_tail.wrapping_add(1);
+        }
+        bad
+    }
+
+    /// Takes the next published buffer: (bid, address, length).
+    pub(super) fn take(&mut self) -> Option<(u16, u64, usize)> {
+        let b = self;
+        if b.head == b.seen_tail {
+            return None;
+        }
+        let idx = (b.head & (b.count - 1)) as usize;
+        // SAFETY: `idx < count`, inside the registered entry array, published by the engine.
+        let e = unsafe { &*b.entries.add(idx) };
+        let (bid, addr, len) = (e.bid(), e.addr(), e.len() as usize);
+        b.head = b.head.wrapping_add(1);
+        b.engine_owns[bid as usize] = true;
+        Some((bid, addr, len))
+    }
+}
+
 /// The simulated kernel of one ring.
 pub(crate) struct SimKernel {
     pub(crate) rng: Rng,
+    /// The proxy peers' draws (a stream of their own).
+    prng: Rng,
     pub(crate) rates: Rates,
     wire: Wire,
     sq: Vec<Sqe>,
@@ -296,6 +437,8 @@ pub(crate) struct SimKernel {
     cq: VecDeque<(u64, i32, u32)>,
     overflow: VecDeque<(u64, i32, u32)>,
     bufs: Option<BufRing>,
+    /// UDP: the datagram pool, the datagram sockets and their peers (`sim/udp.rs`).
+    pub(crate) udp: super::udp::SimUdp,
     fixed: Option<(u64, u64)>,
     fixed_send: FixedSend,
     pub(crate) socks: Vec<Sock>,
@@ -320,11 +463,14 @@ const TRACE_LINES: usize = 300;
 impl SimKernel {
     pub(crate) fn new(seed: u64, wire: Wire, listener: RawFd, eventfd: RawFd) -> SimKernel {
         let mut rng = Rng::new(seed, 1);
-        let rates = Rates::draw(&mut rng);
+        let mut rates = Rates::draw(&mut rng);
+        let mut prng = Rng::new(seed, 6);
+        rates.draw_proxy(&mut prng);
         let fixed_send = if rng.below(2) == 0 { FixedSend::SendFixed } else { FixedSend::WriteFixed };
         let now = Instant::now();
         SimKernel {
             rng,
+            prng,
             rates,
             wire,
             sq: Vec::new(),
@@ -332,6 +478,7 @@ impl SimKernel {
             cq: VecDeque::new(),
             overflow: VecDeque::new(),
             bufs: None,
+            udp: super::udp::SimUdp::new(seed),
             fixed: None,
             fixed_send,
             socks: Vec::new(),
@@ -360,7 +507,7 @@ impl SimKernel {
         *self.marks.entry(what).or_default() += 1;
     }
 
-    fn violation(&mut self, what: String) {
+    pub(super) fn violation(&mut self, what: String) {
         self.note(format!("VIOLATION {what}"));
         self.violations.push(what);
     }
@@ -369,26 +516,36 @@ impl SimKernel {
         self.fixed_send
     }
 
-    pub(crate) fn register_buf_ring(&mut self, addr: u64, count: u16, _bgid: u16) -> std::io::Result<()> {
-        self.bufs = Some(BufRing {
+    pub(crate) fn register_buf_ring(&mut self, addr: u64, count: u16, bgid: u16) -> std::io::Result<()> {
+        let ring = BufRing {
             entries: addr as *const BufRingEntry,
             count,
             head: 0,
             seen_tail: 0,
             engine_owns: vec![true; count as usize],
-        });
+        };
+        match bgid {
+            crate::buffers::RECV_BGID => self.bufs = Some(ring),
+            crate::buffers::UDP_BGID => self.udp.bufs = Some(ring),
+            _ => self.violation(format!("unmodelled buffer group {bgid}")),
+        }
         Ok(())
     }
 
-    pub(crate) fn unregister_buf_ring(&mut self, _bgid: u16) {
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) {
         self.scan_buffers();
-        if let Some(b) = &self.bufs {
+        let ring = match bgid {
+            crate::buffers::UDP_BGID => self.udp.bufs.take(),
+            _ => self.bufs.take(),
+        };
+        if let Some(b) = ring {
             let held: Vec<usize> = (0..b.count as usize).filter(|&i| b.engine_owns[i]).collect();
             if !held.is_empty() {
-                self.violation(format!("receive buffers {held:?} never given back before the ring went"));
+                self.violation(format!(
+                    "receive buffers {held:?} of group {bgid} never given back before the ring went"
+                ));
             }
         }
-        self.bufs = None;
     }
 
     pub(crate) fn register_buffer(&mut self, iov: libc::iovec) -> std::io::Result<()> {
@@ -439,8 +596,10 @@ impl SimKernel {
         self.scan_buffers();
         self.scan_closes();
         self.world();
+        self.udp_world();
         let before = self.cq.len();
         self.progress();
+        self.udp_progress();
         let produced = self.cq.len() > before || !self.overflow.is_empty();
         // Time passes: a little on a busy turn, up to the timeout on an idle one.
         let step = if produced {
@@ -471,9 +630,15 @@ impl SimKernel {
         }
     }
 
+    /// Whether a CQE posted now goes straight into the CQ (not the overflow list): the engine
+    /// then reaps it after this turn's wait, before it drains its mailbox again.
+    pub(super) fn cq_has_room(&self) -> bool {
+        self.cq.len() < self.rates.cq_cap && self.overflow.is_empty()
+    }
+
     /// Posts a CQE. A multishot CQE that does not fit ends its operation (returns false
     /// when `more` had to be dropped).
-    fn post(&mut self, ud: u64, res: i32, mut flags: u32) -> bool {
+    pub(super) fn post(&mut self, ud: u64, res: i32, mut flags: u32) -> bool {
         if self.cq.len() < self.rates.cq_cap && self.overflow.is_empty() {
             self.cq.push_back((ud, res, flags));
             return true;
@@ -507,6 +672,18 @@ impl SimKernel {
                     return self.violation(format!("unmodelled accept {s:?}"));
                 }
                 self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Accept });
+            }
+            c if c == opcode::RecvMulti::CODE && s.flags & IOSQE_BUFFER_SELECT == 0 => {
+                if s.ioprio != 0 || s.len == 0 || s.buf_group != 0 {
+                    return self.violation(format!("unmodelled plain receive {s:?}"));
+                }
+                match self.live_sock(s.fd, "receive") {
+                    Some(sock) => {
+                        let kind = OpKind::RecvInto { sock, addr: s.addr, len: s.len as usize };
+                        self.ops.push(Op { ud, fd: s.fd, kind });
+                    }
+                    None => drop(self.post(ud, -libc::EBADF, 0)),
+                }
             }
             c if c == opcode::RecvMulti::CODE => {
                 let multishot = s.ioprio & IORING_RECV_MULTISHOT != 0;
@@ -551,6 +728,7 @@ impl SimKernel {
                 self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Wake { addr: s.addr } });
             }
             c if c == opcode::Connect::CODE => self.issue_connect(s),
+            c if c == opcode::RecvMsgMulti::CODE || c == opcode::SendMsg::CODE => self.issue_udp(s),
             c if c == opcode::AsyncCancel::CODE => {
                 if s.op_flags & IORING_ASYNC_CANCEL_FD != 0 {
                     let all = s.op_flags & IORING_ASYNC_CANCEL_ALL != 0;
@@ -560,7 +738,7 @@ impl SimKernel {
                     self.post(ud, if all { n as i32 } else { res }, 0);
                 } else {
                     let target = s.addr;
-                    let n = self.cancel(|op| op.ud == target, false);
+                    let n = self.cancel(|op| op.ud == target, false) + self.udp_cancel(target);
                     self.post(ud, if n == 0 { -libc::ENOENT } else { 0 }, 0);
                 }
             }
@@ -584,6 +762,19 @@ impl SimKernel {
         if ino_of(s.fd).is_none() {
             return self.violation(format!("connect on a closed fd {s:?}"));
         }
+        // SAFETY: a CONNECT's address is the engine's boxed sockaddr, kept alive until the
+        // completion (the engine's contract with the kernel); its first field is the family.
+        let family = unsafe { std::ptr::read_unaligned(s.addr as *const libc::sa_family_t) };
+        // SAFETY: the descriptor is open (checked above) and only borrowed for getsockopt.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd) };
+        let domain = socket2::SockRef::from(&fd).domain().ok().map(libc::c_int::from);
+        if domain != Some(libc::c_int::from(family)) {
+            // The kernel refuses it (EAFNOSUPPORT / EINVAL): the dial built the wrong socket.
+            return self.violation(format!("connect with a family-{family} address on a {domain:?} socket"));
+        }
+        if libc::c_int::from(family) == libc::AF_UNIX {
+            self.mark("unix connect");
+        }
         let r = self.rng.below(1000) as u32;
         let outcome = if self.calm || r >= self.rates.connect_refused + self.rates.connect_hang {
             ConnectOutcome::Accepted
@@ -593,7 +784,13 @@ impl SimKernel {
             ConnectOutcome::Hang
         };
         let due = self.turns + self.rng.below(4);
-        self.ops.push(Op { ud: s.user_data, fd: s.fd, kind: OpKind::Connect { sock: usize::MAX, outcome, due } });
+        // SAFETY: the SQE's address is the engine's boxed socket address (a
+        // `sockaddr_storage`, at least as large as a `sockaddr_in`), which the kernel reads at
+        // submission (now).
+        let sin = unsafe { std::ptr::read_unaligned(s.addr as *const libc::sockaddr_in) };
+        let port = if i32::from(sin.sin_family) == libc::AF_INET { u16::from_be(sin.sin_port) } else { 0 };
+        let kind = OpKind::Connect { sock: usize::MAX, outcome, due, port };
+        self.ops.push(Op { ud: s.user_data, fd: s.fd, kind });
     }
 
     /// Cancels the operations `hit` selects (the first only, unless `all`): each posts
@@ -653,45 +850,21 @@ impl SimKernel {
 
     /// Buffers the engine published since the last look: each must be one it held.
     fn scan_buffers(&mut self) {
-        let Some(b) = self.bufs.as_mut() else { return };
-        // SAFETY: the tail overlays entry 0's `resv`; the engine stores it atomically.
-        let tail = unsafe {
-            (*BufRingEntry::tail(b.entries).cast::<std::sync::atomic::AtomicU16>())
-                .load(std::sync::atomic::Ordering::Acquire)
-        };
-        let mut bad = Vec::new();
-        while b.seen_tail != tail {
-            let idx = (b.seen_tail & (b.count - 1)) as usize;
-            // SAFETY: `idx < count`, inside the registered entry array.
-            let bid = unsafe { (*b.entries.add(idx)).bid() };
-            match b.engine_owns.get_mut(bid as usize) {
-                Some(owned) if *owned => *owned = false,
-                _ => bad.push(bid),
-            }
-            b.seen_tail = b.seen_tail.wrapping_add(1);
+        for bid in self.udp.bufs.as_mut().map(BufRing::scan).unwrap_or_default() {
+            self.violation(format!("datagram buffer {bid} published while the kernel already held it"));
         }
-        for bid in bad {
+        for bid in self.bufs.as_mut().map(BufRing::scan).unwrap_or_default() {
             self.violation(format!("receive buffer {bid} published while the kernel already held it"));
         }
     }
 
     /// Takes the next published buffer: (bid, address, length).
     fn take_buffer(&mut self) -> Option<(u16, u64, usize)> {
-        let b = self.bufs.as_mut()?;
-        if b.head == b.seen_tail {
-            return None;
-        }
-        let idx = (b.head & (b.count - 1)) as usize;
-        // SAFETY: `idx < count`, inside the registered entry array, published by the engine.
-        let e = unsafe { &*b.entries.add(idx) };
-        let (bid, addr, len) = (e.bid(), e.addr(), e.len() as usize);
-        b.head = b.head.wrapping_add(1);
-        b.engine_owns[bid as usize] = true;
-        Some((bid, addr, len))
+        self.bufs.as_mut()?.take()
     }
 
     pub(crate) fn ops_in_flight(&self) -> usize {
-        self.ops.len()
+        self.ops.len() + self.udp.ops_in_flight()
     }
 
     /// The peers act: new clients, writes, reads, faults.
@@ -716,7 +889,20 @@ impl SimKernel {
                 self.socks[i].window = usize::MAX / 2;
             }
             let s = &self.socks[i];
-            if s.outgoing {
+            if s.proxy.as_ref().is_some_and(|p| !p.open) {
+                self.proxy_peer(i);
+            } else if s.outgoing {
+                if let Some(p) = s.proxy.as_ref().filter(|p| s.taken < p.answer_end && s.received.len() > p.request_end)
+                {
+                    let what = format!(
+                        "sock {i}: {} bytes for the target sent before the proxy's answer was read ({} of {})",
+                        s.received.len() - p.request_end,
+                        s.taken,
+                        p.answer_end
+                    );
+                    self.violation(what);
+                }
+                let s = &self.socks[i];
                 // The remote echoes what it got.
                 if s.echoed < s.received.len() && !s.peer_eof {
                     let s = &mut self.socks[i];
@@ -746,6 +932,202 @@ impl SimKernel {
                 self.socks[i].vanished = true;
                 self.mark("peer vanished");
                 self.note(format!("sock {i}: peer vanishes"));
+            }
+        }
+    }
+
+    /// A proxy peer's turn: finish a split answer, or read the engine's next request and
+    /// answer it (or reset mid-handshake).
+    fn proxy_peer(&mut self, i: usize) {
+        let r = self.rates.clone();
+        let calm = self.calm;
+        let s = &mut self.socks[i];
+        let p = s.proxy.as_mut().expect("a proxy peer");
+        if s.peer_eof {
+            return;
+        }
+        if !p.pending.is_empty() {
+            s.written.append(&mut p.pending);
+            p.open = p.opening;
+            if p.refusal.is_some() {
+                s.peer_eof = true;
+            }
+            return;
+        }
+        if s.taken < p.answer_end && s.received.len() > p.request_end {
+            let what = format!("sock {i}: a request sent before the proxy's previous answer was read");
+            return self.violation(what);
+        }
+        if !calm && s.received.len() > p.request_end && self.prng.chance(r.proxy_reset) {
+            s.reset = true;
+            self.mark("proxy reset mid-handshake");
+            self.note(format!("sock {i}: the proxy resets mid-handshake"));
+            return;
+        }
+        let buf = &s.received[p.request_end..];
+        let need_auth = p.auth;
+        let parsed: Result<Option<ProxyAnswer>, String> = match (p.socks5, p.phase) {
+            (true, 0) => match buf {
+                [5, n, rest @ ..] if rest.len() >= *n as usize => {
+                    let methods = &rest[..*n as usize];
+                    let used = 2 + *n as usize;
+                    let pick = if need_auth { 2 } else { 0 };
+                    if methods.contains(&pick) {
+                        p.phase = if pick == 2 { 1 } else { 2 };
+                        Ok(Some((used, vec![5, pick], None, false)))
+                    } else {
+                        Ok(Some((
+                            used,
+                            vec![5, 0xFF],
+                            Some("none of the offered authentication methods".into()),
+                            false,
+                        )))
+                    }
+                }
+                [5, ..] | [] => Ok(None),
+                _ => Err(format!("not a SOCKS5 greeting: {buf:?}")),
+            },
+            (true, 1) => match buf {
+                [1, ulen, rest @ ..] if rest.len() > *ulen as usize => {
+                    let user = &rest[..*ulen as usize];
+                    let plen = rest[*ulen as usize] as usize;
+                    let after = &rest[*ulen as usize + 1..];
+                    if after.len() < plen {
+                        Ok(None)
+                    } else {
+                        let ok = user == PROXY_USER.as_bytes() && &after[..plen] == PROXY_PASS.as_bytes();
+                        p.phase = 2;
+                        let used = 2 + *ulen as usize + 1 + plen;
+                        if ok {
+                            Ok(Some((used, vec![1, 0], None, false)))
+                        } else {
+                            Ok(Some((used, vec![1, 1], Some("authentication failed".into()), false)))
+                        }
+                    }
+                }
+                [1, ..] | [] => Ok(None),
+                _ => Err(format!("not an RFC 1929 request: {buf:?}")),
+            },
+            (true, _) => match buf {
+                [5, 1, 0, 3, n, rest @ ..] if rest.len() >= *n as usize + 2 => {
+                    let name = &rest[..*n as usize];
+                    let port = u16::from_be_bytes([rest[*n as usize], rest[*n as usize + 1]]);
+                    if name != PROXY_TARGET.as_bytes() || port != PROXY_TARGET_PORT {
+                        Err(format!("SOCKS5 CONNECT to {:?}:{port}", String::from_utf8_lossy(name)))
+                    } else if !calm && self.prng.chance(r.proxy_refuse) {
+                        let refusal = Some("SOCKS5 reply 5: connection refused".to_string());
+                        Ok(Some((5 + *n as usize + 2, vec![5, 5, 0, 1, 0, 0, 0, 0, 0, 0], refusal, false)))
+                    } else {
+                        Ok(Some((5 + *n as usize + 2, vec![5, 0, 0, 1, 10, 0, 0, 9, 0, 7], None, true)))
+                    }
+                }
+                [5, 1, 0, 3, ..] | [5, 1, 0] | [5, 1] | [5] | [] => Ok(None),
+                _ => Err(format!("not a SOCKS5 CONNECT by name: {buf:?}")),
+            },
+            (false, _) => match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                None => Ok(None),
+                Some(end) => {
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let target = format!("{PROXY_TARGET}:{PROXY_TARGET_PORT}");
+                    let mut lines = head.split("\r\n");
+                    let good_auth = lines.clone().any(|l| l == "Proxy-Authorization: Basic c2ltOnBhc3M=");
+                    if lines.next() != Some(&format!("CONNECT {target} HTTP/1.1"))
+                        || !head.contains(&format!("\r\nHost: {target}"))
+                    {
+                        Err(format!("not an HTTP CONNECT to {target}: {head:?}"))
+                    } else if need_auth && !good_auth {
+                        let answer = b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"sim\"\r\nContent-Length: 0\r\n\r\n";
+                        Ok(Some((
+                            end + 4,
+                            answer.to_vec(),
+                            Some("HTTP/1.1 407 Proxy Authentication Required".into()),
+                            false,
+                        )))
+                    } else if !calm && self.prng.chance(r.proxy_refuse) {
+                        let answer = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
+                        Ok(Some((end + 4, answer.to_vec(), Some("HTTP/1.1 502 Bad Gateway".into()), false)))
+                    } else {
+                        Ok(Some((
+                            end + 4,
+                            b"HTTP/1.1 200 Connection established\r\nVia: sim\r\n\r\n".to_vec(),
+                            None,
+                            true,
+                        )))
+                    }
+                }
+            },
+        };
+        let (used, mut answer, refusal, success) = match parsed {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(e) => return self.violation(format!("sock {i}: the proxy got {e}")),
+        };
+        let s = &mut self.socks[i];
+        let p = s.proxy.as_mut().expect("a proxy peer");
+        p.request_end += used;
+        if s.received.len() > p.request_end {
+            let extra = s.received.len() - p.request_end;
+            return self
+                .violation(format!("sock {i}: {extra} bytes sent behind a request, before the proxy answered it"));
+        }
+        if refusal.is_some() {
+            self.mark("proxy refused");
+        }
+        if success {
+            self.mark("proxy tunnel open");
+        }
+        let split = answer.len() > 1 && self.prng.chance(r.proxy_split);
+        let banner = success && self.prng.chance(r.proxy_banner);
+        let at = self.prng.range(1, answer.len().max(2) as u64) as usize;
+        let s = &mut self.socks[i];
+        let p = s.proxy.as_mut().expect("a proxy peer");
+        p.answer_end = s.written.len() + answer.len();
+        p.refusal_end = s.written.len() + if p.socks5 { answer.len().min(2) } else { answer.len() };
+        p.refusal = refusal;
+        p.opening = success;
+        if success {
+            p.request_end = s.received.len();
+            s.echoed = p.request_end;
+        }
+        if banner {
+            // The target speaks first: its bytes follow the answer at once.
+            answer.extend_from_slice(&self.banner());
+            self.mark("proxy target bytes after answer");
+        }
+        if split {
+            self.mark("proxy answer split");
+        }
+        let s = &mut self.socks[i];
+        let p = s.proxy.as_mut().expect("a proxy peer");
+        if split {
+            p.pending = answer.split_off(at.min(answer.len() - 1));
+        }
+        s.written.extend_from_slice(&answer);
+        if p.pending.is_empty() {
+            p.open = p.opening;
+            if p.refusal.is_some() {
+                s.peer_eof = true;
+            }
+        }
+        let what = if success {
+            "opens the tunnel"
+        } else if p.refusal.is_some() {
+            "refuses"
+        } else {
+            "answers"
+        };
+        self.note(format!("sock {i}: the proxy {what}{}", if split { " (split)" } else { "" }));
+    }
+
+    /// The first bytes a target that speaks first sends, in the outgoing protocol.
+    fn banner(&self) -> Vec<u8> {
+        match self.wire {
+            Wire::Raw => b"banner".to_vec(),
+            Wire::Text => b"banner\n".to_vec(),
+            Wire::Frame | Wire::Ws => {
+                let mut f = 10u32.to_be_bytes().to_vec();
+                f.extend_from_slice(b"banner");
+                f
             }
         }
     }
@@ -896,6 +1278,7 @@ impl SimKernel {
             msgs: Vec::new(),
             ws: None,
             close_end: None,
+            proxy: None,
         });
         if self.wire == Wire::Ws && !outgoing {
             let req = ringman_protocols::ws::client_handshake_request("sim", "/", WS_KEY, &[]);
@@ -930,6 +1313,7 @@ impl SimKernel {
         match op.kind {
             OpKind::Accept => self.complete_accept(i, op.ud),
             OpKind::Recv { sock, multishot, len } => self.complete_recv(i, op.ud, sock, multishot, len),
+            OpKind::RecvInto { sock, addr, len } => self.complete_recv_into(i, op.ud, sock, addr, len),
             OpKind::Send { sock, addr, len, waitall } => self.complete_send(i, op.ud, sock, addr, len, waitall),
             OpKind::Wake { addr } => {
                 let mut v = 0u64;
@@ -945,7 +1329,7 @@ impl SimKernel {
                 self.post(op.ud, 8, 0);
                 true
             }
-            OpKind::Connect { outcome, due, .. } => {
+            OpKind::Connect { outcome, due, port, .. } => {
                 if self.turns < due || outcome == ConnectOutcome::Hang {
                     return false;
                 }
@@ -972,7 +1356,18 @@ impl SimKernel {
                         self.by_ino.remove(&sk.ino);
                         sk.ino = ino;
                         self.by_ino.insert(ino, s);
-                        self.note(format!("sock {s}: outgoing connection accepted"));
+                        let (socks5, auth) = match port {
+                            1080 => (true, true),
+                            1081 => (true, false),
+                            3128 => (false, true),
+                            3129 => (false, false),
+                            _ => (false, false),
+                        };
+                        if matches!(port, 1080 | 1081 | 3128 | 3129) {
+                            let phase = if socks5 { 0 } else { 2 };
+                            sk.proxy = Some(ProxyPeer { socks5, auth, phase, ..ProxyPeer::default() });
+                        }
+                        self.note(format!("sock {s}: outgoing connection to port {port} accepted"));
                         self.post(op.ud, 0, 0);
                     }
                 }
@@ -1065,6 +1460,41 @@ impl SimKernel {
         false
     }
 
+    /// A plain receive: up to `want` bytes into the engine's buffer at `addr`.
+    fn complete_recv_into(&mut self, i: usize, ud: u64, sock: usize, addr: u64, want: usize) -> bool {
+        let s = &self.socks[sock];
+        if s.reset {
+            self.ops.remove(i);
+            self.post(ud, -libc::ECONNRESET, 0);
+            return true;
+        }
+        let avail = s.written.len() - s.taken;
+        if avail == 0 || s.engine_shut {
+            if s.peer_eof || s.engine_shut {
+                self.ops.remove(i);
+                self.post(ud, 0, 0);
+                return true;
+            }
+            return false;
+        }
+        if s.vanished && !self.calm {
+            return false;
+        }
+        let mut n = avail.min(want);
+        if !self.calm && n > 1 && self.rng.below(2) == 0 {
+            n = self.rng.range(1, n as u64) as usize;
+        }
+        let s = &mut self.socks[sock];
+        // SAFETY: `addr..addr+want` is the engine's receive buffer for this read, which it
+        // keeps alive and untouched until this CQE; `n ≤ want`.
+        unsafe { std::ptr::copy_nonoverlapping(s.written[s.taken..].as_ptr(), addr as *mut u8, n) };
+        s.taken += n;
+        self.mark("plain receive");
+        self.ops.remove(i);
+        self.post(ud, n as i32, 0);
+        true
+    }
+
     fn complete_send(&mut self, i: usize, ud: u64, sock: usize, addr: u64, len: usize, waitall: bool) -> bool {
         let s = &self.socks[sock];
         if s.reset || s.engine_shut {
@@ -1106,13 +1536,14 @@ impl SimKernel {
     /// Puts the world in its calm phase: no more faults; everything due completes.
     pub(crate) fn calm_down(&mut self) {
         self.calm = true;
+        self.udp.calm_down();
         self.rates.calm();
     }
 }
 
 fn op_sock(op: &Op) -> Option<usize> {
     match op.kind {
-        OpKind::Recv { sock, .. } | OpKind::Send { sock, .. } => Some(sock),
+        OpKind::Recv { sock, .. } | OpKind::Send { sock, .. } | OpKind::RecvInto { sock, .. } => Some(sock),
         _ => None,
     }
 }
@@ -1135,7 +1566,7 @@ fn socket_pair() -> (OwnedFd, OwnedFd) {
 }
 
 /// The inode behind descriptor `fd`, if it is open.
-fn ino_of(fd: RawFd) -> Option<u64> {
+pub(super) fn ino_of(fd: RawFd) -> Option<u64> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: `st` is large enough for `struct stat`; fstat writes it or fails.
     let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };

@@ -18,10 +18,19 @@
 //! announced by `on_buffer_full`; an owed `on_buffer_drain` is delivered once the buffer
 //! is empty; broadcasts reach accepted connections only; unsent bytes stay bounded; the
 //! core's counters agree with its slab; the kernel side saw no operation on a closed
-//! descriptor and no receive buffer given back twice. At the end: `on_close` exactly once
+//! descriptor and no receive buffer given back twice. Outgoing connections through a
+//! simulated proxy: `on_connect` only once the proxy's whole success answer was read; a
+//! refusal read whole is CONNECT_FAIL naming it (and never an `on_connect`); a proxy error
+//! the proxy did not give is explained by a fault or the connect timeout; the prefix checks
+//! apply to the bytes behind the handshake (the target's first bytes included); the proxy
+//! peer itself flags bytes for the target sent before its answer was read. At the end: `on_close` exactly once
 //! per `on_connect`, every receive buffer back in the ring, nothing in flight, and every
 //! connection that was neither faulted, destroyed nor cut off by a deadline received every
 //! byte that was accepted for it.
+//!
+//! UDP (`udp.rs`, on three quarters of the seeds; `RINGMAN_SIM_NO_UDP=1` leaves it out): a
+//! `udp://` socket beside the listener and UDP clients, judged datagram by datagram (whole,
+//! from its sender, once; replies to the sender; truncated ones counted, never delivered).
 //!
 //! Entry points: `sim_fixed_seeds` (CI: a fixed set of seeds), `sim_replays_exactly`, and
 //! the `#[ignore]`d `sim_campaign` (`RINGMAN_SIM_STEPS`, default ten million turns). One
@@ -29,9 +38,10 @@
 
 pub(crate) mod kernel;
 mod rng;
+mod udp;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -39,17 +49,18 @@ use std::time::Duration;
 
 use ringman_protocols::{MessageKind, Protocol};
 
-use self::kernel::{SimKernel, Wire};
+use self::kernel::{SimKernel, Wire, PROXY_PASS, PROXY_TARGET, PROXY_TARGET_PORT, PROXY_USER};
 use self::rng::Rng;
-use crate::client::AsyncTcpConnection;
+use crate::client::{AsyncTcpConnection, Proxy};
 use crate::connection::Connection;
 use crate::handle::WorkerHandle;
 use crate::id::ConnectionId;
 use crate::mailbox::{self, Enc};
-use crate::reactor::{self, Core, Event, ListenerSlot, SendStatus, Status};
+use crate::reactor::{self, Core, Event, ListenerSlot, SendStatus, Status, UdpConnection};
 use crate::ring::{Ring, RingMode};
 use crate::stats::ThreadStats;
 use crate::timer::Timer;
+use crate::udp::AsyncUdpConnection;
 use crate::worker::Worker;
 
 /// Marks the start of every broadcast payload (broadcasts must never reach an outgoing
@@ -133,6 +144,19 @@ struct World {
     stream_rng: Rng,
     /// Per mille of accepted connections read by a task's stream instead of `on_message`.
     stream_rate: u32,
+    /// The worker's `max_connections` (drawn from a stream of its own, like `stream_rng`).
+    cap: Option<usize>,
+    /// Socks the engine accepted and refused at the cap.
+    refused: Vec<usize>,
+    /// Draws of the outgoing connections' proxies (a stream of their own), and per mille of
+    /// outgoing connections dialled through one.
+    proxy_rng: Rng,
+    proxy_rate: u32,
+    /// UDP: the application's draws (a stream of its own), its clients, and how many more
+    /// it may open.
+    udp_rng: Rng,
+    udp_clients: Vec<UdpClientSeen>,
+    udp_budget: usize,
     /// Draws of the TLS layer (its own stream too).
     tls_rng: Rng,
     /// Per mille of connections (accepted and outgoing) that get the pass-through TLS
@@ -140,6 +164,15 @@ struct World {
     /// send queue and of held sends, close) with an identity session, so the peers and
     /// the invariants stay in plaintext.
     tls_rate: u32,
+}
+
+/// A UDP client as the application saw it.
+#[derive(Default, Debug)]
+struct UdpClientSeen {
+    /// Sent and not answered yet, in order (an echo may be lost; a later one answers).
+    pending: VecDeque<Vec<u8>>,
+    rounds: u64,
+    closes: u32,
 }
 
 /// Per-seed probabilities (per mille) of the application's API calls.
@@ -236,6 +269,15 @@ pub(crate) fn observe_deadline(id: ConnectionId) {
 }
 
 /// Observation point in the idle sweep: `id` is closed (gracefully) for being idle.
+/// The engine accepted `fd` and refuses it at the worker's cap (it closes it next).
+pub(crate) fn observe_refused(core: &mut Core, fd: &OwnedFd) {
+    let Some(k) = core.ring.sim_mut() else { return };
+    let Some(s) = k.sock_by_fd(fd.as_raw_fd()) else { return };
+    k.mark("connection refused at the cap");
+    k.note(format!("sock {s}: refused at the cap"));
+    with_world(|w| w.refused.push(s));
+}
+
 pub(crate) fn observe_idle_close(id: ConnectionId) {
     with_world(|w| w.conn(id).cur.close_asked = true);
 }
@@ -250,7 +292,7 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
     let c = &core.conns[key];
     let (outgoing, unsent, limit, st) = (c.dial().is_some(), c.unsent(), c.max_send_buffer_size, c.status);
     let full_queued = core.events.iter().any(|e| matches!(e, Event::BufferFull(x) if *x == id));
-    let received = sock.and_then(|s| Some(core.ring.sim_mut()?.socks[s].received.len()));
+    let received = sock.and_then(|s| Some(core.ring.sim_mut()?.socks[s].target_received().len()));
     if let Some(k) = core.ring.sim_mut() {
         k.note(format!("send {} {} bytes ({enc:?}, {st:?}, {unsent} unsent): {status:?}", Name(id), data.len()));
     }
@@ -273,11 +315,6 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
         let a = &mut conn.cur;
         if a.sock.is_none() && !matches!(st, Status::Connecting | Status::Closed) {
             a.sock = sock;
-        }
-        if !awaiting_upgrade && !a.held_upgrade.is_empty() {
-            // The upgrade was answered since: the held messages went out after the 101.
-            let held = std::mem::take(&mut a.held_upgrade);
-            a.out.extend_from_slice(&held);
         }
         if outgoing && data.starts_with(BROADCAST) {
             w.failures.push(format!("{}: a broadcast reached an outgoing connection", Name(id)));
@@ -313,6 +350,12 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
                         Name(id),
                         a.out.len()
                     ));
+                }
+                if awaiting_upgrade && enc == Enc::Raw && bytes.starts_with(b"HTTP/1.1 101") {
+                    // The 101 is queued and the upgrade completes at once: what the
+                    // application sent before it follows it, before anything sent later.
+                    let held = std::mem::take(&mut a.held_upgrade);
+                    a.out.extend_from_slice(&held);
                 }
             }
         }
@@ -354,13 +397,6 @@ impl World {
         }
         let slots: Vec<(ConnectionId, usize, Status, usize)> =
             core.conns.iter().map(|(k, c)| (core.id_of(k), k, c.status, c.unsent())).collect();
-        for (k, c) in core.conns.iter() {
-            if c.extra.as_ref().is_none_or(|e| e.upgrade_held.is_none()) {
-                let a = &mut self.conn(core.id_of(k)).cur;
-                let held = std::mem::take(&mut a.held_upgrade);
-                a.out.extend_from_slice(&held);
-            }
-        }
         let slack = 2 * (self.app.max_message + self.echo_max) + 4096;
         for (id, key, status, unsent) in slots {
             let limit = core.conns[key].max_send_buffer_size;
@@ -380,17 +416,27 @@ impl World {
                 self.fail(format!("{}: its buffer drained but the owed on_buffer_drain never came", Name(id)));
             }
         }
+        if let Some(cap) = self.cap {
+            // The cap, from the core's view (accepted slots) and the application's (accepted
+            // connections between on_connect and on_close).
+            let slots = core.conns.iter().filter(|(_, c)| c.dial().is_none()).count();
+            let seen = self.conns.values().filter(|c| !c.outgoing && !c.pipe_source && c.connects > c.closes).count();
+            if slots > cap || seen > cap {
+                self.fail(format!("{slots} accepted slots, {seen} connections open for the application: cap {cap}"));
+            }
+        }
         let Some(k) = core.ring.sim_mut() else { return };
         for (id, conn) in &self.conns {
             for a in conn.done.iter().chain(std::iter::once(&conn.cur)) {
                 let Some(s) = a.sock else { continue };
                 let sock = &k.socks[s];
-                if !a.out.starts_with(&sock.received) {
-                    let at = sock.received.iter().zip(&a.out).position(|(x, y)| x != y);
+                let received = sock.target_received();
+                if !a.out.starts_with(received) {
+                    let at = received.iter().zip(&a.out).position(|(x, y)| x != y);
                     self.failures.push(format!(
                         "{}: the peer received {} bytes that are not a prefix of the {} accepted (first difference at {at:?})",
                         Name(ConnectionId::from_u64(*id)),
-                        sock.received.len(),
+                        received.len(),
                         a.out.len()
                     ));
                 }
@@ -403,12 +449,13 @@ impl World {
                             sock.msgs.len()
                         ));
                     }
-                } else if !sock.written[..sock.taken].starts_with(&a.delivered) {
+                } else if !sock.target_taken().starts_with(&a.delivered) {
                     self.failures.push(format!(
-                        "{}: delivered {} bytes that are not a prefix of the {} the engine received",
+                        "{}: delivered {} bytes that are not a prefix of the {} the engine received (first difference at {:?})",
                         Name(ConnectionId::from_u64(*id)),
                         a.delivered.len(),
-                        sock.taken
+                        sock.target_taken().len(),
+                        a.delivered.iter().zip(sock.target_taken()).position(|(x, y)| x != y)
                     ));
                 }
             }
@@ -464,7 +511,7 @@ pub(crate) fn on_turn(core: &mut Core) {
         return;
     }
     if turns > fault_turns + LIVENESS_TURNS {
-        panic!("no liveness: the ring did not stop within {LIVENESS_TURNS} calm turns");
+        panic!("no liveness: the ring did not stop within {LIVENESS_TURNS} calm turns (udp: {})", core.udp_states());
     }
     if calm {
         return;
@@ -573,6 +620,7 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
         with_world(|w| w.conn(conn.id()).cur.ws_close_seen = true);
     });
     w.on_error(|conn, e, _| on_error(conn.id(), e));
+    w.on_datagram(|peer, msg, _| udp_datagram(peer, msg.data));
     // (The engine queues the event either way; the callback lets the world see it.)
     w.on_buffer_full(|conn, _| on_full(conn.id()));
     if rng.below(2) == 0 {
@@ -605,6 +653,98 @@ fn sim_mark(what: &'static str) {
             k.mark(what);
         }
     });
+}
+
+/// The worker's `on_datagram`: the datagram is judged against what the peer sent, echoed
+/// to its sender, and sometimes followed by one too large for UDP or a new UDP client.
+fn udp_datagram(peer: &UdpConnection, data: &[u8]) {
+    let from = peer.remote_addr();
+    let judged = reactor::with_core(|c| c.ring.sim_mut().map(|k| k.udp.check_delivery(from, data))).flatten();
+    if let Some(Err(e)) = judged {
+        with_world(|w| w.fail(e));
+    }
+    sim_mark("udp datagram delivered");
+    let status = peer.send(data);
+    note(|| format!("app: datagram of {} bytes from {from}, echoed: {status:?}", data.len()));
+    let (big, client) = with_world(|w| {
+        let client = w.udp_budget > 0 && w.udp_rng.chance(20);
+        (w.udp_rng.chance(30), client)
+    })
+    .unwrap_or_default();
+    if big && peer.send(vec![b'x'; 70_000]) == SendStatus::Sent {
+        with_world(|w| w.fail("a datagram larger than UDP allows answered Sent".into()));
+    }
+    if client {
+        udp_client();
+    }
+}
+
+/// Opens a UDP client whose peer echoes (or loses) its datagrams: it sends, and sends again
+/// on each answer, for a few rounds; some clients have a receive timeout.
+fn udp_client() {
+    let Some((timeout, rounds, id)) = with_world(|w| {
+        w.udp_budget -= 1;
+        let timeout = (w.udp_rng.below(2) == 0).then(|| Duration::from_millis(w.udp_rng.range(20, 3000)));
+        let rounds = w.udp_rng.range(1, 20);
+        w.udp_clients.push(UdpClientSeen { rounds, ..Default::default() });
+        (timeout, rounds, w.udp_clients.len() - 1)
+    }) else {
+        return;
+    };
+    let mut client = AsyncUdpConnection::new("udp://127.0.0.1:9").expect("an address");
+    client.recv_timeout = timeout;
+    let conn = match client.connect() {
+        Ok(c) => c,
+        Err(e) => {
+            with_world(|w| w.fail(format!("udp client {id}: connect failed: {e}")));
+            return;
+        }
+    };
+    note(|| format!("app: udp client {id} ({rounds} rounds, timeout {timeout:?})"));
+    conn.on_message(move |c, msg| {
+        sim_mark("udp client echo");
+        let next = with_world(|w| {
+            let seen = &mut w.udp_clients[id];
+            match seen.pending.iter().position(|p| p.as_slice() == msg.data) {
+                Some(at) => drop(seen.pending.drain(..=at)),
+                None => {
+                    let n = msg.data.len();
+                    w.fail(format!("udp client {id}: an echo of {n} bytes it never sent (or twice)"));
+                    return None;
+                }
+            }
+            let seen = &mut w.udp_clients[id];
+            seen.rounds = seen.rounds.checked_sub(1)?;
+            let size = w.udp_rng.range(1, 2000) as usize;
+            Some(pattern(size, w.udp_rng.next()))
+        })
+        .flatten();
+        if let Some(p) = next {
+            udp_client_send(c, id, p);
+        }
+    });
+    conn.on_error(move |_, e| match e {
+        crate::error::ConnError::RecvTimeout { .. } => sim_mark("udp client timeout"),
+        _ => sim_mark("udp client error"),
+    });
+    conn.on_close(move |c| {
+        note(|| format!("app: udp client {id} closed"));
+        if c.is_open() {
+            with_world(|w| w.fail(format!("udp client {id}: open in its on_close")));
+        }
+        with_world(|w| w.udp_clients[id].closes += 1);
+    });
+    let first = with_world(|w| pattern(w.udp_rng.range(1, 2000) as usize, w.udp_rng.next())).unwrap_or_default();
+    udp_client_send(&conn, id, first);
+}
+
+fn udp_client_send(conn: &UdpConnection, id: usize, payload: Vec<u8>) {
+    with_world(|w| w.udp_clients[id].pending.push_back(payload.clone()));
+    let status = conn.send(&payload);
+    if status == SendStatus::Failed {
+        // (Refused by the kernel at once: no echo will come.)
+        with_world(|w| drop(w.udp_clients[id].pending.pop_back()));
+    }
 }
 
 /// The async application: some accepted connections are read by a task through a
@@ -658,6 +798,12 @@ fn on_connect(id: ConnectionId) {
     })
     .flatten();
     note(|| format!("app: on_connect {} (sock {sock:?})", Name(id)));
+    let early = sock.and_then(|s| {
+        reactor::with_core(|c| c.ring.sim_mut().is_some_and(|k| k.socks[s].handshake_pending())).filter(|p| *p)
+    });
+    if early.is_some() {
+        with_world(|w| w.fail(format!("{}: on_connect before the proxy's whole success answer was read", Name(id))));
+    }
     with_world(|w| {
         let conn = w.conn(id);
         conn.connects += 1;
@@ -690,8 +836,30 @@ fn on_connect(id: ConnectionId) {
     }
 }
 
+/// The proxy peer of `id`'s current socket: whether enough of its refusal was read to know it, the
+/// refusal, and whether a fault explains a handshake failure.
+fn proxy_state(id: ConnectionId) -> Option<(bool, Option<String>, bool)> {
+    reactor::with_core(|c| {
+        let k = c.lookup(id)?;
+        let s = sock_of(c, k)?;
+        let sock = &c.ring.sim_mut()?.socks[s];
+        let p = sock.proxy.as_ref()?;
+        let read = p.refusal.is_some() && sock.taken >= p.refusal_end;
+        Some((read, p.refusal.clone(), sock.faulted() || sock.engine_shut))
+    })
+    .flatten()
+}
+
 fn on_close(id: ConnectionId) {
     note(|| format!("app: on_close {}", Name(id)));
+    if let Some((true, Some(refusal), _)) = proxy_state(id) {
+        with_world(|w| {
+            let a = &w.conn(id).cur;
+            if !a.aborted && !a.close_asked && !a.cut_off {
+                w.fail(format!("{}: the proxy's refusal {refusal:?} was read but no CONNECT_FAIL came", Name(id)));
+            }
+        });
+    }
     let reconnect = with_world(|w| {
         let conn = w.conn(id);
         conn.closes += 1;
@@ -733,6 +901,25 @@ fn owe_attempt(id: ConnectionId, after: Duration) {
 
 fn on_error(id: ConnectionId, e: &crate::ConnError) {
     note(|| format!("app: on_error {}: {e}", Name(id)));
+    if let crate::ConnError::Connect { cause: crate::ConnectError::Proxy { .. }, .. } = e {
+        let msg = e.to_string();
+        let why = match proxy_state(id) {
+            None => Some("no proxy peer answered".to_string()),
+            Some((true, Some(refusal), _)) if !msg.contains(&refusal) => Some(format!("the refusal was {refusal:?}")),
+            Some((true, Some(_), _)) => None,
+            // A SOCKS5 failure is known from the reply's code byte, before the rest of the
+            // reply (the bound address) arrived: the refusal named is the peer's own.
+            Some((false, Some(refusal), _)) if msg.contains(&refusal) => None,
+            // Not refused (or not read whole): a fault or the connect timeout explains it.
+            Some((_, _, faulted)) => {
+                let cut = with_world(|w| w.conn(id).cur.cut_off).unwrap_or(false);
+                (!faulted && !cut).then(|| "the proxy neither refused nor failed".to_string())
+            }
+        };
+        if let Some(why) = why {
+            with_world(|w| w.fail(format!("{}: CONNECT_FAIL {msg:?}, but {why}", Name(id))));
+        }
+    }
     if matches!(e, crate::ConnError::SendBufferFull { .. }) {
         return;
     }
@@ -868,24 +1055,56 @@ fn on_another(conn: &Connection) {
 /// Opens an outgoing connection to the simulated remote (an echo server), with its own
 /// callbacks, and sends a few messages before it is up (they are held).
 fn open_outgoing() {
-    let Some((ok, scheme, n)) = with_world(|w| {
+    let Some((ok, unix, scheme, n)) = with_world(|w| {
         let ok = w.outgoing < w.app.max_outgoing;
         w.outgoing += ok as usize;
+        // Every other one over a Unix socket (no draw: seeds keep their schedules).
+        let unix = w.outgoing % 2 == 0;
         // (The remote echoes bytes: a WebSocket worker's clients speak `frame`.)
         let scheme = match w.wire {
             Wire::Raw => "tcp",
             Wire::Text => "text",
             Wire::Frame | Wire::Ws => "frame",
         };
-        (ok, scheme, w.rng.below(4))
+        (ok, unix, scheme, w.rng.below(4))
     }) else {
         return;
     };
     if !ok {
         return;
     }
-    let Ok(client) = AsyncTcpConnection::new(&format!("{scheme}://10.255.0.1:7")) else { return };
+    // Through a proxy (its port picks its kind and whether it wants credentials), with
+    // right, wrong or no credentials; the target is then a name only the proxy resolves.
+    let via = with_world(|w| {
+        let r = &mut w.proxy_rng;
+        r.chance(w.proxy_rate).then(|| ([1080u16, 1081, 3128, 3129][r.below(4) as usize], r.below(6)))
+    })
+    .flatten();
+    let client = match via {
+        Some(_) => AsyncTcpConnection::new(&format!("{scheme}://{PROXY_TARGET}:{PROXY_TARGET_PORT}")),
+        // (A proxied dial is TCP; the others alternate between TCP and a Unix socket.)
+        None if unix => AsyncTcpConnection::new("unix:///ringman-sim/remote.sock").and_then(|mut c| {
+            c.set_protocol(scheme)?;
+            Ok(c)
+        }),
+        None => AsyncTcpConnection::new(&format!("{scheme}://10.255.0.1:7")),
+    };
+    let Ok(mut client) = client else { return };
+    if let Some((port, creds)) = via {
+        let at = format!("10.255.0.2:{port}");
+        let Ok(proxy) = (if port < 2000 { Proxy::socks5(&at) } else { Proxy::http(&at) }) else { return };
+        let proxy = match creds {
+            0 => Ok(proxy),
+            1 => proxy.with_auth(PROXY_USER, "wrong"),
+            _ => proxy.with_auth(PROXY_USER, PROXY_PASS),
+        };
+        let Ok(proxy) = proxy else { return };
+        client.proxy = Some(proxy);
+    }
     let Ok(conn) = client.connect() else { return };
+    if let Some((port, creds)) = via {
+        note(|| format!("app: {} dials through the proxy on port {port} (credentials {creds})", Name(conn.id())));
+    }
     let id = conn.id();
     with_world(|w| {
         let c = w.conn(id);
@@ -924,7 +1143,22 @@ pub(crate) struct Outcome {
 pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let mut app_rng = Rng::new(seed, 2);
     let wire = [Wire::Raw, Wire::Text, Wire::Frame, Wire::Ws][app_rng.below(4) as usize];
-    let (worker, protocol) = app_worker(wire, &mut app_rng);
+    let (mut worker, protocol) = app_worker(wire, &mut app_rng);
+    // A connection cap on a third of the seeds, from its own stream (the other draws of
+    // every seed stay as they were).
+    let cap = {
+        let mut r = Rng::new(seed, 5);
+        (r.below(3) == 0).then(|| r.range(1, 5) as usize)
+    };
+    worker.max_connections = cap;
+    // UDP on three quarters of the seeds: a `udp://` socket beside the stream listener,
+    // small datagram buffers (so peers' larger datagrams are truncated) in a small pool (so
+    // it runs dry).
+    let mut udp_rng = Rng::new(seed, 9);
+    let udp_on = udp_rng.below(4) != 0 && std::env::var_os("RINGMAN_SIM_NO_UDP").is_none();
+    worker.max_datagram_size = udp_rng.range(64, 9000) as usize;
+    worker.udp_recv_buffers = 1 << udp_rng.range(1, 5);
+    let max_datagram = worker.max_datagram_size;
     let limit = worker.max_send_buffer_size;
     let worker_drain = worker.has_buffer_drain();
     let (thread, mb) = mailbox::register().map_err(|e| e.to_string())?;
@@ -940,13 +1174,26 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let core = Core::with_ring(
         thread,
         cfg,
-        vec![ListenerSlot::new(Arc::new(listener))],
+        vec![ListenerSlot::new(Arc::new(crate::addr::ListenSocket::inet(listener)))],
         mb,
         stats,
         fixed,
         Ring::sim(kernel),
         RingMode::DeferTaskrun,
     );
+    let core = core.and_then(|mut c| {
+        if udp_on {
+            let fd: OwnedFd = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .map_err(crate::error::EngineError::Socket)?
+                .into();
+            if let Some(k) = c.ring.sim_mut() {
+                k.udp.set_server(fd.as_raw_fd(), max_datagram);
+            }
+            let raw: Arc<dyn Protocol> = Arc::new(ringman_protocols::Raw);
+            c.udp_open(Arc::new(fd), raw, reactor::Role::Server).map_err(crate::error::EngineError::Socket)?;
+        }
+        Ok(c)
+    });
     let core = match core {
         Ok(c) => c,
         Err(e) => {
@@ -973,8 +1220,18 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             stop_posted: false,
             stream_rng: Rng::new(seed, 3),
             stream_rate: [0, 300, 700][Rng::new(seed, 4).below(3) as usize],
-            tls_rng: Rng::new(seed, 5),
-            tls_rate: [0, 500, 1000][Rng::new(seed, 6).below(3) as usize],
+            cap,
+            refused: Vec::new(),
+            // (Streams 5 and 6 are the cap's and the kernel's proxy peer's.)
+            proxy_rng: Rng::new(seed, 8),
+            proxy_rate: [0, 400, 900][Rng::new(seed, 7).below(3) as usize],
+            // (Streams 9 and 10: the UDP settings above and the kernel's UDP peers.)
+            udp_rng: Rng::new(seed, 11),
+            udp_clients: Vec::new(),
+            udp_budget: 4,
+            // (Streams 12 and 13: the TLS layer's draws and its rate.)
+            tls_rng: Rng::new(seed, 12),
+            tls_rate: [0, 500, 1000][Rng::new(seed, 13).below(3) as usize],
         })
     });
     NAMES.with(|m| m.borrow_mut().clear());
@@ -1058,15 +1315,42 @@ fn final_checks(core: &mut Core, world: &World) -> Result<(), String> {
             if sock.faulted() {
                 continue;
             }
-            if sock.received.len() != a.out.len() {
+            if sock.target_received().len() != a.out.len() {
                 errs.push(format!(
                     "{} (sock {s}): closed gracefully but the peer got {} of {} accepted bytes",
                     Name(id),
-                    sock.received.len(),
+                    sock.target_received().len(),
                     a.out.len()
                 ));
             }
         }
+    }
+    // A refused connection was never the application's, and its peer saw the connection
+    // closed with nothing received.
+    for &s in &world.refused {
+        if world.conns.values().any(|c| c.done.iter().chain(std::iter::once(&c.cur)).any(|a| a.sock == Some(s))) {
+            errs.push(format!("sock {s}: refused at the cap, yet the application saw it"));
+        }
+        let sock = &k.socks[s];
+        if !sock.engine_closed || !sock.received.is_empty() {
+            errs.push(format!(
+                "sock {s}: refused at the cap, but closed {}, received {} bytes",
+                sock.engine_closed,
+                sock.received.len()
+            ));
+        }
+    }
+    errs.extend(k.udp.final_check(core.stats.udp_truncated.get()));
+    if core.udp_counts() != (0, 0) {
+        errs.push(format!("UDP sockets and datagrams in flight left after the stop: {:?}", core.udp_counts()));
+    }
+    for (i, c) in world.udp_clients.iter().enumerate() {
+        if c.closes != 1 {
+            errs.push(format!("udp client {i}: {} on_close", c.closes));
+        }
+    }
+    if world.cap.is_none() && !world.refused.is_empty() {
+        errs.push(format!("{} connections refused without a cap", world.refused.len()));
     }
     if errs.is_empty() {
         Ok(())
@@ -1121,9 +1405,28 @@ mod tests {
             "single-shot receive",
             "submit EBUSY",
             "ws peer close",
+            "plain receive",
+            "proxy refused",
+            "proxy tunnel open",
+            "proxy answer split",
+            "proxy target bytes after answer",
+            "proxy reset mid-handshake",
             "stream high water",
             "stream handed back unread",
             "tls layer",
+            "connection refused at the cap",
+            "unix connect",
+            "udp datagram delivered",
+            "udp datagram truncated",
+            "udp reply to its sender",
+            "udp ENOBUFS",
+            "udp multishot ended",
+            "udp EMSGSIZE",
+            "udp echo lost",
+            "udp send refused",
+            "udp client error",
+            "udp client echo",
+            "udp client timeout",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }

@@ -8,11 +8,13 @@ use super::websocket::WsDecision;
 use super::WorkerInfo;
 use crate::connection::Connection;
 use crate::error::ConnError;
+use crate::reactor::UdpConnection;
 
 pub(super) type StartFn<S> = Arc<dyn Fn(&WorkerInfo, &mut S) + Send + Sync>;
 pub(super) type ConnFn<S> = Arc<dyn Fn(&Connection, &mut S) + Send + Sync>;
 pub(super) type MsgFn<S> = Arc<dyn Fn(&Connection, &Message<'_>, &mut S) + Send + Sync>;
 pub(super) type ErrFn<S> = Arc<dyn Fn(&Connection, &ConnError, &mut S) + Send + Sync>;
+pub(super) type DatagramFn<S> = Arc<dyn Fn(&UdpConnection, &Message<'_>, &mut S) + Send + Sync>;
 pub(super) type DataFn<S> = Arc<dyn Fn(&Connection, &[u8], &mut S) + Send + Sync>;
 pub(super) type WsCloseFn<S> = Arc<dyn Fn(&Connection, Option<u16>, &str, &mut S) + Send + Sync>;
 pub(super) type WsConnectFn<S> =
@@ -23,6 +25,7 @@ pub(crate) struct Callbacks<S> {
     pub(super) on_worker_stop: Option<StartFn<S>>,
     pub(super) on_connect: Option<ConnFn<S>>,
     pub(super) on_message: Option<MsgFn<S>>,
+    pub(super) on_datagram: Option<DatagramFn<S>>,
     pub(super) on_close: Option<ConnFn<S>>,
     pub(super) on_error: Option<ErrFn<S>>,
     pub(super) on_buffer_full: Option<ConnFn<S>>,
@@ -53,6 +56,7 @@ impl<S> Default for Callbacks<S> {
             on_worker_stop: None,
             on_connect: None,
             on_message: None,
+            on_datagram: None,
             on_close: None,
             on_error: None,
             on_buffer_full: None,

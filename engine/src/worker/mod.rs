@@ -8,23 +8,26 @@ mod callbacks;
 mod listen;
 mod runner;
 mod start;
+mod udp;
 mod websocket;
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ringman_protocols::{Message, MessageKind, Protocol};
 
-use crate::config::SendMode;
+use crate::addr::ListenAddr;
+use crate::config::{Keepalive, SendMode};
 use crate::connection::Connection;
 use crate::error::{ConnError, EngineError};
 use crate::handle::WorkerHandle;
+use crate::reactor::UdpConnection;
 
 pub(crate) use callbacks::Callbacks;
 #[cfg(test)]
 pub(crate) use listen::inherited;
-pub(crate) use listen::LISTEN_FDS_ENV;
+pub(crate) use listen::{encode_addr, LISTEN_FDS_ENV};
 pub(crate) use start::Spawn;
 pub use websocket::WsDecision;
 
@@ -61,14 +64,23 @@ pub struct WorkerInfo {
 /// run_all(Server::new().add(w)).unwrap();
 /// ```
 pub struct Worker<S = ()> {
-    addr: Option<SocketAddr>,
+    /// Where it listens; `ListenAddr::Udp`: a datagram service instead of a stream listener.
+    addr: Option<ListenAddr>,
     protocol: Arc<dyn Protocol>,
     /// Number of ring threads (default: number of CPUs).
     pub count: usize,
     /// Name shown in status output (default `none`).
     pub name: String,
     /// One SO_REUSEPORT listener per thread (default true); otherwise one shared listener.
+    /// A `unix://` worker always has one listener shared by its threads (Unix sockets have
+    /// no SO_REUSEPORT), which in practice means one ring takes the connections (see
+    /// ARCHITECTURE.md, "Listeners"): give it `count = 1` unless that is fine.
     pub reuse_port: bool,
+    /// Permissions of a `unix://` worker's socket file (for example `0o660`), set right
+    /// after it is bound and before it listens. Default `None`: what `bind(2)` creates,
+    /// `0777` minus the process's umask (usually `0755`), as Workerman leaves it. Connecting
+    /// needs write permission on the file.
+    pub unix_mode: Option<u32>,
     /// Default send buffer limit of each connection (1 MiB).
     pub max_send_buffer_size: usize,
     /// Default largest packet of each connection (10 MiB).
@@ -114,6 +126,19 @@ pub struct Worker<S = ()> {
     /// [`ConnError::NoPong`] (dead-peer detection; Workerman leaves it to TCP keepalive).
     /// Any received bytes count as an answer. Default none.
     pub websocket_ping_interval: Option<Duration>,
+    /// TCP keepalive of accepted connections (default on, with the system's timing: see
+    /// [`Keepalive`] for the defaults and how to shorten them); `None` turns it off. Set on
+    /// the listening socket, which accepted connections inherit.
+    pub keepalive: Option<Keepalive>,
+    /// The most accepted connections the worker holds at once, across all its ring threads
+    /// (default none). At the cap a new connection is accepted and closed at once — the
+    /// client sees the connection closed before any data (a reset, if it had already sent
+    /// something) — and counted in [`ThreadStats::refused`](crate::ThreadStats::refused)
+    /// (the `refused` column of `status`, `ringman_refused_total` in the metrics), so the
+    /// listen backlog keeps draining instead of filling with clients left waiting. A
+    /// connection holds its place until its slot is freed, just after its `on_close`; the
+    /// next connection accepted after that gets in. Outgoing connections do not count.
+    pub max_connections: Option<usize>,
     /// Listen backlog (capped by `net.core.somaxconn`).
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
@@ -124,6 +149,17 @@ pub struct Worker<S = ()> {
     /// receive may post several completions for one connection in a turn; what bounds a
     /// connection's intake is the pool, and `backpressure` once its answers back up.)
     pub recv_buffer_size: u32,
+    /// `udp://` workers and UDP clients: the largest datagram payload received (default and
+    /// most 65,527 bytes, UDP's limit over IPv6; IPv4's is 65,507). Each buffer of the ring's
+    /// datagram pool holds this much plus the `io_uring_recvmsg_out` header and the sender's
+    /// address; a larger datagram is dropped and counted in
+    /// [`ThreadStats::udp_truncated`](crate::ThreadStats::udp_truncated), never delivered cut.
+    pub max_datagram_size: usize,
+    /// Buffers in each ring's datagram pool (default 64, a power of two): how many datagrams
+    /// the kernel can hold for the ring between two loop turns before the receive pauses
+    /// (ENOBUFS; re-armed at the end of the turn). The pool is only mapped on rings that
+    /// open a UDP socket.
+    pub udp_recv_buffers: u16,
     /// Registered send memory each ring asks for (taken from a process budget within the
     /// 8 MiB memlock limit; heap buffers are used beyond it).
     pub fixed_send_bytes: usize,
@@ -136,39 +172,127 @@ pub struct Worker<S = ()> {
     pub(crate) cb: Callbacks<S>,
 }
 
+/// The largest UDP payload (over IPv6; 65,507 over IPv4).
+pub(crate) const MAX_DATAGRAM: usize = 65_527;
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Splits `scheme://host:port`.
-fn parse_addr(addr: &str) -> Result<(String, SocketAddr), EngineError> {
+/// Splits `scheme://host:port`, or `unix:///path` (scheme `unix`).
+fn parse_addr(addr: &str) -> Result<(String, ListenAddr), EngineError> {
     let bad = |reason| EngineError::BadAddress { addr: addr.to_string(), reason };
-    let (scheme, rest) = addr.split_once("://").ok_or_else(|| bad("expected scheme://ip:port"))?;
+    let (scheme, rest) = addr.split_once("://").ok_or_else(|| bad("expected scheme://ip:port or unix:///path"))?;
     if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(bad("scheme must be alphanumeric"));
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme == "unix" {
+        return Ok((scheme, ListenAddr::Unix(listen::unix_listen_path(rest).map_err(bad)?)));
     }
     let sock = rest
         .to_socket_addrs()
         .map_err(|_| bad("expected ip:port (IPv6 as [::1]:port)"))?
         .next()
         .ok_or_else(|| bad("address resolves to nothing"))?;
-    Ok((scheme.to_ascii_lowercase(), sock))
+    Ok((scheme.clone(), if scheme == "udp" { ListenAddr::Udp(sock) } else { ListenAddr::Inet(sock) }))
 }
 
 impl<S: Default + 'static> Worker<S> {
     /// A worker for `scheme://ip:port` with a built-in protocol: `tcp` (raw bytes), `text`
     /// (newline-delimited), `frame` (4-byte length prefix), `http` (HTTP/1.1, see
     /// `on_request`) or `websocket` (RFC 6455, see `on_websocket_connect`).
+    ///
+    /// `udp://ip:port` is a datagram service instead: raw datagrams (see
+    /// [`Worker::on_datagram`]) until [`Worker::set_protocol`] or [`Worker::with_protocol`]
+    /// chooses a protocol to parse them.
+    ///
+    /// `unix:///path/to/socket` listens on a Unix-domain stream socket instead, with raw
+    /// bytes (`tcp`) until [`Worker::set_protocol`] chooses another protocol (Workerman's
+    /// `$worker->protocol`). A relative path is made absolute against the current
+    /// directory. The socket file gets [`Worker::unix_mode`]; a stale file left by a server
+    /// that died is removed at start, a live one is [`EngineError::SocketFileInUse`]. The
+    /// file is removed when the worker stops for good — not on a reload, whose successor
+    /// inherits the socket. Keepalive and `reuse_port` do not apply to Unix sockets.
+    ///
+    /// ```no_run
+    /// use ringman_engine::{run_all, Server, Worker};
+    /// let mut w = Worker::<()>::new("unix:///run/echo.sock").unwrap();
+    /// w.set_protocol("text").unwrap();
+    /// w.unix_mode = Some(0o660);
+    /// w.on_message(|conn, msg, _| {
+    ///     conn.send(msg);
+    /// });
+    /// run_all(Server::new().add(w)).unwrap();
+    /// ```
     pub fn new(addr: &str) -> Result<Worker<S>, EngineError> {
-        let (scheme, sock) = parse_addr(addr)?;
-        let protocol = ringman_protocols::by_scheme(&scheme).ok_or(EngineError::UnknownScheme(scheme))?;
-        Ok(Worker::build(Some(sock), protocol))
+        let (scheme, at) = parse_addr(addr)?;
+        let protocol = match at {
+            ListenAddr::Unix(_) | ListenAddr::Udp(_) => Arc::new(ringman_protocols::Raw),
+            ListenAddr::Inet(_) => ringman_protocols::by_scheme(&scheme).ok_or(EngineError::UnknownScheme(scheme))?,
+        };
+        Ok(Worker::build(Some(at), protocol))
     }
 
-    /// A worker speaking a custom protocol on `scheme://ip:port` (the scheme is only a label).
+    /// A worker speaking a custom protocol on `scheme://ip:port` (the scheme is only a label),
+    /// `unix:///path` or `udp://ip:port`: a datagram service whose datagrams the protocol
+    /// parses (each datagram on its own, as Workerman does: for `text`, every complete line
+    /// in it is a message and an unterminated rest is dropped). Protocols with a handshake or
+    /// a stream of requests (`http`, `websocket`) do not run over UDP: `start()` refuses them.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// let mut w = ringman_engine::Worker::<()>::with_protocol("udp://0.0.0.0:9000", Arc::new(ringman_protocols::Text)).unwrap();
+    /// w.on_datagram(|peer, line, _| {
+    ///     peer.send(line); // back to the sender, with the newline
+    /// });
+    /// ```
     pub fn with_protocol(addr: &str, protocol: Arc<dyn Protocol>) -> Result<Worker<S>, EngineError> {
-        let (_, sock) = parse_addr(addr)?;
-        Ok(Worker::build(Some(sock), protocol))
+        let (_, at) = parse_addr(addr)?;
+        Ok(Worker::build(Some(at), protocol))
+    }
+
+    /// Chooses the protocol by name — `tcp`, `text`, `frame`, `http` or `websocket` —
+    /// whatever the address's scheme (Workerman's `$worker->protocol`); meant for transports
+    /// whose URL names no protocol, such as `unix://` and `udp://` (where `http` and
+    /// `websocket` are refused by `start()`). The idle and packet timeouts follow the new
+    /// protocol's defaults unless they were changed (a `udp://` worker has none). A name that
+    /// is not a built-in protocol is [`EngineError::UnknownProtocol`] (use
+    /// [`Worker::set_custom_protocol`]).
+    pub fn set_protocol(&mut self, name: &str) -> Result<&mut Self, EngineError> {
+        let protocol = ringman_protocols::by_scheme(&name.to_ascii_lowercase())
+            .ok_or_else(|| EngineError::UnknownProtocol(name.to_string()))?;
+        Ok(self.set_custom_protocol(protocol))
+    }
+
+    /// Chooses a custom protocol (as [`Worker::with_protocol`] does at construction).
+    pub fn set_custom_protocol(&mut self, protocol: Arc<dyn Protocol>) -> &mut Self {
+        if !self.is_udp() {
+            if self.idle_timeout == self.protocol.idle_timeout() {
+                self.idle_timeout = protocol.idle_timeout();
+            }
+            if self.packet_timeout == self.protocol.packet_timeout() {
+                self.packet_timeout = protocol.packet_timeout();
+            }
+        }
+        self.protocol = protocol;
+        self
+    }
+
+    /// The name of the worker's protocol (`tcp`, `text`, ..., or a custom protocol's).
+    pub fn protocol_name(&self) -> &'static str {
+        self.protocol.name()
+    }
+
+    /// The address the worker will listen on, if any (before `start`: as given; a port 0
+    /// stays 0 here, the bound one is in [`WorkerHandle::listen_at`]).
+    pub fn listen_at(&self) -> Option<&ListenAddr> {
+        self.addr.as_ref()
+    }
+
+    /// Whether this is a `udp://` worker.
+    pub fn is_udp(&self) -> bool {
+        matches!(self.addr, Some(ListenAddr::Udp(_)))
     }
 
     /// A worker without a listener: threads that only run timers and cross-thread calls.
@@ -176,14 +300,19 @@ impl<S: Default + 'static> Worker<S> {
         Worker::build(None, Arc::new(ringman_protocols::Raw))
     }
 
-    fn build(addr: Option<SocketAddr>, protocol: Arc<dyn Protocol>) -> Worker<S> {
-        let (idle_timeout, packet_timeout) = (protocol.idle_timeout(), protocol.packet_timeout());
+    fn build(addr: Option<ListenAddr>, protocol: Arc<dyn Protocol>) -> Worker<S> {
+        let (idle_timeout, packet_timeout) = match addr {
+            // (Per-connection timeouts have no meaning for datagrams.)
+            Some(ListenAddr::Udp(_)) => (None, None),
+            _ => (protocol.idle_timeout(), protocol.packet_timeout()),
+        };
         Worker {
             addr,
             protocol,
             count: cpus(),
             name: "none".into(),
             reuse_port: true,
+            unix_mode: None,
             max_send_buffer_size: 1024 * 1024,
             max_package_size: ringman_protocols::DEFAULT_MAX_PACKAGE_SIZE,
             send_mode: SendMode::Batched,
@@ -197,12 +326,16 @@ impl<S: Default + 'static> Worker<S> {
             idle_timeout,
             packet_timeout,
             websocket_ping_interval: None,
+            keepalive: Some(Keepalive::default()),
+            max_connections: None,
             backlog: 4096,
             pin_cpus: None,
             recv_buffers: 1024,
             recv_buffer_size: 8192,
             fixed_send_bytes: 1024 * 1024,
             tls: None,
+            max_datagram_size: MAX_DATAGRAM,
+            udp_recv_buffers: 64,
             cb: Callbacks::default(),
         }
     }
@@ -226,6 +359,25 @@ impl<S: Default + 'static> Worker<S> {
     /// copy what you keep.
     pub fn on_message(&mut self, f: impl Fn(&Connection, &Message<'_>, &mut S) + Send + Sync + 'static) -> &mut Self {
         self.cb.on_message = Some(Arc::new(f));
+        self
+    }
+    /// A `udp://` worker received a datagram (Workerman's `onMessage` of a UDP worker): called
+    /// once per message the protocol finds in it (raw: the whole datagram, also an empty
+    /// one). `peer` names the sender; [`UdpConnection::send`] answers it from the socket the
+    /// datagram arrived on. The message borrows the receive buffer: copy what you keep.
+    /// (Stream callbacks — `on_connect`, `on_close`, ... — are not called for datagrams.)
+    ///
+    /// ```no_run
+    /// let mut w = ringman_engine::Worker::<()>::new("udp://0.0.0.0:9000").unwrap();
+    /// w.on_datagram(|peer, msg, _| {
+    ///     peer.send(msg);
+    /// });
+    /// ```
+    pub fn on_datagram(
+        &mut self,
+        f: impl Fn(&UdpConnection, &Message<'_>, &mut S) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.cb.on_datagram = Some(Arc::new(f));
         self
     }
     /// The connection closed (exactly once per connection, whoever closed it). The handle

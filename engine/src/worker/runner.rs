@@ -294,6 +294,10 @@ impl<S: 'static> Runner<S> {
             Kind::Connect => {
                 with_core(|c| c.on_connect(tok, res));
             }
+            Kind::Proxy => {
+                with_core(|c| c.on_proxy(tok, res));
+            }
+            Kind::Udp | Kind::UdpSend => super::udp::complete(&self.cb, &mut self.state, tok, res, flags),
             Kind::Shutdown => {}
         }
     }
@@ -417,7 +421,14 @@ impl<S: 'static> Runner<S> {
     /// has one, else the worker's (accepted connections only). A panicking callback closes
     /// only its connection.
     fn deliver_events(&mut self) {
-        while let Some(ev) = with_core(|c| c.events.pop_front()).flatten() {
+        loop {
+            // Messages a dropped stream held unread come before anything queued after its
+            // drop: a `Resume` (the framer's backlog, received later) above all.
+            if crate::exec::has_leftover() {
+                self.deliver_leftover();
+                continue;
+            }
+            let Some(ev) = with_core(|c| c.events.pop_front()).flatten() else { break };
             let closed = matches!(ev, Event::Close(_));
             // Futures awaiting this connection learn of the event after its callback.
             let awaited = crate::exec::has_waiters();
@@ -453,6 +464,10 @@ impl<S: 'static> Runner<S> {
                     }
                     (id, r)
                 }
+                Event::Udp(ev) => {
+                    super::udp::deliver_event(ev);
+                    continue;
+                }
                 Event::Resume(id) => {
                     if let Some(w) = with_core(|core| core.resume_begin(id)).flatten() {
                         self.deliver(w);
@@ -474,12 +489,6 @@ impl<S: 'static> Runner<S> {
                 }
                 _ => {}
             }
-        }
-        if crate::exec::has_leftover() {
-            // (Its callbacks' events are delivered by the recursive call.)
-            self.deliver_leftover();
-            self.deliver_events();
-            return;
         }
         self.bury();
     }

@@ -1,15 +1,15 @@
 //! Starting a worker: its listeners are bound on the caller's thread (so errors come back
 //! from `start()`), then one supervised ring thread per `count`.
 
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::listen;
 use super::runner::{supervise, Runner};
-use super::{cpus, Worker, WorkerInfo};
-use crate::config::WorkerConfig;
+use super::{cpus, Worker, WorkerInfo, MAX_DATAGRAM};
+use crate::addr::{ListenAddr, ListenSocket};
+use crate::config::{ConnCap, Keepalive, Listeners, OpenListeners, WorkerConfig};
 use crate::error::EngineError;
 use crate::handle::WorkerHandle;
 use crate::mailbox;
@@ -21,7 +21,7 @@ pub(crate) trait Spawn {
     fn spawn(
         self: Box<Self>,
         threads: &mut Vec<JoinHandle<()>>,
-    ) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError>;
+    ) -> Result<(WorkerHandle, Option<ListenAddr>), EngineError>;
 }
 
 impl<S> Worker<S> {
@@ -75,6 +75,9 @@ impl<S> Worker<S> {
             // (The one protocol with pings is the one with an upgrade handshake.)
             handshake_first: w.protocol.supports_ping(),
             tls,
+            conn_cap: w.max_connections.map(|max| ConnCap { max, open: Default::default() }),
+            max_datagram: w.max_datagram_size.clamp(1, MAX_DATAGRAM),
+            udp_buffers: w.udp_recv_buffers.next_power_of_two().clamp(2, 32768),
         })
     }
 
@@ -95,46 +98,109 @@ impl<S> Worker<S> {
             protocol: self.protocol.name(),
             reloadable: self.reloadable,
             tls: None,
+            listeners: None,
         };
         let info = WorkerInfo { id: 0, count: 1, name: self.name.clone(), handle };
         (cfg, Runner::new(Arc::new(self.cb), info, stats))
     }
 }
 
+/// A TCP worker's listening sockets on `addr` — inherited from a predecessor process
+/// (reload) first, then bound — and the address they are bound to (the real port).
+fn open_inet<S>(
+    w: &Worker<S>,
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> Result<(Vec<ListenSocket>, std::net::SocketAddr), EngineError> {
+    let mut fds: Vec<OwnedFd> = listen::inherited(&ListenAddr::Inet(addr));
+    for fd in &fds {
+        // This process's keepalive settings, not its predecessor's.
+        let bound = crate::sys::local_addr(fd.as_fd()).unwrap_or(addr);
+        Keepalive::configure(w.keepalive, &socket2::SockRef::from(fd))
+            .map_err(|source| EngineError::Listen { addr: bound, source })?;
+    }
+    let mut bound = None;
+    if let Some(fd) = fds.first() {
+        bound = crate::sys::local_addr(fd.as_fd());
+    } else {
+        listen::probe_port(addr)?;
+    }
+    let n = if w.reuse_port { count } else { 1 };
+    fds.truncate(n);
+    while fds.len() < n {
+        let fd = listen::listen(bound.unwrap_or(addr), w.reuse_port, w.backlog, w.keepalive)?;
+        if bound.is_none() {
+            bound = crate::sys::local_addr(fd.as_fd());
+        }
+        fds.push(fd);
+    }
+    Ok((fds.into_iter().map(ListenSocket::inet).collect(), bound.unwrap_or(addr)))
+}
+
 impl<S: Default + 'static> Spawn for Worker<S> {
     fn spawn(
         self: Box<Self>,
         threads: &mut Vec<JoinHandle<()>>,
-    ) -> Result<(WorkerHandle, Option<SocketAddr>), EngineError> {
+    ) -> Result<(WorkerHandle, Option<ListenAddr>), EngineError> {
         let w = *self;
         let count = w.count.max(1);
+        if w.is_udp() && (w.protocol.supports_ping() || w.protocol.name() == "http") {
+            let addr = w.addr.as_ref().map_or_else(String::new, |a| a.to_string());
+            return Err(EngineError::BadAddress { addr, reason: "http and websocket do not run over udp://" });
+        }
+        if w.is_udp() && w.tls.is_some() {
+            let addr = w.addr.as_ref().map_or_else(String::new, |a| a.to_string());
+            return Err(EngineError::BadAddress { addr, reason: "TLS does not run over udp:// (no DTLS)" });
+        }
         // Settings first: a TLS file that cannot be used fails the start before anything
         // is bound.
         let cfg = Arc::new(w.config()?);
         // Listeners: bound here, on the caller's thread, so errors come back from start().
         // Each is shared by the threads that accept on it (one per thread with SO_REUSEPORT)
         // and closed when the last of them exits; a ring restarted by its supervisor keeps it.
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        let mut bound = None;
-        if let Some(addr) = w.addr {
-            // Sockets handed over by a predecessor process (reload) come first.
-            fds = listen::inherited(addr);
-            if let Some(fd) = fds.first() {
-                bound = crate::sys::local_addr(fd.as_fd());
-            } else {
-                listen::probe_port(addr)?;
+        // A `udp://` worker's sockets: one SO_REUSEPORT socket per ring (or one they share).
+        let mut udp: Vec<Arc<OwnedFd>> = Vec::new();
+        let (fds, bound) = match &w.addr {
+            None => (Vec::new(), None),
+            Some(ListenAddr::Udp(addr)) => {
+                let fds = super::udp::bind(*addr, if w.reuse_port { count } else { 1 }, w.reuse_port)?;
+                let bound = crate::sys::local_addr(fds[0].as_fd()).unwrap_or(*addr);
+                udp = fds.into_iter().map(Arc::new).collect();
+                (Vec::new(), Some(ListenAddr::Udp(bound)))
             }
-            let n = if w.reuse_port { count } else { 1 };
-            fds.truncate(n);
-            while fds.len() < n {
-                let fd = listen::listen(bound.unwrap_or(addr), w.reuse_port, w.backlog)?;
-                if bound.is_none() {
-                    bound = crate::sys::local_addr(fd.as_fd());
+            Some(ListenAddr::Inet(addr)) => {
+                let (fds, bound) = open_inet(&w, *addr, count)?;
+                (fds, Some(ListenAddr::Inet(bound)))
+            }
+            Some(ListenAddr::Unix(path)) => {
+                // Handed over by a predecessor process (reload), else bound here. One socket,
+                // shared by the rings: Unix sockets have no SO_REUSEPORT.
+                let fd = match listen::inherited(&ListenAddr::Unix(path.clone())).into_iter().next() {
+                    Some(fd) => fd,
+                    None => listen::listen_unix(path, w.backlog, w.unix_mode)?,
+                };
+                (vec![ListenSocket::unix(fd, path.clone())], Some(ListenAddr::Unix(path.clone())))
+            }
+        };
+        let reuse_port = w.reuse_port && matches!(bound, Some(ListenAddr::Inet(_)));
+        // (Stream listeners only: a `udp://` worker has none.)
+        let listeners = bound.clone().filter(|a| !matches!(a, ListenAddr::Udp(_))).map(|at| {
+            let (backlog, keepalive, mode) = (w.backlog, w.keepalive, w.unix_mode);
+            let n = if reuse_port { count } else { 1 };
+            let open: OpenListeners = Box::new(move || match &at {
+                ListenAddr::Inet(addr) => {
+                    listen::probe_port(*addr)?;
+                    (0..n)
+                        .map(|_| listen::listen(*addr, reuse_port, backlog, keepalive).map(ListenSocket::inet))
+                        .collect()
                 }
-                fds.push(fd);
-            }
-        }
-        let listeners: Vec<Arc<OwnedFd>> = fds.into_iter().map(Arc::new).collect();
+                ListenAddr::Unix(path) => {
+                    Ok(vec![ListenSocket::unix(listen::listen_unix(path, backlog, mode)?, path.clone())])
+                }
+                ListenAddr::Udp(_) => Ok(Vec::new()),
+            });
+            Arc::new(Listeners { open, reuse_port, fds: Mutex::new(fds.into_iter().map(Arc::new).collect()) })
+        });
         let mut regs = Vec::new();
         for _ in 0..count {
             match mailbox::register() {
@@ -151,37 +217,56 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             threads: regs.iter().map(|(t, _)| *t).collect::<Vec<_>>().into(),
             stop_timeout: w.stop_timeout,
             stats: stats.clone().into(),
-            listen: bound,
-            protocol: w.protocol.name(),
+            listen: bound.clone(),
+            // (A `udp://` worker shows as such in status tables, whatever parses its datagrams.)
+            protocol: if w.is_udp() { "udp" } else { w.protocol.name() },
             reloadable: w.reloadable,
             tls: cfg.tls.as_ref().map(|t| t.reload.clone()),
+            listeners: listeners.clone(),
         };
         let cb = Arc::new(w.cb);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), EngineError>>(count);
         let first_thread = threads.len();
+        // Ring threads running: the last to exit lets go of the worker's listening sockets
+        // (its final stop: a Unix socket file is removed then, even while handles live on).
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for (i, (thread, mailbox)) in regs.into_iter().enumerate() {
-            // Its own SO_REUSEPORT listener, or the shared one.
-            let listener = listeners.get(if w.reuse_port { i } else { 0 }).cloned();
+            let listeners = listeners.clone();
+            let udp = (!udp.is_empty()).then(|| udp[i % udp.len()].clone());
             let stats = stats[i].clone();
             let info = WorkerInfo { id: i, count, name: w.name.clone(), handle: handle.clone() };
             let (cfg, cb, ready_tx) = (cfg.clone(), cb.clone(), ready_tx.clone());
             let fixed = w.fixed_send_bytes;
             let pin = w.pin_cpus.map(|off| (off + i) % cpus());
+            let live_here = live.clone();
+            live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             let t = std::thread::Builder::new().name(format!("ringman-{}-{}", w.name, i)).spawn(move || {
                 if let Some(cpu) = pin {
                     let _ = crate::sys::pin_to_cpu(cpu);
                 }
                 supervise(&info, &ready_tx, || {
-                    let listeners: Vec<ListenerSlot> = listener.iter().cloned().map(ListenerSlot::new).collect();
-                    let core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
+                    // Its own SO_REUSEPORT listener, or the shared one: the current one (a
+                    // restarted ring), if the worker listens.
+                    let listeners: Vec<ListenerSlot> =
+                        listeners.iter().filter_map(|l| l.for_ring(i)).map(ListenerSlot::new).collect();
+                    let mut core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
+                    if let Some(fd) = &udp {
+                        core.udp_listen(fd.clone()).map_err(EngineError::BufferRing)?;
+                    }
                     let stats = core.stats.clone();
                     Ok((core, Runner::new(cb.clone(), info.clone(), stats)))
                 });
                 mailbox::unregister(thread);
+                if live_here.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                    if let Some(l) = &listeners {
+                        l.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    }
+                }
             });
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
+                    live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     handle.stop();
                     return Err(EngineError::Spawn(e));
                 }

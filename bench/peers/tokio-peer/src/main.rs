@@ -4,7 +4,8 @@
 //! (tokio-tungstenite; every text message starting with `pub:` goes to every connection
 //! through a `tokio::sync::broadcast` channel), `proxy` (`--upstream IP:PORT`: each accepted
 //! connection opens one upstream connection and `tokio::io::copy_bidirectional` forwards
-//! both ways until either side closes).
+//! both ways until either side closes), `udp` (a `tokio::net::UdpSocket` answering each
+//! datagram to its sender).
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -35,7 +36,7 @@ enum Mode {
 }
 
 fn main() {
-    let args = peer_common::parse(&["echo", "echo-shared", "text", "frame", "http", "ws", "fanout", "proxy"]);
+    let args = peer_common::parse(&["echo", "echo-shared", "text", "frame", "http", "ws", "fanout", "proxy", "udp"]);
     let mode = match args.mode.as_str() {
         "echo" => Mode::Echo,
         "echo-shared" => Mode::EchoShared,
@@ -47,6 +48,10 @@ fn main() {
         _ => Mode::Ws,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+    if args.mode == "udp" {
+        rt.block_on(udp_echo(args.addr));
+        return;
+    }
     rt.block_on(async move {
         let listener = TcpListener::bind(args.addr).await.expect("bind");
         peer_common::announce(listener.local_addr().expect("local addr"));
@@ -70,6 +75,17 @@ fn main() {
             });
         }
     });
+}
+
+/// Each datagram back to its sender, one socket, one task.
+async fn udp_echo(addr: std::net::SocketAddr) {
+    let s = tokio::net::UdpSocket::bind(addr).await.expect("bind");
+    peer_common::announce(s.local_addr().expect("local addr"));
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((n, from)) = s.recv_from(&mut buf).await else { continue };
+        let _ = s.send_to(&buf[..n], from).await;
+    }
 }
 
 async fn echo(mut s: TcpStream) -> std::io::Result<()> {
