@@ -820,7 +820,7 @@ mod tests {
             p("run --server tokio --scenario echo --target-pid 3"),
             Err(ArgError::Conflict("--server", "--target-pid"))
         );
-        assert!(matches!(p("run --target udp://h:1"), Err(ArgError::BadTarget { .. })));
+        assert!(matches!(p("run --target sctp://h:1"), Err(ArgError::BadTarget { .. })));
         assert!(matches!(p("compare --target tcp://h:1"), Err(ArgError::UnknownOption(_))));
     }
 

@@ -272,7 +272,7 @@ mod tests {
     fn rejects_bad_urls() {
         for url in [
             "127.0.0.1:80",
-            "udp://h:1",
+            "sctp://h:1",
             "tcp://h",
             "tcp://h:0",
             "tcp://h:70000",
