@@ -33,11 +33,20 @@ pub enum Scenario {
     /// UDP echo: `conns` sockets, `depth` datagrams of `size` bytes in flight on each
     /// (`src/udp_gen.rs`).
     Udp,
+    /// HTTPS keep-alive: `http` inside TLS 1.3 on connections opened (and handshaken) before
+    /// the run (`src/tls_gen.rs`).
+    Https,
+    /// Full TLS handshakes: each connection connects, makes a full TLS 1.3 handshake
+    /// (resumption off), sends one `GET /hello`, reads the answer and closes; `conns` such
+    /// connections at a time (`src/tls_gen.rs`). A message is one whole connection.
+    Handshake,
+    /// WebSocket echo inside TLS 1.3 (wss; `src/tls_gen.rs`).
+    Wss,
 }
 
 impl Scenario {
     /// All scenarios.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Echo,
         Scenario::Text,
         Scenario::Frame,
@@ -47,6 +56,9 @@ impl Scenario {
         Scenario::Proxy,
         Scenario::FanoutRedis,
         Scenario::Udp,
+        Scenario::Https,
+        Scenario::Handshake,
+        Scenario::Wss,
     ];
 
     /// Name on the command line.
@@ -61,6 +73,24 @@ impl Scenario {
             Scenario::Proxy => "proxy",
             Scenario::FanoutRedis => "fanout-redis",
             Scenario::Udp => "udp",
+            Scenario::Https => "https",
+            Scenario::Handshake => "handshake",
+            Scenario::Wss => "wss",
+        }
+    }
+
+    /// Whether the scenario runs inside TLS (the TLS generator, `src/tls_gen.rs`).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scenario::Https | Scenario::Handshake | Scenario::Wss)
+    }
+
+    /// The protocol carried inside TLS (`https` and `handshake`: `http`; `wss`: `ws`); any
+    /// other scenario is itself.
+    pub fn plain(self) -> Scenario {
+        match self {
+            Scenario::Https | Scenario::Handshake => Scenario::Http,
+            Scenario::Wss => Scenario::Ws,
+            s => s,
         }
     }
 
@@ -154,7 +184,9 @@ impl ServerKind {
             | ServerKind::Floor
             | ServerKind::Epoll
             | ServerKind::TokioShared => scenario == Scenario::Echo,
-            ServerKind::Nginx | ServerKind::RingmanStatic => scenario == Scenario::Http,
+            // nginx serves `/hello` over TLS too, but echoes no WebSocket.
+            ServerKind::Nginx => matches!(scenario, Scenario::Http | Scenario::Https | Scenario::Handshake),
+            ServerKind::RingmanStatic => scenario == Scenario::Http,
             ServerKind::Fastwebsockets => scenario == Scenario::Ws,
         }
     }
@@ -343,13 +375,16 @@ pub enum Command {
     },
     /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns);
     /// `proxy://ip:port` takes the upstream `tcp://host:port` as a second argument,
-    /// `fanout-redis://ip:port` the broker `redis://host:port`.
+    /// `fanout-redis://ip:port` the broker `redis://host:port`; `https://ip:port` and
+    /// `wss://ip:port` the certificate chain and key files.
     ServeRingman {
         /// `<scheme>://ip:port` to listen on.
         addr: String,
         /// `proxy://`: the upstream every accepted connection is piped to; `fanout-redis://`:
         /// the Redis carrying the channel.
         upstream: Option<String>,
+        /// `https://`, `wss://`: the certificate chain and its key (PEM files).
+        tls: Option<(PathBuf, PathBuf)>,
     },
     /// The Redis client's pipelined GET/SET rate beside `redis-benchmark`'s against the same
     /// `redis-server` (`src/redis_bench.rs`).
@@ -424,7 +459,7 @@ fn parse_redis_client(mut it: impl Iterator<Item = String>) -> Result<Command, A
 /// Usage text.
 pub const USAGE: &str = "\
 ringman-bench run (--server <ringman|ringman-static|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
-                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|fanout-redis|proxy>]
+                  [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|fanout-redis|proxy|udp|https|handshake|wss>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
                   [--generator uring|classic] [--client-threads N] [--client-cpus LIST] [--pace T]
@@ -434,7 +469,7 @@ ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--s
 ringman-bench redis-client [--conns LIST] [--depth LIST] [--requests N] [--size BYTES] [--repeat N]
                   [--server-cpu C] [--client-cpu C]
 ringman-bench serve-ringman <scheme>://IP:PORT | proxy://IP:PORT tcp://UPSTREAM_HOST:PORT
-                  | fanout-redis://IP:PORT redis://HOST:PORT
+                  | fanout-redis://IP:PORT redis://HOST:PORT | <https|wss>://IP:PORT CERT.pem KEY.pem
 T is a duration: 10s, 500ms, 2 (seconds). LIST is a CPU list: 1, 1,2, 2-3.";
 
 /// Parses a duration: `10s`, `500ms`, `1.5` (seconds), `2m`.
@@ -572,6 +607,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
         "serve-ringman" => {
             let mut p = positional.into_iter();
             let addr = p.next().ok_or(ArgError::Required("<scheme>://ip:port"))?;
+            let mut tls = None;
             let upstream = if addr.starts_with("proxy://") {
                 let up = p.next().ok_or(ArgError::Required("tcp://UPSTREAM_HOST:PORT (after proxy://ip:port)"))?;
                 if !up.starts_with("tcp://") {
@@ -584,13 +620,18 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                     return Err(bad("serve-ringman", &up, "the broker is redis://host:port"));
                 }
                 Some(up)
+            } else if addr.starts_with("https://") || addr.starts_with("wss://") {
+                let cert = p.next().ok_or(ArgError::Required("CERT.pem KEY.pem (after https:// or wss://)"))?;
+                let key = p.next().ok_or(ArgError::Required("KEY.pem (after the certificate)"))?;
+                tls = Some((PathBuf::from(cert), PathBuf::from(key)));
+                None
             } else {
                 None
             };
             if let Some(extra) = p.next() {
                 return Err(ArgError::UnknownOption(extra));
             }
-            Ok(Command::ServeRingman { addr, upstream })
+            Ok(Command::ServeRingman { addr, upstream, tls })
         }
         _ if !positional.is_empty() => Err(ArgError::UnknownOption(positional.remove(0))),
         "compare" => Ok(Command::Compare { quick, only, env, repeat, seed }),
@@ -625,6 +666,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             }
             if load.size == 0 && load.scenario.wire() == Scenario::Echo {
                 return Err(bad("--size", "0", "echo needs at least 1 byte"));
+            }
+            if load.scenario.is_tls() && load.rate.is_some() {
+                return Err(ArgError::Conflict("--rate", "a TLS scenario (https, handshake, wss: closed loop only)"));
             }
             Ok(Command::Run { server, load, env, payload, json })
         }
@@ -735,11 +779,15 @@ mod tests {
         assert_eq!(env.out_dir, PathBuf::from("/tmp/o"));
         assert_eq!(
             p("serve-ringman tcp://127.0.0.1:1").unwrap(),
-            Command::ServeRingman { addr: "tcp://127.0.0.1:1".into(), upstream: None }
+            Command::ServeRingman { addr: "tcp://127.0.0.1:1".into(), upstream: None, tls: None }
         );
         assert_eq!(
             p("serve-ringman proxy://127.0.0.1:1 tcp://127.0.0.1:2").unwrap(),
-            Command::ServeRingman { addr: "proxy://127.0.0.1:1".into(), upstream: Some("tcp://127.0.0.1:2".into()) }
+            Command::ServeRingman {
+                addr: "proxy://127.0.0.1:1".into(),
+                upstream: Some("tcp://127.0.0.1:2".into()),
+                tls: None
+            }
         );
         assert!(p("serve-ringman proxy://127.0.0.1:1").is_err());
         assert!(p("serve-ringman proxy://127.0.0.1:1 ws://127.0.0.1:2").is_err());
@@ -748,10 +796,21 @@ mod tests {
             p("serve-ringman fanout-redis://127.0.0.1:1 redis://127.0.0.1:2").unwrap(),
             Command::ServeRingman {
                 addr: "fanout-redis://127.0.0.1:1".into(),
-                upstream: Some("redis://127.0.0.1:2".into())
+                upstream: Some("redis://127.0.0.1:2".into()),
+                tls: None
             }
         );
         assert!(p("serve-ringman fanout-redis://127.0.0.1:1").is_err());
+        assert_eq!(
+            p("serve-ringman https://127.0.0.1:1 /c.pem /k.pem").unwrap(),
+            Command::ServeRingman {
+                addr: "https://127.0.0.1:1".into(),
+                upstream: None,
+                tls: Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
+            }
+        );
+        assert!(matches!(p("serve-ringman wss://127.0.0.1:1 /c.pem").unwrap_err(), ArgError::Required(_)));
+        assert!(p("serve-ringman wss://127.0.0.1:1 /c.pem /k.pem /x").is_err());
         assert!(p("serve-ringman fanout-redis://127.0.0.1:1 tcp://127.0.0.1:2").is_err());
         let Command::Run { load, .. } = p("run --server ringman --scenario fanout-redis").unwrap() else { panic!() };
         assert_eq!((load.scenario, load.scenario.wire()), (Scenario::FanoutRedis, Scenario::Fanout));

@@ -109,6 +109,15 @@ pub enum LoadError {
     /// A load generator thread panicked.
     #[error("load generator thread {0} panicked")]
     ThreadPanicked(usize),
+    /// TLS failed (`src/tls_gen.rs`): the client configuration, a handshake or a record the
+    /// server sent, or the server negotiated other parameters than the ones offered.
+    #[error("TLS {stage}: {detail}")]
+    Tls {
+        /// What was going on: `config`, `handshake`, `record`, `negotiated`.
+        stage: &'static str,
+        /// rustls's reason, or what was negotiated instead.
+        detail: String,
+    },
 }
 
 /// A failure to build, start or observe a server.

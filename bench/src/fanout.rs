@@ -437,6 +437,7 @@ fn subscribe(
         drained,
         late,
         send_lag: None,
+        tls: None,
     })
 }
 

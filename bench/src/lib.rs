@@ -10,6 +10,8 @@
 //! * [`proxy`]: the proxy scenario (generator → proxy → echo) and its P8 summary.
 //! * [`redis_bench`]: fan-out across two processes through Redis, and the Redis client's
 //!   pipelined rate beside `redis-benchmark`'s.
+//! * [`tls_gen`]: the TLS load (HTTPS keep-alive, full handshakes, wss echo) with a rustls
+//!   client, against servers holding the certificate of the bench's own CA ([`pki`]).
 //! * [`report`]: table, `compare.json`, hand-written `latency.svg`.
 #![warn(missing_docs)]
 
@@ -20,6 +22,7 @@ pub mod hist;
 pub mod idle;
 pub mod loadgen;
 pub mod machine;
+pub mod pki;
 pub mod proxy;
 pub mod redis_bench;
 pub mod report;
@@ -32,6 +35,7 @@ pub mod summary;
 pub mod target;
 #[cfg(test)]
 mod testutil;
+pub mod tls_gen;
 pub mod udp_gen;
 pub mod uring_gen;
 pub mod wire;

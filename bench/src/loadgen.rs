@@ -64,6 +64,9 @@ pub struct LoadResult {
     /// Open loop: actual minus intended send time of the window's messages (None for the
     /// classic generator and for closed loop).
     pub send_lag: Option<Latency>,
+    /// The TLS scenarios: what was negotiated and the bytes per message on both sides of
+    /// TLS (`src/tls_gen.rs`); None otherwise.
+    pub tls: Option<crate::tls_gen::TlsWire>,
 }
 
 impl LoadResult {
@@ -125,8 +128,8 @@ struct Conn {
     dead: bool,
 }
 
-/// Epoll fd owned by the loop.
-struct Epoll(i32);
+/// Epoll fd owned by the loop (also the TLS generator's, `src/tls_gen.rs`).
+pub(crate) struct Epoll(pub(crate) i32);
 
 impl Drop for Epoll {
     fn drop(&mut self) {
@@ -136,7 +139,17 @@ impl Drop for Epoll {
 }
 
 impl Epoll {
-    fn ctl(&self, op: i32, fd: i32, events: u32, token: u64) -> Result<(), LoadError> {
+    /// A new epoll set (close-on-exec).
+    pub(crate) fn new() -> Result<Epoll, LoadError> {
+        // SAFETY: plain syscall; the result is checked.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(sys("epoll_create1"));
+        }
+        Ok(Epoll(ep))
+    }
+
+    pub(crate) fn ctl(&self, op: i32, fd: i32, events: u32, token: u64) -> Result<(), LoadError> {
         let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: valid epoll fd and event pointer.
         if unsafe { libc::epoll_ctl(self.0, op, fd, &mut ev) } < 0 {
@@ -149,8 +162,8 @@ impl Epoll {
 const TIMER: u64 = u64::MAX;
 /// Finest spacing of open-loop send batches (10 µs).
 pub const TIMER_SLACK_NS: u64 = 10_000;
-const IN: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
-const INOUT: u32 = IN | libc::EPOLLOUT as u32;
+pub(crate) const IN: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
+pub(crate) const INOUT: u32 = IN | libc::EPOLLOUT as u32;
 
 /// Opens `n` connections to `addr` (blocking connect, then non-blocking), performing the
 /// WebSocket handshake when the scenario needs it.
@@ -208,12 +221,7 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
     let request = wire::request_for(opts);
     let schedule = opts.rate.and_then(Schedule::new);
 
-    // SAFETY: plain syscall; the result is checked.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(sys("epoll_create1"));
-    }
-    let ep = Epoll(ep);
+    let ep = Epoll::new()?;
     let mut conns: Vec<Conn> = Vec::with_capacity(streams.len());
     for (i, stream) in streams.into_iter().enumerate() {
         ep.ctl(libc::EPOLL_CTL_ADD, stream.as_raw_fd(), IN, i as u64)?;
@@ -431,6 +439,7 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
         drained,
         late: 0,
         send_lag: None,
+        tls: None,
     })
 }
 

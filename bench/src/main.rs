@@ -1,7 +1,7 @@
 //! `ringman-bench`: see `bench/README.md`.
 use ringman_bench::cli::{self, Command, Subject};
 use ringman_bench::error::{ArgError, BenchError};
-use ringman_bench::{redis_bench, report, suite, wire};
+use ringman_bench::{pki, redis_bench, report, suite, tls_gen, wire};
 
 fn main() {
     let cmd = match cli::parse(std::env::args().skip(1)) {
@@ -11,7 +11,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = dispatch(cmd) {
+    let done = dispatch(cmd);
+    // The TLS scenarios' certificates (made on first use) go with the run.
+    pki::remove_shared();
+    if let Err(e) = done {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -75,6 +78,9 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                     }
                     (None, _) => {}
                 }
+                if f.tls.is_some() {
+                    print!("{}", tls_gen::section(std::slice::from_ref(&r)));
+                }
                 if f.bad_status > 0 && f.bad_status == f.received {
                     eprintln!("warning: every response had a non-2xx status");
                 }
@@ -98,7 +104,7 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
             refuse_debug_build()?;
             redis_bench::client_rates(&o)?;
         }
-        Command::ServeRingman { addr, upstream } => suite::serve_ringman(&addr, upstream.as_deref())?,
+        Command::ServeRingman { addr, upstream, tls } => suite::serve_ringman(&addr, upstream.as_deref(), tls)?,
     }
     Ok(())
 }

@@ -72,6 +72,9 @@ pub struct Figures {
     pub late: u64,
     /// Open loop, uring generator: send lag (actual − intended send time), µs.
     pub send_lag: Option<Percentiles>,
+    /// TLS scenarios: the negotiated parameters and the bytes per message on both sides of
+    /// TLS (`src/tls_gen.rs`).
+    pub tls: Option<crate::tls_gen::TlsWire>,
 }
 
 /// One row of the report.
@@ -295,7 +298,8 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                      \"server_util\": {}, \"upstream_cpu_us_per_msg\": {}, \"client_util\": {}, \
                      \"server_core_busy\": {}, \"client_core_busy\": {}, \
                      \"steal\": {}, \"other_cores\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
-                     \"lost_conns\": {}, \"late\": {}, \"send_lag_p50_us\": {}, \"send_lag_p99_us\": {}, \"curve\": [{}]}}",
+                     \"lost_conns\": {}, \"late\": {}, \"send_lag_p50_us\": {}, \"send_lag_p99_us\": {}, \"tls\": {}, \
+                     \"curve\": [{}]}}",
                     json_num(f.rate),
                     json_num(f.latency.p50),
                     json_num(f.latency.p90),
@@ -318,6 +322,7 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                     f.late,
                     f.send_lag.map_or("null".into(), |l| json_num(l.p50)),
                     f.send_lag.map_or("null".into(), |l| json_num(l.p99)),
+                    f.tls.as_ref().map_or_else(|| "null".into(), tls_json),
                     curve.join(", ")
                 );
             }
@@ -341,6 +346,25 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
     }
     s.push_str("  ]\n}\n");
     s
+}
+
+/// The TLS figures of a result as a JSON object.
+fn tls_json(w: &crate::tls_gen::TlsWire) -> String {
+    format!(
+        "{{\"version\": {}, \"suite\": {}, \"group\": {}, \"alpn\": {}, \"full_handshakes\": {}, \
+         \"resumed_handshakes\": {}, \"tls_in_per_msg\": {}, \"tls_out_per_msg\": {}, \"plain_in_per_msg\": {}, \
+         \"headers\": {}}}",
+        json_str(&w.version),
+        json_str(&w.suite),
+        json_str(&w.group),
+        json_str(&w.alpn),
+        w.full,
+        w.resumed,
+        json_num(w.tls_in_per_msg),
+        json_num(w.tls_out_per_msg),
+        json_num(w.plain_in_per_msg),
+        json_str(&w.headers)
+    )
 }
 
 const COLORS: [&str; 9] =
@@ -468,6 +492,7 @@ mod tests {
                 lost_conns: 0,
                 late: 0,
                 send_lag: None,
+                tls: None,
             }),
         }
     }

@@ -19,23 +19,49 @@
 //! TCP proxy of `examples/proxy.rs` on one ring thread: each accepted connection opens one
 //! upstream connection (`AsyncTcpConnection::connect`) and the two are piped both ways.
 //!
+//! `serve-ringman https://ip:port CERT KEY` and `wss://ip:port CERT KEY` ([`serve_tls`])
+//! are the `http` and `websocket` servers above with the worker's TLS
+//! (`Worker::tls = Some(TlsConfig::new(CERT, KEY))`, the engine's defaults otherwise): the
+//! same `/hello` answer (`RINGMAN_HTTP` applies) and the same echo, inside TLS.
+//!
 //! `serve-ringman fanout-redis://ip:port redis://host:port` is the fan-out server whose
 //! `pub:` messages go through a Redis channel (`crate::fanout::serve_ringman_redis`), so
 //! several such processes deliver every message to all their connections.
 
 use ringman::http::{respond, respond_static};
 use ringman::protocols::http::{Response, StaticResponse};
-use ringman::{run_all, AsyncTcpConnection, SendMode, Server, Worker};
+use ringman::{run_all, AsyncTcpConnection, SendMode, Server, TlsConfig, Worker};
 
 /// Environment variable selecting the HTTP answer path (`build` or `static`).
 pub const HTTP_ENV: &str = "RINGMAN_HTTP";
 
 /// Serves `addr` (`<scheme>://ip:port`) with ringman until the process is terminated.
 pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    serve_with(addr, None)
+}
+
+/// Serves `https://ip:port` (the `http` server) or `wss://ip:port` (the `websocket` echo)
+/// with the chain in `cert` and its key in `key`, until the process is terminated.
+pub fn serve_tls(addr: &str, cert: &std::path::Path, key: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let plain = if let Some(rest) = addr.strip_prefix("https://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = addr.strip_prefix("wss://") {
+        format!("websocket://{rest}")
+    } else {
+        return Err(format!("TLS is served on https:// or wss://, not {addr}").into());
+    };
+    let tls = TlsConfig::new(cert, key);
+    // The files' errors (unreadable, no key, a key of another certificate) name the file.
+    tls.check()?;
+    serve_with(&plain, Some(tls))
+}
+
+/// [`serve`], the worker inside TLS when `tls` is given.
+fn serve_with(addr: &str, tls: Option<TlsConfig>) -> Result<(), Box<dyn std::error::Error>> {
     if addr.starts_with("http://") {
         return match std::env::var(HTTP_ENV).as_deref() {
-            Ok("static") => serve_http_static(addr),
-            Ok("build") | Err(_) => serve_http(addr),
+            Ok("static") => serve_http_static(addr, tls),
+            Ok("build") | Err(_) => serve_http(addr, tls),
             Ok(other) => Err(format!("{HTTP_ENV} must be build or static, not {other}").into()),
         };
     }
@@ -45,6 +71,7 @@ pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = Worker::<()>::new(addr)?;
     w.count = 1;
     w.name = "bench".into();
+    w.tls = tls;
     match std::env::var("RINGMAN_SEND_MODE").as_deref() {
         Ok("eager") => w.send_mode = SendMode::Eager,
         Ok("batched") | Err(_) => w.send_mode = SendMode::Batched,
@@ -67,10 +94,11 @@ fn hello() -> Response<'static> {
 }
 
 /// `GET /hello` → `200 Hello World` (text/plain), built and encoded per request; 404 otherwise.
-fn serve_http(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn serve_http(addr: &str, tls: Option<TlsConfig>) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = Worker::<()>::new(addr)?;
     w.count = 1;
     w.name = "bench-http".into();
+    w.tls = tls;
     w.on_request(|conn, req, _| {
         if req.path() == "/hello" {
             respond(conn, req, hello());
@@ -83,10 +111,11 @@ fn serve_http(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// As [`serve_http`], but `/hello` is answered from a pre-encoded response (the fast path).
-fn serve_http_static(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn serve_http_static(addr: &str, tls: Option<TlsConfig>) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = Worker::<Option<StaticResponse>>::new(addr)?;
     w.count = 1;
     w.name = "bench-http".into();
+    w.tls = tls;
     w.on_worker_start(|_, r| *r = Some(StaticResponse::new(&hello())));
     w.on_request(|conn, req, r| match r.as_mut() {
         Some(r) if req.path() == "/hello" => respond_static(conn, req, r),

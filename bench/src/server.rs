@@ -104,23 +104,44 @@ pub fn ringman_scheme(s: Scenario) -> &'static str {
         Scenario::Proxy => "proxy",
         Scenario::FanoutRedis => "fanout-redis",
         Scenario::Udp => "udp",
+        Scenario::Https | Scenario::Handshake => "https",
+        Scenario::Wss => "wss",
     }
 }
 
-fn nginx_conf(dir: &Path, addr: SocketAddr) -> String {
+/// The TLS settings every TLS server of the bench is held to, in nginx's words: TLS 1.3
+/// only, the one cipher suite and key-exchange group the generator offers
+/// ([`crate::tls_gen::SUITE`], [`crate::tls_gen::GROUP`]), session tickets on (OpenSSL's
+/// default: two stateless tickets after each full handshake, as rustls sends).
+pub const NGINX_TLS: &str = "ssl_protocols TLSv1.3; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256; \
+                             ssl_ecdh_curve X25519; ssl_session_tickets on;";
+
+fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>) -> String {
     let d = dir.display();
+    let (ssl, certs) = match tls {
+        None => ("", String::new()),
+        Some(p) => (
+            " ssl",
+            format!(
+                "    ssl_certificate {};\n    ssl_certificate_key {};\n    {NGINX_TLS}\n",
+                p.cert().display(),
+                p.key().display()
+            ),
+        ),
+    };
     format!(
         "daemon off;\nmaster_process on;\nworker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log warn;\nevents {{ worker_connections 20000; use epoll; multi_accept on; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 100000000;\n  keepalive_timeout 300s;\n\
          client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
          uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server {{\n    listen {addr} backlog=4096;\n\
+         server {{\n    listen {addr}{ssl} backlog=4096;\n{certs}\
          location /hello {{ default_type text/plain; return 200 \"Hello World\"; }}\n  }}\n}}\n"
     )
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+/// `name` in a directory of `PATH` or in `/usr/sbin`, `/sbin`.
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
@@ -171,6 +192,8 @@ impl ServerProc {
             return Err(ServerError::NoUpstream);
         }
         let addr = free_addr()?;
+        // TLS servers all serve the harness's one certificate (made on first use).
+        let pki = if scenario.is_tls() { Some(crate::pki::shared()?) } else { None };
         let tmp = std::env::temp_dir().join(format!("ringman-bench-{}-{}", std::process::id(), addr.port()));
         std::fs::create_dir_all(&tmp).map_err(|source| ServerError::Io { path: tmp.clone(), source })?;
         let mut cmd = match kind {
@@ -183,6 +206,9 @@ impl ServerProc {
                     let scheme = if scenario == Scenario::FanoutRedis { "redis" } else { "tcp" };
                     c.arg(format!("{scheme}://{up}"));
                 }
+                if let Some(p) = pki {
+                    c.arg(p.cert()).arg(p.key());
+                }
                 let http = if kind == ServerKind::RingmanStatic { "static" } else { "build" };
                 c.env(crate::ringman_server::HTTP_ENV, http);
                 c
@@ -190,7 +216,7 @@ impl ServerProc {
             ServerKind::Nginx => {
                 let nginx = find_on_path("nginx").ok_or(ServerError::NotInstalled("nginx"))?;
                 let conf = tmp.join("nginx.conf");
-                std::fs::write(&conf, nginx_conf(&tmp, addr))
+                std::fs::write(&conf, nginx_conf(&tmp, addr, pki))
                     .map_err(|source| ServerError::Io { path: conf.clone(), source })?;
                 let mut c = Command::new(nginx);
                 c.arg("-e").arg(tmp.join("error.log")).arg("-c").arg(&conf).arg("-p").arg(&tmp);
@@ -201,11 +227,16 @@ impl ServerProc {
                 let mut c = Command::new(bin);
                 let mode = match kind {
                     ServerKind::TokioShared => "echo-shared",
+                    // One HTTPS server for keep-alive and for full handshakes.
+                    _ if scenario == Scenario::Handshake => "https",
                     _ => scenario.name(),
                 };
                 c.arg("--addr").arg(addr.to_string()).arg("--mode").arg(mode);
                 if let Some(up) = upstream {
                     c.arg("--upstream").arg(up.to_string());
+                }
+                if let Some(p) = pki {
+                    c.arg("--cert").arg(p.cert()).arg("--key").arg(p.key());
                 }
                 c
             }
@@ -426,7 +457,8 @@ mod tests {
 
     #[test]
     fn nginx_conf_has_the_essentials() {
-        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap());
+        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap(), None);
+        assert!(!c.contains("ssl"), "{c}");
         for needle in [
             "daemon off;",
             "worker_processes 1;",
@@ -435,6 +467,19 @@ mod tests {
             "listen 127.0.0.1:8080",
         ] {
             assert!(c.contains(needle), "{needle}");
+        }
+        let pki = crate::pki::shared().unwrap();
+        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8443".parse().unwrap(), Some(pki));
+        for needle in [
+            "listen 127.0.0.1:8443 ssl backlog=4096;".to_string(),
+            format!("ssl_certificate {};", pki.cert().display()),
+            format!("ssl_certificate_key {};", pki.key().display()),
+            "ssl_protocols TLSv1.3;".into(),
+            "Ciphersuites TLS_AES_128_GCM_SHA256;".into(),
+            "ssl_ecdh_curve X25519;".into(),
+            "return 200 \"Hello World\"".into(),
+        ] {
+            assert!(c.contains(&needle), "{needle}: {c}");
         }
     }
 

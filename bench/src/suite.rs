@@ -15,7 +15,8 @@ use crate::{idle, machine, proxy, ringman_server, summary, uring_gen};
 pub fn workload(o: &LoadOpts) -> String {
     let name = if o.scenario == Scenario::Proxy { "proxy echo" } else { o.scenario.name() };
     let mut s = match o.scenario {
-        Scenario::Http => format!("http c{} d{}", o.conns, o.depth),
+        Scenario::Http | Scenario::Https => format!("{} c{} d{}", o.scenario.name(), o.conns, o.depth),
+        Scenario::Handshake => format!("https full handshake c{}", o.conns),
         Scenario::Fanout | Scenario::FanoutRedis => return crate::fanout::workload(o),
         _ => format!("{} {}B c{} d{}", name, o.size, o.conns, o.depth),
     };
@@ -151,6 +152,10 @@ pub fn measure_procs(
     let wire_opts = LoadOpts { scenario: opts.scenario.wire(), ..opts.clone() };
     let opts = &wire_opts;
     let res = match env.generator {
+        _ if opts.scenario.is_tls() => {
+            let ca = crate::pki::shared()?.ca();
+            crate::tls_gen::run(addr, opts, &ca, edge)?
+        }
         _ if opts.scenario == Scenario::Fanout => crate::fanout::run_spread(addrs, opts, edge)?,
         _ if opts.scenario == Scenario::Udp => crate::udp_gen::run(addr, opts, edge)?,
         Generator::Uring => {
@@ -198,6 +203,7 @@ pub fn measure_procs(
         lost_conns: res.lost_conns,
         late: res.late,
         send_lag: res.send_lag.as_ref().map(|l| l.summary()),
+        tls: res.tls,
     })
 }
 
@@ -288,6 +294,12 @@ const IDLE_SERVERS: &[ServerKind] = &[
 const HTTP_SERVERS: &[ServerKind] =
     &[ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Tokio, ServerKind::Nginx];
 const WS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Fastwebsockets];
+/// P10 and P11: HTTPS keep-alive and full handshakes; ringman, nginx (`ssl`) and the tokio
+/// peer (hyper on tokio-rustls) hold the same certificate (`src/pki.rs`).
+const HTTPS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Nginx];
+/// P12: wss echo (nginx echoes no WebSocket); the tokio peer is tokio-tungstenite on
+/// tokio-rustls.
+const WSS_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
 const FANOUT_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
 /// P9: UDP echo, ringman's `udp://` worker against a tokio `UdpSocket`.
 const UDP_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
@@ -308,6 +320,16 @@ fn timing(quick: bool) -> (Duration, Duration) {
         (Duration::from_millis(500), Duration::from_secs(2))
     } else {
         (Duration::from_secs(2), Duration::from_secs(10))
+    }
+}
+
+/// Warmup and window of the TLS cells (P10–P12): as the others in full mode; `--quick`
+/// keeps them short (0.25 s + 1 s) so the eight TLS cells add about half a minute.
+fn tls_timing(quick: bool) -> (Duration, Duration) {
+    if quick {
+        (Duration::from_millis(250), Duration::from_secs(1))
+    } else {
+        timing(quick)
     }
 }
 
@@ -335,6 +357,16 @@ fn entries(quick: bool) -> Vec<Entry> {
     if !quick {
         v.push(Entry { id: "P7", opts: crate::fanout::suite_opts(10_000, warmup, duration), servers: FANOUT_SERVERS });
     }
+    let (warmup, duration) = tls_timing(quick);
+    let t = |scenario, conns, size, depth| LoadOpts { warmup, duration, ..o(scenario, conns, size, depth) };
+    v.extend([
+        // As P3's depth-1 cell, inside TLS.
+        Entry { id: "P10", opts: t(Scenario::Https, 256, 0, 1), servers: HTTPS_SERVERS },
+        // 32 connections at a time, each: connect, full handshake, one request, close.
+        Entry { id: "P11", opts: t(Scenario::Handshake, 32, 0, 1), servers: HTTPS_SERVERS },
+        // As P4, inside TLS.
+        Entry { id: "P12", opts: t(Scenario::Wss, 100, 20, 1), servers: WSS_SERVERS },
+    ]);
     v
 }
 
@@ -493,7 +525,7 @@ pub fn compare(
     let cells = summary::cells(&records);
     let run = RunInfo { quick, repeat, seed, identity, snap0, snap1, took: started.elapsed() };
     let head = run.head_lines(&cells);
-    println!("\n{}{}", summary::table(&cells, &head), proxy::section(&records));
+    println!("\n{}{}{}", summary::table(&cells, &head), proxy::section(&records), crate::tls_gen::section(&records));
     write_outputs(&records, &cells, &run, env)?;
     Ok(records)
 }
@@ -662,14 +694,19 @@ fn write_outputs(records: &[Record], cells: &[summary::Cell], run: &RunInfo, env
     Ok(())
 }
 
-/// `ringman-bench serve-ringman ADDR [UPSTREAM]`.
-pub fn serve_ringman(addr: &str, upstream: Option<&str>) -> Result<(), ServerError> {
-    let served = match upstream {
-        Some(up) if addr.starts_with("fanout-redis://") => {
+/// `ringman-bench serve-ringman ADDR [UPSTREAM | CERT KEY]`.
+pub fn serve_ringman(
+    addr: &str,
+    upstream: Option<&str>,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<(), ServerError> {
+    let served = match (upstream, tls) {
+        (_, Some((cert, key))) => ringman_server::serve_tls(addr, &cert, &key),
+        (Some(up), None) if addr.starts_with("fanout-redis://") => {
             crate::fanout::serve_ringman_redis(&addr.replacen("fanout-redis://", "websocket://", 1), up)
         }
-        Some(up) => ringman_server::serve_proxy(addr, up),
-        None => ringman_server::serve(addr),
+        (Some(up), None) => ringman_server::serve_proxy(addr, up),
+        (None, None) => ringman_server::serve(addr),
     };
     served.map_err(|e| ServerError::Exited { status: "serve-ringman failed".into(), stderr: e.to_string() })
 }
@@ -681,7 +718,7 @@ mod tests {
     #[test]
     fn suite_shape() {
         let e = entries(true);
-        assert_eq!(e.len(), 7);
+        assert_eq!(e.len(), 10);
         assert!(e.iter().all(|e| e.servers.iter().all(|s| s.supports(e.opts.scenario))));
         assert!(OPEN_SERVERS.iter().chain(ECHO_SERVERS).all(|s| s.supports(Scenario::Echo)));
         // P5 measures the shared-buffer tokio echo beside the per-connection one.
@@ -697,6 +734,18 @@ mod tests {
         // little over 4 minutes.
         let cells = 25 + proxy::PROXY_SERVERS.len() + 1 + 4 * (OPEN_LOOP_ROUNDS - 1);
         assert!((w + d).as_secs_f64() * cells as f64 * default_repeat(true) as f64 <= 245.0);
+        // The TLS cells: P10 and P11 against ringman, tokio and nginx, P12 against ringman
+        // and tokio, each on the same certificate; short in quick mode (about 30 s in all).
+        let tls: Vec<&Entry> = e.iter().filter(|e| e.opts.scenario.is_tls()).collect();
+        assert_eq!(tls.iter().map(|e| e.id).collect::<Vec<_>>(), ["P10", "P11", "P12"]);
+        assert_eq!(tls.iter().map(|e| e.servers.len()).sum::<usize>(), 8);
+        assert!(tls[..2]
+            .iter()
+            .all(|e| e.servers.contains(&ServerKind::Nginx) && e.servers.contains(&ServerKind::Tokio)));
+        let tls_cells = tls.iter().map(|e| e.servers.len()).sum::<usize>() as f64;
+        let (tw, td) = tls_timing(true);
+        assert!((tw + td).as_secs_f64() * tls_cells * default_repeat(true) as f64 <= 30.0);
+        assert_eq!(tls_timing(false), timing(false));
     }
 
     #[test]
@@ -744,6 +793,12 @@ mod tests {
             workload(&LoadOpts { scenario: Scenario::Http, conns: 256, depth: 16, ..o.clone() }),
             "http c256 d16"
         );
-        assert_eq!(workload(&LoadOpts { rate: Some(90000.0), ..o }), "echo 64B c64 open 90,000/s");
+        assert_eq!(workload(&LoadOpts { rate: Some(90000.0), ..o.clone() }), "echo 64B c64 open 90,000/s");
+        assert_eq!(workload(&LoadOpts { scenario: Scenario::Https, conns: 256, ..o.clone() }), "https c256 d1");
+        assert_eq!(
+            workload(&LoadOpts { scenario: Scenario::Handshake, conns: 32, ..o.clone() }),
+            "https full handshake c32"
+        );
+        assert_eq!(workload(&LoadOpts { scenario: Scenario::Wss, conns: 100, size: 20, ..o }), "wss 20B c100 d1");
     }
 }

@@ -67,5 +67,6 @@ pub fn figures(rate: f64, srv: f64, steal: f64, other: f64) -> Figures {
         lost_conns: 0,
         late: 0,
         send_lag: None,
+        tls: None,
     }
 }

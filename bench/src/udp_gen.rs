@@ -158,6 +158,7 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
         drained: socks.iter().all(|s| s.inflight == 0),
         late: 0,
         send_lag: None,
+        tls: None,
     })
 }
 

@@ -881,6 +881,7 @@ pub fn run(
         drained: true,
         late: 0,
         send_lag: schedule.map(|_| Latency::new()),
+        tls: None,
     };
     for r in results {
         let r = r?;

@@ -46,15 +46,16 @@ pub fn message_payload(o: &LoadOpts) -> Vec<u8> {
 pub fn request_for(o: &LoadOpts) -> Vec<u8> {
     let payload = message_payload(o);
     let mut out = Vec::new();
-    match o.scenario {
+    // (Inside TLS, `https` and `handshake` send `http` requests, `wss` `ws` frames.)
+    match o.scenario.plain() {
         // (The UDP generator builds its datagrams itself: `src/udp_gen.rs`.)
         Scenario::Echo | Scenario::Proxy | Scenario::Udp => out = payload,
         Scenario::Text => Text.encoder().encode(&payload, MessageKind::Text, &mut out),
         Scenario::Frame => Frame.encoder().encode(&payload, MessageKind::Binary, &mut out),
-        Scenario::Ws | Scenario::Fanout | Scenario::FanoutRedis => {
+        Scenario::Ws | Scenario::Fanout | Scenario::FanoutRedis | Scenario::Wss => {
             ws_client_frame(0x1, &payload, [0x12, 0x34, 0x56, 0x78], &mut out)
         }
-        Scenario::Http => {
+        Scenario::Http | Scenario::Https | Scenario::Handshake => {
             let path = o.wire.path.as_deref().unwrap_or("/hello");
             let host = o.wire.host.as_deref().unwrap_or("x");
             match &o.wire.payload {
@@ -266,14 +267,14 @@ impl ResponseCounter {
             status_check: false,
             expect: Some(expect.clone()),
         };
-        let kind = match o.scenario {
+        let kind = match o.scenario.plain() {
             Scenario::Echo | Scenario::Proxy | Scenario::Udp => {
                 Counter::Bytes { size: expect.len().max(1) as u64, received: 0, counted: 0, expect: expect.clone() }
             }
             Scenario::Text => framed(Text.decoder()),
             Scenario::Frame => framed(Frame.decoder()),
-            Scenario::Ws | Scenario::Fanout | Scenario::FanoutRedis => framed(Box::new(WsServerCodec)),
-            Scenario::Http => Counter::Framed {
+            Scenario::Ws | Scenario::Fanout | Scenario::FanoutRedis | Scenario::Wss => framed(Box::new(WsServerCodec)),
+            Scenario::Http | Scenario::Https | Scenario::Handshake => Counter::Framed {
                 codec: Box::new(HttpResponseCodec::default()),
                 framer: Framer::new(),
                 status_check: true,

@@ -2,6 +2,7 @@
 //! line, TCP_NODELAY.
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Parsed command line of a peer.
 #[derive(Debug, Clone)]
@@ -12,13 +13,18 @@ pub struct Args {
     pub mode: String,
     /// `--upstream IP:PORT`: where a proxy mode forwards its connections.
     pub upstream: Option<SocketAddr>,
+    /// `--cert FILE --key FILE`: the certificate chain and key (PEM) of a TLS mode.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
-/// Parses `--addr IP:PORT [--mode MODE] [--upstream IP:PORT]`, exiting with status 2 on bad
-/// input. `--upstream` is required with mode `proxy` and refused otherwise.
-pub fn parse(modes: &[&str]) -> Args {
+/// Parses `--addr IP:PORT [--mode MODE] [--upstream IP:PORT] [--cert FILE --key FILE]`,
+/// exiting with status 2 on bad input. `--upstream` is required with mode `proxy` and
+/// refused otherwise; `--cert` and `--key` are required with the modes in `tls_modes` and
+/// refused otherwise.
+pub fn parse(modes: &[&str], tls_modes: &[&str]) -> Args {
     let mut addr = None;
     let mut upstream = None;
+    let (mut cert, mut key) = (None, None);
     let mut mode = "echo".to_string();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -29,6 +35,8 @@ pub fn parse(modes: &[&str]) -> Args {
                 Some(Ok(a)) => upstream = Some(a),
                 _ => die("--upstream takes IP:PORT"),
             },
+            "--cert" => cert = Some(it.next().map(PathBuf::from).unwrap_or_else(|| die("--cert takes a file"))),
+            "--key" => key = Some(it.next().map(PathBuf::from).unwrap_or_else(|| die("--key takes a file"))),
             _ => die(&format!("unknown argument {a:?}")),
         }
     }
@@ -42,7 +50,15 @@ pub fn parse(modes: &[&str]) -> Args {
     if (mode == "proxy") != upstream.is_some() {
         die("--upstream IP:PORT goes with --mode proxy (and only with it)");
     }
-    Args { addr, mode, upstream }
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => die("--cert and --key go together"),
+    };
+    if tls_modes.contains(&mode.as_str()) != tls.is_some() {
+        die(&format!("--cert FILE --key FILE go with the TLS modes {tls_modes:?} (and only with them)"));
+    }
+    Args { addr, mode, upstream, tls }
 }
 
 /// Sets TCP_NODELAY on a socket (a listener passes it on to the sockets it accepts).
@@ -69,6 +85,6 @@ pub fn announce(addr: SocketAddr) {
 }
 
 fn die(msg: &str) -> ! {
-    eprintln!("error: {msg}\nusage: PEER --addr IP:PORT [--mode MODE] [--upstream IP:PORT]");
+    eprintln!("error: {msg}\nusage: PEER --addr IP:PORT [--mode MODE] [--upstream IP:PORT] [--cert FILE --key FILE]");
     std::process::exit(2)
 }

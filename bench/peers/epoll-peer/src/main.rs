@@ -158,7 +158,7 @@ impl Server {
 }
 
 fn main() {
-    let args = peer_common::parse(&["echo"]);
+    let args = peer_common::parse(&["echo"], &[]);
     let listener = std::net::TcpListener::bind(args.addr).expect("bind");
     listener.set_nonblocking(true).expect("nonblocking listener");
     // SAFETY: re-listening on our own bound socket only raises the backlog.

@@ -13,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 fn main() {
-    let args = peer_common::parse(&["ws"]);
+    let args = peer_common::parse(&["ws"], &[]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
     rt.block_on(async move {
         let listener = TcpListener::bind(args.addr).await.expect("bind");

@@ -357,7 +357,7 @@ impl Server {
 }
 
 fn main() {
-    let args = peer_common::parse(&["echo"]);
+    let args = peer_common::parse(&["echo"], &[]);
     let listener = std::net::TcpListener::bind(args.addr).expect("bind");
     let fd = listener.as_raw_fd();
     // Accepted sockets inherit TCP_NODELAY from the listener (they cannot get it later: they

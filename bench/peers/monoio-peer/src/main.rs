@@ -3,7 +3,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
 fn main() {
-    let args = peer_common::parse(&["echo"]);
+    let args = peer_common::parse(&["echo"], &[]);
     let mut rt =
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096).build().expect("io_uring runtime");
     rt.block_on(async move {

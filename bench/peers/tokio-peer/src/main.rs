@@ -5,16 +5,23 @@
 //! through a `tokio::sync::broadcast` channel), `proxy` (`--upstream IP:PORT`: each accepted
 //! connection opens one upstream connection and `tokio::io::copy_bidirectional` forwards
 //! both ways until either side closes), `udp` (a `tokio::net::UdpSocket` answering each
-//! datagram to its sender).
+//! datagram to its sender), `https` and `wss` (`--cert FILE --key FILE`: the `http` and `ws`
+//! modes inside TLS, tokio-rustls on rustls 0.23 with aws-lc-rs, configured as ringman's
+//! server is: TLS 1.3 and 1.2, stateless session tickets from the provider's ticketer, the
+//! server's cipher order, ALPN `http/1.1`).
 use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::{Request, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Messages a slow fan-out subscriber may fall behind before it skips some (it then misses
@@ -33,10 +40,15 @@ enum Mode {
     Ws,
     Fanout,
     Proxy,
+    Https,
+    Wss,
 }
 
 fn main() {
-    let args = peer_common::parse(&["echo", "echo-shared", "text", "frame", "http", "ws", "fanout", "proxy", "udp"]);
+    let args = peer_common::parse(
+        &["echo", "echo-shared", "text", "frame", "http", "ws", "fanout", "proxy", "udp", "https", "wss"],
+        &["https", "wss"],
+    );
     let mode = match args.mode.as_str() {
         "echo" => Mode::Echo,
         "echo-shared" => Mode::EchoShared,
@@ -45,8 +57,11 @@ fn main() {
         "http" => Mode::Http,
         "fanout" => Mode::Fanout,
         "proxy" => Mode::Proxy,
+        "https" => Mode::Https,
+        "wss" => Mode::Wss,
         _ => Mode::Ws,
     };
+    let acceptor = args.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key));
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
     if args.mode == "udp" {
         rt.block_on(udp_echo(args.addr));
@@ -61,6 +76,7 @@ fn main() {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
             let hub = hub.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 match mode {
                     Mode::Echo => drop(echo(stream).await),
@@ -71,10 +87,41 @@ fn main() {
                     Mode::Ws => drop(ws(stream).await),
                     Mode::Fanout => drop(fanout(stream, hub).await),
                     Mode::Proxy => drop(proxy(stream, upstream).await),
+                    Mode::Https | Mode::Wss => {
+                        let Some(acceptor) = acceptor else { return };
+                        let Ok(tls) = acceptor.accept(stream).await else { return };
+                        match mode {
+                            Mode::Https => drop(http(tls).await),
+                            _ => drop(ws(tls).await),
+                        }
+                    }
                 }
             });
         }
     });
+}
+
+/// The TLS server of `https` and `wss`: the chain in `cert`, its key in `key` (PEM); TLS 1.3
+/// and 1.2, stateless tickets, the server's cipher order, ALPN `http/1.1` (ringman's server
+/// settings, `engine/src/tls/mod.rs`).
+fn tls_acceptor(cert: &Path, key: &Path) -> TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .unwrap_or_else(|e| panic!("{}: {e}", cert.display()));
+    let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("the key belongs to the certificate");
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().expect("ticketer");
+    config.ignore_client_order = true;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// Each datagram back to its sender, one socket, one task.
@@ -192,7 +239,7 @@ async fn hello(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Byte
     Ok(resp.expect("static response"))
 }
 
-async fn http(s: TcpStream) -> Result<(), hyper::Error> {
+async fn http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(s: S) -> Result<(), hyper::Error> {
     hyper::server::conn::http1::Builder::new()
         .pipeline_flush(true)
         .keep_alive(true)
@@ -200,7 +247,7 @@ async fn http(s: TcpStream) -> Result<(), hyper::Error> {
         .await
 }
 
-async fn ws(s: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+async fn ws<S: AsyncRead + AsyncWrite + Unpin>(s: S) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let mut ws = tokio_tungstenite::accept_async(s).await?;
     while let Some(msg) = ws.next().await {
         match msg? {

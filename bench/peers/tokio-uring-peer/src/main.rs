@@ -2,7 +2,7 @@
 use tokio_uring::net::{TcpListener, TcpStream};
 
 fn main() {
-    let args = peer_common::parse(&["echo"]);
+    let args = peer_common::parse(&["echo"], &[]);
     tokio_uring::start(async move {
         let listener = TcpListener::bind(args.addr).expect("bind");
         peer_common::announce(listener.local_addr().expect("local addr"));
