@@ -847,6 +847,11 @@ mod tests {
         assert!(matches!(p("run --server tokio --scenario echo --rate -5"), Err(ArgError::BadValue { .. })));
         assert!(matches!(p("run --server tokio --scenario echo --quick x"), Err(ArgError::UnknownOption(_))));
         assert!(matches!(p("compare --conns 5"), Err(ArgError::UnknownOption(_))));
+        assert!(matches!(p("run --server nginx --scenario https --rate 100"), Err(ArgError::Conflict("--rate", _))));
+        let Command::Run { load, .. } = p("run --server nginx --scenario handshake --conns 32").unwrap() else {
+            panic!()
+        };
+        assert_eq!((load.scenario, load.conns), (Scenario::Handshake, 32));
         assert_eq!(p("serve-ringman"), Err(ArgError::Required("<scheme>://ip:port")));
     }
 
@@ -902,6 +907,18 @@ mod tests {
             !ServerKind::Fastwebsockets.supports(Scenario::Fanout)
                 && !ServerKind::Fastwebsockets.supports(Scenario::Echo)
         );
+        // TLS: nginx serves https (keep-alive and handshakes) but no wss; tokio all three.
+        for s in [Scenario::Https, Scenario::Handshake] {
+            assert!(ServerKind::Nginx.supports(s) && ServerKind::Tokio.supports(s) && ServerKind::Ringman.supports(s));
+            assert!(!ServerKind::Floor.supports(s) && !ServerKind::RingmanStatic.supports(s));
+        }
+        assert!(!ServerKind::Nginx.supports(Scenario::Wss) && !ServerKind::Fastwebsockets.supports(Scenario::Wss));
+        assert!(ServerKind::Tokio.supports(Scenario::Wss));
+        assert_eq!(
+            Scenario::ALL.into_iter().filter(|s| s.is_tls()).map(|s| (s, s.plain())).collect::<Vec<_>>(),
+            [(Scenario::Https, Scenario::Http), (Scenario::Handshake, Scenario::Http), (Scenario::Wss, Scenario::Ws)]
+        );
+        assert_eq!(Scenario::Echo.plain(), Scenario::Echo);
         for s in ServerKind::ALL {
             assert_eq!(ServerKind::parse(s.name()), Some(s));
         }
