@@ -78,11 +78,27 @@ fn shared_dir() -> PathBuf {
     std::env::temp_dir().join(format!("ringman-bench-pki-{}", std::process::id()))
 }
 
-/// The PKI of this process, made on first use (`$TMPDIR/ringman-bench-pki-<pid>`); removed
-/// by [`remove_shared`].
+/// Removes the PKI directories of processes that are gone (a test binary, or a harness that
+/// was killed, cannot remove its own).
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("ringman-bench-pki-")) else { continue };
+        if pid.parse::<u32>().is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The PKI of this process, made on first use (`$TMPDIR/ringman-bench-pki-<pid>`, after
+/// removing those of processes that are gone); removed by [`remove_shared`].
 pub fn shared() -> Result<&'static Pki, ServerError> {
     SHARED
-        .get_or_init(|| Pki::create(&shared_dir()).map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            remove_stale();
+            Pki::create(&shared_dir()).map_err(|e| e.to_string())
+        })
         .as_ref()
         .map_err(|e| ServerError::Io { path: shared_dir(), source: std::io::Error::other(e.clone()) })
 }

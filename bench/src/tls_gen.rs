@@ -124,7 +124,7 @@ fn tls_err(tls: &ClientConnection, e: rustls::Error) -> LoadError {
 }
 
 /// Bytes counted on both sides of TLS.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Bytes {
     tls_in: u64,
     tls_out: u64,
@@ -170,11 +170,14 @@ impl Seen {
         Ok(())
     }
 
-    fn finish(mut self, bytes: &Bytes, sent: u64, received: u64, headers: Option<String>) -> TlsWire {
-        let per = |v: u64, n: u64| if n > 0 { v as f64 / n as f64 } else { 0.0 };
-        self.wire.tls_in_per_msg = per(bytes.tls_in, received);
-        self.wire.tls_out_per_msg = per(bytes.tls_out, sent);
-        self.wire.plain_in_per_msg = per(bytes.plain_in, received);
+    /// The figures, with the bytes per message of the measured window (`answered` answers
+    /// in it).
+    fn finish(mut self, ph: &Phases, answered: u64, headers: Option<String>) -> TlsWire {
+        let per = |v1: u64, v0: u64, n: u64| if n > 0 { v1.saturating_sub(v0) as f64 / n as f64 } else { 0.0 };
+        let (b0, b1) = (&ph.bytes_at_start, &ph.bytes_at_end);
+        self.wire.tls_in_per_msg = per(b1.tls_in, b0.tls_in, answered);
+        self.wire.tls_out_per_msg = per(b1.tls_out, b0.tls_out, ph.sent_at_end.saturating_sub(ph.sent_at_start));
+        self.wire.plain_in_per_msg = per(b1.plain_in, b0.plain_in, answered);
         self.wire.headers = headers.unwrap_or_default();
         self.wire
     }
@@ -361,6 +364,11 @@ struct Phases {
     sending: bool,
     cpu_start: Duration,
     client_cpu: Duration,
+    /// Bytes and requests at the window's edges (the per-message figures are the window's).
+    bytes_at_start: Bytes,
+    bytes_at_end: Bytes,
+    sent_at_start: u64,
+    sent_at_end: u64,
 }
 
 impl Phases {
@@ -376,11 +384,15 @@ impl Phases {
             sending: true,
             cpu_start: Duration::ZERO,
             client_cpu: Duration::ZERO,
+            bytes_at_start: Bytes::default(),
+            bytes_at_end: Bytes::default(),
+            sent_at_start: 0,
+            sent_at_end: 0,
         }
     }
 
     /// Fires the edges due at `now`; true when the window starts now (reset its figures).
-    fn advance(&mut self, now: u64, sent: u64, received: u64, edge: &mut impl FnMut(Edge)) -> bool {
+    fn advance(&mut self, now: u64, sent: u64, received: u64, bytes: &Bytes, edge: &mut impl FnMut(Edge)) -> bool {
         if now >= self.next_tick {
             edge(Edge::Progress { sent, received });
             self.next_tick += 1_000_000_000;
@@ -390,6 +402,7 @@ impl Phases {
             edge(Edge::Start);
             self.cpu_start = thread_cpu();
             self.measuring = true;
+            (self.bytes_at_start, self.sent_at_start) = (*bytes, sent);
             started = true;
         }
         if self.sending && now >= self.window_end {
@@ -397,6 +410,7 @@ impl Phases {
             edge(Edge::End);
             self.measuring = false;
             self.sending = false;
+            (self.bytes_at_end, self.sent_at_end) = (*bytes, sent);
         }
         started
     }
@@ -489,7 +503,7 @@ fn run_keepalive(
     }
     loop {
         let now = now_ns();
-        if ph.advance(now, sent, received, &mut edge) {
+        if ph.advance(now, sent, received, &bytes, &mut edge) {
             lat.reset();
             window_msgs = 0;
         }
@@ -571,7 +585,7 @@ fn run_keepalive(
         }
     }
     let drained = conns.iter().all(|(_, st)| st.dead || st.stamps.is_empty());
-    let tls = seen.finish(&bytes, sent, received, probe.names);
+    let tls = seen.finish(&ph, window_msgs, probe.names);
     Ok(LoadResult {
         messages: window_msgs,
         window: opts.duration,
@@ -650,7 +664,7 @@ fn run_handshakes(
     }
     loop {
         let now = now_ns();
-        if ph.advance(now, sent, received, &mut edge) {
+        if ph.advance(now, sent, received, &bytes, &mut edge) {
             lat.reset();
             window_msgs = 0;
         }
@@ -724,7 +738,7 @@ fn run_handshakes(
         }
     }
     let drained = slots.iter().all(Option::is_none);
-    let tls = seen.finish(&bytes, sent, received, probe.names);
+    let tls = seen.finish(&ph, window_msgs, probe.names);
     Ok(LoadResult {
         messages: window_msgs,
         window: opts.duration,
@@ -781,7 +795,7 @@ pub fn section(records: &[Record]) -> String {
     }
     let mut s = format!(
         "\nTLS cells: the generator offers only {VERSION} {SUITE} {GROUP} (checked on every connection); bytes per \
-         message from the round's counts (https/wss: after the set-up; handshake: the whole connection)\n"
+         message over the window (handshake: the whole connection)\n"
     );
     for l in lines {
         s.push_str(&l);
