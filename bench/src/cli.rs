@@ -372,6 +372,8 @@ pub enum Command {
         repeat: Option<usize>,
         /// Seed of the per-round server order (None = from the clock).
         seed: Option<u64>,
+        /// `--cells P10,P11`: only these suite ids (None = all).
+        cells: Option<Vec<String>>,
     },
     /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns);
     /// `proxy://ip:port` takes the upstream `tcp://host:port` as a second argument,
@@ -456,6 +458,9 @@ fn parse_redis_client(mut it: impl Iterator<Item = String>) -> Result<Command, A
     Ok(Command::RedisClient(o))
 }
 
+/// The ids of the standard suite's workloads (`compare --cells`).
+pub const SUITE_IDS: [&str; 12] = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12"];
+
 /// Usage text.
 pub const USAGE: &str = "\
 ringman-bench run (--server <ringman|ringman-static|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
@@ -463,7 +468,7 @@ ringman-bench run (--server <ringman|ringman-static|tokio|tokio-shared|tokio-uri
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
                   [--generator uring|classic] [--client-threads N] [--client-cpus LIST] [--pace T]
-ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--server-cpu C] [--client-cpu C]
+ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--cells P10,P11,...] [--server-cpu C] [--client-cpu C]
                   [--peers-dir DIR] [--out DIR] [--generator uring|classic] [--client-threads N]
                   [--client-cpus LIST] [--pace T]
 ringman-bench redis-client [--conns LIST] [--depth LIST] [--requests N] [--size BYTES] [--repeat N]
@@ -507,7 +512,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let mut only = None;
     let mut positional = Vec::new();
     let (mut target, mut target_pid, mut payload, mut json) = (None, None, None, None);
-    let (mut repeat, mut seed) = (None, None);
+    let (mut repeat, mut seed, mut cells) = (None, None, None);
     let (mut client_threads, mut client_cpu) = (None, None);
     match cmd.as_str() {
         "run" | "compare" | "serve-ringman" => {}
@@ -563,6 +568,13 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 repeat = Some(n);
             }
             ("--seed", false) => seed = Some(num(&opt, v)?),
+            ("--cells", false) => {
+                let ids: Vec<String> = v.split(',').map(|s| s.trim().to_ascii_uppercase()).collect();
+                if ids.iter().any(|id| !SUITE_IDS.contains(&id.as_str())) {
+                    return Err(bad(&opt, v, "suite ids are P1 to P12"));
+                }
+                cells = Some(ids);
+            }
             ("--target", true) => target = Some(Target::parse(v)?),
             ("--target-pid", true) => target_pid = Some(num(&opt, v)?),
             ("--payload", true) => payload = Some(PathBuf::from(v)),
@@ -634,7 +646,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             Ok(Command::ServeRingman { addr, upstream, tls })
         }
         _ if !positional.is_empty() => Err(ArgError::UnknownOption(positional.remove(0))),
-        "compare" => Ok(Command::Compare { quick, only, env, repeat, seed }),
+        "compare" => Ok(Command::Compare { quick, only, env, repeat, seed, cells }),
         _ => {
             let server = match (server, target) {
                 (Some(_), Some(_)) => return Err(ArgError::Conflict("--server", "--target")),
@@ -772,6 +784,10 @@ mod tests {
             Command::Compare { quick: false, repeat: Some(7), seed: Some(42), .. }
         ));
         assert!(matches!(p("compare --repeat 0"), Err(ArgError::BadValue { .. })));
+        let Command::Compare { cells, .. } = p("compare --cells P10,p12").unwrap() else { panic!() };
+        assert_eq!(cells, Some(vec!["P10".to_string(), "P12".to_string()]));
+        assert!(matches!(p("compare --cells P13"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --server ringman --scenario https --cells P10"), Err(ArgError::UnknownOption(_))));
         let Command::Compare { only, env, .. } = p("compare --servers tokio,floor --out /tmp/o").unwrap() else {
             panic!()
         };

@@ -391,14 +391,17 @@ pub fn round_orders<T: Clone>(servers: &[T], rounds: usize, rng: &mut Rng) -> Ve
 }
 
 /// `ringman-bench compare`: the standard suite against every available server, each cell
-/// `repeat` times with the servers in a seeded random order per round.
+/// `repeat` times with the servers in a seeded random order per round; `cells`: only the
+/// workloads with these ids (P6 then derives its rate from P1 only if P1 ran too).
 pub fn compare(
     quick: bool,
     only: Option<&[ServerKind]>,
     env: &Env,
     repeat: Option<usize>,
     seed: Option<u64>,
+    cells: Option<&[String]>,
 ) -> Result<Vec<Record>, BenchError> {
+    let wanted_id = |id: &str| cells.is_none_or(|c| c.iter().any(|x| x == id));
     let started = Instant::now();
     let repeat = repeat.unwrap_or_else(|| default_repeat(quick));
     let seed = seed.unwrap_or_else(Rng::clock_seed);
@@ -437,7 +440,7 @@ pub fn compare(
         Record { id: id.into(), workload: workload(opts), server: k.name().into(), round, outcome }
     };
     let servers_of = |list: &[ServerKind]| list.iter().copied().filter(|&k| wanted(k)).collect::<Vec<_>>();
-    for e in entries(quick) {
+    for e in entries(quick).into_iter().filter(|e| wanted_id(e.id)) {
         for (round, order) in round_orders(&servers_of(e.servers), repeat, &mut rng).into_iter().enumerate() {
             for k in order {
                 let r = one(e.id, k, &e.opts, round);
@@ -446,7 +449,8 @@ pub fn compare(
         }
     }
     // P5: idle connections.
-    for (round, order) in round_orders(&servers_of(IDLE_SERVERS), repeat, &mut rng).into_iter().enumerate() {
+    let idle = if wanted_id("P5") { servers_of(IDLE_SERVERS) } else { Vec::new() };
+    for (round, order) in round_orders(&idle, repeat, &mut rng).into_iter().enumerate() {
         for k in order {
             let workload = format!("idle slope {IDLE_CONNS_LO}->{IDLE_CONNS}");
             let outcome = match skip_reason(k) {
@@ -468,6 +472,7 @@ pub fn compare(
     };
     let base = p1("ringman").map(|r| (r, "ringman")).or_else(|| p1("tokio").map(|r| (r, "tokio")));
     match base {
+        _ if !wanted_id("P6") => {}
         Some((peak, from)) if peak > 0.0 => {
             let (warmup, duration) = timing(quick);
             let rate = (peak * 0.5).round();
@@ -503,7 +508,7 @@ pub fn compare(
     }
     // P8: generator -> proxy -> echo, each proxy beside the echo loaded directly.
     let proxies = servers_of(proxy::PROXY_SERVERS);
-    if !proxies.is_empty() {
+    if !proxies.is_empty() && wanted_id(proxy::ID) {
         let (warmup, duration) = timing(quick);
         let opts = proxy::suite_opts(warmup, duration);
         let subjects: Vec<Option<ServerKind>> = std::iter::once(None).chain(proxies.into_iter().map(Some)).collect();
