@@ -2,7 +2,6 @@
 //! buffer ring, paused and resumed by cancel and re-arm, re-armed after ENOBUFS, and the
 //! hand-off of received bytes to the runner's delivery (and back).
 
-use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

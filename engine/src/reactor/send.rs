@@ -3,7 +3,6 @@
 //! once (eager) or once per loop turn (batched).
 
 use std::collections::VecDeque;
-use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
