@@ -163,7 +163,7 @@ pub fn ticket_keys(workers: &[WorkerHandle]) -> Vec<(String, ringman_engine::Tic
 
 fn hours_or_secs(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 3600 && s % 3600 == 0 {
+    if s >= 3600 && s.is_multiple_of(3600) {
         format!("{} h", s / 3600)
     } else {
         format!("{s} s")
