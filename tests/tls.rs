@@ -421,6 +421,16 @@ fn start_errors_name_the_file_and_the_mistake() {
     assert!(e.contains("no PEM certificate"), "{e}");
     let e = start_error("chain.pem", "cert.pem");
     assert!(e.contains("no PEM private key") && e.contains("cert.pem"), "{e}");
+    // A ticket-key rotation period TLS cannot honour (tickets live two periods, TLS 1.3
+    // allows 7 days at most).
+    for bad in [Duration::ZERO, Duration::from_secs(85 * 3600)] {
+        let mut t = tls();
+        t.ticket_key_rotation = bad;
+        assert!(matches!(t.check(), Err(TlsSetupError::TicketKeyRotation(d)) if d == bad), "{bad:?}");
+    }
+    let mut t = tls();
+    t.ticket_key_rotation = Duration::from_secs(84 * 3600);
+    t.check().unwrap();
 }
 
 // ------------------------------------------------------------------------------ client
