@@ -546,3 +546,130 @@ fn daemon_switches_to_user_and_group_after_binding() {
     srv.ok(&["stop"]);
     wait_gone(pid);
 }
+
+// ------------------------------------------------------------------- TLS tickets across reload
+
+/// A test CA and a leaf for `localhost`/127.0.0.1 in `dir`, made with the `openssl` command.
+fn make_pki(dir: &Path) {
+    let script = r#"
+ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj "/CN=ringman ops test CA" 2>/dev/null
+openssl req $ec -keyout key.pem -out leaf.csr -subj "/CN=localhost" 2>/dev/null
+printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n" > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile leaf.ext 2>/dev/null
+"#;
+    let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().expect("sh runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One `openssl s_client` session: saves (`-sess_out`) or offers (`-sess_in`) the session
+/// in `sess`, writes `line`, reads until its echo; returns s_client's report, with its
+/// "New, TLSv1.x" or "Reused, TLSv1.x" line.
+fn s_client(srv: &Srv, version: &str, sess: (&str, &Path), line: &str) -> String {
+    use std::io::BufRead;
+    let mut child = Command::new("timeout")
+        .args(["30", "openssl", "s_client", version, "-servername", "localhost", "-CAfile"])
+        .arg(srv.dir.join("ca.pem"))
+        .args(["-connect", &srv.addr.to_string(), sess.0])
+        .arg(sess.1)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut report = String::new();
+    for l in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        let echoed = l == line;
+        report.push_str(&l);
+        report.push('\n');
+        if echoed {
+            break;
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    assert!(report.lines().any(|l| l == line), "no echo of {line:?}:\n{report}");
+    report
+}
+
+/// Descriptors of process `pid` that point at a memfd of ticket keys.
+fn ticket_memfds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().contains("ringman-ticket-keys"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn tls_sessions_resume_across_reload_with_handed_over_ticket_keys() {
+    let mut srv = Srv::new("tickets");
+    make_pki(&srv.dir);
+    let (cert, key) = (srv.dir.join("cert.pem"), srv.dir.join("key.pem"));
+    srv.extra = vec!["--cert".into(), cert.to_string_lossy().into(), "--key".into(), key.to_string_lossy().into()];
+    srv.ok(&["start", "-d"]);
+    let pid1 = srv.pid().unwrap();
+    let versions = [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")];
+    let sess = |v: &str| srv.dir.join(format!("session{v}.pem"));
+    for (v, name) in versions {
+        let first = s_client(&srv, v, ("-sess_out", &sess(v)), "before");
+        assert!(first.contains(&format!("New, {name}")), "{first}");
+        let again = s_client(&srv, v, ("-sess_in", &sess(v)), "same process");
+        assert!(again.contains(&format!("Reused, {name}")), "{again}");
+    }
+
+    // Reload twice: the first successor adopts the keys and hands them on to the second.
+    let mut pid = pid1;
+    for round in 1..=2 {
+        let out = srv.ok(&["reload"]);
+        assert!(out.contains("reloaded"), "{out}");
+        let next = srv.pid().unwrap();
+        assert_ne!(next, pid);
+        wait_gone(pid);
+        pid = next;
+        // The keys went through a memfd: its number in the environment, never the keys;
+        // the successor closed it once read.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let var = environ
+            .split(|&b| b == 0)
+            .find_map(|e| e.strip_prefix(b"RINGMAN_TICKET_KEYS_FD="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("the successor was told where the keys are");
+        assert!(var.parse::<u32>().is_ok(), "only a descriptor number: {var:?}");
+        assert_eq!(ticket_memfds(pid), 0, "the successor closed the memfd");
+        // Several resumptions per version (the connections spread over both rings).
+        for (v, name) in versions {
+            for i in 0..3 {
+                let r = s_client(&srv, v, ("-sess_in", &sess(v)), &format!("after reload {round}, {i}"));
+                assert!(r.contains(&format!("Reused, {name}")), "{v} after reload {round}: {r}");
+            }
+        }
+        let status = srv.ok(&["status"]);
+        let line = status.lines().find(|l| l.starts_with("session-ticket keys: echo")).expect("a ticket-key line");
+        assert!(line.contains("generation 1") && line.contains("adopted from the reload predecessor"), "{line}");
+    }
+    let log = std::fs::read_to_string(srv.dir.join("ops.log")).unwrap();
+    assert!(log.contains("adopted the reload predecessor's session-ticket keys"), "{log}");
+    assert!(!log.contains("unusable") && !log.contains("handed over no session-ticket keys"), "{log}");
+
+    // Negative control: a process started afresh (no hand-off) has keys of its own, so the
+    // same sessions take a full handshake.
+    srv.ok(&["stop"]);
+    wait_gone(pid);
+    srv.ok(&["start", "-d"]);
+    let fresh = srv.pid().unwrap();
+    for (v, name) in versions {
+        let r = s_client(&srv, v, ("-sess_in", &sess(v)), "fresh process");
+        assert!(r.contains(&format!("New, {name}")), "{v} resumed without a hand-off: {r}");
+    }
+    let status = srv.ok(&["status"]);
+    let line = status.lines().find(|l| l.starts_with("session-ticket keys: echo")).expect("a ticket-key line");
+    assert!(line.contains("generation 1") && !line.contains("adopted"), "{line}");
+    srv.ok(&["stop"]);
+    wait_gone(fresh);
+}

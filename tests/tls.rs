@@ -421,6 +421,16 @@ fn start_errors_name_the_file_and_the_mistake() {
     assert!(e.contains("no PEM certificate"), "{e}");
     let e = start_error("chain.pem", "cert.pem");
     assert!(e.contains("no PEM private key") && e.contains("cert.pem"), "{e}");
+    // A ticket-key rotation period TLS cannot honour (tickets live two periods, TLS 1.3
+    // allows 7 days at most).
+    for bad in [Duration::ZERO, Duration::from_secs(85 * 3600)] {
+        let mut t = tls();
+        t.ticket_key_rotation = bad;
+        assert!(matches!(t.check(), Err(TlsSetupError::TicketKeyRotation(d)) if d == bad), "{bad:?}");
+    }
+    let mut t = tls();
+    t.ticket_key_rotation = Duration::from_secs(84 * 3600);
+    t.check().unwrap();
 }
 
 // ------------------------------------------------------------------------------ client
@@ -983,8 +993,27 @@ asyncio.run(main())
 
 #[test]
 fn a_server_that_hangs_up_during_the_handshake_is_a_connect_failure() {
-    let server = py_tcp_server(&[], "async def handle(r, w):\n    w.close()\n");
-    let port = server.port;
+    // It reads the ClientHello (one segment on loopback), then closes: a FIN.
+    let server = py_tcp_server(&[], "async def handle(r, w):\n    await r.read(65536)\n    w.close()\n");
+    handshake_cut_is_a_connect_failure(server.port, "closed the connection");
+}
+
+/// The same server, resetting instead (SO_LINGER 0). A server that closes at once sends a
+/// FIN or, when the ClientHello is already in its receive queue unread, a reset: which one
+/// depends on timing alone, so both are tested.
+#[test]
+fn a_server_that_resets_during_the_handshake_is_a_connect_failure() {
+    let server = py_tcp_server(
+        &[],
+        "import socket, struct\n\
+         async def handle(r, w):\n    await r.read(65536)\n    \
+         w.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n    \
+         w.transport.abort()\n",
+    );
+    handshake_cut_is_a_connect_failure(server.port, "reset");
+}
+
+fn handshake_cut_is_a_connect_failure(port: u16, why: &'static str) {
     let (_ring, rx) = client_ring(move |tx| {
         let mut c = AsyncTcpConnection::new(&format!("ssl://127.0.0.1:{port}")).unwrap();
         c.tls = Some(ClientTls { server_name: Some("localhost".into()), ..ClientTls::with_ca(pki().path("ca.pem")) });
@@ -994,7 +1023,7 @@ fn a_server_that_hangs_up_during_the_handshake_is_a_connect_failure() {
         conn.on_close(move |_| tx.send(Got::Close).unwrap());
     });
     match rx.recv_timeout(PATIENCE).unwrap() {
-        Got::Error(1, msg) => assert!(msg.contains("TLS handshake failed"), "{msg}"),
+        Got::Error(1, msg) => assert!(msg.contains("TLS handshake failed") && msg.contains(why), "{msg}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), Got::Close);

@@ -348,6 +348,10 @@ pub enum TlsSetupError {
     /// A server name that is not a valid DNS name or address.
     #[error("invalid TLS server name {0:?}")]
     ServerName(String),
+    /// `TlsConfig::ticket_key_rotation` is zero or longer than 84 h (tickets live two
+    /// periods, and TLS 1.3 allows at most 7 days).
+    #[error("ticket_key_rotation {0:?} out of range: more than zero and at most 84 h")]
+    TicketKeyRotation(std::time::Duration),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),

@@ -25,6 +25,8 @@ pub struct WorkerHandle {
     pub(crate) reloadable: bool,
     /// The worker's certificate reload, when it serves TLS.
     pub(crate) tls: Option<Arc<crate::tls::CertReload>>,
+    /// The worker's session-ticket keys, when it serves TLS (handed to a reload successor).
+    pub(crate) tickets: Option<Arc<crate::tls::tickets::TicketKeys>>,
     /// The worker's listening sockets (`None` without a listen address).
     pub(crate) listeners: Option<Arc<Listeners>>,
 }
@@ -45,6 +47,12 @@ impl WorkerHandle {
         reload.reload().inspect_err(|e| {
             log::error!("{}: certificate reload failed, still serving the previous certificates: {e}", self.name)
         })
+    }
+
+    /// The generation and age of the worker's session-ticket keys (for `status`), when it
+    /// serves TLS. Never the keys themselves.
+    pub fn tls_ticket_keys(&self) -> Option<crate::tls::TicketKeyInfo> {
+        self.tickets.as_ref().map(|t| t.info())
     }
 
     /// Number of ring threads.

@@ -5,10 +5,57 @@
 //! the successor which descriptor listens on which address. A [`crate::Server`] started in
 //! the successor adopts those sockets instead of binding new ones, so the accept queues
 //! survive the switch.
+//!
+//! The session-ticket keys of the TLS workers go along ([`pass_ticket_keys`]), so that a
+//! client's ticket from before the reload resumes its session with the successor.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 
 use crate::addr::ListenAddr;
+use crate::handle::WorkerHandle;
+
+/// Environment variable naming the descriptor of the memfd that holds a predecessor's
+/// session-ticket keys (written by [`pass_ticket_keys`]; the keys themselves never appear
+/// in the environment or the command line, both readable in `/proc`).
+pub const TICKET_KEYS_FD_ENV: &str = crate::tls::tickets::TICKET_KEYS_FD_ENV;
+
+/// Prepares `cmd`, the successor about to be spawned, to receive the session-ticket keys
+/// of those `workers` that serve TLS: the current and previous key of each (with their
+/// ages, so the successor rotates on the same schedule) go into a sealed memfd, whose
+/// descriptor number goes into [`TICKET_KEYS_FD_ENV`]. The descriptor stays close-on-exec
+/// in this process; a hook run in the child just before `exec` clears the flag there, so no
+/// other child inherits it. The successor's TLS workers adopt the keys at start (each the
+/// keys of the worker with its name and configured address), read the memfd and close it.
+///
+/// Returns the memfd (`None` when no worker serves TLS): keep it until `cmd` is spawned,
+/// then drop it. Without a call the variable is not passed on either (`cmd` inherits this
+/// process's environment, which may still name its own predecessor's descriptor): it is
+/// removed from `cmd`'s environment first.
+pub fn pass_ticket_keys(cmd: &mut std::process::Command, workers: &[WorkerHandle]) -> std::io::Result<Option<OwnedFd>> {
+    cmd.env_remove(TICKET_KEYS_FD_ENV);
+    let sets: Vec<&crate::tls::tickets::TicketKeys> = workers.iter().filter_map(|w| w.tickets.as_deref()).collect();
+    if sets.is_empty() {
+        return Ok(None);
+    }
+    let fd = crate::tls::tickets::handoff_memfd(&sets)?;
+    let raw = fd.as_raw_fd();
+    cmd.env(TICKET_KEYS_FD_ENV, raw.to_string());
+    // SAFETY: the hook runs in the forked child before `exec`: it makes one fcntl call
+    // (async-signal-safe), allocates nothing, takes no lock, and touches only the memfd's
+    // number, which the child inherited open from this process (the caller keeps `fd`
+    // until the spawn).
+    unsafe {
+        cmd.pre_exec(move || {
+            // SAFETY: F_SETFD on an inherited descriptor; the result is checked.
+            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(Some(fd))
+}
 
 /// Prepares `listeners` (each a listening socket with the address it is bound to: a
 /// `SocketAddr`, or a [`ListenAddr`] for TCP and Unix sockets alike) for a successor

@@ -66,7 +66,7 @@ pub use server::{run_all, run_all_then, stop_all, Running, Server};
 pub use stats::ThreadStats;
 pub use sys::resident_memory;
 pub use timer::{Timer, TimerId};
-pub use tls::{ktls_probe, ClientTls, TlsConfig};
+pub use tls::{ktls_probe, ClientTls, TicketKeyInfo, TlsConfig};
 pub use udp::AsyncUdpConnection;
 pub use worker::{Worker, WorkerInfo, WsDecision};
 

@@ -119,6 +119,26 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     syscall!(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) }).map(drop)
 }
 
+/// A sealed, close-on-exec `memfd` named `name` holding exactly `data`: written, then
+/// sealed against writes, growth and shrinking, so whoever reads it later sees these bytes.
+pub(crate) fn sealed_memfd(name: &std::ffi::CStr, data: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a NUL-terminated string that outlives the call; the result is checked.
+    let fd = syscall!(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut done = 0;
+    while done < data.len() {
+        let rest = &data[done..];
+        // SAFETY: writes from a live slice of the length passed, to a descriptor we own.
+        let n = syscall!(unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) })?;
+        done += n as usize;
+    }
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor we own; the result is checked.
+    syscall!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(fd)
+}
+
 /// Sets (`on`) or clears FD_CLOEXEC: inherited descriptors must not leak into further
 /// children by accident, and handed-over ones must survive exec into a successor.
 pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {

@@ -167,7 +167,7 @@ impl Controller {
         let rows = status::rows(&self.workers, Some((&prev, elapsed)), PROBE);
         let now_counts = rows.iter().map(|r| r.requests).collect();
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, now_counts));
-        status::render_status(&self.header, &rows)
+        status::render_status_with_tickets(&self.header, &rows, &status::ticket_keys(&self.workers))
     }
 
     fn set_phase(&self, p: Phase) {

@@ -77,6 +77,9 @@ fn program() -> PathBuf {
 pub struct Handover {
     /// Each listening descriptor of the reloadable workers with the address it listens on.
     pub pairs: Vec<(RawFd, ListenAddr)>,
+    /// The reloadable workers: those serving TLS hand their session-ticket keys over
+    /// ([`handover::pass_ticket_keys`]), so sessions resume across the reload.
+    pub workers: Vec<WorkerHandle>,
 }
 
 /// Collects the listening sockets of the reloadable workers.
@@ -86,7 +89,7 @@ pub fn handover(workers: &[WorkerHandle]) -> Handover {
         let Some(addr) = w.listen_at() else { continue };
         pairs.extend(listener_fds(addr).into_iter().map(|f| (f, addr.clone())));
     }
-    Handover { pairs }
+    Handover { pairs, workers: workers.iter().filter(|w| w.reloadable()).cloned().collect() }
 }
 
 /// After the old process paused accepting, wakes the successor's accepts on any listener
@@ -154,15 +157,22 @@ pub fn spawn_successor(
         let spawned = set_cloexec(w, false).map_err(sys("clear FD_CLOEXEC on the ready pipe")).and_then(|()| {
             let mut args = std::env::args_os();
             let arg0 = args.next().unwrap_or_else(|| OsString::from("ringman"));
-            std::process::Command::new(program())
-                .arg0(arg0)
+            let mut cmd = std::process::Command::new(program());
+            cmd.arg0(arg0)
                 .args(args)
                 .env(name, value)
                 .env(READY_FD_ENV, w.to_string())
                 .env(SKIP_WORKERS_ENV, skip.join(","))
-                .env(PREDECESSORS_ENV, predecessors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","))
-                .spawn()
-                .map_err(sys("spawn successor"))
+                .env(PREDECESSORS_ENV, predecessors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","));
+            // Session-ticket keys: a failure to pass them costs resumption, not the reload.
+            let keys = handover::pass_ticket_keys(&mut cmd, &h.workers).unwrap_or_else(|e| {
+                log::warn!("reload: session-ticket keys not handed over ({e}); the successor makes new ones");
+                None
+            });
+            let spawned = cmd.spawn().map_err(sys("spawn successor"));
+            // (The successor holds its own copy of the memfd; ours closes here.)
+            drop(keys);
+            spawned
         });
         // SAFETY: our copy of the write end; the successor holds its own.
         unsafe { libc::close(w) };

@@ -156,8 +156,33 @@ const RULE_P: &str =
 /// Column header of the per-thread table (tab after `pid`, as Workerman).
 pub const STATUS_COLUMNS: &str = "pid\tmemory  listening                 name        thread connections send_fail refused timers  total_request qps    status  restarts p50_us   p99_us";
 
+/// The session-ticket keys of the workers serving TLS: (worker name, figures).
+pub fn ticket_keys(workers: &[WorkerHandle]) -> Vec<(String, ringman_engine::TicketKeyInfo)> {
+    workers.iter().filter_map(|w| Some((w.name().to_string(), w.tls_ticket_keys()?))).collect()
+}
+
+fn hours_or_secs(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{} h", s / 3600)
+    } else {
+        format!("{s} s")
+    }
+}
+
 /// Renders the `status` output.
 pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
+    render_status_with_tickets(h, rows, &[])
+}
+
+/// Renders the `status` output with a line per TLS worker about its session-ticket keys
+/// (from [`ticket_keys`]): the current key's generation and age, the rotation period, and
+/// whether the keys came from a reload predecessor.
+pub fn render_status_with_tickets(
+    h: &Header,
+    rows: &[ThreadRow],
+    tickets: &[(String, ringman_engine::TicketKeyInfo)],
+) -> String {
     let mut s = String::new();
     let mem = rss_bytes();
     let _ = writeln!(s, "Start worker in {} mode.", if h.daemon { "DAEMON" } else { "DEBUG" });
@@ -169,6 +194,17 @@ pub fn render_status(h: &Header, rows: &[ThreadRow]) -> String {
         Err(e) => format!("unavailable ({e}); TLS runs in userspace"),
     };
     let _ = writeln!(s, "kernel TLS offload: {ktls}");
+    for (name, t) in tickets {
+        let _ = writeln!(
+            s,
+            "session-ticket keys: {name} generation {}, current key {} s old, rotated every {}{}{}",
+            t.generation,
+            t.age.as_secs(),
+            hours_or_secs(t.rotation),
+            if t.previous { ", previous key still decrypting" } else { "" },
+            if t.adopted { ", adopted from the reload predecessor" } else { "" },
+        );
+    }
     let run = crate::daemon::now_secs().saturating_sub(h.started);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();

@@ -2,7 +2,6 @@
 //! buffer ring, paused and resumed by cancel and re-arm, re-armed after ENOBUFS, and the
 //! hand-off of received bytes to the runner's delivery (and back).
 
-use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -77,10 +76,8 @@ impl Core {
                 // The server hung up during an outgoing connection's TLS handshake: the
                 // connect failed.
                 0 if c.status == Status::Connecting && c.extra.as_ref().is_some_and(|e| e.tls.is_some()) => {
-                    let target = c.dial().map(|d| d.target()).unwrap_or_default();
-                    let cause =
-                        crate::error::ConnectError::Tls("the server closed the connection during the handshake".into());
-                    self.destroy(key, Some(ConnError::Connect { target, cause }));
+                    let err = super::tls::socket_error(c, 0);
+                    self.destroy(key, Some(err));
                 }
                 0 => self.destroy(key, None),
                 libc::ENOBUFS => {
@@ -99,7 +96,8 @@ impl Core {
                 }
                 e => {
                     if c.status != Status::Closed {
-                        self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(e))));
+                        let err = super::tls::socket_error(c, e);
+                        self.destroy(key, Some(err));
                     }
                 }
             }

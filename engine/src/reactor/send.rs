@@ -3,7 +3,6 @@
 //! once (eager) or once per loop turn (batched).
 
 use std::collections::VecDeque;
-use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -311,7 +310,8 @@ impl Core {
         c.inflight -= 1;
         if res < 0 {
             if c.status != Status::Closed && res != -libc::ECANCELED {
-                self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(-res))));
+                let err = super::tls::socket_error(c, -res);
+                self.destroy(key, Some(err));
             }
             self.try_free(key);
             return;

@@ -12,6 +12,8 @@
 //!            close(): close_notify after the queued records; the peer's close_notify: close
 //! ```
 
+use std::io;
+
 use super::recv::RecvWork;
 use super::send::{enqueue, SendQueue};
 use super::slot::{ConnState, Stamp};
@@ -48,6 +50,22 @@ pub(super) fn put(arena: &mut SendArena, q: &mut SendQueue, tls: Option<&mut Tls
 /// The TLS layer of `c`, if it has one.
 pub(super) fn layer(c: &mut ConnState) -> Option<&mut TlsLayer> {
     c.extra.as_mut()?.tls.as_mut()
+}
+
+/// The error a socket error `errno` (or the peer's EOF, `errno` 0) reports on `c`. During an
+/// outgoing connection's TLS handshake it is a failed connect, whatever the socket said: a
+/// server that closes with the ClientHello unread makes the kernel send a reset, not a FIN,
+/// and which of the two the client sees depends on timing alone.
+pub(super) fn socket_error(c: &ConnState, errno: i32) -> ConnError {
+    if c.status == Status::Connecting && c.extra.as_ref().is_some_and(|e| e.tls.is_some()) {
+        let target = c.dial().map(|d| d.target()).unwrap_or_default();
+        let what = match errno {
+            0 => "the server closed the connection during the handshake".to_string(),
+            e => format!("the connection failed during the handshake: {}", io::Error::from_raw_os_error(e)),
+        };
+        return ConnError::Connect { target, cause: ConnectError::Tls(what) };
+    }
+    ConnError::Io(io::Error::from_raw_os_error(errno))
 }
 
 impl Core {

@@ -10,6 +10,7 @@
 //! "TLS").
 
 pub(crate) mod session;
+pub(crate) mod tickets;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
 
 use crate::error::TlsSetupError;
+pub use tickets::TicketKeyInfo;
+use tickets::TicketKeys;
 
 /// A worker's TLS settings (Workerman's `transport = 'ssl'` with `local_cert` and
 /// `local_pk`): a certificate chain and its private key in PEM files, read when the worker
@@ -54,6 +57,13 @@ pub struct TlsConfig {
     /// (name, chain file, key file). The main certificate serves every other name, and
     /// clients that send none. Each must be valid for its name (checked at start).
     pub sni: Vec<(String, PathBuf, PathBuf)>,
+    /// How long a session-ticket key encrypts new tickets before the next one takes over;
+    /// it still decrypts for one more period, so a ticket resumes for one to two periods
+    /// after it was issued (and clients are told two). Default 6 h (tickets good for up to
+    /// 12 h, as with rustls's own ticketer); at most 84 h (TLS 1.3 caps a ticket at 7
+    /// days). The keys are shared by the worker's rings and handed to the successor of a
+    /// process `reload`, so sessions resume across it.
+    pub ticket_key_rotation: Duration,
 }
 
 impl TlsConfig {
@@ -66,6 +76,7 @@ impl TlsConfig {
             client_ca: None,
             client_cert_required: true,
             sni: Vec::new(),
+            ticket_key_rotation: Duration::from_secs(6 * 3600),
         }
     }
 
@@ -136,6 +147,8 @@ pub(crate) struct ServerTls {
     pub(crate) handshake_timeout: Duration,
     /// Reads the certificates again and swaps them in (`WorkerHandle::reload_tls`).
     pub(crate) reload: Arc<CertReload>,
+    /// The session-ticket keys (the configuration's ticketer).
+    pub(crate) tickets: Arc<TicketKeys>,
 }
 
 /// The certificates a worker serves, swappable while it runs.
@@ -180,8 +193,17 @@ fn load_certs(cfg: &TlsConfig, provider: &CryptoProvider) -> Result<CertSet, Tls
 
 /// Reads the chain and key of `cfg` and builds the server configuration: TLS 1.2 and 1.3,
 /// stateless session tickets (one ticket key set shared by every ring of the worker),
-/// ALPN `http/1.1` when `alpn_http1` (HTTP and WebSocket).
-pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<ServerTls, TlsSetupError> {
+/// ALPN `http/1.1` when `alpn_http1` (HTTP and WebSocket). `worker` is the worker's
+/// identity in a reload hand-off (`name@address`): its ticket keys are the ones the
+/// predecessor handed over under it, if any; without one (a check) the keys are fresh.
+pub(crate) fn load_server_with(
+    cfg: &TlsConfig,
+    alpn_http1: bool,
+    worker: Option<&str>,
+) -> Result<ServerTls, TlsSetupError> {
+    if cfg.ticket_key_rotation.is_zero() || cfg.ticket_key_rotation > tickets::MAX_ROTATION {
+        return Err(TlsSetupError::TicketKeyRotation(cfg.ticket_key_rotation));
+    }
     let provider = provider();
     let current = Arc::new(RwLock::new(Arc::new(load_certs(cfg, &provider)?)));
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -197,7 +219,10 @@ pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<Serv
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(Certs(current.clone())));
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    let tickets = TicketKeys::new(worker.unwrap_or("check").to_string(), cfg.ticket_key_rotation, worker.is_some())
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    let tickets = Arc::new(tickets);
+    config.ticketer = tickets.clone();
     // The server's preference (rustls's order: AES-256-GCM, AES-128-GCM, ChaCha20) decides,
     // not the client's: a scanner rates a server that lets clients pick as weaker.
     config.ignore_client_order = true;
@@ -205,7 +230,7 @@ pub(crate) fn load_server_with(cfg: &TlsConfig, alpn_http1: bool) -> Result<Serv
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
     let reload = Arc::new(CertReload { cfg: cfg.clone(), current });
-    Ok(ServerTls { config: Arc::new(config), handshake_timeout: cfg.handshake_timeout, reload })
+    Ok(ServerTls { config: Arc::new(config), handshake_timeout: cfg.handshake_timeout, reload, tickets })
 }
 
 /// Reads a chain and its key and checks that they belong together (the key matches the
@@ -248,7 +273,7 @@ impl rustls::server::ResolvesServerCert for Certs {
 }
 
 fn load_server(cfg: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
-    load_server_with(cfg, false)
+    load_server_with(cfg, false, None)
 }
 
 /// The CA certificates of a PEM file, as trust anchors.

@@ -44,7 +44,10 @@ impl<S> Worker<S> {
         let alpn_http1 = matches!(w.protocol.name(), "http" | "websocket");
         let tls = match &w.tls {
             Some(t) => {
-                let loaded = crate::tls::load_server_with(t, alpn_http1)?;
+                // Its identity in a reload hand-off of ticket keys: the successor builds the
+                // same worker, with the same name and configured address.
+                let addr = w.addr.as_ref().map_or_else(|| "none".to_string(), ToString::to_string);
+                let loaded = crate::tls::load_server_with(t, alpn_http1, Some(&format!("{}@{addr}", w.name)))?;
                 match crate::tls::ktls_probe() {
                     Ok(()) => log::info!("{}: TLS in userspace (rustls); the kernel offers kTLS", w.name),
                     Err(e) => log::info!("{}: TLS in userspace (rustls); no kTLS in this kernel ({e})", w.name),
@@ -98,6 +101,7 @@ impl<S> Worker<S> {
             protocol: self.protocol.name(),
             reloadable: self.reloadable,
             tls: None,
+            tickets: None,
             listeners: None,
         };
         let info = WorkerInfo { id: 0, count: 1, name: self.name.clone(), handle };
@@ -222,6 +226,7 @@ impl<S: Default + 'static> Spawn for Worker<S> {
             protocol: if w.is_udp() { "udp" } else { w.protocol.name() },
             reloadable: w.reloadable,
             tls: cfg.tls.as_ref().map(|t| t.reload.clone()),
+            tickets: cfg.tls.as_ref().map(|t| t.tickets.clone()),
             listeners: listeners.clone(),
         };
         let cb = Arc::new(w.cb);

@@ -7,8 +7,9 @@
 //! both ways until either side closes), `udp` (a `tokio::net::UdpSocket` answering each
 //! datagram to its sender), `https` and `wss` (`--cert FILE --key FILE`: the `http` and `ws`
 //! modes inside TLS, tokio-rustls on rustls 0.23 with aws-lc-rs, configured as ringman's
-//! server is: TLS 1.3 and 1.2, stateless session tickets from the provider's ticketer, the
-//! server's cipher order, ALPN `http/1.1`).
+//! server is: TLS 1.3 and 1.2, stateless session tickets (here from rustls's aws-lc-rs
+//! ticketer; ringman has ticket keys of its own), the server's cipher order, ALPN
+//! `http/1.1`).
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
@@ -102,8 +103,8 @@ fn main() {
 }
 
 /// The TLS server of `https` and `wss`: the chain in `cert`, its key in `key` (PEM); TLS 1.3
-/// and 1.2, stateless tickets, the server's cipher order, ALPN `http/1.1` (ringman's server
-/// settings, `engine/src/tls/mod.rs`).
+/// and 1.2, stateless tickets (rustls's ticketer), the server's cipher order, ALPN
+/// `http/1.1` (ringman's server settings, `engine/src/tls/mod.rs`).
 fn tls_acceptor(cert: &Path, key: &Path) -> TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
