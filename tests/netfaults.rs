@@ -881,8 +881,13 @@ fn resets_mid_stream_close_only_the_affected_connections() {
         )
     };
     let before: Vec<u64> = streams.iter().map(Streamer::echoed).collect();
-    link.nft(Side::Server, &rule(Side::Server, "sport"));
+    // The client's rule first: the server, still echoing the clients' stream, meets a reset
+    // on its next segment. (Installed the other way round, a loaded machine could let the
+    // server's last echoes be acknowledged before the client's rule came in; the server's own
+    // rule then answers only the client, and the server, with nothing left to send, would
+    // learn of the reset only from keepalive, hours later.)
     link.nft(Side::Client, &rule(Side::Client, "dport"));
+    link.nft(Side::Server, &rule(Side::Server, "sport"));
     // Each affected client's socket fails; each affected connection is closed on the server.
     wait_until("the affected clients see their sockets fail", STEP_PATIENCE, || {
         streams.iter().take(4).all(Streamer::finished)
