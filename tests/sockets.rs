@@ -19,6 +19,16 @@ use ringman::{AsyncTcpConnection, Connection, EngineError, Keepalive, Running, S
 
 use common::PATIENCE;
 
+/// The tests of this file run one at a time: the `unlisten` test releases its port and
+/// serves it again, and in between another test's server (bound to port 0) can be given
+/// that port; with SO_REUSEPORT on both listeners, connections meant for one would reach
+/// the other (seen once under load: a capped server's places taken by the other test's
+/// probes).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What `getsockopt` says about one connection's socket.
 type Seen = (Option<Keepalive>, Option<Duration>);
 
@@ -56,6 +66,7 @@ fn accepted_with(keepalive: Option<Keepalive>) -> Seen {
 
 #[test]
 fn accepted_sockets_have_keepalive_on_by_default_with_the_system_timing() {
+    let _serial = serial();
     assert_eq!(Worker::<()>::new("tcp://127.0.0.1:0").unwrap().keepalive, Some(Keepalive::default()));
     let (ka, user_timeout) = accepted_with(Some(Keepalive::default()));
     assert_eq!(ka, Some(system_keepalive()), "SO_KEEPALIVE on, TCP_KEEP* left to the system");
@@ -64,6 +75,7 @@ fn accepted_sockets_have_keepalive_on_by_default_with_the_system_timing() {
 
 #[test]
 fn accepted_sockets_inherit_tuned_keepalive_and_a_matching_user_timeout() {
+    let _serial = serial();
     let tuned = Keepalive::new(Duration::from_secs(7), Duration::from_secs(3), 4);
     let (ka, user_timeout) = accepted_with(Some(tuned));
     assert_eq!(ka, Some(tuned));
@@ -79,6 +91,7 @@ fn accepted_sockets_inherit_tuned_keepalive_and_a_matching_user_timeout() {
 
 #[test]
 fn accepted_sockets_without_keepalive_when_turned_off() {
+    let _serial = serial();
     assert_eq!(accepted_with(None), (None, None));
 }
 
@@ -100,6 +113,7 @@ fn dial_with(port: u16, keepalive: Option<Keepalive>) -> (Running, Receiver<Seen
 
 #[test]
 fn outgoing_sockets_have_keepalive_as_configured() {
+    let _serial = serial();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let tuned = Keepalive::new(Duration::from_secs(5), Duration::from_secs(2), 3);
@@ -141,6 +155,7 @@ fn refused(server: &Running) -> u64 {
 
 #[test]
 fn max_connections_refuses_at_the_cap_and_a_freed_place_lets_the_next_in() {
+    let _serial = serial();
     let (closed_tx, closed) = unbounded();
     let mut w = common::echo_worker("text://127.0.0.1:0", 2);
     w.name = "capped".into();
@@ -208,6 +223,7 @@ fn max_connections_refuses_at_the_cap_and_a_freed_place_lets_the_next_in() {
 
 #[test]
 fn max_connections_places_of_a_dead_ring_are_freed() {
+    let _serial = serial();
     let mut w = common::echo_worker("text://127.0.0.1:0", 1);
     w.max_connections = Some(2);
     let (server, addr) = common::start(w);
@@ -237,6 +253,7 @@ fn wait_refused(addr: SocketAddr) {
 
 #[test]
 fn unlisten_releases_the_port_and_listen_serves_it_again() {
+    let _serial = serial();
     for reuse_port in [true, false] {
         // The worker's handle, in each thread's state: `unlisten` / `listen` lines on a
         // connection call them from the ring thread; other lines are echoed.
@@ -312,6 +329,7 @@ fn unlisten_releases_the_port_and_listen_serves_it_again() {
 
 #[test]
 fn listen_without_a_listen_address_is_an_error() {
+    let _serial = serial();
     let mut w = Worker::<()>::without_listener();
     w.count = 1;
     let server = Server::new().add(w).start().unwrap();
