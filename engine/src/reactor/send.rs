@@ -525,6 +525,7 @@ pub(super) struct QueueSink<'a> {
 }
 
 impl RecordSink for QueueSink<'_> {
+    #[cfg(any(test, feature = "tls-buffered"))]
     fn append(&mut self, bytes: &[u8]) {
         enqueue(self.arena, self.q, bytes);
     }

@@ -22,11 +22,11 @@
 //!   slice (one allocation and one copy per record), as the buffered connection did before
 //!   its records were copied into the chunks.
 //!
-//! The buffered connection ([`Buffered`]) stays behind the same trait for the measurements
-//! in ARCHITECTURE.md ("TLS"), selected with `RINGMAN_TLS_SESSION=buffered`.
+//! rustls's buffered connection sits behind the same trait in `session/buffered.rs`, compiled
+//! for the tests and with the `tls-buffered` feature only: the measurements in
+//! ARCHITECTURE.md ("TLS") compare the two (`benches/tls_cost.rs`, the `session_cost` test).
 
-use std::io::{self, Read, Write};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
@@ -41,7 +41,9 @@ use crate::error::TlsFailure;
 /// Where a session writes the records it produces: the end of the connection's send queue,
 /// whose chunks' free bytes a record is written into in place.
 pub(crate) trait RecordSink {
-    /// Copies `bytes` (records made elsewhere) to the end of the queue.
+    /// Copies `bytes` (records made elsewhere: the buffered session's, the simulator's
+    /// pass-through) to the end of the queue.
+    #[cfg(any(test, feature = "tls-buffered"))]
     fn append(&mut self, bytes: &[u8]);
     /// The free bytes after the queue's last byte, in its tail chunk (possibly none).
     fn room(&mut self) -> &mut [u8];
@@ -90,6 +92,7 @@ pub(crate) trait TlsSession {
 }
 
 /// Which rustls API sessions are built on.
+#[cfg(any(test, feature = "tls-buffered"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Api {
     /// `UnbufferedServerConnection` / `UnbufferedClientConnection` (the default).
@@ -99,9 +102,10 @@ pub(crate) enum Api {
 }
 
 /// The API of this process's sessions: [`Api::Unbuffered`] unless the environment says
-/// `RINGMAN_TLS_SESSION=buffered` (read once; for the measurements in ARCHITECTURE.md).
+/// `RINGMAN_TLS_SESSION=buffered` (read once).
+#[cfg(feature = "tls-buffered")]
 pub(crate) fn api() -> Api {
-    static API: OnceLock<Api> = OnceLock::new();
+    static API: std::sync::OnceLock<Api> = std::sync::OnceLock::new();
     *API.get_or_init(|| match std::env::var("RINGMAN_TLS_SESSION").as_deref() {
         Ok("buffered") => {
             log::info!("TLS sessions over rustls's buffered connection (RINGMAN_TLS_SESSION)");
@@ -113,13 +117,12 @@ pub(crate) fn api() -> Api {
 
 /// A server session.
 pub(crate) fn server(config: Arc<rustls::ServerConfig>) -> Result<Box<dyn TlsSession>, TlsFailure> {
-    Ok(match api() {
-        Api::Unbuffered => {
-            let conn = UnbufferedServerConnection::new(config).map_err(|e| TlsFailure::Handshake(e.to_string()))?;
-            Box::new(Unbuffered::new(conn, true))
-        }
-        Api::Buffered => Box::new(Buffered::server(config)?),
-    })
+    #[cfg(feature = "tls-buffered")]
+    if api() == Api::Buffered {
+        return Ok(Box::new(Buffered::server(config)?));
+    }
+    let conn = UnbufferedServerConnection::new(config).map_err(|e| TlsFailure::Handshake(e.to_string()))?;
+    Ok(Box::new(Unbuffered::new(conn, true)))
 }
 
 /// A client session verifying the server as `name`.
@@ -127,14 +130,12 @@ pub(crate) fn client(
     config: Arc<rustls::ClientConfig>,
     name: rustls::pki_types::ServerName<'static>,
 ) -> Result<Box<dyn TlsSession>, TlsFailure> {
-    Ok(match api() {
-        Api::Unbuffered => {
-            let conn =
-                UnbufferedClientConnection::new(config, name).map_err(|e| TlsFailure::Handshake(e.to_string()))?;
-            Box::new(Unbuffered::new(conn, false))
-        }
-        Api::Buffered => Box::new(Buffered::client(config, name)?),
-    })
+    #[cfg(feature = "tls-buffered")]
+    if api() == Api::Buffered {
+        return Ok(Box::new(Buffered::client(config, name)?));
+    }
+    let conn = UnbufferedClientConnection::new(config, name).map_err(|e| TlsFailure::Handshake(e.to_string()))?;
+    Ok(Box::new(Unbuffered::new(conn, false)))
 }
 
 /// The first byte of a TLS handshake record.
@@ -145,6 +146,10 @@ const RECORD_HEADER: usize = 5;
 
 /// rustls's largest record payload (it fragments application data at 2^14 bytes).
 const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// The largest record a peer may send: 2^14 bytes of payload plus 2048 of expansion, and
+/// the header.
+const MAX_RECORD: usize = MAX_FRAGMENT + 2048 + RECORD_HEADER;
 
 /// The smallest share of a large message worth a record in the rest of a chunk; less, and
 /// the next chunk begins.
@@ -202,8 +207,10 @@ pub(crate) struct Unbuffered<C> {
     conn: C,
     /// Received ciphertext rustls has not discarded yet: the start of a record whose rest
     /// has not arrived (and the handshake fragments rustls joins in place until a message is
-    /// whole). Empty whenever the last receive ended on a record boundary; bounded by one
-    /// handshake message plus a record, since every complete record is processed at once.
+    /// whole). Bounded by one handshake message plus a record, since every complete record is
+    /// processed at once; its memory is taken (room for a whole record at once) when a record
+    /// straddles receives and given back when a receive ends on a record boundary, so an
+    /// idle connection holds none.
     window: Vec<u8>,
     /// Nothing was received yet (a server checks that the first byte opens a TLS record).
     fresh: bool,
@@ -260,7 +267,7 @@ impl<C: Side> Unbuffered<C> {
         while !input.is_empty() && !all.peer_closed {
             let r = if self.window.is_empty() {
                 let (used, r) = pump(&mut self.conn, input, plain, &mut *out, Then::Rest);
-                self.window.extend_from_slice(&input[used..]);
+                keep(&mut self.window, &input[used..]);
                 input = &mut [];
                 r
             } else {
@@ -270,12 +277,12 @@ impl<C: Side> Unbuffered<C> {
                 // input follows them there: correct either way.)
                 let need = record_rest(&self.window, input).clamp(1, input.len());
                 let (head, rest) = std::mem::take(&mut input).split_at_mut(need);
-                self.window.extend_from_slice(head);
+                keep(&mut self.window, head);
                 let r = self.pump_window(plain, &mut *out, Then::Rest);
                 if self.window.is_empty() || rest.is_empty() || r.is_err() {
                     input = rest;
                 } else {
-                    self.window.extend_from_slice(rest);
+                    keep(&mut self.window, rest);
                     let more = self.pump_window(plain, &mut *out, Then::Rest);
                     all.peer_closed |= more.as_ref().is_ok_and(|p| p.peer_closed);
                     more?;
@@ -286,6 +293,15 @@ impl<C: Side> Unbuffered<C> {
         }
         Ok(all)
     }
+}
+
+/// Appends `bytes` to the window, giving an empty one room for a whole record at once (no
+/// growth by steps while a record arrives).
+fn keep(window: &mut Vec<u8>, bytes: &[u8]) {
+    if window.capacity() == 0 && !bytes.is_empty() {
+        window.reserve_exact(MAX_RECORD.max(bytes.len()));
+    }
+    window.extend_from_slice(bytes);
 }
 
 /// Bytes still missing from the record that `window` begins with, reading its header from
@@ -363,7 +379,7 @@ fn pump<C: Side>(
         }
         used += discard;
         if let Some(e) = error {
-            used += flush_alerts(conn, &mut buf[used..], out);
+            flush_alerts(conn, out);
             return (used, Err(e));
         }
         if rest {
@@ -372,26 +388,16 @@ fn pump<C: Side>(
     }
 }
 
-/// After an error: writes the records rustls queued (its alert) to `out`. Returns the bytes
-/// of `buf` rustls is done with.
-fn flush_alerts<C: Side>(conn: &mut C, buf: &mut [u8], out: Sink<'_>) -> usize {
-    let mut used = 0;
-    loop {
-        let status = conn.process(&mut buf[used..]);
-        let more = match status.state {
-            Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                encode(&mut e, out);
-                true
-            }
-            Ok(ConnectionState::TransmitTlsData(t)) => {
-                t.done();
-                true
-            }
-            _ => false,
-        };
-        used += status.discard;
-        if !more {
-            return used;
+/// After an error: writes the records rustls queued (its alert) to `out`. (Each call
+/// hands out a queued record before it would look at any input, so no input is passed: the
+/// record that failed must not be processed again.)
+fn flush_alerts<C: Side>(conn: &mut C, out: Sink<'_>) {
+    while conn.common().wants_write() {
+        match conn.process(&mut []).state {
+            Ok(ConnectionState::EncodeTlsData(mut e)) => encode(&mut e, out),
+            // (Plaintext of a failed session is not delivered.)
+            Ok(ConnectionState::ReadTraffic(mut r)) => while r.next_record().is_some() {},
+            _ => return,
         }
     }
 }
@@ -491,7 +497,11 @@ impl<C: Side> TlsSession for Unbuffered<C> {
             }
         }
         let was_handshaking = self.conn.common().is_handshaking();
-        match self.take_input(ciphertext, plain, out) {
+        let taken = self.take_input(ciphertext, plain, out);
+        if self.window.is_empty() && self.window.capacity() > 0 {
+            self.window = Vec::new();
+        }
+        match taken {
             Ok(p) => {
                 self.peer_closed = p.peer_closed;
                 let handshake_done = was_handshaking && !self.conn.common().is_handshaking();
@@ -542,147 +552,6 @@ impl<C: Side> TlsSession for Unbuffered<C> {
     }
 }
 
-// ------------------------------------------------------------------------------ buffered
-
-/// A session over rustls's buffered connection (client or server), kept to measure the
-/// unbuffered one against.
-pub(crate) struct Buffered {
-    conn: rustls::Connection,
-    /// Nothing was received yet (a server checks that the first byte opens a TLS record).
-    fresh: bool,
-    failed: bool,
-    closed: bool,
-}
-
-impl Buffered {
-    fn server(config: Arc<rustls::ServerConfig>) -> Result<Buffered, TlsFailure> {
-        let mut conn = rustls::ServerConnection::new(config).map_err(|e| TlsFailure::Handshake(e.to_string()))?;
-        // The send queue's limit governs what the application may queue.
-        conn.set_buffer_limit(None);
-        Ok(Buffered { conn: conn.into(), fresh: true, failed: false, closed: false })
-    }
-
-    fn client(
-        config: Arc<rustls::ClientConfig>,
-        name: rustls::pki_types::ServerName<'static>,
-    ) -> Result<Buffered, TlsFailure> {
-        let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| TlsFailure::Handshake(e.to_string()))?;
-        conn.set_buffer_limit(None);
-        Ok(Buffered { conn: conn.into(), fresh: false, failed: false, closed: false })
-    }
-
-    fn flush(&mut self, out: Sink<'_>) {
-        let mut w = SinkWriter(out);
-        while self.conn.wants_write() {
-            // Writing into memory cannot fail.
-            if self.conn.write_tls(&mut w).is_err() {
-                break;
-            }
-        }
-    }
-}
-
-/// `io::Write` over a sink, for `write_tls`.
-struct SinkWriter<'a>(Sink<'a>);
-
-impl Write for SinkWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.append(buf);
-        Ok(buf.len())
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let mut n = 0;
-        for b in bufs {
-            self.0.append(b);
-            n += b.len();
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl TlsSession for Buffered {
-    fn start(&mut self, out: Sink<'_>) {
-        self.flush(out);
-    }
-
-    fn feed(&mut self, ciphertext: &mut [u8], plain: &mut Vec<u8>, out: Sink<'_>) -> Result<Fed, TlsFailure> {
-        if self.failed {
-            return Err(TlsFailure::Peer("input after a failed session".into()));
-        }
-        if self.fresh && !ciphertext.is_empty() {
-            self.fresh = false;
-            if ciphertext[0] != HANDSHAKE_RECORD {
-                self.failed = true;
-                return Err(TlsFailure::NotTls { plain_http: looks_like_http(ciphertext) });
-            }
-        }
-        let mut ciphertext: &[u8] = ciphertext;
-        let was_handshaking = self.conn.is_handshaking();
-        let mut fed = Fed::default();
-        while !ciphertext.is_empty() {
-            if let Err(e) = self.conn.read_tls(&mut ciphertext) {
-                self.failed = true;
-                return Err(TlsFailure::Peer(e.to_string()));
-            }
-            let state = match self.conn.process_new_packets() {
-                Ok(s) => s,
-                Err(e) => {
-                    self.failed = true;
-                    // The alert that tells the peer why.
-                    self.flush(out);
-                    return Err(failure(was_handshaking && self.conn.is_handshaking(), e));
-                }
-            };
-            let n = state.plaintext_bytes_to_read();
-            if n > 0 {
-                let at = plain.len();
-                plain.resize(at + n, 0);
-                if self.conn.reader().read_exact(&mut plain[at..]).is_err() {
-                    plain.truncate(at);
-                }
-            }
-            fed.peer_closed |= state.peer_has_closed();
-        }
-        fed.handshake_done = was_handshaking && !self.conn.is_handshaking();
-        self.flush(out);
-        Ok(fed)
-    }
-
-    fn encrypt(&mut self, plain: &[u8], out: Sink<'_>) {
-        if self.failed || self.closed {
-            return;
-        }
-        // With no buffer limit the writer takes everything.
-        let _ = self.conn.writer().write_all(plain);
-        self.flush(out);
-    }
-
-    fn close_notify(&mut self, out: Sink<'_>) {
-        if self.failed || self.closed || self.conn.is_handshaking() {
-            return;
-        }
-        self.closed = true;
-        self.conn.send_close_notify();
-        self.flush(out);
-    }
-
-    fn handshaking(&self) -> bool {
-        self.conn.is_handshaking()
-    }
-
-    fn peer_certificate(&self) -> Option<Vec<u8>> {
-        if self.conn.is_handshaking() {
-            return None;
-        }
-        Some(self.conn.peer_certificates()?.first()?.as_ref().to_vec())
-    }
-}
-
 // ------------------------------------------------------------------------------ simulator
 
 /// The simulator's session: no handshake, no records; plaintext passes unchanged both ways,
@@ -713,3 +582,11 @@ impl TlsSession for PassThrough {
         None
     }
 }
+
+#[cfg(any(test, feature = "tls-buffered"))]
+mod buffered;
+#[cfg(any(test, feature = "tls-buffered"))]
+pub(crate) use buffered::Buffered;
+
+#[cfg(test)]
+mod tests;
