@@ -169,7 +169,7 @@ impl Pair {
     }
 
     /// Everything the client has to write, fed to the server in pieces of random sizes.
-    fn to_server(&mut self) -> Result<Fed, TlsFailure> {
+    fn client_to_server(&mut self) -> Result<Fed, TlsFailure> {
         let mut wire = Vec::new();
         while self.client.wants_write() {
             self.client.write_tls(&mut wire).unwrap();
@@ -188,7 +188,7 @@ impl Pair {
     }
 
     /// What the server queued, read by the client; returns the plaintext it carried.
-    fn to_client(&mut self) -> Vec<u8> {
+    fn server_to_client(&mut self) -> Vec<u8> {
         let mut wire = Vec::new();
         let keep = self.rng.chance(500);
         self.q.send(&mut wire, keep);
@@ -207,8 +207,8 @@ impl Pair {
 
     fn handshake(&mut self) {
         for _ in 0..10 {
-            let fed = self.to_server().unwrap();
-            self.to_client();
+            let fed = self.client_to_server().unwrap();
+            self.server_to_client();
             if fed.handshake_done {
                 assert!(!self.client.is_handshaking() && !self.server.handshaking());
                 return;
@@ -220,11 +220,11 @@ impl Pair {
     /// The client sends `msg`; the server must deliver it, then echo it back encrypted.
     fn echo(&mut self, msg: &[u8]) {
         self.client.writer().write_all(msg).unwrap();
-        self.to_server().unwrap();
+        self.client_to_server().unwrap();
         assert!(self.plain == msg, "the server delivered {} bytes of {}", self.plain.len(), msg.len());
         let plain = std::mem::take(&mut self.plain);
         self.server.encrypt(&plain, &mut self.q);
-        let back = self.to_client();
+        let back = self.server_to_client();
         assert!(back == msg, "the client read {} bytes of {}", back.len(), msg.len());
     }
 }
@@ -236,7 +236,7 @@ fn message(rng: &mut Rng, max: usize) -> Vec<u8> {
 
 fn conversation(api: Api, version: Option<&'static rustls::SupportedProtocolVersion>, seed: u64) {
     let mut p = Pair::new(api, version, seed);
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         // Whole ClientHello bytes, one at a time.
         p.max_piece = 1;
     }
@@ -254,10 +254,10 @@ fn conversation(api: Api, version: Option<&'static rustls::SupportedProtocolVers
     }
     // The client's close_notify is reported; the server's reaches the client.
     p.client.send_close_notify();
-    let fed = p.to_server().unwrap();
+    let fed = p.client_to_server().unwrap();
     assert!(fed.peer_closed);
     p.server.close_notify(&mut p.q);
-    assert!(p.to_client().is_empty());
+    assert!(p.server_to_client().is_empty());
     assert!(p.client.process_new_packets().unwrap().peer_has_closed());
 }
 
@@ -286,7 +286,7 @@ fn records_fit_the_chunks_behind_queued_bytes_and_take_one_block_in_an_empty_que
     p.server.encrypt(&big, &mut p.q);
     assert_eq!(p.q.chunks.len(), 1);
     assert!(p.q.chunks[0].mem.len() > CHUNK && p.q.chunks[0].end == p.q.chunks[0].mem.len());
-    assert!(p.to_client() == big);
+    assert!(p.server_to_client() == big);
     // (A tail the send left, empty, goes.)
     p.q.chunks.clear();
     // Behind queued bytes: records laid out chunk by chunk, none beyond a chunk.
@@ -299,7 +299,7 @@ fn records_fit_the_chunks_behind_queued_bytes_and_take_one_block_in_an_empty_que
     assert!(last.end > 0);
     let mut want = b"small first".to_vec();
     want.extend_from_slice(&big);
-    assert!(p.to_client() == want);
+    assert!(p.server_to_client() == want);
 }
 
 #[test]
@@ -307,7 +307,7 @@ fn input_after_close_notify_is_ignored_and_garbage_fails_with_an_alert() {
     let mut p = Pair::new(Api::Unbuffered, None, 3);
     p.handshake();
     p.client.send_close_notify();
-    assert!(p.to_server().unwrap().peer_closed);
+    assert!(p.client_to_server().unwrap().peer_closed);
     let mut junk = vec![0x17, 3, 3, 0, 40];
     junk.extend([0u8; 40]);
     assert!(p.server.feed(&mut junk.clone(), &mut p.plain, &mut p.q).is_ok(), "ignored after close_notify");
