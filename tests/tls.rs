@@ -608,6 +608,9 @@ fn a_close_before_the_handshake_ends_sends_its_message_once_it_does() {
     w.count = 1;
     w.tls = Some(tls());
     w.on_connect(|c, _| c.close(Some(b"goodbye".as_slice())));
+    // (Longer than the tests wait: a close that waited for a handshake that failed must
+    // not last until this deadline.)
+    w.close_timeout = Duration::from_secs(60);
     let errors = errors_to(&mut w);
     let (_srv, addr) = start(w);
     // The close waits for the handshake, then the message and close_notify go (a ragged
@@ -630,6 +633,13 @@ print(got.decode().strip(), 'clean-eof')
     );
     assert_eq!(out.trim(), "goodbye clean-eof");
     assert!(errors.try_recv().is_err(), "no error reported");
+    // A handshake that fails instead: the message is dropped, the connection ends once the
+    // alert is out.
+    let mut s = connect(addr);
+    write_all(&mut s, &[0x16, 0x03, 0x01, 0x00, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let (got, _) = read_to_end_or_reset(&mut s);
+    assert!(got.first() == Some(&0x15) || got.is_empty(), "an alert record or nothing: {got:?}");
+    assert!(next_error(&errors).starts_with("tls: handshake failed"));
 }
 
 // ------------------------------------------------------------------------------ wss

@@ -238,9 +238,20 @@ impl Core {
             self.destroy(key, Some(ConnError::Connect { target, cause }));
             return;
         }
+        // What waited for the handshake will never be sent: a close() that waited for it
+        // ends once the alert is flushed.
+        if let Some(t) = layer(&mut self.conns[key]) {
+            for chunk in std::mem::take(&mut t.held).chunks {
+                self.arena.release(chunk.mem);
+            }
+        }
         self.events.push_back(Event::Error(id, ConnError::Tls(f)));
         self.user_pause(key);
         self.close(key, None);
+        let c = &self.conns[key];
+        if c.status == Status::Closing && c.sendq.len == 0 && !c.send_inflight {
+            self.flushed_closing(key);
+        }
     }
 
     /// An outgoing TLS connection whose socket ended (`res` 0) or failed during its
