@@ -1,20 +1,22 @@
 //! Server CPU time per echoed message over TLS, for each of the engine's TLS sessions
-//! (rustls's unbuffered API, the default, and its buffered `Connection`, selected with
-//! `RINGMAN_TLS_SESSION=buffered`): the numbers behind the choice in ARCHITECTURE.md, "TLS".
+//! (rustls's unbuffered API, the default, and its buffered `Connection`, compiled with the
+//! `tls-buffered` feature and selected with `RINGMAN_TLS_SESSION=buffered`): the numbers
+//! behind the choice in ARCHITECTURE.md, "TLS".
 //!
 //! ```text
-//! cargo bench -p ringman-engine --bench tls_cost [-- ROUNDS]
+//! cargo bench -p ringman-engine --features tls-buffered --bench tls_cost [-- ROUNDS]
 //! ```
 //!
 //! A TLS `text://` echo worker on one ring thread, and a rustls client on loopback that
 //! writes a window of lines (each its own TLS record), reads their echoes, and repeats, for
 //! lines of 64 B and of 16 KiB, with the default 8 KiB receive buffers (a 16 KiB record
-//! straddles receives) and with 64 KiB ones (records lie whole in a receive). The measure is the ring thread's CPU time
-//! (`CLOCK_THREAD_CPUTIME_ID` of that thread, read from outside) divided by the messages
-//! echoed: what the server spends per message, whatever else runs on the machine. Each
-//! round runs both sessions in fresh child processes (the session is chosen once per
-//! process), alternating which goes first; the median of the rounds is reported. Needs the
-//! `openssl` command for the test certificates.
+//! straddles receives) and with 64 KiB ones (records lie whole in a receive). The measure
+//! is the ring thread's CPU time (`CLOCK_THREAD_CPUTIME_ID` of that thread, read from
+//! outside) divided by the messages echoed: what the server spends per message, whatever
+//! else runs on the machine. Each round runs both sessions in fresh child processes (the
+//! session is chosen once per process), alternating which goes first; the median of the
+//! rounds (7 unless ROUNDS says otherwise) is reported. Needs the `openssl` command for the
+//! test certificates.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -41,7 +43,7 @@ fn main() {
         child(Path::new(&args[1]));
         return;
     }
-    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(7);
     let dir = std::env::temp_dir().join(format!("ringman-tls-cost-{}", std::process::id()));
     make_cert(&dir);
     let apis = ["unbuffered", "buffered"];
