@@ -1,7 +1,8 @@
 //! TLS with real peers: curl over https, Python `websockets` over wss, Python's `ssl`
-//! (close_notify both ways, a ClientHello written one byte at a time), `openssl s_client`
-//! against TLS text echo, bad input on a TLS port, start errors, and ringman's own client
-//! over wss against a Python TLS server. The certificates are made here with the `openssl`
+//! (close_notify both ways, a ClientHello written one byte at a time, sends made before the
+//! handshake ends), `openssl s_client` against TLS text echo (key updates, early data the
+//! server refuses), bad input on a TLS port, start errors, and ringman's own client over wss
+//! against a Python TLS server. The certificates are made here with the `openssl`
 //! command line: a test CA, a leaf for `localhost` and 127.0.0.1, and an unrelated CA.
 
 mod common;
@@ -18,8 +19,8 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringman::http::{respond, WebServer};
 use ringman::protocols::http::Response;
 use ringman::{
-    AsyncTcpConnection, ClientTls, ConnError, EngineError, Running, Server, TlsConfig, TlsFailure, TlsSetupError,
-    Worker,
+    AsyncTcpConnection, ClientTls, ConnError, EngineError, Running, SendStatus, Server, TlsConfig, TlsFailure,
+    TlsSetupError, Worker,
 };
 
 /// The test PKI, made once per test binary.
@@ -350,6 +351,295 @@ fn openssl_s_client_against_tls_text_echo() {
         let _ = child.wait();
         assert_eq!(out, "hello over TLS\nclosing\n", "{version}");
     }
+}
+
+/// `openssl s_client` (TLS 1.3) against TLS text echo, with its interactive commands on:
+/// writes `first`, then the key-update command `cmd` ("K": update and ask the server to
+/// update too; "k": update ours only), then `second`; returns the two echoes as read.
+fn s_client_key_update(addr: SocketAddr, cmd: &str, first: &str, second: &str) -> String {
+    use std::io::BufRead;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-tls1_3", "-verify_return_error", "-CAfile", &pki().s("ca.pem")])
+        .args(["-connect", &addr.to_string(), "-servername", "localhost"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut echoes = String::new();
+    let mut echo_of = |line: &str, stdin: &mut std::process::ChildStdin| {
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        for l in out.by_ref() {
+            let l = l.unwrap();
+            if l == line {
+                echoes.push_str(&l);
+                echoes.push('\n');
+                return;
+            }
+        }
+        panic!("s_client ended before the echo of {line:?}");
+    };
+    echo_of(first, &mut stdin);
+    // A line holding only the command letter is the command (not data); s_client says
+    // KEYUPDATE on stderr once it has sent the KeyUpdate message.
+    stdin.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    assert!(err.any(|l| l.unwrap().contains("KEYUPDATE")), "s_client sent no KeyUpdate");
+    echo_of(second, &mut stdin);
+    drop(stdin);
+    let _ = child.wait();
+    echoes
+}
+
+#[test]
+fn key_updates_from_the_client_are_honoured() {
+    let (_srv, addr, errors) = text_echo();
+    // "K" asks the server to update its keys too: its KeyUpdate goes out before the next
+    // echo, which the client then reads with the server's new keys.
+    for cmd in ["K", "k"] {
+        let got = s_client_key_update(addr, cmd, "before the update", "after the update");
+        assert_eq!(got, "before the update\nafter the update\n", "{cmd}");
+    }
+    assert!(errors.try_recv().is_err(), "no error reported");
+}
+
+#[test]
+fn early_data_is_refused_and_the_connection_served_without_it() {
+    use std::io::BufRead;
+    let (_srv, addr, errors) = text_echo();
+    // A session from a server that accepts early data (openssl s_server, the same
+    // certificate): with it, s_client sends early data on its next connection. ringman cannot
+    // use that session's ticket, does a full handshake and refuses the early data (its records
+    // are skipped), and the connection then works as any other.
+    let dir = pki().path("");
+    let early = dir.join("early.txt");
+    std::fs::write(&early, "sent as early data\n").unwrap();
+    let sess = dir.join("early-session.pem");
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-accept", "127.0.0.1:0", "-early_data", "-naccept", "1", "-tls1_3"])
+        .args(["-cert", &pki().s("chain.pem"), "-key", &pki().s("key.pem")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server runs");
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let accept = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("ACCEPT"))).expect("s_server listens").unwrap();
+    let port = accept.rsplit(':').next().unwrap().trim().to_string();
+    // s_server sends what it reads on stdin: a line the client waits for, which arrives
+    // after the session tickets.
+    server.stdin.as_mut().unwrap().write_all(b"ticketed\n").unwrap();
+    let first =
+        s_client_session(format!("127.0.0.1:{port}").parse().unwrap(), "-tls1_3", ("-sess_out", &sess), "ticketed");
+    drop(lines);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-tls1_3", "-CAfile", &pki().s("ca.pem"), "-servername", "localhost"])
+        .args(["-connect", &addr.to_string(), "-sess_in"])
+        .arg(&sess)
+        .arg("-early_data")
+        .arg(&early)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"after the handshake\n").unwrap();
+    let mut report = String::new();
+    for l in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        report.push_str(&l);
+        report.push('\n');
+        if l == "after the handshake" {
+            break;
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    assert!(report.contains("Early data was rejected"), "{report}");
+    assert!(report.ends_with("\nafter the handshake\n"), "only the later line is echoed: {report}");
+    assert!(!report.contains("sent as early data"), "{report}");
+    assert!(errors.try_recv().is_err(), "no error reported");
+}
+
+// ------------------------------------------------------------------------------ sends before the handshake
+
+/// What a worker's connection reported while it sent before its handshake ended.
+#[derive(Debug)]
+enum Early {
+    /// `on_connect` sent; each send's answer, and the unsent bytes then.
+    Sent(Vec<SendStatus>, usize),
+    Full,
+    SendFail,
+    Drain,
+    Error(String),
+}
+
+/// A TLS text worker (send limit 64 KiB, handshake timeout 2 s) whose `on_connect` sends
+/// 200 lines of 1000 bytes at once, before any handshake; it echoes what it receives.
+fn early_sender() -> (Running, SocketAddr, Receiver<Early>) {
+    let (tx, rx) = unbounded::<Early>();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.max_send_buffer_size = 64 * 1024;
+    let mut t = tls();
+    t.handshake_timeout = Duration::from_secs(2);
+    w.tls = Some(t);
+    let t1 = tx.clone();
+    w.on_connect(move |c, _| {
+        let statuses = (0..200).map(|i| c.send(format!("{i:04} {}", "x".repeat(994)))).collect();
+        t1.send(Early::Sent(statuses, c.send_queue_len())).unwrap();
+    });
+    let t2 = tx.clone();
+    w.on_buffer_full(move |_, _| t2.send(Early::Full).unwrap());
+    let t3 = tx.clone();
+    w.on_buffer_drain(move |_, _| t3.send(Early::Drain).unwrap());
+    w.on_error(move |_, e, _| {
+        tx.send(match e {
+            ConnError::SendBufferFull { .. } => Early::SendFail,
+            other => Early::Error(other.to_string()),
+        })
+        .unwrap();
+    });
+    w.on_message(|c, m, _| {
+        c.send(m);
+    });
+    let (r, a) = start(w);
+    (r, a, rx)
+}
+
+/// Checks what `on_connect`'s 200 sends of 1000 bytes (1 KB lines) answered against the
+/// 64 KiB limit, and the events they caused; returns the number queued.
+fn check_early_sends(rx: &Receiver<Early>) -> usize {
+    let Early::Sent(statuses, unsent) = rx.recv_timeout(PATIENCE).unwrap() else { panic!("on_connect first") };
+    // Held in plaintext until the handshake ends, counted as a plaintext connection counts
+    // its queue: accepted while below the limit, refused from the send that finds it full.
+    let queued = (64 * 1024usize).div_ceil(1000);
+    let mut want = vec![SendStatus::Queued; queued];
+    want.resize(200, SendStatus::Failed);
+    assert_eq!(statuses, want);
+    assert_eq!(unsent, queued * 1000, "the held bytes, bounded by the limit and one message");
+    // One on_buffer_full (from the send that reached the limit), one SEND_FAIL per refusal.
+    let events: Vec<Early> = (0..1 + 200 - queued).map(|_| rx.recv_timeout(PATIENCE).unwrap()).collect();
+    assert!(matches!(events[0], Early::Full), "{events:?}");
+    assert!(events[1..].iter().all(|e| matches!(e, Early::SendFail)), "{events:?}");
+    queued
+}
+
+#[test]
+fn sends_before_a_handshake_that_never_ends_are_bounded_and_refused_past_the_limit() {
+    let (srv, addr, rx) = early_sender();
+    // Half a ClientHello, then silence.
+    let mut s = connect(addr);
+    write_all(&mut s, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    let queued = check_early_sends(&rx);
+    assert_eq!(srv.worker(0).stats()[0].send_fail.get(), (200 - queued) as u64, "send_fail counts the refusals");
+    // Nothing of it ever reaches the wire: the handshake timeout ends the connection, and
+    // the held bytes go with it.
+    let (got, _) = read_to_end_or_reset(&mut s);
+    assert!(got.is_empty(), "{} bytes arrived", got.len());
+    match rx.recv_timeout(PATIENCE).unwrap() {
+        Early::Error(e) => assert!(e.contains("handshake not complete"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sends_before_the_handshake_follow_it_in_order_and_the_refused_ones_never_do() {
+    let (_srv, addr, rx) = early_sender();
+    // The client connects, and does its handshake only once the server has sent (told on
+    // stdin); then it reads every line, and an echo after them.
+    let mut py = Command::new("timeout")
+        .args(["60", "python3", "-c"])
+        .arg(
+            r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+raw = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print('connected', flush=True)
+sys.stdin.readline()
+s = ctx.wrap_socket(raw, server_hostname='localhost')
+f = s.makefile('rb')
+nums = []
+while True:
+    line = f.readline()
+    if len(line) != 1000:
+        raise SystemExit('a line of %d bytes: %r' % (len(line), line[:20]))
+    nums.append(int(line[:4]))
+    if nums[-1] == int(sys.argv[4]) - 1:
+        break
+s.sendall(b'end\n')
+print(len(nums), nums == list(range(len(nums))), f.readline().decode().strip(), flush=True)
+"#,
+        )
+        .args([&addr.ip().to_string(), &addr.port().to_string(), &pki().s("")])
+        .arg("66")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "connected");
+    let queued = check_early_sends(&rx);
+    assert_eq!(queued, 66);
+    py.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = py.wait();
+    // Every queued line, in order, and then the echo: nothing refused came in between.
+    assert_eq!(line.trim(), "66 True end");
+    // The queue that held them drained.
+    match rx.recv_timeout(PATIENCE).unwrap() {
+        Early::Drain => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_close_before_the_handshake_ends_sends_its_message_once_it_does() {
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.tls = Some(tls());
+    w.on_connect(|c, _| c.close(Some(b"goodbye".as_slice())));
+    // (Longer than the tests wait: a close that waited for a handshake that failed must
+    // not last until this deadline.)
+    w.close_timeout = Duration::from_secs(60);
+    let errors = errors_to(&mut w);
+    let (_srv, addr) = start(w);
+    // The close waits for the handshake, then the message and close_notify go (a ragged
+    // EOF would raise here).
+    let out = python(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+raw = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s = ctx.wrap_socket(raw, server_hostname='localhost', suppress_ragged_eofs=False)
+got = b''
+while True:
+    d = s.recv(100)
+    if not d:
+        break
+    got += d
+print(got.decode().strip(), 'clean-eof')
+"#,
+        addr,
+    );
+    assert_eq!(out.trim(), "goodbye clean-eof");
+    assert!(errors.try_recv().is_err(), "no error reported");
+    // A handshake that fails instead: the message is dropped, the connection ends once the
+    // alert is out.
+    let mut s = connect(addr);
+    write_all(&mut s, &[0x16, 0x03, 0x01, 0x00, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let (got, _) = read_to_end_or_reset(&mut s);
+    assert!(got.first() == Some(&0x15) || got.is_empty(), "an alert record or nothing: {got:?}");
+    assert!(next_error(&errors).starts_with("tls: handshake failed"));
 }
 
 // ------------------------------------------------------------------------------ wss

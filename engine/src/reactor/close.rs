@@ -89,8 +89,12 @@ impl Core {
         self.close(key, None);
     }
 
-    /// The send queue of a Closing connection is empty: close, or half-close and linger.
+    /// The send queue of a Closing connection is empty: close, or half-close and linger
+    /// (unless a TLS handshake must end first to send what the connection holds).
     pub(super) fn flushed_closing(&mut self, key: usize) {
+        if self.tls_close_waits(key) {
+            return;
+        }
         let c = &mut self.conns[key];
         if !c.linger {
             self.destroy(key, None);
@@ -177,12 +181,17 @@ impl Core {
         for chunk in c.sendq.chunks.drain(..) {
             self.arena.release(chunk.mem);
         }
-        // User values are dropped by the loop, outside the core (their Drop may call in).
-        if let Some(d) = c.dial_mut() {
-            for chunk in d.held.chunks.drain(..) {
-                self.arena.release(chunk.mem);
+        // Held sends (of a dial, before a 101, before a TLS handshake's end) too.
+        if let Some(e) = c.extra.as_deref_mut() {
+            let dial = e.dial.as_deref_mut().map(|d| std::mem::take(&mut d.held));
+            let tls = e.tls.as_mut().map(|t| std::mem::take(&mut t.held));
+            for q in [dial, e.upgrade_held.take(), tls].into_iter().flatten() {
+                for chunk in q.chunks {
+                    self.arena.release(chunk.mem);
+                }
             }
         }
+        // User values are dropped by the loop, outside the core (their Drop may call in).
         self.graveyard.extend(c.context.take());
         self.graveyard.extend(c.extra.take().map(|e| e as Box<dyn std::any::Any>));
         // The socket closes here, when the slot's state drops: no operation refers to it any

@@ -655,9 +655,8 @@ impl Core {
         c.bytes_written = 0;
         c.peer = None;
         c.ws = None;
-        if let Some(e) = c.extra.as_mut() {
-            e.tls = None;
-        }
+        self.drop_tls_layer(key);
+        let c = &mut self.conns[key];
         c.active = self.stamp;
         c.partial_since = None;
         c.close_deadline = None;

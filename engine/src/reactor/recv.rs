@@ -2,6 +2,7 @@
 //! buffer ring, paused and resumed by cancel and re-arm, re-armed after ENOBUFS, and the
 //! hand-off of received bytes to the runner's delivery (and back).
 
+use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -73,17 +74,14 @@ impl Core {
                 // then. (A graceful close that stays paused ends when flushed, or at its
                 // close deadline.)
                 0 if c.paused && matches!(c.status, Status::Established | Status::WsClosing | Status::Closing) => {}
-                // The server hung up during an outgoing connection's TLS handshake: the
-                // connect failed.
-                0 if c.status == Status::Connecting && c.extra.as_ref().is_some_and(|e| e.tls.is_some()) => {
-                    let err = super::tls::socket_error(c, 0);
-                    self.destroy(key, Some(err));
-                }
+                // The server hung up (or reset the connection) during an outgoing
+                // connection's TLS handshake: the connect failed.
+                0 | libc::ECONNRESET if self.tls_dial_broke(key, res) => {}
                 0 => self.destroy(key, None),
                 libc::ENOBUFS => {
                     // The buffer ring ran dry; the multishot ended. Re-arm once buffers are
                     // back (end of this loop turn, after this batch recycled its buffers).
-                    if c.status != Status::Closed {
+                    if self.conns[key].status != Status::Closed {
                         self.enobufs.push(key);
                     }
                 }
@@ -95,9 +93,8 @@ impl Core {
                     self.arm_recv(key);
                 }
                 e => {
-                    if c.status != Status::Closed {
-                        let err = super::tls::socket_error(c, e);
-                        self.destroy(key, Some(err));
+                    if self.conns[key].status != Status::Closed && !self.tls_dial_broke(key, res) {
+                        self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(e))));
                     }
                 }
             }

@@ -3,6 +3,7 @@
 //! once (eager) or once per loop turn (batched).
 
 use std::collections::VecDeque;
+use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -16,6 +17,7 @@ use crate::config::SendMode;
 use crate::error::{panic_message, ConnError};
 use crate::mailbox::Enc;
 use crate::ring::{FixedSend, Kind, Token};
+use crate::tls::session::RecordSink;
 
 /// What `send()` did with the data (Workerman's `true` / `null` / `false`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,13 +70,18 @@ impl Core {
         let c = &mut self.conns[key];
         if c.status != Status::Established {
             if c.status == Status::Connecting {
-                return self.hold(key, data, enc);
+                return self.hold(key, data, enc, Queue::Held);
             }
             return SendStatus::Failed;
         }
         if enc != Enc::Raw && c.extra.as_ref().is_some_and(|e| e.upgrade_held.is_some()) {
             // A WebSocket server connection before its 101: frames wait for it.
-            return self.hold(key, data, enc);
+            return self.hold(key, data, enc, Queue::Held);
+        }
+        if super::tls::layer(c).is_some_and(|t| t.session.handshaking()) {
+            // An accepted TLS connection before its handshake ends: nothing can be encrypted
+            // yet. The plaintext waits in the send memory, under the same limit.
+            return self.hold(key, data, enc, Queue::TlsHeld);
         }
         if c.sendq.len >= c.max_send_buffer_size {
             let queued = c.sendq.len;
@@ -86,12 +93,6 @@ impl Core {
             return SendStatus::Failed;
         }
         let c = &mut self.conns[key];
-        if c.sendq.len == before && super::tls::layer(c).is_some_and(|t| t.session.handshaking()) {
-            // Kept inside the TLS session until its handshake ends: not on the wire yet
-            // (Workerman's `null`), and the drain event follows once it has left.
-            c.drain_pending = true;
-            return SendStatus::Queued;
-        }
         if c.sendq.len == before {
             // Nothing to write (an empty raw message): done at once when nothing waits
             // (Workerman's `true`), else behind the bytes that do (their drain event follows).
@@ -146,18 +147,20 @@ impl Core {
         SendStatus::Failed
     }
 
-    /// A send on an outgoing connection still being established: encoded now and held
-    /// until it is (Workerman buffers these too, under the same limit): refused once the
-    /// held bytes are at the limit, and the send that brings them there fires
-    /// `on_buffer_full`, as Workerman's does while connecting. (Receiving is throttled only
-    /// once the connection is established: a `ws://` client must still read its 101.)
-    fn hold(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
+    /// A send on a connection that cannot take it onto the wire yet — an outgoing one still
+    /// being established, a WebSocket server connection before its 101, a TLS connection
+    /// before its handshake ends: encoded now and held until it can (Workerman buffers these
+    /// too, under the same limit): refused once the held bytes are at the limit, and the
+    /// send that brings them there fires `on_buffer_full`, as Workerman's does while
+    /// connecting. (Receiving is throttled only once the bytes join the send queue: a
+    /// `ws://` client must still read its 101, a TLS server its peer's handshake.)
+    fn hold(&mut self, key: usize, data: &[u8], enc: Enc, queue: Queue) -> SendStatus {
         let c = &mut self.conns[key];
         let held = held_len(c);
         if held >= c.max_send_buffer_size {
             return self.refuse(key, held);
         }
-        if let Err(p) = encode_onto(&mut self.arena, &mut self.scratch, c, Queue::Held, data, enc) {
+        if let Err(p) = encode_onto(&mut self.arena, &mut self.scratch, c, queue, data, enc) {
             self.destroy(key, Some(ConnError::Panic(format!("encoder: {p}"))));
             return SendStatus::Failed;
         }
@@ -309,9 +312,8 @@ impl Core {
         c.send_inflight = false;
         c.inflight -= 1;
         if res < 0 {
-            if c.status != Status::Closed && res != -libc::ECANCELED {
-                let err = super::tls::socket_error(c, -res);
-                self.destroy(key, Some(err));
+            if c.status != Status::Closed && res != -libc::ECANCELED && !self.tls_dial_broke(key, res) {
+                self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(-res))));
             }
             self.try_free(key);
             return;
@@ -422,21 +424,22 @@ pub(super) enum Inline {
 enum Queue {
     /// The send queue (what goes on the wire next).
     Wire,
-    /// An outgoing connection's held sends (before it is established).
+    /// An outgoing connection's held sends (before it is established), or a WebSocket
+    /// server connection's (before its 101).
     Held,
+    /// An accepted TLS connection's held sends (before its handshake ends).
+    TlsHeld,
+}
+
+/// Bytes held for an outgoing connection being established, for a WebSocket server
+/// connection before its 101, or for a TLS connection before its handshake ends.
+fn held_len(c: &ConnState) -> usize {
+    c.extra.as_deref().map_or(0, |e| e.held_len())
 }
 
 /// Encodes `data` with the connection's encoder (unless raw, or the encoder is the
 /// identity) and appends it to the chosen queue. A panicking encoder (protocol code, isolated
 /// like user code) appends nothing and returns its message.
-/// Bytes held for an outgoing connection being established, or for a WebSocket server
-/// connection before its 101.
-fn held_len(c: &ConnState) -> usize {
-    c.extra
-        .as_deref()
-        .map_or(0, |e| e.dial.as_deref().map_or(0, |d| d.held.len) + e.upgrade_held.as_ref().map_or(0, |q| q.len))
-}
-
 fn encode_onto(
     arena: &mut SendArena,
     scratch: &mut Vec<u8>,
@@ -458,6 +461,10 @@ fn encode_onto(
             Some(super::slot::Extra { dial: Some(d), .. }) => (&mut d.held, None),
             Some(super::slot::Extra { upgrade_held: Some(q), .. }) => (q, None),
             _ => return Ok(()),
+        },
+        Queue::TlsHeld => match c.extra.as_deref_mut().and_then(|e| e.tls.as_mut()) {
+            Some(t) => (&mut t.held, None),
+            None => return Ok(()),
         },
     };
     match kind {
@@ -507,6 +514,48 @@ pub(super) fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8])
             }
         }
         q.chunks.push_back(Chunk { mem: arena.alloc(), start: 0, end: 0 });
+    }
+}
+
+/// The end of a send queue as a TLS session writes its records: into the free bytes of the
+/// tail chunk, or of a fresh one, in place.
+pub(super) struct QueueSink<'a> {
+    pub(super) arena: &'a mut SendArena,
+    pub(super) q: &'a mut SendQueue,
+}
+
+impl RecordSink for QueueSink<'_> {
+    #[cfg(any(test, feature = "tls-buffered"))]
+    fn append(&mut self, bytes: &[u8]) {
+        enqueue(self.arena, self.q, bytes);
+    }
+
+    fn room(&mut self) -> &mut [u8] {
+        let Some(tail) = self.q.chunks.back_mut() else { return &mut [] };
+        let (base, cap) = self.arena.bytes(&mut tail.mem);
+        // SAFETY: `end ≤ cap` (enqueue and commit keep it so), so `end..cap` lies inside the
+        // chunk; no send covers it (sends cover `start..end` at submit time), and the slice
+        // borrows this sink, which holds the only reference to the queue meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(base.add(tail.end), cap - tail.end) }
+    }
+
+    fn reserve(&mut self, n: usize) -> &mut [u8] {
+        if self.room().len() < n {
+            let mem = if n <= CHUNK { self.arena.alloc() } else { ChunkMem::Heap(vec![0u8; n].into_boxed_slice()) };
+            self.q.chunks.push_back(Chunk { mem, start: 0, end: 0 });
+        }
+        self.room()
+    }
+
+    fn commit(&mut self, n: usize) {
+        let tail = self.q.chunks.back_mut().expect("a chunk was reserved");
+        debug_assert!(tail.end + n <= self.arena.bytes(&mut tail.mem).1, "a commit beyond the chunk");
+        tail.end += n;
+        self.q.len += n;
+    }
+
+    fn queued(&self) -> usize {
+        self.q.len
     }
 }
 

@@ -154,6 +154,17 @@ pub(crate) struct Extra {
     pub(crate) tls: Option<super::tls::TlsLayer>,
 }
 
+impl Extra {
+    /// Bytes of the sends held until the connection can take them onto the wire: an
+    /// outgoing connection being established, a WebSocket server connection before its
+    /// 101, a TLS connection before its handshake ends.
+    pub(crate) fn held_len(&self) -> usize {
+        self.dial.as_deref().map_or(0, |d| d.held_len())
+            + self.upgrade_held.as_ref().map_or(0, |q| q.len)
+            + self.tls.as_ref().map_or(0, |t| t.held.len)
+    }
+}
+
 impl ConnState {
     /// The extra part, created on first use.
     pub(crate) fn extra(&mut self) -> &mut Extra {
@@ -253,13 +264,10 @@ impl ConnState {
         }
     }
 
-    /// Bytes the kernel has not taken: the send buffer, plus sends held while an outgoing
-    /// connection is still being established.
+    /// Bytes the kernel has not taken: the send buffer, plus the sends held until the
+    /// connection can take them ([`Extra::held_len`]).
     pub(crate) fn unsent(&self) -> usize {
-        self.sendq.len
-            + self.extra.as_deref().map_or(0, |e| {
-                e.dial.as_deref().map_or(0, |d| d.held_len()) + e.upgrade_held.as_ref().map_or(0, |q| q.len)
-            })
+        self.sendq.len + self.extra.as_deref().map_or(0, Extra::held_len)
     }
 
     /// Gives up the socket of a slot whose ring is abandoned (see `Core::abandon`); the rest

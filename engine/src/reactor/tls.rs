@@ -5,28 +5,39 @@
 //! what the connection does with what the session reports.
 //!
 //! ```text
-//!  accept ─► handshaking (sends held inside the session; cut off at the handshake timeout)
+//!  accept ─► handshaking (sends held in plaintext, counted against the send limit; cut
+//!     │         off at the handshake timeout; a close() waits for the handshake to send them)
 //!     │         first bytes not a TLS record: a plaintext HTTP request gets a 400, any
 //!     │         other garbage is closed; a failed handshake flushes its alert and closes
-//!     └─(handshake done)─► established: plaintext to the framer, sends encrypted
+//!     └─(handshake done)─► established: held sends encrypted into the queue, then
+//!            plaintext to the framer, sends encrypted
 //!            close(): close_notify after the queued records; the peer's close_notify: close
 //! ```
 
-use std::io;
-
 use super::recv::RecvWork;
-use super::send::{enqueue, SendQueue};
+use super::send::{QueueSink, SendQueue};
 use super::slot::{ConnState, Stamp};
 use super::{Core, Event, Status};
 use crate::buffers::{RecvBuf, SendArena};
 use crate::error::{ConnError, ConnectError, TlsFailure};
 use crate::id::ConnectionId;
-use crate::tls::session::{Rustls, TlsSession};
+use crate::tls::session::TlsSession;
 
-/// A connection's TLS session and when it began (the handshake timeout's base).
+/// A connection's TLS session, when it began (the handshake timeout's base), and the
+/// plaintext sent before its handshake ended.
 pub(crate) struct TlsLayer {
     pub(super) session: Box<dyn TlsSession>,
     pub(super) since: Stamp,
+    /// What an accepted connection sent before its handshake ended, encoded, in send
+    /// memory: counted in `ConnState::unsent` against `max_send_buffer_size`, encrypted into
+    /// the send queue once the handshake is done.
+    pub(super) held: SendQueue,
+}
+
+impl TlsLayer {
+    fn new(session: Box<dyn TlsSession>, since: Stamp) -> TlsLayer {
+        TlsLayer { session, since, held: SendQueue::default() }
+    }
 }
 
 impl TlsLayer {
@@ -42,30 +53,14 @@ const PLAIN_HTTP_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/p
 /// Appends `data` to a send queue, encrypted when the connection has a TLS layer.
 pub(super) fn put(arena: &mut SendArena, q: &mut SendQueue, tls: Option<&mut TlsLayer>, data: &[u8]) {
     match tls {
-        None => enqueue(arena, q, data),
-        Some(t) => t.session.encrypt(data, &mut |rec| enqueue(arena, q, rec)),
+        None => super::send::enqueue(arena, q, data),
+        Some(t) => t.session.encrypt(data, &mut QueueSink { arena, q }),
     }
 }
 
 /// The TLS layer of `c`, if it has one.
 pub(super) fn layer(c: &mut ConnState) -> Option<&mut TlsLayer> {
     c.extra.as_mut()?.tls.as_mut()
-}
-
-/// The error a socket error `errno` (or the peer's EOF, `errno` 0) reports on `c`. During an
-/// outgoing connection's TLS handshake it is a failed connect, whatever the socket said: a
-/// server that closes with the ClientHello unread makes the kernel send a reset, not a FIN,
-/// and which of the two the client sees depends on timing alone.
-pub(super) fn socket_error(c: &ConnState, errno: i32) -> ConnError {
-    if c.status == Status::Connecting && c.extra.as_ref().is_some_and(|e| e.tls.is_some()) {
-        let target = c.dial().map(|d| d.target()).unwrap_or_default();
-        let what = match errno {
-            0 => "the server closed the connection during the handshake".to_string(),
-            e => format!("the connection failed during the handshake: {}", io::Error::from_raw_os_error(e)),
-        };
-        return ConnError::Connect { target, cause: ConnectError::Tls(what) };
-    }
-    ConnError::Io(io::Error::from_raw_os_error(errno))
 }
 
 impl Core {
@@ -76,9 +71,9 @@ impl Core {
             return Ok(());
         }
         let Some(cfg) = self.cfg.tls.as_ref() else { return Ok(()) };
-        let session = Rustls::server(cfg.config.clone())?;
+        let session = crate::tls::session::server(cfg.config.clone())?;
         let since = self.stamp;
-        self.conns[key].extra().tls = Some(TlsLayer { session: Box::new(session), since });
+        self.conns[key].extra().tls = Some(TlsLayer::new(session, since));
         Ok(())
     }
 
@@ -92,7 +87,7 @@ impl Core {
             return false;
         }
         let Some(setup) = self.conns[key].dial().and_then(|d| d.tls.as_ref()) else { return false };
-        let made = Rustls::client(setup.config.clone(), setup.name.clone());
+        let made = crate::tls::session::client(setup.config.clone(), setup.name.clone());
         let session = match made {
             Ok(s) => s,
             Err(f) => {
@@ -104,11 +99,10 @@ impl Core {
         };
         let since = self.stamp;
         let c = &mut self.conns[key];
-        c.extra().tls = Some(TlsLayer { session: Box::new(session), since });
+        c.extra().tls = Some(TlsLayer::new(session, since));
         let ConnState { extra, sendq: q, .. } = c;
         let layer = extra.as_mut().and_then(|e| e.tls.as_mut()).expect("just set");
-        let arena = &mut self.arena;
-        layer.session.start(&mut |rec| enqueue(arena, q, rec));
+        layer.session.start(&mut QueueSink { arena: &mut self.arena, q });
         self.kick_send(key);
         true
     }
@@ -125,7 +119,7 @@ impl Core {
         }
         let since = self.stamp;
         let session = Box::new(crate::tls::session::PassThrough);
-        self.conns[key].extra().tls = Some(TlsLayer { session, since });
+        self.conns[key].extra().tls = Some(TlsLayer::new(session, since));
         true
     }
 
@@ -149,8 +143,8 @@ impl Core {
         let c = &mut self.conns[key];
         let ConnState { extra, sendq, .. } = c;
         let layer = extra.as_mut().and_then(|e| e.tls.as_mut()).expect("a TLS connection");
-        let arena = &mut self.arena;
-        let fed = layer.session.feed(buf.bytes(), &mut plain, &mut |rec| enqueue(arena, sendq, rec));
+        // (Decrypted in place: the buffer is the engine's until it is given back.)
+        let fed = layer.session.feed(buf.bytes(), &mut plain, &mut QueueSink { arena: &mut self.arena, q: sendq });
         self.recv.give_back(buf);
         self.kick_send(key);
         let fed = match fed {
@@ -193,10 +187,18 @@ impl Core {
         })
     }
 
-    /// The handshake of `key` completed: an outgoing connection sends its `ws://` upgrade
-    /// request, or becomes established (its held sends follow, encrypted).
+    /// The handshake of `key` completed: an accepted connection's held sends join its send
+    /// queue, encrypted (and a `close()` that waited for them sends `close_notify` after
+    /// them); an outgoing connection sends its `ws://` upgrade request, or becomes
+    /// established (its held sends follow, encrypted).
     fn tls_handshake_done(&mut self, key: usize) {
         if self.conns[key].dial().is_none() {
+            let held = layer(&mut self.conns[key]).map(|t| std::mem::take(&mut t.held)).unwrap_or_default();
+            self.release_held(key, held);
+            if self.conns[key].status == Status::Closing {
+                self.tls_close_notify(key);
+                self.kick_send(key);
+            }
             return;
         }
         let id = self.id_of(key);
@@ -224,9 +226,7 @@ impl Core {
         let id = self.id_of(key);
         if matches!(f, TlsFailure::NotTls { plain_http: true }) {
             // The answer goes out in plaintext: the layer goes.
-            if let Some(e) = self.conns[key].extra.as_mut() {
-                e.tls = None;
-            }
+            self.drop_tls_layer(key);
             self.events.push_back(Event::Error(id, ConnError::Tls(f)));
             self.user_pause(key);
             self.end(key, Some(PLAIN_HTTP_400));
@@ -238,9 +238,38 @@ impl Core {
             self.destroy(key, Some(ConnError::Connect { target, cause }));
             return;
         }
+        // What waited for the handshake will never be sent: a close() that waited for it
+        // ends once the alert is flushed.
+        if let Some(t) = layer(&mut self.conns[key]) {
+            for chunk in std::mem::take(&mut t.held).chunks {
+                self.arena.release(chunk.mem);
+            }
+        }
         self.events.push_back(Event::Error(id, ConnError::Tls(f)));
         self.user_pause(key);
         self.close(key, None);
+        let c = &self.conns[key];
+        if c.status == Status::Closing && c.sendq.len == 0 && !c.send_inflight {
+            self.flushed_closing(key);
+        }
+    }
+
+    /// An outgoing TLS connection whose socket ended (`res` 0) or failed during its
+    /// handshake: the connect failed (CONNECT_FAIL, not a socket error: the server never
+    /// became usable). False, and nothing done, for any other connection.
+    pub(super) fn tls_dial_broke(&mut self, key: usize, res: i32) -> bool {
+        let c = &self.conns[key];
+        if c.status != Status::Connecting || c.extra.as_ref().is_none_or(|e| e.tls.is_none()) {
+            return false;
+        }
+        let target = c.dial().map(|d| d.target()).unwrap_or_default();
+        let why = match -res {
+            0 => "the server closed the connection during the handshake".to_string(),
+            libc::ECONNRESET => "the server reset the connection during the handshake".to_string(),
+            e => format!("during the handshake: {}", std::io::Error::from_raw_os_error(e)),
+        };
+        self.destroy(key, Some(ConnError::Connect { target, cause: ConnectError::Tls(why) }));
+        true
     }
 
     /// Queues `close_notify` on a TLS connection that starts closing.
@@ -248,8 +277,22 @@ impl Core {
         let c = &mut self.conns[key];
         let ConnState { extra, sendq, .. } = c;
         let Some(layer) = extra.as_mut().and_then(|e| e.tls.as_mut()) else { return };
-        let arena = &mut self.arena;
-        layer.session.close_notify(&mut |rec| enqueue(arena, sendq, rec));
+        layer.session.close_notify(&mut QueueSink { arena: &mut self.arena, q: sendq });
+    }
+
+    /// Whether a closing connection must wait for its handshake before it may end: it
+    /// holds sends that only the handshake's keys can encrypt (the close deadline bounds
+    /// the wait).
+    pub(super) fn tls_close_waits(&mut self, key: usize) -> bool {
+        layer(&mut self.conns[key]).is_some_and(|t| t.held.len > 0 && t.session.handshaking())
+    }
+
+    /// Removes the TLS layer of `key`, returning the send memory of what it held.
+    pub(super) fn drop_tls_layer(&mut self, key: usize) {
+        let Some(t) = self.conns[key].extra.as_mut().and_then(|e| e.tls.take()) else { return };
+        for chunk in t.held.chunks {
+            self.arena.release(chunk.mem);
+        }
     }
 
     /// Held plaintext sends joining the send queue of a TLS connection: encrypted in order.
@@ -262,8 +305,7 @@ impl Core {
             // holds bytes written by `enqueue`; a held chunk is in no send, so nothing else
             // refers to it while this slice lives.
             let plain = unsafe { std::slice::from_raw_parts(base.add(chunk.start), chunk.end - chunk.start) };
-            let arena = &mut self.arena;
-            layer.session.encrypt(plain, &mut |rec| enqueue(arena, &mut out, rec));
+            layer.session.encrypt(plain, &mut QueueSink { arena: &mut self.arena, q: &mut out });
             self.arena.release(chunk.mem);
         }
         out

@@ -37,7 +37,7 @@
 //! seed with its full trace: `RINGMAN_SIM_SEED=N cargo test -p ringman-engine sim_fixed_seeds`.
 
 pub(crate) mod kernel;
-mod rng;
+pub(crate) mod rng;
 mod udp;
 
 use std::cell::RefCell;

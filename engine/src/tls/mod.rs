@@ -5,8 +5,8 @@
 //!
 //! The reactor knows a session only through [`session::TlsSession`]: ciphertext in,
 //! plaintext out to the framer; plaintext in, records out to the send queue. rustls (0.23,
-//! its buffered connection) sits behind that trait alone, so moving to another rustls API
-//! changes `session.rs` only. The crypto provider is aws-lc-rs (see ARCHITECTURE.md,
+//! its unbuffered connection API) sits behind that trait alone, so moving to another rustls
+//! API changes `session.rs` only. The crypto provider is aws-lc-rs (see ARCHITECTURE.md,
 //! "TLS").
 
 pub(crate) mod session;
