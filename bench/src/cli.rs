@@ -466,6 +466,7 @@ pub const USAGE: &str = "\
 ringman-bench run (--server <ringman|ringman-static|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
                   [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|fanout-redis|proxy|udp|https|handshake|wss>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
+                  [--file-size BYTES] [--path /P]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
                   [--generator uring|classic] [--client-threads N] [--client-cpus LIST] [--pace T]
 ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--cells P10,P11,...] [--server-cpu C] [--client-cpu C]
@@ -512,6 +513,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let mut only = None;
     let mut positional = Vec::new();
     let (mut target, mut target_pid, mut payload, mut json) = (None, None, None, None);
+    let mut path = None;
     let (mut repeat, mut seed, mut cells) = (None, None, None);
     let (mut client_threads, mut client_cpu) = (None, None);
     match cmd.as_str() {
@@ -578,6 +580,13 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             ("--target", true) => target = Some(Target::parse(v)?),
             ("--target-pid", true) => target_pid = Some(num(&opt, v)?),
             ("--payload", true) => payload = Some(PathBuf::from(v)),
+            ("--file-size", true) => load.wire.file_size = Some(num(&opt, v)?),
+            ("--path", true) => {
+                if !v.starts_with('/') {
+                    return Err(bad(&opt, v, "a path starts with /"));
+                }
+                path = Some(v.to_string());
+            }
             ("--json", true) => json = Some(PathBuf::from(v)),
             ("--server-cpu", _) => env.server_cpu = num(&opt, v)?,
             ("--client-cpu", _) => client_cpu = Some(num(&opt, v)?),
@@ -653,6 +662,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 (None, None) => return Err(ArgError::Required("--server or --target")),
                 (Some(_), None) if target_pid.is_some() => return Err(ArgError::Conflict("--server", "--target-pid")),
                 (Some(k), None) => Subject::Spawn(k),
+                (None, Some(_)) if load.wire.file_size.is_some() || path.is_some() => {
+                    return Err(ArgError::Conflict("--target", "--file-size or --path"))
+                }
                 (None, Some(t)) => {
                     match scenario {
                         Some(s) if s != t.scenario => {
@@ -670,6 +682,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 }
             };
             load.scenario = scenario.ok_or(ArgError::Required("--scenario"))?;
+            if (load.wire.file_size.is_some() || path.is_some()) && load.scenario != Scenario::Http {
+                return Err(bad("--file-size/--path", load.scenario.name(), "only the http scenario serves files"));
+            }
+            if let Some(p) = path {
+                load.wire.path = Some(p);
+            } else if let Some(size) = load.wire.file_size {
+                load.wire.path = Some(crate::wire::file_path(size));
+            }
             if load.conns == 0 {
                 return Err(bad("--conns", "0", "must be at least 1"));
             }
@@ -902,6 +922,21 @@ mod tests {
         );
         assert!(matches!(p("run --target sctp://h:1"), Err(ArgError::BadTarget { .. })));
         assert!(matches!(p("compare --target tcp://h:1"), Err(ArgError::UnknownOption(_))));
+    }
+
+    #[test]
+    fn file_size_and_path() {
+        let Command::Run { load, .. } = p("run --server nginx --scenario http --file-size 30000").unwrap() else {
+            panic!()
+        };
+        assert_eq!(load.wire.file_size, Some(30000));
+        assert_eq!(load.wire.path.as_deref(), Some("/file-30000.bin"));
+        let c = p("run --server ringman --scenario http --file-size 30000 --path /hello").unwrap();
+        let Command::Run { load, .. } = c else { panic!() };
+        assert_eq!((load.wire.file_size, load.wire.path.as_deref()), (Some(30000), Some("/hello")));
+        assert!(matches!(p("run --server ringman --scenario echo --file-size 5"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --server ringman --scenario http --path x"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --target http://h:1/x --file-size 5"), Err(ArgError::Conflict(..))));
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub fn ringman_scheme(s: Scenario) -> &'static str {
 pub const NGINX_TLS: &str = "ssl_protocols TLSv1.3; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256; \
                              ssl_ecdh_curve X25519; ssl_session_tickets on;";
 
-fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>) -> String {
+fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>, www: Option<&Path>) -> String {
     let d = dir.display();
     let (ssl, certs) = match tls {
         None => ("", String::new()),
@@ -129,6 +129,15 @@ fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>) -> St
             ),
         ),
     };
+    // `--file-size`: files from `www` with sendfile (Debian's default `sendfile on; tcp_nopush
+    // on;`), `.bin` as application/octet-stream as ringman types it; no open-file cache (off
+    // by default).
+    let files = www.map_or_else(String::new, |w| {
+        format!(
+            "location / {{ root {}; sendfile on; tcp_nopush on; types {{ application/octet-stream bin; }} }}\n  ",
+            w.display()
+        )
+    });
     format!(
         "daemon off;\nmaster_process on;\nworker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log warn;\nevents {{ worker_connections 20000; use epoll; multi_accept on; }}\n\
@@ -136,7 +145,7 @@ fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>) -> St
          client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
          uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          server {{\n    listen {addr}{ssl} backlog=4096;\n{certs}\
-         location /hello {{ default_type text/plain; return 200 \"Hello World\"; }}\n  }}\n}}\n"
+         {files}location /hello {{ default_type text/plain; return 200 \"Hello World\"; }}\n  }}\n}}\n"
     )
 }
 
@@ -153,7 +162,14 @@ impl ServerProc {
     /// Starts `kind` serving `scenario` on a free port, pinned to `cpu`, and waits until it
     /// accepts connections.
     pub fn start(kind: ServerKind, scenario: Scenario, cpu: usize, peers_dir: &Path) -> Result<Self, ServerError> {
-        Self::spawn(kind, scenario, None, cpu, peers_dir)
+        Self::spawn(kind, scenario, None, None, cpu, peers_dir)
+    }
+
+    /// Starts `kind` serving `http` with a directory that holds one file of `file_size`
+    /// bytes at [`crate::wire::file_path`] (`--file-size`): nginx from its `root` with
+    /// sendfile, ringman with its `WebServer` (`/hello` falls through to the usual answer).
+    pub fn start_files(kind: ServerKind, file_size: usize, cpu: usize, peers_dir: &Path) -> Result<Self, ServerError> {
+        Self::spawn(kind, Scenario::Http, None, Some(file_size), cpu, peers_dir)
     }
 
     /// Starts `kind` as a TCP proxy (scenario `proxy`) on a free port that forwards every
@@ -164,7 +180,7 @@ impl ServerProc {
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
-        Self::spawn(kind, Scenario::Proxy, Some(upstream), cpu, peers_dir)
+        Self::spawn(kind, Scenario::Proxy, Some(upstream), None, cpu, peers_dir)
     }
 
     /// Starts `kind` serving `fanout-redis` on a free port with its channel on the Redis at
@@ -175,13 +191,14 @@ impl ServerProc {
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
-        Self::spawn(kind, Scenario::FanoutRedis, Some(redis), cpu, peers_dir)
+        Self::spawn(kind, Scenario::FanoutRedis, Some(redis), None, cpu, peers_dir)
     }
 
     fn spawn(
         kind: ServerKind,
         scenario: Scenario,
         upstream: Option<SocketAddr>,
+        file_size: Option<usize>,
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
@@ -196,6 +213,21 @@ impl ServerProc {
         let pki = if scenario.is_tls() { Some(crate::pki::shared()?) } else { None };
         let tmp = std::env::temp_dir().join(format!("ringman-bench-{}-{}", std::process::id(), addr.port()));
         std::fs::create_dir_all(&tmp).map_err(|source| ServerError::Io { path: tmp.clone(), source })?;
+        let www = match file_size {
+            Some(size)
+                if scenario == Scenario::Http
+                    && matches!(kind, ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::Nginx) =>
+            {
+                let www = tmp.join("www");
+                std::fs::create_dir_all(&www).map_err(|source| ServerError::Io { path: www.clone(), source })?;
+                let file = www.join(crate::wire::file_path(size).trim_start_matches('/'));
+                std::fs::write(&file, crate::wire::file_bytes(size))
+                    .map_err(|source| ServerError::Io { path: file.clone(), source })?;
+                Some(www)
+            }
+            Some(_) => return Err(ServerError::Unsupported { server: kind.name(), scenario: "http --file-size" }),
+            None => None,
+        };
         let mut cmd = match kind {
             ServerKind::Ringman | ServerKind::RingmanStatic => {
                 let exe =
@@ -211,12 +243,16 @@ impl ServerProc {
                 }
                 let http = if kind == ServerKind::RingmanStatic { "static" } else { "build" };
                 c.env(crate::ringman_server::HTTP_ENV, http);
+                match &www {
+                    Some(w) => c.env(crate::ringman_server::WEB_ROOT_ENV, w),
+                    None => c.env_remove(crate::ringman_server::WEB_ROOT_ENV),
+                };
                 c
             }
             ServerKind::Nginx => {
                 let nginx = find_on_path("nginx").ok_or(ServerError::NotInstalled("nginx"))?;
                 let conf = tmp.join("nginx.conf");
-                std::fs::write(&conf, nginx_conf(&tmp, addr, pki))
+                std::fs::write(&conf, nginx_conf(&tmp, addr, pki, www.as_deref()))
                     .map_err(|source| ServerError::Io { path: conf.clone(), source })?;
                 let mut c = Command::new(nginx);
                 c.arg("-e").arg(tmp.join("error.log")).arg("-c").arg(&conf).arg("-p").arg(&tmp);
@@ -457,8 +493,11 @@ mod tests {
 
     #[test]
     fn nginx_conf_has_the_essentials() {
-        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap(), None);
+        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap(), None, None);
         assert!(!c.contains("ssl"), "{c}");
+        assert!(!c.contains("sendfile"));
+        let f = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap(), None, Some(Path::new("/tmp/x/www")));
+        assert!(f.contains("root /tmp/x/www; sendfile on;") && f.contains("return 200"), "{f}");
         for needle in [
             "daemon off;",
             "worker_processes 1;",
@@ -469,7 +508,7 @@ mod tests {
             assert!(c.contains(needle), "{needle}");
         }
         let pki = crate::pki::shared().unwrap();
-        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8443".parse().unwrap(), Some(pki));
+        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8443".parse().unwrap(), Some(pki), None);
         for needle in [
             "listen 127.0.0.1:8443 ssl backlog=4096;".to_string(),
             format!("ssl_certificate {};", pki.cert().display()),

@@ -15,7 +15,14 @@ use crate::{idle, machine, proxy, ringman_server, summary, uring_gen};
 pub fn workload(o: &LoadOpts) -> String {
     let name = if o.scenario == Scenario::Proxy { "proxy echo" } else { o.scenario.name() };
     let mut s = match o.scenario {
-        Scenario::Http | Scenario::Https => format!("{} c{} d{}", o.scenario.name(), o.conns, o.depth),
+        Scenario::Http => match (o.wire.file_size, o.wire.path.as_deref()) {
+            (Some(size), Some(p)) if p != crate::wire::file_path(size) => {
+                format!("http {p} (file {size}B beside) c{} d{}", o.conns, o.depth)
+            }
+            (Some(size), _) => format!("http file {size}B c{} d{}", o.conns, o.depth),
+            _ => format!("http c{} d{}", o.conns, o.depth),
+        },
+        Scenario::Https => format!("https c{} d{}", o.conns, o.depth),
         Scenario::Handshake => format!("https full handshake c{}", o.conns),
         Scenario::Fanout | Scenario::FanoutRedis => return crate::fanout::workload(o),
         _ => format!("{} {}B c{} d{}", name, o.size, o.conns, o.depth),
@@ -245,7 +252,10 @@ pub fn run(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Record, Bench
         }
         crate::proxy::measure(Some(kind), opts, env, true)?
     } else {
-        let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+        let mut srv = match opts.wire.file_size {
+            Some(size) => ServerProc::start_files(kind, size, env.server_cpu, &env.peers_dir)?,
+            None => ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?,
+        };
         match measure_at(srv.addr, Some(srv.pid()), opts, env, true) {
             Ok(f) => f,
             Err(e) => {
