@@ -134,13 +134,17 @@ pub enum ServerKind {
     /// The tokio echo reading into one buffer per thread (P5's shared-buffer variant: idle
     /// connections hold no buffer).
     TokioShared,
+    /// ringman's `http` server behind a `WebServer` of a directory holding one file: requests
+    /// for other paths (`/hello`) fall through to the application (P15).
+    RingmanWeb,
 }
 
 impl ServerKind {
     /// All servers, in report order.
-    pub const ALL: [ServerKind; 10] = [
+    pub const ALL: [ServerKind; 11] = [
         ServerKind::Ringman,
         ServerKind::RingmanStatic,
+        ServerKind::RingmanWeb,
         ServerKind::Tokio,
         ServerKind::TokioUring,
         ServerKind::Monoio,
@@ -164,6 +168,7 @@ impl ServerKind {
             ServerKind::Epoll => "epoll",
             ServerKind::Fastwebsockets => "fastwebsockets",
             ServerKind::TokioShared => "tokio-shared",
+            ServerKind::RingmanWeb => "ringman-web",
         }
     }
 
@@ -186,7 +191,7 @@ impl ServerKind {
             | ServerKind::TokioShared => scenario == Scenario::Echo,
             // nginx serves `/hello` over TLS too, but echoes no WebSocket.
             ServerKind::Nginx => matches!(scenario, Scenario::Http | Scenario::Https | Scenario::Handshake),
-            ServerKind::RingmanStatic => scenario == Scenario::Http,
+            ServerKind::RingmanStatic | ServerKind::RingmanWeb => scenario == Scenario::Http,
             ServerKind::Fastwebsockets => scenario == Scenario::Ws,
         }
     }
@@ -459,11 +464,12 @@ fn parse_redis_client(mut it: impl Iterator<Item = String>) -> Result<Command, A
 }
 
 /// The ids of the standard suite's workloads (`compare --cells`).
-pub const SUITE_IDS: [&str; 12] = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12"];
+pub const SUITE_IDS: [&str; 17] =
+    ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "P13", "P14", "P15", "P16", "P17"];
 
 /// Usage text.
 pub const USAGE: &str = "\
-ringman-bench run (--server <ringman|ringman-static|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
+ringman-bench run (--server <ringman|ringman-static|ringman-web|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
                   [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|fanout-redis|proxy|udp|https|handshake|wss>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
                   [--file-size BYTES] [--path /P]
@@ -573,7 +579,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             ("--cells", false) => {
                 let ids: Vec<String> = v.split(',').map(|s| s.trim().to_ascii_uppercase()).collect();
                 if ids.iter().any(|id| !SUITE_IDS.contains(&id.as_str())) {
-                    return Err(bad(&opt, v, "suite ids are P1 to P12"));
+                    return Err(bad(&opt, v, "suite ids are P1 to P17"));
                 }
                 cells = Some(ids);
             }
@@ -806,7 +812,9 @@ mod tests {
         assert!(matches!(p("compare --repeat 0"), Err(ArgError::BadValue { .. })));
         let Command::Compare { cells, .. } = p("compare --cells P10,p12").unwrap() else { panic!() };
         assert_eq!(cells, Some(vec!["P10".to_string(), "P12".to_string()]));
-        assert!(matches!(p("compare --cells P13"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("compare --cells P18"), Err(ArgError::BadValue { .. })));
+        let Command::Compare { cells, .. } = p("compare --cells p13,P17").unwrap() else { panic!() };
+        assert_eq!(cells, Some(vec!["P13".to_string(), "P17".to_string()]));
         assert!(matches!(p("run --server ringman --scenario https --cells P10"), Err(ArgError::UnknownOption(_))));
         let Command::Compare { only, env, .. } = p("compare --servers tokio,floor --out /tmp/o").unwrap() else {
             panic!()

@@ -438,6 +438,7 @@ fn subscribe(
         late,
         send_lag: None,
         tls: None,
+        wire: None,
     })
 }
 

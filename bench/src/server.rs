@@ -162,14 +162,28 @@ impl ServerProc {
     /// Starts `kind` serving `scenario` on a free port, pinned to `cpu`, and waits until it
     /// accepts connections.
     pub fn start(kind: ServerKind, scenario: Scenario, cpu: usize, peers_dir: &Path) -> Result<Self, ServerError> {
-        Self::spawn(kind, scenario, None, None, cpu, peers_dir)
+        Self::spawn(kind, scenario, None, None, None, cpu, peers_dir)
+    }
+
+    /// [`ServerProc::start`] with the files of `file_size` (see [`ServerProc::start_files`])
+    /// and, for the peers that take it ([`takes_buf_size`]), `--buf-size buf_size`.
+    pub fn start_with(
+        kind: ServerKind,
+        scenario: Scenario,
+        file_size: Option<usize>,
+        buf_size: Option<usize>,
+        cpu: usize,
+        peers_dir: &Path,
+    ) -> Result<Self, ServerError> {
+        Self::spawn(kind, scenario, None, file_size, buf_size, cpu, peers_dir)
     }
 
     /// Starts `kind` serving `http` with a directory that holds one file of `file_size`
     /// bytes at [`crate::wire::file_path`] (`--file-size`): nginx from its `root` with
-    /// sendfile, ringman with its `WebServer` (`/hello` falls through to the usual answer).
+    /// sendfile, ringman with its `WebServer` (`/hello` falls through to the usual answer),
+    /// the tokio peer as a hyper file server (`--mode files`).
     pub fn start_files(kind: ServerKind, file_size: usize, cpu: usize, peers_dir: &Path) -> Result<Self, ServerError> {
-        Self::spawn(kind, Scenario::Http, None, Some(file_size), cpu, peers_dir)
+        Self::spawn(kind, Scenario::Http, None, Some(file_size), None, cpu, peers_dir)
     }
 
     /// Starts `kind` as a TCP proxy (scenario `proxy`) on a free port that forwards every
@@ -180,7 +194,7 @@ impl ServerProc {
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
-        Self::spawn(kind, Scenario::Proxy, Some(upstream), None, cpu, peers_dir)
+        Self::spawn(kind, Scenario::Proxy, Some(upstream), None, None, cpu, peers_dir)
     }
 
     /// Starts `kind` serving `fanout-redis` on a free port with its channel on the Redis at
@@ -191,7 +205,7 @@ impl ServerProc {
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
-        Self::spawn(kind, Scenario::FanoutRedis, Some(redis), None, cpu, peers_dir)
+        Self::spawn(kind, Scenario::FanoutRedis, Some(redis), None, None, cpu, peers_dir)
     }
 
     fn spawn(
@@ -199,6 +213,7 @@ impl ServerProc {
         scenario: Scenario,
         upstream: Option<SocketAddr>,
         file_size: Option<usize>,
+        buf_size: Option<usize>,
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
@@ -213,10 +228,22 @@ impl ServerProc {
         let pki = if scenario.is_tls() { Some(crate::pki::shared()?) } else { None };
         let tmp = std::env::temp_dir().join(format!("ringman-bench-{}-{}", std::process::id(), addr.port()));
         std::fs::create_dir_all(&tmp).map_err(|source| ServerError::Io { path: tmp.clone(), source })?;
+        // `ringman-web` always has its directory: a file beside the requests that fall through.
+        let file_size = match kind {
+            ServerKind::RingmanWeb => file_size.or(Some(crate::wire::FALLTHROUGH_FILE_SIZE)),
+            _ => file_size,
+        };
         let www = match file_size {
             Some(size)
                 if scenario == Scenario::Http
-                    && matches!(kind, ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::Nginx) =>
+                    && matches!(
+                        kind,
+                        ServerKind::Ringman
+                            | ServerKind::RingmanStatic
+                            | ServerKind::RingmanWeb
+                            | ServerKind::Nginx
+                            | ServerKind::Tokio
+                    ) =>
             {
                 let www = tmp.join("www");
                 std::fs::create_dir_all(&www).map_err(|source| ServerError::Io { path: www.clone(), source })?;
@@ -229,7 +256,7 @@ impl ServerProc {
             None => None,
         };
         let mut cmd = match kind {
-            ServerKind::Ringman | ServerKind::RingmanStatic => {
+            ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::RingmanWeb => {
                 let exe =
                     std::env::current_exe().map_err(|source| ServerError::Io { path: "current_exe".into(), source })?;
                 let mut c = Command::new(exe);
@@ -265,9 +292,17 @@ impl ServerProc {
                     ServerKind::TokioShared => "echo-shared",
                     // One HTTPS server for keep-alive and for full handshakes.
                     _ if scenario == Scenario::Handshake => "https",
+                    // hyper serving the directory.
+                    _ if www.is_some() => "files",
                     _ => scenario.name(),
                 };
                 c.arg("--addr").arg(addr.to_string()).arg("--mode").arg(mode);
+                if let Some(w) = &www {
+                    c.arg("--root").arg(w);
+                }
+                if let Some(b) = buf_size.filter(|_| takes_buf_size(kind)) {
+                    c.arg("--buf-size").arg(b.to_string());
+                }
                 if let Some(up) = upstream {
                     c.arg("--upstream").arg(up.to_string());
                 }
@@ -352,6 +387,15 @@ impl ServerProc {
     pub fn rss(&self) -> u64 {
         tree(self.pid()).iter().map(|&p| proc_rss(p)).sum()
     }
+}
+
+/// Whether `kind`'s echo takes `--buf-size` (its receive buffer: per connection, or for the
+/// floor each provided buffer of its ring).
+pub fn takes_buf_size(kind: ServerKind) -> bool {
+    matches!(
+        kind,
+        ServerKind::Tokio | ServerKind::TokioUring | ServerKind::Monoio | ServerKind::Epoll | ServerKind::Floor
+    )
 }
 
 fn kind_bin(kind: ServerKind) -> &'static str {
@@ -525,7 +569,7 @@ mod tests {
     #[test]
     fn every_peer_kind_is_built() {
         use crate::cli::ServerKind;
-        let own = [ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Nginx];
+        let own = [ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::RingmanWeb, ServerKind::Nginx];
         for k in ServerKind::ALL.into_iter().filter(|k| !own.contains(k)) {
             assert!(PEER_BINS.contains(&kind_bin(k)), "{k:?} runs {} which ensure_peers does not check", kind_bin(k));
         }

@@ -37,13 +37,20 @@ pub fn workload(o: &LoadOpts) -> String {
 }
 
 fn peers_needed(kind: ServerKind) -> bool {
-    !matches!(kind, ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::Nginx)
+    !matches!(kind, ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::RingmanWeb | ServerKind::Nginx)
 }
 
 /// Starts `kind`, runs the load, returns the figures. The load generator thread is pinned to
 /// `env.client_cpu` first.
 pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, BenchError> {
-    let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+    measure_with(kind, opts, env, None)
+}
+
+/// [`measure`] with the peers that take it given `--buf-size buf` (and the server serving
+/// the file of `opts.wire.file_size`, if set).
+pub fn measure_with(kind: ServerKind, opts: &LoadOpts, env: &Env, buf: Option<usize>) -> Result<Figures, BenchError> {
+    let mut srv =
+        ServerProc::start_with(kind, opts.scenario, opts.wire.file_size, buf, env.server_cpu, &env.peers_dir)?;
     match measure_at(srv.addr, Some(srv.pid()), opts, env, false) {
         Ok(f) => Ok(f),
         Err(e) => {
@@ -65,9 +72,11 @@ pub fn measure_at(
     measure_behind(addr, pid, None, opts, env, progress)
 }
 
-/// [`measure_at`] with a second process sampled on its own: `upstream`, the echo server
-/// behind a proxy (scenario `proxy`). `pid`'s CPU is the server columns (the proxy alone);
-/// the upstream's is `upstream_cpu_us_per_msg`, and both count as explained in `other`.
+/// [`measure_at`] through a second process: `upstream`, the echo server behind a proxy
+/// (scenario `proxy`). The server CPU columns are the **whole path**, `pid` and `upstream`
+/// together (a proxy is worth what the path costs, not what the proxy alone does); the
+/// upstream's share is `upstream_cpu_us_per_msg` as well, so the proxy's own share is the
+/// difference.
 pub fn measure_behind(
     addr: std::net::SocketAddr,
     pid: Option<u32>,
@@ -77,17 +86,29 @@ pub fn measure_behind(
     progress: bool,
 ) -> Result<Figures, BenchError> {
     let (pids, ups): (Vec<u32>, Vec<u32>) = (pid.into_iter().collect(), upstream.into_iter().collect());
-    measure_procs(&[addr], &pids, &ups, opts, env, progress)
+    measure_procs(&[addr], &pids, &ups, Upstream::InServer, opts, env, progress)
+}
+
+/// How [`measure_procs`] counts the processes behind the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// Part of the path under test: in the server CPU columns (a proxy's echo).
+    InServer,
+    /// A service beside the servers: sampled on its own, not in the server columns (the
+    /// redis-server of `fanout-redis`).
+    Beside,
 }
 
 /// [`measure_behind`] with several servers and several processes behind them: the load goes
 /// to `addrs` (only `fanout` uses more than the first: [`crate::fanout::run_spread`]), the
-/// server CPU columns are the sum over the process trees of `pids` (none: `n/a`), and
-/// `upstream_cpu_us_per_msg` the sum over `upstream` (`fanout-redis`: the redis-server).
+/// server CPU columns are the sum over the process trees of `pids` (none: `n/a`), plus
+/// `upstream`'s with [`Upstream::InServer`]; `upstream_cpu_us_per_msg` is the sum over
+/// `upstream` (`fanout-redis`: the redis-server, [`Upstream::Beside`]).
 pub fn measure_procs(
     addrs: &[std::net::SocketAddr],
     pids: &[u32],
     upstream: &[u32],
+    counted: Upstream,
     opts: &LoadOpts,
     env: &Env,
     progress: bool,
@@ -101,9 +122,18 @@ pub fn measure_procs(
     let trees =
         |roots: &[u32]| (!roots.is_empty()).then(|| roots.iter().flat_map(|&p| server::tree(p)).collect::<Vec<_>>());
     let srv_pids = trees(pids);
-    let srv_cpu = || srv_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
     let up_pids = trees(upstream);
     let up_cpu = || up_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
+    // The server columns: the servers, plus the upstream when it is part of the path.
+    let srv_pids = match (counted, srv_pids, &up_pids) {
+        (Upstream::InServer, Some(mut s), Some(u)) => {
+            let more: Vec<u32> = u.iter().copied().filter(|p| !s.contains(p)).collect();
+            s.extend(more);
+            Some(s)
+        }
+        (_, s, _) => s,
+    };
+    let srv_cpu = || srv_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
     let (mut cpu0, mut cpu1) = (None, None);
     let (mut up0, mut up1) = (None, None);
     let (mut busy0, mut busy1) = ((Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO));
@@ -195,9 +225,10 @@ pub fn measure_procs(
         client_util: res.client_util(),
         steal: machine1.since(&machine0).steal_share(),
         other_cores: server_cpu.map(|srv| {
+            let beside = if counted == Upstream::Beside { upstream_cpu.unwrap_or(0.0) } else { 0.0 };
             machine::unexplained_cores(
                 machine1.since(&machine0).busy,
-                Duration::from_secs_f64(srv + upstream_cpu.unwrap_or(0.0)),
+                Duration::from_secs_f64(srv + beside),
                 res.client_cpu,
                 t1.saturating_duration_since(t0),
             )
@@ -210,6 +241,15 @@ pub fn measure_procs(
         lost_conns: res.lost_conns,
         late: res.late,
         send_lag: res.send_lag.as_ref().map(|l| l.summary()),
+        wire: res.wire.or_else(|| {
+            // TLS: the plaintext inside it (the request as the plain scenario sends it).
+            res.tls.as_ref().map(|t| crate::loadgen::WireBytes {
+                request: crate::wire::request_for(&LoadOpts { scenario: opts.scenario.plain(), ..opts.clone() }).len()
+                    as f64,
+                response: t.plain_in_per_msg,
+                headers: (!t.headers.is_empty()).then(|| t.headers.clone()),
+            })
+        }),
         tls: res.tls,
     })
 }
@@ -273,12 +313,46 @@ pub fn run(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Record, Bench
     })
 }
 
-/// One suite entry: id, workload, servers.
+/// One suite entry: id, workload, servers, and what the peers' receive buffer is.
 struct Entry {
     id: &'static str,
     opts: LoadOpts,
     servers: &'static [ServerKind],
+    /// `--buf-size` of the peers that take it ([`server::takes_buf_size`]); None: the peer's
+    /// own default.
+    buf: fn(ServerKind) -> Option<usize>,
 }
+
+/// Every peer keeps its own receive buffer (tokio, tokio-uring, monoio, epoll: 64 KiB per
+/// connection; the floor: ringman's ring shape, 1024 x 8 KiB).
+fn own_buffers(_: ServerKind) -> Option<usize> {
+    None
+}
+
+/// P5: the peers that hold a receive buffer per connection get the size of ringman's
+/// default receive buffer (the most one of its receives delivers), so an idle connection
+/// costs each of them what its buffer costs at the size ringman uses (the floor's provided
+/// buffers are ringman's already).
+fn ringman_sized_buffers(kind: ServerKind) -> Option<usize> {
+    server::takes_buf_size(kind).then(ringman_recv_buffer)
+}
+
+/// The size of ringman's default receive buffer (`Worker::recv_buffer_size`), read from the
+/// engine so P5 follows it when it changes.
+pub fn ringman_recv_buffer() -> usize {
+    ringman::Worker::<()>::without_listener().recv_buffer_size as usize
+}
+
+/// P13 (bulk echo): each peer keeps the receive buffer it does best with. The peers' 64 KiB
+/// per-connection buffers and the floor's 8 KiB provided buffers are their defaults; see
+/// [`BULK_BUFFERS`] for what was measured.
+fn bulk_buffers(kind: ServerKind) -> Option<usize> {
+    BULK_BUFFERS.iter().find(|(k, _)| *k == kind).map(|&(_, b)| b)
+}
+
+/// P13's receive buffer per peer, where it is not the peer's default (chosen by A/B runs of
+/// the 256 KiB cell, bench/README.md "Bulk echo").
+pub const BULK_BUFFERS: &[(ServerKind, usize)] = &[];
 
 const ECHO_SERVERS: &[ServerKind] = &[
     ServerKind::Ringman,
@@ -318,6 +392,26 @@ const UDP_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
 /// and scatters by several times between rounds, so its median needs more of them.
 const OPEN_LOOP_ROUNDS: usize = 2;
 const OPEN_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Floor, ServerKind::Epoll];
+/// P13: bulk echo against the echo servers (tokio-uring, unmaintained and the slowest of
+/// them at 64 bytes, keeps only its P1, P2 and P5 cells).
+const BULK_SERVERS: &[ServerKind] =
+    &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Monoio, ServerKind::Floor, ServerKind::Epoll];
+/// P14: static files from ringman's `WebServer`, nginx (`sendfile on`) and hyper on tokio.
+const FILE_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Nginx, ServerKind::Tokio];
+/// P15: the same `/hello` answer without and behind a `WebServer`.
+const FALLTHROUGH_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::RingmanWeb];
+
+/// P13's workloads: (message bytes, connections, messages in flight per connection).
+pub const BULK: [(usize, usize, usize); 3] = [(16 * 1024, 16, 2), (64 * 1024, 16, 2), (256 * 1024, 4, 2)];
+/// P14's file sizes ("30 KB" and "1 MB"), each fetched over 32 keep-alive connections, one
+/// request in flight on each.
+pub const FILE_SIZES: [usize; 2] = [30_000, 1_000_000];
+/// P17: active connections, each sending now and then at [`MANY_RATE`] messages/s in all.
+pub const MANY_CONNS: usize = 10_000;
+/// P17's total rate (5 messages/s per connection): open loop, the same for every server.
+pub const MANY_RATE: f64 = 50_000.0;
+/// File descriptors a process needs beyond its connections (listeners, rings, pipes, logs).
+pub const NOFILE_SLACK: u64 = 1024;
 
 /// Idle connections of P5 (full and quick): RSS is read at [`IDLE_CONNS_LO`] and at this
 /// count, and the slope between them is the figure.
@@ -343,6 +437,17 @@ fn tls_timing(quick: bool) -> (Duration, Duration) {
     }
 }
 
+/// Warmup and window of issue 20's cells (P13–P17, 32 cells per round): 1 s + 5 s in full
+/// mode (their messages are large or their rate fixed, so 5 s hold tens of thousands of
+/// them), 0.25 s + 1 s with `--quick`.
+fn payload_timing(quick: bool) -> (Duration, Duration) {
+    if quick {
+        (Duration::from_millis(250), Duration::from_secs(1))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(5))
+    }
+}
+
 fn entries(quick: bool) -> Vec<Entry> {
     let (warmup, duration) = timing(quick);
     let o = |scenario, conns, size, depth| LoadOpts {
@@ -355,28 +460,49 @@ fn entries(quick: bool) -> Vec<Entry> {
         rate: None,
         wire: Default::default(),
     };
+    let e = |id, opts, servers| Entry { id, opts, servers, buf: own_buffers };
     let mut v = vec![
-        Entry { id: "P1", opts: o(Scenario::Echo, 64, 64, 1), servers: ECHO_SERVERS },
-        Entry { id: "P2", opts: o(Scenario::Echo, 64, 64, 16), servers: ECHO_SERVERS },
-        Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 16), servers: HTTP_SERVERS },
-        Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 1), servers: HTTP_SERVERS },
-        Entry { id: "P4", opts: o(Scenario::Ws, 100, 20, 1), servers: WS_SERVERS },
-        Entry { id: "P7", opts: crate::fanout::suite_opts(1000, warmup, duration), servers: FANOUT_SERVERS },
-        Entry { id: "P9", opts: o(Scenario::Udp, 64, 64, 1), servers: UDP_SERVERS },
+        e("P1", o(Scenario::Echo, 64, 64, 1), ECHO_SERVERS),
+        e("P2", o(Scenario::Echo, 64, 64, 16), ECHO_SERVERS),
+        e("P3", o(Scenario::Http, 256, 0, 16), HTTP_SERVERS),
+        e("P3", o(Scenario::Http, 256, 0, 1), HTTP_SERVERS),
+        e("P4", o(Scenario::Ws, 100, 20, 1), WS_SERVERS),
+        e("P7", crate::fanout::suite_opts(1000, warmup, duration), FANOUT_SERVERS),
+        e("P9", o(Scenario::Udp, 64, 64, 1), UDP_SERVERS),
     ];
     if !quick {
-        v.push(Entry { id: "P7", opts: crate::fanout::suite_opts(10_000, warmup, duration), servers: FANOUT_SERVERS });
+        v.push(e("P7", crate::fanout::suite_opts(10_000, warmup, duration), FANOUT_SERVERS));
     }
     let (warmup, duration) = tls_timing(quick);
     let t = |scenario, conns, size, depth| LoadOpts { warmup, duration, ..o(scenario, conns, size, depth) };
     v.extend([
         // As P3's depth-1 cell, inside TLS.
-        Entry { id: "P10", opts: t(Scenario::Https, 256, 0, 1), servers: HTTPS_SERVERS },
+        e("P10", t(Scenario::Https, 256, 0, 1), HTTPS_SERVERS),
         // 32 connections at a time, each: connect, full handshake, one request, close.
-        Entry { id: "P11", opts: t(Scenario::Handshake, 32, 0, 1), servers: HTTPS_SERVERS },
+        e("P11", t(Scenario::Handshake, 32, 0, 1), HTTPS_SERVERS),
         // As P4, inside TLS.
-        Entry { id: "P12", opts: t(Scenario::Wss, 100, 20, 1), servers: WSS_SERVERS },
+        e("P12", t(Scenario::Wss, 100, 20, 1), WSS_SERVERS),
     ]);
+    // Issue 20: real payloads.
+    let (warmup, duration) = payload_timing(quick);
+    let b = |scenario, conns, size, depth| LoadOpts { warmup, duration, ..o(scenario, conns, size, depth) };
+    for (size, conns, depth) in BULK {
+        v.push(Entry {
+            id: "P13",
+            opts: b(Scenario::Echo, conns, size, depth),
+            servers: BULK_SERVERS,
+            buf: bulk_buffers,
+        });
+    }
+    for size in FILE_SIZES {
+        let mut opts = b(Scenario::Http, 32, 0, 1);
+        opts.wire.file_size = Some(size);
+        opts.wire.path = Some(crate::wire::file_path(size));
+        v.push(e("P14", opts, FILE_SERVERS));
+    }
+    v.push(e("P15", b(Scenario::Http, 64, 0, 1), FALLTHROUGH_SERVERS));
+    // P16 (large messages through the proxies) runs with P8, below.
+    v.push(e("P17", LoadOpts { rate: Some(MANY_RATE), ..b(Scenario::Echo, MANY_CONNS, 64, 1) }, OPEN_SERVERS));
     v
 }
 
@@ -439,10 +565,10 @@ pub fn compare(
             _ => None,
         }
     };
-    let one = |id: &str, k: ServerKind, opts: &LoadOpts, round: usize| -> Record {
+    let one = |id: &str, k: ServerKind, opts: &LoadOpts, buf: Option<usize>, round: usize| -> Record {
         let outcome = match skip_reason(k) {
             Some(why) => Outcome::Skipped(why),
-            None => match measure(k, opts, env) {
+            None => match measure_with(k, opts, env, buf) {
                 Ok(f) => Outcome::Done(f),
                 Err(e) => Outcome::Skipped(e.to_string()),
             },
@@ -451,9 +577,22 @@ pub fn compare(
     };
     let servers_of = |list: &[ServerKind]| list.iter().copied().filter(|&k| wanted(k)).collect::<Vec<_>>();
     for e in entries(quick).into_iter().filter(|e| wanted_id(e.id)) {
+        // Thousands of connections: the generator and each server hold one descriptor per
+        // connection (servers inherit the harness's limits).
+        let nofile =
+            (e.opts.conns > 1000).then(|| machine::ensure_nofile(e.opts.conns as u64 + NOFILE_SLACK).err()).flatten();
         for (round, order) in round_orders(&servers_of(e.servers), repeat, &mut rng).into_iter().enumerate() {
             for k in order {
-                let r = one(e.id, k, &e.opts, round);
+                let r = match &nofile {
+                    Some(why) => Record {
+                        id: e.id.into(),
+                        workload: workload(&e.opts),
+                        server: k.name().into(),
+                        round,
+                        outcome: Outcome::Skipped(why.clone()),
+                    },
+                    None => one(e.id, k, &e.opts, (e.buf)(k), round),
+                };
                 push(r, &mut records);
             }
         }
@@ -465,7 +604,7 @@ pub fn compare(
             let workload = format!("idle slope {IDLE_CONNS_LO}->{IDLE_CONNS}");
             let outcome = match skip_reason(k) {
                 Some(why) => Outcome::Skipped(why),
-                None => match idle_rss(k, env) {
+                None => match idle_rss(k, env, ringman_sized_buffers(k)) {
                     Ok(o) => o,
                     Err(e) => Outcome::Skipped(e.to_string()),
                 },
@@ -500,7 +639,7 @@ pub fn compare(
             let rounds = repeat * OPEN_LOOP_ROUNDS;
             for (round, order) in round_orders(&servers_of(OPEN_SERVERS), rounds, &mut rng).into_iter().enumerate() {
                 for k in order {
-                    let r = one("P6", k, &opts, round);
+                    let r = one("P6", k, &opts, None, round);
                     push(r, &mut records);
                 }
             }
@@ -516,12 +655,16 @@ pub fn compare(
             &mut records,
         ),
     }
-    // P8: generator -> proxy -> echo, each proxy beside the echo loaded directly.
+    // P8 and P16: generator -> proxy -> echo, each proxy beside the echo loaded directly.
     let proxies = servers_of(proxy::PROXY_SERVERS);
-    if !proxies.is_empty() && wanted_id(proxy::ID) {
-        let (warmup, duration) = timing(quick);
-        let opts = proxy::suite_opts(warmup, duration);
-        let subjects: Vec<Option<ServerKind>> = std::iter::once(None).chain(proxies.into_iter().map(Some)).collect();
+    let (w8, d8) = timing(quick);
+    let (w16, d16) = payload_timing(quick);
+    for (id, opts) in [(proxy::ID, proxy::suite_opts(w8, d8)), (proxy::LARGE_ID, proxy::large_opts(w16, d16))] {
+        if proxies.is_empty() || !wanted_id(id) {
+            continue;
+        }
+        let subjects: Vec<Option<ServerKind>> =
+            std::iter::once(None).chain(proxies.iter().copied().map(Some)).collect();
         for (round, order) in round_orders(&subjects, repeat, &mut rng).into_iter().enumerate() {
             for k in order {
                 let outcome = match k.and_then(skip_reason) {
@@ -532,7 +675,7 @@ pub fn compare(
                     },
                 };
                 let server = proxy::subject_name(k).into();
-                push(Record { id: proxy::ID.into(), workload: workload(&opts), server, round, outcome }, &mut records);
+                push(Record { id: id.into(), workload: workload(&opts), server, round, outcome }, &mut records);
             }
         }
     }
@@ -652,8 +795,8 @@ pub fn warnings(run_steal: f64, cells: &[summary::Cell]) -> Vec<String> {
     w
 }
 
-fn idle_rss(kind: ServerKind, env: &Env) -> Result<Outcome, BenchError> {
-    let srv = ServerProc::start(kind, Scenario::Echo, env.server_cpu, &env.peers_dir)?;
+fn idle_rss(kind: ServerKind, env: &Env, buf: Option<usize>) -> Result<Outcome, BenchError> {
+    let srv = ServerProc::start_with(kind, Scenario::Echo, None, buf, env.server_cpu, &env.peers_dir)?;
     let r = idle::run_slope(srv.addr, IDLE_CONNS_LO, IDLE_CONNS, || srv.rss(), machine::slab_bytes)?;
     Ok(Outcome::Idle {
         conns_lo: r.lo,
@@ -733,7 +876,7 @@ mod tests {
     #[test]
     fn suite_shape() {
         let e = entries(true);
-        assert_eq!(e.len(), 10);
+        assert_eq!(e.len(), 17);
         assert!(e.iter().all(|e| e.servers.iter().all(|s| s.supports(e.opts.scenario))));
         assert!(OPEN_SERVERS.iter().chain(ECHO_SERVERS).all(|s| s.supports(Scenario::Echo)));
         // P5 measures the shared-buffer tokio echo beside the per-connection one.
@@ -757,6 +900,39 @@ mod tests {
         assert!(tls[..2]
             .iter()
             .all(|e| e.servers.contains(&ServerKind::Nginx) && e.servers.contains(&ServerKind::Tokio)));
+        // Issue 20's cells: bulk echo at three sizes against five echo servers, two files
+        // against ringman, nginx and hyper, the fall-through pair, 10,000 connections open
+        // loop; with P16's three proxy subjects about two minutes in quick mode.
+        let ids = |id: &str| e.iter().filter(|e| e.id == id).collect::<Vec<_>>();
+        let bulk = ids("P13");
+        assert_eq!(
+            bulk.iter().map(|e| workload(&e.opts)).collect::<Vec<_>>(),
+            ["echo 16384B c16 d2", "echo 65536B c16 d2", "echo 262144B c4 d2"]
+        );
+        assert!(bulk.iter().all(|e| e.servers == BULK_SERVERS && e.servers.len() == 5));
+        let files = ids("P14");
+        assert_eq!(
+            files.iter().map(|e| workload(&e.opts)).collect::<Vec<_>>(),
+            ["http file 30000B c32 d1", "http file 1000000B c32 d1"]
+        );
+        assert!(files.iter().all(|e| e.servers.contains(&ServerKind::Nginx) && e.servers.contains(&ServerKind::Tokio)));
+        assert_eq!(ids("P15")[0].servers, [ServerKind::Ringman, ServerKind::RingmanWeb]);
+        let many = &ids("P17")[0].opts;
+        assert_eq!((many.conns, many.rate), (MANY_CONNS, Some(MANY_RATE)));
+        assert_eq!(workload(many), "echo 64B c10000 open 50,000/s");
+        let payload_cells =
+            e.iter().filter(|e| ["P13", "P14", "P15", "P17"].contains(&e.id)).map(|e| e.servers.len()).sum::<usize>()
+                + 3;
+        assert_eq!(payload_cells, 30);
+        let (pw, pd) = payload_timing(true);
+        assert!((pw + pd).as_secs_f64() * payload_cells as f64 * default_repeat(true) as f64 <= 115.0);
+        // Receive buffers: P5 gives the per-connection peers ringman's size, nothing else.
+        assert_eq!(ringman_recv_buffer(), 8192);
+        assert_eq!(ringman_sized_buffers(ServerKind::Tokio), Some(ringman_recv_buffer()));
+        assert_eq!(ringman_sized_buffers(ServerKind::Epoll), Some(ringman_recv_buffer()));
+        assert_eq!(ringman_sized_buffers(ServerKind::Ringman), None);
+        assert_eq!(ringman_sized_buffers(ServerKind::TokioShared), None);
+        assert!(BULK_BUFFERS.iter().all(|(k, _)| server::takes_buf_size(*k) && BULK_SERVERS.contains(k)));
         let tls_cells = tls.iter().map(|e| e.servers.len()).sum::<usize>() as f64;
         let (tw, td) = tls_timing(true);
         assert!((tw + td).as_secs_f64() * tls_cells * default_repeat(true) as f64 <= 30.0);

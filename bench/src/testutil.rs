@@ -68,5 +68,6 @@ pub fn figures(rate: f64, srv: f64, steal: f64, other: f64) -> Figures {
         late: 0,
         send_lag: None,
         tls: None,
+        wire: None,
     }
 }

@@ -35,6 +35,10 @@ pub struct WireSpec {
     pub file_size: Option<usize>,
 }
 
+/// The file in the directory of the `ringman-web` server (P15): requests for other paths
+/// (`/hello`) fall through its `WebServer` to the application.
+pub const FALLTHROUGH_FILE_SIZE: usize = 30_000;
+
 /// The request path of the static file of `size` bytes (`--file-size`).
 pub fn file_path(size: usize) -> String {
     format!("/file-{size}.bin")
