@@ -334,6 +334,17 @@ pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
     (!out.is_empty()).then_some(out)
 }
 
+/// Where `compare` reads its goals and writes its results file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CompareFiles {
+    /// `--results FILE`. None: `bench/RESULTS.md` after a whole-suite full run (no `--quick`,
+    /// `--cells` or `--servers`), else `RESULTS.md` in the `--out` directory, so a partial or
+    /// quick run never replaces the repository's file unless asked to.
+    pub results: Option<PathBuf>,
+    /// `--goals FILE`. None: `bench/goals.json`.
+    pub goals: Option<PathBuf>,
+}
+
 /// What `run` loads.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Subject {
@@ -379,6 +390,8 @@ pub enum Command {
         seed: Option<u64>,
         /// `--cells P10,P11`: only these suite ids (None = all).
         cells: Option<Vec<String>>,
+        /// `--results FILE`, `--goals FILE`.
+        files: CompareFiles,
     },
     /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns);
     /// `proxy://ip:port` takes the upstream `tcp://host:port` as a second argument,
@@ -476,7 +489,7 @@ ringman-bench run (--server <ringman|ringman-static|ringman-web|tokio|tokio-shar
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
                   [--generator uring|classic] [--client-threads N] [--client-cpus LIST] [--pace T]
 ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--cells P10,P11,...] [--server-cpu C] [--client-cpu C]
-                  [--peers-dir DIR] [--out DIR] [--generator uring|classic] [--client-threads N]
+                  [--peers-dir DIR] [--out DIR] [--results FILE] [--goals FILE] [--generator uring|classic] [--client-threads N]
                   [--client-cpus LIST] [--pace T]
 ringman-bench redis-client [--conns LIST] [--depth LIST] [--requests N] [--size BYTES] [--repeat N]
                   [--server-cpu C] [--client-cpu C]
@@ -521,6 +534,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let (mut target, mut target_pid, mut payload, mut json) = (None, None, None, None);
     let mut path = None;
     let (mut repeat, mut seed, mut cells) = (None, None, None);
+    let mut files = CompareFiles::default();
     let (mut client_threads, mut client_cpu) = (None, None);
     match cmd.as_str() {
         "run" | "compare" | "serve-ringman" => {}
@@ -568,6 +582,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 only = Some(list);
             }
             ("--out", false) => env.out_dir = PathBuf::from(v),
+            ("--results", false) => files.results = Some(PathBuf::from(v)),
+            ("--goals", false) => files.goals = Some(PathBuf::from(v)),
             ("--repeat", false) => {
                 let n: usize = num(&opt, v)?;
                 if n == 0 {
@@ -661,7 +677,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             Ok(Command::ServeRingman { addr, upstream, tls })
         }
         _ if !positional.is_empty() => Err(ArgError::UnknownOption(positional.remove(0))),
-        "compare" => Ok(Command::Compare { quick, only, env, repeat, seed, cells }),
+        "compare" => Ok(Command::Compare { quick, only, env, repeat, seed, cells, files }),
         _ => {
             let server = match (server, target) {
                 (Some(_), Some(_)) => return Err(ArgError::Conflict("--server", "--target")),
@@ -816,6 +832,16 @@ mod tests {
         let Command::Compare { cells, .. } = p("compare --cells p13,P17").unwrap() else { panic!() };
         assert_eq!(cells, Some(vec!["P13".to_string(), "P17".to_string()]));
         assert!(matches!(p("run --server ringman --scenario https --cells P10"), Err(ArgError::UnknownOption(_))));
+        let Command::Compare { files, .. } = p("compare --quick").unwrap() else { panic!() };
+        assert_eq!(files, CompareFiles::default());
+        let Command::Compare { files, .. } = p("compare --results /tmp/r.md --goals /tmp/g.json").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            files,
+            CompareFiles { results: Some(PathBuf::from("/tmp/r.md")), goals: Some(PathBuf::from("/tmp/g.json")) }
+        );
+        assert!(matches!(p("run --server ringman --scenario echo --results x"), Err(ArgError::UnknownOption(_))));
         let Command::Compare { only, env, .. } = p("compare --servers tokio,floor --out /tmp/o").unwrap() else {
             panic!()
         };

@@ -96,9 +96,9 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                 eprintln!("wrote {}", path.display());
             }
         }
-        Command::Compare { quick, only, env, repeat, seed, cells } => {
+        Command::Compare { quick, only, env, repeat, seed, cells, files } => {
             refuse_debug_build()?;
-            suite::compare(quick, only.as_deref(), &env, repeat, seed, cells.as_deref())?;
+            suite::compare(quick, only.as_deref(), &env, repeat, seed, cells.as_deref(), &files)?;
         }
         Command::RedisClient(o) => {
             refuse_debug_build()?;

@@ -151,8 +151,8 @@ pub fn section(records: &[Record]) -> String {
     IDS.iter().map(|id| section_of(records, id)).collect()
 }
 
-/// The lines for the proxy cell `id`.
-fn section_of(records: &[Record], id: &str) -> String {
+/// The lines for the proxy cell `id` (empty when it did not run).
+pub fn section_of(records: &[Record], id: &str) -> String {
     let cells = cells(records, id);
     let mut s = String::new();
     if cells.iter().all(|c| c.server == DIRECT) {

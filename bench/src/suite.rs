@@ -506,6 +506,23 @@ fn entries(quick: bool) -> Vec<Entry> {
     v
 }
 
+/// Every cell the suite runs, as (id, workload, server names): the entries, P5, P8 and P16
+/// (with their `direct` baseline). P6 is left out: its workload carries the rate it takes
+/// from P1's median.
+pub fn catalog(quick: bool) -> Vec<(&'static str, String, Vec<&'static str>)> {
+    let names = |list: &[ServerKind]| list.iter().map(|k| k.name()).collect::<Vec<_>>();
+    let mut v: Vec<(&'static str, String, Vec<&'static str>)> =
+        entries(quick).iter().map(|e| (e.id, workload(&e.opts), names(e.servers))).collect();
+    v.push(("P5", format!("idle slope {IDLE_CONNS_LO}->{IDLE_CONNS}"), names(IDLE_SERVERS)));
+    let (w, d) = timing(quick);
+    let (pw, pd) = payload_timing(quick);
+    for (id, opts) in [(proxy::ID, proxy::suite_opts(w, d)), (proxy::LARGE_ID, proxy::large_opts(pw, pd))] {
+        let subjects = std::iter::once(proxy::DIRECT).chain(names(proxy::PROXY_SERVERS)).collect();
+        v.push((id, workload(&opts), subjects));
+    }
+    v
+}
+
 /// Rounds per cell when `--repeat` is not given.
 pub fn default_repeat(quick: bool) -> usize {
     if quick {
@@ -529,6 +546,7 @@ pub fn round_orders<T: Clone>(servers: &[T], rounds: usize, rng: &mut Rng) -> Ve
 /// `ringman-bench compare`: the standard suite against every available server, each cell
 /// `repeat` times with the servers in a seeded random order per round; `cells`: only the
 /// workloads with these ids (P6 then derives its rate from P1 only if P1 ran too).
+#[allow(clippy::too_many_arguments)] // the command line's options, one each
 pub fn compare(
     quick: bool,
     only: Option<&[ServerKind]>,
@@ -536,7 +554,28 @@ pub fn compare(
     repeat: Option<usize>,
     seed: Option<u64>,
     cells: Option<&[String]>,
+    files: &crate::cli::CompareFiles,
 ) -> Result<Vec<Record>, BenchError> {
+    // A goals file that does not parse stops the run before it starts, not after it.
+    let goals_path = files.goals.clone().unwrap_or_else(crate::goals::default_path);
+    let goals = crate::goals::Goals::load(&goals_path)?;
+    let partial = match (cells, only) {
+        (None, None) => None,
+        (c, o) => Some(
+            [
+                c.map(|c| format!("--cells {}", c.join(","))),
+                o.map(|o| format!("--servers {}", o.iter().map(|k| k.name()).collect::<Vec<_>>().join(","))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
+        ),
+    };
+    let results_path = files.results.clone().unwrap_or_else(|| match (&partial, quick) {
+        (None, false) => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md"),
+        _ => env.out_dir.join("RESULTS.md"),
+    });
     let wanted_id = |id: &str| cells.is_none_or(|c| c.iter().any(|x| x == id));
     let started = Instant::now();
     let repeat = repeat.unwrap_or_else(|| default_repeat(quick));
@@ -681,11 +720,78 @@ pub fn compare(
     }
     let snap1 = machine::Snapshot::now();
     let cells = summary::cells(&records);
+    let judged = crate::goals::judge_all(&goals, &cells);
     let run = RunInfo { quick, repeat, seed, identity, snap0, snap1, took: started.elapsed() };
     let head = run.head_lines(&cells);
-    println!("\n{}{}{}", summary::table(&cells, &head), proxy::section(&records), crate::tls_gen::section(&records));
-    write_outputs(&records, &cells, &run, env)?;
+    println!(
+        "\n{}{}{}\n{}",
+        summary::table(&cells, &head),
+        proxy::section(&records),
+        crate::tls_gen::section(&records),
+        crate::goals::text(&judged)
+    );
+    write_outputs(&records, &cells, &run, env, &judged)?;
+    let facts = crate::results::RunFacts {
+        command: command_line(),
+        head: run.identity.head.clone(),
+        dirty: run.identity.dirty,
+        date: String::from_utf8_lossy(&ringman::http::date_now()).into_owned(),
+        quick,
+        partial,
+        repeat,
+        seed,
+        seconds: run.took.as_secs_f64(),
+        machine: run.machine_lines(env),
+        warnings: warnings(run.steal_share(), &cells),
+    };
+    let md = crate::results::render(&facts, &cells, &judged, &goals.not_judged, &details(&records, &cells));
+    let io = |path: std::path::PathBuf| move |source| BenchError::Output { path, source };
+    if let Some(dir) = results_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+    }
+    std::fs::write(&results_path, md).map_err(io(results_path.clone()))?;
+    eprintln!("wrote {} (goals from {})", results_path.display(), goals_path.display());
     Ok(records)
+}
+
+/// The command line as typed (arguments with spaces or quotes single-quoted).
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c)) {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The text blocks below the table that belong to a suite id, for the results file: the
+/// open-loop tails (P6, P17), the proxy tables (P8, P16), the TLS lines (P10–P12).
+fn details(records: &[Record], cells: &[summary::Cell]) -> Vec<(&'static str, String)> {
+    // A block's header line, then its lines about `id`.
+    let lines_for = |text: &str, id: &str| {
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let own: Vec<&str> = lines.filter(|l| l.trim_start().split_whitespace().next() == Some(id)).collect();
+        if own.is_empty() {
+            String::new()
+        } else {
+            format!("{header}\n{}\n", own.join("\n"))
+        }
+    };
+    let open = summary::open_loop_section(cells);
+    let tls = crate::tls_gen::section(records);
+    let mut v: Vec<(&'static str, String)> = vec![("P6", lines_for(&open, "P6")), ("P17", lines_for(&open, "P17"))];
+    for id in proxy::IDS {
+        v.push((id, proxy::section_of(records, id)));
+    }
+    for id in ["P10", "P11", "P12"] {
+        v.push((id, lines_for(&tls, id)));
+    }
+    v
 }
 
 /// What `compare` records about itself and the machine.
@@ -725,6 +831,32 @@ impl RunInfo {
             ("steal_share_run", format!("{:.4}", self.steal_share())),
             ("suite_seconds", format!("{:.1}", self.took.as_secs_f64())),
         ]
+    }
+
+    /// The machine and placement, for the results file.
+    fn machine_lines(&self, env: &Env) -> Vec<(String, String)> {
+        let id = &self.identity;
+        let mut v: Vec<(String, String)> = vec![
+            ("kernel".into(), id.kernel.clone()),
+            ("rustc".into(), id.rustc.clone()),
+            ("CPUs online".into(), id.cpus.to_string()),
+        ];
+        v.extend(machine::facts().into_iter().map(|(k, val)| (k.replace('_', " "), val)));
+        let cpus = env.generator_cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        v.extend([
+            (
+                "placement".into(),
+                format!(
+                    "server on CPU {}, load generator ({}, {} thread(s)) on CPU {cpus}",
+                    env.server_cpu,
+                    env.generator.name(),
+                    env.client_threads
+                ),
+            ),
+            ("load average".into(), format!("start {}, end {}", self.snap0.loadavg, self.snap1.loadavg)),
+            ("steal during the run".into(), format!("{:.2} % of CPU time", self.steal_share() * 100.0)),
+        ]);
+        v
     }
 
     /// The lines above the table: identity, machine state at start and end, warnings, legend.
@@ -838,12 +970,19 @@ fn median_rounds<'a>(records: &'a [Record], cells: &[summary::Cell]) -> Vec<&'a 
         .collect()
 }
 
-fn write_outputs(records: &[Record], cells: &[summary::Cell], run: &RunInfo, env: &Env) -> Result<(), BenchError> {
+fn write_outputs(
+    records: &[Record],
+    cells: &[summary::Cell],
+    run: &RunInfo,
+    env: &Env,
+    judged: &[crate::goals::Judged],
+) -> Result<(), BenchError> {
     let out = &env.out_dir;
     let io = |path: std::path::PathBuf| move |source| BenchError::Output { path, source };
     std::fs::create_dir_all(out).map_err(io(out.clone()))?;
     let j = out.join("compare.json");
-    let cells_json = summary::json(cells);
+    // `"cells": [...]`, then `"goals": [...]` (the verdicts) as the next member.
+    let cells_json = format!("{},\n  \"goals\": {}", summary::json(cells), crate::goals::json(judged));
     std::fs::write(&j, report::json_with(records, &run.meta(env), Some(&cells_json))).map_err(io(j.clone()))?;
     let s = out.join("latency.svg");
     let reps: Vec<Record> = median_rounds(records, cells).into_iter().cloned().collect();
@@ -937,6 +1076,45 @@ mod tests {
         let (tw, td) = tls_timing(true);
         assert!((tw + td).as_secs_f64() * tls_cells * default_repeat(true) as f64 <= 30.0);
         assert_eq!(tls_timing(false), timing(false));
+    }
+
+    /// Every goal of `bench/goals.json` names cells the suite runs (in quick and in full
+    /// mode): the id, the workload as `compare` prints it (or an id with one workload), and a
+    /// server of that cell, with a metric the cell has.
+    #[test]
+    fn the_goals_file_names_cells_the_suite_runs() {
+        use crate::goals::{Baseline, CellRef, Goals, Metric};
+        let goals = Goals::load(&crate::goals::default_path()).unwrap();
+        assert!(goals.goals.len() >= 14, "{}", goals.goals.len());
+        for quick in [true, false] {
+            let cat = catalog(quick);
+            let check = |r: &CellRef, metric: Metric, goal: &str| {
+                let of_id: Vec<_> = cat.iter().filter(|c| c.0 == r.id).collect();
+                let cell = match &r.workload {
+                    Some(w) => of_id.iter().find(|c| c.1 == *w),
+                    None => {
+                        assert_eq!(of_id.len(), 1, "{goal}: {} has several workloads: name one", r.id);
+                        of_id.first()
+                    }
+                };
+                let cell = cell.unwrap_or_else(|| panic!("{goal}: no cell {r:?} (quick {quick})"));
+                assert!(cell.2.contains(&r.server.as_str()), "{goal}: {} does not run in {cell:?}", r.server);
+                let idle = r.id == "P5";
+                assert_eq!(metric == Metric::BytesPerConn, idle, "{goal}: metric {metric:?} for {}", r.id);
+            };
+            for g in &goals.goals {
+                check(&g.subject, g.metric, &g.name);
+                if let Baseline::Cell { cell, .. } = &g.baseline {
+                    check(cell, g.metric, &g.name);
+                }
+            }
+        }
+        // Issue 20's goals are all there.
+        let names: Vec<&str> = goals.goals.iter().map(|g| g.name.as_str()).collect();
+        for needle in ["bulk echo 16 KiB", "bulk echo 256 KiB", "static file 1 MB", "fall-through", "(P1)", "(P5)"] {
+            assert!(names.iter().any(|n| n.contains(needle)), "{needle}: {names:?}");
+        }
+        assert!(goals.not_judged.iter().any(|n| n.name.contains("64-byte")));
     }
 
     #[test]

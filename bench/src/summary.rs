@@ -334,9 +334,15 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
 /// core fall into it, so single rounds scatter by several times and only the median over the
 /// rounds, with its spread, is worth comparing.
 fn open_loop_tails(cells: &[Cell], s: &mut String) {
+    s.push_str(&open_loop_section(cells));
+}
+
+/// The open-loop block of [`table`] on its own (empty without open-loop cells).
+pub fn open_loop_section(cells: &[Cell]) -> String {
+    let mut s = String::new();
     let open: Vec<&Cell> = cells.iter().filter(|c| c.ok > 0 && c.workload.contains(" open ")).collect();
     if open.is_empty() {
-        return;
+        return s;
     }
     let _ = writeln!(s, "open loop p99 µs, median [min..max] of the rounds:");
     for c in open {
@@ -348,6 +354,7 @@ fn open_loop_tails(cells: &[Cell], s: &mut String) {
             );
         }
     }
+    s
 }
 
 /// The cells as a JSON array (medians, min, max, rounds, flags).
