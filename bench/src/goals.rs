@@ -485,7 +485,7 @@ pub fn text(judged: &[Judged]) -> String {
     for j in judged {
         let _ = writeln!(
             s,
-            "  {:<52} {:<32} {} vs {}  -> {}",
+            "  {:<72} {:<30} {} vs {}  -> {}",
             j.goal.name,
             j.goal.rule(),
             range(&j.subject),

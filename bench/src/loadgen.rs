@@ -612,8 +612,11 @@ mod tests {
         let addr = echo_server();
         for s in [Scenario::Echo, Scenario::Text, Scenario::Frame] {
             let mut edges = Vec::new();
-            let r = run(addr, &opts(s, 4, 3, None), |e| edges.push(e)).unwrap();
+            let o = opts(s, 4, 3, None);
+            let r = run(addr, &o, |e| edges.push(e)).unwrap();
             check(&r);
+            let n = crate::wire::request_for(&o).len() as f64;
+            assert_eq!(r.wire, Some(WireBytes { request: n, response: n, headers: None }), "{s:?}");
             assert_eq!(edges, vec![Edge::Start, Edge::End]);
         }
     }

@@ -511,6 +511,7 @@ pub fn parse_vmrss(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::LoadOpts;
 
     #[test]
     fn stat_parsing_handles_spaces_in_comm() {
@@ -574,6 +575,73 @@ mod tests {
             assert!(PEER_BINS.contains(&kind_bin(k)), "{k:?} runs {} which ensure_peers does not check", kind_bin(k));
         }
         assert_eq!(kind_bin(ServerKind::Fastwebsockets), "fastwebsockets-peer");
+    }
+
+    /// One `GET` of `path` on a fresh connection: the head and the body.
+    fn fetch(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+        (String::from_utf8_lossy(&all[..end]).into_owned(), all[end..].to_vec())
+    }
+
+    /// The file servers of P14 (nginx when installed, hyper on tokio when the peers are built)
+    /// send the file's exact bytes with a 200 and the headers the results state, and the
+    /// generator's keep-alive load over them is fully answered, its response bytes counted.
+    #[test]
+    fn file_servers_send_the_same_body() {
+        let Some(peers) = crate::testutil::built_peers("the tokio file server") else { return };
+        let mut kinds = vec![ServerKind::Tokio];
+        match find_on_path("nginx") {
+            Some(_) => kinds.push(ServerKind::Nginx),
+            None => eprintln!("nginx not installed: its file server is not tested"),
+        }
+        for size in [30_000, 1_000_000] {
+            let path = crate::wire::file_path(size);
+            for &kind in &kinds {
+                let srv = ServerProc::start_files(kind, size, 0, &peers).unwrap();
+                let (head, body) = fetch(srv.addr, &path);
+                assert!(head.starts_with("HTTP/1.1 200"), "{kind:?}: {head}");
+                assert!(body == crate::wire::file_bytes(size), "{kind:?}: {} bytes, not the file's", body.len());
+                let (miss, _) = fetch(srv.addr, "/nope.bin");
+                assert!(miss.starts_with("HTTP/1.1 404"), "{kind:?}: {miss}");
+                let mut o = crate::testutil::short_load(Scenario::Http, 4, 2, None);
+                o.wire.file_size = Some(size);
+                o.wire.path = Some(path.clone());
+                let r = crate::uring_gen::run(srv.addr, &o, &Default::default(), |_| {}).unwrap();
+                assert!(r.drained && r.received > 0, "{kind:?}: {r:?}");
+                assert_eq!((r.sent, r.lost_conns, r.bad_status), (r.received, 0, 0), "{kind:?}: {r:?}");
+                let w = r.wire.unwrap();
+                assert!(w.response > size as f64 && w.response < size as f64 + 400.0, "{kind:?}: {w:?}");
+                let names = w.headers.unwrap_or_default().to_ascii_lowercase();
+                for h in ["content-length", "etag", "last-modified", "accept-ranges"] {
+                    assert!(names.contains(h), "{kind:?}: {h} missing from {names}");
+                }
+            }
+        }
+    }
+
+    /// The echo peers take `--buf-size` (P5 gives them ringman's receive buffer, P13 the
+    /// floor 64 KiB) and still echo messages larger than their buffer whole.
+    #[test]
+    fn echo_peers_take_a_receive_buffer_size() {
+        let Some(peers) = crate::testutil::built_peers("the echo peers' --buf-size") else { return };
+        let kinds =
+            [ServerKind::Tokio, ServerKind::TokioUring, ServerKind::Monoio, ServerKind::Epoll, ServerKind::Floor];
+        for kind in kinds {
+            assert!(takes_buf_size(kind));
+            let srv = ServerProc::start_with(kind, Scenario::Echo, None, Some(4096), 0, &peers)
+                .unwrap_or_else(|e| panic!("{kind:?} with --buf-size 4096: {e}"));
+            let o = LoadOpts { size: 20_000, ..crate::testutil::short_load(Scenario::Echo, 4, 2, None) };
+            let r = crate::uring_gen::run(srv.addr, &o, &Default::default(), |_| {}).unwrap();
+            assert!(r.drained && r.received > 0, "{kind:?}: {r:?}");
+            assert_eq!((r.sent, r.lost_conns), (r.received, 0), "{kind:?}: {r:?}");
+            assert_eq!(r.wire.map(|w| w.response), Some(20_000.0), "{kind:?}");
+        }
+        assert!(!takes_buf_size(ServerKind::Ringman) && !takes_buf_size(ServerKind::TokioShared));
     }
 
     #[test]

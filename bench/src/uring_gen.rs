@@ -1097,9 +1097,14 @@ mod tests {
         for (s, threads) in [(Scenario::Echo, 1), (Scenario::Text, 2), (Scenario::Frame, 3)] {
             let mut edges = Vec::new();
             let tuning = Tuning { threads, ..Tuning::default() };
-            let r = run(addr, &opts(s, 6, 4, None), &tuning, |e| edges.push(e)).unwrap();
+            let o = opts(s, 6, 4, None);
+            let r = run(addr, &o, &tuning, |e| edges.push(e)).unwrap();
             check(&r);
             assert!(r.send_lag.is_none());
+            // An echo answers every request with its own bytes: counted on the wire, the
+            // response weighs what the request did (no head to name: not http).
+            let n = crate::wire::request_for(&o).len() as f64;
+            assert_eq!(r.wire, Some(loadgen::WireBytes { request: n, response: n, headers: None }), "{s:?}");
             assert_eq!(edges, vec![Edge::Start, Edge::End]);
         }
     }
@@ -1184,6 +1189,14 @@ mod tests {
             let addr = ringman_server(scheme);
             let r = run(addr, &opts(s, 8, depth, None), &Tuning { threads: 2, ..Tuning::default() }, |_| {}).unwrap();
             check(&r);
+            let w = r.wire.as_ref().unwrap();
+            if s == Scenario::Http {
+                // `Hello World` with ringman's three headers, named in order.
+                assert_eq!(w.headers.as_deref(), Some("Date, Content-Type, Content-Length"), "{w:?}");
+                assert!(w.response > 11.0 + 60.0 && w.response < 200.0, "{w:?}");
+            } else {
+                assert_eq!(w.headers, None);
+            }
             let o = LoadOpts { warmup: Duration::ZERO, ..opts(s, 8, 1, Some(2000.0)) };
             let r = run(addr, &o, &Tuning::default(), |_| {}).unwrap();
             check(&r);
