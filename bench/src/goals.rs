@@ -198,9 +198,11 @@ impl Goal {
     pub fn rule(&self) -> String {
         match &self.baseline {
             Baseline::Cell { cell, factor } => {
-                let elsewhere = (cell.id != self.subject.id || cell.workload != self.subject.workload)
-                    .then(|| format!(" ({})", cell.label()))
-                    .unwrap_or_default();
+                let elsewhere = if cell.id != self.subject.id || cell.workload != self.subject.workload {
+                    format!(" ({})", cell.label())
+                } else {
+                    String::new()
+                };
                 format!("{} {} {factor:.2} x {}{elsewhere}", self.subject.server, self.comparison.symbol(), cell.server)
             }
             Baseline::Value(v) => {

@@ -778,7 +778,7 @@ fn details(records: &[Record], cells: &[summary::Cell]) -> Vec<(&'static str, St
     let lines_for = |text: &str, id: &str| {
         let mut lines = text.lines();
         let header = lines.next().unwrap_or_default();
-        let own: Vec<&str> = lines.filter(|l| l.trim_start().split_whitespace().next() == Some(id)).collect();
+        let own: Vec<&str> = lines.filter(|l| l.split_whitespace().next() == Some(id)).collect();
         if own.is_empty() {
             String::new()
         } else {
