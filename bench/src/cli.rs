@@ -134,13 +134,17 @@ pub enum ServerKind {
     /// The tokio echo reading into one buffer per thread (P5's shared-buffer variant: idle
     /// connections hold no buffer).
     TokioShared,
+    /// ringman's `http` server behind a `WebServer` of a directory holding one file: requests
+    /// for other paths (`/hello`) fall through to the application (P15).
+    RingmanWeb,
 }
 
 impl ServerKind {
     /// All servers, in report order.
-    pub const ALL: [ServerKind; 10] = [
+    pub const ALL: [ServerKind; 11] = [
         ServerKind::Ringman,
         ServerKind::RingmanStatic,
+        ServerKind::RingmanWeb,
         ServerKind::Tokio,
         ServerKind::TokioUring,
         ServerKind::Monoio,
@@ -164,6 +168,7 @@ impl ServerKind {
             ServerKind::Epoll => "epoll",
             ServerKind::Fastwebsockets => "fastwebsockets",
             ServerKind::TokioShared => "tokio-shared",
+            ServerKind::RingmanWeb => "ringman-web",
         }
     }
 
@@ -186,7 +191,7 @@ impl ServerKind {
             | ServerKind::TokioShared => scenario == Scenario::Echo,
             // nginx serves `/hello` over TLS too, but echoes no WebSocket.
             ServerKind::Nginx => matches!(scenario, Scenario::Http | Scenario::Https | Scenario::Handshake),
-            ServerKind::RingmanStatic => scenario == Scenario::Http,
+            ServerKind::RingmanStatic | ServerKind::RingmanWeb => scenario == Scenario::Http,
             ServerKind::Fastwebsockets => scenario == Scenario::Ws,
         }
     }
@@ -329,6 +334,17 @@ pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
     (!out.is_empty()).then_some(out)
 }
 
+/// Where `compare` reads its goals and writes its results file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CompareFiles {
+    /// `--results FILE`. None: `bench/RESULTS.md` after a whole-suite full run (no `--quick`,
+    /// `--cells` or `--servers`), else `RESULTS.md` in the `--out` directory, so a partial or
+    /// quick run never replaces the repository's file unless asked to.
+    pub results: Option<PathBuf>,
+    /// `--goals FILE`. None: `bench/goals.json`.
+    pub goals: Option<PathBuf>,
+}
+
 /// What `run` loads.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Subject {
@@ -374,6 +390,8 @@ pub enum Command {
         seed: Option<u64>,
         /// `--cells P10,P11`: only these suite ids (None = all).
         cells: Option<Vec<String>>,
+        /// `--results FILE`, `--goals FILE`.
+        files: CompareFiles,
     },
     /// Serve `<scheme>://ip:port` with ringman (the server process the harness spawns);
     /// `proxy://ip:port` takes the upstream `tcp://host:port` as a second argument,
@@ -459,17 +477,19 @@ fn parse_redis_client(mut it: impl Iterator<Item = String>) -> Result<Command, A
 }
 
 /// The ids of the standard suite's workloads (`compare --cells`).
-pub const SUITE_IDS: [&str; 12] = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12"];
+pub const SUITE_IDS: [&str; 17] =
+    ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "P13", "P14", "P15", "P16", "P17"];
 
 /// Usage text.
 pub const USAGE: &str = "\
-ringman-bench run (--server <ringman|ringman-static|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
+ringman-bench run (--server <ringman|ringman-static|ringman-web|tokio|tokio-shared|tokio-uring|monoio|floor|epoll|nginx|fastwebsockets> | --target <tcp|text|frame|ws|http|fanout>://HOST:PORT[/path]
                   [--target-pid PID]) [--scenario <echo|text|frame|ws|http|fanout|fanout-redis|proxy|udp|https|handshake|wss>]
                   [--conns N] [--size BYTES] [--payload FILE] [--depth N] [--duration T] [--warmup T] [--rate MSGS_PER_S]
+                  [--file-size BYTES] [--path /P]
                   [--server-cpu C] [--client-cpu C] [--peers-dir DIR] [--json FILE]
                   [--generator uring|classic] [--client-threads N] [--client-cpus LIST] [--pace T]
 ringman-bench compare [--quick] [--repeat N] [--seed S] [--servers a,b,...] [--cells P10,P11,...] [--server-cpu C] [--client-cpu C]
-                  [--peers-dir DIR] [--out DIR] [--generator uring|classic] [--client-threads N]
+                  [--peers-dir DIR] [--out DIR] [--results FILE] [--goals FILE] [--generator uring|classic] [--client-threads N]
                   [--client-cpus LIST] [--pace T]
 ringman-bench redis-client [--conns LIST] [--depth LIST] [--requests N] [--size BYTES] [--repeat N]
                   [--server-cpu C] [--client-cpu C]
@@ -512,7 +532,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let mut only = None;
     let mut positional = Vec::new();
     let (mut target, mut target_pid, mut payload, mut json) = (None, None, None, None);
+    let mut path = None;
     let (mut repeat, mut seed, mut cells) = (None, None, None);
+    let mut files = CompareFiles::default();
     let (mut client_threads, mut client_cpu) = (None, None);
     match cmd.as_str() {
         "run" | "compare" | "serve-ringman" => {}
@@ -560,6 +582,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 only = Some(list);
             }
             ("--out", false) => env.out_dir = PathBuf::from(v),
+            ("--results", false) => files.results = Some(PathBuf::from(v)),
+            ("--goals", false) => files.goals = Some(PathBuf::from(v)),
             ("--repeat", false) => {
                 let n: usize = num(&opt, v)?;
                 if n == 0 {
@@ -571,13 +595,20 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             ("--cells", false) => {
                 let ids: Vec<String> = v.split(',').map(|s| s.trim().to_ascii_uppercase()).collect();
                 if ids.iter().any(|id| !SUITE_IDS.contains(&id.as_str())) {
-                    return Err(bad(&opt, v, "suite ids are P1 to P12"));
+                    return Err(bad(&opt, v, "suite ids are P1 to P17"));
                 }
                 cells = Some(ids);
             }
             ("--target", true) => target = Some(Target::parse(v)?),
             ("--target-pid", true) => target_pid = Some(num(&opt, v)?),
             ("--payload", true) => payload = Some(PathBuf::from(v)),
+            ("--file-size", true) => load.wire.file_size = Some(num(&opt, v)?),
+            ("--path", true) => {
+                if !v.starts_with('/') {
+                    return Err(bad(&opt, v, "a path starts with /"));
+                }
+                path = Some(v.to_string());
+            }
             ("--json", true) => json = Some(PathBuf::from(v)),
             ("--server-cpu", _) => env.server_cpu = num(&opt, v)?,
             ("--client-cpu", _) => client_cpu = Some(num(&opt, v)?),
@@ -646,13 +677,16 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             Ok(Command::ServeRingman { addr, upstream, tls })
         }
         _ if !positional.is_empty() => Err(ArgError::UnknownOption(positional.remove(0))),
-        "compare" => Ok(Command::Compare { quick, only, env, repeat, seed, cells }),
+        "compare" => Ok(Command::Compare { quick, only, env, repeat, seed, cells, files }),
         _ => {
             let server = match (server, target) {
                 (Some(_), Some(_)) => return Err(ArgError::Conflict("--server", "--target")),
                 (None, None) => return Err(ArgError::Required("--server or --target")),
                 (Some(_), None) if target_pid.is_some() => return Err(ArgError::Conflict("--server", "--target-pid")),
                 (Some(k), None) => Subject::Spawn(k),
+                (None, Some(_)) if load.wire.file_size.is_some() || path.is_some() => {
+                    return Err(ArgError::Conflict("--target", "--file-size or --path"))
+                }
                 (None, Some(t)) => {
                     match scenario {
                         Some(s) if s != t.scenario => {
@@ -670,6 +704,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
                 }
             };
             load.scenario = scenario.ok_or(ArgError::Required("--scenario"))?;
+            if (load.wire.file_size.is_some() || path.is_some()) && load.scenario != Scenario::Http {
+                return Err(bad("--file-size/--path", load.scenario.name(), "only the http scenario serves files"));
+            }
+            if let Some(p) = path {
+                load.wire.path = Some(p);
+            } else if let Some(size) = load.wire.file_size {
+                load.wire.path = Some(crate::wire::file_path(size));
+            }
             if load.conns == 0 {
                 return Err(bad("--conns", "0", "must be at least 1"));
             }
@@ -786,8 +828,20 @@ mod tests {
         assert!(matches!(p("compare --repeat 0"), Err(ArgError::BadValue { .. })));
         let Command::Compare { cells, .. } = p("compare --cells P10,p12").unwrap() else { panic!() };
         assert_eq!(cells, Some(vec!["P10".to_string(), "P12".to_string()]));
-        assert!(matches!(p("compare --cells P13"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("compare --cells P18"), Err(ArgError::BadValue { .. })));
+        let Command::Compare { cells, .. } = p("compare --cells p13,P17").unwrap() else { panic!() };
+        assert_eq!(cells, Some(vec!["P13".to_string(), "P17".to_string()]));
         assert!(matches!(p("run --server ringman --scenario https --cells P10"), Err(ArgError::UnknownOption(_))));
+        let Command::Compare { files, .. } = p("compare --quick").unwrap() else { panic!() };
+        assert_eq!(files, CompareFiles::default());
+        let Command::Compare { files, .. } = p("compare --results /tmp/r.md --goals /tmp/g.json").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            files,
+            CompareFiles { results: Some(PathBuf::from("/tmp/r.md")), goals: Some(PathBuf::from("/tmp/g.json")) }
+        );
+        assert!(matches!(p("run --server ringman --scenario echo --results x"), Err(ArgError::UnknownOption(_))));
         let Command::Compare { only, env, .. } = p("compare --servers tokio,floor --out /tmp/o").unwrap() else {
             panic!()
         };
@@ -902,6 +956,21 @@ mod tests {
         );
         assert!(matches!(p("run --target sctp://h:1"), Err(ArgError::BadTarget { .. })));
         assert!(matches!(p("compare --target tcp://h:1"), Err(ArgError::UnknownOption(_))));
+    }
+
+    #[test]
+    fn file_size_and_path() {
+        let Command::Run { load, .. } = p("run --server nginx --scenario http --file-size 30000").unwrap() else {
+            panic!()
+        };
+        assert_eq!(load.wire.file_size, Some(30000));
+        assert_eq!(load.wire.path.as_deref(), Some("/file-30000.bin"));
+        let c = p("run --server ringman --scenario http --file-size 30000 --path /hello").unwrap();
+        let Command::Run { load, .. } = c else { panic!() };
+        assert_eq!((load.wire.file_size, load.wire.path.as_deref()), (Some(30000), Some("/hello")));
+        assert!(matches!(p("run --server ringman --scenario echo --file-size 5"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --server ringman --scenario http --path x"), Err(ArgError::BadValue { .. })));
+        assert!(matches!(p("run --target http://h:1/x --file-size 5"), Err(ArgError::Conflict(..))));
     }
 
     #[test]

@@ -207,6 +207,9 @@ pub enum BenchError {
     /// A `redis-client` measurement failed (a command failed or answered something else).
     #[error("redis-client: {0}")]
     RedisClient(String),
+    /// The goals file cannot be used.
+    #[error(transparent)]
+    Goals(#[from] crate::goals::GoalsError),
     /// Pinning the load generator to its CPU failed.
     #[error("sched_setaffinity(cpu {cpu}) failed: {source}")]
     Affinity {

@@ -438,6 +438,7 @@ fn subscribe(
         late,
         send_lag: None,
         tls: None,
+        wire: None,
     })
 }
 
@@ -594,6 +595,30 @@ mod tests {
         assert_eq!(workload(&o), "fanout 64B c1000 200/s");
         let t = crate::target::Target::parse("fanout://127.0.0.1:9/live").unwrap();
         assert_eq!((t.scenario, t.path.as_str()), (Scenario::Fanout, "/live"));
+    }
+
+    /// The tokio fan-out peer, which feeds the messages queued for a subscriber and flushes
+    /// once per batch: every subscriber still gets every message once, in order.
+    #[test]
+    fn every_subscriber_gets_every_message_from_the_tokio_peer() {
+        let Some(peers) = crate::testutil::built_peers("the tokio fan-out peer") else { return };
+        let srv = crate::server::ServerProc::start(crate::cli::ServerKind::Tokio, Scenario::Fanout, 0, &peers)
+            .unwrap_or_else(|e| panic!("tokio fan-out peer: {e}"));
+        // Fast enough that subscribers find several messages queued at once (a batch).
+        let opts = LoadOpts {
+            scenario: Scenario::Fanout,
+            conns: 20,
+            size: 40,
+            rate: Some(5000.0),
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(300),
+            ..LoadOpts::default()
+        };
+        let r = run(srv.addr, &opts, |_| {}).unwrap();
+        assert!(r.drained, "{r:?}");
+        assert_eq!(r.lost_conns, 0);
+        assert!(r.sent >= 20 * 1000, "{r:?}");
+        assert_eq!(r.sent, r.received, "every subscriber got every message once");
     }
 
     /// ~20 subscribers against the ringman engine: every subscriber gets every message.

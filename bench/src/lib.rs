@@ -13,11 +13,14 @@
 //! * [`tls_gen`]: the TLS load (HTTPS keep-alive, full handshakes, wss echo) with a rustls
 //!   client, against servers holding the certificate of the bench's own CA ([`pki`]).
 //! * [`report`]: table, `compare.json`, hand-written `latency.svg`.
+//! * [`goals`]: the goals of `bench/goals.json` and their verdicts from one `compare`.
+//! * [`results`]: `bench/RESULTS.md`, written by `compare` from one run.
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod error;
 pub mod fanout;
+pub mod goals;
 pub mod hist;
 pub mod idle;
 pub mod loadgen;
@@ -26,6 +29,7 @@ pub mod pki;
 pub mod proxy;
 pub mod redis_bench;
 pub mod report;
+pub mod results;
 pub mod ringman_server;
 pub mod rng;
 pub mod schedule;

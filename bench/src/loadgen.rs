@@ -67,6 +67,36 @@ pub struct LoadResult {
     /// The TLS scenarios: what was negotiated and the bytes per message on both sides of
     /// TLS (`src/tls_gen.rs`); None otherwise.
     pub tls: Option<crate::tls_gen::TlsWire>,
+    /// What a request and a response weighed on the wire (the `uring` and `classic`
+    /// generators; None for the others, whose figures live elsewhere: `tls`).
+    pub wire: Option<WireBytes>,
+}
+
+/// The bytes of one message on the wire, as the generator counted them over the whole run
+/// (warmup, window and drain): the server's response bytes are what the comparison tables
+/// state beside each server (an nginx answer carries `Server` and `Connection` headers a
+/// ringman answer does not).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WireBytes {
+    /// Bytes of one request as sent (`http`: the request head; `ws`: the masked frame).
+    pub request: f64,
+    /// Bytes received per response: every byte received after the connection set-up, over
+    /// the responses received.
+    pub response: f64,
+    /// `http`: the header names of the first response, in order (`Date, Content-Type, ...`).
+    pub headers: Option<String>,
+}
+
+impl WireBytes {
+    /// The figures of a run that sent requests of `request` bytes and received `rx_bytes`
+    /// bytes in `responses` responses.
+    pub fn of(request: usize, rx_bytes: u64, responses: u64, headers: Option<String>) -> Option<WireBytes> {
+        (responses > 0).then(|| WireBytes {
+            request: request as f64,
+            response: rx_bytes as f64 / responses as f64,
+            headers,
+        })
+    }
 }
 
 impl LoadResult {
@@ -245,6 +275,9 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
     let mut dirty: Vec<usize> = Vec::with_capacity(conns.len());
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut rbuf = vec![0u8; 256 * 1024];
+    let mut rx_bytes = 0u64;
+    // The head of the first response of connection 0 (http: its header names).
+    let mut probe = crate::tls_gen::HeadProbe::new(opts.scenario == crate::cli::Scenario::Http);
 
     let start = now_ns();
     let window_start = start + opts.warmup.as_nanos() as u64;
@@ -392,6 +425,10 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
                         break;
                     }
                     Ok(got) => {
+                        rx_bytes += got as u64;
+                        if idx == 0 {
+                            probe.feed(&rbuf[..got]);
+                        }
                         let (done, bad) = c.counter.feed(&mut rbuf[..got])?;
                         bad_status += bad;
                         for _ in 0..done {
@@ -440,6 +477,7 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
         late: 0,
         send_lag: None,
         tls: None,
+        wire: WireBytes::of(request.len(), rx_bytes, received, probe.names),
     })
 }
 
@@ -574,8 +612,11 @@ mod tests {
         let addr = echo_server();
         for s in [Scenario::Echo, Scenario::Text, Scenario::Frame] {
             let mut edges = Vec::new();
-            let r = run(addr, &opts(s, 4, 3, None), |e| edges.push(e)).unwrap();
+            let o = opts(s, 4, 3, None);
+            let r = run(addr, &o, |e| edges.push(e)).unwrap();
             check(&r);
+            let n = crate::wire::request_for(&o).len() as f64;
+            assert_eq!(r.wire, Some(WireBytes { request: n, response: n, headers: None }), "{s:?}");
             assert_eq!(edges, vec![Edge::Start, Edge::End]);
         }
     }

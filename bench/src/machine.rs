@@ -119,6 +119,10 @@ fn command_line(program: &str, args: &[&str], dir: Option<&std::path::Path>) -> 
 pub struct Identity {
     /// `git rev-parse --short HEAD` of the repository (`+dirty` if the tree has changes).
     pub commit: String,
+    /// `git rev-parse HEAD` (`unknown` outside a repository).
+    pub head: String,
+    /// Whether tracked files differ from HEAD (`git status --porcelain --untracked-files=no`).
+    pub dirty: bool,
     /// `rustc --version`.
     pub rustc: String,
     /// `/proc/sys/kernel/osrelease`.
@@ -131,23 +135,104 @@ impl Identity {
     /// Collects the identity now (`unknown` where a command is missing).
     pub fn collect() -> Self {
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|p| p.to_path_buf());
+        let dirty = command_line("git", &["status", "--porcelain", "--untracked-files=no"], repo.as_deref()).is_some();
         let commit = command_line("git", &["rev-parse", "--short", "HEAD"], repo.as_deref())
-            .map(|c| {
-                let dirty = command_line("git", &["status", "--porcelain", "--untracked-files=no"], repo.as_deref());
-                if dirty.is_some() {
-                    format!("{c}+dirty")
-                } else {
-                    c
-                }
-            })
+            .map(|c| if dirty { format!("{c}+dirty") } else { c })
             .unwrap_or_else(|| "unknown".into());
+        let head = command_line("git", &["rev-parse", "HEAD"], repo.as_deref()).unwrap_or_else(|| "unknown".into());
         let rustc = command_line("rustc", &["--version"], None).unwrap_or_else(|| "unknown".into());
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
         // Not available_parallelism: that follows this thread's affinity (pinned to one CPU).
         // SAFETY: sysconf has no memory-safety preconditions.
         let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-        Identity { commit, rustc, kernel, cpus }
+        Identity { commit, head, dirty, rustc, kernel, cpus }
     }
+}
+
+/// The machine beyond the identity line, for the results file: CPU model, memory, whether a
+/// hypervisor runs it, the open-file limits, the peers' versions.
+pub fn facts() -> Vec<(&'static str, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let (soft, hard) = nofile();
+    let version = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program).args(args).output().ok();
+        out.map(|o| {
+            // nginx prints its version on stderr.
+            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "not installed".into())
+    };
+    let nginx = crate::server::find_on_path("nginx")
+        .map_or_else(|| "not installed".into(), |p| version(&p.to_string_lossy(), &["-v"]));
+    vec![
+        ("cpu_model", parse_cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".into())),
+        ("hypervisor", cpuinfo.lines().any(|l| l.starts_with("flags") && l.contains(" hypervisor")).to_string()),
+        (
+            "mem_total",
+            parse_meminfo_kb(&meminfo, "MemTotal").map_or_else(|| "unknown".into(), |k| format!("{} MiB", k / 1024)),
+        ),
+        ("nofile", format!("soft {soft}, hard {hard}")),
+        (
+            "io_uring_disabled",
+            std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                .map_or_else(|_| "n/a".into(), |s| s.trim().to_string()),
+        ),
+        ("nginx", nginx),
+        ("redis_server", version("redis-server", &["--version"])),
+    ]
+}
+
+/// The `model name` of the first CPU in `/proc/cpuinfo`.
+pub fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// A `/proc/meminfo` field in kB.
+pub fn parse_meminfo_kb(meminfo: &str, field: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// This process's `RLIMIT_NOFILE` (soft, hard); the servers it starts inherit it.
+pub fn nofile() -> (u64, u64) {
+    // SAFETY: an all-zero rlimit is a valid out-parameter.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to an rlimit; the call only writes it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return (0, 0);
+    }
+    (lim.rlim_cur as u64, lim.rlim_max as u64)
+}
+
+/// Makes sure this process (and so every server it starts from now on) may open `need`
+/// descriptors: raises the soft `RLIMIT_NOFILE` up to the hard limit if it is lower. Returns
+/// the soft limit now in force, or why it cannot be raised far enough.
+pub fn ensure_nofile(need: u64) -> Result<u64, String> {
+    let (soft, hard) = nofile();
+    if soft >= need {
+        return Ok(soft);
+    }
+    if hard < need {
+        return Err(format!(
+            "needs {need} open files per process, the hard RLIMIT_NOFILE is {hard} (raise it: ulimit -Hn, or LimitNOFILE)"
+        ));
+    }
+    let lim = libc::rlimit { rlim_cur: hard as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    // SAFETY: valid pointer to an rlimit; raising the soft limit up to the hard one needs no
+    // privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } < 0 {
+        return Err(format!("setrlimit(RLIMIT_NOFILE, {hard}): {}", std::io::Error::last_os_error()));
+    }
+    Ok(hard)
 }
 
 /// A snapshot of the machine's state (at the start or end of a run).
@@ -205,5 +290,25 @@ mod tests {
     fn identity_has_a_kernel() {
         let id = Identity::collect();
         assert!(!id.kernel.is_empty() && id.cpus >= 1);
+        assert!(id.head == "unknown" || (id.head.len() == 40 && id.commit.starts_with(&id.head[..7])), "{id:?}");
+        assert_eq!(id.dirty, id.commit.ends_with("+dirty"));
+    }
+
+    #[test]
+    fn cpu_model_memory_and_open_files() {
+        let cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu hypervisor\n";
+        assert_eq!(parse_cpu_model(cpuinfo).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(parse_cpu_model("processor: 0\n"), None);
+        assert_eq!(parse_meminfo_kb("MemTotal:       24601344 kB\nMemFree: 1 kB\n", "MemTotal"), Some(24601344));
+        assert_eq!(parse_meminfo_kb("MemFree: 1 kB\n", "MemTotal"), None);
+        let (soft, hard) = nofile();
+        assert!(soft >= 1 && soft <= hard, "{soft} {hard}");
+        // What is already allowed needs no change; more than the hard limit cannot be had.
+        assert_eq!(ensure_nofile(soft.min(64)), Ok(soft));
+        if hard < u64::MAX / 2 {
+            assert!(ensure_nofile(hard + 1).unwrap_err().contains("hard RLIMIT_NOFILE"));
+        }
+        let facts = facts();
+        assert!(facts.iter().any(|(k, v)| *k == "nofile" && v.contains("hard")), "{facts:?}");
     }
 }

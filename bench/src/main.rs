@@ -73,13 +73,21 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                         "redis-server CPU {up:.3} µs/delivery; both servers + redis-server {} µs/delivery",
                         f.server_cpu_us_per_msg.map_or_else(|| "n/a".into(), |s| format!("{:.3}", s + up))
                     ),
-                    (Some(up), _) => {
-                        println!("upstream echo CPU {up:.3} µs/msg (behind the proxy; not in the server CPU above)")
-                    }
+                    (Some(up), _) => println!(
+                        "whole path (the server CPU above) = proxy {} + upstream echo {up:.3} µs/msg",
+                        f.server_cpu_us_per_msg.map_or_else(|| "n/a".into(), |s| format!("{:.3}", s - up))
+                    ),
                     (None, _) => {}
                 }
                 if f.tls.is_some() {
                     print!("{}", tls_gen::section(std::slice::from_ref(&r)));
+                } else if let Some(w) = &f.wire {
+                    println!(
+                        "wire: request {:.0} B, response {:.0} B{}",
+                        w.request,
+                        w.response,
+                        w.headers.as_ref().map_or_else(String::new, |h| format!(" (headers {h})"))
+                    );
                 }
                 if f.bad_status > 0 && f.bad_status == f.received {
                     eprintln!("warning: every response had a non-2xx status");
@@ -96,9 +104,9 @@ fn dispatch(cmd: Command) -> Result<(), BenchError> {
                 eprintln!("wrote {}", path.display());
             }
         }
-        Command::Compare { quick, only, env, repeat, seed, cells } => {
+        Command::Compare { quick, only, env, repeat, seed, cells, files } => {
             refuse_debug_build()?;
-            suite::compare(quick, only.as_deref(), &env, repeat, seed, cells.as_deref())?;
+            suite::compare(quick, only.as_deref(), &env, repeat, seed, cells.as_deref(), &files)?;
         }
         Command::RedisClient(o) => {
             refuse_debug_build()?;

@@ -1,4 +1,5 @@
-//! The proxy scenario (P8): load generator → proxy under test → echo server.
+//! The proxy scenarios (P8: 64-byte messages, P16: large ones streamed through): load
+//! generator → proxy under test → echo server.
 //!
 //! Every measurement starts a fresh upstream echo (ringman's own, `serve-ringman tcp://`,
 //! [`UPSTREAM`]) and, in front of it, the proxy under test: ringman's
@@ -6,9 +7,11 @@
 //! or the tokio peer's (`--mode proxy --upstream ip:port`, `copy_bidirectional` per
 //! connection on a current_thread runtime). Both processes are pinned to the server CPU (on
 //! a 2-vCPU machine the generator has the other one), so the proxy and its upstream share a
-//! core, as a sidecar proxy and its service often do. The server CPU columns are the
-//! proxy's process alone; the upstream's CPU is sampled separately
-//! ([`Figures::upstream_cpu_us_per_msg`]). The baseline row [`DIRECT`] loads the same echo
+//! core, as a sidecar proxy and its service often do. The server CPU columns are the whole
+//! path, the proxy's process and the echo's together (what a proxy costs is what the path
+//! costs: a proxy that made its upstream work harder would look cheap alone); the echo's share
+//! is also sampled on its own ([`Figures::upstream_cpu_us_per_msg`]), so the proxy's own
+//! share is the difference. The baseline row [`DIRECT`] loads the same echo
 //! without a proxy in the same rounds, so the latency the proxy adds is the difference of
 //! two rows measured side by side.
 
@@ -26,10 +29,14 @@ use crate::summary::Stat;
 pub const UPSTREAM: ServerKind = ServerKind::Ringman;
 /// Server name of the baseline rows: the generator loads the upstream echo directly.
 pub const DIRECT: &str = "direct";
-/// The proxies of P8.
+/// The proxies of P8 and P16.
 pub const PROXY_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
-/// Suite id.
+/// Suite id of the 64-byte proxy cell.
 pub const ID: &str = "P8";
+/// Suite id of the large-message proxy cell (streaming through).
+pub const LARGE_ID: &str = "P16";
+/// The suite's proxy cells.
+pub const IDS: [&str; 2] = [ID, LARGE_ID];
 
 /// P8's workload: 64-byte echo through the proxy, 64 connections, depth 1.
 pub fn suite_opts(warmup: Duration, duration: Duration) -> LoadOpts {
@@ -43,6 +50,12 @@ pub fn suite_opts(warmup: Duration, duration: Duration) -> LoadOpts {
         rate: None,
         wire: Default::default(),
     }
+}
+
+/// P16's workload: 64 KiB messages through the proxy, 16 connections, 2 in flight on each
+/// (the bulk echo's middle cell, P13, through a proxy).
+pub fn large_opts(warmup: Duration, duration: Duration) -> LoadOpts {
+    LoadOpts { conns: 16, size: 64 * 1024, depth: 2, ..suite_opts(warmup, duration) }
 }
 
 /// Report name of a P8 subject (`None` = the baseline).
@@ -91,18 +104,21 @@ pub struct ProxyCell {
     /// Proxy p99 − baseline p99 of the same round, µs (None for the baseline, or without
     /// baseline rounds).
     pub added_p99: Option<Stat>,
-    /// CPU µs per message of the process in front of the generator (the proxy; for the
-    /// baseline the echo).
+    /// CPU µs per message of the whole path: the proxy and the echo behind it (for the
+    /// baseline the echo alone, which is its whole path).
     pub srv_us: Option<Stat>,
+    /// CPU µs per message of the proxy's process alone (whole path − echo, per round).
+    pub proxy_us: Option<Stat>,
     /// CPU µs per message of the upstream echo behind the proxy.
     pub upstream_us: Option<Stat>,
 }
 
-/// Reduces the P8 records: one [`ProxyCell`] per subject (baseline first, then the proxies
-/// in [`PROXY_SERVERS`] order). The added p99 pairs each proxy round with the baseline
-/// round of the same round number, which ran minutes apart at most.
-pub fn cells(records: &[Record]) -> Vec<ProxyCell> {
-    let p8: Vec<&Record> = records.iter().filter(|r| r.id == ID).collect();
+/// Reduces the records of the proxy cell `id` (P8 or P16): one [`ProxyCell`] per subject
+/// (baseline first, then the proxies in [`PROXY_SERVERS`] order). The added p99 pairs each
+/// proxy round with the baseline round of the same round number, which ran minutes apart at
+/// most.
+pub fn cells(records: &[Record], id: &str) -> Vec<ProxyCell> {
+    let p8: Vec<&Record> = records.iter().filter(|r| r.id == id).collect();
     let direct_p99 = |round: usize| {
         p8.iter().find(|r| r.server == DIRECT && r.round == round).and_then(|r| r.figures()).map(|f| f.latency.p99)
     };
@@ -121,48 +137,55 @@ pub fn cells(records: &[Record]) -> Vec<ProxyCell> {
                 p99: Stat::of(figs.iter().map(|(_, f)| f.latency.p99))?,
                 added_p99: added,
                 srv_us: Stat::of(figs.iter().filter_map(|(_, f)| f.server_cpu_us_per_msg)),
+                proxy_us: Stat::of(
+                    figs.iter().filter_map(|(_, f)| Some(f.server_cpu_us_per_msg? - f.upstream_cpu_us_per_msg?)),
+                ),
                 upstream_us: Stat::of(figs.iter().filter_map(|(_, f)| f.upstream_cpu_us_per_msg)),
             })
         })
         .collect()
 }
 
-/// The lines below the `compare` table for P8 (empty when it did not run).
+/// The lines below the `compare` table for P8 and P16 (empty when neither ran).
 pub fn section(records: &[Record]) -> String {
-    let cells = cells(records);
+    IDS.iter().map(|id| section_of(records, id)).collect()
+}
+
+/// The lines for the proxy cell `id` (empty when it did not run).
+pub fn section_of(records: &[Record], id: &str) -> String {
+    let cells = cells(records, id);
     let mut s = String::new();
     if cells.iter().all(|c| c.server == DIRECT) {
         return s;
     }
+    let workload = records.iter().find(|r| r.id == id).map_or("", |r| r.workload.as_str());
     let _ = writeln!(
         s,
-        "P8 proxy: generator -> proxy -> ringman echo (proxy and echo both on the server CPU); \
-         median [min..max] of the rounds; proxy CPU = the proxy process alone; added p99 = proxy p99 - {DIRECT} p99 \
-         of the same round"
+        "{id} proxy ({workload}): generator -> proxy -> ringman echo (proxy and echo both on the server CPU); \
+         median [min..max] of the rounds; path CPU = proxy + echo processes (the server CPU of the table), \
+         proxy = path - echo; added p99 = proxy p99 - {DIRECT} p99 of the same round"
     );
     let _ = writeln!(
         s,
-        "{:<8} {:>28} {:>28} {:>28} {:>24} {:>24}",
-        "server", "msgs/s", "p99 µs", "added p99 µs", "proxy CPU µs/msg", "echo CPU µs/msg"
+        "{:<8} {:>28} {:>28} {:>28} {:>24} {:>24} {:>24}",
+        "server", "msgs/s", "p99 µs", "added p99 µs", "path CPU µs/msg", "proxy CPU µs/msg", "echo CPU µs/msg"
     );
+    let na = |x: &Option<Stat>, prec| x.as_ref().map_or_else(|| "n/a".into(), |x| range(x, prec));
     for c in &cells {
         let direct = c.server == DIRECT;
         let rate = format!("{} [{}..{}]", thousands(c.rate.median), thousands(c.rate.min), thousands(c.rate.max));
-        let srv = c.srv_us.as_ref().map_or_else(|| "n/a".into(), |x| range(x, 2));
-        // The baseline's server process is the echo itself.
-        let (proxy_cpu, echo_cpu) = if direct {
-            ("-".to_string(), srv)
-        } else {
-            (srv, c.upstream_us.as_ref().map_or_else(|| "n/a".into(), |x| range(x, 2)))
-        };
+        // The baseline's path is the echo itself.
+        let (proxy_cpu, echo_cpu) =
+            if direct { ("-".to_string(), na(&c.srv_us, 2)) } else { (na(&c.proxy_us, 2), na(&c.upstream_us, 2)) };
         let added = c.added_p99.as_ref().map_or_else(|| "-".into(), |x| range(x, 1));
         let _ = writeln!(
             s,
-            "{:<8} {:>28} {:>28} {:>28} {:>24} {:>24}",
+            "{:<8} {:>28} {:>28} {:>28} {:>24} {:>24} {:>24}",
             c.server,
             rate,
             range(&c.p99, 1),
             added,
+            na(&c.srv_us, 2),
             proxy_cpu,
             echo_cpu
         );
@@ -175,8 +198,9 @@ pub fn section(records: &[Record]) -> String {
         };
         let _ = writeln!(
             s,
-            "ringman/tokio (medians): proxy CPU µs/msg {}, added p99 {}, msgs/s {}",
+            "ringman/tokio (medians): path CPU µs/msg {}, proxy CPU µs/msg {}, added p99 {}, msgs/s {}",
             ratio(r.srv_us.map(|x| x.median), t.srv_us.map(|x| x.median)),
+            ratio(r.proxy_us.map(|x| x.median), t.proxy_us.map(|x| x.median)),
             ratio(r.added_p99.map(|x| x.median), t.added_p99.map(|x| x.median)),
             ratio(Some(r.rate.median), Some(t.rate.median))
         );
@@ -200,23 +224,31 @@ mod tests {
     fn added_p99_pairs_rounds() {
         let rs = vec![
             rec(DIRECT, 0, 100.0, 3.0, None),
-            rec("ringman", 0, 130.0, 4.0, Some(3.1)),
-            rec("tokio", 0, 180.0, 8.0, Some(3.2)),
+            rec("ringman", 0, 130.0, 4.0, Some(3.0)),
+            rec("tokio", 0, 180.0, 8.0, Some(3.0)),
             rec(DIRECT, 1, 200.0, 3.0, None),
             rec("ringman", 1, 210.0, 5.0, Some(3.0)),
             rec("tokio", 1, 260.0, 9.0, Some(3.0)),
             // A round without a baseline adds no difference.
             rec("tokio", 2, 900.0, 10.0, Some(3.0)),
         ];
-        let c = cells(&rs);
+        let c = cells(&rs, ID);
         assert_eq!(c.iter().map(|c| c.server.as_str()).collect::<Vec<_>>(), [DIRECT, "ringman", "tokio"]);
+        assert!(cells(&rs, LARGE_ID).is_empty());
         assert_eq!(c[0].added_p99, None);
         assert_eq!(c[1].added_p99, Some(Stat { median: 20.0, min: 10.0, max: 30.0 }));
         assert_eq!(c[2].added_p99, Some(Stat { median: 70.0, min: 60.0, max: 80.0 }));
+        // The server CPU is the whole path; the proxy's share is what the echo leaves of it.
         assert_eq!(c[2].srv_us.unwrap().median, 9.0);
-        assert_eq!(c[1].upstream_us.unwrap().median, 3.05);
+        assert_eq!(c[1].upstream_us.unwrap().median, 3.0);
+        assert_eq!(c[1].proxy_us.unwrap(), Stat { median: 1.5, min: 1.0, max: 2.0 });
+        assert_eq!(c[0].proxy_us, None);
         let s = section(&rs);
-        assert!(s.contains("ringman/tokio (medians): proxy CPU µs/msg 0.50x, added p99 0.29x"), "{s}");
+        assert!(
+            s.contains("ringman/tokio (medians): path CPU µs/msg 0.50x, proxy CPU µs/msg 0.25x, added p99 0.29x"),
+            "{s}"
+        );
+        assert!(s.starts_with("P8 proxy (w):"), "{s}");
         assert!(section(&[rec(DIRECT, 0, 1.0, 1.0, None)]).is_empty());
     }
 
@@ -281,6 +313,8 @@ mod tests {
     fn suite_workload() {
         let o = suite_opts(Duration::ZERO, Duration::from_secs(1));
         assert_eq!(crate::suite::workload(&o), "proxy echo 64B c64 d1");
+        let l = large_opts(Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(crate::suite::workload(&l), "proxy echo 65536B c16 d2");
         assert!(PROXY_SERVERS.iter().all(|k| k.supports(Scenario::Proxy)));
         assert!(!ServerKind::Floor.supports(Scenario::Proxy));
         assert_eq!((subject_name(None), subject_name(Some(ServerKind::Tokio))), (DIRECT, "tokio"));

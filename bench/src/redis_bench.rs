@@ -180,7 +180,15 @@ pub fn measure_fanout(kind: ServerKind, opts: &LoadOpts, env: &Env, progress: bo
         b.check_alive()?;
         return Err(e.into());
     }
-    match crate::suite::measure_procs(&[a.addr, b.addr], &[a.pid(), b.pid()], &[redis.pid()], opts, env, progress) {
+    match crate::suite::measure_procs(
+        &[a.addr, b.addr],
+        &[a.pid(), b.pid()],
+        &[redis.pid()],
+        crate::suite::Upstream::Beside,
+        opts,
+        env,
+        progress,
+    ) {
         Ok(f) => Ok(f),
         Err(e) => {
             a.check_alive()?;

@@ -45,8 +45,9 @@ pub struct Figures {
     pub server_cpu_us_per_msg: Option<f64>,
     /// Server CPU utilisation in the window (1.0 = one core; None: process unknown).
     pub server_util: Option<f64>,
-    /// Scenario `proxy`: CPU µs per message of the upstream echo server behind the proxy
-    /// (not part of `server_cpu_us_per_msg`, which is the proxy's alone); None otherwise.
+    /// Scenario `proxy`: CPU µs per message of the upstream echo server behind the proxy, its
+    /// share of `server_cpu_us_per_msg` (which is the whole path: proxy and echo);
+    /// `fanout-redis`: the redis-server's, not part of `server_cpu_us_per_msg`; None otherwise.
     pub upstream_cpu_us_per_msg: Option<f64>,
     /// Load generator CPU utilisation in the window (1.0 = one core).
     pub client_util: f64,
@@ -75,6 +76,9 @@ pub struct Figures {
     /// TLS scenarios: the negotiated parameters and the bytes per message on both sides of
     /// TLS (`src/tls_gen.rs`).
     pub tls: Option<crate::tls_gen::TlsWire>,
+    /// Bytes of a request and of a response on the wire (TLS: the plaintext inside it); None
+    /// where the generator does not count them (fan-out, UDP).
+    pub wire: Option<crate::loadgen::WireBytes>,
 }
 
 /// One row of the report.
@@ -299,7 +303,7 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                      \"server_core_busy\": {}, \"client_core_busy\": {}, \
                      \"steal\": {}, \"other_cores\": {}, \"sent\": {}, \"received\": {}, \"bad_status\": {}, \
                      \"lost_conns\": {}, \"late\": {}, \"send_lag_p50_us\": {}, \"send_lag_p99_us\": {}, \"tls\": {}, \
-                     \"curve\": [{}]}}",
+                     \"request_bytes\": {}, \"response_bytes\": {}, \"response_headers\": {}, \"curve\": [{}]}}",
                     json_num(f.rate),
                     json_num(f.latency.p50),
                     json_num(f.latency.p90),
@@ -323,6 +327,9 @@ pub fn json_with(records: &[Record], meta: &[(&str, String)], cells: Option<&str
                     f.send_lag.map_or("null".into(), |l| json_num(l.p50)),
                     f.send_lag.map_or("null".into(), |l| json_num(l.p99)),
                     f.tls.as_ref().map_or_else(|| "null".into(), tls_json),
+                    json_opt(f.wire.as_ref().map(|w| w.request)),
+                    json_opt(f.wire.as_ref().map(|w| w.response)),
+                    f.wire.as_ref().and_then(|w| w.headers.as_deref()).map_or_else(|| "null".into(), json_str),
                     curve.join(", ")
                 );
             }
@@ -493,6 +500,7 @@ mod tests {
                 late: 0,
                 send_lag: None,
                 tls: None,
+                wire: None,
             }),
         }
     }

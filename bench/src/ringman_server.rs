@@ -15,6 +15,9 @@
 //! `ringman` row) builds and encodes a [`Response`] per request, as the hyper peer does.
 //! Both send the same header set as hyper: `Content-Type`, `Content-Length`, `Date`.
 //!
+//! `RINGMAN_WEB_ROOT=DIR` (the harness's `--file-size`) puts a [`WebServer`] of `DIR` in
+//! front of either: files are served from it, other requests fall through to `/hello`.
+//!
 //! `serve-ringman proxy://ip:port tcp://upstream:port` ([`serve_proxy`]) is the transparent
 //! TCP proxy of `examples/proxy.rs` on one ring thread: each accepted connection opens one
 //! upstream connection (`AsyncTcpConnection::connect`) and the two are piped both ways.
@@ -28,12 +31,30 @@
 //! `pub:` messages go through a Redis channel (`crate::fanout::serve_ringman_redis`), so
 //! several such processes deliver every message to all their connections.
 
-use ringman::http::{respond, respond_static};
+use ringman::http::{respond, respond_static, WebServer};
 use ringman::protocols::http::{Response, StaticResponse};
 use ringman::{run_all, AsyncTcpConnection, SendMode, Server, TlsConfig, Worker};
 
 /// Environment variable selecting the HTTP answer path (`build` or `static`).
 pub const HTTP_ENV: &str = "RINGMAN_HTTP";
+
+/// Environment variable naming a directory to serve with [`WebServer`] (`--file-size`):
+/// requests no file answers fall through to the usual `/hello` handler.
+pub const WEB_ROOT_ENV: &str = "RINGMAN_WEB_ROOT";
+
+/// Installs `handler` on `w`, behind a [`WebServer`] of [`WEB_ROOT_ENV`]'s directory if set.
+fn install_http<S: Default + 'static>(
+    w: &mut Worker<S>,
+    handler: impl for<'r> Fn(&ringman::Connection, &ringman::http::Request<'r>, &mut S) + Send + Sync + 'static,
+) -> Result<(), Box<dyn std::error::Error>> {
+    match std::env::var_os(WEB_ROOT_ENV) {
+        Some(root) => WebServer::new(root)?.install(w, handler),
+        None => {
+            w.on_request(handler);
+        }
+    }
+    Ok(())
+}
 
 /// Serves `addr` (`<scheme>://ip:port`) with ringman until the process is terminated.
 pub fn serve(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -99,13 +120,13 @@ fn serve_http(addr: &str, tls: Option<TlsConfig>) -> Result<(), Box<dyn std::err
     w.count = 1;
     w.name = "bench-http".into();
     w.tls = tls;
-    w.on_request(|conn, req, _| {
+    install_http(&mut w, |conn, req, _| {
         if req.path() == "/hello" {
             respond(conn, req, hello());
         } else {
             respond(conn, req, Response::new(404).body("Not Found"));
         }
-    });
+    })?;
     run_all(Server::new().add(w))?;
     Ok(())
 }
@@ -117,10 +138,10 @@ fn serve_http_static(addr: &str, tls: Option<TlsConfig>) -> Result<(), Box<dyn s
     w.name = "bench-http".into();
     w.tls = tls;
     w.on_worker_start(|_, r| *r = Some(StaticResponse::new(&hello())));
-    w.on_request(|conn, req, r| match r.as_mut() {
+    install_http(&mut w, |conn, req, r| match r.as_mut() {
         Some(r) if req.path() == "/hello" => respond_static(conn, req, r),
         _ => respond(conn, req, Response::new(404).body("Not Found")),
-    });
+    })?;
     run_all(Server::new().add(w))?;
     Ok(())
 }

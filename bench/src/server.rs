@@ -116,7 +116,7 @@ pub fn ringman_scheme(s: Scenario) -> &'static str {
 pub const NGINX_TLS: &str = "ssl_protocols TLSv1.3; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256; \
                              ssl_ecdh_curve X25519; ssl_session_tickets on;";
 
-fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>) -> String {
+fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>, www: Option<&Path>) -> String {
     let d = dir.display();
     let (ssl, certs) = match tls {
         None => ("", String::new()),
@@ -129,6 +129,15 @@ fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>) -> St
             ),
         ),
     };
+    // `--file-size`: files from `www` with sendfile (Debian's default `sendfile on; tcp_nopush
+    // on;`), `.bin` as application/octet-stream as ringman types it; no open-file cache (off
+    // by default).
+    let files = www.map_or_else(String::new, |w| {
+        format!(
+            "location / {{ root {}; sendfile on; tcp_nopush on; types {{ application/octet-stream bin; }} }}\n  ",
+            w.display()
+        )
+    });
     format!(
         "daemon off;\nmaster_process on;\nworker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log warn;\nevents {{ worker_connections 20000; use epoll; multi_accept on; }}\n\
@@ -136,7 +145,7 @@ fn nginx_conf(dir: &Path, addr: SocketAddr, tls: Option<&crate::pki::Pki>) -> St
          client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
          uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          server {{\n    listen {addr}{ssl} backlog=4096;\n{certs}\
-         location /hello {{ default_type text/plain; return 200 \"Hello World\"; }}\n  }}\n}}\n"
+         {files}location /hello {{ default_type text/plain; return 200 \"Hello World\"; }}\n  }}\n}}\n"
     )
 }
 
@@ -153,7 +162,28 @@ impl ServerProc {
     /// Starts `kind` serving `scenario` on a free port, pinned to `cpu`, and waits until it
     /// accepts connections.
     pub fn start(kind: ServerKind, scenario: Scenario, cpu: usize, peers_dir: &Path) -> Result<Self, ServerError> {
-        Self::spawn(kind, scenario, None, cpu, peers_dir)
+        Self::spawn(kind, scenario, None, None, None, cpu, peers_dir)
+    }
+
+    /// [`ServerProc::start`] with the files of `file_size` (see [`ServerProc::start_files`])
+    /// and, for the peers that take it ([`takes_buf_size`]), `--buf-size buf_size`.
+    pub fn start_with(
+        kind: ServerKind,
+        scenario: Scenario,
+        file_size: Option<usize>,
+        buf_size: Option<usize>,
+        cpu: usize,
+        peers_dir: &Path,
+    ) -> Result<Self, ServerError> {
+        Self::spawn(kind, scenario, None, file_size, buf_size, cpu, peers_dir)
+    }
+
+    /// Starts `kind` serving `http` with a directory that holds one file of `file_size`
+    /// bytes at [`crate::wire::file_path`] (`--file-size`): nginx from its `root` with
+    /// sendfile, ringman with its `WebServer` (`/hello` falls through to the usual answer),
+    /// the tokio peer as a hyper file server (`--mode files`).
+    pub fn start_files(kind: ServerKind, file_size: usize, cpu: usize, peers_dir: &Path) -> Result<Self, ServerError> {
+        Self::spawn(kind, Scenario::Http, None, Some(file_size), None, cpu, peers_dir)
     }
 
     /// Starts `kind` as a TCP proxy (scenario `proxy`) on a free port that forwards every
@@ -164,7 +194,7 @@ impl ServerProc {
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
-        Self::spawn(kind, Scenario::Proxy, Some(upstream), cpu, peers_dir)
+        Self::spawn(kind, Scenario::Proxy, Some(upstream), None, None, cpu, peers_dir)
     }
 
     /// Starts `kind` serving `fanout-redis` on a free port with its channel on the Redis at
@@ -175,13 +205,15 @@ impl ServerProc {
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
-        Self::spawn(kind, Scenario::FanoutRedis, Some(redis), cpu, peers_dir)
+        Self::spawn(kind, Scenario::FanoutRedis, Some(redis), None, None, cpu, peers_dir)
     }
 
     fn spawn(
         kind: ServerKind,
         scenario: Scenario,
         upstream: Option<SocketAddr>,
+        file_size: Option<usize>,
+        buf_size: Option<usize>,
         cpu: usize,
         peers_dir: &Path,
     ) -> Result<Self, ServerError> {
@@ -196,8 +228,35 @@ impl ServerProc {
         let pki = if scenario.is_tls() { Some(crate::pki::shared()?) } else { None };
         let tmp = std::env::temp_dir().join(format!("ringman-bench-{}-{}", std::process::id(), addr.port()));
         std::fs::create_dir_all(&tmp).map_err(|source| ServerError::Io { path: tmp.clone(), source })?;
+        // `ringman-web` always has its directory: a file beside the requests that fall through.
+        let file_size = match kind {
+            ServerKind::RingmanWeb => file_size.or(Some(crate::wire::FALLTHROUGH_FILE_SIZE)),
+            _ => file_size,
+        };
+        let www = match file_size {
+            Some(size)
+                if scenario == Scenario::Http
+                    && matches!(
+                        kind,
+                        ServerKind::Ringman
+                            | ServerKind::RingmanStatic
+                            | ServerKind::RingmanWeb
+                            | ServerKind::Nginx
+                            | ServerKind::Tokio
+                    ) =>
+            {
+                let www = tmp.join("www");
+                std::fs::create_dir_all(&www).map_err(|source| ServerError::Io { path: www.clone(), source })?;
+                let file = www.join(crate::wire::file_path(size).trim_start_matches('/'));
+                std::fs::write(&file, crate::wire::file_bytes(size))
+                    .map_err(|source| ServerError::Io { path: file.clone(), source })?;
+                Some(www)
+            }
+            Some(_) => return Err(ServerError::Unsupported { server: kind.name(), scenario: "http --file-size" }),
+            None => None,
+        };
         let mut cmd = match kind {
-            ServerKind::Ringman | ServerKind::RingmanStatic => {
+            ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::RingmanWeb => {
                 let exe =
                     std::env::current_exe().map_err(|source| ServerError::Io { path: "current_exe".into(), source })?;
                 let mut c = Command::new(exe);
@@ -211,12 +270,16 @@ impl ServerProc {
                 }
                 let http = if kind == ServerKind::RingmanStatic { "static" } else { "build" };
                 c.env(crate::ringman_server::HTTP_ENV, http);
+                match &www {
+                    Some(w) => c.env(crate::ringman_server::WEB_ROOT_ENV, w),
+                    None => c.env_remove(crate::ringman_server::WEB_ROOT_ENV),
+                };
                 c
             }
             ServerKind::Nginx => {
                 let nginx = find_on_path("nginx").ok_or(ServerError::NotInstalled("nginx"))?;
                 let conf = tmp.join("nginx.conf");
-                std::fs::write(&conf, nginx_conf(&tmp, addr, pki))
+                std::fs::write(&conf, nginx_conf(&tmp, addr, pki, www.as_deref()))
                     .map_err(|source| ServerError::Io { path: conf.clone(), source })?;
                 let mut c = Command::new(nginx);
                 c.arg("-e").arg(tmp.join("error.log")).arg("-c").arg(&conf).arg("-p").arg(&tmp);
@@ -229,9 +292,17 @@ impl ServerProc {
                     ServerKind::TokioShared => "echo-shared",
                     // One HTTPS server for keep-alive and for full handshakes.
                     _ if scenario == Scenario::Handshake => "https",
+                    // hyper serving the directory.
+                    _ if www.is_some() => "files",
                     _ => scenario.name(),
                 };
                 c.arg("--addr").arg(addr.to_string()).arg("--mode").arg(mode);
+                if let Some(w) = &www {
+                    c.arg("--root").arg(w);
+                }
+                if let Some(b) = buf_size.filter(|_| takes_buf_size(kind)) {
+                    c.arg("--buf-size").arg(b.to_string());
+                }
                 if let Some(up) = upstream {
                     c.arg("--upstream").arg(up.to_string());
                 }
@@ -316,6 +387,15 @@ impl ServerProc {
     pub fn rss(&self) -> u64 {
         tree(self.pid()).iter().map(|&p| proc_rss(p)).sum()
     }
+}
+
+/// Whether `kind`'s echo takes `--buf-size` (its receive buffer: per connection, or for the
+/// floor each provided buffer of its ring).
+pub fn takes_buf_size(kind: ServerKind) -> bool {
+    matches!(
+        kind,
+        ServerKind::Tokio | ServerKind::TokioUring | ServerKind::Monoio | ServerKind::Epoll | ServerKind::Floor
+    )
 }
 
 fn kind_bin(kind: ServerKind) -> &'static str {
@@ -431,6 +511,7 @@ pub fn parse_vmrss(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::LoadOpts;
 
     #[test]
     fn stat_parsing_handles_spaces_in_comm() {
@@ -457,8 +538,11 @@ mod tests {
 
     #[test]
     fn nginx_conf_has_the_essentials() {
-        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap(), None);
+        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap(), None, None);
         assert!(!c.contains("ssl"), "{c}");
+        assert!(!c.contains("sendfile"));
+        let f = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8080".parse().unwrap(), None, Some(Path::new("/tmp/x/www")));
+        assert!(f.contains("root /tmp/x/www; sendfile on;") && f.contains("return 200"), "{f}");
         for needle in [
             "daemon off;",
             "worker_processes 1;",
@@ -469,7 +553,7 @@ mod tests {
             assert!(c.contains(needle), "{needle}");
         }
         let pki = crate::pki::shared().unwrap();
-        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8443".parse().unwrap(), Some(pki));
+        let c = nginx_conf(Path::new("/tmp/x"), "127.0.0.1:8443".parse().unwrap(), Some(pki), None);
         for needle in [
             "listen 127.0.0.1:8443 ssl backlog=4096;".to_string(),
             format!("ssl_certificate {};", pki.cert().display()),
@@ -486,11 +570,78 @@ mod tests {
     #[test]
     fn every_peer_kind_is_built() {
         use crate::cli::ServerKind;
-        let own = [ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::Nginx];
+        let own = [ServerKind::Ringman, ServerKind::RingmanStatic, ServerKind::RingmanWeb, ServerKind::Nginx];
         for k in ServerKind::ALL.into_iter().filter(|k| !own.contains(k)) {
             assert!(PEER_BINS.contains(&kind_bin(k)), "{k:?} runs {} which ensure_peers does not check", kind_bin(k));
         }
         assert_eq!(kind_bin(ServerKind::Fastwebsockets), "fastwebsockets-peer");
+    }
+
+    /// One `GET` of `path` on a fresh connection: the head and the body.
+    fn fetch(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+        (String::from_utf8_lossy(&all[..end]).into_owned(), all[end..].to_vec())
+    }
+
+    /// The file servers of P14 (nginx when installed, hyper on tokio when the peers are built)
+    /// send the file's exact bytes with a 200 and the headers the results state, and the
+    /// generator's keep-alive load over them is fully answered, its response bytes counted.
+    #[test]
+    fn file_servers_send_the_same_body() {
+        let Some(peers) = crate::testutil::built_peers("the tokio file server") else { return };
+        let mut kinds = vec![ServerKind::Tokio];
+        match find_on_path("nginx") {
+            Some(_) => kinds.push(ServerKind::Nginx),
+            None => eprintln!("nginx not installed: its file server is not tested"),
+        }
+        for size in [30_000, 1_000_000] {
+            let path = crate::wire::file_path(size);
+            for &kind in &kinds {
+                let srv = ServerProc::start_files(kind, size, 0, &peers).unwrap();
+                let (head, body) = fetch(srv.addr, &path);
+                assert!(head.starts_with("HTTP/1.1 200"), "{kind:?}: {head}");
+                assert!(body == crate::wire::file_bytes(size), "{kind:?}: {} bytes, not the file's", body.len());
+                let (miss, _) = fetch(srv.addr, "/nope.bin");
+                assert!(miss.starts_with("HTTP/1.1 404"), "{kind:?}: {miss}");
+                let mut o = crate::testutil::short_load(Scenario::Http, 4, 2, None);
+                o.wire.file_size = Some(size);
+                o.wire.path = Some(path.clone());
+                let r = crate::uring_gen::run(srv.addr, &o, &Default::default(), |_| {}).unwrap();
+                assert!(r.drained && r.received > 0, "{kind:?}: {r:?}");
+                assert_eq!((r.sent, r.lost_conns, r.bad_status), (r.received, 0, 0), "{kind:?}: {r:?}");
+                let w = r.wire.unwrap();
+                assert!(w.response > size as f64 && w.response < size as f64 + 400.0, "{kind:?}: {w:?}");
+                let names = w.headers.unwrap_or_default().to_ascii_lowercase();
+                for h in ["content-length", "etag", "last-modified", "accept-ranges"] {
+                    assert!(names.contains(h), "{kind:?}: {h} missing from {names}");
+                }
+            }
+        }
+    }
+
+    /// The echo peers take `--buf-size` (P5 gives them ringman's receive buffer, P13 the
+    /// floor 64 KiB) and still echo messages larger than their buffer whole.
+    #[test]
+    fn echo_peers_take_a_receive_buffer_size() {
+        let Some(peers) = crate::testutil::built_peers("the echo peers' --buf-size") else { return };
+        let kinds =
+            [ServerKind::Tokio, ServerKind::TokioUring, ServerKind::Monoio, ServerKind::Epoll, ServerKind::Floor];
+        for kind in kinds {
+            assert!(takes_buf_size(kind));
+            let srv = ServerProc::start_with(kind, Scenario::Echo, None, Some(4096), 0, &peers)
+                .unwrap_or_else(|e| panic!("{kind:?} with --buf-size 4096: {e}"));
+            let o = LoadOpts { size: 20_000, ..crate::testutil::short_load(Scenario::Echo, 4, 2, None) };
+            let r = crate::uring_gen::run(srv.addr, &o, &Default::default(), |_| {}).unwrap();
+            assert!(r.drained && r.received > 0, "{kind:?}: {r:?}");
+            assert_eq!((r.sent, r.lost_conns), (r.received, 0), "{kind:?}: {r:?}");
+            assert_eq!(r.wire.map(|w| w.response), Some(20_000.0), "{kind:?}");
+        }
+        assert!(!takes_buf_size(ServerKind::Ringman) && !takes_buf_size(ServerKind::TokioShared));
     }
 
     #[test]

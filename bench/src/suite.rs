@@ -15,7 +15,14 @@ use crate::{idle, machine, proxy, ringman_server, summary, uring_gen};
 pub fn workload(o: &LoadOpts) -> String {
     let name = if o.scenario == Scenario::Proxy { "proxy echo" } else { o.scenario.name() };
     let mut s = match o.scenario {
-        Scenario::Http | Scenario::Https => format!("{} c{} d{}", o.scenario.name(), o.conns, o.depth),
+        Scenario::Http => match (o.wire.file_size, o.wire.path.as_deref()) {
+            (Some(size), Some(p)) if p != crate::wire::file_path(size) => {
+                format!("http {p} (file {size}B beside) c{} d{}", o.conns, o.depth)
+            }
+            (Some(size), _) => format!("http file {size}B c{} d{}", o.conns, o.depth),
+            _ => format!("http c{} d{}", o.conns, o.depth),
+        },
+        Scenario::Https => format!("https c{} d{}", o.conns, o.depth),
         Scenario::Handshake => format!("https full handshake c{}", o.conns),
         Scenario::Fanout | Scenario::FanoutRedis => return crate::fanout::workload(o),
         _ => format!("{} {}B c{} d{}", name, o.size, o.conns, o.depth),
@@ -30,13 +37,20 @@ pub fn workload(o: &LoadOpts) -> String {
 }
 
 fn peers_needed(kind: ServerKind) -> bool {
-    !matches!(kind, ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::Nginx)
+    !matches!(kind, ServerKind::Ringman | ServerKind::RingmanStatic | ServerKind::RingmanWeb | ServerKind::Nginx)
 }
 
 /// Starts `kind`, runs the load, returns the figures. The load generator thread is pinned to
 /// `env.client_cpu` first.
 pub fn measure(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Figures, BenchError> {
-    let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+    measure_with(kind, opts, env, None)
+}
+
+/// [`measure`] with the peers that take it given `--buf-size buf` (and the server serving
+/// the file of `opts.wire.file_size`, if set).
+pub fn measure_with(kind: ServerKind, opts: &LoadOpts, env: &Env, buf: Option<usize>) -> Result<Figures, BenchError> {
+    let mut srv =
+        ServerProc::start_with(kind, opts.scenario, opts.wire.file_size, buf, env.server_cpu, &env.peers_dir)?;
     match measure_at(srv.addr, Some(srv.pid()), opts, env, false) {
         Ok(f) => Ok(f),
         Err(e) => {
@@ -58,9 +72,11 @@ pub fn measure_at(
     measure_behind(addr, pid, None, opts, env, progress)
 }
 
-/// [`measure_at`] with a second process sampled on its own: `upstream`, the echo server
-/// behind a proxy (scenario `proxy`). `pid`'s CPU is the server columns (the proxy alone);
-/// the upstream's is `upstream_cpu_us_per_msg`, and both count as explained in `other`.
+/// [`measure_at`] through a second process: `upstream`, the echo server behind a proxy
+/// (scenario `proxy`). The server CPU columns are the **whole path**, `pid` and `upstream`
+/// together (a proxy is worth what the path costs, not what the proxy alone does); the
+/// upstream's share is `upstream_cpu_us_per_msg` as well, so the proxy's own share is the
+/// difference.
 pub fn measure_behind(
     addr: std::net::SocketAddr,
     pid: Option<u32>,
@@ -70,17 +86,29 @@ pub fn measure_behind(
     progress: bool,
 ) -> Result<Figures, BenchError> {
     let (pids, ups): (Vec<u32>, Vec<u32>) = (pid.into_iter().collect(), upstream.into_iter().collect());
-    measure_procs(&[addr], &pids, &ups, opts, env, progress)
+    measure_procs(&[addr], &pids, &ups, Upstream::InServer, opts, env, progress)
+}
+
+/// How [`measure_procs`] counts the processes behind the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// Part of the path under test: in the server CPU columns (a proxy's echo).
+    InServer,
+    /// A service beside the servers: sampled on its own, not in the server columns (the
+    /// redis-server of `fanout-redis`).
+    Beside,
 }
 
 /// [`measure_behind`] with several servers and several processes behind them: the load goes
 /// to `addrs` (only `fanout` uses more than the first: [`crate::fanout::run_spread`]), the
-/// server CPU columns are the sum over the process trees of `pids` (none: `n/a`), and
-/// `upstream_cpu_us_per_msg` the sum over `upstream` (`fanout-redis`: the redis-server).
+/// server CPU columns are the sum over the process trees of `pids` (none: `n/a`), plus
+/// `upstream`'s with [`Upstream::InServer`]; `upstream_cpu_us_per_msg` is the sum over
+/// `upstream` (`fanout-redis`: the redis-server, [`Upstream::Beside`]).
 pub fn measure_procs(
     addrs: &[std::net::SocketAddr],
     pids: &[u32],
     upstream: &[u32],
+    counted: Upstream,
     opts: &LoadOpts,
     env: &Env,
     progress: bool,
@@ -94,9 +122,18 @@ pub fn measure_procs(
     let trees =
         |roots: &[u32]| (!roots.is_empty()).then(|| roots.iter().flat_map(|&p| server::tree(p)).collect::<Vec<_>>());
     let srv_pids = trees(pids);
-    let srv_cpu = || srv_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
     let up_pids = trees(upstream);
     let up_cpu = || up_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
+    // The server columns: the servers, plus the upstream when it is part of the path.
+    let srv_pids = match (counted, srv_pids, &up_pids) {
+        (Upstream::InServer, Some(mut s), Some(u)) => {
+            let more: Vec<u32> = u.iter().copied().filter(|p| !s.contains(p)).collect();
+            s.extend(more);
+            Some(s)
+        }
+        (_, s, _) => s,
+    };
+    let srv_cpu = || srv_pids.as_ref().map(|p| p.iter().map(|&p| server::proc_cpu(p)).sum::<Duration>());
     let (mut cpu0, mut cpu1) = (None, None);
     let (mut up0, mut up1) = (None, None);
     let (mut busy0, mut busy1) = ((Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO));
@@ -188,9 +225,10 @@ pub fn measure_procs(
         client_util: res.client_util(),
         steal: machine1.since(&machine0).steal_share(),
         other_cores: server_cpu.map(|srv| {
+            let beside = if counted == Upstream::Beside { upstream_cpu.unwrap_or(0.0) } else { 0.0 };
             machine::unexplained_cores(
                 machine1.since(&machine0).busy,
-                Duration::from_secs_f64(srv + upstream_cpu.unwrap_or(0.0)),
+                Duration::from_secs_f64(srv + beside),
                 res.client_cpu,
                 t1.saturating_duration_since(t0),
             )
@@ -203,6 +241,15 @@ pub fn measure_procs(
         lost_conns: res.lost_conns,
         late: res.late,
         send_lag: res.send_lag.as_ref().map(|l| l.summary()),
+        wire: res.wire.or_else(|| {
+            // TLS: the plaintext inside it (the request as the plain scenario sends it).
+            res.tls.as_ref().map(|t| crate::loadgen::WireBytes {
+                request: crate::wire::request_for(&LoadOpts { scenario: opts.scenario.plain(), ..opts.clone() }).len()
+                    as f64,
+                response: t.plain_in_per_msg,
+                headers: (!t.headers.is_empty()).then(|| t.headers.clone()),
+            })
+        }),
         tls: res.tls,
     })
 }
@@ -245,7 +292,10 @@ pub fn run(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Record, Bench
         }
         crate::proxy::measure(Some(kind), opts, env, true)?
     } else {
-        let mut srv = ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?;
+        let mut srv = match opts.wire.file_size {
+            Some(size) => ServerProc::start_files(kind, size, env.server_cpu, &env.peers_dir)?,
+            None => ServerProc::start(kind, opts.scenario, env.server_cpu, &env.peers_dir)?,
+        };
         match measure_at(srv.addr, Some(srv.pid()), opts, env, true) {
             Ok(f) => f,
             Err(e) => {
@@ -263,12 +313,49 @@ pub fn run(kind: ServerKind, opts: &LoadOpts, env: &Env) -> Result<Record, Bench
     })
 }
 
-/// One suite entry: id, workload, servers.
+/// One suite entry: id, workload, servers, and what the peers' receive buffer is.
 struct Entry {
     id: &'static str,
     opts: LoadOpts,
     servers: &'static [ServerKind],
+    /// `--buf-size` of the peers that take it ([`server::takes_buf_size`]); None: the peer's
+    /// own default.
+    buf: fn(ServerKind) -> Option<usize>,
 }
+
+/// Every peer keeps its own receive buffer (tokio, tokio-uring, monoio, epoll: 64 KiB per
+/// connection; the floor: ringman's ring shape, 1024 x 8 KiB).
+fn own_buffers(_: ServerKind) -> Option<usize> {
+    None
+}
+
+/// P5: the peers that hold a receive buffer per connection get the size of ringman's
+/// default receive buffer (the most one of its receives delivers), so an idle connection
+/// costs each of them what its buffer costs at the size ringman uses (the floor's provided
+/// buffers are ringman's already).
+fn ringman_sized_buffers(kind: ServerKind) -> Option<usize> {
+    server::takes_buf_size(kind).then(ringman_recv_buffer)
+}
+
+/// The size of ringman's default receive buffer (`Worker::recv_buffer_size`), read from the
+/// engine so P5 follows it when it changes.
+pub fn ringman_recv_buffer() -> usize {
+    ringman::Worker::<()>::without_listener().recv_buffer_size as usize
+}
+
+/// P13 (bulk echo): each peer keeps the receive buffer it does best with. The peers' 64 KiB
+/// per-connection buffers and the floor's 8 KiB provided buffers are their defaults; see
+/// [`BULK_BUFFERS`] for what was measured.
+fn bulk_buffers(kind: ServerKind) -> Option<usize> {
+    BULK_BUFFERS.iter().find(|(k, _)| *k == kind).map(|&(_, b)| b)
+}
+
+/// P13's receive buffer per peer, where it is not the peer's default, chosen by A/B runs
+/// (bench/README.md, "Bulk echo"): the floor spends 13–17 % less CPU per message with 64 KiB
+/// provided buffers than with its 8 KiB default at every size (8 KiB: a 256 KiB message is 32
+/// completions); tokio did worse with 256 KiB than with its 64 KiB, and epoll's 256 KiB was
+/// within the noise of its 64 KiB, so they keep theirs.
+pub const BULK_BUFFERS: &[(ServerKind, usize)] = &[(ServerKind::Floor, 64 * 1024)];
 
 const ECHO_SERVERS: &[ServerKind] = &[
     ServerKind::Ringman,
@@ -308,6 +395,26 @@ const UDP_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio];
 /// and scatters by several times between rounds, so its median needs more of them.
 const OPEN_LOOP_ROUNDS: usize = 2;
 const OPEN_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Floor, ServerKind::Epoll];
+/// P13: bulk echo against the echo servers (tokio-uring, unmaintained and the slowest of
+/// them at 64 bytes, keeps only its P1, P2 and P5 cells).
+const BULK_SERVERS: &[ServerKind] =
+    &[ServerKind::Ringman, ServerKind::Tokio, ServerKind::Monoio, ServerKind::Floor, ServerKind::Epoll];
+/// P14: static files from ringman's `WebServer`, nginx (`sendfile on`) and hyper on tokio.
+const FILE_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::Nginx, ServerKind::Tokio];
+/// P15: the same `/hello` answer without and behind a `WebServer`.
+const FALLTHROUGH_SERVERS: &[ServerKind] = &[ServerKind::Ringman, ServerKind::RingmanWeb];
+
+/// P13's workloads: (message bytes, connections, messages in flight per connection).
+pub const BULK: [(usize, usize, usize); 3] = [(16 * 1024, 16, 2), (64 * 1024, 16, 2), (256 * 1024, 4, 2)];
+/// P14's file sizes ("30 KB" and "1 MB"), each fetched over 32 keep-alive connections, one
+/// request in flight on each.
+pub const FILE_SIZES: [usize; 2] = [30_000, 1_000_000];
+/// P17: active connections, each sending now and then at [`MANY_RATE`] messages/s in all.
+pub const MANY_CONNS: usize = 10_000;
+/// P17's total rate (5 messages/s per connection): open loop, the same for every server.
+pub const MANY_RATE: f64 = 50_000.0;
+/// File descriptors a process needs beyond its connections (listeners, rings, pipes, logs).
+pub const NOFILE_SLACK: u64 = 1024;
 
 /// Idle connections of P5 (full and quick): RSS is read at [`IDLE_CONNS_LO`] and at this
 /// count, and the slope between them is the figure.
@@ -333,6 +440,17 @@ fn tls_timing(quick: bool) -> (Duration, Duration) {
     }
 }
 
+/// Warmup and window of issue 20's cells (P13–P17, 32 cells per round): 1 s + 5 s in full
+/// mode (their messages are large or their rate fixed, so 5 s hold tens of thousands of
+/// them), 0.25 s + 1 s with `--quick`.
+fn payload_timing(quick: bool) -> (Duration, Duration) {
+    if quick {
+        (Duration::from_millis(250), Duration::from_secs(1))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(5))
+    }
+}
+
 fn entries(quick: bool) -> Vec<Entry> {
     let (warmup, duration) = timing(quick);
     let o = |scenario, conns, size, depth| LoadOpts {
@@ -345,28 +463,66 @@ fn entries(quick: bool) -> Vec<Entry> {
         rate: None,
         wire: Default::default(),
     };
+    let e = |id, opts, servers| Entry { id, opts, servers, buf: own_buffers };
     let mut v = vec![
-        Entry { id: "P1", opts: o(Scenario::Echo, 64, 64, 1), servers: ECHO_SERVERS },
-        Entry { id: "P2", opts: o(Scenario::Echo, 64, 64, 16), servers: ECHO_SERVERS },
-        Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 16), servers: HTTP_SERVERS },
-        Entry { id: "P3", opts: o(Scenario::Http, 256, 0, 1), servers: HTTP_SERVERS },
-        Entry { id: "P4", opts: o(Scenario::Ws, 100, 20, 1), servers: WS_SERVERS },
-        Entry { id: "P7", opts: crate::fanout::suite_opts(1000, warmup, duration), servers: FANOUT_SERVERS },
-        Entry { id: "P9", opts: o(Scenario::Udp, 64, 64, 1), servers: UDP_SERVERS },
+        e("P1", o(Scenario::Echo, 64, 64, 1), ECHO_SERVERS),
+        e("P2", o(Scenario::Echo, 64, 64, 16), ECHO_SERVERS),
+        e("P3", o(Scenario::Http, 256, 0, 16), HTTP_SERVERS),
+        e("P3", o(Scenario::Http, 256, 0, 1), HTTP_SERVERS),
+        e("P4", o(Scenario::Ws, 100, 20, 1), WS_SERVERS),
+        e("P7", crate::fanout::suite_opts(1000, warmup, duration), FANOUT_SERVERS),
+        e("P9", o(Scenario::Udp, 64, 64, 1), UDP_SERVERS),
     ];
     if !quick {
-        v.push(Entry { id: "P7", opts: crate::fanout::suite_opts(10_000, warmup, duration), servers: FANOUT_SERVERS });
+        v.push(e("P7", crate::fanout::suite_opts(10_000, warmup, duration), FANOUT_SERVERS));
     }
     let (warmup, duration) = tls_timing(quick);
     let t = |scenario, conns, size, depth| LoadOpts { warmup, duration, ..o(scenario, conns, size, depth) };
     v.extend([
         // As P3's depth-1 cell, inside TLS.
-        Entry { id: "P10", opts: t(Scenario::Https, 256, 0, 1), servers: HTTPS_SERVERS },
+        e("P10", t(Scenario::Https, 256, 0, 1), HTTPS_SERVERS),
         // 32 connections at a time, each: connect, full handshake, one request, close.
-        Entry { id: "P11", opts: t(Scenario::Handshake, 32, 0, 1), servers: HTTPS_SERVERS },
+        e("P11", t(Scenario::Handshake, 32, 0, 1), HTTPS_SERVERS),
         // As P4, inside TLS.
-        Entry { id: "P12", opts: t(Scenario::Wss, 100, 20, 1), servers: WSS_SERVERS },
+        e("P12", t(Scenario::Wss, 100, 20, 1), WSS_SERVERS),
     ]);
+    // Issue 20: real payloads.
+    let (warmup, duration) = payload_timing(quick);
+    let b = |scenario, conns, size, depth| LoadOpts { warmup, duration, ..o(scenario, conns, size, depth) };
+    for (size, conns, depth) in BULK {
+        v.push(Entry {
+            id: "P13",
+            opts: b(Scenario::Echo, conns, size, depth),
+            servers: BULK_SERVERS,
+            buf: bulk_buffers,
+        });
+    }
+    for size in FILE_SIZES {
+        let mut opts = b(Scenario::Http, 32, 0, 1);
+        opts.wire.file_size = Some(size);
+        opts.wire.path = Some(crate::wire::file_path(size));
+        v.push(e("P14", opts, FILE_SERVERS));
+    }
+    v.push(e("P15", b(Scenario::Http, 64, 0, 1), FALLTHROUGH_SERVERS));
+    // P16 (large messages through the proxies) runs with P8, below.
+    v.push(e("P17", LoadOpts { rate: Some(MANY_RATE), ..b(Scenario::Echo, MANY_CONNS, 64, 1) }, OPEN_SERVERS));
+    v
+}
+
+/// Every cell the suite runs, as (id, workload, server names): the entries, P5, P8 and P16
+/// (with their `direct` baseline). P6 is left out: its workload carries the rate it takes
+/// from P1's median.
+pub fn catalog(quick: bool) -> Vec<(&'static str, String, Vec<&'static str>)> {
+    let names = |list: &[ServerKind]| list.iter().map(|k| k.name()).collect::<Vec<_>>();
+    let mut v: Vec<(&'static str, String, Vec<&'static str>)> =
+        entries(quick).iter().map(|e| (e.id, workload(&e.opts), names(e.servers))).collect();
+    v.push(("P5", format!("idle slope {IDLE_CONNS_LO}->{IDLE_CONNS}"), names(IDLE_SERVERS)));
+    let (w, d) = timing(quick);
+    let (pw, pd) = payload_timing(quick);
+    for (id, opts) in [(proxy::ID, proxy::suite_opts(w, d)), (proxy::LARGE_ID, proxy::large_opts(pw, pd))] {
+        let subjects = std::iter::once(proxy::DIRECT).chain(names(proxy::PROXY_SERVERS)).collect();
+        v.push((id, workload(&opts), subjects));
+    }
     v
 }
 
@@ -393,6 +549,7 @@ pub fn round_orders<T: Clone>(servers: &[T], rounds: usize, rng: &mut Rng) -> Ve
 /// `ringman-bench compare`: the standard suite against every available server, each cell
 /// `repeat` times with the servers in a seeded random order per round; `cells`: only the
 /// workloads with these ids (P6 then derives its rate from P1 only if P1 ran too).
+#[allow(clippy::too_many_arguments)] // the command line's options, one each
 pub fn compare(
     quick: bool,
     only: Option<&[ServerKind]>,
@@ -400,7 +557,28 @@ pub fn compare(
     repeat: Option<usize>,
     seed: Option<u64>,
     cells: Option<&[String]>,
+    files: &crate::cli::CompareFiles,
 ) -> Result<Vec<Record>, BenchError> {
+    // A goals file that does not parse stops the run before it starts, not after it.
+    let goals_path = files.goals.clone().unwrap_or_else(crate::goals::default_path);
+    let goals = crate::goals::Goals::load(&goals_path)?;
+    let partial = match (cells, only) {
+        (None, None) => None,
+        (c, o) => Some(
+            [
+                c.map(|c| format!("--cells {}", c.join(","))),
+                o.map(|o| format!("--servers {}", o.iter().map(|k| k.name()).collect::<Vec<_>>().join(","))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
+        ),
+    };
+    let results_path = files.results.clone().unwrap_or_else(|| match (&partial, quick) {
+        (None, false) => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md"),
+        _ => env.out_dir.join("RESULTS.md"),
+    });
     let wanted_id = |id: &str| cells.is_none_or(|c| c.iter().any(|x| x == id));
     let started = Instant::now();
     let repeat = repeat.unwrap_or_else(|| default_repeat(quick));
@@ -429,10 +607,10 @@ pub fn compare(
             _ => None,
         }
     };
-    let one = |id: &str, k: ServerKind, opts: &LoadOpts, round: usize| -> Record {
+    let one = |id: &str, k: ServerKind, opts: &LoadOpts, buf: Option<usize>, round: usize| -> Record {
         let outcome = match skip_reason(k) {
             Some(why) => Outcome::Skipped(why),
-            None => match measure(k, opts, env) {
+            None => match measure_with(k, opts, env, buf) {
                 Ok(f) => Outcome::Done(f),
                 Err(e) => Outcome::Skipped(e.to_string()),
             },
@@ -441,9 +619,22 @@ pub fn compare(
     };
     let servers_of = |list: &[ServerKind]| list.iter().copied().filter(|&k| wanted(k)).collect::<Vec<_>>();
     for e in entries(quick).into_iter().filter(|e| wanted_id(e.id)) {
+        // Thousands of connections: the generator and each server hold one descriptor per
+        // connection (servers inherit the harness's limits).
+        let nofile =
+            (e.opts.conns > 1000).then(|| machine::ensure_nofile(e.opts.conns as u64 + NOFILE_SLACK).err()).flatten();
         for (round, order) in round_orders(&servers_of(e.servers), repeat, &mut rng).into_iter().enumerate() {
             for k in order {
-                let r = one(e.id, k, &e.opts, round);
+                let r = match &nofile {
+                    Some(why) => Record {
+                        id: e.id.into(),
+                        workload: workload(&e.opts),
+                        server: k.name().into(),
+                        round,
+                        outcome: Outcome::Skipped(why.clone()),
+                    },
+                    None => one(e.id, k, &e.opts, (e.buf)(k), round),
+                };
                 push(r, &mut records);
             }
         }
@@ -455,7 +646,7 @@ pub fn compare(
             let workload = format!("idle slope {IDLE_CONNS_LO}->{IDLE_CONNS}");
             let outcome = match skip_reason(k) {
                 Some(why) => Outcome::Skipped(why),
-                None => match idle_rss(k, env) {
+                None => match idle_rss(k, env, ringman_sized_buffers(k)) {
                     Ok(o) => o,
                     Err(e) => Outcome::Skipped(e.to_string()),
                 },
@@ -490,7 +681,7 @@ pub fn compare(
             let rounds = repeat * OPEN_LOOP_ROUNDS;
             for (round, order) in round_orders(&servers_of(OPEN_SERVERS), rounds, &mut rng).into_iter().enumerate() {
                 for k in order {
-                    let r = one("P6", k, &opts, round);
+                    let r = one("P6", k, &opts, None, round);
                     push(r, &mut records);
                 }
             }
@@ -506,12 +697,16 @@ pub fn compare(
             &mut records,
         ),
     }
-    // P8: generator -> proxy -> echo, each proxy beside the echo loaded directly.
+    // P8 and P16: generator -> proxy -> echo, each proxy beside the echo loaded directly.
     let proxies = servers_of(proxy::PROXY_SERVERS);
-    if !proxies.is_empty() && wanted_id(proxy::ID) {
-        let (warmup, duration) = timing(quick);
-        let opts = proxy::suite_opts(warmup, duration);
-        let subjects: Vec<Option<ServerKind>> = std::iter::once(None).chain(proxies.into_iter().map(Some)).collect();
+    let (w8, d8) = timing(quick);
+    let (w16, d16) = payload_timing(quick);
+    for (id, opts) in [(proxy::ID, proxy::suite_opts(w8, d8)), (proxy::LARGE_ID, proxy::large_opts(w16, d16))] {
+        if proxies.is_empty() || !wanted_id(id) {
+            continue;
+        }
+        let subjects: Vec<Option<ServerKind>> =
+            std::iter::once(None).chain(proxies.iter().copied().map(Some)).collect();
         for (round, order) in round_orders(&subjects, repeat, &mut rng).into_iter().enumerate() {
             for k in order {
                 let outcome = match k.and_then(skip_reason) {
@@ -522,17 +717,84 @@ pub fn compare(
                     },
                 };
                 let server = proxy::subject_name(k).into();
-                push(Record { id: proxy::ID.into(), workload: workload(&opts), server, round, outcome }, &mut records);
+                push(Record { id: id.into(), workload: workload(&opts), server, round, outcome }, &mut records);
             }
         }
     }
     let snap1 = machine::Snapshot::now();
     let cells = summary::cells(&records);
+    let judged = crate::goals::judge_all(&goals, &cells);
     let run = RunInfo { quick, repeat, seed, identity, snap0, snap1, took: started.elapsed() };
     let head = run.head_lines(&cells);
-    println!("\n{}{}{}", summary::table(&cells, &head), proxy::section(&records), crate::tls_gen::section(&records));
-    write_outputs(&records, &cells, &run, env)?;
+    println!(
+        "\n{}{}{}\n{}",
+        summary::table(&cells, &head),
+        proxy::section(&records),
+        crate::tls_gen::section(&records),
+        crate::goals::text(&judged)
+    );
+    write_outputs(&records, &cells, &run, env, &judged)?;
+    let facts = crate::results::RunFacts {
+        command: command_line(),
+        head: run.identity.head.clone(),
+        dirty: run.identity.dirty,
+        date: String::from_utf8_lossy(&ringman::http::date_now()).into_owned(),
+        quick,
+        partial,
+        repeat,
+        seed,
+        seconds: run.took.as_secs_f64(),
+        machine: run.machine_lines(env),
+        warnings: warnings(run.steal_share(), &cells),
+    };
+    let md = crate::results::render(&facts, &cells, &judged, &goals.not_judged, &details(&records, &cells));
+    let io = |path: std::path::PathBuf| move |source| BenchError::Output { path, source };
+    if let Some(dir) = results_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+    }
+    std::fs::write(&results_path, md).map_err(io(results_path.clone()))?;
+    eprintln!("wrote {} (goals from {})", results_path.display(), goals_path.display());
     Ok(records)
+}
+
+/// The command line as typed (arguments with spaces or quotes single-quoted).
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c)) {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The text blocks below the table that belong to a suite id, for the results file: the
+/// open-loop tails (P6, P17), the proxy tables (P8, P16), the TLS lines (P10–P12).
+fn details(records: &[Record], cells: &[summary::Cell]) -> Vec<(&'static str, String)> {
+    // A block's header line, then its lines about `id`.
+    let lines_for = |text: &str, id: &str| {
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let own: Vec<&str> = lines.filter(|l| l.split_whitespace().next() == Some(id)).collect();
+        if own.is_empty() {
+            String::new()
+        } else {
+            format!("{header}\n{}\n", own.join("\n"))
+        }
+    };
+    let open = summary::open_loop_section(cells);
+    let tls = crate::tls_gen::section(records);
+    let mut v: Vec<(&'static str, String)> = vec![("P6", lines_for(&open, "P6")), ("P17", lines_for(&open, "P17"))];
+    for id in proxy::IDS {
+        v.push((id, proxy::section_of(records, id)));
+    }
+    for id in ["P10", "P11", "P12"] {
+        v.push((id, lines_for(&tls, id)));
+    }
+    v
 }
 
 /// What `compare` records about itself and the machine.
@@ -572,6 +834,32 @@ impl RunInfo {
             ("steal_share_run", format!("{:.4}", self.steal_share())),
             ("suite_seconds", format!("{:.1}", self.took.as_secs_f64())),
         ]
+    }
+
+    /// The machine and placement, for the results file.
+    fn machine_lines(&self, env: &Env) -> Vec<(String, String)> {
+        let id = &self.identity;
+        let mut v: Vec<(String, String)> = vec![
+            ("kernel".into(), id.kernel.clone()),
+            ("rustc".into(), id.rustc.clone()),
+            ("CPUs online".into(), id.cpus.to_string()),
+        ];
+        v.extend(machine::facts().into_iter().map(|(k, val)| (k.replace('_', " "), val)));
+        let cpus = env.generator_cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        v.extend([
+            (
+                "placement".into(),
+                format!(
+                    "server on CPU {}, load generator ({}, {} thread(s)) on CPU {cpus}",
+                    env.server_cpu,
+                    env.generator.name(),
+                    env.client_threads
+                ),
+            ),
+            ("load average".into(), format!("start {}, end {}", self.snap0.loadavg, self.snap1.loadavg)),
+            ("steal during the run".into(), format!("{:.2} % of CPU time", self.steal_share() * 100.0)),
+        ]);
+        v
     }
 
     /// The lines above the table: identity, machine state at start and end, warnings, legend.
@@ -642,8 +930,8 @@ pub fn warnings(run_steal: f64, cells: &[summary::Cell]) -> Vec<String> {
     w
 }
 
-fn idle_rss(kind: ServerKind, env: &Env) -> Result<Outcome, BenchError> {
-    let srv = ServerProc::start(kind, Scenario::Echo, env.server_cpu, &env.peers_dir)?;
+fn idle_rss(kind: ServerKind, env: &Env, buf: Option<usize>) -> Result<Outcome, BenchError> {
+    let srv = ServerProc::start_with(kind, Scenario::Echo, None, buf, env.server_cpu, &env.peers_dir)?;
     let r = idle::run_slope(srv.addr, IDLE_CONNS_LO, IDLE_CONNS, || srv.rss(), machine::slab_bytes)?;
     Ok(Outcome::Idle {
         conns_lo: r.lo,
@@ -685,12 +973,19 @@ fn median_rounds<'a>(records: &'a [Record], cells: &[summary::Cell]) -> Vec<&'a 
         .collect()
 }
 
-fn write_outputs(records: &[Record], cells: &[summary::Cell], run: &RunInfo, env: &Env) -> Result<(), BenchError> {
+fn write_outputs(
+    records: &[Record],
+    cells: &[summary::Cell],
+    run: &RunInfo,
+    env: &Env,
+    judged: &[crate::goals::Judged],
+) -> Result<(), BenchError> {
     let out = &env.out_dir;
     let io = |path: std::path::PathBuf| move |source| BenchError::Output { path, source };
     std::fs::create_dir_all(out).map_err(io(out.clone()))?;
     let j = out.join("compare.json");
-    let cells_json = summary::json(cells);
+    // `"cells": [...]`, then `"goals": [...]` (the verdicts) as the next member.
+    let cells_json = format!("{},\n  \"goals\": {}", summary::json(cells), crate::goals::json(judged));
     std::fs::write(&j, report::json_with(records, &run.meta(env), Some(&cells_json))).map_err(io(j.clone()))?;
     let s = out.join("latency.svg");
     let reps: Vec<Record> = median_rounds(records, cells).into_iter().cloned().collect();
@@ -723,7 +1018,7 @@ mod tests {
     #[test]
     fn suite_shape() {
         let e = entries(true);
-        assert_eq!(e.len(), 10);
+        assert_eq!(e.len(), 17);
         assert!(e.iter().all(|e| e.servers.iter().all(|s| s.supports(e.opts.scenario))));
         assert!(OPEN_SERVERS.iter().chain(ECHO_SERVERS).all(|s| s.supports(Scenario::Echo)));
         // P5 measures the shared-buffer tokio echo beside the per-connection one.
@@ -747,10 +1042,82 @@ mod tests {
         assert!(tls[..2]
             .iter()
             .all(|e| e.servers.contains(&ServerKind::Nginx) && e.servers.contains(&ServerKind::Tokio)));
+        // Issue 20's cells: bulk echo at three sizes against five echo servers, two files
+        // against ringman, nginx and hyper, the fall-through pair, 10,000 connections open
+        // loop; with P16's three proxy subjects about two minutes in quick mode.
+        let ids = |id: &str| e.iter().filter(|e| e.id == id).collect::<Vec<_>>();
+        let bulk = ids("P13");
+        assert_eq!(
+            bulk.iter().map(|e| workload(&e.opts)).collect::<Vec<_>>(),
+            ["echo 16384B c16 d2", "echo 65536B c16 d2", "echo 262144B c4 d2"]
+        );
+        assert!(bulk.iter().all(|e| e.servers == BULK_SERVERS && e.servers.len() == 5));
+        let files = ids("P14");
+        assert_eq!(
+            files.iter().map(|e| workload(&e.opts)).collect::<Vec<_>>(),
+            ["http file 30000B c32 d1", "http file 1000000B c32 d1"]
+        );
+        assert!(files.iter().all(|e| e.servers.contains(&ServerKind::Nginx) && e.servers.contains(&ServerKind::Tokio)));
+        assert_eq!(ids("P15")[0].servers, [ServerKind::Ringman, ServerKind::RingmanWeb]);
+        let many = &ids("P17")[0].opts;
+        assert_eq!((many.conns, many.rate), (MANY_CONNS, Some(MANY_RATE)));
+        assert_eq!(workload(many), "echo 64B c10000 open 50,000/s");
+        let payload_cells =
+            e.iter().filter(|e| ["P13", "P14", "P15", "P17"].contains(&e.id)).map(|e| e.servers.len()).sum::<usize>()
+                + 3;
+        assert_eq!(payload_cells, 30);
+        let (pw, pd) = payload_timing(true);
+        assert!((pw + pd).as_secs_f64() * payload_cells as f64 * default_repeat(true) as f64 <= 115.0);
+        // Receive buffers: P5 gives the per-connection peers ringman's size, nothing else.
+        assert_eq!(ringman_recv_buffer(), 8192);
+        assert_eq!(ringman_sized_buffers(ServerKind::Tokio), Some(ringman_recv_buffer()));
+        assert_eq!(ringman_sized_buffers(ServerKind::Epoll), Some(ringman_recv_buffer()));
+        assert_eq!(ringman_sized_buffers(ServerKind::Ringman), None);
+        assert_eq!(ringman_sized_buffers(ServerKind::TokioShared), None);
+        assert!(BULK_BUFFERS.iter().all(|(k, _)| server::takes_buf_size(*k) && BULK_SERVERS.contains(k)));
         let tls_cells = tls.iter().map(|e| e.servers.len()).sum::<usize>() as f64;
         let (tw, td) = tls_timing(true);
         assert!((tw + td).as_secs_f64() * tls_cells * default_repeat(true) as f64 <= 30.0);
         assert_eq!(tls_timing(false), timing(false));
+    }
+
+    /// Every goal of `bench/goals.json` names cells the suite runs (in quick and in full
+    /// mode): the id, the workload as `compare` prints it (or an id with one workload), and a
+    /// server of that cell, with a metric the cell has.
+    #[test]
+    fn the_goals_file_names_cells_the_suite_runs() {
+        use crate::goals::{Baseline, CellRef, Goals, Metric};
+        let goals = Goals::load(&crate::goals::default_path()).unwrap();
+        assert!(goals.goals.len() >= 14, "{}", goals.goals.len());
+        for quick in [true, false] {
+            let cat = catalog(quick);
+            let check = |r: &CellRef, metric: Metric, goal: &str| {
+                let of_id: Vec<_> = cat.iter().filter(|c| c.0 == r.id).collect();
+                let cell = match &r.workload {
+                    Some(w) => of_id.iter().find(|c| c.1 == *w),
+                    None => {
+                        assert_eq!(of_id.len(), 1, "{goal}: {} has several workloads: name one", r.id);
+                        of_id.first()
+                    }
+                };
+                let cell = cell.unwrap_or_else(|| panic!("{goal}: no cell {r:?} (quick {quick})"));
+                assert!(cell.2.contains(&r.server.as_str()), "{goal}: {} does not run in {cell:?}", r.server);
+                let idle = r.id == "P5";
+                assert_eq!(metric == Metric::BytesPerConn, idle, "{goal}: metric {metric:?} for {}", r.id);
+            };
+            for g in &goals.goals {
+                check(&g.subject, g.metric, &g.name);
+                if let Baseline::Cell { cell, .. } = &g.baseline {
+                    check(cell, g.metric, &g.name);
+                }
+            }
+        }
+        // Issue 20's goals are all there.
+        let names: Vec<&str> = goals.goals.iter().map(|g| g.name.as_str()).collect();
+        for needle in ["bulk echo 16 KiB", "bulk echo 256 KiB", "static file 1 MB", "fall-through", "(P1)", "(P5)"] {
+            assert!(names.iter().any(|n| n.contains(needle)), "{needle}: {names:?}");
+        }
+        assert!(goals.not_judged.iter().any(|n| n.name.contains("64-byte")));
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub enum CellValue {
         other_max: Option<f64>,
         /// Largest steal share of a round.
         steal: f64,
+        /// Bytes of a request and of a response (median over the rounds that counted them)
+        /// and the first response's header names (`http`).
+        wire: Option<crate::loadgen::WireBytes>,
     },
     /// Idle-memory cells (P5).
     Idle {
@@ -200,6 +203,14 @@ fn reduce(id: String, workload: String, server: String, rs: &[&Record]) -> Cell 
             other: median_of(figs.iter().filter_map(|f| f.other_cores).collect()),
             other_max: Stat::of(figs.iter().filter_map(|f| f.other_cores)).map(|s| s.max),
             steal: figs.iter().map(|f| f.steal).fold(0.0, f64::max),
+            wire: Stat::of(figs.iter().filter_map(|f| f.wire.as_ref().map(|w| w.response))).map(|resp| {
+                crate::loadgen::WireBytes {
+                    request: median_of(figs.iter().filter_map(|f| f.wire.as_ref().map(|w| w.request)).collect())
+                        .unwrap_or(0.0),
+                    response: resp.median,
+                    headers: figs.iter().find_map(|f| f.wire.as_ref().and_then(|w| w.headers.clone())),
+                }
+            }),
         }
     } else if let Some(per_conn) = Stat::of(idle.iter().map(|x| x.0)) {
         CellValue::Idle { per_conn, slab_per_conn: Stat::of(idle.iter().filter_map(|x| x.1)) }
@@ -246,7 +257,7 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<3} {:<26} {:<14} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>5} {:>5} {:>6} {:>3} {:>8} {:<5}",
+        "{:<3} {:<26} {:<14} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>5} {:>5} {:>6} {:>9} {:>3} {:>8} {:<5}",
         "id",
         "scenario",
         "server",
@@ -259,6 +270,7 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
         "srv%",
         "cli%",
         "other",
+        "resp B",
         "n",
         "vs ring",
         "flags"
@@ -266,10 +278,10 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
     for c in cells.iter().filter(|c| c.ok > 0) {
         let n = format!("{}", c.ok);
         match &c.value {
-            CellValue::Load { rate, p50, p99, srv_us, srv_util, cli_util, other, .. } => {
+            CellValue::Load { rate, p50, p99, srv_us, srv_util, cli_util, other, wire, .. } => {
                 let _ = writeln!(
                     s,
-                    "{:<3} {:<26} {:<14} {:>12} {:>9} {:>9.1} {:>9.1} {:>10} {:>9} {:>5} {:>5.0} {:>6} {:>3} {:>8} {:<5}",
+                    "{:<3} {:<26} {:<14} {:>12} {:>9} {:>9.1} {:>9.1} {:>10} {:>9} {:>5} {:>5.0} {:>6} {:>9} {:>3} {:>8} {:<5}",
                     c.id,
                     c.workload,
                     c.server,
@@ -282,6 +294,7 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
                     srv_util.map_or_else(|| "n/a".into(), |u| format!("{:.0}", u * 100.0)),
                     cli_util * 100.0,
                     other.map_or_else(|| "n/a".into(), |o| format!("{:.2}", o)),
+                    wire.as_ref().map_or_else(|| "-".into(), |w| format!("{:.0}", w.response)),
                     n,
                     ratio(cells, c),
                     c.flags()
@@ -290,7 +303,7 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
             CellValue::Idle { per_conn, slab_per_conn } => {
                 let _ = writeln!(
                     s,
-                    "{:<3} {:<26} {:<14} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>5} {:>5} {:>6} {:>3} {:>8} {:<5}",
+                    "{:<3} {:<26} {:<14} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>5} {:>5} {:>6} {:>9} {:>3} {:>8} {:<5}",
                     c.id,
                     c.workload,
                     c.server,
@@ -299,6 +312,7 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
                     "",
                     "",
                     slab_per_conn.map_or_else(String::new, |x| format!("slab {:.0}", x.median)),
+                    "",
                     "",
                     "",
                     "",
@@ -320,9 +334,15 @@ pub fn table(cells: &[Cell], head: &[String]) -> String {
 /// core fall into it, so single rounds scatter by several times and only the median over the
 /// rounds, with its spread, is worth comparing.
 fn open_loop_tails(cells: &[Cell], s: &mut String) {
+    s.push_str(&open_loop_section(cells));
+}
+
+/// The open-loop block of [`table`] on its own (empty without open-loop cells).
+pub fn open_loop_section(cells: &[Cell]) -> String {
+    let mut s = String::new();
     let open: Vec<&Cell> = cells.iter().filter(|c| c.ok > 0 && c.workload.contains(" open ")).collect();
     if open.is_empty() {
-        return;
+        return s;
     }
     let _ = writeln!(s, "open loop p99 µs, median [min..max] of the rounds:");
     for c in open {
@@ -334,6 +354,7 @@ fn open_loop_tails(cells: &[Cell], s: &mut String) {
             );
         }
     }
+    s
 }
 
 /// The cells as a JSON array (medians, min, max, rounds, flags).
@@ -356,11 +377,12 @@ pub fn json(cells: &[Cell]) -> String {
             json_str(&c.flags())
         );
         match &c.value {
-            CellValue::Load { rate, p50, p99, srv_us, srv_util, cli_util, other, steal, .. } => {
+            CellValue::Load { rate, p50, p99, srv_us, srv_util, cli_util, other, steal, wire, .. } => {
                 let _ = write!(
                     out,
                     "\"msgs_per_s\": {}, \"p50_us\": {}, \"p99_us\": {}, \"server_cpu_us_per_msg\": {}, \
-                     \"server_util\": {}, \"client_util\": {}, \"other_cores\": {}, \"max_steal\": {}}}",
+                     \"server_util\": {}, \"client_util\": {}, \"other_cores\": {}, \"max_steal\": {}, \
+                     \"request_bytes\": {}, \"response_bytes\": {}}}",
                     stat(rate),
                     stat(p50),
                     stat(p99),
@@ -368,7 +390,9 @@ pub fn json(cells: &[Cell]) -> String {
                     json_opt(*srv_util),
                     json_num(*cli_util),
                     json_opt(*other),
-                    json_num(*steal)
+                    json_num(*steal),
+                    json_opt(wire.as_ref().map(|w| w.request)),
+                    json_opt(wire.as_ref().map(|w| w.response))
                 );
             }
             CellValue::Idle { per_conn, slab_per_conn } => {

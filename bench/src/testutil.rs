@@ -68,5 +68,27 @@ pub fn figures(rate: f64, srv: f64, steal: f64, other: f64) -> Figures {
         late: 0,
         send_lag: None,
         tls: None,
+        wire: None,
     }
+}
+
+/// The peers workspace, when its release build exists; None (with a note) when the host says
+/// it was not built (`RINGMAN_NO_BENCH_PEERS=1`). Panics with the fix when it is missing
+/// otherwise (`scripts/test` builds it first).
+pub fn built_peers(what: &str) -> Option<std::path::PathBuf> {
+    if std::env::var_os("RINGMAN_NO_BENCH_PEERS").is_some_and(|v| v == "1") {
+        eprintln!("RINGMAN_NO_BENCH_PEERS=1: {what} not tested");
+        return None;
+    }
+    let peers = crate::cli::Env::default().peers_dir;
+    for bin in crate::server::PEER_BINS {
+        let path = crate::server::peer_bin(&peers, bin);
+        assert!(
+            path.exists(),
+            "{} missing: build the peers (cargo build --release --manifest-path bench/peers/Cargo.toml; \
+             scripts/test does), or set RINGMAN_NO_BENCH_PEERS=1 to leave out {what}",
+            path.display()
+        );
+    }
+    Some(peers)
 }

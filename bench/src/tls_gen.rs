@@ -185,18 +185,21 @@ impl Seen {
 
 /// Collects the head of the first HTTP response (up to 16 KiB) and names its headers.
 #[derive(Debug)]
-struct HeadProbe {
+pub(crate) struct HeadProbe {
     buf: Vec<u8>,
-    names: Option<String>,
+    /// The header names, once the head was complete.
+    pub(crate) names: Option<String>,
     active: bool,
 }
 
 impl HeadProbe {
-    fn new(active: bool) -> HeadProbe {
+    /// A probe that collects (`active`) or ignores everything fed to it.
+    pub(crate) fn new(active: bool) -> HeadProbe {
         HeadProbe { buf: Vec::new(), names: None, active }
     }
 
-    fn feed(&mut self, data: &[u8]) {
+    /// Feeds the next received bytes of the connection (from its first response on).
+    pub(crate) fn feed(&mut self, data: &[u8]) {
         if !self.active || self.names.is_some() || self.buf.len() > 16 * 1024 {
             return;
         }
@@ -599,6 +602,7 @@ fn run_keepalive(
         late: 0,
         send_lag: None,
         tls: Some(tls),
+        wire: None,
     })
 }
 
@@ -752,6 +756,7 @@ fn run_handshakes(
         late: 0,
         send_lag: None,
         tls: Some(tls),
+        wire: None,
     })
 }
 

@@ -159,6 +159,7 @@ pub fn run(addr: SocketAddr, opts: &LoadOpts, mut edge: impl FnMut(Edge)) -> Res
         late: 0,
         send_lag: None,
         tls: None,
+        wire: None,
     })
 }
 

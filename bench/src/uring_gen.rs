@@ -362,6 +362,10 @@ struct ThreadResult {
     lost: usize,
     live: usize,
     drained: bool,
+    /// Bytes received over the run (every response byte).
+    rx_bytes: u64,
+    /// `http`: the header names of the thread's first connection's first response.
+    headers: Option<String>,
 }
 
 struct Worker<'a> {
@@ -381,6 +385,8 @@ struct Worker<'a> {
     res: ThreadResult,
     /// Where the running totals are published for the progress lines.
     progress: &'a Totals,
+    /// The head of connection 0's first response (`http`: its header names).
+    probe: crate::tls_gen::HeadProbe,
 }
 
 fn ud(idx: usize, kind: u64) -> u64 {
@@ -448,6 +454,7 @@ impl<'a> Worker<'a> {
             reap_wait_us: REAP_WAIT_US,
             res,
             progress,
+            probe: crate::tls_gen::HeadProbe::new(opts.scenario == crate::cli::Scenario::Http),
         })
     }
 
@@ -533,6 +540,10 @@ impl<'a> Worker<'a> {
             let bid =
                 cqueue::buffer_select(flags).ok_or(LoadError::Unexpected("receive completion without a buffer"))?;
             let data = self.bufs.filled(bid, res as usize);
+            self.res.rx_bytes += res as u64;
+            if idx == 0 && self.probe.names.is_none() {
+                self.probe.feed(data);
+            }
             let c = &mut self.conns[idx];
             let (phases, open) = (self.phases, self.open);
             let r = &mut self.res;
@@ -725,6 +736,7 @@ fn thread_main(
     let r = w.run(pacer);
     w.finish();
     r?;
+    w.res.headers = w.probe.names.take();
     Ok(std::mem::take(&mut w.res))
 }
 
@@ -882,7 +894,9 @@ pub fn run(
         late: 0,
         send_lag: schedule.map(|_| Latency::new()),
         tls: None,
+        wire: None,
     };
+    let (mut rx_bytes, mut headers) = (0u64, None);
     for r in results {
         let r = r?;
         total.messages += r.window_msgs;
@@ -896,7 +910,10 @@ pub fn run(
         if let (Some(t), Some(l)) = (total.send_lag.as_mut(), r.lag.as_ref()) {
             t.merge(l);
         }
+        rx_bytes += r.rx_bytes;
+        headers = headers.or(r.headers);
     }
+    total.wire = loadgen::WireBytes::of(request.len(), rx_bytes, total.received, headers);
     Ok(total)
 }
 
@@ -1080,9 +1097,14 @@ mod tests {
         for (s, threads) in [(Scenario::Echo, 1), (Scenario::Text, 2), (Scenario::Frame, 3)] {
             let mut edges = Vec::new();
             let tuning = Tuning { threads, ..Tuning::default() };
-            let r = run(addr, &opts(s, 6, 4, None), &tuning, |e| edges.push(e)).unwrap();
+            let o = opts(s, 6, 4, None);
+            let r = run(addr, &o, &tuning, |e| edges.push(e)).unwrap();
             check(&r);
             assert!(r.send_lag.is_none());
+            // An echo answers every request with its own bytes: counted on the wire, the
+            // response weighs what the request did (no head to name: not http).
+            let n = crate::wire::request_for(&o).len() as f64;
+            assert_eq!(r.wire, Some(loadgen::WireBytes { request: n, response: n, headers: None }), "{s:?}");
             assert_eq!(edges, vec![Edge::Start, Edge::End]);
         }
     }
@@ -1167,6 +1189,14 @@ mod tests {
             let addr = ringman_server(scheme);
             let r = run(addr, &opts(s, 8, depth, None), &Tuning { threads: 2, ..Tuning::default() }, |_| {}).unwrap();
             check(&r);
+            let w = r.wire.as_ref().unwrap();
+            if s == Scenario::Http {
+                // `Hello World` with ringman's three headers, named in order.
+                assert_eq!(w.headers.as_deref(), Some("Date, Content-Type, Content-Length"), "{w:?}");
+                assert!(w.response > 11.0 + 60.0 && w.response < 200.0, "{w:?}");
+            } else {
+                assert_eq!(w.headers, None);
+            }
             let o = LoadOpts { warmup: Duration::ZERO, ..opts(s, 8, 1, Some(2000.0)) };
             let r = run(addr, &o, &Tuning::default(), |_| {}).unwrap();
             check(&r);

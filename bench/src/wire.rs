@@ -30,6 +30,32 @@ pub struct WireSpec {
     pub host: Option<String>,
     /// Message payload (`--payload FILE`); for `http` the body of a `POST`.
     pub payload: Option<Vec<u8>>,
+    /// `--file-size B` (`http` only): the spawned server serves a directory holding one file of
+    /// `B` bytes, [`file_path`]`(B)`, which is the default request path.
+    pub file_size: Option<usize>,
+}
+
+/// The file in the directory of the `ringman-web` server (P15): requests for other paths
+/// (`/hello`) fall through its `WebServer` to the application.
+pub const FALLTHROUGH_FILE_SIZE: usize = 30_000;
+
+/// The request path of the static file of `size` bytes (`--file-size`).
+pub fn file_path(size: usize) -> String {
+    format!("/file-{size}.bin")
+}
+
+/// The bytes of the static file of `size` bytes (`--file-size`): printable, not repeating
+/// at any short period, the same on every run.
+pub fn file_bytes(size: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9E37_79B9;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            b'!' + (x % 94) as u8
+        })
+        .collect()
 }
 
 /// Bytes of one request of `scenario` carrying a `size`-byte payload.

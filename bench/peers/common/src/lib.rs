@@ -1,5 +1,5 @@
-//! What the benchmark peers share: `--addr IP:PORT [--mode MODE]` parsing, the readiness
-//! line, TCP_NODELAY.
+//! What the benchmark peers share: `--addr IP:PORT [--mode MODE] [--buf-size B] [--root DIR]`
+//! parsing, the readiness line, TCP_NODELAY.
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,15 +15,35 @@ pub struct Args {
     pub upstream: Option<SocketAddr>,
     /// `--cert FILE --key FILE`: the certificate chain and key (PEM) of a TLS mode.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--buf-size B`: the receive buffer of an echo connection (the peers that keep one per
+    /// connection), or each provided buffer of the floor's ring. Default [`DEFAULT_BUF_SIZE`]
+    /// (the floor: its own default). The harness sets it to ringman's default receive buffer
+    /// size for the idle-memory cell (P5) and leaves every peer at its best for the bulk cells.
+    pub buf_size: Option<usize>,
+    /// `--root DIR`: the directory a file-serving mode (`files`) serves.
+    pub root: Option<PathBuf>,
 }
 
-/// Parses `--addr IP:PORT [--mode MODE] [--upstream IP:PORT] [--cert FILE --key FILE]`,
-/// exiting with status 2 on bad input. `--upstream` is required with mode `proxy` and
-/// refused otherwise; `--cert` and `--key` are required with the modes in `tls_modes` and
-/// refused otherwise.
+/// Receive buffer of an echo connection without `--buf-size`: 64 KiB.
+pub const DEFAULT_BUF_SIZE: usize = 64 * 1024;
+
+impl Args {
+    /// `--buf-size`, else [`DEFAULT_BUF_SIZE`].
+    pub fn buf_size(&self) -> usize {
+        self.buf_size.unwrap_or(DEFAULT_BUF_SIZE)
+    }
+}
+
+/// Parses `--addr IP:PORT [--mode MODE] [--upstream IP:PORT] [--cert FILE --key FILE]
+/// [--buf-size B] [--root DIR]`, exiting with status 2 on bad input. `--upstream` is required
+/// with mode `proxy` and refused otherwise; `--cert` and `--key` are required with the modes in
+/// `tls_modes` and refused otherwise; `--root` is required with mode `files` and refused
+/// otherwise; `--buf-size` must be at least 512 bytes.
 pub fn parse(modes: &[&str], tls_modes: &[&str]) -> Args {
     let mut addr = None;
     let mut upstream = None;
+    let mut buf_size = None;
+    let mut root = None;
     let (mut cert, mut key) = (None, None);
     let mut mode = "echo".to_string();
     let mut it = std::env::args().skip(1);
@@ -37,6 +57,11 @@ pub fn parse(modes: &[&str], tls_modes: &[&str]) -> Args {
             },
             "--cert" => cert = Some(it.next().map(PathBuf::from).unwrap_or_else(|| die("--cert takes a file"))),
             "--key" => key = Some(it.next().map(PathBuf::from).unwrap_or_else(|| die("--key takes a file"))),
+            "--buf-size" => match it.next().as_deref().map(str::parse::<usize>) {
+                Some(Ok(n)) if n >= 512 => buf_size = Some(n),
+                _ => die("--buf-size takes a size in bytes, at least 512"),
+            },
+            "--root" => root = Some(it.next().map(PathBuf::from).unwrap_or_else(|| die("--root takes a directory"))),
             _ => die(&format!("unknown argument {a:?}")),
         }
     }
@@ -58,7 +83,10 @@ pub fn parse(modes: &[&str], tls_modes: &[&str]) -> Args {
     if tls_modes.contains(&mode.as_str()) != tls.is_some() {
         die(&format!("--cert FILE --key FILE go with the TLS modes {tls_modes:?} (and only with them)"));
     }
-    Args { addr, mode, upstream, tls }
+    if (mode == "files") != root.is_some() {
+        die("--root DIR goes with --mode files (and only with it)");
+    }
+    Args { addr, mode, upstream, tls, buf_size, root }
 }
 
 /// Sets TCP_NODELAY on a socket (a listener passes it on to the sockets it accepts).
@@ -85,6 +113,9 @@ pub fn announce(addr: SocketAddr) {
 }
 
 fn die(msg: &str) -> ! {
-    eprintln!("error: {msg}\nusage: PEER --addr IP:PORT [--mode MODE] [--upstream IP:PORT] [--cert FILE --key FILE]");
+    eprintln!(
+        "error: {msg}\nusage: PEER --addr IP:PORT [--mode MODE] [--upstream IP:PORT] [--cert FILE --key FILE] \
+         [--buf-size B] [--root DIR]"
+    );
     std::process::exit(2)
 }

@@ -1,14 +1,13 @@
 //! The epoll floor: the least work a readiness-based (epoll) echo server can do per message.
 //!
 //! std + libc only, one thread, level-triggered epoll, nonblocking sockets. Each connection
-//! has one buffer (reserved, not zeroed, so only touched pages become resident, as in the
+//! has one buffer of `--buf-size` bytes (default 64 KiB; reserved, not zeroed, so only touched pages become resident, as in the
 //! tokio peer). A readable connection gets one `read` into its buffer and one `write` of
 //! those bytes straight from it; a short write keeps the rest, switches the connection's
 //! interest to EPOLLOUT until it drains, and stops reading meanwhile (back-pressure). Beside
 //! the tokio peer it separates the runtime's cost from the kernel interface's.
 use std::os::fd::AsRawFd;
 
-const BUF_SIZE: usize = 64 * 1024;
 const LISTENER: u64 = u64::MAX;
 const MAX_EVENTS: usize = 1024;
 
@@ -24,6 +23,8 @@ struct Server {
     listen_fd: i32,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
+    /// Receive buffer per connection (`--buf-size`).
+    buf_size: usize,
 }
 
 fn ctl(ep: i32, op: i32, fd: i32, events: u32, token: u64) -> std::io::Result<()> {
@@ -56,7 +57,7 @@ impl Server {
                 return;
             }
             peer_common::set_nodelay(fd);
-            let conn = Conn { fd, buf: Vec::with_capacity(BUF_SIZE), sent: 0 };
+            let conn = Conn { fd, buf: Vec::with_capacity(self.buf_size), sent: 0 };
             let idx = match self.free.pop() {
                 Some(i) => {
                     self.conns[i] = Some(conn);
@@ -170,7 +171,8 @@ fn main() {
         std::process::exit(1);
     }
     ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER).expect("epoll_ctl listener");
-    let mut server = Server { ep, listen_fd: listener.as_raw_fd(), conns: Vec::new(), free: Vec::new() };
+    let mut server =
+        Server { ep, listen_fd: listener.as_raw_fd(), conns: Vec::new(), free: Vec::new(), buf_size: args.buf_size() };
     peer_common::announce(listener.local_addr().expect("local addr"));
     if let Err(e) = server.run() {
         eprintln!("epoll-peer: {e}");

@@ -3,10 +3,11 @@
 //! One ring (SINGLE_ISSUER | DEFER_TASKRUN, SQ 1024 / CQ 4096 as ringman's), one multishot
 //! accept straight into the fixed-file table (no regular fds for connections), one multishot
 //! recv per connection into a provided buffer ring of the same shape as ringman's (1024 ×
-//! 8 KiB), and one SENDMSG per connection per completion batch whose iovecs point at the
-//! received buffers themselves: nothing is copied in user space, and a buffer goes back to
-//! the kernel only once the send that carried it completed. Short sends are resumed, and a
-//! multishot recv that ran out of buffers (ENOBUFS) is re-armed once buffers were recycled.
+//! 8 KiB; `--buf-size B` sets the size of each buffer), and one SENDMSG per connection per
+//! completion batch whose iovecs point at the received buffers themselves: nothing is copied
+//! in user space, and a buffer goes back to the kernel only once the send that carried it
+//! completed. Short sends are resumed, and a multishot recv that ran out of buffers (ENOBUFS)
+//! is re-armed once buffers were recycled.
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -14,7 +15,8 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 const BGID: u16 = 0;
 const BUF_COUNT: u16 = 1024;
-const BUF_SIZE: usize = 8192;
+/// Size of each provided buffer without `--buf-size`: ringman's default receive buffer.
+const DEFAULT_BUF_SIZE: usize = 8192;
 const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 4096;
 /// Fixed-file table size ceiling (the kernel also caps it at RLIMIT_NOFILE).
@@ -30,10 +32,12 @@ struct BufRing {
     entries: *mut types::BufRingEntry,
     bufs: Vec<u8>,
     tail: u16,
+    /// Size of each buffer.
+    size: usize,
 }
 
 impl BufRing {
-    fn new(ring: &IoUring) -> std::io::Result<Self> {
+    fn new(ring: &IoUring, size: usize) -> std::io::Result<Self> {
         let bytes = BUF_COUNT as usize * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: anonymous private mapping, no file or existing memory involved; the result
         // is checked against MAP_FAILED. mmap memory is page aligned, as the kernel requires.
@@ -50,7 +54,7 @@ impl BufRing {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let mut br = BufRing { entries: ptr.cast(), bufs: vec![0u8; BUF_COUNT as usize * BUF_SIZE], tail: 0 };
+        let mut br = BufRing { entries: ptr.cast(), bufs: vec![0u8; BUF_COUNT as usize * size], tail: 0, size };
         for bid in 0..BUF_COUNT {
             br.push(bid);
         }
@@ -65,12 +69,12 @@ impl BufRing {
     /// Hands buffer `bid` back to the kernel (visible after [`BufRing::publish`]).
     fn push(&mut self, bid: u16) {
         let idx = (self.tail & (BUF_COUNT - 1)) as usize;
-        let addr = self.bufs.as_ptr() as u64 + bid as u64 * BUF_SIZE as u64;
+        let addr = self.bufs.as_ptr() as u64 + bid as u64 * self.size as u64;
         // SAFETY: idx < BUF_COUNT, so the entry is inside the mapping; the kernel only reads
         // entries between its head and our published tail, and this slot is past the tail.
         let e = unsafe { &mut *self.entries.add(idx) };
         e.set_addr(addr);
-        e.set_len(BUF_SIZE as u32);
+        e.set_len(self.size as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
@@ -85,8 +89,8 @@ impl BufRing {
 
     /// Address of buffer `bid` plus `off` (inside the buffer).
     fn addr(&self, bid: u16, off: usize) -> *mut libc::c_void {
-        debug_assert!(off < BUF_SIZE);
-        self.bufs[bid as usize * BUF_SIZE + off..].as_ptr() as *mut libc::c_void
+        debug_assert!(off < self.size);
+        self.bufs[bid as usize * self.size + off..].as_ptr() as *mut libc::c_void
     }
 }
 
@@ -377,7 +381,7 @@ fn main() {
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     let files = (lim.rlim_cur as u64).clamp(1024, MAX_FILES) as u32;
     ring.submitter().register_files_sparse(files).expect("fixed-file table");
-    let bufs = BufRing::new(&ring).expect("buffer ring");
+    let bufs = BufRing::new(&ring, args.buf_size.unwrap_or(DEFAULT_BUF_SIZE)).expect("buffer ring");
     let mut server = Server {
         ring,
         bufs,

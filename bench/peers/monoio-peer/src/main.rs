@@ -4,6 +4,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 fn main() {
     let args = peer_common::parse(&["echo"], &[]);
+    let buf_size = args.buf_size();
     let mut rt =
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096).build().expect("io_uring runtime");
     rt.block_on(async move {
@@ -12,13 +13,15 @@ fn main() {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
-            monoio::spawn(echo(stream));
+            monoio::spawn(echo(stream, buf_size));
         }
     });
 }
 
-async fn echo(mut s: TcpStream) -> std::io::Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+/// Echoes into one reserved (not zeroed) buffer of `buf_size` bytes per connection,
+/// lent to the kernel for every read.
+async fn echo(mut s: TcpStream, buf_size: usize) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(buf_size);
     loop {
         let (res, b) = s.read(buf).await;
         buf = b;

@@ -1,8 +1,11 @@
-//! tokio peer on a current_thread runtime. Modes: `echo` (raw bytes), `text` (newline
+//! tokio peer on a current_thread runtime. Modes: `echo` (raw bytes, one `--buf-size`
+//! receive buffer per connection, default 64 KiB), `text` (newline
 //! delimited lines echoed), `frame` (4-byte big-endian total length incl. header), `http`
 //! (hyper 1.x, `GET /hello` -> `Hello World`), `ws` (tokio-tungstenite echo), `fanout`
 //! (tokio-tungstenite; every text message starting with `pub:` goes to every connection
-//! through a `tokio::sync::broadcast` channel), `proxy` (`--upstream IP:PORT`: each accepted
+//! through a `tokio::sync::broadcast` channel; a subscriber feeds every message queued for it
+//! and flushes once per batch), `files` (`--root DIR`: hyper serving the files of a
+//! directory, read per request, with the header set of ringman's `WebServer`), `proxy` (`--upstream IP:PORT`: each accepted
 //! connection opens one upstream connection and `tokio::io::copy_bidirectional` forwards
 //! both ways until either side closes), `udp` (a `tokio::net::UdpSocket` answering each
 //! datagram to its sender), `https` and `wss` (`--cert FILE --key FILE`: the `http` and `ws`
@@ -20,7 +23,10 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
@@ -43,11 +49,12 @@ enum Mode {
     Proxy,
     Https,
     Wss,
+    Files,
 }
 
 fn main() {
     let args = peer_common::parse(
-        &["echo", "echo-shared", "text", "frame", "http", "ws", "fanout", "proxy", "udp", "https", "wss"],
+        &["echo", "echo-shared", "text", "frame", "http", "ws", "fanout", "proxy", "udp", "https", "wss", "files"],
         &["https", "wss"],
     );
     let mode = match args.mode.as_str() {
@@ -60,6 +67,7 @@ fn main() {
         "proxy" => Mode::Proxy,
         "https" => Mode::Https,
         "wss" => Mode::Wss,
+        "files" => Mode::Files,
         _ => Mode::Ws,
     };
     let acceptor = args.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key));
@@ -69,35 +77,47 @@ fn main() {
         return;
     }
     rt.block_on(async move {
-        let listener = TcpListener::bind(args.addr).await.expect("bind");
+        // The backlog of the other servers (ringman, nginx, epoll, floor: 4096) instead of
+        // tokio's 1024, so 10,000 connections opened in a burst (P17) are not held up by
+        // SYNs dropped from a full accept queue.
+        let socket =
+            if args.addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+                .expect("socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(args.addr).expect("bind");
+        let listener: TcpListener = socket.listen(4096).expect("listen");
         peer_common::announce(listener.local_addr().expect("local addr"));
         let hub = tokio::sync::broadcast::channel::<Message>(FANOUT_BACKLOG).0;
         let upstream = args.upstream;
+        let buf_size = args.buf_size();
+        let root = Arc::new(args.root.clone().unwrap_or_default());
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
-            let hub = hub.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                match mode {
-                    Mode::Echo => drop(echo(stream).await),
-                    Mode::EchoShared => drop(echo_shared(stream).await),
-                    Mode::Text => drop(delimited(stream, text_complete).await),
-                    Mode::Frame => drop(delimited(stream, frame_complete).await),
-                    Mode::Http => drop(http(stream).await),
-                    Mode::Ws => drop(ws(stream).await),
-                    Mode::Fanout => drop(fanout(stream, hub).await),
-                    Mode::Proxy => drop(proxy(stream, upstream).await),
-                    Mode::Https | Mode::Wss => {
-                        let Some(acceptor) = acceptor else { return };
+            // One spawn per mode: a task's allocation is the size of its future, so an echo
+            // connection must not carry the state of the largest mode (hyper, TLS) with it.
+            // P5 counts those bytes per idle connection.
+            match mode {
+                Mode::Echo => drop(tokio::spawn(echo(stream, buf_size))),
+                Mode::EchoShared => drop(tokio::spawn(echo_shared(stream))),
+                Mode::Text => drop(tokio::spawn(delimited(stream, text_complete))),
+                Mode::Frame => drop(tokio::spawn(delimited(stream, frame_complete))),
+                Mode::Http => drop(tokio::spawn(http(stream))),
+                Mode::Ws => drop(tokio::spawn(ws(stream))),
+                Mode::Fanout => drop(tokio::spawn(fanout(stream, hub.clone()))),
+                Mode::Proxy => drop(tokio::spawn(proxy(stream, upstream))),
+                Mode::Files => drop(tokio::spawn(files(stream, root.clone()))),
+                Mode::Https | Mode::Wss => {
+                    let Some(acceptor) = acceptor.clone() else { continue };
+                    drop(tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(stream).await else { return };
                         match mode {
                             Mode::Https => drop(http(tls).await),
                             _ => drop(ws(tls).await),
                         }
-                    }
+                    }));
                 }
-            });
+            }
         }
     });
 }
@@ -136,10 +156,11 @@ async fn udp_echo(addr: std::net::SocketAddr) {
     }
 }
 
-async fn echo(mut s: TcpStream) -> std::io::Result<()> {
+async fn echo(mut s: TcpStream, buf_size: usize) -> std::io::Result<()> {
     // Reserved, not zeroed: like the io_uring peers, only the pages that receive data become
-    // resident, so the idle-connection RSS comparison (P5) is fair.
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // resident, so the idle-connection RSS comparison (P5) is fair. Its size is `--buf-size`
+    // (P5 gives every peer ringman's default receive buffer size).
+    let mut buf: Vec<u8> = Vec::with_capacity(buf_size);
     loop {
         buf.clear();
         let n = s.read_buf(&mut buf).await?;
@@ -261,14 +282,26 @@ async fn ws<S: AsyncRead + AsyncWrite + Unpin>(s: S) -> Result<(), tokio_tungste
 }
 
 /// Push fan-out: a `pub:` message from any connection goes to every connection (the sender
-/// included), each through its own subscription to the shared channel.
+/// included), each through its own subscription to the shared channel. A subscriber woken by
+/// a message feeds it and every other message already queued for it into the WebSocket sink
+/// and flushes once per such batch (one write for the batch, as ringman's batched sends).
 async fn fanout(s: TcpStream, hub: broadcast::Sender<Message>) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let mut ws = tokio_tungstenite::accept_async(s).await?;
     let mut rx = hub.subscribe();
     loop {
         tokio::select! {
             m = rx.recv() => match m {
-                Ok(m) => ws.send(m).await?,
+                Ok(m) => {
+                    ws.feed(m).await?;
+                    loop {
+                        match rx.try_recv() {
+                            Ok(m) => ws.feed(m).await?,
+                            Err(TryRecvError::Lagged(_)) => {}
+                            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                        }
+                    }
+                    ws.flush().await?;
+                }
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             },
@@ -281,4 +314,55 @@ async fn fanout(s: TcpStream, hub: broadcast::Sender<Message>) -> Result<(), tok
         }
     }
     Ok(())
+}
+
+/// `files`: hyper 1 serving the regular files directly under `root` (HTTP/1.1 keep-alive,
+/// `GET` and `HEAD`). Each request opens its file, reads its metadata and its bytes (the
+/// page cache serves them) and answers with the header set of ringman's `WebServer` for a
+/// whole file: `Date` (hyper's), `Content-Type`, `Content-Length`, `Accept-Ranges: bytes`, a
+/// strong `ETag` of size, inode and modification time, and `Last-Modified`. No range or
+/// conditional requests (the bench sends neither); anything else is a 404.
+async fn files(s: TcpStream, root: Arc<std::path::PathBuf>) -> Result<(), hyper::Error> {
+    hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(s),
+            hyper::service::service_fn(move |req| std::future::ready(Ok::<_, Infallible>(file_response(&req, &root)))),
+        )
+        .await
+}
+
+fn file_response(req: &Request<hyper::body::Incoming>, root: &std::path::Path) -> Response<Full<Bytes>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let not_found = || Response::builder().status(404).body(Full::new(Bytes::new())).expect("static response");
+    let head = req.method() == hyper::Method::HEAD;
+    if req.method() != hyper::Method::GET && !head {
+        return not_found();
+    }
+    // One plain name directly under the root: no separators, no dot segments.
+    let name = req.uri().path().trim_start_matches('/');
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return not_found();
+    }
+    let Ok(mut file) = std::fs::File::open(root.join(name)) else { return not_found() };
+    let Ok(meta) = file.metadata() else { return not_found() };
+    if !meta.is_file() {
+        return not_found();
+    }
+    let mut body = Vec::with_capacity(meta.len() as usize);
+    if !head && file.read_to_end(&mut body).is_err() {
+        return not_found();
+    }
+    let nanos = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    let etag = format!("\"{:x}-{:x}-{:x}\"", meta.len(), meta.ino(), nanos);
+    let mut resp = Response::builder()
+        .header("Content-Type", if name.ends_with(".bin") { "application/octet-stream" } else { "text/plain" })
+        .header("Content-Length", meta.len())
+        .header("Accept-Ranges", "bytes")
+        .header("ETag", etag);
+    if let Ok(modified) = meta.modified() {
+        resp = resp.header("Last-Modified", httpdate::fmt_http_date(modified));
+    }
+    resp.body(Full::new(Bytes::from(body))).expect("file response")
 }

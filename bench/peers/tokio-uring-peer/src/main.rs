@@ -3,19 +3,22 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 fn main() {
     let args = peer_common::parse(&["echo"], &[]);
+    let buf_size = args.buf_size();
     tokio_uring::start(async move {
         let listener = TcpListener::bind(args.addr).expect("bind");
         peer_common::announce(listener.local_addr().expect("local addr"));
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);
-            tokio_uring::spawn(echo(stream));
+            tokio_uring::spawn(echo(stream, buf_size));
         }
     });
 }
 
-async fn echo(s: TcpStream) -> std::io::Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+/// Echoes into one reserved (not zeroed) buffer of `buf_size` bytes per connection,
+/// lent to the kernel for every read.
+async fn echo(s: TcpStream, buf_size: usize) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(buf_size);
     loop {
         let (res, b) = s.read(buf).await;
         buf = b;
