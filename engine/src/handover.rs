@@ -139,7 +139,7 @@ mod tests {
         .unwrap();
         assert!(value.contains(&format!("udp:{}={}", d.local_addr().unwrap(), d.as_raw_fd())), "{value}");
         assert_eq!(successor_env::<ListenAddr>(&[]).unwrap().1, "");
-        assert!(value.ends_with(&format!("a%3Bb%3Dc%2Cd%25e f%FF.sock={}", u.as_raw_fd())), "{value}");
+        assert!(value.contains(&format!("a%3Bb%3Dc%2Cd%25e f%FF.sock={};", u.as_raw_fd())), "{value}");
         // No other engine unit test touches this variable.
         std::env::set_var(name, &value);
         // The test's listeners keep owning the descriptors: the adopted copies are released.
