@@ -154,6 +154,8 @@ struct World {
     stream_rng: Rng,
     /// Per mille of accepted connections read by a task's stream instead of `on_message`.
     stream_rate: u32,
+    /// A quarter of the seeds: tasks drop their streams after a few messages.
+    short_takes: bool,
     /// The worker's `max_connections` (drawn from a stream of its own, like `stream_rng`).
     cap: Option<usize>,
     /// Socks the engine accepted and refused at the cap.
@@ -950,11 +952,13 @@ fn sim_open(udp: bool) -> OpenListeners {
 /// both paths together.
 fn maybe_stream(conn: &Connection) {
     let Some((on, take, slow, high)) = with_world(|w| {
-        let rate = w.stream_rate;
+        let (rate, short) = (w.stream_rate, w.short_takes);
         let r = &mut w.stream_rng;
-        // (How many messages the task takes: log-uniform up to 200, so that it often drops
-        // its stream while messages still arrive.)
-        (r.chance(rate), r.size(200).max(1) as u64, r.below(3) == 0, (r.range(1, 8) as usize, r.size(1 << 20).max(1)))
+        let (on, take) = (r.chance(rate), r.range(1, 200));
+        // (On the seeds with short takes, a task drops its stream after 1–8 messages, often
+        // while more arrive: the same draw, mapped, so the other seeds' draws stay.)
+        let take = if short { 1 + take % 8 } else { take };
+        (on, take, r.below(3) == 0, (r.range(1, 8) as usize, r.size(1 << 20).max(1)))
     }) else {
         return;
     };
@@ -1442,6 +1446,8 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             stop_posted: false,
             stream_rng: Rng::new(seed, 3),
             stream_rate: [0, 300, 700][Rng::new(seed, 4).below(3) as usize],
+            // (Stream 16.)
+            short_takes: Rng::new(seed, 16).below(4) == 0,
             cap,
             refused: Vec::new(),
             // (Streams 5 and 6 are the cap's and the kernel's proxy peer's.)
