@@ -95,8 +95,9 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// A listening socket, shared (through an `Arc`) by the rings that accept on it and the
-/// worker's `Listeners`; the last holder closes it.
+/// A worker's socket — a stream listener, or a `udp://` worker's datagram socket —, shared
+/// (through an `Arc`) by the rings that serve it and the worker's `Listeners`; the last
+/// holder closes it. (A UDP client's socket is one too, held by its ring alone.)
 ///
 /// A Unix-domain listener also owns its socket file: when it closes, the file is removed —
 /// unless it was handed to a successor process (reload), or the file at the path is no
@@ -108,18 +109,30 @@ pub(crate) struct ListenSocket {
     fd: OwnedFd,
     /// The socket file and its identity when bound or adopted.
     file: Option<(PathBuf, Option<(u64, u64)>)>,
+    /// A datagram socket: rings receive on it (`Core::udp_listen`) instead of accepting.
+    datagram: bool,
 }
 
 impl ListenSocket {
     /// A TCP listener.
     pub(crate) fn inet(fd: OwnedFd) -> ListenSocket {
-        ListenSocket { fd, file: None }
+        ListenSocket { fd, file: None, datagram: false }
     }
 
     /// A Unix-domain listener bound (or adopted) at `path`.
     pub(crate) fn unix(fd: OwnedFd, path: PathBuf) -> ListenSocket {
         let id = file_id(&path);
-        ListenSocket { fd, file: Some((path, id)) }
+        ListenSocket { fd, file: Some((path, id)), datagram: false }
+    }
+
+    /// A UDP socket.
+    pub(crate) fn udp(fd: OwnedFd) -> ListenSocket {
+        ListenSocket { fd, file: None, datagram: true }
+    }
+
+    /// Whether this is a UDP socket (received on, not accepted on).
+    pub(crate) fn is_datagram(&self) -> bool {
+        self.datagram
     }
 }
 

@@ -126,15 +126,17 @@ impl Keepalive {
     }
 }
 
-/// Opens a worker's listening sockets on its address: one per ring with SO_REUSEPORT, else
-/// one (always one for a Unix socket).
+/// Opens a worker's sockets on its address: one per ring with SO_REUSEPORT, else one (always
+/// one for a Unix socket); stream listeners, or a `udp://` worker's datagram sockets.
 pub(crate) type OpenListeners = Box<dyn Fn() -> Result<Vec<ListenSocket>, crate::error::EngineError> + Send + Sync>;
 
-/// A worker's listening sockets, shared by its handle (`listen`/`unlisten`) and its rings'
-/// supervisors (a restarted ring accepts on what is current).
+/// A worker's listening sockets (or a `udp://` worker's datagram sockets), shared by its
+/// handle (`listen`/`unlisten`) and its rings' supervisors (a restarted ring serves what is
+/// current).
 pub(crate) struct Listeners {
     pub open: OpenListeners,
-    pub reuse_port: bool,
+    /// The worker's ring threads (how the sockets are shared among them: [`Listeners::share`]).
+    pub rings: usize,
     /// The sockets in use (empty while unlistened). Locked by `listen`/`unlisten` while they
     /// post to the rings, so concurrent calls reach every ring in the same order.
     pub fds: Mutex<Vec<Arc<ListenSocket>>>,
@@ -142,18 +144,31 @@ pub(crate) struct Listeners {
 
 impl std::fmt::Debug for Listeners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listeners")
-            .field("reuse_port", &self.reuse_port)
-            .field("fds", &self.fds)
-            .finish_non_exhaustive()
+        f.debug_struct("Listeners").field("rings", &self.rings).field("fds", &self.fds).finish_non_exhaustive()
     }
 }
 
 impl Listeners {
-    /// The socket ring `i` accepts on, if the worker listens.
-    pub(crate) fn for_ring(&self, i: usize) -> Option<Arc<ListenSocket>> {
+    /// The sockets ring `i` serves, if the worker listens.
+    pub(crate) fn for_ring(&self, i: usize) -> Vec<Arc<ListenSocket>> {
         let fds = self.fds.lock().unwrap_or_else(|e| e.into_inner());
-        fds.get(if self.reuse_port { i } else { 0 }).cloned()
+        Self::share(&fds, i, self.rings)
+    }
+
+    /// Which of `fds` ring `i` of `rings` serves: with at least one socket per ring (SO_REUSEPORT,
+    /// or more sockets handed over by a reload predecessor than there are rings now), ring `i`
+    /// takes every socket whose index is `i` modulo `rings`, so each socket has one ring;
+    /// with fewer (one socket shared without SO_REUSEPORT), ring `i` shares socket `i` modulo
+    /// their number.
+    pub(crate) fn share(fds: &[Arc<ListenSocket>], i: usize, rings: usize) -> Vec<Arc<ListenSocket>> {
+        let rings = rings.max(1);
+        if fds.is_empty() {
+            Vec::new()
+        } else if fds.len() >= rings {
+            fds.iter().skip(i % rings).step_by(rings).cloned().collect()
+        } else {
+            vec![fds[i % fds.len()].clone()]
+        }
     }
 }
 
@@ -201,4 +216,7 @@ pub(crate) struct WorkerConfig {
     pub max_datagram: usize,
     /// Buffers in the ring's datagram pool (`Worker::udp_recv_buffers`, a power of two).
     pub udp_buffers: u16,
+    /// The protocol that parses the datagrams of the worker's UDP sockets: its `protocol`
+    /// (the simulator, whose worker has a stream listener and a UDP socket, sets `Raw`).
+    pub udp_protocol: Arc<dyn Protocol>,
 }

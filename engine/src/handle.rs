@@ -119,7 +119,9 @@ impl WorkerHandle {
 
     /// Stops accepting new connections on every thread; existing connections keep running.
     /// The listening sockets stay open, so a successor process that inherited them keeps
-    /// the accept queue (zero-downtime reload).
+    /// the accept queue (zero-downtime reload). A `udp://` worker stops receiving the same
+    /// way: its sockets' receives are cancelled (datagrams they took before are still
+    /// delivered) and the sockets stay open, their receive queues left to the successor.
     pub fn pause_accept(&self) {
         for &t in self.threads.iter() {
             post(t, Cmd::PauseAccept);
@@ -130,13 +132,13 @@ impl WorkerHandle {
     /// listening sockets on the worker's address (the port it was given, or the one the
     /// kernel chose at start; the same socket file for `unix://`, which `unlisten` removed),
     /// one per ring thread with `reuse_port`, else one shared, and
-    /// every ring accepts on them from its next loop turn. Callable from any thread (a
-    /// timer, `on_worker_start`, another program thread). Does nothing when the worker
-    /// listens already.
+    /// every ring accepts on them from its next loop turn. A `udp://` worker gets new
+    /// datagram sockets the same way (one per ring with `reuse_port`) and receives on them.
+    /// Callable from any thread (a timer, `on_worker_start`, another program thread). Does
+    /// nothing when the worker listens already.
     ///
     /// Errors: [`EngineError::NoListenAddress`] for a worker made with
-    /// `Worker::without_listener` and for a `udp://` worker (it has datagram sockets, no
-    /// stream listener; `unlisten` leaves them alone); [`EngineError::AddrInUse`] when something else took the
+    /// `Worker::without_listener`; [`EngineError::AddrInUse`] when something else took the
     /// port meanwhile — or while the rings are still letting go of the sockets of an
     /// `unlisten` issued an instant before (they do so within a loop turn or two; call again;
     /// for `unix://` that case is [`EngineError::SocketFileInUse`]).
@@ -148,8 +150,8 @@ impl WorkerHandle {
         }
         *fds = (l.open)()?.into_iter().map(Arc::new).collect();
         for (i, &t) in self.threads.iter().enumerate() {
-            if let Some(fd) = fds.get(if l.reuse_port { i } else { 0 }) {
-                post(t, Cmd::Listen { fd: fd.clone() });
+            for fd in Listeners::share(&fds, i, l.rings) {
+                post(t, Cmd::Listen { fd });
             }
         }
         Ok(())
@@ -159,7 +161,10 @@ impl WorkerHandle {
     /// stops accepting and closes its listening socket (after cancelling its accept), so new
     /// clients are refused by the kernel; the connections already accepted carry on.
     /// [`WorkerHandle::listen`] opens the port again. A `unix://` worker's socket file is
-    /// removed when its socket closes. Callable from any thread. Unlike
+    /// removed when its socket closes. A `udp://` worker's sockets close the same way (after
+    /// their receives are cancelled; datagrams those took before are still delivered and may
+    /// be answered), so the port is released and datagrams sent to it meet the kernel's
+    /// port-unreachable answer. Callable from any thread. Unlike
     /// [`WorkerHandle::pause_accept`], which keeps the sockets open for a reload's
     /// successor, this releases the port.
     pub fn unlisten(&self) {

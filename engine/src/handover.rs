@@ -1,9 +1,10 @@
 //! Handing listening sockets to a successor process (zero-downtime reload).
 //!
-//! A process that replaces itself passes its listening sockets to the new copy of the
-//! program: the descriptors stay open across `exec`, and one environment variable tells
-//! the successor which descriptor listens on which address. A [`crate::Server`] started in
-//! the successor adopts those sockets instead of binding new ones, so the accept queues
+//! A process that replaces itself passes its listening sockets — and its `udp://` workers'
+//! datagram sockets — to the new copy of the program: the descriptors stay open across
+//! `exec`, and one environment variable tells the successor which descriptor listens on
+//! which address. A [`crate::Server`] started in the successor adopts those sockets instead
+//! of binding new ones, so the accept queues (and the datagrams queued on a UDP socket)
 //! survive the switch.
 //!
 //! The session-ticket keys of the TLS workers go along ([`pass_ticket_keys`]), so that a
@@ -58,16 +59,19 @@ pub fn pass_ticket_keys(cmd: &mut std::process::Command, workers: &[WorkerHandle
 }
 
 /// Prepares `listeners` (each a listening socket with the address it is bound to: a
-/// `SocketAddr`, or a [`ListenAddr`] for TCP and Unix sockets alike) for a successor
+/// `SocketAddr`, or a [`ListenAddr`] for TCP, Unix and UDP sockets alike) for a successor
 /// process: clears FD_CLOEXEC on every descriptor so it survives `exec`, and returns the
 /// environment variable name and value the successor must be started with.
 ///
 /// The value lists the descriptors per address, `ADDR=FD,FD;ADDR=FD` (addresses in the
-/// order they first appear), e.g. `127.0.0.1:8000=3,4;[::1]:9000=5;unix:/run/a.sock=6` (a
-/// socket file's path has `%`, `;`, `=`, `,` and bytes outside printable ASCII
-/// percent-encoded). A [`crate::Worker`] on one of these addresses, started in the
-/// successor, takes its listening sockets from there (each is checked to be a listener
-/// bound to that address, and made close-on-exec again).
+/// order they first appear), e.g.
+/// `127.0.0.1:8000=3,4;[::1]:9000=5;unix:/run/a.sock=6;udp:0.0.0.0:9000=7,8` (a socket
+/// file's path has `%`, `;`, `=`, `,` and bytes outside printable ASCII percent-encoded). A
+/// [`crate::Worker`] on one of these addresses, started in the successor, takes its sockets
+/// from there (each is checked to be a listener bound to that address — for
+/// [`ListenAddr::Udp`], a datagram socket bound to it and connected to no peer — and made
+/// close-on-exec again). A `udp://` worker keeps every socket it is handed, even more than
+/// it has rings (a ring then serves several), so no receive queue is dropped.
 ///
 /// The descriptors stay inheritable after the call: set FD_CLOEXEC again once the
 /// successor is spawned, so later children do not inherit them. Once the successor serves,
@@ -164,14 +168,25 @@ mod tests {
         let u = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let (addr_a, addr_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
         let addr_u = ListenAddr::Unix(path.clone());
+        // UDP: a worker's datagram socket; a connected one (a client's), and a TCP listener
+        // listed as UDP, which are not adopted.
+        let d = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr_d = ListenAddr::Udp(d.local_addr().unwrap());
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.connect(d.local_addr().unwrap()).unwrap();
+        let addr_c = ListenAddr::Udp(c.local_addr().unwrap());
         let (name, value) = successor_env(&[
             (a.as_fd(), ListenAddr::from(addr_a)),
             (b.as_fd(), addr_b.into()),
             (u.as_fd(), addr_u.clone()),
+            (d.as_fd(), addr_d.clone()),
+            (c.as_fd(), addr_c.clone()),
+            (a.as_fd(), ListenAddr::Udp(addr_a)),
         ])
         .unwrap();
+        assert!(value.contains(&format!("udp:{}={}", d.local_addr().unwrap(), d.as_raw_fd())), "{value}");
         assert_eq!(successor_env::<ListenAddr>(&[]).unwrap().1, "");
-        assert!(value.ends_with(&format!("a%3Bb%3Dc%2Cd%25e f%FF.sock={}", u.as_raw_fd())), "{value}");
+        assert!(value.contains(&format!("a%3Bb%3Dc%2Cd%25e f%FF.sock={};", u.as_raw_fd())), "{value}");
         // No other engine unit test touches this variable.
         std::env::set_var(name, &value);
         // The test's listeners keep owning the descriptors: the adopted copies are released.
@@ -179,15 +194,19 @@ mod tests {
             crate::worker::inherited(addr).into_iter().map(IntoRawFd::into_raw_fd).collect()
         };
         let (got_a, got_b, got_u) = (adopt(&addr_a.into()), adopt(&addr_b.into()), adopt(&addr_u));
+        let (got_d, got_c, tcp_as_udp) = (adopt(&addr_d), adopt(&addr_c), adopt(&ListenAddr::Udp(addr_a)));
         let elsewhere = adopt(&ListenAddr::Unix(dir.join("other.sock")));
         std::env::remove_var(name);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(got_a, vec![a.as_raw_fd()], "{value}");
         assert_eq!(got_b, vec![b.as_raw_fd()], "{value}");
         assert_eq!(got_u, vec![u.as_raw_fd()], "{value}");
+        assert_eq!(got_d, vec![d.as_raw_fd()], "{value}");
+        assert!(got_c.is_empty(), "a connected UDP socket is a client's, not a worker's");
+        assert!(tcp_as_udp.is_empty(), "a TCP listener is no UDP socket");
         assert!(elsewhere.is_empty(), "only the listed path");
         assert!(
-            cloexec(a.as_fd()) && cloexec(b.as_fd()) && cloexec(u.as_fd()),
+            cloexec(a.as_fd()) && cloexec(b.as_fd()) && cloexec(u.as_fd()) && cloexec(d.as_fd()),
             "adoption makes them close-on-exec again"
         );
     }

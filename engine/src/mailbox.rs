@@ -53,13 +53,16 @@ pub(crate) enum Cmd {
     Recycle {
         timeout: Duration,
     },
-    /// Stop accepting only (the listener stays open for a successor process).
+    /// Stop accepting (and receiving on a `udp://` worker's sockets) only: the sockets stay
+    /// open for a successor process.
     PauseAccept,
-    /// Accept on this listening socket too (`WorkerHandle::listen`).
+    /// Accept on this listening socket too, or receive on this `udp://` worker's socket
+    /// (`WorkerHandle::listen`).
     Listen {
         fd: Arc<crate::addr::ListenSocket>,
     },
-    /// Stop accepting and let go of the listening sockets (`WorkerHandle::unlisten`).
+    /// Stop accepting and let go of the listening sockets, and close a `udp://` worker's
+    /// sockets (`WorkerHandle::unlisten`).
     Unlisten,
     /// The resolver's answer for an outgoing connection's host name.
     Resolved {

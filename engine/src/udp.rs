@@ -40,6 +40,7 @@ use bytes::Bytes;
 use ringman_protocols::{Message, MessageKind, Protocol};
 use socket2::{Domain, Socket, Type};
 
+use crate::addr::ListenSocket;
 use crate::error::{ConnError, EngineError};
 use crate::mailbox::{post, Cmd, Enc};
 use crate::reactor::{
@@ -194,10 +195,16 @@ impl AsyncUdpConnection {
     }
 
     /// Opens the socket on the calling ring thread: bound (to `bind`, or any address) and
-    /// connected to the peer, so it receives only the peer's datagrams.
+    /// connected to the peer, so it receives only the peer's datagrams. Off a ring thread it
+    /// is [`EngineError::NotOnRingThread`]; on a ring that is stopping,
+    /// [`EngineError::Stopping`].
     pub fn connect(&self) -> Result<UdpConnection, EngineError> {
         if current_thread().is_none() {
             return Err(EngineError::NotOnRingThread);
+        }
+        if with_core(|c| c.stopping.is_some()).unwrap_or(false) {
+            // (Its stop has closed this ring's UDP sockets already: a new one would outlive it.)
+            return Err(EngineError::Stopping);
         }
         let s =
             Socket::new(Domain::for_address(self.peer), Type::DGRAM.cloexec(), None).map_err(EngineError::Socket)?;
@@ -209,7 +216,7 @@ impl AsyncUdpConnection {
         s.connect(&self.peer.into()).map_err(EngineError::Socket)?;
         let client = UdpClient::new(self.peer, self.recv_timeout);
         let protocol = self.protocol.clone();
-        with_core(|c| c.udp_open(Arc::new(s.into()), protocol, Role::Client(Box::new(client))))
+        with_core(|c| c.udp_open(Arc::new(ListenSocket::udp(s.into())), protocol, Role::Client(Box::new(client))))
             .ok_or(EngineError::NotOnRingThread)?
             .map_err(EngineError::Socket)
     }

@@ -21,13 +21,14 @@
 //! ```
 //!
 //! Reload: the running process spawns its own binary with the same argv, passing the
-//! listening sockets of every reloadable worker (described to it by
-//! [`ringman_engine::handover::successor_env`]) and a pipe in [`READY_FD_ENV`], and the
-//! session-ticket keys of its TLS workers in a memfd
+//! listening sockets of every reloadable worker and the datagram sockets of its `udp://`
+//! workers (described to it by [`ringman_engine::handover::successor_env`]), a pipe in
+//! [`READY_FD_ENV`], and the session-ticket keys of its TLS workers in a memfd
 //! ([`ringman_engine::handover::pass_ticket_keys`]), so TLS sessions resume across the
 //! reload. The successor adopts the sockets and keys, takes over the pid file and the
-//! control socket, and reports ready; the old process then stops accepting, drains
-//! (bounded) and exits. Non-reloadable workers are not handed over: the successor skips
+//! control socket, and reports ready; the old process then stops accepting (and receiving
+//! on the UDP sockets, which the successor reads from then on), drains (bounded) and exits.
+//! Non-reloadable workers are not handed over: the successor skips
 //! them (see [`Launch::starts`]) and the old process keeps running them until the
 //! successor is stopped.
 //!

@@ -21,7 +21,9 @@ pub const SKIP_WORKERS_ENV: &str = "RINGMAN_SKIP_WORKERS";
 pub const PREDECESSORS_ENV: &str = "RINGMAN_PREDECESSORS";
 
 /// Listening sockets of this process bound to `addr` — a TCP address or a Unix socket file
-/// (found by scanning `/proc/self/fd`: SO_ACCEPTCONN set and `getsockname` equal to `addr`).
+/// (found by scanning `/proc/self/fd`: SO_ACCEPTCONN set and `getsockname` equal to `addr`),
+/// or for a `udp://` address its datagram sockets (SOCK_DGRAM, bound to `addr`, connected
+/// to no peer: the worker's, not its UDP clients').
 pub fn listener_fds(addr: &ListenAddr) -> Vec<RawFd> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
     let mut fds: Vec<RawFd> = dir
@@ -31,12 +33,22 @@ pub fn listener_fds(addr: &ListenAddr) -> Vec<RawFd> {
             // if it was closed since the directory listing, the calls fail harmlessly.
             let b = unsafe { BorrowedFd::borrow_raw(fd) };
             let s = socket2::SockRef::from(&b);
-            s.is_listener().unwrap_or(false)
-                && s.local_addr().ok().is_some_and(|a| match addr {
-                    ListenAddr::Inet(addr) => a.as_socket() == Some(*addr),
-                    ListenAddr::Unix(path) => a.as_pathname() == Some(path.as_path()),
-                    _ => false,
-                })
+            let local = s.local_addr().ok();
+            match addr {
+                ListenAddr::Udp(addr) => {
+                    s.r#type().ok() == Some(socket2::Type::DGRAM)
+                        && local.is_some_and(|a| a.as_socket() == Some(*addr))
+                        && s.peer_addr().is_err()
+                }
+                _ => {
+                    s.is_listener().unwrap_or(false)
+                        && local.is_some_and(|a| match addr {
+                            ListenAddr::Inet(addr) => a.as_socket() == Some(*addr),
+                            ListenAddr::Unix(path) => a.as_pathname() == Some(path.as_path()),
+                            _ => false,
+                        })
+                }
+            }
         })
         .collect();
     fds.sort_unstable();
@@ -75,14 +87,16 @@ fn program() -> PathBuf {
 /// What a reload hands over.
 #[derive(Debug, Clone, Default)]
 pub struct Handover {
-    /// Each listening descriptor of the reloadable workers with the address it listens on.
+    /// Each listening descriptor (or `udp://` worker's socket) of the reloadable workers
+    /// with the address it listens on.
     pub pairs: Vec<(RawFd, ListenAddr)>,
     /// The reloadable workers: those serving TLS hand their session-ticket keys over
     /// ([`handover::pass_ticket_keys`]), so sessions resume across the reload.
     pub workers: Vec<WorkerHandle>,
 }
 
-/// Collects the listening sockets of the reloadable workers.
+/// Collects the listening sockets of the reloadable workers, and the datagram sockets of
+/// their `udp://` workers.
 pub fn handover(workers: &[WorkerHandle]) -> Handover {
     let mut pairs = Vec::new();
     for w in workers.iter().filter(|w| w.reloadable()) {
@@ -96,8 +110,10 @@ pub fn handover(workers: &[WorkerHandle]) -> Handover {
 /// that keeps a connection queued: io_uring accepts wait exclusively, so a wake-up taken
 /// by an accept the old process then cancelled would otherwise leave that connection
 /// queued until the next one arrives. The wake-up is a throwaway loopback (or Unix-socket)
-/// connection (the successor sees it open and close at once). Runs for `window`.
+/// connection (the successor sees it open and close at once). Runs for `window`. UDP
+/// sockets need none (receives do not wait exclusively) and are left out.
 pub fn kick_stuck_listeners(pairs: &[(RawFd, ListenAddr)], window: Duration) {
+    let pairs: Vec<&(RawFd, ListenAddr)> = pairs.iter().filter(|(_, a)| !matches!(a, ListenAddr::Udp(_))).collect();
     let end = std::time::Instant::now() + window;
     let mut pending: Vec<Option<std::time::Instant>> = vec![None; pairs.len()];
     while std::time::Instant::now() < end {

@@ -121,15 +121,25 @@ impl Core {
         self.events.push_back(Event::Connect(id));
     }
 
-    /// Stops accepting; the listener stays open (a successor process may own a copy).
+    /// Stops accepting, and receiving on a `udp://` worker's sockets; the sockets stay open
+    /// (a successor process may own a copy).
     pub(crate) fn pause_accept(&mut self) {
         self.accept_paused = true;
         self.cancel_accepts();
+        self.udp_pause();
     }
 
     /// Starts accepting on `fd` as well (`WorkerHandle::listen`), unless this ring already
-    /// does; armed unless the ring is stopping or accepting is paused.
+    /// does; armed unless the ring is stopping or accepting is paused. A `udp://` worker's
+    /// socket is received on instead (`Core::udp_listen`).
     pub(crate) fn listen(&mut self, fd: Arc<crate::addr::ListenSocket>) {
+        if fd.is_datagram() {
+            if let Err(e) = self.udp_listen(fd) {
+                // (Only the datagram pool's registration, on a ring's first UDP socket, fails.)
+                log::error!("cannot serve a UDP socket on ring {}: {e}", self.thread);
+            }
+            return;
+        }
         if self.listeners.iter().any(|l| !l.closing && l.fd.as_ref().is_some_and(|f| Arc::ptr_eq(f, &fd))) {
             return;
         }
@@ -151,8 +161,10 @@ impl Core {
 
     /// Stops accepting and lets go of every listening socket (`WorkerHandle::unlisten`): an
     /// armed accept is cancelled first and its socket let go of when the cancel has ended
-    /// it; the connections stay.
+    /// it; the connections stay. A `udp://` worker's sockets close the same way
+    /// (`Core::udp_unlisten`).
     pub(crate) fn unlisten(&mut self) {
+        self.udp_unlisten();
         for i in 0..self.listeners.len() {
             let l = &mut self.listeners[i];
             if l.closing {

@@ -78,6 +78,7 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
         conn_cap: None,
         max_datagram: 65_527,
         udp_buffers: 16,
+        udp_protocol: Arc::new(ringman_protocols::Raw),
     })
 }
 

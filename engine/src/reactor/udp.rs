@@ -16,14 +16,22 @@
 //!   kernel has not answered yet). A refusal (EMSGSIZE, ECONNREFUSED, ...) counts as
 //!   `send_fail`.
 //! * **Closing.** A socket being closed cancels its receive and is freed (its descriptor
-//!   closed) only once its last CQE — receive and sends — has arrived.
+//!   closed, or let go of, when other holders share it) only once its last CQE — receive
+//!   and sends — has arrived. A worker's socket (closed by a stop or `unlisten`) still
+//!   delivers the datagrams its cancelled receive took from the kernel before the cancel
+//!   ended it, and may answer them: a datagram the kernel handed over is never dropped
+//!   (with a reload, the successor reads what the old process left queued on the shared
+//!   socket). A client's socket drops them: its `on_close` has run.
+//! * **Pausing.** `pause_accept` (a reload's old process) cancels the receive of the
+//!   worker's sockets and keeps them open, so the successor that shares them reads on;
+//!   `unlisten` closes them, `listen` adds new ones (`Core::listen`).
 //! * **Clients** (`AsyncUdpConnection`) are connected sockets in the same slab, with their own
 //!   callbacks and an optional receive timeout: a send starts the wait when none runs, any
 //!   datagram received ends it, and when it passes the client gets `on_error`
 //!   ([`ConnError::RecvTimeout`]) and is closed (`on_close`).
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +41,7 @@ use ringman_protocols::{Decoder, Encoder, Message, MessageKind, Protocol};
 use slab::Slab;
 
 use super::{Core, Event, SendStatus};
+use crate::addr::ListenSocket;
 use crate::buffers::{datagram_buf_size, sockaddr_from, DatagramOut, RecvBuf, RecvMsgHdr, RecvRing, UDP_BGID};
 use crate::config::SendMode;
 use crate::error::ConnError;
@@ -92,7 +101,9 @@ pub(crate) enum Role {
 }
 
 struct UdpSock {
-    fd: Arc<OwnedFd>,
+    /// The socket (a worker's is shared with its `Listeners`, and with other rings without
+    /// SO_REUSEPORT).
+    fd: Arc<ListenSocket>,
     gen: u32,
     /// The header the multishot RECVMSG was armed with (buffers.rs, invariant 4).
     hdr: RecvMsgHdr,
@@ -131,13 +142,13 @@ impl Udp {
     }
 
     /// The sockets' descriptors, for an abandoned core (everything else is leaked with it).
-    pub(crate) fn take_fds(&mut self) -> Vec<Arc<OwnedFd>> {
+    pub(crate) fn take_fds(&mut self) -> Vec<Arc<ListenSocket>> {
         self.socks.drain().map(|s| s.into_fd_leaking_the_rest()).collect()
     }
 }
 
 impl UdpSock {
-    fn into_fd_leaking_the_rest(self) -> Arc<OwnedFd> {
+    fn into_fd_leaking_the_rest(self) -> Arc<ListenSocket> {
         let me = std::mem::ManuallyDrop::new(self);
         // SAFETY: `me` is never used again and its other fields are deliberately leaked
         // (their memory may still be named by operations of an abandoned ring).
@@ -172,16 +183,22 @@ pub(crate) struct UdpWork {
 }
 
 impl Core {
-    /// Opens a `udp://` worker's socket on this ring.
-    pub(crate) fn udp_listen(&mut self, fd: Arc<OwnedFd>) -> std::io::Result<()> {
-        let protocol = self.cfg.protocol.clone();
+    /// Serves a `udp://` worker's socket on this ring (at start, or `WorkerHandle::listen`):
+    /// its receive is armed unless receiving is paused. Nothing happens on a ring that is
+    /// stopping, or that serves this socket already.
+    pub(crate) fn udp_listen(&mut self, fd: Arc<ListenSocket>) -> std::io::Result<()> {
+        let served = self.udp.socks.iter().any(|(_, s)| matches!(s.role, Role::Server) && Arc::ptr_eq(&s.fd, &fd));
+        if self.stopping.is_some() || served {
+            return Ok(());
+        }
+        let protocol = self.cfg.udp_protocol.clone();
         self.udp_open(fd, protocol, Role::Server).map(drop)
     }
 
     /// Adds a UDP socket to this ring and arms its receive.
     pub(crate) fn udp_open(
         &mut self,
-        fd: Arc<OwnedFd>,
+        fd: Arc<ListenSocket>,
         protocol: Arc<dyn Protocol>,
         role: Role,
     ) -> std::io::Result<UdpConnection> {
@@ -212,8 +229,9 @@ impl Core {
     }
 
     fn udp_arm(&mut self, key: usize) {
+        let paused = self.accept_paused;
         let s = &mut self.udp.socks[key];
-        if s.armed || s.closing {
+        if s.armed || s.closing || (paused && matches!(s.role, Role::Server)) {
             return;
         }
         s.armed = true;
@@ -224,13 +242,14 @@ impl Core {
         self.push(sqe);
     }
 
-    /// The socket of `conn`, if it is still open on this ring.
+    /// The socket of `conn`, if it is still open on this ring (a worker's socket being
+    /// closed still answers the datagrams it delivers).
     fn udp_key(&self, conn: &UdpConnection) -> Option<usize> {
         if conn.thread != self.thread {
             return None;
         }
         match self.udp.socks.get(conn.key as usize) {
-            Some(s) if s.gen == conn.gen && !s.closing => Some(conn.key as usize),
+            Some(s) if s.gen == conn.gen && (!s.closing || matches!(s.role, Role::Server)) => Some(conn.key as usize),
             _ => None,
         }
     }
@@ -329,7 +348,9 @@ impl Core {
             Err(()) => (true, None, 0),
         };
         // (A buffer holds exactly `max_datagram` bytes of payload: anything longer was cut.)
-        if truncated || s.closing {
+        // A closing client drops what still arrives; a worker's socket delivers it.
+        let client = matches!(s.role, Role::Client(_));
+        if truncated || (s.closing && client) {
             if truncated {
                 self.stats.udp_truncated.add(1);
             }
@@ -370,17 +391,22 @@ impl Core {
         if server {
             self.stats.requests.add(delivered);
         }
-        let Some(s) = self.udp.socks.get_mut(conn.key as usize).filter(|s| s.gen == conn.gen) else {
+        let key = conn.key as usize;
+        let Some(s) = self.udp.socks.get_mut(key).filter(|s| s.gen == conn.gen) else {
             return on_message;
         };
         s.decoder = Some(if clean { decoder } else { s.protocol.decoder() });
-        match (&mut s.role, on_message) {
+        let back = match (&mut s.role, on_message) {
             (Role::Client(c), Some(f)) if c.hooks.on_message.is_none() => {
                 c.hooks.on_message = Some(f);
                 None
             }
             (_, f) => f,
-        }
+        };
+        // (A closing worker's socket whose last completion carried this datagram goes now,
+        // unless its answer is in flight.)
+        self.udp_try_free(key);
+        back
     }
 
     fn udp_recycle(&mut self, bid: Option<u16>) {
@@ -499,7 +525,7 @@ impl Core {
     }
 
     /// Closes a client's socket (`on_close` follows once). A worker's socket closes only
-    /// when its ring stops.
+    /// when its ring stops, or with `unlisten`.
     pub(crate) fn udp_close(&mut self, conn: &UdpConnection) {
         if let Some(key) = self.udp_key(conn) {
             if matches!(self.udp.socks[key].role, Role::Client(_)) {
@@ -537,6 +563,32 @@ impl Core {
         }
     }
 
+    /// Pausing (`pause_accept`): the worker's sockets stop receiving (their receive is
+    /// cancelled; datagrams it took before the cancel are still delivered) and stay open.
+    pub(super) fn udp_pause(&mut self) {
+        let armed: Vec<(usize, u32)> = self
+            .udp
+            .socks
+            .iter()
+            .filter(|(_, s)| matches!(s.role, Role::Server) && s.armed && !s.closing)
+            .map(|(k, s)| (k, s.gen))
+            .collect();
+        for (key, gen) in armed {
+            let ud = Token::new(Kind::Udp, key, gen).to_u64();
+            self.push(opcode::AsyncCancel::new(ud).build().user_data(Token::new(Kind::Shutdown, 0, 0).to_u64()));
+        }
+    }
+
+    /// `unlisten`: the worker's sockets on this ring close (their receives cancelled, each
+    /// let go of after its last completion); clients stay.
+    pub(super) fn udp_unlisten(&mut self) {
+        let keys: Vec<usize> =
+            self.udp.socks.iter().filter(|(_, s)| matches!(s.role, Role::Server)).map(|(k, _)| k).collect();
+        for k in keys {
+            self.udp_close_key(k, None);
+        }
+    }
+
     /// Stopping: every UDP socket of this ring closes.
     pub(super) fn udp_stop(&mut self) {
         let keys: Vec<usize> = self.udp.socks.iter().map(|(k, _)| k).collect();
@@ -554,6 +606,12 @@ impl Core {
     #[cfg(test)]
     pub(crate) fn udp_counts(&self) -> (usize, usize) {
         (self.udp.socks.len(), self.udp.out.len())
+    }
+
+    /// Whether this ring still holds a worker's UDP socket (open or closing).
+    #[cfg(test)]
+    pub(crate) fn udp_serves(&self) -> bool {
+        self.udp.socks.iter().any(|(_, s)| matches!(s.role, Role::Server))
     }
 
     /// The UDP sockets' states, for the simulator's failure messages.

@@ -26,6 +26,11 @@
 //! * faults the loopback kernel rarely produces: resets and `EPIPE` mid-stream, peers that
 //!   half-close or vanish, `EMFILE`/`ECONNABORTED` on accept, refused and never-answered
 //!   connects, withheld buffers;
+//! * listening sockets: the worker's first listener and each one its `listen()` opens later
+//!   (`register_listener`: the simulated worker's `open` registers what it makes); clients
+//!   connect only while one is open, and when the engine closes it the clients still queued
+//!   on it are reset, as the kernel does; a listener closed while an accept is in flight on
+//!   it is a violation (the kernel's accept would hold it open and go on accepting);
 //! * proxies: a connection to port 1080/1081 (SOCKS5, with / without user-password
 //!   authentication) or 3128/3129 (HTTP `CONNECT`, with / without Basic authentication)
 //!   reaches a proxy peer that checks the handshake, then answers — sometimes refusing (bad
@@ -38,6 +43,7 @@
 //! on a descriptor the engine already closed, an SQE it does not model, a receive buffer
 //! handed back twice or never handed out, more bytes completed than a send asked for.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
@@ -99,7 +105,10 @@ impl Sqe {
 /// What an in-flight operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpKind {
-    Accept,
+    /// A multishot accept on listener `listener` (its index in `SimKernel::listeners`).
+    Accept {
+        listener: usize,
+    },
     /// A receive with buffer select: multishot, or one completion (`len` 0: the buffer's
     /// size).
     Recv {
@@ -207,6 +216,39 @@ pub(crate) struct ProxyPeer {
     pub(crate) refusal: Option<String>,
 }
 
+thread_local! {
+    /// Every socket the simulated worker listened on — its first ones, and each that a
+    /// `listen()` opened since — as (descriptor, inode, UDP), in order. The kernel learns of
+    /// new ones on its next call (`SimKernel::absorb`); the worker's `open` consults it as
+    /// the real one probes the port.
+    static LISTENERS: RefCell<Vec<(RawFd, u64, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forgets the listeners of a previous run on this thread.
+pub(crate) fn reset_listeners() {
+    LISTENERS.with(|l| l.borrow_mut().clear());
+}
+
+/// The worker listens on `fd` (a stream listener, or a UDP socket when `udp`).
+pub(crate) fn register_listener(fd: RawFd, udp: bool) {
+    if let Some(ino) = ino_of(fd) {
+        LISTENERS.with(|l| l.borrow_mut().push((fd, ino, udp)));
+    }
+}
+
+/// Whether a socket the worker listened on is still open (the engine has not closed it): the
+/// port is held, and a new `listen()` would meet `EADDRINUSE`.
+pub(crate) fn a_listener_is_open() -> bool {
+    LISTENERS.with(|l| l.borrow().iter().any(|&(fd, ino, _)| ino_of(fd) == Some(ino)))
+}
+
+/// A listening socket as the kernel sees it.
+pub(crate) struct LSock {
+    fd: RawFd,
+    ino: u64,
+    closed: bool,
+}
+
 /// The upgrade request of a simulated WebSocket client (a fixed RFC 6455 sample key).
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -214,6 +256,8 @@ const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub(crate) struct Sock {
     /// Opened by the engine (CONNECT) rather than accepted.
     pub(crate) outgoing: bool,
+    /// An accept handed it to the engine.
+    pub(crate) accepted: bool,
     fd: RawFd,
     ino: u64,
     /// The simulator's end of the socket pair whose other end the engine holds.
@@ -443,8 +487,12 @@ pub(crate) struct SimKernel {
     fixed_send: FixedSend,
     pub(crate) socks: Vec<Sock>,
     by_ino: BTreeMap<u64, usize>,
+    /// Clients waiting to be accepted on the open listener.
     backlog: VecDeque<usize>,
-    pub(crate) listener: RawFd,
+    /// The worker's listening sockets, in the order it opened them (at most one open).
+    pub(crate) listeners: Vec<LSock>,
+    /// How many of `LISTENERS` the kernel knows.
+    absorbed: usize,
     pub(crate) eventfd: RawFd,
     pub(crate) now: Instant,
     pub(crate) wall: SystemTime,
@@ -461,7 +509,9 @@ pub(crate) struct SimKernel {
 const TRACE_LINES: usize = 300;
 
 impl SimKernel {
-    pub(crate) fn new(seed: u64, wire: Wire, listener: RawFd, eventfd: RawFd) -> SimKernel {
+    /// A kernel for seed `seed`; the worker's first sockets are registered already
+    /// ([`register_listener`]).
+    pub(crate) fn new(seed: u64, wire: Wire, eventfd: RawFd) -> SimKernel {
         let mut rng = Rng::new(seed, 1);
         let mut rates = Rates::draw(&mut rng);
         let mut prng = Rng::new(seed, 6);
@@ -484,7 +534,8 @@ impl SimKernel {
             socks: Vec::new(),
             by_ino: BTreeMap::new(),
             backlog: VecDeque::new(),
-            listener,
+            listeners: Vec::new(),
+            absorbed: 0,
             eventfd,
             now,
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
@@ -555,6 +606,40 @@ impl SimKernel {
 
     pub(crate) fn unregister_buffers(&mut self) {
         self.fixed = None;
+    }
+
+    /// Learns of the sockets the worker listened on since the last call.
+    pub(crate) fn absorb(&mut self) {
+        let new: Vec<(RawFd, u64, bool)> = LISTENERS.with(|l| l.borrow()[self.absorbed..].to_vec());
+        self.absorbed += new.len();
+        for (fd, ino, udp) in new {
+            if udp {
+                self.udp.add_server(fd, ino);
+                self.note(format!("udp: the worker listens on fd {fd}"));
+            } else {
+                self.listeners.push(LSock { fd, ino, closed: false });
+                self.note(format!("listener {}: fd {fd}", self.listeners.len() - 1));
+            }
+        }
+    }
+
+    /// The open listener `fd` names.
+    fn open_listener(&self, fd: RawFd) -> Option<usize> {
+        let ino = ino_of(fd)?;
+        self.listeners.iter().position(|l| l.ino == ino && !l.closed)
+    }
+
+    /// A client connects now, if a listener is open (the schedule's last call before the
+    /// stop: a listening worker must accept it).
+    pub(crate) fn probe_client(&mut self) -> Option<usize> {
+        self.absorb();
+        self.scan_closes();
+        self.listeners.iter().any(|l| !l.closed).then(|| {
+            let i = self.new_sock(false);
+            self.backlog.push_back(i);
+            self.note(format!("sock {i}: the probe client connects"));
+            i
+        })
     }
 
     /// Queues an SQE (the kernel reads it at submission).
@@ -630,12 +715,6 @@ impl SimKernel {
         }
     }
 
-    /// Whether a CQE posted now goes straight into the CQ (not the overflow list): the engine
-    /// then reaps it after this turn's wait, before it drains its mailbox again.
-    pub(super) fn cq_has_room(&self) -> bool {
-        self.cq.len() < self.rates.cq_cap && self.overflow.is_empty()
-    }
-
     /// Posts a CQE. A multishot CQE that does not fit ends its operation (returns false
     /// when `more` had to be dropped).
     pub(super) fn post(&mut self, ud: u64, res: i32, mut flags: u32) -> bool {
@@ -658,6 +737,7 @@ impl SimKernel {
 
     /// Issues the submitted SQEs in order.
     fn issue(&mut self) {
+        self.absorb();
         let sqes = std::mem::take(&mut self.sq);
         for s in sqes {
             self.issue_one(s);
@@ -668,10 +748,13 @@ impl SimKernel {
         let ud = s.user_data;
         match s.opcode {
             c if c == opcode::AcceptMulti::CODE => {
-                if s.fd != self.listener || s.ioprio & IORING_ACCEPT_MULTISHOT == 0 {
+                if s.ioprio & IORING_ACCEPT_MULTISHOT == 0 {
                     return self.violation(format!("unmodelled accept {s:?}"));
                 }
-                self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Accept });
+                let Some(listener) = self.open_listener(s.fd) else {
+                    return self.violation(format!("accept submitted on fd {}, which names no open listener", s.fd));
+                };
+                self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Accept { listener } });
             }
             c if c == opcode::RecvMulti::CODE && s.flags & IOSQE_BUFFER_SELECT == 0 => {
                 if s.ioprio != 0 || s.len == 0 || s.buf_group != 0 {
@@ -824,8 +907,29 @@ impl SimKernel {
         n
     }
 
-    /// Sockets the engine shut down or closed since the last look.
+    /// Sockets the engine shut down or closed since the last look; a closed listener resets
+    /// the clients still queued on it.
     fn scan_closes(&mut self) {
+        for l in 0..self.listeners.len() {
+            let (fd, ino) = (self.listeners[l].fd, self.listeners[l].ino);
+            if self.listeners[l].closed || ino_of(fd) == Some(ino) {
+                continue;
+            }
+            self.listeners[l].closed = true;
+            self.note(format!("listener {l}: engine closed its fd"));
+            if self.ops.iter().any(|o| o.kind == OpKind::Accept { listener: l }) {
+                self.violation(format!("listener {l}: fd closed while its accept is in flight"));
+            }
+            for s in std::mem::take(&mut self.backlog) {
+                self.mark("queued client reset by the listener's close");
+                self.note(format!("sock {s}: reset, its listener closed before accepting it"));
+                let fd = self.socks[s].fd;
+                self.socks[s].engine_closed = true;
+                self.socks[s].reset = true;
+                // SAFETY: never handed to the engine; ours to close.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
         for i in 0..self.socks.len() {
             let s = &self.socks[i];
             if s.engine_closed {
@@ -872,9 +976,14 @@ impl SimKernel {
         let r = self.rates.clone();
         let accepted = self.socks.iter().filter(|s| !s.outgoing).count();
         if accepted < r.max_clients && self.rng.chance(r.new_client) {
-            let i = self.new_sock(false);
-            self.backlog.push_back(i);
-            self.note(format!("sock {i}: client connects"));
+            if self.listeners.iter().any(|l| !l.closed) {
+                let i = self.new_sock(false);
+                self.backlog.push_back(i);
+                self.note(format!("sock {i}: client connects"));
+            } else {
+                // Nothing listens: the kernel refuses the connection.
+                self.mark("client refused: nothing listens");
+            }
         }
         for i in 0..self.socks.len() {
             let s = &self.socks[i];
@@ -1261,6 +1370,7 @@ impl SimKernel {
         let i = self.socks.len();
         self.socks.push(Sock {
             outgoing,
+            accepted: false,
             fd,
             ino,
             peer,
@@ -1311,7 +1421,7 @@ impl SimKernel {
     fn try_complete(&mut self, i: usize) -> bool {
         let op = self.ops[i].clone();
         match op.kind {
-            OpKind::Accept => self.complete_accept(i, op.ud),
+            OpKind::Accept { listener } => self.complete_accept(i, op.ud, listener),
             OpKind::Recv { sock, multishot, len } => self.complete_recv(i, op.ud, sock, multishot, len),
             OpKind::RecvInto { sock, addr, len } => self.complete_recv_into(i, op.ud, sock, addr, len),
             OpKind::Send { sock, addr, len, waitall } => self.complete_send(i, op.ud, sock, addr, len, waitall),
@@ -1376,7 +1486,7 @@ impl SimKernel {
         }
     }
 
-    fn complete_accept(&mut self, i: usize, ud: u64) -> bool {
+    fn complete_accept(&mut self, i: usize, ud: u64, listener: usize) -> bool {
         if !self.calm && self.rng.chance(self.rates.accept_error) {
             let e = if self.rng.below(2) == 0 { libc::EMFILE } else { libc::ECONNABORTED };
             self.mark("accept error");
@@ -1399,6 +1509,10 @@ impl SimKernel {
         let end = !self.calm && self.rng.chance(self.rates.multishot_end);
         let more = if end { 0 } else { CQE_F_MORE };
         let fd = self.socks[s].fd;
+        self.socks[s].accepted = true;
+        if listener > 0 {
+            self.mark("accepted on a relistened socket");
+        }
         self.note(format!("sock {s}: accepted"));
         if !self.post(ud, fd, more) || end {
             self.ops.remove(i);

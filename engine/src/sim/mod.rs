@@ -32,6 +32,15 @@
 //! `udp://` socket beside the listener and UDP clients, judged datagram by datagram (whole,
 //! from its sender, once; replies to the sender; truncated ones counted, never delivered).
 //!
+//! Runtime `unlisten()` / `listen()` (on half of the seeds, from another thread and from
+//! callbacks, through the worker's real handle): once an unlisten has completed — the ring
+//! holds neither the listener nor the UDP socket any more — both are closed (the port is
+//! released: clients are refused, datagrams meet a closed port), and no connection is
+//! accepted and no datagram delivered until the next `listen()`; a `listen()` while the old
+//! sockets are still open fails as the real port probe does (`AddrInUse`). At the end of
+//! the fault phase a listening worker must accept one more client and deliver one more
+//! datagram, and an unlistened one must have completed its unlisten, before the stop.
+//!
 //! Entry points: `sim_fixed_seeds` (CI: a fixed set of seeds), `sim_replays_exactly`, and
 //! the `#[ignore]`d `sim_campaign` (`RINGMAN_SIM_STEPS`, default ten million turns). One
 //! seed with its full trace: `RINGMAN_SIM_SEED=N cargo test -p ringman-engine sim_fixed_seeds`.
@@ -52,6 +61,7 @@ use ringman_protocols::{MessageKind, Protocol};
 use self::kernel::{SimKernel, Wire, PROXY_PASS, PROXY_TARGET, PROXY_TARGET_PORT, PROXY_USER};
 use self::rng::Rng;
 use crate::client::{AsyncTcpConnection, Proxy};
+use crate::config::{Listeners, OpenListeners};
 use crate::connection::Connection;
 use crate::handle::WorkerHandle;
 use crate::id::ConnectionId;
@@ -144,6 +154,8 @@ struct World {
     stream_rng: Rng,
     /// Per mille of accepted connections read by a task's stream instead of `on_message`.
     stream_rate: u32,
+    /// A quarter of the seeds: tasks drop their streams after a few messages.
+    short_takes: bool,
     /// The worker's `max_connections` (drawn from a stream of its own, like `stream_rng`).
     cap: Option<usize>,
     /// Socks the engine accepted and refused at the cap.
@@ -164,6 +176,32 @@ struct World {
     /// send queue and of held sends, close) with an identity session, so the peers and
     /// the invariants stay in plaintext.
     tls_rate: u32,
+    /// Runtime `unlisten()` / `listen()`: the draws (a stream of their own), per mille per
+    /// loop turn from another thread and per callback from the ring thread.
+    listen_rng: Rng,
+    listen_remote: u32,
+    listen_local: u32,
+    /// The application's view: whether its worker listens (the handle's answer).
+    listening: bool,
+    /// The last unlisten has completed: the ring holds no listener and no UDP socket of the
+    /// worker. From here until the next `listen()`, nothing may be accepted or delivered.
+    unlistened: bool,
+    /// The fault phase is over: no more listen/unlisten calls.
+    calm: bool,
+    /// The end-of-faults check before the stop (see [`Probe`]).
+    probe: Option<Probe>,
+    /// The worker has a UDP socket (`RINGMAN_SIM_NO_UDP` and a quarter of the seeds: none).
+    udp_on: bool,
+}
+
+/// What a worker must do once the faults are over, before it is stopped: accept the probe
+/// client and deliver the probe datagram when it listens ("a relisten serves"), or complete
+/// its unlisten when it does not.
+#[derive(Debug)]
+struct Probe {
+    since: u64,
+    client: Option<usize>,
+    datagram: Option<(u16, u64)>,
 }
 
 /// A UDP client as the application saw it.
@@ -275,7 +313,12 @@ pub(crate) fn observe_refused(core: &mut Core, fd: &OwnedFd) {
     let Some(s) = k.sock_by_fd(fd.as_raw_fd()) else { return };
     k.mark("connection refused at the cap");
     k.note(format!("sock {s}: refused at the cap"));
-    with_world(|w| w.refused.push(s));
+    with_world(|w| {
+        if w.unlistened {
+            w.fail(format!("sock {s}: accepted after the unlisten completed"));
+        }
+        w.refused.push(s);
+    });
 }
 
 pub(crate) fn observe_idle_close(id: ConnectionId) {
@@ -395,6 +438,20 @@ impl World {
         if let Err(e) = core.check_invariants() {
             self.fail(format!("core invariant: {e}"));
         }
+        if !self.listening && !self.unlistened {
+            let holds = core.listeners.iter().any(|l| l.fd.is_some()) || core.udp_serves();
+            if !holds {
+                // The unlisten completed: the worker's sockets are closed (the port released).
+                self.unlistened = true;
+                if let Some(k) = core.ring.sim_mut() {
+                    k.mark("unlisten completed");
+                    k.note("the unlisten completed".into());
+                }
+                if kernel::a_listener_is_open() {
+                    self.fail("the unlisten completed, but a socket the worker listened on is still open".into());
+                }
+            }
+        }
         let slots: Vec<(ConnectionId, usize, Status, usize)> =
             core.conns.iter().map(|(k, c)| (core.id_of(k), k, c.status, c.unsent())).collect();
         let slack = 2 * (self.app.max_message + self.echo_max) + 4096;
@@ -500,21 +557,89 @@ pub(crate) fn on_turn(core: &mut Core) {
         }
         let Some(k) = core.ring.sim_mut() else { return };
         k.calm_down();
-        k.note("the world calms down; the worker is stopped from another thread".into());
-        with_world(|w| {
-            w.stop_posted = true;
-            let h = w.handle.clone();
-            if let Some(h) = h {
-                reactor::as_other_thread(|| h.stop_within(Duration::from_secs(120)));
+        let (listening, udp_on) = with_world(|w| {
+            w.calm = true;
+            (w.listening, w.udp_on)
+        })
+        .unwrap_or_default();
+        // A listening worker gets one more client and one more datagram, which it must
+        // serve before the stop; an unlistened one must complete its unlisten.
+        let mut probe = Probe { since: turns, client: None, datagram: None };
+        if listening {
+            probe.client = k.probe_client();
+            probe.datagram = k.udp.probe_datagram();
+            let missing = if probe.client.is_none() {
+                Some("no listener is open")
+            } else if udp_on && probe.datagram.is_none() {
+                Some("no UDP socket is open")
+            } else {
+                None
+            };
+            if let Some(m) = missing {
+                panic!("invariant violated: the worker listens, but {m}");
             }
-        });
+        }
+        k.note(format!(
+            "the world calms down; {}",
+            if listening {
+                "a last client and datagram for the listening worker"
+            } else {
+                "the unlisten must complete"
+            }
+        ));
+        with_world(|w| w.probe = Some(probe));
         return;
     }
     if turns > fault_turns + LIVENESS_TURNS {
         panic!("no liveness: the ring did not stop within {LIVENESS_TURNS} calm turns (udp: {})", core.udp_states());
     }
     if calm {
+        let Some(k) = core.ring.sim_mut() else { return };
+        let served = |p: &Probe, w: &World| {
+            if !w.listening {
+                return w.unlistened;
+            }
+            p.client.is_none_or(|s| k.socks[s].accepted) && p.datagram.is_none_or(|d| k.udp.delivered.contains(&d))
+        };
+        let due = with_world(|w| match &w.probe {
+            Some(p) if !w.stop_posted && served(p, w) => Some(Ok(())),
+            Some(p) if !w.stop_posted && turns > p.since + PROBE_TURNS => Some(Err(format!(
+                "{} within {PROBE_TURNS} calm turns: {p:?}",
+                if w.listening {
+                    "the listening worker did not serve its last client and datagram"
+                } else {
+                    "the unlisten did not complete"
+                }
+            ))),
+            _ => None,
+        })
+        .flatten();
+        match due {
+            Some(Ok(())) => {
+                k.note("the worker is stopped from another thread".into());
+                with_world(|w| {
+                    w.stop_posted = true;
+                    let h = w.handle.clone();
+                    if let Some(h) = h {
+                        reactor::as_other_thread(|| h.stop_within(Duration::from_secs(120)));
+                    }
+                });
+            }
+            Some(Err(e)) => panic!("invariant violated: {e}"),
+            None => {}
+        }
         return;
+    }
+    // Another thread unlistens or listens again.
+    if with_world(|w| w.listen_rng.chance(w.listen_remote)).unwrap_or(false) {
+        if let Some((what, mark)) = reactor::as_other_thread(toggle_listen) {
+            if let Some(k) = core.ring.sim_mut() {
+                k.note(format!("another thread: {what}"));
+                if let Some(m) = mark {
+                    k.mark(m);
+                }
+            }
+        }
     }
     // Another thread's calls, through the mailbox.
     let live: Vec<ConnectionId> = core.conns.iter().map(|(key, _)| core.id_of(key)).collect();
@@ -569,6 +694,10 @@ pub(crate) fn on_turn(core: &mut Core) {
 /// Calm turns the ring may take to stop (virtual time advances on idle turns, so this
 /// covers every deadline of the stop).
 const LIVENESS_TURNS: u64 = 50_000;
+
+/// Calm turns a listening worker may take to serve the last client and datagram, or an
+/// unlistened one to complete its unlisten.
+const PROBE_TURNS: u64 = 5_000;
 
 /// Deterministic filler bytes.
 fn pattern(n: usize, salt: u64) -> Vec<u8> {
@@ -663,6 +792,11 @@ fn udp_datagram(peer: &UdpConnection, data: &[u8]) {
     if let Some(Err(e)) = judged {
         with_world(|w| w.fail(e));
     }
+    with_world(|w| {
+        if w.unlistened {
+            w.fail(format!("a datagram from {from} delivered after the unlisten completed"));
+        }
+    });
     sim_mark("udp datagram delivered");
     let status = peer.send(data);
     note(|| format!("app: datagram of {} bytes from {from}, echoed: {status:?}", data.len()));
@@ -695,6 +829,11 @@ fn udp_client() {
     client.recv_timeout = timeout;
     let conn = match client.connect() {
         Ok(c) => c,
+        // (A datagram delivered while the ring stops: its UDP sockets are closed already.)
+        Err(crate::error::EngineError::Stopping) => {
+            with_world(|w| w.udp_clients.pop());
+            return;
+        }
         Err(e) => {
             with_world(|w| w.fail(format!("udp client {id}: connect failed: {e}")));
             return;
@@ -747,6 +886,64 @@ fn udp_client_send(conn: &UdpConnection, id: usize, payload: Vec<u8>) {
     }
 }
 
+/// `unlisten()` when the worker listens, else `listen()` (through the worker's handle, as an
+/// application does): what happened, for the trace, and a mark. Never called with the core
+/// borrowed by the caller's code path reaching back into it: it touches only the handle
+/// and the world.
+fn toggle_listen() -> Option<(String, Option<&'static str>)> {
+    let h = with_world(|w| w.handle.clone()).flatten()?;
+    if h.is_listening() {
+        h.unlisten();
+        with_world(|w| {
+            w.listening = false;
+            w.unlistened = false;
+        });
+        return Some(("unlisten".into(), None));
+    }
+    match h.listen() {
+        Ok(()) => {
+            with_world(|w| {
+                w.listening = true;
+                w.unlistened = false;
+            });
+            Some(("listen".into(), Some("relisten")))
+        }
+        Err(crate::error::EngineError::AddrInUse { .. }) => Some((
+            "listen refused: the old sockets are still open".into(),
+            Some("relisten refused while the old sockets close"),
+        )),
+        Err(e) => {
+            with_world(|w| w.fail(format!("listen() failed: {e}")));
+            None
+        }
+    }
+}
+
+/// The simulated worker's `open` (what `listen()` binds): a new stream listener, and a new
+/// UDP socket when the worker has one, registered with the simulated kernel. While a socket
+/// it listened on before is still open, it fails as the real port probe does.
+fn sim_open(udp: bool) -> OpenListeners {
+    Box::new(move || {
+        let in_use = || crate::error::EngineError::AddrInUse { addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)) };
+        if kernel::a_listener_is_open() {
+            return Err(in_use());
+        }
+        let stream: OwnedFd = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+            .map_err(crate::error::EngineError::Socket)?
+            .into();
+        kernel::register_listener(stream.as_raw_fd(), false);
+        let mut out = vec![crate::addr::ListenSocket::inet(stream)];
+        if udp {
+            let dgram: OwnedFd = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .map_err(crate::error::EngineError::Socket)?
+                .into();
+            kernel::register_listener(dgram.as_raw_fd(), true);
+            out.push(crate::addr::ListenSocket::udp(dgram));
+        }
+        Ok(out)
+    })
+}
+
 /// The async application: some accepted connections are read by a task through a
 /// `Messages` stream (echo and the schedule's actions as in `on_message`), sometimes slowly
 /// (the stream reaches its high-water mark and pauses the connection), and the task may drop
@@ -755,9 +952,13 @@ fn udp_client_send(conn: &UdpConnection, id: usize, payload: Vec<u8>) {
 /// both paths together.
 fn maybe_stream(conn: &Connection) {
     let Some((on, take, slow, high)) = with_world(|w| {
-        let rate = w.stream_rate;
+        let (rate, short) = (w.stream_rate, w.short_takes);
         let r = &mut w.stream_rng;
-        (r.chance(rate), r.range(1, 200), r.below(3) == 0, (r.range(1, 8) as usize, r.size(1 << 20).max(1)))
+        let (on, take) = (r.chance(rate), r.range(1, 200));
+        // (On the seeds with short takes, a task drops its stream after 1–8 messages, often
+        // while more arrive: the same draw, mapped, so the other seeds' draws stay.)
+        let take = if short { 1 + take % 8 } else { take };
+        (on, take, r.below(3) == 0, (r.range(1, 8) as usize, r.size(1 << 20).max(1)))
     }) else {
         return;
     };
@@ -805,6 +1006,9 @@ fn on_connect(id: ConnectionId) {
         with_world(|w| w.fail(format!("{}: on_connect before the proxy's whole success answer was read", Name(id))));
     }
     with_world(|w| {
+        if w.unlistened && !w.conn(id).outgoing {
+            w.fail(format!("{}: accepted (on_connect) after the unlisten completed", Name(id)));
+        }
         let conn = w.conn(id);
         conn.connects += 1;
         // (An outgoing attempt that failed had on_close without on_connect.)
@@ -903,18 +1107,20 @@ fn on_error(id: ConnectionId, e: &crate::ConnError) {
     note(|| format!("app: on_error {}: {e}", Name(id)));
     if let crate::ConnError::Connect { cause: crate::ConnectError::Proxy { .. }, .. } = e {
         let msg = e.to_string();
+        // The connect timeout cut the dial off: its destroy's cancel may have raced the
+        // receive that carried the refusal (read after the timeout, so not reported).
+        let cut = with_world(|w| w.conn(id).cur.cut_off).unwrap_or(false);
         let why = match proxy_state(id) {
             None => Some("no proxy peer answered".to_string()),
-            Some((true, Some(refusal), _)) if !msg.contains(&refusal) => Some(format!("the refusal was {refusal:?}")),
+            Some((true, Some(refusal), _)) if !msg.contains(&refusal) && !cut => {
+                Some(format!("the refusal was {refusal:?}"))
+            }
             Some((true, Some(_), _)) => None,
             // A SOCKS5 failure is known from the reply's code byte, before the rest of the
             // reply (the bound address) arrived: the refusal named is the peer's own.
             Some((false, Some(refusal), _)) if msg.contains(&refusal) => None,
             // Not refused (or not read whole): a fault or the connect timeout explains it.
-            Some((_, _, faulted)) => {
-                let cut = with_world(|w| w.conn(id).cur.cut_off).unwrap_or(false);
-                (!faulted && !cut).then(|| "the proxy neither refused nor failed".to_string())
-            }
+            Some((_, _, faulted)) => (!faulted && !cut).then(|| "the proxy neither refused nor failed".to_string()),
         };
         if let Some(why) = why {
             with_world(|w| w.fail(format!("{}: CONNECT_FAIL {msg:?}, but {why}", Name(id))));
@@ -975,6 +1181,14 @@ fn act(conn: &Connection) {
     }
     if roll(r.other) {
         on_another(conn);
+    }
+    if with_world(|w| !w.calm && w.listen_rng.chance(w.listen_local)).unwrap_or(false) {
+        if let Some((what, mark)) = toggle_listen() {
+            note(|| format!("app: {what} (from {}'s callback)", Name(id)));
+            if let Some(m) = mark {
+                sim_mark(m);
+            }
+        }
     }
     if roll(r.close) {
         with_world(|w| w.conn(id).cur.close_asked = true);
@@ -1162,19 +1376,38 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
     let limit = worker.max_send_buffer_size;
     let worker_drain = worker.has_buffer_drain();
     let (thread, mb) = mailbox::register().map_err(|e| e.to_string())?;
-    // The listener's descriptor only names the listener to the simulated kernel.
-    let listener: OwnedFd =
-        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).map_err(|e| e.to_string())?.into();
-    let kernel = SimKernel::new(seed, wire, listener.as_raw_fd(), mb.eventfd());
+    // The listener's descriptor (and the UDP socket's) only name them to the simulated
+    // kernel; they are shared, as a worker's are, by the ring and the handle's `Listeners`
+    // (whose `listen()` makes new ones, `sim_open`).
+    kernel::reset_listeners();
+    let socket = |domain, ty| -> Result<OwnedFd, String> {
+        socket2::Socket::new(domain, ty, None).map(OwnedFd::from).map_err(|e| e.to_string())
+    };
+    let listener = socket(socket2::Domain::UNIX, socket2::Type::STREAM)?;
+    kernel::register_listener(listener.as_raw_fd(), false);
+    let listener = Arc::new(crate::addr::ListenSocket::inet(listener));
+    let mut fds = vec![listener.clone()];
+    let dgram = if udp_on {
+        let fd = socket(socket2::Domain::IPV4, socket2::Type::DGRAM)?;
+        kernel::register_listener(fd.as_raw_fd(), true);
+        let fd = Arc::new(crate::addr::ListenSocket::udp(fd));
+        fds.push(fd.clone());
+        Some(fd)
+    } else {
+        None
+    };
+    let listeners = Arc::new(Listeners { open: sim_open(udp_on), rings: 1, fds: std::sync::Mutex::new(fds) });
+    let mut kernel = SimKernel::new(seed, wire, mb.eventfd());
+    kernel.udp.set_max_datagram(max_datagram);
     let echo_max = kernel.rates.max_message + 8;
     crate::clock::set_virtual(Some((kernel.now, kernel.wall)));
     let stats = Arc::new(ThreadStats::default());
-    let (cfg, runner) = worker.into_sim(thread, stats.clone());
+    let (cfg, runner) = worker.into_sim(thread, stats.clone(), listeners);
     let fixed = 4 * crate::buffers::CHUNK;
     let core = Core::with_ring(
         thread,
         cfg,
-        vec![ListenerSlot::new(Arc::new(crate::addr::ListenSocket::inet(listener)))],
+        vec![ListenerSlot::new(listener)],
         mb,
         stats,
         fixed,
@@ -1182,15 +1415,8 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
         RingMode::DeferTaskrun,
     );
     let core = core.and_then(|mut c| {
-        if udp_on {
-            let fd: OwnedFd = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-                .map_err(crate::error::EngineError::Socket)?
-                .into();
-            if let Some(k) = c.ring.sim_mut() {
-                k.udp.set_server(fd.as_raw_fd(), max_datagram);
-            }
-            let raw: Arc<dyn Protocol> = Arc::new(ringman_protocols::Raw);
-            c.udp_open(Arc::new(fd), raw, reactor::Role::Server).map_err(crate::error::EngineError::Socket)?;
+        if let Some(fd) = dgram {
+            c.udp_listen(fd).map_err(crate::error::EngineError::Socket)?;
         }
         Ok(c)
     });
@@ -1220,6 +1446,8 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             stop_posted: false,
             stream_rng: Rng::new(seed, 3),
             stream_rate: [0, 300, 700][Rng::new(seed, 4).below(3) as usize],
+            // (Stream 16.)
+            short_takes: Rng::new(seed, 16).below(4) == 0,
             cap,
             refused: Vec::new(),
             // (Streams 5 and 6 are the cap's and the kernel's proxy peer's.)
@@ -1232,6 +1460,16 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
             // (Streams 12 and 13: the TLS layer's draws and its rate.)
             tls_rng: Rng::new(seed, 12),
             tls_rate: [0, 500, 1000][Rng::new(seed, 13).below(3) as usize],
+            // (Streams 14 and 15: listen/unlisten calls and their rates; half of the seeds
+            // make none.)
+            listen_rng: Rng::new(seed, 14),
+            listen_remote: [0, 0, 3, 20][Rng::new(seed, 15).below(4) as usize],
+            listen_local: [0, 0, 1, 5][Rng::new(seed, 15).below(4) as usize],
+            listening: true,
+            unlistened: false,
+            calm: false,
+            probe: None,
+            udp_on,
         })
     });
     NAMES.with(|m| m.borrow_mut().clear());
@@ -1427,6 +1665,14 @@ mod tests {
             "udp client error",
             "udp client echo",
             "udp client timeout",
+            "unlisten completed",
+            "relisten",
+            "relisten refused while the old sockets close",
+            "accepted on a relistened socket",
+            "udp datagram on a relistened socket",
+            "client refused: nothing listens",
+            "udp datagrams meet a closed port",
+            "queued client reset by the listener's close",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }

@@ -7,6 +7,11 @@
 //! buffers — each carrying its sender and sequence number, so that what the application is
 //! given can be judged exactly; a client's peer echoes what it receives, or loses it.
 //!
+//! The worker's sockets are registered when they are made (at start, and by each
+//! `listen()`); peers send to the open one, and while none is (after `unlisten`) their
+//! datagrams meet a closed port. A socket the engine closes drops what was still queued on
+//! it, as the kernel does.
+//!
 //! It records a violation for a datagram delivered cut, altered, twice, under the wrong
 //! sender or after the kernel truncated it, a reply sent to anyone but the datagram's
 //! sender, an operation on a closed descriptor, and a datagram buffer given back twice.
@@ -74,22 +79,16 @@ pub(crate) struct SimUdp {
     pub(super) bufs: Option<BufRing>,
     socks: Vec<USock>,
     ops: Vec<UOp>,
-    /// The inode of the `udp://` socket the harness gave the engine, and the engine's
-    /// `max_datagram`.
-    server_ino: Option<u64>,
+    /// The engine's `max_datagram`.
     max_datagram: usize,
     peers: Vec<SocketAddr>,
     next_seq: Vec<u64>,
     /// Every datagram a server peer sent, by (peer, sequence number).
     sent: BTreeMap<(u16, u64), Vec<u8>>,
-    /// Datagrams handed to the engine whole (a CQE posted), and those handed before the
-    /// world calmed down with a CQE that went straight into the CQ (the engine reaps it
-    /// before it sees the stop that follows: these must all have been delivered; one that
-    /// waited in the overflow list may meet a socket already closing, and is dropped with
-    /// it, as the kernel drops what a closed socket still held).
+    /// Datagrams handed to the engine whole (a CQE posted): each must be delivered, even
+    /// when its socket was being closed by then (a stop, `unlisten`).
     handed: BTreeSet<(u16, u64)>,
-    handed_early: BTreeSet<(u16, u64)>,
-    delivered: BTreeSet<(u16, u64)>,
+    pub(crate) delivered: BTreeSet<(u16, u64)>,
     /// Datagrams handed to the engine cut (`MSG_TRUNC`).
     pub(crate) truncated: u64,
     calm: bool,
@@ -124,24 +123,41 @@ impl SimUdp {
             bufs: None,
             socks: Vec::new(),
             ops: Vec::new(),
-            server_ino: None,
             max_datagram: 0,
             peers,
             next_seq: vec![0; n],
             sent: BTreeMap::new(),
             handed: BTreeSet::new(),
-            handed_early: BTreeSet::new(),
             delivered: BTreeSet::new(),
             truncated: 0,
             calm: false,
         }
     }
 
-    /// The harness gave the engine `fd` as a `udp://` socket receiving up to `max_datagram`
-    /// bytes per datagram.
-    pub(crate) fn set_server(&mut self, fd: RawFd, max_datagram: usize) {
-        self.server_ino = ino_of(fd);
+    /// The engine receives up to `max_datagram` bytes per datagram.
+    pub(crate) fn set_max_datagram(&mut self, max_datagram: usize) {
         self.max_datagram = max_datagram;
+    }
+
+    /// The worker listens on the UDP socket `fd` (inode `ino`).
+    pub(super) fn add_server(&mut self, fd: RawFd, ino: u64) {
+        self.socks.push(USock { fd, ino, server: true, peer: None, queue: VecDeque::new(), closed: false });
+    }
+
+    /// A datagram from the first peer to the worker's open socket (the schedule's last one
+    /// before the stop: a listening worker must deliver it), whatever its queue holds.
+    pub(crate) fn probe_datagram(&mut self) -> Option<(u16, u64)> {
+        let server = self.socks.iter().position(|s| s.server && !s.closed && ino_of(s.fd) == Some(s.ino))?;
+        let seq = self.next_seq[0];
+        self.next_seq[0] += 1;
+        let mut d = vec![b'U'];
+        d.extend_from_slice(&0u16.to_be_bytes());
+        d.extend_from_slice(&seq.to_be_bytes());
+        d.extend_from_slice(b"probe");
+        self.sent.insert((0, seq), d.clone());
+        let from = self.peers[0];
+        self.socks[server].queue.push_back((from, d));
+        Some((0, seq))
     }
 
     pub(super) fn ops_in_flight(&self) -> usize {
@@ -175,11 +191,11 @@ impl SimUdp {
         Ok(())
     }
 
-    /// After the stop: every datagram handed over before the world calmed down was
-    /// delivered; the engine counted every truncated one; nothing is in flight.
+    /// After the stop: every datagram handed over whole was delivered; the engine counted
+    /// every truncated one; nothing is in flight.
     pub(crate) fn final_check(&self, truncated_counted: u64) -> Vec<String> {
         let mut errs = Vec::new();
-        let lost: Vec<_> = self.handed_early.difference(&self.delivered).take(5).collect();
+        let lost: Vec<_> = self.handed.difference(&self.delivered).take(5).collect();
         if !lost.is_empty() {
             errs.push(format!("datagrams handed to the engine whole but never delivered: {lost:?}"));
         }
@@ -201,15 +217,13 @@ impl SimKernel {
         if let Some(i) = u.socks.iter().position(|s| s.ino == ino && !s.closed) {
             return Some(i);
         }
-        let server = u.server_ino == Some(ino);
+        // (The worker's sockets are known from their registration: this is a client's.)
         // SAFETY: only borrowed for getpeername; `fd` is open (fstat succeeded above).
         let peer = crate::sys::peer_addr(unsafe { BorrowedFd::borrow_raw(fd) });
-        if !server && peer.is_none() {
-            return None;
-        }
-        u.socks.push(USock { fd, ino, server, peer, queue: VecDeque::new(), closed: false });
+        peer?;
+        u.socks.push(USock { fd, ino, server: false, peer, queue: VecDeque::new(), closed: false });
         let i = u.socks.len() - 1;
-        self.note(format!("udp {i}: {} socket", if server { "the worker's" } else { "a client's" }));
+        self.note(format!("udp {i}: a client's socket"));
         Some(i)
     }
 
@@ -276,12 +290,19 @@ impl SimKernel {
                 continue;
             }
             self.udp.socks[i].closed = true;
-            self.note(format!("udp {i}: engine closed its fd"));
+            let dropped = std::mem::take(&mut self.udp.socks[i].queue).len();
+            self.note(format!("udp {i}: engine closed its fd ({dropped} datagrams queued on it dropped)"));
             if self.udp.ops.iter().any(|o| o.sock == i) {
                 self.violation(format!("udp {i}: fd closed while an operation is in flight"));
             }
         }
-        let Some(server) = self.udp.socks.iter().position(|s| s.server && !s.closed) else { return };
+        let Some(server) = self.udp.socks.iter().position(|s| s.server && !s.closed) else {
+            if !self.udp.calm && self.udp.socks.iter().any(|s| s.server) {
+                // (Unlistened: the peers' datagrams meet a closed port.)
+                self.mark("udp datagrams meet a closed port");
+            }
+            return;
+        };
         let u = &mut self.udp;
         if u.calm {
             return;
@@ -426,7 +447,6 @@ impl SimKernel {
                 std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(head), n);
             }
             let server = self.udp.socks[op.sock].server;
-            let direct = self.cq_has_room();
             if cut {
                 self.mark("udp datagram truncated");
                 self.udp.truncated += 1;
@@ -437,8 +457,8 @@ impl SimKernel {
                     data.len()
                 ));
                 self.udp.handed.insert(id);
-                if !self.udp.calm && direct {
-                    self.udp.handed_early.insert(id);
+                if self.udp.socks.iter().position(|s| s.server) != Some(op.sock) {
+                    self.mark("udp datagram on a relistened socket");
                 }
             }
             let end = !self.udp.calm && self.udp.rng.chance(self.udp.rates.end);

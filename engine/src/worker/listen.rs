@@ -46,7 +46,8 @@ pub(crate) fn listen(
 }
 
 /// Environment variable through which a parent process hands its listening sockets to a
-/// successor (zero-downtime reload): `ADDR=FD,FD;ADDR=FD`, e.g. `127.0.0.1:8000=3,4`; a Unix
+/// successor (zero-downtime reload): `ADDR=FD,FD;ADDR=FD`, e.g. `127.0.0.1:8000=3,4`; a
+/// `udp://` worker's datagram sockets are listed as `udp:127.0.0.1:9000=5,6`; a Unix
 /// socket's `ADDR` is `unix:` and its path with `%`, `;`, `=`, `,` and bytes outside
 /// printable ASCII percent-encoded (`handover::successor_env` writes it).
 pub(crate) const LISTEN_FDS_ENV: &str = "RINGMAN_LISTEN_FDS";
@@ -56,7 +57,6 @@ pub(crate) fn encode_addr(addr: &ListenAddr) -> String {
     use std::os::unix::ffi::OsStrExt;
     match addr {
         ListenAddr::Inet(a) => a.to_string(),
-        // (Never handed over: a `udp://` worker has no stream listener.)
         ListenAddr::Udp(a) => format!("udp:{a}"),
         ListenAddr::Unix(p) => {
             let mut out = String::from("unix:");
@@ -75,6 +75,9 @@ pub(crate) fn encode_addr(addr: &ListenAddr) -> String {
 /// The address [`encode_addr`] wrote, if `s` is one.
 fn decode_addr(s: &str) -> Option<ListenAddr> {
     use std::os::unix::ffi::OsStringExt;
+    if let Some(udp) = s.strip_prefix("udp:") {
+        return udp.parse().ok().map(ListenAddr::Udp);
+    }
     let Some(rest) = s.strip_prefix("unix:") else { return s.parse().ok().map(ListenAddr::Inet) };
     let (mut bytes, mut it) = (Vec::new(), rest.bytes());
     while let Some(b) = it.next() {
@@ -88,19 +91,26 @@ fn decode_addr(s: &str) -> Option<ListenAddr> {
     Some(ListenAddr::Unix(std::ffi::OsString::from_vec(bytes).into()))
 }
 
-/// Whether `fd` is a listening socket bound to `addr`.
+/// Whether `fd` is a listening socket bound to `addr` (for a UDP address: a datagram socket
+/// bound to it and connected to no peer).
 fn listens_on(fd: BorrowedFd<'_>, addr: &ListenAddr) -> bool {
     let sock = socket2::SockRef::from(&fd);
-    sock.is_listener().unwrap_or(false)
-        && match addr {
-            ListenAddr::Inet(a) => crate::sys::local_addr(fd) == Some(*a),
-            ListenAddr::Unix(p) => crate::sys::unix_path(fd, false).as_deref() == Some(p.as_path()),
-            ListenAddr::Udp(_) => false,
+    match addr {
+        ListenAddr::Udp(a) => {
+            sock.r#type().ok() == Some(Type::DGRAM)
+                && crate::sys::local_addr(fd) == Some(*a)
+                && crate::sys::peer_addr(fd).is_none()
         }
+        ListenAddr::Inet(a) => sock.is_listener().unwrap_or(false) && crate::sys::local_addr(fd) == Some(*a),
+        ListenAddr::Unix(p) => {
+            sock.is_listener().unwrap_or(false) && crate::sys::unix_path(fd, false).as_deref() == Some(p.as_path())
+        }
+    }
 }
 
 /// Listening descriptors inherited for `addr` through [`LISTEN_FDS_ENV`], if any. Each is
-/// checked to be a listening socket bound to `addr` before use.
+/// checked to be a listening socket bound to `addr` before use (for `ListenAddr::Udp`: a
+/// datagram socket bound to it).
 pub(crate) fn inherited(addr: &ListenAddr) -> Vec<OwnedFd> {
     let Ok(spec) = std::env::var(LISTEN_FDS_ENV) else { return Vec::new() };
     let mut taken: Vec<RawFd> = Vec::new();

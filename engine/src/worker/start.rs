@@ -81,17 +81,27 @@ impl<S> Worker<S> {
             conn_cap: w.max_connections.map(|max| ConnCap { max, open: Default::default() }),
             max_datagram: w.max_datagram_size.clamp(1, MAX_DATAGRAM),
             udp_buffers: w.udp_recv_buffers.next_power_of_two().clamp(2, 32768),
+            udp_protocol: w.protocol.clone(),
         })
     }
 
     /// The parts of one ring thread of this worker, for the deterministic simulator: its
-    /// settings and its loop, on ring thread `thread` (the caller registered its mailbox).
+    /// settings and its loop, on ring thread `thread` (the caller registered its mailbox),
+    /// with the sockets the simulator made (its handle's `listen`/`unlisten` act on them).
+    /// The simulated worker has a stream listener and a UDP socket: its datagrams are raw.
     #[cfg(test)]
-    pub(crate) fn into_sim(self, thread: u16, stats: Arc<ThreadStats>) -> (Arc<WorkerConfig>, Runner<S>)
+    pub(crate) fn into_sim(
+        self,
+        thread: u16,
+        stats: Arc<ThreadStats>,
+        listeners: Arc<Listeners>,
+    ) -> (Arc<WorkerConfig>, Runner<S>)
     where
         S: Default,
     {
-        let cfg = Arc::new(self.config().expect("the simulator's TLS settings load"));
+        let mut cfg = self.config().expect("the simulator's TLS settings load");
+        cfg.udp_protocol = Arc::new(ringman_protocols::Raw);
+        let cfg = Arc::new(cfg);
         let handle = WorkerHandle {
             name: self.name.clone().into(),
             threads: vec![thread].into(),
@@ -102,7 +112,7 @@ impl<S> Worker<S> {
             reloadable: self.reloadable,
             tls: None,
             tickets: None,
-            listeners: None,
+            listeners: Some(listeners),
         };
         let info = WorkerInfo { id: 0, count: 1, name: self.name.clone(), handle };
         (cfg, Runner::new(Arc::new(self.cb), info, stats))
@@ -141,6 +151,32 @@ fn open_inet<S>(
     Ok((fds.into_iter().map(ListenSocket::inet).collect(), bound.unwrap_or(addr)))
 }
 
+/// A `udp://` worker's sockets on `addr` — every one a predecessor process handed over
+/// (reload: their receive queues go on being read, none is dropped), then as many more as
+/// it takes to have one per ring with `reuse_port` (else one) — and the address they are
+/// bound to (the real port).
+fn open_udp<S>(
+    w: &Worker<S>,
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> Result<(Vec<ListenSocket>, std::net::SocketAddr), EngineError> {
+    let mut fds: Vec<OwnedFd> = listen::inherited(&ListenAddr::Udp(addr));
+    let n = if w.reuse_port { count } else { 1 };
+    let bound = match fds.first() {
+        Some(fd) => {
+            let bound = crate::sys::local_addr(fd.as_fd()).unwrap_or(addr);
+            let more = n.saturating_sub(fds.len());
+            fds.extend(super::udp::join(bound, more, w.reuse_port)?);
+            bound
+        }
+        None => {
+            fds = super::udp::bind(addr, n, w.reuse_port)?;
+            crate::sys::local_addr(fds[0].as_fd()).unwrap_or(addr)
+        }
+    };
+    Ok((fds.into_iter().map(ListenSocket::udp).collect(), bound))
+}
+
 impl<S: Default + 'static> Spawn for Worker<S> {
     fn spawn(
         self: Box<Self>,
@@ -160,17 +196,15 @@ impl<S: Default + 'static> Spawn for Worker<S> {
         // is bound.
         let cfg = Arc::new(w.config()?);
         // Listeners: bound here, on the caller's thread, so errors come back from start().
-        // Each is shared by the threads that accept on it (one per thread with SO_REUSEPORT)
+        // Each is shared by the threads that serve it (one per thread with SO_REUSEPORT)
         // and closed when the last of them exits; a ring restarted by its supervisor keeps it.
-        // A `udp://` worker's sockets: one SO_REUSEPORT socket per ring (or one they share).
-        let mut udp: Vec<Arc<OwnedFd>> = Vec::new();
+        // A `udp://` worker's sockets are kept the same way: one SO_REUSEPORT socket per ring
+        // (or one they share).
         let (fds, bound) = match &w.addr {
             None => (Vec::new(), None),
             Some(ListenAddr::Udp(addr)) => {
-                let fds = super::udp::bind(*addr, if w.reuse_port { count } else { 1 }, w.reuse_port)?;
-                let bound = crate::sys::local_addr(fds[0].as_fd()).unwrap_or(*addr);
-                udp = fds.into_iter().map(Arc::new).collect();
-                (Vec::new(), Some(ListenAddr::Udp(bound)))
+                let (fds, bound) = open_udp(&w, *addr, count)?;
+                (fds, Some(ListenAddr::Udp(bound)))
             }
             Some(ListenAddr::Inet(addr)) => {
                 let (fds, bound) = open_inet(&w, *addr, count)?;
@@ -186,9 +220,8 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                 (vec![ListenSocket::unix(fd, path.clone())], Some(ListenAddr::Unix(path.clone())))
             }
         };
-        let reuse_port = w.reuse_port && matches!(bound, Some(ListenAddr::Inet(_)));
-        // (Stream listeners only: a `udp://` worker has none.)
-        let listeners = bound.clone().filter(|a| !matches!(a, ListenAddr::Udp(_))).map(|at| {
+        let reuse_port = w.reuse_port && matches!(bound, Some(ListenAddr::Inet(_) | ListenAddr::Udp(_)));
+        let listeners = bound.clone().map(|at| {
             let (backlog, keepalive, mode) = (w.backlog, w.keepalive, w.unix_mode);
             let n = if reuse_port { count } else { 1 };
             let open: OpenListeners = Box::new(move || match &at {
@@ -201,9 +234,11 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                 ListenAddr::Unix(path) => {
                     Ok(vec![ListenSocket::unix(listen::listen_unix(path, backlog, mode)?, path.clone())])
                 }
-                ListenAddr::Udp(_) => Ok(Vec::new()),
+                ListenAddr::Udp(addr) => {
+                    Ok(super::udp::bind(*addr, n, reuse_port)?.into_iter().map(ListenSocket::udp).collect())
+                }
             });
-            Arc::new(Listeners { open, reuse_port, fds: Mutex::new(fds.into_iter().map(Arc::new).collect()) })
+            Arc::new(Listeners { open, rings: count, fds: Mutex::new(fds.into_iter().map(Arc::new).collect()) })
         });
         let mut regs = Vec::new();
         for _ in 0..count {
@@ -237,7 +272,6 @@ impl<S: Default + 'static> Spawn for Worker<S> {
         let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for (i, (thread, mailbox)) in regs.into_iter().enumerate() {
             let listeners = listeners.clone();
-            let udp = (!udp.is_empty()).then(|| udp[i % udp.len()].clone());
             let stats = stats[i].clone();
             let info = WorkerInfo { id: i, count, name: w.name.clone(), handle: handle.clone() };
             let (cfg, cb, ready_tx) = (cfg.clone(), cb.clone(), ready_tx.clone());
@@ -250,13 +284,17 @@ impl<S: Default + 'static> Spawn for Worker<S> {
                     let _ = crate::sys::pin_to_cpu(cpu);
                 }
                 supervise(&info, &ready_tx, || {
-                    // Its own SO_REUSEPORT listener, or the shared one: the current one (a
-                    // restarted ring), if the worker listens.
-                    let listeners: Vec<ListenerSlot> =
-                        listeners.iter().filter_map(|l| l.for_ring(i)).map(ListenerSlot::new).collect();
-                    let mut core = Core::new(thread, cfg.clone(), listeners, mailbox.clone(), stats.clone(), fixed)?;
-                    if let Some(fd) = &udp {
-                        core.udp_listen(fd.clone()).map_err(EngineError::BufferRing)?;
+                    // Its own SO_REUSEPORT sockets, or the shared one: the current ones (a
+                    // restarted ring), if the worker listens. Stream listeners are accepted
+                    // on, a `udp://` worker's sockets received on.
+                    let (udp, stream): (Vec<_>, Vec<_>) = listeners
+                        .iter()
+                        .flat_map(|l| l.for_ring(i))
+                        .partition(|fd: &Arc<ListenSocket>| fd.is_datagram());
+                    let slots = stream.into_iter().map(ListenerSlot::new).collect();
+                    let mut core = Core::new(thread, cfg.clone(), slots, mailbox.clone(), stats.clone(), fixed)?;
+                    for fd in udp {
+                        core.udp_listen(fd).map_err(EngineError::BufferRing)?;
                     }
                     let stats = core.stats.clone();
                     Ok((core, Runner::new(cb.clone(), info.clone(), stats)))

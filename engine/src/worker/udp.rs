@@ -1,5 +1,5 @@
 //! `udp://` workers: their sockets (bound on the caller's thread, one SO_REUSEPORT socket per
-//! ring thread), and the delivery of received datagrams to `on_datagram` and to UDP clients'
+//! ring thread, or adopted from a reload predecessor), and the delivery of received datagrams to `on_datagram` and to UDP clients'
 //! own callbacks, reached from the runner's dispatch by one arm.
 
 use std::net::SocketAddr;
@@ -18,24 +18,6 @@ use crate::ring::{Kind, Token};
 /// datagrams over them by the sender's address). A port anyone holds already is refused
 /// (`AddrInUse`), as for stream listeners.
 pub(super) fn bind(addr: SocketAddr, n: usize, reuse_port: bool) -> Result<Vec<OwnedFd>, EngineError> {
-    let err = |source: std::io::Error| {
-        if source.raw_os_error() == Some(libc::EADDRINUSE) {
-            EngineError::AddrInUse { addr }
-        } else {
-            EngineError::Listen { addr, source }
-        }
-    };
-    let open = |addr: SocketAddr, reuse: bool| -> Result<OwnedFd, EngineError> {
-        let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), None).map_err(err)?;
-        if reuse {
-            s.set_reuse_port(true).map_err(err)?;
-        }
-        if addr.is_ipv6() {
-            let _ = s.set_only_v6(false);
-        }
-        s.bind(&addr.into()).map_err(err)?;
-        Ok(s.into())
-    };
     if addr.port() != 0 {
         // The probe: a bind without SO_REUSEPORT fails if anyone holds the port.
         drop(open(addr, false)?);
@@ -44,10 +26,34 @@ pub(super) fn bind(addr: SocketAddr, n: usize, reuse_port: bool) -> Result<Vec<O
     // Port 0: the others join the port the first one got.
     let bound = crate::sys::local_addr(std::os::fd::AsFd::as_fd(&first)).unwrap_or(addr);
     let mut fds = vec![first];
-    while fds.len() < n.max(1) {
-        fds.push(open(bound, reuse_port)?);
-    }
+    fds.extend(join(bound, n.max(1) - 1, reuse_port)?);
     Ok(fds)
+}
+
+/// Binds `n` more SO_REUSEPORT sockets on `bound`, the address of sockets this process holds
+/// already (bound here, or handed over by a reload predecessor): no probe.
+pub(super) fn join(bound: SocketAddr, n: usize, reuse_port: bool) -> Result<Vec<OwnedFd>, EngineError> {
+    (0..n).map(|_| open(bound, reuse_port)).collect()
+}
+
+/// One UDP socket bound to `addr`.
+fn open(addr: SocketAddr, reuse: bool) -> Result<OwnedFd, EngineError> {
+    let err = |source: std::io::Error| {
+        if source.raw_os_error() == Some(libc::EADDRINUSE) {
+            EngineError::AddrInUse { addr }
+        } else {
+            EngineError::Listen { addr, source }
+        }
+    };
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), None).map_err(err)?;
+    if reuse {
+        s.set_reuse_port(true).map_err(err)?;
+    }
+    if addr.is_ipv6() {
+        let _ = s.set_only_v6(false);
+    }
+    s.bind(&addr.into()).map_err(err)?;
+    Ok(s.into())
 }
 
 /// A UDP completion (`Kind::Udp` receive, `Kind::UdpSend` send).
