@@ -318,10 +318,12 @@ impl Sock {
         &self.written[from.min(self.taken)..self.taken]
     }
 
-    /// A proxied connection whose proxy has not (yet) opened the tunnel, or whose final
-    /// answer the engine has not read whole.
+    /// A proxied connection whose proxy has not (yet) answered with success, or whose
+    /// success answer the engine has not read whole. (A split success answer whose split
+    /// fell right at its end leaves only the target's first bytes pending: the answer is
+    /// whole, and the engine may open the tunnel before the proxy writes the rest.)
     pub(crate) fn handshake_pending(&self) -> bool {
-        self.proxy.as_ref().is_some_and(|p| !p.open || self.taken < p.answer_end)
+        self.proxy.as_ref().is_some_and(|p| !(p.open || p.opening) || self.taken < p.answer_end)
     }
 }
 
