@@ -3,8 +3,10 @@
 //! the pid file changes, the log file records each reload), a burst of writes reloads it
 //! once, unwatched files never, and a replaced binary is what the reload runs.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,7 +57,7 @@ impl Srv {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
         Srv { dir, addr, bin: echo_bin().to_path_buf(), extra: Vec::new() }
     }
 

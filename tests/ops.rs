@@ -1,8 +1,10 @@
 //! The ops verbs end to end: the echo example started as a daemon and driven through its
 //! command line (start -d, status, connections, metrics, reload, stop -g, stop).
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,7 +36,7 @@ fn echo_bin() -> &'static Path {
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], common::free_port()))
 }
 
 /// One echo server instance: its address and a private directory for pid file and logs.

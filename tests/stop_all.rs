@@ -3,14 +3,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 
 use common::*;
 use ringman::{run_all, stop_all, Server};
 
 #[test]
 fn run_all_returns_after_stop_all() {
-    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let w = echo_worker(&format!("text://{addr}"), 2);
     let runner = std::thread::spawn(move || run_all(Server::new().add(w)));
     wait_until("run_all listens", || TcpStream::connect(addr).is_ok());

@@ -720,7 +720,7 @@ fn socket_inodes_of(pid: i32) -> std::collections::BTreeSet<u64> {
 #[test]
 fn reload_hands_the_udp_sockets_over_and_loses_no_datagram() {
     let _serial = serial();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let dir = std::env::temp_dir().join(format!("ringman-udp-reload-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
