@@ -12,9 +12,12 @@
 //!    (as a [`RecvBuf`] guard when its bytes are read) until [`RecvRing::give_back`] or
 //!    [`RecvRing::recycle`] republishes it. The engine returns every buffer a CQE names,
 //!    including CQEs for connections that are already gone.
-//! 3. A send chunk is owned by exactly one connection's send queue. While a send SQE that
-//!    points into it is in flight, the chunk stays in that queue (one send in flight per
-//!    connection), so it is never handed to another connection before the CQE.
+//! 3. A send chunk is owned by exactly one connection's send queue (a shared chunk holds a
+//!    reference to bytes the application may share elsewhere: read only, never written).
+//!    While a send SQE (or the iovec array of a SENDMSG) points into it, the chunk stays in
+//!    that queue (one send in flight per connection), so it is never handed to another
+//!    connection, or freed, before the CQE. The iovec array and `msghdr` of a connection's
+//!    SENDMSG live in its slot, untouched until that CQE.
 //! 4. UDP: a socket's [`RecvMsgHdr`] (the `msghdr` its multishot RECVMSG was armed with) lives
 //!    in the socket's slot, which is freed only after the receive's last CQE; a
 //!    [`DatagramOut`] (SENDMSG header, iovec, destination address and bytes) is boxed and
@@ -234,6 +237,10 @@ pub(crate) enum ChunkMem {
     Fixed(u16),
     /// Heap memory (arena exhausted or unavailable, or a single large message).
     Heap(Box<[u8]>),
+    /// Bytes the application shares with the queue ([`Connection::send_bytes`](crate::Connection::send_bytes),
+    /// a cached file body): sent from where they are, never copied. Their capacity is their
+    /// length, so nothing ever finds room to append in them; they are only read.
+    Shared(bytes::Bytes),
 }
 
 impl SendArena {
@@ -311,11 +318,12 @@ impl SendArena {
             ChunkMem::Heap(b) if b.len() == CHUNK && self.heap_pool.len() < HEAP_POOL_BYTES / CHUNK => {
                 self.heap_pool.push(b)
             }
-            ChunkMem::Heap(_) => {}
+            ChunkMem::Heap(_) | ChunkMem::Shared(_) => {}
         }
     }
 
-    /// Base pointer and capacity of a chunk.
+    /// Base pointer and capacity of a chunk. A shared chunk's capacity is its length (no
+    /// room to write): callers write only between a chunk's `end` and its capacity.
     pub(crate) fn bytes(&mut self, mem: &mut ChunkMem) -> (*mut u8, usize) {
         match mem {
             ChunkMem::Fixed(i) => {
@@ -324,6 +332,8 @@ impl SendArena {
                 (unsafe { base.add(*i as usize * CHUNK) }, CHUNK)
             }
             ChunkMem::Heap(b) => (b.as_mut_ptr(), b.len()),
+            // (Read only: see above; the pointer is mutable only to share the signature.)
+            ChunkMem::Shared(b) => (b.as_ptr().cast_mut(), b.len()),
         }
     }
 

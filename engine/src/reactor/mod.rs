@@ -170,6 +170,9 @@ pub(crate) struct Core {
     dirty: Vec<usize>,
     enobufs: Vec<usize>,
     scratch: Vec<u8>,
+    /// Spare SENDMSG headers for multi-chunk sends (one per send in flight, lent to the
+    /// connection's queue until its CQE).
+    send_vecs: Vec<Box<send::SendVec>>,
     /// Decrypted bytes of a TLS receive on their way to the framer (reused).
     tls_plain: Vec<u8>,
     pub timers: Timers,
@@ -290,6 +293,7 @@ impl Core {
             dirty: Vec::new(),
             enobufs: Vec::new(),
             scratch: Vec::new(),
+            send_vecs: Vec::new(),
             tls_plain: Vec::new(),
             timers: Timers::default(),
             dns: HashMap::new(),
