@@ -172,6 +172,8 @@ pub(crate) struct Core {
     scratch: Vec<u8>,
     /// Spare SENDMSG headers for multi-chunk sends (one per send in flight, lent to the
     /// connection's queue until its CQE).
+    // (Boxed: a header's address is handed to the kernel and must not move with the Vec.)
+    #[allow(clippy::vec_box)]
     send_vecs: Vec<Box<send::SendVec>>,
     /// Decrypted bytes of a TLS receive on their way to the framer (reused).
     tls_plain: Vec<u8>,

@@ -1458,7 +1458,9 @@ impl SimKernel {
             OpKind::Accept { listener } => self.complete_accept(i, op.ud, listener),
             OpKind::Recv { sock, multishot, len } => self.complete_recv(i, op.ud, sock, multishot, len),
             OpKind::RecvInto { sock, addr, len } => self.complete_recv_into(i, op.ud, sock, addr, len),
-            OpKind::Send { sock, addr, len, waitall, vec } => self.complete_send(i, op.ud, sock, (addr, vec), len, waitall),
+            OpKind::Send { sock, addr, len, waitall, vec } => {
+                self.complete_send(i, op.ud, sock, (addr, vec), len, waitall)
+            }
             OpKind::Wake { addr } => {
                 let mut v = 0u64;
                 // SAFETY: reading 8 bytes from our own eventfd into a local.
