@@ -12,7 +12,7 @@ use io_uring::{opcode, types};
 use super::slot::ConnState;
 use super::tls::put;
 use super::{gen_of, Core, Event, Status};
-use crate::buffers::{ChunkMem, SendArena, CHUNK};
+use crate::buffers::{ChunkMem, SendArena, CHUNK, LEND_MIN};
 use crate::config::SendMode;
 use crate::error::{panic_message, ConnError};
 use crate::mailbox::Enc;
@@ -101,13 +101,29 @@ impl Core {
             return self.refuse(key, queued);
         }
         let before = c.sendq.len;
-        let share = match &payload {
-            Payload::Share(b) if b.len() >= SHARE_MIN && (enc == Enc::Raw || c.identity_encoder) => {
-                super::tls::layer(c).is_none()
+        let unchanged = (enc == Enc::Raw || c.identity_encoder) && super::tls::layer(c).is_none();
+        let share = matches!(&payload, Payload::Share(b) if b.len() >= SHARE_MIN) && unchanged;
+        // Bytes of the receive buffer being delivered (an echo, a pipe) are sent from where
+        // they arrived when the ring can spare the buffer.
+        let lend = match (&payload, self.delivering) {
+            (Payload::Copy(d), Some((bid, at, len))) if unchanged && d.len() >= LEND_MIN => {
+                let p = d.as_ptr() as usize;
+                p >= at && p + d.len() <= at + len && self.recv.lend(bid)
             }
             _ => false,
         };
-        if share {
+        let c = &mut self.conns[key];
+        if lend {
+            #[cfg(test)]
+            if let Some(k) = self.ring.sim_mut() {
+                k.mark("send from a receive buffer");
+            }
+            let c = &mut self.conns[key];
+            let (bid, ptr) = (self.delivering.map_or(0, |d| d.0), std::ptr::NonNull::from(data).cast::<u8>());
+            c.sendq.len += data.len();
+            let mem = ChunkMem::Lent { bid, ptr, len: data.len() };
+            c.sendq.chunks.push_back(Chunk { mem, start: 0, end: data.len() });
+        } else if share {
             let Payload::Share(b) = payload else { unreachable!("checked above") };
             c.sendq.len += b.len();
             let end = b.len();
@@ -320,7 +336,9 @@ impl Core {
             (ChunkMem::Fixed(_), FixedSend::WriteFixed) => {
                 opcode::WriteFixed::new(fd, ptr, len, 0).offset(u64::MAX).build()
             }
-            (ChunkMem::Heap(_) | ChunkMem::Shared(_), _) => opcode::Send::new(fd, ptr, len).flags(flags).build(),
+            (ChunkMem::Heap(_) | ChunkMem::Shared(_) | ChunkMem::Lent { .. }, _) => {
+                opcode::Send::new(fd, ptr, len).flags(flags).build()
+            }
         };
         c.send_inflight = true;
         c.inflight += 1;

@@ -1680,6 +1680,7 @@ mod tests {
             "udp datagrams meet a closed port",
             "queued client reset by the listener's close",
             "stream SENDMSG",
+            "send from a receive buffer",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }
