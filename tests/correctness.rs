@@ -91,7 +91,7 @@ fn python(script: &str, args: &[String]) -> std::process::Output {
 }
 
 /// Raw `tcp://`: echoes are sent from the receive buffers they arrived in (lent to the
-/// send queue); a pool of 16 buffers lends at most 4, so most bursts also take the copying
+/// send queue); a pool of 16 buffers lends at most 8, so most bursts also take the copying
 /// path, interleaved on one connection.
 #[test]
 fn burst_of_mixed_sizes_is_echoed_whole_over_raw_tcp_from_the_receive_buffers() {

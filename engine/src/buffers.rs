@@ -165,11 +165,11 @@ impl RecvRing {
 
     /// Lends bytes of taken buffer `bid` to a send chunk, which keeps it out of the
     /// kernel's hands until [`RecvRing::unlend`]. Refused (the caller copies) while a
-    /// quarter of the pool is lent already, so receives never starve on bytes waiting to
+    /// half of the pool is lent already, so receives never starve on bytes waiting to
     /// be sent.
     pub(crate) fn lend(&mut self, bid: u16) -> bool {
         let held = &mut self.holds[bid as usize];
-        if self.lent >= self.count as usize / 4 || *held == 0 || *held == u16::MAX {
+        if self.lent >= self.count as usize / 2 || *held == 0 || *held == u16::MAX {
             return false;
         }
         *held += 1;
