@@ -34,6 +34,19 @@ def check(c, i, got, want):
 async def stream(c):
     r, w = await asyncio.open_connection(host, port, limit=1 << 20)
     out = [payload(c, i) for i in range(msgs)]
+    if proto == "tcp":
+        wire = b"".join(out)
+        async def writer():
+            w.write(wire)
+            await w.drain()
+        async def reader():
+            got = await r.readexactly(len(wire))
+            if got != wire:
+                at = next(i for i in range(len(wire)) if got[i] != wire[i])
+                sys.exit(f"connection {c}: the echo differs from byte {at} of {len(wire)}")
+        await asyncio.gather(writer(), reader())
+        w.close()
+        return
     if proto == "text":
         wire = b"".join(m + b"\n" for m in out)
     else:
@@ -77,9 +90,26 @@ fn python(script: &str, args: &[String]) -> std::process::Output {
         .expect("python3 runs (the tests need python3 with the websockets package)")
 }
 
+/// Raw `tcp://`: echoes are sent from the receive buffers they arrived in (lent to the
+/// send queue); a pool of 16 buffers lends at most 8, so most bursts also take the copying
+/// path, interleaved on one connection.
+#[test]
+fn burst_of_mixed_sizes_is_echoed_whole_over_raw_tcp_from_the_receive_buffers() {
+    burst_against_echo("tcp", 0);
+    burst_against_echo("tcp", 16);
+}
+
 fn burst_against_default_echo(scheme: &str) {
+    burst_against_echo(scheme, 0)
+}
+
+/// With `recv_buffers` (0: the default).
+fn burst_against_echo(scheme: &str, recv_buffers: u16) {
     let send_fail = Arc::new(AtomicUsize::new(0));
     let mut w = echo_worker(&format!("{scheme}://127.0.0.1:0"), 2);
+    if recv_buffers > 0 {
+        w.recv_buffers = recv_buffers;
+    }
     // Everything at its default: SendMode::Batched, max_send_buffer_size 1 MiB.
     let errors = send_fail.clone();
     w.on_error(move |_, e, _| {

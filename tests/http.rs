@@ -583,3 +583,103 @@ fn h_date(secs: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
     String::from_utf8(ringman::protocols::http::http_date(t).to_vec()).unwrap()
 }
+
+/// Symbolic links under the root: a relative one that stays inside is followed; one that
+/// climbs out, or any absolute one (even into the root: the kernel's `RESOLVE_BENEATH`
+/// refuses absolute links, a documented choice), is a 404; a FIFO is no file (and opening
+/// it must not block the ring: the next request is still answered).
+#[test]
+fn links_fifos_and_directories_under_the_root() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let p = d.path();
+    std::os::unix::fs::symlink("sub/a.txt", p.join("rel-inside")).unwrap();
+    std::os::unix::fs::symlink("../../etc/passwd", p.join("sub/rel-outside")).unwrap();
+    std::os::unix::fs::symlink(p.join("sub/a.txt"), p.join("abs-inside")).unwrap();
+    let fifo = std::ffi::CString::new(p.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::fs::create_dir(p.join("noindex")).unwrap();
+    let cases = [
+        ("/rel-inside", "200"),
+        ("/sub/rel-outside", "404"),
+        ("/abs-inside", "404"),
+        ("/pipe", "404"),
+        ("/noindex/", "404"),
+        ("/sub/", "404"),
+        ("/", "200"),
+        ("/hello", "200"),
+    ];
+    // All pipelined on one connection, in one write.
+    let mut s = connect(addr);
+    let burst: String = cases.iter().map(|(path, _)| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).collect();
+    write_all(&mut s, burst.as_bytes());
+    for (path, want) in cases {
+        let (head, body) = read_response(&mut s);
+        assert!(head.starts_with(&format!("HTTP/1.1 {want}")), "{path}: {head}");
+        if path == "/rel-inside" {
+            assert_eq!(body, b"abcdefghij");
+        }
+    }
+}
+
+/// Kept bodies follow the file: replaced by a rename (a new inode), rewritten in place with
+/// another size, truncated to nothing, removed.
+#[test]
+fn kept_bodies_follow_renames_rewrites_and_removal() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let path = d.path().join("doc.txt");
+    let get = || {
+        let mut s = connect(addr);
+        write_all(&mut s, b"GET /doc.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let all = read_to_eof(&mut s);
+        let text = String::from_utf8_lossy(&all).into_owned();
+        let status = text.lines().next().unwrap_or("").to_string();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    };
+    std::fs::write(&path, "version one").unwrap();
+    assert_eq!(get().1, "version one");
+    assert_eq!(get().1, "version one", "served again (now from the kept body)");
+    let tmp = d.path().join("doc.tmp");
+    std::fs::write(&tmp, "version two!").unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert_eq!(get().1, "version two!");
+    std::fs::write(&path, "3").unwrap();
+    assert_eq!(get().1, "3");
+    std::fs::write(&path, "").unwrap();
+    let (status, body) = get();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "");
+    std::fs::remove_file(&path).unwrap();
+    assert!(get().0.starts_with("HTTP/1.1 404"));
+}
+
+/// Large bodies pipelined in one burst to a client that reads slowly: kept ones (1 MB,
+/// queued whole) and streamed ones (over 1 MiB) alternate; every response arrives whole
+/// and in order, none refused by the send buffer's limit.
+#[test]
+fn pipelined_large_bodies_kept_and_streamed_to_a_slow_reader() {
+    let d = root();
+    let kept: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    let streamed: Vec<u8> = (0..1_500_000u32).map(|i| (i % 247) as u8).collect();
+    std::fs::write(d.path().join("kept.bin"), &kept).unwrap();
+    std::fs::write(d.path().join("streamed.bin"), &streamed).unwrap();
+    let (_srv, addr) = server(d.path());
+    let order = ["/kept.bin", "/kept.bin", "/streamed.bin", "/kept.bin", "/streamed.bin", "/kept.bin", "/hello"];
+    let mut s = connect(addr);
+    let burst: String = order.iter().map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n")).collect();
+    write_all(&mut s, burst.as_bytes());
+    // Slow: the server's socket buffer fills and its send queue holds the rest.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for p in order {
+        let (head, body) = read_response(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{p}: {head}");
+        match p {
+            "/kept.bin" => assert!(body == kept, "{p}: {} bytes, not the file", body.len()),
+            "/streamed.bin" => assert!(body == streamed, "{p}: {} bytes, not the file", body.len()),
+            _ => assert_eq!(body, b"Hello World"),
+        }
+    }
+}

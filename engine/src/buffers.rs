@@ -11,10 +11,16 @@
 //!    (tail store with `Release` ordering) until a CQE names it; then it is owned by the engine
 //!    (as a [`RecvBuf`] guard when its bytes are read) until [`RecvRing::give_back`] or
 //!    [`RecvRing::recycle`] republishes it. The engine returns every buffer a CQE names,
-//!    including CQEs for connections that are already gone.
-//! 3. A send chunk is owned by exactly one connection's send queue. While a send SQE that
-//!    points into it is in flight, the chunk stays in that queue (one send in flight per
-//!    connection), so it is never handed to another connection before the CQE.
+//!    including CQEs for connections that are already gone. A send chunk lent bytes of a
+//!    taken buffer ([`ChunkMem::Lent`]) is one more hold on it: the buffer is republished
+//!    only when the delivery and every such chunk have let go, so the kernel never writes
+//!    into bytes a send has yet to read.
+//! 3. A send chunk is owned by exactly one connection's send queue (a shared chunk holds a
+//!    reference to bytes the application may share elsewhere: read only, never written).
+//!    While a send SQE (or the iovec array of a SENDMSG) points into it, the chunk stays in
+//!    that queue (one send in flight per connection), so it is never handed to another
+//!    connection, or freed, before the CQE. The iovec array and `msghdr` of a connection's
+//!    SENDMSG live in its slot, untouched until that CQE.
 //! 4. UDP: a socket's [`RecvMsgHdr`] (the `msghdr` its multishot RECVMSG was armed with) lives
 //!    in the socket's slot, which is freed only after the receive's last CQE; a
 //!    [`DatagramOut`] (SENDMSG header, iovec, destination address and bytes) is boxed and
@@ -83,7 +89,15 @@ pub(crate) struct RecvRing {
     /// Local copy of the tail; published to the kernel in [`RecvRing::publish`].
     tail: u16,
     unpublished: bool,
+    /// Per buffer: how many hold it out of the kernel's hands (its receive's delivery, and
+    /// each send chunk lent its bytes); it goes back when the last lets go (invariant 2).
+    holds: Vec<u16>,
+    /// Send chunks lent receive bytes, in all.
+    lent: usize,
 }
+
+/// Received bytes shorter than this are copied when sent, never lent.
+pub(crate) const LEND_MIN: usize = 1024;
 
 impl RecvRing {
     /// Maps `count` buffers of `buf_size` bytes and registers them as buffer group
@@ -97,7 +111,17 @@ impl RecvRing {
         assert!(count.is_power_of_two() && count <= 32768);
         let entries = Mmap::new(count as usize * std::mem::size_of::<BufRingEntry>())?;
         let data = Mmap::new(count as usize * buf_size as usize)?;
-        let mut ring_buf = RecvRing { entries, data, count, buf_size, bgid, tail: 0, unpublished: false };
+        let mut ring_buf = RecvRing {
+            entries,
+            data,
+            count,
+            buf_size,
+            bgid,
+            tail: 0,
+            unpublished: false,
+            holds: vec![0; count as usize],
+            lent: 0,
+        };
         // SAFETY: the entry array is page aligned (mmap), sized for `count` entries, and lives
         // until the owner unregisters it before dropping it (invariant 1).
         unsafe {
@@ -121,19 +145,51 @@ impl RecvRing {
     /// # Safety
     /// A CQE of this ring named `bid` with result `len`, and that CQE's buffer has not been
     /// taken or recycled since: each CQE's buffer is taken once.
-    pub(crate) unsafe fn take(&self, bid: u16, len: usize) -> RecvBuf {
+    pub(crate) unsafe fn take(&mut self, bid: u16, len: usize) -> RecvBuf {
         debug_assert!(bid < self.count && len <= self.buf_size as usize);
+        debug_assert_eq!(self.holds[bid as usize], 0, "buffer {bid} taken while held");
+        self.holds[bid as usize] = 1;
         // SAFETY: `bid < count` (the kernel only names buffers we published), so the offset
         // lies inside the data mapping.
         let ptr = unsafe { self.data.ptr.add(bid as usize * self.buf_size as usize) };
         RecvBuf { bid, ptr, len }
     }
 
-    /// Hands a taken buffer back to the kernel (visible after [`RecvRing::publish`]).
+    /// Hands a taken buffer back to the kernel (visible after [`RecvRing::publish`]) —
+    /// unless send chunks still hold bytes of it: then the last of them returns it.
     pub(crate) fn give_back(&mut self, buf: RecvBuf) {
         let bid = buf.bid;
         std::mem::forget(buf);
-        self.push(bid);
+        self.let_go(bid);
+    }
+
+    /// Lends bytes of taken buffer `bid` to a send chunk, which keeps it out of the
+    /// kernel's hands until [`RecvRing::unlend`]. Refused (the caller copies) while a
+    /// half of the pool is lent already, so receives never starve on bytes waiting to
+    /// be sent.
+    pub(crate) fn lend(&mut self, bid: u16) -> bool {
+        let held = &mut self.holds[bid as usize];
+        if self.lent >= self.count as usize / 2 || *held == 0 || *held == u16::MAX {
+            return false;
+        }
+        *held += 1;
+        self.lent += 1;
+        true
+    }
+
+    /// A send chunk lent bytes of `bid` let go of them.
+    pub(crate) fn unlend(&mut self, bid: u16) {
+        self.lent -= 1;
+        self.let_go(bid);
+    }
+
+    fn let_go(&mut self, bid: u16) {
+        let held = &mut self.holds[bid as usize];
+        debug_assert!(*held > 0, "buffer {bid} let go more often than held");
+        *held -= 1;
+        if *held == 0 {
+            self.push(bid);
+        }
     }
 
     /// Hands buffer `bid` back without taking it (a completion whose bytes are not wanted:
@@ -190,6 +246,12 @@ pub(crate) struct RecvBuf {
 }
 
 impl RecvBuf {
+    /// The buffer's id and the address range of its received bytes (to recognise a send
+    /// of bytes that lie in it).
+    pub(crate) fn region(&self) -> (u16, usize, usize) {
+        (self.bid, self.ptr.as_ptr() as usize, self.len)
+    }
+
     /// The received bytes.
     pub(crate) fn bytes(&mut self) -> &mut [u8] {
         // SAFETY: `ptr..ptr+len` lies inside the ring's data mapping, which outlives every
@@ -226,6 +288,8 @@ pub(crate) struct SendArena {
     free: Vec<u16>,
     heap_pool: Vec<Box<[u8]>>,
     reserved: usize,
+    /// Receive buffers of released lent chunks, on their way back to the receive ring.
+    unlent: Vec<u16>,
 }
 
 /// Where a chunk's bytes live.
@@ -234,13 +298,22 @@ pub(crate) enum ChunkMem {
     Fixed(u16),
     /// Heap memory (arena exhausted or unavailable, or a single large message).
     Heap(Box<[u8]>),
+    /// Bytes the application shares with the queue ([`Connection::send_bytes`](crate::Connection::send_bytes),
+    /// a cached file body): sent from where they are, never copied. Their capacity is their
+    /// length, so nothing ever finds room to append in them; they are only read.
+    Shared(bytes::Bytes),
+    /// `len` received bytes at `ptr`, inside receive buffer `bid`, which the chunk holds
+    /// out of the kernel's hands ([`RecvRing::lend`]) until it is released: an echo or a
+    /// `pipe()` sends what arrived from where it arrived. Read only, like `Shared`.
+    Lent { bid: u16, ptr: NonNull<u8>, len: usize },
 }
 
 impl SendArena {
     /// Registers up to `want` bytes of send chunks with `ring`. Returns an arena without fixed
     /// chunks when the budget is spent or the kernel refuses (ENOMEM under memlock).
     pub(crate) fn new(ring: &mut Ring, want: usize) -> (SendArena, Option<io::Error>) {
-        let mut arena = SendArena { mem: None, free: Vec::new(), heap_pool: Vec::new(), reserved: 0 };
+        let mut arena =
+            SendArena { mem: None, free: Vec::new(), heap_pool: Vec::new(), reserved: 0, unlent: Vec::new() };
         let want = want / CHUNK * CHUNK;
         // (A simulated ring pins nothing: it takes what it asks for, so a seed's run does
         // not depend on what other rings of the process hold.)
@@ -311,11 +384,19 @@ impl SendArena {
             ChunkMem::Heap(b) if b.len() == CHUNK && self.heap_pool.len() < HEAP_POOL_BYTES / CHUNK => {
                 self.heap_pool.push(b)
             }
-            ChunkMem::Heap(_) => {}
+            ChunkMem::Heap(_) | ChunkMem::Shared(_) => {}
+            // Returned to the receive ring by `Core::return_lent` (the arena cannot reach it).
+            ChunkMem::Lent { bid, .. } => self.unlent.push(bid),
         }
     }
 
-    /// Base pointer and capacity of a chunk.
+    /// Receive buffers whose lent bytes were released since the last call.
+    pub(crate) fn take_unlent(&mut self) -> impl Iterator<Item = u16> + '_ {
+        self.unlent.drain(..)
+    }
+
+    /// Base pointer and capacity of a chunk. A shared chunk's capacity is its length (no
+    /// room to write): callers write only between a chunk's `end` and its capacity.
     pub(crate) fn bytes(&mut self, mem: &mut ChunkMem) -> (*mut u8, usize) {
         match mem {
             ChunkMem::Fixed(i) => {
@@ -324,6 +405,9 @@ impl SendArena {
                 (unsafe { base.add(*i as usize * CHUNK) }, CHUNK)
             }
             ChunkMem::Heap(b) => (b.as_mut_ptr(), b.len()),
+            // (Read only: see above; the pointer is mutable only to share the signature.)
+            ChunkMem::Shared(b) => (b.as_ptr().cast_mut(), b.len()),
+            ChunkMem::Lent { ptr, len, .. } => (ptr.as_ptr(), *len),
         }
     }
 

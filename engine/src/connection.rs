@@ -118,12 +118,29 @@ impl Connection {
         }
     }
 
-    /// Sends shared bytes; from another thread this avoids a copy.
+    /// Sends shared bytes as [`Connection::send`] does, without copying them where it can:
+    /// from another thread they travel by reference, and a large message (4 KiB or more)
+    /// that goes on the wire as it is (a protocol whose encoder leaves bytes unchanged, no
+    /// TLS) joins the send buffer by reference and is sent from where it lies.
     pub fn send_bytes(&self, data: Bytes) -> SendStatus {
+        self.send_bytes_as(data, Enc::Default)
+    }
+
+    /// [`Connection::send_bytes`] bypassing the protocol's encoder (as
+    /// [`Connection::send_raw`]).
+    pub fn send_bytes_raw(&self, data: Bytes) -> SendStatus {
+        self.send_bytes_as(data, Enc::Raw)
+    }
+
+    fn send_bytes_as(&self, data: Bytes, enc: Enc) -> SendStatus {
         if current_thread() == Some(self.id.thread()) {
-            return self.send(&data);
+            return with_core(|c| match c.lookup(self.id) {
+                Some(k) => c.send_shared(k, data, enc),
+                None => SendStatus::Failed,
+            })
+            .unwrap_or(SendStatus::Failed);
         }
-        if post(self.id.thread(), Cmd::Send { conn: self.id, data, enc: Enc::Default }) {
+        if post(self.id.thread(), Cmd::Send { conn: self.id, data, enc }) {
             SendStatus::Queued
         } else {
             SendStatus::Failed

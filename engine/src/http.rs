@@ -8,9 +8,12 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use bytes::Bytes;
 
 use ringman_protocols::http::{self as h, DateCache, RangeOutcome, Request, Response, StaticResponse};
 
@@ -109,18 +112,29 @@ impl<S: Default + 'static> Worker<S> {
 /// conditional requests (`If-None-Match`, `If-Modified-Since` ⇒ 304; `If-Match`,
 /// `If-Unmodified-Since` ⇒ 412),
 /// MIME type by extension, no directory listing. Paths with `..`, encoded dot segments, NUL
-/// bytes or symlinks leading out of the root are refused (404). Bodies are streamed in
-/// 64 KiB pieces as the send buffer drains.
+/// bytes or symbolic links leading out of the root are refused (404).
+///
+/// Each request costs one `openat2` lookup beneath the root (Linux 5.6; the kernel refuses
+/// any resolution that leaves the root, so a request no file answers costs that one failed
+/// call before it falls through to the application). Absolute symbolic links are refused
+/// even when they point inside the root (relative ones inside it are followed). Bodies of
+/// files up to 1 MiB are kept per ring thread ([`send_file`]) and sent from there without a
+/// copy; larger ones stream in 64 KiB pieces as the send buffer drains.
 #[derive(Clone)]
 pub struct WebServer {
     root: Arc<PathBuf>,
+    /// The root as a directory handle for `openat2` lookups; `None` on a kernel without
+    /// `openat2`, where lookups resolve the path with `realpath` and compare.
+    root_fd: Option<Arc<OwnedFd>>,
     index: &'static str,
 }
 
-/// A file being streamed to a connection (kept in the connection's streaming slot, so the
+/// A body being sent to a connection (kept in the connection's streaming slot, so the
 /// application's context is left alone).
 struct Streaming {
-    file: File,
+    /// The file the rest comes from (`None`: the whole body is queued, the connection waits
+    /// for it to drain before it reads the next request).
+    file: Option<File>,
     remaining: u64,
     /// Close once the body is queued (the request did not keep the connection alive).
     close_after: bool,
@@ -131,7 +145,13 @@ const PIECE: usize = 64 * 1024;
 impl WebServer {
     /// Serves `root` (canonicalized now; it must exist).
     pub fn new(root: impl AsRef<Path>) -> std::io::Result<WebServer> {
-        Ok(WebServer { root: Arc::new(root.as_ref().canonicalize()?), index: "index.html" })
+        let root = root.as_ref().canonicalize()?;
+        let dir = crate::sys::open_dir(&root)?;
+        let root_fd = match crate::sys::open_beneath(dir.as_fd(), c".") {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => None,
+            _ => Some(Arc::new(dir)),
+        };
+        Ok(WebServer { root: Arc::new(root), root_fd, index: "index.html" })
     }
 
     /// Answers `req` from the directory. Returns false (sending nothing) when no file
@@ -141,15 +161,45 @@ impl WebServer {
             return false;
         }
         let Ok(rel) = h::resolve_path(req.path()) else { return false };
+        let Some((file, meta, name)) = self.open(rel) else { return false };
+        send_opened(conn, req, file, &meta, &name)
+    }
+
+    /// The regular file `rel` names under the root (a directory's index file), with its
+    /// metadata and the name its MIME type comes from.
+    fn open(&self, rel: PathBuf) -> Option<(File, std::fs::Metadata, PathBuf)> {
+        let Some(dir) = &self.root_fd else { return self.open_resolved(rel) };
+        let open = |rel: &Path| -> Option<(File, std::fs::Metadata)> {
+            use std::os::unix::ffi::OsStrExt;
+            let name = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+            let c = std::ffi::CString::new(name.as_os_str().as_bytes()).ok()?;
+            let file = File::from(crate::sys::open_beneath(dir.as_fd(), &c).ok()?);
+            let meta = file.metadata().ok()?;
+            Some((file, meta))
+        };
+        let (mut file, mut meta) = open(&rel)?;
+        let mut name = rel;
+        if meta.is_dir() {
+            name.push(self.index);
+            (file, meta) = open(&name)?;
+        }
+        meta.is_file().then_some((file, meta, name))
+    }
+
+    /// [`WebServer::open`] without `openat2`: resolves the path and checks it stays under
+    /// the root.
+    fn open_resolved(&self, rel: PathBuf) -> Option<(File, std::fs::Metadata, PathBuf)> {
         let mut path = self.root.join(rel);
         if path.is_dir() {
             path = path.join(self.index);
         }
-        let Ok(canon) = path.canonicalize() else { return false };
+        let canon = path.canonicalize().ok()?;
         if !h::is_within(&self.root, &canon) {
-            return false;
+            return None;
         }
-        send_file(conn, req, &canon)
+        let file = open_nonblocking(&canon).ok()?;
+        let meta = file.metadata().ok()?;
+        meta.is_file().then_some((file, meta, canon))
     }
 
     /// Installs this server on an `http://` worker: files first, then `fallback` for
@@ -173,12 +223,21 @@ impl WebServer {
 /// time), `Last-Modified`, the preconditions of RFC 9110 §13 (`If-Match` and
 /// `If-Unmodified-Since` ⇒ 412; `If-None-Match`, which takes precedence over
 /// `If-Modified-Since` ⇒ 304 carrying `ETag` and `Last-Modified`), MIME type by extension,
-/// `HEAD` without a body; the body streams in 64 KiB pieces as the send buffer drains. Returns false,
-/// sending nothing, when `path` is not a readable regular file. `path` is used as given:
-/// resolve untrusted names with [`WebServer`] (or `resolve_path` + `is_within`) first.
+/// `HEAD` without a body. Returns false, sending nothing, when `path` is not a readable
+/// regular file. `path` is used as given: resolve untrusted names with [`WebServer`] (or
+/// `resolve_path` + `is_within`) first.
 ///
-/// The worker must continue the stream from `on_buffer_drain` by calling
-/// [`continue_file`] (as [`WebServer::install`] does) for bodies larger than one piece.
+/// Bodies of files up to 1 MiB are read once and kept per ring thread (32 MiB at most,
+/// oldest dropped first), and sent from there without a copy; a kept body is used only
+/// while the file's device, inode, size, modification and change times are those it was
+/// read with (checked with one `fstat` of the freshly opened file per request, the same
+/// facts the `ETag` rests on), so a file rewritten or replaced is read again. Larger
+/// files stream in 64 KiB pieces as the send buffer drains. Either way the connection
+/// reads its next request only once a large body has drained.
+///
+/// The worker must call [`continue_file`] from `on_buffer_drain` (as
+/// [`WebServer::install`] does), which continues streamed bodies and lets the connection
+/// read on.
 ///
 /// ```no_run
 /// use ringman_engine::http::{continue_file, send_file, respond};
@@ -193,15 +252,28 @@ impl WebServer {
 /// w.on_buffer_drain(|conn, _| continue_file(conn));
 /// ```
 pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
-    let Ok(mut file) = File::open(path) else { return false };
+    let Ok(file) = open_nonblocking(path) else { return false };
     let Ok(meta) = file.metadata() else { return false };
     if !meta.is_file() {
         return false;
     }
+    send_opened(conn, req, file, &meta, path)
+}
+
+/// Opens `path` for reading without blocking (a FIFO would otherwise wait for a writer,
+/// stalling the ring; reads of regular files ignore the flag).
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
+}
+
+/// [`send_file`] of an open regular file; `name` gives the MIME type.
+fn send_opened(conn: &Connection, req: &Request<'_>, mut file: File, meta: &std::fs::Metadata, name: &Path) -> bool {
+    use std::io::Write as _;
     let len = meta.len();
     let modified = meta.modified().ok();
     let last_modified = modified.map(h::http_date);
-    let etag = entity_tag(&meta);
+    let etag = entity_tag(meta);
     let validators = |status: u16| {
         let mut r = Response::new(status).header("ETag", etag.clone());
         if let Some(lm) = &last_modified {
@@ -235,39 +307,144 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
         }
         _ => (200, 0, len, None),
     };
-    let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", h::reason_phrase(status)).as_bytes());
-    head.extend_from_slice(b"Date: ");
-    head.extend_from_slice(&date_now());
-    head.extend_from_slice(format!("\r\nContent-Type: {}\r\n", h::mime_for_path(&path.to_string_lossy())).as_bytes());
-    head.extend_from_slice(format!("Content-Length: {count}\r\nAccept-Ranges: bytes\r\nETag: {etag}\r\n").as_bytes());
-    if let Some(lm) = &last_modified {
-        head.extend_from_slice(b"Last-Modified: ");
-        head.extend_from_slice(lm);
+    let keep = req.keep_alive();
+    let sent = OUT.with(|o| {
+        let mut head = o.borrow_mut();
+        head.clear();
+        // (Writes into a Vec cannot fail.)
+        let _ = write!(head, "HTTP/1.1 {status} {}\r\nDate: ", h::reason_phrase(status));
+        head.extend_from_slice(&date_now());
+        let mime = h::mime_for_path(name.to_str().unwrap_or(""));
+        let _ = write!(
+            head,
+            "\r\nContent-Type: {mime}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\nETag: {etag}\r\n"
+        );
+        if let Some(lm) = &last_modified {
+            head.extend_from_slice(b"Last-Modified: ");
+            head.extend_from_slice(lm);
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(cr) = content_range {
+            let _ = write!(head, "Content-Range: {cr}\r\n");
+        }
+        if !keep {
+            head.extend_from_slice(b"Connection: close\r\n");
+        }
         head.extend_from_slice(b"\r\n");
-    }
-    if let Some(cr) = content_range {
-        head.extend_from_slice(format!("Content-Range: {cr}\r\n").as_bytes());
-    }
-    if !req.keep_alive() {
-        head.extend_from_slice(b"Connection: close\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    if !send_in_step(conn, &head) {
+        send_in_step(conn, &head)
+    });
+    if !sent {
         return true;
     }
-    if req.method() == "HEAD" || count == 0 || file.seek(SeekFrom::Start(start)).is_err() {
-        if !req.keep_alive() {
+    if req.method() == "HEAD" || count == 0 {
+        if !keep {
             conn.close(None);
         }
         return true;
     }
-    conn.set_streaming(Some(Streaming { file, remaining: count, close_after: !req.keep_alive() }));
+    if let Some(body) = kept_body(&mut file, meta) {
+        let part = body.slice(start as usize..(start + count) as usize);
+        // (A refused body closes the connection, as a refused response does.)
+        if conn.send_bytes_raw(part) == SendStatus::Failed || !keep {
+            conn.close(None);
+        } else if conn.send_queue_len() >= PIECE {
+            // Pipelined requests wait until the body is out (see below).
+            conn.set_streaming(Some(Streaming { file: None, remaining: 0, close_after: false }));
+            conn.pause_recv();
+        }
+        return true;
+    }
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        if !keep {
+            conn.close(None);
+        }
+        return true;
+    }
+    conn.set_streaming(Some(Streaming { file: Some(file), remaining: count, close_after: !keep }));
     // Pipelined requests (and their `100 Continue`) wait until the body is out, so nothing
     // is written into the middle of it.
     conn.pause_recv();
     pump(conn);
     true
+}
+
+/// The largest file whose body is kept ([`send_file`]).
+const KEEP_FILE_MAX: u64 = 1 << 20;
+/// The most body bytes one thread keeps.
+const KEEP_TOTAL: usize = 32 << 20;
+
+/// What a kept body was read from: device, inode, size, modification and change times.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// The bodies one thread keeps, by device and inode, dropped oldest first.
+#[derive(Default)]
+struct KeptBodies {
+    map: std::collections::HashMap<(u64, u64), (FileIdentity, Bytes)>,
+    order: std::collections::VecDeque<(u64, u64)>,
+    bytes: usize,
+}
+
+thread_local! {
+    static KEPT: RefCell<KeptBodies> = RefCell::new(KeptBodies::default());
+}
+
+/// The whole body of the open file `file` (whose metadata is `meta`) from this thread's
+/// kept bodies, read and kept now if it is small enough and was not kept as it is now.
+/// `None` for a large file, or one that changed while it was read.
+fn kept_body(file: &mut File, meta: &std::fs::Metadata) -> Option<Bytes> {
+    if meta.len() > KEEP_FILE_MAX {
+        return None;
+    }
+    let id = FileIdentity::of(meta);
+    let key = (id.dev, id.ino);
+    let hit = KEPT.with(|k| k.borrow().map.get(&key).filter(|(was, _)| *was == id).map(|(_, b)| b.clone()));
+    if hit.is_some() {
+        return hit;
+    }
+    let mut body = Vec::with_capacity(id.size as usize);
+    file.by_ref().take(id.size + 1).read_to_end(&mut body).ok()?;
+    // Read whole and unchanged meanwhile, or not kept (the streaming path serves it).
+    let now = FileIdentity::of(&file.metadata().ok()?);
+    if body.len() as u64 != id.size || now != id {
+        return None;
+    }
+    let body = Bytes::from(body);
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        if let Some((_, old)) = k.map.insert(key, (id, body.clone())) {
+            k.bytes -= old.len();
+            k.order.retain(|x| *x != key);
+        }
+        k.bytes += body.len();
+        k.order.push_back(key);
+        while k.bytes > KEEP_TOTAL {
+            let Some(oldest) = k.order.pop_front() else { break };
+            if let Some((_, b)) = k.map.remove(&oldest) {
+                k.bytes -= b.len();
+            }
+        }
+    });
+    Some(body)
 }
 
 /// The strong entity tag of a file: size, inode and modification time in nanoseconds, so it
@@ -346,27 +523,30 @@ pub fn continue_file(conn: &Connection) {
     pump(conn);
 }
 
-/// Queues the next pieces of a streaming file until the send buffer holds about a piece.
+/// Queues the next pieces of a streaming file until the send buffer holds about a piece;
+/// once a body is all queued and drained, lets the connection read on.
 fn pump(conn: &Connection) {
-    let mut buf = vec![0u8; PIECE];
     loop {
         let step = conn.with_streaming(|s: &mut Streaming| {
-            if s.remaining == 0 {
+            let Some(file) = s.file.as_mut().filter(|_| s.remaining > 0) else {
                 return Err(s.close_after);
-            }
+            };
             let want = (s.remaining as usize).min(PIECE);
-            match s.file.read(&mut buf[..want]) {
+            let mut piece = bytes::BytesMut::zeroed(want);
+            match file.read(&mut piece) {
                 Ok(n) if n > 0 => {
                     s.remaining -= n as u64;
-                    Ok(n)
+                    piece.truncate(n);
+                    Ok(piece.freeze())
                 }
                 // The file shrank or failed: the promised length cannot be kept.
                 _ => Err(true),
             }
         });
         match step {
-            Some(Ok(n)) => {
-                if !send_in_step(conn, &buf[..n]) {
+            Some(Ok(piece)) => {
+                if conn.send_bytes_raw(piece) == SendStatus::Failed {
+                    conn.close(None);
                     conn.set_streaming::<Streaming>(None);
                     return;
                 }
@@ -375,10 +555,12 @@ fn pump(conn: &Connection) {
                 }
             }
             Some(Err(close)) => {
-                conn.set_streaming::<Streaming>(None);
                 if close {
+                    conn.set_streaming::<Streaming>(None);
                     conn.close(None);
-                } else {
+                } else if conn.send_queue_len() < PIECE {
+                    // (A large body queued whole waits for the drain that brings it here.)
+                    conn.set_streaming::<Streaming>(None);
                     conn.resume_recv();
                 }
                 return;

@@ -170,6 +170,14 @@ pub(crate) struct Core {
     dirty: Vec<usize>,
     enobufs: Vec<usize>,
     scratch: Vec<u8>,
+    /// Spare SENDMSG headers for multi-chunk sends (one per send in flight, lent to the
+    /// connection's queue until its CQE).
+    // (Boxed: a header's address is handed to the kernel and must not move with the Vec.)
+    #[allow(clippy::vec_box)]
+    send_vecs: Vec<Box<send::SendVec>>,
+    /// The receive buffer being delivered (id, address, length): sends of bytes inside it
+    /// may borrow them instead of copying ([`RecvRing::lend`]).
+    delivering: Option<(u16, usize, usize)>,
     /// Decrypted bytes of a TLS receive on their way to the framer (reused).
     tls_plain: Vec<u8>,
     pub timers: Timers,
@@ -290,6 +298,8 @@ impl Core {
             dirty: Vec::new(),
             enobufs: Vec::new(),
             scratch: Vec::new(),
+            send_vecs: Vec::new(),
+            delivering: None,
             tls_plain: Vec::new(),
             timers: Timers::default(),
             dns: HashMap::new(),
@@ -343,6 +353,7 @@ impl Core {
         crate::sim::on_turn(self);
         self.flush_dirty();
         self.rearm_enobufs();
+        self.return_lent();
         self.recv.publish();
         self.udp_turn();
         if !self.early.is_empty() || !self.events.is_empty() {
@@ -527,6 +538,7 @@ impl Core {
     /// simulated kernel found wrong (a buffer never given back).
     #[cfg(test)]
     pub(crate) fn release_buffers_for_sim(&mut self) -> Vec<String> {
+        self.return_lent();
         self.recv.publish();
         self.recv.unregister(&mut self.ring);
         self.ring.sim_mut().map(|k| std::mem::take(&mut k.violations)).unwrap_or_default()

@@ -129,6 +129,7 @@ impl Core {
             self.recv.give_back(buf);
             return None;
         }
+        self.delivering = Some(buf.region());
         Some(RecvWork {
             id: ConnectionId::new(c.serial, key),
             buf: Some(buf),
@@ -175,6 +176,7 @@ impl Core {
         // paused.
         let resumed = w.buf.is_none() && w.plain.is_none();
         if let Some(b) = w.buf.take() {
+            self.delivering = None;
             self.recv.give_back(b);
         }
         if let Some(p) = w.plain.take() {
@@ -272,10 +274,18 @@ impl Core {
         (c.status != Status::Closed && !c.paused, newer)
     }
 
+    /// Returns to the receive ring the buffers whose lent bytes were sent (or dropped).
+    pub(super) fn return_lent(&mut self) {
+        for bid in self.arena.take_unlent() {
+            self.recv.unlend(bid);
+        }
+    }
+
     pub(super) fn rearm_enobufs(&mut self) {
         if self.enobufs.is_empty() {
             return;
         }
+        self.return_lent();
         self.recv.publish();
         let keys = std::mem::take(&mut self.enobufs);
         for key in &keys {

@@ -12,7 +12,7 @@ use io_uring::{opcode, types};
 use super::slot::ConnState;
 use super::tls::put;
 use super::{gen_of, Core, Event, Status};
-use crate::buffers::{ChunkMem, SendArena, CHUNK};
+use crate::buffers::{ChunkMem, SendArena, CHUNK, LEND_MIN};
 use crate::config::SendMode;
 use crate::error::{panic_message, ConnError};
 use crate::mailbox::Enc;
@@ -54,14 +54,27 @@ impl Core {
     /// ([`Core::offer_pending`]), so batching never refuses what an eager write would have
     /// delivered.
     pub(crate) fn send(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
-        let status = self.send_now(key, data, enc);
+        let status = self.send_now(key, Payload::Copy(data), enc);
         #[cfg(test)]
         crate::sim::observe_send(self, key, data, enc, status);
         status
     }
 
+    /// [`Core::send`] of shared bytes: a large message that goes on the wire as it is (raw,
+    /// or through an identity encoder, without TLS) joins the send queue by reference,
+    /// without a copy; anything else is encoded (copied) as `send` does.
+    pub(crate) fn send_shared(&mut self, key: usize, data: bytes::Bytes, enc: Enc) -> SendStatus {
+        #[cfg(test)]
+        let copy = data.clone();
+        let status = self.send_now(key, Payload::Share(data), enc);
+        #[cfg(test)]
+        crate::sim::observe_send(self, key, &copy, enc, status);
+        status
+    }
+
     #[inline]
-    fn send_now(&mut self, key: usize, data: &[u8], enc: Enc) -> SendStatus {
+    fn send_now(&mut self, key: usize, payload: Payload<'_>, enc: Enc) -> SendStatus {
+        let data = payload.as_slice();
         let c = &self.conns[key];
         if c.status == Status::Established && c.sendq.len >= c.max_send_buffer_size {
             self.offer_pending(key);
@@ -88,7 +101,34 @@ impl Core {
             return self.refuse(key, queued);
         }
         let before = c.sendq.len;
-        if let Err(p) = encode_onto(&mut self.arena, &mut self.scratch, c, Queue::Wire, data, enc) {
+        let unchanged = (enc == Enc::Raw || c.identity_encoder) && super::tls::layer(c).is_none();
+        let share = matches!(&payload, Payload::Share(b) if b.len() >= SHARE_MIN) && unchanged;
+        // Bytes of the receive buffer being delivered (an echo, a pipe) are sent from where
+        // they arrived when the ring can spare the buffer.
+        let lend = match (&payload, self.delivering) {
+            (Payload::Copy(d), Some((bid, at, len))) if unchanged && d.len() >= LEND_MIN => {
+                let p = d.as_ptr() as usize;
+                p >= at && p + d.len() <= at + len && self.recv.lend(bid)
+            }
+            _ => false,
+        };
+        let c = &mut self.conns[key];
+        if lend {
+            #[cfg(test)]
+            if let Some(k) = self.ring.sim_mut() {
+                k.mark("send from a receive buffer");
+            }
+            let c = &mut self.conns[key];
+            let (bid, ptr) = (self.delivering.map_or(0, |d| d.0), std::ptr::NonNull::from(data).cast::<u8>());
+            c.sendq.len += data.len();
+            let mem = ChunkMem::Lent { bid, ptr, len: data.len() };
+            c.sendq.chunks.push_back(Chunk { mem, start: 0, end: data.len() });
+        } else if share {
+            let Payload::Share(b) = payload else { unreachable!("checked above") };
+            c.sendq.len += b.len();
+            let end = b.len();
+            c.sendq.chunks.push_back(Chunk { mem: ChunkMem::Shared(b), start: 0, end });
+        } else if let Err(p) = encode_onto(&mut self.arena, &mut self.scratch, c, Queue::Wire, data, enc) {
             self.destroy(key, Some(ConnError::Panic(format!("encoder: {p}"))));
             return SendStatus::Failed;
         }
@@ -277,6 +317,9 @@ impl Core {
 
     pub(super) fn submit_send(&mut self, key: usize) {
         let c = &mut self.conns[key];
+        if c.sendq.chunks.len() > 1 {
+            return self.submit_sendmsg(key);
+        }
         let Some(head) = c.sendq.chunks.front_mut() else { return };
         let (base, _) = self.arena.bytes(&mut head.mem);
         // SAFETY: start..end lies within the chunk (enqueue keeps end ≤ capacity).
@@ -293,8 +336,36 @@ impl Core {
             (ChunkMem::Fixed(_), FixedSend::WriteFixed) => {
                 opcode::WriteFixed::new(fd, ptr, len, 0).offset(u64::MAX).build()
             }
-            (ChunkMem::Heap(_), _) => opcode::Send::new(fd, ptr, len).flags(flags).build(),
+            (ChunkMem::Heap(_) | ChunkMem::Shared(_) | ChunkMem::Lent { .. }, _) => {
+                opcode::Send::new(fd, ptr, len).flags(flags).build()
+            }
         };
+        c.send_inflight = true;
+        c.inflight += 1;
+        let ud = Token::new(Kind::Send, key, gen_of(c.serial)).to_u64();
+        self.push(sqe.user_data(ud));
+    }
+
+    /// One SENDMSG for the first [`MAX_IOV`] chunks of a queue that holds several (a
+    /// response head and its body, messages queued in one turn): one operation and one
+    /// completion instead of one per chunk. The header and iovec array are lent to the queue
+    /// until the CQE (buffers.rs invariant 3).
+    fn submit_sendmsg(&mut self, key: usize) {
+        let mut v = self.send_vecs.pop().unwrap_or_else(SendVec::new);
+        let c = &mut self.conns[key];
+        let mut n = 0;
+        for chunk in c.sendq.chunks.iter_mut().take(MAX_IOV) {
+            let (base, _) = self.arena.bytes(&mut chunk.mem);
+            // SAFETY: start..end lies within the chunk (enqueue keeps end ≤ capacity).
+            let ptr = unsafe { base.add(chunk.start) };
+            v.iov[n] = libc::iovec { iov_base: ptr.cast(), iov_len: chunk.end - chunk.start };
+            n += 1;
+        }
+        v.hdr.msg_iov = v.iov.as_mut_ptr();
+        v.hdr.msg_iovlen = n;
+        let fd = types::Fd(c.fd.as_raw_fd());
+        let sqe = opcode::SendMsg::new(fd, &v.hdr).flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32).build();
+        c.sendq.vec = Some(v);
         c.send_inflight = true;
         c.inflight += 1;
         let ud = Token::new(Kind::Send, key, gen_of(c.serial)).to_u64();
@@ -311,6 +382,9 @@ impl Core {
         let c = &mut self.conns[key];
         c.send_inflight = false;
         c.inflight -= 1;
+        if let Some(v) = c.sendq.vec.take() {
+            self.send_vecs.push(v);
+        }
         if res < 0 {
             if c.status != Status::Closed && res != -libc::ECANCELED && !self.tls_dial_broke(key, res) {
                 self.destroy(key, Some(ConnError::Io(io::Error::from_raw_os_error(-res))));
@@ -410,6 +484,45 @@ pub(crate) struct Chunk {
 pub(crate) struct SendQueue {
     pub(super) chunks: VecDeque<Chunk>,
     pub(super) len: usize,
+    /// The SENDMSG header of the send in flight, when it covers several chunks.
+    pub(super) vec: Option<Box<SendVec>>,
+}
+
+/// The most chunks one SENDMSG covers (the kernel's limit is `UIO_MAXIOV`, 1024).
+pub(crate) const MAX_IOV: usize = 64;
+
+/// Shared bytes shorter than this are copied into the queue (where they coalesce with
+/// their neighbours) rather than queued by reference.
+pub(crate) const SHARE_MIN: usize = 4096;
+
+/// A SENDMSG header with its iovec array, pooled per ring.
+pub(crate) struct SendVec {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; MAX_IOV],
+}
+
+impl SendVec {
+    fn new() -> Box<SendVec> {
+        // SAFETY: `msghdr` and `iovec` are plain data; all-zero is a valid value of both
+        // (null pointers, zero lengths).
+        Box::new(unsafe { std::mem::zeroed() })
+    }
+}
+
+/// The bytes of a send: borrowed (copied into the queue) or shared (queued by reference
+/// when they go on the wire as they are).
+enum Payload<'a> {
+    Copy(&'a [u8]),
+    Share(bytes::Bytes),
+}
+
+impl Payload<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Copy(d) => d,
+            Payload::Share(b) => b,
+        }
+    }
 }
 
 /// Outcome of an eager send's inline completion.

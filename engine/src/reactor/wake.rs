@@ -34,7 +34,9 @@ impl Core {
         match cmd {
             Cmd::Send { conn, data, enc } => {
                 if let Some(k) = self.lookup(*conn) {
-                    self.send(k, data, *enc);
+                    // (A cheap clone of the shared bytes: large ones join the queue by
+                    // reference.)
+                    self.send_shared(k, data.clone(), *enc);
                 }
             }
             Cmd::Close { conn, data } => {

@@ -116,11 +116,15 @@ enum OpKind {
         multishot: bool,
         len: usize,
     },
+    /// A send of `len` bytes at `addr`, or (`vec`) a SENDMSG whose `msghdr` is at `addr`
+    /// and whose iovecs hold `len` bytes in all: read at completion, as a kernel that
+    /// copies late would, so the engine must keep header, iovecs and bytes until the CQE.
     Send {
         sock: usize,
         addr: u64,
         len: usize,
         waitall: bool,
+        vec: bool,
     },
     Wake {
         addr: u64,
@@ -795,7 +799,7 @@ impl SimKernel {
                 let waitall = c == opcode::Send::CODE && s.op_flags & libc::MSG_WAITALL as u32 != 0;
                 match self.live_sock(s.fd, "send") {
                     Some(sock) => {
-                        let kind = OpKind::Send { sock, addr: s.addr, len: s.len as usize, waitall };
+                        let kind = OpKind::Send { sock, addr: s.addr, len: s.len as usize, waitall, vec: false };
                         self.ops.push(Op { ud, fd: s.fd, kind });
                         if self.rng.chance(self.rates.inline) {
                             // Room in the socket buffer: the send completes during submission.
@@ -813,6 +817,7 @@ impl SimKernel {
                 self.ops.push(Op { ud, fd: s.fd, kind: OpKind::Wake { addr: s.addr } });
             }
             c if c == opcode::Connect::CODE => self.issue_connect(s),
+            c if c == opcode::SendMsg::CODE && self.sock_by_fd(s.fd).is_some() => self.issue_sendmsg(s),
             c if c == opcode::RecvMsgMulti::CODE || c == opcode::SendMsg::CODE => self.issue_udp(s),
             c if c == opcode::AsyncCancel::CODE => {
                 if s.op_flags & IORING_ASYNC_CANCEL_FD != 0 {
@@ -828,6 +833,33 @@ impl SimKernel {
                 }
             }
             _ => self.violation(format!("unmodelled opcode {s:?}")),
+        }
+    }
+
+    /// A SENDMSG on a stream connection (several send chunks in one operation).
+    fn issue_sendmsg(&mut self, s: Sqe) {
+        if s.op_flags & libc::MSG_NOSIGNAL as u32 == 0 {
+            return self.violation(format!("stream SENDMSG without MSG_NOSIGNAL {s:?}"));
+        }
+        // SAFETY: the SQE's address is the engine's `msghdr`, kept alive until the CQE.
+        let hdr = unsafe { std::ptr::read_unaligned(s.addr as *const libc::msghdr) };
+        if !hdr.msg_name.is_null() || hdr.msg_controllen != 0 || hdr.msg_iovlen == 0 || hdr.msg_iovlen > 1024 {
+            return self.violation(format!("unmodelled stream SENDMSG {hdr:?}"));
+        }
+        // SAFETY: `msg_iovlen` iovecs at `msg_iov`, inside the engine's header box.
+        let iov = unsafe { std::slice::from_raw_parts(hdr.msg_iov, hdr.msg_iovlen) };
+        let len = iov.iter().map(|v| v.iov_len).sum::<usize>();
+        let waitall = s.op_flags & libc::MSG_WAITALL as u32 != 0;
+        let Some(sock) = self.live_sock(s.fd, "send") else {
+            self.post(s.user_data, -libc::EBADF, 0);
+            return;
+        };
+        self.mark("stream SENDMSG");
+        let kind = OpKind::Send { sock, addr: s.addr, len, waitall, vec: true };
+        self.ops.push(Op { ud: s.user_data, fd: s.fd, kind });
+        if self.rng.chance(self.rates.inline) {
+            let i = self.ops.len() - 1;
+            self.try_complete(i);
         }
     }
 
@@ -1426,7 +1458,9 @@ impl SimKernel {
             OpKind::Accept { listener } => self.complete_accept(i, op.ud, listener),
             OpKind::Recv { sock, multishot, len } => self.complete_recv(i, op.ud, sock, multishot, len),
             OpKind::RecvInto { sock, addr, len } => self.complete_recv_into(i, op.ud, sock, addr, len),
-            OpKind::Send { sock, addr, len, waitall } => self.complete_send(i, op.ud, sock, addr, len, waitall),
+            OpKind::Send { sock, addr, len, waitall, vec } => {
+                self.complete_send(i, op.ud, sock, (addr, vec), len, waitall)
+            }
             OpKind::Wake { addr } => {
                 let mut v = 0u64;
                 // SAFETY: reading 8 bytes from our own eventfd into a local.
@@ -1611,7 +1645,7 @@ impl SimKernel {
         true
     }
 
-    fn complete_send(&mut self, i: usize, ud: u64, sock: usize, addr: u64, len: usize, waitall: bool) -> bool {
+    fn complete_send(&mut self, i: usize, ud: u64, sock: usize, at: (u64, bool), len: usize, waitall: bool) -> bool {
         let s = &self.socks[sock];
         if s.reset || s.engine_shut {
             self.ops.remove(i);
@@ -1638,11 +1672,30 @@ impl SimKernel {
             self.mark("short write");
             n = self.rng.range(1, n as u64) as usize;
         }
-        // SAFETY: the engine keeps the send's memory (`addr..addr+len`) alive and unchanged
-        // until this completion (buffers.rs invariant 3); `n ≤ len`.
-        let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, n) };
+        let (addr, vec) = at;
         let s = &mut self.socks[sock];
-        s.received.extend_from_slice(bytes);
+        if vec {
+            // SAFETY: the engine keeps the SENDMSG header, its iovecs and their bytes alive
+            // and unchanged until this completion (buffers.rs invariant 3).
+            let hdr = unsafe { std::ptr::read_unaligned(addr as *const libc::msghdr) };
+            // SAFETY: as above; `msg_iovlen` was checked at submission.
+            let iov = unsafe { std::slice::from_raw_parts(hdr.msg_iov, hdr.msg_iovlen) };
+            let mut left = n;
+            for v in iov {
+                let take = left.min(v.iov_len);
+                // SAFETY: `take ≤ iov_len` bytes of memory the engine keeps (see above).
+                s.received.extend_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, take) });
+                left -= take;
+            }
+            if iov.iter().map(|v| v.iov_len).sum::<usize>() != len {
+                self.violation("a SENDMSG's iovecs changed while it was in flight".to_string());
+            }
+        } else {
+            // SAFETY: the engine keeps the send's memory (`addr..addr+len`) alive and unchanged
+            // until this completion (buffers.rs invariant 3); `n ≤ len`.
+            s.received.extend_from_slice(unsafe { std::slice::from_raw_parts(addr as *const u8, n) });
+        }
+        let s = &mut self.socks[sock];
         s.window -= n;
         self.ops.remove(i);
         self.post(ud, n as i32, 0);

@@ -664,7 +664,8 @@ pub(crate) fn on_turn(core: &mut Core) {
             _ => {}
         }
         reactor::as_other_thread(|| match what {
-            0..=2 => drop(conn.send(&payload)),
+            0 => drop(conn.send_bytes(bytes::Bytes::from(payload))),
+            1..=2 => drop(conn.send(&payload)),
             3 => conn.close(None),
             4 => conn.destroy(),
             5 => conn.pause_recv(),
@@ -1162,7 +1163,12 @@ fn act(conn: &Connection) {
     };
     let roll = |p: u32| with_world(|w| w.rng.chance(p)).unwrap_or(false);
     if roll(r.extra_send) {
-        conn.send(pattern(size, salt));
+        // Half of them as shared bytes (large ones join the queue by reference).
+        if salt & 1 == 0 {
+            conn.send_bytes(bytes::Bytes::from(pattern(size, salt)));
+        } else {
+            conn.send(pattern(size, salt));
+        }
     }
     if roll(r.timer_send) {
         let c = *conn;
@@ -1673,6 +1679,8 @@ mod tests {
             "client refused: nothing listens",
             "udp datagrams meet a closed port",
             "queued client reset by the listener's close",
+            "stream SENDMSG",
+            "send from a receive buffer",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }

@@ -603,6 +603,26 @@ fn pipelined_verdicts_in_both_orders() {
     assert_eq!(drive(&[smuggle]), Outcome { answered: vec![], status: Some(400) });
 }
 
+/// RFC 9110 §5.5: a control byte in a field value is malformed; the verdict must not
+/// depend on which bytes arrived together with the request line's end (the fuzz smoke's
+/// input: split every four bytes, the incomplete head was no error, whole it was a 400).
+#[test]
+fn a_field_fault_arriving_with_the_request_line_is_judged_with_the_head() {
+    let partial = b"POST /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ucnedkos\x01\x00\x00\x00\x00\x00\x00\x1a";
+    let whole = drive(&[partial]);
+    assert_eq!(whole, Outcome { answered: vec![], status: None }, "the head is not complete yet");
+    let fours: Vec<&[u8]> = partial.chunks(4).collect();
+    assert_eq!(drive(&fours), whole);
+    let mut complete = partial.to_vec();
+    complete.extend_from_slice(b"\r\n\r\n");
+    let whole = drive(&[&complete]);
+    assert_eq!(whole.status, Some(400));
+    for step in 1..8 {
+        let parts: Vec<&[u8]> = complete.chunks(step).collect();
+        assert_eq!(drive(&parts), whole, "split every {step} bytes");
+    }
+}
+
 // ---- Whole and split verdicts agree on arbitrary request lines ---------------------------
 
 proptest::proptest! {

@@ -136,10 +136,15 @@ impl HttpDecoder {
                         let clean = &buf[..bare.as_ref().map_or(buf.len(), |(n, _)| *n)];
                         let mut checked = line_checked;
                         if !checked {
-                            if memchr::memchr(b'\n', clean).is_some() {
+                            if let Some(nl) = memchr::memchr(b'\n', clean) {
                                 // The request line is complete: reject garbage now instead of
-                                // buffering up to the head limit.
-                                check_partial(clean)?;
+                                // buffering up to the head limit. Only the line: the field
+                                // lines are checked once the head is complete, so a fault
+                                // among them is found the same whichever bytes had arrived
+                                // when the line's end did (found by the fuzz smoke: a control
+                                // byte in a field that arrived with the request line was a 400
+                                // whole and nothing split).
+                                check_partial(&clean[..=nl])?;
                                 checked = true;
                             } else if clean.len() > MAX_METHOD_LEN {
                                 // An over-long method or target is answered (501, 414) before
