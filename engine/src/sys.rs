@@ -162,30 +162,6 @@ pub fn resident_memory() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cloexec_is_set_and_cleared() {
-        let fd = eventfd().unwrap();
-        // SAFETY: F_GETFD on a descriptor this test owns.
-        let get = || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC;
-        assert_ne!(get(), 0, "eventfds are created close-on-exec");
-        set_cloexec(fd.as_raw_fd(), false).unwrap();
-        assert_eq!(get(), 0);
-        set_cloexec(fd.as_raw_fd(), true).unwrap();
-        assert_ne!(get(), 0);
-        assert!(set_cloexec(-1, true).is_err(), "a bad descriptor is an error, not a no-op");
-    }
-
-    #[test]
-    fn resident_memory_is_plausible() {
-        let rss = resident_memory().expect("procfs is mounted");
-        assert!(rss > 64 * 1024 && rss < 64 << 30, "{rss}");
-    }
-}
-
 /// `openat2(2)` (Linux 5.6) of `rel` under the directory `dir`, read only, refusing any
 /// resolution that leaves `dir` (`..`, absolute paths and symbolic links pointing outside,
 /// or absolute ones at all) and "magic" links: the kernel checks containment in the one
@@ -221,4 +197,28 @@ pub(crate) fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
     let fd = syscall!(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
     // SAFETY: as above.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloexec_is_set_and_cleared() {
+        let fd = eventfd().unwrap();
+        // SAFETY: F_GETFD on a descriptor this test owns.
+        let get = || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC;
+        assert_ne!(get(), 0, "eventfds are created close-on-exec");
+        set_cloexec(fd.as_raw_fd(), false).unwrap();
+        assert_eq!(get(), 0);
+        set_cloexec(fd.as_raw_fd(), true).unwrap();
+        assert_ne!(get(), 0);
+        assert!(set_cloexec(-1, true).is_err(), "a bad descriptor is an error, not a no-op");
+    }
+
+    #[test]
+    fn resident_memory_is_plausible() {
+        let rss = resident_memory().expect("procfs is mounted");
+        assert!(rss > 64 * 1024 && rss < 64 << 30, "{rss}");
+    }
 }
