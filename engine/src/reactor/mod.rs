@@ -178,6 +178,8 @@ pub(crate) struct Core {
     /// The receive buffer being delivered (id, address, length): sends of bytes inside it
     /// may borrow them instead of copying ([`RecvRing::lend`]).
     delivering: Option<(u16, usize, usize)>,
+    /// Sends go one chunk per operation (while a queue at its limit is offered).
+    single_chunk_sends: bool,
     /// Decrypted bytes of a TLS receive on their way to the framer (reused).
     tls_plain: Vec<u8>,
     pub timers: Timers,
@@ -300,6 +302,7 @@ impl Core {
             scratch: Vec::new(),
             send_vecs: Vec::new(),
             delivering: None,
+            single_chunk_sends: false,
             tls_plain: Vec::new(),
             timers: Timers::default(),
             dns: HashMap::new(),

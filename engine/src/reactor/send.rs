@@ -250,6 +250,16 @@ impl Core {
     /// until the queue is below the limit or the socket stops taking bytes. One
     /// `io_uring_enter` per chunk, only on the rare path of a queue at its limit.
     pub(super) fn offer_pending(&mut self, key: usize) {
+        // Chunk by chunk (no SENDMSG over the whole queue): the offer stops once the queue
+        // is below the limit, as Workerman's direct write would, rather than emptying it —
+        // an emptied queue in the middle of the application's sends would owe it an
+        // `on_buffer_drain` that Workerman never fires there.
+        self.single_chunk_sends = true;
+        self.offer_chunks(key);
+        self.single_chunk_sends = false;
+    }
+
+    fn offer_chunks(&mut self, key: usize) {
         loop {
             let Some(c) = self.conns.get(key) else { return };
             if c.status == Status::Closed || c.sendq.len < c.max_send_buffer_size {
@@ -317,7 +327,7 @@ impl Core {
 
     pub(super) fn submit_send(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if c.sendq.chunks.len() > 1 {
+        if c.sendq.chunks.len() > 1 && !self.single_chunk_sends {
             return self.submit_sendmsg(key);
         }
         let Some(head) = c.sendq.chunks.front_mut() else { return };
