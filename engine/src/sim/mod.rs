@@ -1224,8 +1224,18 @@ fn on_another(conn: &Connection) {
         let outgoing: Vec<u64> = w.conns.iter().filter(|(_, c)| c.outgoing).map(|(k, _)| *k).collect();
         let ids: Vec<u64> =
             if !outgoing.is_empty() && w.rng.below(2) == 0 { outgoing } else { w.conns.keys().copied().collect() };
-        let id = ConnectionId::from_u64(ids[w.rng.below(ids.len() as u64) as usize]);
+        let mut id = ConnectionId::from_u64(ids[w.rng.below(ids.len() as u64) as usize]);
         let what = w.rng.below(7);
+        if what == 6 {
+            // Half of the own `on_buffer_drain`s go to a pipe's destination, where the hook
+            // must also end the pipe's muting of drain events (a state random choice reaches
+            // too rarely to check it).
+            let dests: Vec<u64> =
+                w.conns.iter().filter(|(_, c)| c.pipe_dest && !c.own_drain).map(|(k, _)| *k).collect();
+            if !dests.is_empty() && w.rng.below(2) == 0 {
+                id = ConnectionId::from_u64(dests[w.rng.below(dests.len() as u64) as usize]);
+            }
+        }
         let after = Duration::from_millis(w.rng.below(300));
         let c = w.conn(id);
         match what {
