@@ -532,12 +532,12 @@ fn pump(conn: &Connection) {
                 return Err(s.close_after);
             };
             let want = (s.remaining as usize).min(PIECE);
-            let mut piece = bytes::BytesMut::zeroed(want);
-            match file.read(&mut piece) {
+            // (Read into spare capacity: nothing is zeroed first.)
+            let mut piece = Vec::with_capacity(want);
+            match file.by_ref().take(want as u64).read_to_end(&mut piece) {
                 Ok(n) if n > 0 => {
                     s.remaining -= n as u64;
-                    piece.truncate(n);
-                    Ok(piece.freeze())
+                    Ok(Bytes::from(piece))
                 }
                 // The file shrank or failed: the promised length cannot be kept.
                 _ => Err(true),
