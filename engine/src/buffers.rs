@@ -8,13 +8,16 @@
 //!    has stopped every operation that could still write to them (a ring thread exits only
 //!    once its connection slab is empty and its accept/wake operations have completed).
 //! 2. A receive buffer is owned by the kernel from the moment its id is published in the ring
-//!    (tail store with `Release` ordering) until a CQE names it; then it is owned by the engine
-//!    (as a [`RecvBuf`] guard when its bytes are read) until [`RecvRing::give_back`] or
-//!    [`RecvRing::recycle`] republishes it. The engine returns every buffer a CQE names,
-//!    including CQEs for connections that are already gone. A send chunk lent bytes of a
-//!    taken buffer ([`ChunkMem::Lent`]) is one more hold on it: the buffer is republished
-//!    only when the delivery and every such chunk have let go, so the kernel never writes
-//!    into bytes a send has yet to read.
+//!    (tail store with `Release` ordering) until a CQE names it without `F_BUF_MORE`; then it
+//!    is owned by the engine until [`RecvRing::give_back`] or [`RecvRing::recycle`]
+//!    republishes it. Consumed in pieces (`IOU_PBUF_RING_INC`), each CQE with bytes hands the
+//!    engine the next piece (right behind the last; the engine counts where), and only a CQE
+//!    without `F_BUF_MORE` ends the kernel's hold; a CQE without bytes never does (it
+//!    consumed nothing). The engine accounts every piece a CQE names, including CQEs for
+//!    connections that are already gone. Each piece being delivered (a [`RecvBuf`] guard)
+//!    and each send chunk lent bytes of one ([`ChunkMem::Lent`]) is a hold on the buffer: it
+//!    is republished only when the kernel is done with it and every hold has let go, so the
+//!    kernel never writes into bytes a delivery or a send has yet to read.
 //! 3. A send chunk is owned by exactly one connection's send queue (a shared chunk holds a
 //!    reference to bytes the application may share elsewhere: read only, never written).
 //!    While a send SQE (or the iovec array of a SENDMSG) points into it, the chunk stays in
@@ -80,34 +83,86 @@ impl Drop for Mmap {
 
 /// The provided-buffer ring (IORING_REGISTER_PBUF_RING, 5.19) that multishot receives pick
 /// their buffers from.
+///
+/// Registered with `IOU_PBUF_RING_INC` (6.12) where the kernel has it and the worker asks
+/// for it: the kernel then fills a buffer in pieces, one per completion, each right behind
+/// the last, and sets `IORING_CQE_F_BUF_MORE` on every completion but the one that used the
+/// buffer up. A 64-byte message takes 64 bytes of a buffer, not all of it, so buffers can be
+/// large (a bulk stream needs few completions) without small messages of many connections
+/// emptying the pool.
 pub(crate) struct RecvRing {
     entries: Mmap,
     data: Mmap,
     count: u16,
     buf_size: u32,
     bgid: u16,
+    /// Buffers are consumed in pieces (`IOU_PBUF_RING_INC`).
+    incremental: bool,
     /// Local copy of the tail; published to the kernel in [`RecvRing::publish`].
     tail: u16,
     unpublished: bool,
-    /// Per buffer: how many hold it out of the kernel's hands (its receive's delivery, and
-    /// each send chunk lent its bytes); it goes back when the last lets go (invariant 2).
-    holds: Vec<u16>,
+    /// Per buffer: who holds it and how far the kernel has filled it (invariant 2).
+    bufs: Vec<BufState>,
     /// Send chunks lent receive bytes, in all.
     lent: usize,
 }
+
+/// The engine's view of one receive buffer.
+#[derive(Clone, Copy)]
+struct BufState {
+    /// How many hold pieces of it out of the kernel's hands: the delivery of a piece, and
+    /// each send chunk lent bytes of it.
+    holds: u16,
+    /// The kernel may still write into it: published and not yet used up (for a buffer
+    /// consumed in pieces, until a completion names it without `F_BUF_MORE`).
+    kernel: bool,
+    /// Bytes of it the kernel has filled since it was published: where its next piece begins.
+    filled: u32,
+}
+
+/// `IOU_PBUF_RING_INC` (linux/io_uring.h, 6.12): the ring's buffers are consumed in pieces.
+const IOU_PBUF_RING_INC: u16 = 2;
+
+/// Receive buffer size where the kernel cannot consume buffers in pieces: a worker's pool of
+/// larger buffers is split into buffers of this size, so that one small message does not
+/// take a large buffer from the pool.
+pub const WHOLE_RECV_BUFFER: u32 = 8192;
 
 /// Received bytes shorter than this are copied when sent, never lent.
 pub(crate) const LEND_MIN: usize = 1024;
 
 impl RecvRing {
     /// Maps `count` buffers of `buf_size` bytes and registers them as buffer group
-    /// [`RECV_BGID`] of `ring`. `count` must be a power of two ≤ 32768.
-    pub(crate) fn new(ring: &mut Ring, count: u16, buf_size: u32) -> io::Result<RecvRing> {
-        RecvRing::with_group(ring, count, buf_size, RECV_BGID)
+    /// [`RECV_BGID`] of `ring`, consumed in pieces when `incremental` and the kernel can
+    /// (else split into buffers of [`WHOLE_RECV_BUFFER`] bytes where larger). `count` must be
+    /// a power of two ≤ 32768.
+    pub(crate) fn new(ring: &mut Ring, count: u16, buf_size: u32, incremental: bool) -> io::Result<RecvRing> {
+        if incremental {
+            match RecvRing::with_group(ring, count, buf_size, RECV_BGID, IOU_PBUF_RING_INC) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::debug!("receive buffers: no incremental consumption in this kernel (6.12); whole buffers");
+                }
+                r => return r,
+            }
+            if buf_size > WHOLE_RECV_BUFFER {
+                let total = count as u64 * buf_size as u64;
+                let n = (total / WHOLE_RECV_BUFFER as u64).clamp(1, 32768) as u16;
+                let n = if n.is_power_of_two() { n } else { n.next_power_of_two() / 2 };
+                return RecvRing::with_group(ring, n, WHOLE_RECV_BUFFER, RECV_BGID, 0);
+            }
+        }
+        RecvRing::with_group(ring, count, buf_size, RECV_BGID, 0)
     }
 
-    /// [`RecvRing::new`] as buffer group `bgid` (the datagram pool is [`UDP_BGID`]).
-    pub(crate) fn with_group(ring: &mut Ring, count: u16, buf_size: u32, bgid: u16) -> io::Result<RecvRing> {
+    /// [`RecvRing::new`] as buffer group `bgid` with registration `flags` (the datagram pool
+    /// is [`UDP_BGID`], whole buffers).
+    pub(crate) fn with_group(
+        ring: &mut Ring,
+        count: u16,
+        buf_size: u32,
+        bgid: u16,
+        flags: u16,
+    ) -> io::Result<RecvRing> {
         assert!(count.is_power_of_two() && count <= 32768);
         let entries = Mmap::new(count as usize * std::mem::size_of::<BufRingEntry>())?;
         let data = Mmap::new(count as usize * buf_size as usize)?;
@@ -117,15 +172,16 @@ impl RecvRing {
             count,
             buf_size,
             bgid,
+            incremental: flags & IOU_PBUF_RING_INC != 0,
             tail: 0,
             unpublished: false,
-            holds: vec![0; count as usize],
+            bufs: vec![BufState { holds: 0, kernel: false, filled: 0 }; count as usize],
             lent: 0,
         };
         // SAFETY: the entry array is page aligned (mmap), sized for `count` entries, and lives
         // until the owner unregisters it before dropping it (invariant 1).
         unsafe {
-            ring.register_buf_ring(ring_buf.entries.ptr.as_ptr() as u64, count, bgid)?;
+            ring.register_buf_ring(ring_buf.entries.ptr.as_ptr() as u64, count, bgid, flags)?;
         }
         for bid in 0..count {
             ring_buf.push(bid);
@@ -139,24 +195,47 @@ impl RecvRing {
         self.buf_size
     }
 
-    /// Takes buffer `bid`, into which the kernel wrote `len` bytes, out of the kernel's
-    /// hands until [`RecvRing::give_back`] (invariant 2).
+    /// Whether the kernel consumes the buffers in pieces.
+    pub(crate) fn incremental(&self) -> bool {
+        self.incremental
+    }
+
+    /// Takes the `len` bytes a completion delivered into buffer `bid` out of the kernel's
+    /// hands until [`RecvRing::give_back`] (invariant 2). `flags` are the completion's: with
+    /// `F_BUF_MORE` the kernel goes on filling the rest of the buffer.
     ///
     /// # Safety
-    /// A CQE of this ring named `bid` with result `len`, and that CQE's buffer has not been
-    /// taken or recycled since: each CQE's buffer is taken once.
-    pub(crate) unsafe fn take(&mut self, bid: u16, len: usize) -> RecvBuf {
-        debug_assert!(bid < self.count && len <= self.buf_size as usize);
-        debug_assert_eq!(self.holds[bid as usize], 0, "buffer {bid} taken while held");
-        self.holds[bid as usize] = 1;
-        // SAFETY: `bid < count` (the kernel only names buffers we published), so the offset
-        // lies inside the data mapping.
-        let ptr = unsafe { self.data.ptr.add(bid as usize * self.buf_size as usize) };
+    /// A CQE of this ring named `bid` with result `len > 0` and `flags`, and that CQE has
+    /// not been taken or recycled since: each CQE's piece is taken once.
+    pub(crate) unsafe fn take(&mut self, bid: u16, len: usize, flags: u32) -> RecvBuf {
+        let at = self.piece(bid, len, flags);
+        let b = &mut self.bufs[bid as usize];
+        debug_assert!(self.incremental || b.holds == 0, "buffer {bid} taken while held");
+        b.holds += 1;
+        // SAFETY: `bid < count` (the kernel only names buffers we published) and the piece
+        // ends within the buffer (`piece`), so the range lies inside the data mapping.
+        let ptr = unsafe { self.data.ptr.add(bid as usize * self.buf_size as usize + at) };
         RecvBuf { bid, ptr, len }
     }
 
-    /// Hands a taken buffer back to the kernel (visible after [`RecvRing::publish`]) —
-    /// unless send chunks still hold bytes of it: then the last of them returns it.
+    /// Accounts a completion's piece of `bid` (`len > 0` bytes): returns where it begins,
+    /// and lets go of the kernel's hold when the buffer is used up.
+    fn piece(&mut self, bid: u16, len: usize, flags: u32) -> usize {
+        let incremental = self.incremental;
+        let b = &mut self.bufs[bid as usize];
+        debug_assert!(b.kernel, "buffer {bid} named by a completion while the engine held it");
+        debug_assert!(len > 0 && b.filled as usize + len <= self.buf_size as usize);
+        let at = b.filled as usize;
+        b.filled += len as u32;
+        if !(incremental && io_uring::cqueue::buffer_more(flags)) {
+            b.kernel = false;
+        }
+        at
+    }
+
+    /// Hands a taken piece back — the buffer goes back to the kernel (visible after
+    /// [`RecvRing::publish`]) once the kernel is done with it and nothing else holds a piece
+    /// of it (send chunks lent its bytes, other pieces being delivered).
     pub(crate) fn give_back(&mut self, buf: RecvBuf) {
         let bid = buf.bid;
         std::mem::forget(buf);
@@ -168,7 +247,7 @@ impl RecvRing {
     /// half of the pool is lent already, so receives never starve on bytes waiting to
     /// be sent.
     pub(crate) fn lend(&mut self, bid: u16) -> bool {
-        let held = &mut self.holds[bid as usize];
+        let held = &mut self.bufs[bid as usize].holds;
         if self.lent >= self.count as usize / 2 || *held == 0 || *held == u16::MAX {
             return false;
         }
@@ -184,18 +263,32 @@ impl RecvRing {
     }
 
     fn let_go(&mut self, bid: u16) {
-        let held = &mut self.holds[bid as usize];
-        debug_assert!(*held > 0, "buffer {bid} let go more often than held");
-        *held -= 1;
-        if *held == 0 {
+        let b = &mut self.bufs[bid as usize];
+        debug_assert!(b.holds > 0, "buffer {bid} let go more often than held");
+        b.holds -= 1;
+        self.settle(bid);
+    }
+
+    /// Republishes `bid` if neither the kernel nor the engine holds any of it.
+    fn settle(&mut self, bid: u16) {
+        let b = self.bufs[bid as usize];
+        if b.holds == 0 && !b.kernel {
             self.push(bid);
         }
     }
 
-    /// Hands buffer `bid` back without taking it (a completion whose bytes are not wanted:
-    /// a connection already gone, an error that still named a buffer).
-    pub(crate) fn recycle(&mut self, bid: u16) {
-        self.push(bid);
+    /// A completion named `bid` and nobody wants what it delivered (a connection already
+    /// gone, an error): let go at once. A completion without bytes (`len == 0`: EOF, an
+    /// error) consumed a whole buffer, which goes back, but not a buffer consumed in pieces:
+    /// the kernel moves on only past bytes it filled (and kernels before a fix of 2025 named
+    /// that buffer without `F_BUF_MORE` all the same), so it stays the kernel's.
+    pub(crate) fn recycle(&mut self, bid: u16, len: usize, flags: u32) {
+        if len > 0 {
+            self.piece(bid, len, flags);
+        } else if !self.incremental {
+            self.bufs[bid as usize].kernel = false;
+        }
+        self.settle(bid);
     }
 
     fn push(&mut self, bid: u16) {
@@ -208,6 +301,7 @@ impl RecvRing {
         entry.set_addr(addr as u64);
         entry.set_len(self.buf_size);
         entry.set_bid(bid);
+        self.bufs[bid as usize] = BufState { holds: 0, kernel: true, filled: 0 };
         self.tail = self.tail.wrapping_add(1);
         self.unpublished = true;
     }

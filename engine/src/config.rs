@@ -195,6 +195,7 @@ pub(crate) struct WorkerConfig {
     pub default_kind: MessageKind,
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
+    pub recv_incremental: bool,
     pub max_requests: Option<u64>,
     pub max_memory: Option<u64>,
     pub idle_timeout: Option<Duration>,

@@ -15,6 +15,8 @@ pub struct RingInfo {
     pub send_op_with_fixed_buffer: bool,
     /// Size of each provided receive buffer.
     pub recv_buffer_size: u32,
+    /// The kernel consumes receive buffers in pieces (`Worker::recv_incremental` and 6.12).
+    pub recv_incremental: bool,
     /// Connection slots in use (including closed ones waiting for completions).
     pub connections: usize,
 }

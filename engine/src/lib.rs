@@ -45,6 +45,7 @@ mod udp;
 mod worker;
 
 pub use addr::ListenAddr;
+pub use buffers::WHOLE_RECV_BUFFER;
 pub use client::{AsyncTcpConnection, Proxy};
 pub use config::{Keepalive, SendMode};
 pub use connection::{Connection, Timeouts};

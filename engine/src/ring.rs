@@ -214,16 +214,17 @@ impl Ring {
         }
     }
 
-    /// Registers a provided-buffer ring of `count` entries at `addr` as group `bgid`.
+    /// Registers a provided-buffer ring of `count` entries at `addr` as group `bgid`, with
+    /// the kernel's registration `flags` (`IOU_PBUF_RING_INC`, 6.12: consumed in pieces).
     ///
     /// # Safety
     /// The entry array is page aligned, holds `count` entries and outlives the registration.
-    pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, count: u16, bgid: u16) -> io::Result<()> {
+    pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, count: u16, bgid: u16, flags: u16) -> io::Result<()> {
         match &mut self.backend {
             // SAFETY: the caller's contract is the kernel's.
-            Backend::Kernel(r) => unsafe { r.submitter().register_buf_ring_with_flags(addr, count, bgid, 0) },
+            Backend::Kernel(r) => unsafe { r.submitter().register_buf_ring_with_flags(addr, count, bgid, flags) },
             #[cfg(test)]
-            Backend::Sim(k) => k.register_buf_ring(addr, count, bgid),
+            Backend::Sim(k) => k.register_buf_ring(addr, count, bgid, flags),
         }
     }
 

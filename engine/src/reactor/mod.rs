@@ -267,7 +267,7 @@ impl Core {
         mut ring: Ring,
         mode: RingMode,
     ) -> Result<Core, crate::error::EngineError> {
-        let recv = RecvRing::new(&mut ring, cfg.recv_buffers, cfg.recv_buffer_size)
+        let recv = RecvRing::new(&mut ring, cfg.recv_buffers, cfg.recv_buffer_size, cfg.recv_incremental)
             .map_err(crate::error::EngineError::BufferRing)?;
         let (mut arena, err) = SendArena::new(&mut ring, fixed_bytes);
         if let Some(e) = err {
@@ -515,6 +515,7 @@ impl Core {
             fixed_send_chunks: self.arena.fixed_chunks(),
             send_op_with_fixed_buffer: self.fixed_send == FixedSend::SendFixed,
             recv_buffer_size: self.recv.buf_size(),
+            recv_incremental: self.recv.incremental(),
             connections: self.conns.len(),
         }
     }

@@ -52,7 +52,7 @@ struct Rig {
     closes: usize,
 }
 
-fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
+fn config(recv_buffers: u16, recv_buffer_size: u32, recv_incremental: bool) -> Arc<WorkerConfig> {
     Arc::new(WorkerConfig {
         name: "orders".into(),
         protocol: Arc::new(ringman_protocols::Raw),
@@ -66,6 +66,7 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
         default_kind: MessageKind::Binary,
         recv_buffers,
         recv_buffer_size,
+        recv_incremental,
         max_requests: None,
         max_memory: None,
         idle_timeout: None,
@@ -83,9 +84,15 @@ fn config(recv_buffers: u16, recv_buffer_size: u32) -> Arc<WorkerConfig> {
 }
 
 impl Rig {
+    /// A core with one connection to `peer`, its receive buffers whole.
     fn new(recv_buffers: u16, recv_buffer_size: u32) -> Rig {
+        Rig::with(recv_buffers, recv_buffer_size, false)
+    }
+
+    /// [`Rig::new`], the buffers consumed in pieces when `incremental` (and the kernel can).
+    fn with(recv_buffers: u16, recv_buffer_size: u32, incremental: bool) -> Rig {
         let (thread, mailbox) = mailbox::register().expect("thread id");
-        let cfg = config(recv_buffers, recv_buffer_size);
+        let cfg = config(recv_buffers, recv_buffer_size, incremental);
         let mut core = Core::new(thread, cfg, Vec::new(), mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -300,50 +307,54 @@ fn interleavings_keep_each_operation_in_order() {
 /// and the data may come in any order; the connection must keep receiving.
 #[test]
 fn pause_and_resume_in_one_turn_never_lose_the_receive() {
-    for_every_order(|which| {
-        let mut rig = Rig::new(64, 4096);
-        rig.write(b"one ");
-        rig.run_until("first bytes", |r| r.delivered == b"one ");
-        // The data's completion is posted (not yet handled) before the cancel is issued.
-        rig.write(b"two ");
-        let mut cqes = rig.collect(data_completion);
-        rig.core.pause(rig.key);
-        rig.core.resume(rig.key);
-        rig.events();
-        cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1 && terminal_recv(a)));
-        assert_data_raced(&cqes);
-        let n = feed(&mut rig, &cqes, which);
-        rig.write(b"three");
-        rig.run_until("all bytes after the race", |r| r.delivered.len() >= 13);
-        assert_eq!(rig.delivered, b"one two three");
-        let c = rig.conn().expect("open");
-        assert!(c.recv_armed && !c.paused, "receive lost: armed {} paused {}", c.recv_armed, c.paused);
-        assert_eq!(rig.closes, 0);
-        n
-    });
+    for incremental in [false, true] {
+        for_every_order(|which| {
+            let mut rig = Rig::with(64, 4096, incremental);
+            rig.write(b"one ");
+            rig.run_until("first bytes", |r| r.delivered == b"one ");
+            // The data's completion is posted (not yet handled) before the cancel is issued.
+            rig.write(b"two ");
+            let mut cqes = rig.collect(data_completion);
+            rig.core.pause(rig.key);
+            rig.core.resume(rig.key);
+            rig.events();
+            cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1 && terminal_recv(a)));
+            assert_data_raced(&cqes);
+            let n = feed(&mut rig, &cqes, which);
+            rig.write(b"three");
+            rig.run_until("all bytes after the race", |r| r.delivered.len() >= 13);
+            assert_eq!(rig.delivered, b"one two three");
+            let c = rig.conn().expect("open");
+            assert!(c.recv_armed && !c.paused, "receive lost: armed {} paused {}", c.recv_armed, c.paused);
+            assert_eq!(rig.closes, 0);
+            n
+        });
+    }
 }
 
 /// A pause that stays: data that raced the cancel is kept and delivered after resume.
 #[test]
 fn data_racing_a_pause_is_kept_for_the_resume() {
-    for_every_order(|which| {
-        let mut rig = Rig::new(64, 4096);
-        rig.write(b"a");
-        rig.run_until("first byte", |r| r.delivered == b"a");
-        rig.write(b"bc");
-        let mut cqes = rig.collect(data_completion);
-        rig.core.pause(rig.key);
-        cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1 && terminal_recv(a)));
-        assert_data_raced(&cqes);
-        let n = feed(&mut rig, &cqes, which);
-        assert!(!rig.conn().unwrap().recv_armed, "a paused connection must not re-arm");
-        rig.core.resume(rig.key);
-        rig.events();
-        rig.write(b"d");
-        rig.run_until("bytes after resume", |r| r.delivered.len() >= 4);
-        assert_eq!(rig.delivered, b"abcd");
-        n
-    });
+    for incremental in [false, true] {
+        for_every_order(|which| {
+            let mut rig = Rig::with(64, 4096, incremental);
+            rig.write(b"a");
+            rig.run_until("first byte", |r| r.delivered == b"a");
+            rig.write(b"bc");
+            let mut cqes = rig.collect(data_completion);
+            rig.core.pause(rig.key);
+            cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1 && terminal_recv(a)));
+            assert_data_raced(&cqes);
+            let n = feed(&mut rig, &cqes, which);
+            assert!(!rig.conn().unwrap().recv_armed, "a paused connection must not re-arm");
+            rig.core.resume(rig.key);
+            rig.events();
+            rig.write(b"d");
+            rig.run_until("bytes after resume", |r| r.delivered.len() >= 4);
+            assert_eq!(rig.delivered, b"abcd");
+            n
+        });
+    }
 }
 
 /// The buffer ring runs dry (two 512-byte buffers for 4 KiB): the multishot ends with
@@ -352,24 +363,73 @@ fn data_racing_a_pause_is_kept_for_the_resume() {
 #[test]
 fn enobufs_in_any_position_rearms_and_loses_nothing() {
     let payload: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
-    for_every_order(|which| {
-        let mut rig = Rig::new(2, 512);
-        rig.write(&payload[..2048]);
-        // Whatever the kernel delivered before the ring ran dry, then the ENOBUFS end; a
-        // pause issued now adds its cancel to the race.
-        let mut cqes = rig.collect(terminal_recv);
-        rig.core.pause(rig.key);
-        cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1));
-        assert_data_raced(&cqes);
-        let n = feed(&mut rig, &cqes, which);
-        rig.core.resume(rig.key);
-        rig.events();
-        rig.write(&payload[2048..]);
-        rig.run_until("all 4 KiB", |r| r.delivered.len() >= payload.len());
-        assert!(rig.delivered == payload, "bytes lost, repeated or reordered");
-        assert!(rig.conn().unwrap().recv_armed);
-        n
-    });
+    for incremental in [false, true] {
+        for_every_order(|which| {
+            let mut rig = Rig::with(2, 512, incremental);
+            rig.write(&payload[..2048]);
+            // Whatever the kernel delivered before the ring ran dry, then the ENOBUFS end; a
+            // pause issued now adds its cancel to the race.
+            let mut cqes = rig.collect(terminal_recv);
+            rig.core.pause(rig.key);
+            cqes.extend(rig.collect(|a| count(a, Kind::Cancel) == 1));
+            assert_data_raced(&cqes);
+            let n = feed(&mut rig, &cqes, which);
+            rig.core.resume(rig.key);
+            rig.events();
+            rig.write(&payload[2048..]);
+            rig.run_until("all 4 KiB", |r| r.delivered.len() >= payload.len());
+            assert!(rig.delivered == payload, "bytes lost, repeated or reordered");
+            assert!(rig.conn().unwrap().recv_armed);
+            n
+        });
+    }
+}
+
+/// Whether this kernel consumes provided buffers in pieces (`IOU_PBUF_RING_INC`, 6.12).
+fn kernel_has_incremental_buffers() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12)
+}
+
+/// One buffer consumed in pieces: each small message takes the next bytes of the same
+/// buffer (the kernel says `F_BUF_MORE`), the buffer goes back only once the kernel used
+/// it up and its last piece was delivered, and the bytes that follow land in it again from
+/// its start — all of them once, in order, however the pieces and the ENOBUFS end fall.
+#[test]
+fn one_buffer_consumed_in_pieces_serves_message_after_message() {
+    let mut rig = Rig::with(1, 4096, true);
+    if !kernel_has_incremental_buffers() {
+        assert!(!rig.core.recv.incremental());
+        eprintln!("this kernel predates incremental buffers (6.12): the whole-buffer fallback ran");
+        return;
+    }
+    assert!(rig.core.recv.incremental(), "the kernel has IOU_PBUF_RING_INC but the ring did not use it");
+    let mut expect = Vec::new();
+    let mut bids = Vec::new();
+    for i in 0..8u8 {
+        let msg = [b'a' + i; 100];
+        rig.write(&msg);
+        expect.extend_from_slice(&msg);
+        let cqes = rig.collect(data_completion);
+        for c in &cqes {
+            if kind(c) == Some(Kind::Recv) && c.1 > 0 {
+                assert!(cqueue::buffer_more(c.2), "a 100-byte piece of a 4 KiB buffer used it up: {c:?}");
+                bids.push(cqueue::buffer_select(c.2));
+            }
+        }
+        feed(&mut rig, &cqes, None);
+        assert_eq!(rig.delivered, expect);
+    }
+    assert!(bids.windows(2).all(|w| w[0] == w[1]), "the pieces came from different buffers: {bids:?}");
+    // 800 bytes in: the rest of the buffer (3,296 bytes) and then the same buffer again,
+    // from its start, once the engine handed it back.
+    let tail: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+    rig.write(&tail);
+    expect.extend_from_slice(&tail);
+    rig.run_until("all 20,800 bytes", |r| r.delivered.len() >= expect.len());
+    assert!(rig.delivered == expect, "bytes lost, repeated or reordered across pieces");
+    assert!(rig.conn().unwrap().recv_armed);
 }
 
 /// destroy() while a send is parked on a full socket and the receive is armed: the
@@ -458,7 +518,7 @@ fn peer_eof_racing_a_flushing_close_closes_once() {
 #[test]
 fn every_protocol_here_is_the_raw_one() {
     // The rig feeds raw bytes: a protocol change would make the byte checks above meaningless.
-    assert_eq!(config(2, 512).protocol.name(), ringman_protocols::Raw.name());
+    assert_eq!(config(2, 512, false).protocol.name(), ringman_protocols::Raw.name());
 }
 
 /// The wake-up read completed and its CQE was moved aside (`early`) by a submit that met a
@@ -488,8 +548,8 @@ fn stop_with_a_full_submission_queue_still_ends_the_accept() {
     let (thread, mailbox) = mailbox::register().expect("thread id");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let slot = ListenerSlot::new(Arc::new(crate::addr::ListenSocket::inet(listener.into())));
-    let mut core =
-        Core::new(thread, config(64, 4096), vec![slot], mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
+    let mut core = Core::new(thread, config(64, 4096, false), vec![slot], mailbox, Arc::new(ThreadStats::default()), 0)
+        .expect("core");
     core.arm_accept(0);
     core.submit_and_wait(Some(Duration::from_millis(1)));
     let nop = opcode::Nop::new().build().user_data(0);
@@ -564,8 +624,8 @@ fn cq_overflow_ends_the_multishot_and_loses_nothing() {
 /// A core with no connection yet, for dialing.
 fn client_core() -> (Core, u16) {
     let (thread, mailbox) = mailbox::register().expect("thread id");
-    let core =
-        Core::new(thread, config(64, 4096), Vec::new(), mailbox, Arc::new(ThreadStats::default()), 0).expect("core");
+    let core = Core::new(thread, config(64, 4096, false), Vec::new(), mailbox, Arc::new(ThreadStats::default()), 0)
+        .expect("core");
     (core, thread)
 }
 

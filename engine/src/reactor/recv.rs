@@ -51,7 +51,7 @@ impl Core {
         if !self.live(tok) {
             // Stale completion: the buffer still has to go back to the kernel.
             if let Some(b) = bid {
-                self.recv.recycle(b);
+                self.recv.recycle(b, res.max(0) as usize, flags);
             }
             return None;
         }
@@ -63,7 +63,7 @@ impl Core {
         }
         if res <= 0 {
             if let Some(b) = bid {
-                self.recv.recycle(b);
+                self.recv.recycle(b, 0, flags);
             }
             match -res {
                 // The peer finished sending while delivery is paused (back-pressure, or the
@@ -115,12 +115,13 @@ impl Core {
         }
         let c = &mut self.conns[key];
         if matches!(c.status, Status::Closed | Status::Lingering) || c.decoder.is_none() {
-            self.recv.recycle(bid);
+            self.recv.recycle(bid, len, flags);
             self.try_free(key);
             return None;
         }
-        // SAFETY: this CQE named `bid` with `len` bytes, and each CQE's buffer is taken once.
-        let mut buf = unsafe { self.recv.take(bid, len) };
+        // SAFETY: this CQE named `bid` with `len > 0` bytes and `flags`, and each CQE's piece
+        // is taken once.
+        let mut buf = unsafe { self.recv.take(bid, len, flags) };
         if c.extra.as_ref().is_some_and(|e| e.tls.is_some()) {
             return self.tls_input(key, buf);
         }

@@ -204,7 +204,7 @@ impl Core {
     ) -> std::io::Result<UdpConnection> {
         if self.udp.pool.is_none() {
             let size = datagram_buf_size(self.cfg.max_datagram);
-            self.udp.pool = Some(RecvRing::with_group(&mut self.ring, self.cfg.udp_buffers, size, UDP_BGID)?);
+            self.udp.pool = Some(RecvRing::with_group(&mut self.ring, self.cfg.udp_buffers, size, UDP_BGID, 0)?);
         }
         let gen = GENS.fetch_add(1, Ordering::Relaxed) & 0xFF_FFFF;
         let peer = match &role {
@@ -339,7 +339,7 @@ impl Core {
         let pool = self.udp.pool.as_mut().expect("a UDP socket implies the pool");
         // SAFETY: this CQE named `bid` with result `res` (the bytes written into it), and the
         // buffer is taken once, here.
-        let mut buf = unsafe { pool.take(bid, res as usize) };
+        let mut buf = unsafe { pool.take(bid, res as usize, 0) };
         let s = &mut self.udp.socks[key];
         // The payload follows the header and the address field (no control data is asked for).
         let at = crate::buffers::RECVMSG_OUT_LEN + s.hdr.get().msg_namelen as usize;
@@ -411,7 +411,7 @@ impl Core {
 
     fn udp_recycle(&mut self, bid: Option<u16>) {
         if let (Some(b), Some(p)) = (bid, self.udp.pool.as_mut()) {
-            p.recycle(b);
+            p.recycle(b, 0, 0);
         }
     }
 

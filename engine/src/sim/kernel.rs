@@ -65,6 +65,10 @@ const IORING_ASYNC_CANCEL_ALL: u32 = 1 << 0;
 const IORING_ASYNC_CANCEL_FD: u32 = 1 << 1;
 pub(super) const CQE_F_BUFFER: u32 = 1 << 0;
 pub(super) const CQE_F_MORE: u32 = 1 << 1;
+/// `IORING_CQE_F_BUF_MORE`: the kernel goes on filling the buffer this CQE named.
+pub(super) const CQE_F_BUF_MORE: u32 = 1 << 4;
+/// `IOU_PBUF_RING_INC` (registration flag).
+const PBUF_RING_INC: u16 = 2;
 
 /// The fields of an `io_uring_sqe` the engine sets.
 #[derive(Debug, Clone, Copy)]
@@ -425,8 +429,16 @@ impl Rates {
 }
 
 /// The provided-buffer ring as the kernel sees it.
+///
+/// Consumed in pieces when registered with `IOU_PBUF_RING_INC` (as 6.12 does it): the head
+/// entry's address and length are read from the engine's ring each time, a receive takes at
+/// most what is left of it, and the kernel writes the advanced address and the shorter
+/// length back into the entry; it moves past the entry (and the engine owns the buffer)
+/// only once it is used up.
 pub(super) struct BufRing {
-    entries: *const BufRingEntry,
+    entries: *mut BufRingEntry,
+    /// Consumed in pieces.
+    pub(super) incremental: bool,
     count: u16,
     /// The kernel's consumer index.
     head: u16,
@@ -459,7 +471,8 @@ impl BufRing {
         bad
     }
 
-    /// Takes the next published buffer: (bid, address, length).
+    /// Takes the next published buffer: (bid, address, length). A buffer consumed in
+    /// pieces stays at the head until [`BufRing::consume`] used it up.
     pub(super) fn take(&mut self) -> Option<(u16, u64, usize)> {
         let b = self;
         if b.head == b.seen_tail {
@@ -469,9 +482,45 @@ impl BufRing {
         // SAFETY: `idx < count`, inside the registered entry array, published by the engine.
         let e = unsafe { &*b.entries.add(idx) };
         let (bid, addr, len) = (e.bid(), e.addr(), e.len() as usize);
-        b.head = b.head.wrapping_add(1);
-        b.engine_owns[bid as usize] = true;
+        if !b.incremental {
+            b.head = b.head.wrapping_add(1);
+            b.engine_owns[bid as usize] = true;
+        }
         Some((bid, addr, len))
+    }
+
+    /// The bid of the buffer at the head, if one is published (what a completion without
+    /// bytes may name).
+    pub(super) fn peek(&self) -> Option<u16> {
+        if self.head == self.seen_tail {
+            return None;
+        }
+        let idx = (self.head & (self.count - 1)) as usize;
+        // SAFETY: as in `take`.
+        Some(unsafe { (*self.entries.add(idx)).bid() })
+    }
+
+    /// `n > 0` bytes went into the buffer [`BufRing::take`] returned. Returns whether the
+    /// kernel goes on filling it (`F_BUF_MORE`): only a buffer consumed in pieces with room
+    /// left.
+    pub(super) fn consume(&mut self, n: usize) -> bool {
+        if !self.incremental {
+            return false;
+        }
+        let idx = (self.head & (self.count - 1)) as usize;
+        // SAFETY: `idx < count`, inside the registered entry array; the head entry is the
+        // kernel's (published, not yet used up), so writing it back is what the kernel does.
+        let e = unsafe { &mut *self.entries.add(idx) };
+        let left = e.len() as usize - n;
+        if left > 0 {
+            e.set_addr(e.addr() + n as u64);
+            e.set_len(left as u32);
+            return true;
+        }
+        let bid = e.bid();
+        self.head = self.head.wrapping_add(1);
+        self.engine_owns[bid as usize] = true;
+        false
     }
 }
 
@@ -510,6 +559,8 @@ pub(crate) struct SimKernel {
     pub(crate) marks: BTreeMap<&'static str, u64>,
     /// Set once the fault phase is over.
     pub(crate) calm: bool,
+    /// The kernel predates incremental buffer consumption (6.12) and refuses the flag.
+    old_kernel: bool,
 }
 
 const TRACE_LINES: usize = 300;
@@ -550,6 +601,7 @@ impl SimKernel {
             trace: VecDeque::new(),
             marks: BTreeMap::new(),
             calm: false,
+            old_kernel: Rng::new(seed, 13).below(5) == 0,
         }
     }
 
@@ -573,9 +625,16 @@ impl SimKernel {
         self.fixed_send
     }
 
-    pub(crate) fn register_buf_ring(&mut self, addr: u64, count: u16, bgid: u16) -> std::io::Result<()> {
+    pub(crate) fn register_buf_ring(&mut self, addr: u64, count: u16, bgid: u16, flags: u16) -> std::io::Result<()> {
+        let incremental = flags & PBUF_RING_INC != 0;
+        if incremental && self.old_kernel {
+            // A kernel before 6.12 refuses the flag.
+            self.mark("no incremental buffers");
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
         let ring = BufRing {
-            entries: addr as *const BufRingEntry,
+            entries: addr as *mut BufRingEntry,
+            incremental,
             count,
             head: 0,
             seen_tail: 0,
@@ -999,6 +1058,26 @@ impl SimKernel {
     /// Takes the next published buffer: (bid, address, length).
     fn take_buffer(&mut self) -> Option<(u16, u64, usize)> {
         self.bufs.as_mut()?.take()
+    }
+
+    /// The buffer flags of a receive's EOF. Kernels have named a buffer in a completion
+    /// without bytes: a whole buffer is then consumed (the engine gets it back); a buffer
+    /// consumed in pieces is not — it stays at the head, the kernel's, whether the
+    /// completion says `F_BUF_MORE` (kernels with the fix of 2025) or not (before it).
+    fn eof_buffer(&mut self) -> u32 {
+        if self.calm || self.rng.below(4) != 0 {
+            return 0;
+        }
+        let Some(b) = self.bufs.as_mut() else { return 0 };
+        if b.incremental {
+            let Some(bid) = b.peek() else { return 0 };
+            self.mark("EOF naming a buffer it did not consume");
+            let more = if self.rng.below(2) == 0 { CQE_F_BUF_MORE } else { 0 };
+            return CQE_F_BUFFER | (bid as u32) << 16 | more;
+        }
+        let Some((bid, _, _)) = b.take() else { return 0 };
+        self.mark("EOF naming a whole buffer");
+        CQE_F_BUFFER | (bid as u32) << 16
     }
 
     pub(crate) fn ops_in_flight(&self) -> usize {
@@ -1568,7 +1647,8 @@ impl SimKernel {
         if avail == 0 || s.engine_shut {
             if s.peer_eof || s.engine_shut {
                 self.ops.remove(i);
-                self.post(ud, 0, 0);
+                let flags = self.eof_buffer();
+                self.post(ud, 0, flags);
                 return true;
             }
             return false;
@@ -1593,15 +1673,22 @@ impl SimKernel {
         // published and which is the kernel's until this CQE names it; `n ≤ cap`.
         unsafe { std::ptr::copy_nonoverlapping(s.written[s.taken..].as_ptr(), addr as *mut u8, n) };
         s.taken += n;
+        let buf_more = self.bufs.as_mut().is_some_and(|b| b.consume(n));
+        if buf_more {
+            self.mark("piece of a buffer, more to come");
+        } else if self.bufs.as_ref().is_some_and(|b| b.incremental) {
+            self.mark("last piece of a buffer");
+        }
+        let buf_flags = CQE_F_BUFFER | (bid as u32) << 16 | if buf_more { CQE_F_BUF_MORE } else { 0 };
         if !multishot {
             self.mark("single-shot receive");
             self.ops.remove(i);
-            self.post(ud, n as i32, CQE_F_BUFFER | (bid as u32) << 16);
+            self.post(ud, n as i32, buf_flags);
             return true;
         }
         let end = !self.calm && self.rng.chance(self.rates.multishot_end);
         let more = if end { 0 } else { CQE_F_MORE };
-        let flags = CQE_F_BUFFER | (bid as u32) << 16 | more;
+        let flags = buf_flags | more;
         if !self.post(ud, n as i32, flags) || end {
             self.mark("multishot receive ended");
             self.ops.remove(i);

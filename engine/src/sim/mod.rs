@@ -1381,6 +1381,9 @@ pub(crate) fn run(seed: u64, fault_turns: u64) -> Result<Outcome, String> {
         (r.below(3) == 0).then(|| r.range(1, 5) as usize)
     };
     worker.max_connections = cap;
+    // Receive buffers consumed in pieces on three quarters of the seeds (a fifth of the
+    // kernels refuse them: `SimKernel::old_kernel`).
+    worker.recv_incremental = Rng::new(seed, 12).below(4) != 0;
     // UDP on three quarters of the seeds: a `udp://` socket beside the stream listener,
     // small datagram buffers (so peers' larger datagrams are truncated) in a small pool (so
     // it runs dry).
@@ -1691,6 +1694,11 @@ mod tests {
             "queued client reset by the listener's close",
             "stream SENDMSG",
             "send from a receive buffer",
+            "piece of a buffer, more to come",
+            "last piece of a buffer",
+            "EOF naming a buffer it did not consume",
+            "EOF naming a whole buffer",
+            "no incremental buffers",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }

@@ -143,12 +143,20 @@ pub struct Worker<S = ()> {
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
     pub pin_cpus: Option<usize>,
-    /// Receive buffers per ring (power of two) and their size.
+    /// Receive buffers per ring (power of two; default 128) and their size.
     pub recv_buffers: u16,
-    /// Size of each receive buffer: the most one receive completion delivers. (A multishot
-    /// receive may post several completions for one connection in a turn; what bounds a
-    /// connection's intake is the pool, and `backpressure` once its answers back up.)
+    /// Size of each receive buffer (default 64 KiB): the most one receive completion
+    /// delivers. (A multishot receive may post several completions for one connection in a
+    /// turn; what bounds a connection's intake is the pool, and `backpressure` once its
+    /// answers back up.)
     pub recv_buffer_size: u32,
+    /// Let the kernel consume each receive buffer in pieces (default true; Linux 6.12,
+    /// `IOU_PBUF_RING_INC`): a message takes as many bytes of a buffer as it has, so large
+    /// buffers serve bulk streams in few completions and small messages of many connections
+    /// alike. Where the kernel lacks it, or when false, each completion takes a whole buffer,
+    /// and a kernel without it gets the same memory as buffers of 8 KiB
+    /// ([`WHOLE_RECV_BUFFER`](crate::WHOLE_RECV_BUFFER)) when they are larger.
+    pub recv_incremental: bool,
     /// `udp://` workers and UDP clients: the largest datagram payload received (default and
     /// most 65,527 bytes, UDP's limit over IPv6; IPv4's is 65,507). Each buffer of the ring's
     /// datagram pool holds this much plus the `io_uring_recvmsg_out` header and the sender's
@@ -330,8 +338,9 @@ impl<S: Default + 'static> Worker<S> {
             max_connections: None,
             backlog: 4096,
             pin_cpus: None,
-            recv_buffers: 1024,
-            recv_buffer_size: 8192,
+            recv_buffers: 128,
+            recv_buffer_size: 64 * 1024,
+            recv_incremental: true,
             fixed_send_bytes: 1024 * 1024,
             tls: None,
             max_datagram_size: MAX_DATAGRAM,

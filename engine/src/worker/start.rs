@@ -68,6 +68,7 @@ impl<S> Worker<S> {
             default_kind: w.default_kind,
             recv_buffers: w.recv_buffers.next_power_of_two().min(32768),
             recv_buffer_size: w.recv_buffer_size.max(512),
+            recv_incremental: w.recv_incremental,
             max_requests: w.max_requests,
             max_memory: w.max_memory,
             idle_timeout: w.idle_timeout,
