@@ -20,7 +20,7 @@ pub use ringman_engine::{
     thread_connections, AsyncTcpConnection, AsyncUdpConnection, ClientTls, ConnError, ConnInfo, ConnectError,
     Connection, ConnectionId, EngineError, Keepalive, ListenAddr, Message, MessageKind, Proxy, RingInfo, RingMode,
     Running, SendMode, SendStatus, Server, ThreadStats, Timeouts, Timer, TimerId, TlsConfig, TlsFailure, TlsSetupError,
-    UdpConnection, Worker, WorkerHandle, WorkerInfo, WsDecision,
+    UdpConnection, Worker, WorkerHandle, WorkerInfo, WsDecision, WHOLE_RECV_BUFFER,
 };
 
 #[doc(hidden)]

@@ -98,6 +98,7 @@ fn serve_with(addr: &str, tls: Option<TlsConfig>) -> Result<(), Box<dyn std::err
         Ok("batched") | Err(_) => w.send_mode = SendMode::Batched,
         Ok(other) => return Err(format!("RINGMAN_SEND_MODE must be eager or batched, not {other}").into()),
     }
+    recv_buffers_from_env(&mut w)?;
     w.on_message(|conn, msg, _| {
         conn.send_as(msg.data, msg.kind);
     });
@@ -106,6 +107,24 @@ fn serve_with(addr: &str, tls: Option<TlsConfig>) -> Result<(), Box<dyn std::err
         peer.send(msg.data);
     });
     run_all(Server::new().add(w))?;
+    Ok(())
+}
+
+/// `RINGMAN_RECV_BUFFERS=COUNTxSIZE` or `COUNTxSIZE,whole` sets the worker's receive pool
+/// (`Worker::recv_buffers`, `recv_buffer_size`; `whole`: `recv_incremental = false`), for
+/// A/B runs of the pool's shape; unset, the engine's defaults.
+fn recv_buffers_from_env(w: &mut Worker<()>) -> Result<(), Box<dyn std::error::Error>> {
+    let Ok(v) = std::env::var("RINGMAN_RECV_BUFFERS") else { return Ok(()) };
+    let bad = || format!("RINGMAN_RECV_BUFFERS must be COUNTxSIZE[,whole], not {v}");
+    let (shape, whole) = match v.split_once(',') {
+        Some((s, "whole")) => (s, true),
+        Some(_) => return Err(bad().into()),
+        None => (v.as_str(), false),
+    };
+    let (count, size) = shape.split_once('x').ok_or_else(bad)?;
+    w.recv_buffers = count.parse().map_err(|_| bad())?;
+    w.recv_buffer_size = size.parse().map_err(|_| bad())?;
+    w.recv_incremental = !whole;
     Ok(())
 }
 

@@ -324,23 +324,25 @@ struct Entry {
 }
 
 /// Every peer keeps its own receive buffer (tokio, tokio-uring, monoio, epoll: 64 KiB per
-/// connection; the floor: ringman's ring shape, 1024 x 8 KiB).
+/// connection; the floor: 1024 x 8 KiB provided buffers, ringman's former ring shape).
 fn own_buffers(_: ServerKind) -> Option<usize> {
     None
 }
 
-/// P5: the peers that hold a receive buffer per connection get the size of ringman's
-/// default receive buffer (the most one of its receives delivers), so an idle connection
-/// costs each of them what its buffer costs at the size ringman uses (the floor's provided
-/// buffers are ringman's already).
+/// P5: the peers that hold a receive buffer per connection get the size of ringman's whole
+/// receive buffers (`ringman::WHOLE_RECV_BUFFER`, 8 KiB: what one of its receives delivers
+/// on a kernel without incremental buffers), so an idle connection costs each of them what
+/// its buffer costs at a size fit for small messages. (ringman's default buffers are 64 KiB,
+/// shared by the ring's connections and consumed in pieces; a peer given 64 KiB per
+/// connection would hold 8 times as much per idle connection, which would flatter ringman.
+/// The floor's provided buffers are ringman's ring shape already.)
 fn ringman_sized_buffers(kind: ServerKind) -> Option<usize> {
     server::takes_buf_size(kind).then(ringman_recv_buffer)
 }
 
-/// The size of ringman's default receive buffer (`Worker::recv_buffer_size`), read from the
-/// engine so P5 follows it when it changes.
+/// The size the per-connection peers read with in P5: ringman's whole receive buffer.
 pub fn ringman_recv_buffer() -> usize {
-    ringman::Worker::<()>::without_listener().recv_buffer_size as usize
+    ringman::WHOLE_RECV_BUFFER as usize
 }
 
 /// P13 (bulk echo): each peer keeps the receive buffer it does best with. The peers' 64 KiB

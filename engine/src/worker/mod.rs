@@ -143,10 +143,10 @@ pub struct Worker<S = ()> {
     pub backlog: i32,
     /// Pin ring thread `i` to CPU `(cpu_offset + i) % ncpu` when set.
     pub pin_cpus: Option<usize>,
-    /// Receive buffers per ring (power of two; default 128) and their size.
+    /// Receive buffers per ring (power of two; default 256) and their size.
     pub recv_buffers: u16,
-    /// Size of each receive buffer (default 64 KiB): the most one receive completion
-    /// delivers. (A multishot receive may post several completions for one connection in a
+    /// Size of each receive buffer (default 32 KiB; 8 MiB of buffers per ring): the most one
+    /// receive completion delivers. (A multishot receive may post several completions for one connection in a
     /// turn; what bounds a connection's intake is the pool, and `backpressure` once its
     /// answers back up.)
     pub recv_buffer_size: u32,
@@ -338,8 +338,8 @@ impl<S: Default + 'static> Worker<S> {
             max_connections: None,
             backlog: 4096,
             pin_cpus: None,
-            recv_buffers: 128,
-            recv_buffer_size: 64 * 1024,
+            recv_buffers: 256,
+            recv_buffer_size: 32 * 1024,
             recv_incremental: true,
             fixed_send_bytes: 1024 * 1024,
             tls: None,
