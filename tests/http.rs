@@ -683,3 +683,72 @@ fn pipelined_large_bodies_kept_and_streamed_to_a_slow_reader() {
         }
     }
 }
+
+/// Paths no file answers are remembered per ring thread (the request falls through to the
+/// application without a lookup), and forgotten at the first change: each path below is
+/// asked for three times on a keep-alive connection (404 from the application), then the
+/// change is made, and the very next request — on the same connection and on a new one —
+/// gets the file. Changes: files created, directories made several levels deep after the
+/// server started, a directory moved in from outside the root, a rename, a symbolic link,
+/// an index file appearing, a removed file coming back.
+#[test]
+fn files_appearing_after_requests_fell_through_are_served_at_once() {
+    let d = root();
+    let (_srv, addr) = server(d.path());
+    let p = |rel: &str| d.path().join(rel);
+    let mut keep = connect(addr);
+    let mut ask = |s: &mut std::net::TcpStream, path: &str| -> (String, Vec<u8>) {
+        write_all(s, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let (head, body) = read_response(s);
+        (head.lines().next().unwrap_or("").to_string(), body)
+    };
+    let outside = std::env::temp_dir().join(format!("ringman-http-outside-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outside);
+    std::fs::create_dir_all(outside.join("in")).unwrap();
+    std::fs::write(outside.join("in/moved.txt"), "moved").unwrap();
+    std::fs::create_dir(p("noindex")).unwrap();
+    type Change<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, &str, Change)> = vec![
+        ("/new.txt", "new", Box::new(|| std::fs::write(p("new.txt"), "new").unwrap())),
+        ("/sub/late.txt", "late", Box::new(|| std::fs::write(p("sub/late.txt"), "late").unwrap())),
+        (
+            "/a/b/c/deep.txt",
+            "deep",
+            Box::new(|| {
+                std::fs::create_dir_all(p("a/b/c")).unwrap();
+                std::fs::write(p("a/b/c/deep.txt"), "deep").unwrap();
+            }),
+        ),
+        ("/a/b/c/later.txt", "later", Box::new(|| std::fs::write(p("a/b/c/later.txt"), "later").unwrap())),
+        ("/outside/in/moved.txt", "moved", Box::new(|| std::fs::rename(&outside, p("outside")).unwrap())),
+        ("/outside/in/after.txt", "after", Box::new(|| std::fs::write(p("outside/in/after.txt"), "after").unwrap())),
+        ("/renamed.txt", "new", Box::new(|| std::fs::rename(p("new.txt"), p("renamed.txt")).unwrap())),
+        ("/link", "late", Box::new(|| std::os::unix::fs::symlink("sub/late.txt", p("link")).unwrap())),
+        ("/noindex/", "index", Box::new(|| std::fs::write(p("noindex/index.html"), "index").unwrap())),
+        ("/new.txt", "back", Box::new(|| std::fs::write(p("new.txt"), "back").unwrap())),
+    ];
+    for round in 0..3 {
+        for (path, body, change) in &cases {
+            if round > 0 {
+                // Gone again (the next round makes it appear once more).
+                if *path == "/outside/in/moved.txt" {
+                    std::fs::rename(p("outside"), &outside).unwrap();
+                } else {
+                    let f = p(path.trim_start_matches('/'));
+                    let _ = std::fs::remove_file(if path.ends_with('/') { f.join("index.html") } else { f });
+                }
+            }
+            for _ in 0..3 {
+                let (status, _) = ask(&mut keep, path);
+                assert!(status.starts_with("HTTP/1.1 404"), "round {round} {path} before the change: {status}");
+            }
+            change();
+            let (status, got) = ask(&mut keep, path);
+            assert!(status.starts_with("HTTP/1.1 200"), "round {round} {path} right after the change: {status}");
+            assert_eq!(got, body.as_bytes(), "round {round} {path}");
+            let (status, _) = ask(&mut connect(addr), path);
+            assert!(status.starts_with("HTTP/1.1 200"), "round {round} {path} on a new connection: {status}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&outside);
+}

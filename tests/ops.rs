@@ -77,8 +77,20 @@ impl Srv {
             .arg(self.dir.join("ops.log"))
             .args(&self.extra)
             .args(verb);
-        let mut child =
-            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn echo");
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        // A binary this test just wrote (a copy to swap later) can be briefly "busy": a
+        // child another test thread forked at that moment holds the write descriptor until
+        // its exec closes it (ETXTBSY). Spawning again once that exec happened succeeds.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r.expect("spawn echo"),
+            }
+        };
         let end = Instant::now() + Duration::from_secs(90);
         loop {
             if child.try_wait().unwrap().is_some() {

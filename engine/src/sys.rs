@@ -199,6 +199,23 @@ pub(crate) fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A non-blocking, close-on-exec inotify instance (`inotify_init1(2)`).
+pub(crate) fn inotify() -> io::Result<OwnedFd> {
+    // SAFETY: takes no pointers; returns a new descriptor or -1.
+    let fd = syscall!(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })?;
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds (or updates) a watch for `mask` on `path` to inotify instance `fd`
+/// (`inotify_add_watch(2)`); returns the watch descriptor.
+pub(crate) fn inotify_watch(fd: BorrowedFd<'_>, path: &std::path::Path, mask: u32) -> io::Result<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `c` is NUL-terminated and alive for the call; `fd` is borrowed, so open.
+    syscall!(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

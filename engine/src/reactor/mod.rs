@@ -72,6 +72,21 @@ pub(crate) use udp::{Role, UdpClient, UdpErrFn, UdpEvent, UdpFn, UdpMsgFn, UdpWo
 thread_local! {
     static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
     static THREAD: Cell<u16> = const { Cell::new(u16::MAX) };
+    static REAPED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many batches of completions this thread has reaped ([`Core::reap`]). Whatever
+/// happened before the completions being handled were produced happened before the latest
+/// batch was reaped: code that must have seen such changes (a `WebServer`'s negative
+/// lookups, through inotify) looks again once per new value.
+pub(crate) fn reaped_batches() -> u64 {
+    REAPED.with(Cell::get)
+}
+
+/// Counts a reaped batch without a ring (tests of code that reads [`reaped_batches`]).
+#[cfg(test)]
+pub(crate) fn reap_for_test() {
+    REAPED.with(|r| r.set(r.get() + 1));
 }
 
 /// Runs `f` on this thread's core; `None` when not on a ring thread.
@@ -373,6 +388,7 @@ impl Core {
 
     /// Moves every available completion into `out`, oldest first.
     pub(crate) fn reap(&mut self, out: &mut Vec<(u64, i32, u32)>) {
+        REAPED.with(|r| r.set(r.get() + 1));
         out.append(&mut self.early);
         let dropped = self.ring.dropped();
         if dropped > 0 {

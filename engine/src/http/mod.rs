@@ -21,6 +21,8 @@ use crate::connection::Connection;
 use crate::reactor::SendStatus;
 use crate::worker::Worker;
 
+mod misses;
+
 thread_local! {
     static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
     static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -114,12 +116,19 @@ impl<S: Default + 'static> Worker<S> {
 /// MIME type by extension, no directory listing. Paths with `..`, encoded dot segments, NUL
 /// bytes or symbolic links leading out of the root are refused (404).
 ///
-/// Each request costs one `openat2` lookup beneath the root (Linux 5.6; the kernel refuses
-/// any resolution that leaves the root, so a request no file answers costs that one failed
-/// call before it falls through to the application). Absolute symbolic links are refused
+/// Each request for a file costs one `openat2` lookup beneath the root (Linux 5.6; the
+/// kernel refuses any resolution that leaves the root). Absolute symbolic links are refused
 /// even when they point inside the root (relative ones inside it are followed). Bodies of
 /// files up to 1 MiB are kept per ring thread ([`send_file`]) and sent from there without a
 /// copy; larger ones stream in 64 KiB pieces as the send buffer drains.
+///
+/// A path no file answers (missing, not a regular file, unreadable, refused) is remembered
+/// per ring thread (4,096 paths at most), so requests that fall through to the application
+/// skip the lookup; an inotify watch on every directory under the root forgets them all at
+/// the first change in the tree, and the change is seen before any request sent after it is
+/// answered. Changes the kernel does not report through inotify — made on a network
+/// filesystem by another host, or a filesystem mounted under the root later — are not seen:
+/// turn this off for such roots ([`WebServer::negative_cache`]).
 #[derive(Clone)]
 pub struct WebServer {
     root: Arc<PathBuf>,
@@ -127,6 +136,36 @@ pub struct WebServer {
     /// `openat2`, where lookups resolve the path with `realpath` and compare.
     root_fd: Option<Arc<OwnedFd>>,
     index: &'static str,
+    /// Remember the paths no file answers (`misses`).
+    negative_cache: bool,
+}
+
+/// Why a lookup found no file to serve.
+enum Miss {
+    /// Only a change of the tree can alter the answer (no such entry, not a regular file,
+    /// no permission, a link refused): remembered.
+    Absent,
+    /// A passing failure (out of descriptors or memory): tried again next time.
+    Failed,
+}
+
+impl Miss {
+    fn of(e: &std::io::Error) -> Miss {
+        match e.raw_os_error() {
+            Some(
+                libc::ENOENT
+                | libc::ENOTDIR
+                | libc::EACCES
+                | libc::EPERM
+                | libc::ELOOP
+                | libc::EXDEV
+                | libc::ENAMETOOLONG
+                | libc::ENXIO
+                | libc::ENODEV,
+            ) => Miss::Absent,
+            _ => Miss::Failed,
+        }
+    }
 }
 
 /// A body being sent to a connection (kept in the connection's streaming slot, so the
@@ -151,39 +190,70 @@ impl WebServer {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => None,
             _ => Some(Arc::new(dir)),
         };
-        Ok(WebServer { root: Arc::new(root), root_fd, index: "index.html" })
+        Ok(WebServer { root: Arc::new(root), root_fd, index: "index.html", negative_cache: true })
+    }
+
+    /// Whether paths no file answers are remembered (default true; see the type's docs).
+    pub fn negative_cache(mut self, on: bool) -> WebServer {
+        self.negative_cache = on;
+        self
     }
 
     /// Answers `req` from the directory. Returns false (sending nothing) when no file
     /// matches, so the caller can answer otherwise (404, or an application route).
     pub fn serve(&self, conn: &Connection, req: &Request<'_>) -> bool {
+        use std::os::unix::ffi::OsStrExt;
         if req.method() != "GET" && req.method() != "HEAD" {
             return false;
         }
         let Ok(rel) = h::resolve_path(req.path()) else { return false };
-        let Some((file, meta, name)) = self.open(rel) else { return false };
-        send_opened(conn, req, file, &meta, &name)
+        let remember = self.negative_cache && self.root_fd.is_some();
+        if remember && misses::known(&self.root, rel.as_os_str().as_bytes()) {
+            return false;
+        }
+        match self.open(rel) {
+            Ok((file, meta, name)) => send_opened(conn, req, file, &meta, &name),
+            Err((Miss::Absent, rel)) if remember => {
+                misses::record(&self.root, rel.as_os_str().as_bytes());
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// The regular file `rel` names under the root (a directory's index file), with its
-    /// metadata and the name its MIME type comes from.
-    fn open(&self, rel: PathBuf) -> Option<(File, std::fs::Metadata, PathBuf)> {
-        let Some(dir) = &self.root_fd else { return self.open_resolved(rel) };
-        let open = |rel: &Path| -> Option<(File, std::fs::Metadata)> {
+    /// metadata and the name its MIME type comes from; else why not, and `rel` back.
+    #[allow(clippy::type_complexity)]
+    fn open(&self, rel: PathBuf) -> Result<(File, std::fs::Metadata, PathBuf), (Miss, PathBuf)> {
+        let Some(dir) = &self.root_fd else { return self.open_resolved(rel).ok_or((Miss::Failed, PathBuf::new())) };
+        let open = |rel: &Path| -> Result<(File, std::fs::Metadata), Miss> {
             use std::os::unix::ffi::OsStrExt;
             let name = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-            let c = std::ffi::CString::new(name.as_os_str().as_bytes()).ok()?;
-            let file = File::from(crate::sys::open_beneath(dir.as_fd(), &c).ok()?);
-            let meta = file.metadata().ok()?;
-            Some((file, meta))
+            let c = std::ffi::CString::new(name.as_os_str().as_bytes()).map_err(|_| Miss::Absent)?;
+            let file = File::from(crate::sys::open_beneath(dir.as_fd(), &c).map_err(|e| Miss::of(&e))?);
+            let meta = file.metadata().map_err(|_| Miss::Failed)?;
+            Ok((file, meta))
         };
-        let (mut file, mut meta) = open(&rel)?;
-        let mut name = rel;
+        let (mut file, mut meta) = match open(&rel) {
+            Ok(f) => f,
+            Err(m) => return Err((m, rel)),
+        };
         if meta.is_dir() {
-            name.push(self.index);
-            (file, meta) = open(&name)?;
+            let mut name = rel.join(self.index);
+            (file, meta) = match open(&name) {
+                Ok(f) => f,
+                Err(m) => {
+                    name.pop();
+                    return Err((m, name));
+                }
+            };
+            return if meta.is_file() { Ok((file, meta, name)) } else { Err((Miss::Absent, rel)) };
         }
-        meta.is_file().then_some((file, meta, name))
+        if meta.is_file() {
+            Ok((file, meta, rel))
+        } else {
+            Err((Miss::Absent, rel))
+        }
     }
 
     /// [`WebServer::open`] without `openat2`: resolves the path and checks it stays under
