@@ -697,7 +697,7 @@ fn files_appearing_after_requests_fell_through_are_served_at_once() {
     let (_srv, addr) = server(d.path());
     let p = |rel: &str| d.path().join(rel);
     let mut keep = connect(addr);
-    let mut ask = |s: &mut std::net::TcpStream, path: &str| -> (String, Vec<u8>) {
+    let ask = |s: &mut std::net::TcpStream, path: &str| -> (String, Vec<u8>) {
         write_all(s, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         let (head, body) = read_response(s);
         (head.lines().next().unwrap_or("").to_string(), body)
