@@ -202,19 +202,20 @@ impl WebServer {
     /// Answers `req` from the directory. Returns false (sending nothing) when no file
     /// matches, so the caller can answer otherwise (404, or an application route).
     pub fn serve(&self, conn: &Connection, req: &Request<'_>) -> bool {
-        use std::os::unix::ffi::OsStrExt;
         if req.method() != "GET" && req.method() != "HEAD" {
             return false;
         }
-        let Ok(rel) = h::resolve_path(req.path()) else { return false };
+        // (Remembered by the request's path as it came: the resolution below is a function
+        // of it, so a miss of the path is a miss of what it resolves to.)
         let remember = self.negative_cache && self.root_fd.is_some();
-        if remember && misses::known(&self.root, rel.as_os_str().as_bytes()) {
+        if remember && misses::known(&self.root, req.path().as_bytes()) {
             return false;
         }
+        let Ok(rel) = h::resolve_path(req.path()) else { return false };
         match self.open(rel) {
             Ok((file, meta, name)) => send_opened(conn, req, file, &meta, &name),
-            Err((Miss::Absent, rel)) if remember => {
-                misses::record(&self.root, rel.as_os_str().as_bytes());
+            Err(Miss::Absent) if remember => {
+                misses::record(&self.root, req.path().as_bytes());
                 false
             }
             Err(_) => false,
@@ -222,10 +223,9 @@ impl WebServer {
     }
 
     /// The regular file `rel` names under the root (a directory's index file), with its
-    /// metadata and the name its MIME type comes from; else why not, and `rel` back.
-    #[allow(clippy::type_complexity)]
-    fn open(&self, rel: PathBuf) -> Result<(File, std::fs::Metadata, PathBuf), (Miss, PathBuf)> {
-        let Some(dir) = &self.root_fd else { return self.open_resolved(rel).ok_or((Miss::Failed, PathBuf::new())) };
+    /// metadata and the name its MIME type comes from; else why not.
+    fn open(&self, rel: PathBuf) -> Result<(File, std::fs::Metadata, PathBuf), Miss> {
+        let Some(dir) = &self.root_fd else { return self.open_resolved(rel).ok_or(Miss::Failed) };
         let open = |rel: &Path| -> Result<(File, std::fs::Metadata), Miss> {
             use std::os::unix::ffi::OsStrExt;
             let name = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
@@ -234,25 +234,16 @@ impl WebServer {
             let meta = file.metadata().map_err(|_| Miss::Failed)?;
             Ok((file, meta))
         };
-        let (mut file, mut meta) = match open(&rel) {
-            Ok(f) => f,
-            Err(m) => return Err((m, rel)),
-        };
+        let (mut file, mut meta) = open(&rel)?;
+        let mut name = rel;
         if meta.is_dir() {
-            let mut name = rel.join(self.index);
-            (file, meta) = match open(&name) {
-                Ok(f) => f,
-                Err(m) => {
-                    name.pop();
-                    return Err((m, name));
-                }
-            };
-            return if meta.is_file() { Ok((file, meta, name)) } else { Err((Miss::Absent, rel)) };
+            name.push(self.index);
+            (file, meta) = open(&name)?;
         }
         if meta.is_file() {
-            Ok((file, meta, rel))
+            Ok((file, meta, name))
         } else {
-            Err((Miss::Absent, rel))
+            Err(Miss::Absent)
         }
     }
 
