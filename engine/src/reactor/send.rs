@@ -122,12 +122,12 @@ impl Core {
             let (bid, ptr) = (self.delivering.map_or(0, |d| d.0), std::ptr::NonNull::from(data).cast::<u8>());
             c.sendq.len += data.len();
             let mem = ChunkMem::Lent { bid, ptr, len: data.len() };
-            c.sendq.chunks.push_back(Chunk { mem, start: 0, end: data.len() });
+            c.sendq.push(Chunk { mem, start: 0, end: data.len() });
         } else if share {
             let Payload::Share(b) = payload else { unreachable!("checked above") };
             c.sendq.len += b.len();
             let end = b.len();
-            c.sendq.chunks.push_back(Chunk { mem: ChunkMem::Shared(b), start: 0, end });
+            c.sendq.push(Chunk { mem: ChunkMem::Shared(b), start: 0, end });
         } else if let Err(p) = encode_onto(&mut self.arena, &mut self.scratch, c, Queue::Wire, data, enc) {
             self.destroy(key, Some(ConnError::Panic(format!("encoder: {p}"))));
             return SendStatus::Failed;
@@ -416,6 +416,7 @@ impl Core {
                 self.arena.release(done.mem);
             }
         }
+        c.sendq.give_back_room();
         if c.status == Status::Closed {
             self.try_free(key);
             return;
@@ -496,6 +497,48 @@ pub(crate) struct SendQueue {
     pub(super) len: usize,
     /// The SENDMSG header of the send in flight, when it covers several chunks.
     pub(super) vec: Option<Box<SendVec>>,
+}
+
+/// Emptied queues' room kept for reuse per ring thread, at most this many.
+const ROOMS_KEPT: usize = 1024;
+
+thread_local! {
+    /// Room (chunk arrays) of send queues that emptied, handed to the next queue that needs
+    /// some: a connection holds no queue memory while it has nothing to send (an idle one
+    /// costs its slot only), and the per-message path still never allocates once the pool
+    /// holds as many rooms as connections send at once.
+    static ROOMS: std::cell::RefCell<Vec<VecDeque<Chunk>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl SendQueue {
+    /// Appends a chunk; an empty queue without room takes one from the pool (or room for
+    /// exactly one chunk: most queues never hold more).
+    pub(super) fn push(&mut self, c: Chunk) {
+        if self.chunks.capacity() == 0 {
+            match ROOMS.with(|r| r.borrow_mut().pop()) {
+                Some(room) => self.chunks = room,
+                None => self.chunks.reserve_exact(1),
+            }
+        }
+        self.chunks.push_back(c);
+    }
+
+    /// Gives an emptied queue's room back to the pool (kept if small and the pool has
+    /// space, else freed).
+    pub(super) fn give_back_room(&mut self) {
+        if !self.chunks.is_empty() || self.chunks.capacity() == 0 {
+            return;
+        }
+        let room = std::mem::take(&mut self.chunks);
+        if room.capacity() <= 4 {
+            ROOMS.with(|r| {
+                let mut r = r.borrow_mut();
+                if r.len() < ROOMS_KEPT {
+                    r.push(room);
+                }
+            });
+        }
+    }
 }
 
 /// The most chunks one SENDMSG covers (the kernel's limit is `UIO_MAXIOV`, 1024).
@@ -619,7 +662,7 @@ pub(super) fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8])
     if q.chunks.is_empty() && data.len() > CHUNK {
         let b = data.to_vec().into_boxed_slice();
         let end = b.len();
-        q.chunks.push_back(Chunk { mem: ChunkMem::Heap(b), start: 0, end });
+        q.push(Chunk { mem: ChunkMem::Heap(b), start: 0, end });
         return;
     }
     while !data.is_empty() {
@@ -636,7 +679,7 @@ pub(super) fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8])
                 continue;
             }
         }
-        q.chunks.push_back(Chunk { mem: arena.alloc(), start: 0, end: 0 });
+        q.push(Chunk { mem: arena.alloc(), start: 0, end: 0 });
     }
 }
 
@@ -665,7 +708,7 @@ impl RecordSink for QueueSink<'_> {
     fn reserve(&mut self, n: usize) -> &mut [u8] {
         if self.room().len() < n {
             let mem = if n <= CHUNK { self.arena.alloc() } else { ChunkMem::Heap(vec![0u8; n].into_boxed_slice()) };
-            self.q.chunks.push_back(Chunk { mem, start: 0, end: 0 });
+            self.q.push(Chunk { mem, start: 0, end: 0 });
         }
         self.room()
     }
