@@ -29,7 +29,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Remembered paths per root and thread; beyond this the set starts afresh (a client asking
 /// for ever new paths gets failed lookups, nothing worse).
@@ -52,7 +52,11 @@ const EVENT_HEADER: usize = 16;
 
 /// One root's negative lookups on this thread.
 struct Misses {
-    root: Arc<PathBuf>,
+    /// The `WebServer`'s root (weak: an entry whose server is gone is dropped, closing its
+    /// inotify instance, the next time an entry is made).
+    root: Weak<PathBuf>,
+    /// The root's path, for messages.
+    path: PathBuf,
     /// The inotify instance watching the tree (`None`: it could not be set up; nothing is
     /// remembered).
     inotify: Option<File>,
@@ -70,7 +74,7 @@ thread_local! {
 pub(super) fn known(root: &Arc<PathBuf>, rel: &[u8]) -> bool {
     MISSES.with(|m| {
         let mut m = m.borrow_mut();
-        let Some(e) = m.iter_mut().find(|e| Arc::ptr_eq(&e.root, root)) else { return false };
+        let Some(e) = m.iter_mut().find(|e| std::ptr::eq(e.root.as_ptr(), Arc::as_ptr(root))) else { return false };
         if e.paths.is_empty() {
             return false;
         }
@@ -88,11 +92,12 @@ pub(super) fn known(root: &Arc<PathBuf>, rel: &[u8]) -> bool {
 pub(super) fn record(root: &Arc<PathBuf>, rel: &[u8]) {
     MISSES.with(|m| {
         let mut m = m.borrow_mut();
-        let e = match m.iter_mut().position(|e| Arc::ptr_eq(&e.root, root)) {
+        let e = match m.iter_mut().position(|e| std::ptr::eq(e.root.as_ptr(), Arc::as_ptr(root))) {
             Some(i) => &mut m[i],
             None => {
                 // The watches did not exist when this lookup ran: it is not remembered.
-                m.push(Misses::watch(root.clone()));
+                m.retain(|e| e.root.strong_count() > 0);
+                m.push(Misses::watch(root));
                 return;
             }
         };
@@ -107,20 +112,26 @@ pub(super) fn record(root: &Arc<PathBuf>, rel: &[u8]) {
 }
 
 impl Misses {
-    fn watch(root: Arc<PathBuf>) -> Misses {
-        let mut m = Misses { root, inotify: None, paths: HashSet::new(), read_at: crate::reactor::reaped_batches() };
+    fn watch(root: &Arc<PathBuf>) -> Misses {
+        let mut m = Misses {
+            root: Arc::downgrade(root),
+            path: root.to_path_buf(),
+            inotify: None,
+            paths: HashSet::new(),
+            read_at: crate::reactor::reaped_batches(),
+        };
         match crate::sys::inotify() {
             Ok(fd) => {
                 let f = File::from(fd);
-                match watch_tree(&f, &m.root) {
+                match watch_tree(&f, &m.path) {
                     Ok(()) => m.inotify = Some(f),
                     Err(e) => log::warn!(
                         "WebServer {}: cannot watch the tree ({e}); failed lookups are not remembered",
-                        m.root.display()
+                        m.path.display()
                     ),
                 }
             }
-            Err(e) => log::warn!("WebServer {}: no inotify ({e}); failed lookups are not remembered", m.root.display()),
+            Err(e) => log::warn!("WebServer {}: no inotify ({e}); failed lookups are not remembered", m.path.display()),
         }
         m
     }
@@ -143,7 +154,7 @@ impl Misses {
                 Err(e) => {
                     log::warn!(
                         "WebServer {}: inotify read failed ({e}); failed lookups are no longer remembered",
-                        self.root.display()
+                        self.path.display()
                     );
                     self.inotify = None;
                     self.paths.clear();
@@ -152,10 +163,10 @@ impl Misses {
             }
         }
         if rewalk {
-            if let Err(e) = watch_tree(f, &self.root) {
+            if let Err(e) = watch_tree(f, &self.path) {
                 log::warn!(
                     "WebServer {}: cannot watch the tree ({e}); failed lookups are no longer remembered",
-                    self.root.display()
+                    self.path.display()
                 );
                 self.inotify = None;
             }
@@ -296,6 +307,26 @@ mod tests {
         );
         change("symlink", &|| std::os::unix::fs::symlink("sub/renamed.txt", p("link")).unwrap(), b"link");
         change("remove", &|| std::fs::remove_file(p("link")).unwrap(), b"sub/renamed.txt");
+    }
+
+    /// The entry of a `WebServer` that is gone (its inotify instance with it) goes when the
+    /// thread makes its next entry, not at once (nothing runs when the server drops).
+    #[test]
+    fn entries_of_dropped_servers_are_let_go() {
+        let s = Scratch::new("dropped");
+        let entries = || MISSES.with(|m| m.borrow().len());
+        let first = Arc::new(s.0.clone());
+        record(&first, b"x");
+        assert_eq!(entries(), 1);
+        let second = Arc::new(s.0.clone());
+        record(&second, b"x");
+        assert_eq!(entries(), 2, "another server of the same root has its own entry");
+        drop(first);
+        let third = Arc::new(s.0.clone());
+        record(&third, b"x");
+        assert_eq!(entries(), 2, "the dropped server's entry was not let go");
+        record(&second, b"y");
+        assert!(known(&second, b"y"), "the live server's entry was lost");
     }
 
     #[test]
