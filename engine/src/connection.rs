@@ -147,6 +147,25 @@ impl Connection {
         }
     }
 
+    /// Sends `head` and then `body`, raw, as one send: on this connection's thread, when
+    /// nothing waits before them, written at once with the body's pages handed to the
+    /// socket by reference (see `reactor/through.rs`); else queued together.
+    pub(crate) fn send_head_body(&self, head: &[u8], body: &crate::pipe::KeptBody) -> SendStatus {
+        if current_thread() == Some(self.id.thread()) {
+            return with_core(|c| match c.lookup(self.id) {
+                Some(k) => c.send_head_body(k, head, body),
+                None => SendStatus::Failed,
+            })
+            .unwrap_or(SendStatus::Failed);
+        }
+        let data = Bytes::from([head, &body.bytes[..]].concat());
+        if post(self.id.thread(), Cmd::Send { conn: self.id, data, enc: Enc::Raw }) {
+            SendStatus::Queued
+        } else {
+            SendStatus::Failed
+        }
+    }
+
     /// Sends `data` (if any), flushes the send buffer, then closes. A peer that stops reading
     /// is cut off after the worker's `close_timeout`. `on_close` fires once, when the
     /// connection is actually closed. An outgoing connection that is still being established

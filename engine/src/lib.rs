@@ -30,6 +30,7 @@ pub mod http;
 mod id;
 mod info;
 mod mailbox;
+mod pipe;
 mod reactor;
 mod resolve;
 mod ring;

@@ -20,8 +20,11 @@ impl Core {
             _ => return,
         };
         l.armed = true;
+        // Non-blocking, as Workerman's accepted streams are: the engine's own writes outside
+        // the ring (`through.rs`) must never wait for the socket; the ring's operations
+        // are the same on either kind.
         let sqe = opcode::AcceptMulti::new(types::Fd(fd))
-            .flags(libc::SOCK_CLOEXEC)
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build()
             .user_data(Token::new(Kind::Accept, idx, 0).to_u64());
         self.push(sqe);

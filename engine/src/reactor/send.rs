@@ -132,6 +132,13 @@ impl Core {
             self.destroy(key, Some(ConnError::Panic(format!("encoder: {p}"))));
             return SendStatus::Failed;
         }
+        self.kick(key, before)
+    }
+
+    /// After bytes joined the send queue of connection `key` (which held `before`): submits
+    /// them (eager) or marks the connection for the turn's flush (batched), then applies the
+    /// limit's events. The answer of the send that queued them.
+    pub(super) fn kick(&mut self, key: usize, before: usize) -> SendStatus {
         let c = &mut self.conns[key];
         if c.sendq.len == before {
             // Nothing to write (an empty raw message): done at once when nothing waits
@@ -179,7 +186,7 @@ impl Core {
     }
 
     /// A send refused by the limit (`queued` bytes the kernel has not taken): SEND_FAIL.
-    fn refuse(&mut self, key: usize, queued: usize) -> SendStatus {
+    pub(super) fn refuse(&mut self, key: usize, queued: usize) -> SendStatus {
         let limit = self.conns[key].max_send_buffer_size;
         self.stats.send_fail.add(1);
         let id = self.id_of(key);

@@ -1789,6 +1789,52 @@ impl SimKernel {
         true
     }
 
+    /// The engine's write outside the ring (`reactor/through.rs`: `write`, `tee`, `splice`
+    /// on a non-blocking socket): the socket takes at once what its window allows, or part
+    /// of it, or nothing, or fails as a send would.
+    pub(crate) fn write_through(&mut self, fd: RawFd, head: &[u8], body: &[u8]) -> std::io::Result<usize> {
+        let Some(sock) = self.sock_by_fd(fd) else {
+            self.violation(format!("a write through on fd {fd}, which is no socket"));
+            return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        };
+        if self.ops.iter().any(|op| matches!(op.kind, OpKind::Send { sock: s, .. } if s == sock)) {
+            self.violation(format!("sock {sock}: a write through while a send is in flight"));
+        }
+        let (reset, shut) = (self.socks[sock].reset, self.socks[sock].engine_shut);
+        if reset || shut {
+            self.mark("write through on a dead socket");
+            let e = if reset { libc::ECONNRESET } else { libc::EPIPE };
+            return Err(std::io::Error::from_raw_os_error(e));
+        }
+        // (Ten times a send's rate: a write through is one call where a send is many.)
+        if !self.calm && self.rng.chance(self.rates.epipe * 10) {
+            self.socks[sock].reset = true;
+            self.mark("write through EPIPE");
+            self.note(format!("sock {sock}: write through fails with EPIPE"));
+            return Err(std::io::Error::from_raw_os_error(libc::EPIPE));
+        }
+        let total = head.len() + body.len();
+        let s = &self.socks[sock];
+        let mut n = if s.vanished && !self.calm { 0 } else { total.min(s.window) };
+        // Short, or nothing at all (the socket's memory is full although the peer's window
+        // is not).
+        if !self.calm && n > 0 && self.rng.chance(self.rates.short_write) {
+            n = self.rng.range(0, n as u64 - 1) as usize;
+        }
+        self.mark(match n {
+            0 => "write through refused (socket full)",
+            n if n == total => "written through whole",
+            _ => "written through in part",
+        });
+        let s = &mut self.socks[sock];
+        let from_head = n.min(head.len());
+        s.received.extend_from_slice(&head[..from_head]);
+        s.received.extend_from_slice(&body[..n - from_head]);
+        s.window -= n;
+        self.note(format!("sock {sock}: write through took {n} of {total} bytes"));
+        Ok(n)
+    }
+
     /// Puts the world in its calm phase: no more faults; everything due completes.
     pub(crate) fn calm_down(&mut self) {
         self.calm = true;

@@ -740,8 +740,15 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
     });
     w.on_message(|conn, msg, _| {
         delivered(conn.id(), msg.data);
-        // Echo, then whatever the schedule says.
-        conn.send(msg.data);
+        // Echo, then whatever the schedule says. On a raw wire a third of the echoes go as
+        // a head and a piped body (`reactor/through.rs`).
+        if msg.data.len() % 3 == 0 && conn.protocol() == Some("tcp") {
+            let (head, body) = msg.data.split_at(msg.data.len() / 2);
+            let pipe = crate::pipe::BodyPipe::fill(body).ok();
+            conn.send_head_body(head, &crate::pipe::KeptBody { bytes: bytes::Bytes::copy_from_slice(body), pipe });
+        } else {
+            conn.send(msg.data);
+        }
         act(conn);
     });
     w.on_close(|conn, _| on_close(conn.id()));
@@ -1163,8 +1170,23 @@ fn act(conn: &Connection) {
     };
     let roll = |p: u32| with_world(|w| w.rng.chance(p)).unwrap_or(false);
     if roll(r.extra_send) {
-        // Half of them as shared bytes (large ones join the queue by reference).
-        if salt & 1 == 0 {
+        // Half of them as shared bytes (large ones join the queue by reference); on a raw
+        // wire, three quarters as a head and a kept body with a pipe (written through when the
+        // connection is idle, `reactor/through.rs`).
+        if salt % 4 != 0 && conn.protocol() == Some("tcp") {
+            let bytes = bytes::Bytes::from(pattern(size, salt));
+            let pipe = crate::pipe::BodyPipe::fill(&bytes).ok();
+            let head = pattern((salt >> 8) as usize % 300, salt >> 16);
+            note(|| {
+                format!(
+                    "app: head {} and body {size} ({} pipe) on {}",
+                    head.len(),
+                    if pipe.is_some() { "with" } else { "no" },
+                    Name(id)
+                )
+            });
+            conn.send_head_body(&head, &crate::pipe::KeptBody { bytes, pipe });
+        } else if salt & 1 == 0 {
             conn.send_bytes(bytes::Bytes::from(pattern(size, salt)));
         } else {
             conn.send(pattern(size, salt));
@@ -1699,6 +1721,10 @@ mod tests {
             "EOF naming a buffer it did not consume",
             "EOF naming a whole buffer",
             "no incremental buffers",
+            "written through whole",
+            "written through in part",
+            "write through refused (socket full)",
+            "write through EPIPE",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }
