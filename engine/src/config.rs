@@ -17,7 +17,8 @@ pub enum SendMode {
     /// `io_uring_enter` per send.
     Eager,
     /// Queue the send and submit all sends of a loop turn together: one `io_uring_enter`
-    /// per turn, `send()` always answers `Queued`.
+    /// per turn, `send()` answers `Queued` (a kept file body written through whole by
+    /// `WebServer` or `send_file` answers `Sent`: it went out without the ring).
     Batched,
 }
 

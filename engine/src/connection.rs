@@ -148,9 +148,9 @@ impl Connection {
     }
 
     /// Sends `head` and then `body`, raw, as one send: on this connection's thread, when
-    /// nothing waits before them, written at once with the body's pages handed to the
+    /// nothing waits before them, written at once with the file's pages handed to the
     /// socket by reference (see `reactor/through.rs`); else queued together.
-    pub(crate) fn send_head_body(&self, head: &[u8], body: &crate::pipe::KeptBody) -> SendStatus {
+    pub(crate) fn send_head_body(&self, head: &[u8], body: &crate::sendfile::FileBody<'_>) -> SendStatus {
         if current_thread() == Some(self.id.thread()) {
             return with_core(|c| match c.lookup(self.id) {
                 Some(k) => c.send_head_body(k, head, body),

@@ -30,10 +30,10 @@ pub mod http;
 mod id;
 mod info;
 mod mailbox;
-mod pipe;
 mod reactor;
 mod resolve;
 mod ring;
+mod sendfile;
 mod server;
 #[cfg(test)]
 mod sim;

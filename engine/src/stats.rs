@@ -40,6 +40,9 @@ pub struct ThreadStats {
     /// Datagrams dropped because they were larger than the receive buffers
     /// (`Worker::max_datagram_size`): counted, never delivered cut.
     pub udp_truncated: Counter,
+    /// Body bytes the kernel took straight from files (`sendfile`, for the bodies
+    /// `WebServer` and `send_file` keep) instead of from the send buffer.
+    pub sendfile_bytes: Counter,
     /// Times the completion queue was seen overflowing (kernel kept the CQEs).
     pub cq_overflows: Counter,
     /// Live timers.

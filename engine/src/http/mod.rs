@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,8 +18,8 @@ use bytes::Bytes;
 use ringman_protocols::http::{self as h, DateCache, RangeOutcome, Request, Response, StaticResponse};
 
 use crate::connection::Connection;
-use crate::pipe::KeptBody;
 use crate::reactor::SendStatus;
+use crate::sendfile::FileBody;
 use crate::worker::Worker;
 
 mod misses;
@@ -397,15 +396,11 @@ fn send_opened(conn: &Connection, req: &Request<'_>, mut file: File, meta: &std:
         }
         head.extend_from_slice(b"\r\n");
         let Some(kept) = &kept else { return send_in_step(conn, &head) };
-        // A kept body leaves with its head, as one send: written through its pipe when the
-        // connection is idle (the body's pages go to the socket by reference), else queued
-        // together (one SENDMSG).
-        let status = if count == len {
-            conn.send_head_body(&head, kept)
-        } else {
-            let part = kept.bytes.slice(start as usize..(start + count) as usize);
-            conn.send_head_body(&head, &KeptBody::new(part, false))
-        };
+        // A kept body leaves with its head, as one send: written through (`sendfile`, the
+        // file's pages go to the socket by reference) when the connection is idle, else
+        // queued together (one SENDMSG, the body by reference to the kept bytes).
+        let bytes = kept.slice(start as usize..(start + count) as usize);
+        let status = conn.send_head_body(&head, &FileBody { bytes, file: file.as_fd(), offset: start });
         // (A refused response closes the connection: see `send_in_step`.)
         if status == SendStatus::Failed {
             conn.close(None);
@@ -474,27 +469,12 @@ impl FileIdentity {
     }
 }
 
-/// The most kept bodies with a pipe per thread (one descriptor and up to 16 pipe pages each,
-/// charged to the user's `fs.pipe-user-pages-soft`); later bodies are sent from memory.
-const KEEP_PIPES: usize = 256;
-
 /// The bodies one thread keeps, by device and inode, dropped oldest first.
 #[derive(Default)]
 struct KeptBodies {
-    map: std::collections::HashMap<(u64, u64), (FileIdentity, Rc<KeptBody>)>,
+    map: std::collections::HashMap<(u64, u64), (FileIdentity, Bytes)>,
     order: std::collections::VecDeque<(u64, u64)>,
     bytes: usize,
-    /// How many of the bodies have a pipe.
-    pipes: usize,
-}
-
-impl KeptBodies {
-    fn remove(&mut self, key: (u64, u64)) {
-        if let Some((_, b)) = self.map.remove(&key) {
-            self.bytes -= b.bytes.len();
-            self.pipes -= usize::from(b.pipe.is_some());
-        }
-    }
 }
 
 thread_local! {
@@ -502,10 +482,9 @@ thread_local! {
 }
 
 /// The whole body of the open file `file` (whose metadata is `meta`) from this thread's
-/// kept bodies, read and kept now if it is small enough and was not kept as it is now
-/// (with a pipe holding it too, in the piped size range, while this thread has fewer than
-/// [`KEEP_PIPES`]). `None` for a large file, or one that changed while it was read.
-fn kept_body(file: &mut File, meta: &std::fs::Metadata) -> Option<Rc<KeptBody>> {
+/// kept bodies, read and kept now if it is small enough and was not kept as it is now.
+/// `None` for a large file, or one that changed while it was read.
+fn kept_body(file: &mut File, meta: &std::fs::Metadata) -> Option<Bytes> {
     if meta.len() > KEEP_FILE_MAX {
         return None;
     }
@@ -522,21 +501,23 @@ fn kept_body(file: &mut File, meta: &std::fs::Metadata) -> Option<Rc<KeptBody>> 
     if body.len() as u64 != id.size || now != id {
         return None;
     }
+    let body = Bytes::from(body);
     KEPT.with(|k| {
         let mut k = k.borrow_mut();
-        k.remove(key);
-        k.order.retain(|x| *x != key);
-        let body = Rc::new(KeptBody::new(Bytes::from(body), k.pipes < KEEP_PIPES));
-        k.bytes += body.bytes.len();
-        k.pipes += usize::from(body.pipe.is_some());
-        k.map.insert(key, (id, body.clone()));
+        if let Some((_, old)) = k.map.insert(key, (id, body.clone())) {
+            k.bytes -= old.len();
+            k.order.retain(|x| *x != key);
+        }
+        k.bytes += body.len();
         k.order.push_back(key);
         while k.bytes > KEEP_TOTAL {
             let Some(oldest) = k.order.pop_front() else { break };
-            k.remove(oldest);
+            if let Some((_, b)) = k.map.remove(&oldest) {
+                k.bytes -= b.len();
+            }
         }
-        Some(body)
-    })
+    });
+    Some(body)
 }
 
 /// The strong entity tag of a file: size, inode and modification time in nanoseconds, so it

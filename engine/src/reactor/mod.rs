@@ -196,9 +196,6 @@ pub(crate) struct Core {
     delivering: Option<(u16, usize, usize)>,
     /// Sends go one chunk per operation (while a queue at its limit is offered).
     single_chunk_sends: bool,
-    /// The pipe responses with a piped body are assembled in (`through.rs`), made at the
-    /// first such response.
-    through: Option<crate::pipe::Scratch>,
     /// Decrypted bytes of a TLS receive on their way to the framer (reused).
     tls_plain: Vec<u8>,
     pub timers: Timers,
@@ -320,7 +317,6 @@ impl Core {
             enobufs: Vec::new(),
             scratch: Vec::new(),
             send_vecs: Vec::new(),
-            through: None,
             delivering: None,
             single_chunk_sends: false,
             tls_plain: Vec::new(),

@@ -27,7 +27,9 @@ pub enum SendStatus {
     Sent,
     /// The bytes are in the connection's application buffer (registered memory when
     /// available) and the ring drains it (Workerman's `null`). Always the answer for a
-    /// connection owned by another thread, or in [`SendMode::Batched`](crate::SendMode).
+    /// connection owned by another thread, and in [`SendMode::Batched`](crate::SendMode)
+    /// (except for a kept file body written through whole by `WebServer`/`send_file`,
+    /// which answers `Sent`).
     Queued,
     /// Nothing was queued: the connection is closing or closed, or the bytes of earlier
     /// sends that the kernel has not taken yet were already at `max_send_buffer_size`

@@ -1,11 +1,13 @@
-//! Responses written through: a head and a kept body with a pipe, written by the ring
-//! thread itself ([`crate::pipe::write_through`]: `write`, `tee`, `splice`) when nothing
-//! waits before them on the connection, so the body's pages reach the socket by reference
-//! instead of being copied into it. What the socket does not take, and every response that
-//! cannot go through, is queued as one send (head and body in one SENDMSG).
+//! Responses written through: a head and a file body, written by the ring thread itself
+//! ([`crate::sendfile::write_through`]: `send` of the head, `sendfile` of the body) when
+//! nothing waits before them on the connection, so the file's pages reach the socket by
+//! reference instead of being copied into it. What the socket does not take, and every
+//! response that cannot go through, is queued as one send (head and body in one SENDMSG,
+//! the body by reference to its kept bytes).
 //!
 //! Only accepted connections go through: their sockets are non-blocking (accept.rs), so the
-//! calls never wait. Outgoing connections, TLS, held sends and batched mode take the queue.
+//! calls never wait. Outgoing connections, TLS and held sends take the queue. In either send
+//! mode a response written through whole answers `Sent` (its bytes are in the socket).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -13,14 +15,13 @@ use std::os::fd::AsRawFd;
 use super::send::{enqueue, Chunk, SHARE_MIN};
 use super::{Core, SendStatus, Status};
 use crate::buffers::ChunkMem;
-use crate::config::SendMode;
 use crate::mailbox::Enc;
-use crate::pipe::KeptBody;
+use crate::sendfile::{FileBody, SENDFILE_MIN};
 
 impl Core {
     /// Sends `head` then `body`, raw, on connection `key` as one send would: written
     /// through when nothing waits before them, else queued together.
-    pub(crate) fn send_head_body(&mut self, key: usize, head: &[u8], body: &KeptBody) -> SendStatus {
+    pub(crate) fn send_head_body(&mut self, key: usize, head: &[u8], body: &FileBody<'_>) -> SendStatus {
         let c = &mut self.conns[key];
         let plain = c.status == Status::Established
             && c.extra.as_ref().is_none_or(|e| e.upgrade_held.is_none())
@@ -39,7 +40,7 @@ impl Core {
         status
     }
 
-    fn head_body(&mut self, key: usize, head: &[u8], body: &KeptBody) -> SendStatus {
+    fn head_body(&mut self, key: usize, head: &[u8], body: &FileBody<'_>) -> SendStatus {
         // The limit as for any send: what the kernel has not taken is offered first.
         if self.conns[key].sendq.len >= self.conns[key].max_send_buffer_size {
             self.offer_pending(key);
@@ -54,11 +55,8 @@ impl Core {
         }
         let total = head.len() + body.bytes.len();
         let mut done = 0;
-        let through = c.sendq.len == 0
-            && !c.send_inflight
-            && c.dial().is_none()
-            && body.pipe.is_some()
-            && self.cfg.send_mode == SendMode::Eager;
+        let through =
+            c.sendq.len == 0 && !c.send_inflight && c.dial().is_none() && body.bytes.len() >= min_through(self);
         if through {
             match self.write_through(key, head, body) {
                 Ok(n) => done = n,
@@ -70,6 +68,7 @@ impl Core {
             if done > 0 {
                 c.bytes_written += done as u64;
                 c.active = self.stamp;
+                self.stats.sendfile_bytes.add(done.saturating_sub(head.len()) as u64);
             }
             if done == total {
                 return SendStatus::Sent;
@@ -92,17 +91,23 @@ impl Core {
     }
 
     /// The write itself: the kernel's pipes and socket, or the simulator's model of them.
-    fn write_through(&mut self, key: usize, head: &[u8], body: &KeptBody) -> io::Result<usize> {
+    fn write_through(&mut self, key: usize, head: &[u8], body: &FileBody<'_>) -> io::Result<usize> {
         let fd = self.conns[key].fd.as_raw_fd();
         #[cfg(test)]
         if let Some(k) = self.ring.sim_mut() {
             return k.write_through(fd, head, &body.bytes);
         }
-        let Some(pipe) = &body.pipe else { return Ok(0) };
-        let scratch = match &mut self.through {
-            Some(s) => s,
-            slot => slot.insert(crate::pipe::Scratch::new()?),
-        };
-        crate::pipe::write_through(scratch, fd, head, pipe)
+        crate::sendfile::write_through(fd, head, body.file, body.offset, body.bytes.len())
     }
+}
+
+/// The smallest body written through: [`SENDFILE_MIN`], except in the simulator, whose state
+/// checks want every size (the threshold is a cost, not a rule of the state machine).
+fn min_through(core: &Core) -> usize {
+    #[cfg(test)]
+    if core.ring.is_sim() {
+        return 0;
+    }
+    let _ = core;
+    SENDFILE_MIN
 }

@@ -741,11 +741,10 @@ fn app_worker(wire: Wire, rng: &mut Rng) -> (Worker<()>, Arc<dyn Protocol>) {
     w.on_message(|conn, msg, _| {
         delivered(conn.id(), msg.data);
         // Echo, then whatever the schedule says. On a raw wire a third of the echoes go as
-        // a head and a piped body (`reactor/through.rs`).
+        // a head and a file body (`reactor/through.rs`).
         if msg.data.len() % 3 == 0 && conn.protocol() == Some("tcp") {
             let (head, body) = msg.data.split_at(msg.data.len() / 2);
-            let pipe = crate::pipe::BodyPipe::fill(body).ok();
-            conn.send_head_body(head, &crate::pipe::KeptBody { bytes: bytes::Bytes::copy_from_slice(body), pipe });
+            send_head_file(conn, head, bytes::Bytes::copy_from_slice(body));
         } else {
             conn.send(msg.data);
         }
@@ -1160,6 +1159,14 @@ fn on_drain(id: ConnectionId) {
     }
 }
 
+/// `head` and a body that is a whole (sealed, in-memory) file, as `WebServer` sends a kept
+/// file (`reactor/through.rs`).
+fn send_head_file(conn: &Connection, head: &[u8], bytes: bytes::Bytes) {
+    use std::os::fd::AsFd;
+    let Ok(file) = crate::sys::sealed_memfd(c"sim body", &bytes) else { return };
+    conn.send_head_body(head, &crate::sendfile::FileBody { bytes, file: file.as_fd(), offset: 0 });
+}
+
 /// The schedule's API calls from inside a callback of `conn`.
 fn act(conn: &Connection) {
     let id = conn.id();
@@ -1171,21 +1178,13 @@ fn act(conn: &Connection) {
     let roll = |p: u32| with_world(|w| w.rng.chance(p)).unwrap_or(false);
     if roll(r.extra_send) {
         // Half of them as shared bytes (large ones join the queue by reference); on a raw
-        // wire, three quarters as a head and a kept body with a pipe (written through when the
+        // wire, three quarters as a head and a file body (written through when the
         // connection is idle, `reactor/through.rs`).
         if salt % 4 != 0 && conn.protocol() == Some("tcp") {
             let bytes = bytes::Bytes::from(pattern(size, salt));
-            let pipe = crate::pipe::BodyPipe::fill(&bytes).ok();
             let head = pattern((salt >> 8) as usize % 300, salt >> 16);
-            note(|| {
-                format!(
-                    "app: head {} and body {size} ({} pipe) on {}",
-                    head.len(),
-                    if pipe.is_some() { "with" } else { "no" },
-                    Name(id)
-                )
-            });
-            conn.send_head_body(&head, &crate::pipe::KeptBody { bytes, pipe });
+            note(|| format!("app: head {} and file body {size} on {}", head.len(), Name(id)));
+            send_head_file(conn, &head, bytes);
         } else if salt & 1 == 0 {
             conn.send_bytes(bytes::Bytes::from(pattern(size, salt)));
         } else {
