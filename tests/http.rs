@@ -753,20 +753,23 @@ fn files_appearing_after_requests_fell_through_are_served_at_once() {
     let _ = std::fs::remove_dir_all(&outside);
 }
 
-/// Kept bodies of 8 KiB and more go to the socket with `sendfile` when the connection is
+/// Kept bodies of 8 KiB to 64 KiB go to the socket with `sendfile` when the connection is
 /// idle, and what the socket does not take is queued from the kept bytes. On one keep-alive
 /// connection: 30 KB files asked one after another, a range of one, a small file (below
-/// `sendfile`'s threshold), and 1 MB files asked six at a time by a client that waits
-/// before reading (its socket fills mid-body, the rest is queued); curl fetches a range on a new connection
-/// meanwhile; a second client vanishes mid-body. Every byte arrives as the file has it,
+/// `sendfile`'s range), and bursts of 120 requests for a 60 KB file from a client that
+/// waits before reading (its socket fills mid-body, the rest is queued); curl fetches a
+/// range of a 1 MB file (above the range) on a new connection meanwhile; a second client
+/// vanishes in the middle of a 1 MB body. Every byte arrives as the file has it,
 /// and the thread's `sendfile_bytes` counter shows the kernel took body bytes from the
 /// files (so the test fails if the bodies only went the copying way).
 #[test]
 fn kept_bodies_go_out_with_sendfile_and_survive_slow_and_vanishing_readers() {
     let d = root();
     let mid: Vec<u8> = (0..30_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let wide: Vec<u8> = (0..60_000u32).map(|i| (i * 11 % 239) as u8).collect();
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 % 241) as u8).collect();
     std::fs::write(d.path().join("mid.bin"), &mid).unwrap();
+    std::fs::write(d.path().join("wide.bin"), &wide).unwrap();
     std::fs::write(d.path().join("big.bin"), &big).unwrap();
     let (srv, addr) = server(d.path());
     let taken = || srv.worker(0).stats()[0].sendfile_bytes.get();
@@ -802,19 +805,18 @@ fn kept_bodies_go_out_with_sendfile_and_survive_slow_and_vanishing_readers() {
     assert_eq!(read_response(&mut s).1, b"abcdefghij");
     for round in 0..3 {
         let before = taken();
-        // Six at once, read late: the socket takes the first bodies whole, fills up during
-        // a later one (`sendfile` takes part: the send buffer grows to 4 MiB at most), and
-        // the rest of it and the bodies after it wait in the queue.
-        for _ in 0..6 {
-            ask(&mut s, "/big.bin", "");
-        }
+        // A burst, read late: the socket takes the first bodies whole, fills up during a
+        // later one (`sendfile` takes part: the send buffer grows to 4 MiB at most), and the
+        // rest of it and the bodies after it wait in the queue.
+        let burst: String = (0..120).map(|_| "GET /wide.bin HTTP/1.1\r\nHost: x\r\n\r\n").collect();
+        write_all(&mut s, burst.as_bytes());
         std::thread::sleep(std::time::Duration::from_millis(100));
-        for n in 0..6 {
+        for n in 0..120 {
             let (head, body) = read_response(&mut s);
-            assert!(head.starts_with("HTTP/1.1 200"), "big round {round}.{n}: {head}");
-            assert!(body == big, "big round {round}.{n}: {} bytes, not the file", body.len());
+            assert!(head.starts_with("HTTP/1.1 200"), "burst {round}.{n}: {head}");
+            assert!(body == wide, "burst {round}.{n}: {} bytes, not the file", body.len());
         }
-        assert!(taken() > before, "big round {round}: nothing went out with sendfile");
+        assert!(taken() > before, "burst {round}: nothing went out with sendfile");
         let (head, body) = curl(&["-r", "500000-500099", &format!("http://{addr}/big.bin")]);
         assert!(head.starts_with("HTTP/1.1 206"), "{head}");
         assert!(body == big[500_000..500_100], "curl's range");

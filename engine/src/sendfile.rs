@@ -9,9 +9,10 @@
 //! is read from the page cache; a page that left it is read from disk inside the call, as
 //! nginx's `sendfile` does (only bodies the server read in full recently come here).
 //!
-//! Measured on loopback (bench/README.md, "Files"): a 30 KB body costs the server about 20 %
-//! less CPU this way than one `writev` of head and body; below about 8 KiB the copy is
-//! cheaper than the second call.
+//! Measured on loopback (bench/README.md, "Files"): bodies of 16 KiB to 64 KiB cost the
+//! server 15–25 % less CPU this way than one send of head and kept body; below about 8 KiB
+//! the copy is cheaper than the second call, and above 64 KiB (several pushes of 64 KiB)
+//! the send wins again.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -22,6 +23,11 @@ use crate::sys::syscall;
 
 /// The smallest body that goes through `sendfile` (below it one copying send is cheaper).
 pub(crate) const SENDFILE_MIN: usize = 8 * 1024;
+
+/// The largest: what the kernel moves in one step (`sendfile` goes through a pipe of 16
+/// pages). A larger body is split into several socket writes, each pushed and paced on its
+/// own, and costs more this way than as one send of the kept bytes (bench/README.md).
+pub(crate) const SENDFILE_MAX: usize = 64 * 1024;
 
 /// A body that is the bytes at `offset` of an open file, with those bytes kept in memory
 /// (what the socket does not take at once is queued from them).

@@ -16,7 +16,7 @@ use super::send::{enqueue, Chunk, SHARE_MIN};
 use super::{Core, SendStatus, Status};
 use crate::buffers::ChunkMem;
 use crate::mailbox::Enc;
-use crate::sendfile::{FileBody, SENDFILE_MIN};
+use crate::sendfile::{FileBody, SENDFILE_MAX, SENDFILE_MIN};
 
 impl Core {
     /// Sends `head` then `body`, raw, on connection `key` as one send would: written
@@ -55,8 +55,9 @@ impl Core {
         }
         let total = head.len() + body.bytes.len();
         let mut done = 0;
+        let (min, max) = through_range(self);
         let through =
-            c.sendq.len == 0 && !c.send_inflight && c.dial().is_none() && body.bytes.len() >= min_through(self);
+            c.sendq.len == 0 && !c.send_inflight && c.dial().is_none() && (min..=max).contains(&body.bytes.len());
         if through {
             match self.write_through(key, head, body) {
                 Ok(n) => done = n,
@@ -101,13 +102,14 @@ impl Core {
     }
 }
 
-/// The smallest body written through: [`SENDFILE_MIN`], except in the simulator, whose state
-/// checks want every size (the threshold is a cost, not a rule of the state machine).
-fn min_through(core: &Core) -> usize {
+/// The sizes of body written through: [`SENDFILE_MIN`] to [`SENDFILE_MAX`], except in the
+/// simulator, whose state checks want every size (the range is a cost, not a rule of the
+/// state machine).
+fn through_range(core: &Core) -> (usize, usize) {
     #[cfg(test)]
     if core.ring.is_sim() {
-        return 0;
+        return (0, usize::MAX);
     }
     let _ = core;
-    SENDFILE_MIN
+    (SENDFILE_MIN, SENDFILE_MAX)
 }
