@@ -830,3 +830,31 @@ fn kept_bodies_go_out_with_sendfile_and_survive_slow_and_vanishing_readers() {
     let (head, body) = read_response(&mut s);
     assert!(head.starts_with("HTTP/1.1 200") && body == mid, "after a vanished reader: {head}");
 }
+
+/// The open file a path names is remembered (no open per request), and its content is
+/// checked every time: a write through a hard link outside the root — which no watch on
+/// the tree reports — is served at the next request, on the same keep-alive connection.
+#[test]
+fn a_remembered_file_written_through_a_link_outside_the_root_is_served_new() {
+    let d = root();
+    let outside = tempdir::Dir::new();
+    let original = outside.path().join("shared.txt");
+    std::fs::write(&original, vec![b'a'; 20_000]).unwrap();
+    std::fs::hard_link(&original, d.path().join("linked.txt")).unwrap();
+    let (_srv, addr) = server(d.path());
+    let mut s = connect(addr);
+    let get = |s: &mut std::net::TcpStream| {
+        write_all(s, b"GET /linked.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        read_response(s)
+    };
+    for round in 0..3 {
+        let (head, body) = get(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200") && body == vec![b'a'; 20_000], "round {round}: {head}");
+    }
+    for (round, (byte, len)) in [(b'b', 20_000), (b'c', 5_000), (b'd', 70_000)].into_iter().enumerate() {
+        std::fs::write(&original, vec![byte; len]).unwrap();
+        let (head, body) = get(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "change {round}: {head}");
+        assert!(body == vec![byte; len], "change {round}: {} bytes of the old content", body.len());
+    }
+}

@@ -7,9 +7,9 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -22,7 +22,7 @@ use crate::reactor::SendStatus;
 use crate::sendfile::FileBody;
 use crate::worker::Worker;
 
-mod misses;
+mod lookups;
 
 thread_local! {
     static DATE: RefCell<DateCache> = RefCell::new(DateCache::default());
@@ -117,19 +117,22 @@ impl<S: Default + 'static> Worker<S> {
 /// MIME type by extension, no directory listing. Paths with `..`, encoded dot segments, NUL
 /// bytes or symbolic links leading out of the root are refused (404).
 ///
-/// Each request for a file costs one `openat2` lookup beneath the root (Linux 5.6; the
-/// kernel refuses any resolution that leaves the root). Absolute symbolic links are refused
-/// even when they point inside the root (relative ones inside it are followed). Bodies of
-/// files up to 1 MiB are kept per ring thread ([`send_file`]) and sent from there without a
-/// copy; larger ones stream in 64 KiB pieces as the send buffer drains.
+/// A path is looked up with `openat2` beneath the root (Linux 5.6; the kernel refuses any
+/// resolution that leaves the root). Absolute symbolic links are refused even when they
+/// point inside the root (relative ones inside it are followed). Bodies of files up to
+/// 1 MiB are kept per ring thread ([`send_file`]) and sent from there without a copy (of
+/// 8 KiB to 64 KiB, with `sendfile` when the connection is idle); larger ones stream in
+/// 64 KiB pieces as the send buffer drains.
 ///
-/// A path no file answers (missing, not a regular file, unreadable, refused) is remembered
-/// per ring thread (4,096 paths at most), so requests that fall through to the application
-/// skip the lookup; an inotify watch on every directory under the root forgets them all at
-/// the first change in the tree, and the change is seen before any request sent after it is
-/// answered. Changes the kernel does not report through inotify — made on a network
-/// filesystem by another host, or a filesystem mounted under the root later — are not seen:
-/// turn this off for such roots ([`WebServer::negative_cache`]).
+/// Lookups are remembered per ring thread: a path no file answers (missing, not a regular
+/// file, unreadable, refused; 4,096 paths at most), so requests that fall through to the
+/// application skip the lookup, and the open file a path names (512 at most), so a request
+/// for it costs one `fstat` (its content is checked every time) instead of an open and a
+/// close. An inotify watch on every directory under the root forgets them all at the first
+/// change of a directory entry in the tree, and the change is seen before any request sent
+/// after it is answered. Changes the kernel does not report through inotify — made on a
+/// network filesystem by another host, or a filesystem mounted under the root later — are
+/// not seen: turn this off for such roots ([`WebServer::negative_cache`]).
 #[derive(Clone)]
 pub struct WebServer {
     root: Arc<PathBuf>,
@@ -137,7 +140,7 @@ pub struct WebServer {
     /// `openat2`, where lookups resolve the path with `realpath` and compare.
     root_fd: Option<Arc<OwnedFd>>,
     index: &'static str,
-    /// Remember the paths no file answers (`misses`).
+    /// Remember lookups (`lookups`).
     negative_cache: bool,
 }
 
@@ -174,7 +177,9 @@ impl Miss {
 struct Streaming {
     /// The file the rest comes from (`None`: the whole body is queued, the connection waits
     /// for it to drain before it reads the next request).
-    file: Option<File>,
+    file: Option<Rc<File>>,
+    /// Where the rest begins in the file (reads are positional: the file may be shared).
+    pos: u64,
     remaining: u64,
     /// Close once the body is queued (the request did not keep the connection alive).
     close_after: bool,
@@ -207,16 +212,35 @@ impl WebServer {
             return false;
         }
         // (Remembered by the request's path as it came: the resolution below is a function
-        // of it, so a miss of the path is a miss of what it resolves to.)
+        // of it, so what the path named it names until the tree changes.)
         let remember = self.negative_cache && self.root_fd.is_some();
-        if remember && misses::known(&self.root, req.path().as_bytes()) {
-            return false;
+        let path = req.path().as_bytes();
+        if remember {
+            match lookups::known(&self.root, path) {
+                lookups::Known::Missing => return false,
+                lookups::Known::Found(f) => {
+                    // The same file; its content may have changed (checked here and by the
+                    // kept body's identity).
+                    if let Ok(meta) = f.file.metadata() {
+                        if meta.is_file() {
+                            return send_opened(conn, req, f.file, &meta, &f.name);
+                        }
+                    }
+                }
+                lookups::Known::Unknown => {}
+            }
         }
         let Ok(rel) = h::resolve_path(req.path()) else { return false };
         match self.open(rel) {
-            Ok((file, meta, name)) => send_opened(conn, req, file, &meta, &name),
+            Ok((file, meta, name)) => {
+                let found = lookups::Found { file: Rc::new(file), name: Rc::from(name) };
+                if remember {
+                    lookups::record_found(&self.root, path, &found);
+                }
+                send_opened(conn, req, found.file, &meta, &found.name)
+            }
             Err(Miss::Absent) if remember => {
-                misses::record(&self.root, req.path().as_bytes());
+                lookups::record_miss(&self.root, path);
                 false
             }
             Err(_) => false,
@@ -319,7 +343,7 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
     if !meta.is_file() {
         return false;
     }
-    send_opened(conn, req, file, &meta, path)
+    send_opened(conn, req, Rc::new(file), &meta, path)
 }
 
 /// Opens `path` for reading without blocking (a FIFO would otherwise wait for a writer,
@@ -330,7 +354,7 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
 }
 
 /// [`send_file`] of an open regular file; `name` gives the MIME type.
-fn send_opened(conn: &Connection, req: &Request<'_>, mut file: File, meta: &std::fs::Metadata, name: &Path) -> bool {
+fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std::fs::Metadata, name: &Path) -> bool {
     use std::io::Write as _;
     let len = meta.len();
     let modified = meta.modified().ok();
@@ -371,7 +395,7 @@ fn send_opened(conn: &Connection, req: &Request<'_>, mut file: File, meta: &std:
     };
     let keep = req.keep_alive();
     let bodiless = req.method() == "HEAD" || count == 0;
-    let kept = if bodiless { None } else { kept_body(&mut file, meta) };
+    let kept = if bodiless { None } else { kept_body(&file, meta) };
     let sent = OUT.with(|o| {
         let mut head = o.borrow_mut();
         head.clear();
@@ -422,18 +446,12 @@ fn send_opened(conn: &Connection, req: &Request<'_>, mut file: File, meta: &std:
             conn.close(None);
         } else if conn.send_queue_len() >= PIECE {
             // Pipelined requests wait until the body is out (see below).
-            conn.set_streaming(Some(Streaming { file: None, remaining: 0, close_after: false }));
+            conn.set_streaming(Some(Streaming { file: None, pos: 0, remaining: 0, close_after: false }));
             conn.pause_recv();
         }
         return true;
     }
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        if !keep {
-            conn.close(None);
-        }
-        return true;
-    }
-    conn.set_streaming(Some(Streaming { file: Some(file), remaining: count, close_after: !keep }));
+    conn.set_streaming(Some(Streaming { file: Some(file), pos: start, remaining: count, close_after: !keep }));
     // Pipelined requests (and their `100 Continue`) wait until the body is out, so nothing
     // is written into the middle of it.
     conn.pause_recv();
@@ -484,7 +502,7 @@ thread_local! {
 /// The whole body of the open file `file` (whose metadata is `meta`) from this thread's
 /// kept bodies, read and kept now if it is small enough and was not kept as it is now.
 /// `None` for a large file, or one that changed while it was read.
-fn kept_body(file: &mut File, meta: &std::fs::Metadata) -> Option<Bytes> {
+fn kept_body(file: &File, meta: &std::fs::Metadata) -> Option<Bytes> {
     if meta.len() > KEEP_FILE_MAX {
         return None;
     }
@@ -494,8 +512,11 @@ fn kept_body(file: &mut File, meta: &std::fs::Metadata) -> Option<Bytes> {
     if hit.is_some() {
         return hit;
     }
-    let mut body = Vec::with_capacity(id.size as usize);
-    file.by_ref().take(id.size + 1).read_to_end(&mut body).ok()?;
+    // One byte more than the size, from the start (positional: the file may be shared), to
+    // see a file that grew.
+    let mut body = vec![0u8; id.size as usize + 1];
+    let n = read_at_most(file, &mut body, 0).ok()?;
+    body.truncate(n);
     // Read whole and unchanged meanwhile, or not kept (the streaming path serves it).
     let now = FileIdentity::of(&file.metadata().ok()?);
     if body.len() as u64 != id.size || now != id {
@@ -590,6 +611,21 @@ fn if_range_holds(value: &[u8], etag: &[u8], modified: Option<SystemTime>) -> bo
     date == mtime && mtime < now
 }
 
+/// Reads from `file` at `pos` until `buf` is full or the file ends; the bytes read.
+fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], pos + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Continues a body started by [`send_file`]; call it from `on_buffer_drain`. Does nothing
 /// on a connection that is not streaming a file.
 pub fn continue_file(conn: &Connection) {
@@ -605,10 +641,11 @@ fn pump(conn: &Connection) {
                 return Err(s.close_after);
             };
             let want = (s.remaining as usize).min(PIECE);
-            // (Read into spare capacity: nothing is zeroed first.)
-            let mut piece = Vec::with_capacity(want);
-            match file.by_ref().take(want as u64).read_to_end(&mut piece) {
+            let mut piece = vec![0u8; want];
+            match read_at_most(file, &mut piece, s.pos) {
                 Ok(n) if n > 0 => {
+                    piece.truncate(n);
+                    s.pos += n as u64;
                     s.remaining -= n as u64;
                     Ok(Bytes::from(piece))
                 }

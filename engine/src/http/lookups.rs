@@ -1,14 +1,19 @@
-//! A `WebServer`'s negative lookups: request paths no file answers, remembered per ring
-//! thread so a request that falls through to the application does not pay a failed
-//! `openat2` each time, and forgotten exactly when the tree under the root changes.
+//! A `WebServer`'s remembered lookups, per ring thread: request paths no file answers (a
+//! request that falls through to the application does not pay a failed `openat2` each
+//! time) and the open files other paths resolved to (a file is not opened and closed again
+//! for every request), both forgotten exactly when the tree under the root changes.
 //!
 //! # Exactness
 //!
 //! Every directory under the root carries an inotify watch for entries created, deleted or
-//! moved, attribute changes (a `chmod` can make an unreadable file readable) and the
-//! directory's own removal or move. Any event forgets every remembered path; one that
-//! creates or moves a directory, or a lost event (`IN_Q_OVERFLOW`), first walks the tree
-//! again so new directories are watched too.
+//! moved, attribute changes (a `chmod` can make an unreadable file readable, or a readable
+//! one not) and the directory's own removal or move. Any event forgets every remembered
+//! path; one that creates or moves a directory, or a lost event (`IN_Q_OVERFLOW`), first
+//! walks the tree again so new directories are watched too. A remembered file is the same
+//! file the path names until such an event (it can only be replaced, removed or renamed by
+//! a change of a directory entry); its content is checked on every request by the caller
+//! (`fstat`: size, modification and change times), which also sees writes made through a
+//! hard link outside the tree.
 //!
 //! The kernel queues an inotify event inside the system call that made the change, before
 //! that call returns. So a change made before a client sent its request was queued before
@@ -16,24 +21,47 @@
 //! hence before the batch holding that completion was reaped. The queue is read (one
 //! non-blocking `read`, usually `EAGAIN`) at the first remembered path looked up after each
 //! reaped batch ([`crate::reactor::reaped_batches`]): no request is answered from memory
-//! that a change made before it could have altered. A miss is only remembered while the
-//! watches exist: the miss that sets them up is not (the lookup ran before them).
+//! that a change made before it could have altered. A lookup is only remembered while the
+//! watches exist: the one that sets them up is not (it ran before them).
 //!
 //! Not seen: changes on network filesystems made by other hosts and filesystems mounted
 //! under the root later (inotify reports neither); `WebServer::negative_cache(false)`
 //! turns this off for such roots.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
-/// Remembered paths per root and thread; beyond this the set starts afresh (a client asking
+/// Remembered misses per root and thread; beyond this the set starts afresh (a client asking
 /// for ever new paths gets failed lookups, nothing worse).
 const MAX_PATHS: usize = 4096;
+
+/// Remembered open files per root and thread (each holds a descriptor); beyond this the
+/// map starts afresh.
+const MAX_FILES: usize = 512;
+
+/// What a path was found to name: an open regular file and the name its MIME type comes
+/// from (a directory's path names its index file).
+#[derive(Clone)]
+pub(super) struct Found {
+    pub(super) file: Rc<File>,
+    pub(super) name: Rc<Path>,
+}
+
+/// What is remembered of a path.
+pub(super) enum Known {
+    /// Nothing: look it up.
+    Unknown,
+    /// No file answers it.
+    Missing,
+    /// It names this file (its content may have changed: check it).
+    Found(Found),
+}
 
 /// What each directory's watch reports. (Events on a directory's entries include
 /// attribute changes of the files in it.)
@@ -50,8 +78,8 @@ const MASK: u32 = libc::IN_CREATE
 /// Size of `struct inotify_event` without its name.
 const EVENT_HEADER: usize = 16;
 
-/// One root's negative lookups on this thread.
-struct Misses {
+/// One root's remembered lookups on this thread.
+struct Lookups {
     /// The `WebServer`'s root (weak: an entry whose server is gone is dropped, closing its
     /// inotify instance, the next time an entry is made).
     root: Weak<PathBuf>,
@@ -60,64 +88,84 @@ struct Misses {
     /// The inotify instance watching the tree (`None`: it could not be set up; nothing is
     /// remembered).
     inotify: Option<File>,
-    paths: HashSet<Box<[u8]>>,
+    misses: HashSet<Box<[u8]>>,
+    files: HashMap<Box<[u8]>, Found>,
     /// The reaped batch after which the queue was last read.
     read_at: u64,
 }
 
 thread_local! {
-    static MISSES: RefCell<Vec<Misses>> = const { RefCell::new(Vec::new()) };
+    static LOOKUPS: RefCell<Vec<Lookups>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether `rel` under `root` is known to name no file, as of every change made before the
-/// completions this thread is handling.
-pub(super) fn known(root: &Arc<PathBuf>, rel: &[u8]) -> bool {
-    MISSES.with(|m| {
+/// What is remembered of `rel` under `root`, as of every change made before the completions
+/// this thread is handling.
+pub(super) fn known(root: &Arc<PathBuf>, rel: &[u8]) -> Known {
+    LOOKUPS.with(|m| {
         let mut m = m.borrow_mut();
-        let Some(e) = m.iter_mut().find(|e| std::ptr::eq(e.root.as_ptr(), Arc::as_ptr(root))) else { return false };
-        if e.paths.is_empty() {
-            return false;
+        let Some(e) = m.iter_mut().find(|e| std::ptr::eq(e.root.as_ptr(), Arc::as_ptr(root))) else {
+            return Known::Unknown;
+        };
+        if e.misses.is_empty() && e.files.is_empty() {
+            return Known::Unknown;
         }
         let now = crate::reactor::reaped_batches();
         if e.read_at != now {
             e.read_at = now;
             e.refresh();
         }
-        e.paths.contains(rel)
+        if e.misses.contains(rel) {
+            return Known::Missing;
+        }
+        e.files.get(rel).map_or(Known::Unknown, |f| Known::Found(f.clone()))
     })
 }
 
 /// Remembers that `rel` under `root` named no file (a lookup that failed for a reason only
 /// a change of the tree can undo).
-pub(super) fn record(root: &Arc<PathBuf>, rel: &[u8]) {
-    MISSES.with(|m| {
-        let mut m = m.borrow_mut();
-        let e = match m.iter_mut().position(|e| std::ptr::eq(e.root.as_ptr(), Arc::as_ptr(root))) {
-            Some(i) => &mut m[i],
-            None => {
-                // The watches did not exist when this lookup ran: it is not remembered.
-                m.retain(|e| e.root.strong_count() > 0);
-                m.push(Misses::watch(root));
-                return;
-            }
-        };
-        if e.inotify.is_none() {
-            return;
+pub(super) fn record_miss(root: &Arc<PathBuf>, rel: &[u8]) {
+    with_entry(root, |e| {
+        if e.misses.len() >= MAX_PATHS {
+            e.misses.clear();
         }
-        if e.paths.len() >= MAX_PATHS {
-            e.paths.clear();
-        }
-        e.paths.insert(rel.into());
+        e.misses.insert(rel.into());
     })
 }
 
-impl Misses {
-    fn watch(root: &Arc<PathBuf>) -> Misses {
-        let mut m = Misses {
+/// Remembers that `rel` under `root` named `found`.
+pub(super) fn record_found(root: &Arc<PathBuf>, rel: &[u8], found: &Found) {
+    with_entry(root, |e| {
+        if e.files.len() >= MAX_FILES {
+            e.files.clear();
+        }
+        e.files.insert(rel.into(), found.clone());
+    })
+}
+
+/// Runs `f` on `root`'s entry if its watches are set up; else sets them up (the lookup
+/// being recorded ran before them, so it is not remembered).
+fn with_entry(root: &Arc<PathBuf>, f: impl FnOnce(&mut Lookups)) {
+    LOOKUPS.with(|m| {
+        let mut m = m.borrow_mut();
+        match m.iter_mut().position(|e| std::ptr::eq(e.root.as_ptr(), Arc::as_ptr(root))) {
+            Some(i) if m[i].inotify.is_some() => f(&mut m[i]),
+            Some(_) => {}
+            None => {
+                m.retain(|e| e.root.strong_count() > 0);
+                m.push(Lookups::watch(root));
+            }
+        }
+    })
+}
+
+impl Lookups {
+    fn watch(root: &Arc<PathBuf>) -> Lookups {
+        let mut m = Lookups {
             root: Arc::downgrade(root),
             path: root.to_path_buf(),
             inotify: None,
-            paths: HashSet::new(),
+            misses: HashSet::new(),
+            files: HashMap::new(),
             read_at: crate::reactor::reaped_batches(),
         };
         match crate::sys::inotify() {
@@ -126,12 +174,12 @@ impl Misses {
                 match watch_tree(&f, &m.path) {
                     Ok(()) => m.inotify = Some(f),
                     Err(e) => log::warn!(
-                        "WebServer {}: cannot watch the tree ({e}); failed lookups are not remembered",
+                        "WebServer {}: cannot watch the tree ({e}); lookups are not remembered",
                         m.path.display()
                     ),
                 }
             }
-            Err(e) => log::warn!("WebServer {}: no inotify ({e}); failed lookups are not remembered", m.path.display()),
+            Err(e) => log::warn!("WebServer {}: no inotify ({e}); lookups are not remembered", m.path.display()),
         }
         m
     }
@@ -153,11 +201,11 @@ impl Misses {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::warn!(
-                        "WebServer {}: inotify read failed ({e}); failed lookups are no longer remembered",
+                        "WebServer {}: inotify read failed ({e}); lookups are no longer remembered",
                         self.path.display()
                     );
                     self.inotify = None;
-                    self.paths.clear();
+                    self.forget();
                     return;
                 }
             }
@@ -165,15 +213,20 @@ impl Misses {
         if rewalk {
             if let Err(e) = watch_tree(f, &self.path) {
                 log::warn!(
-                    "WebServer {}: cannot watch the tree ({e}); failed lookups are no longer remembered",
+                    "WebServer {}: cannot watch the tree ({e}); lookups are no longer remembered",
                     self.path.display()
                 );
                 self.inotify = None;
             }
         }
-        if any {
-            self.paths.clear();
+        if any || self.inotify.is_none() {
+            self.forget();
         }
+    }
+
+    fn forget(&mut self) {
+        self.misses.clear();
+        self.files.clear();
     }
 }
 
@@ -235,7 +288,7 @@ mod tests {
     struct Scratch(PathBuf);
     impl Scratch {
         fn new(tag: &str) -> Scratch {
-            let p = std::env::temp_dir().join(format!("ringman-misses-{tag}-{}", std::process::id()));
+            let p = std::env::temp_dir().join(format!("ringman-lookups-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
             std::fs::create_dir_all(p.join("sub")).unwrap();
             Scratch(p)
@@ -251,6 +304,54 @@ mod tests {
         crate::reactor::reap_for_test();
     }
 
+    fn missing(root: &Arc<PathBuf>, rel: &[u8]) -> bool {
+        matches!(known(root, rel), Known::Missing)
+    }
+
+    /// A remembered file stays remembered through writes to its content (which the caller
+    /// checks on every request) and is forgotten when a directory entry changes: the file
+    /// replaced by a rename, its permissions changed, the file removed.
+    #[test]
+    fn remembered_files_last_until_a_directory_entry_changes() {
+        use std::os::unix::fs::FileExt;
+        let s = Scratch::new("files");
+        let root = Arc::new(s.0.clone());
+        let p = |rel: &str| s.0.join(rel);
+        std::fs::write(p("a.txt"), "one").unwrap();
+        let found = |rel: &str| Found { file: Rc::new(File::open(p(rel)).unwrap()), name: Rc::from(Path::new(rel)) };
+        let remembered = |key: &[u8]| match known(&root, key) {
+            Known::Found(f) => {
+                let mut b = [0u8; 3];
+                f.file.read_exact_at(&mut b, 0).unwrap();
+                Some(b)
+            }
+            _ => None,
+        };
+        record_found(&root, b"a.txt", &found("a.txt"));
+        assert_eq!(remembered(b"a.txt"), None, "the lookup that set the watches up is not remembered");
+        let change = |what: &str, f: &dyn Fn()| {
+            record_found(&root, b"a.txt", &found("a.txt"));
+            next_batch();
+            assert!(remembered(b"a.txt").is_some(), "{what}: not remembered");
+            f();
+            next_batch();
+            assert_eq!(remembered(b"a.txt"), None, "{what}: still remembered after the change");
+        };
+        record_found(&root, b"a.txt", &found("a.txt"));
+        std::fs::write(p("a.txt"), "two").unwrap();
+        next_batch();
+        assert_eq!(remembered(b"a.txt"), Some(*b"two"), "a write in place: the same file, new content");
+        change("replaced by a rename", &|| {
+            std::fs::write(p("sub/new.txt"), "new").unwrap();
+            std::fs::rename(p("sub/new.txt"), p("a.txt")).unwrap();
+        });
+        change("chmod", &|| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p("a.txt"), std::fs::Permissions::from_mode(0o600)).unwrap()
+        });
+        change("removed", &|| std::fs::remove_file(p("a.txt")).unwrap());
+    }
+
     /// Every kind of change forgets what was remembered, seen at the first lookup after the
     /// next reaped batch; nothing is forgotten without a change; directories made after the
     /// watches were set up (created, moved in, several levels at once) are watched too.
@@ -260,20 +361,20 @@ mod tests {
         let root = Arc::new(s.0.clone());
         let p = |rel: &str| s.0.join(rel);
         // The first miss sets the watches up and is not remembered (its lookup ran before).
-        record(&root, b"a.txt");
-        assert!(!known(&root, b"a.txt"));
-        record(&root, b"a.txt");
-        assert!(known(&root, b"a.txt"));
+        record_miss(&root, b"a.txt");
+        assert!(!missing(&root, b"a.txt"));
+        record_miss(&root, b"a.txt");
+        assert!(missing(&root, b"a.txt"));
         next_batch();
-        assert!(known(&root, b"a.txt"), "forgotten without a change");
+        assert!(missing(&root, b"a.txt"), "forgotten without a change");
         let change = |what: &str, f: &dyn Fn(), key: &[u8]| {
-            record(&root, key);
+            record_miss(&root, key);
             next_batch();
-            assert!(known(&root, key), "{what}: not remembered");
+            assert!(missing(&root, key), "{what}: not remembered");
             f();
-            assert!(known(&root, key), "{what}: the same batch keeps its answer");
+            assert!(missing(&root, key), "{what}: the same batch keeps its answer");
             next_batch();
-            assert!(!known(&root, key), "{what}: still remembered after the change");
+            assert!(!missing(&root, key), "{what}: still remembered after the change");
         };
         change("create", &|| std::fs::write(p("a.txt"), "x").unwrap(), b"a.txt");
         change("create in a subdirectory", &|| std::fs::write(p("sub/b.txt"), "x").unwrap(), b"sub/b.txt");
@@ -291,7 +392,7 @@ mod tests {
             &|| std::fs::write(p("new/deep/er/c.txt"), "x").unwrap(),
             b"new/deep/er/c.txt",
         );
-        let outside = std::env::temp_dir().join(format!("ringman-misses-outside-{}", std::process::id()));
+        let outside = std::env::temp_dir().join(format!("ringman-lookups-outside-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&outside);
         std::fs::create_dir_all(outside.join("inner")).unwrap();
         change("a directory moved in", &|| std::fs::rename(&outside, p("moved")).unwrap(), b"moved/inner/d.txt");
@@ -314,19 +415,19 @@ mod tests {
     #[test]
     fn entries_of_dropped_servers_are_let_go() {
         let s = Scratch::new("dropped");
-        let entries = || MISSES.with(|m| m.borrow().len());
+        let entries = || LOOKUPS.with(|m| m.borrow().len());
         let first = Arc::new(s.0.clone());
-        record(&first, b"x");
+        record_miss(&first, b"x");
         assert_eq!(entries(), 1);
         let second = Arc::new(s.0.clone());
-        record(&second, b"x");
+        record_miss(&second, b"x");
         assert_eq!(entries(), 2, "another server of the same root has its own entry");
         drop(first);
         let third = Arc::new(s.0.clone());
-        record(&third, b"x");
+        record_miss(&third, b"x");
         assert_eq!(entries(), 2, "the dropped server's entry was not let go");
-        record(&second, b"y");
-        assert!(known(&second, b"y"), "the live server's entry was lost");
+        record_miss(&second, b"y");
+        assert!(missing(&second, b"y"), "the live server's entry was lost");
     }
 
     #[test]
