@@ -358,10 +358,14 @@ fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std:
     use std::io::Write as _;
     let len = meta.len();
     let modified = meta.modified().ok();
-    let last_modified = modified.map(h::http_date);
-    let etag = entity_tag(meta);
+    // A kept file carries its validators, formatted once per version of the file.
+    let kept = kept_file(&file, meta);
+    let (etag, last_modified) = match &kept {
+        Some(k) => (k.etag.clone(), k.last_modified),
+        None => (Rc::from(entity_tag(meta)), modified.map(h::http_date)),
+    };
     let validators = |status: u16| {
-        let mut r = Response::new(status).header("ETag", etag.clone());
+        let mut r = Response::new(status).header("ETag", etag.to_string());
         if let Some(lm) = &last_modified {
             r = r.header("Last-Modified", std::str::from_utf8(lm).unwrap_or(""));
         }
@@ -395,18 +399,22 @@ fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std:
     };
     let keep = req.keep_alive();
     let bodiless = req.method() == "HEAD" || count == 0;
-    let kept = if bodiless { None } else { kept_body(&file, meta) };
+    let kept = kept.filter(|_| !bodiless);
     let sent = OUT.with(|o| {
         let mut head = o.borrow_mut();
         head.clear();
         // (Writes into a Vec cannot fail.)
-        let _ = write!(head, "HTTP/1.1 {status} {}\r\nDate: ", h::reason_phrase(status));
+        if status == 200 {
+            head.extend_from_slice(b"HTTP/1.1 200 OK\r\nDate: ");
+        } else {
+            let _ = write!(head, "HTTP/1.1 {status} {}\r\nDate: ", h::reason_phrase(status));
+        }
         head.extend_from_slice(&date_now());
-        let mime = h::mime_for_path(name.to_str().unwrap_or(""));
-        let _ = write!(
-            head,
-            "\r\nContent-Type: {mime}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\nETag: {etag}\r\n"
-        );
+        head.extend_from_slice(b"\r\nContent-Type: ");
+        head.extend_from_slice(h::mime_for_path(name.to_str().unwrap_or("")).as_bytes());
+        let _ = write!(head, "\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\nETag: ");
+        head.extend_from_slice(etag.as_bytes());
+        head.extend_from_slice(b"\r\n");
         if let Some(lm) = &last_modified {
             head.extend_from_slice(b"Last-Modified: ");
             head.extend_from_slice(lm);
@@ -423,7 +431,7 @@ fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std:
         // A kept body leaves with its head, as one send: written through (`sendfile`, the
         // file's pages go to the socket by reference) when the connection is idle, else
         // queued together (one SENDMSG, the body by reference to the kept bytes).
-        let bytes = kept.slice(start as usize..(start + count) as usize);
+        let bytes = kept.body.slice(start as usize..(start + count) as usize);
         let status = conn.send_head_body(&head, &FileBody { bytes, file: file.as_fd(), offset: start });
         // (A refused response closes the connection: see `send_in_step`.)
         if status == SendStatus::Failed {
@@ -487,10 +495,17 @@ impl FileIdentity {
     }
 }
 
-/// The bodies one thread keeps, by device and inode, dropped oldest first.
+/// A kept file: its body and its validators, as of one version of the file.
+struct Kept {
+    body: Bytes,
+    etag: Rc<str>,
+    last_modified: Option<[u8; 29]>,
+}
+
+/// The files one thread keeps, by device and inode, dropped oldest first.
 #[derive(Default)]
 struct KeptBodies {
-    map: std::collections::HashMap<(u64, u64), (FileIdentity, Bytes)>,
+    map: std::collections::HashMap<(u64, u64), (FileIdentity, Rc<Kept>)>,
     order: std::collections::VecDeque<(u64, u64)>,
     bytes: usize,
 }
@@ -499,10 +514,10 @@ thread_local! {
     static KEPT: RefCell<KeptBodies> = RefCell::new(KeptBodies::default());
 }
 
-/// The whole body of the open file `file` (whose metadata is `meta`) from this thread's
-/// kept bodies, read and kept now if it is small enough and was not kept as it is now.
-/// `None` for a large file, or one that changed while it was read.
-fn kept_body(file: &File, meta: &std::fs::Metadata) -> Option<Bytes> {
+/// The open file `file` (whose metadata is `meta`) from this thread's kept files, read and
+/// kept now if it is small enough and was not kept as it is now. `None` for a large file,
+/// or one that changed while it was read.
+fn kept_file(file: &File, meta: &std::fs::Metadata) -> Option<Rc<Kept>> {
     if meta.len() > KEEP_FILE_MAX {
         return None;
     }
@@ -522,23 +537,27 @@ fn kept_body(file: &File, meta: &std::fs::Metadata) -> Option<Bytes> {
     if body.len() as u64 != id.size || now != id {
         return None;
     }
-    let body = Bytes::from(body);
+    let kept = Rc::new(Kept {
+        body: Bytes::from(body),
+        etag: Rc::from(entity_tag(meta)),
+        last_modified: meta.modified().ok().map(h::http_date),
+    });
     KEPT.with(|k| {
         let mut k = k.borrow_mut();
-        if let Some((_, old)) = k.map.insert(key, (id, body.clone())) {
-            k.bytes -= old.len();
+        if let Some((_, old)) = k.map.insert(key, (id, kept.clone())) {
+            k.bytes -= old.body.len();
             k.order.retain(|x| *x != key);
         }
-        k.bytes += body.len();
+        k.bytes += kept.body.len();
         k.order.push_back(key);
         while k.bytes > KEEP_TOTAL {
             let Some(oldest) = k.order.pop_front() else { break };
             if let Some((_, b)) = k.map.remove(&oldest) {
-                k.bytes -= b.len();
+                k.bytes -= b.body.len();
             }
         }
     });
-    Some(body)
+    Some(kept)
 }
 
 /// The strong entity tag of a file: size, inode and modification time in nanoseconds, so it
