@@ -804,18 +804,7 @@ async def handle(r, w):
     let (_proxy, addr) = start(w);
     let mut s = connect(addr);
     // A small receive buffer and a reader that naps: the proxy's side to us stays full.
-    let small: libc::c_int = 32 * 1024;
-    // SAFETY: setting an option on a socket this test owns, with a valid int.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    common::small_receive_buffer(&s, 32 * 1024);
     let mut got = 0usize;
     let mut buf = vec![0u8; 16384];
     let mut reads = 0usize;

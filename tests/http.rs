@@ -774,19 +774,8 @@ fn kept_bodies_go_out_with_sendfile_and_survive_slow_and_vanishing_readers() {
     let (srv, addr) = server(d.path());
     let taken = || srv.worker(0).stats()[0].sendfile_bytes.get();
     let mut s = connect(addr);
-    // A small receive buffer: a 1 MB body cannot fit in flight, so `sendfile` takes part.
-    let small: libc::c_int = 32 * 1024;
-    // SAFETY: setting an option on a socket this test owns, with a valid int.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // A small receive buffer: the server's socket fills sooner while this client lags.
+    small_receive_buffer(&s, 32 * 1024);
     let ask = |s: &mut std::net::TcpStream, path: &str, extra: &str| {
         write_all(s, format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes());
     };

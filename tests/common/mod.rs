@@ -42,6 +42,23 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Shrinks `s`'s receive buffer to `bytes` (`SO_RCVBUF`): a peer whose reads lag fills the
+/// other end's send buffer sooner.
+pub fn small_receive_buffer(s: &TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setting an option on a socket the caller owns, with a valid int.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+}
+
 pub fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     s.read_exact(&mut buf).expect("read_exact");
