@@ -199,7 +199,8 @@ impl WebServer {
         Ok(WebServer { root: Arc::new(root), root_fd, index: "index.html", negative_cache: true })
     }
 
-    /// Whether paths no file answers are remembered (default true; see the type's docs).
+    /// Whether lookups are remembered — the paths no file answers and the open files other
+    /// paths name (default true; see the type's docs). Off, every request looks its path up.
     pub fn negative_cache(mut self, on: bool) -> WebServer {
         self.negative_cache = on;
         self
