@@ -91,7 +91,8 @@ impl Core {
         self.kick(key, before)
     }
 
-    /// The write itself: the kernel's pipes and socket, or the simulator's model of them.
+    /// The write itself: `send` and `sendfile` on the kernel's socket, or the simulator's model
+    /// of it.
     fn write_through(&mut self, key: usize, head: &[u8], body: &FileBody<'_>) -> io::Result<usize> {
         let fd = self.conns[key].fd.as_raw_fd();
         #[cfg(test)]
