@@ -11,7 +11,7 @@ pub struct RingInfo {
     /// Registered send chunks (16 KiB each); 0 means heap-only sends.
     pub fixed_send_chunks: usize,
     /// True when registered chunks go out with IORING_OP_SEND + IORING_RECVSEND_FIXED_BUF,
-    /// false when with IORING_OP_WRITE_FIXED.
+    /// false when with a plain IORING_OP_SEND (the kernel refused the fixed buffer).
     pub send_op_with_fixed_buffer: bool,
     /// Size of each provided receive buffer.
     pub recv_buffer_size: u32,

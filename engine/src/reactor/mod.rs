@@ -296,7 +296,7 @@ impl Core {
             arena.release(probe);
             r
         } else {
-            FixedSend::WriteFixed
+            FixedSend::Plain
         };
         Ok(Core {
             ring,

@@ -352,10 +352,8 @@ impl Core {
                 .buf_group(0)
                 .flags(flags)
                 .build(),
-            (ChunkMem::Fixed(_), FixedSend::WriteFixed) => {
-                opcode::WriteFixed::new(fd, ptr, len, 0).offset(u64::MAX).build()
-            }
-            (ChunkMem::Heap(_) | ChunkMem::Shared(_) | ChunkMem::Lent { .. }, _) => {
+            (ChunkMem::Fixed(_), FixedSend::Plain)
+            | (ChunkMem::Heap(_) | ChunkMem::Shared(_) | ChunkMem::Lent { .. }, _) => {
                 opcode::Send::new(fd, ptr, len).flags(flags).build()
             }
         };

@@ -17,7 +17,7 @@
 //! * multishot receive and accept end with a CQE lacking `F_MORE` on error, EOF, an empty
 //!   buffer ring (`-ENOBUFS`), a full CQ, or spontaneously; a multishot's own CQEs stay in
 //!   stream order;
-//! * sends complete in full (`MSG_WAITALL`) or fail; `WRITE_FIXED` may complete short;
+//! * sends complete in full (`MSG_WAITALL`) or fail; without it they may complete short;
 //! * a cancel posts `-ECANCELED` for each target it finds, then its own result (a count
 //!   for `CANCEL_ALL`, 0, or `-ENOENT`); a target that was already due may complete normally
 //!   first;
@@ -573,7 +573,7 @@ impl SimKernel {
         let mut rates = Rates::draw(&mut rng);
         let mut prng = Rng::new(seed, 6);
         rates.draw_proxy(&mut prng);
-        let fixed_send = if rng.below(2) == 0 { FixedSend::SendFixed } else { FixedSend::WriteFixed };
+        let fixed_send = if rng.below(2) == 0 { FixedSend::SendFixed } else { FixedSend::Plain };
         let now = Instant::now();
         SimKernel {
             rng,
@@ -846,8 +846,8 @@ impl SimKernel {
                     None => drop(self.post(ud, -libc::EBADF, 0)),
                 }
             }
-            c if c == opcode::Send::CODE || c == opcode::WriteFixed::CODE => {
-                let fixed = c == opcode::WriteFixed::CODE || s.ioprio & crate::ring::RECVSEND_FIXED_BUF != 0;
+            c if c == opcode::Send::CODE => {
+                let fixed = s.ioprio & crate::ring::RECVSEND_FIXED_BUF != 0;
                 if fixed {
                     let inside =
                         self.fixed.is_some_and(|(base, len)| s.addr >= base && s.addr + s.len as u64 <= base + len);
@@ -855,7 +855,7 @@ impl SimKernel {
                         return self.violation(format!("fixed send outside the registered buffer {s:?}"));
                     }
                 }
-                let waitall = c == opcode::Send::CODE && s.op_flags & libc::MSG_WAITALL as u32 != 0;
+                let waitall = s.op_flags & libc::MSG_WAITALL as u32 != 0;
                 match self.live_sock(s.fd, "send") {
                     Some(sock) => {
                         let kind = OpKind::Send { sock, addr: s.addr, len: s.len as usize, waitall, vec: false };
@@ -1755,9 +1755,15 @@ impl SimKernel {
         if waitall && n < len || n == 0 && len > 0 {
             return false;
         }
-        if !waitall && !self.calm && n > 1 && self.rng.chance(self.rates.short_write) {
+        if !self.calm && n > 1 && self.rng.chance(self.rates.short_write) {
+            // Without MSG_WAITALL the socket takes what it has room for. With it the kernel
+            // retries a partial send and answers short only when the retry failed: the
+            // bytes sent so far, and the socket is broken for what follows.
             self.mark("short write");
             n = self.rng.range(1, n as u64) as usize;
+            if waitall {
+                self.socks[sock].reset = true;
+            }
         }
         let (addr, vec) = at;
         let s = &mut self.socks[sock];
