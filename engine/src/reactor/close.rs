@@ -38,7 +38,7 @@ impl Core {
             self.destroy(key, Some(ConnError::Protocol(e)));
         } else {
             let id = self.id_of(key);
-            self.events.push_back(Event::Error(id, ConnError::Protocol(e)));
+            self.events.push_back(Event::Error(id, Box::new(ConnError::Protocol(e))));
             // A pause the engine's backpressure will not lift: nothing more reaches the
             // decoder that failed.
             self.user_pause(key);
@@ -141,7 +141,7 @@ impl Core {
         }
         let id = self.id_of(key);
         if let Some(e) = err {
-            self.events.push_back(Event::Error(id, e));
+            self.events.push_back(Event::Error(id, Box::new(e)));
         }
         // The slot stays until on_close has run (`close_delivered`).
         self.conns[key].close_hold = true;

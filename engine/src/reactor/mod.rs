@@ -131,14 +131,19 @@ pub(crate) fn uninstall() -> Option<Core> {
 pub(crate) enum Event {
     Connect(ConnectionId),
     Close(ConnectionId),
-    Error(ConnectionId, ConnError),
+    /// Boxed, with [`Event::Udp`]: events are moved on every pop, and the rare large ones
+    /// would make every one as large (176 bytes, a `memmove` per completion).
+    Error(ConnectionId, Box<ConnError>),
     BufferFull(ConnectionId),
     BufferDrain(ConnectionId),
     /// `resume_recv()` was called: deliver what was buffered while paused.
     Resume(ConnectionId),
     /// Something a UDP client's callbacks must hear.
-    Udp(UdpEvent),
+    Udp(Box<UdpEvent>),
 }
+
+// Every completion pops the event queue; an event stays a few words.
+const _: () = assert!(std::mem::size_of::<Event>() <= 32);
 
 /// Lifecycle of a connection slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1004,7 +1004,10 @@ fn held_sends_fill_the_buffer_and_drain_through_the_limit_logic() {
     assert_eq!(core.send(key, &[b'b'; 60], Enc::Raw), SendStatus::Queued, "below the limit before it: taken");
     assert_eq!(fulls(&core), 1, "on_buffer_full while connecting");
     assert_eq!(core.send(key, b"c", Enc::Raw), SendStatus::Failed, "at the limit: refused");
-    assert!(core.events.iter().any(|e| matches!(e, Event::Error(_, ConnError::SendBufferFull { .. }))));
+    assert!(core
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Error(_, b) if matches!(**b, ConnError::SendBufferFull { .. }))));
     checked(&core);
     let connected = collect_from(&mut core, |a| count(a, Kind::Connect) == 1);
     for cqe in connected {

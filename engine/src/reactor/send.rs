@@ -192,7 +192,7 @@ impl Core {
         let limit = self.conns[key].max_send_buffer_size;
         self.stats.send_fail.add(1);
         let id = self.id_of(key);
-        self.events.push_back(Event::Error(id, ConnError::SendBufferFull { queued, limit }));
+        self.events.push_back(Event::Error(id, Box::new(ConnError::SendBufferFull { queued, limit })));
         SendStatus::Failed
     }
 

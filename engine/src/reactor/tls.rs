@@ -227,7 +227,7 @@ impl Core {
         if matches!(f, TlsFailure::NotTls { plain_http: true }) {
             // The answer goes out in plaintext: the layer goes.
             self.drop_tls_layer(key);
-            self.events.push_back(Event::Error(id, ConnError::Tls(f)));
+            self.events.push_back(Event::Error(id, Box::new(ConnError::Tls(f))));
             self.user_pause(key);
             self.end(key, Some(PLAIN_HTTP_400));
             return;
@@ -245,7 +245,7 @@ impl Core {
                 self.arena.release(chunk.mem);
             }
         }
-        self.events.push_back(Event::Error(id, ConnError::Tls(f)));
+        self.events.push_back(Event::Error(id, Box::new(ConnError::Tls(f))));
         self.user_pause(key);
         self.close(key, None);
         let c = &self.conns[key];

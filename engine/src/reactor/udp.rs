@@ -316,7 +316,7 @@ impl Core {
                     let conn = self.udp_conn(key, None);
                     if client {
                         let err = ConnError::Io(std::io::Error::from_raw_os_error(errno));
-                        self.events.push_back(Event::Udp(UdpEvent::Error(conn, err)));
+                        self.events.push_back(Event::Udp(Box::new(UdpEvent::Error(conn, err))));
                     } else {
                         log::debug!("udp receive on {}: errno {errno}", conn.peer);
                     }
@@ -516,7 +516,7 @@ impl Core {
             let s = &self.udp.socks[key];
             if matches!(s.role, Role::Client(_)) && !s.closing {
                 let err = ConnError::Io(std::io::Error::from_raw_os_error(-res));
-                self.events.push_back(Event::Udp(UdpEvent::Error(conn, err)));
+                self.events.push_back(Event::Udp(Box::new(UdpEvent::Error(conn, err))));
             } else {
                 log::debug!("udp send refused: errno {}", -res);
             }
@@ -550,7 +550,7 @@ impl Core {
                 drop(self.timers.del(t));
             }
             let hooks = std::mem::take(&mut c.hooks);
-            self.events.push_back(Event::Udp(UdpEvent::Closed(conn, err, hooks)));
+            self.events.push_back(Event::Udp(Box::new(UdpEvent::Closed(conn, err, hooks))));
         }
         self.udp_try_free(key);
     }

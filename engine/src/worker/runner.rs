@@ -450,6 +450,7 @@ impl<S: 'static> Runner<S> {
                     (id, r)
                 }
                 Event::Error(id, e) => {
+                    let e = *e;
                     let r = self.call_error(id, &e);
                     if awaited {
                         crate::exec::notify(id, Note::Error(e));
@@ -465,7 +466,7 @@ impl<S: 'static> Runner<S> {
                     (id, r)
                 }
                 Event::Udp(ev) => {
-                    super::udp::deliver_event(ev);
+                    super::udp::deliver_event(*ev);
                     continue;
                 }
                 Event::Resume(id) => {
