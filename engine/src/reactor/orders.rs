@@ -162,7 +162,7 @@ impl Rig {
             w.framer.feed(w.decoder.as_mut(), data, w.max, sink)
         };
         self.delivered.extend_from_slice(&got);
-        self.core.recv_end(w, 0, r.err());
+        self.core.recv_end(&mut Some(w), 0, r.err());
     }
 
     /// Delivers queued events: counts closes, resumes, and releases slots held for on_close.

@@ -109,12 +109,15 @@ pub(crate) struct Runner<S> {
     /// Connections a dead predecessor ring held whose `on_close` never ran: delivered after
     /// `on_worker_start`.
     lost: Vec<ConnectionId>,
+    /// The receive batch being delivered, filled in place by the core
+    /// ([`reactor::Core::on_recv_into`]) and emptied by `recv_end`.
+    work: Option<reactor::RecvWork>,
 }
 
 impl<S: Default> Runner<S> {
     /// A runner with fresh per-thread state for a ring with counters `stats`.
     pub(super) fn new(cb: Arc<Callbacks<S>>, info: WorkerInfo, stats: Arc<ThreadStats>) -> Runner<S> {
-        Runner { cb, state: S::default(), info, sampled: 0, stats, lost: Vec::new() }
+        Runner { cb, state: S::default(), info, sampled: 0, stats, lost: Vec::new(), work: None }
     }
 }
 
@@ -273,9 +276,9 @@ impl<S: 'static> Runner<S> {
         let Some(tok) = Token::from_u64(ud) else { return };
         match tok.kind {
             Kind::Recv => {
-                let work = with_core(|c| c.on_recv(tok, res, flags)).flatten();
-                if let Some(w) = work {
-                    self.deliver(w);
+                with_core(|c| c.on_recv_into(tok, res, flags, &mut self.work));
+                if self.work.is_some() {
+                    self.deliver();
                 }
             }
             Kind::Send => {
@@ -302,11 +305,13 @@ impl<S: 'static> Runner<S> {
         }
     }
 
-    /// Parses and delivers one receive batch, zero-copy where the packet lies in one buffer.
-    fn deliver(&mut self, mut w: reactor::RecvWork) {
+    /// Parses and delivers one receive batch (`self.work`), zero-copy where the packet lies
+    /// in one buffer.
+    fn deliver(&mut self) {
+        let Runner { cb, state, sampled, stats, work, .. } = self;
+        let Some(w) = work.as_mut() else { return };
         let id = w.id;
         let conn = Connection::from_id(id);
-        let Runner { cb, state, sampled, stats, .. } = self;
         let mut delivered = 0u64;
         let mut panicked = None;
         // The received bytes, borrowed from the buffer guard (empty when resuming from the
@@ -408,7 +413,7 @@ impl<S: 'static> Runner<S> {
             }
         };
         with_core(|c| {
-            c.recv_end(w, delivered, err);
+            c.recv_end(work, delivered, err);
             if let Some(msg) = panicked {
                 if let Some(k) = c.lookup(id) {
                     c.destroy(k, Some(ConnError::Panic(msg)));
@@ -470,8 +475,9 @@ impl<S: 'static> Runner<S> {
                     continue;
                 }
                 Event::Resume(id) => {
-                    if let Some(w) = with_core(|core| core.resume_begin(id)).flatten() {
-                        self.deliver(w);
+                    self.work = with_core(|core| core.resume_begin(id)).flatten();
+                    if self.work.is_some() {
+                        self.deliver();
                     }
                     continue;
                 }
