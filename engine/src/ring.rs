@@ -5,7 +5,7 @@
 //! match the slot's current occupant is stale and is never delivered to a connection.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -247,6 +247,27 @@ impl Ring {
             Backend::Kernel(r) => unsafe { r.submitter().register_buffers(&[iov]) },
             #[cfg(test)]
             Backend::Sim(k) => k.register_buffer(iov),
+        }
+    }
+
+    /// Registers an empty fixed-file table of `slots` entries (`IORING_RSRC_REGISTER_SPARSE`,
+    /// 5.19). More than the process's descriptor limit is refused (EMFILE).
+    pub(crate) fn register_files_sparse(&mut self, slots: u32) -> io::Result<()> {
+        match &mut self.backend {
+            Backend::Kernel(r) => r.submitter().register_files_sparse(slots),
+            #[cfg(test)]
+            Backend::Sim(k) => k.register_files_sparse(slots),
+        }
+    }
+
+    /// Puts the file behind `fd` into fixed-file slot `slot` (the table takes its own
+    /// reference: the file stays open until the slot is cleared), or clears the slot when
+    /// `fd` is -1. One `io_uring_register` call, done when it returns.
+    pub(crate) fn update_file(&mut self, slot: u32, fd: RawFd) -> io::Result<()> {
+        match &mut self.backend {
+            Backend::Kernel(r) => r.submitter().register_files_update(slot, &[fd]).map(drop),
+            #[cfg(test)]
+            Backend::Sim(k) => k.update_file(slot, fd),
         }
     }
 

@@ -152,6 +152,17 @@ pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// The soft limit on this process's open descriptors (`RLIMIT_NOFILE`); `None` when
+/// unlimited or unreadable.
+pub(crate) fn nofile_limit() -> Option<u64> {
+    let mut lim = MaybeUninit::<libc::rlimit>::uninit();
+    // SAFETY: getrlimit writes one `rlimit` into the storage we pass.
+    syscall!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, lim.as_mut_ptr()) }).ok()?;
+    // SAFETY: initialised by the successful call above.
+    let cur = unsafe { lim.assume_init() }.rlim_cur;
+    (cur != libc::RLIM_INFINITY).then_some(cur)
+}
+
 /// Resident memory of this process in bytes (`/proc/self/statm`, the same figure as
 /// `VmRSS`): what `max_memory` compares against and what status reports.
 pub fn resident_memory() -> Option<u64> {

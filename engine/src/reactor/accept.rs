@@ -119,6 +119,7 @@ impl Core {
             return;
         }
         self.stats.accepted.add(1);
+        self.register_file(key);
         self.arm_recv(key);
         let id = self.id_of(key);
         self.events.push_back(Event::Connect(id));
@@ -195,6 +196,35 @@ impl Core {
             if self.listeners[i].armed {
                 self.cancel_accept(i);
             }
+        }
+    }
+}
+
+impl Core {
+    /// Registers connection `key`'s socket in the ring's fixed-file table under its key,
+    /// when the table reaches that far; its operations then name the slot, not the
+    /// descriptor. One `io_uring_register` per connection; a refusal leaves it on its
+    /// descriptor.
+    pub(super) fn register_file(&mut self, key: usize) {
+        if key >= self.fixed_files as usize {
+            return;
+        }
+        let c = &mut self.conns[key];
+        match self.ring.update_file(key as u32, c.fd.as_raw_fd()) {
+            Ok(()) => c.fixed = true,
+            Err(e) => log::debug!("fixed-file slot {key}: {e}; the connection uses its descriptor"),
+        }
+    }
+
+    /// Clears connection `key`'s fixed-file slot, before its descriptor closes (the
+    /// table's reference would keep the socket open) and before the key can be reused.
+    pub(super) fn unregister_file(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !std::mem::take(&mut c.fixed) {
+            return;
+        }
+        if let Err(e) = self.ring.update_file(key as u32, -1) {
+            log::error!("clearing fixed-file slot {key}: {e}; its socket stays open until the ring ends");
         }
     }
 }

@@ -177,6 +177,8 @@ impl Core {
             self.renew(key, after);
             return;
         }
+        // Before the descriptor closes with the slot: nothing is in flight on it.
+        self.unregister_file(key);
         let mut c = self.remove_slot(key);
         for chunk in c.sendq.chunks.drain(..) {
             self.arena.release(chunk.mem);

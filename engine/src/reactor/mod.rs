@@ -142,6 +142,46 @@ pub(crate) enum Event {
     Udp(Box<UdpEvent>),
 }
 
+/// Most entries of a ring's fixed-file table. The kernel allocates the table when it is
+/// registered (a pointer and a bit per entry: 0.5 MiB at this size); connections beyond it
+/// use their descriptors.
+const FIXED_FILES_MAX: u64 = 1 << 16;
+
+/// Registers the ring's sparse fixed-file table: as many entries as the process may open
+/// descriptors, up to [`FIXED_FILES_MAX`]. A kernel without sparse tables (before 5.19)
+/// gets none, and every operation names the socket's descriptor.
+///
+/// Why: an operation on a registered file skips the per-operation `fget`/`fput` of the
+/// descriptor (an atomic increment and decrement on the shared file, and the file-flag
+/// checks); the multishot receive holds its file for its life anyway, so the gain is on
+/// every send (P1: about 1 % of the server's CPU per message, bench/README.md).
+fn fixed_file_table(ring: &mut Ring) -> u32 {
+    let slots = crate::sys::nofile_limit().unwrap_or(FIXED_FILES_MAX).min(FIXED_FILES_MAX) as u32;
+    match ring.register_files_sparse(slots) {
+        Ok(()) => slots,
+        Err(e) => {
+            log::debug!("no fixed-file table ({e}): operations name descriptors");
+            0
+        }
+    }
+}
+
+/// Builds an SQE on connection `$c`'s socket, naming it by its fixed-file slot (`$key`)
+/// when it is registered there, else by its descriptor: `$build` is written once and
+/// compiled for both target types.
+macro_rules! on_socket {
+    ($c:expr, $key:expr, |$fd:ident| $build:expr) => {
+        if $c.fixed {
+            let $fd = io_uring::types::Fixed($key as u32);
+            $build
+        } else {
+            let $fd = io_uring::types::Fd(std::os::fd::AsRawFd::as_raw_fd(&$c.fd));
+            $build
+        }
+    };
+}
+pub(crate) use on_socket;
+
 // Every completion pops the event queue; an event stays a few words.
 const _: () = assert!(std::mem::size_of::<Event>() <= 32);
 
@@ -183,6 +223,9 @@ pub(crate) struct Core {
     recv: RecvRing,
     arena: SendArena,
     fixed_send: FixedSend,
+    /// Entries of this ring's fixed-file table (0: none): accepted connections whose slab
+    /// key is below it are registered there under their key (`ConnState::fixed`).
+    fixed_files: u32,
     pub listeners: Vec<ListenerSlot>,
     /// UDP sockets (`udp.rs`).
     udp: udp::Udp,
@@ -303,6 +346,7 @@ impl Core {
         } else {
             FixedSend::Plain
         };
+        let fixed_files = fixed_file_table(&mut ring);
         Ok(Core {
             ring,
             mode,
@@ -314,6 +358,7 @@ impl Core {
             recv,
             arena,
             fixed_send,
+            fixed_files,
             listeners,
             udp: udp::Udp::default(),
             events: VecDeque::new(),

@@ -3,12 +3,12 @@
 //! hand-off of received bytes to the runner's delivery (and back).
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use io_uring::{cqueue, opcode, squeue, types};
+use io_uring::{cqueue, opcode, squeue};
 use ringman_protocols::{Decoder, Framer};
 
+use super::on_socket;
 use super::{gen_of, Core, Event, Status};
 use crate::buffers::{RecvBuf, RECV_BGID};
 use crate::error::{panic_message, ConnError};
@@ -27,16 +27,15 @@ impl Core {
         }
         c.recv_armed = true;
         c.inflight += 1;
-        let fd = types::Fd(c.fd.as_raw_fd());
         let sqe = if c.paced {
             // One buffer (length 0: the buffer's size); the completion, without F_MORE, arms
             // the next one. See `ConnState::paced`.
-            opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+            on_socket!(c, key, |fd| opcode::Recv::new(fd, std::ptr::null_mut(), 0)
                 .buf_group(RECV_BGID)
                 .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
+                .flags(squeue::Flags::BUFFER_SELECT))
         } else {
-            opcode::RecvMulti::new(fd, RECV_BGID).build()
+            on_socket!(c, key, |fd| opcode::RecvMulti::new(fd, RECV_BGID).build())
         };
         let sqe = sqe.user_data(Token::new(Kind::Recv, key, gen_of(c.serial)).to_u64());
         self.push(sqe);

@@ -4,11 +4,11 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use io_uring::{opcode, types};
+use io_uring::opcode;
 
+use super::on_socket;
 use super::slot::ConnState;
 use super::tls::put;
 use super::{gen_of, Core, Event, Status};
@@ -344,17 +344,16 @@ impl Core {
         // SAFETY: start..end lies within the chunk (enqueue keeps end ≤ capacity).
         let ptr = unsafe { base.add(head.start) };
         let len = (head.end - head.start) as u32;
-        let fd = types::Fd(c.fd.as_raw_fd());
         let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
         let sqe = match (&head.mem, self.fixed_send) {
-            (ChunkMem::Fixed(_), FixedSend::SendFixed) => opcode::Send::new(fd, ptr, len)
+            (ChunkMem::Fixed(_), FixedSend::SendFixed) => on_socket!(c, key, |fd| opcode::Send::new(fd, ptr, len)
                 .ioprio(crate::ring::RECVSEND_FIXED_BUF)
                 .buf_group(0)
                 .flags(flags)
-                .build(),
+                .build()),
             (ChunkMem::Fixed(_), FixedSend::Plain)
             | (ChunkMem::Heap(_) | ChunkMem::Shared(_) | ChunkMem::Lent { .. }, _) => {
-                opcode::Send::new(fd, ptr, len).flags(flags).build()
+                on_socket!(c, key, |fd| opcode::Send::new(fd, ptr, len).flags(flags).build())
             }
         };
         c.send_inflight = true;
@@ -380,8 +379,8 @@ impl Core {
         }
         v.hdr.msg_iov = v.iov.as_mut_ptr();
         v.hdr.msg_iovlen = n;
-        let fd = types::Fd(c.fd.as_raw_fd());
-        let sqe = opcode::SendMsg::new(fd, &v.hdr).flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32).build();
+        let flags = (libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32;
+        let sqe = on_socket!(c, key, |fd| opcode::SendMsg::new(fd, &v.hdr).flags(flags).build());
         c.sendq.vec = Some(v);
         c.send_inflight = true;
         c.inflight += 1;

@@ -78,6 +78,10 @@ pub(super) fn gen_of(serial: u64) -> u32 {
 pub(crate) struct ConnState {
     /// The socket; closed when the slot is freed (dropped with it).
     pub(crate) fd: OwnedFd,
+    /// The socket is also in the ring's fixed-file table, at the slot's key: operations
+    /// name it there ([`super::on_socket`]), and the entry is cleared before `fd` closes
+    /// (the table holds its own reference; a socket left there would never close).
+    pub(crate) fixed: bool,
     /// The connection's id number (`ConnectionId::as_u64`).
     pub(crate) serial: u64,
     pub(crate) status: Status,
@@ -229,6 +233,7 @@ impl ConnState {
         let peer = crate::sys::peer_addr(std::os::fd::AsFd::as_fd(&fd));
         ConnState {
             fd,
+            fixed: false,
             serial,
             status: Status::Established,
             close_hold: false,

@@ -59,6 +59,8 @@ use crate::ring::FixedSend;
 const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
 
 pub(super) const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
+/// `IOSQE_FIXED_FILE`: the SQE's fd is an index into the fixed-file table.
+const IOSQE_FIXED_FILE: u8 = 1 << 0;
 pub(super) const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 const IORING_ACCEPT_MULTISHOT: u16 = 1 << 0;
 const IORING_ASYNC_CANCEL_ALL: u32 = 1 << 0;
@@ -561,6 +563,13 @@ pub(crate) struct SimKernel {
     pub(crate) calm: bool,
     /// The kernel predates incremental buffer consumption (6.12) and refuses the flag.
     old_kernel: bool,
+    /// The fixed-file table: its size, and per registered slot the descriptor it was
+    /// registered from and that socket's inode (the table holds the file, not the number).
+    files: Option<(u32, BTreeMap<u32, (RawFd, u64)>)>,
+    /// Draws of the table's own faults (a stream of their own): a fifth of the kernels
+    /// have no sparse tables, and a registration may be refused.
+    files_rng: Rng,
+    files_refused: bool,
 }
 
 const TRACE_LINES: usize = 300;
@@ -602,6 +611,9 @@ impl SimKernel {
             marks: BTreeMap::new(),
             calm: false,
             old_kernel: Rng::new(seed, 13).below(5) == 0,
+            files: None,
+            files_rng: Rng::new(seed, 17),
+            files_refused: Rng::new(seed, 17).below(5) == 0,
         }
     }
 
@@ -623,6 +635,85 @@ impl SimKernel {
 
     pub(crate) fn fixed_send(&self) -> FixedSend {
         self.fixed_send
+    }
+
+    /// `IORING_REGISTER_FILES2` with `IORING_RSRC_REGISTER_SPARSE`: an empty table, or
+    /// EINVAL from a kernel before 5.19.
+    pub(crate) fn register_files_sparse(&mut self, slots: u32) -> std::io::Result<()> {
+        if self.files_refused {
+            self.mark("fixed-file table refused");
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if self.files.is_some() {
+            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        self.files = Some((slots, BTreeMap::new()));
+        Ok(())
+    }
+
+    /// `IORING_REGISTER_FILES_UPDATE` of one slot: the socket behind `fd` goes into `slot`
+    /// (the table holds it from now on, whatever happens to the number), or `fd` -1 clears
+    /// it. Registering over an occupied slot is a violation: the socket there was never
+    /// given up, so the engine lost track of it (the kernel would drop it silently). Some
+    /// registrations fail (ENOMEM) while faults run.
+    pub(crate) fn update_file(&mut self, slot: u32, fd: RawFd) -> std::io::Result<()> {
+        let Some((size, _)) = &self.files else { return Err(std::io::Error::from_raw_os_error(libc::ENXIO)) };
+        if slot >= *size {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if fd == -1 {
+            let gone = self.files.as_mut().and_then(|(_, t)| t.remove(&slot));
+            if gone.is_some() {
+                self.mark("fixed file cleared");
+            }
+            return Ok(());
+        }
+        if !self.calm && self.files_rng.chance(30) {
+            self.mark("fixed file refused");
+            return Err(std::io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        let Some(sock) = self.sock_by_fd(fd).filter(|&i| !self.socks[i].engine_closed) else {
+            self.violation(format!("fixed-file slot {slot}: registering fd {fd}, which names no open connection"));
+            return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        };
+        let ino = self.socks[sock].ino;
+        let table = &mut self.files.as_mut().expect("table checked above").1;
+        if let Some((old_fd, _)) = table.insert(slot, (fd, ino)) {
+            self.violation(format!(
+                "fixed-file slot {slot}: registered again (fd {fd}) while it still holds fd {old_fd}'s socket"
+            ));
+        }
+        self.mark("fixed file registered");
+        self.note(format!("sock {sock}: registered in fixed-file slot {slot}"));
+        Ok(())
+    }
+
+    /// An SQE naming a fixed-file slot, turned into one naming the descriptor it was
+    /// registered from (what the kernel's lookup amounts to); `None` (a violation) when
+    /// the slot is empty, or when that descriptor was closed or reused while the slot kept
+    /// the socket (the operation would reach a socket the engine no longer owns).
+    fn resolve_fixed(&mut self, mut s: Sqe) -> Option<Sqe> {
+        if s.flags & IOSQE_FIXED_FILE == 0 {
+            return Some(s);
+        }
+        let slot = s.fd as u32;
+        let entry = self.files.as_ref().and_then(|(_, t)| t.get(&slot).copied());
+        match entry {
+            Some((fd, ino)) if ino_of(fd) == Some(ino) => {
+                self.mark("fixed-file operation");
+                s.fd = fd;
+                s.flags &= !IOSQE_FIXED_FILE;
+                Some(s)
+            }
+            Some((fd, _)) => {
+                self.violation(format!("operation on fixed-file slot {slot} after its fd {fd} was closed {s:?}"));
+                None
+            }
+            None => {
+                self.violation(format!("operation on fixed-file slot {slot}, which holds no file {s:?}"));
+                None
+            }
+        }
     }
 
     pub(crate) fn register_buf_ring(&mut self, addr: u64, count: u16, bgid: u16, flags: u16) -> std::io::Result<()> {
@@ -810,6 +901,7 @@ impl SimKernel {
     }
 
     fn issue_one(&mut self, s: Sqe) {
+        let Some(s) = self.resolve_fixed(s) else { return };
         let ud = s.user_data;
         match s.opcode {
             c if c == opcode::AcceptMulti::CODE => {
@@ -1032,6 +1124,12 @@ impl SimKernel {
                 self.socks[i].engine_closed = true;
                 self.socks[i].engine_shut = true;
                 self.note(format!("sock {i}: engine closed its fd"));
+                let ino = self.socks[i].ino;
+                let kept = self.files.as_ref().and_then(|(_, t)| t.iter().find(|(_, e)| e.1 == ino).map(|(k, _)| *k));
+                if let Some(slot) = kept {
+                    // The table's reference keeps the socket open: the peer never sees the close.
+                    self.violation(format!("sock {i}: fd closed while fixed-file slot {slot} still holds it"));
+                }
                 if let Some(op) = self.ops.iter().find(|o| op_sock(o) == Some(i)) {
                     let what = format!("sock {i}: fd closed while {:?} is in flight", op.kind);
                     self.violation(what);

@@ -1724,6 +1724,11 @@ mod tests {
             "written through in part",
             "write through refused (socket full)",
             "write through EPIPE",
+            "fixed file registered",
+            "fixed-file operation",
+            "fixed file cleared",
+            "fixed file refused",
+            "fixed-file table refused",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }
