@@ -565,12 +565,15 @@ pub(crate) struct SimKernel {
     old_kernel: bool,
     /// The fixed-file table: its size, and per registered slot the descriptor it was
     /// registered from and that socket's inode (the table holds the file, not the number).
-    files: Option<(u32, BTreeMap<u32, (RawFd, u64)>)>,
+    files: Option<(u32, FileTable)>,
     /// Draws of the table's own faults (a stream of their own): a fifth of the kernels
     /// have no sparse tables, and a registration may be refused.
     files_rng: Rng,
     files_refused: bool,
 }
+
+/// Registered fixed-file slots: the descriptor each was registered from and its inode.
+type FileTable = BTreeMap<u32, (RawFd, u64)>;
 
 const TRACE_LINES: usize = 300;
 
