@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{ConnState, Core, Event, ListenerSlot};
+use super::{ConnState, Core, Event, FileSlot, ListenerSlot};
 use crate::error::panic_message;
 use crate::ring::{Kind, Token};
 use io_uring::{cqueue, opcode, types};
@@ -119,7 +119,9 @@ impl Core {
             return;
         }
         self.stats.accepted.add(1);
-        self.register_file(key);
+        if key < self.fixed_files as usize {
+            self.conns[key].file = FileSlot::Later;
+        }
         self.arm_recv(key);
         let id = self.id_of(key);
         self.events.push_back(Event::Connect(id));
@@ -201,26 +203,26 @@ impl Core {
 }
 
 impl Core {
-    /// Registers connection `key`'s socket in the ring's fixed-file table under its key,
-    /// when the table reaches that far; its operations then name the slot, not the
-    /// descriptor. One `io_uring_register` per connection; a refusal leaves it on its
-    /// descriptor.
+    /// Registers connection `key`'s socket in the ring's fixed-file table under its key
+    /// ([`FileSlot::Later`]): operations submitted from now on name the slot; one in flight
+    /// keeps the file it was given. One `io_uring_register` call; a refusal leaves the
+    /// connection on its descriptor.
     pub(super) fn register_file(&mut self, key: usize) {
-        if key >= self.fixed_files as usize {
-            return;
-        }
         let c = &mut self.conns[key];
-        match self.ring.update_file(key as u32, c.fd.as_raw_fd()) {
-            Ok(()) => c.fixed = true,
-            Err(e) => log::debug!("fixed-file slot {key}: {e}; the connection uses its descriptor"),
-        }
+        c.file = match self.ring.update_file(key as u32, c.fd.as_raw_fd()) {
+            Ok(()) => FileSlot::Registered,
+            Err(e) => {
+                log::debug!("fixed-file slot {key}: {e}; the connection uses its descriptor");
+                FileSlot::Never
+            }
+        };
     }
 
     /// Clears connection `key`'s fixed-file slot, before its descriptor closes (the
     /// table's reference would keep the socket open) and before the key can be reused.
     pub(super) fn unregister_file(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if !std::mem::take(&mut c.fixed) {
+        if std::mem::replace(&mut c.file, FileSlot::Never) != FileSlot::Registered {
             return;
         }
         if let Err(e) = self.ring.update_file(key as u32, -1) {

@@ -397,6 +397,8 @@ impl Core {
             }
         };
         let c = &mut self.conns[key];
+        // (Outgoing connections are never in the fixed-file table: the socket may change.)
+        debug_assert!(c.file == super::FileSlot::Never, "a registered socket replaced");
         c.fd = fd;
         let raw = c.fd.as_raw_fd();
         let gen = gen_of(c.serial);
@@ -639,6 +641,7 @@ impl Core {
             d.addrs.clear();
             d.attempt = d.attempt.wrapping_add(1);
         }
+        debug_assert!(c.file == super::FileSlot::Never, "a registered socket replaced");
         c.fd = fd;
         c.recv_armed = false;
         c.paused = false;

@@ -66,7 +66,7 @@ pub(crate) use proxy::{ProxyKind, ProxySpec};
 pub(crate) use recv::RecvWork;
 pub use send::SendStatus;
 use slot::{gen_of, Serials};
-pub(crate) use slot::{ConnState, Stamp};
+pub(crate) use slot::{ConnState, FileSlot, Stamp};
 pub use udp::UdpConnection;
 pub(crate) use udp::{Role, UdpClient, UdpErrFn, UdpEvent, UdpFn, UdpMsgFn, UdpWork};
 
@@ -171,7 +171,7 @@ fn fixed_file_table(ring: &mut Ring) -> u32 {
 /// compiled for both target types.
 macro_rules! on_socket {
     ($c:expr, $key:expr, |$fd:ident| $build:expr) => {
-        if $c.fixed {
+        if $c.file == $crate::reactor::FileSlot::Registered {
             let $fd = io_uring::types::Fixed($key as u32);
             $build
         } else {
@@ -224,7 +224,7 @@ pub(crate) struct Core {
     arena: SendArena,
     fixed_send: FixedSend,
     /// Entries of this ring's fixed-file table (0: none): accepted connections whose slab
-    /// key is below it are registered there under their key (`ConnState::fixed`).
+    /// key is below it are registered there under their key (`ConnState::file`).
     fixed_files: u32,
     pub listeners: Vec<ListenerSlot>,
     /// UDP sockets (`udp.rs`).

@@ -8,10 +8,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use io_uring::opcode;
 
-use super::on_socket;
 use super::slot::ConnState;
 use super::tls::put;
 use super::{gen_of, Core, Event, Status};
+use super::{on_socket, FileSlot};
 use crate::buffers::{ChunkMem, SendArena, CHUNK, LEND_MIN};
 use crate::config::SendMode;
 use crate::error::{panic_message, ConnError};
@@ -335,6 +335,11 @@ impl Core {
     }
 
     pub(super) fn submit_send(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.file == FileSlot::Later && c.bytes_written > 0 {
+            // The connection's second send: from here on it is named by its table slot.
+            self.register_file(key);
+        }
         let c = &mut self.conns[key];
         if c.sendq.chunks.len() > 1 && !self.single_chunk_sends {
             return self.submit_sendmsg(key);

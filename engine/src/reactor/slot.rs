@@ -75,13 +75,29 @@ pub(super) fn gen_of(serial: u64) -> u32 {
 
 /// One connection slot. The generic state of a connection: protocol-specific state lives
 /// in its own optional values (`ws`, `streaming`), not in flags here.
+/// Where a connection's operations name its socket: by descriptor, or by its entry in the
+/// ring's fixed-file table (at the slot's key), which spares each operation the kernel's
+/// descriptor lookup and file reference count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileSlot {
+    /// By descriptor until its second send, then registered ([`super::Core::register_file`]):
+    /// a connection that sends again is likely to keep going, and one that answers once
+    /// and closes (HTTP without keep-alive) does not pay the two `io_uring_register` calls
+    /// (about 0.3 µs together) for nothing.
+    Later,
+    /// In the table. The entry is cleared before `fd` closes: the table holds its own
+    /// reference, and a socket left there would never close.
+    Registered,
+    /// By descriptor for good: an outgoing connection (its socket is replaced when it
+    /// redials), a key beyond the table, a ring without one, or a refused registration.
+    Never,
+}
+
 pub(crate) struct ConnState {
     /// The socket; closed when the slot is freed (dropped with it).
     pub(crate) fd: OwnedFd,
-    /// The socket is also in the ring's fixed-file table, at the slot's key: operations
-    /// name it there ([`super::on_socket`]), and the entry is cleared before `fd` closes
-    /// (the table holds its own reference; a socket left there would never close).
-    pub(crate) fixed: bool,
+    /// Whether operations name the socket by its fixed-file slot ([`super::on_socket`]).
+    pub(crate) file: FileSlot,
     /// The connection's id number (`ConnectionId::as_u64`).
     pub(crate) serial: u64,
     pub(crate) status: Status,
@@ -233,7 +249,7 @@ impl ConnState {
         let peer = crate::sys::peer_addr(std::os::fd::AsFd::as_fd(&fd));
         ConnState {
             fd,
-            fixed: false,
+            file: FileSlot::Never,
             serial,
             status: Status::Established,
             close_hold: false,
