@@ -338,3 +338,82 @@ fn listen_without_a_listen_address_is_an_error() {
     server.workers()[0].unlisten();
     server.stop();
 }
+
+/// Server sockets on loopback port `port` left in CLOSE_WAIT (`/proc/net/tcp` and
+/// `tcp6`): the client closed and the server's socket never did.
+fn close_wait(port: u16) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port =
+                cols.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && cols.get(3) == Some(&"08") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn registered(server: &Running) -> u64 {
+    server.workers()[0].stats().iter().map(|s| s.registered_files.get()).sum()
+}
+
+/// Accepted connections go into their ring's fixed-file table at their second send
+/// (`ThreadStats::registered_files`), serve pipelined bursts from there, and leave it
+/// before their sockets close: the server's close reaches the client (its last bytes,
+/// then EOF), a client that vanishes mid-burst leaves no server socket in CLOSE_WAIT, and
+/// the slots later connections reuse serve them. A connection answered once is never
+/// registered.
+#[test]
+fn registered_sockets_serve_bursts_and_still_close() {
+    let _serial = serial();
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.on_message(|c, m, _| {
+        if m == b"close" {
+            c.close(Some(b"bye"));
+        } else {
+            c.send(m);
+        }
+    });
+    let (server, addr) = common::start(w);
+
+    // Answered once: still on its descriptor.
+    let mut once = common::connect(addr);
+    echo_line(&mut once, "only").unwrap();
+    assert_eq!(registered(&server), 0, "a connection answered once is registered");
+
+    // Its second answer registers it; then a burst of 200 lines written at once.
+    let mut kept = common::connect(addr);
+    echo_line(&mut kept, "one").unwrap();
+    echo_line(&mut kept, "two").unwrap();
+    common::wait_until("the second send registered the socket", || registered(&server) == 1);
+    let burst: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    common::write_all(&mut kept, burst.as_bytes());
+    assert_eq!(common::read_exact(&mut kept, burst.len()), burst.as_bytes(), "the burst's echoes");
+
+    // The server closes it: the client reads "bye" and then EOF.
+    common::write_all(&mut kept, b"close\n");
+    assert_eq!(common::read_to_eof(&mut kept), b"bye\n", "the server's close reaches the client");
+    drop(once);
+    common::wait_until("both slots cleared", || registered(&server) == 0);
+
+    // Clients that register and vanish mid-burst, one after another on reused slots.
+    for round in 0..20 {
+        let mut c = common::connect(addr);
+        echo_line(&mut c, &format!("round {round} a")).unwrap();
+        echo_line(&mut c, &format!("round {round} b")).unwrap();
+        common::write_all(&mut c, burst.as_bytes());
+        drop(c);
+    }
+    common::wait_until("every registered slot cleared", || registered(&server) == 0);
+    common::wait_until("no server socket left in CLOSE_WAIT", || close_wait(addr.port()) == 0);
+    let mut last = common::connect(addr);
+    for i in 0..5 {
+        echo_line(&mut last, &format!("after {i}")).unwrap();
+    }
+    common::wait_until("the last client registered", || registered(&server) == 1);
+    server.stop();
+}

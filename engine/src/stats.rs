@@ -19,6 +19,10 @@ impl Counter {
     pub(crate) fn add(&self, n: u64) {
         self.set(self.get().wrapping_add(n))
     }
+    /// Subtracts `n` (a gauge going down).
+    pub(crate) fn sub(&self, n: u64) {
+        self.set(self.get().wrapping_sub(n))
+    }
 }
 
 /// Live counters of one ring thread.
@@ -43,6 +47,10 @@ pub struct ThreadStats {
     /// Body bytes the kernel took straight from files (`sendfile`, for the bodies
     /// `WebServer` and `send_file` keep) instead of from the send buffer.
     pub sendfile_bytes: Counter,
+    /// Sockets in the ring's fixed-file table now: an accepted connection is registered at
+    /// its second send and cleared before its socket closes, so this returns to 0 when the
+    /// connections are gone.
+    pub registered_files: Counter,
     /// Times the completion queue was seen overflowing (kernel kept the CQEs).
     pub cq_overflows: Counter,
     /// Live timers.

@@ -210,7 +210,10 @@ impl Core {
     pub(super) fn register_file(&mut self, key: usize) {
         let c = &mut self.conns[key];
         c.file = match self.ring.update_file(key as u32, c.fd.as_raw_fd()) {
-            Ok(()) => FileSlot::Registered,
+            Ok(()) => {
+                self.stats.registered_files.add(1);
+                FileSlot::Registered
+            }
             Err(e) => {
                 log::debug!("fixed-file slot {key}: {e}; the connection uses its descriptor");
                 FileSlot::Never
@@ -225,8 +228,9 @@ impl Core {
         if std::mem::replace(&mut c.file, FileSlot::Never) != FileSlot::Registered {
             return;
         }
-        if let Err(e) = self.ring.update_file(key as u32, -1) {
-            log::error!("clearing fixed-file slot {key}: {e}; its socket stays open until the ring ends");
+        match self.ring.update_file(key as u32, -1) {
+            Ok(()) => self.stats.registered_files.sub(1),
+            Err(e) => log::error!("clearing fixed-file slot {key}: {e}; its socket stays open until the ring ends"),
         }
     }
 }
