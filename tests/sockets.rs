@@ -397,19 +397,27 @@ fn registered_sockets_serve_bursts_and_still_close() {
     // The server closes it: the client reads "bye" and then EOF.
     common::write_all(&mut kept, b"close\n");
     assert_eq!(common::read_to_eof(&mut kept), b"bye\n", "the server's close reaches the client");
-    drop(once);
+    drop((once, kept));
+    common::wait_until("the kernel's tables hold no socket", || common::sockets_in_file_tables() == 0);
     common::wait_until("both slots cleared", || registered(&server) == 0);
 
-    // Clients that register and vanish mid-burst, one after another on reused slots.
-    for round in 0..20 {
-        let mut c = common::connect(addr);
-        echo_line(&mut c, &format!("round {round} a")).unwrap();
-        echo_line(&mut c, &format!("round {round} b")).unwrap();
-        common::write_all(&mut c, burst.as_bytes());
-        drop(c);
+    // Twenty clients at once register (twenty slots), then vanish mid-burst; twice, the
+    // second time on the slots the first left.
+    for batch in 0..2 {
+        let mut clients: Vec<TcpStream> = (0..20).map(|_| common::connect(addr)).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            echo_line(c, &format!("batch {batch} client {i} a")).unwrap();
+            echo_line(c, &format!("batch {batch} client {i} b")).unwrap();
+        }
+        common::wait_until("twenty registered", || registered(&server) == 20);
+        assert_eq!(common::sockets_in_file_tables(), 20, "the kernel's tables hold the twenty sockets");
+        for mut c in clients {
+            common::write_all(&mut c, burst.as_bytes());
+        }
+        common::wait_until("no server socket left in CLOSE_WAIT", || close_wait(addr.port()) == 0);
+        common::wait_until("the kernel's tables hold no socket", || common::sockets_in_file_tables() == 0);
+        common::wait_until("every registered slot cleared", || registered(&server) == 0);
     }
-    common::wait_until("every registered slot cleared", || registered(&server) == 0);
-    common::wait_until("no server socket left in CLOSE_WAIT", || close_wait(addr.port()) == 0);
     let mut last = common::connect(addr);
     for i in 0..5 {
         echo_line(&mut last, &format!("after {i}")).unwrap();

@@ -422,3 +422,34 @@ pub fn free_port_pairs(n: usize) -> Vec<u16> {
         })
         .collect()
 }
+
+/// Sockets held in the fixed-file tables of this process's rings, as the kernel reports
+/// them (each io_uring descriptor's `/proc/self/fdinfo`: the entries listed under
+/// `UserFiles`). A socket held there stays open whatever happened to its descriptor.
+/// The kernel lists the table only when it can take the ring's lock: a ring busy at that
+/// moment is read again.
+pub fn sockets_in_file_tables() -> usize {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").flatten() {
+        let is_ring = std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().contains("io_uring"));
+        if !is_ring {
+            continue;
+        }
+        let info = entry.path().to_string_lossy().replace("/fd/", "/fdinfo/");
+        for _ in 0..1000 {
+            let Ok(text) = std::fs::read_to_string(&info) else { break };
+            let Some(start) = text.find("UserFiles:") else {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            };
+            total += text[start..]
+                .lines()
+                .skip(1)
+                .take_while(|l| !l.starts_with("UserBufs:"))
+                .filter(|l| l.trim_start().split_once(':').is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+                .count();
+            break;
+        }
+    }
+    total
+}
