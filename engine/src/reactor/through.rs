@@ -88,7 +88,14 @@ impl Core {
         } else {
             enqueue(&mut self.arena, &mut c.sendq, &rest);
         }
-        self.kick(key, before)
+        let status = self.kick(key, before);
+        if done > 0 && status == SendStatus::Failed {
+            // The rest failed inline (eager mode) after part of it reached the peer: the send
+            // was taken, as Workerman's partly written and buffered one is (`null`), and the
+            // failure is reported by on_error and on_close. `Failed` would say nothing went.
+            return SendStatus::Queued;
+        }
+        status
     }
 
     /// The write itself: `send` and `sendfile` on the kernel's socket, or the simulator's model
