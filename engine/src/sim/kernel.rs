@@ -570,6 +570,9 @@ pub(crate) struct SimKernel {
     /// have no sparse tables, and a registration may be refused.
     files_rng: Rng,
     files_refused: bool,
+    /// Draws of peers that reset right after a write through took part of a response (a
+    /// stream of their own).
+    through_rng: Rng,
 }
 
 /// Registered fixed-file slots: the descriptor each was registered from and its inode.
@@ -617,6 +620,7 @@ impl SimKernel {
             files: None,
             files_rng: Rng::new(seed, 17),
             files_refused: Rng::new(seed, 17).below(5) == 0,
+            through_rng: Rng::new(seed, 18),
         }
     }
 
@@ -1939,6 +1943,13 @@ impl SimKernel {
         s.received.extend_from_slice(&body[..n - from_head]);
         s.window -= n;
         self.note(format!("sock {sock}: write through took {n} of {total} bytes"));
+        if !self.calm && 0 < n && n < total && self.through_rng.chance(300) {
+            // The peer resets right after taking the first part: the queued rest fails,
+            // inline when the engine submits it at once.
+            self.socks[sock].reset = true;
+            self.mark("reset after a write through in part");
+            self.note(format!("sock {sock}: the peer resets"));
+        }
         Ok(n)
     }
 

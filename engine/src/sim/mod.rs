@@ -1724,6 +1724,7 @@ mod tests {
             "written through in part",
             "write through refused (socket full)",
             "write through EPIPE",
+            "reset after a write through in part",
             "fixed file registered",
             "fixed-file operation",
             "fixed file cleared",
