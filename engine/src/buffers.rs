@@ -369,6 +369,9 @@ pub(crate) const CHUNK: usize = 16 * 1024;
 /// are all in use, send queues take heap chunks; those beyond this are freed when drained).
 pub(crate) const HEAP_POOL_BYTES: usize = 1024 * 1024;
 
+/// The smallest heap chunk [`SendArena::alloc_for`] makes for a small message.
+pub(crate) const SMALL_HEAP_CHUNK: usize = 256;
+
 /// Process-wide budget of registered (pinned) send memory, shared by all rings.
 ///
 /// Registration pins pages and counts against RLIMIT_MEMLOCK (8 MiB for non-root here), so
@@ -468,6 +471,23 @@ impl SendArena {
             Some(i) => ChunkMem::Fixed(i),
             None => ChunkMem::Heap(self.heap_pool.pop().unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())),
         }
+    }
+
+    /// A chunk for a send queue that needs room for `want` more bytes: registered if one is
+    /// free, else a pooled heap chunk; with the pool empty too, a heap chunk of `want`
+    /// rounded up to a power of two (at least [`SMALL_HEAP_CHUNK`], at most a standard
+    /// chunk). A burst of thousands of small answers beyond the registered chunks (every
+    /// connection of a large server answering in one turn) then holds what the answers
+    /// need, not 16 KiB each, and the allocator keeps that much less after the burst.
+    pub(crate) fn alloc_for(&mut self, want: usize) -> ChunkMem {
+        if let Some(i) = self.free.pop() {
+            return ChunkMem::Fixed(i);
+        }
+        if let Some(b) = self.heap_pool.pop() {
+            return ChunkMem::Heap(b);
+        }
+        let size = want.next_power_of_two().clamp(SMALL_HEAP_CHUNK, CHUNK);
+        ChunkMem::Heap(vec![0u8; size].into_boxed_slice())
     }
 
     /// Returns a chunk. Heap chunks of the standard size are pooled, up to

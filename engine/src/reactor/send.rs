@@ -690,7 +690,7 @@ pub(super) fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8])
                 continue;
             }
         }
-        q.push(Chunk { mem: arena.alloc(), start: 0, end: 0 });
+        q.push(Chunk { mem: arena.alloc_for(data.len()), start: 0, end: 0 });
     }
 }
 
@@ -798,9 +798,35 @@ mod tests {
         let mut want = b"head".to_vec();
         want.extend_from_slice(&big);
         assert_eq!(q.len, want.len());
-        assert_eq!(q.chunks.len(), 3, "4 + 2×CHUNK + 100 bytes fill two chunks and start a third");
+        assert_eq!(q.chunks.len(), 3, "4 + 2×CHUNK + 100 bytes: a small chunk, a whole one, and a third");
         assert_eq!(contents(&mut arena, &mut q), want);
         for c in q.chunks.drain(..) {
+            arena.release(c.mem);
+        }
+    }
+
+    #[test]
+    fn beyond_the_registered_chunks_a_small_message_takes_a_small_heap_chunk() {
+        let (_ring, mut arena) = heap_arena();
+        let mut q = SendQueue::default();
+        enqueue(&mut arena, &mut q, &[7u8; 64]);
+        let (_, cap) = arena.bytes(&mut q.chunks[0].mem);
+        assert_eq!(cap, crate::buffers::SMALL_HEAP_CHUNK, "64 bytes in a small chunk, not 16 KiB");
+        // 192 bytes fit behind them; the other 808 take a chunk of 1 KiB.
+        enqueue(&mut arena, &mut q, &[8u8; 1000]);
+        assert_eq!(q.chunks.len(), 2);
+        let (_, cap) = arena.bytes(&mut q.chunks[1].mem);
+        assert_eq!(cap, 1024);
+        let mut want = vec![7u8; 64];
+        want.extend_from_slice(&[8u8; 1000]);
+        assert_eq!(contents(&mut arena, &mut q), want);
+        // A pooled standard chunk is taken before a small one is made.
+        arena.release(ChunkMem::Heap(vec![0u8; CHUNK].into_boxed_slice()));
+        let mut q2 = SendQueue::default();
+        enqueue(&mut arena, &mut q2, b"x");
+        let (_, cap) = arena.bytes(&mut q2.chunks[0].mem);
+        assert_eq!(cap, CHUNK);
+        for c in q.chunks.drain(..).chain(q2.chunks.drain(..)) {
             arena.release(c.mem);
         }
     }
