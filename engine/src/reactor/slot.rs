@@ -73,8 +73,6 @@ pub(super) fn gen_of(serial: u64) -> u32 {
     serial as u32 & 0xFF_FFFF
 }
 
-/// One connection slot. The generic state of a connection: protocol-specific state lives
-/// in its own optional values (`ws`, `streaming`), not in flags here.
 /// Where a connection's operations name its socket: by descriptor, or by its entry in the
 /// ring's fixed-file table (at the slot's key), which spares each operation the kernel's
 /// descriptor lookup and file reference count.
@@ -93,6 +91,8 @@ pub(crate) enum FileSlot {
     Never,
 }
 
+/// One connection slot. The generic state of a connection: protocol-specific state lives
+/// in its own optional values (`ws`, `streaming`), not in flags here.
 pub(crate) struct ConnState {
     /// The socket; closed when the slot is freed (dropped with it).
     pub(crate) fd: OwnedFd,
