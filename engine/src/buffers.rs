@@ -477,8 +477,9 @@ impl SendArena {
     /// free, else a pooled heap chunk; with the pool empty too, a heap chunk of `want`
     /// rounded up to a power of two (at least [`SMALL_HEAP_CHUNK`], at most a standard
     /// chunk). A burst of thousands of small answers beyond the registered chunks (every
-    /// connection of a large server answering in one turn) then holds what the answers
-    /// need, not 16 KiB each, and the allocator keeps that much less after the burst.
+    /// connection of a large server answering in one turn, a fan-out to thousands) then
+    /// holds what the answers need, not 16 KiB each, and the allocator keeps that much less
+    /// after the burst. (`enqueue` asks for a whole chunk once a queue grows.)
     pub(crate) fn alloc_for(&mut self, want: usize) -> ChunkMem {
         if let Some(i) = self.free.pop() {
             return ChunkMem::Fixed(i);

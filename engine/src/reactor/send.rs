@@ -690,7 +690,10 @@ pub(super) fn enqueue(arena: &mut SendArena, q: &mut SendQueue, mut data: &[u8])
                 continue;
             }
         }
-        q.push(Chunk { mem: arena.alloc_for(data.len()), start: 0, end: 0 });
+        // The first chunk of an empty queue is sized for what it is given (a lone answer);
+        // a queue that grows takes whole chunks, so a backlog stays a few large iovecs.
+        let want = if q.chunks.is_empty() { data.len() } else { CHUNK };
+        q.push(Chunk { mem: arena.alloc_for(want), start: 0, end: 0 });
     }
 }
 
@@ -812,11 +815,12 @@ mod tests {
         enqueue(&mut arena, &mut q, &[7u8; 64]);
         let (_, cap) = arena.bytes(&mut q.chunks[0].mem);
         assert_eq!(cap, crate::buffers::SMALL_HEAP_CHUNK, "64 bytes in a small chunk, not 16 KiB");
-        // 192 bytes fit behind them; the other 808 take a chunk of 1 KiB.
+        // 192 bytes fit behind them; the other 808 go to a whole chunk: a queue that grows
+        // is not made of small pieces.
         enqueue(&mut arena, &mut q, &[8u8; 1000]);
         assert_eq!(q.chunks.len(), 2);
         let (_, cap) = arena.bytes(&mut q.chunks[1].mem);
-        assert_eq!(cap, 1024);
+        assert_eq!(cap, CHUNK);
         let mut want = vec![7u8; 64];
         want.extend_from_slice(&[8u8; 1000]);
         assert_eq!(contents(&mut arena, &mut q), want);
