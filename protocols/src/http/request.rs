@@ -623,9 +623,12 @@ fn absolute_authority(target: &str) -> Option<&str> {
 
 /// The part after `http://` or `https://` (scheme case-insensitive).
 fn strip_scheme(target: &str) -> Option<&str> {
-    if target.len() >= 7 && target[..7].eq_ignore_ascii_case("http://") {
+    // Bytes, not `str` slices: a target may hold multi-byte characters, and cutting one at
+    // byte 7 or 8 would panic. A match is ASCII, so the cut after it is a char boundary.
+    let b = target.as_bytes();
+    if b.len() >= 7 && b[..7].eq_ignore_ascii_case(b"http://") {
         Some(&target[7..])
-    } else if target.len() >= 8 && target[..8].eq_ignore_ascii_case("https://") {
+    } else if b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"https://") {
         Some(&target[8..])
     } else {
         None
@@ -996,6 +999,17 @@ impl<'a> Iterator for Fields<'a> {
 
 #[cfg(test)]
 mod tests {
+    /// Found by the fuzz smoke: a target with a multi-byte character within its first
+    /// eight bytes panicked where the scheme was compared as a `str` slice.
+    #[test]
+    fn a_target_with_a_multibyte_character_near_its_start_is_no_absolute_form() {
+        assert_eq!(strip_scheme("/?baƤ%1=1"), None);
+        assert_eq!(strip_scheme("ET/?baƤ%1=1"), None);
+        assert_eq!(strip_scheme("httpƤ://h/"), None);
+        assert_eq!(strip_scheme("HTTP://hƤ/p"), Some("hƤ/p"));
+        assert_eq!(strip_scheme("https://Ƥ"), Some("Ƥ"));
+    }
+
     use super::*;
     use proptest::prelude::*;
 
