@@ -467,10 +467,7 @@ impl SendArena {
 
     /// A chunk for a send queue: registered if one is free, else a pooled heap chunk.
     pub(crate) fn alloc(&mut self) -> ChunkMem {
-        match self.free.pop() {
-            Some(i) => ChunkMem::Fixed(i),
-            None => ChunkMem::Heap(self.heap_pool.pop().unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())),
-        }
+        self.alloc_for(CHUNK)
     }
 
     /// A chunk for a send queue that needs room for `want` more bytes: registered if one is

@@ -200,9 +200,7 @@ impl Core {
             }
         }
     }
-}
 
-impl Core {
     /// Registers connection `key`'s socket in the ring's fixed-file table under its key
     /// ([`FileSlot::Later`]): operations submitted from now on name the slot; one in flight
     /// keeps the file it was given. One `io_uring_register` call; a refusal leaves the
