@@ -426,27 +426,11 @@ async def main():
 asyncio.run(main())
 "#;
 
-/// Two consecutive free ports (the chat example serves its page on port + 1), taken below the
-/// ephemeral range so that client sockets of other tests (and their TIME_WAIT) do not hold them.
-fn free_port_pair() -> u16 {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let low: u16 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
-    let (first, span) = (low.saturating_sub(12000).max(1024), 10000u16.min(low.saturating_sub(1026)));
-    let start = std::process::id() as u16 % span.max(1);
-    for k in 0..span {
-        let p = first + (start + k) % span;
-        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if free(p) && free(p + 1) {
-            return p;
-        }
-    }
-    panic!("no two consecutive free ports below {low}");
-}
-
 #[test]
 fn chat_example_broadcasts_between_python_clients() {
     let bin = example_binary("chat");
-    let port = free_port_pair();
+    // The chat example serves its page on port + 1.
+    let port = common::free_port_pairs(1)[0];
     let srv = Child::spawn(Command::new(bin).arg(format!("websocket://127.0.0.1:{port}")));
     let line = srv.line();
     assert!(line.starts_with("chat on "), "{line}");

@@ -138,6 +138,9 @@ pub enum ServerError {
     /// The executable is not available.
     #[error("{0} not found on PATH")]
     NotInstalled(&'static str),
+    /// Every loopback port outside the kernel's ephemeral range is taken or reserved.
+    #[error("no free loopback port outside the ephemeral range (see ip_local_port_range)")]
+    NoFreePort,
     /// `cargo build` of the peers workspace failed.
     #[error("building peers failed ({status}); log: {log}")]
     PeerBuild {

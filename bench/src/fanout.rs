@@ -624,21 +624,7 @@ mod tests {
     /// ~20 subscribers against the ringman engine: every subscriber gets every message.
     #[test]
     fn every_subscriber_gets_every_message_from_ringman() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("fanout://127.0.0.1:{port}");
-        std::thread::spawn(move || {
-            let _ = crate::ringman_server::serve(&url);
-        });
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut up = false;
-        for _ in 0..500 {
-            if TcpStream::connect(addr).is_ok() {
-                up = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(up, "ringman did not listen on {addr}");
+        let addr = crate::testutil::on_thread(|a| crate::ringman_server::serve(&format!("fanout://{a}")));
         let opts = LoadOpts {
             scenario: Scenario::Fanout,
             conns: 20,

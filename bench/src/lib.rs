@@ -26,6 +26,7 @@ pub mod idle;
 pub mod loadgen;
 pub mod machine;
 pub mod pki;
+pub mod ports;
 pub mod proxy;
 pub mod redis_bench;
 pub mod report;

@@ -252,19 +252,6 @@ mod tests {
         assert!(section(&[rec(DIRECT, 0, 1.0, 1.0, None)]).is_empty());
     }
 
-    /// `serve(port)` on a thread (a ringman server), once its port accepts connections.
-    fn on_thread(serve: impl FnOnce(u16) + Send + 'static) -> std::net::SocketAddr {
-        let addr = crate::server::free_addr().unwrap();
-        std::thread::spawn(move || serve(addr.port()));
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return addr;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("nothing listened on {addr}");
-    }
-
     /// Every message through the proxy comes back: closed loop (several in flight per
     /// connection, two generator threads) and open loop, no connection lost.
     fn load_through(proxy: std::net::SocketAddr, who: &str) {
@@ -282,12 +269,10 @@ mod tests {
 
     #[test]
     fn both_proxies_answer_every_message() {
-        let up = on_thread(|port| {
-            let _ = crate::ringman_server::serve(&format!("tcp://127.0.0.1:{port}"));
-        });
-        let px = on_thread(move |port| {
-            let _ = crate::ringman_server::serve_proxy(&format!("proxy://127.0.0.1:{port}"), &format!("tcp://{up}"));
-        });
+        use crate::testutil::on_thread;
+        let up = on_thread(|a| crate::ringman_server::serve(&format!("tcp://{a}")));
+        let px =
+            on_thread(move |a| crate::ringman_server::serve_proxy(&format!("proxy://{a}"), &format!("tcp://{up}")));
         load_through(px, "ringman proxy");
         // The tokio peer's proxy: the peers workspace must have been built (no build here),
         // unless the host says explicitly that it was not.

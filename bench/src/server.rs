@@ -1,6 +1,6 @@
 //! Server processes: building the peers, spawning pinned servers, sampling their CPU and RSS.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,11 +16,11 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PEER_BINS: [&str; 6] =
     ["tokio-peer", "tokio-uring-peer", "monoio-peer", "floor-peer", "epoll-peer", "fastwebsockets-peer"];
 
-/// A free loopback port (bind port 0, read it back, release it).
+/// A free loopback address for a server told its port before it binds: outside the
+/// kernel's ephemeral range and reserved for this process ([`crate::ports`]).
 pub fn free_addr() -> Result<SocketAddr, ServerError> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .map_err(|source| ServerError::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
-    l.local_addr().map_err(|source| ServerError::Io { path: PathBuf::from("127.0.0.1:0"), source })
+    let port = crate::ports::free_port().ok_or(ServerError::NoFreePort)?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Path of a peer binary.
@@ -644,9 +644,19 @@ mod tests {
         assert!(!takes_buf_size(ServerKind::Ringman) && !takes_buf_size(ServerKind::TokioShared));
     }
 
+    /// Ports handed out lie outside the ephemeral range (where outgoing connections take
+    /// their source ports), are bindable, and never repeat within the process.
     #[test]
-    fn free_addr_is_loopback() {
-        let a = free_addr().unwrap();
-        assert!(a.ip().is_loopback() && a.port() != 0);
+    fn free_addrs_are_loopback_outside_the_ephemeral_range_and_distinct() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let v: Vec<u16> = range.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let a = free_addr().unwrap();
+            assert!(a.ip().is_loopback() && a.port() != 0);
+            assert!(!(v[0]..=v[1]).contains(&a.port()), "{a} is in the ephemeral range {range}");
+            assert!(seen.insert(a.port()), "{a} handed out twice");
+            std::net::TcpListener::bind(a).unwrap();
+        }
     }
 }

@@ -92,3 +92,24 @@ pub fn built_peers(what: &str) -> Option<std::path::PathBuf> {
     }
     Some(peers)
 }
+
+/// Runs `serve(addr)` (a ringman server) on a thread at a free port reserved for this
+/// process ([`crate::server::free_addr`]) and returns the address once it accepts
+/// connections. A server that stops first fails the test with its own error.
+pub fn on_thread<E: std::fmt::Display>(serve: impl FnOnce(SocketAddr) -> Result<(), E> + Send + 'static) -> SocketAddr {
+    let addr = crate::server::free_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let end = serve(addr).map_err(|e| e.to_string());
+        let _ = tx.send(end);
+    });
+    let deadline = std::time::Instant::now() + crate::server::START_TIMEOUT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Ok(end) = rx.try_recv() {
+            panic!("the server for {addr} stopped before it accepted a connection: {end:?}");
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing listened on {addr}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    addr
+}

@@ -917,21 +917,11 @@ mod tests {
     /// certificate's files.
     fn ringman_tls(s: Scenario) -> SocketAddr {
         let pki = crate::pki::shared().unwrap();
-        let addr = crate::server::free_addr().unwrap();
-        let url = format!("{}://{addr}", crate::server::ringman_scheme(s));
         let (cert, key) = (pki.cert(), pki.key());
-        std::thread::spawn(move || {
-            if let Err(e) = crate::ringman_server::serve_tls(&url, &cert, &key) {
-                eprintln!("{url}: {e}");
-            }
-        });
-        for _ in 0..500 {
-            if TcpStream::connect(addr).is_ok() {
-                return addr;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("ringman did not listen on {addr}");
+        crate::testutil::on_thread(move |a| {
+            let url = format!("{}://{a}", crate::server::ringman_scheme(s));
+            crate::ringman_server::serve_tls(&url, &cert, &key)
+        })
     }
 
     #[test]

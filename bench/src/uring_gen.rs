@@ -922,7 +922,6 @@ mod tests {
     use super::*;
     use crate::cli::Scenario;
     use crate::testutil::{echo_server, short_load as opts};
-    use std::net::TcpListener;
 
     // --- Pacer: a simulated clock, no sleeping. ---
 
@@ -1162,19 +1161,8 @@ mod tests {
 
     /// The repo's own engine as the server: `ringman_server::serve` on a thread.
     fn ringman_server(scheme: &str) -> SocketAddr {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("{scheme}://127.0.0.1:{port}");
-        std::thread::spawn(move || {
-            let _ = crate::ringman_server::serve(&url);
-        });
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        for _ in 0..500 {
-            if TcpStream::connect(addr).is_ok() {
-                return addr;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("ringman did not listen on {addr}");
+        let scheme = scheme.to_string();
+        crate::testutil::on_thread(move |a| crate::ringman_server::serve(&format!("{scheme}://{a}")))
     }
 
     #[test]

@@ -211,58 +211,15 @@ async def handle(r, w):
     )
 }
 
-/// A port for a peer that cannot report the port it picked: free on 127.0.0.1 for TCP and
-/// UDP when chosen, outside the kernel's ephemeral range (so no outgoing connection of any
-/// test takes it as its source port) and reserved for this test process's life with a lock
-/// file (so no other test process running at the same time picks it). A port released by a
-/// bind to port 0 is in the ephemeral range, where the kernel hands it to the next
-/// connection that needs a source port: that race lost a CI run.
-pub fn free_port() -> u16 {
-    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|x| x.parse::<u32>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32768, 60999));
-    // The unprivileged ports outside [lo, hi], the last one left out (pairs need p + 1).
-    let below = lo.saturating_sub(10_000).max(1024)..lo;
-    let above = (hi + 1).min(65_534)..65_534;
-    let (n_below, n_above) = (below.end - below.start, above.end - above.start);
-    assert!(n_below + n_above > 1000, "no room outside the ephemeral range {lo}-{hi}");
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let seed = std::process::id().wrapping_mul(2_654_435_761);
-    for _ in 0..n_below + n_above {
-        let step = NEXT.fetch_add(7919, std::sync::atomic::Ordering::Relaxed);
-        let i = seed.wrapping_add(step) % (n_below + n_above);
-        let port = if i < n_below { below.start + i } else { above.start + (i - n_below) };
-        if try_reserve(port as u16) {
-            return port as u16;
-        }
-    }
-    panic!("no free port outside the ephemeral range {lo}-{hi}");
-}
+#[path = "../../bench/src/ports.rs"]
+mod ports;
 
-/// Reserves `port` for this process's life if it is free on 127.0.0.1 for TCP and UDP and
-/// no other test process holds its lock file.
-fn try_reserve(port: u16) -> bool {
-    use std::os::fd::AsRawFd;
-    let dir = std::env::temp_dir().join("ringman-test-ports");
-    if std::fs::create_dir_all(&dir).is_err() {
-        return false;
-    }
-    let Ok(lock) = std::fs::File::create(dir.join(port.to_string())) else { return false };
-    // SAFETY: flock on a descriptor this function owns; no memory is shared.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return false; // another test process holds it
-    }
-    let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-    let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
-    if tcp && udp {
-        // Held until this process exits, when the kernel drops the lock.
-        std::mem::forget(lock);
-    }
-    tcp && udp
+/// A port for a peer that cannot report the port it picked: outside the kernel's ephemeral
+/// range and reserved for this test process (the bench crate's `ports` module, compiled in
+/// here). A port released by a bind to port 0 is in the ephemeral range, where the kernel
+/// hands it to the next connection that needs a source port: that race lost CI runs.
+pub fn free_port() -> u16 {
+    ports::free_port().expect("a free port outside the ephemeral range")
 }
 
 /// Builds an example once into the target dir of this test binary; returns its path.
@@ -416,7 +373,7 @@ pub fn free_port_pairs(n: usize) -> Vec<u16> {
         .map(|_| loop {
             // A reserved port is never handed out again, so pairs cannot overlap.
             let p = free_port();
-            if try_reserve(p + 1) {
+            if ports::try_reserve(p + 1) {
                 break p;
             }
         })
