@@ -227,6 +227,12 @@ pub(crate) fn inotify_watch(fd: BorrowedFd<'_>, path: &std::path::Path, mask: u3
     syscall!(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) })
 }
 
+/// Removes watch `wd` from inotify instance `fd` (`inotify_rm_watch(2)`).
+pub(crate) fn inotify_unwatch(fd: BorrowedFd<'_>, wd: i32) -> io::Result<()> {
+    // SAFETY: takes no pointers; `fd` is borrowed, so open.
+    syscall!(unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,19 +1,23 @@
 //! A `WebServer`'s remembered lookups, per ring thread: request paths no file answers (a
 //! request that falls through to the application does not pay a failed `openat2` each
-//! time) and the open files other paths resolved to (a file is not opened and closed again
-//! for every request), both forgotten exactly when the tree under the root changes.
+//! time) and the open files other paths resolved to, with their metadata (a file is not
+//! opened, examined and closed again for every request), both forgotten exactly when the
+//! tree under the root or the file changes.
 //!
 //! # Exactness
 //!
 //! Every directory under the root carries an inotify watch for entries created, deleted or
 //! moved, attribute changes (a `chmod` can make an unreadable file readable, or a readable
-//! one not) and the directory's own removal or move. Any event forgets every remembered
-//! path; one that creates or moves a directory, or a lost event (`IN_Q_OVERFLOW`), first
-//! walks the tree again so new directories are watched too. A remembered file is the same
-//! file the path names until such an event (it can only be replaced, removed or renamed by
-//! a change of a directory entry); its content is checked on every request by the caller
-//! (`fstat`: size, modification and change times), which also sees writes made through a
-//! hard link outside the tree.
+//! one not) and the directory's own removal or move. Any event of a directory forgets every
+//! remembered path; one that creates or moves a directory, or a lost event
+//! (`IN_Q_OVERFLOW`), first walks the tree again so new directories are watched too. A
+//! remembered file is the same file the path names until such an event (it can only be
+//! replaced, removed or renamed by a change of a directory entry). Its content and
+//! attributes are watched on the file itself: the watch is on the inode, so it reports
+//! writes, truncation and attribute changes made through any name (a hard link outside the
+//! tree too), and such an event forgets the paths that named that file, which are looked
+//! up (opened and examined) again at their next request. The metadata remembered with a
+//! file is read after its watch was added, so no change falls between the two.
 //!
 //! The kernel queues an inotify event inside the system call that made the change, before
 //! that call returns. So a change made before a client sent its request was queued before
@@ -24,15 +28,17 @@
 //! that a change made before it could have altered. A lookup is only remembered while the
 //! watches exist: the one that sets them up is not (it ran before them).
 //!
-//! Not seen: changes on network filesystems made by other hosts and filesystems mounted
-//! under the root later (inotify reports neither); `WebServer::negative_cache(false)`
-//! turns this off for such roots.
+//! Not seen: changes on network filesystems made by other hosts, filesystems mounted under
+//! the root later, and writes through a shared memory mapping of a file (inotify reports
+//! none of them); `WebServer::negative_cache(false)` turns this off for such roots, and
+//! every request then opens and examines its file.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::fs::Metadata;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Weak};
@@ -45,11 +51,12 @@ const MAX_PATHS: usize = 4096;
 /// map starts afresh.
 const MAX_FILES: usize = 512;
 
-/// What a path was found to name: an open regular file and the name its MIME type comes
-/// from (a directory's path names its index file).
+/// What a path was found to name: an open regular file, its metadata and the name its MIME
+/// type comes from (a directory's path names its index file).
 #[derive(Clone)]
 pub(super) struct Found {
     pub(super) file: Rc<File>,
+    pub(super) meta: Metadata,
     pub(super) name: Rc<Path>,
 }
 
@@ -75,6 +82,10 @@ const MASK: u32 = libc::IN_CREATE
     | libc::IN_ONLYDIR
     | libc::IN_DONT_FOLLOW;
 
+/// What the watch on each remembered file reports: its content written or truncated, its
+/// attributes changed (mode, owner, times, link count).
+const FILE_MASK: u32 = libc::IN_MODIFY | libc::IN_ATTRIB;
+
 /// Size of `struct inotify_event` without its name.
 const EVENT_HEADER: usize = 16;
 
@@ -89,7 +100,14 @@ struct Lookups {
     /// remembered).
     inotify: Option<File>,
     misses: HashSet<Box<[u8]>>,
-    files: HashMap<Box<[u8]>, Found>,
+    /// Remembered files and the watch descriptor of each file's own watch.
+    files: HashMap<Box<[u8]>, (Found, i32)>,
+    /// The watch descriptors of files (every other one is a directory's). A file's watch
+    /// stays while the file lives (adding it again answers the same descriptor); they are
+    /// all removed when everything is forgotten.
+    file_watches: HashSet<i32>,
+    /// Files whose watch reported a change, gathered while the queue is read.
+    changed: Vec<i32>,
     /// The reaped batch after which the queue was last read.
     read_at: u64,
 }
@@ -117,7 +135,7 @@ pub(super) fn known(root: &Arc<PathBuf>, rel: &[u8]) -> Known {
         if e.misses.contains(rel) {
             return Known::Missing;
         }
-        e.files.get(rel).map_or(Known::Unknown, |f| Known::Found(f.clone()))
+        e.files.get(rel).map_or(Known::Unknown, |(f, _)| Known::Found(f.clone()))
     })
 }
 
@@ -132,13 +150,27 @@ pub(super) fn record_miss(root: &Arc<PathBuf>, rel: &[u8]) {
     })
 }
 
-/// Remembers that `rel` under `root` named `found`.
+/// Remembers that `rel` under `root` named `found`'s file, once that file is watched (its
+/// metadata is read again then: `found.meta` may predate the watch).
 pub(super) fn record_found(root: &Arc<PathBuf>, rel: &[u8], found: &Found) {
     with_entry(root, |e| {
+        let Some(inotify) = e.inotify.as_ref() else { return };
+        // The descriptor's own link names the open file's inode (followed like a symlink).
+        let link = PathBuf::from(format!("/proc/self/fd/{}", found.file.as_raw_fd()));
+        let wd = match crate::sys::inotify_watch(inotify.as_fd(), &link, FILE_MASK) {
+            Ok(wd) => wd,
+            Err(err) => {
+                // (Out of watches, `max_user_watches`: the path is looked up every time.)
+                log::debug!("WebServer {}: cannot watch a file ({err}); it is not remembered", e.path.display());
+                return;
+            }
+        };
+        e.file_watches.insert(wd);
+        let Ok(meta) = found.file.metadata() else { return };
         if e.files.len() >= MAX_FILES {
             e.files.clear();
         }
-        e.files.insert(rel.into(), found.clone());
+        e.files.insert(rel.into(), (Found { meta, ..found.clone() }, wd));
     })
 }
 
@@ -166,6 +198,8 @@ impl Lookups {
             inotify: None,
             misses: HashSet::new(),
             files: HashMap::new(),
+            file_watches: HashSet::new(),
+            changed: Vec::new(),
             read_at: crate::reactor::reaped_batches(),
         };
         match crate::sys::inotify() {
@@ -184,17 +218,19 @@ impl Lookups {
         m
     }
 
-    /// Reads the queued events: any forgets every path; a new or moved directory, or lost
-    /// events, first has the tree watched again.
+    /// Reads the queued events: a file's forgets the paths that named it; any other forgets
+    /// every path; a new or moved directory, or lost events, first has the tree watched
+    /// again.
     fn refresh(&mut self) {
         let Some(f) = self.inotify.as_mut() else { return };
         let mut buf = [0u8; 4096];
         let (mut any, mut rewalk) = (false, false);
+        self.changed.clear();
         loop {
             match f.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    any = true;
+                    any |= sort_events(&buf[..n], &mut self.file_watches, &mut self.changed);
                     rewalk |= needs_rewalk(&buf[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -221,13 +257,47 @@ impl Lookups {
         }
         if any || self.inotify.is_none() {
             self.forget();
+        } else if !self.changed.is_empty() {
+            let changed = &self.changed;
+            self.files.retain(|_, (_, wd)| !changed.contains(wd));
         }
     }
 
+    /// Forgets every path, and removes the files' watches (a file remembered again is
+    /// watched again).
     fn forget(&mut self) {
         self.misses.clear();
         self.files.clear();
+        if let Some(f) = &self.inotify {
+            for wd in self.file_watches.drain() {
+                // (The removal queues an `IN_IGNORED` event, which changes nothing.)
+                let _ = crate::sys::inotify_unwatch(f.as_fd(), wd);
+            }
+        }
     }
+}
+
+/// Sorts a buffer of whole `struct inotify_event`s: the watch descriptors of files whose
+/// watch reported a change go to `changed`; returns whether any other event (a directory's,
+/// or lost events) asks for everything to be forgotten. `IN_IGNORED` (a watch removed, by
+/// us or because its inode is gone) changes nothing by itself: a file's watch is dropped
+/// from `file_watches`; a directory removed or unmounted reported that first.
+fn sort_events(mut buf: &[u8], file_watches: &mut HashSet<i32>, changed: &mut Vec<i32>) -> bool {
+    let word = |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut all = false;
+    while buf.len() >= EVENT_HEADER {
+        let (wd, mask) = (word(buf, 0) as i32, word(buf, 4));
+        if mask & libc::IN_IGNORED != 0 {
+            file_watches.remove(&wd);
+        } else if mask & libc::IN_Q_OVERFLOW == 0 && file_watches.contains(&wd) {
+            changed.push(wd);
+        } else {
+            all = true;
+        }
+        let len = word(buf, 12) as usize;
+        buf = buf.get(EVENT_HEADER + len..).unwrap_or(&[]);
+    }
+    all
 }
 
 /// Whether a buffer of whole `struct inotify_event`s holds one that asks for the tree to be
@@ -308,22 +378,31 @@ mod tests {
         matches!(known(root, rel), Known::Missing)
     }
 
-    /// A remembered file stays remembered through writes to its content (which the caller
-    /// checks on every request) and is forgotten when a directory entry changes: the file
-    /// replaced by a rename, its permissions changed, the file removed.
+    /// A remembered file (with its metadata) is forgotten when a directory entry changes —
+    /// the file replaced by a rename, its permissions changed, the file removed — and when
+    /// its own content or attributes change, through any name: then only the paths that
+    /// named it are forgotten, not other files or remembered misses.
     #[test]
-    fn remembered_files_last_until_a_directory_entry_changes() {
+    fn remembered_files_last_until_the_file_or_a_directory_entry_changes() {
         use std::os::unix::fs::FileExt;
         let s = Scratch::new("files");
+        let outside = Scratch::new("files-outside");
         let root = Arc::new(s.0.clone());
         let p = |rel: &str| s.0.join(rel);
         std::fs::write(p("a.txt"), "one").unwrap();
-        let found = |rel: &str| Found { file: Rc::new(File::open(p(rel)).unwrap()), name: Rc::from(Path::new(rel)) };
+        std::fs::write(p("b.txt"), "bbb").unwrap();
+        std::fs::hard_link(p("a.txt"), outside.0.join("link.txt")).unwrap();
+        let found = |rel: &str| {
+            let file = File::open(p(rel)).unwrap();
+            let meta = file.metadata().unwrap();
+            Found { file: Rc::new(file), meta, name: Rc::from(Path::new(rel)) }
+        };
         let remembered = |key: &[u8]| match known(&root, key) {
             Known::Found(f) => {
-                let mut b = [0u8; 3];
-                f.file.read_exact_at(&mut b, 0).unwrap();
-                Some(b)
+                let mut b = [0u8; 8];
+                let n = f.file.read_at(&mut b, 0).unwrap();
+                assert_eq!(f.meta.len(), f.file.metadata().unwrap().len(), "remembered metadata is current");
+                Some(b[..n].to_vec())
             }
             _ => None,
         };
@@ -337,14 +416,39 @@ mod tests {
             next_batch();
             assert_eq!(remembered(b"a.txt"), None, "{what}: still remembered after the change");
         };
-        record_found(&root, b"a.txt", &found("a.txt"));
-        std::fs::write(p("a.txt"), "two").unwrap();
-        next_batch();
-        assert_eq!(remembered(b"a.txt"), Some(*b"two"), "a write in place: the same file, new content");
+        // A file's own change forgets that file alone.
+        let targeted = |what: &str, f: &dyn Fn()| {
+            record_found(&root, b"b.txt", &found("b.txt"));
+            record_miss(&root, b"missing.txt");
+            change(what, f);
+            assert_eq!(remembered(b"b.txt").as_deref(), Some(&b"bbb"[..]), "{what}: another file was forgotten");
+            assert!(missing(&root, b"missing.txt"), "{what}: a miss was forgotten");
+        };
+        targeted("a write in place", &|| std::fs::write(p("a.txt"), "two").unwrap());
+        targeted("a write through a hard link outside the tree", &|| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(outside.0.join("link.txt"))
+                .unwrap()
+                .write_all_at(b"!", 3)
+                .unwrap()
+        });
+        targeted("a truncation", &|| {
+            std::fs::File::options().write(true).open(p("a.txt")).unwrap().set_len(1).unwrap()
+        });
+        targeted("new times", &|| {
+            let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+            std::fs::File::options().write(true).open(outside.0.join("link.txt")).unwrap().set_modified(when).unwrap()
+        });
+        // Watches dropped by a full forget do not forget anything by themselves.
         change("replaced by a rename", &|| {
             std::fs::write(p("sub/new.txt"), "new").unwrap();
             std::fs::rename(p("sub/new.txt"), p("a.txt")).unwrap();
         });
+        record_found(&root, b"a.txt", &found("a.txt"));
+        next_batch();
+        next_batch();
+        assert_eq!(remembered(b"a.txt").as_deref(), Some(&b"new"[..]), "removed watches forgot a file");
         change("chmod", &|| {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(p("a.txt"), std::fs::Permissions::from_mode(0o600)).unwrap()
@@ -428,6 +532,27 @@ mod tests {
         assert_eq!(entries(), 2, "the dropped server's entry was not let go");
         record_miss(&second, b"y");
         assert!(missing(&second, b"y"), "the live server's entry was lost");
+    }
+
+    /// A file's event forgets that file; a directory's, or lost events, everything; a watch
+    /// removed changes nothing and is no longer a file's.
+    #[test]
+    fn events_are_sorted_by_whose_watch_reported_them() {
+        let at = |wd: i32, mask: u32| {
+            let mut e = event(mask, b"");
+            e[..4].copy_from_slice(&wd.to_ne_bytes());
+            e
+        };
+        let mut files: HashSet<i32> = [5, 6].into();
+        let mut changed = Vec::new();
+        let buf = [at(5, libc::IN_MODIFY), at(6, libc::IN_IGNORED), at(5, libc::IN_ATTRIB)].concat();
+        assert!(!sort_events(&buf, &mut files, &mut changed));
+        assert_eq!((changed.as_slice(), files.len()), (&[5, 5][..], 1), "{files:?}");
+        changed.clear();
+        assert!(sort_events(&at(1, libc::IN_CREATE), &mut files, &mut changed), "a directory's event");
+        assert!(sort_events(&at(-1, libc::IN_Q_OVERFLOW), &mut files, &mut changed), "lost events");
+        assert!(!sort_events(&at(1, libc::IN_IGNORED), &mut files, &mut changed));
+        assert!(changed.is_empty());
     }
 
     #[test]

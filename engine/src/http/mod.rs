@@ -126,13 +126,15 @@ impl<S: Default + 'static> Worker<S> {
 ///
 /// Lookups are remembered per ring thread: a path no file answers (missing, not a regular
 /// file, unreadable, refused; 4,096 paths at most), so requests that fall through to the
-/// application skip the lookup, and the open file a path names (512 at most), so a request
-/// for it costs one `fstat` (its content is checked every time) instead of an open and a
-/// close. An inotify watch on every directory under the root forgets them all at the first
-/// change of a directory entry in the tree, and the change is seen before any request sent
-/// after it is answered. Changes the kernel does not report through inotify — made on a
-/// network filesystem by another host, or a filesystem mounted under the root later — are
-/// not seen: turn this off for such roots ([`WebServer::negative_cache`]).
+/// application skip the lookup, and the open file a path names with its metadata (512 at
+/// most), so a request for it costs no open, `fstat` or close. An inotify watch on every
+/// directory under the root forgets them all at the first change of a directory entry in
+/// the tree, one on each remembered file forgets the paths that named it at the first write
+/// or attribute change of that file (through any name), and a change is seen before any
+/// request sent after it is answered. Changes the kernel does not report through inotify —
+/// made on a network filesystem by another host, in a filesystem mounted under the root
+/// later, or through a shared memory mapping of a file — are not seen: turn this off for
+/// such roots ([`WebServer::negative_cache`]).
 #[derive(Clone)]
 pub struct WebServer {
     root: Arc<PathBuf>,
@@ -219,26 +221,20 @@ impl WebServer {
         if remember {
             match lookups::known(&self.root, path) {
                 lookups::Known::Missing => return false,
-                lookups::Known::Found(f) => {
-                    // The same file; its content may have changed (checked here and by the
-                    // kept body's identity).
-                    if let Ok(meta) = f.file.metadata() {
-                        if meta.is_file() {
-                            return send_opened(conn, req, f.file, &meta, &f.name);
-                        }
-                    }
-                }
+                // The same file, unchanged since its metadata was read (its own watch
+                // would have said otherwise).
+                lookups::Known::Found(f) => return send_opened(conn, req, f.file, &f.meta, &f.name),
                 lookups::Known::Unknown => {}
             }
         }
         let Ok(rel) = h::resolve_path(req.path()) else { return false };
         match self.open(rel) {
             Ok((file, meta, name)) => {
-                let found = lookups::Found { file: Rc::new(file), name: Rc::from(name) };
+                let found = lookups::Found { file: Rc::new(file), meta, name: Rc::from(name) };
                 if remember {
                     lookups::record_found(&self.root, path, &found);
                 }
-                send_opened(conn, req, found.file, &meta, &found.name)
+                send_opened(conn, req, found.file, &found.meta, &found.name)
             }
             Err(Miss::Absent) if remember => {
                 lookups::record_miss(&self.root, path);
