@@ -820,9 +820,10 @@ fn kept_bodies_go_out_with_sendfile_and_survive_slow_and_vanishing_readers() {
     assert!(head.starts_with("HTTP/1.1 200") && body == mid, "after a vanished reader: {head}");
 }
 
-/// The open file a path names is remembered (no open per request), and its content is
-/// checked every time: a write through a hard link outside the root — which no watch on
-/// the tree reports — is served at the next request, on the same keep-alive connection.
+/// The open file a path names is remembered with its metadata (no open or `fstat` per
+/// request), and watched itself: a write through a hard link outside the root — which no
+/// watch on the tree's directories reports — is served at the next request, on the same
+/// keep-alive connection.
 #[test]
 fn a_remembered_file_written_through_a_link_outside_the_root_is_served_new() {
     let d = root();
