@@ -232,6 +232,8 @@ pub(crate) struct Core {
     pub events: VecDeque<Event>,
     early: Vec<(u64, i32, u32)>,
     dirty: Vec<usize>,
+    /// Bytes queued by batched sends since the last flush (see [`send::FLUSH_BYTES`]).
+    turn_bytes: usize,
     enobufs: Vec<usize>,
     scratch: Vec<u8>,
     /// Spare SENDMSG headers for multi-chunk sends (one per send in flight, lent to the
@@ -364,6 +366,7 @@ impl Core {
             events: VecDeque::new(),
             early: Vec::new(),
             dirty: Vec::new(),
+            turn_bytes: 0,
             enobufs: Vec::new(),
             scratch: Vec::new(),
             send_vecs: Vec::new(),
@@ -401,13 +404,18 @@ impl Core {
             if unsafe { self.ring.push(&sqe) } {
                 return;
             }
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
-                    log::error!("submit failed: {e}");
-                }
-                // EBUSY: the CQ is full; move completions aside so the kernel can post more.
-                self.stash_completions();
+            self.submit();
+        }
+    }
+
+    /// Submits the queued SQEs without waiting.
+    pub(super) fn submit(&mut self) {
+        if let Err(e) = self.ring.submit() {
+            if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                log::error!("submit failed: {e}");
             }
+            // EBUSY: the CQ is full; move completions aside so the kernel can post more.
+            self.stash_completions();
         }
     }
 

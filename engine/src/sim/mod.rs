@@ -1730,6 +1730,7 @@ mod tests {
             "fixed file cleared",
             "fixed file refused",
             "fixed-file table refused",
+            "batched sends flushed within a turn",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }
