@@ -51,13 +51,13 @@ const MAX_PATHS: usize = 4096;
 /// map starts afresh.
 const MAX_FILES: usize = 512;
 
-/// What a path was found to name: an open regular file, its metadata and the name its MIME
-/// type comes from (a directory's path names its index file).
+/// What a path was found to name: an open regular file, its metadata and its MIME type (by
+/// the name the path resolved to: a directory's path names its index file).
 #[derive(Clone)]
 pub(super) struct Found {
     pub(super) file: Rc<File>,
     pub(super) meta: Metadata,
-    pub(super) name: Rc<Path>,
+    pub(super) mime: &'static str,
 }
 
 /// What is remembered of a path.
@@ -395,7 +395,7 @@ mod tests {
         let found = |rel: &str| {
             let file = File::open(p(rel)).unwrap();
             let meta = file.metadata().unwrap();
-            Found { file: Rc::new(file), meta, name: Rc::from(Path::new(rel)) }
+            Found { file: Rc::new(file), meta, mime: "text/plain" }
         };
         let remembered = |key: &[u8]| match known(&root, key) {
             Known::Found(f) => {

@@ -223,18 +223,19 @@ impl WebServer {
                 lookups::Known::Missing => return false,
                 // The same file, unchanged since its metadata was read (its own watch
                 // would have said otherwise).
-                lookups::Known::Found(f) => return send_opened(conn, req, f.file, &f.meta, &f.name),
+                lookups::Known::Found(f) => return send_opened(conn, req, f.file, &f.meta, f.mime),
                 lookups::Known::Unknown => {}
             }
         }
         let Ok(rel) = h::resolve_path(req.path()) else { return false };
         match self.open(rel) {
             Ok((file, meta, name)) => {
-                let found = lookups::Found { file: Rc::new(file), meta, name: Rc::from(name) };
+                let mime = h::mime_for_path(name.to_str().unwrap_or(""));
+                let found = lookups::Found { file: Rc::new(file), meta, mime };
                 if remember {
                     lookups::record_found(&self.root, path, &found);
                 }
-                send_opened(conn, req, found.file, &found.meta, &found.name)
+                send_opened(conn, req, found.file, &found.meta, found.mime)
             }
             Err(Miss::Absent) if remember => {
                 lookups::record_miss(&self.root, path);
@@ -340,7 +341,7 @@ pub fn send_file(conn: &Connection, req: &Request<'_>, path: &Path) -> bool {
     if !meta.is_file() {
         return false;
     }
-    send_opened(conn, req, Rc::new(file), &meta, path)
+    send_opened(conn, req, Rc::new(file), &meta, h::mime_for_path(path.to_str().unwrap_or("")))
 }
 
 /// Opens `path` for reading without blocking (a FIFO would otherwise wait for a writer,
@@ -351,7 +352,7 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
 }
 
 /// [`send_file`] of an open regular file; `name` gives the MIME type.
-fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std::fs::Metadata, name: &Path) -> bool {
+fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std::fs::Metadata, mime: &str) -> bool {
     use std::io::Write as _;
     let len = meta.len();
     let modified = meta.modified().ok();
@@ -368,7 +369,10 @@ fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std:
         }
         r
     };
-    match preconditions(req, etag.as_bytes(), modified) {
+    // (Most requests carry none of the fields below: one pass over the head says so.)
+    let conditional = asks_conditionally(req);
+    let verdict = if conditional { preconditions(req, etag.as_bytes(), modified) } else { Precondition::Proceed };
+    match verdict {
         Precondition::Proceed => {}
         Precondition::NotModified => {
             respond(conn, req, validators(304));
@@ -381,9 +385,9 @@ fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std:
     }
     // RFC 9110 §14.2: ranges are defined for GET only; §13.1.5: If-Range makes a Range
     // conditional on the representation being the one the client holds part of.
-    let range = req
-        .header("range")
-        .filter(|_| req.method() == "GET")
+    let range = (conditional && req.method() == "GET")
+        .then(|| req.header("range"))
+        .flatten()
         .filter(|_| req.header("if-range").is_none_or(|v| if_range_holds(v, etag.as_bytes(), modified)));
     let (status, start, count, content_range) = match range.map(|r| h::parse_range(r, len)) {
         Some(RangeOutcome::Partial(r)) => (206, r.start, r.len(), Some(r.content_range(len))),
@@ -408,14 +412,11 @@ fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std:
         }
         head.extend_from_slice(&date_now());
         head.extend_from_slice(b"\r\nContent-Type: ");
-        head.extend_from_slice(h::mime_for_path(name.to_str().unwrap_or("")).as_bytes());
-        let _ = write!(head, "\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\nETag: ");
-        head.extend_from_slice(etag.as_bytes());
-        head.extend_from_slice(b"\r\n");
-        if let Some(lm) = &last_modified {
-            head.extend_from_slice(b"Last-Modified: ");
-            head.extend_from_slice(lm);
-            head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(mime.as_bytes());
+        match &kept {
+            // The whole of a kept file: its fields were formatted once.
+            Some(k) if count == len => head.extend_from_slice(&k.fields),
+            _ => file_fields(&mut head, count, &etag, last_modified.as_ref()),
         }
         if let Some(cr) = content_range {
             let _ = write!(head, "Content-Range: {cr}\r\n");
@@ -497,6 +498,24 @@ struct Kept {
     body: Bytes,
     etag: Rc<str>,
     last_modified: Option<[u8; 29]>,
+    /// The head's fields after `Content-Type` for the whole body ([`file_fields`]).
+    fields: Box<[u8]>,
+}
+
+/// The head's fields of a file answer after `Content-Type`: `Content-Length` (`count`),
+/// `Accept-Ranges`, `ETag` and `Last-Modified`, each line after a CRLF and the last one's
+/// CRLF included.
+fn file_fields(out: &mut Vec<u8>, count: u64, etag: &str, last_modified: Option<&[u8; 29]>) {
+    use std::io::Write as _;
+    // (Writes into a Vec cannot fail.)
+    let _ = write!(out, "\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\nETag: ");
+    out.extend_from_slice(etag.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(lm) = last_modified {
+        out.extend_from_slice(b"Last-Modified: ");
+        out.extend_from_slice(lm);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// The files one thread keeps, by device and inode, dropped oldest first.
@@ -534,10 +553,14 @@ fn kept_file(file: &File, meta: &std::fs::Metadata) -> Option<Rc<Kept>> {
     if body.len() as u64 != id.size || now != id {
         return None;
     }
+    let (etag, last_modified) = (entity_tag(meta), meta.modified().ok().map(h::http_date));
+    let mut fields = Vec::new();
+    file_fields(&mut fields, body.len() as u64, &etag, last_modified.as_ref());
     let kept = Rc::new(Kept {
         body: Bytes::from(body),
-        etag: Rc::from(entity_tag(meta)),
-        last_modified: meta.modified().ok().map(h::http_date),
+        etag: Rc::from(etag),
+        last_modified,
+        fields: fields.into_boxed_slice(),
     });
     KEPT.with(|k| {
         let mut k = k.borrow_mut();
@@ -567,6 +590,16 @@ fn entity_tag(meta: &std::fs::Metadata) -> String {
 }
 
 /// The outcome of a request's preconditions.
+/// Whether `req` carries a field that can change a file's answer: `Range` or an `If-`
+/// field (`If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`,
+/// `If-Range`). One pass over the head; without any, the answer is the whole file.
+fn asks_conditionally(req: &Request<'_>) -> bool {
+    req.headers().any(|(name, _)| {
+        let n = name.as_bytes();
+        n.len() >= 3 && n[..3].eq_ignore_ascii_case(b"if-") || n.eq_ignore_ascii_case(b"range")
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Precondition {
     Proceed,
