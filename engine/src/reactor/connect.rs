@@ -145,6 +145,12 @@ impl Dial {
         self.redial.is_some()
     }
 
+    /// Which attempt this is (bumped by every renewal).
+    #[cfg(test)]
+    pub(crate) fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
     /// Bytes of the sends held until the connection is usable.
     pub(crate) fn held_len(&self) -> usize {
         self.held.len

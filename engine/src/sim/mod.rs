@@ -104,6 +104,10 @@ struct Attempt {
     ws_close_seen: bool,
     full: bool,
     owed_drain: bool,
+    /// The engine's attempt number (`Dial::attempt`) an outgoing connection's sends went to
+    /// while it was connecting: a later `on_connect` of another attempt means this one ended
+    /// unseen (a pipe's source, whose `on_close` the pipe replaced).
+    dial_attempt: Option<u32>,
 }
 
 #[derive(Default, Debug)]
@@ -342,6 +346,7 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
     let protocol = c.dial().map_or_else(|| core.cfg.protocol.clone(), |d| d.protocol.clone());
     let default = c.default_kind;
     let awaiting_upgrade = c.extra.as_ref().is_some_and(|e| e.upgrade_held.is_some());
+    let dial_attempt = c.dial().filter(|_| st == Status::Connecting).map(|d| d.attempt());
     with_world(|w| {
         let bytes = wire_bytes(&*protocol, data, enc, default);
         let conn = w.conns.entry(id.as_u64()).or_default();
@@ -358,6 +363,9 @@ pub(crate) fn observe_send(core: &mut Core, key: usize, data: &[u8], enc: Enc, s
         let a = &mut conn.cur;
         if a.sock.is_none() && !matches!(st, Status::Connecting | Status::Closed) {
             a.sock = sock;
+        }
+        if a.dial_attempt.is_none() {
+            a.dial_attempt = dial_attempt;
         }
         if outgoing && data.starts_with(BROADCAST) {
             w.failures.push(format!("{}: a broadcast reached an outgoing connection", Name(id)));
@@ -1005,6 +1013,7 @@ fn on_connect(id: ConnectionId) {
         sock_of(c, k)
     })
     .flatten();
+    let attempt = reactor::with_core(|c| Some(c.conns[c.lookup(id)?].dial()?.attempt())).flatten();
     note(|| format!("app: on_connect {} (sock {sock:?})", Name(id)));
     let early = sock.and_then(|s| {
         reactor::with_core(|c| c.ring.sim_mut().is_some_and(|k| k.socks[s].handshake_pending())).filter(|p| *p)
@@ -1028,9 +1037,11 @@ fn on_connect(id: ConnectionId) {
         }
         let conn = w.conn(id);
         conn.owed_attempt = None;
-        if conn.cur.connected {
+        let other_attempt = conn.cur.dial_attempt.is_some_and(|n| Some(n) != attempt);
+        if conn.cur.connected || other_attempt {
             // A pipe's source: the pipe's on_close replaced ours, so the previous attempt
-            // ended unseen. It is judged on its bytes only.
+            // (connected, or renewed while it connected) ended unseen. It is judged on its
+            // bytes only.
             let mut done = std::mem::take(&mut conn.cur);
             done.aborted = true;
             conn.done.push(done);
