@@ -728,3 +728,31 @@ fn pump(conn: &Connection) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Range` and every `If-` field, in any case, ask for the conditional path; other
+    /// fields (one that merely contains "if" or "range") do not.
+    #[test]
+    fn conditional_fields_are_found_in_one_pass() {
+        let asks = |fields: &str| {
+            let head = format!("GET /a HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+            asks_conditionally(&Request::parse(head.as_bytes()).unwrap())
+        };
+        assert!(!asks(""));
+        assert!(!asks("X-If-Match: 1\r\nRanges: 2\r\nAccept-Ranges: bytes\r\nIf: 3\r\n"));
+        for f in [
+            "Range: bytes=0-1",
+            "range: bytes=0-1",
+            "If-None-Match: \"x\"",
+            "IF-MATCH: *",
+            "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT",
+            "if-unmodified-since: Thu, 01 Jan 1970 00:00:00 GMT",
+            "If-Range: \"x\"",
+        ] {
+            assert!(asks(&format!("Accept: */*\r\n{f}\r\n")), "{f}");
+        }
+    }
+}
