@@ -751,6 +751,23 @@ impl RecordSink for QueueSink<'_> {
     }
 }
 
+/// Bytes of batched sends after which the turn's sends are submitted at once, before the
+/// turn's remaining completions are handled. Small messages still leave together at the end
+/// of the turn (one `io_uring_enter` for all); a turn that queues bulk data sends it while
+/// it handles the rest, so the peer gets the first answers sooner (16 KiB echo: bench/README.md,
+/// "Flushing within a turn").
+pub(crate) const FLUSH_BYTES: usize = 32 * 1024;
+
+/// [`FLUSH_BYTES`], or a few KiB in the simulator, so its turns flush within the turn too.
+fn flush_bytes(core: &Core) -> usize {
+    #[cfg(test)]
+    if core.ring.is_sim() {
+        return 4096;
+    }
+    let _ = core;
+    FLUSH_BYTES
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -846,21 +863,4 @@ mod tests {
             arena.release(c.mem);
         }
     }
-}
-
-/// Bytes of batched sends after which the turn's sends are submitted at once, before the
-/// turn's remaining completions are handled. Small messages still leave together at the end
-/// of the turn (one `io_uring_enter` for all); a turn that queues bulk data sends it while
-/// it handles the rest, so the peer gets the first answers sooner (16 KiB echo: bench/README.md,
-/// "Flushing within a turn").
-pub(crate) const FLUSH_BYTES: usize = 32 * 1024;
-
-/// [`FLUSH_BYTES`], or a few KiB in the simulator, so its turns flush within the turn too.
-fn flush_bytes(core: &Core) -> usize {
-    #[cfg(test)]
-    if core.ring.is_sim() {
-        return 4096;
-    }
-    let _ = core;
-    FLUSH_BYTES
 }
