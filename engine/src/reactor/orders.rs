@@ -1095,3 +1095,39 @@ fn an_eof_while_paused_in_a_close_keeps_what_came_before_it() {
         });
     }
 }
+
+/// Batched sends that reach [`send::FLUSH_BYTES`] within a turn are on the wire before the
+/// turn ends (no `submit_and_wait` in between): the peer reads them at once. A smaller batch
+/// waits for the turn's end, as before.
+#[test]
+fn a_turn_that_queues_bulk_data_sends_it_before_the_turn_ends() {
+    let mut rig = Rig::new(16, 8192);
+    rig.peer.set_nonblocking(true).unwrap();
+    let small = vec![b's'; 1000];
+    assert_eq!(rig.core.send(rig.key, &small, Enc::Raw), SendStatus::Queued);
+    let mut buf = vec![0u8; 256 * 1024];
+    let nothing = rig.peer.read(&mut buf);
+    assert!(
+        matches!(&nothing, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a small batch left before its turn ended: {nothing:?}"
+    );
+    let bulk: Vec<u8> = (0..send::FLUSH_BYTES).map(|i| (i % 251) as u8).collect();
+    assert_eq!(rig.core.send(rig.key, &bulk, Enc::Raw), SendStatus::Queued);
+    // Only reads from here: the core is not entered again.
+    let want = [&small[..], &bulk[..]].concat();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while got.len() < want.len() {
+        match rig.peer.read(&mut buf) {
+            Ok(0) => panic!("the connection closed"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "only {} of {} bytes left within the turn", got.len(), want.len());
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(got == want, "the bytes that left are not the two sends in order");
+    checked(&rig.core);
+}
