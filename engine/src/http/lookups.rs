@@ -154,6 +154,9 @@ pub(super) fn record_miss(root: &Arc<PathBuf>, rel: &[u8]) {
 /// metadata is read again then: `found.meta` may predate the watch).
 pub(super) fn record_found(root: &Arc<PathBuf>, rel: &[u8], found: &Found) {
     with_entry(root, |e| {
+        if e.files.len() >= MAX_FILES {
+            e.forget_files();
+        }
         let Some(inotify) = e.inotify.as_ref() else { return };
         // The descriptor's own link names the open file's inode (followed like a symlink).
         let link = PathBuf::from(format!("/proc/self/fd/{}", found.file.as_raw_fd()));
@@ -167,9 +170,6 @@ pub(super) fn record_found(root: &Arc<PathBuf>, rel: &[u8], found: &Found) {
         };
         e.file_watches.insert(wd);
         let Ok(meta) = found.file.metadata() else { return };
-        if e.files.len() >= MAX_FILES {
-            e.files.clear();
-        }
         e.files.insert(rel.into(), (Found { meta, ..found.clone() }, wd));
     })
 }
@@ -267,6 +267,12 @@ impl Lookups {
     /// watched again).
     fn forget(&mut self) {
         self.misses.clear();
+        self.forget_files();
+    }
+
+    /// Forgets the remembered files and removes their watches (so watches never outnumber
+    /// the files remembered since the last time).
+    fn forget_files(&mut self) {
         self.files.clear();
         if let Some(f) = &self.inotify {
             for wd in self.file_watches.drain() {
@@ -532,6 +538,31 @@ mod tests {
         assert_eq!(entries(), 2, "the dropped server's entry was not let go");
         record_miss(&second, b"y");
         assert!(missing(&second, b"y"), "the live server's entry was lost");
+    }
+
+    /// Files beyond [`MAX_FILES`] start the map afresh, and their watches go with them: a
+    /// thread never holds more file watches than files it remembers.
+    #[test]
+    fn file_watches_never_outnumber_the_files_remembered() {
+        let s = Scratch::new("many");
+        let root = Arc::new(s.0.clone());
+        record_miss(&root, b"none"); // sets the watches up
+        let watches = || {
+            LOOKUPS.with(|m| {
+                let m = m.borrow();
+                let e = m.iter().find(|e| std::ptr::eq(e.root.as_ptr(), Arc::as_ptr(&root))).unwrap();
+                (e.files.len(), e.file_watches.len())
+            })
+        };
+        for i in 0..MAX_FILES + 100 {
+            let p = s.0.join(format!("f{i}"));
+            std::fs::write(&p, "x").unwrap();
+            let file = File::open(&p).unwrap();
+            let meta = file.metadata().unwrap();
+            record_found(&root, format!("f{i}").as_bytes(), &Found { file: Rc::new(file), meta, mime: "text/plain" });
+            let (files, w) = watches();
+            assert!(w <= files && files <= MAX_FILES, "{w} watches for {files} files after {i}");
+        }
     }
 
     /// A file's event forgets that file; a directory's, or lost events, everything; a watch

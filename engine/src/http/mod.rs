@@ -351,7 +351,7 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
 }
 
-/// [`send_file`] of an open regular file; `name` gives the MIME type.
+/// [`send_file`] of an open regular file whose MIME type (by its name) is `mime`.
 fn send_opened(conn: &Connection, req: &Request<'_>, file: Rc<File>, meta: &std::fs::Metadata, mime: &str) -> bool {
     use std::io::Write as _;
     let len = meta.len();
