@@ -1367,45 +1367,79 @@ fn testssl_finds_nothing_of_medium_severity_and_no_protocol_below_tls_1_2() {
 
 #[test]
 fn a_burst_from_a_client_that_reads_late_is_echoed_whole_over_tls() {
-    let (_srv, addr, errors) = text_echo();
-    // 20 MB of lines; the reader starts only once 2 MB were written, so the server's
-    // queue fills meanwhile, back-pressure pauses its reading (plaintext already decrypted
-    // waits in the framer), and every line still comes back in order.
-    let out = python(
-        r#"
-import socket, ssl, sys, threading, hashlib
+    // The echo server, told when a connection's send queue is full.
+    let mut w = Worker::<()>::new("text://127.0.0.1:0").unwrap();
+    w.count = 1;
+    w.tls = Some(tls());
+    w.on_message(|c, m, _| {
+        c.send(m);
+    });
+    let (full_tx, full) = unbounded::<()>();
+    w.on_buffer_full(move |_, _| {
+        let _ = full_tx.send(());
+    });
+    let errors = errors_to(&mut w);
+    let (_srv, addr) = start(w);
+    // 20 MB of lines, written as fast as the server takes them; the client reads nothing
+    // until the server's queue is full (it says so on the client's stdin), so back-pressure
+    // pauses the server's reading meanwhile (plaintext already decrypted waits in the
+    // framer), and every line must still come back in order. One thread, non-blocking: an
+    // OpenSSL session read and written from two threads at once corrupts its own records
+    // (the server saw them fail to decrypt).
+    let mut child = Command::new("timeout")
+        .args(["120", "python3", "-c"])
+        .arg(
+            r#"
+import socket, ssl, sys, select, hashlib, os
 ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
 raw = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 s = ctx.wrap_socket(raw, server_hostname='localhost')
-lines = [(b'%07d' % i) * (1 + i % 300) + b'\n' for i in range(20000)]
-sent = hashlib.sha256(b''.join(lines)).hexdigest()
-total = sum(len(l) for l in lines)
-started = threading.Event()
-def write():
-    n = 0
-    for i in range(0, len(lines), 500):
-        chunk = b''.join(lines[i:i + 500])
-        s.sendall(chunk)
-        n += len(chunk)
-        if n >= 2 << 20:
-            started.set()
-    started.set()
-t = threading.Thread(target=write)
-t.start()
-started.wait()
-got = bytearray()
-while len(got) < total:
-    d = s.recv(1 << 16)
-    if not d:
-        break
-    got += d
-t.join()
-print(total, hashlib.sha256(bytes(got)).hexdigest() == sent)
+s.setblocking(False)
+data = b''.join((b'%07d' % i) * (1 + i % 300) + b'\n' for i in range(20000))
+off, got, reading, written_before = 0, bytearray(), False, 0
+while len(got) < len(data):
+    r = [s] if reading else [0]
+    w = [s] if off < len(data) else []
+    rr, ww, _ = select.select(r, w, [])
+    if 0 in rr:
+        if os.read(0, 1) != b'f':
+            sys.exit('stdin closed before the server said full')
+        reading, written_before = True, off
+        continue
+    if ww:
+        try:
+            off += s.send(data[off:off + 65536])
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+    if rr:
+        while True:
+            try:
+                d = s.recv(1 << 16)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            if not d:
+                sys.exit('the server closed after %d of %d bytes' % (len(got), len(data)))
+            got += d
+print(len(data), written_before, hashlib.sha256(bytes(got)).hexdigest() == hashlib.sha256(data).hexdigest())
 "#,
-        addr,
-    );
-    let (total, same) = out.trim().split_once(' ').unwrap();
-    assert!(total.parse::<usize>().unwrap() > 20_000_000, "{out}");
-    assert_eq!(same, "True", "the echo differs");
+        )
+        .args([&addr.ip().to_string(), &addr.port().to_string(), &pki().s("")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let told = full.recv_timeout(PATIENCE).is_ok();
+    let _ = stdin.write_all(b"f");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(told, "the server's send queue never filled: {out}");
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(f.len(), 3, "python failed: {out}");
+    assert!(f[0].parse::<usize>().unwrap() > 20_000_000, "{out}");
+    assert!(f[1].parse::<usize>().unwrap() > 0, "written before the server was full: {out}");
+    assert_eq!(f[2], "True", "the echo differs");
     assert!(errors.try_recv().is_err(), "no error reported");
 }
