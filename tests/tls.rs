@@ -238,6 +238,68 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
 }
 
 #[test]
+fn a_record_that_fails_to_decrypt_is_one_error_however_much_follows_it() {
+    let (_srv, addr, errors) = text_echo();
+    // After the handshake, 4.8 MB of application records in one write, the first with a
+    // byte of its ciphertext flipped: the session fails on it, and the records behind it
+    // keep arriving (receives already posted) while the alert goes out. One on_error.
+    let out = python(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(inc, out, server_hostname='localhost')
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+while True:
+    try:
+        obj.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        s.sendall(out.read())
+        d = s.recv(65536)
+        if not d:
+            sys.exit('closed during the handshake')
+        inc.write(d)
+s.sendall(out.read())
+for i in range(300):
+    obj.write(b'x' * 16000 + b'\n')
+records = bytearray(out.read())
+assert records[0] == 0x17, records[:5]
+records[20] ^= 0x55
+try:
+    s.sendall(records)
+except OSError:
+    pass
+s.settimeout(30)
+try:
+    while s.recv(65536):
+        pass
+except ConnectionResetError:
+    pass
+print('closed')
+"#,
+        addr,
+    );
+    assert_eq!(out.trim(), "closed");
+    assert_eq!(next_error(&errors), "tls: cannot decrypt peer's message");
+    // A connection served after it: whatever the failed one reported is in by then.
+    let out = python(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
+    with ctx.wrap_socket(raw, server_hostname='localhost') as s:
+        s.sendall(b'served\n')
+        print(s.recv(100).decode().strip())
+"#,
+        addr,
+    );
+    assert_eq!(out.trim(), "served");
+    let more: Vec<String> = errors.try_iter().collect();
+    assert!(more.is_empty(), "one failure, more errors: {} ({:?})", more.len(), more.first());
+}
+
+#[test]
 fn a_client_hello_written_one_byte_at_a_time_is_served() {
     let (_srv, addr, errors) = text_echo();
     // Python drives its TLS client through memory BIOs, so the ClientHello can be written

@@ -32,11 +32,15 @@ pub(crate) struct TlsLayer {
     /// memory: counted in `ConnState::unsent` against `max_send_buffer_size`, encrypted into
     /// the send queue once the handshake is done.
     pub(super) held: SendQueue,
+    /// The session failed and that was reported: input still arriving while the alert is
+    /// flushed (receives already posted when reading stopped) is dropped unread, so one
+    /// failure is one `on_error`.
+    failed: bool,
 }
 
 impl TlsLayer {
     fn new(session: Box<dyn TlsSession>, since: Stamp) -> TlsLayer {
-        TlsLayer { session, since, held: SendQueue::default() }
+        TlsLayer { session, since, held: SendQueue::default(), failed: false }
     }
 }
 
@@ -143,6 +147,11 @@ impl Core {
         let c = &mut self.conns[key];
         let ConnState { extra, sendq, .. } = c;
         let layer = extra.as_mut().and_then(|e| e.tls.as_mut()).expect("a TLS connection");
+        if layer.failed {
+            self.tls_plain = plain;
+            self.recv.give_back(buf);
+            return None;
+        }
         // (Decrypted in place: the buffer is the engine's until it is given back.)
         let fed = layer.session.feed(buf.bytes(), &mut plain, &mut QueueSink { arena: &mut self.arena, q: sendq });
         self.recv.give_back(buf);
@@ -241,6 +250,7 @@ impl Core {
         // What waited for the handshake will never be sent: a close() that waited for it
         // ends once the alert is flushed.
         if let Some(t) = layer(&mut self.conns[key]) {
+            t.failed = true;
             for chunk in std::mem::take(&mut t.held).chunks {
                 self.arena.release(chunk.mem);
             }
