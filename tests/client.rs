@@ -239,6 +239,84 @@ async def handle(r, w):
     assert_eq!(rx.try_recv().ok(), None, "no fourth round");
 }
 
+fn registered_files(ring: &Running) -> u64 {
+    ring.workers()[0].stats().iter().map(|s| s.registered_files.get()).sum()
+}
+
+thread_local! {
+    static DIALED: std::cell::RefCell<Option<Connection>> = const { std::cell::RefCell::new(None) };
+}
+
+/// An outgoing connection joins its ring's fixed-file table once established, at its second
+/// send, serves a burst from there, and leaves the table before a redial replaces its
+/// socket: three rounds against a Python asyncio server that closes on `next`, each on a
+/// fresh socket registered anew; after the last, no slot is left.
+#[test]
+fn a_registered_outgoing_connection_redials_on_a_fresh_socket() {
+    let server = py_tcp_server(
+        &[],
+        r#"
+async def handle(r, w):
+    while True:
+        d = await r.readline()
+        if not d or d == b'next\n':
+            break
+        w.write(d)
+        await w.drain()
+    w.close()
+"#,
+    );
+    let port = server.port;
+    let (ring, rx) = client_ring(move |tx| {
+        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
+        report(&conn, &tx);
+        let t = tx.clone();
+        conn.on_connect(move |c| {
+            t.send(Got::Connect(c.id().as_u64())).unwrap();
+            c.send("hello");
+        });
+        let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
+        let t = tx.clone();
+        conn.on_close(move |c| {
+            t.send(Got::Close(c.id().as_u64())).unwrap();
+            rounds.set(rounds.get() + 1);
+            if rounds.get() < 3 {
+                assert!(c.reconnect(Duration::ZERO));
+            }
+        });
+        DIALED.with(|d| *d.borrow_mut() = Some(conn));
+    });
+    let on_ring = |f: fn(&Connection)| {
+        assert!(ring.worker(0).run_on(0, move || DIALED.with(|d| f(d.borrow().as_ref().expect("dialed")))));
+    };
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        match next(&rx) {
+            Got::Connect(id) => ids.push(id),
+            other => panic!("round {round}: expected a connect, got {other:?}"),
+        }
+        assert_eq!(next(&rx), Got::Message(b"hello".to_vec()), "round {round}");
+        assert_eq!(registered_files(&ring), 0, "round {round}: registered before its second send");
+        // The second send: 200 lines in one write, echoed in order.
+        on_ring(|c| {
+            let burst: String = (0..200).map(|i| format!("line {i}\n")).collect();
+            c.send(burst.trim_end());
+        });
+        for i in 0..200 {
+            assert_eq!(next(&rx), Got::Message(format!("line {i}").into_bytes()), "round {round}");
+        }
+        wait_until("the second send registered the socket", || registered_files(&ring) == 1);
+        on_ring(|c| {
+            c.send("next");
+        });
+        assert!(matches!(next(&rx), Got::Close(_)), "round {round}");
+        wait_until("the slot cleared when the socket ended", || registered_files(&ring) == 0);
+    }
+    assert!(ids.iter().all(|&i| i == ids[0]), "one id across reconnects: {ids:?}");
+    wait_slot_freed(&ring, ids[0]);
+    assert_eq!(registered_files(&ring), 0);
+}
+
 /// A proxy worker: each accepted connection opens one upstream connection and the two are
 /// piped both ways.
 fn proxy(upstream: u16) -> (Running, std::net::SocketAddr) {

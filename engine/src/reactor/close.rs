@@ -173,12 +173,19 @@ impl Core {
         // `reconnect(after)` was asked for: the slot (and so the id) lives on, with a fresh
         // socket, and dials again.
         let again = self.conns[key].dial_mut().and_then(|d| d.reconnect.take());
+        // Before the descriptor closes (with the slot, or replaced by a redial's): nothing
+        // is in flight on it.
+        #[cfg(test)]
+        let registered = self.conns[key].file == super::FileSlot::Registered;
+        self.unregister_file(key);
         if let (Some(after), None) = (again, self.stopping) {
+            #[cfg(test)]
+            if let (true, Some(k)) = (registered, self.ring.sim_mut()) {
+                k.mark("a registered dial redials");
+            }
             self.renew(key, after);
             return;
         }
-        // Before the descriptor closes with the slot: nothing is in flight on it.
-        self.unregister_file(key);
         let mut c = self.remove_slot(key);
         for chunk in c.sendq.chunks.drain(..) {
             self.arena.release(chunk.mem);

@@ -403,7 +403,7 @@ impl Core {
             }
         };
         let c = &mut self.conns[key];
-        // (Outgoing connections are never in the fixed-file table: the socket may change.)
+        // (A dial is not in the fixed-file table before it is established.)
         debug_assert!(c.file == super::FileSlot::Never, "a registered socket replaced");
         c.fd = fd;
         let raw = c.fd.as_raw_fd();
@@ -506,6 +506,11 @@ impl Core {
         c.close_deadline = None;
         self.set_status(key, Status::Established);
         let c = &mut self.conns[key];
+        if key < self.fixed_files as usize {
+            // Its socket stays until the connection ends or redials (which clears the slot
+            // first, `try_free`): registered at its second send, like an accepted one.
+            c.file = super::FileSlot::Later;
+        }
         let held = c.dial_mut().map(|d| std::mem::take(&mut d.held)).unwrap_or_default();
         self.release_held(key, held);
     }

@@ -81,13 +81,14 @@ pub(crate) enum FileSlot {
     /// By descriptor until its second send, then registered ([`super::Core::register_file`]):
     /// a connection that sends again is likely to keep going, and one that answers once
     /// and closes (HTTP without keep-alive) does not pay the two `io_uring_register` calls
-    /// (about 0.3 µs together) for nothing.
+    /// (about 0.3 µs together) for nothing. Accepted connections start here, outgoing ones
+    /// once established (a redial clears the slot before it replaces the socket).
     Later,
     /// In the table. The entry is cleared before `fd` closes: the table holds its own
     /// reference, and a socket left there would never close.
     Registered,
-    /// By descriptor for good: an outgoing connection (its socket is replaced when it
-    /// redials), a key beyond the table, a ring without one, or a refused registration.
+    /// By descriptor for good (or, for an outgoing connection, until it is established): a
+    /// key beyond the table, a ring without one, or a refused registration.
     Never,
 }
 

@@ -691,6 +691,9 @@ impl SimKernel {
             ));
         }
         self.mark("fixed file registered");
+        if self.socks[sock].outgoing {
+            self.mark("outgoing connection registered");
+        }
         self.note(format!("sock {sock}: registered in fixed-file slot {slot}"));
         Ok(())
     }

@@ -1742,6 +1742,8 @@ mod tests {
             "fixed file refused",
             "fixed-file table refused",
             "batched sends flushed within a turn",
+            "outgoing connection registered",
+            "a registered dial redials",
         ] {
             assert!(marks.contains_key(want), "no seed reached '{want}': the fault is never injected");
         }
