@@ -560,47 +560,64 @@ fn chat_processes_on_two_machines_share_a_room_through_redis() {
         assert!(line.starts_with("chat on"), "{line}");
         children.push(c);
     }
-    // Each machine's client says hello until it hears the other machine's.
+    // Each machine's client says hello until it hears the other machine's, and goes on
+    // saying it until the test closes its stdin (once both have heard): no client stops
+    // speaking before the other heard it, however slow either is.
     let script = |me: &str, other: &str| {
         format!(
             r#"
-import asyncio
+import asyncio, sys
 from websockets.asyncio.client import connect
 async def main():
     ws = await connect('ws://127.0.0.1:8800/')
-    heard = False
     async def speak():
         while True:
             await ws.send('hello from {me}')
             await asyncio.sleep(0.3)
     task = asyncio.create_task(speak())
-    while not heard:
-        m = await ws.recv()
-        heard = m.endswith('hello from {other}')
-    # Keep speaking a little so the other side hears us too.
-    await asyncio.sleep(1.5)
-    task.cancel()
+    while not (await ws.recv()).endswith('hello from {other}'):
+        pass
     print('heard {other}', flush=True)
-asyncio.run(asyncio.wait_for(main(), 30))
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    task.cancel()
+asyncio.run(asyncio.wait_for(main(), 60))
 "#
         )
     };
-    let clients: Vec<_> = [("a", "b"), ("b", "a")]
+    let mut clients: Vec<_> = [("a", "b"), ("b", "a")]
         .iter()
         .map(|(me, other)| {
             std::process::Command::new("ip")
                 .args(["netns", "exec", &ns(me), "python3", "-c", &script(me, other)])
+                .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("python3 runs")
         })
         .collect();
+    // (A client that never hears ends at its 60 s limit: its line is empty then.)
+    let heard: Vec<String> = clients
+        .iter_mut()
+        .map(|c| {
+            let mut line = String::new();
+            let _ = BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line);
+            line.trim().to_string()
+        })
+        .collect();
     let outputs: Vec<String> = clients
         .into_iter()
-        .map(|c| {
+        .zip(heard)
+        .map(|(mut c, heard)| {
+            drop(c.stdin.take());
             let o = c.wait_with_output().unwrap();
-            format!("{}{}", String::from_utf8_lossy(&o.stdout).trim(), String::from_utf8_lossy(&o.stderr).trim())
+            let rest =
+                format!("{}{}", String::from_utf8_lossy(&o.stdout).trim(), String::from_utf8_lossy(&o.stderr).trim());
+            if rest.is_empty() && o.status.success() {
+                heard
+            } else {
+                format!("{heard} / exit {:?}: {rest}", o.status.code())
+            }
         })
         .collect();
     for c in children.iter_mut().chain(std::iter::once(&mut redis)) {
