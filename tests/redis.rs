@@ -212,7 +212,9 @@ async def main():
                         return
             except asyncio.TimeoutError:
                 pass
-    await until_heard(a, b, 'warm-up')
+    # Both ways: each process's subscription is confirmed on its own.
+    await until_heard(a, b, 'warm-up a')
+    await until_heard(b, a, 'warm-up b')
     await a.send('from a')
     await b.send('from b')
     seen = {{'a': [], 'b': []}}
@@ -658,11 +660,15 @@ async def main():
                 break
         except asyncio.TimeoutError:
             pass
-    await a.send('to ' + b_id + ' just for b')
-    while True:
-        m = await b.recv()
-        if m == 'just for b':
-            break
+    # b's node subscription, made at its start, is confirmed on its own too.
+    heard = False
+    while not heard:
+        await a.send('to ' + b_id + ' just for b')
+        try:
+            while not heard:
+                heard = await asyncio.wait_for(b.recv(), 0.5) == 'just for b'
+        except asyncio.TimeoutError:
+            pass
     print('ok', flush=True)
 asyncio.run(asyncio.wait_for(main(), 30))
 "#,
