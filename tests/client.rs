@@ -66,6 +66,13 @@ fn report(conn: &Connection, tx: &Sender<Got>) {
     conn.on_close(move |c| t.send(Got::Close(c.id().as_u64())).unwrap());
 }
 
+/// Dials `text://127.0.0.1:port` from the ring thread this runs on, reporting on `tx`.
+fn dial_reported(port: u16, tx: &Sender<Got>) -> Connection {
+    let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
+    report(&conn, tx);
+    conn
+}
+
 /// Waits until the ring that ran `client_ring` holds no slot for connection `id`: nothing
 /// more can happen to it (no reconnect pending, no callback left to run).
 fn wait_slot_freed(ring: &Running, id: u64) {
@@ -92,8 +99,7 @@ fn sends_made_before_the_connection_is_up_arrive_in_order() {
     let server = py_echo();
     let port = server.port;
     let (_ring, rx) = client_ring(move |tx| {
-        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
-        report(&conn, &tx);
+        let conn = dial_reported(port, &tx);
         // A burst written before the TCP handshake completed: held, then sent in order.
         for i in 0..500 {
             assert!(conn.send(format!("line {i}")).is_ok());
@@ -207,8 +213,7 @@ async def handle(r, w):
     );
     let port = server.port;
     let (ring, rx) = client_ring(move |tx| {
-        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
-        report(&conn, &tx);
+        let conn = dial_reported(port, &tx);
         let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
         let t = tx.clone();
         conn.on_connect(move |c| {
@@ -268,8 +273,7 @@ async def handle(r, w):
     );
     let port = server.port;
     let (ring, rx) = client_ring(move |tx| {
-        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
-        report(&conn, &tx);
+        let conn = dial_reported(port, &tx);
         let t = tx.clone();
         conn.on_connect(move |c| {
             t.send(Got::Connect(c.id().as_u64())).unwrap();
@@ -1114,8 +1118,7 @@ fn reconnect_keeps_the_context() {
     let port = server.port;
     let (ctx_tx, ctx_rx) = unbounded::<Option<u32>>();
     let (ring, rx) = client_ring(move |tx| {
-        let conn = AsyncTcpConnection::new(&format!("text://127.0.0.1:{port}")).unwrap().connect().unwrap();
-        report(&conn, &tx);
+        let conn = dial_reported(port, &tx);
         conn.set_context(0u32);
         let (t, ctx_tx) = (tx.clone(), ctx_tx.clone());
         conn.on_connect(move |c| {

@@ -123,6 +123,32 @@ fn python(script: &str, addr: SocketAddr) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The opening of a Python TLS client driven through memory BIOs (`obj` the session, `inc`
+/// and `out` its BIOs, `s` the socket to the address in argv[1..3]).
+const BIO_CLIENT: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(inc, out, server_hostname='localhost')
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+"#;
+
+/// A TLS client (Python `ssl`) is served by the text echo at `addr`: its line comes back.
+fn served(addr: SocketAddr) {
+    let out = python(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
+with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
+    with ctx.wrap_socket(raw, server_hostname='localhost') as s:
+        s.sendall(b'served\n')
+        print(s.recv(100).decode().strip())
+"#,
+        addr,
+    );
+    assert_eq!(out.trim(), "served");
+}
+
 /// The next error the worker reported.
 fn next_error(rx: &Receiver<String>) -> String {
     rx.recv_timeout(PATIENCE).expect("an on_error")
@@ -199,20 +225,7 @@ fn a_plaintext_http_request_on_the_tls_port_gets_a_400_that_says_so() {
 #[test]
 fn bad_input_is_closed_with_on_error_and_the_next_handshake_is_served() {
     let (_srv, addr, errors) = text_echo();
-    let served = || {
-        let out = python(
-            r#"
-import socket, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
-with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
-    with ctx.wrap_socket(raw, server_hostname='localhost') as s:
-        s.sendall(b'served\n')
-        print(s.recv(100).decode().strip())
-"#,
-            addr,
-        );
-        assert_eq!(out.trim(), "served");
-    };
+    let served = || served(addr);
     // Random bytes: not a TLS record.
     let mut s = connect(addr);
     write_all(&mut s, &[0x42, 0x99, 0x00, 0x13, 0x37, 0xfe, 0x01, 0x02]);
@@ -244,12 +257,8 @@ fn a_record_that_fails_to_decrypt_is_one_error_however_much_follows_it() {
     // byte of its ciphertext flipped: the session fails on it, and the records behind it
     // keep arriving (receives already posted) while the alert goes out. One on_error.
     let out = python(
-        r#"
-import socket, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-obj = ctx.wrap_bio(inc, out, server_hostname='localhost')
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        &(BIO_CLIENT.to_string()
+            + r#"
 while True:
     try:
         obj.do_handshake()
@@ -277,24 +286,13 @@ try:
 except ConnectionResetError:
     pass
 print('closed')
-"#,
+"#),
         addr,
     );
     assert_eq!(out.trim(), "closed");
     assert_eq!(next_error(&errors), "tls: cannot decrypt peer's message");
     // A connection served after it: whatever the failed one reported is in by then.
-    let out = python(
-        r#"
-import socket, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
-with socket.create_connection((sys.argv[1], int(sys.argv[2]))) as raw:
-    with ctx.wrap_socket(raw, server_hostname='localhost') as s:
-        s.sendall(b'served\n')
-        print(s.recv(100).decode().strip())
-"#,
-        addr,
-    );
-    assert_eq!(out.trim(), "served");
+    served(addr);
     let more: Vec<String> = errors.try_iter().collect();
     assert!(more.is_empty(), "one failure, more errors: {} ({:?})", more.len(), more.first());
 }
@@ -305,12 +303,8 @@ fn a_client_hello_written_one_byte_at_a_time_is_served() {
     // Python drives its TLS client through memory BIOs, so the ClientHello can be written
     // to the socket one byte per send (TCP_NODELAY: each its own segment).
     let out = python(
-        r#"
-import socket, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[3] + 'ca.pem')
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-obj = ctx.wrap_bio(inc, out, server_hostname='localhost')
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        &(BIO_CLIENT.to_string()
+            + r#"
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 def pump(bytewise):
     data = out.read()
@@ -341,7 +335,7 @@ while not got.endswith(b'\n'):
     except ssl.SSLWantReadError:
         inc.write(s.recv(65536))
 print(got.decode().strip())
-"#,
+"#),
         addr,
     );
     assert_eq!(out.trim(), "one byte at a time");
