@@ -73,6 +73,27 @@ fn dial_reported(port: u16, tx: &Sender<Got>) -> Connection {
     conn
 }
 
+/// [`dial_reported`] for three rounds: each connect sends `first`, and each of the first two
+/// closes asks to reconnect `after`.
+fn dial_rounds(port: u16, tx: &Sender<Got>, first: &'static str, after: Duration) -> Connection {
+    let conn = dial_reported(port, tx);
+    let t = tx.clone();
+    conn.on_connect(move |c| {
+        t.send(Got::Connect(c.id().as_u64())).unwrap();
+        c.send(first);
+    });
+    let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
+    let t = tx.clone();
+    conn.on_close(move |c| {
+        t.send(Got::Close(c.id().as_u64())).unwrap();
+        rounds.set(rounds.get() + 1);
+        if rounds.get() < 3 {
+            assert!(c.reconnect(after));
+        }
+    });
+    conn
+}
+
 /// Waits until the ring that ran `client_ring` holds no slot for connection `id`: nothing
 /// more can happen to it (no reconnect pending, no callback left to run).
 fn wait_slot_freed(ring: &Running, id: u64) {
@@ -213,21 +234,7 @@ async def handle(r, w):
     );
     let port = server.port;
     let (ring, rx) = client_ring(move |tx| {
-        let conn = dial_reported(port, &tx);
-        let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
-        let t = tx.clone();
-        conn.on_connect(move |c| {
-            t.send(Got::Connect(c.id().as_u64())).unwrap();
-            c.send("ping");
-        });
-        let t = tx.clone();
-        conn.on_close(move |c| {
-            t.send(Got::Close(c.id().as_u64())).unwrap();
-            rounds.set(rounds.get() + 1);
-            if rounds.get() < 3 {
-                assert!(c.reconnect(Duration::from_millis(10)));
-            }
-        });
+        dial_rounds(port, &tx, "ping", Duration::from_millis(10));
     });
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -273,21 +280,7 @@ async def handle(r, w):
     );
     let port = server.port;
     let (ring, rx) = client_ring(move |tx| {
-        let conn = dial_reported(port, &tx);
-        let t = tx.clone();
-        conn.on_connect(move |c| {
-            t.send(Got::Connect(c.id().as_u64())).unwrap();
-            c.send("hello");
-        });
-        let rounds = std::rc::Rc::new(std::cell::Cell::new(0));
-        let t = tx.clone();
-        conn.on_close(move |c| {
-            t.send(Got::Close(c.id().as_u64())).unwrap();
-            rounds.set(rounds.get() + 1);
-            if rounds.get() < 3 {
-                assert!(c.reconnect(Duration::ZERO));
-            }
-        });
+        let conn = dial_rounds(port, &tx, "hello", Duration::ZERO);
         DIALED.with(|d| *d.borrow_mut() = Some(conn));
     });
     let on_ring = |f: fn(&Connection)| {
